@@ -1,0 +1,19 @@
+//! Who is who in the DMS: ed25519 key pairs, their `did:key` identifiers, the libp2p
+//! [`PeerId`](libp2p_identity::PeerId) of the same key, and the encrypted on-disk keystore.
+//!
+//! A node's DID and its libp2p peer id are two spellings of one public key, so converting
+//! between them is a pure function ([`Did::peer_id`], [`Did::from_peer_id`]).
+//!
+//! This crate must not know about capabilities, messages or the network: it only names
+//! identities, signs bytes and keeps secret keys safe at rest.
+
+/// `did:key` identifiers (ed25519, multicodec `0xed01`, base58btc multibase).
+pub mod did;
+/// ed25519 key pairs, public keys and signatures.
+pub mod key;
+/// Encrypted key files: argon2id key derivation + XChaCha20-Poly1305.
+pub mod keystore;
+
+pub use did::{Did, DidError};
+pub use key::{KeyError, Keypair, PublicKey, Signature};
+pub use keystore::{KdfParams, Keystore, KeystoreError};
