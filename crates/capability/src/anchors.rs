@@ -1,0 +1,389 @@
+use nunet_did::{Did, Keypair};
+use serde::{Deserialize, Serialize};
+
+use crate::revocation::RevocationError;
+use crate::token::Claims;
+use crate::{Action, Capability, RevocationSet, Token, TokenError, TokenId};
+
+/// Problems managing anchors or building tokens from them.
+#[derive(Debug, thiserror::Error)]
+pub enum AnchorError {
+    /// A token could not be built.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// A revocation was not accepted.
+    #[error(transparent)]
+    Revocation(#[from] RevocationError),
+    /// Anchors must be delegations.
+    #[error("a {0} token cannot be an anchor: anchors must be delegate tokens")]
+    NotDelegate(Action),
+    /// The token has already expired.
+    #[error("the token expired at {0} ns")]
+    Expired(u64),
+    /// A provide anchor must name this context as its subject.
+    #[error(
+        "this token's subject is {sub}, not this context's DID {ours}: it cannot be used to provide capabilities"
+    )]
+    NotOurs {
+        /// Token subject.
+        sub: Did,
+        /// Our DID.
+        ours: Did,
+    },
+    /// The token or its chain does not hold together.
+    #[error("the token's chain is invalid: {0}")]
+    BrokenChain(String),
+    /// No provide anchor covers what was asked.
+    #[error(
+        "no provide anchor of this context grants {0}; add one with `nunet cap anchor --provide`, or use --self-sign also|only"
+    )]
+    NotCovered(String),
+    /// The requested expiry is later than the anchor allows.
+    #[error(
+        "requested expiry {requested} ns is after the expiry {limit} ns of every provide anchor that covers it"
+    )]
+    ExpiryBeyondAnchor {
+        /// Requested.
+        requested: u64,
+        /// Latest possible.
+        limit: u64,
+    },
+    /// Nothing to remove.
+    #[error("{0} is not an anchor of this context")]
+    NotFound(String),
+}
+
+/// How `delegate` signs: chained on provide anchors (`no` self-signing), both, or only
+/// self-signed (the context's own DID as the chain's root).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SelfSign {
+    /// Only tokens chained on provide anchors.
+    #[default]
+    No,
+    /// Chained tokens and a self-signed one.
+    Also,
+    /// Only a self-signed token.
+    Only,
+}
+
+impl std::str::FromStr for SelfSign {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "no" => Ok(Self::No),
+            "also" => Ok(Self::Also),
+            "only" => Ok(Self::Only),
+            _ => Err(format!("--self-sign must be no, also or only (got {s:?})")),
+        }
+    }
+}
+
+/// What to put in a delegation or grant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenSpec {
+    /// Who receives it.
+    pub sub: Did,
+    /// Restrict to this receiver.
+    pub aud: Option<Did>,
+    /// Capabilities.
+    pub cap: Vec<Capability>,
+    /// Broadcast topics.
+    pub topic: Vec<Capability>,
+    /// Expiry, unix ns.
+    pub exp: u64,
+    /// Depth limit (0 = unlimited).
+    pub depth: u64,
+}
+
+/// The trust anchors and revocations of one capability context.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Anchors {
+    /// This context's DID (tokens it issued are trusted).
+    pub did: Did,
+    /// Fully trusted DIDs.
+    #[serde(default)]
+    pub roots: Vec<Did>,
+    /// Side chains admitting chains rooted in their subject, within their capabilities.
+    #[serde(default)]
+    pub require: Vec<Token>,
+    /// Delegations to this context that it chains its own tokens on.
+    #[serde(default)]
+    pub provide: Vec<Token>,
+    /// Revocations received or issued.
+    #[serde(default)]
+    pub revocations: RevocationSet,
+}
+
+impl Anchors {
+    /// Empty anchors for a context with this DID.
+    pub fn new(did: Did) -> Self {
+        Self {
+            did,
+            roots: Vec::new(),
+            require: Vec::new(),
+            provide: Vec::new(),
+            revocations: RevocationSet::default(),
+        }
+    }
+
+    /// Adds a root DID (idempotent).
+    pub fn add_root(&mut self, did: Did) {
+        if !self.roots.contains(&did) {
+            self.roots.push(did);
+        }
+    }
+
+    /// Adds a require anchor after checking it is a live, well-formed delegation.
+    pub fn add_require(&mut self, tok: Token, now: u64) -> Result<(), AnchorError> {
+        check_anchor(&tok, now)?;
+        push_unique(&mut self.require, tok);
+        Ok(())
+    }
+
+    /// Adds a provide anchor: a live delegation whose subject is this context.
+    pub fn add_provide(&mut self, tok: Token, now: u64) -> Result<(), AnchorError> {
+        check_anchor(&tok, now)?;
+        if tok.dms().sub != self.did {
+            return Err(AnchorError::NotOurs {
+                sub: tok.dms().sub.clone(),
+                ours: self.did.clone(),
+            });
+        }
+        push_unique(&mut self.provide, tok);
+        Ok(())
+    }
+
+    /// Removes a root DID.
+    pub fn remove_root(&mut self, did: &Did) -> Result<(), AnchorError> {
+        let before = self.roots.len();
+        self.roots.retain(|d| d != did);
+        if self.roots.len() == before {
+            return Err(AnchorError::NotFound(format!("root {did}")));
+        }
+        Ok(())
+    }
+
+    /// Removes a require anchor (matched by token id).
+    pub fn remove_require(&mut self, id: &TokenId) -> Result<(), AnchorError> {
+        remove_by_id(&mut self.require, id, "require")
+    }
+
+    /// Removes a provide anchor (matched by token id).
+    pub fn remove_provide(&mut self, id: &TokenId) -> Result<(), AnchorError> {
+        remove_by_id(&mut self.provide, id, "provide")
+    }
+
+    /// Issues a root (self-signed, unchained) delegation: an anchor-ready token.
+    pub fn grant(&self, key: &Keypair, spec: &TokenSpec) -> Result<Token, AnchorError> {
+        Ok(Token::issue(key, claims(Action::Delegate, spec), None)?)
+    }
+
+    /// Delegates to `spec.sub`, chained on every provide anchor that covers the request
+    /// and/or self-signed, as `self_sign` says.
+    pub fn delegate(
+        &self,
+        key: &Keypair,
+        spec: &TokenSpec,
+        self_sign: SelfSign,
+        now: u64,
+    ) -> Result<Vec<Token>, AnchorError> {
+        self.issue_from(key, Action::Delegate, spec, self_sign, now, 2)
+    }
+
+    /// Invocation (or broadcast) tokens for a message: one chained on each covering provide
+    /// anchor (expiry clamped to the anchor's), plus a self-signed one.
+    pub fn invocation_tokens(
+        &self,
+        key: &Keypair,
+        act: Action,
+        spec: &TokenSpec,
+        now: u64,
+    ) -> Vec<Token> {
+        let mut out = Vec::new();
+        for anchor in self.covering(spec, now, 1) {
+            let mut s = spec.clone();
+            s.exp = s.exp.min(anchor.dms().exp);
+            s.aud = s.aud.or_else(|| anchor.dms().aud.clone());
+            if let Ok(t) = Token::issue(key, claims(act, &s), Some(anchor.clone())) {
+                out.push(t);
+            }
+        }
+        if let Ok(t) = Token::issue(key, claims(act, spec), None) {
+            out.push(t);
+        }
+        out
+    }
+
+    /// Signs a revocation of `target` and records it here. Returns the revoke token, which
+    /// can be handed to other nodes.
+    pub fn revoke(&mut self, key: &Keypair, target: &Token) -> Result<Token, AnchorError> {
+        let t = target.dms();
+        let rev = Token::issue(
+            key,
+            Claims {
+                act: Action::Revoke,
+                sub: key.did(),
+                aud: None,
+                topic: Vec::new(),
+                cap: Vec::new(),
+                exp: t.exp,
+                depth: 0,
+                rev: Some(target.id()),
+            },
+            None,
+        )?;
+        self.revocations.add(rev.clone())?;
+        Ok(rev)
+    }
+
+    fn issue_from(
+        &self,
+        key: &Keypair,
+        act: Action,
+        spec: &TokenSpec,
+        self_sign: SelfSign,
+        now: u64,
+        room: u64,
+    ) -> Result<Vec<Token>, AnchorError> {
+        let mut out = Vec::new();
+        if self_sign != SelfSign::Only {
+            let covering = self.covering(spec, now, room);
+            if covering.is_empty() {
+                if self_sign == SelfSign::No {
+                    return Err(AnchorError::NotCovered(describe(spec)));
+                }
+            } else {
+                let limit = covering.iter().map(|a| a.dms().exp).max().unwrap_or(0);
+                let usable: Vec<_> = covering
+                    .into_iter()
+                    .filter(|a| a.dms().exp >= spec.exp)
+                    .collect();
+                if usable.is_empty() && self_sign == SelfSign::No {
+                    return Err(AnchorError::ExpiryBeyondAnchor {
+                        requested: spec.exp,
+                        limit,
+                    });
+                }
+                for anchor in usable {
+                    let mut s = spec.clone();
+                    s.aud = s.aud.or_else(|| anchor.dms().aud.clone());
+                    out.push(Token::issue(key, claims(act, &s), Some(anchor.clone()))?);
+                }
+            }
+        }
+        if self_sign != SelfSign::No {
+            out.push(Token::issue(key, claims(act, spec), None)?);
+        }
+        Ok(out)
+    }
+
+    /// Provide anchors able to parent a token for `spec` with `room` tokens (the new one
+    /// included) still to come below the anchor.
+    fn covering(&self, spec: &TokenSpec, now: u64, room: u64) -> Vec<&Token> {
+        self.provide
+            .iter()
+            .filter(|a| {
+                let t = a.dms();
+                t.act == Action::Delegate
+                    && t.sub == self.did
+                    && t.exp > now
+                    && (t.depth == 0 || t.depth >= room)
+                    && spec.cap.iter().all(|c| Capability::any_implies(&t.cap, c))
+                    && spec
+                        .topic
+                        .iter()
+                        .all(|c| Capability::any_implies(&t.topic, c))
+                    && match (&t.aud, &spec.aud) {
+                        (Some(fixed), Some(want)) => fixed == want,
+                        _ => true,
+                    }
+            })
+            .collect()
+    }
+}
+
+fn claims(act: Action, s: &TokenSpec) -> Claims {
+    Claims {
+        act,
+        sub: s.sub.clone(),
+        aud: s.aud.clone(),
+        topic: s.topic.clone(),
+        cap: s.cap.clone(),
+        exp: s.exp,
+        depth: s.depth,
+        rev: None,
+    }
+}
+
+fn describe(s: &TokenSpec) -> String {
+    let mut parts: Vec<String> = s.cap.iter().map(|c| c.to_string()).collect();
+    parts.extend(s.topic.iter().map(|t| format!("topic {t}")));
+    if parts.is_empty() {
+        "the requested capabilities".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn check_anchor(tok: &Token, now: u64) -> Result<(), AnchorError> {
+    let t = tok.dms();
+    if t.act != Action::Delegate {
+        return Err(AnchorError::NotDelegate(t.act));
+    }
+    if t.exp <= now {
+        return Err(AnchorError::Expired(t.exp));
+    }
+    check_integrity(tok, now).map_err(AnchorError::BrokenChain)
+}
+
+/// Signatures and link rules of a token and its chain, without asking who anchors it.
+fn check_integrity(tok: &Token, now: u64) -> Result<(), String> {
+    let links = tok.links();
+    let n = links.len();
+    if n > crate::verify::MAX_CHAIN_LEN {
+        return Err(format!("{n} tokens in the chain"));
+    }
+    let mut ids = vec![TokenId([0; 32]); n];
+    for i in (0..n).rev() {
+        let cid = if i + 1 < n { Some(ids[i + 1]) } else { None };
+        ids[i] = links[i].id_with(cid.as_ref());
+        if !links[i].verify_signature(cid.as_ref()) {
+            return Err(format!("bad signature at position {i}"));
+        }
+        if links[i].exp <= now {
+            return Err(format!("token at position {i} has expired"));
+        }
+        if i + 1 < n {
+            let (c, p) = (links[i], links[i + 1]);
+            if p.act != Action::Delegate || c.iss != p.sub || c.exp > p.exp {
+                return Err(format!(
+                    "link at position {i} is not a valid delegation of its parent"
+                ));
+            }
+            if !c.cap.iter().all(|x| Capability::any_implies(&p.cap, x))
+                || !c.topic.iter().all(|x| Capability::any_implies(&p.topic, x))
+            {
+                return Err(format!(
+                    "token at position {i} widens its parent's capabilities"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn push_unique(v: &mut Vec<Token>, tok: Token) {
+    if !v.contains(&tok) {
+        v.push(tok);
+    }
+}
+
+fn remove_by_id(v: &mut Vec<Token>, id: &TokenId, kind: &str) -> Result<(), AnchorError> {
+    let before = v.len();
+    v.retain(|t| &t.id() != id);
+    if v.len() == before {
+        return Err(AnchorError::NotFound(format!("{kind} token {id}")));
+    }
+    Ok(())
+}

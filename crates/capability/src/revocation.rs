@@ -1,0 +1,106 @@
+use std::collections::HashMap;
+
+use nunet_did::Did;
+use serde::{Deserialize, Serialize};
+
+use crate::{Action, Token, TokenId};
+
+/// Why a revocation token was not accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RevocationError {
+    /// The token's action is not `revoke`.
+    #[error("not a revoke token (action {0})")]
+    NotRevoke(Action),
+    /// A revoke token must name the token it revokes in `rev`.
+    #[error("revoke token does not name a token id in `rev`")]
+    MissingTarget,
+    /// Revocations are single tokens, never chained.
+    #[error("revoke tokens cannot be chained")]
+    Chained,
+    /// The revoker's signature does not verify.
+    #[error("revoke token signature does not verify")]
+    BadSignature,
+}
+
+/// Revocations a context knows: token id → the DIDs that revoked it.
+///
+/// A revocation only takes effect for a chain when its issuer is the issuer of the revoked
+/// token or of one of the tokens it is chained on (or the verifying context itself); anybody
+/// else's revocation is stored but ignored for that chain.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(from = "Vec<Token>", into = "Vec<Token>")]
+pub struct RevocationSet {
+    tokens: Vec<Token>,
+    by_target: HashMap<TokenId, Vec<Did>>,
+}
+
+impl RevocationSet {
+    /// Checks and adds a revoke token; returns the id it revokes.
+    pub fn add(&mut self, tok: Token) -> Result<TokenId, RevocationError> {
+        let t = tok.dms();
+        if t.act != Action::Revoke {
+            return Err(RevocationError::NotRevoke(t.act));
+        }
+        if t.chain.is_some() {
+            return Err(RevocationError::Chained);
+        }
+        let target = t.rev.ok_or(RevocationError::MissingTarget)?;
+        if !t.verify_signature(None) {
+            return Err(RevocationError::BadSignature);
+        }
+        let issuers = self.by_target.entry(target).or_default();
+        if !issuers.contains(&t.iss) {
+            issuers.push(t.iss.clone());
+            self.tokens.push(tok);
+        }
+        Ok(target)
+    }
+
+    /// Who revoked `id`.
+    pub fn revokers(&self, id: &TokenId) -> &[Did] {
+        self.by_target.get(id).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The revoke tokens held.
+    pub fn tokens(&self) -> &[Token] {
+        &self.tokens
+    }
+
+    /// Drops revocations of tokens that have expired anyway (a revoke token's `exp` is the
+    /// revoked token's expiry).
+    pub fn gc(&mut self, now: u64) {
+        let keep: Vec<Token> = self
+            .tokens
+            .drain(..)
+            .filter(|t| t.dms().exp > now)
+            .collect();
+        *self = Self::from(keep);
+    }
+
+    /// Number of revocations.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+}
+
+impl From<Vec<Token>> for RevocationSet {
+    fn from(v: Vec<Token>) -> Self {
+        let mut s = Self::default();
+        for t in v {
+            // Invalid entries in a stored file are dropped rather than trusted.
+            let _ = s.add(t);
+        }
+        s
+    }
+}
+
+impl From<RevocationSet> for Vec<Token> {
+    fn from(s: RevocationSet) -> Self {
+        s.tokens
+    }
+}

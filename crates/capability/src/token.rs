@@ -1,0 +1,451 @@
+//! Tokens and their signing bytes.
+//!
+//! # Signing bytes (version 1)
+//!
+//! A token's signature covers these bytes, built field by field (never by re-serialising JSON,
+//! so two implementations agree byte for byte):
+//!
+//! ```text
+//! "dms:token:v1\0"
+//! u8      act            invoke=1 delegate=2 broadcast=3 revoke=4
+//! str     iss            str(s)   = u32be(len) ‖ UTF-8 bytes
+//! str     sub
+//! str     aud            "" when absent (anyone)
+//! list    topic          list(xs) = u32be(count) ‖ str(x)…
+//! list    cap
+//! bytes   nonce          bytes(b) = u32be(len) ‖ b
+//! u64be   exp            unix nanoseconds
+//! u64be   depth          0 = unlimited
+//! opt32   chain          0x00, or 0x01 ‖ id of the parent token (32 bytes)
+//! opt32   rev            0x00, or 0x01 ‖ id of the revoked token (revoke tokens only)
+//! ```
+//!
+//! A token's **id** is `SHA-256(signing bytes ‖ sig)`. The chain is signed through its id, so
+//! a signature commits to the whole chain below it, and a verified id can be cached.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use nunet_did::{Did, Keypair, Signature};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+
+use crate::Capability;
+
+/// Domain separation prefix of token signatures.
+pub const SIGNING_DOMAIN: &[u8] = b"dms:token:v1\0";
+/// Largest serialized token list accepted from the wire (NuNet's `maxCapabilitySize`).
+pub const MAX_TOKEN_LIST_BYTES: usize = 16 * 1024;
+/// Length of a token nonce.
+pub const NONCE_LEN: usize = 12;
+
+/// Problems building or decoding tokens.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// JSON that is not a token (list).
+    #[error("not a valid capability token: {0}")]
+    Json(String),
+    /// Over [`MAX_TOKEN_LIST_BYTES`].
+    #[error("capability payload of {0} bytes exceeds the {MAX_TOKEN_LIST_BYTES}-byte limit")]
+    TooLarge(usize),
+    /// Issuing on a chain whose subject is someone else.
+    #[error("cannot issue on a chain whose subject is {chain_sub}: the issuer is {issuer}")]
+    NotChainSubject {
+        /// The chain's subject.
+        chain_sub: Did,
+        /// Who tried to issue.
+        issuer: Did,
+    },
+    /// Issuing on a chain link that is not a delegation.
+    #[error("cannot chain on a {0} token: only delegate tokens can be extended")]
+    ChainNotDelegate(Action),
+}
+
+/// What a token lets its subject do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Invoke behaviors named by `cap`.
+    Invoke,
+    /// Issue further tokens chained on this one.
+    Delegate,
+    /// Broadcast on topics named by `topic`.
+    Broadcast,
+    /// Revoke the token named by `rev`.
+    Revoke,
+}
+
+impl Action {
+    fn code(self) -> u8 {
+        match self {
+            Action::Invoke => 1,
+            Action::Delegate => 2,
+            Action::Broadcast => 3,
+            Action::Revoke => 4,
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Action::Invoke => "invoke",
+            Action::Delegate => "delegate",
+            Action::Broadcast => "broadcast",
+            Action::Revoke => "revoke",
+        })
+    }
+}
+
+/// A token id: SHA-256 of the signing bytes and the signature.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TokenId(pub [u8; 32]);
+
+impl std::fmt::Display for TokenId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl std::fmt::Debug for TokenId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenId({})", &hex::encode(self.0)[..16])
+    }
+}
+
+impl std::str::FromStr for TokenId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let v = hex::decode(s).map_err(|e| format!("token id {s:?}: {e}"))?;
+        let arr: [u8; 32] = v
+            .try_into()
+            .map_err(|_| format!("token id {s:?} must be 32 bytes of hex"))?;
+        Ok(Self(arr))
+    }
+}
+
+impl Serialize for TokenId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for TokenId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The body of a DMS token. Field names follow NuNet's JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DmsToken {
+    /// Action conferred.
+    pub act: Action,
+    /// Issuer (signer).
+    pub iss: Did,
+    /// Subject (who receives the capability).
+    pub sub: Did,
+    /// Audience: the only receiver invocations may go to; absent = anyone.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_did"
+    )]
+    pub aud: Option<Did>,
+    /// Broadcast topics.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_vec"
+    )]
+    pub topic: Vec<Capability>,
+    /// Capabilities (behavior paths).
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_vec"
+    )]
+    pub cap: Vec<Capability>,
+    /// Random nonce (base64 in JSON).
+    #[serde(with = "b64")]
+    pub nonce: Vec<u8>,
+    /// Expiry, unix nanoseconds.
+    pub exp: u64,
+    /// Most tokens that may be chained below this one (0 = unlimited).
+    #[serde(default)]
+    pub depth: u64,
+    /// The parent token, inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<Box<Token>>,
+    /// For revoke tokens: the id of the revoked token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rev: Option<TokenId>,
+    /// ed25519 signature of the issuer over the signing bytes (base64 in JSON).
+    #[serde(with = "b64")]
+    pub sig: Vec<u8>,
+}
+
+/// A token: `{"dms": {...}}` on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Token {
+    /// The DMS token format.
+    Dms(DmsToken),
+}
+
+/// A list of tokens: `{"tok": [...]}` on the wire.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenList {
+    /// The tokens.
+    #[serde(deserialize_with = "null_vec")]
+    pub tok: Vec<Token>,
+}
+
+impl TokenList {
+    /// Decodes a list from wire bytes, enforcing the size limit first.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, TokenError> {
+        if bytes.len() > MAX_TOKEN_LIST_BYTES {
+            return Err(TokenError::TooLarge(bytes.len()));
+        }
+        serde_json::from_slice(bytes).map_err(|e| TokenError::Json(e.to_string()))
+    }
+
+    /// Reads either a single token or a list, as users paste either.
+    pub fn parse_any(text: &str) -> Result<Self, TokenError> {
+        if text.len() > MAX_TOKEN_LIST_BYTES {
+            return Err(TokenError::TooLarge(text.len()));
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            List(TokenList),
+            One(Token),
+        }
+        match serde_json::from_str::<Either>(text.trim()) {
+            Ok(Either::List(l)) => Ok(l),
+            Ok(Either::One(t)) => Ok(TokenList { tok: vec![t] }),
+            // Report the error of the single-token reading: it names the bad field.
+            Err(_) => serde_json::from_str::<Token>(text.trim())
+                .map(|t| TokenList { tok: vec![t] })
+                .map_err(|e| TokenError::Json(e.to_string())),
+        }
+    }
+
+    /// JSON text of the list.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// What a new token says (everything but issuer, chain, nonce and signature).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claims {
+    /// Action.
+    pub act: Action,
+    /// Subject.
+    pub sub: Did,
+    /// Audience.
+    pub aud: Option<Did>,
+    /// Topics.
+    pub topic: Vec<Capability>,
+    /// Capabilities.
+    pub cap: Vec<Capability>,
+    /// Expiry (unix ns).
+    pub exp: u64,
+    /// Depth limit (0 = unlimited).
+    pub depth: u64,
+    /// Revoked token id (revoke only).
+    pub rev: Option<TokenId>,
+}
+
+impl Token {
+    /// The token body.
+    pub fn dms(&self) -> &DmsToken {
+        match self {
+            Token::Dms(t) => t,
+        }
+    }
+
+    /// Mutable body (used by tests that forge tokens).
+    pub fn dms_mut(&mut self) -> &mut DmsToken {
+        match self {
+            Token::Dms(t) => t,
+        }
+    }
+
+    /// Signs a new token, chained on `chain` when given.
+    pub fn issue(
+        issuer: &Keypair,
+        claims: Claims,
+        chain: Option<Token>,
+    ) -> Result<Token, TokenError> {
+        if let Some(parent) = &chain {
+            let p = parent.dms();
+            if p.sub != issuer.did() {
+                return Err(TokenError::NotChainSubject {
+                    chain_sub: p.sub.clone(),
+                    issuer: issuer.did(),
+                });
+            }
+            if p.act != Action::Delegate {
+                return Err(TokenError::ChainNotDelegate(p.act));
+            }
+        }
+        let mut nonce = vec![0u8; NONCE_LEN];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+        Ok(Self::issue_with_nonce(issuer, claims, chain, nonce))
+    }
+
+    /// Signs with a caller-chosen nonce (deterministic: for test vectors).
+    pub fn issue_with_nonce(
+        issuer: &Keypair,
+        claims: Claims,
+        chain: Option<Token>,
+        nonce: Vec<u8>,
+    ) -> Token {
+        let mut t = DmsToken {
+            act: claims.act,
+            iss: issuer.did(),
+            sub: claims.sub,
+            aud: claims.aud,
+            topic: claims.topic,
+            cap: claims.cap,
+            nonce,
+            exp: claims.exp,
+            depth: claims.depth,
+            chain: chain.map(Box::new),
+            rev: claims.rev,
+            sig: Vec::new(),
+        };
+        let chain_id = t.chain.as_ref().map(|c| c.id());
+        let bytes = t.signing_bytes(chain_id.as_ref());
+        t.sig = issuer.sign(&bytes).to_bytes().to_vec();
+        Token::Dms(t)
+    }
+
+    /// The token id (computes the ids of the whole chain).
+    pub fn id(&self) -> TokenId {
+        let t = self.dms();
+        let chain_id = t.chain.as_ref().map(|c| c.id());
+        t.id_with(chain_id.as_ref())
+    }
+
+    /// The chain from this token down to its root: `[self, parent, …, root]`.
+    pub fn links(&self) -> Vec<&DmsToken> {
+        let mut out = vec![self.dms()];
+        let mut cur = self.dms();
+        while let Some(p) = &cur.chain {
+            cur = p.dms();
+            out.push(cur);
+        }
+        out
+    }
+
+    /// Pretty JSON.
+    pub fn to_json_pretty(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+impl DmsToken {
+    /// The signing bytes, given the id of the parent token.
+    pub fn signing_bytes(&self, chain_id: Option<&TokenId>) -> Vec<u8> {
+        let mut b = Vec::with_capacity(256);
+        b.extend_from_slice(SIGNING_DOMAIN);
+        b.push(self.act.code());
+        put_str(&mut b, self.iss.as_str());
+        put_str(&mut b, self.sub.as_str());
+        put_str(&mut b, self.aud.as_ref().map(|d| d.as_str()).unwrap_or(""));
+        put_list(&mut b, &self.topic);
+        put_list(&mut b, &self.cap);
+        put_bytes(&mut b, &self.nonce);
+        b.extend_from_slice(&self.exp.to_be_bytes());
+        b.extend_from_slice(&self.depth.to_be_bytes());
+        put_opt(&mut b, chain_id);
+        put_opt(&mut b, self.rev.as_ref());
+        b
+    }
+
+    /// The id, given the id of the parent token.
+    pub fn id_with(&self, chain_id: Option<&TokenId>) -> TokenId {
+        let mut h = Sha256::new();
+        h.update(self.signing_bytes(chain_id));
+        h.update(&self.sig);
+        TokenId(h.finalize().into())
+    }
+
+    /// Checks the issuer's signature, given the id of the parent token.
+    pub fn verify_signature(&self, chain_id: Option<&TokenId>) -> bool {
+        let Ok(sig) = Signature::from_slice(&self.sig) else {
+            return false;
+        };
+        self.iss
+            .public_key()
+            .verify(&self.signing_bytes(chain_id), &sig)
+            .is_ok()
+    }
+}
+
+fn put_str(b: &mut Vec<u8>, s: &str) {
+    put_bytes(b, s.as_bytes());
+}
+
+fn put_bytes(b: &mut Vec<u8>, v: &[u8]) {
+    b.extend_from_slice(&(v.len() as u32).to_be_bytes());
+    b.extend_from_slice(v);
+}
+
+fn put_list(b: &mut Vec<u8>, xs: &[Capability]) {
+    b.extend_from_slice(&(xs.len() as u32).to_be_bytes());
+    for x in xs {
+        put_str(b, x.as_str());
+    }
+}
+
+fn put_opt(b: &mut Vec<u8>, id: Option<&TokenId>) {
+    match id {
+        None => b.push(0),
+        Some(id) => {
+            b.push(1);
+            b.extend_from_slice(&id.0);
+        }
+    }
+}
+
+fn empty_did<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Did>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        Empty(Option<String>),
+        Struct {
+            #[serde(rename = "URI")]
+            uri: String,
+        },
+    }
+    let s = match Form::deserialize(d)? {
+        Form::Empty(None) => return Ok(None),
+        Form::Empty(Some(s)) | Form::Struct { uri: s } => s,
+    };
+    if s.is_empty() {
+        return Ok(None);
+    }
+    Did::parse(&s).map(Some).map_err(serde::de::Error::custom)
+}
+
+fn null_vec<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+mod b64 {
+    use super::*;
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&B64.encode(v))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = Option::<String>::deserialize(d)?.unwrap_or_default();
+        B64.decode(s).map_err(serde::de::Error::custom)
+    }
+}
