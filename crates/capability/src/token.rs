@@ -371,21 +371,28 @@ impl DmsToken {
 
     /// The id, given the id of the parent token.
     pub fn id_with(&self, chain_id: Option<&TokenId>) -> TokenId {
+        self.id_of(&self.signing_bytes(chain_id))
+    }
+
+    /// The id, given this token's signing bytes.
+    pub fn id_of(&self, signing_bytes: &[u8]) -> TokenId {
         let mut h = Sha256::new();
-        h.update(self.signing_bytes(chain_id));
+        h.update(signing_bytes);
         h.update(&self.sig);
         TokenId(h.finalize().into())
     }
 
     /// Checks the issuer's signature, given the id of the parent token.
     pub fn verify_signature(&self, chain_id: Option<&TokenId>) -> bool {
+        self.verify_signature_of(&self.signing_bytes(chain_id))
+    }
+
+    /// Checks the issuer's signature over already computed signing bytes.
+    pub fn verify_signature_of(&self, signing_bytes: &[u8]) -> bool {
         let Ok(sig) = Signature::from_slice(&self.sig) else {
             return false;
         };
-        self.iss
-            .public_key()
-            .verify(&self.signing_bytes(chain_id), &sig)
-            .is_ok()
+        self.iss.public_key().verify(signing_bytes, &sig).is_ok()
     }
 }
 

@@ -273,13 +273,13 @@ impl Verifier {
         self.cache.lock().map(|c| c.set.len()).unwrap_or(0)
     }
 
-    fn signature_ok(&self, t: &DmsToken, id: &TokenId, chain_id: Option<&TokenId>) -> bool {
+    fn signature_ok(&self, t: &DmsToken, id: &TokenId, signing_bytes: &[u8]) -> bool {
         if let Ok(c) = self.cache.lock() {
             if c.set.contains(id) {
                 return true;
             }
         }
-        let ok = t.verify_signature(chain_id);
+        let ok = t.verify_signature_of(signing_bytes);
         if ok {
             if let Ok(mut c) = self.cache.lock() {
                 c.insert(*id);
@@ -366,15 +366,13 @@ impl Verifier {
                 check_link(t, links[i + 1], i)?;
             }
         }
-        // Ids bottom-up (each signs its parent's id), then signatures and revocations.
-        let mut ids = vec![TokenId([0; 32]); n];
+        // Bottom-up: each token signs its parent's id, so ids and signatures go root first.
+        let mut ids = [TokenId([0; 32]); MAX_CHAIN_LEN];
         for i in (0..n).rev() {
             let cid = if i + 1 < n { Some(ids[i + 1]) } else { None };
-            ids[i] = links[i].id_with(cid.as_ref());
-        }
-        for i in (0..n).rev() {
-            let cid = if i + 1 < n { Some(&ids[i + 1]) } else { None };
-            if !self.signature_ok(links[i], &ids[i], cid) {
+            let bytes = links[i].signing_bytes(cid.as_ref());
+            ids[i] = links[i].id_of(&bytes);
+            if !self.signature_ok(links[i], &ids[i], &bytes) {
                 return Err(Denied::BadSignature { at: i });
             }
             check_revoked(&links, i, &ids[i], anchors)?;
@@ -423,8 +421,9 @@ impl Verifier {
         check_depth(a, n, n)?;
         check_link(root, a, n - 1)?;
         let cid = a.chain.as_ref().map(|c| c.id());
-        let id = a.id_with(cid.as_ref());
-        if !self.signature_ok(a, &id, cid.as_ref()) {
+        let bytes = a.signing_bytes(cid.as_ref());
+        let id = a.id_of(&bytes);
+        if !self.signature_ok(a, &id, &bytes) {
             return Err(Denied::BadSignature { at: n });
         }
         for by in anchors.revocations.revokers(&id) {

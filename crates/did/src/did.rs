@@ -43,10 +43,33 @@ pub enum DidError {
 /// assert_eq!(did.to_string().parse::<Did>().unwrap(), did);
 /// assert_eq!(Did::from_peer_id(&did.peer_id()).unwrap(), did);
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone)]
 pub struct Did {
     uri: String,
-    key: [u8; 32],
+    /// Decoded once at parse time, so verifying against a DID costs no point decompression.
+    key: PublicKey,
+}
+
+impl PartialEq for Did {
+    fn eq(&self, other: &Self) -> bool {
+        self.uri == other.uri
+    }
+}
+impl Eq for Did {}
+impl std::hash::Hash for Did {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.uri.hash(state)
+    }
+}
+impl PartialOrd for Did {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Did {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.uri.cmp(&other.uri)
+    }
 }
 
 impl Did {
@@ -58,7 +81,7 @@ impl Did {
         bytes.extend_from_slice(&raw);
         Self {
             uri: format!("{PREFIX}z{}", bs58::encode(bytes).into_string()),
-            key: raw,
+            key: *key,
         }
     }
 
@@ -96,10 +119,7 @@ impl Did {
 
     /// The public key this DID names.
     pub fn public_key(&self) -> PublicKey {
-        match PublicKey::from_bytes(&self.key) {
-            Ok(k) => k,
-            Err(_) => unreachable!("a Did is only built from a valid key"),
-        }
+        self.key
     }
 
     /// The libp2p peer id of the same key.
