@@ -1,0 +1,271 @@
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration. Every section has defaults, so a file only holds what differs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directories, environment, port range, geolocation override.
+    pub general: General,
+    /// The local REST API.
+    pub rest: Rest,
+    /// Profiling endpoint (off by default).
+    pub profiler: Profiler,
+    /// libp2p host.
+    pub p2p: P2p,
+    /// Workload policy.
+    pub job: Job,
+    /// Logs.
+    pub observability: Observability,
+}
+
+/// `general.*`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct General {
+    /// Deployment environment label.
+    pub env: String,
+    /// Keys and capability contexts.
+    pub user_dir: PathBuf,
+    /// Scratch space for workloads.
+    pub work_dir: PathBuf,
+    /// Database and persistent state.
+    pub data_dir: PathBuf,
+    /// Verbose logging.
+    pub debug: bool,
+    /// First port the node may hand to workloads.
+    pub port_available_range_from: u32,
+    /// Last port (inclusive) the node may hand to workloads.
+    pub port_available_range_to: u32,
+    /// Manual geolocation: city.
+    pub host_city: String,
+    /// Manual geolocation: country (ISO code or name).
+    pub host_country: String,
+    /// Manual geolocation: continent.
+    pub host_continent: String,
+}
+
+/// `rest.*`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rest {
+    /// Listen address (keep it on loopback: the API is the node's local bridge).
+    pub addr: String,
+    /// Listen port.
+    pub port: u16,
+}
+
+/// `profiler.*`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profiler {
+    /// Whether to serve profiles.
+    pub enabled: bool,
+    /// Listen address.
+    pub addr: String,
+    /// Listen port.
+    pub port: u16,
+}
+
+/// `p2p.*`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct P2p {
+    /// Multiaddrs to listen on (TCP and QUIC).
+    pub listen_address: Vec<String>,
+    /// Peers to dial at start (`/ip4/…/tcp/…/p2p/<peer id>`).
+    pub bootstrap_peers: Vec<String>,
+    /// Memory budget of the host, MiB.
+    pub memory: u64,
+    /// File descriptor budget of the host.
+    pub fd: u64,
+    /// Private swarm: 64 hex characters of pre-shared key, or a path to a `swarm.key` file;
+    /// empty = public network.
+    pub swarm_key: String,
+    /// Serve as a circuit relay for other peers.
+    pub relay_server: bool,
+}
+
+/// `job.*`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    /// Allow privileged Docker containers.
+    pub allow_privileged_docker: bool,
+}
+
+/// `observability.*`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Observability {
+    /// Log settings.
+    pub logging: Logging,
+}
+
+/// `observability.logging.*`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Logging {
+    /// trace, debug, info, warn or error.
+    pub level: String,
+    /// Log file (JSON lines); empty = stderr only.
+    pub file: String,
+    /// Rotation of the log file.
+    pub rotation: Rotation,
+}
+
+/// `observability.logging.rotation.*`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rotation {
+    /// Rotate at this size.
+    pub max_size_mb: u64,
+    /// Keep this many old files.
+    pub max_backups: u64,
+    /// Delete files older than this.
+    pub max_age_days: u64,
+}
+
+impl Config {
+    /// Defaults for a node whose home (keys, contexts, config) is `home`. Everything the node
+    /// writes lives under that one directory, so two nodes on a host differ by one flag.
+    pub fn defaults(home: &Path) -> Self {
+        Self {
+            general: General {
+                env: "production".into(),
+                user_dir: home.to_path_buf(),
+                work_dir: home.join("work"),
+                data_dir: home.join("data"),
+                debug: false,
+                port_available_range_from: 16384,
+                port_available_range_to: 65535,
+                host_city: String::new(),
+                host_country: String::new(),
+                host_continent: String::new(),
+            },
+            rest: Rest {
+                addr: "127.0.0.1".into(),
+                port: 9999,
+            },
+            profiler: Profiler {
+                enabled: false,
+                addr: "127.0.0.1".into(),
+                port: 6060,
+            },
+            p2p: P2p {
+                listen_address: vec![
+                    "/ip4/0.0.0.0/tcp/9000".into(),
+                    "/ip4/0.0.0.0/udp/9000/quic-v1".into(),
+                ],
+                bootstrap_peers: Vec::new(),
+                memory: 1024,
+                fd: 512,
+                swarm_key: String::new(),
+                relay_server: false,
+            },
+            job: Job {
+                allow_privileged_docker: false,
+            },
+            observability: Observability {
+                logging: Logging {
+                    level: "info".into(),
+                    file: String::new(),
+                    rotation: Rotation {
+                        max_size_mb: 100,
+                        max_backups: 5,
+                        max_age_days: 28,
+                    },
+                },
+            },
+        }
+    }
+
+    /// Checks values that types alone cannot; returns every problem found, each naming its key.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let g = &self.general;
+        if g.env.trim().is_empty() {
+            p.push("general.env: must not be empty".to_string());
+        }
+        for (k, v) in [
+            ("general.user_dir", &g.user_dir),
+            ("general.work_dir", &g.work_dir),
+            ("general.data_dir", &g.data_dir),
+        ] {
+            if v.as_os_str().is_empty() {
+                p.push(format!("{k}: must not be empty"));
+            }
+        }
+        for (k, v) in [
+            (
+                "general.port_available_range_from",
+                g.port_available_range_from,
+            ),
+            ("general.port_available_range_to", g.port_available_range_to),
+        ] {
+            if !(1..=65535).contains(&v) {
+                p.push(format!("{k}: {v} is not a port (1-65535)"));
+            }
+        }
+        if g.port_available_range_from > g.port_available_range_to {
+            p.push(format!(
+                "general.port_available_range_from: {} is above port_available_range_to {}",
+                g.port_available_range_from, g.port_available_range_to
+            ));
+        }
+        if self.rest.addr.parse::<std::net::IpAddr>().is_err() {
+            p.push(format!(
+                "rest.addr: {:?} is not an IP address",
+                self.rest.addr
+            ));
+        }
+        if self.rest.port == 0 {
+            p.push("rest.port: must not be 0".into());
+        }
+        if self.profiler.addr.parse::<std::net::IpAddr>().is_err() {
+            p.push(format!(
+                "profiler.addr: {:?} is not an IP address",
+                self.profiler.addr
+            ));
+        }
+        if self.p2p.listen_address.is_empty() {
+            p.push("p2p.listen_address: at least one address is needed".into());
+        }
+        for (i, a) in self.p2p.listen_address.iter().enumerate() {
+            if let Err(e) = a.parse::<multiaddr::Multiaddr>() {
+                p.push(format!(
+                    "p2p.listen_address[{i}]: {a:?} is not a multiaddr ({e})"
+                ));
+            }
+        }
+        for (i, a) in self.p2p.bootstrap_peers.iter().enumerate() {
+            match a.parse::<multiaddr::Multiaddr>() {
+                Err(e) => p.push(format!(
+                    "p2p.bootstrap_peers[{i}]: {a:?} is not a multiaddr ({e})"
+                )),
+                Ok(m) if !m.iter().any(|x| matches!(x, multiaddr::Protocol::P2p(_))) => p.push(
+                    format!("p2p.bootstrap_peers[{i}]: {a:?} must end in /p2p/<peer id>"),
+                ),
+                Ok(_) => {}
+            }
+        }
+        let key = self.p2p.swarm_key.trim();
+        let hex64 = key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit());
+        if !key.is_empty() && !hex64 && !Path::new(key).is_absolute() {
+            p.push(
+                "p2p.swarm_key: give 64 hex characters or an absolute path to a swarm.key file"
+                    .into(),
+            );
+        }
+        if !["trace", "debug", "info", "warn", "error"]
+            .contains(&self.observability.logging.level.as_str())
+        {
+            p.push(format!(
+                "observability.logging.level: {:?} is not one of trace, debug, info, warn, error",
+                self.observability.logging.level
+            ));
+        }
+        p
+    }
+}
