@@ -242,10 +242,10 @@ impl SigCache {
             return;
         }
         self.order.push_back(id);
-        if self.order.len() > self.cap {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
+        if self.order.len() > self.cap
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
         }
     }
 }
@@ -274,16 +274,14 @@ impl Verifier {
     }
 
     fn signature_ok(&self, t: &DmsToken, id: &TokenId, signing_bytes: &[u8]) -> bool {
-        if let Ok(c) = self.cache.lock() {
-            if c.set.contains(id) {
-                return true;
-            }
+        if let Ok(c) = self.cache.lock()
+            && c.set.contains(id)
+        {
+            return true;
         }
         let ok = t.verify_signature_of(signing_bytes);
-        if ok {
-            if let Ok(mut c) = self.cache.lock() {
-                c.insert(*id);
-            }
+        if ok && let Ok(mut c) = self.cache.lock() {
+            c.insert(*id);
         }
         ok
     }
@@ -338,22 +336,22 @@ impl Verifier {
                 sender: req.subject.clone(),
             });
         }
-        if let Some(aud) = &leaf.aud {
-            if aud != req.audience {
-                return Err(Denied::AudienceMismatch { aud: aud.clone() });
-            }
+        if let Some(aud) = &leaf.aud
+            && aud != req.audience
+        {
+            return Err(Denied::AudienceMismatch { aud: aud.clone() });
         }
         if !Capability::any_implies(&leaf.cap, req.capability) {
             return Err(Denied::CapabilityNotGranted {
                 cap: req.capability.clone(),
             });
         }
-        if let Some(topic) = req.topic {
-            if !Capability::any_implies(&leaf.topic, topic) {
-                return Err(Denied::TopicNotGranted {
-                    topic: topic.clone(),
-                });
-            }
+        if let Some(topic) = req.topic
+            && !Capability::any_implies(&leaf.topic, topic)
+        {
+            return Err(Denied::TopicNotGranted {
+                topic: topic.clone(),
+            });
         }
         // Structural rules first: they are cheap and need no crypto.
         for i in 0..n {
@@ -489,13 +487,13 @@ fn check_link(child: &DmsToken, parent: &DmsToken, at: usize) -> Result<(), Deni
             topic: topic.clone(),
         });
     }
-    if let Some(fixed) = &parent.aud {
-        if child.aud.as_ref() != Some(fixed) {
-            return Err(Denied::AudienceWidened {
-                at,
-                fixed: fixed.clone(),
-            });
-        }
+    if let Some(fixed) = &parent.aud
+        && child.aud.as_ref() != Some(fixed)
+    {
+        return Err(Denied::AudienceWidened {
+            at,
+            fixed: fixed.clone(),
+        });
     }
     Ok(())
 }

@@ -1,1 +1,53 @@
-fn main() {}
+//! `nunet`: the DMS command line. Thin by design: it parses arguments, finds the node's home,
+//! asks for passphrases, and calls the library crates; logic and tests live there.
+
+mod cmd;
+mod home;
+
+use clap::{Parser, Subcommand};
+
+/// NuNet Device Management Service: keys, capabilities and configuration of a node.
+#[derive(Parser, Debug)]
+#[command(name = "nunet", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Node home: keys (key/), capability contexts (cap/), dms_config.json.
+    #[arg(long, global = true, env = "NUNET_HOME", value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    /// Config file to use instead of <home>/dms_config.json (must exist).
+    #[arg(long, global = true, env = "NUNET_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Manage keys: create key pairs and show their DIDs.
+    #[command(subcommand)]
+    Key(cmd::key::KeyCmd),
+    /// Manage capability contexts: anchors, delegations, grants, revocations.
+    #[command(subcommand)]
+    Cap(cmd::cap::CapCmd),
+    /// Read and change dms_config.json.
+    #[command(subcommand)]
+    Config(cmd::config::ConfigCmd),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result =
+        home::Home::resolve(cli.data_dir.as_deref(), cli.config.as_deref()).and_then(|home| {
+            match cli.command {
+                Command::Key(c) => cmd::key::run(&home, c),
+                Command::Cap(c) => cmd::cap::run(&home, c),
+                Command::Config(c) => cmd::config::run(&home, c),
+            }
+        });
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

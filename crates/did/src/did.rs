@@ -44,7 +44,9 @@ pub enum DidError {
 /// assert_eq!(Did::from_peer_id(&did.peer_id()).unwrap(), did);
 /// ```
 #[derive(Clone)]
-pub struct Did {
+pub struct Did(std::sync::Arc<DidInner>);
+
+struct DidInner {
     uri: String,
     /// Decoded once at parse time, so verifying against a DID costs no point decompression.
     key: PublicKey,
@@ -52,13 +54,13 @@ pub struct Did {
 
 impl PartialEq for Did {
     fn eq(&self, other: &Self) -> bool {
-        self.uri == other.uri
+        self.0.uri == other.0.uri
     }
 }
 impl Eq for Did {}
 impl std::hash::Hash for Did {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.uri.hash(state)
+        self.0.uri.hash(state)
     }
 }
 impl PartialOrd for Did {
@@ -68,7 +70,7 @@ impl PartialOrd for Did {
 }
 impl Ord for Did {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.uri.cmp(&other.uri)
+        self.0.uri.cmp(&other.0.uri)
     }
 }
 
@@ -79,10 +81,10 @@ impl Did {
         let mut bytes = Vec::with_capacity(34);
         bytes.extend_from_slice(&ED25519_PUB_MULTICODEC);
         bytes.extend_from_slice(&raw);
-        Self {
+        Self(std::sync::Arc::new(DidInner {
             uri: format!("{PREFIX}z{}", bs58::encode(bytes).into_string()),
             key: *key,
-        }
+        }))
     }
 
     /// Parses `did:key:z…` (ed25519 only).
@@ -111,7 +113,7 @@ impl Did {
             .map_err(|_| DidError::InvalidKey(bytes.len() - 2))?;
         let did = Self::from_public_key(&key);
         // Reject non-canonical spellings (e.g. leading zero padding) so a DID has one string form.
-        if did.uri != s {
+        if did.0.uri != s {
             return Err(DidError::Base58("non-canonical encoding".into()));
         }
         Ok(did)
@@ -119,7 +121,7 @@ impl Did {
 
     /// The public key this DID names.
     pub fn public_key(&self) -> PublicKey {
-        self.key
+        self.0.key
     }
 
     /// The libp2p peer id of the same key.
@@ -134,7 +136,7 @@ impl Did {
 
     /// The DID string.
     pub fn as_str(&self) -> &str {
-        &self.uri
+        &self.0.uri
     }
 }
 
@@ -144,13 +146,13 @@ fn truncate(s: &str) -> String {
 
 impl fmt::Display for Did {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.uri)
+        f.write_str(&self.0.uri)
     }
 }
 
 impl fmt::Debug for Did {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.uri)
+        f.write_str(&self.0.uri)
     }
 }
 
@@ -163,7 +165,7 @@ impl FromStr for Did {
 
 impl Serialize for Did {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.uri)
+        s.serialize_str(&self.0.uri)
     }
 }
 

@@ -169,6 +169,9 @@ struct CipherSection {
     ciphertext: String,
 }
 
+/// A stored key's name and its DID (or why its file could not be read).
+pub type KeyEntry = (String, Result<Did, KeystoreError>);
+
 /// A directory of encrypted key files.
 #[derive(Clone, Debug)]
 pub struct Keystore {
@@ -381,7 +384,7 @@ impl Keystore {
     }
 
     /// All stored keys by name, with their DIDs (or why a file could not be read).
-    pub fn list(&self) -> Result<Vec<(String, Result<Did, KeystoreError>)>, KeystoreError> {
+    pub fn list(&self) -> Result<Vec<KeyEntry>, KeystoreError> {
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
             let entry = entry.map_err(io_err(&self.dir))?;

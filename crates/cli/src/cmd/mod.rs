@@ -1,0 +1,5 @@
+//! One module per subcommand group.
+
+pub mod cap;
+pub mod config;
+pub mod key;

@@ -1,0 +1,122 @@
+//! Where a node keeps its things, and how secrets are asked for.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use nunet_capability::{Anchors, ContextFile};
+use nunet_config::Loaded;
+use nunet_did::{KdfParams, Keypair, Keystore};
+use zeroize::Zeroizing;
+
+/// The node's home directory and what lives in it.
+pub struct Home {
+    /// Root directory (`--data-dir`, `NUNET_HOME`, or `~/.nunet`).
+    pub dir: PathBuf,
+    /// Explicit `--config` file.
+    pub config_path: Option<PathBuf>,
+}
+
+impl Home {
+    pub fn resolve(data_dir: Option<&Path>, config: Option<&Path>) -> Result<Self> {
+        let dir = match data_dir {
+            Some(d) => d.to_path_buf(),
+            None => {
+                let home = std::env::var_os("HOME")
+                    .context("HOME is not set; pass --data-dir or set NUNET_HOME")?;
+                PathBuf::from(home).join(".nunet")
+            }
+        };
+        Ok(Self {
+            dir,
+            config_path: config.map(Path::to_path_buf),
+        })
+    }
+
+    /// The effective configuration (defaults ← file ← DMS_* environment).
+    pub fn config(&self) -> Result<Loaded> {
+        Ok(nunet_config::load(
+            &self.dir,
+            self.config_path.as_deref(),
+            &|k| std::env::var(k).ok(),
+        )?)
+    }
+
+    /// The user directory from the config (defaults to the home itself).
+    fn user_dir(&self) -> Result<PathBuf> {
+        Ok(self.config()?.config.general.user_dir)
+    }
+
+    pub fn keystore(&self) -> Result<Keystore> {
+        let ks = Keystore::open(self.user_dir()?.join("key"))?;
+        if std::env::var_os("NUNET_INSECURE_FAST_KDF").is_some_and(|v| v == "1") {
+            eprintln!("warning: NUNET_INSECURE_FAST_KDF=1: new keys use test-only key derivation");
+            return Ok(ks.with_kdf(KdfParams::INSECURE_FAST));
+        }
+        Ok(ks)
+    }
+
+    pub fn contexts(&self) -> Result<ContextFile> {
+        Ok(ContextFile::new(self.user_dir()?.join("cap")))
+    }
+
+    /// Unlocks a key, asking for its passphrase.
+    pub fn unlock(&self, name: &str) -> Result<Keypair> {
+        let ks = self.keystore()?;
+        // Fail on a missing key before asking for a passphrase.
+        ks.did(name)?;
+        let pass = passphrase(&format!("Passphrase for key {name:?}: "), false)?;
+        Ok(ks.load(name, &pass)?)
+    }
+
+    /// Loads a context and unlocks its key.
+    pub fn context_with_key(&self, name: &str) -> Result<(Anchors, Keypair)> {
+        let anchors = self.contexts()?.load(name)?;
+        let key = self.unlock(name)?;
+        if key.did() != anchors.did {
+            bail!(
+                "key {name:?} ({}) is not the key of capability context {name:?} ({})",
+                key.did(),
+                anchors.did
+            );
+        }
+        Ok((anchors, key))
+    }
+}
+
+/// A passphrase from `DMS_PASSPHRASE`, `DMS_PASSPHRASE_FILE`, or the terminal.
+pub fn passphrase(prompt: &str, confirm: bool) -> Result<Zeroizing<String>> {
+    if let Ok(p) = std::env::var("DMS_PASSPHRASE") {
+        if p.is_empty() {
+            bail!("DMS_PASSPHRASE is set but empty; empty passphrases are refused");
+        }
+        return Ok(Zeroizing::new(p));
+    }
+    if let Some(f) = std::env::var_os("DMS_PASSPHRASE_FILE") {
+        let text =
+            Zeroizing::new(std::fs::read_to_string(&f).with_context(|| {
+                format!("reading DMS_PASSPHRASE_FILE {}", Path::new(&f).display())
+            })?);
+        let p = text.trim_end_matches(['\n', '\r']).to_string();
+        if p.is_empty() {
+            bail!("the passphrase file {} is empty", Path::new(&f).display());
+        }
+        return Ok(Zeroizing::new(p));
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "a passphrase is needed: set DMS_PASSPHRASE (or DMS_PASSPHRASE_FILE), or run in a terminal"
+        );
+    }
+    let p = Zeroizing::new(rpassword::prompt_password(prompt)?);
+    if p.is_empty() {
+        bail!("empty passphrases are refused");
+    }
+    if confirm {
+        let again = Zeroizing::new(rpassword::prompt_password("Repeat passphrase: ")?);
+        if *again != *p {
+            bail!("the passphrases do not match");
+        }
+    }
+    Ok(p)
+}

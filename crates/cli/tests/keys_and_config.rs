@@ -1,0 +1,151 @@
+//! `nunet key` and `nunet config` through the real binary.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+use std::os::unix::fs::PermissionsExt;
+
+use common::Node;
+
+#[test]
+fn keys() {
+    let n = Node::new();
+    let did = n.run(&["key", "new", "alice"]).ok();
+    assert!(did.starts_with("did:key:z6Mk"), "{did}");
+    let file = n.path("key/alice.json");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(n.run(&["key", "did", "alice"]).ok(), did);
+    assert!(
+        n.run(&["key", "list"])
+            .ok()
+            .contains(&format!("alice\t{did}"))
+    );
+    // Never overwritten.
+    let again = n.run(&["key", "new", "alice"]);
+    assert_eq!(again.code, 1);
+    assert!(again.stderr.contains("already exists"));
+    // Wrong passphrase: clear error, exit 1.
+    n.run(&["cap", "new", "alice"]).ok();
+    let wrong = n
+        .cmd(&[
+            "cap",
+            "grant",
+            "-c",
+            "alice",
+            "--cap",
+            "/x",
+            "--duration",
+            "1h",
+            &did,
+        ])
+        .env("DMS_PASSPHRASE", "nope")
+        .output()
+        .unwrap();
+    let wrong = common::to_run(wrong);
+    assert_eq!(wrong.code, 1);
+    assert!(
+        wrong.stderr.contains("wrong passphrase"),
+        "{}",
+        wrong.stderr
+    );
+    // No passphrase and no terminal: says how to give one.
+    let none = common::to_run(
+        n.cmd(&["key", "new", "bob"])
+            .env_remove("DMS_PASSPHRASE")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(none.code, 1);
+    assert!(none.stderr.contains("DMS_PASSPHRASE"), "{}", none.stderr);
+    // A corrupted key file is reported, not a panic.
+    std::fs::write(&file, "{\"version\":1,").unwrap();
+    let bad = n.run(&[
+        "cap",
+        "grant",
+        "-c",
+        "alice",
+        "--cap",
+        "/x",
+        "--duration",
+        "1h",
+        &did,
+    ]);
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("corrupted"), "{}", bad.stderr);
+    assert!(!bad.stderr.contains("panicked"));
+    // Missing key.
+    let missing = n.run(&["key", "did", "carol"]);
+    assert!(
+        missing.stderr.contains("no key named \"carol\""),
+        "{}",
+        missing.stderr
+    );
+}
+
+#[test]
+fn config_get_set_edit_and_env() {
+    let n = Node::new();
+    assert_eq!(n.run(&["config", "get", "rest.port"]).ok(), "9999");
+    n.run(&["config", "set", "rest.port", "9100"]).ok();
+    assert_eq!(n.run(&["config", "get", "rest.port"]).ok(), "9100");
+    let text = std::fs::read_to_string(n.path("dms_config.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v, serde_json::json!({"rest": {"port": 9100}}));
+    // Env override wins.
+    let o = common::to_run(
+        n.cmd(&["config", "get", "rest.port"])
+            .env("DMS_REST_PORT", "9200")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(o.stdout.trim(), "9200");
+    // Unknown keys and bad values name the key.
+    let e = n.run(&["config", "set", "rest.prot", "1"]);
+    assert!(
+        e.code == 1 && e.stderr.contains("did you mean"),
+        "{}",
+        e.stderr
+    );
+    let e = n.run(&["config", "set", "rest.port", "many"]);
+    assert!(
+        e.code == 1 && e.stderr.contains("rest.port"),
+        "{}",
+        e.stderr
+    );
+    let e = n.run(&["config", "get", "nope.key"]);
+    assert_eq!(e.code, 1);
+    // edit: a scripted editor changes the file; an invalid edit leaves it untouched.
+    let ok = common::to_run(
+        n.cmd(&["config", "edit"])
+            .env("EDITOR", "sed -i 's/9100/9300/'")
+            .env_remove("VISUAL")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert_eq!(n.run(&["config", "get", "rest.port"]).ok(), "9300");
+    let bad = common::to_run(
+        n.cmd(&["config", "edit"])
+            .env("EDITOR", "sed -i 's/rest/rets/'")
+            .env_remove("VISUAL")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(bad.code, 1);
+    assert!(
+        bad.stderr.contains("unknown config key") && bad.stderr.contains("unchanged"),
+        "{}",
+        bad.stderr
+    );
+    assert_eq!(n.run(&["config", "get", "rest.port"]).ok(), "9300");
+    // A broken file stops every command with the file's name.
+    std::fs::write(n.path("dms_config.json"), "{\"rest\": ").unwrap();
+    let e = n.run(&["config", "get", "rest.port"]);
+    assert!(
+        e.code == 1 && e.stderr.contains("dms_config.json") && e.stderr.contains("not valid JSON"),
+        "{}",
+        e.stderr
+    );
+}
