@@ -31,18 +31,23 @@ enum Command {
     /// Read and change dms_config.json.
     #[command(subcommand)]
     Config(cmd::config::ConfigCmd),
+    /// Check an ensemble file (YAML or JSON): print every problem, or a summary.
+    Validate(cmd::validate::ValidateArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result =
-        home::Home::resolve(cli.data_dir.as_deref(), cli.config.as_deref()).and_then(|home| {
-            match cli.command {
-                Command::Key(c) => cmd::key::run(&home, c),
-                Command::Cap(c) => cmd::cap::run(&home, c),
-                Command::Config(c) => cmd::config::run(&home, c),
-            }
-        });
+        match cli.command {
+            Command::Validate(args) => cmd::validate::run(args).map(|()| 0),
+            command => home::Home::resolve(cli.data_dir.as_deref(), cli.config.as_deref())
+                .and_then(|home| match command {
+                    Command::Key(c) => cmd::key::run(&home, c),
+                    Command::Cap(c) => cmd::cap::run(&home, c),
+                    Command::Config(c) => cmd::config::run(&home, c),
+                    Command::Validate(_) => unreachable!("matched above"),
+                }),
+        };
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {

@@ -3,3 +3,4 @@
 pub mod cap;
 pub mod config;
 pub mod key;
+pub mod validate;

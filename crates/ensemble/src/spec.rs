@@ -1,0 +1,382 @@
+//! The decoded ensemble: what the orchestrator deploys. Names and shapes follow NuNet's
+//! `EnsembleConfigV1` (NUNET-FORMATS §1); units are already converted (bytes, hertz,
+//! milliseconds, bits/s) and defaults already applied.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::execution::Execution;
+use crate::resources::Resources;
+
+/// A whole ensemble.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ensemble {
+    /// `version:` as written (`V1` or `ensembleV1`), if given.
+    pub version: Option<String>,
+    /// Allocations in file order.
+    pub allocations: Vec<Allocation>,
+    /// Logical nodes in file order.
+    pub nodes: Vec<NodeConfig>,
+    /// `edge_constraints`.
+    pub edges: Vec<EdgeConstraint>,
+    /// Erlang-style supervision tree.
+    pub supervisor: Option<Supervisor>,
+    /// Named key material.
+    pub keys: BTreeMap<String, String>,
+    /// Named provisioning scripts.
+    pub scripts: BTreeMap<String, String>,
+    /// `subnet.join`: the orchestrator itself joins the ensemble's VPN.
+    pub subnet_join: bool,
+    /// Peers that must not be used.
+    pub exclude_peers: Vec<String>,
+    /// Free-form labels.
+    pub metadata: BTreeMap<String, String>,
+    /// Payment contracts.
+    pub contracts: BTreeMap<String, Contract>,
+    /// What to do when a node cannot be recovered.
+    pub escalation_strategy: Option<EscalationStrategy>,
+    /// Our extension (`placement.distinct_peers`, default true): whether every node needs its
+    /// own peer. NuNet always requires distinct peers.
+    pub distinct_peers: bool,
+}
+
+impl Ensemble {
+    /// The allocation with this name.
+    pub fn allocation(&self, name: &str) -> Option<&Allocation> {
+        self.allocations.iter().find(|a| a.name == name)
+    }
+
+    /// The node with this name.
+    pub fn node(&self, name: &str) -> Option<&NodeConfig> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The node that holds an allocation.
+    pub fn node_of(&self, allocation: &str) -> Option<&NodeConfig> {
+        self.nodes
+            .iter()
+            .find(|n| n.allocations.iter().any(|a| a == allocation))
+    }
+
+    /// The summed resources of all allocations on a node: what a provider must offer.
+    pub fn node_resources(&self, node: &NodeConfig) -> Resources {
+        let mut total = Resources::default();
+        for a in node.allocations.iter().filter_map(|n| self.allocation(n)) {
+            total.add(&a.resources);
+        }
+        total
+    }
+}
+
+/// One compute job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Allocation {
+    /// The allocation's name (a DNS label).
+    pub name: String,
+    /// `executor:` (equal to `execution.type`).
+    pub executor: String,
+    /// `type:` service or task.
+    pub kind: AllocationType,
+    /// Resources for this allocation.
+    pub resources: Resources,
+    /// Executor-specific settings.
+    pub execution: Execution,
+    /// DNS name inside the ensemble (`<dns_name>.internal`); defaults to the name.
+    pub dns_name: String,
+    /// Keys dropped into the allocation.
+    pub keys: Vec<AllocationKey>,
+    /// Script names from the top-level `scripts`, run in order.
+    pub provision: Vec<String>,
+    /// Application health check.
+    pub healthcheck: Option<Healthcheck>,
+    /// Volumes (`volume:`, list or single mapping).
+    pub volumes: Vec<Volume>,
+    /// What the supervisor does when this allocation fails.
+    pub failure_recovery: AllocationRecovery,
+    /// Allocations (on the same node) that must start first.
+    pub depends_on: Vec<String>,
+}
+
+/// `type:` of an allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AllocationType {
+    /// Long running; an exit is a failure.
+    Service,
+    /// Runs to completion.
+    Task,
+}
+
+/// An allocation `keys:` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllocationKey {
+    /// Newer format: `{type: ssh|gpg, file, dest}`.
+    File {
+        /// `ssh` or `gpg`.
+        kind: String,
+        /// The key material or path.
+        file: String,
+        /// Where to put it (required for gpg).
+        dest: Option<String>,
+    },
+    /// Older format: the name of a top-level key.
+    Named(String),
+}
+
+/// `healthcheck:`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Healthcheck {
+    /// How to check.
+    pub check: HealthcheckKind,
+    /// Interval between checks, if given.
+    pub interval_ms: Option<u64>,
+}
+
+/// The kinds of health check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthcheckKind {
+    /// Run a command inside the allocation; exit 0 = healthy.
+    Command {
+        /// argv.
+        exec: Vec<String>,
+    },
+    /// GET an endpoint; healthy when the body equals `response_value` (if given).
+    Http {
+        /// URL or path.
+        endpoint: String,
+        /// `response.type`.
+        response_type: Option<String>,
+        /// `response.value`.
+        response_value: Option<String>,
+    },
+}
+
+/// A volume mount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// Where it is mounted inside the allocation (absolute path).
+    pub mount_destination: String,
+    /// Read-only mount.
+    pub read_only: bool,
+    /// The backing store.
+    pub source: VolumeSource,
+}
+
+/// The backing store of a [`Volume`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VolumeSource {
+    /// A host path or a named local volume.
+    Local {
+        /// Absolute path or volume name.
+        src: String,
+    },
+    /// A GlusterFS volume.
+    Glusterfs {
+        /// Server addresses.
+        servers: Vec<String>,
+        /// Volume name.
+        name: String,
+        /// TLS client key (PEM), if any.
+        client_private_key: Option<String>,
+        /// TLS client certificate, if any.
+        client_pem: Option<String>,
+        /// TLS CA, if any.
+        client_ca: Option<String>,
+    },
+}
+
+/// Allocation-level `failure_recovery`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllocationRecovery {
+    /// Leave it down (default).
+    #[default]
+    StayDown,
+    /// Restart only this allocation.
+    OneForOne,
+    /// Restart all allocations.
+    OneForAll,
+    /// Restart this one and those started after it.
+    RestForOne,
+}
+
+/// Node-level `failure_recovery`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRecovery {
+    /// Leave it down (default).
+    #[default]
+    StayDown,
+    /// Restart on the same peer.
+    Restart,
+    /// Place it again, possibly on another peer.
+    Redeploy,
+}
+
+/// A logical node: one peer runs all its allocations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeConfig {
+    /// The node's name.
+    pub name: String,
+    /// Names of the allocations placed here.
+    pub allocations: Vec<String>,
+    /// Public → private port mappings.
+    pub ports: Vec<PortMapping>,
+    /// Where the peer may (not) be.
+    pub location: LocationConstraint,
+    /// A pinned peer ID.
+    pub peer: Option<String>,
+    /// Number of standby copies.
+    pub redundancy: u32,
+    /// What the supervisor does when the node fails.
+    pub failure_recovery: NodeRecovery,
+}
+
+/// `ports:` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    /// Port on the provider's host (1025–65535).
+    pub public: u16,
+    /// Port inside the allocation.
+    pub private: u16,
+    /// The allocation that receives the traffic.
+    pub allocation: String,
+}
+
+/// `location: {accept, reject}`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LocationConstraint {
+    /// If non-empty, the peer must match one of these.
+    pub accept: Vec<Location>,
+    /// The peer must match none of these.
+    pub reject: Vec<Location>,
+}
+
+/// A location pattern or a peer's actual location. Empty fields are wildcards in patterns.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Location {
+    /// Continent code (`EU`, `AS`, …); names like `Europe` are normalised to codes.
+    pub continent: Option<String>,
+    /// Country (ISO code or name, compared case-insensitively).
+    pub country: Option<String>,
+    /// City.
+    pub city: Option<String>,
+    /// Autonomous system number.
+    pub asn: Option<u32>,
+    /// Internet service provider.
+    pub isp: Option<String>,
+}
+
+fn field_matches(pattern: &Option<String>, actual: &Option<String>) -> bool {
+    match (pattern, actual) {
+        (None, _) => true,
+        (Some(p), Some(a)) => p.eq_ignore_ascii_case(a),
+        (Some(_), None) => false,
+    }
+}
+
+impl Location {
+    /// Whether `actual` matches this pattern (empty pattern fields match anything).
+    pub fn matches(&self, actual: &Location) -> bool {
+        field_matches(&self.continent, &actual.continent)
+            && field_matches(&self.country, &actual.country)
+            && field_matches(&self.city, &actual.city)
+            && self.asn.is_none_or(|a| actual.asn == Some(a))
+            && field_matches(&self.isp, &actual.isp)
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<String> = Vec::new();
+        for v in [&self.city, &self.country, &self.continent]
+            .into_iter()
+            .flatten()
+        {
+            parts.push(v.clone());
+        }
+        if let Some(asn) = self.asn {
+            parts.push(format!("AS{asn}"));
+        }
+        if let Some(isp) = &self.isp {
+            parts.push(isp.clone());
+        }
+        if parts.is_empty() {
+            parts.push("anywhere".to_string());
+        }
+        write!(f, "{}", parts.join("/"))
+    }
+}
+
+impl LocationConstraint {
+    /// Why `actual` is refused, or `None` when it is acceptable. Unlike NuNet (which ignores
+    /// `reject` when `accept` is set), both lists apply.
+    pub fn refusal(&self, actual: &Location) -> Option<String> {
+        if !self.accept.is_empty() && !self.accept.iter().any(|p| p.matches(actual)) {
+            let list: Vec<String> = self.accept.iter().map(|l| l.to_string()).collect();
+            return Some(format!("location accept {}", list.join(", ")));
+        }
+        self.reject
+            .iter()
+            .find(|p| p.matches(actual))
+            .map(|p| format!("location reject {p}"))
+    }
+}
+
+/// `edge_constraints[]`: limits between the peers of two nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EdgeConstraint {
+    /// First node.
+    pub source: String,
+    /// Second node.
+    pub target: String,
+    /// Maximum round-trip time in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Minimum bandwidth in bits per second.
+    pub bw_bps: Option<f64>,
+}
+
+/// `supervisor:`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Supervisor {
+    /// Restart strategy.
+    pub strategy: SupervisorStrategy,
+    /// Supervised allocations.
+    pub allocations: Vec<String>,
+    /// Nested supervisors.
+    pub children: Vec<Supervisor>,
+}
+
+/// Erlang-style restart strategies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SupervisorStrategy {
+    /// Restart the failed child only.
+    OneForOne,
+    /// Restart all children.
+    AllForOne,
+    /// Restart the failed child and those after it.
+    RestForOne,
+}
+
+/// `contracts.<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contract {
+    /// The contract's DID.
+    pub did: String,
+    /// The contract host's DID, if any.
+    pub host: Option<String>,
+}
+
+/// `escalation_strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EscalationStrategy {
+    /// Place the ensemble again.
+    Redeploy,
+    /// Shut the ensemble down.
+    Teardown,
+}
