@@ -1,0 +1,272 @@
+//! The admission pipeline: everything an incoming envelope must pass before a behavior runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nunet_capability::{Action, Capability, Request, TokenList, now_ns};
+use nunet_did::Did;
+use serde_json::Value;
+
+use crate::envelope::{Envelope, Options};
+use crate::reply::{ActorError, ErrorKind, Reply};
+use crate::security::MAX_TTL_NS;
+use crate::system::{ActorSystem, BehaviorKind, Incoming};
+
+fn rejected(msg: impl Into<String>) -> ActorError {
+    ActorError::new(ErrorKind::Rejected, msg)
+}
+
+impl ActorSystem {
+    /// Handles raw bytes received on the actor protocol; always returns a signed reply.
+    pub async fn handle_bytes(&self, bytes: &[u8]) -> Vec<u8> {
+        match Envelope::from_bytes(bytes) {
+            Ok(env) => self.handle_envelope(env).await.to_bytes(),
+            Err(e) => {
+                tracing::warn!(error = %e, "rejected undecodable envelope");
+                self.node_reply(None, Reply::Error(rejected(e.to_string())))
+                    .to_bytes()
+            }
+        }
+    }
+
+    /// Authenticates and dispatches a direct envelope; returns the signed reply.
+    pub async fn handle_envelope(&self, env: Envelope) -> Envelope {
+        let env = Arc::new(env);
+        let outcome = match self.admit(&env, false) {
+            Ok((sender, kind)) => self.run(&env, sender, kind).await,
+            Err(e) => {
+                tracing::warn!(behavior = %env.be, from = %env.from.id, error = %e.message, rule = ?e.rule, "denied");
+                Err(e)
+            }
+        };
+        let inbox = env.to.addr.inbox.clone();
+        self.reply_from(&inbox, &env, Reply::from_result(outcome))
+    }
+
+    /// Authenticates and dispatches a broadcast from gossip; sends the behavior's result back
+    /// to the sender's `opt.cont` behavior when it asked for one.
+    pub async fn handle_gossip(&self, bytes: &[u8]) {
+        let env = match Envelope::from_bytes(bytes) {
+            Ok(e) => Arc::new(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "dropped undecodable gossip");
+                return;
+            }
+        };
+        let (sender, kind) = match self.admit(&env, true) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(behavior = %env.be, from = %env.from.id, error = %e.message, "broadcast denied");
+                return;
+            }
+        };
+        let result = self.run(&env, sender, kind).await;
+        if env.opt.cont.is_empty() {
+            return;
+        }
+        let Ok(value) = result else { return };
+        let mut reply = self.reply_from("root", &env, Reply::Ok(value));
+        reply.be = env.opt.cont.clone();
+        if let Err(e) = self.deliver(reply).await {
+            tracing::debug!(error = %e, "broadcast reply not delivered");
+        }
+    }
+
+    /// Every check, in order: address, expiry, signature, replay, capability.
+    fn admit(&self, env: &Envelope, broadcast: bool) -> Result<(Did, BehaviorKind), ActorError> {
+        let inner = &self.0;
+        let inbox = if broadcast {
+            if env.opt.topic.is_empty() || !env.to.is_empty() {
+                return Err(rejected("a broadcast needs a topic and no receiver"));
+            }
+            "root"
+        } else {
+            if env.to.addr.host != inner.peer {
+                return Err(rejected(format!(
+                    "message for node {} arrived at {}",
+                    env.to.addr.host, inner.peer
+                )));
+            }
+            env.to.addr.inbox.as_str()
+        };
+        let actor = self.actor(inbox).ok_or_else(|| {
+            ActorError::new(
+                ErrorKind::NotFound,
+                format!("no actor {inbox:?} on this node"),
+            )
+        })?;
+        let now = now_ns();
+        if env.opt.exp <= now {
+            return Err(rejected("message expired"));
+        }
+        if env.opt.exp > now.saturating_add(MAX_TTL_NS) {
+            return Err(rejected("message expiry is more than 24h ahead"));
+        }
+        let sender = env
+            .verify_signature()
+            .map_err(|e| rejected(e.to_string()))?;
+        inner
+            .replay
+            .check(&env.from.id, env.nonce, env.opt.exp, now)
+            .map_err(rejected)?;
+        let kind = actor
+            .behaviors
+            .read()
+            .ok()
+            .and_then(|m| m.get(&env.be).map(|b| b.kind.clone()));
+        if kind == Some(BehaviorKind::Reply) {
+            return Ok((sender, BehaviorKind::Reply));
+        }
+        // Same node = signed by the node key or by one of our child actors' keys (never
+        // inferred from the handle's claimed `did`, which anyone can write).
+        let same_node = sender == inner.node_did
+            || inner
+                .actors
+                .read()
+                .map(|m| {
+                    m.values()
+                        .any(|a| a.key.is_some() && a.handle.id == env.from.id)
+                })
+                .unwrap_or(false);
+        if inner.config.verify_capabilities && !same_node {
+            let cap: Capability = env
+                .be
+                .parse()
+                .map_err(|e| rejected(format!("behavior name: {e}")))?;
+            let topic: Option<Capability> = if broadcast {
+                Some(
+                    env.opt
+                        .topic
+                        .parse()
+                        .map_err(|e| rejected(format!("topic: {e}")))?,
+                )
+            } else {
+                None
+            };
+            let audience = if actor.handle.id.is_empty() {
+                inner.node_did.clone()
+            } else {
+                Did::parse(&actor.handle.id).map_err(|e| rejected(e.to_string()))?
+            };
+            let list = if env.cap.is_empty() {
+                TokenList::default()
+            } else {
+                TokenList::from_json(&env.cap).map_err(|e| rejected(e.to_string()))?
+            };
+            let req = Request {
+                action: if broadcast {
+                    Action::Broadcast
+                } else {
+                    Action::Invoke
+                },
+                subject: &sender,
+                audience: &audience,
+                capability: &cap,
+                topic: topic.as_ref(),
+            };
+            let anchors = inner
+                .anchors
+                .read()
+                .map_err(|_| ActorError::failed("anchors unavailable"))?;
+            if let Err(denied) = inner.verifier.verify_any(&list, &req, &anchors, now) {
+                return Err(ActorError {
+                    kind: ErrorKind::Denied,
+                    rule: Some(denied.rule().to_string()),
+                    message: denied.to_string(),
+                });
+            }
+        }
+        match kind {
+            Some(k) if (k == BehaviorKind::Broadcast) == broadcast => Ok((sender, k)),
+            _ => Err(ActorError::new(
+                ErrorKind::NotFound,
+                format!("no behavior {} on actor {inbox:?}", env.be),
+            )),
+        }
+    }
+
+    async fn run(
+        &self,
+        env: &Arc<Envelope>,
+        sender: Did,
+        _kind: BehaviorKind,
+    ) -> Result<Value, ActorError> {
+        let inbox = if env.to.is_empty() {
+            "root"
+        } else {
+            env.to.addr.inbox.as_str()
+        };
+        let handler = self
+            .actor(inbox)
+            .and_then(|a| {
+                a.behaviors
+                    .read()
+                    .ok()
+                    .and_then(|m| m.get(&env.be).map(|b| b.handler.clone()))
+            })
+            .ok_or_else(|| {
+                ActorError::new(ErrorKind::NotFound, format!("no behavior {}", env.be))
+            })?;
+        let payload = if env.msg.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&env.msg)
+                .map_err(|e| rejected(format!("payload is not JSON: {e}")))?
+        };
+        let left = Duration::from_nanos(env.opt.exp.saturating_sub(now_ns()));
+        let fut = handler(Incoming {
+            envelope: env.clone(),
+            sender,
+            payload,
+        });
+        match tokio::time::timeout(left, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(ActorError::new(
+                ErrorKind::Timeout,
+                format!("{} did not finish before the message expired", env.be),
+            )),
+        }
+    }
+
+    /// A reply from the actor at `inbox` (falling back to the root actor's key).
+    fn reply_from(&self, inbox: &str, req: &Envelope, reply: Reply) -> Envelope {
+        let actor = self
+            .actor(inbox)
+            .filter(|a| a.key.is_some())
+            .or_else(|| self.actor("root"));
+        let (handle, key) = match actor.and_then(|a| a.key.clone().map(|k| (a.handle.clone(), k))) {
+            Some(x) => x,
+            None => (self.root(), self.0.node_key.clone()),
+        };
+        let be = if req.opt.cont.is_empty() {
+            "/reply".to_string()
+        } else {
+            req.opt.cont.clone()
+        };
+        let msg = serde_json::to_vec(&reply).unwrap_or_default();
+        let opt = Options {
+            exp: req.opt.exp.max(now_ns() + 1_000_000_000),
+            cont: String::new(),
+            topic: String::new(),
+        };
+        Envelope::sign(&key, handle, req.from.clone(), &be, opt, msg, Vec::new())
+    }
+
+    fn node_reply(&self, req: Option<&Envelope>, reply: Reply) -> Envelope {
+        let msg = serde_json::to_vec(&reply).unwrap_or_default();
+        let to = req.map(|r| r.from.clone()).unwrap_or_default();
+        let opt = Options {
+            exp: now_ns() + 60_000_000_000,
+            ..Default::default()
+        };
+        Envelope::sign(
+            &self.0.node_key,
+            self.root(),
+            to,
+            "/reply",
+            opt,
+            msg,
+            Vec::new(),
+        )
+    }
+}

@@ -1,0 +1,540 @@
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use nunet_capability::{Action, Anchors, Capability, TokenList, TokenSpec, Verifier, now_ns};
+use nunet_did::{Did, Keypair};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::envelope::{Address, Envelope, Handle, Options};
+use crate::reply::{ActorError, ErrorKind, Reply};
+use crate::security::ReplayCache;
+
+/// Why bytes could not be moved.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct TransportError(pub String);
+
+/// Moves envelope bytes between nodes. The response to a request is the receiver's signed
+/// reply envelope.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends `bytes` to the node with libp2p peer id `peer` and waits for its answer.
+    fn request(
+        &self,
+        peer: &str,
+        bytes: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>>;
+    /// Publishes `bytes` on a gossip topic.
+    fn publish(
+        &self,
+        topic: &str,
+        bytes: Vec<u8>,
+    ) -> BoxFuture<'static, Result<(), TransportError>>;
+}
+
+/// An authenticated message handed to a behavior.
+#[derive(Clone, Debug)]
+pub struct Incoming {
+    /// The envelope as received.
+    pub envelope: Arc<Envelope>,
+    /// The verified sender (its key).
+    pub sender: Did,
+    /// The decoded payload (`null` when empty).
+    pub payload: Value,
+}
+
+/// A behavior's code.
+pub type Handler =
+    Arc<dyn Fn(Incoming) -> BoxFuture<'static, Result<Value, ActorError>> + Send + Sync>;
+
+/// How a behavior is reached and checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BehaviorKind {
+    /// Invoked or sent directly; needs an invoke capability for its name.
+    Direct,
+    /// Received from a gossip topic; needs a broadcast capability for its name and topic.
+    Broadcast,
+    /// An ephemeral reply endpoint: its unguessable name is the capability.
+    Reply,
+}
+
+/// A registered behavior.
+#[derive(Clone)]
+pub struct Behavior {
+    /// The code.
+    pub handler: Handler,
+    /// How it is reached.
+    pub kind: BehaviorKind,
+}
+
+impl Behavior {
+    /// A direct behavior from an async function.
+    pub fn direct<F, Fut>(f: F) -> Self
+    where
+        F: Fn(Incoming) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Value, ActorError>> + Send + 'static,
+    {
+        Self {
+            handler: Arc::new(move |m| Box::pin(f(m))),
+            kind: BehaviorKind::Direct,
+        }
+    }
+
+    /// A broadcast behavior from an async function.
+    pub fn broadcast<F, Fut>(f: F) -> Self
+    where
+        F: Fn(Incoming) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Value, ActorError>> + Send + 'static,
+    {
+        Self {
+            kind: BehaviorKind::Broadcast,
+            ..Self::direct(f)
+        }
+    }
+}
+
+/// Knobs of an actor system.
+#[derive(Clone, Debug)]
+pub struct SystemConfig {
+    /// Check capability tokens (off only for benchmarking the cost of checking).
+    pub verify_capabilities: bool,
+}
+
+impl Default for SystemConfig {
+    fn default() -> Self {
+        Self {
+            verify_capabilities: true,
+        }
+    }
+}
+
+pub(crate) struct Actor {
+    pub(crate) handle: Handle,
+    pub(crate) key: Option<Keypair>,
+    /// Delegations this actor chains its invocation tokens on (besides the node's).
+    pub(crate) provide: Vec<nunet_capability::Token>,
+    pub(crate) behaviors: RwLock<HashMap<String, Behavior>>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) node_key: Keypair,
+    pub(crate) node_did: Did,
+    pub(crate) peer: String,
+    pub(crate) anchors: RwLock<Anchors>,
+    pub(crate) verifier: Verifier,
+    pub(crate) replay: ReplayCache,
+    pub(crate) actors: RwLock<HashMap<String, Arc<Actor>>>,
+    pub(crate) transport: RwLock<Option<Arc<dyn Transport>>>,
+    pub(crate) config: SystemConfig,
+}
+
+/// The actors of one node, their behaviors, and the way in and out.
+#[derive(Clone)]
+pub struct ActorSystem(pub(crate) Arc<Inner>);
+
+impl ActorSystem {
+    /// A system whose root actor (inbox `root`) has the node's key and trusts `anchors`.
+    pub fn new(node_key: Keypair, anchors: Anchors, config: SystemConfig) -> Self {
+        let node_did = node_key.did();
+        let root = Handle::root_of(&node_did);
+        let peer = root.addr.host.clone();
+        let sys = Self(Arc::new(Inner {
+            node_key: node_key.clone(),
+            node_did,
+            peer,
+            anchors: RwLock::new(anchors),
+            verifier: Verifier::default(),
+            replay: ReplayCache::default(),
+            actors: RwLock::new(HashMap::new()),
+            transport: RwLock::new(None),
+            config,
+        }));
+        sys.insert_actor(Actor {
+            handle: root,
+            key: Some(node_key),
+            provide: Vec::new(),
+            behaviors: RwLock::new(HashMap::new()),
+        });
+        sys
+    }
+
+    fn insert_actor(&self, a: Actor) {
+        if let Ok(mut m) = self.0.actors.write() {
+            m.insert(a.handle.addr.inbox.clone(), Arc::new(a));
+        }
+    }
+
+    pub(crate) fn actor(&self, inbox: &str) -> Option<Arc<Actor>> {
+        self.0.actors.read().ok()?.get(inbox).cloned()
+    }
+
+    /// Plugs in the network.
+    pub fn set_transport(&self, t: Arc<dyn Transport>) {
+        if let Ok(mut slot) = self.0.transport.write() {
+            *slot = Some(t);
+        }
+    }
+
+    /// The root actor's handle.
+    pub fn root(&self) -> Handle {
+        Handle::root_of(&self.0.node_did)
+    }
+
+    /// The node's DID.
+    pub fn did(&self) -> &Did {
+        &self.0.node_did
+    }
+
+    /// The node's libp2p peer id.
+    pub fn peer_id(&self) -> &str {
+        &self.0.peer
+    }
+
+    /// Replaces the node's trust anchors (e.g. after `nunet cap anchor` and a reload).
+    pub fn set_anchors(&self, anchors: Anchors) {
+        if let Ok(mut a) = self.0.anchors.write() {
+            *a = anchors;
+        }
+    }
+
+    /// Registers a behavior on an actor (`root` for the node).
+    pub fn register(&self, inbox: &str, name: &str, b: Behavior) -> Result<(), ActorError> {
+        let actor = self
+            .actor(inbox)
+            .ok_or_else(|| ActorError::new(ErrorKind::NotFound, format!("no actor {inbox}")))?;
+        if let Ok(mut m) = actor.behaviors.write() {
+            m.insert(name.to_string(), b);
+        }
+        Ok(())
+    }
+
+    /// Removes a behavior.
+    pub fn unregister(&self, inbox: &str, name: &str) {
+        if let Some(a) = self.actor(inbox)
+            && let Ok(mut m) = a.behaviors.write()
+        {
+            m.remove(name);
+        }
+    }
+
+    /// Names of an actor's behaviors.
+    pub fn behaviors(&self, inbox: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .actor(inbox)
+            .and_then(|a| a.behaviors.read().ok().map(|m| m.keys().cloned().collect()))
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Creates a child actor with its own key and a random inbox. `caps` are granted to it
+    /// by the node (a delegation it chains its invocations on).
+    pub fn spawn_child(&self, key: Keypair, caps: &[Capability], ttl: Duration) -> Handle {
+        let inbox = format!("actor-{:016x}", rand::random::<u64>());
+        let handle = Handle {
+            id: key.did().to_string(),
+            did: self.0.node_did.to_string(),
+            addr: Address {
+                host: self.0.peer.clone(),
+                inbox,
+            },
+        };
+        let mut provide = Vec::new();
+        if !caps.is_empty() {
+            let spec = TokenSpec {
+                sub: key.did(),
+                aud: None,
+                cap: caps.to_vec(),
+                topic: Vec::new(),
+                exp: now_ns().saturating_add(ttl.as_nanos() as u64),
+                depth: 0,
+            };
+            let anchors = Anchors::new(self.0.node_did.clone());
+            if let Ok(t) = anchors.grant(&self.0.node_key, &spec) {
+                provide.push(t);
+            }
+        }
+        self.insert_actor(Actor {
+            handle: handle.clone(),
+            key: Some(key),
+            provide,
+            behaviors: RwLock::new(HashMap::new()),
+        });
+        handle
+    }
+
+    /// Removes a child actor.
+    pub fn stop_child(&self, inbox: &str) {
+        if inbox != "root"
+            && let Ok(mut m) = self.0.actors.write()
+        {
+            m.remove(inbox);
+        }
+    }
+
+    /// A keyless mailbox at `inbox` whose `reply_behavior` collects reply envelopes (used by
+    /// the REST bridge for messages signed by the CLI). Remove it with [`Self::stop_child`].
+    pub fn mailbox(
+        &self,
+        inbox: &str,
+        reply_behavior: &str,
+        capacity: usize,
+    ) -> mpsc::Receiver<Envelope> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let handle = Handle {
+            id: String::new(),
+            did: self.0.node_did.to_string(),
+            addr: Address {
+                host: self.0.peer.clone(),
+                inbox: inbox.into(),
+            },
+        };
+        let mut behaviors = HashMap::new();
+        behaviors.insert(reply_behavior.to_string(), reply_collector(tx));
+        self.insert_actor(Actor {
+            handle,
+            key: None,
+            provide: Vec::new(),
+            behaviors: RwLock::new(behaviors),
+        });
+        rx
+    }
+
+    /// Signs an envelope from one of our actors, with invocation (or broadcast) tokens drawn
+    /// from the node's provide anchors and the actor's own grants.
+    pub fn envelope(
+        &self,
+        from_inbox: &str,
+        to: Handle,
+        be: &str,
+        payload: &Value,
+        opt: Options,
+    ) -> Result<Envelope, ActorError> {
+        let actor = self.actor(from_inbox).ok_or_else(|| {
+            ActorError::new(ErrorKind::NotFound, format!("no actor {from_inbox}"))
+        })?;
+        let key = actor
+            .key
+            .clone()
+            .ok_or_else(|| ActorError::failed("a mailbox cannot send"))?;
+        let cap_bytes = if to.did == self.0.node_did.as_str() && !to.did.is_empty() {
+            Vec::new() // same node: no tokens needed
+        } else {
+            let cap: Capability = be
+                .parse()
+                .map_err(|e| ActorError::failed(format!("behavior {be:?}: {e}")))?;
+            let (act, topic) = if opt.topic.is_empty() {
+                (Action::Invoke, Vec::new())
+            } else {
+                let t: Capability = opt
+                    .topic
+                    .parse()
+                    .map_err(|e| ActorError::failed(format!("topic: {e}")))?;
+                (Action::Broadcast, vec![t])
+            };
+            let aud = if to.id.is_empty() {
+                None
+            } else {
+                Did::parse(&to.id).ok()
+            };
+            let spec = TokenSpec {
+                sub: key.did(),
+                aud,
+                cap: vec![cap],
+                topic,
+                exp: opt.exp,
+                depth: 0,
+            };
+            let mut anchors = match self.0.anchors.read() {
+                Ok(a) => a.clone(),
+                Err(_) => return Err(ActorError::failed("anchors unavailable")),
+            };
+            anchors.did = key.did();
+            anchors.provide.retain(|t| t.dms().sub == anchors.did);
+            anchors.provide.extend(actor.provide.iter().cloned());
+            let toks = anchors.invocation_tokens(&key, act, &spec, now_ns());
+            TokenList { tok: toks }.to_json().into_bytes()
+        };
+        let msg = serde_json::to_vec(payload).map_err(|e| ActorError::failed(e.to_string()))?;
+        Ok(Envelope::sign(
+            &key,
+            actor.handle.clone(),
+            to,
+            be,
+            opt,
+            msg,
+            cap_bytes,
+        ))
+    }
+
+    /// Invokes `be` on `to` and waits for the reply until `timeout` (the message expiry).
+    pub async fn invoke(
+        &self,
+        from_inbox: &str,
+        to: Handle,
+        be: &str,
+        payload: Value,
+        timeout: Duration,
+    ) -> Result<Value, ActorError> {
+        let exp = now_ns().saturating_add(timeout.as_nanos() as u64);
+        let opt = Options {
+            exp,
+            cont: "/reply".into(),
+            topic: String::new(),
+        };
+        let env = self.envelope(from_inbox, to, be, &payload, opt)?;
+        let reply = self.deliver(env).await?;
+        decode_reply(&reply)
+    }
+
+    /// Sends `be` to `to` without waiting for a result (delivery is still confirmed).
+    pub async fn send(
+        &self,
+        from_inbox: &str,
+        to: Handle,
+        be: &str,
+        payload: Value,
+        ttl: Duration,
+    ) -> Result<(), ActorError> {
+        let exp = now_ns().saturating_add(ttl.as_nanos() as u64);
+        let env = self.envelope(
+            from_inbox,
+            to,
+            be,
+            &payload,
+            Options {
+                exp,
+                ..Default::default()
+            },
+        )?;
+        let reply = self.deliver(env).await?;
+        decode_reply(&reply).map(|_| ())
+    }
+
+    /// Broadcasts `be` on `topic` and collects the replies that arrive within `collect`.
+    pub async fn broadcast(
+        &self,
+        from_inbox: &str,
+        topic: &str,
+        be: &str,
+        payload: Value,
+        collect: Duration,
+    ) -> Result<Vec<(Handle, Value)>, ActorError> {
+        let cont = format!("/reply/{:016x}", rand::random::<u64>());
+        let (tx, mut rx) = mpsc::channel(1024);
+        self.register(from_inbox, &cont, reply_collector(tx))?;
+        let exp = now_ns().saturating_add(collect.as_nanos() as u64);
+        let opt = Options {
+            exp,
+            cont: cont.clone(),
+            topic: topic.to_string(),
+        };
+        let env = self.envelope(from_inbox, Handle::default(), be, &payload, opt)?;
+        let published = self.publish(&env).await;
+        let mut out = Vec::new();
+        if published.is_ok() {
+            let deadline = tokio::time::Instant::now() + collect;
+            while let Ok(Some(r)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+                if let Ok(v) = decode_reply(&r) {
+                    out.push((r.from.clone(), v));
+                }
+            }
+        }
+        self.unregister(from_inbox, &cont);
+        published.map(|_| out)
+    }
+
+    /// Publishes an already signed broadcast envelope.
+    pub async fn publish(&self, env: &Envelope) -> Result<(), ActorError> {
+        let t = self
+            .transport()
+            .ok_or_else(|| ActorError::new(ErrorKind::Unreachable, "no network"))?;
+        t.publish(&env.opt.topic, env.to_bytes())
+            .await
+            .map_err(|e| ActorError::new(ErrorKind::Unreachable, e.0))
+    }
+
+    pub(crate) fn transport(&self) -> Option<Arc<dyn Transport>> {
+        self.0.transport.read().ok()?.clone()
+    }
+
+    /// Delivers a signed envelope (ours or one signed by a local user) locally or over the
+    /// network; returns the receiver's signed reply envelope.
+    pub async fn deliver(&self, env: Envelope) -> Result<Envelope, ActorError> {
+        if env.to.addr.host == self.0.peer {
+            return Ok(self.handle_envelope(env).await);
+        }
+        let t = self
+            .transport()
+            .ok_or_else(|| ActorError::new(ErrorKind::Unreachable, "no network"))?;
+        let now = now_ns();
+        if env.opt.exp <= now {
+            return Err(ActorError::new(
+                ErrorKind::Timeout,
+                "the message expired before it was sent",
+            ));
+        }
+        let timeout = Duration::from_nanos(env.opt.exp - now);
+        let host = env.to.addr.host.clone();
+        let expected = env.to.clone();
+        let bytes = t
+            .request(&host, env.to_bytes(), timeout)
+            .await
+            .map_err(|e| {
+                let kind = if e.0.contains("timeout") || e.0.contains("Timeout") {
+                    ErrorKind::Timeout
+                } else {
+                    ErrorKind::Unreachable
+                };
+                ActorError::new(kind, format!("{host}: {}", e.0))
+            })?;
+        let reply = Envelope::from_bytes(&bytes).map_err(|e| {
+            ActorError::new(ErrorKind::Rejected, format!("bad reply from {host}: {e}"))
+        })?;
+        reply
+            .verify_signature()
+            .map_err(|e| ActorError::new(ErrorKind::Rejected, format!("reply from {host}: {e}")))?;
+        // The reply must come from the actor we addressed, or from the node hosting it.
+        let from_ok = reply.from.addr.host == host
+            && (expected.id.is_empty()
+                || reply.from.id == expected.id
+                || reply.from.id == reply.from.did);
+        if !from_ok {
+            return Err(ActorError::new(
+                ErrorKind::Rejected,
+                format!(
+                    "reply from {host} is signed by {}, not the addressed actor",
+                    reply.from.id
+                ),
+            ));
+        }
+        Ok(reply)
+    }
+}
+
+/// Decodes a reply envelope's outcome.
+pub fn decode_reply(reply: &Envelope) -> Result<Value, ActorError> {
+    match serde_json::from_slice::<Reply>(&reply.msg) {
+        Ok(r) => r.into_result(),
+        Err(e) => Err(ActorError::new(
+            ErrorKind::Rejected,
+            format!("malformed reply: {e}"),
+        )),
+    }
+}
+
+fn reply_collector(tx: mpsc::Sender<Envelope>) -> Behavior {
+    Behavior {
+        kind: BehaviorKind::Reply,
+        handler: Arc::new(move |m: Incoming| {
+            let tx = tx.clone();
+            Box::pin(async move {
+                let _ = tx.try_send((*m.envelope).clone());
+                Ok(Value::Null)
+            })
+        }),
+    }
+}

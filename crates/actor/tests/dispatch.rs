@@ -1,0 +1,333 @@
+//! Dispatch between two actor systems joined by an in-memory transport: authorization
+//! outcomes and that denied behaviors never run. (Real libp2p is exercised by the node's
+//! multi-process tests.)
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use nunet_actor::{
+    ActorSystem, Behavior, Envelope, ErrorKind, Handle, Options, SystemConfig, Transport,
+    TransportError,
+};
+use nunet_capability::{Anchors, TokenSpec, now_ns};
+use nunet_did::Keypair;
+use serde_json::{Value, json};
+
+/// Routes requests to systems by peer id, in process.
+#[derive(Default, Clone)]
+struct Mem(Arc<Mutex<Vec<ActorSystem>>>);
+
+impl Transport for Mem {
+    fn request(
+        &self,
+        peer: &str,
+        bytes: Vec<u8>,
+        _t: Duration,
+    ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>> {
+        let target = self
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| s.peer_id() == peer)
+            .cloned();
+        Box::pin(async move {
+            match target {
+                Some(s) => Ok(s.handle_bytes(&bytes).await),
+                None => Err(TransportError("unknown peer".into())),
+            }
+        })
+    }
+    fn publish(
+        &self,
+        _topic: &str,
+        bytes: Vec<u8>,
+    ) -> BoxFuture<'static, Result<(), TransportError>> {
+        let all = self.0.lock().unwrap().clone();
+        Box::pin(async move {
+            for s in all {
+                s.handle_gossip(&bytes).await;
+            }
+            Ok(())
+        })
+    }
+}
+
+const HOUR: u64 = 3_600_000_000_000;
+
+struct World {
+    a: ActorSystem,
+    b: ActorSystem,
+    ran: Arc<AtomicUsize>,
+}
+
+/// Node B trusts an org; node A holds a delegation from the org for /public and /broadcast.
+fn world() -> World {
+    let org = Keypair::from_seed(&[1; 32]);
+    let ka = Keypair::from_seed(&[2; 32]);
+    let kb = Keypair::from_seed(&[3; 32]);
+    let grant = Anchors::new(org.did())
+        .grant(
+            &org,
+            &TokenSpec {
+                sub: ka.did(),
+                aud: None,
+                cap: vec!["/public".parse().unwrap(), "/broadcast".parse().unwrap()],
+                topic: vec!["/nunet".parse().unwrap()],
+                exp: now_ns() + HOUR,
+                depth: 0,
+            },
+        )
+        .unwrap();
+    let mut aa = Anchors::new(ka.did());
+    aa.add_provide(grant, now_ns()).unwrap();
+    let mut ab = Anchors::new(kb.did());
+    ab.add_root(org.did());
+    let mem = Mem::default();
+    let a = ActorSystem::new(ka, aa, SystemConfig::default());
+    let b = ActorSystem::new(kb, ab, SystemConfig::default());
+    a.set_transport(Arc::new(mem.clone()));
+    b.set_transport(Arc::new(mem.clone()));
+    mem.0.lock().unwrap().extend([a.clone(), b.clone()]);
+    let ran = Arc::new(AtomicUsize::new(0));
+    for (name, kind_broadcast) in [
+        ("/public/status", false),
+        ("/dms/node/peers/list", false),
+        ("/broadcast/hello", true),
+    ] {
+        let r = ran.clone();
+        let f = move |m: nunet_actor::Incoming| {
+            let r = r.clone();
+            async move {
+                r.fetch_add(1, Ordering::SeqCst);
+                Ok(json!({"echo": m.payload}))
+            }
+        };
+        let beh = if kind_broadcast {
+            Behavior::broadcast(f)
+        } else {
+            Behavior::direct(f)
+        };
+        b.register("root", name, beh).unwrap();
+    }
+    World { a, b, ran }
+}
+
+#[tokio::test]
+async fn invoke_with_capability_runs_and_replies() {
+    let w = world();
+    let v =
+        w.a.invoke(
+            "root",
+            w.b.root(),
+            "/public/status",
+            json!({"x": 1}),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v, json!({"echo": {"x": 1}}));
+    assert_eq!(w.ran.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn denials_name_the_rule_and_do_not_run() {
+    let w = world();
+    // No capability for /dms/node: only a self-signed token, which B does not anchor.
+    let e =
+        w.a.invoke(
+            "root",
+            w.b.root(),
+            "/dms/node/peers/list",
+            Value::Null,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Denied);
+    assert_eq!(e.rule.as_deref(), Some("not-anchored"), "{e:?}");
+    // Wrong audience: tokens made for another node.
+    let other = Handle::root_of(&Keypair::from_seed(&[9; 32]).did());
+    let exp = now_ns() + 5_000_000_000;
+    let mut env =
+        w.a.envelope(
+            "root",
+            other,
+            "/public/status",
+            &Value::Null,
+            Options {
+                exp,
+                cont: "/reply".into(),
+                topic: String::new(),
+            },
+        )
+        .unwrap();
+    env.to = w.b.root();
+    let key = Keypair::from_seed(&[2; 32]);
+    let resigned = Envelope::sign(
+        &key,
+        env.from.clone(),
+        env.to.clone(),
+        &env.be,
+        env.opt.clone(),
+        env.msg.clone(),
+        env.cap.clone(),
+    );
+    let r = w.a.deliver(resigned).await.unwrap();
+    let e = nunet_actor::system::decode_reply(&r).unwrap_err();
+    assert_eq!(e.rule.as_deref(), Some("audience-mismatch"), "{e:?}");
+    // Expired message.
+    let mut env =
+        w.a.envelope(
+            "root",
+            w.b.root(),
+            "/public/status",
+            &Value::Null,
+            Options {
+                exp,
+                cont: "/reply".into(),
+                topic: String::new(),
+            },
+        )
+        .unwrap();
+    env.opt.exp = now_ns() - 1;
+    let env = Envelope::sign(
+        &key,
+        env.from.clone(),
+        env.to.clone(),
+        &env.be,
+        env.opt.clone(),
+        env.msg.clone(),
+        env.cap.clone(),
+    );
+    let r = w.b.handle_envelope(env).await;
+    let e = nunet_actor::system::decode_reply(&r).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Rejected);
+    assert!(e.message.contains("expired"), "{e:?}");
+    // Replayed message: the first delivery runs, the second is refused.
+    let env =
+        w.a.envelope(
+            "root",
+            w.b.root(),
+            "/public/status",
+            &Value::Null,
+            Options {
+                exp,
+                cont: "/reply".into(),
+                topic: String::new(),
+            },
+        )
+        .unwrap();
+    assert!(nunet_actor::system::decode_reply(&w.b.handle_envelope(env.clone()).await).is_ok());
+    let e = nunet_actor::system::decode_reply(&w.b.handle_envelope(env).await).unwrap_err();
+    assert!(e.message.contains("replayed"), "{e:?}");
+    // Forged signature.
+    let mut env =
+        w.a.envelope(
+            "root",
+            w.b.root(),
+            "/public/status",
+            &Value::Null,
+            Options {
+                exp,
+                cont: "/reply".into(),
+                topic: String::new(),
+            },
+        )
+        .unwrap();
+    env.msg = b"{\"evil\":true}".to_vec();
+    let e = nunet_actor::system::decode_reply(&w.b.handle_envelope(env).await).unwrap_err();
+    assert!(e.message.contains("signature"), "{e:?}");
+    // A stranger claiming to be B's own node in its handle gets no shortcut.
+    let stranger = Keypair::from_seed(&[7; 32]);
+    let mut from = Handle::root_of(&stranger.did());
+    from.did = w.b.did().to_string();
+    let env = Envelope::sign(
+        &stranger,
+        from,
+        w.b.root(),
+        "/public/status",
+        Options {
+            exp,
+            cont: "/reply".into(),
+            topic: String::new(),
+        },
+        b"null".to_vec(),
+        vec![],
+    );
+    let e = nunet_actor::system::decode_reply(&w.b.handle_envelope(env).await).unwrap_err();
+    assert_eq!(e.rule.as_deref(), Some("no-token"), "{e:?}");
+    // Only the one legitimate call ran.
+    assert_eq!(w.ran.load(Ordering::SeqCst), 1);
+    // Garbage bytes: a signed rejection, no panic.
+    let r = Envelope::from_bytes(&w.b.handle_bytes(b"\x00garbage").await).unwrap();
+    assert!(nunet_actor::system::decode_reply(&r).is_err());
+}
+
+#[tokio::test]
+async fn broadcast_collects_one_reply_per_subscriber() {
+    let w = world();
+    let replies =
+        w.a.broadcast(
+            "root",
+            "/nunet",
+            "/broadcast/hello",
+            json!("hi"),
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap();
+    // B answers once; A has no /broadcast/hello behavior (and its own message is not for it).
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(replies[0].0.did, w.b.did().to_string());
+    assert_eq!(w.ran.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn same_node_and_child_actors() {
+    let w = world();
+    // Local delivery without the network: B invokes its own behavior with no tokens.
+    let v =
+        w.b.invoke(
+            "root",
+            w.b.root(),
+            "/dms/node/peers/list",
+            json!(1),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v, json!({"echo": 1}));
+    // A child actor of A, granted /public by A's node key, is trusted by B only if B trusts A.
+    let child = w.a.spawn_child(
+        Keypair::generate(),
+        &["/public".parse().unwrap()],
+        Duration::from_secs(60),
+    );
+    let e =
+        w.a.invoke(
+            &child.addr.inbox,
+            w.b.root(),
+            "/public/status",
+            Value::Null,
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.rule.as_deref(), Some("not-anchored"), "{e:?}");
+    let mut anchors = Anchors::new(w.b.did().clone());
+    anchors.add_root(w.a.did().clone());
+    w.b.set_anchors(anchors);
+    w.a.invoke(
+        &child.addr.inbox,
+        w.b.root(),
+        "/public/status",
+        Value::Null,
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+}
