@@ -129,7 +129,14 @@ pub(crate) struct Inner {
     pub(crate) actors: RwLock<HashMap<String, Arc<Actor>>>,
     pub(crate) transport: RwLock<Option<Arc<dyn Transport>>>,
     pub(crate) config: SystemConfig,
+    /// Invocation tokens by (inbox, behavior, audience, topic), with the time they stay valid.
+    pub(crate) token_cache: std::sync::Mutex<HashMap<TokenCacheKey, (Vec<u8>, u64)>>,
 }
+
+type TokenCacheKey = (String, String, String, String);
+
+/// How long past a message an invocation token stays valid for reuse.
+const TOKEN_REUSE_NS: u64 = 60_000_000_000;
 
 /// The actors of one node, their behaviors, and the way in and out.
 #[derive(Clone)]
@@ -151,6 +158,7 @@ impl ActorSystem {
             actors: RwLock::new(HashMap::new()),
             transport: RwLock::new(None),
             config,
+            token_cache: std::sync::Mutex::new(HashMap::new()),
         }));
         sys.insert_actor(Actor {
             handle: root,
@@ -169,6 +177,11 @@ impl ActorSystem {
 
     pub(crate) fn actor(&self, inbox: &str) -> Option<Arc<Actor>> {
         self.0.actors.read().ok()?.get(inbox).cloned()
+    }
+
+    /// Whether an actor or mailbox lives at `inbox`.
+    pub fn has_actor(&self, inbox: &str) -> bool {
+        self.actor(inbox).is_some()
     }
 
     /// Plugs in the network.
@@ -197,6 +210,9 @@ impl ActorSystem {
     pub fn set_anchors(&self, anchors: Anchors) {
         if let Ok(mut a) = self.0.anchors.write() {
             *a = anchors;
+        }
+        if let Ok(mut c) = self.0.token_cache.lock() {
+            c.clear();
         }
     }
 
@@ -323,40 +339,7 @@ impl ActorSystem {
         let cap_bytes = if to.did == self.0.node_did.as_str() && !to.did.is_empty() {
             Vec::new() // same node: no tokens needed
         } else {
-            let cap: Capability = be
-                .parse()
-                .map_err(|e| ActorError::failed(format!("behavior {be:?}: {e}")))?;
-            let (act, topic) = if opt.topic.is_empty() {
-                (Action::Invoke, Vec::new())
-            } else {
-                let t: Capability = opt
-                    .topic
-                    .parse()
-                    .map_err(|e| ActorError::failed(format!("topic: {e}")))?;
-                (Action::Broadcast, vec![t])
-            };
-            let aud = if to.id.is_empty() {
-                None
-            } else {
-                Did::parse(&to.id).ok()
-            };
-            let spec = TokenSpec {
-                sub: key.did(),
-                aud,
-                cap: vec![cap],
-                topic,
-                exp: opt.exp,
-                depth: 0,
-            };
-            let mut anchors = match self.0.anchors.read() {
-                Ok(a) => a.clone(),
-                Err(_) => return Err(ActorError::failed("anchors unavailable")),
-            };
-            anchors.did = key.did();
-            anchors.provide.retain(|t| t.dms().sub == anchors.did);
-            anchors.provide.extend(actor.provide.iter().cloned());
-            let toks = anchors.invocation_tokens(&key, act, &spec, now_ns());
-            TokenList { tok: toks }.to_json().into_bytes()
+            self.tokens_for(&actor, &key, &to, be, &opt)?
         };
         let msg = serde_json::to_vec(payload).map_err(|e| ActorError::failed(e.to_string()))?;
         Ok(Envelope::sign(
@@ -368,6 +351,77 @@ impl ActorSystem {
             msg,
             cap_bytes,
         ))
+    }
+
+    /// Invocation tokens for a message, reused while they stay valid: a token is bound to its
+    /// subject (the signer of the envelope), so reuse gives a receiver nothing it could replay
+    /// (envelopes carry their own nonce), and it lets receivers serve a known chain from
+    /// their verified-token cache instead of checking a fresh signature per message.
+    fn tokens_for(
+        &self,
+        actor: &Actor,
+        key: &Keypair,
+        to: &Handle,
+        be: &str,
+        opt: &Options,
+    ) -> Result<Vec<u8>, ActorError> {
+        let cache_key = (
+            actor.handle.addr.inbox.clone(),
+            be.to_string(),
+            to.id.clone(),
+            opt.topic.clone(),
+        );
+        let now = now_ns();
+        if let Ok(c) = self.0.token_cache.lock()
+            && let Some((bytes, exp)) = c.get(&cache_key)
+                && *exp >= opt.exp && *exp > now {
+                    return Ok(bytes.clone());
+                }
+        let cap: Capability = be
+            .parse()
+            .map_err(|e| ActorError::failed(format!("behavior {be:?}: {e}")))?;
+        let (act, topic) = if opt.topic.is_empty() {
+            (Action::Invoke, Vec::new())
+        } else {
+            let t: Capability = opt
+                .topic
+                .parse()
+                .map_err(|e| ActorError::failed(format!("topic: {e}")))?;
+            (Action::Broadcast, vec![t])
+        };
+        let aud = if to.id.is_empty() {
+            None
+        } else {
+            Did::parse(&to.id).ok()
+        };
+        // Valid a little beyond this message so the next ones can reuse it.
+        let exp = opt.exp.max(now.saturating_add(TOKEN_REUSE_NS));
+        let spec = TokenSpec {
+            sub: key.did(),
+            aud,
+            cap: vec![cap],
+            topic,
+            exp,
+            depth: 0,
+        };
+        let mut anchors = match self.0.anchors.read() {
+            Ok(a) => a.clone(),
+            Err(_) => return Err(ActorError::failed("anchors unavailable")),
+        };
+        anchors.did = key.did();
+        anchors.provide.retain(|t| t.dms().sub == anchors.did);
+        anchors.provide.extend(actor.provide.iter().cloned());
+        let toks = anchors.invocation_tokens(key, act, &spec, now);
+        // Chained tokens are clamped to their anchors' expiry: reuse only as long as all last.
+        let valid_until = toks.iter().map(|t| t.dms().exp).min().unwrap_or(now);
+        let bytes = TokenList { tok: toks }.to_json().into_bytes();
+        if let Ok(mut c) = self.0.token_cache.lock() {
+            if c.len() > 4096 {
+                c.retain(|_, (_, e)| *e > now);
+            }
+            c.insert(cache_key, (bytes.clone(), valid_until));
+        }
+        Ok(bytes)
     }
 
     /// Invokes `be` on `to` and waits for the reply until `timeout` (the message expiry).

@@ -68,6 +68,11 @@ impl ContextFile {
         Ok(self.dir.join(format!("{name}.json")))
     }
 
+    /// The file of a context (None for an invalid name).
+    pub fn path_of(&self, name: &str) -> Option<PathBuf> {
+        self.path(name).ok()
+    }
+
     /// Whether the context exists.
     pub fn exists(&self, name: &str) -> bool {
         self.path(name).map(|p| p.exists()).unwrap_or(false)

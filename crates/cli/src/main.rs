@@ -1,6 +1,7 @@
 //! `nunet`: the DMS command line. Thin by design: it parses arguments, finds the node's home,
 //! asks for passphrases, and calls the library crates; logic and tests live there.
 
+mod client;
 mod cmd;
 mod home;
 
@@ -22,6 +23,14 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Start the DMS daemon (libp2p host, actors, local REST API) with the `dms` context.
+    Run(cmd::run::RunArgs),
+    /// Build, sign and send actor messages through the local daemon.
+    #[command(subcommand)]
+    Actor(cmd::actor::ActorCmd),
+    /// A local multi-node network on loopback (up / status / down).
+    #[command(subcommand)]
+    Devnet(cmd::devnet::DevnetCmd),
     /// Manage keys: create key pairs and show their DIDs.
     #[command(subcommand)]
     Key(cmd::key::KeyCmd),
@@ -40,12 +49,15 @@ fn main() {
     let result =
         match cli.command {
             Command::Validate(args) => cmd::validate::run(args).map(|()| 0),
+            Command::Devnet(c) => cmd::devnet::run(c),
             command => home::Home::resolve(cli.data_dir.as_deref(), cli.config.as_deref())
                 .and_then(|home| match command {
                     Command::Key(c) => cmd::key::run(&home, c),
                     Command::Cap(c) => cmd::cap::run(&home, c),
                     Command::Config(c) => cmd::config::run(&home, c),
-                    Command::Validate(_) => unreachable!("matched above"),
+                    Command::Run(a) => cmd::run::run(&home, a),
+                    Command::Actor(c) => cmd::actor::run(&home, c),
+                    Command::Validate(_) | Command::Devnet(_) => unreachable!("matched above"),
                 }),
         };
     match result {

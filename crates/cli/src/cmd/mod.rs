@@ -1,6 +1,9 @@
 //! One module per subcommand group.
 
+pub mod actor;
 pub mod cap;
 pub mod config;
+pub mod devnet;
 pub mod key;
+pub mod run;
 pub mod validate;

@@ -1,0 +1,355 @@
+//! `nunet devnet`: a local multi-node network on loopback, with an organisation as root of
+//! trust, for trying things out and for the multi-process tests.
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use nunet_capability::{Anchors, Capability, ContextFile, TokenSpec, now_ns};
+use nunet_did::{KdfParams, Keypair, Keystore};
+use serde_json::{Value, json};
+
+use crate::client::{self, Api, Outcome};
+
+#[derive(Subcommand, Debug)]
+pub enum DevnetCmd {
+    /// Create N node homes, an org root of trust and a `user` context, and start N daemons.
+    Up {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Directory for everything the devnet creates.
+        #[arg(long, default_value = "devnet")]
+        dir: PathBuf,
+        /// First port: node i uses REST base+10i and p2p base+10i+1 (TCP and QUIC).
+        #[arg(long, default_value_t = 19000)]
+        base_port: u16,
+    },
+    /// Show each node: process, API health and connected peers.
+    Status {
+        /// Devnet directory.
+        #[arg(long, default_value = "devnet")]
+        dir: PathBuf,
+    },
+    /// Stop the daemons (SIGTERM, then wait).
+    Down {
+        /// Devnet directory.
+        #[arg(long, default_value = "devnet")]
+        dir: PathBuf,
+        /// Also delete the directory.
+        #[arg(long)]
+        purge: bool,
+    },
+}
+
+const CAPS: [&str; 3] = ["/public", "/broadcast", "/dms"];
+
+pub fn run(cmd: DevnetCmd) -> Result<i32> {
+    match cmd {
+        DevnetCmd::Up {
+            nodes,
+            dir,
+            base_port,
+        } => up(nodes, &dir, base_port),
+        DevnetCmd::Status { dir } => status(&dir),
+        DevnetCmd::Down { dir, purge } => down(&dir, purge),
+    }
+}
+
+fn keystore(home: &Path) -> Result<Keystore> {
+    let ks = Keystore::open(home.join("key"))?;
+    Ok(
+        if std::env::var_os("NUNET_INSECURE_FAST_KDF").is_some_and(|v| v == "1") {
+            ks.with_kdf(KdfParams::INSECURE_FAST)
+        } else {
+            ks
+        },
+    )
+}
+
+fn spec(sub: &nunet_did::Did, exp: u64) -> Result<TokenSpec> {
+    Ok(TokenSpec {
+        sub: sub.clone(),
+        aud: None,
+        cap: CAPS
+            .iter()
+            .map(|c| c.parse())
+            .collect::<Result<Vec<Capability>, _>>()?,
+        topic: vec!["/nunet".parse()?],
+        exp,
+        depth: 0,
+    })
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+}
+
+fn read_pid(home: &Path) -> Option<u32> {
+    fs::read_to_string(home.join("nunet.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn up(n: usize, dir: &Path, base: u16) -> Result<i32> {
+    if !(1..=20).contains(&n) {
+        bail!("--nodes must be between 1 and 20");
+    }
+    if base as usize + 10 * n + 2 > 65535 {
+        bail!("--base-port too high for {n} nodes");
+    }
+    if dir.join("devnet.json").exists() {
+        let running = (1..=20)
+            .filter_map(|i| read_pid(&dir.join(format!("node-{i}"))))
+            .any(alive);
+        if running {
+            bail!(
+                "a devnet is already running in {} (stop it with `nunet devnet down --dir {}`)",
+                dir.display(),
+                dir.display()
+            );
+        }
+        bail!(
+            "{} already holds a devnet; remove it or use `nunet devnet down --purge`",
+            dir.display()
+        );
+    }
+    fs::create_dir_all(dir)?;
+    let dir = dir.canonicalize()?;
+    let pass = format!("{:032x}", rand::random::<u128>());
+    let pass_file = dir.join("passphrase");
+    fs::write(&pass_file, &pass)?;
+    fs::set_permissions(
+        &pass_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
+    let exp = now_ns() + 30 * 24 * 3600 * 1_000_000_000;
+    let now = now_ns();
+
+    // Root of trust and the user.
+    let org = keystore(&dir.join("org"))?.create("org", &pass)?;
+    ContextFile::new(dir.join("org/cap")).create("org", &Anchors::new(org.did()))?;
+    let org_ctx = Anchors::new(org.did());
+    let user = Keypair::generate();
+    let mut user_ctx = Anchors::new(user.did());
+    user_ctx.add_provide(org_ctx.grant(&org, &spec(&user.did(), exp)?)?, now)?;
+
+    let mut nodes = Vec::new();
+    for i in 1..=n {
+        let home = dir.join(format!("node-{i}"));
+        let ks = keystore(&home)?;
+        let key = ks.create("dms", &pass)?;
+        ks.save("user", &user, &pass)?;
+        let mut ctx = Anchors::new(key.did());
+        ctx.add_root(user.did());
+        ctx.add_provide(org_ctx.grant(&org, &spec(&key.did(), exp)?)?, now)?;
+        ctx.add_require(ctx.grant(&key, &spec(&org.did(), exp)?)?, now)?;
+        let cf = ContextFile::new(home.join("cap"));
+        cf.create("dms", &ctx)?;
+        cf.create("user", &user_ctx)?;
+        let rest = base + 10 * i as u16;
+        let p2p = rest + 1;
+        let peer = key.did().peer_id().to_base58();
+        let tcp = format!("/ip4/127.0.0.1/tcp/{p2p}/p2p/{peer}");
+        let bootstrap: Vec<String> = nodes
+            .first()
+            .map(|f: &Value| vec![f["p2p"].as_str().unwrap_or_default().to_string()])
+            .unwrap_or_default();
+        let config = json!({
+            "rest": {"port": rest},
+            "p2p": {"listen_address": [format!("/ip4/127.0.0.1/tcp/{p2p}"), format!("/ip4/127.0.0.1/udp/{p2p}/quic-v1")], "bootstrap_peers": bootstrap},
+            "general": {"env": "devnet"},
+        });
+        nunet_config::write_file(&home.join(nunet_config::load::FILE_NAME), &config)?;
+        nodes.push(json!({"name": format!("node-{i}"), "home": home, "did": key.did().to_string(), "peer_id": peer, "rest": format!("http://127.0.0.1:{rest}/api/v1"), "rest_port": rest, "p2p": tcp}));
+    }
+    let manifest =
+        json!({"org": org.did().to_string(), "user": user.did().to_string(), "nodes": nodes});
+    fs::write(
+        dir.join("devnet.json"),
+        serde_json::to_string_pretty(&manifest)?,
+    )?;
+
+    let exe = std::env::current_exe()?;
+    for node in &nodes {
+        let home = PathBuf::from(node["home"].as_str().unwrap_or_default());
+        let log = fs::File::create(home.join("nunet.log"))?;
+        let child = Command::new(&exe)
+            .args(["run", "-c", "dms"])
+            .env("NUNET_HOME", &home)
+            .env("DMS_PASSPHRASE_FILE", &pass_file)
+            .env_remove("DMS_PASSPHRASE")
+            .env_remove("NUNET_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .context("starting nunet run")?;
+        fs::write(home.join("nunet.pid"), child.id().to_string())?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for node in &nodes {
+        let home = PathBuf::from(node["home"].as_str().unwrap_or_default());
+        let api = Api::new(
+            "127.0.0.1",
+            node["rest_port"].as_u64().unwrap_or(0) as u16,
+            Duration::from_secs(2),
+        );
+        loop {
+            if api.get("/health").is_ok() {
+                break;
+            }
+            let dead = read_pid(&home).is_some_and(|p| !alive(p));
+            if dead || Instant::now() > deadline {
+                let log = fs::read_to_string(home.join("nunet.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                let _ = down(&dir, false);
+                bail!(
+                    "{} did not start:\n{}",
+                    node["name"],
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    println!(
+        "devnet up in {}: org {} user {}",
+        dir.display(),
+        manifest["org"].as_str().unwrap_or_default(),
+        manifest["user"].as_str().unwrap_or_default()
+    );
+    for node in &nodes {
+        println!(
+            "{}  {}  rest {}  p2p {}",
+            node["name"].as_str().unwrap_or_default(),
+            node["did"].as_str().unwrap_or_default(),
+            node["rest"].as_str().unwrap_or_default(),
+            node["p2p"].as_str().unwrap_or_default()
+        );
+    }
+    println!(
+        "\nuse a node as the user:\n  export NUNET_HOME={}/node-1 DMS_PASSPHRASE_FILE={}",
+        dir.display(),
+        pass_file.display()
+    );
+    println!(
+        "  nunet actor cmd /dms/node/peers/list\n  nunet actor cmd -d {} /public/status",
+        nodes
+            .last()
+            .and_then(|n| n["did"].as_str())
+            .unwrap_or_default()
+    );
+    println!("stop with: nunet devnet down --dir {}", dir.display());
+    Ok(0)
+}
+
+fn manifest(dir: &Path) -> Result<Value> {
+    let text = fs::read_to_string(dir.join("devnet.json")).with_context(|| {
+        format!(
+            "no devnet in {} (start one with `nunet devnet up`)",
+            dir.display()
+        )
+    })?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn status(dir: &Path) -> Result<i32> {
+    let m = manifest(dir)?;
+    let pass = fs::read_to_string(dir.join("passphrase"))?;
+    let mut code = 0;
+    for node in m["nodes"].as_array().cloned().unwrap_or_default() {
+        let home = PathBuf::from(node["home"].as_str().unwrap_or_default());
+        let pid = read_pid(&home);
+        let running = pid.is_some_and(alive);
+        let api = Api::new(
+            "127.0.0.1",
+            node["rest_port"].as_u64().unwrap_or(0) as u16,
+            Duration::from_secs(5),
+        );
+        let peers = if running {
+            peer_count(&home, &api, &pass)
+        } else {
+            Err(anyhow::anyhow!("not running"))
+        };
+        match peers {
+            Ok(p) => println!(
+                "{}  pid {}  up  peers {p}  {}",
+                node["name"].as_str().unwrap_or_default(),
+                pid.unwrap_or(0),
+                node["did"].as_str().unwrap_or_default()
+            ),
+            Err(e) => {
+                code = 1;
+                println!(
+                    "{}  {}  {e:#}",
+                    node["name"].as_str().unwrap_or_default(),
+                    if running { "up" } else { "down" }
+                );
+            }
+        }
+    }
+    Ok(code)
+}
+
+fn peer_count(home: &Path, api: &Api, pass: &str) -> Result<usize> {
+    let key = Keystore::open(home.join("key"))?.load("user", pass.trim())?;
+    let anchors = ContextFile::new(home.join("cap")).load("user")?;
+    let local = api.handle()?;
+    let env = client::sign_envelope(
+        &key,
+        &anchors,
+        &local,
+        Some(local.clone()),
+        "/dms/node/peers/list",
+        &Value::Null,
+        Duration::from_secs(5),
+        None,
+    )?;
+    match client::post_envelope(api, "invoke", &env)? {
+        Ok(Outcome::Value(v)) => Ok(v["peers"].as_array().map(|a| a.len()).unwrap_or(0)),
+        Ok(_) => Ok(0),
+        Err(e) => bail!("{}", e.message),
+    }
+}
+
+fn down(dir: &Path, purge: bool) -> Result<i32> {
+    let m = manifest(dir)?;
+    let mut pids = Vec::new();
+    for node in m["nodes"].as_array().cloned().unwrap_or_default() {
+        let home = PathBuf::from(node["home"].as_str().unwrap_or_default());
+        if let Some(pid) = read_pid(&home).filter(|p| alive(*p)) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            pids.push((pid, home));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (pid, home) in &pids {
+        while alive(*pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if alive(*pid) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        let _ = fs::remove_file(home.join("nunet.pid"));
+    }
+    println!("stopped {} node(s)", pids.len());
+    if purge {
+        fs::remove_dir_all(dir)?;
+    }
+    Ok(0)
+}

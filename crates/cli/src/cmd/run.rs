@@ -1,0 +1,96 @@
+//! `nunet run`: the daemon.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use nunet_node::{Node, NodeOptions};
+
+use crate::home::Home;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Key and capability context of the node.
+    #[arg(short = 'c', long = "context", default_value = "dms")]
+    context: String,
+}
+
+pub fn run(home: &Home, args: RunArgs) -> Result<i32> {
+    let loaded = home.config()?;
+    let config = loaded.config.clone();
+    init_logging(&config);
+    let contexts = home.contexts()?;
+    let anchors = contexts.load(&args.context).with_context(|| {
+        format!(
+            "loading capability context {:?} (create it with `nunet cap new {}`)",
+            args.context, args.context
+        )
+    })?;
+    let key = home.unlock(&args.context)?;
+    if key.did() != anchors.did {
+        anyhow::bail!(
+            "key {:?} does not match capability context {:?}",
+            args.context,
+            args.context
+        );
+    }
+    std::fs::create_dir_all(&config.general.data_dir)
+        .with_context(|| format!("creating {}", config.general.data_dir.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let node = Node::start(NodeOptions {
+            config,
+            key,
+            anchors,
+            context: Some((contexts, args.context.clone())),
+            verify_capabilities: true,
+        })
+        .await?;
+        let addrs: Vec<String> = node.network.listen_addrs().await.iter().map(|a| a.to_string()).collect();
+        tracing::info!(did = %node.system.did(), peer_id = %node.system.peer_id(), listen = ?addrs, api = %node.api_addr, config = ?loaded.file, "node started");
+        println!("did {}", node.system.did());
+        println!("peer_id {}", node.system.peer_id());
+        for a in &addrs {
+            println!("listen {a}/p2p/{}", node.system.peer_id());
+        }
+        println!("api http://{}/api/v1", node.api_addr);
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        node.shutdown().await;
+        tracing::info!("stopped");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(0)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn init_logging(config: &nunet_config::Config) {
+    let level = if config.general.debug {
+        "debug"
+    } else {
+        config.observability.logging.level.as_str()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "{level},libp2p_gossipsub=warn,libp2p_kad=warn,libp2p_swarm=warn"
+        ))
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,186 @@
+//! The composed libp2p behaviour and the transport stack that carries it.
+
+use std::time::Duration;
+
+use libp2p::{
+    StreamProtocol, Swarm, Transport, autonat, core::upgrade::Version, dcutr, gossipsub, identify,
+    identity::Keypair, kad, noise, ping, pnet, relay, request_response, swarm::behaviour::toggle,
+    tcp, yamux,
+};
+
+use crate::{
+    ACTOR_PROTOCOL, IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL, NetConfig, NetError,
+    codec::BytesCodec, config,
+};
+
+/// How often ping measures every connection.
+pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// Room for gossipsub's protobuf framing, signature and key around a payload.
+const GOSSIP_OVERHEAD: usize = 64 * 1024;
+/// Request-response's own deadline; callers apply their (shorter) timeout on top.
+const RR_MAX_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Everything the node speaks, composed into one behaviour.
+#[derive(libp2p::swarm::NetworkBehaviour)]
+pub(crate) struct NodeBehaviour {
+    pub(crate) relay_client: relay::client::Behaviour,
+    pub(crate) relay_server: toggle::Toggle<relay::Behaviour>,
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) ping: ping::Behaviour,
+    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(crate) gossipsub: gossipsub::Behaviour,
+    pub(crate) actor: request_response::Behaviour<BytesCodec>,
+    pub(crate) dcutr: dcutr::Behaviour,
+    pub(crate) autonat: autonat::Behaviour,
+    pub(crate) streams: libp2p_stream::Behaviour,
+}
+
+fn setup<E: std::fmt::Display>(e: E) -> NetError {
+    NetError::Setup(e.to_string())
+}
+
+impl NodeBehaviour {
+    fn new(
+        key: &Keypair,
+        relay_client: relay::client::Behaviour,
+        cfg: &NetConfig,
+    ) -> Result<Self, NetError> {
+        let peer_id = key.public().to_peer_id();
+
+        let mut kad_cfg = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
+        kad_cfg
+            .set_query_timeout(Duration::from_secs(20))
+            .set_periodic_bootstrap_interval(Some(Duration::from_secs(5 * 60)));
+        let mut kad =
+            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
+        // Answer DHT queries even on private/loopback addresses (AutoNAT would otherwise keep
+        // nodes in client mode and loopback peers could never find each other).
+        kad.set_mode(Some(kad::Mode::Server));
+
+        let gossip_cfg = gossipsub::ConfigBuilder::default()
+            .validation_mode(gossipsub::ValidationMode::Strict)
+            .flood_publish(true)
+            .heartbeat_interval(Duration::from_secs(1))
+            .max_transmit_size(cfg.max_message_bytes.saturating_add(GOSSIP_OVERHEAD))
+            .build()
+            .map_err(setup)?;
+        let mut gossipsub = gossipsub::Behaviour::new(
+            gossipsub::MessageAuthenticity::Signed(key.clone()),
+            gossip_cfg,
+        )
+        .map_err(setup)?;
+        gossipsub
+            .with_peer_score(peer_score_params(), peer_score_thresholds())
+            .map_err(setup)?;
+
+        let actor = request_response::Behaviour::with_codec(
+            BytesCodec::new(cfg.max_message_bytes),
+            [(
+                StreamProtocol::new(ACTOR_PROTOCOL),
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default()
+                .with_request_timeout(cfg.request_timeout.max(RR_MAX_TIMEOUT)),
+        );
+
+        let relay_server = cfg.relay_server.then(|| {
+            let rc = relay::Config {
+                max_circuit_duration: config::RELAY_MAX_CIRCUIT_DURATION,
+                max_circuit_bytes: config::RELAY_MAX_CIRCUIT_BYTES,
+                ..Default::default()
+            };
+            relay::Behaviour::new(peer_id, rc)
+        });
+
+        Ok(Self {
+            relay_client,
+            relay_server: relay_server.into(),
+            identify: identify::Behaviour::new(
+                identify::Config::new(IDENTIFY_PROTOCOL_VERSION.to_string(), key.public())
+                    .with_agent_version(format!("nunet-rs/{}", env!("CARGO_PKG_VERSION"))),
+            ),
+            ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
+            kad,
+            gossipsub,
+            actor,
+            dcutr: dcutr::Behaviour::new(peer_id),
+            autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
+            streams: libp2p_stream::Behaviour::new(),
+        })
+    }
+}
+
+/// Gossipsub peer scoring as NuNet configures it: application-specific weight 1, scores
+/// kept 6 h after a disconnect. IP colocation is not penalised: devnets run many nodes
+/// behind one address.
+fn peer_score_params() -> gossipsub::PeerScoreParams {
+    gossipsub::PeerScoreParams {
+        app_specific_weight: 1.0,
+        ip_colocation_factor_weight: 0.0,
+        retain_score: Duration::from_secs(6 * 3600),
+        ..Default::default()
+    }
+}
+
+/// Thresholds: gossip −500, publish −1000, graylist −2500, opportunistic graft 2.5.
+fn peer_score_thresholds() -> gossipsub::PeerScoreThresholds {
+    gossipsub::PeerScoreThresholds {
+        gossip_threshold: -500.0,
+        publish_threshold: -1000.0,
+        graylist_threshold: -2500.0,
+        opportunistic_graft_threshold: 2.5,
+        ..Default::default()
+    }
+}
+
+/// Builds the swarm: TCP + QUIC in a public swarm, TCP + pnet in a private one.
+pub(crate) fn build_swarm(cfg: &NetConfig) -> Result<Swarm<NodeBehaviour>, NetError> {
+    let idle =
+        |c: libp2p::swarm::Config| c.with_idle_connection_timeout(config::IDLE_CONNECTION_TIMEOUT);
+    let builder = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone()).with_tokio();
+    let swarm = match cfg.swarm_key {
+        None => builder
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(setup)?
+            .with_quic()
+            .with_dns()
+            .map_err(setup)?
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(setup)?
+            .with_behaviour(|key, relay| {
+                NodeBehaviour::new(key, relay, cfg).map_err(|e| e.to_string().into())
+            })
+            .map_err(setup)?
+            .with_swarm_config(idle)
+            .build(),
+        Some(psk) => {
+            let psk = pnet::PreSharedKey::new(psk);
+            builder
+                .with_other_transport(|key| {
+                    let noise = noise::Config::new(key)?;
+                    let t = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                        .and_then(move |socket, _| pnet::PnetConfig::new(psk).handshake(socket))
+                        .upgrade(Version::V1Lazy)
+                        .authenticate(noise)
+                        .multiplex(yamux::Config::default());
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(t)
+                })
+                .map_err(setup)?
+                .with_dns()
+                .map_err(setup)?
+                .with_relay_client(noise::Config::new, yamux::Config::default)
+                .map_err(setup)?
+                .with_behaviour(|key, relay| {
+                    NodeBehaviour::new(key, relay, cfg).map_err(|e| e.to_string().into())
+                })
+                .map_err(setup)?
+                .with_swarm_config(idle)
+                .build()
+        }
+    };
+    Ok(swarm)
+}

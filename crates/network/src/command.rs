@@ -1,0 +1,39 @@
+//! Messages from [`Network`](crate::Network) handles to the swarm task.
+
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::oneshot;
+
+use crate::{NetError, PeerInfo};
+
+/// One-shot answer channel.
+pub(crate) type Reply<T> = oneshot::Sender<T>;
+
+/// A request for the swarm task.
+pub(crate) enum Command {
+    ListenAddrs(Reply<Vec<Multiaddr>>),
+    Request {
+        peer: PeerId,
+        payload: Vec<u8>,
+        reply: Reply<Result<Vec<u8>, NetError>>,
+    },
+    Subscribe {
+        topic: String,
+        reply: Reply<Result<(), NetError>>,
+    },
+    Publish {
+        topic: String,
+        payload: Vec<u8>,
+        reply: Reply<Result<(), NetError>>,
+    },
+    Dial {
+        addr: Multiaddr,
+        reply: Reply<Result<(), NetError>>,
+    },
+    Peers(Reply<Vec<PeerInfo>>),
+    DhtPeers(Reply<Vec<(PeerId, Vec<Multiaddr>)>>),
+    FindPeer {
+        peer: PeerId,
+        reply: Reply<Result<Vec<Multiaddr>, NetError>>,
+    },
+    Shutdown(Reply<()>),
+}

@@ -1,0 +1,225 @@
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use libp2p::Multiaddr;
+use nunet_actor::{ActorSystem, SystemConfig};
+use nunet_capability::{Anchors, ContextFile};
+use nunet_config::Config;
+use nunet_did::Keypair;
+use nunet_network::{NetConfig, Network};
+use tokio::sync::watch;
+
+use crate::api::{self, ApiState};
+use crate::behaviors::{self, NodeInfo};
+use crate::transport::{Libp2pTransport, pump};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Bad configuration value.
+    #[error("config: {0}")]
+    Config(String),
+    /// The libp2p host failed to start.
+    #[error("network: {0}")]
+    Network(String),
+    /// The REST API could not bind.
+    #[error("REST API on {addr}: {source}")]
+    Api {
+        /// Address.
+        addr: SocketAddr,
+        /// Error.
+        source: std::io::Error,
+    },
+    /// Behaviors could not be registered.
+    #[error("behaviors: {0}")]
+    Behaviors(String),
+}
+
+/// Everything a node needs to start.
+pub struct NodeOptions {
+    /// Effective configuration.
+    pub config: Config,
+    /// The node's key (its DID and peer id).
+    pub key: Keypair,
+    /// Its capability context, and where to reload it from when the file changes.
+    pub anchors: Anchors,
+    /// `(contexts directory, context name)` to watch for anchor changes.
+    pub context: Option<(ContextFile, String)>,
+    /// Check capability tokens (off only in benchmarks).
+    pub verify_capabilities: bool,
+}
+
+/// A running node.
+pub struct Node {
+    /// Its actors.
+    pub system: ActorSystem,
+    /// Its libp2p host.
+    pub network: Network,
+    /// Where the REST API listens.
+    pub api_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Parses `p2p.swarm_key`: 64 hex characters, or a path to a go-ipfs style swarm.key file.
+pub fn parse_swarm_key(v: &str) -> Result<Option<[u8; 32]>, NodeError> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let text = if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) {
+        v.to_string()
+    } else {
+        let t = std::fs::read_to_string(v)
+            .map_err(|e| NodeError::Config(format!("p2p.swarm_key file {v}: {e}")))?;
+        t.lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let bytes = hex::decode(&text)
+        .map_err(|e| NodeError::Config(format!("p2p.swarm_key: not hex: {e}")))?;
+    let key: [u8; 32] = bytes.try_into().map_err(|_| {
+        NodeError::Config("p2p.swarm_key must be 32 bytes (64 hex characters)".into())
+    })?;
+    Ok(Some(key))
+}
+
+fn addrs(list: &[String], what: &str) -> Result<Vec<Multiaddr>, NodeError> {
+    list.iter()
+        .map(|a| {
+            a.parse()
+                .map_err(|e| NodeError::Config(format!("{what} {a:?}: {e}")))
+        })
+        .collect()
+}
+
+impl Node {
+    /// Starts the network, the actor system, the behaviors and the REST API.
+    pub async fn start(opts: NodeOptions) -> Result<Node, NodeError> {
+        let cfg = &opts.config;
+        let net_cfg = NetConfig {
+            keypair: opts.key.to_libp2p(),
+            listen: addrs(&cfg.p2p.listen_address, "p2p.listen_address")?,
+            bootstrap: addrs(&cfg.p2p.bootstrap_peers, "p2p.bootstrap_peers")?,
+            swarm_key: parse_swarm_key(&cfg.p2p.swarm_key)?,
+            relay_server: cfg.p2p.relay_server,
+            request_timeout: Duration::from_secs(30),
+            max_message_bytes: nunet_actor::MAX_ENVELOPE_BYTES,
+        };
+        let (network, events) = nunet_network::start(net_cfg)
+            .await
+            .map_err(|e| NodeError::Network(e.to_string()))?;
+        let system = ActorSystem::new(
+            opts.key.clone(),
+            opts.anchors.clone(),
+            SystemConfig {
+                verify_capabilities: opts.verify_capabilities,
+            },
+        );
+        system.set_transport(std::sync::Arc::new(Libp2pTransport(network.clone())));
+        for topic in ["/nunet", "/nunet/hello", "/nunet/deployment"] {
+            network
+                .subscribe(topic)
+                .await
+                .map_err(|e| NodeError::Network(e.to_string()))?;
+        }
+        behaviors::register(NodeInfo {
+            system: system.clone(),
+            network: network.clone(),
+            started: Instant::now(),
+        })
+        .map_err(|e| NodeError::Behaviors(e.to_string()))?;
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = vec![tokio::spawn(pump(system.clone(), events))];
+
+        let ip: std::net::IpAddr = cfg
+            .rest
+            .addr
+            .parse()
+            .map_err(|_| NodeError::Config(format!("rest.addr {:?}", cfg.rest.addr)))?;
+        let addr = SocketAddr::new(ip, cfg.rest.port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| NodeError::Api { addr, source })?;
+        let api_addr = listener
+            .local_addr()
+            .map_err(|source| NodeError::Api { addr, source })?;
+        let mut rx = stop_rx.clone();
+        let state = ApiState {
+            system: system.clone(),
+        };
+        tasks.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = api::serve(listener, state, shutdown).await {
+                tracing::error!(error = %e, "REST API stopped");
+            }
+        }));
+        if let Some((file, name)) = opts.context {
+            tasks.push(tokio::spawn(watch_anchors(
+                system.clone(),
+                file,
+                name,
+                stop_rx,
+            )));
+        }
+        Ok(Node {
+            system,
+            network,
+            api_addr,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Stops the API and the network and waits for the tasks to end.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.network.shutdown().await;
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+fn mtime(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// Reloads the node's anchors when `nunet cap anchor/remove/revoke` changes the context file,
+/// so trust changes take effect without a restart.
+async fn watch_anchors(
+    system: ActorSystem,
+    file: ContextFile,
+    name: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    let path = file.path_of(&name);
+    let mut last = path.as_deref().and_then(mtime);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now = path.as_deref().and_then(mtime);
+        if now != last {
+            last = now;
+            match file.load(&name) {
+                Ok(a) if &a.did == system.did() => {
+                    system.set_anchors(a);
+                    tracing::info!(context = %name, "capability anchors reloaded");
+                }
+                Ok(_) => {
+                    tracing::error!(context = %name, "context DID changed on disk; not reloading")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not reload capability anchors; keeping the previous ones")
+                }
+            }
+        }
+    }
+}
