@@ -46,7 +46,10 @@ pub enum ActorCmd {
     /// after the behavior become the payload (`--name value`, `--flag` = true).
     /// Behaviors under /broadcast/ are broadcast on /nunet/hello unless -b gives a topic.
     /// Exit codes: 0 ok, 1 failed, 3 denied or rejected, 4 timeout or unreachable.
-    #[command(allow_hyphen_values = true)]
+    #[command(
+        allow_hyphen_values = true,
+        after_help = "Node behaviors:\n  /public/hello, /public/status\n  /broadcast/hello                     (broadcast; every node answers)\n  /dms/node/peers/list | self | dht | score\n  /dms/node/peers/connect --address /ip4/…/tcp/…/p2p/<peer id>\n  /dms/node/peers/ping --host <peer id or DID>\n\nExamples:\n  nunet actor cmd /dms/node/peers/list\n  nunet actor cmd -d did:key:z6Mk… /public/status --json"
+    )]
     Cmd {
         /// Behavior name.
         behavior: String,
