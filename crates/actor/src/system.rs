@@ -554,11 +554,7 @@ impl ActorSystem {
         // A reply signed by the root key of the node we asked is already authenticated by the
         // transport (the libp2p connection proves that peer's key): skip the second check.
         // Replies from other actors (children, mailboxes) are verified.
-        let by_host = host
-            .parse::<libp2p_identity::PeerId>()
-            .ok()
-            .and_then(|p| Did::from_peer_id(&p).ok())
-            .is_some_and(|d| d.as_str() == reply.from.id);
+        let by_host = Did::parse(&reply.from.id).is_ok_and(|d| d.peer_id().to_base58() == host);
         if !by_host {
             reply.verify_signature().map_err(|e| {
                 ActorError::new(ErrorKind::Rejected, format!("reply from {host}: {e}"))

@@ -50,6 +50,8 @@ struct DidInner {
     uri: String,
     /// Decoded once at parse time, so verifying against a DID costs no point decompression.
     key: PublicKey,
+    /// The libp2p peer id, computed on first use.
+    peer: std::sync::OnceLock<PeerId>,
 }
 
 impl PartialEq for Did {
@@ -84,11 +86,30 @@ impl Did {
         Self(std::sync::Arc::new(DidInner {
             uri: format!("{PREFIX}z{}", bs58::encode(bytes).into_string()),
             key: *key,
+            peer: std::sync::OnceLock::new(),
         }))
     }
 
-    /// Parses `did:key:z…` (ed25519 only).
+    /// Parses `did:key:z…` (ed25519 only). Recently parsed DIDs are remembered, so the
+    /// base58 decoding and curve point decompression are paid once per peer, not per message.
     pub fn parse(s: &str) -> Result<Self, DidError> {
+        static SEEN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, Did>>> =
+            std::sync::OnceLock::new();
+        let seen = SEEN.get_or_init(Default::default);
+        if let Some(d) = seen.lock().ok().and_then(|m| m.get(s).cloned()) {
+            return Ok(d);
+        }
+        let did = Self::parse_uncached(s)?;
+        if let Ok(mut m) = seen.lock() {
+            if m.len() >= 4096 {
+                m.clear();
+            }
+            m.insert(s.to_string(), did.clone());
+        }
+        Ok(did)
+    }
+
+    fn parse_uncached(s: &str) -> Result<Self, DidError> {
         let rest = s
             .strip_prefix(PREFIX)
             .ok_or_else(|| DidError::NotDidKey(truncate(s)))?;
@@ -126,7 +147,7 @@ impl Did {
 
     /// The libp2p peer id of the same key.
     pub fn peer_id(&self) -> PeerId {
-        self.public_key().peer_id()
+        *self.0.peer.get_or_init(|| self.0.key.peer_id())
     }
 
     /// The DID of the key inlined in an ed25519 peer id.
