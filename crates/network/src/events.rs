@@ -34,6 +34,20 @@ impl SwarmTask {
                     self.swarm.add_external_address(address);
                 }
             }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                if let Some(r) = self
+                    .relayed
+                    .iter_mut()
+                    .find(|r| r.listener == Some(listener_id))
+                {
+                    tracing::info!(addr = %r.addr, ?reason, "relay reservation ended; will retry");
+                    r.listener = None;
+                }
+            }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,

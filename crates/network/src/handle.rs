@@ -89,6 +89,9 @@ pub async fn start(cfg: NetConfig) -> Result<(Network, mpsc::Receiver<NetEvent>)
         let quic = addr
             .iter()
             .any(|p| matches!(p, libp2p::multiaddr::Protocol::QuicV1));
+        if crate::swarm_task::is_circuit(addr) {
+            continue; // reserved from the swarm task once the relay is reachable
+        }
         if quic && cfg.swarm_key.is_some() {
             tracing::warn!(%addr, "QUIC cannot carry a private swarm key; not listening on it");
             continue;

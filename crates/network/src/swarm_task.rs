@@ -81,6 +81,22 @@ pub(crate) struct SwarmTask {
     pub(crate) bootstrap_ids: HashSet<PeerId>,
     walk_interval: Duration,
     next_walk: Instant,
+    /// Circuit (relayed) listen addresses and the reservation each currently holds.
+    pub(crate) relayed: Vec<RelayedListen>,
+}
+
+/// A `/…/p2p/<relay>/p2p-circuit` listen address. The reservation is (re)made from the tick,
+/// with backoff, so it survives a relay restart and never races the first dial to the relay.
+pub(crate) struct RelayedListen {
+    pub(crate) addr: Multiaddr,
+    pub(crate) listener: Option<libp2p::core::transport::ListenerId>,
+    pub(crate) backoff: Duration,
+    pub(crate) next_try: Instant,
+}
+
+/// Whether an address is a relayed (circuit) address.
+pub(crate) fn is_circuit(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
 }
 
 /// Splits `/…/p2p/<id>` into the transport address and the peer id.
@@ -122,7 +138,19 @@ impl SwarmTask {
             }
         }
         let bootstrap_ids = bootstrap.iter().map(|b| b.peer).collect();
+        let relayed = cfg
+            .listen
+            .iter()
+            .filter(|a| is_circuit(a))
+            .map(|addr| RelayedListen {
+                addr: addr.clone(),
+                listener: None,
+                backoff: BOOTSTRAP_MIN_BACKOFF,
+                next_try: now + Duration::from_millis(500),
+            })
+            .collect();
         let mut task = Self {
+            relayed,
             swarm,
             commands,
             events,
@@ -185,6 +213,18 @@ impl SwarmTask {
     fn on_tick(&mut self) {
         let now = Instant::now();
         self.redial_bootstrap(now);
+        for r in self
+            .relayed
+            .iter_mut()
+            .filter(|r| r.listener.is_none() && now >= r.next_try)
+        {
+            match self.swarm.listen_on(r.addr.clone()) {
+                Ok(id) => r.listener = Some(id),
+                Err(e) => tracing::warn!(addr = %r.addr, error = %e, "relay reservation failed"),
+            }
+            r.next_try = now + r.backoff;
+            r.backoff = (r.backoff * 2).min(Duration::from_secs(60));
+        }
         if now >= self.next_walk {
             self.walk();
             self.walk_interval = (self.walk_interval * 2).min(WALK_MAX_INTERVAL);
