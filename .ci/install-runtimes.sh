@@ -5,7 +5,7 @@
 #   - a local busybox image `nunet-test/busybox:latest` made with `docker import`
 #     (no container registry is reachable)
 #   - qemu-system-x86 and Debian's cloud kernel for the QEMU microvm backend
-#   - busybox-static (initramfs for VM tests, rootfs for the image), cpio, iproute2, iptables
+#   - busybox-static (initramfs for VM tests, rootfs for the image), iproute2, iptables
 set -euo pipefail
 
 IMAGE="${NUNET_TEST_IMAGE:-nunet-test/busybox:latest}"
@@ -14,8 +14,7 @@ export DEBIAN_FRONTEND=noninteractive
 pkgs=()
 command -v dockerd >/dev/null || pkgs+=(docker.io)
 command -v qemu-system-x86_64 >/dev/null || pkgs+=(qemu-system-x86)
-[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx poweroff || pkgs+=(busybox-static)
-command -v cpio >/dev/null || pkgs+=(cpio)
+dpkg -s busybox-static >/dev/null 2>&1 || pkgs+=(busybox-static)   # replaces a dynamic busybox
 command -v ip >/dev/null || pkgs+=(iproute2)
 command -v iptables >/dev/null || pkgs+=(iptables)
 ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 || pkgs+=(linux-image-cloud-amd64)
@@ -23,14 +22,6 @@ if [ ${#pkgs[@]} -gt 0 ]; then
   echo "install-runtimes: apt-get install ${pkgs[*]}"
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
-fi
-
-# The busybox in busybox-static is the static one; the dynamic `busybox` package would also
-# satisfy `command -v`, so check the file itself.
-if ! file -L /bin/busybox 2>/dev/null | grep -q 'statically linked'; then
-  if ! ldd /bin/busybox 2>&1 | grep -q 'not a dynamic'; then
-    apt-get install -y -qq --no-install-recommends busybox-static >/dev/null
-  fi
 fi
 
 # dockerd: start in the background when no daemon answers.

@@ -1,0 +1,563 @@
+//! Docker backend: containers through the Docker Engine API (bollard) on a local dockerd.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, DeviceMapping,
+    DeviceRequest, HostConfig, Mount as DockerMount, MountType, PortBinding,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures::StreamExt;
+
+use crate::{
+    ExecutionInfo, ExecutionSpec, ExecutionState, Executor, ExecutorError, ExecutorKind,
+    ExecutorStatus, ExitReason, ExitStatus, GpuVendor, LABEL_EXECUTION, LABEL_NODE, LogChunk,
+    LogOptions, LogSource, LogStream, NetworkAttachment, Result, Workload, with_deadline,
+};
+
+/// Container names are `nunet-<execution id>`.
+const NAME_PREFIX: &str = "nunet-";
+
+/// Settings of the Docker backend.
+#[derive(Debug, Clone)]
+pub struct DockerConfig {
+    /// The node's stable id, put in the `nunet.node` label; `list` finds containers by it.
+    pub node: String,
+    /// dockerd socket (default `/var/run/docker.sock`, or `DOCKER_HOST` when it is `unix://`).
+    pub socket: Option<String>,
+    /// Deadline for each API call (pull excepted).
+    pub timeout: Duration,
+    /// Deadline for an image pull.
+    pub pull_timeout: Duration,
+    /// Pull from the registry before every start, falling back to the local image store when
+    /// the registry is unreachable. When false, an image already in the local store is used
+    /// as is and only missing images are pulled, like `docker run`.
+    pub pull_always: bool,
+}
+
+impl DockerConfig {
+    /// Defaults for `node`: the standard socket, 30 s per call, 10 min per pull.
+    pub fn new(node: impl Into<String>) -> Self {
+        Self {
+            node: node.into(),
+            socket: None,
+            timeout: Duration::from_secs(30),
+            pull_timeout: Duration::from_secs(600),
+            pull_always: false,
+        }
+    }
+}
+
+/// The Docker executor. Construct with [`DockerExecutor::connect`], which never fails: an
+/// unreachable dockerd makes the executor report itself unavailable.
+pub struct DockerExecutor {
+    config: DockerConfig,
+    client: Option<Docker>,
+    status: ExecutorStatus,
+    stopped: Mutex<HashSet<String>>,
+}
+
+fn api_err(e: bollard::errors::Error) -> ExecutorError {
+    ExecutorError::Runtime(format!("dockerd: {e}"))
+}
+
+fn is_status(e: &bollard::errors::Error, code: u16) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code, .. } if *status_code == code)
+}
+
+fn container_name(id: &str) -> String {
+    format!("{NAME_PREFIX}{id}")
+}
+
+impl DockerExecutor {
+    /// Connects to dockerd, negotiates the API version and probes it.
+    pub async fn connect(config: DockerConfig) -> Self {
+        let socket = config.socket.clone().unwrap_or_else(|| {
+            std::env::var("DOCKER_HOST")
+                .ok()
+                .filter(|h| h.starts_with("unix://"))
+                .unwrap_or_else(|| "/var/run/docker.sock".into())
+        });
+        let secs = config.timeout.as_secs().max(1);
+        let probe = async {
+            let client = Docker::connect_with_unix(&socket, secs, bollard::API_DEFAULT_VERSION)
+                .map_err(|e| {
+                    ExecutorError::Runtime(format!("no dockerd socket at {socket}: {e}"))
+                })?;
+            let client = client.negotiate_version().await.map_err(api_err)?;
+            let v = client.version().await.map_err(api_err)?;
+            let detail = format!(
+                "dockerd {}, API {}",
+                v.version.unwrap_or_default(),
+                v.api_version.unwrap_or_default()
+            );
+            Ok((client, detail))
+        };
+        let (client, status) = match with_deadline("dockerd probe", config.timeout, probe).await {
+            Ok((client, detail)) => (
+                Some(client),
+                ExecutorStatus {
+                    kind: ExecutorKind::Docker,
+                    available: true,
+                    detail,
+                },
+            ),
+            Err(e) => (
+                None,
+                ExecutorStatus {
+                    kind: ExecutorKind::Docker,
+                    available: false,
+                    detail: e.to_string(),
+                },
+            ),
+        };
+        Self {
+            config,
+            client,
+            status,
+            stopped: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn client(&self) -> Result<&Docker> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| ExecutorError::Unavailable {
+                kind: ExecutorKind::Docker,
+                reason: self.status.detail.clone(),
+            })
+    }
+
+    async fn call<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = std::result::Result<T, bollard::errors::Error>>,
+    ) -> Result<std::result::Result<T, bollard::errors::Error>> {
+        with_deadline(what, self.config.timeout, async { Ok(fut.await) }).await
+    }
+
+    async fn image_is_local(&self, image: &str) -> Result<bool> {
+        let docker = self.client()?;
+        let found = self
+            .call("image inspect", docker.inspect_image(image))
+            .await?;
+        Ok(found.is_ok())
+    }
+
+    async fn ensure_image(&self, image: &str) -> Result<()> {
+        let docker = self.client()?;
+        if !self.config.pull_always && self.image_is_local(image).await? {
+            return Ok(());
+        }
+        let (name, tag) = split_reference(image);
+        let opts = CreateImageOptionsBuilder::default()
+            .from_image(name)
+            .tag(tag)
+            .build();
+        let pull = async {
+            let mut progress = docker.create_image(Some(opts), None, None);
+            while let Some(item) = progress.next().await {
+                if let Err(e) = item {
+                    return Ok(Err(e));
+                }
+            }
+            Ok(Ok(()))
+        };
+        let pulled = with_deadline("image pull", self.config.pull_timeout, pull).await;
+        let detail = match pulled {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        if self.config.pull_always && self.image_is_local(image).await? {
+            return Ok(()); // registry unreachable: the local copy will do
+        }
+        Err(ExecutorError::ImageNotFound {
+            image: image.to_string(),
+            detail,
+        })
+    }
+
+    fn create_body(&self, spec: &ExecutionSpec) -> Result<ContainerCreateBody> {
+        let Workload::Container {
+            image,
+            working_dir,
+            user,
+        } = &spec.workload
+        else {
+            return Err(ExecutorError::InvalidSpec(
+                "the docker executor runs container workloads only".into(),
+            ));
+        };
+        let r = &spec.resources;
+        let mut host = HostConfig {
+            nano_cpus: (r.cpu_cores > 0.0).then(|| (r.cpu_cores * 1e9).round() as i64),
+            ..Default::default()
+        };
+        if r.memory_bytes > 0 {
+            let m = i64::try_from(r.memory_bytes)
+                .map_err(|_| ExecutorError::InvalidSpec("memory limit too large".into()))?;
+            host.memory = Some(m);
+            host.memory_swap = Some(m); // no swap: the limit is the limit
+        }
+        let mut devices = Vec::new();
+        let nvidia: Vec<String> = r
+            .gpus
+            .iter()
+            .filter(|g| g.vendor == GpuVendor::Nvidia)
+            .map(|g| g.id.clone())
+            .collect();
+        if !nvidia.is_empty() {
+            host.device_requests = Some(vec![DeviceRequest {
+                driver: Some("nvidia".into()),
+                device_ids: Some(nvidia),
+                capabilities: Some(vec![vec!["gpu".into()]]),
+                ..Default::default()
+            }]);
+        }
+        if r.gpus.iter().any(|g| g.vendor == GpuVendor::Amd) {
+            devices.push("/dev/kfd");
+            host.group_add = Some(vec!["video".into()]);
+        }
+        if r.gpus.iter().any(|g| g.vendor != GpuVendor::Nvidia) {
+            devices.push("/dev/dri");
+        }
+        if !devices.is_empty() {
+            host.devices = Some(
+                devices
+                    .into_iter()
+                    .map(|d| DeviceMapping {
+                        path_on_host: Some(d.into()),
+                        path_in_container: Some(d.into()),
+                        cgroup_permissions: Some("rwm".into()),
+                    })
+                    .collect(),
+            );
+        }
+        if !spec.mounts.is_empty() {
+            host.mounts = Some(
+                spec.mounts
+                    .iter()
+                    .map(|m| DockerMount {
+                        target: Some(m.target.clone()),
+                        source: Some(m.source.to_string_lossy().into_owned()),
+                        typ: Some(if m.source.is_absolute() {
+                            MountType::BIND
+                        } else {
+                            MountType::VOLUME
+                        }),
+                        read_only: Some(m.read_only),
+                        ..Default::default()
+                    })
+                    .collect(),
+            );
+        }
+        host.network_mode = match &spec.network {
+            NetworkAttachment::None => Some("none".into()),
+            NetworkAttachment::Default => None,
+            NetworkAttachment::Host => Some("host".into()),
+            NetworkAttachment::Named(n) => Some(n.clone()),
+            NetworkAttachment::Tap { .. } => {
+                return Err(ExecutorError::InvalidSpec(
+                    "TAP attachment is for VMs, not containers".into(),
+                ));
+            }
+        };
+        let mut exposed = Vec::new();
+        if !spec.ports.is_empty() {
+            let mut map: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+            for p in &spec.ports {
+                let key = format!("{}/{}", p.guest_port, p.protocol.as_str());
+                exposed.push(key.clone());
+                map.entry(key)
+                    .or_default()
+                    .get_or_insert_with(Vec::new)
+                    .push(PortBinding {
+                        host_ip: None,
+                        host_port: Some(p.host_port.to_string()),
+                    });
+            }
+            host.port_bindings = Some(map);
+        }
+        let labels = spec.runtime_labels(&self.config.node, ExecutorKind::Docker);
+        Ok(ContainerCreateBody {
+            image: Some(image.clone()),
+            entrypoint: (!spec.command.is_empty()).then(|| spec.command.clone()),
+            cmd: (!spec.args.is_empty()).then(|| spec.args.clone()),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            working_dir: working_dir.clone(),
+            user: user.clone(),
+            labels: Some(labels.into_iter().collect()),
+            exposed_ports: (!exposed.is_empty()).then_some(exposed),
+            host_config: Some(host),
+            ..Default::default()
+        })
+    }
+
+    async fn inspect_raw(&self, id: &str) -> Result<ContainerInspectResponse> {
+        let docker = self.client()?;
+        match self
+            .call(
+                "container inspect",
+                docker.inspect_container(&container_name(id), None),
+            )
+            .await?
+        {
+            Ok(c) => Ok(c),
+            Err(e) if is_status(&e, 404) => Err(ExecutorError::NotFound(id.to_string())),
+            Err(e) => Err(api_err(e)),
+        }
+    }
+
+    fn info_from(&self, id: &str, c: &ContainerInspectResponse) -> ExecutionInfo {
+        let labels: BTreeMap<String, String> = c
+            .config
+            .as_ref()
+            .and_then(|cfg| cfg.labels.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let state = match &c.state {
+            None => ExecutionState::Created,
+            Some(s) => match s.status {
+                Some(ContainerStateStatusEnum::CREATED) => ExecutionState::Created,
+                Some(ContainerStateStatusEnum::EXITED) | Some(ContainerStateStatusEnum::DEAD) => {
+                    let code = s.exit_code;
+                    let reason = if s.oom_killed == Some(true) {
+                        ExitReason::OutOfMemory
+                    } else if self.was_stopped(id) {
+                        ExitReason::Stopped
+                    } else if let Some(err) = s.error.as_ref().filter(|e| !e.is_empty()) {
+                        ExitReason::Failed(err.clone())
+                    } else {
+                        ExitReason::Exited
+                    };
+                    ExecutionState::Exited(ExitStatus { code, reason })
+                }
+                _ => ExecutionState::Running,
+            },
+        };
+        ExecutionInfo {
+            id: id.to_string(),
+            kind: ExecutorKind::Docker,
+            state,
+            labels,
+            detail: format!("container {}", c.id.as_deref().unwrap_or("?")),
+        }
+    }
+
+    fn was_stopped(&self, id: &str) -> bool {
+        self.stopped.lock().map(|s| s.contains(id)).unwrap_or(false)
+    }
+}
+
+/// Splits `name[:tag][@digest]` into name and tag (default `latest`), minding registry ports.
+fn split_reference(image: &str) -> (&str, &str) {
+    if image.contains('@') {
+        return (image, "");
+    }
+    match image.rfind(':') {
+        Some(i) if !image[i..].contains('/') => (&image[..i], &image[i + 1..]),
+        _ => (image, "latest"),
+    }
+}
+
+#[async_trait::async_trait]
+impl Executor for DockerExecutor {
+    fn kind(&self) -> ExecutorKind {
+        ExecutorKind::Docker
+    }
+
+    fn status(&self) -> ExecutorStatus {
+        self.status.clone()
+    }
+
+    async fn prepare(&self, spec: &ExecutionSpec) -> Result<()> {
+        self.client()?;
+        let body = self.create_body(spec)?;
+        self.ensure_image(body.image.as_deref().unwrap_or_default())
+            .await
+    }
+
+    async fn start(&self, spec: &ExecutionSpec) -> Result<ExecutionInfo> {
+        spec.validate_id()?;
+        let docker = self.client()?;
+        let body = self.create_body(spec)?;
+        self.ensure_image(body.image.as_deref().unwrap_or_default())
+            .await?;
+        let name = container_name(&spec.id);
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        match self
+            .call(
+                "container create",
+                docker.create_container(Some(opts), body),
+            )
+            .await?
+        {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 409) => {
+                return Err(ExecutorError::AlreadyExists(spec.id.clone()));
+            }
+            Err(e) => return Err(api_err(e)),
+        }
+        if let Err(e) = self
+            .call("container start", docker.start_container(&name, None))
+            .await?
+        {
+            let _ = self.remove(&spec.id).await;
+            return Err(api_err(e));
+        }
+        self.inspect(&spec.id).await
+    }
+
+    async fn inspect(&self, id: &str) -> Result<ExecutionInfo> {
+        let c = self.inspect_raw(id).await?;
+        Ok(self.info_from(id, &c))
+    }
+
+    async fn wait(&self, id: &str) -> Result<ExitStatus> {
+        let docker = self.client()?;
+        self.inspect_raw(id).await?;
+        let mut waiter = docker.wait_container(&container_name(id), None);
+        // The wait itself has no deadline (the workload decides how long it runs); dockerd
+        // answers the request headers at once, which bollard's per-call timeout covers.
+        match waiter.next().await {
+            Some(Err(e)) if is_status(&e, 404) => return Err(ExecutorError::NotFound(id.into())),
+            Some(Ok(_))
+            | Some(Err(bollard::errors::Error::DockerContainerWaitError { .. }))
+            | None => {}
+            Some(Err(e)) => return Err(api_err(e)),
+        }
+        match self.inspect(id).await?.state {
+            ExecutionState::Exited(s) => Ok(s),
+            other => Err(ExecutorError::Runtime(format!(
+                "dockerd reported the wait over but the container is {other:?}"
+            ))),
+        }
+    }
+
+    async fn logs(&self, id: &str, options: LogOptions) -> Result<LogStream> {
+        let docker = self.client()?.clone();
+        self.inspect_raw(id).await?;
+        let opts = LogsOptionsBuilder::default()
+            .follow(options.follow)
+            .stdout(true)
+            .stderr(true)
+            .tail(if options.skip_history { "0" } else { "all" })
+            .build();
+        let stream = docker
+            .logs(&container_name(id), Some(opts))
+            .filter_map(|item| async move {
+                match item {
+                    Ok(bollard::container::LogOutput::StdOut { message }) => Some(Ok(LogChunk {
+                        source: LogSource::Stdout,
+                        data: message,
+                    })),
+                    Ok(bollard::container::LogOutput::StdErr { message }) => Some(Ok(LogChunk {
+                        source: LogSource::Stderr,
+                        data: message,
+                    })),
+                    Ok(bollard::container::LogOutput::Console { message }) => Some(Ok(LogChunk {
+                        source: LogSource::Console,
+                        data: message,
+                    })),
+                    Ok(bollard::container::LogOutput::StdIn { .. }) => None,
+                    Err(e) => Some(Err(api_err(e))),
+                }
+            });
+        Ok(Box::pin(stream))
+    }
+
+    async fn stop(&self, id: &str, grace: Duration) -> Result<()> {
+        let docker = self.client()?;
+        if let Ok(mut s) = self.stopped.lock() {
+            s.insert(id.to_string());
+        }
+        let secs = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let opts = StopContainerOptionsBuilder::default().t(secs).build();
+        let deadline = grace + self.config.timeout;
+        let r = with_deadline("container stop", deadline, async {
+            Ok(docker.stop_container(&container_name(id), Some(opts)).await)
+        })
+        .await?;
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if is_status(&e, 304) => Ok(()), // already stopped
+            Err(e) if is_status(&e, 404) => Err(ExecutorError::NotFound(id.into())),
+            Err(e) => Err(api_err(e)),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<()> {
+        let docker = self.client()?;
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self
+            .call(
+                "container remove",
+                docker.remove_container(&container_name(id), Some(opts)),
+            )
+            .await?
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_status(&e, 404) => Err(ExecutorError::NotFound(id.into())),
+            Err(e) => Err(api_err(e)),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<ExecutionInfo>> {
+        let docker = self.client()?;
+        let filters =
+            HashMap::from([("label", vec![format!("{LABEL_NODE}={}", self.config.node)])]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let found = self
+            .call("container list", docker.list_containers(Some(opts)))
+            .await?
+            .map_err(api_err)?;
+        let mut out = Vec::new();
+        for c in found {
+            let Some(id) = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_EXECUTION))
+                .cloned()
+            else {
+                continue;
+            };
+            match self.inspect(&id).await {
+                Ok(info) => out.push(info),
+                Err(ExecutorError::NotFound(_)) => {} // removed meanwhile
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_split_into_name_and_tag() {
+        assert_eq!(split_reference("busybox"), ("busybox", "latest"));
+        assert_eq!(
+            split_reference("nunet-test/busybox:1.36"),
+            ("nunet-test/busybox", "1.36")
+        );
+        assert_eq!(split_reference("reg:5000/img"), ("reg:5000/img", "latest"));
+        assert_eq!(split_reference("reg:5000/img:v1"), ("reg:5000/img", "v1"));
+    }
+}

@@ -1,0 +1,186 @@
+//! The `Executor` trait and the values it returns.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+
+use crate::{ExecutionSpec, Result};
+
+/// Executor families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    /// Containers through dockerd.
+    Docker,
+    /// Virtual machines through QEMU `microvm`.
+    Qemu,
+    /// Virtual machines through Firecracker.
+    Firecracker,
+    /// WebAssembly through wasmtime.
+    Wasm,
+}
+
+impl fmt::Display for ExecutorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ExecutorKind::Docker => "docker",
+            ExecutorKind::Qemu => "qemu",
+            ExecutorKind::Firecracker => "firecracker",
+            ExecutorKind::Wasm => "wasm",
+        })
+    }
+}
+
+/// What the probe found about an executor on this node; reported in status and bids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorStatus {
+    /// Which executor.
+    pub kind: ExecutorKind,
+    /// Whether it can run workloads here.
+    pub available: bool,
+    /// Version / acceleration when available (e.g. `dockerd 20.10.24, API 1.41`,
+    /// `qemu 7.2 microvm, accel=tcg`), the reason when not.
+    pub detail: String,
+}
+
+/// Which stream a log chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogSource {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// A VM's serial console (stdout and stderr of the guest together).
+    Console,
+}
+
+/// A piece of log output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunk {
+    /// Where it came from.
+    pub source: LogSource,
+    /// The bytes, not necessarily whole lines.
+    pub data: Bytes,
+}
+
+/// A stream of log chunks; ends when the execution has exited (follow) or when the history
+/// is exhausted (no follow).
+pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogChunk>> + Send>>;
+
+/// Which logs to stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogOptions {
+    /// Keep the stream open and deliver new output until the execution exits.
+    pub follow: bool,
+    /// Skip what was written before the call (only new output; implies nothing unless
+    /// `follow`).
+    pub skip_history: bool,
+}
+
+/// How an execution ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// Exit code when the runtime knows one (process exit code, VMM exit code).
+    pub code: Option<i64>,
+    /// Why it ended.
+    pub reason: ExitReason,
+}
+
+impl ExitStatus {
+    /// True for a normal exit with code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0) && self.reason == ExitReason::Exited
+    }
+}
+
+/// Why an execution ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitReason {
+    /// It finished on its own (look at the code).
+    Exited,
+    /// Killed for exceeding its memory limit.
+    OutOfMemory,
+    /// Stopped for exceeding its CPU-time budget.
+    CpuLimit,
+    /// Stopped through [`Executor::stop`].
+    Stopped,
+    /// The runtime reported a failure (trap, crash, start error).
+    Failed(String),
+}
+
+/// State of one execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionState {
+    /// Created, not running yet.
+    Created,
+    /// Running.
+    Running,
+    /// Ended.
+    Exited(ExitStatus),
+}
+
+/// One execution as the executor sees it (status and listing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionInfo {
+    /// The execution id.
+    pub id: String,
+    /// Which executor runs it.
+    pub kind: ExecutorKind,
+    /// Its state.
+    pub state: ExecutionState,
+    /// Labels it carries (`nunet.*`).
+    pub labels: BTreeMap<String, String>,
+    /// Runtime detail: container id, VMM pid and acceleration, …
+    pub detail: String,
+}
+
+/// One interface over containers, VMs and WASM. Every call has a deadline; an unavailable
+/// runtime answers [`crate::ExecutorError::Unavailable`] at once.
+#[async_trait::async_trait]
+pub trait Executor: Send + Sync {
+    /// Which executor this is.
+    fn kind(&self) -> ExecutorKind;
+
+    /// What the probe found: available or not, and why.
+    fn status(&self) -> ExecutorStatus;
+
+    /// Fetches what `spec` needs (image pull, module download and compile, kernel check)
+    /// without starting anything. `start` calls it too; calling it first moves the cost.
+    async fn prepare(&self, spec: &ExecutionSpec) -> Result<()>;
+
+    /// Creates and starts the execution; returns once it runs.
+    async fn start(&self, spec: &ExecutionSpec) -> Result<ExecutionInfo>;
+
+    /// Current state of one execution.
+    async fn inspect(&self, id: &str) -> Result<ExecutionInfo>;
+
+    /// Waits until the execution ends and returns how. Cancel by dropping the future.
+    async fn wait(&self, id: &str) -> Result<ExitStatus>;
+
+    /// Streams the execution's logs.
+    async fn logs(&self, id: &str, options: LogOptions) -> Result<LogStream>;
+
+    /// Asks the execution to end, and kills it after `grace`.
+    async fn stop(&self, id: &str, grace: Duration) -> Result<()>;
+
+    /// Removes what the execution left behind (container, state dir). Stops it first.
+    async fn remove(&self, id: &str) -> Result<()>;
+
+    /// Everything this executor runs for this node (matched by the `nunet.node` label),
+    /// including workloads started by an earlier process, which are adopted.
+    async fn list(&self) -> Result<Vec<ExecutionInfo>>;
+
+    /// Starts and waits: the exit status of a run-to-completion task.
+    async fn run(&self, spec: &ExecutionSpec) -> Result<ExitStatus> {
+        self.start(spec).await?;
+        self.wait(&spec.id).await
+    }
+}

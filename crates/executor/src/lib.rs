@@ -1,0 +1,38 @@
+//! Executors: one interface over the runtimes a node rents out — Docker containers, microVMs
+//! (QEMU `microvm`, Firecracker) — plus the TAP networking the VMs use. WASM implements the
+//! same [`Executor`] trait in the separate `nunet-executor-wasm` crate so that wasmtime is only
+//! rebuilt when it changes.
+//!
+//! What this crate must not do: decide *what* to run or whether a caller may run it (that is
+//! the node's and the capability layer's job), keep state outside a runtime's own labels and
+//! the executor's state directory, or wait on a runtime without a deadline. An executor whose
+//! runtime is missing reports so in [`Executor::status`] and fails every call with
+//! [`ExecutorError::Unavailable`].
+
+/// Docker backend (bollard).
+pub mod docker;
+/// The error type.
+pub mod error;
+/// The `Executor` trait and its values.
+pub mod interface;
+/// Log streaming helpers.
+pub mod logs;
+/// Execution specs.
+pub mod spec;
+/// TAP device + forwarding + NAT helpers for VM networking (`nunet tap`).
+pub mod tap;
+/// microVM backends: QEMU `microvm` and Firecracker.
+pub mod vm;
+
+pub use docker::{DockerConfig, DockerExecutor};
+pub use error::{ExecutorError, Result, with_deadline};
+pub use interface::{
+    ExecutionInfo, ExecutionState, Executor, ExecutorKind, ExecutorStatus, ExitReason, ExitStatus,
+    LogChunk, LogOptions, LogSource, LogStream,
+};
+pub use spec::{
+    CpuBudget, ExecutionSpec, GpuDevice, GpuVendor, LABEL_EXECUTION, LABEL_EXECUTOR, LABEL_NODE,
+    LABEL_PREFIX, ModuleSource, Mount, NetworkAttachment, PortMapping, Protocol, Resources,
+    VmWorkload, Workload,
+};
+pub use vm::{VmConfig, VmExecutor};

@@ -1,0 +1,278 @@
+//! Docker executor against the real dockerd and the locally imported busybox image.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{IMAGE, node};
+use futures::StreamExt;
+use nunet_executor::{
+    DockerConfig, DockerExecutor, ExecutionSpec, ExecutionState, Executor, ExecutorError,
+    ExitReason, LogOptions, LogSource, NetworkAttachment, Resources, Workload, logs,
+};
+
+async fn executor(name: &str) -> DockerExecutor {
+    let ex = DockerExecutor::connect(DockerConfig::new(node(name))).await;
+    if !ex.status().available {
+        common::missing(&format!("dockerd ({})", ex.status().detail));
+    }
+    ex
+}
+
+fn spec(id: &str, argv: &[&str]) -> ExecutionSpec {
+    let mut s = ExecutionSpec::new(
+        format!("{id}-{}", std::process::id()),
+        Workload::Container {
+            image: IMAGE.into(),
+            working_dir: None,
+            user: None,
+        },
+    );
+    s.command = argv.iter().map(|a| a.to_string()).collect();
+    s
+}
+
+#[tokio::test]
+async fn runs_streams_logs_and_reports_the_exit_code() {
+    let ex = executor("run").await;
+    let mut s = spec(
+        "run",
+        &[
+            "sh",
+            "-c",
+            "echo out-$GREETING; sleep 1; echo err >&2; exit 3",
+        ],
+    );
+    s.env.insert("GREETING".into(), "hello".into());
+    s.network = NetworkAttachment::None;
+    let info = ex.start(&s).await.unwrap();
+    assert!(matches!(
+        info.state,
+        ExecutionState::Running | ExecutionState::Exited(_)
+    ));
+    // Follow from the start, opened while the container still runs.
+    let mut follow = ex
+        .logs(
+            &s.id,
+            LogOptions {
+                follow: true,
+                skip_history: false,
+            },
+        )
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while let Some(chunk) = follow.next().await {
+        let c = chunk.unwrap();
+        seen.push((c.source, String::from_utf8_lossy(&c.data).into_owned()));
+    }
+    assert!(
+        seen.contains(&(LogSource::Stdout, "out-hello\n".into())),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&(LogSource::Stderr, "err\n".into())),
+        "{seen:?}"
+    );
+    let exit = ex.wait(&s.id).await.unwrap();
+    assert_eq!(exit.code, Some(3));
+    assert_eq!(exit.reason, ExitReason::Exited);
+    // History without follow after the exit.
+    let all = logs::collect(ex.logs(&s.id, LogOptions::default()).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&all).matches("out-hello").count(),
+        1
+    );
+    ex.remove(&s.id).await.unwrap();
+    assert!(matches!(
+        ex.inspect(&s.id).await,
+        Err(ExecutorError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn memory_limit_kills_and_reports_oom() {
+    let ex = executor("oom").await;
+    let mut s = spec("oom", &["tail", "/dev/zero"]); // buffers an endless line
+    s.resources = Resources {
+        memory_bytes: 16 << 20,
+        ..Default::default()
+    };
+    s.network = NetworkAttachment::None;
+    ex.start(&s).await.unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(60), ex.wait(&s.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.reason, ExitReason::OutOfMemory, "{exit:?}");
+    assert_eq!(exit.code, Some(137));
+    ex.remove(&s.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn cpu_and_memory_limits_reach_the_cgroup() {
+    let ex = executor("limits").await;
+    let script = "cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us; \
+                  cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes";
+    let mut s = spec("limits", &["sh", "-c", script]);
+    s.resources = Resources {
+        cpu_cores: 0.5,
+        memory_bytes: 64 << 20,
+        ..Default::default()
+    };
+    s.network = NetworkAttachment::None;
+    ex.start(&s).await.unwrap();
+    assert!(ex.wait(&s.id).await.unwrap().success());
+    let out = logs::collect(ex.logs(&s.id, LogOptions::default()).await.unwrap())
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        out.contains("50000"),
+        "CPU quota of half a core (period 100000): {out}"
+    );
+    assert!(
+        out.contains(&(64u64 << 20).to_string()),
+        "memory limit: {out}"
+    );
+    ex.remove(&s.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn stop_ends_a_running_container_within_the_grace() {
+    let ex = executor("stop").await;
+    let mut s = spec("stop", &["sleep", "300"]);
+    s.network = NetworkAttachment::None;
+    ex.start(&s).await.unwrap();
+    assert_eq!(
+        ex.inspect(&s.id).await.unwrap().state,
+        ExecutionState::Running
+    );
+    let t = Instant::now();
+    ex.stop(&s.id, Duration::from_secs(1)).await.unwrap();
+    let exit = ex.wait(&s.id).await.unwrap();
+    assert_eq!(exit.reason, ExitReason::Stopped);
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    ex.remove(&s.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_recreated_executor_adopts_its_containers_by_label() {
+    let name = "adopt";
+    let mut s = spec(name, &["sleep", "300"]);
+    s.labels = BTreeMap::from([("ensemble".to_string(), "ens-1".to_string())]);
+    s.network = NetworkAttachment::None;
+    {
+        let first = executor(name).await;
+        first.start(&s).await.unwrap();
+    } // the first executor is gone, as after a daemon restart
+    let other = executor("someone-else").await;
+    assert!(other.list().await.unwrap().iter().all(|i| i.id != s.id));
+    let second = executor(name).await;
+    let listed = second.list().await.unwrap();
+    let mine: Vec<_> = listed.iter().filter(|i| i.id == s.id).collect();
+    assert_eq!(mine.len(), 1, "{listed:?}");
+    assert_eq!(mine[0].state, ExecutionState::Running);
+    assert_eq!(mine[0].labels["nunet.ensemble"], "ens-1");
+    assert_eq!(mine[0].labels["nunet.node"], node(name));
+    second.stop(&s.id, Duration::from_secs(0)).await.unwrap();
+    assert!(matches!(
+        second.wait(&s.id).await.unwrap().reason,
+        ExitReason::Stopped
+    ));
+    second.remove(&s.id).await.unwrap();
+    assert!(second.list().await.unwrap().iter().all(|i| i.id != s.id));
+}
+
+#[tokio::test]
+async fn an_image_neither_local_nor_pullable_is_named_in_the_error() {
+    let ex = executor("noimage").await;
+    let mut s = spec("noimage", &["true"]);
+    s.workload = Workload::Container {
+        image: "nunet-test/absent-image:0.0.1".into(),
+        working_dir: None,
+        user: None,
+    };
+    let t = Instant::now();
+    let err = ex.start(&s).await.unwrap_err();
+    assert!(matches!(err, ExecutorError::ImageNotFound { .. }), "{err}");
+    assert!(
+        err.to_string().contains("nunet-test/absent-image:0.0.1"),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(120));
+    assert!(matches!(
+        ex.inspect(&s.id).await,
+        Err(ExecutorError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn starting_the_same_id_twice_is_refused() {
+    let ex = executor("twice").await;
+    let mut s = spec("twice", &["sleep", "30"]);
+    s.network = NetworkAttachment::None;
+    ex.start(&s).await.unwrap();
+    assert!(matches!(
+        ex.start(&s).await,
+        Err(ExecutorError::AlreadyExists(_))
+    ));
+    ex.remove(&s.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn mounts_ports_and_working_dir_reach_the_container() {
+    let ex = executor("ports").await;
+    let host_dir = tempfile::tempdir().unwrap();
+    std::fs::write(host_dir.path().join("greeting"), "pong from a mount\n").unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut s = spec("ports", &["sh", "-c", "pwd; nc -l -p 7000 < greeting"]);
+    s.workload = Workload::Container {
+        image: IMAGE.into(),
+        working_dir: Some("/srv".into()),
+        user: None,
+    };
+    s.mounts = vec![nunet_executor::Mount {
+        source: host_dir.path().to_path_buf(),
+        target: "/srv".into(),
+        read_only: true,
+    }];
+    s.network = NetworkAttachment::Default;
+    s.ports = vec![nunet_executor::PortMapping {
+        host_port: port,
+        guest_port: 7000,
+        protocol: nunet_executor::Protocol::Tcp,
+    }];
+    ex.start(&s).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        use tokio::io::AsyncReadExt;
+        if let Ok(mut c) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            let mut buf = String::new();
+            let _ = c.read_to_string(&mut buf).await;
+            if !buf.is_empty() {
+                break buf;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer on the mapped port {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(got, "pong from a mount\n");
+    let exit = ex.wait(&s.id).await.unwrap();
+    assert!(exit.success(), "{exit:?}");
+    let out = logs::collect(ex.logs(&s.id, LogOptions::default()).await.unwrap())
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out).starts_with("/srv\n"));
+    ex.remove(&s.id).await.unwrap();
+}
