@@ -40,6 +40,9 @@ enum Command {
     /// Read and change dms_config.json.
     #[command(subcommand)]
     Config(cmd::config::ConfigCmd),
+    /// GPUs of this machine: list them, or test GPU containers through Docker.
+    #[command(subcommand)]
+    Gpu(cmd::gpu::GpuCmd),
     /// Check an ensemble file (YAML or JSON): print every problem, or a summary.
     Validate(cmd::validate::ValidateArgs),
 }
@@ -50,6 +53,7 @@ fn main() {
         match cli.command {
             Command::Validate(args) => cmd::validate::run(args).map(|()| 0),
             Command::Devnet(c) => cmd::devnet::run(c),
+            Command::Gpu(c) => cmd::gpu::run(c),
             command => home::Home::resolve(cli.data_dir.as_deref(), cli.config.as_deref())
                 .and_then(|home| match command {
                     Command::Key(c) => cmd::key::run(&home, c),
@@ -57,7 +61,9 @@ fn main() {
                     Command::Config(c) => cmd::config::run(&home, c),
                     Command::Run(a) => cmd::run::run(&home, a),
                     Command::Actor(c) => cmd::actor::run(&home, c),
-                    Command::Validate(_) | Command::Devnet(_) => unreachable!("matched above"),
+                    Command::Validate(_) | Command::Devnet(_) | Command::Gpu(_) => {
+                        unreachable!("matched above")
+                    }
                 }),
         };
     match result {

@@ -16,6 +16,8 @@ pub struct NodeInfo {
     pub network: Network,
     /// When the node started.
     pub started: Instant,
+    /// Whether the node is onboarded (shown in `/public/status`).
+    pub onboarded: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
 fn arg<'a>(p: &'a Value, names: &[&str]) -> Option<&'a str> {
@@ -68,7 +70,7 @@ pub fn register(info: NodeInfo) -> Result<(), ActorError> {
                     "uptime_s": n.started.elapsed().as_secs(),
                     "listen_addrs": n.network.listen_addrs().await.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                     "connected_peers": n.network.peers().await.len(),
-                    "onboarded": false,
+                    "onboarded": (n.onboarded)(),
                 }))
             }
         }),

@@ -31,6 +31,9 @@ pub enum NodeError {
         /// Error.
         source: std::io::Error,
     },
+    /// The node database could not be opened (corrupt, newer schema, unwritable).
+    #[error("{0}")]
+    Database(String),
     /// Behaviors could not be registered.
     #[error("behaviors: {0}")]
     Behaviors(String),
@@ -126,14 +129,22 @@ impl Node {
                 .await
                 .map_err(|e| NodeError::Network(e.to_string()))?;
         }
+        let resources = crate::onboarding::open(cfg).map_err(NodeError::Database)?;
+        let r = resources.clone();
         behaviors::register(NodeInfo {
             system: system.clone(),
             network: network.clone(),
             started: Instant::now(),
+            onboarded: std::sync::Arc::new(move || crate::onboarding::is_onboarded(&r)),
         })
         .map_err(|e| NodeError::Behaviors(e.to_string()))?;
+        crate::onboarding::register(&system, resources.clone())
+            .map_err(|e| NodeError::Behaviors(e.to_string()))?;
         let (stop, stop_rx) = watch::channel(false);
-        let mut tasks = vec![tokio::spawn(pump(system.clone(), events))];
+        let mut tasks = vec![
+            tokio::spawn(pump(system.clone(), events)),
+            tokio::spawn(crate::onboarding::expire_loop(resources, stop_rx.clone())),
+        ];
 
         let ip: std::net::IpAddr = cfg
             .rest

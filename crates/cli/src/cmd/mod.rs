@@ -4,6 +4,7 @@ pub mod actor;
 pub mod cap;
 pub mod config;
 pub mod devnet;
+pub mod gpu;
 pub mod key;
 pub mod run;
 pub mod validate;

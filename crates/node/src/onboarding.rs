@@ -1,0 +1,298 @@
+//! Onboarding, resources and hardware behaviors (`/dms/node/onboarding/*`,
+//! `/dms/node/resources/*`, `/dms/node/hardware/*`) over the node's [`ResourceManager`], and
+//! the background task that releases lapsed commitments.
+//!
+//! SQLite calls and the machine benchmark are blocking: they run on tokio's blocking pool,
+//! and the manager's lock is not held while the benchmark runs.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nunet_actor::{ActorError, ActorSystem, Behavior, Incoming};
+use nunet_config::Config;
+use nunet_resources::benchmark::{self, BenchBudget};
+use nunet_resources::hardware::{HardwareSource, LocalHardware};
+use nunet_resources::onboarding::resources_json;
+use nunet_resources::units::{cores_to_milli, gib_to_bytes};
+use nunet_resources::{
+    Accounting, AllocationStopper, Geolocation, OnboardRequest, ResourceManager, Resources,
+    StopOutcome, Store,
+};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+/// The node's resource manager, shared by its behaviors.
+pub type SharedManager = Arc<Mutex<ResourceManager>>;
+
+/// Opens `<data_dir>/dms.sqlite` (migrating it), rebuilds the accounting and reconciles it.
+pub fn open(config: &Config) -> Result<SharedManager, String> {
+    let dir = &config.general.data_dir;
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let store = Store::open(&dir.join("dms.sqlite")).map_err(|e| e.to_string())?;
+    let mut acct = Accounting::open(store).map_err(|e| e.to_string())?;
+    // No executor is wired yet, so which allocations still run is unknown (None): they are
+    // kept; lapsed commitments are released. The deployment issue passes the running set.
+    let released = acct.reconcile(None, now_ms()).map_err(|e| e.to_string())?;
+    if !released.is_empty() {
+        tracing::info!(?released, "released lapsed commitments at start");
+    }
+    let g = &config.general;
+    let geo = Geolocation::from_config(&g.host_city, &g.host_country, &g.host_continent);
+    let hw: Arc<dyn HardwareSource> = Arc::new(LocalHardware::new(dir));
+    Ok(Arc::new(Mutex::new(ResourceManager::new(
+        acct,
+        hw,
+        dir.to_path_buf(),
+        geo,
+    ))))
+}
+
+/// Current time, Unix ms.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The hook a forced offboard calls for each running allocation.
+///
+/// TODO(issue 8, deployments): stop the allocation through its executor here. Until then no
+/// executor is wired to the node, so this answers `NoExecutor` and the offboard reply lists
+/// the allocation under `released_without_executor`.
+struct ExecutorNotWired;
+
+impl AllocationStopper for ExecutorNotWired {
+    fn stop(&self, allocation_id: &str) -> Result<StopOutcome, String> {
+        tracing::warn!(
+            allocation = allocation_id,
+            "no executor wired: releasing the allocation's resources without stopping it"
+        );
+        Ok(StopOutcome::NoExecutor)
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> ActorError {
+    ActorError::failed(e.to_string())
+}
+
+/// Runs `f` with the manager locked, on the blocking pool.
+async fn with<T: Send + 'static>(
+    m: SharedManager,
+    f: impl FnOnce(&mut ResourceManager) -> Result<T, ActorError> + Send + 'static,
+) -> Result<T, ActorError> {
+    tokio::task::spawn_blocking(move || {
+        let mut g = m
+            .lock()
+            .map_err(|_| ActorError::failed("resource manager poisoned"))?;
+        f(&mut g)
+    })
+    .await
+    .map_err(failed)?
+}
+
+async fn onboard(m: SharedManager, payload: Value) -> Result<Value, ActorError> {
+    let req = OnboardRequest::from_json(&payload).map_err(failed)?;
+    let r = req.clone();
+    let (plan, dir) = with(m.clone(), move |g| {
+        Ok((
+            g.plan_onboard(&r).map_err(failed)?,
+            g.data_dir().to_path_buf(),
+        ))
+    })
+    .await?;
+    let bench = tokio::task::spawn_blocking(move || {
+        benchmark::run(&dir, &BenchBudget::default(), now_ms())
+    })
+    .await
+    .map_err(failed)?
+    .map_err(failed)?;
+    with(m, move |g| {
+        g.finish_onboard(&req, plan, bench, now_ms())
+            .map_err(failed)
+    })
+    .await
+}
+
+fn str_arg<'a>(p: &'a Value, name: &str) -> Result<&'a str, ActorError> {
+    p.get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| ActorError::failed(format!("give --{name} <value>")))
+}
+
+fn num_arg(p: &Value, name: &str) -> Result<f64, ActorError> {
+    match p.get(name) {
+        None | Some(Value::Null) => Ok(0.0),
+        Some(Value::Number(n)) => n.as_f64().ok_or_else(|| failed(format!("--{name}"))),
+        Some(Value::String(s)) => s
+            .parse()
+            .map_err(|_| failed(format!("--{name} {s:?} is not a number"))),
+        Some(v) => Err(failed(format!("--{name} {v} is not a number"))),
+    }
+}
+
+/// `--cpu --ram --disk --gpus "index:GiB,…"` → amounts, GPU indexes mapped to onboarded devices.
+fn wanted(g: &ResourceManager, p: &Value) -> Result<Resources, ActorError> {
+    let bad = |n: &str| failed(format!("--{n} must be a non-negative number"));
+    let mut r = Resources {
+        cpu_millicores: cores_to_milli(num_arg(p, "cpu")?).ok_or_else(|| bad("cpu"))?,
+        ram_bytes: gib_to_bytes(num_arg(p, "ram")?).ok_or_else(|| bad("ram"))?,
+        disk_bytes: gib_to_bytes(num_arg(p, "disk")?).ok_or_else(|| bad("disk"))?,
+        gpus: BTreeMap::new(),
+    };
+    if let Some(spec) = p.get("gpus").and_then(Value::as_str) {
+        let details: Value = g
+            .accounting()
+            .onboarding()
+            .and_then(|o| serde_json::from_str(&o.details).ok())
+            .unwrap_or(Value::Null);
+        for w in nunet_resources::gpu::parse_gpu_spec(spec).map_err(failed)? {
+            let key = details["gpus"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|d| d["index"].as_u64() == Some(u64::from(w.index)))
+                .and_then(|d| {
+                    d["uuid"]
+                        .as_str()
+                        .map(str::to_string)
+                        .or_else(|| d["pci_address"].as_str().map(|a| format!("pci:{a}")))
+                })
+                .ok_or_else(|| failed(format!("GPU {} is not onboarded", w.index)))?;
+            r.gpus
+                .insert(key, gib_to_bytes(w.vram_gib).ok_or_else(|| bad("gpus"))?);
+        }
+    }
+    Ok(r)
+}
+
+/// Registers the behaviors on the root actor.
+pub fn register(system: &ActorSystem, m: SharedManager) -> Result<(), ActorError> {
+    type Handler =
+        fn(SharedManager, Value) -> futures::future::BoxFuture<'static, Result<Value, ActorError>>;
+    let reg = |name: &str, h: Handler| {
+        let m = m.clone();
+        system.register(
+            "root",
+            name,
+            Behavior::direct(move |msg: Incoming| h(m.clone(), msg.payload)),
+        )
+    };
+    use futures::FutureExt;
+    reg("/dms/node/onboarding/onboard", |m, p| onboard(m, p).boxed())?;
+    reg("/dms/node/onboarding/offboard", |m, p| {
+        async move {
+            let force = p.get("force").and_then(Value::as_bool).unwrap_or(false);
+            with(m, move |g| {
+                let rep = g.offboard(force, &ExecutorNotWired).map_err(failed)?;
+                Ok(json!({"onboarded": false, "offboard": rep}))
+            })
+            .await
+        }
+        .boxed()
+    })?;
+    reg("/dms/node/onboarding/status", |m, _| {
+        with(m, |g| Ok(g.status())).boxed()
+    })?;
+    reg("/dms/node/onboarding/resource", |m, _| {
+        with(m, |g| {
+            let spec = g.hardware().spec().map_err(failed)?;
+            Ok(json!({
+                "onboarded": g.accounting().onboarding().map(|o| resources_json(&o.resources)),
+                "machine": spec,
+            }))
+        })
+        .boxed()
+    })?;
+    reg("/dms/node/resources/onboarded", |m, _| {
+        with(m, |g| Ok(resources_json(&g.accounting().onboarded()))).boxed()
+    })?;
+    reg("/dms/node/resources/free", |m, _| {
+        with(m, |g| Ok(resources_json(&g.accounting().free()))).boxed()
+    })?;
+    reg("/dms/node/resources/allocated", |m, _| {
+        with(m, |g| {
+            let a = g.accounting();
+            Ok(json!({
+                "allocated": resources_json(&a.allocated()),
+                "committed": resources_json(&a.committed()),
+                "reservations": a.reservations().collect::<Vec<_>>(),
+            }))
+        })
+        .boxed()
+    })?;
+    // Manual accounting operations: what the deployment protocol will call (issue 8); exposed
+    // under /dms/node so the node's owner (and the tests) can exercise the accounting.
+    reg("/dms/node/resources/commit", |m, p| {
+        with(m, move |g| {
+            let id = str_arg(&p, "id")?.to_string();
+            let want = wanted(g, &p)?;
+            let ttl_s = num_arg(&p, "ttl")?;
+            let ttl_ms = if ttl_s > 0.0 {
+                (ttl_s * 1000.0) as i64
+            } else {
+                60_000
+            };
+            let now = now_ms();
+            g.accounting_mut()
+                .commit(&id, want, now + ttl_ms, now)
+                .map_err(failed)?;
+            Ok(json!({"committed": id, "expires_at_ms": now + ttl_ms}))
+        })
+        .boxed()
+    })?;
+    reg("/dms/node/resources/allocate", |m, p| {
+        with(m, move |g| {
+            let id = str_arg(&p, "id")?.to_string();
+            g.accounting_mut().allocate(&id, now_ms()).map_err(failed)?;
+            Ok(json!({"allocated": id}))
+        })
+        .boxed()
+    })?;
+    reg("/dms/node/resources/release", |m, p| {
+        with(m, move |g| {
+            let id = str_arg(&p, "id")?.to_string();
+            g.accounting_mut().release(&id).map_err(failed)?;
+            Ok(json!({"released": id}))
+        })
+        .boxed()
+    })?;
+    reg("/dms/node/hardware/spec", |m, _| {
+        with(m, |g| {
+            serde_json::to_value(g.hardware().spec().map_err(failed)?).map_err(failed)
+        })
+        .boxed()
+    })?;
+    reg("/dms/node/hardware/usage", |m, _| {
+        with(m, |g| {
+            serde_json::to_value(g.hardware().usage().map_err(failed)?).map_err(failed)
+        })
+        .boxed()
+    })?;
+    Ok(())
+}
+
+/// Releases lapsed commitments every second until `stop` turns true.
+pub async fn expire_loop(m: SharedManager, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let r = with(m.clone(), |g| {
+            g.accounting_mut().expire(now_ms()).map_err(failed)
+        })
+        .await;
+        match r {
+            Ok(ids) if !ids.is_empty() => tracing::info!(?ids, "commitments expired"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e.message, "expiring commitments"),
+        }
+    }
+}
+
+/// Whether the node is onboarded (for `/public/status`).
+pub fn is_onboarded(m: &SharedManager) -> bool {
+    m.lock().map(|g| g.is_onboarded()).unwrap_or(false)
+}

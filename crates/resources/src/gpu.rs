@@ -1,0 +1,374 @@
+//! GPU detection (NVIDIA through NVML, AMD and Intel from sysfs) and the `--gpus "0:4,1:8"`
+//! onboarding syntax. Detection is split into a raw source (NVML calls, a sysfs tree) and a
+//! pure conversion, so every path is tested with recorded fixtures on machines with no GPU.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+/// GPU maker, spelled as NuNet does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum GpuVendor {
+    /// NVIDIA.
+    #[serde(rename = "NVIDIA")]
+    Nvidia,
+    /// AMD.
+    #[serde(rename = "AMD/ATI")]
+    Amd,
+    /// Intel.
+    #[serde(rename = "Intel")]
+    Intel,
+    /// Something else.
+    #[serde(rename = "Unknown")]
+    Unknown,
+}
+
+impl GpuVendor {
+    fn from_pci(id: u32) -> GpuVendor {
+        match id {
+            0x10de => GpuVendor::Nvidia,
+            0x1002 => GpuVendor::Amd,
+            0x8086 => GpuVendor::Intel,
+            _ => GpuVendor::Unknown,
+        }
+    }
+}
+
+/// One MIG instance of an NVIDIA GPU.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MigInstance {
+    /// Index on its parent.
+    pub index: u32,
+    /// `MIG-…` UUID.
+    pub uuid: String,
+    /// Its memory, bytes.
+    pub vram_bytes: u64,
+}
+
+/// A detected GPU.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GpuInfo {
+    /// The index used by `--gpus` and `nunet gpu list` (NVML order first, then sysfs).
+    pub index: u32,
+    /// Maker.
+    pub vendor: GpuVendor,
+    /// Marketing name, or `vendor:device` PCI ids when the name is unknown.
+    pub model: String,
+    /// Stable id (`GPU-…` for NVIDIA), when the driver gives one.
+    pub uuid: Option<String>,
+    /// PCI address, `dddd:bb:dd.f`.
+    pub pci_address: String,
+    /// Total memory, bytes (0 = unknown or shared with the host).
+    pub vram_bytes: u64,
+    /// MIG instances (NVIDIA, MIG mode on).
+    pub mig: Vec<MigInstance>,
+    /// Where it was found: `nvml` or `sysfs`.
+    pub source: &'static str,
+}
+
+impl GpuInfo {
+    /// The key accounting uses for this device: its UUID, else `pci:<address>`.
+    pub fn device_key(&self) -> String {
+        match &self.uuid {
+            Some(u) => u.clone(),
+            None => format!("pci:{}", self.pci_address),
+        }
+    }
+}
+
+/// The outcome of detection: the GPUs, and notes on what could not be looked at and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GpuDetection {
+    /// GPUs found.
+    pub gpus: Vec<GpuInfo>,
+    /// Why some source was skipped (e.g. NVML not installed).
+    pub notes: Vec<String>,
+}
+
+impl GpuDetection {
+    /// One line for "nothing found", naming what was tried.
+    pub fn none_found_message(&self) -> String {
+        if self.notes.is_empty() {
+            "no GPU found".to_string()
+        } else {
+            format!("no GPU found ({})", self.notes.join("; "))
+        }
+    }
+}
+
+/// What NVML reports about one device (also the fixture format).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NvmlDevice {
+    /// NVML index.
+    pub index: u32,
+    /// `GPU-…`.
+    pub uuid: String,
+    /// Product name.
+    pub name: String,
+    /// Total framebuffer memory, bytes.
+    pub memory_total: u64,
+    /// NVML's bus id (`00000000:01:00.0`).
+    pub pci_bus_id: String,
+    /// MIG instances, `(uuid, memory bytes)`, empty when MIG is off.
+    pub mig: Vec<(String, u64)>,
+}
+
+/// Something that lists NVIDIA devices: the real NVML library, or a fixture.
+pub trait NvmlSource {
+    /// The devices, or why NVML could not be used.
+    fn devices(&self) -> Result<Vec<NvmlDevice>, String>;
+}
+
+/// NVML loaded at run time (`libnvidia-ml.so.1`); absent library = a note, not an error.
+pub struct SystemNvml;
+
+impl NvmlSource for SystemNvml {
+    fn devices(&self) -> Result<Vec<NvmlDevice>, String> {
+        use nvml_wrapper::Nvml;
+        let nvml = Nvml::builder()
+            .lib_path(std::ffi::OsStr::new("libnvidia-ml.so.1"))
+            .init()
+            .or_else(|_| Nvml::init())
+            .map_err(|e| format!("NVML not available: {e}"))?;
+        let count = nvml
+            .device_count()
+            .map_err(|e| format!("NVML device count: {e}"))?;
+        let mut out = Vec::new();
+        for i in 0..count {
+            let d = nvml
+                .device_by_index(i)
+                .map_err(|e| format!("NVML device {i}: {e}"))?;
+            let field = |what: &str, e: nvml_wrapper::error::NvmlError| {
+                format!("NVML device {i} {what}: {e}")
+            };
+            let mut mig = Vec::new();
+            if d.mig_mode().map(|m| m.current == 1).unwrap_or(false) {
+                // At most 7 instances per GPU; unused slots answer NotFound.
+                for m in 0..7 {
+                    let Ok(md) = d.mig_device_by_index(m) else {
+                        continue;
+                    };
+                    if let (Ok(u), Ok(mem)) = (md.uuid(), md.memory_info()) {
+                        mig.push((u, mem.total));
+                    }
+                }
+            }
+            out.push(NvmlDevice {
+                index: i,
+                uuid: d.uuid().map_err(|e| field("uuid", e))?,
+                name: d.name().map_err(|e| field("name", e))?,
+                memory_total: d.memory_info().map_err(|e| field("memory", e))?.total,
+                pci_bus_id: d.pci_info().map_err(|e| field("pci", e))?.bus_id,
+                mig,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// NVML pads the PCI domain to 8 digits; sysfs uses 4. Normalise to `dddd:bb:dd.f`, lowercase.
+pub fn normalize_pci(addr: &str) -> String {
+    let a = addr.trim().to_ascii_lowercase();
+    match a.split_once(':') {
+        Some((dom, rest)) if dom.len() > 4 && dom.chars().all(|c| c.is_ascii_hexdigit()) => {
+            format!("{}:{rest}", &dom[dom.len() - 4..])
+        }
+        _ => a,
+    }
+}
+
+/// A display-class PCI device found under `<root>/class/drm/cardN/device`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SysfsCard {
+    vendor: u32,
+    device: u32,
+    pci: String,
+    driver: String,
+    vram: u64,
+    name: Option<String>,
+    unique_id: Option<String>,
+}
+
+fn read_trim(p: &Path) -> Option<String> {
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+fn hex_u32(s: &str) -> Option<u32> {
+    u32::from_str_radix(s.trim_start_matches("0x"), 16).ok()
+}
+
+fn scan_sysfs(root: &Path) -> Vec<SysfsCard> {
+    let Ok(rd) = std::fs::read_dir(root.join("class/drm")) else {
+        return Vec::new();
+    };
+    let mut cards = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        // card0, card1 … but not connectors like card0-DP-1 or render nodes.
+        let is_card = name
+            .strip_prefix("card")
+            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        if !is_card {
+            continue;
+        }
+        let dev = e.path().join("device");
+        let class = read_trim(&dev.join("class")).and_then(|c| hex_u32(&c));
+        if class.is_some_and(|c| c >> 16 != 0x03) {
+            continue; // not a display controller
+        }
+        let (Some(vendor), Some(device)) = (
+            read_trim(&dev.join("vendor")).and_then(|v| hex_u32(&v)),
+            read_trim(&dev.join("device")).and_then(|v| hex_u32(&v)),
+        ) else {
+            continue;
+        };
+        let uevent = read_trim(&dev.join("uevent")).unwrap_or_default();
+        let kv = |k: &str| {
+            uevent
+                .lines()
+                .find_map(|l| l.strip_prefix(k).map(str::to_string))
+        };
+        let pci = kv("PCI_SLOT_NAME=")
+            .map(|p| normalize_pci(&p))
+            .unwrap_or_else(|| format!("unknown-{name}"));
+        let vram = read_trim(&dev.join("mem_info_vram_total"))
+            .or_else(|| read_trim(&e.path().join("lmem_total_bytes")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        cards.push(SysfsCard {
+            vendor,
+            device,
+            pci,
+            driver: kv("DRIVER=").unwrap_or_default(),
+            vram,
+            name: read_trim(&dev.join("product_name")),
+            unique_id: read_trim(&dev.join("unique_id")),
+        });
+    }
+    cards.sort_by(|a, b| a.pci.cmp(&b.pci));
+    cards.dedup_by(|a, b| a.pci == b.pci);
+    cards
+}
+
+/// Detects GPUs: NVML devices first (in NVML order), then AMD, Intel and any NVIDIA card NVML
+/// did not report, from the sysfs tree at `sysfs_root` (normally `/sys`).
+pub fn detect_gpus(nvml: &dyn NvmlSource, sysfs_root: &Path) -> GpuDetection {
+    let mut det = GpuDetection::default();
+    let nv = match nvml.devices() {
+        Ok(list) => list,
+        Err(note) => {
+            det.notes.push(note);
+            Vec::new()
+        }
+    };
+    for d in nv {
+        det.gpus.push(GpuInfo {
+            index: 0,
+            vendor: GpuVendor::Nvidia,
+            model: d.name,
+            uuid: Some(d.uuid),
+            pci_address: normalize_pci(&d.pci_bus_id),
+            vram_bytes: d.memory_total,
+            mig: d
+                .mig
+                .into_iter()
+                .zip(0u32..)
+                .map(|((uuid, vram_bytes), index)| MigInstance {
+                    index,
+                    uuid,
+                    vram_bytes,
+                })
+                .collect(),
+            source: "nvml",
+        });
+    }
+    for c in scan_sysfs(sysfs_root) {
+        if det.gpus.iter().any(|g| g.pci_address == c.pci) {
+            continue;
+        }
+        let vendor = GpuVendor::from_pci(c.vendor);
+        if vendor == GpuVendor::Nvidia {
+            det.notes.push(format!(
+                "NVIDIA GPU at {} (driver {:?}) seen in sysfs but not through NVML: its memory is unknown",
+                c.pci, c.driver
+            ));
+        }
+        let integrated = vendor == GpuVendor::Intel && c.vram == 0;
+        let model = c.name.unwrap_or_else(|| {
+            format!(
+                "{:04x}:{:04x}{}",
+                c.vendor,
+                c.device,
+                if integrated { " (integrated)" } else { "" }
+            )
+        });
+        det.gpus.push(GpuInfo {
+            index: 0,
+            vendor,
+            model,
+            uuid: c.unique_id,
+            pci_address: c.pci,
+            vram_bytes: c.vram,
+            mig: Vec::new(),
+            source: "sysfs",
+        });
+    }
+    for (i, g) in (0u32..).zip(det.gpus.iter_mut()) {
+        g.index = i;
+    }
+    det
+}
+
+/// Why a `--gpus` value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GpuSpecError {
+    /// An entry is not `index:GB`.
+    #[error("--gpus entry {0:?} is not <index>:<VRAM GB> (e.g. \"0:4,1:8\")")]
+    Syntax(String),
+    /// The same index twice.
+    #[error("--gpus names GPU {0} twice")]
+    Duplicate(u32),
+    /// VRAM must be positive.
+    #[error("--gpus entry {0:?}: VRAM must be more than 0 GB")]
+    Zero(String),
+}
+
+/// One `index:VRAM` entry of `--gpus`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GpuRequest {
+    /// GPU index as `nunet gpu list` shows it.
+    pub index: u32,
+    /// VRAM in GiB.
+    pub vram_gib: f64,
+}
+
+/// Parses `"0:4,1:8"` (spaces allowed; VRAM may be fractional).
+pub fn parse_gpu_spec(spec: &str) -> Result<Vec<GpuRequest>, GpuSpecError> {
+    let mut out: Vec<GpuRequest> = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let syntax = || GpuSpecError::Syntax(part.to_string());
+        let (i, v) = part.split_once(':').ok_or_else(syntax)?;
+        let index: u32 = i.trim().parse().map_err(|_| syntax())?;
+        let vram_gib: f64 = v.trim().parse().map_err(|_| syntax())?;
+        if !vram_gib.is_finite() || vram_gib < 0.0 {
+            return Err(syntax());
+        }
+        if vram_gib == 0.0 {
+            return Err(GpuSpecError::Zero(part.to_string()));
+        }
+        if out.iter().any(|g| g.index == index) {
+            return Err(GpuSpecError::Duplicate(index));
+        }
+        out.push(GpuRequest { index, vram_gib });
+    }
+    if out.is_empty() {
+        return Err(GpuSpecError::Syntax(spec.to_string()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;
