@@ -43,6 +43,8 @@ enum Command {
     /// GPUs of this machine: list them, or test GPU containers through Docker.
     #[command(subcommand)]
     Gpu(cmd::gpu::GpuCmd),
+    /// Create (or --remove) a TAP device for microVMs with forwarding and NAT (needs root).
+    Tap(cmd::tap::TapArgs),
     /// Check an ensemble file (YAML or JSON): print every problem, or a summary.
     Validate(cmd::validate::ValidateArgs),
 }
@@ -53,6 +55,7 @@ fn main() {
         match cli.command {
             Command::Validate(args) => cmd::validate::run(args).map(|()| 0),
             Command::Devnet(c) => cmd::devnet::run(c),
+            Command::Tap(a) => cmd::tap::run(a),
             Command::Gpu(c) => cmd::gpu::run(c),
             command => home::Home::resolve(cli.data_dir.as_deref(), cli.config.as_deref())
                 .and_then(|home| match command {
@@ -61,7 +64,10 @@ fn main() {
                     Command::Config(c) => cmd::config::run(&home, c),
                     Command::Run(a) => cmd::run::run(&home, a),
                     Command::Actor(c) => cmd::actor::run(&home, c),
-                    Command::Validate(_) | Command::Devnet(_) | Command::Gpu(_) => {
+                    Command::Validate(_)
+                    | Command::Devnet(_)
+                    | Command::Gpu(_)
+                    | Command::Tap(_) => {
                         unreachable!("matched above")
                     }
                 }),

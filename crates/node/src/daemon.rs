@@ -140,6 +140,9 @@ impl Node {
         .map_err(|e| NodeError::Behaviors(e.to_string()))?;
         crate::onboarding::register(&system, resources.clone())
             .map_err(|e| NodeError::Behaviors(e.to_string()))?;
+        let vm = crate::vm::executor(system.did().as_str(), cfg.general.data_dir.join("vm")).await;
+        tracing::info!(status = ?nunet_executor::Executor::status(vm.as_ref()), "VM executor");
+        crate::vm::register(&system, vm).map_err(|e| NodeError::Behaviors(e.to_string()))?;
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = vec![
             tokio::spawn(pump(system.clone(), events)),

@@ -15,5 +15,7 @@ pub mod daemon;
 pub mod onboarding;
 /// Adapter from the actor layer to the libp2p network.
 pub mod transport;
+/// `/dms/node/vm/*`: custom microVMs through the VM executor.
+pub mod vm;
 
 pub use daemon::{Node, NodeError, NodeOptions};

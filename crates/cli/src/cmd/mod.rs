@@ -7,4 +7,5 @@ pub mod devnet;
 pub mod gpu;
 pub mod key;
 pub mod run;
+pub mod tap;
 pub mod validate;
