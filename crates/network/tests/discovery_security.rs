@@ -46,7 +46,13 @@ async fn peers_that_only_know_the_bootstrap_node_find_each_other() {
         b.net.dht_peers().await,
         c.net.dht_peers().await
     );
-    assert!(a.net.dht_peers().await.iter().any(|(p, _)| *p == b_id));
+    // A learns B from identify once B's listen addresses arrive; give it the same patience.
+    assert!(
+        eventually(5, || async {
+            a.net.dht_peers().await.iter().any(|(p, _)| *p == b_id)
+        })
+        .await
+    );
 
     // A lookup gives dial-able addresses (loopback TCP/QUIC of C).
     let addrs = b.net.find_peer(c_id).await.unwrap();
