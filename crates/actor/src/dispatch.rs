@@ -68,7 +68,7 @@ impl ActorSystem {
         let mut reply = self.reply_from("root", &env, Reply::Ok(value));
         reply.be = env.opt.cont.clone();
         if let Err(e) = self.deliver(reply).await {
-            tracing::debug!(error = %e, "broadcast reply not delivered");
+            tracing::warn!(error = %e, to = %env.from.did, "broadcast reply not delivered");
         }
     }
 

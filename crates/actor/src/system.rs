@@ -251,27 +251,51 @@ impl ActorSystem {
     /// by the node (a delegation it chains its invocations on).
     pub fn spawn_child(&self, key: Keypair, caps: &[Capability], ttl: Duration) -> Handle {
         let inbox = format!("actor-{:016x}", rand::random::<u64>());
+        self.spawn_child_at(&inbox, key, caps, &[], ttl)
+    }
+
+    /// Creates a child actor with its own key at `inbox` (replacing an actor there). `caps`
+    /// and broadcast `topics` are delegated to it by the node, chained on the node's own
+    /// provide anchors when they cover them (so peers that trust the node's issuer trust the
+    /// child), and self-signed by the node as well (for peers that trust the node itself).
+    pub fn spawn_child_at(
+        &self,
+        inbox: &str,
+        key: Keypair,
+        caps: &[Capability],
+        topics: &[Capability],
+        ttl: Duration,
+    ) -> Handle {
         let handle = Handle {
             id: key.did().to_string(),
             did: self.0.node_did.to_string(),
             addr: Address {
                 host: self.0.peer.clone(),
-                inbox,
+                inbox: inbox.to_string(),
             },
         };
         let mut provide = Vec::new();
         if !caps.is_empty() {
+            let now = now_ns();
             let spec = TokenSpec {
                 sub: key.did(),
                 aud: None,
                 cap: caps.to_vec(),
-                topic: Vec::new(),
-                exp: now_ns().saturating_add(ttl.as_nanos() as u64),
+                topic: topics.to_vec(),
+                exp: now.saturating_add(ttl.as_nanos() as u64),
                 depth: 0,
             };
-            let anchors = Anchors::new(self.0.node_did.clone());
-            if let Ok(t) = anchors.grant(&self.0.node_key, &spec) {
-                provide.push(t);
+            let anchors = match self.0.anchors.read() {
+                Ok(a) => a.clone(),
+                Err(_) => Anchors::new(self.0.node_did.clone()),
+            };
+            if let Ok(toks) = anchors.delegate(
+                &self.0.node_key,
+                &spec,
+                nunet_capability::SelfSign::Also,
+                now,
+            ) {
+                provide.extend(toks);
             }
         }
         self.insert_actor(Actor {
