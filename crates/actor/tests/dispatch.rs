@@ -301,17 +301,34 @@ async fn same_node_and_child_actors() {
         .await
         .unwrap();
     assert_eq!(v, json!({"echo": 1}));
-    // A child actor of A, granted /public by A's node key, is trusted by B only if B trusts A.
+    // A child actor of A, granted /public by A's node key: the grant is chained on A's own
+    // delegation from the org, so B (which trusts the org) trusts the child at once.
     let child = w.a.spawn_child(
         Keypair::generate(),
         &["/public".parse().unwrap()],
+        Duration::from_secs(60),
+    );
+    w.a.invoke(
+        &child.addr.inbox,
+        w.b.root(),
+        "/public/status",
+        Value::Null,
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    // Granted /dms, which A's delegation does not cover: only A's own signature vouches for
+    // it, so B trusts the child only once it trusts A.
+    let child = w.a.spawn_child(
+        Keypair::generate(),
+        &["/dms".parse().unwrap()],
         Duration::from_secs(60),
     );
     let e =
         w.a.invoke(
             &child.addr.inbox,
             w.b.root(),
-            "/public/status",
+            "/dms/node/peers/list",
             Value::Null,
             Duration::from_secs(2),
         )
@@ -324,7 +341,7 @@ async fn same_node_and_child_actors() {
     w.a.invoke(
         &child.addr.inbox,
         w.b.root(),
-        "/public/status",
+        "/dms/node/peers/list",
         Value::Null,
         Duration::from_secs(2),
     )

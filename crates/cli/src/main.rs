@@ -47,6 +47,14 @@ enum Command {
     Tap(cmd::tap::TapArgs),
     /// Check an ensemble file (YAML or JSON): print every problem, or a summary.
     Validate(cmd::validate::ValidateArgs),
+    /// Deploy an ensemble through the local node and follow it until it runs.
+    Deploy(cmd::deploy::DeployArgs),
+    /// Status, manifest, logs or shutdown of a deployment.
+    #[command(subcommand)]
+    Deployment(cmd::deployment::DeploymentCmd),
+    /// List things the local node knows (deployments).
+    #[command(subcommand)]
+    Get(cmd::deployment::GetCmd),
 }
 
 fn main() {
@@ -64,6 +72,9 @@ fn main() {
                     Command::Config(c) => cmd::config::run(&home, c),
                     Command::Run(a) => cmd::run::run(&home, a),
                     Command::Actor(c) => cmd::actor::run(&home, c),
+                    Command::Deploy(a) => cmd::deploy::run(&home, a),
+                    Command::Deployment(c) => cmd::deployment::run(&home, c),
+                    Command::Get(c) => cmd::deployment::get(&home, c),
                     Command::Validate(_)
                     | Command::Devnet(_)
                     | Command::Gpu(_)

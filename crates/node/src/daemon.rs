@@ -143,6 +143,19 @@ impl Node {
         let vm = crate::vm::executor(system.did().as_str(), cfg.general.data_dir.join("vm")).await;
         tracing::info!(status = ?nunet_executor::Executor::status(vm.as_ref()), "VM executor");
         crate::vm::register(&system, vm).map_err(|e| NodeError::Behaviors(e.to_string()))?;
+        let provider = crate::deployment::Provider::new(
+            system.clone(),
+            opts.key.clone(),
+            resources.clone(),
+            deployment_executors(system.did().as_str(), cfg).await,
+            cfg,
+        );
+        provider.restore();
+        provider
+            .register()
+            .map_err(|e| NodeError::Behaviors(e.to_string()))?;
+        crate::deployment::orchestrator(&system, resources.clone())
+            .map_err(|e| NodeError::Behaviors(e.to_string()))?;
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = vec![
             tokio::spawn(pump(system.clone(), events)),
@@ -198,6 +211,25 @@ impl Node {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
     }
+}
+
+/// The executors deployments may use, by ensemble executor name.
+async fn deployment_executors(
+    node: &str,
+    cfg: &Config,
+) -> std::collections::BTreeMap<String, std::sync::Arc<dyn nunet_executor::Executor>> {
+    let docker =
+        nunet_executor::DockerExecutor::connect(nunet_executor::DockerConfig::new(node)).await;
+    tracing::info!(status = ?nunet_executor::Executor::status(&docker), "Docker executor");
+    let wasm = nunet_executor_wasm::WasmExecutor::new(nunet_executor_wasm::WasmConfig::new(
+        node,
+        cfg.general.data_dir.join("wasm"),
+    ));
+    let mut m: std::collections::BTreeMap<String, std::sync::Arc<dyn nunet_executor::Executor>> =
+        std::collections::BTreeMap::new();
+    m.insert("docker".into(), std::sync::Arc::new(docker));
+    m.insert("wasm".into(), std::sync::Arc::new(wasm));
+    m
 }
 
 fn mtime(p: &Path) -> Option<SystemTime> {

@@ -11,6 +11,8 @@ pub mod api;
 pub mod behaviors;
 /// Starting and stopping a node.
 pub mod daemon;
+/// Deployments: provider behaviors, allocation actors, and the orchestrator's wiring.
+pub mod deployment;
 /// Onboarding, resources and hardware behaviors.
 pub mod onboarding;
 /// Adapter from the actor layer to the libp2p network.

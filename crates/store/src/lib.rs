@@ -15,6 +15,8 @@
 mod migrations;
 /// Row types shared with the crates above.
 pub mod model;
+/// Deployment and allocation documents.
+mod records;
 mod repo;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +26,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use migrations::SCHEMA_VERSION;
 pub use model::{BenchmarkRecord, OnboardingRecord, Reservation, ReservationState, Resources};
+pub use records::{DocumentRepo, StoredDocument};
 pub use repo::{BenchmarkRepo, OnboardingRepo, ReservationRepo};
 
 /// Why the database could not be opened or used.
@@ -169,6 +172,17 @@ impl Store {
     /// Machine benchmark results.
     pub fn benchmarks(&self) -> BenchmarkRepo<'_> {
         BenchmarkRepo::new(&self.conn)
+    }
+
+    /// Deployments this node orchestrates (documents keyed by ensemble id).
+    pub fn deployments(&self) -> DocumentRepo<'_> {
+        DocumentRepo::new(&self.conn, records::Table::Deployments)
+    }
+
+    /// Allocations this node runs for orchestrators (documents keyed by allocation id,
+    /// grouped by ensemble id).
+    pub fn allocations(&self) -> DocumentRepo<'_> {
+        DocumentRepo::new(&self.conn, records::Table::Allocations)
     }
 }
 

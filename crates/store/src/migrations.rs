@@ -58,6 +58,23 @@ const STEPS: &[M<'static>] = &[
             WHERE state = 'committed';",
     )
     .foreign_key_check(),
+    // 3: deployments (orchestrator side) and allocations (provider side), as JSON documents.
+    M::up(
+        "CREATE TABLE deployments (
+            id TEXT PRIMARY KEY,
+            status TEXT NOT NULL,
+            doc TEXT NOT NULL,
+            updated_at_ms INTEGER NOT NULL
+        );
+        CREATE TABLE allocations (
+            id TEXT PRIMARY KEY,
+            ensemble_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            doc TEXT NOT NULL,
+            updated_at_ms INTEGER NOT NULL
+        );
+        CREATE INDEX allocations_ensemble ON allocations(ensemble_id);",
+    ),
 ];
 
 /// The schema version this build writes.

@@ -3,6 +3,8 @@
 pub mod actor;
 pub mod cap;
 pub mod config;
+pub mod deploy;
+pub mod deployment;
 pub mod devnet;
 pub mod gpu;
 pub mod key;

@@ -1,0 +1,135 @@
+//! `nunet deploy -f <ensemble.yaml>`: asks the local node to orchestrate an ensemble, shows
+//! each phase as it happens (bids, placement, commits, allocations, starts) and ends with the
+//! manifest: which peer runs what.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use nunet_ensemble::{Context, Execution, parse_file};
+use serde_json::json;
+
+use crate::client::exit;
+use crate::cmd::deployment::{Caller, print_manifest};
+use crate::home::Home;
+
+/// Arguments of `nunet deploy`.
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// Ensemble file (YAML or JSON).
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    /// Deadline for reaching Running (the `new` message's expiry).
+    #[arg(short = 't', long = "timeout", default_value = "5m")]
+    timeout: humantime::Duration,
+    /// Capability context that signs the request.
+    #[arg(short = 'c', long = "context", default_value = "user")]
+    context: String,
+    /// Print only the final result, as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Relative WASM module paths are made absolute (providers on this machine read them).
+fn absolute_modules(e: &mut nunet_ensemble::Ensemble, base: &Path) {
+    for a in &mut e.allocations {
+        if let Execution::Wasm(w) = &mut a.execution
+            && !w.module.contains("://")
+            && Path::new(&w.module).is_relative()
+        {
+            let p = base.join(&w.module);
+            w.module = p.canonicalize().unwrap_or(p).display().to_string();
+        }
+    }
+}
+
+/// Runs the command.
+pub fn run(home: &Home, args: DeployArgs) -> Result<i32> {
+    let mut ensemble = parse_file(&args.file, &Context::from_process())
+        .with_context(|| format!("reading {}", args.file.display()))?
+        .ensemble;
+    let base = args.file.parent().unwrap_or(Path::new("."));
+    absolute_modules(&mut ensemble, base);
+    let has_service = ensemble
+        .allocations
+        .iter()
+        .any(|a| a.kind == nunet_ensemble::spec::AllocationType::Service);
+    let caller = Caller::new(home, &args.context)?;
+    let timeout: Duration = args.timeout.into();
+    let created = match caller.call(
+        "/dms/node/deployment/new",
+        &json!({"ensemble": ensemble}),
+        timeout,
+    )? {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
+    };
+    let id = created["ensemble_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if !args.json {
+        println!("deployment {id}");
+    }
+    let mut after = 0u64;
+    let status = loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let v = match caller.call(
+            "/dms/node/deployment/status",
+            &json!({"id": id, "after": after}),
+            Duration::from_secs(15),
+        )? {
+            Ok(v) => v,
+            Err(code) => return Ok(code),
+        };
+        for e in v["events"].as_array().into_iter().flatten() {
+            after = after.max(e["seq"].as_u64().unwrap_or(0));
+            if !args.json {
+                println!(
+                    "  [{}] {}",
+                    e["phase"].as_str().unwrap_or("?"),
+                    e["message"].as_str().unwrap_or("")
+                );
+            }
+        }
+        let s = v["status"].as_str().unwrap_or("").to_string();
+        let done = matches!(s.as_str(), "Completed" | "Failed" | "ShuttingDown")
+            || (s == "Running" && has_service);
+        if done {
+            break v;
+        }
+    };
+    let manifest = match caller.call(
+        "/dms/node/deployment/manifest",
+        &json!({"id": id}),
+        Duration::from_secs(15),
+    )? {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
+    };
+    let ok = matches!(status["status"].as_str(), Some("Running" | "Completed"));
+    if args.json {
+        let out = json!({
+            "id": id,
+            "status": status["status"],
+            "reason": status["reason"],
+            "manifest": manifest["manifest"],
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "status: {}{}",
+            status["status"].as_str().unwrap_or("?"),
+            status["reason"]
+                .as_str()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        );
+        print_manifest(&manifest["manifest"]);
+        for n in status["notes"].as_array().into_iter().flatten() {
+            println!("note: {}", n.as_str().unwrap_or(""));
+        }
+    }
+    Ok(if ok { exit::OK } else { exit::FAILED })
+}

@@ -1,0 +1,250 @@
+//! `nunet deployment status|manifest|logs|shutdown <id>` and `nunet get deployments`: the
+//! control behaviors of deployments the local node orchestrates.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Subcommand;
+use nunet_actor::Handle;
+use nunet_capability::Anchors;
+use nunet_did::Keypair;
+use serde_json::{Value, json};
+
+use crate::client::{self, Api, Outcome, exit};
+use crate::home::Home;
+
+/// Signs invocations with one context and posts them to the local daemon.
+pub struct Caller {
+    key: Keypair,
+    anchors: Anchors,
+    local: Handle,
+    addr: String,
+    port: u16,
+}
+
+impl Caller {
+    /// Unlocks `context` and asks the local daemon for its handle.
+    pub fn new(home: &Home, context: &str) -> Result<Self> {
+        let c = home.config()?.config;
+        let local = Api::new(&c.rest.addr, c.rest.port, Duration::from_secs(10)).handle()?;
+        let (anchors, key) = home.context_with_key(context)?;
+        Ok(Self {
+            key,
+            anchors,
+            local,
+            addr: c.rest.addr.clone(),
+            port: c.rest.port,
+        })
+    }
+
+    /// Invokes `behavior` on the local node; `Err(exit code)` after printing why it failed.
+    pub fn call(
+        &self,
+        behavior: &str,
+        payload: &Value,
+        ttl: Duration,
+    ) -> Result<Result<Value, i32>> {
+        let env = client::sign_envelope(
+            &self.key,
+            &self.anchors,
+            &self.local,
+            Some(self.local.clone()),
+            behavior,
+            payload,
+            ttl,
+            None,
+        )?;
+        let api = Api::new(&self.addr, self.port, ttl);
+        match client::post_envelope(&api, "invoke", &env)? {
+            Ok(Outcome::Value(v)) => Ok(Ok(v)),
+            Ok(Outcome::Replies(_)) => Ok(Err(exit::FAILED)),
+            Err(e) => {
+                let rule = e
+                    .rule
+                    .as_deref()
+                    .map(|r| format!(" [{r}]"))
+                    .unwrap_or_default();
+                eprintln!("error: {:?}{rule}: {}", e.kind, e.message);
+                Ok(Err(client::code_of(&e)))
+            }
+        }
+    }
+}
+
+/// Prints a manifest: nodes with their peers, allocations with their status.
+pub fn print_manifest(m: &Value) {
+    for (name, n) in m["nodes"].as_object().into_iter().flatten() {
+        println!(
+            "node {name}: peer {} ({})",
+            n["peer"].as_str().unwrap_or("?"),
+            n["location"].as_str().unwrap_or("")
+        );
+    }
+    for (name, a) in m["allocations"].as_object().into_iter().flatten() {
+        let code = a["exit_code"]
+            .as_i64()
+            .map(|c| format!(", exit {c}"))
+            .unwrap_or_default();
+        println!(
+            "  {name}: {} ({}{code})",
+            a["id"].as_str().unwrap_or("?"),
+            a["status"].as_str().unwrap_or("?")
+        );
+    }
+}
+
+/// `nunet deployment …`.
+#[derive(Subcommand, Debug)]
+pub enum DeploymentCmd {
+    /// Status and progress events of a deployment.
+    Status(IdArgs),
+    /// Which peer runs what.
+    Manifest(IdArgs),
+    /// Output of every allocation.
+    Logs(IdArgs),
+    /// Stop every allocation and release every resource.
+    Shutdown(IdArgs),
+}
+
+/// A deployment id and output options.
+#[derive(clap::Args, Debug)]
+pub struct IdArgs {
+    /// Ensemble id (or a unique prefix of at least 6 characters).
+    id: String,
+    /// Capability context that signs the request.
+    #[arg(short = 'c', long = "context", default_value = "user")]
+    context: String,
+    /// Print the raw JSON result.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `nunet get …`.
+#[derive(Subcommand, Debug)]
+pub enum GetCmd {
+    /// Deployments the local node orchestrates.
+    Deployments {
+        /// Capability context that signs the request.
+        #[arg(short = 'c', long = "context", default_value = "user")]
+        context: String,
+        /// Only those whose field equals the value (`status=Running`).
+        #[arg(long)]
+        filter: Vec<String>,
+        /// Print the raw JSON result.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn show(v: &Value, json: bool) -> Result<()> {
+    println!(
+        "{}",
+        if json {
+            serde_json::to_string(v)?
+        } else {
+            serde_json::to_string_pretty(v)?
+        }
+    );
+    Ok(())
+}
+
+/// Runs `nunet deployment …`.
+pub fn run(home: &Home, cmd: DeploymentCmd) -> Result<i32> {
+    let (be, args, ttl) = match &cmd {
+        DeploymentCmd::Status(a) => ("status", a, 15),
+        DeploymentCmd::Manifest(a) => ("manifest", a, 15),
+        DeploymentCmd::Logs(a) => ("logs", a, 60),
+        DeploymentCmd::Shutdown(a) => ("shutdown", a, 60),
+    };
+    let caller = Caller::new(home, &args.context)?;
+    let v = match caller.call(
+        &format!("/dms/node/deployment/{be}"),
+        &json!({"id": args.id}),
+        Duration::from_secs(ttl),
+    )? {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
+    };
+    if args.json {
+        show(&v, true)?;
+        return Ok(exit::OK);
+    }
+    match cmd {
+        DeploymentCmd::Manifest(_) => print_manifest(&v["manifest"]),
+        DeploymentCmd::Logs(_) => {
+            for (name, l) in v["logs"].as_object().into_iter().flatten() {
+                println!("== {name} ({})", l["status"].as_str().unwrap_or("?"));
+                print!("{}", l["stdout"].as_str().unwrap_or(""));
+                eprint!("{}", l["stderr"].as_str().unwrap_or(""));
+                if let Some(e) = l["error"].as_str() {
+                    println!("error: {e}");
+                }
+            }
+        }
+        _ => {
+            let mut s = v.clone();
+            if let Some(o) = s.as_object_mut() {
+                o.remove("events");
+            }
+            show(&s, false)?;
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// Runs `nunet get …`.
+pub fn get(home: &Home, cmd: GetCmd) -> Result<i32> {
+    let GetCmd::Deployments {
+        context,
+        filter,
+        json,
+    } = cmd;
+    let caller = Caller::new(home, &context)?;
+    let v = match caller.call(
+        "/dms/node/deployment/list",
+        &Value::Null,
+        Duration::from_secs(15),
+    )? {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
+    };
+    let wanted: Vec<(String, String)> = filter
+        .iter()
+        .filter_map(|f| {
+            f.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    let list: Vec<Value> = v["deployments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| {
+            wanted.iter().all(|(k, want)| match &d[k] {
+                Value::String(s) => s == want,
+                other => *other.to_string() == **want,
+            })
+        })
+        .cloned()
+        .collect();
+    if json {
+        show(&json!({"deployments": list}), true)?;
+    } else {
+        println!("{:<66} {:<13} ALLOCATIONS", "ID", "STATUS");
+        for d in &list {
+            let allocs: Vec<String> = d["allocations"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, s)| format!("{k}={}", s.as_str().unwrap_or("?")))
+                .collect();
+            println!(
+                "{:<66} {:<13} {}",
+                d["id"].as_str().unwrap_or("?"),
+                d["status"].as_str().unwrap_or("?"),
+                allocs.join(",")
+            );
+        }
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,621 @@
+//! The provider side of deployments (NUNET-FORMATS §2.2): bidding on `/dms/deployment/request`
+//! (only when onboarded, the executors are available and the resources fit), locking resources
+//! on `/dms/deployment/commit`, creating allocation actors (own keys, persisted) on
+//! `/dms/deployment/allocate`, undoing everything on `/dms/deployment/revert`, and the
+//! allocation actors' `/dms/allocation/{start,status,logs,shutdown}`, which answer only the
+//! orchestrator that created them. Also the orchestrator side's wiring (registry + store).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nunet_actor::{ActorError, ActorSystem, Behavior, Handle, Incoming};
+use nunet_did::Keypair;
+use nunet_ensemble::spec::AllocationType;
+use nunet_ensemble::{Execution, Location};
+use nunet_executor::Executor;
+use nunet_orchestrator::protocol::{
+    ALLOCATE, ALLOCATION_LOGS, ALLOCATION_SHUTDOWN, ALLOCATION_START, ALLOCATION_STATUS,
+    AllocateRequest, AllocationRequest, BID_REQUEST, Bid, BidRequest, COMMIT, CommitRequest,
+    REVERT, RevertRequest,
+};
+use nunet_resources::Resources as Held;
+use nunet_store::StoredDocument;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::onboarding::{SharedManager, now_ms};
+
+/// Execution specs and logs of allocations.
+mod exec;
+use exec::{read_logs, spec_of};
+
+/// Environment variable that enables test hooks (fault injection): with `DMS_TEST_HOOKS=1`,
+/// `/dms/deployment/commit` fails while the file [`FAIL_COMMIT_FILE`] exists in the node's
+/// data directory.
+pub const TEST_HOOKS_ENV: &str = "DMS_TEST_HOOKS";
+/// See [`TEST_HOOKS_ENV`].
+pub const FAIL_COMMIT_FILE: &str = "test-fail-commit";
+/// Most log bytes kept per stream of a finished allocation.
+const MAX_LOG_BYTES: usize = 1 << 20;
+
+fn failed(e: impl std::fmt::Display) -> ActorError {
+    ActorError::failed(e.to_string())
+}
+
+/// An allocation as persisted on the provider.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct AllocRecord {
+    id: String,
+    name: String,
+    ensemble_id: String,
+    node_id: String,
+    orchestrator: Handle,
+    kind: AllocationType,
+    execution: Execution,
+    resources: nunet_ensemble::Resources,
+    inbox: String,
+    key_seed: String,
+    status: String,
+    exit_code: Option<i64>,
+    reason: Option<String>,
+    stdout: String,
+    stderr: String,
+}
+
+/// The provider: resources, executors and the allocations it runs.
+pub struct Provider {
+    system: ActorSystem,
+    key: Keypair,
+    resources: SharedManager,
+    executors: BTreeMap<String, Arc<dyn Executor>>,
+    location: Location,
+    fail_commit: Option<std::path::PathBuf>,
+    allocs: Mutex<HashMap<String, Arc<Mutex<AllocRecord>>>>,
+    commits: Mutex<HashMap<String, Vec<String>>>,
+    answered: Mutex<HashMap<(String, u64), i64>>,
+}
+
+/// Ensemble resources → the accounting's units (GPUs are not placed yet).
+fn held(r: &nunet_ensemble::Resources) -> Result<Held, ActorError> {
+    if !r.gpus.is_empty() {
+        return Err(failed(
+            "GPU allocations in deployments are not implemented yet",
+        ));
+    }
+    Ok(Held {
+        cpu_millicores: (r.cpu.cores * 1000.0).ceil().max(0.0) as u64,
+        ram_bytes: r.ram.size,
+        disk_bytes: r.disk.size,
+        gpus: BTreeMap::new(),
+    })
+}
+
+fn offered(r: &Held) -> nunet_ensemble::Resources {
+    let mut o = nunet_ensemble::Resources::default();
+    o.cpu.cores = r.cpu_millicores as f64 / 1000.0;
+    o.ram.size = r.ram_bytes;
+    o.disk.size = r.disk_bytes;
+    o
+}
+
+fn opt(s: &str) -> Option<String> {
+    (!s.trim().is_empty()).then(|| s.trim().to_string())
+}
+
+impl Provider {
+    /// A provider over the node's resources and executors (by ensemble executor name).
+    pub fn new(
+        system: ActorSystem,
+        key: Keypair,
+        resources: SharedManager,
+        executors: BTreeMap<String, Arc<dyn Executor>>,
+        config: &nunet_config::Config,
+    ) -> Arc<Self> {
+        let g = &config.general;
+        let location = Location {
+            continent: opt(&g.host_continent),
+            country: opt(&g.host_country),
+            city: opt(&g.host_city),
+            ..Default::default()
+        };
+        Arc::new(Self {
+            system,
+            key,
+            resources,
+            executors,
+            location,
+            fail_commit: std::env::var(TEST_HOOKS_ENV)
+                .is_ok_and(|v| v == "1")
+                .then(|| g.data_dir.join(FAIL_COMMIT_FILE)),
+            allocs: Mutex::new(HashMap::new()),
+            commits: Mutex::new(HashMap::new()),
+            answered: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn available(&self) -> Vec<String> {
+        self.executors
+            .iter()
+            .filter(|(_, e)| e.status().available)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    fn with_manager<T>(
+        &self,
+        f: impl FnOnce(&mut nunet_resources::ResourceManager) -> Result<T, ActorError>,
+    ) -> Result<T, ActorError> {
+        let mut g = self
+            .resources
+            .lock()
+            .map_err(|_| failed("resource manager poisoned"))?;
+        f(&mut g)
+    }
+
+    fn persist(&self, rec: &AllocRecord) {
+        let doc = StoredDocument {
+            id: rec.id.clone(),
+            ensemble_id: rec.ensemble_id.clone(),
+            status: rec.status.clone(),
+            doc: serde_json::to_string(rec).unwrap_or_default(),
+        };
+        let r = self.with_manager(|m| {
+            m.accounting()
+                .store()
+                .allocations()
+                .put(&doc, now_ms())
+                .map_err(failed)
+        });
+        if let Err(e) = r {
+            tracing::error!(allocation = %rec.id, error = %e.message, "could not persist allocation");
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        let _ = self.with_manager(|m| {
+            m.accounting()
+                .store()
+                .allocations()
+                .delete(id)
+                .map_err(failed)
+        });
+    }
+
+    fn release(&self, id: &str) {
+        let _ = self.with_manager(|m| m.accounting_mut().release(id).map(|_| ()).map_err(failed));
+    }
+
+    fn bid(&self, m: &Incoming) -> Result<Value, ActorError> {
+        let req: BidRequest = serde_json::from_value(m.payload.clone()).map_err(failed)?;
+        let me = self.system.peer_id().to_string();
+        if req.exclude.contains(&me) {
+            return Err(failed("excluded"));
+        }
+        let (onboarded, free) =
+            self.with_manager(|g| Ok((g.is_onboarded(), g.accounting().free())))?;
+        if !onboarded {
+            return Err(failed("not onboarded"));
+        }
+        {
+            let mut a = self.answered.lock().map_err(|_| failed("poisoned"))?;
+            let now = now_ms();
+            a.retain(|_, t| now - *t < 300_000);
+            if a.insert((req.ensemble_id.clone(), req.nonce), now)
+                .is_some()
+            {
+                return Err(failed("already answered"));
+            }
+        }
+        let available = self.available();
+        let mut nodes = req.nodes.clone();
+        nodes.shuffle(&mut rand::thread_rng());
+        let fits = |n: &nunet_orchestrator::protocol::NodeBidRequest| -> bool {
+            n.peer.as_ref().is_none_or(|p| *p == me)
+                && n.executors.iter().all(|e| available.contains(e))
+                && held(&n.resources).is_ok_and(|want| {
+                    self.with_manager(|g| Ok(g.accounting().shortfall(&want).is_none()))
+                        .unwrap_or(false)
+                })
+                && n.location.refusal(&self.location).is_none()
+        };
+        let node = nodes
+            .iter()
+            .find(|n| fits(n))
+            .ok_or_else(|| failed("no node of the request fits this provider"))?;
+        let bid = Bid {
+            ensemble_id: req.ensemble_id,
+            node_id: node.node_id.clone(),
+            peer: me,
+            handle: self.system.root(),
+            location: self.location.clone(),
+            free: offered(&free),
+            executors: available,
+            signature: String::new(),
+        }
+        .sign(&self.key);
+        serde_json::to_value(bid).map_err(failed)
+    }
+
+    fn commit(&self, m: &Incoming) -> Result<Value, ActorError> {
+        let req: CommitRequest = serde_json::from_value(m.payload.clone()).map_err(failed)?;
+        if let Some(f) = &self.fail_commit
+            && f.exists()
+        {
+            return Err(failed(format!(
+                "commit refused by the test hook {}",
+                f.display()
+            )));
+        }
+        let mut done: Vec<String> = Vec::new();
+        let now = now_ms();
+        let r = self.with_manager(|g| {
+            for a in &req.allocations {
+                let want = held(&a.resources)?;
+                g.accounting_mut()
+                    .commit(&a.id, want, req.expires_at_ms, now)
+                    .map_err(|e| failed(format!("{}: {e}", a.name)))?;
+                done.push(a.id.clone());
+            }
+            Ok(())
+        });
+        if let Err(e) = r {
+            for id in &done {
+                self.release(id);
+            }
+            return Err(e);
+        }
+        if let Ok(mut c) = self.commits.lock() {
+            c.entry(req.ensemble_id.clone())
+                .or_default()
+                .extend(done.clone());
+        }
+        Ok(json!({"ok": true, "committed": done}))
+    }
+
+    fn allocate(self: &Arc<Self>, m: &Incoming) -> Result<Value, ActorError> {
+        let req: AllocateRequest = serde_json::from_value(m.payload.clone()).map_err(failed)?;
+        if req.orchestrator.id != m.sender.as_str() {
+            return Err(failed("the orchestrator handle must be the sender"));
+        }
+        let mut handles = BTreeMap::new();
+        for a in &req.allocations {
+            if !self.executors.contains_key(a.execution.executor()) {
+                return Err(failed(format!(
+                    "no {} executor on this provider",
+                    a.execution.executor()
+                )));
+            }
+            self.with_manager(|g| g.accounting_mut().allocate(&a.id, now_ms()).map_err(failed))?;
+            let h = self.adopt(record(&req, a));
+            handles.insert(a.name.clone(), h);
+        }
+        Ok(json!({"ok": true, "allocations": handles}))
+    }
+
+    /// Creates (or re-creates after a restart) the allocation actor and its behaviors.
+    fn adopt(self: &Arc<Self>, rec: AllocRecord) -> Handle {
+        let seed: [u8; 32] = hex::decode(&rec.key_seed)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or_else(|| *Keypair::generate().seed());
+        let handle = self.system.spawn_child_at(
+            &rec.inbox,
+            Keypair::from_seed(&seed),
+            &[],
+            &[],
+            Duration::ZERO,
+        );
+        let inbox = rec.inbox.clone();
+        let id = rec.id.clone();
+        self.persist(&rec);
+        let cell = Arc::new(Mutex::new(rec));
+        if let Ok(mut m) = self.allocs.lock() {
+            m.insert(id, cell.clone());
+        }
+        for be in [
+            ALLOCATION_START,
+            ALLOCATION_STATUS,
+            ALLOCATION_LOGS,
+            ALLOCATION_SHUTDOWN,
+        ] {
+            let p = self.clone();
+            let c = cell.clone();
+            let _ = self.system.register(
+                &inbox,
+                be,
+                Behavior::direct(move |m: Incoming| {
+                    let (p, c) = (p.clone(), c.clone());
+                    async move { p.allocation_call(be, &c, &m).await }
+                }),
+            );
+        }
+        handle
+    }
+
+    async fn allocation_call(
+        self: &Arc<Self>,
+        be: &str,
+        cell: &Arc<Mutex<AllocRecord>>,
+        m: &Incoming,
+    ) -> Result<Value, ActorError> {
+        let rec = cell.lock().map_err(|_| failed("poisoned"))?.clone();
+        if rec.orchestrator.id != m.sender.as_str() {
+            return Err(ActorError::new(
+                nunet_actor::ErrorKind::Denied,
+                "only the allocation's orchestrator may call it",
+            ));
+        }
+        let exec = self
+            .executors
+            .get(rec.execution.executor())
+            .cloned()
+            .ok_or_else(|| failed("executor gone"))?;
+        match be {
+            ALLOCATION_START => {
+                if rec.status != "pending" {
+                    return Ok(json!({"status": rec.status}));
+                }
+                let spec = spec_of(&rec)?;
+                exec.prepare(&spec).await.map_err(failed)?;
+                exec.start(&spec).await.map_err(failed)?;
+                self.set(cell, |r| r.status = "running".into());
+                tokio::spawn(self.clone().watch(cell.clone(), exec));
+                Ok(json!({"status": "running"}))
+            }
+            ALLOCATION_STATUS => {
+                Ok(json!({"status": rec.status, "exit_code": rec.exit_code, "reason": rec.reason}))
+            }
+            ALLOCATION_LOGS => {
+                if rec.status == "running" {
+                    let (stdout, stderr) = read_logs(&exec, &rec.id).await;
+                    return Ok(json!({"status": rec.status, "stdout": stdout, "stderr": stderr}));
+                }
+                Ok(json!({"status": rec.status, "stdout": rec.stdout, "stderr": rec.stderr}))
+            }
+            _ => {
+                self.terminate(cell, &exec).await;
+                Ok(json!({"status": "terminated"}))
+            }
+        }
+    }
+
+    fn set(&self, cell: &Arc<Mutex<AllocRecord>>, f: impl FnOnce(&mut AllocRecord)) {
+        let snap = match cell.lock() {
+            Ok(mut r) => {
+                f(&mut r);
+                r.clone()
+            }
+            Err(_) => return,
+        };
+        self.persist(&snap);
+    }
+
+    /// Waits for the execution to end; keeps its output, removes it, releases its resources.
+    async fn watch(self: Arc<Self>, cell: Arc<Mutex<AllocRecord>>, exec: Arc<dyn Executor>) {
+        let id = match cell.lock() {
+            Ok(r) => r.id.clone(),
+            Err(_) => return,
+        };
+        let outcome = exec.wait(&id).await;
+        let (stdout, stderr) = read_logs(&exec, &id).await;
+        let terminated = cell
+            .lock()
+            .map(|r| r.status == "terminated")
+            .unwrap_or(true);
+        if terminated {
+            return;
+        }
+        self.set(&cell, |r| {
+            r.stdout = stdout;
+            r.stderr = stderr;
+            match &outcome {
+                Ok(s) if s.success() => {
+                    r.status = "completed".into();
+                    r.exit_code = Some(0);
+                }
+                Ok(s) => {
+                    r.status = "failed".into();
+                    r.exit_code = s.code;
+                    r.reason = Some(format!("exited: {:?}, code {:?}", s.reason, s.code));
+                }
+                Err(e) => {
+                    r.status = "failed".into();
+                    r.reason = Some(e.to_string());
+                }
+            }
+        });
+        if let Err(e) = exec.remove(&id).await {
+            tracing::warn!(allocation = %id, error = %e, "could not remove the finished execution");
+        }
+        self.release(&id);
+    }
+
+    async fn terminate(&self, cell: &Arc<Mutex<AllocRecord>>, exec: &Arc<dyn Executor>) {
+        let (id, was) = match cell.lock() {
+            Ok(r) => (r.id.clone(), r.status.clone()),
+            Err(_) => return,
+        };
+        self.set(cell, |r| r.status = "terminated".into());
+        if was == "running" || was == "pending" {
+            let _ = exec.stop(&id, Duration::from_secs(5)).await;
+        }
+        let _ = exec.remove(&id).await;
+        self.release(&id);
+    }
+
+    async fn revert(&self, m: &Incoming) -> Result<Value, ActorError> {
+        let req: RevertRequest = serde_json::from_value(m.payload.clone()).map_err(failed)?;
+        let cells: Vec<Arc<Mutex<AllocRecord>>> = {
+            let mut map = self.allocs.lock().map_err(|_| failed("poisoned"))?;
+            let ids: Vec<String> = map
+                .iter()
+                .filter(|(_, c)| c.lock().is_ok_and(|r| r.ensemble_id == req.ensemble_id))
+                .map(|(k, _)| k.clone())
+                .collect();
+            ids.iter().filter_map(|k| map.remove(k)).collect()
+        };
+        let mut stopped = Vec::new();
+        for cell in &cells {
+            let Ok(rec) = cell.lock().map(|r| r.clone()) else {
+                continue;
+            };
+            if rec.orchestrator.id != m.sender.as_str() {
+                return Err(ActorError::new(
+                    nunet_actor::ErrorKind::Denied,
+                    "only the ensemble's orchestrator may revert it",
+                ));
+            }
+            if let Some(exec) = self.executors.get(rec.execution.executor()) {
+                self.terminate(cell, exec).await;
+            }
+            self.system.stop_child(&rec.inbox);
+            self.forget(&rec.id);
+            stopped.push(rec.id);
+        }
+        let commits = self
+            .commits
+            .lock()
+            .ok()
+            .and_then(|mut c| c.remove(&req.ensemble_id))
+            .unwrap_or_default();
+        for id in &commits {
+            self.release(id);
+        }
+        Ok(json!({"ok": true, "stopped": stopped, "released_commitments": commits.len()}))
+    }
+
+    /// Re-creates the allocation actors persisted before a restart.
+    pub fn restore(self: &Arc<Self>) {
+        let docs = self
+            .with_manager(|g| g.accounting().store().allocations().list().map_err(failed))
+            .unwrap_or_default();
+        for d in docs {
+            match serde_json::from_str::<AllocRecord>(&d.doc) {
+                Ok(rec) => {
+                    let running = rec.status == "running";
+                    let cell_id = rec.id.clone();
+                    self.adopt(rec);
+                    let cell = self
+                        .allocs
+                        .lock()
+                        .ok()
+                        .and_then(|m| m.get(&cell_id).cloned());
+                    if let (true, Some(cell)) = (running, cell) {
+                        let exec = cell
+                            .lock()
+                            .ok()
+                            .and_then(|r| self.executors.get(r.execution.executor()).cloned());
+                        if let Some(exec) = exec {
+                            tokio::spawn(self.clone().watch(cell, exec));
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(id = %d.id, error = %e, "unreadable allocation record"),
+            }
+        }
+    }
+
+    /// Registers the provider behaviors on the root actor.
+    pub fn register(self: &Arc<Self>) -> Result<(), ActorError> {
+        let p = self.clone();
+        self.system.register(
+            "root",
+            BID_REQUEST,
+            Behavior::broadcast(move |m: Incoming| {
+                let p = p.clone();
+                async move { p.bid(&m) }
+            }),
+        )?;
+        let p = self.clone();
+        self.system.register(
+            "root",
+            COMMIT,
+            Behavior::direct(move |m: Incoming| {
+                let p = p.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || p.commit(&m))
+                        .await
+                        .map_err(failed)?
+                }
+            }),
+        )?;
+        let p = self.clone();
+        self.system.register(
+            "root",
+            ALLOCATE,
+            Behavior::direct(move |m: Incoming| {
+                let p = p.clone();
+                async move { p.allocate(&m) }
+            }),
+        )?;
+        let p = self.clone();
+        self.system.register(
+            "root",
+            REVERT,
+            Behavior::direct(move |m: Incoming| {
+                let p = p.clone();
+                async move { p.revert(&m).await }
+            }),
+        )?;
+        Ok(())
+    }
+}
+
+fn record(req: &AllocateRequest, a: &AllocationRequest) -> AllocRecord {
+    AllocRecord {
+        id: a.id.clone(),
+        name: a.name.clone(),
+        ensemble_id: req.ensemble_id.clone(),
+        node_id: req.node_id.clone(),
+        orchestrator: req.orchestrator.clone(),
+        kind: a.kind,
+        execution: a.execution.clone(),
+        resources: a.resources.clone(),
+        inbox: format!("alloc-{}", a.id),
+        key_seed: hex::encode(*Keypair::generate().seed()),
+        status: "pending".into(),
+        exit_code: None,
+        reason: None,
+        stdout: String::new(),
+        stderr: String::new(),
+    }
+}
+
+/// The orchestrator side: a deployment registry persisted in the node's database, with the
+/// records of an earlier run restored.
+pub fn orchestrator(
+    system: &ActorSystem,
+    resources: SharedManager,
+) -> Result<nunet_orchestrator::Deployments, ActorError> {
+    let m = resources.clone();
+    let persist: nunet_orchestrator::PersistFn = Arc::new(move |d| {
+        let doc = StoredDocument {
+            id: d.id.clone(),
+            ensemble_id: d.id.clone(),
+            status: d.status.as_str().to_string(),
+            doc: serde_json::to_string(d).unwrap_or_default(),
+        };
+        if let Ok(g) = m.lock()
+            && let Err(e) = g.accounting().store().deployments().put(&doc, now_ms())
+        {
+            tracing::error!(deployment = %d.id, error = %e, "could not persist deployment");
+        }
+    });
+    let deployments = nunet_orchestrator::Deployments::new(system.clone(), persist);
+    let saved: Vec<nunet_orchestrator::Deployment> = resources
+        .lock()
+        .map_err(|_| failed("resource manager poisoned"))?
+        .accounting()
+        .store()
+        .deployments()
+        .list()
+        .map_err(failed)?
+        .into_iter()
+        .filter_map(|d| serde_json::from_str(&d.doc).ok())
+        .collect();
+    deployments.restore(saved);
+    deployments.register()?;
+    Ok(deployments)
+}

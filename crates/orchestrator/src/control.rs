@@ -1,0 +1,294 @@
+//! The node-side entry points (`/dms/node/deployment/{new,list,status,manifest,logs,shutdown}`)
+//! and the registry of deployments this node orchestrates, restored after a restart.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nunet_actor::{ActorError, ActorSystem, Behavior, Incoming};
+use nunet_capability::Capability;
+use nunet_did::Keypair;
+use nunet_ensemble::Ensemble;
+use serde_json::{Value, json};
+
+use crate::engine::Engine;
+use crate::protocol::{DEPLOYMENT_TOPIC, new_ensemble_id};
+use crate::state::{Deployment, DeploymentStatus};
+use crate::{PersistFn, now_ms};
+
+/// `new` behavior.
+pub const NEW: &str = "/dms/node/deployment/new";
+/// `list` behavior.
+pub const LIST: &str = "/dms/node/deployment/list";
+/// `status` behavior.
+pub const STATUS: &str = "/dms/node/deployment/status";
+/// `manifest` behavior.
+pub const MANIFEST: &str = "/dms/node/deployment/manifest";
+/// `logs` behavior.
+pub const LOGS: &str = "/dms/node/deployment/logs";
+/// `shutdown` behavior.
+pub const SHUTDOWN: &str = "/dms/node/deployment/shutdown";
+
+/// Capabilities the node delegates to an orchestrator actor.
+const ORCHESTRATOR_CAPS: [&str; 2] = ["/dms/deployment", "/dms/allocation"];
+/// How long those delegations last.
+const ORCHESTRATOR_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Shortest deployment deadline accepted (NuNet `MinEnsembleDeploymentTime`).
+pub const MIN_DEPLOY_TIME_MS: i64 = 15_000;
+
+/// The deployments this node orchestrates.
+#[derive(Clone)]
+pub struct Deployments {
+    system: ActorSystem,
+    persist: PersistFn,
+    map: Arc<Mutex<BTreeMap<String, Arc<Engine>>>>,
+}
+
+fn failed(m: impl Into<String>) -> ActorError {
+    ActorError::failed(m)
+}
+
+fn id_arg(p: &Value) -> Result<String, ActorError> {
+    p.get("id")
+        .or_else(|| p.get("ensemble_id"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| failed("give --id <ensemble id>"))
+}
+
+impl Deployments {
+    /// An empty registry; `persist` is called with every change of every deployment.
+    pub fn new(system: ActorSystem, persist: PersistFn) -> Self {
+        Self {
+            system,
+            persist,
+            map: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+
+    fn spawn_actor(&self, inbox: &str, key: Keypair) -> nunet_actor::Handle {
+        let caps: Vec<Capability> = ORCHESTRATOR_CAPS
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect();
+        let topics: Vec<Capability> = DEPLOYMENT_TOPIC.parse().into_iter().collect();
+        self.system
+            .spawn_child_at(inbox, key, &caps, &topics, ORCHESTRATOR_TTL)
+    }
+
+    fn get(&self, id: &str) -> Result<Arc<Engine>, ActorError> {
+        let m = self.map.lock().map_err(|_| failed("registry poisoned"))?;
+        if let Some(e) = m.get(id) {
+            return Ok(e.clone());
+        }
+        let matches: Vec<&Arc<Engine>> = m
+            .iter()
+            .filter(|(k, _)| k.starts_with(id))
+            .map(|(_, e)| e)
+            .collect();
+        match (id.len() >= 6, matches.as_slice()) {
+            (true, [one]) => Ok((*one).clone()),
+            _ => Err(ActorError::new(
+                nunet_actor::ErrorKind::NotFound,
+                format!("no deployment {id}"),
+            )),
+        }
+    }
+
+    /// Creates the orchestrator actor for `ensemble` and starts deploying; returns its id.
+    pub fn create(
+        &self,
+        ensemble: Ensemble,
+        owner: &str,
+        deadline_ms: i64,
+    ) -> Result<String, ActorError> {
+        if deadline_ms - now_ms() < MIN_DEPLOY_TIME_MS {
+            return Err(failed(format!(
+                "the deployment timeout must be at least {} s",
+                MIN_DEPLOY_TIME_MS / 1000
+            )));
+        }
+        let id = new_ensemble_id(self.system.peer_id());
+        let key = Keypair::generate();
+        let seed = hex::encode(*key.seed());
+        let handle = self.spawn_actor(&id, key);
+        let mut rec = Deployment {
+            id: id.clone(),
+            status: DeploymentStatus::Preparing,
+            reason: None,
+            owner: owner.to_string(),
+            created_ms: now_ms(),
+            deadline_ms,
+            ensemble,
+            orchestrator: handle,
+            orchestrator_seed: seed,
+            manifest: Default::default(),
+            events: Vec::new(),
+            rounds: 0,
+            notes: vec![
+                "no subnet: allocations are not connected by an ensemble VPN (issue 9)".into(),
+            ],
+        };
+        rec.event(now_ms(), "deployment created");
+        (self.persist)(&rec);
+        let engine = Arc::new(Engine::new(
+            self.system.clone(),
+            id.clone(),
+            rec,
+            self.persist.clone(),
+        ));
+        if let Ok(mut m) = self.map.lock() {
+            m.insert(id.clone(), engine.clone());
+        }
+        tokio::spawn(engine.run());
+        Ok(id)
+    }
+
+    /// Restores deployments read back from the database after a restart: their
+    /// orchestrator actors come back with the same key and inbox; Running ones are
+    /// supervised again, ones caught mid-deployment are reverted and marked Failed.
+    pub fn restore(&self, records: Vec<Deployment>) {
+        for rec in records {
+            let seed: Option<[u8; 32]> = hex::decode(&rec.orchestrator_seed)
+                .ok()
+                .and_then(|b| b.try_into().ok());
+            let Some(seed) = seed else {
+                tracing::warn!(id = %rec.id, "deployment record without a usable orchestrator key; not restored");
+                continue;
+            };
+            let status = rec.status;
+            self.spawn_actor(&rec.id, Keypair::from_seed(&seed));
+            let engine = Arc::new(Engine::new(
+                self.system.clone(),
+                rec.id.clone(),
+                rec,
+                self.persist.clone(),
+            ));
+            if let Ok(mut m) = self.map.lock() {
+                m.insert(
+                    engine.record().map(|r| r.id).unwrap_or_default(),
+                    engine.clone(),
+                );
+            }
+            match status {
+                DeploymentStatus::Running => {
+                    tokio::spawn(async move { engine.monitor().await });
+                }
+                s if !s.is_terminal() => {
+                    tokio::spawn(async move {
+                        let _ = engine.shutdown("the node restart").await;
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Registers the control behaviors on the root actor.
+    pub fn register(&self) -> Result<(), ActorError> {
+        let d = self.clone();
+        self.system.register(
+            "root",
+            NEW,
+            Behavior::direct(move |m: Incoming| {
+                let d = d.clone();
+                async move {
+                    let e =
+                        m.payload.get("ensemble").cloned().ok_or_else(|| {
+                            failed("give the ensemble (`nunet deploy -f <file>`)")
+                        })?;
+                    let ensemble: Ensemble =
+                        serde_json::from_value(e).map_err(|e| failed(format!("ensemble: {e}")))?;
+                    let deadline_ms =
+                        i64::try_from(m.envelope.opt.exp / 1_000_000).unwrap_or(i64::MAX);
+                    let id = d.create(ensemble, m.sender.as_str(), deadline_ms)?;
+                    Ok(json!({"status": "OK", "ensemble_id": id}))
+                }
+            }),
+        )?;
+        let d = self.clone();
+        self.system.register(
+            "root",
+            LIST,
+            Behavior::direct(move |_m| {
+                let d = d.clone();
+                async move {
+                    let list: Vec<Value> = d
+                        .map
+                        .lock()
+                        .map_err(|_| failed("registry poisoned"))?
+                        .values()
+                        .filter_map(|e| e.record().map(|r| r.summary()))
+                        .collect();
+                    Ok(json!({"deployments": list}))
+                }
+            }),
+        )?;
+        let d = self.clone();
+        self.system.register(
+            "root",
+            STATUS,
+            Behavior::direct(move |m: Incoming| {
+                let d = d.clone();
+                async move {
+                    let r = d
+                        .get(&id_arg(&m.payload)?)?
+                        .record()
+                        .ok_or_else(|| failed("record lost"))?;
+                    let after = m.payload.get("after").and_then(Value::as_u64).unwrap_or(0);
+                    let mut v = r.summary();
+                    v["events"] = serde_json::to_value(
+                        r.events
+                            .iter()
+                            .filter(|e| e.seq > after)
+                            .collect::<Vec<_>>(),
+                    )
+                    .unwrap_or(Value::Null);
+                    Ok(v)
+                }
+            }),
+        )?;
+        let d = self.clone();
+        self.system.register(
+            "root",
+            MANIFEST,
+            Behavior::direct(move |m: Incoming| {
+                let d = d.clone();
+                async move {
+                    let r = d
+                        .get(&id_arg(&m.payload)?)?
+                        .record()
+                        .ok_or_else(|| failed("record lost"))?;
+                    Ok(json!({"id": r.id, "status": r.status.as_str(), "manifest": r.manifest}))
+                }
+            }),
+        )?;
+        let d = self.clone();
+        self.system.register(
+            "root",
+            LOGS,
+            Behavior::direct(move |m: Incoming| {
+                let d = d.clone();
+                async move {
+                    let e = d.get(&id_arg(&m.payload)?)?;
+                    Ok(json!({"logs": e.logs().await}))
+                }
+            }),
+        )?;
+        let d = self.clone();
+        self.system.register(
+            "root",
+            SHUTDOWN,
+            Behavior::direct(move |m: Incoming| {
+                let d = d.clone();
+                async move {
+                    let e = d.get(&id_arg(&m.payload)?)?;
+                    e.shutdown(m.sender.as_str()).await.map_err(failed)?;
+                    let r = e.record().ok_or_else(|| failed("record lost"))?;
+                    Ok(r.summary())
+                }
+            }),
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,563 @@
+//! The orchestrator actor's work: bids → placement → commit → allocate → start → supervise,
+//! retrying with failed peers excluded until the deadline, and shutdown.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::join_all;
+use nunet_actor::{ActorError, ActorSystem, Handle};
+use nunet_placement::{Measurements, Options, Problem, solve};
+use serde_json::{Value, json};
+
+use crate::protocol::{
+    ALLOCATE, ALLOCATION_START, AllocateRequest, AllocationRequest, BID_REQUEST, Bid, BidRequest,
+    COMMIT, CommitAllocation, CommitRequest, DEPLOYMENT_TOPIC, NodeBidRequest, REVERT,
+    RevertRequest, allocation_id,
+};
+use crate::state::{Deployment, DeploymentStatus, ManifestAllocation, ManifestNode};
+use crate::{PersistFn, now_ms};
+
+/// How long bids are collected per round (NuNet `BidRequestTimeout`).
+pub const BID_COLLECT: Duration = Duration::from_secs(3);
+/// Commit timeout per allocation (NuNet `CommitDeploymentTimeout`).
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Allocate timeout per allocation.
+pub const ALLOCATE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Start timeout (image pulls can be slow; NuNet `AllocationStartTimeout`).
+pub const START_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a commitment lasts unless allocated.
+pub const COMMIT_TTL_MS: i64 = 60_000;
+/// How often running allocations are checked.
+pub const MONITOR_EVERY: Duration = Duration::from_secs(1);
+/// Consecutive failed status checks before an allocation counts as dead.
+pub const MAX_MISSED_CHECKS: u32 = 3;
+
+/// A placed node: its name and the winning bid.
+pub(crate) type Assignment = Vec<(String, Bid)>;
+
+/// Why a round failed.
+enum RoundError {
+    /// Retry (with these peers excluded).
+    Retry(String, Vec<String>),
+    /// Retrying cannot help.
+    Fatal(String),
+}
+
+/// One deployment's orchestrator: its actor, its record and how to persist it.
+pub struct Engine {
+    pub(crate) system: ActorSystem,
+    pub(crate) inbox: String,
+    pub(crate) rec: Mutex<Deployment>,
+    pub(crate) persist: PersistFn,
+}
+
+fn executors_of(e: &nunet_ensemble::Ensemble, node: &nunet_ensemble::NodeConfig) -> Vec<String> {
+    let mut v: Vec<String> = node
+        .allocations
+        .iter()
+        .filter_map(|a| e.allocation(a))
+        .map(|a| a.execution.executor().to_string())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+impl Engine {
+    /// An engine for `rec`, whose orchestrator actor lives at `inbox` in `system`.
+    pub fn new(system: ActorSystem, inbox: String, rec: Deployment, persist: PersistFn) -> Self {
+        Self {
+            system,
+            inbox,
+            rec: Mutex::new(rec),
+            persist,
+        }
+    }
+
+    /// A copy of the record.
+    pub fn record(&self) -> Option<Deployment> {
+        self.rec.lock().ok().map(|r| r.clone())
+    }
+
+    pub(crate) fn update(&self, f: impl FnOnce(&mut Deployment)) {
+        let snapshot = match self.rec.lock() {
+            Ok(mut r) => {
+                f(&mut r);
+                r.clone()
+            }
+            Err(_) => return,
+        };
+        (self.persist)(&snapshot);
+    }
+
+    pub(crate) fn status(&self) -> DeploymentStatus {
+        self.rec
+            .lock()
+            .map(|r| r.status)
+            .unwrap_or(DeploymentStatus::Failed)
+    }
+
+    pub(crate) fn event(&self, msg: impl Into<String>) {
+        let msg = msg.into();
+        tracing::info!(target: "orchestrator", "{msg}");
+        self.update(|r| r.event(now_ms(), msg));
+    }
+
+    pub(crate) fn set_status(&self, s: DeploymentStatus, msg: impl Into<String>) {
+        let msg = msg.into();
+        self.update(|r| {
+            r.status = s;
+            r.event(now_ms(), msg);
+        });
+    }
+
+    pub(crate) fn fail(&self, reason: String) {
+        self.update(|r| {
+            if !r.status.is_terminal() {
+                r.status = DeploymentStatus::Failed;
+                r.reason = Some(reason.clone());
+                r.event(now_ms(), format!("failed: {reason}"));
+            }
+        });
+    }
+
+    pub(crate) async fn call(
+        &self,
+        to: &Handle,
+        be: &str,
+        payload: Value,
+        t: Duration,
+    ) -> Result<Value, ActorError> {
+        self.system
+            .invoke(&self.inbox, to.clone(), be, payload, t)
+            .await
+    }
+
+    /// Deploys until Running (or the deadline), then supervises until the end.
+    pub async fn run(self: Arc<Self>) {
+        let Some(rec) = self.record() else { return };
+        let mut excluded: Vec<String> = rec.ensemble.exclude_peers.clone();
+        let mut last = String::from("no round finished");
+        loop {
+            if self.status().is_terminal() {
+                return;
+            }
+            let left = rec.deadline_ms - now_ms();
+            if left <= 0 {
+                self.fail(format!(
+                    "deadline passed before the deployment was running; last error: {last}"
+                ));
+                return;
+            }
+            let round = self.record().map_or(1, |r| r.rounds + 1);
+            self.update(|r| {
+                r.rounds = round;
+                r.status = DeploymentStatus::Preparing;
+                r.manifest = Default::default();
+                r.event(
+                    now_ms(),
+                    format!(
+                        "round {round}: requesting bids (excluded peers: {})",
+                        excluded.len()
+                    ),
+                );
+            });
+            let collect = BID_COLLECT.min(Duration::from_millis(left.max(1) as u64));
+            match self.round(round, &excluded, collect).await {
+                Ok(()) => break,
+                Err(RoundError::Fatal(e)) => {
+                    self.fail(e);
+                    return;
+                }
+                Err(RoundError::Retry(e, peers)) => {
+                    self.event(format!("round {round} failed: {e}"));
+                    excluded.extend(peers);
+                    last = e;
+                }
+            }
+        }
+        if self.status() == DeploymentStatus::Running {
+            self.monitor().await;
+        }
+    }
+
+    async fn round(
+        &self,
+        round: u32,
+        excluded: &[String],
+        collect: Duration,
+    ) -> Result<(), RoundError> {
+        let bids = self.collect_bids(round, excluded, collect).await;
+        let assign = self.place(&bids, excluded)?;
+        if self.status().is_terminal() {
+            return Ok(());
+        }
+        self.set_status(
+            DeploymentStatus::Committing,
+            "committing resources on the chosen providers",
+        );
+        if let Err(e) = self.commit(&assign).await {
+            self.revert(&assign).await;
+            return Err(e);
+        }
+        self.set_status(DeploymentStatus::Provisioning, "allocating");
+        let started = async {
+            self.allocate(&assign).await?;
+            self.start_all().await
+        };
+        if let Err(e) = started.await {
+            self.revert(&assign).await;
+            return Err(e);
+        }
+        if self.status().is_terminal() {
+            self.revert(&assign).await;
+            return Ok(());
+        }
+        self.set_status(DeploymentStatus::Running, "every allocation started");
+        Ok(())
+    }
+
+    async fn collect_bids(&self, round: u32, excluded: &[String], collect: Duration) -> Vec<Bid> {
+        let Some(rec) = self.record() else {
+            return Vec::new();
+        };
+        let e = &rec.ensemble;
+        let req = BidRequest {
+            ensemble_id: rec.id.clone(),
+            nonce: u64::from(round),
+            nodes: e
+                .nodes
+                .iter()
+                .map(|n| NodeBidRequest {
+                    node_id: n.name.clone(),
+                    executors: executors_of(e, n),
+                    resources: e.node_resources(n),
+                    location: n.location.clone(),
+                    peer: n.peer.clone(),
+                    ports: n.ports.iter().map(|p| p.public).collect(),
+                })
+                .collect(),
+            exclude: excluded.to_vec(),
+        };
+        let payload = serde_json::to_value(&req).unwrap_or(Value::Null);
+        let replies = match self
+            .system
+            .broadcast(&self.inbox, DEPLOYMENT_TOPIC, BID_REQUEST, payload, collect)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                self.event(format!("bid request not published: {}", e.message));
+                return Vec::new();
+            }
+        };
+        let mut bids = Vec::new();
+        for (from, v) in replies {
+            let Ok(bid) = serde_json::from_value::<Bid>(v) else {
+                self.event(format!("malformed bid from {}", from.did));
+                continue;
+            };
+            match bid.verify() {
+                Ok(_) if bid.ensemble_id == rec.id && bid.handle.did == from.did => {
+                    self.event(format!("bid from {} for node {}", bid.peer, bid.node_id));
+                    bids.push(bid);
+                }
+                Ok(_) => self.event(format!(
+                    "bid from {} is for another ensemble or signer",
+                    from.did
+                )),
+                Err(e) => self.event(format!("refused bid: {e}")),
+            }
+        }
+        bids
+    }
+
+    fn place(&self, bids: &[Bid], excluded: &[String]) -> Result<Assignment, RoundError> {
+        let rec = self
+            .record()
+            .ok_or_else(|| RoundError::Fatal("record lost".into()))?;
+        let mut problem = Problem::from_ensemble(&rec.ensemble);
+        problem.exclude_peers = excluded.to_vec();
+        let mut seen = std::collections::HashSet::new();
+        let usable: Vec<&Bid> = bids
+            .iter()
+            .filter(|b| problem.node_index(&b.node_id).is_some())
+            .filter(|b| seen.insert((b.node_id.clone(), b.peer.clone())))
+            .collect();
+        if usable.is_empty() {
+            return Err(RoundError::Retry("no bids".into(), Vec::new()));
+        }
+        let pbids: Vec<nunet_placement::Bid> = usable
+            .iter()
+            .map(|b| {
+                nunet_placement::Bid::new(&b.node_id, &b.peer, b.location.clone(), b.free.clone())
+            })
+            .collect();
+        let placement = solve(
+            &problem,
+            &pbids,
+            &Measurements::default(),
+            &Options::default(),
+        )
+        .map_err(|e| RoundError::Retry(e.to_string(), Vec::new()))?;
+        if !placement.to_measure.is_empty() {
+            return Err(RoundError::Fatal(
+                "the ensemble has edge constraints that need link measurements \
+                 (/dms/deployment/constraint/edge), which this build does not implement yet"
+                    .into(),
+            ));
+        }
+        let assign: Assignment = placement
+            .assignment
+            .iter()
+            .map(|a| (a.node.clone(), usable[a.bid].clone()))
+            .collect();
+        self.update(|r| {
+            for (node, bid) in &assign {
+                r.manifest.nodes.insert(
+                    node.clone(),
+                    ManifestNode {
+                        peer: bid.peer.clone(),
+                        did: bid.handle.did.clone(),
+                        handle: bid.handle.clone(),
+                        location: bid.location.to_string(),
+                    },
+                );
+                r.event(now_ms(), format!("placed node {node} on {}", bid.peer));
+            }
+        });
+        Ok(assign)
+    }
+
+    async fn commit(&self, assign: &Assignment) -> Result<(), RoundError> {
+        let rec = self
+            .record()
+            .ok_or_else(|| RoundError::Fatal("record lost".into()))?;
+        let calls = assign.iter().map(|(node, bid)| {
+            let allocs: Vec<CommitAllocation> = rec
+                .ensemble
+                .node(node)
+                .map(|n| n.allocations.clone())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|a| rec.ensemble.allocation(a))
+                .map(|a| CommitAllocation {
+                    name: a.name.clone(),
+                    id: allocation_id(&rec.id, node, &a.name),
+                    resources: a.resources.clone(),
+                })
+                .collect();
+            let t = COMMIT_TIMEOUT * (allocs.len().max(1) as u32);
+            let req = CommitRequest {
+                ensemble_id: rec.id.clone(),
+                node_id: node.clone(),
+                allocations: allocs,
+                expires_at_ms: now_ms() + COMMIT_TTL_MS,
+            };
+            let payload = serde_json::to_value(&req).unwrap_or(Value::Null);
+            async move { (node, bid, self.call(&bid.handle, COMMIT, payload, t).await) }
+        });
+        let mut failed = Vec::new();
+        let mut why = Vec::new();
+        for (node, bid, r) in join_all(calls).await {
+            match r {
+                Ok(_) => self.event(format!("committed node {node} on {}", bid.peer)),
+                Err(e) => {
+                    why.push(format!(
+                        "commit of node {node} on {}: {}",
+                        bid.peer, e.message
+                    ));
+                    failed.push(bid.peer.clone());
+                }
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(RoundError::Retry(why.join("; "), failed))
+        }
+    }
+
+    async fn allocate(&self, assign: &Assignment) -> Result<(), RoundError> {
+        let rec = self
+            .record()
+            .ok_or_else(|| RoundError::Fatal("record lost".into()))?;
+        let me = self.system.root();
+        let orchestrator = Handle {
+            addr: nunet_actor::envelope::Address {
+                host: me.addr.host.clone(),
+                inbox: self.inbox.clone(),
+            },
+            ..rec.orchestrator.clone()
+        };
+        let calls = assign.iter().map(|(node, bid)| {
+            let allocs: Vec<AllocationRequest> = rec
+                .ensemble
+                .node(node)
+                .map(|n| n.allocations.clone())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|a| rec.ensemble.allocation(a))
+                .map(|a| AllocationRequest {
+                    name: a.name.clone(),
+                    id: allocation_id(&rec.id, node, &a.name),
+                    kind: a.kind,
+                    execution: a.execution.clone(),
+                    resources: a.resources.clone(),
+                })
+                .collect();
+            let t = ALLOCATE_TIMEOUT * (allocs.len().max(1) as u32);
+            let req = AllocateRequest {
+                ensemble_id: rec.id.clone(),
+                node_id: node.clone(),
+                orchestrator: orchestrator.clone(),
+                allocations: allocs,
+            };
+            let payload = serde_json::to_value(&req).unwrap_or(Value::Null);
+            async move {
+                (
+                    node,
+                    bid,
+                    self.call(&bid.handle, ALLOCATE, payload, t).await,
+                )
+            }
+        });
+        let mut failed = Vec::new();
+        let mut why = Vec::new();
+        for (node, bid, r) in join_all(calls).await {
+            let handles: Result<BTreeMap<String, Handle>, String> =
+                r.map_err(|e| e.message).and_then(|v| {
+                    serde_json::from_value(v["allocations"].clone())
+                        .map_err(|e| format!("bad allocate reply: {e}"))
+                });
+            match handles {
+                Ok(h) => self.update(|r| {
+                    for (name, handle) in h {
+                        r.manifest.allocations.insert(
+                            format!("{node}.{name}"),
+                            ManifestAllocation {
+                                id: allocation_id(&r.id, node, &name),
+                                node_id: node.clone(),
+                                handle: Some(handle),
+                                status: "pending".into(),
+                                exit_code: None,
+                                ports: BTreeMap::new(),
+                            },
+                        );
+                    }
+                    r.event(now_ms(), format!("allocated node {node} on {}", bid.peer));
+                }),
+                Err(e) => {
+                    why.push(format!("allocate of node {node} on {}: {e}", bid.peer));
+                    failed.push(bid.peer.clone());
+                }
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(RoundError::Retry(why.join("; "), failed))
+        }
+    }
+
+    /// Starts allocations in `depends_on` order (dependencies first).
+    async fn start_all(&self) -> Result<(), RoundError> {
+        let rec = self
+            .record()
+            .ok_or_else(|| RoundError::Fatal("record lost".into()))?;
+        let mut order: Vec<String> = Vec::new();
+        let names: Vec<String> = rec
+            .ensemble
+            .allocations
+            .iter()
+            .map(|a| a.name.clone())
+            .collect();
+        while order.len() < names.len() {
+            let before = order.len();
+            for a in &rec.ensemble.allocations {
+                if !order.contains(&a.name)
+                    && a.depends_on
+                        .iter()
+                        .all(|d| order.contains(d) || !names.contains(d))
+                {
+                    order.push(a.name.clone());
+                }
+            }
+            if order.len() == before {
+                return Err(RoundError::Fatal("depends_on has a cycle".into()));
+            }
+        }
+        let left = Duration::from_millis((rec.deadline_ms - now_ms()).max(10_000) as u64);
+        for name in order {
+            let Some((key, alloc)) = rec
+                .manifest
+                .allocations
+                .iter()
+                .find(|(k, _)| k.ends_with(&format!(".{name}")))
+                .map(|(k, a)| (k.clone(), a.clone()))
+            else {
+                continue;
+            };
+            let Some(handle) = alloc.handle.clone() else {
+                continue;
+            };
+            let peer = rec
+                .manifest
+                .nodes
+                .get(&alloc.node_id)
+                .map(|n| n.peer.clone())
+                .unwrap_or_default();
+            match self
+                .call(
+                    &handle,
+                    ALLOCATION_START,
+                    json!({}),
+                    START_TIMEOUT.min(left),
+                )
+                .await
+            {
+                Ok(_) => self.update(|r| {
+                    if let Some(a) = r.manifest.allocations.get_mut(&key) {
+                        a.status = "running".into();
+                    }
+                    r.event(now_ms(), format!("started {key} on {peer}"));
+                }),
+                Err(e) => {
+                    return Err(RoundError::Retry(
+                        format!("start of {key} on {peer}: {}", e.message),
+                        vec![peer],
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn revert(&self, assign: &Assignment) {
+        let Some(rec) = self.record() else { return };
+        let calls = assign.iter().map(|(node, bid)| {
+            let payload = serde_json::to_value(RevertRequest {
+                ensemble_id: rec.id.clone(),
+            })
+            .unwrap_or(Value::Null);
+            async move {
+                (
+                    node,
+                    bid,
+                    self.call(&bid.handle, REVERT, payload, Duration::from_secs(15))
+                        .await,
+                )
+            }
+        });
+        for (node, bid, r) in join_all(calls).await {
+            match r {
+                Ok(_) => self.event(format!("reverted node {node} on {}", bid.peer)),
+                Err(e) => self.event(format!(
+                    "revert of node {node} on {} failed: {} (its commitments lapse by themselves)",
+                    bid.peer, e.message
+                )),
+            }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! What orchestrators and providers send each other (NUNET-FORMATS §2.2): behavior names,
+//! bid requests, signed bids, commit / allocate / revert requests, and the allocation ids
+//! both sides derive.
+
+use nunet_actor::Handle;
+use nunet_did::{Did, Keypair, Signature};
+use nunet_ensemble::spec::AllocationType;
+use nunet_ensemble::{Execution, Location, LocationConstraint, Resources};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Gossip topic of bid requests.
+pub const DEPLOYMENT_TOPIC: &str = "/nunet/deployment";
+/// Provider: answer a bid request (broadcast on [`DEPLOYMENT_TOPIC`]).
+pub const BID_REQUEST: &str = "/dms/deployment/request";
+/// Provider: lock resources for an ensemble's allocations (phase 1).
+pub const COMMIT: &str = "/dms/deployment/commit";
+/// Provider: create the allocation actors (phase 2).
+pub const ALLOCATE: &str = "/dms/deployment/allocate";
+/// Provider: undo commitments and allocations of an ensemble.
+pub const REVERT: &str = "/dms/deployment/revert";
+/// Allocation actor: start the execution.
+pub const ALLOCATION_START: &str = "/dms/allocation/start";
+/// Allocation actor: current status.
+pub const ALLOCATION_STATUS: &str = "/dms/allocation/status";
+/// Allocation actor: output so far.
+pub const ALLOCATION_LOGS: &str = "/dms/allocation/logs";
+/// Allocation actor: stop the execution and release its resources.
+pub const ALLOCATION_SHUTDOWN: &str = "/dms/allocation/shutdown";
+
+/// Prefix signed in front of a bid's JSON (NuNet's `dms-bid-`).
+pub const BID_SIGNING_PREFIX: &[u8] = b"dms-bid-";
+
+/// One node of the ensemble as a provider sees it in a bid request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeBidRequest {
+    /// Node name.
+    pub node_id: String,
+    /// Executors the node's allocations need (`docker`, `wasm`, …).
+    pub executors: Vec<String>,
+    /// Summed resources of the node's allocations.
+    pub resources: Resources,
+    /// Location accept / reject.
+    pub location: LocationConstraint,
+    /// Pinned peer id: only that peer may bid for this node.
+    pub peer: Option<String>,
+    /// Static public ports the node needs.
+    pub ports: Vec<u16>,
+}
+
+/// `EnsembleBidRequest`: one request per ensemble, listing the nodes still to place.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BidRequest {
+    /// Ensemble id.
+    pub ensemble_id: String,
+    /// Changes per round so a provider can bid again after a failed round.
+    pub nonce: u64,
+    /// Nodes to bid for.
+    pub nodes: Vec<NodeBidRequest>,
+    /// Peers that must not bid.
+    pub exclude: Vec<String>,
+}
+
+/// A provider's bid for one node (`BidV1`), signed with the provider's node key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bid {
+    /// Ensemble id.
+    pub ensemble_id: String,
+    /// Node bid for.
+    pub node_id: String,
+    /// The provider's libp2p peer id.
+    pub peer: String,
+    /// The provider's root handle (commit / allocate / revert go there).
+    pub handle: Handle,
+    /// Where the provider is.
+    pub location: Location,
+    /// Resources free on the provider when it bid.
+    pub free: Resources,
+    /// Executors available there.
+    pub executors: Vec<String>,
+    /// Signature over [`BID_SIGNING_PREFIX`] + this JSON with `signature` empty (hex).
+    #[serde(default)]
+    pub signature: String,
+}
+
+/// Why a bid was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BidError {
+    /// The peer id is not an ed25519 key.
+    #[error("bid peer {0:?} is not an ed25519 peer id")]
+    BadPeer(String),
+    /// The handle does not belong to the peer.
+    #[error("bid handle {handle} does not belong to peer {peer}")]
+    HandleMismatch {
+        /// Handle DID.
+        handle: String,
+        /// Peer.
+        peer: String,
+    },
+    /// Signature missing or wrong.
+    #[error("bid signature from {0} does not verify")]
+    BadSignature(String),
+}
+
+impl Bid {
+    fn signing_bytes(&self) -> Vec<u8> {
+        let mut unsigned = self.clone();
+        unsigned.signature.clear();
+        let mut out = BID_SIGNING_PREFIX.to_vec();
+        out.extend(serde_json::to_vec(&unsigned).unwrap_or_default());
+        out
+    }
+
+    /// Signs the bid with the provider's node key.
+    pub fn sign(mut self, key: &Keypair) -> Bid {
+        self.signature.clear();
+        self.signature = hex::encode(key.sign(&self.signing_bytes()).0);
+        self
+    }
+
+    /// Checks the signature with the key inside the bid's peer id, and that the handle is
+    /// that peer's root.
+    pub fn verify(&self) -> Result<Did, BidError> {
+        let peer = self
+            .peer
+            .parse()
+            .map_err(|_| BidError::BadPeer(self.peer.clone()))?;
+        let did = Did::from_peer_id(&peer).map_err(|_| BidError::BadPeer(self.peer.clone()))?;
+        if self.handle.did != did.as_str() || self.handle.addr.host != self.peer {
+            return Err(BidError::HandleMismatch {
+                handle: self.handle.did.clone(),
+                peer: self.peer.clone(),
+            });
+        }
+        let sig = hex::decode(&self.signature)
+            .ok()
+            .and_then(|b| Signature::from_slice(&b).ok())
+            .ok_or_else(|| BidError::BadSignature(self.peer.clone()))?;
+        did.public_key()
+            .verify(&self.signing_bytes(), &sig)
+            .map_err(|_| BidError::BadSignature(self.peer.clone()))?;
+        Ok(did)
+    }
+}
+
+/// One allocation in a commit request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommitAllocation {
+    /// Allocation name.
+    pub name: String,
+    /// Allocation id (see [`allocation_id`]).
+    pub id: String,
+    /// Resources to lock.
+    pub resources: Resources,
+}
+
+/// `CommitDeploymentRequest`: lock resources for a node's allocations until `expires_at_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommitRequest {
+    /// Ensemble id.
+    pub ensemble_id: String,
+    /// Node name.
+    pub node_id: String,
+    /// Allocations.
+    pub allocations: Vec<CommitAllocation>,
+    /// When the commitment lapses unless allocated (Unix ms).
+    pub expires_at_ms: i64,
+}
+
+/// One allocation in an allocate request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AllocationRequest {
+    /// Allocation name.
+    pub name: String,
+    /// Allocation id.
+    pub id: String,
+    /// Service or task.
+    pub kind: AllocationType,
+    /// What to run.
+    pub execution: Execution,
+    /// Resources (already committed).
+    pub resources: Resources,
+}
+
+/// `AllocationDeploymentRequest`: turn a node's commitments into allocation actors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AllocateRequest {
+    /// Ensemble id.
+    pub ensemble_id: String,
+    /// Node name.
+    pub node_id: String,
+    /// The orchestrator (the only actor allocation actors answer).
+    pub orchestrator: Handle,
+    /// Allocations.
+    pub allocations: Vec<AllocationRequest>,
+}
+
+/// `DeploymentRevertRequest`: undo everything of an ensemble on a provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevertRequest {
+    /// Ensemble id.
+    pub ensemble_id: String,
+}
+
+/// The id of allocation `alloc` on node `node` of an ensemble: `a-` + 32 hex digits of
+/// SHA-256, short enough for container names and executor ids.
+pub fn allocation_id(ensemble_id: &str, node: &str, alloc: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(ensemble_id.as_bytes());
+    h.update([0]);
+    h.update(node.as_bytes());
+    h.update([0]);
+    h.update(alloc.as_bytes());
+    format!("a-{}", &hex::encode(h.finalize())[..32])
+}
+
+/// A fresh ensemble id: hex(sha256(host peer id + random)), as NuNet computes it.
+pub fn new_ensemble_id(host_peer: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(host_peer.as_bytes());
+    h.update(rand::random::<[u8; 16]>());
+    hex::encode(h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nunet_actor::Handle;
+
+    fn bid(key: &Keypair) -> Bid {
+        let did = key.did();
+        Bid {
+            ensemble_id: "e".into(),
+            node_id: "n1".into(),
+            peer: did.peer_id().to_base58(),
+            handle: Handle::root_of(&did),
+            location: Location::default(),
+            free: Resources::default(),
+            executors: vec!["docker".into()],
+            signature: String::new(),
+        }
+    }
+
+    #[test]
+    fn signed_bid_verifies_and_tampering_is_caught() {
+        let key = Keypair::generate();
+        let b = bid(&key).sign(&key);
+        assert_eq!(b.verify().expect("verifies"), key.did());
+        let mut t = b.clone();
+        t.node_id = "n2".into();
+        assert!(matches!(t.verify(), Err(BidError::BadSignature(_))));
+        // Signed by another key than the one in the peer id.
+        let other = Keypair::generate();
+        let forged = bid(&key).sign(&other);
+        assert!(matches!(forged.verify(), Err(BidError::BadSignature(_))));
+        assert!(matches!(bid(&key).verify(), Err(BidError::BadSignature(_))));
+    }
+
+    #[test]
+    fn allocation_ids_are_short_stable_and_distinct() {
+        let a = allocation_id(&"f".repeat(64), "node-1", "hello");
+        assert_eq!(a, allocation_id(&"f".repeat(64), "node-1", "hello"));
+        assert_ne!(a, allocation_id(&"f".repeat(64), "node-1", "hello2"));
+        assert_eq!(a.len(), 34);
+        assert_eq!(new_ensemble_id("p").len(), 64);
+    }
+}
