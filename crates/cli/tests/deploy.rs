@@ -5,133 +5,16 @@
 //! reverted and the deployment is retried elsewhere.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod deploy_support;
+
 use std::time::{Duration, Instant};
 
+use deploy_support::*;
 use serde_json::Value;
-
-fn nunet(dir: &Path, home: Option<&str>, args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nunet"));
-    c.args(args)
-        .env("NUNET_INSECURE_FAST_KDF", "1")
-        .env("DMS_TEST_HOOKS", "1")
-        .env("DMS_PASSPHRASE_FILE", dir.join("passphrase"))
-        .env_remove("DMS_PASSPHRASE")
-        .env_remove("NUNET_CONFIG")
-        .stdin(Stdio::null());
-    if let Some(h) = home {
-        c.env("NUNET_HOME", dir.join(h));
-    }
-    c.output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-struct Devnet {
-    dir: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-impl Drop for Devnet {
-    fn drop(&mut self) {
-        let _ = nunet(
-            &self.dir,
-            None,
-            &["devnet", "down", "--dir", self.dir.to_str().unwrap()],
-        );
-    }
-}
-
-impl Devnet {
-    fn up(base: u16) -> Devnet {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("dn");
-        let o = nunet(
-            &dir,
-            None,
-            &[
-                "devnet",
-                "up",
-                "--nodes",
-                "3",
-                "--dir",
-                dir.to_str().unwrap(),
-                "--base-port",
-                &base.to_string(),
-            ],
-        );
-        assert!(o.status.success(), "devnet up: {}", text(&o));
-        Devnet { dir, _tmp: tmp }
-    }
-    fn run(&self, node: usize, args: &[&str]) -> (i32, String) {
-        let o = nunet(&self.dir, Some(&format!("node-{node}")), args);
-        (o.status.code().unwrap_or(-1), text(&o))
-    }
-    fn json(&self, node: usize, args: &[&str]) -> Value {
-        let (code, out) = self.run(node, args);
-        assert_eq!(code, 0, "{args:?}: {out}");
-        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
-    }
-    fn onboard(&self, node: usize) {
-        self.json(
-            node,
-            &[
-                "actor",
-                "cmd",
-                "--json",
-                "/dms/node/onboarding/onboard",
-                "--ram",
-                "1",
-                "--cpu",
-                "1",
-                "--disk",
-                "2",
-            ],
-        );
-    }
-    fn resources(&self, node: usize, which: &str) -> Value {
-        self.json(
-            node,
-            &[
-                "actor",
-                "cmd",
-                "--json",
-                &format!("/dms/node/resources/{which}"),
-            ],
-        )
-    }
-}
-
-fn hello() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/hello.yaml")
-        .display()
-        .to_string()
-}
-
-fn containers_of(ensemble: &str) -> String {
-    let o = Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=nunet.ensemble={ensemble}"),
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
 
 #[test]
 fn docker_task_completes_with_logs_and_resources_released() {
-    let base = 20065 + (std::process::id() % 400) as u16 * 100;
+    let base = 0u16; // devnet picks free ports
     let dn = Devnet::up(base);
     for n in 1..=3 {
         dn.onboard(n);
@@ -202,7 +85,7 @@ fn docker_task_completes_with_logs_and_resources_released() {
 
 #[test]
 fn failed_commit_is_reverted_and_retried_on_another_provider() {
-    let base = 30030 + (std::process::id() % 300) as u16 * 100;
+    let base = 0u16; // devnet picks free ports
     let dn = Devnet::up(base);
     dn.onboard(2);
     // node-2 refuses every commit; node-3 is onboarded only once node-2 has failed one, so

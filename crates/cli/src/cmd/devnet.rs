@@ -26,6 +26,7 @@ pub enum DevnetCmd {
         #[arg(long, default_value = "devnet")]
         dir: PathBuf,
         /// First port: node i uses REST base+10i and p2p base+10i+1 (TCP and QUIC).
+        /// 0 picks free ports (what tests running in parallel should use).
         #[arg(long, default_value_t = 19000)]
         base_port: u16,
     },
@@ -104,7 +105,7 @@ fn up(n: usize, dir: &Path, base: u16) -> Result<i32> {
     if !(1..=20).contains(&n) {
         bail!("--nodes must be between 1 and 20");
     }
-    if base as usize + 10 * n + 2 > 65535 {
+    if base != 0 && base as usize + 10 * n + 2 > 65535 {
         bail!("--base-port too high for {n} nodes");
     }
     if dir.join("devnet.json").exists() {
@@ -156,8 +157,11 @@ fn up(n: usize, dir: &Path, base: u16) -> Result<i32> {
         let cf = ContextFile::new(home.join("cap"));
         cf.create("dms", &ctx)?;
         cf.create("user", &user_ctx)?;
-        let rest = base + 10 * i as u16;
-        let p2p = rest + 1;
+        let (rest, p2p) = if base == 0 {
+            (free_port()?, free_port()?)
+        } else {
+            (base + 10 * i as u16, base + 10 * i as u16 + 1)
+        };
         let peer = key.did().peer_id().to_base58();
         let tcp = format!("/ip4/127.0.0.1/tcp/{p2p}/p2p/{peer}");
         let bootstrap: Vec<String> = nodes
@@ -252,6 +256,18 @@ fn up(n: usize, dir: &Path, base: u16) -> Result<i32> {
     );
     println!("stop with: nunet devnet down --dir {}", dir.display());
     Ok(0)
+}
+
+/// A port free for TCP and UDP on loopback right now (the daemon binds it moments later).
+fn free_port() -> Result<u16> {
+    for _ in 0..50 {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = tcp.local_addr()?.port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port found on 127.0.0.1")
 }
 
 fn manifest(dir: &Path) -> Result<Value> {

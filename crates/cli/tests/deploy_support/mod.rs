@@ -1,0 +1,202 @@
+//! Helpers shared by the deployment tests: a 3-node devnet in a temp dir, the `nunet` CLI
+//! run against one of its nodes, and stopping / restarting a node's daemon.
+#![allow(clippy::unwrap_used, missing_docs, dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn nunet(dir: &Path, home: Option<&str>, args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_nunet"));
+    c.args(args)
+        .env("NUNET_INSECURE_FAST_KDF", "1")
+        .env("DMS_TEST_HOOKS", "1")
+        .env("DMS_PASSPHRASE_FILE", dir.join("passphrase"))
+        .env_remove("DMS_PASSPHRASE")
+        .env_remove("NUNET_CONFIG")
+        .stdin(Stdio::null());
+    if let Some(h) = home {
+        c.env("NUNET_HOME", dir.join(h));
+    }
+    c.output().unwrap()
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+pub struct Devnet {
+    /// The devnet directory.
+    pub dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        let _ = nunet(
+            &self.dir,
+            None,
+            &["devnet", "down", "--dir", self.dir.to_str().unwrap()],
+        );
+    }
+}
+
+impl Devnet {
+    pub fn up(base: u16) -> Devnet {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("dn");
+        let o = nunet(
+            &dir,
+            None,
+            &[
+                "devnet",
+                "up",
+                "--nodes",
+                "3",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--base-port",
+                &base.to_string(),
+            ],
+        );
+        assert!(o.status.success(), "devnet up: {}", text(&o));
+        Devnet { dir, _tmp: tmp }
+    }
+    pub fn run(&self, node: usize, args: &[&str]) -> (i32, String) {
+        let o = nunet(&self.dir, Some(&format!("node-{node}")), args);
+        (o.status.code().unwrap_or(-1), text(&o))
+    }
+    pub fn json(&self, node: usize, args: &[&str]) -> Value {
+        let (code, out) = self.run(node, args);
+        assert_eq!(code, 0, "{args:?}: {out}");
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+    pub fn onboard(&self, node: usize) {
+        self.json(
+            node,
+            &[
+                "actor",
+                "cmd",
+                "--json",
+                "/dms/node/onboarding/onboard",
+                "--ram",
+                "1",
+                "--cpu",
+                "1",
+                "--disk",
+                "2",
+            ],
+        );
+    }
+    pub fn resources(&self, node: usize, which: &str) -> Value {
+        self.json(
+            node,
+            &[
+                "actor",
+                "cmd",
+                "--json",
+                &format!("/dms/node/resources/{which}"),
+            ],
+        )
+    }
+}
+
+pub fn hello() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/hello.yaml")
+        .display()
+        .to_string()
+}
+
+pub fn containers_of(ensemble: &str) -> String {
+    let o = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=nunet.ensemble={ensemble}"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+pub fn pid_of(dir: &Path, node: usize) -> String {
+    std::fs::read_to_string(dir.join(format!("node-{node}/nunet.pid")))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Sends `sig` to a devnet daemon (a process this test started) and waits until it is gone.
+pub fn kill(dir: &Path, node: usize, sig: &str) {
+    let pid = pid_of(dir, node);
+    Command::new("kill").args([sig, &pid]).status().unwrap();
+    let t0 = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "node-{node} did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Starts a devnet node's daemon again, as `nunet devnet up` does.
+pub fn restart(dn: &Devnet, node: usize) {
+    use std::os::unix::process::CommandExt;
+    let home = dn.dir.join(format!("node-{node}"));
+    let log = std::fs::File::create(home.join("nunet-restarted.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nunet"))
+        .args(["run", "-c", "dms"])
+        .env("NUNET_HOME", &home)
+        .env("NUNET_INSECURE_FAST_KDF", "1")
+        .env("DMS_TEST_HOOKS", "1")
+        .env("DMS_PASSPHRASE_FILE", dn.dir.join("passphrase"))
+        .env_remove("DMS_PASSPHRASE")
+        .env_remove("NUNET_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    std::fs::write(home.join("nunet.pid"), child.id().to_string()).unwrap();
+    // Reaped when it exits (`devnet down` or a test's kill), so no zombie is left.
+    std::thread::spawn(move || child.wait());
+    let t0 = Instant::now();
+    while dn
+        .run(node, &["actor", "cmd", "--json", "/dms/node/peers/self"])
+        .0
+        != 0
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "node-{node} did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `hello.yaml` with its node pinned to `peer` or restricted to `continent`.
+pub fn hello_with(dir: &Path, name: &str, node_extra: &str) -> PathBuf {
+    let base = std::fs::read_to_string(hello()).unwrap();
+    let yaml = format!("{base}{node_extra}");
+    let p = dir.join(name);
+    std::fs::write(&p, yaml).unwrap();
+    p
+}
+
+pub fn peer_of(dn: &Devnet, n: usize) -> Value {
+    dn.json(n, &["actor", "cmd", "--json", "/dms/node/peers/self"])["peer_id"].clone()
+}
