@@ -504,6 +504,32 @@ impl ActorSystem {
         payload: Value,
         collect: Duration,
     ) -> Result<Vec<(Handle, Value)>, ActorError> {
+        self.broadcast_until(
+            from_inbox,
+            topic,
+            be,
+            payload,
+            collect,
+            Duration::ZERO,
+            |_| false,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    /// Like [`Self::broadcast`], but stops early: once `enough(replies so far)` is true, it
+    /// keeps collecting only for `grace` more (so competing answers still get in), never
+    /// past `collect`.
+    pub async fn broadcast_until(
+        &self,
+        from_inbox: &str,
+        topic: &str,
+        be: &str,
+        payload: Value,
+        collect: Duration,
+        grace: Duration,
+        mut enough: impl FnMut(&[(Handle, Value)]) -> bool + Send,
+    ) -> Result<Vec<(Handle, Value)>, ActorError> {
         let cont = format!("/reply/{:016x}", rand::random::<u64>());
         let (tx, mut rx) = mpsc::channel(1024);
         self.register(from_inbox, &cont, reply_collector(tx))?;
@@ -517,10 +543,15 @@ impl ActorSystem {
         let published = self.publish(&env).await;
         let mut out = Vec::new();
         if published.is_ok() {
-            let deadline = tokio::time::Instant::now() + collect;
+            let mut deadline = tokio::time::Instant::now() + collect;
+            let mut shortened = false;
             while let Ok(Some(r)) = tokio::time::timeout_at(deadline, rx.recv()).await {
                 if let Ok(v) = decode_reply(&r) {
                     out.push((r.from.clone(), v));
+                }
+                if !shortened && enough(&out) {
+                    shortened = true;
+                    deadline = deadline.min(tokio::time::Instant::now() + grace);
                 }
             }
         }

@@ -18,6 +18,9 @@ use crate::protocol::{
 use crate::state::{Deployment, DeploymentStatus, ManifestAllocation, ManifestNode};
 use crate::{PersistFn, now_ms};
 
+/// How long a bid round stays open after every node has at least one bid.
+const BID_GRACE: Duration = Duration::from_millis(250);
+
 /// How long bids are collected per round (NuNet `BidRequestTimeout`).
 pub const BID_COLLECT: Duration = Duration::from_secs(3);
 /// Commit timeout per allocation (NuNet `CommitDeploymentTimeout`).
@@ -241,9 +244,28 @@ impl Engine {
             exclude: excluded.to_vec(),
         };
         let payload = serde_json::to_value(&req).unwrap_or(Value::Null);
+        // Close the round early once every node has a bid, leaving a short grace for
+        // competing bids; `collect` stays the upper bound.
+        let wanted: std::collections::HashSet<String> =
+            req.nodes.iter().map(|n| n.node_id.clone()).collect();
+        let enough = move |replies: &[(nunet_actor::Handle, Value)]| {
+            let got: std::collections::HashSet<&str> = replies
+                .iter()
+                .filter_map(|(_, v)| v.get("node_id").and_then(Value::as_str))
+                .collect();
+            wanted.iter().all(|n| got.contains(n.as_str()))
+        };
         let replies = match self
             .system
-            .broadcast(&self.inbox, DEPLOYMENT_TOPIC, BID_REQUEST, payload, collect)
+            .broadcast_until(
+                &self.inbox,
+                DEPLOYMENT_TOPIC,
+                BID_REQUEST,
+                payload,
+                collect,
+                BID_GRACE,
+                enough,
+            )
             .await
         {
             Ok(r) => r,

@@ -227,6 +227,31 @@ fn up(n: usize, dir: &Path, base: u16) -> Result<i32> {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+    // Ready = every node is connected to the bootstrap node (node-1 sees all others), so the
+    // first cross-node call does not race the initial dials.
+    if n > 1 {
+        let first = &nodes[0];
+        let home = PathBuf::from(first["home"].as_str().unwrap_or_default());
+        let api = Api::new(
+            "127.0.0.1",
+            first["rest_port"].as_u64().unwrap_or(0) as u16,
+            Duration::from_secs(5),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match peer_count(&home, &api, &pass) {
+                Ok(c) if c + 1 >= n => break,
+                _ if Instant::now() > deadline => {
+                    eprintln!(
+                        "warning: node-1 does not see all {} other nodes yet; continuing",
+                        n - 1
+                    );
+                    break;
+                }
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
     println!(
         "devnet up in {}: org {} user {}",
         dir.display(),
