@@ -19,6 +19,16 @@ fn nunet(dir: &Path, home: bool, args: &[&str]) -> Output {
     c.output().unwrap()
 }
 
+/// Stops the devnet even when an assertion fails, so no daemon outlives the test.
+struct Down(std::path::PathBuf);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let dir = self.0.to_str().unwrap_or_default().to_string();
+        let _ = nunet(&self.0, false, &["devnet", "down", "--dir", &dir]);
+    }
+}
+
 #[test]
 fn vm_behaviors_answer_through_the_daemon() {
     let tmp = tempfile::tempdir().unwrap();
@@ -43,6 +53,7 @@ fn vm_behaviors_answer_through_the_daemon() {
         "{}",
         String::from_utf8_lossy(&up.stderr)
     );
+    let _down = Down(dir.clone());
     let list = nunet(&dir, true, &["actor", "cmd", "/dms/node/vm/list", "--json"]);
     let out = String::from_utf8_lossy(&list.stdout).to_string();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
@@ -87,9 +98,4 @@ fn vm_behaviors_answer_through_the_daemon() {
         &["actor", "cmd", "/dms/node/vm/stop", "--id", "vm-none"],
     );
     assert_eq!(stop.status.code(), Some(1));
-    let _ = nunet(
-        &dir,
-        false,
-        &["devnet", "down", "--dir", dir.to_str().unwrap()],
-    );
 }
