@@ -344,31 +344,16 @@ fn check_integrity(tok: &Token, now: u64) -> Result<(), String> {
     if n > crate::verify::MAX_CHAIN_LEN {
         return Err(format!("{n} tokens in the chain"));
     }
-    let mut ids = vec![TokenId([0; 32]); n];
-    for i in (0..n).rev() {
-        let cid = if i + 1 < n { Some(ids[i + 1]) } else { None };
-        ids[i] = links[i].id_with(cid.as_ref());
-        if !links[i].verify_signature(cid.as_ref()) {
+    // The same link rules the verifier applies, then every signature (root first, since
+    // each token signs its parent's id).
+    crate::verify::check_structure(&links, now).map_err(|d| d.to_string())?;
+    let mut parent: Option<TokenId> = None;
+    for (i, t) in links.iter().enumerate().rev() {
+        let bytes = t.signing_bytes(parent.as_ref());
+        if !t.verify_signature_of(&bytes) {
             return Err(format!("bad signature at position {i}"));
         }
-        if links[i].exp <= now {
-            return Err(format!("token at position {i} has expired"));
-        }
-        if i + 1 < n {
-            let (c, p) = (links[i], links[i + 1]);
-            if p.act != Action::Delegate || c.iss != p.sub || c.exp > p.exp {
-                return Err(format!(
-                    "link at position {i} is not a valid delegation of its parent"
-                ));
-            }
-            if !c.cap.iter().all(|x| Capability::any_implies(&p.cap, x))
-                || !c.topic.iter().all(|x| Capability::any_implies(&p.topic, x))
-            {
-                return Err(format!(
-                    "token at position {i} widens its parent's capabilities"
-                ));
-            }
-        }
+        parent = Some(t.id_of(&bytes));
     }
     Ok(())
 }

@@ -354,16 +354,7 @@ impl Verifier {
             });
         }
         // Structural rules first: they are cheap and need no crypto.
-        for i in 0..n {
-            let t = links[i];
-            if t.exp <= now {
-                return Err(Denied::Expired { at: i, exp: t.exp });
-            }
-            check_depth(t, i, i)?;
-            if i + 1 < n {
-                check_link(t, links[i + 1], i)?;
-            }
-        }
+        check_structure(&links, now)?;
         // Bottom-up: each token signs its parent's id, so ids and signatures go root first.
         let mut ids = [TokenId([0; 32]); MAX_CHAIN_LEN];
         for i in (0..n).rev() {
@@ -435,6 +426,20 @@ impl Verifier {
         }
         Ok(id)
     }
+}
+
+/// Expiry, depth and link rules of every token of a chain (`[leaf, …, root]`), no crypto.
+pub(crate) fn check_structure(links: &[&DmsToken], now: u64) -> Result<(), Denied> {
+    for (i, t) in links.iter().enumerate() {
+        if t.exp <= now {
+            return Err(Denied::Expired { at: i, exp: t.exp });
+        }
+        check_depth(t, i, i)?;
+        if let Some(parent) = links.get(i + 1) {
+            check_link(t, parent, i)?;
+        }
+    }
+    Ok(())
 }
 
 /// `t` sits at position `at` with `below` tokens chained below it.
