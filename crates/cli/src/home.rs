@@ -15,6 +15,8 @@ pub struct Home {
     pub dir: PathBuf,
     /// Explicit `--config` file.
     pub config_path: Option<PathBuf>,
+    /// The configuration, read once per command (keys, contexts and the API all need it).
+    loaded: std::sync::OnceLock<Loaded>,
 }
 
 impl Home {
@@ -30,16 +32,19 @@ impl Home {
         Ok(Self {
             dir,
             config_path: config.map(Path::to_path_buf),
+            loaded: std::sync::OnceLock::new(),
         })
     }
 
     /// The effective configuration (defaults ← file ← DMS_* environment).
     pub fn config(&self) -> Result<Loaded> {
-        Ok(nunet_config::load(
-            &self.dir,
-            self.config_path.as_deref(),
-            &|k| std::env::var(k).ok(),
-        )?)
+        if let Some(l) = self.loaded.get() {
+            return Ok(l.clone());
+        }
+        let l = nunet_config::load(&self.dir, self.config_path.as_deref(), &|k| {
+            std::env::var(k).ok()
+        })?;
+        Ok(self.loaded.get_or_init(|| l).clone())
     }
 
     /// The user directory from the config (defaults to the home itself).
