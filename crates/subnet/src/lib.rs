@@ -1,0 +1,16 @@
+//! The ensemble subnet: IPv4 between the allocations of one ensemble, carried over libp2p.
+//!
+//! Every ensemble gets a /24 inside 10.0.0.0/8 ([`plan`]). On each node that hosts
+//! allocations of the ensemble, one TUN device carries the ensemble's packets ([`tun`]); a
+//! router reads batches of packets from it and sends them, framed in batches ([`wire`]), over
+//! one long-lived libp2p stream per peer and ensemble ([`carrier`]) to the node that hosts the
+//! destination address. Containers are attached with a veth pair into their network namespace
+//! and isolated per ensemble by policy routing and firewall rules ([`host`]); each ensemble
+//! has a `.internal` DNS responder on its gateway address ([`dns`]); public ports are
+//! forwarded to allocation addresses ([`portmap`]). Everything this crate creates on the host
+//! carries the `nn` name prefix / `NUNET` chain names so that [`host::cleanup_stale`] can
+//! remove what a crashed daemon left behind.
+//!
+//! What it must not do: decide who belongs to an ensemble (the orchestrator does, and hands
+//! the member list over in a capability-checked actor message), start workloads (executors
+//! do), or touch interfaces, routes and rules it did not create.
