@@ -5,7 +5,7 @@
 #   - a local busybox image `nunet-test/busybox:latest` made with `docker import`
 #     (no container registry is reachable)
 #   - qemu-system-x86 and Debian's cloud kernel for the QEMU microvm backend
-#   - busybox-static (initramfs for VM tests, rootfs for the image), iproute2, iptables
+#   - busybox-static (initramfs for VM tests, rootfs for the image), iproute2, iptables, ping
 set -euo pipefail
 
 IMAGE="${NUNET_TEST_IMAGE:-nunet-test/busybox:latest}"
@@ -17,6 +17,8 @@ command -v qemu-system-x86_64 >/dev/null || pkgs+=(qemu-system-x86)
 dpkg -s busybox-static >/dev/null 2>&1 || pkgs+=(busybox-static)   # replaces a dynamic busybox
 command -v ip >/dev/null || pkgs+=(iproute2)
 command -v iptables >/dev/null || pkgs+=(iptables)
+command -v ping >/dev/null || pkgs+=(iputils-ping)   # subnet data-path tests
+command -v nsenter >/dev/null || pkgs+=(util-linux)
 ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 || pkgs+=(linux-image-cloud-amd64)
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "install-runtimes: apt-get install ${pkgs[*]}"

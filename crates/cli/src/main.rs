@@ -52,12 +52,27 @@ enum Command {
     /// Status, manifest, logs or shutdown of a deployment.
     #[command(subcommand)]
     Deployment(cmd::deployment::DeploymentCmd),
-    /// List things the local node knows (deployments).
+    /// List things the local node knows (deployments, allocations).
     #[command(subcommand)]
     Get(cmd::deployment::GetCmd),
 }
 
+/// A closed stdout (`nunet get deployments | head -1`) ends the command quietly with exit 0:
+/// `print!` panics on EPIPE because Rust ignores SIGPIPE, so that one panic is turned into
+/// an exit (for every command at once); any other panic is reported as usual.
+fn exit_quietly_on_closed_stdout() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info.payload_as_str().unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        report(info);
+    }));
+}
+
 fn main() {
+    exit_quietly_on_closed_stdout();
     let cli = Cli::parse();
     let result =
         match cli.command {

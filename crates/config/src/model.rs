@@ -16,6 +16,8 @@ pub struct Config {
     pub p2p: P2p,
     /// Workload policy.
     pub job: Job,
+    /// The ensemble VPN (IP over libp2p).
+    pub subnet: Subnet,
     /// Logs.
     pub observability: Observability,
 }
@@ -95,6 +97,16 @@ pub struct Job {
     pub allow_privileged_docker: bool,
 }
 
+/// `subnet.*`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subnet {
+    /// Give container allocations an address in their ensemble's VPN (needs root and
+    /// `/dev/net/tun`). Off only where several nodes share one network namespace, e.g. the
+    /// loopback devnet: their subnets would collide in the one kernel routing table.
+    pub enabled: bool,
+}
+
 /// `observability.*`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -167,6 +179,7 @@ impl Config {
             job: Job {
                 allow_privileged_docker: false,
             },
+            subnet: Subnet { enabled: true },
             observability: Observability {
                 logging: Logging {
                     level: "info".into(),

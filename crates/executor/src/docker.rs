@@ -63,11 +63,11 @@ pub struct DockerExecutor {
     stopped: Mutex<HashSet<String>>,
 }
 
-fn api_err(e: bollard::errors::Error) -> ExecutorError {
+pub(crate) fn api_err(e: bollard::errors::Error) -> ExecutorError {
     ExecutorError::Runtime(format!("dockerd: {e}"))
 }
 
-fn is_status(e: &bollard::errors::Error, code: u16) -> bool {
+pub(crate) fn is_status(e: &bollard::errors::Error, code: u16) -> bool {
     matches!(e, bollard::errors::Error::DockerResponseServerError { status_code, .. } if *status_code == code)
 }
 
@@ -125,7 +125,12 @@ impl DockerExecutor {
         }
     }
 
-    fn client(&self) -> Result<&Docker> {
+    /// The settings this executor runs with.
+    pub fn config(&self) -> &DockerConfig {
+        &self.config
+    }
+
+    pub(crate) fn client(&self) -> Result<&Docker> {
         self.client
             .as_ref()
             .ok_or_else(|| ExecutorError::Unavailable {
@@ -134,7 +139,7 @@ impl DockerExecutor {
             })
     }
 
-    async fn call<T>(
+    pub(crate) async fn call<T>(
         &self,
         what: &str,
         fut: impl Future<Output = std::result::Result<T, bollard::errors::Error>>,
@@ -142,7 +147,7 @@ impl DockerExecutor {
         with_deadline(what, self.config.timeout, async { Ok(fut.await) }).await
     }
 
-    async fn image_is_local(&self, image: &str) -> Result<bool> {
+    pub(crate) async fn image_is_local(&self, image: &str) -> Result<bool> {
         let docker = self.client()?;
         let found = self
             .call("image inspect", docker.inspect_image(image))

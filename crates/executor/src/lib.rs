@@ -17,6 +17,8 @@ pub mod error;
 pub mod interface;
 /// Log streaming helpers.
 pub mod logs;
+/// Network sandboxes: containers that own a network namespace for Docker workloads.
+pub mod sandbox;
 /// Execution specs.
 pub mod spec;
 /// TAP device + forwarding + NAT helpers for VM networking (`nunet tap`).
@@ -30,6 +32,7 @@ pub use interface::{
     ExecutionInfo, ExecutionState, Executor, ExecutorKind, ExecutorStatus, ExitReason, ExitStatus,
     LogChunk, LogOptions, LogSource, LogStream,
 };
+pub use sandbox::{LABEL_SANDBOX, Sandbox};
 pub use spec::{
     CpuBudget, ExecutionSpec, GpuDevice, GpuVendor, LABEL_EXECUTION, LABEL_EXECUTOR, LABEL_NODE,
     LABEL_PREFIX, ModuleSource, Mount, NetworkAttachment, PortMapping, Protocol, Resources,

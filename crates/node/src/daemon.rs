@@ -143,11 +143,19 @@ impl Node {
         let vm = crate::vm::executor(system.did().as_str(), cfg.general.data_dir.join("vm")).await;
         tracing::info!(status = ?nunet_executor::Executor::status(vm.as_ref()), "VM executor");
         crate::vm::register(&system, vm).map_err(|e| NodeError::Behaviors(e.to_string()))?;
+        let (executors, docker) = deployment_executors(system.did().as_str(), cfg).await;
+        let subnets = crate::subnet::NodeSubnets::new(
+            cfg.subnet.enabled,
+            &network,
+            Some(docker),
+            cfg.general.data_dir.clone(),
+        );
         let provider = crate::deployment::Provider::new(
             system.clone(),
             opts.key.clone(),
             resources.clone(),
-            deployment_executors(system.did().as_str(), cfg).await,
+            executors,
+            subnets,
             cfg,
         );
         provider.restore();
@@ -213,23 +221,28 @@ impl Node {
     }
 }
 
-/// The executors deployments may use, by ensemble executor name.
+/// The executors deployments may use, by ensemble executor name (and Docker's own handle,
+/// for the subnet's network sandboxes).
 async fn deployment_executors(
     node: &str,
     cfg: &Config,
-) -> std::collections::BTreeMap<String, std::sync::Arc<dyn nunet_executor::Executor>> {
-    let docker =
-        nunet_executor::DockerExecutor::connect(nunet_executor::DockerConfig::new(node)).await;
-    tracing::info!(status = ?nunet_executor::Executor::status(&docker), "Docker executor");
+) -> (
+    std::collections::BTreeMap<String, std::sync::Arc<dyn nunet_executor::Executor>>,
+    std::sync::Arc<nunet_executor::DockerExecutor>,
+) {
+    let docker = std::sync::Arc::new(
+        nunet_executor::DockerExecutor::connect(nunet_executor::DockerConfig::new(node)).await,
+    );
+    tracing::info!(status = ?nunet_executor::Executor::status(docker.as_ref()), "Docker executor");
     let wasm = nunet_executor_wasm::WasmExecutor::new(nunet_executor_wasm::WasmConfig::new(
         node,
         cfg.general.data_dir.join("wasm"),
     ));
     let mut m: std::collections::BTreeMap<String, std::sync::Arc<dyn nunet_executor::Executor>> =
         std::collections::BTreeMap::new();
-    m.insert("docker".into(), std::sync::Arc::new(docker));
+    m.insert("docker".into(), docker.clone());
     m.insert("wasm".into(), std::sync::Arc::new(wasm));
-    m
+    (m, docker)
 }
 
 fn mtime(p: &Path) -> Option<SystemTime> {

@@ -16,8 +16,8 @@ use nunet_ensemble::{Execution, Location};
 use nunet_executor::Executor;
 use nunet_orchestrator::protocol::{
     ALLOCATE, ALLOCATION_LOGS, ALLOCATION_SHUTDOWN, ALLOCATION_START, ALLOCATION_STATUS,
-    AllocateRequest, AllocationRequest, BID_REQUEST, Bid, BidRequest, COMMIT, CommitRequest,
-    REVERT, RevertRequest,
+    AllocateRequest, AllocationRequest, BID_REQUEST, BID_REQUEST_DIRECT, Bid, BidRequest, COMMIT,
+    CommitRequest, REVERT, RevertRequest,
 };
 use nunet_resources::Resources as Held;
 use nunet_store::StoredDocument;
@@ -27,8 +27,19 @@ use serde_json::{Value, json};
 
 use crate::onboarding::{SharedManager, now_ms};
 
+/// `/dms/ensemble/<id>/allocation/{logs,shutdown}` and `/dms/node/allocations/list`.
+mod control;
 /// Execution specs and logs of allocations.
 mod exec;
+/// The provider's part of ensemble subnets.
+mod net;
+/// Exit reports to the orchestrator.
+mod notify;
+/// Static public port locks.
+mod ports;
+/// Provision scripts of Docker allocations.
+mod provision;
+pub use control::ALLOCATIONS_LIST;
 use exec::{read_logs, spec_of};
 
 /// Environment variable that enables test hooks (fault injection): with `DMS_TEST_HOOKS=1`,
@@ -62,6 +73,15 @@ struct AllocRecord {
     reason: Option<String>,
     stdout: String,
     stderr: String,
+    /// Public → private port mappings (published by the executor).
+    #[serde(default)]
+    ports: Vec<nunet_ensemble::spec::PortMapping>,
+    /// Provision scripts (name, body), run in order before the workload.
+    #[serde(default)]
+    provision: Vec<(String, String)>,
+    /// Created / started / finished (deploy-control).
+    #[serde(default)]
+    times: control::Times,
 }
 
 /// The provider: resources, executors and the allocations it runs.
@@ -70,8 +90,10 @@ pub struct Provider {
     key: Keypair,
     resources: SharedManager,
     executors: BTreeMap<String, Arc<dyn Executor>>,
+    subnets: Arc<crate::subnet::NodeSubnets>,
     location: Location,
     fail_commit: Option<std::path::PathBuf>,
+    port_locks: ports::PortLocks,
     allocs: Mutex<HashMap<String, Arc<Mutex<AllocRecord>>>>,
     commits: Mutex<HashMap<String, Vec<String>>>,
     answered: Mutex<HashMap<(String, u64), i64>>,
@@ -111,6 +133,7 @@ impl Provider {
         key: Keypair,
         resources: SharedManager,
         executors: BTreeMap<String, Arc<dyn Executor>>,
+        subnets: Arc<crate::subnet::NodeSubnets>,
         config: &nunet_config::Config,
     ) -> Arc<Self> {
         let g = &config.general;
@@ -125,10 +148,16 @@ impl Provider {
             key,
             resources,
             executors,
+            subnets,
             location,
             fail_commit: std::env::var(TEST_HOOKS_ENV)
                 .is_ok_and(|v| v == "1")
                 .then(|| g.data_dir.join(FAIL_COMMIT_FILE)),
+            port_locks: ports::PortLocks::load(
+                &g.data_dir,
+                g.port_available_range_from,
+                g.port_available_range_to,
+            ),
             allocs: Mutex::new(HashMap::new()),
             commits: Mutex::new(HashMap::new()),
             answered: Mutex::new(HashMap::new()),
@@ -185,6 +214,20 @@ impl Provider {
 
     fn release(&self, id: &str) {
         let _ = self.with_manager(|m| m.accounting_mut().release(id).map(|_| ()).map_err(failed));
+        self.port_locks.unlock(id);
+    }
+
+    /// Whether a reservation id still holds resources (port locks follow reservations).
+    fn live_reservations(&self) -> impl Fn(&str) -> bool + use<> {
+        let ids: std::collections::HashSet<String> = self
+            .with_manager(|g| {
+                Ok(g.accounting()
+                    .reservations()
+                    .map(|r| r.id.clone())
+                    .collect())
+            })
+            .unwrap_or_default();
+        move |id: &str| ids.contains(id)
     }
 
     fn bid(&self, m: &Incoming) -> Result<Value, ActorError> {
@@ -209,6 +252,7 @@ impl Provider {
             }
         }
         let available = self.available();
+        let live = self.live_reservations();
         let mut nodes = req.nodes.clone();
         nodes.shuffle(&mut rand::thread_rng());
         let fits = |n: &nunet_orchestrator::protocol::NodeBidRequest| -> bool {
@@ -219,6 +263,7 @@ impl Provider {
                         .unwrap_or(false)
                 })
                 && n.location.refusal(&self.location).is_none()
+                && self.port_locks.refusal(&n.ports, &live).is_none()
         };
         let node = nodes
             .iter()
@@ -232,6 +277,7 @@ impl Provider {
             location: self.location.clone(),
             free: offered(&free),
             executors: available,
+            used_subnets: self.subnets.used_ranges(),
             signature: String::new(),
         }
         .sign(&self.key);
@@ -257,6 +303,16 @@ impl Provider {
                     .commit(&a.id, want, req.expires_at_ms, now)
                     .map_err(|e| failed(format!("{}: {e}", a.name)))?;
                 done.push(a.id.clone());
+            }
+            Ok(())
+        });
+        let live = self.live_reservations();
+        let r = r.and_then(|()| {
+            for a in &req.allocations {
+                let ports: Vec<u16> = a.ports.iter().map(|p| p.public).collect();
+                self.port_locks
+                    .lock(&a.id, &ports, &|id: &str| live(id) && id != a.id)
+                    .map_err(|e| failed(format!("{}: {e}", a.name)))?;
             }
             Ok(())
         });
@@ -309,11 +365,13 @@ impl Provider {
         );
         let inbox = rec.inbox.clone();
         let id = rec.id.clone();
+        let ensemble_id = rec.ensemble_id.clone();
         self.persist(&rec);
         let cell = Arc::new(Mutex::new(rec));
         if let Ok(mut m) = self.allocs.lock() {
             m.insert(id, cell.clone());
         }
+        self.ensemble_behaviors_up(&ensemble_id);
         for be in [
             ALLOCATION_START,
             ALLOCATION_STATUS,
@@ -357,9 +415,18 @@ impl Provider {
                 if rec.status != "pending" {
                     return Ok(json!({"status": rec.status}));
                 }
-                let spec = spec_of(&rec)?;
+                let mut spec = spec_of(&rec)?;
                 exec.prepare(&spec).await.map_err(failed)?;
-                exec.start(&spec).await.map_err(failed)?;
+                if matches!(rec.execution, Execution::Docker(_)) {
+                    self.subnets
+                        .attach(&rec.ensemble_id, &mut spec)
+                        .await
+                        .map_err(failed)?;
+                }
+                if let Err(e) = exec.start(&spec).await {
+                    self.subnets.detach(&rec.ensemble_id, &rec.id).await;
+                    return Err(failed(e));
+                }
                 self.set(cell, |r| r.status = "running".into());
                 tokio::spawn(self.clone().watch(cell.clone(), exec));
                 Ok(json!({"status": "running"}))
@@ -385,6 +452,7 @@ impl Provider {
         let snap = match cell.lock() {
             Ok(mut r) => {
                 f(&mut r);
+                control::stamp(&mut r);
                 r.clone()
             }
             Err(_) => return,
@@ -418,7 +486,10 @@ impl Provider {
                 Ok(s) => {
                     r.status = "failed".into();
                     r.exit_code = s.code;
-                    r.reason = Some(format!("exited: {:?}, code {:?}", s.reason, s.code));
+                    r.reason =
+                        Some(provision::failure(&r.stderr).unwrap_or_else(|| {
+                            format!("exited: {:?}, code {:?}", s.reason, s.code)
+                        }));
                 }
                 Err(e) => {
                     r.status = "failed".into();
@@ -429,7 +500,12 @@ impl Provider {
         if let Err(e) = exec.remove(&id).await {
             tracing::warn!(allocation = %id, error = %e, "could not remove the finished execution");
         }
+        self.off_subnet(&cell).await;
         self.release(&id);
+        let done = cell.lock().map(|r| r.clone()).ok();
+        if let Some(done) = done {
+            notify::report_exit(&self.system, &done).await;
+        }
     }
 
     async fn terminate(&self, cell: &Arc<Mutex<AllocRecord>>, exec: &Arc<dyn Executor>) {
@@ -442,6 +518,7 @@ impl Provider {
             let _ = exec.stop(&id, Duration::from_secs(5)).await;
         }
         let _ = exec.remove(&id).await;
+        self.off_subnet(cell).await;
         self.release(&id);
     }
 
@@ -483,6 +560,8 @@ impl Provider {
         for id in &commits {
             self.release(id);
         }
+        self.ensemble_behaviors_down_if_gone(&req.ensemble_id);
+        self.subnet_down_if_gone(&req.ensemble_id).await;
         Ok(json!({"ok": true, "stopped": stopped, "released_commitments": commits.len()}))
     }
 
@@ -515,6 +594,7 @@ impl Provider {
                 Err(e) => tracing::warn!(id = %d.id, error = %e, "unreadable allocation record"),
             }
         }
+        self.restore_subnets();
     }
 
     /// Registers the provider behaviors on the root actor.
@@ -524,6 +604,15 @@ impl Provider {
             "root",
             BID_REQUEST,
             Behavior::broadcast(move |m: Incoming| {
+                let p = p.clone();
+                async move { p.bid(&m) }
+            }),
+        )?;
+        let p = self.clone();
+        self.system.register(
+            "root",
+            BID_REQUEST_DIRECT,
+            Behavior::direct(move |m: Incoming| {
                 let p = p.clone();
                 async move { p.bid(&m) }
             }),
@@ -559,7 +648,8 @@ impl Provider {
                 async move { p.revert(&m).await }
             }),
         )?;
-        Ok(())
+        self.register_subnet()?;
+        self.register_control()
     }
 }
 
@@ -580,6 +670,12 @@ fn record(req: &AllocateRequest, a: &AllocationRequest) -> AllocRecord {
         reason: None,
         stdout: String::new(),
         stderr: String::new(),
+        ports: a.ports.clone(),
+        provision: a.provision.clone(),
+        times: control::Times {
+            created_ms: Some(now_ms()),
+            ..Default::default()
+        },
     }
 }
 

@@ -15,6 +15,8 @@ pub mod daemon;
 pub mod deployment;
 /// Onboarding, resources and hardware behaviors.
 pub mod onboarding;
+/// Ensemble subnets on this provider: data path, host plumbing, DNS, sandboxes.
+pub mod subnet;
 /// Adapter from the actor layer to the libp2p network.
 pub mod transport;
 /// `/dms/node/vm/*`: custom microVMs through the VM executor.

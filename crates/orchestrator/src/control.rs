@@ -1,5 +1,8 @@
 //! The node-side entry points (`/dms/node/deployment/{new,list,status,manifest,logs,shutdown}`)
-//! and the registry of deployments this node orchestrates, restored after a restart.
+//! and the registry of deployments this node orchestrates, restored after a restart; also the
+//! names and log-cursor format of the per-ensemble provider behaviors
+//! (`/dms/ensemble/<id>/allocation/{logs,shutdown}`) both sides use. It runs no executions
+//! and touches no provider state itself.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -29,8 +32,67 @@ pub const LOGS: &str = "/dms/node/deployment/logs";
 /// `shutdown` behavior.
 pub const SHUTDOWN: &str = "/dms/node/deployment/shutdown";
 
-/// Capabilities the node delegates to an orchestrator actor.
+/// Capabilities the node delegates to an orchestrator actor (plus `/dms/ensemble/<id>`).
 const ORCHESTRATOR_CAPS: [&str; 2] = ["/dms/deployment", "/dms/allocation"];
+/// Default and largest number of log bytes returned per stream and call.
+pub const LOG_CHUNK: usize = 256 * 1024;
+
+/// `/dms/ensemble/<id>`: the per-ensemble namespace granted to its orchestrator.
+pub fn ensemble_namespace(ensemble_id: &str) -> String {
+    format!("/dms/ensemble/{ensemble_id}")
+}
+
+/// Provider: `/dms/ensemble/<id>/allocation/logs`, payload [`LogsRequest`].
+pub fn ensemble_allocation_logs(ensemble_id: &str) -> String {
+    format!("{}/allocation/logs", ensemble_namespace(ensemble_id))
+}
+
+/// Provider: `/dms/ensemble/<id>/allocation/shutdown`, payload `{allocation}` (name or id;
+/// absent = every allocation of the ensemble on that provider).
+pub fn ensemble_allocation_shutdown(ensemble_id: &str) -> String {
+    format!("{}/allocation/shutdown", ensemble_namespace(ensemble_id))
+}
+
+/// Payload of the per-ensemble logs behavior: which allocation and where to resume.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogsRequest {
+    /// Allocation name or id.
+    pub allocation: String,
+    /// Bytes of stdout already seen.
+    #[serde(default)]
+    pub stdout_offset: u64,
+    /// Bytes of stderr already seen.
+    #[serde(default)]
+    pub stderr_offset: u64,
+    /// Most bytes wanted per stream (0 = [`LOG_CHUNK`]; never more than it).
+    #[serde(default)]
+    pub max_bytes: u64,
+}
+
+/// The part of `full` from byte `offset`, at most `max` bytes, cut on character
+/// boundaries; returns it and the offset after it (to pass back next time), which is never
+/// before `offset`.
+pub fn log_slice(full: &str, offset: u64, max: usize) -> (String, u64) {
+    let max = if max == 0 {
+        LOG_CHUNK
+    } else {
+        max.min(LOG_CHUNK)
+    };
+    if usize::try_from(offset).map_or(true, |o| o > full.len()) {
+        // Less output than already seen (e.g. read while the execution was being removed):
+        // nothing new, and the cursor never moves back (that would print things twice).
+        return (String::new(), offset);
+    }
+    let mut start = usize::try_from(offset).unwrap_or(0);
+    while !full.is_char_boundary(start) {
+        start += 1;
+    }
+    let mut end = start.saturating_add(max).min(full.len());
+    while !full.is_char_boundary(end) {
+        end -= 1;
+    }
+    (full[start..end].to_string(), end as u64)
+}
 /// How long those delegations last.
 const ORCHESTRATOR_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Shortest deployment deadline accepted (NuNet `MinEnsembleDeploymentTime`).
@@ -67,8 +129,11 @@ impl Deployments {
     }
 
     fn spawn_actor(&self, inbox: &str, key: Keypair) -> nunet_actor::Handle {
+        // The inbox is the ensemble id: providers admit `/dms/ensemble/<id>/…` on that grant.
         let caps: Vec<Capability> = ORCHESTRATOR_CAPS
             .iter()
+            .map(|c| c.to_string())
+            .chain([ensemble_namespace(inbox)])
             .filter_map(|c| c.parse().ok())
             .collect();
         let topics: Vec<Capability> = DEPLOYMENT_TOPIC.parse().into_iter().collect();
@@ -125,9 +190,8 @@ impl Deployments {
             manifest: Default::default(),
             events: Vec::new(),
             rounds: 0,
-            notes: vec![
-                "no subnet: allocations are not connected by an ensemble VPN (issue 9)".into(),
-            ],
+            bids: BTreeMap::new(),
+            notes: Vec::new(),
         };
         rec.event(now_ms(), "deployment created");
         (self.persist)(&rec);
@@ -271,7 +335,14 @@ impl Deployments {
                 let d = d.clone();
                 async move {
                     let e = d.get(&id_arg(&m.payload)?)?;
-                    Ok(json!({"logs": e.logs().await}))
+                    let only = m.payload.get("allocation").and_then(Value::as_str);
+                    let cursors = m.payload.get("cursors").cloned().unwrap_or(Value::Null);
+                    let r = e.record().ok_or_else(|| failed("record lost"))?;
+                    Ok(json!({
+                        "id": r.id,
+                        "status": r.status.as_str(),
+                        "logs": e.logs(only, &cursors).await?,
+                    }))
                 }
             }),
         )?;
@@ -290,5 +361,43 @@ impl Deployments {
             }),
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_slices_resume_where_they_stopped_and_respect_char_boundaries() {
+        let full = "héllo wörld\n";
+        let (a, o1) = log_slice(full, 0, 2);
+        // "h" + the first byte of "é" would split a character: the cut moves back.
+        assert_eq!(a, "h");
+        assert_eq!(o1, 1);
+        let (b, o2) = log_slice(full, o1, 5);
+        assert_eq!(b, "éllo");
+        let (rest, end) = log_slice(full, o2, 0);
+        assert_eq!(format!("{a}{b}{rest}"), full);
+        assert_eq!(end, full.len() as u64);
+        // Nothing new: empty, same offset; an offset past the end stays where it is.
+        assert_eq!(log_slice(full, end, 0), (String::new(), end));
+        assert_eq!(log_slice(full, 10_000, 0), (String::new(), 10_000));
+        // An offset inside a character resumes at the next one.
+        assert_eq!(log_slice(full, 2, 3).0, "llo");
+    }
+
+    #[test]
+    fn ensemble_behaviors_live_under_the_granted_namespace() {
+        let ns: Capability = ensemble_namespace("abc").parse().expect("cap");
+        for b in [
+            ensemble_allocation_logs("abc"),
+            ensemble_allocation_shutdown("abc"),
+        ] {
+            let c: Capability = b.parse().expect("cap");
+            assert!(ns.implies(&c), "{b}");
+            let other: Capability = ensemble_namespace("abd").parse().expect("cap");
+            assert!(!other.implies(&c), "{b}");
+        }
     }
 }

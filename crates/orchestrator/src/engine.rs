@@ -31,8 +31,12 @@ pub const ALLOCATE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const START_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a commitment lasts unless allocated.
 pub const COMMIT_TTL_MS: i64 = 60_000;
-/// How often running allocations are checked.
-pub const MONITOR_EVERY: Duration = Duration::from_secs(1);
+/// How often running allocations are polled as a safety net; exits are pushed by providers
+/// (`/dms/ensemble/<id>/allocation/exited`), so this only matters for lost reports and dead
+/// providers.
+pub const MONITOR_EVERY: Duration = Duration::from_secs(5);
+/// How soon an allocation that missed a status check is asked again.
+pub const RECHECK_EVERY: Duration = Duration::from_secs(1);
 /// Consecutive failed status checks before an allocation counts as dead.
 pub const MAX_MISSED_CHECKS: u32 = 3;
 
@@ -40,7 +44,7 @@ pub const MAX_MISSED_CHECKS: u32 = 3;
 pub(crate) type Assignment = Vec<(String, Bid)>;
 
 /// Why a round failed.
-enum RoundError {
+pub(crate) enum RoundError {
     /// Retry (with these peers excluded).
     Retry(String, Vec<String>),
     /// Retrying cannot help.
@@ -53,6 +57,7 @@ pub struct Engine {
     pub(crate) inbox: String,
     pub(crate) rec: Mutex<Deployment>,
     pub(crate) persist: PersistFn,
+    pub(crate) exits: Arc<crate::exits::ExitInbox>,
 }
 
 fn executors_of(e: &nunet_ensemble::Ensemble, node: &nunet_ensemble::NodeConfig) -> Vec<String> {
@@ -69,12 +74,19 @@ fn executors_of(e: &nunet_ensemble::Ensemble, node: &nunet_ensemble::NodeConfig)
 
 impl Engine {
     /// An engine for `rec`, whose orchestrator actor lives at `inbox` in `system`.
+    /// Registers the orchestrator's `/dms/ensemble/<id>/allocation/exited` behavior there.
     pub fn new(system: ActorSystem, inbox: String, rec: Deployment, persist: PersistFn) -> Self {
+        let exits = Arc::new(crate::exits::ExitInbox::default());
+        if let Err(e) = exits.register(&system, &inbox, &rec.id) {
+            tracing::warn!(target: "orchestrator", id = %rec.id, error = %e.message,
+                "no exit-report behavior; relying on status polls");
+        }
         Self {
             system,
             inbox,
             rec: Mutex::new(rec),
             persist,
+            exits,
         }
     }
 
@@ -207,6 +219,7 @@ impl Engine {
         self.set_status(DeploymentStatus::Provisioning, "allocating");
         let started = async {
             self.allocate(&assign).await?;
+            self.provision_subnet(&assign).await?;
             self.start_all().await
         };
         if let Err(e) = started.await {
@@ -243,6 +256,8 @@ impl Engine {
                 .collect(),
             exclude: excluded.to_vec(),
         };
+        // Pinned nodes are asked directly; only the others go out on gossip.
+        let (req, pinned) = crate::bids::split_pinned(&req);
         let payload = serde_json::to_value(&req).unwrap_or(Value::Null);
         // Close the round early once every node has a bid, leaving a short grace for
         // competing bids; `collect` stays the upper bound.
@@ -255,25 +270,33 @@ impl Engine {
                 .collect();
             wanted.iter().all(|n| got.contains(n.as_str()))
         };
-        let replies = match self
-            .system
-            .broadcast_until(
-                &self.inbox,
-                DEPLOYMENT_TOPIC,
-                BID_REQUEST,
-                payload,
-                collect,
-                BID_GRACE,
-                enough,
-            )
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                self.event(format!("bid request not published: {}", e.message));
+        let broadcast = async {
+            if req.nodes.is_empty() {
                 return Vec::new();
             }
+            match self
+                .system
+                .broadcast_until(
+                    &self.inbox,
+                    DEPLOYMENT_TOPIC,
+                    BID_REQUEST,
+                    payload,
+                    collect,
+                    BID_GRACE,
+                    enough,
+                )
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    self.event(format!("bid request not published: {}", e.message));
+                    Vec::new()
+                }
+            }
         };
+        let (mut replies, direct) = futures::join!(broadcast, self.pinned_bids(pinned, collect));
+        replies.extend(direct);
+        let replies = crate::bids::cap_per_node(replies);
         let mut bids = Vec::new();
         for (from, v) in replies {
             let Ok(bid) = serde_json::from_value::<Bid>(v) else {
@@ -292,6 +315,8 @@ impl Engine {
                 Err(e) => self.event(format!("refused bid: {e}")),
             }
         }
+        // [deploy-control] per-node bid counts, shown live by `nunet deploy` (status `bids`).
+        self.update(|r| r.set_bids(bids.iter().map(|b| b.node_id.as_str())));
         bids
     }
 
@@ -368,6 +393,7 @@ impl Engine {
                     name: a.name.clone(),
                     id: allocation_id(&rec.id, node, &a.name),
                     resources: a.resources.clone(),
+                    ports: crate::provision::ports_of(&rec.ensemble, node, &a.name),
                 })
                 .collect();
             let t = COMMIT_TIMEOUT * (allocs.len().max(1) as u32);
@@ -427,6 +453,8 @@ impl Engine {
                     kind: a.kind,
                     execution: a.execution.clone(),
                     resources: a.resources.clone(),
+                    ports: crate::provision::ports_of(&rec.ensemble, node, &a.name),
+                    provision: crate::provision::provision_of(&rec.ensemble, a),
                 })
                 .collect();
             let t = ALLOCATE_TIMEOUT * (allocs.len().max(1) as u32);
@@ -464,7 +492,13 @@ impl Engine {
                                 handle: Some(handle),
                                 status: "pending".into(),
                                 exit_code: None,
-                                ports: BTreeMap::new(),
+                                ports: crate::provision::port_map(&crate::provision::ports_of(
+                                    &r.ensemble,
+                                    node,
+                                    &name,
+                                )),
+                                ip: None,
+                                dns: None,
                             },
                         );
                     }

@@ -5,6 +5,7 @@
 use nunet_actor::Handle;
 use nunet_did::{Did, Keypair, Signature};
 use nunet_ensemble::spec::AllocationType;
+use nunet_ensemble::spec::PortMapping;
 use nunet_ensemble::{Execution, Location, LocationConstraint, Resources};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -13,6 +14,8 @@ use sha2::{Digest, Sha256};
 pub const DEPLOYMENT_TOPIC: &str = "/nunet/deployment";
 /// Provider: answer a bid request (broadcast on [`DEPLOYMENT_TOPIC`]).
 pub const BID_REQUEST: &str = "/dms/deployment/request";
+/// Provider: answer a bid request sent directly (nodes pinned to that provider).
+pub const BID_REQUEST_DIRECT: &str = "/dms/deployment/request/direct";
 /// Provider: lock resources for an ensemble's allocations (phase 1).
 pub const COMMIT: &str = "/dms/deployment/commit";
 /// Provider: create the allocation actors (phase 2).
@@ -27,6 +30,31 @@ pub const ALLOCATION_STATUS: &str = "/dms/allocation/status";
 pub const ALLOCATION_LOGS: &str = "/dms/allocation/logs";
 /// Allocation actor: stop the execution and release its resources.
 pub const ALLOCATION_SHUTDOWN: &str = "/dms/allocation/shutdown";
+
+/// Most bids a provider gives per node of one request (NuNet `MaxBidMultiplier`); the
+/// orchestrator also keeps at most this many bids per node.
+pub const MAX_BIDS_PER_NODE: usize = 8;
+
+/// Orchestrator actor: a provider reports that an allocation's execution ended. The full
+/// name is [`allocation_exited`]`(ensemble id)`, under the `/dms/ensemble/<id>` capability.
+pub fn allocation_exited(ensemble_id: &str) -> String {
+    format!("/dms/ensemble/{ensemble_id}/allocation/exited")
+}
+
+/// Payload of [`allocation_exited`]: how the execution ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AllocationExited {
+    /// Ensemble id.
+    pub ensemble_id: String,
+    /// Allocation id (see [`allocation_id`]).
+    pub allocation_id: String,
+    /// `completed` or `failed`.
+    pub status: String,
+    /// Exit code, when there was one.
+    pub exit_code: Option<i64>,
+    /// Why it failed.
+    pub reason: Option<String>,
+}
 
 /// Prefix signed in front of a bid's JSON (NuNet's `dms-bid-`).
 pub const BID_SIGNING_PREFIX: &[u8] = b"dms-bid-";
@@ -78,6 +106,10 @@ pub struct Bid {
     pub free: Resources,
     /// Executors available there.
     pub executors: Vec<String>,
+    /// 10/8 ranges the provider already uses (host routes, other ensembles), for the
+    /// subnet plan to avoid; empty when it has no ensemble subnets.
+    #[serde(default)]
+    pub used_subnets: Vec<String>,
     /// Signature over [`BID_SIGNING_PREFIX`] + this JSON with `signature` empty (hex).
     #[serde(default)]
     pub signature: String,
@@ -152,6 +184,9 @@ pub struct CommitAllocation {
     pub id: String,
     /// Resources to lock.
     pub resources: Resources,
+    /// Static public ports of the node that go to this allocation (locked with it).
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
 }
 
 /// `CommitDeploymentRequest`: lock resources for a node's allocations until `expires_at_ms`.
@@ -180,6 +215,12 @@ pub struct AllocationRequest {
     pub execution: Execution,
     /// Resources (already committed).
     pub resources: Resources,
+    /// Public → private port mappings of this allocation.
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
+    /// Provision scripts (name, body) to run in order before the workload.
+    #[serde(default)]
+    pub provision: Vec<(String, String)>,
 }
 
 /// `AllocationDeploymentRequest`: turn a node's commitments into allocation actors.
@@ -237,6 +278,7 @@ mod tests {
             location: Location::default(),
             free: Resources::default(),
             executors: vec!["docker".into()],
+            used_subnets: Vec::new(),
             signature: String::new(),
         }
     }

@@ -74,6 +74,12 @@ pub struct ManifestAllocation {
     pub exit_code: Option<i64>,
     /// Host port → allocation port.
     pub ports: BTreeMap<u16, u16>,
+    /// Address in the ensemble's subnet, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// `<dns_name>.internal`, when it is on the subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<String>,
 }
 
 /// One node in the manifest.
@@ -127,6 +133,9 @@ pub struct Deployment {
     pub rounds: u32,
     /// A note about features this build does not provide (e.g. the subnet).
     pub notes: Vec<String>,
+    /// Verified bids per ensemble node in the latest bid round (shown by `nunet deploy`).
+    #[serde(default)]
+    pub bids: BTreeMap<String, u32>,
 }
 
 /// Most events kept per deployment.
@@ -148,6 +157,21 @@ impl Deployment {
         }
     }
 
+    /// Records the latest bid round: every ensemble node with the number of verified bids
+    /// for it (0 when none came).
+    pub fn set_bids<'a>(&mut self, bid_nodes: impl IntoIterator<Item = &'a str>) {
+        let mut counts: BTreeMap<String, u32> = self
+            .ensemble
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), 0))
+            .collect();
+        for n in bid_nodes {
+            *counts.entry(n.to_string()).or_default() += 1;
+        }
+        self.bids = counts;
+    }
+
     /// The summary shown by `list` and `status` (no key, no ensemble).
     pub fn summary(&self) -> serde_json::Value {
         serde_json::json!({
@@ -162,6 +186,7 @@ impl Deployment {
             "nodes": self.manifest.nodes.iter().map(|(n, m)| (n.clone(), m.peer.clone())).collect::<BTreeMap<_, _>>(),
             "allocations": self.manifest.allocations.iter().map(|(n, a)| (n.clone(), a.status.clone())).collect::<BTreeMap<_, _>>(),
             "notes": self.notes,
+            "bids": self.bids,
         })
     }
 }

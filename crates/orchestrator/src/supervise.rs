@@ -1,16 +1,28 @@
 //! Supervision of a running deployment (allocation status polling, completion, failure),
-//! shutdown and logs.
+//! shutdown and logs (through the providers' `/dms/ensemble/<id>/allocation/*` behaviors).
+//! It only sends actor messages; providers own the executions and resources.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
+use futures::future::join_all;
+use nunet_actor::{ActorError, ErrorKind};
 use nunet_ensemble::spec::AllocationType;
 use serde_json::{Value, json};
 
-use crate::engine::{Assignment, Engine, MAX_MISSED_CHECKS, MONITOR_EVERY};
+use crate::control::{
+    LogsRequest, ensemble_allocation_logs, ensemble_allocation_shutdown, log_slice,
+};
+use crate::engine::{Assignment, Engine, MAX_MISSED_CHECKS};
 use crate::now_ms;
 use crate::protocol::{ALLOCATION_LOGS, ALLOCATION_STATUS, Bid};
-use crate::state::DeploymentStatus;
-use std::time::Duration;
+use crate::state::{DeploymentStatus, ManifestAllocation};
+
+/// How long a provider gets to stop an ensemble's allocations (NuNet
+/// `AllocationShutdownTimeout` is 15 s per allocation; several may stop in parallel).
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a logs request may take.
+const LOGS_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Engine {
     pub(crate) async fn revert_manifest(&self) {
@@ -30,6 +42,7 @@ impl Engine {
                         location: Default::default(),
                         free: Default::default(),
                         executors: Vec::new(),
+                        used_subnets: Vec::new(),
                         signature: String::new(),
                     },
                 )
@@ -42,7 +55,7 @@ impl Engine {
     pub async fn monitor(&self) {
         let mut missed: HashMap<String, u32> = HashMap::new();
         loop {
-            tokio::time::sleep(MONITOR_EVERY).await;
+            self.next_check(!missed.is_empty()).await; // pushed exits, else the safety-net poll
             let Some(rec) = self.record() else { return };
             if rec.status != DeploymentStatus::Running {
                 return;
@@ -126,7 +139,10 @@ impl Engine {
         }
     }
 
-    /// Stops every allocation and releases everything on every provider.
+    /// Stops every allocation and releases everything on every provider: first through each
+    /// provider's `/dms/ensemble/<id>/allocation/shutdown` (every allocation of the ensemble
+    /// there), then `/dms/deployment/revert`, which removes the actors, records and
+    /// commitments (and also stops anything the first step missed).
     pub async fn shutdown(&self, by: &str) -> Result<(), String> {
         let was = self.status();
         if was.is_terminal()
@@ -140,6 +156,28 @@ impl Engine {
             r.reason = Some(format!("shut down by {by}"));
             r.event(now_ms(), "shutting down");
         });
+        if let Some(rec) = self.record() {
+            let be = ensemble_allocation_shutdown(&rec.id);
+            let calls = rec.manifest.nodes.iter().map(|(node, m)| {
+                let be = be.clone();
+                async move {
+                    let r = self.call(&m.handle, &be, json!({}), SHUTDOWN_TIMEOUT).await;
+                    (node, m.peer.clone(), r)
+                }
+            });
+            for (node, peer, r) in join_all(calls).await {
+                match r {
+                    Ok(v) => self.event(format!(
+                        "stopped node {node} on {peer}: {}",
+                        v["stopped"].as_array().map_or(0, Vec::len)
+                    )),
+                    Err(e) => self.event(format!(
+                        "shutdown of node {node} on {peer}: {} (revert follows)",
+                        e.message
+                    )),
+                }
+            }
+        }
         self.revert_manifest().await;
         self.update(|r| {
             for a in r.manifest.allocations.values_mut() {
@@ -153,25 +191,87 @@ impl Engine {
         Ok(())
     }
 
-    /// Every allocation's output, by `<node>.<alloc>`.
-    pub async fn logs(&self) -> Value {
-        let Some(rec) = self.record() else {
-            return Value::Null;
-        };
-        let mut out = serde_json::Map::new();
-        for (k, a) in &rec.manifest.allocations {
-            let v = match &a.handle {
-                Some(h) => match self
-                    .call(h, ALLOCATION_LOGS, json!({}), Duration::from_secs(30))
-                    .await
-                {
-                    Ok(v) => v,
-                    Err(e) => json!({"error": e.message}),
-                },
-                None => json!({"error": "not allocated"}),
-            };
-            out.insert(k.clone(), v);
+    /// Output of the deployment's allocations (all, or the one `only` names: `<node>.<alloc>`,
+    /// the allocation name, or its id), by `<node>.<alloc>`. `cursors` maps those keys to
+    /// `{stdout_offset, stderr_offset}` already seen; each entry returns the new offsets, so
+    /// a follower never gets the same bytes twice.
+    pub async fn logs(&self, only: Option<&str>, cursors: &Value) -> Result<Value, ActorError> {
+        let rec = self
+            .record()
+            .ok_or_else(|| ActorError::failed("record lost"))?;
+        let picked: Vec<(&String, &ManifestAllocation)> = rec
+            .manifest
+            .allocations
+            .iter()
+            .filter(|(k, a)| {
+                only.is_none_or(|o| o == k.as_str() || o == a.id || k.ends_with(&format!(".{o}")))
+            })
+            .collect();
+        if let Some(o) = only
+            && picked.is_empty()
+        {
+            return Err(ActorError::new(
+                ErrorKind::NotFound,
+                format!("no allocation {o} in deployment {}", rec.id),
+            ));
         }
-        Value::Object(out)
+        let calls = picked.into_iter().map(|(k, a)| {
+            let c = &cursors[k.as_str()];
+            let req = LogsRequest {
+                allocation: a.id.clone(),
+                stdout_offset: c["stdout_offset"].as_u64().unwrap_or(0),
+                stderr_offset: c["stderr_offset"].as_u64().unwrap_or(0),
+                max_bytes: 0,
+            };
+            let rec = &rec;
+            async move { (k.clone(), self.allocation_logs(rec, a, req).await) }
+        });
+        let out: serde_json::Map<String, Value> = join_all(calls).await.into_iter().collect();
+        Ok(Value::Object(out))
+    }
+
+    /// One allocation's output from its provider's per-ensemble behavior, or (a provider
+    /// without it) from the allocation actor, cut to the cursor here.
+    async fn allocation_logs(
+        &self,
+        rec: &crate::state::Deployment,
+        a: &ManifestAllocation,
+        req: LogsRequest,
+    ) -> Value {
+        if let Some(node) = rec.manifest.nodes.get(&a.node_id) {
+            let payload = serde_json::to_value(&req).unwrap_or(Value::Null);
+            match self
+                .call(
+                    &node.handle,
+                    &ensemble_allocation_logs(&rec.id),
+                    payload,
+                    LOGS_TIMEOUT,
+                )
+                .await
+            {
+                Ok(v) => return v,
+                Err(e) if e.kind != ErrorKind::NotFound => return json!({"error": e.message}),
+                Err(_) => {}
+            }
+        }
+        let Some(h) = &a.handle else {
+            return json!({"error": "not allocated"});
+        };
+        match self.call(h, ALLOCATION_LOGS, json!({}), LOGS_TIMEOUT).await {
+            Ok(v) => {
+                let (stdout, so) =
+                    log_slice(v["stdout"].as_str().unwrap_or(""), req.stdout_offset, 0);
+                let (stderr, se) =
+                    log_slice(v["stderr"].as_str().unwrap_or(""), req.stderr_offset, 0);
+                json!({
+                    "status": v["status"],
+                    "stdout": stdout,
+                    "stderr": stderr,
+                    "stdout_offset": so,
+                    "stderr_offset": se,
+                })
+            }
+            Err(e) => json!({"error": e.message}),
+        }
     }
 }

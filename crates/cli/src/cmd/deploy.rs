@@ -1,6 +1,7 @@
 //! `nunet deploy -f <ensemble.yaml>`: asks the local node to orchestrate an ensemble, shows
-//! each phase as it happens (bids, placement, commits, allocations, starts) and ends with the
-//! manifest: which peer runs what.
+//! each phase as it happens (bids received per node, placement, commits, allocations, starts;
+//! the status is polled every 500 ms) and ends with the manifest: which peer runs what. With
+//! `--json`, stdout carries exactly one JSON document (status + manifest) at the end.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -26,7 +27,7 @@ pub struct DeployArgs {
     /// Capability context that signs the request.
     #[arg(short = 'c', long = "context", default_value = "user")]
     context: String,
-    /// Print only the final result, as JSON.
+    /// Print only the final result (status and manifest) as one JSON document.
     #[arg(long)]
     json: bool,
 }
@@ -42,6 +43,19 @@ fn absolute_modules(e: &mut nunet_ensemble::Ensemble, base: &Path) {
             w.module = p.canonicalize().unwrap_or(p).display().to_string();
         }
     }
+}
+
+/// How often the deployment status is polled.
+const POLL: Duration = Duration::from_millis(500);
+
+/// `node-a 2, node-b 1` from the status' per-node bid counts (empty before the first round).
+fn bids_line(bids: &serde_json::Value) -> String {
+    bids.as_object()
+        .into_iter()
+        .flatten()
+        .map(|(node, n)| format!("{node} {}", n.as_u64().unwrap_or(0)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Runs the command.
@@ -73,8 +87,9 @@ pub fn run(home: &Home, args: DeployArgs) -> Result<i32> {
         println!("deployment {id}");
     }
     let mut after = 0u64;
+    let (mut last_bids, mut last_phase) = (String::new(), String::new());
     let status = loop {
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(POLL);
         let v = match caller.call(
             "/dms/node/deployment/status",
             &json!({"id": id, "after": after}),
@@ -94,6 +109,15 @@ pub fn run(home: &Home, args: DeployArgs) -> Result<i32> {
             }
         }
         let s = v["status"].as_str().unwrap_or("").to_string();
+        let bids = bids_line(&v["bids"]);
+        if !args.json && !bids.is_empty() && bids != last_bids {
+            println!("bids: {bids}");
+            last_bids = bids;
+        }
+        if !args.json && s != last_phase {
+            println!("phase: {s}");
+            last_phase.clone_from(&s);
+        }
         let done = matches!(s.as_str(), "Completed" | "Failed" | "ShuttingDown")
             || (s == "Running" && has_service);
         if done {
@@ -114,6 +138,9 @@ pub fn run(home: &Home, args: DeployArgs) -> Result<i32> {
             "id": id,
             "status": status["status"],
             "reason": status["reason"],
+            "rounds": status["rounds"],
+            "bids": status["bids"],
+            "notes": status["notes"],
             "manifest": manifest["manifest"],
         });
         println!("{}", serde_json::to_string_pretty(&out)?);

@@ -1,5 +1,6 @@
-//! `nunet deployment status|manifest|logs|shutdown <id>` and `nunet get deployments`: the
-//! control behaviors of deployments the local node orchestrates.
+//! `nunet deployment status|manifest|logs [-f]|shutdown <id>` and `nunet get
+//! deployments|allocations`: the control behaviors of deployments the local node orchestrates
+//! and of the allocations it runs. Printing only: the node does the work.
 
 use std::time::Duration;
 
@@ -12,6 +13,9 @@ use serde_json::{Value, json};
 
 use crate::client::{self, Api, Outcome, exit};
 use crate::home::Home;
+
+/// `nunet deployment logs [-f]`.
+mod logs;
 
 /// Signs invocations with one context and posts them to the local daemon.
 pub struct Caller {
@@ -85,8 +89,23 @@ pub fn print_manifest(m: &Value) {
             .as_i64()
             .map(|c| format!(", exit {c}"))
             .unwrap_or_default();
+        let net = match (a["ip"].as_str(), a["dns"].as_str()) {
+            (Some(ip), Some(dns)) => format!("  {ip} {dns}"),
+            _ => String::new(),
+        };
+        let ports: Vec<String> = a["ports"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(public, private)| format!("{public}->{private}"))
+            .collect();
+        let ports = if ports.is_empty() {
+            String::new()
+        } else {
+            format!("  ports {}", ports.join(","))
+        };
         println!(
-            "  {name}: {} ({}{code})",
+            "  {name}: {} ({}{code}){net}{ports}",
             a["id"].as_str().unwrap_or("?"),
             a["status"].as_str().unwrap_or("?")
         );
@@ -100,8 +119,8 @@ pub enum DeploymentCmd {
     Status(IdArgs),
     /// Which peer runs what.
     Manifest(IdArgs),
-    /// Output of every allocation.
-    Logs(IdArgs),
+    /// Output of every allocation (or one); `-f` follows it until the allocations end.
+    Logs(LogsArgs),
     /// Stop every allocation and release every resource.
     Shutdown(IdArgs),
 }
@@ -119,6 +138,19 @@ pub struct IdArgs {
     json: bool,
 }
 
+/// Arguments of `nunet deployment logs`.
+#[derive(clap::Args, Debug)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    ids: IdArgs,
+    /// Keep printing new output until the allocations end (or Ctrl-C).
+    #[arg(short = 'f', long = "follow")]
+    follow: bool,
+    /// Only this allocation (its name, `<node>.<name>`, or id).
+    #[arg(long = "allocation", value_name = "NAME")]
+    allocation: Option<String>,
+}
+
 /// `nunet get …`.
 #[derive(Subcommand, Debug)]
 pub enum GetCmd {
@@ -128,6 +160,18 @@ pub enum GetCmd {
         #[arg(short = 'c', long = "context", default_value = "user")]
         context: String,
         /// Only those whose field equals the value (`status=Running`).
+        #[arg(long)]
+        filter: Vec<String>,
+        /// Print the raw JSON result.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Allocations the local node runs as a provider.
+    Allocations {
+        /// Capability context that signs the request.
+        #[arg(short = 'c', long = "context", default_value = "user")]
+        context: String,
+        /// Only those whose field equals the value (`status=running`, `executor=docker`).
         #[arg(long)]
         filter: Vec<String>,
         /// Print the raw JSON result.
@@ -153,7 +197,7 @@ pub fn run(home: &Home, cmd: DeploymentCmd) -> Result<i32> {
     let (be, args, ttl) = match &cmd {
         DeploymentCmd::Status(a) => ("status", a, 15),
         DeploymentCmd::Manifest(a) => ("manifest", a, 15),
-        DeploymentCmd::Logs(a) => ("logs", a, 60),
+        DeploymentCmd::Logs(l) => return logs::run(home, l),
         DeploymentCmd::Shutdown(a) => ("shutdown", a, 60),
     };
     let caller = Caller::new(home, &args.context)?;
@@ -169,66 +213,102 @@ pub fn run(home: &Home, cmd: DeploymentCmd) -> Result<i32> {
         show(&v, true)?;
         return Ok(exit::OK);
     }
-    match cmd {
-        DeploymentCmd::Manifest(_) => print_manifest(&v["manifest"]),
-        DeploymentCmd::Logs(_) => {
-            for (name, l) in v["logs"].as_object().into_iter().flatten() {
-                println!("== {name} ({})", l["status"].as_str().unwrap_or("?"));
-                print!("{}", l["stdout"].as_str().unwrap_or(""));
-                eprint!("{}", l["stderr"].as_str().unwrap_or(""));
-                if let Some(e) = l["error"].as_str() {
-                    println!("error: {e}");
-                }
-            }
+    if let DeploymentCmd::Manifest(_) = cmd {
+        print_manifest(&v["manifest"]);
+    } else {
+        let mut s = v.clone();
+        if let Some(o) = s.as_object_mut() {
+            o.remove("events");
         }
-        _ => {
-            let mut s = v.clone();
-            if let Some(o) = s.as_object_mut() {
-                o.remove("events");
-            }
-            show(&s, false)?;
-        }
+        show(&s, false)?;
     }
     Ok(exit::OK)
 }
 
-/// Runs `nunet get …`.
-pub fn get(home: &Home, cmd: GetCmd) -> Result<i32> {
-    let GetCmd::Deployments {
-        context,
-        filter,
-        json,
-    } = cmd;
-    let caller = Caller::new(home, &context)?;
-    let v = match caller.call(
-        "/dms/node/deployment/list",
-        &Value::Null,
-        Duration::from_secs(15),
-    )? {
-        Ok(v) => v,
-        Err(code) => return Ok(code),
-    };
-    let wanted: Vec<(String, String)> = filter
-        .iter()
-        .filter_map(|f| {
-            f.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect();
-    let list: Vec<Value> = v["deployments"]
-        .as_array()
+/// The entries of `list` whose fields equal every `k=v` of `filter` (strings compared as
+/// they are, other values by their JSON text).
+fn filtered(list: &Value, filter: &[String]) -> Vec<Value> {
+    let wanted: Vec<(&str, &str)> = filter.iter().filter_map(|f| f.split_once('=')).collect();
+    list.as_array()
         .into_iter()
         .flatten()
         .filter(|d| {
-            wanted.iter().all(|(k, want)| match &d[k] {
+            wanted.iter().all(|(k, want)| match &d[*k] {
                 Value::String(s) => s == want,
                 other => *other.to_string() == **want,
             })
         })
         .cloned()
-        .collect();
+        .collect()
+}
+
+/// `2024-05-01 12:00:00`-style UTC time of a Unix-ms value, or `-`.
+fn when(ms: &Value) -> String {
+    ms.as_i64()
+        .and_then(|m| u64::try_from(m).ok())
+        .map(|m| {
+            let t = std::time::UNIX_EPOCH + Duration::from_millis(m);
+            humantime::format_rfc3339_seconds(t).to_string()
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Runs `nunet get …`.
+pub fn get(home: &Home, cmd: GetCmd) -> Result<i32> {
+    let (context, filter, json, be, field) = match cmd {
+        GetCmd::Deployments {
+            context,
+            filter,
+            json,
+        } => (
+            context,
+            filter,
+            json,
+            "/dms/node/deployment/list",
+            "deployments",
+        ),
+        GetCmd::Allocations {
+            context,
+            filter,
+            json,
+        } => (
+            context,
+            filter,
+            json,
+            "/dms/node/allocations/list",
+            "allocations",
+        ),
+    };
+    let caller = Caller::new(home, &context)?;
+    let v = match caller.call(be, &Value::Null, Duration::from_secs(15))? {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
+    };
+    let list = filtered(&v[field], &filter);
     if json {
-        show(&json!({"deployments": list}), true)?;
+        show(&json!({ field: list }), true)?;
+    } else if field == "allocations" {
+        println!(
+            "{:<34} {:<12} {:<20} {:<8} {:<10} {:<20} FINISHED",
+            "ID", "ENSEMBLE", "NAME", "EXECUTOR", "STATUS", "STARTED"
+        );
+        for a in &list {
+            let ens = a["ensemble_id"].as_str().unwrap_or("?");
+            println!(
+                "{:<34} {:<12} {:<20} {:<8} {:<10} {:<20} {}",
+                a["id"].as_str().unwrap_or("?"),
+                ens.get(..12).unwrap_or(ens),
+                format!(
+                    "{}.{}",
+                    a["node_id"].as_str().unwrap_or("?"),
+                    a["name"].as_str().unwrap_or("?")
+                ),
+                a["executor"].as_str().unwrap_or("?"),
+                a["status"].as_str().unwrap_or("?"),
+                when(&a["started_ms"]),
+                when(&a["finished_ms"]),
+            );
+        }
     } else {
         println!("{:<66} {:<13} ALLOCATIONS", "ID", "STATUS");
         for d in &list {

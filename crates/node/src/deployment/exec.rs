@@ -8,7 +8,7 @@ use nunet_actor::ActorError;
 use nunet_ensemble::Execution;
 use nunet_executor::{
     CpuBudget, ExecutionSpec, Executor, LogOptions, LogSource, ModuleSource, NetworkAttachment,
-    Workload,
+    PortMapping, Protocol, Workload,
 };
 
 use super::{AllocRecord, MAX_LOG_BYTES, failed};
@@ -38,6 +38,18 @@ pub(super) fn spec_of(rec: &AllocRecord) -> Result<ExecutionSpec, ActorError> {
                 .map(|e| (e.name.clone(), e.value.clone()))
                 .collect();
             s.network = NetworkAttachment::Default;
+            s.ports = rec
+                .ports
+                .iter()
+                .map(|p| PortMapping {
+                    host_port: p.public,
+                    guest_port: p.private,
+                    protocol: Protocol::Tcp,
+                })
+                .collect();
+            if !rec.provision.is_empty() {
+                super::provision::wrap(&mut s, &rec.provision)?;
+            }
             s
         }
         Execution::Wasm(w) => {
@@ -66,6 +78,12 @@ pub(super) fn spec_of(rec: &AllocRecord) -> Result<ExecutionSpec, ActorError> {
                 _ => None,
             };
             s
+        }
+        _ if !rec.provision.is_empty() || !rec.ports.is_empty() => {
+            return Err(failed(format!(
+                "provision scripts and static ports need a docker allocation, not {}",
+                rec.execution.executor()
+            )));
         }
         other => {
             return Err(failed(format!(

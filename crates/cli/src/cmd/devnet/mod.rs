@@ -1,5 +1,8 @@
 //! `nunet devnet`: a local multi-node network on loopback, with an organisation as root of
-//! trust, for trying things out and for the multi-process tests.
+//! trust, for trying things out and for the multi-process tests. With `--netns` every node
+//! gets its own network namespace (see [`netns`]), which the ensemble VPN needs.
+
+mod netns;
 
 use std::fs;
 use std::os::unix::process::CommandExt;
@@ -29,6 +32,11 @@ pub enum DevnetCmd {
         /// 0 picks free ports (what tests running in parallel should use).
         #[arg(long, default_value_t = 19000)]
         base_port: u16,
+        /// Put every node in its own network namespace (root only), on a bridged LAN
+        /// 172.31.x.0/24, with the ensemble VPN enabled. Talk to node i with
+        /// `ip netns exec <its namespace> nunet …` (printed at the end).
+        #[arg(long)]
+        netns: bool,
     },
     /// Show each node: process, API health and connected peers.
     Status {
@@ -55,7 +63,8 @@ pub fn run(cmd: DevnetCmd) -> Result<i32> {
             nodes,
             dir,
             base_port,
-        } => up(nodes, &dir, base_port),
+            netns,
+        } => up(nodes, &dir, base_port, netns),
         DevnetCmd::Status { dir } => status(&dir),
         DevnetCmd::Down { dir, purge } => down(&dir, purge),
     }
@@ -101,7 +110,7 @@ fn read_pid(home: &Path) -> Option<u32> {
         .ok()
 }
 
-fn up(n: usize, dir: &Path, base: u16) -> Result<i32> {
+fn up(n: usize, dir: &Path, base: u16, in_netns: bool) -> Result<i32> {
     if !(1..=20).contains(&n) {
         bail!("--nodes must be between 1 and 20");
     }
@@ -135,6 +144,10 @@ fn up(n: usize, dir: &Path, base: u16) -> Result<i32> {
     )?;
     let exp = now_ns() + 30 * 24 * 3600 * 1_000_000_000;
     let now = now_ns();
+    let layout = in_netns.then(|| netns::Layout::new(n));
+    if let Some(l) = &layout {
+        netns::create(l)?;
+    }
 
     // Root of trust and the user.
     let org = keystore(&dir.join("org"))?.create("org", &pass)?;
@@ -157,27 +170,35 @@ fn up(n: usize, dir: &Path, base: u16) -> Result<i32> {
         let cf = ContextFile::new(home.join("cap"));
         cf.create("dms", &ctx)?;
         cf.create("user", &user_ctx)?;
-        let (rest, p2p) = if base == 0 {
+        let (rest, p2p) = if layout.is_some() {
+            (9999, 4001)
+        } else if base == 0 {
             (free_port()?, free_port()?)
         } else {
             (base + 10 * i as u16, base + 10 * i as u16 + 1)
         };
+        let host = layout
+            .as_ref()
+            .map(|l| l.addr(i))
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let ns = layout.as_ref().map(|l| l.nodes[i - 1].clone());
         let peer = key.did().peer_id().to_base58();
-        let tcp = format!("/ip4/127.0.0.1/tcp/{p2p}/p2p/{peer}");
+        let tcp = format!("/ip4/{host}/tcp/{p2p}/p2p/{peer}");
         let bootstrap: Vec<String> = nodes
             .first()
             .map(|f: &Value| vec![f["p2p"].as_str().unwrap_or_default().to_string()])
             .unwrap_or_default();
         let config = json!({
             "rest": {"port": rest},
-            "p2p": {"listen_address": [format!("/ip4/127.0.0.1/tcp/{p2p}"), format!("/ip4/127.0.0.1/udp/{p2p}/quic-v1")], "bootstrap_peers": bootstrap},
+            "p2p": {"listen_address": [format!("/ip4/{host}/tcp/{p2p}"), format!("/ip4/{host}/udp/{p2p}/quic-v1")], "bootstrap_peers": bootstrap},
             "general": {"env": "devnet"},
+            "subnet": {"enabled": layout.is_some()},
         });
         nunet_config::write_file(&home.join(nunet_config::load::FILE_NAME), &config)?;
-        nodes.push(json!({"name": format!("node-{i}"), "home": home, "did": key.did().to_string(), "peer_id": peer, "rest": format!("http://127.0.0.1:{rest}/api/v1"), "rest_port": rest, "p2p": tcp}));
+        nodes.push(json!({"name": format!("node-{i}"), "home": home, "did": key.did().to_string(), "peer_id": peer, "rest": format!("http://127.0.0.1:{rest}/api/v1"), "rest_port": rest, "p2p": tcp, "netns": ns}));
     }
-    let manifest =
-        json!({"org": org.did().to_string(), "user": user.did().to_string(), "nodes": nodes});
+    let manifest = json!({"org": org.did().to_string(), "user": user.did().to_string(), "nodes": nodes,
+        "switch_netns": layout.as_ref().map(|l| l.switch.clone())});
     fs::write(
         dir.join("devnet.json"),
         serde_json::to_string_pretty(&manifest)?,
@@ -187,7 +208,15 @@ fn up(n: usize, dir: &Path, base: u16) -> Result<i32> {
     for node in &nodes {
         let home = PathBuf::from(node["home"].as_str().unwrap_or_default());
         let log = fs::File::create(home.join("nunet.log"))?;
-        let child = Command::new(&exe)
+        let mut cmd = match node["netns"].as_str() {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        let child = cmd
             .args(["run", "-c", "dms"])
             .env("NUNET_HOME", &home)
             .env("DMS_PASSPHRASE_FILE", &pass_file)
@@ -210,7 +239,11 @@ fn up(n: usize, dir: &Path, base: u16) -> Result<i32> {
             Duration::from_secs(2),
         );
         loop {
-            if api.get("/health").is_ok() {
+            let healthy = match node["netns"].as_str() {
+                Some(ns) => netns::peer_count(ns, &home, &pass_file).is_ok(),
+                None => api.get("/health").is_ok(),
+            };
+            if healthy {
                 break;
             }
             let dead = read_pid(&home).is_some_and(|p| !alive(p));
@@ -239,7 +272,11 @@ fn up(n: usize, dir: &Path, base: u16) -> Result<i32> {
         );
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            match peer_count(&home, &api, &pass) {
+            let count = match first["netns"].as_str() {
+                Some(ns) => netns::peer_count(ns, &home, &pass_file),
+                None => peer_count(&home, &api, &pass),
+            };
+            match count {
                 Ok(c) if c + 1 >= n => break,
                 _ if Instant::now() > deadline => {
                     eprintln!(
@@ -266,6 +303,15 @@ fn up(n: usize, dir: &Path, base: u16) -> Result<i32> {
             node["rest"].as_str().unwrap_or_default(),
             node["p2p"].as_str().unwrap_or_default()
         );
+    }
+    if let Some(ns) = nodes[0]["netns"].as_str() {
+        println!(
+            "\nnodes run in network namespaces; reach node-1 with:\n  export NUNET_HOME={}/node-1 DMS_PASSPHRASE_FILE={}\n  ip netns exec {ns} nunet actor cmd /dms/node/peers/list",
+            dir.display(),
+            pass_file.display()
+        );
+        println!("stop with: nunet devnet down --dir {}", dir.display());
+        return Ok(0);
     }
     println!(
         "\nuse a node as the user:\n  export NUNET_HOME={}/node-1 DMS_PASSPHRASE_FILE={}",
@@ -319,7 +365,10 @@ fn status(dir: &Path) -> Result<i32> {
             Duration::from_secs(5),
         );
         let peers = if running {
-            peer_count(&home, &api, &pass)
+            match node["netns"].as_str() {
+                Some(ns) => netns::peer_count(ns, &home, &dir.join("passphrase")),
+                None => peer_count(&home, &api, &pass),
+            }
         } else {
             Err(anyhow::anyhow!("not running"))
         };
@@ -387,6 +436,15 @@ fn down(dir: &Path, purge: bool) -> Result<i32> {
                 .status();
         }
         let _ = fs::remove_file(home.join("nunet.pid"));
+    }
+    if let Some(sw) = m["switch_netns"].as_str() {
+        let nodes: Vec<String> = m["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["netns"].as_str().map(str::to_string))
+            .collect();
+        netns::destroy(sw, &nodes);
     }
     println!("stopped {} node(s)", pids.len());
     if purge {

@@ -1,0 +1,98 @@
+//! The provider's part of ensemble subnets: `/dms/deployment/subnet/create` (only from the
+//! orchestrator that allocated here), taking allocations off the subnet when they end, and
+//! removing the ensemble's subnet when its last allocation here is gone.
+
+use std::sync::{Arc, Mutex};
+
+use nunet_actor::{ActorError, Behavior, ErrorKind, Incoming};
+use nunet_orchestrator::subnet::{SUBNET_CREATE, SubnetPlan};
+use serde_json::{Value, json};
+
+use super::{AllocRecord, Provider, failed};
+
+/// Statuses after which an allocation no longer needs the subnet.
+const ENDED: [&str; 3] = ["completed", "failed", "terminated"];
+
+impl Provider {
+    fn orchestrator_of(&self, ensemble: &str) -> Option<String> {
+        let map = self.allocs.lock().ok()?;
+        map.values()
+            .filter_map(|c| c.lock().ok().map(|r| r.clone()))
+            .find(|r| r.ensemble_id == ensemble)
+            .map(|r| r.orchestrator.id.clone())
+    }
+
+    async fn subnet_create(&self, m: &Incoming) -> Result<Value, ActorError> {
+        let plan: SubnetPlan = serde_json::from_value(m.payload.clone())
+            .map_err(|e| failed(format!("bad subnet plan: {e}")))?;
+        match self.orchestrator_of(&plan.ensemble_id) {
+            Some(o) if o == m.sender.as_str() => {}
+            _ => {
+                return Err(ActorError::new(
+                    ErrorKind::Denied,
+                    "only the orchestrator that allocated this ensemble here may build its subnet",
+                ));
+            }
+        }
+        if let Some(why) = self.subnets.disabled_reason() {
+            return Ok(json!({"enabled": false, "reason": why}));
+        }
+        let local = self.key.did().peer_id();
+        self.subnets.create(plan, local).await.map_err(failed)?;
+        Ok(json!({"enabled": true}))
+    }
+
+    /// Registers `/dms/deployment/subnet/create` on the root actor.
+    pub(super) fn register_subnet(self: &Arc<Self>) -> Result<(), ActorError> {
+        let p = self.clone();
+        self.system.register(
+            "root",
+            SUBNET_CREATE,
+            Behavior::direct(move |m: Incoming| {
+                let p = p.clone();
+                async move { p.subnet_create(&m).await }
+            }),
+        )
+    }
+
+    /// Takes an allocation that ended off its subnet; removes the subnet when nothing of the
+    /// ensemble runs here any more.
+    pub(super) async fn off_subnet(&self, cell: &Arc<Mutex<AllocRecord>>) {
+        let Ok((ensemble, id)) = cell.lock().map(|r| (r.ensemble_id.clone(), r.id.clone())) else {
+            return;
+        };
+        self.subnets.detach(&ensemble, &id).await;
+        self.subnet_down_if_gone(&ensemble).await;
+    }
+
+    /// Removes the ensemble's subnet when none of its allocations here still runs.
+    pub(super) async fn subnet_down_if_gone(&self, ensemble: &str) {
+        let alive = self.allocs.lock().is_ok_and(|m| {
+            m.values().any(|c| {
+                c.lock()
+                    .is_ok_and(|r| r.ensemble_id == ensemble && !ENDED.contains(&r.status.as_str()))
+            })
+        });
+        if !alive {
+            self.subnets.destroy(ensemble).await;
+        }
+    }
+
+    /// After a restart: rebuilds the subnets of ensembles that still run here, cleans the rest.
+    pub(super) fn restore_subnets(self: &Arc<Self>) {
+        let live: Vec<String> = self
+            .allocs
+            .lock()
+            .map(|m| {
+                m.values()
+                    .filter_map(|c| c.lock().ok().map(|r| r.clone()))
+                    .filter(|r| r.status == "running" || r.status == "pending")
+                    .map(|r| r.ensemble_id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let p = self.clone();
+        let local = self.key.did().peer_id();
+        tokio::spawn(async move { p.subnets.restore(&live, local).await });
+    }
+}

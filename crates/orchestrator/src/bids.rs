@@ -1,0 +1,145 @@
+//! Bid requests beyond the broadcast: nodes pinned to a `peer` are asked by a direct request
+//! to that peer (they are left out of the gossip request), and bids are capped per node
+//! ([`MAX_BIDS_PER_NODE`]). Verification of the bids stays with the engine.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use futures::future::join_all;
+use nunet_actor::Handle;
+use nunet_did::Did;
+use serde_json::Value;
+
+use crate::engine::Engine;
+use crate::protocol::{BID_REQUEST_DIRECT, BidRequest, MAX_BIDS_PER_NODE};
+
+/// Set in the nonce of direct requests.
+const DIRECT_NONCE_BIT: u64 = 1 << 63;
+
+/// Splits a request into the broadcast part (unpinned nodes) and one direct request per
+/// pinned peer.
+pub(crate) fn split_pinned(req: &BidRequest) -> (BidRequest, BTreeMap<String, BidRequest>) {
+    let mut open = req.clone();
+    open.nodes.retain(|n| n.peer.is_none());
+    let mut pinned: BTreeMap<String, BidRequest> = BTreeMap::new();
+    for n in req.nodes.iter().filter(|n| n.peer.is_some()) {
+        let peer = n.peer.clone().unwrap_or_default();
+        if req.exclude.contains(&peer) {
+            continue;
+        }
+        pinned
+            .entry(peer)
+            .or_insert_with(|| BidRequest {
+                nodes: Vec::new(),
+                // Its own nonce: the pinned peer may answer the broadcast of this round too.
+                nonce: req.nonce | DIRECT_NONCE_BIT,
+                ..req.clone()
+            })
+            .nodes
+            .push(n.clone());
+    }
+    (open, pinned)
+}
+
+/// Keeps the first [`MAX_BIDS_PER_NODE`] replies per node (replies without a node id are
+/// kept, for the engine to refuse with a reason).
+pub(crate) fn cap_per_node(replies: Vec<(Handle, Value)>) -> Vec<(Handle, Value)> {
+    let mut per: HashMap<String, usize> = HashMap::new();
+    replies
+        .into_iter()
+        .filter(|(_, v)| {
+            let Some(n) = v.get("node_id").and_then(Value::as_str) else {
+                return true;
+            };
+            let c = per.entry(n.to_string()).or_default();
+            *c += 1;
+            *c <= MAX_BIDS_PER_NODE
+        })
+        .collect()
+}
+
+impl Engine {
+    /// Asks every pinned peer directly; returns (peer's root handle, bid JSON) per answer.
+    pub(crate) async fn pinned_bids(
+        &self,
+        pinned: BTreeMap<String, BidRequest>,
+        t: Duration,
+    ) -> Vec<(Handle, Value)> {
+        let calls = pinned.into_iter().map(|(peer, req)| async move {
+            let to = peer
+                .parse()
+                .ok()
+                .and_then(|p| Did::from_peer_id(&p).ok())
+                .map(|d| Handle::root_of(&d));
+            let Some(to) = to else {
+                self.event(format!("pinned peer {peer} is not a valid peer id"));
+                return None;
+            };
+            let payload = serde_json::to_value(&req).unwrap_or(Value::Null);
+            match self.call(&to, BID_REQUEST_DIRECT, payload, t).await {
+                Ok(v) => Some((to, v)),
+                Err(e) => {
+                    self.event(format!("pinned peer {peer} did not bid: {}", e.message));
+                    None
+                }
+            }
+        });
+        join_all(calls).await.into_iter().flatten().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::NodeBidRequest;
+    use serde_json::json;
+
+    fn node(name: &str, peer: Option<&str>) -> NodeBidRequest {
+        NodeBidRequest {
+            node_id: name.into(),
+            executors: vec!["docker".into()],
+            resources: Default::default(),
+            location: Default::default(),
+            peer: peer.map(str::to_string),
+            ports: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn pinned_nodes_leave_the_broadcast_and_group_by_peer() {
+        let req = BidRequest {
+            ensemble_id: "e".into(),
+            nonce: 1,
+            nodes: vec![
+                node("a", None),
+                node("b", Some("P1")),
+                node("c", Some("P1")),
+                node("d", Some("P2")),
+                node("x", Some("EX")),
+            ],
+            exclude: vec!["EX".into()],
+        };
+        let (open, pinned) = split_pinned(&req);
+        assert_eq!(open.nodes.len(), 1);
+        assert_eq!(open.nodes[0].node_id, "a");
+        assert_eq!(pinned.len(), 2, "excluded pinned peer is not asked");
+        assert_eq!(pinned["P1"].nodes.len(), 2);
+        assert_eq!(pinned["P2"].nodes[0].node_id, "d");
+    }
+
+    #[test]
+    fn at_most_eight_bids_per_node() {
+        let replies: Vec<(Handle, Value)> = (0..20)
+            .map(|i| {
+                let n = if i % 2 == 0 { "a" } else { "b" };
+                (Handle::default(), json!({"node_id": n}))
+            })
+            .chain([(Handle::default(), json!({"junk": 1}))])
+            .collect();
+        let kept = cap_per_node(replies);
+        let count = |n: &str| kept.iter().filter(|(_, v)| v["node_id"] == n).count();
+        assert_eq!(count("a"), MAX_BIDS_PER_NODE);
+        assert_eq!(count("b"), MAX_BIDS_PER_NODE);
+        assert_eq!(kept.len(), 2 * MAX_BIDS_PER_NODE + 1);
+    }
+}

@@ -1,0 +1,251 @@
+//! The ensemble's subnet as the orchestrator plans it (NUNET-FORMATS §2.2 step 4, §8): one /24
+//! inside 10/8 that none of the chosen providers already uses, one address per allocation
+//! (.1 is every node's local gateway and DNS responder), the routing table (address → the peer
+//! that hosts it, which is also the member list the providers enforce), the `.internal` DNS
+//! records and the public port forwards. Pure planning; the providers do the plumbing.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+/// Creates (idempotently) the subnet on a provider that hosts allocations of the ensemble.
+/// Our name for NuNet's `/dms/ensemble/<id>/node/subnet/create`: it sits under
+/// `/dms/deployment`, which the orchestrator already holds on every provider, and the
+/// provider answers only the orchestrator that allocated there.
+pub const SUBNET_CREATE: &str = "/dms/deployment/subnet/create";
+
+/// One allocation on the subnet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetMember {
+    /// Allocation id.
+    pub allocation: String,
+    /// Its name inside the ensemble's DNS (`<dns_name>.internal`).
+    pub dns_name: String,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// The peer that hosts it (base58 peer id).
+    pub peer: String,
+}
+
+/// A public port of a provider forwarded to an allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortForward {
+    /// Port on the provider's host.
+    pub public: u16,
+    /// Port inside the allocation.
+    pub private: u16,
+    /// Allocation id.
+    pub allocation: String,
+}
+
+/// What every provider of the ensemble receives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetPlan {
+    /// Ensemble id (= subnet id).
+    pub ensemble_id: String,
+    /// The ensemble's network, `10.a.b.0/24`.
+    pub network: String,
+    /// Every allocation of the ensemble.
+    pub members: Vec<SubnetMember>,
+    /// Port forwards (each provider applies those of its own allocations).
+    #[serde(default)]
+    pub ports: Vec<PortForward>,
+}
+
+impl SubnetPlan {
+    /// `dns_name` → address.
+    pub fn records(&self) -> BTreeMap<String, Ipv4Addr> {
+        self.members
+            .iter()
+            .map(|m| (m.dns_name.clone(), m.ip))
+            .collect()
+    }
+
+    /// The member with allocation id `id`.
+    pub fn member(&self, id: &str) -> Option<&SubnetMember> {
+        self.members.iter().find(|m| m.allocation == id)
+    }
+}
+
+/// Plans the subnet of `ensemble_id` for `allocations` = (allocation id, dns name, peer),
+/// avoiding every range in `avoid` (what the providers reported as used).
+pub fn plan(
+    ensemble_id: &str,
+    allocations: &[(String, String, String)],
+    ports: Vec<PortForward>,
+    avoid: &[String],
+) -> Result<SubnetPlan, String> {
+    let avoid: Vec<ipnet::Ipv4Net> = avoid.iter().filter_map(|r| r.parse().ok()).collect();
+    let network = nunet_subnet::plan::pick_subnet(ensemble_id, &avoid)
+        .ok_or("no free /24 left in 10.0.0.0/8 on the chosen providers")?;
+    let ids: Vec<String> = allocations.iter().map(|a| a.0.clone()).collect();
+    let addrs = nunet_subnet::plan::assign(network, &ids).map_err(|e| e.to_string())?;
+    let members = allocations
+        .iter()
+        .filter_map(|(id, dns, peer)| {
+            addrs.get(id).map(|ip| SubnetMember {
+                allocation: id.clone(),
+                dns_name: dns.clone(),
+                ip: *ip,
+                peer: peer.clone(),
+            })
+        })
+        .collect();
+    Ok(SubnetPlan {
+        ensemble_id: ensemble_id.to_string(),
+        network: network.to_string(),
+        members,
+        ports,
+    })
+}
+
+/// How long a provider may take to build the subnet (TUN, routes, DNS).
+const SUBNET_CREATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl crate::engine::Engine {
+    /// Plans the subnet of the Docker allocations and has every provider that hosts one build
+    /// it, before anything starts. A provider with subnets off answers so and its allocations
+    /// stay unconnected (said in the deployment's notes); a provider that fails is excluded
+    /// from the next round.
+    pub(crate) async fn provision_subnet(
+        &self,
+        assign: &crate::engine::Assignment,
+    ) -> Result<(), crate::engine::RoundError> {
+        use crate::engine::RoundError;
+        let Some(rec) = self.record() else {
+            return Err(RoundError::Fatal("record lost".into()));
+        };
+        let mut members = Vec::new();
+        let mut ports = Vec::new();
+        let mut off_subnet = Vec::new();
+        for (node, bid) in assign {
+            let Some(n) = rec.ensemble.node(node) else {
+                continue;
+            };
+            for name in &n.allocations {
+                let Some(a) = rec.ensemble.allocation(name) else {
+                    continue;
+                };
+                let id = crate::protocol::allocation_id(&rec.id, node, name);
+                if a.execution.executor() != "docker" {
+                    off_subnet.push(name.clone());
+                    continue;
+                }
+                let dns = if a.dns_name.is_empty() {
+                    a.name.clone()
+                } else {
+                    a.dns_name.clone()
+                };
+                members.push((id.clone(), dns, bid.peer.clone()));
+                for p in n.ports.iter().filter(|p| &p.allocation == name) {
+                    ports.push(PortForward {
+                        public: p.public,
+                        private: p.private,
+                        allocation: id.clone(),
+                    });
+                }
+            }
+        }
+        if members.is_empty() {
+            return Ok(());
+        }
+        let avoid: Vec<String> = assign
+            .iter()
+            .flat_map(|(_, b)| b.used_subnets.iter().cloned())
+            .collect();
+        let plan = plan(&rec.id, &members, ports, &avoid).map_err(RoundError::Fatal)?;
+        let payload = serde_json::to_value(&plan).unwrap_or(serde_json::Value::Null);
+        let hosts: Vec<&crate::protocol::Bid> = assign
+            .iter()
+            .map(|(_, b)| b)
+            .filter(|b| plan.members.iter().any(|m| m.peer == b.peer))
+            .collect();
+        let calls = hosts.iter().map(|b| {
+            let payload = payload.clone();
+            async move {
+                (
+                    *b,
+                    self.call(&b.handle, SUBNET_CREATE, payload, SUBNET_CREATE_TIMEOUT)
+                        .await,
+                )
+            }
+        });
+        let mut failed = Vec::new();
+        let mut why = Vec::new();
+        let mut off = Vec::new();
+        for (b, r) in futures::future::join_all(calls).await {
+            match r {
+                Ok(v) if v["enabled"] == false => off.push((
+                    b.peer.clone(),
+                    v["reason"].as_str().unwrap_or("off").to_string(),
+                )),
+                Ok(_) => {}
+                Err(e) => {
+                    why.push(format!("subnet on {}: {}", b.peer, e.message));
+                    failed.push(b.peer.clone());
+                }
+            }
+        }
+        if !failed.is_empty() {
+            return Err(RoundError::Retry(why.join("; "), failed));
+        }
+        self.update(|r| {
+            for a in r.manifest.allocations.values_mut() {
+                if let Some(m) = plan.member(&a.id) {
+                    let on = !off.iter().any(|(p, _)| *p == m.peer);
+                    if on {
+                        a.ip = Some(m.ip.to_string());
+                        a.dns = Some(format!("{}.internal", m.dns_name));
+                    }
+                }
+            }
+            r.notes.retain(|n| !n.starts_with("subnet"));
+            for (peer, reason) in &off {
+                r.notes.push(format!(
+                    "subnet: not on {peer} ({reason}); its allocations are not on the ensemble network"
+                ));
+            }
+            if !off_subnet.is_empty() {
+                r.notes.push(format!(
+                    "subnet: {} not attached (only Docker allocations join the ensemble network; WASI preview 1 has no sockets)",
+                    off_subnet.join(", ")
+                ));
+            }
+            r.event(
+                crate::now_ms(),
+                format!("subnet {} with {} address(es)", plan.network, plan.members.len()),
+            );
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn plan_gives_distinct_addresses_outside_used_ranges() {
+        let allocs: Vec<(String, String, String)> = (0..5)
+            .map(|i| (format!("a-{i}"), format!("n{i}"), format!("peer{}", i % 2)))
+            .collect();
+        let first = plan("ens-1", &allocs, vec![], &[]).unwrap();
+        let again = plan(
+            "ens-1",
+            &allocs,
+            vec![],
+            std::slice::from_ref(&first.network),
+        )
+        .unwrap();
+        assert_ne!(first.network, again.network);
+        let mut ips: Vec<Ipv4Addr> = again.members.iter().map(|m| m.ip).collect();
+        ips.sort();
+        ips.dedup();
+        assert_eq!(ips.len(), 5);
+        let net: ipnet::Ipv4Net = again.network.parse().unwrap();
+        assert!(ips.iter().all(|ip| net.contains(ip) && ip.octets()[3] > 1));
+        assert_eq!(again.records()["n3"], again.member("a-3").unwrap().ip);
+    }
+}

@@ -1,0 +1,271 @@
+//! The libp2p carrier: one long-lived outbound stream per (remote peer, ensemble) fed from a
+//! bounded batch queue, and the reader of an inbound stream that checks every packet and
+//! writes it to the TUN device.
+//!
+//! Batching: the router appends frames to the peer's queue buffer; the writer swaps the
+//! whole buffer out and sends everything that accumulated with one stream write and one
+//! flush, so the write path never waits for a flush per packet. The two buffers are reused,
+//! so steady state allocates nothing. It must not buffer without bound (the queue drops when
+//! full) nor keep a stream whose peer sent one malformed frame.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::{AsyncReadExt, AsyncWriteExt};
+use ipnet::Ipv4Net;
+use libp2p::{PeerId, Stream};
+use tokio::sync::Notify;
+
+use crate::{
+    router::{SharedTable, check_inbound, count_inbound_drop},
+    stats::{Counters, add, bump},
+    tun::Tun,
+    wire::{self, FrameError, PROTOCOL},
+};
+
+/// Bytes a peer's send queue may hold before packets are dropped.
+pub(crate) const QUEUE_LIMIT: usize = 1 << 20;
+/// Size of an inbound stream's read buffer (holds several full frames).
+const READ_CAP: usize = 256 * 1024;
+/// How long opening a stream (including a dial) may take.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// The byte an acceptor writes once it has admitted a stream. A writer sends nothing before
+/// it: a stream the remote refused (not a member yet, unknown ensemble) would otherwise look
+/// open and silently swallow packets until the next write error.
+pub(crate) const ACCEPTED: u8 = 1;
+/// How long an inbound handshake may take.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A peer's bounded send queue: framed packets waiting for the writer.
+pub(crate) struct PeerQueue {
+    buf: Mutex<Vec<u8>>,
+    ready: Notify,
+    limit: usize,
+}
+
+impl PeerQueue {
+    /// An empty queue holding at most `limit` bytes (one frame is always accepted).
+    pub fn new(limit: usize) -> Self {
+        Self {
+            buf: Mutex::new(Vec::with_capacity(limit)),
+            ready: Notify::new(),
+            limit,
+        }
+    }
+
+    /// Appends one frame; `false` (packet dropped) when the queue is full.
+    pub fn push(&self, payload: &[u8]) -> bool {
+        let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
+        let was_empty = buf.is_empty();
+        if !was_empty && buf.len() + wire::LEN_PREFIX + payload.len() > self.limit {
+            return false;
+        }
+        if wire::encode_frame(payload, &mut buf).is_err() {
+            return false;
+        }
+        drop(buf);
+        if was_empty {
+            self.ready.notify_one();
+        }
+        true
+    }
+
+    /// Swaps the queued bytes into `out` (which must be empty) and leaves `out`'s old
+    /// allocation in the queue.
+    pub fn take(&self, out: &mut Vec<u8>) {
+        let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::swap(&mut *buf, out);
+    }
+
+    /// Drops whatever is queued.
+    fn clear(&self) {
+        self.buf.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// Keeps one outbound stream to `peer` open (reconnecting with backoff) and writes the
+/// queue's batches to it. Runs until aborted.
+pub(crate) async fn run_writer(
+    mut control: libp2p_stream::Control,
+    peer: PeerId,
+    ensemble: String,
+    queue: Arc<PeerQueue>,
+    counters: Arc<Counters>,
+) {
+    let mut hello = Vec::new();
+    if wire::encode_handshake(&ensemble, &mut hello).is_err() {
+        tracing::warn!(%ensemble, "ensemble name cannot be sent; writer stops");
+        return;
+    }
+    let mut batch = Vec::with_capacity(QUEUE_LIMIT);
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let mut stream =
+            match tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, PROTOCOL)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "subnet stream open failed");
+                    queue.clear();
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+                Err(_) => {
+                    queue.clear();
+                    continue;
+                }
+            };
+        bump(&counters.streams_opened);
+        if stream.write_all(&hello).await.is_err() || stream.flush().await.is_err() {
+            continue;
+        }
+        let mut ack = [0u8; 1];
+        let admitted = matches!(
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut ack)).await,
+            Ok(Ok(())) if ack[0] == ACCEPTED
+        );
+        if !admitted {
+            tracing::debug!(%peer, %ensemble, "subnet stream not admitted (yet); retrying");
+            queue.clear();
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            continue;
+        }
+        backoff = BACKOFF_MIN;
+        // The acceptor never writes after the ack: a read that returns tells us the stream
+        // is gone, so the writer reopens it instead of writing into a dead stream.
+        let (mut rd, mut wr) = stream.split();
+        let mut probe = [0u8; 1];
+        loop {
+            tokio::select! {
+                _ = queue.ready.notified() => {}
+                _ = rd.read(&mut probe) => {
+                    tracing::debug!(%peer, "subnet stream closed by the remote; reopening");
+                    break;
+                }
+            }
+            queue.take(&mut batch);
+            if batch.is_empty() {
+                continue;
+            }
+            let sent = wr.write_all(&batch).await.is_ok() && wr.flush().await.is_ok();
+            batch.clear();
+            if !sent {
+                tracing::debug!(%peer, "subnet stream broke; reopening");
+                break;
+            }
+        }
+    }
+}
+
+/// Reads the handshake of an inbound stream and returns the ensemble name it asks for.
+pub(crate) async fn read_handshake(stream: &mut Stream) -> Result<String, FrameError> {
+    let mut prefix = [0u8; 6];
+    stream
+        .read_exact(&mut prefix)
+        .await
+        .map_err(|_| FrameError::BadHandshake)?;
+    let len = wire::decode_handshake_prefix(&prefix)?;
+    let mut name = [0u8; 255];
+    let name = name.get_mut(..len).ok_or(FrameError::BadHandshake)?;
+    stream
+        .read_exact(name)
+        .await
+        .map_err(|_| FrameError::BadHandshake)?;
+    String::from_utf8(name.to_vec()).map_err(|_| FrameError::BadHandshake)
+}
+
+/// What an inbound reader needs from its ensemble.
+pub(crate) struct Inbound {
+    /// The ensemble's TUN device.
+    pub dev: Tun,
+    /// The ensemble's route table.
+    pub table: Arc<SharedTable>,
+    /// The ensemble's network.
+    pub network: Ipv4Net,
+    /// The ensemble's counters.
+    pub counters: Arc<Counters>,
+}
+
+/// Reads frames from an inbound stream of `peer` (handshake already done) until it ends or
+/// sends a malformed frame; every packet is checked and written to the TUN device.
+pub(crate) async fn run_reader(mut stream: Stream, peer: PeerId, ctx: Inbound) {
+    let mut buf = vec![0u8; READ_CAP];
+    let mut filled = 0usize;
+    let mut cached = ctx.table.snapshot();
+    loop {
+        let n = match stream.read(&mut buf[filled..]).await {
+            Ok(0) => {
+                if filled > 0 {
+                    bump(&ctx.counters.bad_frames); // ended inside a frame
+                }
+                return;
+            }
+            Ok(n) => n,
+            Err(_) => return,
+        };
+        filled += n;
+        ctx.table.refresh(&mut cached);
+        if !cached.1.members.contains(&peer) {
+            return; // removed from the ensemble
+        }
+        let mut start = 0;
+        loop {
+            match wire::decode_frame(&buf[start..filled]) {
+                Ok(Some((payload, used))) => {
+                    match check_inbound(payload, &peer, &cached.1, &ctx.network) {
+                        Ok(()) => match ctx.dev.send(payload).await {
+                            Ok(_) => {
+                                bump(&ctx.counters.packets_in);
+                                add(&ctx.counters.bytes_in, payload.len() - wire::VNET_HDR_LEN);
+                            }
+                            Err(_) => bump(&ctx.counters.dropped_tun_write),
+                        },
+                        Err(reason) => count_inbound_drop(reason, &ctx.counters),
+                    }
+                    start += used;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "closing subnet stream");
+                    bump(&ctx.counters.bad_frames);
+                    let _ = stream.close().await;
+                    return;
+                }
+            }
+        }
+        buf.copy_within(start..filled, 0);
+        filled -= start;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn queue_is_bounded_and_reuses_buffers() {
+        let q = PeerQueue::new(200);
+        let p = [0u8; 60];
+        assert!(q.push(&p));
+        assert!(q.push(&p));
+        assert!(q.push(&p));
+        assert!(!q.push(&p), "fourth frame exceeds 200 bytes");
+        let mut out = Vec::with_capacity(500);
+        q.take(&mut out);
+        assert_eq!(out.len(), 3 * 64);
+        out.clear();
+        // the queue now holds the 500-byte allocation handed in
+        q.take(&mut out);
+        assert!(out.is_empty());
+        // one frame is always accepted, even when larger than the limit
+        let big = [0u8; 300];
+        assert!(q.push(&big));
+    }
+}

@@ -1,0 +1,244 @@
+//! Routing decisions of one ensemble: the route table (IPv4 address → hosting peer), the
+//! outbound loop that reads the TUN device and queues each packet for its peer, and the
+//! checks an inbound packet must pass before it is written to the TUN device.
+//!
+//! It must not decide membership (the table is handed in by the node) and must not block
+//! on a peer: a full peer queue drops the packet, like a full NIC queue.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    net::Ipv4Addr,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use ipnet::Ipv4Net;
+use libp2p::PeerId;
+
+use crate::{
+    carrier::PeerQueue,
+    stats::{Counters, add, bump},
+    tun::{READ_BUF, Tun},
+    wire::{self, VNET_HDR_LEN},
+};
+
+/// One immutable version of an ensemble's routes, swapped whole on update.
+#[derive(Default)]
+pub(crate) struct Table {
+    /// Allocation address → peer hosting it (this node's addresses included).
+    pub routes: HashMap<Ipv4Addr, PeerId>,
+    /// Peers that appear in `routes`.
+    pub members: HashSet<PeerId>,
+    /// Send queues of the remote members.
+    pub queues: HashMap<PeerId, Arc<PeerQueue>>,
+}
+
+impl Table {
+    /// Builds a table from the node's route map and the remote members' queues.
+    pub fn new(
+        routes: &BTreeMap<Ipv4Addr, PeerId>,
+        queues: HashMap<PeerId, Arc<PeerQueue>>,
+    ) -> Self {
+        Self {
+            routes: routes.iter().map(|(a, p)| (*a, *p)).collect(),
+            members: routes.values().copied().collect(),
+            queues,
+        }
+    }
+}
+
+/// The current route table plus a version number, so hot loops re-read it only on change.
+#[derive(Default)]
+pub(crate) struct SharedTable {
+    table: RwLock<Arc<Table>>,
+    version: AtomicU64,
+}
+
+impl SharedTable {
+    /// The current table.
+    pub fn load(&self) -> Arc<Table> {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the table.
+    pub fn store(&self, table: Table) {
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Refreshes `cached` when the table changed since it was loaded.
+    pub fn refresh(&self, cached: &mut (u64, Arc<Table>)) {
+        let v = self.version.load(Ordering::Acquire);
+        if v != cached.0 {
+            *cached = (v, self.load());
+        }
+    }
+
+    /// The current version and table.
+    pub fn snapshot(&self) -> (u64, Arc<Table>) {
+        let v = self.version.load(Ordering::Acquire);
+        (v, self.load())
+    }
+}
+
+/// Reads packets from the TUN device until it fails (or the task is aborted) and queues each
+/// for the peer hosting its destination. One reusable buffer; no allocation per packet.
+pub(crate) async fn run_outbound(
+    dev: Tun,
+    table: Arc<SharedTable>,
+    counters: Arc<Counters>,
+    local: PeerId,
+) {
+    let mut buf = vec![0u8; READ_BUF];
+    let mut cached = table.snapshot();
+    loop {
+        let n = match dev.recv(&mut buf).await {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "TUN read failed; outbound router stops");
+                return;
+            }
+        };
+        table.refresh(&mut cached);
+        route_outbound(&buf[..n], &cached.1, local, &counters);
+    }
+}
+
+/// Routes one payload (virtio-net header + packet) read from the TUN device.
+fn route_outbound(payload: &[u8], table: &Table, local: PeerId, c: &Counters) {
+    let Some((_, packet)) = payload.split_first_chunk::<VNET_HDR_LEN>() else {
+        return bump(&c.dropped_not_ipv4_out);
+    };
+    let Ok((addrs, _)) = wire::ipv4_header(packet) else {
+        return bump(&c.dropped_not_ipv4_out);
+    };
+    let Some(peer) = table.routes.get(&addrs.dst) else {
+        return bump(&c.dropped_no_route);
+    };
+    if *peer == local {
+        return bump(&c.dropped_local);
+    }
+    let Some(queue) = table.queues.get(peer) else {
+        return bump(&c.dropped_no_route);
+    };
+    if queue.push(payload) {
+        bump(&c.packets_out);
+        add(&c.bytes_out, packet.len());
+    } else {
+        bump(&c.dropped_queue_full);
+    }
+}
+
+/// Why an inbound packet is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InboundDrop {
+    /// Not IPv4 / malformed.
+    NotIpv4,
+    /// Unacceptable virtio-net header.
+    BadOffload,
+    /// Source not assigned to the sending peer.
+    Spoofed,
+    /// Destination outside the ensemble network.
+    BadDestination,
+}
+
+/// Checks an inbound payload from `peer`: a well-formed IPv4 packet whose source the table
+/// assigns to `peer` and whose destination lies in `network`.
+pub(crate) fn check_inbound(
+    payload: &[u8],
+    peer: &PeerId,
+    table: &Table,
+    network: &Ipv4Net,
+) -> Result<(), InboundDrop> {
+    let addrs = wire::check_payload(payload).map_err(|e| match e {
+        wire::PacketError::NotIpv4 => InboundDrop::NotIpv4,
+        wire::PacketError::BadOffload => InboundDrop::BadOffload,
+    })?;
+    if table.routes.get(&addrs.src) != Some(peer) {
+        return Err(InboundDrop::Spoofed);
+    }
+    if !network.contains(&addrs.dst) {
+        return Err(InboundDrop::BadDestination);
+    }
+    Ok(())
+}
+
+/// Counts an inbound drop.
+pub(crate) fn count_inbound_drop(reason: InboundDrop, c: &Counters) {
+    bump(match reason {
+        InboundDrop::NotIpv4 => &c.dropped_not_ipv4_in,
+        InboundDrop::BadOffload => &c.dropped_bad_offload,
+        InboundDrop::Spoofed => &c.dropped_spoofed,
+        InboundDrop::BadDestination => &c.dropped_bad_destination,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn payload(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+        let mut p = vec![0u8; VNET_HDR_LEN + 28];
+        let ip = &mut p[VNET_HDR_LEN..];
+        ip[0] = 0x45;
+        ip[3] = 28;
+        ip[9] = 17;
+        ip[12..16].copy_from_slice(&src.octets());
+        ip[16..20].copy_from_slice(&dst.octets());
+        p
+    }
+
+    #[test]
+    fn outbound_routes_by_destination() {
+        let (me, other) = (PeerId::random(), PeerId::random());
+        let a = Ipv4Addr::new(10, 1, 2, 2);
+        let b = Ipv4Addr::new(10, 1, 2, 3);
+        let routes = BTreeMap::from([(a, me), (b, other)]);
+        let q = Arc::new(PeerQueue::new(1 << 20));
+        let table = Table::new(&routes, HashMap::from([(other, q.clone())]));
+        let c = Counters::default();
+        route_outbound(&payload(a, b), &table, me, &c);
+        route_outbound(&payload(b, a), &table, me, &c);
+        route_outbound(&payload(a, Ipv4Addr::new(10, 1, 2, 9)), &table, me, &c);
+        route_outbound(&[0u8; 4], &table, me, &c);
+        let s = c.snapshot();
+        assert_eq!(
+            (
+                s.packets_out,
+                s.dropped_local,
+                s.dropped_no_route,
+                s.dropped_not_ipv4_out
+            ),
+            (1, 1, 1, 1)
+        );
+        let mut out = Vec::new();
+        q.take(&mut out);
+        assert_eq!(out.len(), 4 + VNET_HDR_LEN + 28);
+    }
+
+    #[test]
+    fn inbound_checks_source_and_destination() {
+        let (me, other) = (PeerId::random(), PeerId::random());
+        let a = Ipv4Addr::new(10, 1, 2, 2);
+        let b = Ipv4Addr::new(10, 1, 2, 3);
+        let net: Ipv4Net = "10.1.2.0/24".parse().unwrap();
+        let table = Table::new(&BTreeMap::from([(a, me), (b, other)]), HashMap::new());
+        assert_eq!(check_inbound(&payload(b, a), &other, &table, &net), Ok(()));
+        assert_eq!(
+            check_inbound(&payload(a, b), &other, &table, &net),
+            Err(InboundDrop::Spoofed)
+        );
+        assert_eq!(
+            check_inbound(&payload(b, Ipv4Addr::new(8, 8, 8, 8)), &other, &table, &net),
+            Err(InboundDrop::BadDestination)
+        );
+        assert_eq!(
+            check_inbound(&payload(b, a), &PeerId::random(), &table, &net),
+            Err(InboundDrop::Spoofed)
+        );
+    }
+}

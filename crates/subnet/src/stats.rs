@@ -1,0 +1,93 @@
+//! Per-ensemble counters of the data path, updated with relaxed atomics on the hot path.
+//!
+//! Counts only; it must not keep packet contents or addresses.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A snapshot of one ensemble's data-path counters. A GSO super-packet counts as one packet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubnetStats {
+    /// Packets read from the TUN device and queued for a peer.
+    pub packets_out: u64,
+    /// Bytes (IP packets) queued for peers.
+    pub bytes_out: u64,
+    /// Packets received from peers and written to the TUN device.
+    pub packets_in: u64,
+    /// Bytes (IP packets) written to the TUN device.
+    pub bytes_in: u64,
+    /// Outbound: destination not in the route table.
+    pub dropped_no_route: u64,
+    /// Outbound: destination hosted by this node (the kernel should have used a veth).
+    pub dropped_local: u64,
+    /// Outbound: not an IPv4 packet (e.g. IPv6 neighbour discovery).
+    pub dropped_not_ipv4_out: u64,
+    /// Outbound: the peer's send queue was full (peer slow or unreachable).
+    pub dropped_queue_full: u64,
+    /// Inbound: source address not assigned to the sending peer.
+    pub dropped_spoofed: u64,
+    /// Inbound: destination outside the ensemble network.
+    pub dropped_bad_destination: u64,
+    /// Inbound: not an IPv4 packet or a malformed header.
+    pub dropped_not_ipv4_in: u64,
+    /// Inbound: a virtio-net header this node does not accept.
+    pub dropped_bad_offload: u64,
+    /// Inbound: the kernel refused the write to the TUN device.
+    pub dropped_tun_write: u64,
+    /// Inbound streams closed for a garbage, oversized or truncated frame.
+    pub bad_frames: u64,
+    /// Outbound streams opened (one per peer, more after reconnects).
+    pub streams_opened: u64,
+}
+
+/// The live counters behind [`SubnetStats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub packets_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub packets_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub dropped_no_route: AtomicU64,
+    pub dropped_local: AtomicU64,
+    pub dropped_not_ipv4_out: AtomicU64,
+    pub dropped_queue_full: AtomicU64,
+    pub dropped_spoofed: AtomicU64,
+    pub dropped_bad_destination: AtomicU64,
+    pub dropped_not_ipv4_in: AtomicU64,
+    pub dropped_bad_offload: AtomicU64,
+    pub dropped_tun_write: AtomicU64,
+    pub bad_frames: AtomicU64,
+    pub streams_opened: AtomicU64,
+}
+
+/// Adds one to a counter.
+pub(crate) fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Relaxed);
+}
+
+/// Adds `n` to a counter.
+pub(crate) fn add(c: &AtomicU64, n: usize) {
+    c.fetch_add(n as u64, Relaxed);
+}
+
+impl Counters {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> SubnetStats {
+        SubnetStats {
+            packets_out: self.packets_out.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            packets_in: self.packets_in.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            dropped_no_route: self.dropped_no_route.load(Relaxed),
+            dropped_local: self.dropped_local.load(Relaxed),
+            dropped_not_ipv4_out: self.dropped_not_ipv4_out.load(Relaxed),
+            dropped_queue_full: self.dropped_queue_full.load(Relaxed),
+            dropped_spoofed: self.dropped_spoofed.load(Relaxed),
+            dropped_bad_destination: self.dropped_bad_destination.load(Relaxed),
+            dropped_not_ipv4_in: self.dropped_not_ipv4_in.load(Relaxed),
+            dropped_bad_offload: self.dropped_bad_offload.load(Relaxed),
+            dropped_tun_write: self.dropped_tun_write.load(Relaxed),
+            bad_frames: self.bad_frames.load(Relaxed),
+            streams_opened: self.streams_opened.load(Relaxed),
+        }
+    }
+}
