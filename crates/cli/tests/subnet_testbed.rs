@@ -101,6 +101,16 @@ impl NsDevnet {
         assert_eq!(code, 0, "{args:?}: {out}");
         serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
     }
+    /// Index and LAN address of the node with libp2p peer id `peer`.
+    fn node_of(&self, peer: &str) -> (usize, String) {
+        let m: Value =
+            serde_json::from_str(&std::fs::read_to_string(self.dir.join("devnet.json")).unwrap())
+                .unwrap();
+        let nodes = m["nodes"].as_array().unwrap();
+        let i = nodes.iter().position(|n| n["peer_id"] == peer).unwrap();
+        let lan = nodes[i]["p2p"].as_str().unwrap().split('/').nth(2).unwrap();
+        (i, lan.to_string())
+    }
     fn deploy(&self, yaml: &str, name: &str) -> String {
         let p = self.dir.join(name);
         std::fs::write(&p, yaml).unwrap();
@@ -146,6 +156,18 @@ fn exec(container: &str, cmd: &[&str]) -> (bool, String) {
 fn http_get(container: &str, host: &str) -> (bool, String) {
     let req = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {host} 8080");
     exec(container, &["sh", "-c", &req])
+}
+
+/// `GET /` on `addr:port` from the host namespace `ns`, with python3's socket module.
+fn http_from_ns(ns: &str, addr: &str, port: u16) -> String {
+    let script = format!(
+        "import socket\ns=socket.create_connection(('{addr}',{port}),timeout=5)\ns.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\nprint(s.makefile('rb').read().decode())"
+    );
+    let o = Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-c", &script])
+        .output()
+        .unwrap();
+    text(&o)
 }
 
 fn in_ns(ns: &str, cmd: &[&str]) -> String {
@@ -230,6 +252,25 @@ fn containers_on_different_hosts_talk_by_internal_name_and_ensembles_are_isolate
         .unwrap()
         .to_string();
     assert!(web_ip.starts_with("10."), "{web_ip}");
+
+    // The public port of `front` is forwarded on its provider: reachable from another host.
+    let m = dn.json(1, &["deployment", "manifest", &a, "--json"]);
+    let m = if m["manifest"].is_object() {
+        m["manifest"].clone()
+    } else {
+        m
+    };
+    let front_peer = m["nodes"]["front"]["peer"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{m}"))
+        .to_string();
+    let (front, lan) = dn.node_of(&front_peer);
+    let other_host = dn.netns.iter().find(|ns| **ns != dn.netns[front]).unwrap();
+    let page = http_from_ns(other_host, &lan, 18080);
+    assert!(
+        page.contains("hello-subnet"),
+        "GET {lan}:18080 from {other_host}: {page}"
+    );
 
     // Another ensemble cannot reach it, by address or by name.
     let b = dn.deploy(OTHER, "b.yaml");

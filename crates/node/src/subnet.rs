@@ -306,9 +306,22 @@ impl NodeSubnets {
             let _ = docker.remove_sandbox(&spec.id).await;
             return Err(format!("writing {}: {x}", resolv.display()));
         }
-        for f in e.plan.ports.iter().filter(|f| f.allocation == spec.id) {
-            if let Err(x) = e.ports.add(f.public, Proto::Tcp, member.ip, f.private) {
-                return Err(format!("forwarding port {}: {x}", f.public));
+        let forwards: Vec<(u16, u16)> = e
+            .plan
+            .ports
+            .iter()
+            .filter(|f| f.allocation == spec.id)
+            .map(|f| (f.public, f.private))
+            .collect();
+        for (i, (public, private)) in forwards.iter().enumerate() {
+            if let Err(x) = e.ports.add(*public, Proto::Tcp, member.ip, *private) {
+                for (done, _) in &forwards[..i] {
+                    let _ = e.ports.remove(*done, Proto::Tcp);
+                }
+                let n = e.net.clone();
+                let _ = blocking(move || n.detach(&att).map_err(err)).await;
+                let _ = docker.remove_sandbox(&spec.id).await;
+                return Err(format!("forwarding port {public}: {x}"));
             }
         }
         spec.network = sandbox.network();
@@ -366,6 +379,14 @@ impl NodeSubnets {
         for a in allocs {
             self.detach(ensemble, &a).await;
         }
+        // Sandboxes this process did not attach itself (it restarted since).
+        if let Some(docker) = &self.docker {
+            for sb in docker.list_sandboxes().await.unwrap_or_default() {
+                if sb.labels.get("nunet.ensemble").map(String::as_str) == Some(ensemble) {
+                    let _ = docker.remove_sandbox(&sb.name).await;
+                }
+            }
+        }
         let removed = self.ensembles.lock().await.remove(ensemble);
         if let Ok(mut m) = self.in_use.lock() {
             m.remove(ensemble);
@@ -411,6 +432,21 @@ impl NodeSubnets {
             .filter(|p| live.contains(&p.ensemble_id))
             .map(|p| p.ensemble_id.clone())
             .collect();
+        if let Some(docker) = &self.docker {
+            for sb in docker.list_sandboxes().await.unwrap_or_default() {
+                let ens = sb.labels.get("nunet.ensemble").cloned().unwrap_or_default();
+                if !keep.contains(&ens) {
+                    match docker.remove_sandbox(&sb.name).await {
+                        Ok(()) => {
+                            tracing::info!(sandbox = %sb.name, "removed a stale network sandbox")
+                        }
+                        Err(e) => {
+                            tracing::warn!(sandbox = %sb.name, "removing a stale sandbox: {e}")
+                        }
+                    }
+                }
+            }
+        }
         let host = self.host.clone();
         let k2 = keep.clone();
         match blocking(move || nunet_subnet::cleanup_stale(&host, &k2).map_err(err)).await {
