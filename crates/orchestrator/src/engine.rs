@@ -522,28 +522,7 @@ impl Engine {
         let rec = self
             .record()
             .ok_or_else(|| RoundError::Fatal("record lost".into()))?;
-        let mut order: Vec<String> = Vec::new();
-        let names: Vec<String> = rec
-            .ensemble
-            .allocations
-            .iter()
-            .map(|a| a.name.clone())
-            .collect();
-        while order.len() < names.len() {
-            let before = order.len();
-            for a in &rec.ensemble.allocations {
-                if !order.contains(&a.name)
-                    && a.depends_on
-                        .iter()
-                        .all(|d| order.contains(d) || !names.contains(d))
-                {
-                    order.push(a.name.clone());
-                }
-            }
-            if order.len() == before {
-                return Err(RoundError::Fatal("depends_on has a cycle".into()));
-            }
-        }
+        let order = crate::order::start_order(&rec.ensemble).map_err(RoundError::Fatal)?;
         let left = Duration::from_millis((rec.deadline_ms - now_ms()).max(10_000) as u64);
         for name in order {
             let Some((key, alloc)) = rec

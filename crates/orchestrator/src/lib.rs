@@ -23,6 +23,8 @@ pub mod protocol;
 pub mod provision;
 /// Deployment status, record and manifest.
 pub mod state;
+/// The order allocations start in (`depends_on`).
+pub mod order;
 /// The ensemble subnet plan: network, addresses, routes, DNS records, port forwards.
 pub mod subnet;
 /// Supervision, shutdown and logs of a deployment.
