@@ -1,29 +1,30 @@
 # shellcheck shell=bash disable=SC2034 # MP_* are results read by the sourcing script
 # Path measurement library, sourced after netns.sh.
 #
-# What it is for: `measure_path` measures one path between the testbed's two namespaces: ping RTT
-# (average of 20 pings at 50 ms intervals, after a short warm-up that also lets tunnels handshake)
-# and iperf3 TCP throughput from A to B (one 5 s stream, server in B as a one-off process).
-# Any address pair plugs in: the raw veth, a WireGuard tunnel, the DMS subnet.
+# What it is for: `measure_path` measures one path between two sides of the testbed (default A
+# and B): ping RTT (average of 20 pings at 50 ms intervals, after a short warm-up that also lets
+# tunnels handshake) and iperf3 TCP throughput from client to server side (one 5 s stream, server
+# as a one-off process). Any address pair plugs in: the raw LAN, a WireGuard tunnel, the DMS
+# subnet between two containers.
 # What it must not do: leave processes behind (the server is tracked by the testbed) or change
 # the namespaces' configuration.
 #
 # Tunables (environment): IPERF_TIME (seconds, default 5), PING_COUNT (default 20).
 
-# measure_path ADDR_IN_B: sets MP_GBPS (receiver-side Gbit/s) and MP_RTT_MS (avg ms), or returns 1
-# with a message on stderr.
+# measure_path ADDR_IN_SERVER [CLIENT_SIDE SERVER_SIDE]: sets MP_GBPS (receiver-side Gbit/s) and
+# MP_RTT_MS (avg ms), or returns 1 with a message on stderr. Sides default to A and B.
 measure_path() {
-	local addr="$1" out json rtt port
+	local addr="$1" A="${2:-A}" B="${3:-B}" out json rtt port
 	MP_GBPS=""
 	MP_RTT_MS=""
 	# Warm-up: also triggers tunnel handshakes so they are not part of the RTT average.
-	if ! tb_wait_for 10 tb_exec A ping -c 1 -W 1 "$addr"; then
-		echo "measure_path: $addr is not reachable from $TB_NS_A" >&2
+	if ! tb_wait_for 10 tb_exec "$A" ping -c 1 -W 1 "$addr"; then
+		echo "measure_path: $addr is not reachable from side $A" >&2
 		return 1
 	fi
-	tb_exec A ping -c 3 -i 0.1 -q "$addr" >/dev/null 2>&1 || true
+	tb_exec "$A" ping -c 3 -i 0.1 -q "$addr" >/dev/null 2>&1 || true
 
-	if ! tb_run A "$TB_DIR/ping.$addr.out" ping -c "${PING_COUNT:-20}" -i 0.05 -q "$addr"; then
+	if ! tb_run "$A" "$TB_DIR/ping.$addr.out" ping -c "${PING_COUNT:-20}" -i 0.05 -q "$addr"; then
 		echo "measure_path: ping $addr failed: $(cat "$TB_DIR/ping.$addr.out")" >&2
 		return 1
 	fi
@@ -37,13 +38,13 @@ measure_path() {
 
 	port=$((5201 + RANDOM % 1000))
 	json="$TB_DIR/iperf.$addr.json"
-	tb_spawn B "$TB_DIR/iperf-server.$addr.log" iperf3 -s -1 -B "$addr" -p "$port"
+	tb_spawn "$B" "$TB_DIR/iperf-server.$addr.log" iperf3 -s -1 -B "$addr" -p "$port"
 	local server=$TB_LAST_PID
-	if ! tb_wait_for 5 tb_exec B bash -c "ss -ltnH 'sport = :$port' | grep -q ."; then
+	if ! tb_wait_for 5 tb_exec "$B" bash -c "ss -ltnH 'sport = :$port' | grep -q ."; then
 		echo "measure_path: iperf3 server did not listen on $addr:$port" >&2
 		return 1
 	fi
-	if ! tb_run A "$json" iperf3 -c "$addr" -p "$port" -t "${IPERF_TIME:-5}" -J; then
+	if ! tb_run "$A" "$json" iperf3 -c "$addr" -p "$port" -t "${IPERF_TIME:-5}" -J; then
 		echo "measure_path: iperf3 client to $addr failed: $(head -c 400 "$json")" >&2
 		return 1
 	fi

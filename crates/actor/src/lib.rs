@@ -9,6 +9,8 @@
 //! capability rules: behaviors decide what they do, the network decides how bytes move.
 
 /// The admission pipeline for incoming envelopes.
+/// Gossip broadcasts that collect direct replies.
+pub mod broadcast;
 pub mod dispatch;
 /// Envelopes, handles and their signing bytes.
 pub mod envelope;

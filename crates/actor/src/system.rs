@@ -34,6 +34,11 @@ pub trait Transport: Send + Sync + 'static {
         topic: &str,
         bytes: Vec<u8>,
     ) -> BoxFuture<'static, Result<(), TransportError>>;
+    /// The peers known to be subscribed to `topic` (libp2p peer ids), or `None` when the
+    /// transport cannot tell.
+    fn topic_peers(&self, _topic: &str) -> BoxFuture<'static, Option<Vec<String>>> {
+        Box::pin(async { None })
+    }
 }
 
 /// An authenticated message handed to a behavior.
@@ -495,70 +500,6 @@ impl ActorSystem {
         decode_reply(&reply).map(|_| ())
     }
 
-    /// Broadcasts `be` on `topic` and collects the replies that arrive within `collect`.
-    pub async fn broadcast(
-        &self,
-        from_inbox: &str,
-        topic: &str,
-        be: &str,
-        payload: Value,
-        collect: Duration,
-    ) -> Result<Vec<(Handle, Value)>, ActorError> {
-        self.broadcast_until(
-            from_inbox,
-            topic,
-            be,
-            payload,
-            collect,
-            Duration::ZERO,
-            |_| false,
-        )
-        .await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    /// Like [`Self::broadcast`], but stops early: once `enough(replies so far)` is true, it
-    /// keeps collecting only for `grace` more (so competing answers still get in), never
-    /// past `collect`.
-    pub async fn broadcast_until(
-        &self,
-        from_inbox: &str,
-        topic: &str,
-        be: &str,
-        payload: Value,
-        collect: Duration,
-        grace: Duration,
-        mut enough: impl FnMut(&[(Handle, Value)]) -> bool + Send,
-    ) -> Result<Vec<(Handle, Value)>, ActorError> {
-        let cont = format!("/reply/{:016x}", rand::random::<u64>());
-        let (tx, mut rx) = mpsc::channel(1024);
-        self.register(from_inbox, &cont, reply_collector(tx))?;
-        let exp = now_ns().saturating_add(collect.as_nanos() as u64);
-        let opt = Options {
-            exp,
-            cont: cont.clone(),
-            topic: topic.to_string(),
-        };
-        let env = self.envelope(from_inbox, Handle::default(), be, &payload, opt)?;
-        let published = self.publish(&env).await;
-        let mut out = Vec::new();
-        if published.is_ok() {
-            let mut deadline = tokio::time::Instant::now() + collect;
-            let mut shortened = false;
-            while let Ok(Some(r)) = tokio::time::timeout_at(deadline, rx.recv()).await {
-                if let Ok(v) = decode_reply(&r) {
-                    out.push((r.from.clone(), v));
-                }
-                if !shortened && enough(&out) {
-                    shortened = true;
-                    deadline = deadline.min(tokio::time::Instant::now() + grace);
-                }
-            }
-        }
-        self.unregister(from_inbox, &cont);
-        published.map(|_| out)
-    }
-
     /// Publishes an already signed broadcast envelope.
     pub async fn publish(&self, env: &Envelope) -> Result<(), ActorError> {
         let t = self
@@ -644,7 +585,7 @@ pub fn decode_reply(reply: &Envelope) -> Result<Value, ActorError> {
     }
 }
 
-fn reply_collector(tx: mpsc::Sender<Envelope>) -> Behavior {
+pub(crate) fn reply_collector(tx: mpsc::Sender<Envelope>) -> Behavior {
     Behavior {
         kind: BehaviorKind::Reply,
         handler: Arc::new(move |m: Incoming| {

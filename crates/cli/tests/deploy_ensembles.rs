@@ -289,8 +289,11 @@ fn pinned_peer_location_accept_and_non_granting_provider() {
         events.contains(&format!("bid from {}", p2.as_str().unwrap())),
         "{events}"
     );
+    let p3 = p3.as_str().unwrap();
     assert!(
-        !events.contains(p3.as_str().unwrap()),
+        !events.contains(&format!("bid from {p3}")),
         "node-3 bid: {events}"
     );
+    // It does not answer at all (a decline is an answer too): the round names it silent.
+    assert!(events.contains(&format!("silent: {p3}")), "{events}");
 }

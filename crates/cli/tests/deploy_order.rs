@@ -35,7 +35,14 @@ fn dependencies_start_before_their_dependents() {
     std::fs::write(&file, ORDERED).unwrap();
     let v = dn.json(
         1,
-        &["deploy", "-f", file.to_str().unwrap(), "-t", "60s", "--json"],
+        &[
+            "deploy",
+            "-f",
+            file.to_str().unwrap(),
+            "-t",
+            "60s",
+            "--json",
+        ],
     );
     assert_eq!(v["status"], "Completed", "{v}");
     let id = v["id"].as_str().unwrap();

@@ -25,6 +25,10 @@ pub(crate) enum Command {
         payload: Vec<u8>,
         reply: Reply<Result<(), NetError>>,
     },
+    TopicPeers {
+        topic: String,
+        reply: Reply<Vec<PeerId>>,
+    },
     Dial {
         addr: Multiaddr,
         reply: Reply<Result<(), NetError>>,

@@ -224,6 +224,14 @@ impl Network {
         .await?
     }
 
+    /// Connected peers that told us they are subscribed to a gossip topic.
+    pub async fn topic_peers(&self, topic: &str) -> Vec<PeerId> {
+        let topic = topic.to_string();
+        self.call(|reply| Command::TopicPeers { topic, reply })
+            .await
+            .unwrap_or_default()
+    }
+
     /// Dials an address (with or without `/p2p/<peer id>`); resolves once connected (at once
     /// if already connected to that peer) or when the dial fails.
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), NetError> {

@@ -344,6 +344,18 @@ impl SwarmTask {
                     });
                 let _ = reply.send(r);
             }
+            Command::TopicPeers { topic, reply } => {
+                let hash = gossipsub::IdentTopic::new(topic).hash();
+                let peers = self
+                    .swarm
+                    .behaviour()
+                    .gossipsub
+                    .all_peers()
+                    .filter(|(_, topics)| topics.contains(&&hash))
+                    .map(|(p, _)| *p)
+                    .collect();
+                let _ = reply.send(peers);
+            }
             Command::Dial { addr, reply } => self.dial(addr, reply),
             Command::Peers(reply) => {
                 let _ = reply.send(self.peer_infos());

@@ -142,8 +142,11 @@ impl Node {
             .map_err(|e| NodeError::Behaviors(e.to_string()))?;
         let vm = crate::vm::executor(system.did().as_str(), cfg.general.data_dir.join("vm")).await;
         tracing::info!(status = ?nunet_executor::Executor::status(vm.as_ref()), "VM executor");
+        let (mut executors, docker) = deployment_executors(system.did().as_str(), cfg).await;
+        // microVM allocations (`executor: firecracker`) run on the same VM executor; bids
+        // offer it only while its status is available.
+        executors.insert("firecracker".into(), vm.clone());
         crate::vm::register(&system, vm).map_err(|e| NodeError::Behaviors(e.to_string()))?;
-        let (executors, docker) = deployment_executors(system.did().as_str(), cfg).await;
         let subnets = crate::subnet::NodeSubnets::new(
             cfg.subnet.enabled,
             &network,
@@ -156,6 +159,7 @@ impl Node {
             resources.clone(),
             executors,
             subnets,
+            network.clone(),
             cfg,
         );
         provider.restore();

@@ -29,6 +29,10 @@ use crate::onboarding::{SharedManager, now_ms};
 
 /// `/dms/ensemble/<id>/allocation/{logs,shutdown}` and `/dms/node/allocations/list`.
 mod control;
+/// Signed declines instead of bids.
+mod decline;
+/// `/dms/deployment/constraint/edge`: link measurements for edge constraints.
+mod edge;
 /// Execution specs and logs of allocations.
 mod exec;
 /// The provider's part of ensemble subnets.
@@ -39,6 +43,8 @@ mod notify;
 mod ports;
 /// Provision scripts of Docker allocations.
 mod provision;
+/// Reconciliation of restored allocations after a restart.
+mod reconcile;
 pub use control::ALLOCATIONS_LIST;
 use exec::{read_logs, spec_of};
 
@@ -97,6 +103,7 @@ pub struct Provider {
     allocs: Mutex<HashMap<String, Arc<Mutex<AllocRecord>>>>,
     commits: Mutex<HashMap<String, Vec<String>>>,
     answered: Mutex<HashMap<(String, u64), i64>>,
+    edge: edge::EdgeState,
 }
 
 /// Ensemble resources → the accounting's units (GPUs are not placed yet).
@@ -134,6 +141,7 @@ impl Provider {
         resources: SharedManager,
         executors: BTreeMap<String, Arc<dyn Executor>>,
         subnets: Arc<crate::subnet::NodeSubnets>,
+        network: nunet_network::Network,
         config: &nunet_config::Config,
     ) -> Arc<Self> {
         let g = &config.general;
@@ -161,6 +169,7 @@ impl Provider {
             allocs: Mutex::new(HashMap::new()),
             commits: Mutex::new(HashMap::new()),
             answered: Mutex::new(HashMap::new()),
+            edge: edge::EdgeState::new(network),
         })
     }
 
@@ -231,15 +240,16 @@ impl Provider {
     }
 
     fn bid(&self, m: &Incoming) -> Result<Value, ActorError> {
+        use nunet_orchestrator::decline::DeclineReason;
         let req: BidRequest = serde_json::from_value(m.payload.clone()).map_err(failed)?;
         let me = self.system.peer_id().to_string();
         if req.exclude.contains(&me) {
-            return Err(failed("excluded"));
+            return self.decline(&req, Some(DeclineReason::Excluded), BTreeMap::new());
         }
         let (onboarded, free) =
             self.with_manager(|g| Ok((g.is_onboarded(), g.accounting().free())))?;
         if !onboarded {
-            return Err(failed("not onboarded"));
+            return self.decline(&req, Some(DeclineReason::NotOnboarded), BTreeMap::new());
         }
         {
             let mut a = self.answered.lock().map_err(|_| failed("poisoned"))?;
@@ -255,20 +265,17 @@ impl Provider {
         let live = self.live_reservations();
         let mut nodes = req.nodes.clone();
         nodes.shuffle(&mut rand::thread_rng());
-        let fits = |n: &nunet_orchestrator::protocol::NodeBidRequest| -> bool {
-            n.peer.as_ref().is_none_or(|p| *p == me)
-                && n.executors.iter().all(|e| available.contains(e))
-                && held(&n.resources).is_ok_and(|want| {
-                    self.with_manager(|g| Ok(g.accounting().shortfall(&want).is_none()))
-                        .unwrap_or(false)
-                })
-                && n.location.refusal(&self.location).is_none()
-                && self.port_locks.refusal(&n.ports, &live).is_none()
+        let mut refused = BTreeMap::new();
+        let node = nodes.iter().find(|n| {
+            let why = self.node_refusal(n, &me, &available, &live);
+            if let Some(r) = why {
+                refused.insert(n.node_id.clone(), r);
+            }
+            why.is_none()
+        });
+        let Some(node) = node else {
+            return self.decline(&req, None, refused);
         };
-        let node = nodes
-            .iter()
-            .find(|n| fits(n))
-            .ok_or_else(|| failed("no node of the request fits this provider"))?;
         let bid = Bid {
             ensemble_id: req.ensemble_id,
             node_id: node.node_id.clone(),
@@ -417,12 +424,14 @@ impl Provider {
                 }
                 let mut spec = spec_of(&rec)?;
                 exec.prepare(&spec).await.map_err(failed)?;
-                if matches!(rec.execution, Execution::Docker(_)) {
-                    self.subnets
-                        .attach(&rec.ensemble_id, &mut spec)
-                        .await
-                        .map_err(failed)?;
+                match rec.execution {
+                    Execution::Docker(_) => self.subnets.attach(&rec.ensemble_id, &mut spec).await,
+                    Execution::Firecracker(_) => {
+                        self.subnets.attach_vm(&rec.ensemble_id, &mut spec).await
+                    }
+                    _ => Ok(false),
                 }
+                .map_err(failed)?;
                 if let Err(e) = exec.start(&spec).await {
                     self.subnets.detach(&rec.ensemble_id, &rec.id).await;
                     return Err(failed(e));
@@ -565,36 +574,28 @@ impl Provider {
         Ok(json!({"ok": true, "stopped": stopped, "released_commitments": commits.len()}))
     }
 
-    /// Re-creates the allocation actors persisted before a restart.
+    /// Re-creates the allocation actors persisted before a restart, then reconciles the ones
+    /// that were running or pending with their executors and orchestrators (`reconcile.rs`).
     pub fn restore(self: &Arc<Self>) {
         let docs = self
             .with_manager(|g| g.accounting().store().allocations().list().map_err(failed))
             .unwrap_or_default();
+        let mut held = Vec::new();
         for d in docs {
             match serde_json::from_str::<AllocRecord>(&d.doc) {
                 Ok(rec) => {
-                    let running = rec.status == "running";
-                    let cell_id = rec.id.clone();
+                    let active = rec.status == "running" || rec.status == "pending";
+                    let id = rec.id.clone();
                     self.adopt(rec);
-                    let cell = self
-                        .allocs
-                        .lock()
-                        .ok()
-                        .and_then(|m| m.get(&cell_id).cloned());
-                    if let (true, Some(cell)) = (running, cell) {
-                        let exec = cell
-                            .lock()
-                            .ok()
-                            .and_then(|r| self.executors.get(r.execution.executor()).cloned());
-                        if let Some(exec) = exec {
-                            tokio::spawn(self.clone().watch(cell, exec));
-                        }
+                    let cell = self.allocs.lock().ok().and_then(|m| m.get(&id).cloned());
+                    if let (true, Some(cell)) = (active, cell) {
+                        held.push(cell);
                     }
                 }
                 Err(e) => tracing::warn!(id = %d.id, error = %e, "unreadable allocation record"),
             }
         }
-        self.restore_subnets();
+        tokio::spawn(self.clone().reconcile(held));
     }
 
     /// Registers the provider behaviors on the root actor.
@@ -649,6 +650,7 @@ impl Provider {
             }),
         )?;
         self.register_subnet()?;
+        self.register_edge()?;
         self.register_control()
     }
 }

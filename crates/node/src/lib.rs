@@ -15,6 +15,8 @@ pub mod daemon;
 pub mod deployment;
 /// Onboarding, resources and hardware behaviors.
 pub mod onboarding;
+/// Link measurements for edge constraints: RTT and the `/nunet/probe/1.0.0` throughput probe.
+pub mod probe;
 /// Ensemble subnets on this provider: data path, host plumbing, DNS, sandboxes.
 pub mod subnet;
 /// Adapter from the actor layer to the libp2p network.

@@ -24,6 +24,9 @@ use nunet_subnet::{
     SubnetSpec, plan,
 };
 
+/// TAP attachment of microVM allocations.
+mod vm;
+
 /// MTU of the ensemble network (NuNet's).
 const MTU: u16 = 1420;
 
@@ -34,7 +37,7 @@ struct Ensemble {
     dns: Option<DnsResponder>,
     records: Records,
     ports: PortMap,
-    /// allocation id → (attachment, sandbox name).
+    /// allocation id → (attachment, sandbox name; empty for a VM's TAP).
     attached: HashMap<String, (Attachment, String)>,
 }
 
@@ -360,7 +363,7 @@ impl NodeSubnets {
             if let Err(x) = blocking(move || n.detach(&att).map_err(err)).await {
                 tracing::warn!(ensemble, alloc, "detaching: {x}");
             }
-            if let Some(d) = &self.docker
+            if let Some(d) = self.docker.as_ref().filter(|_| !sandbox.is_empty())
                 && let Err(x) = d.remove_sandbox(&sandbox).await
             {
                 tracing::warn!(ensemble, alloc, "removing sandbox: {x}");

@@ -41,6 +41,15 @@ impl Transport for Libp2pTransport {
                 .map_err(|e| TransportError(e.to_string()))
         })
     }
+
+    fn topic_peers(&self, topic: &str) -> BoxFuture<'static, Option<Vec<String>>> {
+        let net = self.0.clone();
+        let topic = topic.to_string();
+        Box::pin(async move {
+            let peers = net.topic_peers(&topic).await;
+            Some(peers.iter().map(|p| p.to_base58()).collect())
+        })
+    }
 }
 
 /// Feeds network events into the actor system until the event stream ends. Each request is

@@ -1,8 +1,10 @@
 //! Bid requests beyond the broadcast: nodes pinned to a `peer` are asked by a direct request
-//! to that peer (they are left out of the gossip request), and bids are capped per node
-//! ([`MAX_BIDS_PER_NODE`]). Verification of the bids stays with the engine.
+//! to that peer (they are left out of the gossip request), bids are capped per node
+//! ([`MAX_BIDS_PER_NODE`]), declines are taken out of the replies (and shown as events), and
+//! [`round_closer`] decides when a round may end early. Verification of the bids stays with
+//! the engine; nothing here places or commits.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -10,6 +12,7 @@ use nunet_actor::Handle;
 use nunet_did::Did;
 use serde_json::Value;
 
+use crate::decline::Decline;
 use crate::engine::Engine;
 use crate::protocol::{BID_REQUEST_DIRECT, BidRequest, MAX_BIDS_PER_NODE};
 
@@ -58,7 +61,99 @@ pub(crate) fn cap_per_node(replies: Vec<(Handle, Value)>) -> Vec<(Handle, Value)
         .collect()
 }
 
+/// When a bid round may close, after each reply: once every node in `wanted` has a bid, at
+/// once if every peer in `subscribers` (the peers subscribed to the topic when the request
+/// went out) has answered with a bid or a decline, else after `grace`. Until every node has a
+/// bid the round stays open (the caller's collect time bounds it). `subscribers: None` (the
+/// transport cannot tell) always leaves the grace.
+pub(crate) fn round_closer(
+    wanted: HashSet<String>,
+    subscribers: Option<HashSet<String>>,
+    grace: Duration,
+) -> impl FnMut(&[(Handle, Value)]) -> Option<Duration> + Send {
+    move |replies| {
+        let got: HashSet<&str> = replies
+            .iter()
+            .filter(|(_, v)| !Decline::is_decline(v))
+            .filter_map(|(_, v)| v.get("node_id").and_then(Value::as_str))
+            .collect();
+        if !wanted.iter().all(|n| got.contains(n.as_str())) {
+            return None;
+        }
+        let answered: HashSet<&str> = replies.iter().map(|(h, _)| h.addr.host.as_str()).collect();
+        let all = subscribers
+            .as_ref()
+            .is_some_and(|s| s.iter().all(|p| answered.contains(p.as_str())));
+        Some(if all { Duration::ZERO } else { grace })
+    }
+}
+
+/// A deployment event saying how the broadcast part of a bid round ended: either every peer
+/// subscribed to the topic answered, or which ones stayed silent (they were waited for until
+/// the grace or the round's limit).
+pub(crate) fn round_summary(
+    replies: &[(Handle, Value)],
+    subscribers: Option<&HashSet<String>>,
+) -> String {
+    let answered: HashSet<&str> = replies.iter().map(|(h, _)| h.addr.host.as_str()).collect();
+    match subscribers {
+        None => format!("bid round closed with {} answer(s)", replies.len()),
+        Some(s) => {
+            let silent: Vec<&str> = s
+                .iter()
+                .map(String::as_str)
+                .filter(|p| !answered.contains(p))
+                .collect();
+            if silent.is_empty() {
+                format!(
+                    "bid round closed: all {} subscribed peer(s) answered",
+                    s.len()
+                )
+            } else {
+                format!(
+                    "bid round closed with {} answer(s); silent: {}",
+                    replies.len(),
+                    silent.join(", ")
+                )
+            }
+        }
+    }
+}
+
 impl Engine {
+    /// Takes the declines out of `replies`, recording a deployment event for each (a decline
+    /// whose signature or sender does not check out is dropped with an event too); returns
+    /// the other replies.
+    pub(crate) fn take_declines(
+        &self,
+        ensemble_id: &str,
+        replies: Vec<(Handle, Value)>,
+    ) -> Vec<(Handle, Value)> {
+        let (declines, rest): (Vec<_>, Vec<_>) = replies
+            .into_iter()
+            .partition(|(_, v)| Decline::is_decline(v));
+        for (from, v) in declines {
+            let d = match serde_json::from_value::<Decline>(v) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.event(format!("malformed decline from {}: {e}", from.did));
+                    continue;
+                }
+            };
+            match d.verify() {
+                Ok(did) if did.as_str() == from.did && d.ensemble_id == ensemble_id => {
+                    self.event(format!("peer {} declined to bid: {}", d.peer, d.summary()));
+                }
+                Ok(_) => self.event(format!(
+                    "decline from {} is for another ensemble or signer",
+                    from.did
+                )),
+                Err(e) => self.event(format!("refused decline: {e}")),
+            }
+        }
+        rest
+    }
+
     /// Asks every pinned peer directly; returns (peer's root handle, bid JSON) per answer.
     pub(crate) async fn pinned_bids(
         &self,
@@ -141,5 +236,23 @@ mod tests {
         assert_eq!(count("a"), MAX_BIDS_PER_NODE);
         assert_eq!(count("b"), MAX_BIDS_PER_NODE);
         assert_eq!(kept.len(), 2 * MAX_BIDS_PER_NODE + 1);
+    }
+
+    #[test]
+    fn round_summary_names_the_silent_peers() {
+        let from = |host: &str| {
+            let mut h = Handle::default();
+            h.addr.host = host.into();
+            (h, json!({}))
+        };
+        let subs: HashSet<String> = ["P1", "P2"].iter().map(|s| s.to_string()).collect();
+        let all = round_summary(&[from("P1"), from("P2")], Some(&subs));
+        assert_eq!(all, "bid round closed: all 2 subscribed peer(s) answered");
+        let some = round_summary(&[from("P1")], Some(&subs));
+        assert_eq!(some, "bid round closed with 1 answer(s); silent: P2");
+        assert_eq!(
+            round_summary(&[], None),
+            "bid round closed with 0 answer(s)"
+        );
     }
 }

@@ -201,6 +201,7 @@ impl Deployments {
             rec,
             self.persist.clone(),
         ));
+        engine.register_check();
         if let Ok(mut m) = self.map.lock() {
             m.insert(id.clone(), engine.clone());
         }
@@ -228,6 +229,7 @@ impl Deployments {
                 rec,
                 self.persist.clone(),
             ));
+            engine.register_check();
             if let Ok(mut m) = self.map.lock() {
                 m.insert(
                     engine.record().map(|r| r.id).unwrap_or_default(),

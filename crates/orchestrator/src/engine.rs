@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use nunet_actor::{ActorError, ActorSystem, Handle};
-use nunet_placement::{Measurements, Options, Problem, solve};
+use nunet_placement::Problem;
 use serde_json::{Value, json};
 
 use crate::protocol::{
@@ -23,6 +23,8 @@ const BID_GRACE: Duration = Duration::from_millis(250);
 
 /// How long bids are collected per round (NuNet `BidRequestTimeout`).
 pub const BID_COLLECT: Duration = Duration::from_secs(3);
+/// Shortest time between the starts of two bid rounds, ms.
+pub const RETRY_PACE_MS: i64 = 500;
 /// Commit timeout per allocation (NuNet `CommitDeploymentTimeout`).
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Allocate timeout per allocation.
@@ -58,6 +60,8 @@ pub struct Engine {
     pub(crate) rec: Mutex<Deployment>,
     pub(crate) persist: PersistFn,
     pub(crate) exits: Arc<crate::exits::ExitInbox>,
+    /// Link measurements of this deployment (edge constraints), kept across rounds.
+    pub(crate) edges: Mutex<crate::edges::EdgeCache>,
 }
 
 fn executors_of(e: &nunet_ensemble::Ensemble, node: &nunet_ensemble::NodeConfig) -> Vec<String> {
@@ -87,6 +91,7 @@ impl Engine {
             rec: Mutex::new(rec),
             persist,
             exits,
+            edges: Mutex::default(),
         }
     }
 
@@ -179,6 +184,7 @@ impl Engine {
                 );
             });
             let collect = BID_COLLECT.min(Duration::from_millis(left.max(1) as u64));
+            let started = now_ms();
             match self.round(round, &excluded, collect).await {
                 Ok(()) => break,
                 Err(RoundError::Fatal(e)) => {
@@ -188,7 +194,15 @@ impl Engine {
                 Err(RoundError::Retry(e, peers)) => {
                     self.event(format!("round {round} failed: {e}"));
                     excluded.extend(peers);
-                    last = e;
+                    // A round cut short by the deadline says less than a full one before it.
+                    if last == "no round finished" || now_ms() < rec.deadline_ms {
+                        last = e;
+                    }
+                    // Rounds that fail at once (e.g. on cached edge measurements) do not spin.
+                    let wait = (started + RETRY_PACE_MS - now_ms()).min(rec.deadline_ms - now_ms());
+                    if wait > 0 {
+                        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+                    }
                 }
             }
         }
@@ -204,7 +218,7 @@ impl Engine {
         collect: Duration,
     ) -> Result<(), RoundError> {
         let bids = self.collect_bids(round, excluded, collect).await;
-        let assign = self.place(&bids, excluded)?;
+        let assign = self.place(&bids, excluded).await?;
         if self.status().is_terminal() {
             return Ok(());
         }
@@ -259,31 +273,29 @@ impl Engine {
         // Pinned nodes are asked directly; only the others go out on gossip.
         let (req, pinned) = crate::bids::split_pinned(&req);
         let payload = serde_json::to_value(&req).unwrap_or(Value::Null);
-        // Close the round early once every node has a bid, leaving a short grace for
-        // competing bids; `collect` stays the upper bound.
-        let wanted: std::collections::HashSet<String> =
-            req.nodes.iter().map(|n| n.node_id.clone()).collect();
-        let enough = move |replies: &[(nunet_actor::Handle, Value)]| {
-            let got: std::collections::HashSet<&str> = replies
-                .iter()
-                .filter_map(|(_, v)| v.get("node_id").and_then(Value::as_str))
-                .collect();
-            wanted.iter().all(|n| got.contains(n.as_str()))
-        };
+        // Close the round once every node has a bid and every subscribed peer has answered
+        // (bid or decline), else a short grace after the last node got its first bid;
+        // `collect` stays the upper bound (see `bids::round_closer`).
+        let wanted = req.nodes.iter().map(|n| n.node_id.clone()).collect();
+        let subscribers: Option<std::collections::HashSet<String>> = self
+            .system
+            .topic_peers(DEPLOYMENT_TOPIC)
+            .await
+            .map(|p| p.into_iter().collect());
         let broadcast = async {
             if req.nodes.is_empty() {
                 return Vec::new();
             }
+            let close = crate::bids::round_closer(wanted, subscribers.clone(), BID_GRACE);
             match self
                 .system
-                .broadcast_until(
+                .broadcast_with(
                     &self.inbox,
                     DEPLOYMENT_TOPIC,
                     BID_REQUEST,
                     payload,
                     collect,
-                    BID_GRACE,
-                    enough,
+                    close,
                 )
                 .await
             {
@@ -295,7 +307,9 @@ impl Engine {
             }
         };
         let (mut replies, direct) = futures::join!(broadcast, self.pinned_bids(pinned, collect));
+        self.event(crate::bids::round_summary(&replies, subscribers.as_ref()));
         replies.extend(direct);
+        let replies = self.take_declines(&rec.id, replies);
         let replies = crate::bids::cap_per_node(replies);
         let mut bids = Vec::new();
         for (from, v) in replies {
@@ -320,7 +334,7 @@ impl Engine {
         bids
     }
 
-    fn place(&self, bids: &[Bid], excluded: &[String]) -> Result<Assignment, RoundError> {
+    async fn place(&self, bids: &[Bid], excluded: &[String]) -> Result<Assignment, RoundError> {
         let rec = self
             .record()
             .ok_or_else(|| RoundError::Fatal("record lost".into()))?;
@@ -341,20 +355,8 @@ impl Engine {
                 nunet_placement::Bid::new(&b.node_id, &b.peer, b.location.clone(), b.free.clone())
             })
             .collect();
-        let placement = solve(
-            &problem,
-            &pbids,
-            &Measurements::default(),
-            &Options::default(),
-        )
-        .map_err(|e| RoundError::Retry(e.to_string(), Vec::new()))?;
-        if !placement.to_measure.is_empty() {
-            return Err(RoundError::Fatal(
-                "the ensemble has edge constraints that need link measurements \
-                 (/dms/deployment/constraint/edge), which this build does not implement yet"
-                    .into(),
-            ));
-        }
+        // Edge constraints: measured links, cached for the deployment (`edges.rs`).
+        let placement = self.solve_with_edges(&problem, &pbids, &usable).await?;
         let assign: Assignment = placement
             .assignment
             .iter()

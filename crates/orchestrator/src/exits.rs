@@ -6,15 +6,104 @@
 //! A report is only a wake-up: the status applied is the one the allocation actor answers,
 //! and reports from a sender that does not run the allocation are dropped (see
 //! [`Engine::take_exits`]).
+//!
+//! Also `/dms/ensemble/<id>/allocation/check` ([`allocation_check`]), which a restarted
+//! provider asks about every allocation it still holds: answered from the record only
+//! ([`check_allocation`]), to the provider that runs the allocation per the manifest. It
+//! never changes the deployment.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
-use nunet_actor::{ActorError, ActorSystem, Behavior, Incoming};
+use nunet_actor::{ActorError, ActorSystem, Behavior, ErrorKind, Incoming};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::engine::{Engine, MONITOR_EVERY, RECHECK_EVERY};
 use crate::protocol::{AllocationExited, allocation_exited};
+use crate::state::Deployment;
+
+/// Orchestrator actor: a restarted provider asks whether an allocation it holds is still
+/// wanted. Payload [`AllocationCheck`], answer [`AllocationWanted`]; under the
+/// `/dms/ensemble/<id>` capability, like [`allocation_exited`].
+pub fn allocation_check(ensemble_id: &str) -> String {
+    format!("/dms/ensemble/{ensemble_id}/allocation/check")
+}
+
+/// Payload of [`allocation_check`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocationCheck {
+    /// Ensemble id.
+    pub ensemble_id: String,
+    /// Allocation id (see [`crate::protocol::allocation_id`]).
+    pub allocation_id: String,
+}
+
+/// Answer of [`allocation_check`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocationWanted {
+    /// Whether the provider should keep running it.
+    pub wanted: bool,
+    /// Why not, when not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+fn unwanted(reason: String) -> AllocationWanted {
+    AllocationWanted {
+        wanted: false,
+        reason: Some(reason),
+    }
+}
+
+/// Whether `rec` still wants allocation `allocation_id` to run on the provider whose DID is
+/// `sender`: the deployment is not over, the manifest places the allocation on that provider,
+/// and the allocation has not ended as far as the orchestrator knows. A sender that is not
+/// the allocation's provider in the manifest is denied (it learns nothing); an allocation
+/// the manifest does not hold (e.g. from an abandoned round) is not wanted.
+pub fn check_allocation(
+    rec: &Deployment,
+    sender: &str,
+    allocation_id: &str,
+) -> Result<AllocationWanted, ActorError> {
+    let Some((key, a)) = rec
+        .manifest
+        .allocations
+        .iter()
+        .find(|(_, a)| a.id == allocation_id)
+    else {
+        return Ok(unwanted(format!(
+            "deployment {} ({}) holds no allocation {allocation_id}",
+            rec.id,
+            rec.status.as_str()
+        )));
+    };
+    let provider = rec.manifest.nodes.get(&a.node_id).map(|n| n.did.as_str());
+    if provider != Some(sender) {
+        return Err(ActorError::new(
+            ErrorKind::Denied,
+            "only the provider that runs the allocation may check it",
+        ));
+    }
+    if rec.status.is_terminal() {
+        let why = rec.reason.as_deref().unwrap_or("no reason recorded");
+        return Ok(unwanted(format!(
+            "deployment {} is {}: {why}",
+            rec.id,
+            rec.status.as_str()
+        )));
+    }
+    if matches!(a.status.as_str(), "completed" | "failed" | "terminated") {
+        return Ok(unwanted(format!(
+            "the orchestrator counts {key} as {}",
+            a.status
+        )));
+    }
+    Ok(AllocationWanted {
+        wanted: true,
+        reason: None,
+    })
+}
 
 /// Most reports queued before the supervisor takes them (a flood is dropped, not stored).
 const MAX_QUEUED: usize = 1024;
@@ -66,6 +155,43 @@ impl ExitInbox {
 }
 
 impl Engine {
+    /// Registers `/dms/ensemble/<id>/allocation/check` on the orchestrator actor (the
+    /// behavior holds the engine weakly: the registry owns it).
+    pub(crate) fn register_check(self: &Arc<Self>) {
+        let Some(id) = self.record().map(|r| r.id) else {
+            return;
+        };
+        let me: Weak<Engine> = Arc::downgrade(self);
+        let ensemble = id.clone();
+        let r = self.system.register(
+            &self.inbox,
+            &allocation_check(&id),
+            Behavior::direct(move |m: Incoming| {
+                let (me, ensemble) = (me.clone(), ensemble.clone());
+                async move {
+                    let q: AllocationCheck = serde_json::from_value(m.payload.clone())
+                        .map_err(|e| ActorError::failed(format!("bad allocation check: {e}")))?;
+                    if q.ensemble_id != ensemble {
+                        return Err(ActorError::failed("allocation check for another ensemble"));
+                    }
+                    let rec = me
+                        .upgrade()
+                        .and_then(|e| e.record())
+                        .ok_or_else(|| ActorError::failed("deployment record gone"))?;
+                    let answer = check_allocation(&rec, m.sender.as_str(), &q.allocation_id)?;
+                    tracing::info!(target: "orchestrator", ensemble = %ensemble,
+                        allocation = %q.allocation_id, wanted = answer.wanted,
+                        "a provider checked an allocation");
+                    serde_json::to_value(answer).map_err(|e| ActorError::failed(e.to_string()))
+                }
+            }),
+        );
+        if let Err(e) = r {
+            tracing::warn!(target: "orchestrator", id = %id, error = %e.message,
+                "no allocation-check behavior; restarted providers will give up on this deployment");
+        }
+    }
+
     /// Queued exit reports whose sender is the provider node running the allocation, as
     /// (manifest key, report); others are logged and dropped.
     pub(crate) fn take_exits(&self) -> Vec<(String, AllocationExited)> {
@@ -121,5 +247,114 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use nunet_actor::Handle;
+
+    use super::*;
+    use crate::state::{DeploymentStatus, ManifestAllocation, ManifestNode};
+
+    const YAML: &str = "version: V1\nallocations:\n  a:\n    executor: docker\n    type: service\n    resources: {cpu: {cores: 0.1}, ram: {size: 16MiB}, disk: {size: 10MiB}}\n    execution: {type: docker, image: busybox}\nnodes:\n  n:\n    allocations: [a]\n";
+
+    fn deployment(status: DeploymentStatus, alloc_status: &str) -> Deployment {
+        let ensemble = nunet_ensemble::parse_str(YAML, &Default::default())
+            .expect("ensemble")
+            .ensemble;
+        let node = ManifestNode {
+            peer: "peer-p".into(),
+            did: "did:key:provider".into(),
+            handle: Handle::default(),
+            location: String::new(),
+        };
+        let alloc = ManifestAllocation {
+            id: "alloc-1".into(),
+            node_id: "n".into(),
+            handle: None,
+            status: alloc_status.into(),
+            exit_code: None,
+            ports: BTreeMap::new(),
+            ip: None,
+            dns: None,
+        };
+        let mut manifest = crate::Manifest::default();
+        manifest.nodes.insert("n".into(), node);
+        manifest.allocations.insert("n.a".into(), alloc);
+        Deployment {
+            id: "ens-1".into(),
+            status,
+            reason: Some("allocation n.a is unreachable".into()),
+            owner: "did:key:user".into(),
+            created_ms: 0,
+            deadline_ms: 0,
+            ensemble,
+            orchestrator: Handle::default(),
+            orchestrator_seed: String::new(),
+            manifest,
+            events: Vec::new(),
+            rounds: 1,
+            notes: Vec::new(),
+            bids: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_running_deployment_wants_its_allocation_from_its_provider_only() {
+        let d = deployment(DeploymentStatus::Running, "running");
+        let ok = check_allocation(&d, "did:key:provider", "alloc-1").expect("answer");
+        assert!(ok.wanted && ok.reason.is_none(), "{ok:?}");
+        let e = check_allocation(&d, "did:key:someone-else", "alloc-1").expect_err("denied");
+        assert_eq!(e.kind, ErrorKind::Denied);
+        // Provisioning counts as wanted too (the orchestrator is about to start it).
+        let d = deployment(DeploymentStatus::Provisioning, "pending");
+        assert!(
+            check_allocation(&d, "did:key:provider", "alloc-1")
+                .expect("answer")
+                .wanted
+        );
+    }
+
+    #[test]
+    fn terminal_deployments_ended_allocations_and_unknown_ids_are_not_wanted() {
+        for s in [
+            DeploymentStatus::Failed,
+            DeploymentStatus::ShuttingDown,
+            DeploymentStatus::Completed,
+        ] {
+            let a = check_allocation(&deployment(s, "running"), "did:key:provider", "alloc-1")
+                .expect("answer");
+            assert!(!a.wanted, "{s:?}");
+            let why = a.reason.unwrap_or_default();
+            assert!(
+                why.contains(s.as_str()) && why.contains("unreachable"),
+                "{why}"
+            );
+        }
+        for s in ["failed", "terminated", "completed"] {
+            let d = deployment(DeploymentStatus::Running, s);
+            let a = check_allocation(&d, "did:key:provider", "alloc-1").expect("answer");
+            assert!(!a.wanted && a.reason.unwrap_or_default().contains(s));
+        }
+        // Not in the manifest (another round placed it elsewhere, or never): not wanted, and
+        // the answer says nothing about who runs what.
+        let d = deployment(DeploymentStatus::Running, "running");
+        let a = check_allocation(&d, "did:key:anyone", "alloc-2").expect("answer");
+        assert!(!a.wanted);
+        let back: AllocationWanted =
+            serde_json::from_value(serde_json::to_value(&a).expect("json")).expect("json");
+        assert_eq!(back, a);
+    }
+
+    #[test]
+    fn the_check_lives_under_the_ensemble_namespace() {
+        let ns: nunet_capability::Capability = crate::control::ensemble_namespace("abc")
+            .parse()
+            .expect("cap");
+        let c: nunet_capability::Capability = allocation_check("abc").parse().expect("cap");
+        assert!(ns.implies(&c));
     }
 }

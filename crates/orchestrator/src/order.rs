@@ -36,7 +36,10 @@ pub fn order_of(allocs: &[(&str, &[String])]) -> Result<Vec<String>, String> {
                 .copied()
                 .filter(|n| !order.iter().any(|o| o == n))
                 .collect();
-            return Err(format!("depends_on has a cycle among: {}", stuck.join(", ")));
+            return Err(format!(
+                "depends_on has a cycle among: {}",
+                stuck.join(", ")
+            ));
         }
     }
     Ok(order)
@@ -52,8 +55,7 @@ mod tests {
             .iter()
             .map(|(n, d)| (*n, d.iter().map(|s| s.to_string()).collect()))
             .collect();
-        let pairs: Vec<(&str, &[String])> =
-            owned.iter().map(|(n, d)| (*n, d.as_slice())).collect();
+        let pairs: Vec<(&str, &[String])> = owned.iter().map(|(n, d)| (*n, d.as_slice())).collect();
         order_of(&pairs)
     }
 

@@ -21,6 +21,7 @@ mod cleanup;
 mod cmd;
 pub mod error;
 pub(crate) mod iptables;
+mod tap;
 
 use std::net::Ipv4Addr;
 
@@ -29,6 +30,7 @@ use ipnet::Ipv4Net;
 pub use cleanup::{CleanupReport, cleanup_stale};
 pub use cmd::Host;
 pub use error::HostError;
+pub use tap::guest_ip_arg;
 
 use crate::plan::{self, Names, PRIO_IIF, PRIO_TO};
 use iptables::{FWD, IN, LOCK, Rule, SNAT};
@@ -52,7 +54,8 @@ pub struct Attachment {
     pub veth: String,
     /// The allocation's address.
     pub ip: Ipv4Addr,
-    /// The process whose network namespace holds the `eth0` end.
+    /// The process whose network namespace holds the `eth0` end; 0 for a VM's TAP device
+    /// ([`EnsembleNet::attach_tap`]).
     pub netns_pid: u32,
 }
 
@@ -268,16 +271,7 @@ impl EnsembleNet {
     /// network and default via the gateway) and whose host end is routed in T_E. On failure
     /// nothing is left behind.
     pub fn attach(&self, alloc_ip: Ipv4Addr, netns_pid: u32) -> Result<Attachment, HostError> {
-        let net = self.network;
-        if !net.contains(&alloc_ip)
-            || alloc_ip == self.gateway
-            || alloc_ip == net.network()
-            || alloc_ip == net.broadcast()
-        {
-            return Err(HostError::Invalid(format!(
-                "{alloc_ip} is not an allocation address of {net}"
-            )));
-        }
+        self.check_alloc_ip(alloc_ip)?;
         let att = Attachment {
             veth: self.names.veth(alloc_ip),
             ip: alloc_ip,
@@ -289,6 +283,20 @@ impl EnsembleNet {
             let _ = self.detach(&att);
         }
         result.map(|()| att)
+    }
+
+    fn check_alloc_ip(&self, alloc_ip: Ipv4Addr) -> Result<(), HostError> {
+        let net = self.network;
+        if !net.contains(&alloc_ip)
+            || alloc_ip == self.gateway
+            || alloc_ip == net.network()
+            || alloc_ip == net.broadcast()
+        {
+            return Err(HostError::Invalid(format!(
+                "{alloc_ip} is not an allocation address of {net}"
+            )));
+        }
+        Ok(())
     }
 
     fn attach_inner(&self, att: &Attachment) -> Result<(), HostError> {
@@ -332,7 +340,7 @@ impl EnsembleNet {
         ensure_rule(h, PRIO_IIF, &["iif", v], self.names.table)
     }
 
-    /// Removes an attachment (veth pair, its route and rule). Idempotent.
+    /// Removes an attachment (veth pair or TAP, its route and rule). Idempotent.
     pub fn detach(&self, att: &Attachment) -> Result<(), HostError> {
         let h = &self.host;
         let (p, t) = (PRIO_IIF.to_string(), self.names.table.to_string());

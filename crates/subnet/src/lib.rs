@@ -38,5 +38,7 @@ pub mod host;
 pub mod plan;
 /// Public port mapping (DNAT) to allocation addresses.
 pub mod portmap;
-pub use host::{Attachment, CleanupReport, EnsembleNet, Host, HostError, cleanup_stale};
+pub use host::{
+    Attachment, CleanupReport, EnsembleNet, Host, HostError, cleanup_stale, guest_ip_arg,
+};
 pub use portmap::{PortMap, PortMapping, Proto};

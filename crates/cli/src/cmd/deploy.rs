@@ -1,6 +1,6 @@
 //! `nunet deploy -f <ensemble.yaml>`: asks the local node to orchestrate an ensemble, shows
 //! each phase as it happens (bids received per node, placement, commits, allocations, starts;
-//! the status is polled every 500 ms) and ends with the manifest: which peer runs what. With
+//! the status is polled at once, every 100 ms for 2 s, then every 500 ms) and ends with the manifest: which peer runs what. With
 //! `--json`, stdout carries exactly one JSON document (status + manifest) at the end.
 
 use std::path::{Path, PathBuf};
@@ -45,8 +45,13 @@ fn absolute_modules(e: &mut nunet_ensemble::Ensemble, base: &Path) {
     }
 }
 
-/// How often the deployment status is polled.
+/// How often the deployment status is polled, once [`FAST_POLLS`] are done.
 const POLL: Duration = Duration::from_millis(500);
+/// How often the status is polled at first: a fast deployment is seen finished soon after
+/// it finishes, a slow one soon costs only one poll per [`POLL`].
+const FAST_POLL: Duration = Duration::from_millis(100);
+/// How many polls are [`FAST_POLL`] apart (the first one is at once).
+const FAST_POLLS: usize = 20;
 
 /// `node-a 2, node-b 1` from the status' per-node bid counts (empty before the first round).
 fn bids_line(bids: &serde_json::Value) -> String {
@@ -88,8 +93,10 @@ pub fn run(home: &Home, args: DeployArgs) -> Result<i32> {
     }
     let mut after = 0u64;
     let (mut last_bids, mut last_phase) = (String::new(), String::new());
+    let mut polls =
+        std::iter::once(Duration::ZERO).chain(std::iter::repeat_n(FAST_POLL, FAST_POLLS));
     let status = loop {
-        std::thread::sleep(POLL);
+        std::thread::sleep(polls.next().unwrap_or(POLL));
         let v = match caller.call(
             "/dms/node/deployment/status",
             &json!({"id": id, "after": after}),

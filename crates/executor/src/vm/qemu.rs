@@ -34,6 +34,38 @@ impl Accel {
 /// boots in about two seconds. Guests end the VM by rebooting (`-no-reboot`, `reboot=t`).
 const MACHINE: &str = "microvm,acpi=off";
 
+/// Machine options when the guest has virtio devices (a disk or a NIC). Debian's cloud kernel
+/// has no `virtio_mmio.device=` command-line discovery, so its virtio-mmio devices are found
+/// only through ACPI; under TCG the guest then needs the TSC rate on its command line
+/// ([`tsc_hint`]) or it stalls in clock calibration.
+const MACHINE_DEVICES: &str = "microvm,acpi=on";
+
+/// Whether the guest gets a virtio device (disk or NIC).
+fn has_devices(l: &QemuLaunch<'_>) -> bool {
+    l.vm.rootfs.is_some()
+        || matches!(
+            l.network,
+            NetworkAttachment::Default | NetworkAttachment::Tap { .. }
+        )
+}
+
+/// `tsc_early_khz=<host TSC kHz> tsc=reliable`: under TCG the guest's TSC follows the host's,
+/// and with ACPI on there is no PIT to calibrate it against. The rate comes from
+/// `/proc/cpuinfo` (2 GHz when unreadable: a wrong rate skews guest time, nothing else).
+fn tsc_hint() -> String {
+    let khz = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("cpu MHz"))
+                .and_then(|l| l.split(':').nth(1))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .filter(|mhz| *mhz > 1.0)
+        .map_or(2_000_000, |mhz| (mhz * 1000.0) as u64);
+    format!("tsc_early_khz={khz} tsc=reliable")
+}
+
 /// Starts QEMU with `-accel kvm` paused, speaks QMP on stdio and quits: KVM is usable when
 /// QEMU gets as far as the QMP greeting. Returns the reason when it is not.
 pub async fn probe_kvm(qemu: &Path, timeout: Duration) -> std::result::Result<(), String> {
@@ -148,7 +180,9 @@ pub fn kernel_cmdline(vm: &VmWorkload) -> String {
 pub fn qemu_args(l: &QemuLaunch<'_>) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-    push(&["-M", MACHINE, "-accel", l.accel.as_str()]);
+    let devices = has_devices(l);
+    let machine = if devices { MACHINE_DEVICES } else { MACHINE };
+    push(&["-M", machine, "-accel", l.accel.as_str()]);
     match l.accel {
         Accel::Kvm => push(&["-cpu", "host,-arch-capabilities"]),
         Accel::Tcg => push(&["-cpu", "max"]),
@@ -175,6 +209,10 @@ pub fn qemu_args(l: &QemuLaunch<'_>) -> Vec<String> {
     let mut cmdline = kernel_cmdline(l.vm);
     if !cmdline.split_whitespace().any(|w| w.starts_with("reboot=")) {
         cmdline.push_str(" reboot=t"); // triple fault: the one reset microvm always has
+    }
+    if devices && l.accel == Accel::Tcg && !cmdline.contains("tsc_early_khz=") {
+        cmdline.push(' ');
+        cmdline.push_str(&tsc_hint());
     }
     push(&["-append", &cmdline]);
     if let Some(rootfs) = &l.vm.rootfs {
@@ -324,6 +362,39 @@ mod tests {
         assert!(
             tcg.contains("-accel tcg -cpu max") && !tcg.contains("netdev"),
             "{tcg}"
+        );
+        // A disk needs ACPI (virtio-mmio discovery) and, under TCG, the TSC rate.
+        assert!(
+            tcg.contains("microvm,acpi=on") && tcg.contains("tsc_early_khz="),
+            "{tcg}"
+        );
+        let bare = VmWorkload {
+            rootfs: None,
+            ..vm.clone()
+        };
+        let tap = NetworkAttachment::Tap {
+            iface: "nv000001".into(),
+            mac: None,
+        };
+        let l = QemuLaunch {
+            vm: &bare,
+            accel: Accel::Tcg,
+            vcpus: 1,
+            mem_mib: 128,
+            qmp: Path::new("/q"),
+            network: &NetworkAttachment::None,
+            ports: &[],
+            mac: "m",
+        };
+        let plain = qemu_args(&l).join(" ");
+        assert!(
+            plain.contains("microvm,acpi=off") && !plain.contains("tsc_early"),
+            "{plain}"
+        );
+        let nic = qemu_args(&QemuLaunch { network: &tap, ..l }).join(" ");
+        assert!(
+            nic.contains("microvm,acpi=on") && nic.contains("ifname=nv000001"),
+            "{nic}"
         );
     }
 

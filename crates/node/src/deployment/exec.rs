@@ -1,14 +1,16 @@
-//! Turning an allocation into an executor spec, and reading its output.
+//! Turning an allocation into an executor spec (Docker, WASM, microVM), and reading its output.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use nunet_actor::ActorError;
 use nunet_ensemble::Execution;
+use nunet_ensemble::execution::FirecrackerExecution;
 use nunet_executor::{
     CpuBudget, ExecutionSpec, Executor, LogOptions, LogSource, ModuleSource, NetworkAttachment,
-    PortMapping, Protocol, Workload,
+    PortMapping, Protocol, VmWorkload, Workload,
 };
 
 use super::{AllocRecord, MAX_LOG_BYTES, failed};
@@ -79,6 +81,12 @@ pub(super) fn spec_of(rec: &AllocRecord) -> Result<ExecutionSpec, ActorError> {
             };
             s
         }
+        Execution::Firecracker(f) if rec.provision.is_empty() && rec.ports.is_empty() => {
+            let mut s = ExecutionSpec::new(rec.id.clone(), Workload::Vm(vm_workload(f)?));
+            s.network = NetworkAttachment::None;
+            s.resources.memory_bytes = rec.resources.ram.size;
+            s
+        }
         _ if !rec.provision.is_empty() || !rec.ports.is_empty() => {
             return Err(failed(format!(
                 "provision scripts and static ports need a docker allocation, not {}",
@@ -102,6 +110,37 @@ pub(super) fn spec_of(rec: &AllocRecord) -> Result<ExecutionSpec, ActorError> {
     Ok(spec)
 }
 
+/// A provider-local absolute path from the ensemble (`what` names the field in errors).
+fn local_path(what: &str, p: &str) -> Result<PathBuf, ActorError> {
+    let path = Path::new(p.trim());
+    if p.contains("://") || !path.is_absolute() {
+        return Err(failed(format!(
+            "{what} {p:?}: microVM allocations take absolute paths on the provider (URLs are not fetched)"
+        )));
+    }
+    if !path.is_file() {
+        return Err(failed(format!(
+            "{what} {p:?}: no such file on this provider"
+        )));
+    }
+    Ok(path.to_path_buf())
+}
+
+/// `execution: {type: firecracker, kernel_image, root_file_system, initrd?, kernel_args?}` →
+/// the VM executor's boot description. The NIC, if any, is added by the subnet.
+fn vm_workload(f: &FirecrackerExecution) -> Result<VmWorkload, ActorError> {
+    Ok(VmWorkload {
+        kernel: local_path("kernel_image", &f.kernel_image)?,
+        initrd: f
+            .initrd
+            .as_deref()
+            .map(|i| local_path("initrd", i))
+            .transpose()?,
+        rootfs: Some(local_path("root_file_system", &f.root_file_system)?),
+        kernel_args: f.kernel_args.clone().unwrap_or_default(),
+    })
+}
+
 pub(super) async fn read_logs(exec: &Arc<dyn Executor>, id: &str) -> (String, String) {
     let (mut out, mut err) = (Vec::new(), Vec::new());
     if let Ok(mut s) = exec.logs(id, LogOptions::default()).await {
@@ -120,4 +159,46 @@ pub(super) async fn read_logs(exec: &Arc<dyn Executor>, id: &str) -> (String, St
         String::from_utf8_lossy(&out).into_owned(),
         String::from_utf8_lossy(&err).into_owned(),
     )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_paths_must_be_local_absolute_files() {
+        let f = FirecrackerExecution {
+            kernel_image: "https://example.org/vmlinux".into(),
+            root_file_system: "/proc/self/status".into(),
+            kernel_args: Some("quiet".into()),
+            initrd: None,
+        };
+        let e = vm_workload(&f).unwrap_err();
+        assert!(e.message.contains("URLs are not fetched"), "{}", e.message);
+        let rel = FirecrackerExecution {
+            kernel_image: "boot/vmlinuz".into(),
+            ..f.clone()
+        };
+        assert!(vm_workload(&rel).unwrap_err().message.contains("absolute"));
+        let gone = FirecrackerExecution {
+            kernel_image: "/nonexistent/vmlinuz".into(),
+            ..f.clone()
+        };
+        assert!(
+            vm_workload(&gone)
+                .unwrap_err()
+                .message
+                .contains("no such file")
+        );
+        let ok = FirecrackerExecution {
+            kernel_image: "/proc/self/status".into(),
+            initrd: Some("/proc/self/status".into()),
+            ..f
+        };
+        let w = vm_workload(&ok).unwrap();
+        assert_eq!(w.kernel_args, "quiet");
+        assert_eq!(w.rootfs.as_deref(), Some(Path::new("/proc/self/status")));
+        assert!(w.initrd.is_some());
+    }
 }

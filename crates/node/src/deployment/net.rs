@@ -78,8 +78,9 @@ impl Provider {
         }
     }
 
-    /// After a restart: rebuilds the subnets of ensembles that still run here, cleans the rest.
-    pub(super) fn restore_subnets(self: &Arc<Self>) {
+    /// After a restart: rebuilds the subnets of ensembles that still run here, cleans the rest
+    /// (awaited by the reconciliation, which may then take some of them down).
+    pub(super) async fn restore_subnets(&self) {
         let live: Vec<String> = self
             .allocs
             .lock()
@@ -91,8 +92,7 @@ impl Provider {
                     .collect()
             })
             .unwrap_or_default();
-        let p = self.clone();
         let local = self.key.did().peer_id();
-        tokio::spawn(async move { p.subnets.restore(&live, local).await });
+        self.subnets.restore(&live, local).await;
     }
 }

@@ -413,6 +413,40 @@ fn peer_count(home: &Path, api: &Api, pass: &str) -> Result<usize> {
     }
 }
 
+/// Force-removes every Docker container labelled with one of the devnet's node DIDs
+/// (allocations and their network sandboxes). Returns how many; 0 without Docker.
+fn remove_containers(m: &Value) -> usize {
+    let mut ids = Vec::new();
+    for node in m["nodes"].as_array().into_iter().flatten() {
+        let Some(did) = node["did"].as_str() else {
+            continue;
+        };
+        let out = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("label=nunet.node={did}")])
+            .stderr(Stdio::null())
+            .output();
+        if let Ok(o) = out {
+            ids.extend(
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .map(str::to_string),
+            );
+        }
+    }
+    if ids.is_empty() {
+        return 0;
+    }
+    let ok = Command::new("docker")
+        .arg("rm")
+        .arg("-f")
+        .args(&ids)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok { ids.len() } else { 0 }
+}
+
 fn down(dir: &Path, purge: bool) -> Result<i32> {
     let m = manifest(dir)?;
     let mut pids = Vec::new();
@@ -436,6 +470,12 @@ fn down(dir: &Path, purge: bool) -> Result<i32> {
                 .status();
         }
         let _ = fs::remove_file(home.join("nunet.pid"));
+    }
+    // A devnet is disposable: what its nodes ran goes with it (a stopped daemon leaves its
+    // containers running on purpose, to adopt them when it restarts).
+    let removed = remove_containers(&m);
+    if removed > 0 {
+        println!("removed {removed} container(s) of the devnet's nodes");
     }
     if let Some(sw) = m["switch_netns"].as_str() {
         let nodes: Vec<String> = m["nodes"]

@@ -1,0 +1,428 @@
+//! A provider daemon that crashes while it runs an ensemble allocation cleans up after itself
+//! at its next start. On the namespace testbed (`nunet devnet up --netns`, three daemons in
+//! three network namespaces), `examples/web-and-client.yaml` runs with `client` on node-2;
+//! node-2's daemon is SIGKILLed, which leaves its container, network sandbox, veth, policy
+//! rules and `NUNET` firewall chains behind; the orchestrator (node-1) marks the deployment
+//! Failed. node-2 is then started again, as devnet starts it: it asks the orchestrator about
+//! the allocation, learns it is no longer wanted, and within 30 s nothing of the ensemble is
+//! left on node-2 and its free resources equal the onboarded ones. Needs root, iproute2,
+//! iptables and dockerd with the local image `nunet-test/busybox:latest`. A second test (on
+//! the loopback devnet) checks the other side: a provider that crashes and comes back while
+//! its deployment still runs keeps its allocation.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod deploy_support;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use deploy_support::{containers_of, text};
+use serde_json::Value;
+
+struct NsDevnet {
+    dir: PathBuf,
+    netns: Vec<String>,
+    _tmp: tempfile::TempDir,
+}
+
+fn nunet_cmd(dir: &Path, ns: Option<&str>, home: Option<&str>, args: &[&str]) -> Command {
+    let mut c = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_nunet")]);
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_nunet")),
+    };
+    c.args(args)
+        .env("NUNET_INSECURE_FAST_KDF", "1")
+        .env("DMS_PASSPHRASE_FILE", dir.join("passphrase"))
+        .env_remove("DMS_PASSPHRASE")
+        .env_remove("NUNET_CONFIG")
+        .stdin(Stdio::null());
+    if let Some(h) = home {
+        c.env("NUNET_HOME", dir.join(h));
+    }
+    c
+}
+
+fn nunet(dir: &Path, ns: Option<&str>, home: Option<&str>, args: &[&str]) -> Output {
+    nunet_cmd(dir, ns, home, args).output().unwrap()
+}
+
+impl Drop for NsDevnet {
+    fn drop(&mut self) {
+        let _ = nunet(
+            &self.dir,
+            None,
+            None,
+            &["devnet", "down", "--dir", self.dir.to_str().unwrap()],
+        );
+    }
+}
+
+/// Removes every container of an ensemble (workloads and sandboxes), even when the test fails.
+struct Containers(String);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        let ids = containers_of(&self.0);
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(ids.split_whitespace())
+                .output();
+        }
+    }
+}
+
+impl NsDevnet {
+    fn up(n: usize) -> NsDevnet {
+        for tool in ["ip", "iptables-save", "docker"] {
+            let found = Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            assert!(
+                found,
+                "this test needs `{tool}` (iproute2, iptables, docker)"
+            );
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("dn");
+        let d = dir.to_str().unwrap();
+        let o = nunet(
+            &dir,
+            None,
+            None,
+            &[
+                "devnet",
+                "up",
+                "--netns",
+                "--nodes",
+                &n.to_string(),
+                "--dir",
+                d,
+            ],
+        );
+        assert!(o.status.success(), "devnet up --netns: {}", text(&o));
+        let netns = Self::manifest(&dir)["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["netns"].as_str().unwrap().to_string())
+            .collect();
+        NsDevnet {
+            dir,
+            netns,
+            _tmp: tmp,
+        }
+    }
+    fn manifest(dir: &Path) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("devnet.json")).unwrap()).unwrap()
+    }
+    fn run(&self, node: usize, args: &[&str]) -> (i32, String) {
+        let home = format!("node-{node}");
+        let o = nunet(&self.dir, Some(&self.netns[node - 1]), Some(&home), args);
+        (o.status.code().unwrap_or(-1), text(&o))
+    }
+    fn json(&self, node: usize, args: &[&str]) -> Value {
+        let (code, out) = self.run(node, args);
+        assert_eq!(code, 0, "{args:?}: {out}");
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+    fn peer(&self, node: usize) -> String {
+        Self::manifest(&self.dir)["nodes"][node - 1]["peer_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+    /// Number (from 1) of the node with libp2p peer id `peer`.
+    fn node_of(&self, peer: &str) -> usize {
+        let m = Self::manifest(&self.dir);
+        let nodes = m["nodes"].as_array().unwrap();
+        nodes.iter().position(|n| n["peer_id"] == peer).unwrap() + 1
+    }
+    fn resources(&self, node: usize, which: &str) -> Value {
+        let be = format!("/dms/node/resources/{which}");
+        self.json(node, &["actor", "cmd", "--json", &be])
+    }
+    fn pid(&self, node: usize) -> String {
+        let p = self.dir.join(format!("node-{node}/nunet.pid"));
+        std::fs::read_to_string(p).unwrap().trim().to_string()
+    }
+    /// SIGKILLs a node's daemon (a process this test's devnet started) and waits until it is
+    /// gone.
+    fn crash(&self, node: usize) {
+        let pid = self.pid(node);
+        let ok = Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+        assert!(ok.success(), "kill -KILL {pid}");
+        let t0 = Instant::now();
+        while Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z")
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(15),
+                "node-{node} did not die"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    /// Starts a node's daemon again inside its namespace, as `nunet devnet up --netns` does.
+    fn restart(&self, node: usize) {
+        let home = self.dir.join(format!("node-{node}"));
+        let log = std::fs::File::create(home.join("nunet-restarted.log")).unwrap();
+        let ns = self.netns[node - 1].clone();
+        let mut child = nunet_cmd(&self.dir, Some(&ns), None, &["run", "-c", "dms"])
+            .env("NUNET_HOME", &home)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        std::fs::write(home.join("nunet.pid"), child.id().to_string()).unwrap();
+        // Reaped when `devnet down` stops it, so no zombie is left.
+        std::thread::spawn(move || child.wait());
+        let t0 = Instant::now();
+        while self
+            .run(node, &["actor", "cmd", "--json", "/dms/node/peers/self"])
+            .0
+            != 0
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "node-{node} did not come back: {}",
+                self.log(node)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    fn log(&self, node: usize) -> String {
+        let p = self.dir.join(format!("node-{node}/nunet-restarted.log"));
+        std::fs::read_to_string(p).unwrap_or_default()
+    }
+}
+
+fn in_ns(ns: &str, cmd: &[&str]) -> String {
+    let o = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(cmd)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// What of ours is on a node: ensemble interfaces, policy rules, firewall chains.
+struct Traces {
+    links: Vec<String>,
+    rules: usize,
+    firewall: bool,
+}
+
+fn traces(ns: &str) -> Traces {
+    let links = in_ns(ns, &["ip", "-o", "link"])
+        .lines()
+        .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        .filter(|n| n.starts_with("nn") || n.starts_with("nv"))
+        .collect();
+    let rules = in_ns(ns, &["ip", "rule"]).lines().count();
+    let fw = in_ns(ns, &["iptables-save"]) + &in_ns(ns, &["iptables-save", "-t", "nat"]);
+    Traces {
+        links,
+        rules,
+        firewall: fw.contains("NUNET"),
+    }
+}
+
+fn sandboxes_of(ensemble: &str) -> String {
+    let o = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=nunet.ensemble={ensemble}"))
+        .args(["--filter", "label=nunet.sandbox=1"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+const WEB_AND_CLIENT: &str = include_str!("../../../examples/web-and-client.yaml");
+
+#[test]
+fn a_restarted_provider_removes_what_its_crash_left_behind() {
+    let dn = NsDevnet::up(3);
+    for n in 1..=3 {
+        let be = "/dms/node/onboarding/onboard";
+        let args = [
+            "actor", "cmd", "--json", be, "--ram", "1", "--cpu", "1", "--disk", "2",
+        ];
+        dn.json(n, &args);
+    }
+    // `back` (the client) is pinned off node-1, which orchestrates and must survive.
+    let pinned = format!("  back:\n    peer: {}\n", dn.peer(2));
+    let yaml = WEB_AND_CLIENT.replacen("  back:\n", &pinned, 1);
+    assert_ne!(
+        yaml, WEB_AND_CLIENT,
+        "examples/web-and-client.yaml has no `back` node"
+    );
+    let file = dn.dir.join("web-and-client.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let f = file.to_str().unwrap();
+    let v = dn.json(1, &["deploy", "-f", f, "-t", "90s", "--json"]);
+    assert_eq!(v["status"], "Running", "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let _containers = Containers(id.clone());
+
+    let m = dn.json(1, &["deployment", "manifest", &id, "--json"]);
+    let m = if m["manifest"].is_object() {
+        m["manifest"].clone()
+    } else {
+        m
+    };
+    let back = dn.node_of(
+        m["nodes"]["back"]["peer"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{m}")),
+    );
+    assert_eq!(back, 2, "the pinned peer was not used: {m}");
+    let ns = dn.netns[back - 1].clone();
+    let onboarded = dn.resources(back, "onboarded");
+    assert_ne!(
+        dn.resources(back, "free"),
+        onboarded,
+        "client holds nothing"
+    );
+
+    // Crash: everything the daemon made stays behind.
+    dn.crash(back);
+    let t = traces(&ns);
+    assert!(
+        t.links.iter().any(|l| l.starts_with("nv")),
+        "no veth: {:?}",
+        t.links
+    );
+    assert!(t.rules > 3, "no policy rules of ours ({} lines)", t.rules);
+    assert!(t.firewall, "no NUNET chains in {ns}");
+    assert!(
+        !sandboxes_of(&id).is_empty(),
+        "no sandbox container left by the crash"
+    );
+
+    // The orchestrator notices the dead allocation, gives the deployment up and reverts its
+    // providers; the revert of the dead one fails. (Restarting sooner would let that revert
+    // reach the new daemon, and this test is about the daemon cleaning up by itself.)
+    let t0 = Instant::now();
+    loop {
+        let s = dn.json(1, &["deployment", "status", &id, "--json"]);
+        let over = s["status"] == "Failed" || s["status"] == "ShuttingDown";
+        let events = s["events"].to_string();
+        if over && events.contains("revert of node back") {
+            break;
+        }
+        assert!(
+            !events.contains("reverted node back"),
+            "the dead node answered a revert: {s}"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(90), "still {s}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // Restart: within 30 s nothing of the ensemble is left on that node.
+    dn.restart(back);
+    let t0 = Instant::now();
+    let mut last;
+    loop {
+        let t = traces(&ns);
+        let left = containers_of(&id);
+        let free = dn.resources(back, "free");
+        last = format!(
+            "containers [{left}], links {:?}, {} rule lines, NUNET chains: {}, free {free} vs onboarded {onboarded}",
+            t.links, t.rules, t.firewall
+        );
+        if left.is_empty() && t.links.is_empty() && t.rules == 3 && !t.firewall && free == onboarded
+        {
+            eprintln!("node-{back} clean {:.1?} after its restart", t0.elapsed());
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "after the restart: {last}\nlog:\n{}",
+            dn.log(back)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let log = dn.log(back);
+    assert!(
+        log.contains("no longer wants"),
+        "cleaned ({last}), but not by reconciliation:\n{log}"
+    );
+    // The record is gone: the node no longer lists the allocation.
+    let list = dn.json(
+        back,
+        &["actor", "cmd", "--json", "/dms/node/allocations/list"],
+    );
+    assert!(!list.to_string().contains(&id), "{list}");
+}
+
+const SLEEPER: &str = r#"version: V1
+allocations:
+  sleeper:
+    executor: docker
+    type: service
+    resources: {cpu: {cores: 0.2}, ram: {size: 64MiB}, disk: {size: 50MiB}}
+    execution:
+      type: docker
+      image: nunet-test/busybox:latest
+      cmd: [sleep, "3600"]
+nodes:
+  only:
+    allocations: [sleeper]
+"#;
+
+/// The other side: a provider that crashes and comes back while its deployment still runs
+/// keeps the allocation (the orchestrator still wants it), and the deployment stays Running.
+/// On the loopback devnet (no subnet): needs dockerd and the local busybox image.
+#[test]
+fn a_quickly_restarted_provider_keeps_what_is_still_wanted() {
+    let dn = deploy_support::Devnet::up(0);
+    dn.onboard(2);
+    let file = dn.dir.join("sleeper.yaml");
+    std::fs::write(&file, SLEEPER).unwrap();
+    let f = file.to_str().unwrap();
+    let v = dn.json(1, &["deploy", "-f", f, "-t", "60s", "--json"]);
+    assert_eq!(v["status"], "Running", "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let _containers = Containers(id.clone());
+    let before = containers_of(&id);
+    assert!(!before.is_empty(), "no container for {id}");
+
+    deploy_support::kill(&dn.dir, 2, "-KILL");
+    deploy_support::restart(&dn, 2);
+    let log =
+        || std::fs::read_to_string(dn.dir.join("node-2/nunet-restarted.log")).unwrap_or_default();
+    let t0 = Instant::now();
+    while !log().contains("restored allocation kept") {
+        assert!(
+            !log().contains("no longer wants"),
+            "a wanted allocation was dropped:\n{}",
+            log()
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no verdict after the restart:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Still supervised and healthy a few polls later, on the same container.
+    std::thread::sleep(Duration::from_secs(6));
+    let s = dn.json(1, &["deployment", "status", &id, "--json"]);
+    assert_eq!(s["status"], "Running", "{s}");
+    assert_eq!(containers_of(&id), before);
+    let (code, out) = dn.run(1, &["deployment", "shutdown", &id]);
+    assert_eq!(code, 0, "{out}");
+    assert!(containers_of(&id).is_empty(), "left after shutdown");
+    assert_eq!(dn.resources(2, "free"), dn.resources(2, "onboarded"));
+}

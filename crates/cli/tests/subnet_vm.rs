@@ -1,0 +1,333 @@
+//! A microVM allocation on the ensemble subnet: `nunet devnet up --netns` starts two daemons in
+//! two network namespaces; an ensemble puts a busybox `httpd` container on one and an
+//! `executor: firecracker` task (Debian's cloud kernel + a busybox initramfs built here, run by
+//! the provider's VM executor) on the other. The VM's init configures `eth0` from the kernel
+//! `ip=` argument the provider added, resolves `web.internal` through the ensemble's DNS and
+//! pings it; its console is the allocation's log. Afterwards no TAP, rule or firewall chain of
+//! ours is left. Needs root, iproute2, iptables, dockerd with `nunet-test/busybox:latest`,
+//! qemu-system-x86_64, busybox-static and a Debian cloud kernel (`.ci/install-runtimes.sh`).
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod deploy_support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Instant;
+
+use deploy_support::text;
+use serde_json::Value;
+
+fn missing(what: &str) -> ! {
+    panic!("{what} is missing on this machine: run `sudo .ci/install-runtimes.sh` (CI always does)")
+}
+
+fn nunet(dir: &Path, ns: Option<&str>, home: Option<&str>, args: &[&str]) -> Output {
+    let mut c = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_nunet")]);
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_nunet")),
+    };
+    c.args(args)
+        .env("NUNET_INSECURE_FAST_KDF", "1")
+        .env("DMS_PASSPHRASE_FILE", dir.join("passphrase"))
+        .env_remove("DMS_PASSPHRASE")
+        .env_remove("NUNET_CONFIG")
+        .stdin(Stdio::null());
+    if let Some(h) = home {
+        c.env("NUNET_HOME", dir.join(h));
+    }
+    c.output().unwrap()
+}
+
+/// A namespace devnet, taken down on drop (also when the test fails).
+struct NsDevnet {
+    dir: PathBuf,
+    netns: Vec<String>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Drop for NsDevnet {
+    fn drop(&mut self) {
+        let _ = nunet(
+            &self.dir,
+            None,
+            None,
+            &["devnet", "down", "--dir", self.dir.to_str().unwrap()],
+        );
+    }
+}
+
+impl NsDevnet {
+    fn up(n: usize) -> NsDevnet {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("dn");
+        let n = n.to_string();
+        let d = dir.to_str().unwrap();
+        let o = nunet(
+            &dir,
+            None,
+            None,
+            &["devnet", "up", "--netns", "--nodes", &n, "--dir", d],
+        );
+        assert!(o.status.success(), "devnet up --netns: {}", text(&o));
+        let m: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("devnet.json")).unwrap())
+                .unwrap();
+        let netns = m["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["netns"].as_str().unwrap().to_string())
+            .collect();
+        NsDevnet {
+            dir,
+            netns,
+            _tmp: tmp,
+        }
+    }
+    fn run(&self, node: usize, args: &[&str]) -> (i32, String) {
+        let home = format!("node-{node}");
+        let o = nunet(&self.dir, Some(&self.netns[node - 1]), Some(&home), args);
+        (o.status.code().unwrap_or(-1), text(&o))
+    }
+    fn json(&self, node: usize, args: &[&str]) -> Value {
+        let (code, out) = self.run(node, args);
+        assert_eq!(code, 0, "{args:?}: {out}");
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+}
+
+/// The newest Debian cloud kernel in /boot and its modules directory.
+fn cloud_kernel() -> (PathBuf, PathBuf) {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/boot")
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    found.retain(|p| {
+        let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        n.starts_with("vmlinuz-") && n.ends_with("-cloud-amd64")
+    });
+    found.sort();
+    let k = found
+        .pop()
+        .unwrap_or_else(|| missing("a Debian cloud kernel (/boot/vmlinuz-*-cloud-amd64)"));
+    let version = k.file_name().unwrap().to_str().unwrap()["vmlinuz-".len()..].to_string();
+    (k, Path::new("/lib/modules").join(version))
+}
+
+fn find_module(dir: &Path, file: &str) -> Option<PathBuf> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if let Some(f) = find_module(&p, file) {
+                return Some(f);
+            }
+        } else if p.file_name().and_then(|n| n.to_str()) == Some(file) {
+            return Some(p);
+        }
+    }
+    None
+}
+
+fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8]) {
+    let fields = [ino, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0];
+    let mut header = String::from("070701");
+    for f in fields {
+        header.push_str(&format!("{f:08x}"));
+    }
+    header.push_str(&format!("{:08x}{:08x}", name.len() + 1, 0));
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    out.resize(out.len().next_multiple_of(4), 0);
+    out.extend_from_slice(data);
+    out.resize(out.len().next_multiple_of(4), 0);
+}
+
+/// Virtio modules the guest needs when the kernel has them as modules (Debian's cloud kernel).
+const MODULES: [&str; 6] = [
+    "virtio_ring",
+    "virtio",
+    "virtio_mmio",
+    "failover",
+    "net_failover",
+    "virtio_net",
+];
+
+/// The guest's /init: NIC up from the `ip=<ip>::<gw>:<mask>::eth0:off:<dns>` argument, then
+/// resolve and ping `web.internal`, print the outcome, power off.
+const INIT: &str = r#"#!/bin/busybox sh
+B=/bin/busybox
+$B mount -t proc proc /proc
+$B mount -t sysfs sys /sys
+for m in virtio_ring virtio virtio_mmio failover net_failover virtio_net; do
+  [ -f /m/$m.ko ] && $B insmod /m/$m.ko
+done
+for w in $($B cat /proc/cmdline); do case $w in ip=*) conf=${w#ip=};; esac; done
+f() { echo "$conf" | $B cut -d: -f$1; }
+IP=$(f 1); GW=$(f 3); MASK=$(f 4); DNS=$(f 8)
+PFX=$($B ipcalc -p $IP $MASK | $B cut -d= -f2)
+$B ip link set lo up
+$B ip link set eth0 mtu 1420 up
+$B ip addr add $IP/$PFX dev eth0
+$B ip route add default via $GW
+$B echo "VM-NET ip=$IP/$PFX gw=$GW dns=$DNS"
+WEB=$($B nslookup web.internal $DNS | $B awk '/^Address/ {a=$NF} END {print a}')
+$B echo "VM-RESOLVED web.internal=$WEB"
+$B ping -c 3 -W 5 $WEB
+$B echo "VM-PING-RC=$?"
+$B reboot -f
+"#;
+
+/// Writes the initramfs (busybox, virtio modules, [`INIT`]) and an empty disk image.
+fn guest_files(dir: &Path, modules: &Path) -> (PathBuf, PathBuf) {
+    let busybox = std::fs::read("/bin/busybox").unwrap_or_else(|_| missing("busybox-static"));
+    let mut out = Vec::new();
+    let mut ino = 1;
+    for d in ["bin", "dev", "proc", "sys", "tmp", "m"] {
+        cpio_entry(&mut out, ino, d, 0o040755, &[]);
+        ino += 1;
+    }
+    cpio_entry(&mut out, ino, "bin/busybox", 0o100755, &busybox);
+    ino += 1;
+    for m in MODULES {
+        if let Some(p) = find_module(modules, &format!("{m}.ko")) {
+            cpio_entry(
+                &mut out,
+                ino,
+                &format!("m/{m}.ko"),
+                0o100644,
+                &std::fs::read(p).unwrap(),
+            );
+            ino += 1;
+        }
+    }
+    cpio_entry(&mut out, ino, "init", 0o100755, INIT.as_bytes());
+    cpio_entry(&mut out, 0, "TRAILER!!!", 0, &[]);
+    let (initrd, disk) = (dir.join("initramfs.cpio"), dir.join("disk.img"));
+    std::fs::write(&initrd, out).unwrap();
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    (initrd, disk)
+}
+
+fn in_ns(ns: &str, cmd: &[&str]) -> String {
+    let o = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(cmd)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn a_microvm_reaches_a_container_by_internal_name_across_hosts() {
+    if Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        missing("qemu-system-x86_64");
+    }
+    let t0 = Instant::now();
+    let (kernel, modules) = cloud_kernel();
+    let dn = NsDevnet::up(3);
+    let (initrd, disk) = guest_files(&dn.dir, &modules);
+    for n in 1..=3 {
+        let args = ["--ram", "1", "--cpu", "1", "--disk", "2"];
+        let cmd = [
+            &["actor", "cmd", "--json", "/dms/node/onboarding/onboard"][..],
+            &args,
+        ];
+        dn.json(n, &cmd.concat());
+    }
+    let yaml = format!(
+        r#"version: V1
+allocations:
+  web:
+    executor: docker
+    type: service
+    resources: {{cpu: {{cores: 0.2}}, ram: {{size: 64MiB}}, disk: {{size: 50MiB}}}}
+    execution:
+      type: docker
+      image: nunet-test/busybox:latest
+      cmd: [sh, -c, "mkdir -p /www && echo hi > /www/index.html && exec httpd -f -p 8080 -h /www"]
+  vm:
+    executor: firecracker
+    type: task
+    resources: {{cpu: {{cores: 0.5}}, ram: {{size: 256MiB}}, disk: {{size: 50MiB}}}}
+    execution:
+      type: firecracker
+      kernel_image: {}
+      initrd: {}
+      root_file_system: {}
+      kernel_args: quiet
+nodes:
+  front:
+    allocations: [web]
+  guest:
+    allocations: [vm]
+"#,
+        kernel.display(),
+        initrd.display(),
+        disk.display()
+    );
+    let f = dn.dir.join("vm.yaml");
+    std::fs::write(&f, yaml).unwrap();
+    let f = f.to_str().unwrap();
+    let v = dn.json(1, &["deploy", "-f", f, "-t", "60s", "--json"]);
+    assert_eq!(v["status"], "Running", "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let m = dn.json(1, &["deployment", "manifest", &id, "--json"]);
+    let m = if m["manifest"].is_object() {
+        m["manifest"].clone()
+    } else {
+        m
+    };
+    let (front, guest) = (&m["nodes"]["front"]["peer"], &m["nodes"]["guest"]["peer"]);
+    assert!(front.is_string() && front != guest, "not on two hosts: {m}");
+
+    // The VM task runs to completion; its console is the allocation's log.
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    let logs = loop {
+        let (code, out) = dn.run(1, &["deployment", "logs", &id, "--allocation", "vm"]);
+        if code == 0 && (out.contains("VM-PING-RC=") || Instant::now() > deadline) {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "no VM output in time: {out}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert!(logs.contains("VM-NET ip=10."), "{logs}");
+    let resolved = logs
+        .lines()
+        .find_map(|l| l.split("VM-RESOLVED web.internal=").nth(1))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    assert!(
+        resolved.starts_with("10."),
+        "web.internal not resolved: {logs}"
+    );
+    assert!(logs.contains(&format!("bytes from {resolved}")), "{logs}");
+    assert!(logs.contains("VM-PING-RC=0"), "{logs}");
+
+    let (code, out) = dn.run(1, &["deployment", "shutdown", &id]);
+    assert_eq!(code, 0, "{out}");
+    for ns in &dn.netns {
+        let links = in_ns(ns, &["ip", "-o", "link"]);
+        assert!(
+            !links.lines().any(|l| {
+                let name = l.split(':').nth(1).unwrap_or("").trim();
+                name.starts_with("nn") || name.starts_with("nv")
+            }),
+            "{ns}: interfaces left: {links}"
+        );
+        let rules = in_ns(ns, &["ip", "rule"]);
+        assert_eq!(rules.lines().count(), 3, "{ns}: rules left: {rules}");
+        let fw = in_ns(ns, &["iptables-save"]) + &in_ns(ns, &["iptables-save", "-t", "nat"]);
+        assert!(!fw.contains("NUNET"), "{ns}: firewall rules left: {fw}");
+    }
+    assert!(deploy_support::containers_of(&id).is_empty());
+    eprintln!("subnet_vm: {:?} in all", t0.elapsed());
+}

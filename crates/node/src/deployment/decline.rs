@@ -1,0 +1,57 @@
+//! Why this provider does not bid: the per-node checks of a bid request and the signed
+//! decline sent back instead of a bid. It decides nothing about resources beyond reading
+//! them; commits and locks stay in `commit`.
+
+use std::collections::BTreeMap;
+
+use nunet_actor::ActorError;
+use nunet_orchestrator::decline::{Decline, DeclineReason};
+use nunet_orchestrator::protocol::{BidRequest, NodeBidRequest};
+use serde_json::Value;
+
+use super::{Provider, failed, held};
+
+impl Provider {
+    /// Why node `n` of a request does not fit here, or `None` when this provider can bid.
+    /// `available`: executors available; `live`: reservations still holding resources.
+    pub(super) fn node_refusal(
+        &self,
+        n: &NodeBidRequest,
+        me: &str,
+        available: &[String],
+        live: &dyn Fn(&str) -> bool,
+    ) -> Option<DeclineReason> {
+        if n.peer.as_ref().is_some_and(|p| p != me) {
+            return Some(DeclineReason::PinnedElsewhere);
+        }
+        if !n.executors.iter().all(|e| available.contains(e)) {
+            return Some(DeclineReason::NoExecutor);
+        }
+        let fits = held(&n.resources).is_ok_and(|want| {
+            self.with_manager(|g| Ok(g.accounting().shortfall(&want).is_none()))
+                .unwrap_or(false)
+        });
+        if !fits {
+            return Some(DeclineReason::Resources);
+        }
+        if n.location.refusal(&self.location).is_some() {
+            return Some(DeclineReason::Location);
+        }
+        if self.port_locks.refusal(&n.ports, live).is_some() {
+            return Some(DeclineReason::Ports);
+        }
+        None
+    }
+
+    /// The signed decline of `req`, as a reply.
+    pub(super) fn decline(
+        &self,
+        req: &BidRequest,
+        reason: Option<DeclineReason>,
+        nodes: BTreeMap<String, DeclineReason>,
+    ) -> Result<Value, ActorError> {
+        let me = self.system.peer_id().to_string();
+        let d = Decline::new(&req.ensemble_id, req.nonce, &me, reason, nodes).sign(&self.key);
+        serde_json::to_value(d).map_err(failed)
+    }
+}
