@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use nunet_actor::{ActorError, ActorSystem, Behavior, Handle, Incoming};
 use nunet_did::Keypair;
@@ -15,9 +14,8 @@ use nunet_ensemble::spec::AllocationType;
 use nunet_ensemble::{Execution, Location};
 use nunet_executor::Executor;
 use nunet_orchestrator::protocol::{
-    ALLOCATE, ALLOCATION_LOGS, ALLOCATION_SHUTDOWN, ALLOCATION_START, ALLOCATION_STATUS,
-    AllocateRequest, AllocationRequest, BID_REQUEST, BID_REQUEST_DIRECT, Bid, BidRequest, COMMIT,
-    CommitRequest, REVERT, RevertRequest,
+    ALLOCATE, AllocateRequest, AllocationRequest, BID_REQUEST, BID_REQUEST_DIRECT, Bid, BidRequest,
+    COMMIT, CommitRequest, REVERT, RevertRequest,
 };
 use nunet_resources::Resources as Held;
 use nunet_store::StoredDocument;
@@ -27,6 +25,8 @@ use serde_json::{Value, json};
 
 use crate::onboarding::{SharedManager, now_ms};
 
+/// Allocation actors: start, status, logs, shutdown, and the exit watcher.
+mod alloc;
 /// `/dms/ensemble/<id>/allocation/{logs,shutdown}` and `/dms/node/allocations/list`.
 mod control;
 /// Signed declines instead of bids.
@@ -46,7 +46,7 @@ mod provision;
 /// Reconciliation of restored allocations after a restart.
 mod reconcile;
 pub use control::ALLOCATIONS_LIST;
-use exec::{read_logs, spec_of};
+use exec::read_logs;
 
 /// Environment variable that enables test hooks (fault injection): with `DMS_TEST_HOOKS=1`,
 /// `/dms/deployment/commit` fails while the file [`FAIL_COMMIT_FILE`] exists in the node's
@@ -355,180 +355,6 @@ impl Provider {
             handles.insert(a.name.clone(), h);
         }
         Ok(json!({"ok": true, "allocations": handles}))
-    }
-
-    /// Creates (or re-creates after a restart) the allocation actor and its behaviors.
-    fn adopt(self: &Arc<Self>, rec: AllocRecord) -> Handle {
-        let seed: [u8; 32] = hex::decode(&rec.key_seed)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .unwrap_or_else(|| *Keypair::generate().seed());
-        let handle = self.system.spawn_child_at(
-            &rec.inbox,
-            Keypair::from_seed(&seed),
-            &[],
-            &[],
-            Duration::ZERO,
-        );
-        let inbox = rec.inbox.clone();
-        let id = rec.id.clone();
-        let ensemble_id = rec.ensemble_id.clone();
-        self.persist(&rec);
-        let cell = Arc::new(Mutex::new(rec));
-        if let Ok(mut m) = self.allocs.lock() {
-            m.insert(id, cell.clone());
-        }
-        self.ensemble_behaviors_up(&ensemble_id);
-        for be in [
-            ALLOCATION_START,
-            ALLOCATION_STATUS,
-            ALLOCATION_LOGS,
-            ALLOCATION_SHUTDOWN,
-        ] {
-            let p = self.clone();
-            let c = cell.clone();
-            let _ = self.system.register(
-                &inbox,
-                be,
-                Behavior::direct(move |m: Incoming| {
-                    let (p, c) = (p.clone(), c.clone());
-                    async move { p.allocation_call(be, &c, &m).await }
-                }),
-            );
-        }
-        handle
-    }
-
-    async fn allocation_call(
-        self: &Arc<Self>,
-        be: &str,
-        cell: &Arc<Mutex<AllocRecord>>,
-        m: &Incoming,
-    ) -> Result<Value, ActorError> {
-        let rec = cell.lock().map_err(|_| failed("poisoned"))?.clone();
-        if rec.orchestrator.id != m.sender.as_str() {
-            return Err(ActorError::new(
-                nunet_actor::ErrorKind::Denied,
-                "only the allocation's orchestrator may call it",
-            ));
-        }
-        let exec = self
-            .executors
-            .get(rec.execution.executor())
-            .cloned()
-            .ok_or_else(|| failed("executor gone"))?;
-        match be {
-            ALLOCATION_START => {
-                if rec.status != "pending" {
-                    return Ok(json!({"status": rec.status}));
-                }
-                let mut spec = spec_of(&rec)?;
-                exec.prepare(&spec).await.map_err(failed)?;
-                match rec.execution {
-                    Execution::Docker(_) => self.subnets.attach(&rec.ensemble_id, &mut spec).await,
-                    Execution::Firecracker(_) => {
-                        self.subnets.attach_vm(&rec.ensemble_id, &mut spec).await
-                    }
-                    _ => Ok(false),
-                }
-                .map_err(failed)?;
-                if let Err(e) = exec.start(&spec).await {
-                    self.subnets.detach(&rec.ensemble_id, &rec.id).await;
-                    return Err(failed(e));
-                }
-                self.set(cell, |r| r.status = "running".into());
-                tokio::spawn(self.clone().watch(cell.clone(), exec));
-                Ok(json!({"status": "running"}))
-            }
-            ALLOCATION_STATUS => {
-                Ok(json!({"status": rec.status, "exit_code": rec.exit_code, "reason": rec.reason}))
-            }
-            ALLOCATION_LOGS => {
-                if rec.status == "running" {
-                    let (stdout, stderr) = read_logs(&exec, &rec.id).await;
-                    return Ok(json!({"status": rec.status, "stdout": stdout, "stderr": stderr}));
-                }
-                Ok(json!({"status": rec.status, "stdout": rec.stdout, "stderr": rec.stderr}))
-            }
-            _ => {
-                self.terminate(cell, &exec).await;
-                Ok(json!({"status": "terminated"}))
-            }
-        }
-    }
-
-    fn set(&self, cell: &Arc<Mutex<AllocRecord>>, f: impl FnOnce(&mut AllocRecord)) {
-        let snap = match cell.lock() {
-            Ok(mut r) => {
-                f(&mut r);
-                control::stamp(&mut r);
-                r.clone()
-            }
-            Err(_) => return,
-        };
-        self.persist(&snap);
-    }
-
-    /// Waits for the execution to end; keeps its output, removes it, releases its resources.
-    async fn watch(self: Arc<Self>, cell: Arc<Mutex<AllocRecord>>, exec: Arc<dyn Executor>) {
-        let id = match cell.lock() {
-            Ok(r) => r.id.clone(),
-            Err(_) => return,
-        };
-        let outcome = exec.wait(&id).await;
-        let (stdout, stderr) = read_logs(&exec, &id).await;
-        let terminated = cell
-            .lock()
-            .map(|r| r.status == "terminated")
-            .unwrap_or(true);
-        if terminated {
-            return;
-        }
-        self.set(&cell, |r| {
-            r.stdout = stdout;
-            r.stderr = stderr;
-            match &outcome {
-                Ok(s) if s.success() => {
-                    r.status = "completed".into();
-                    r.exit_code = Some(0);
-                }
-                Ok(s) => {
-                    r.status = "failed".into();
-                    r.exit_code = s.code;
-                    r.reason =
-                        Some(provision::failure(&r.stderr).unwrap_or_else(|| {
-                            format!("exited: {:?}, code {:?}", s.reason, s.code)
-                        }));
-                }
-                Err(e) => {
-                    r.status = "failed".into();
-                    r.reason = Some(e.to_string());
-                }
-            }
-        });
-        if let Err(e) = exec.remove(&id).await {
-            tracing::warn!(allocation = %id, error = %e, "could not remove the finished execution");
-        }
-        self.off_subnet(&cell).await;
-        self.release(&id);
-        let done = cell.lock().map(|r| r.clone()).ok();
-        if let Some(done) = done {
-            notify::report_exit(&self.system, &done).await;
-        }
-    }
-
-    async fn terminate(&self, cell: &Arc<Mutex<AllocRecord>>, exec: &Arc<dyn Executor>) {
-        let (id, was) = match cell.lock() {
-            Ok(r) => (r.id.clone(), r.status.clone()),
-            Err(_) => return,
-        };
-        self.set(cell, |r| r.status = "terminated".into());
-        if was == "running" || was == "pending" {
-            let _ = exec.stop(&id, Duration::from_secs(5)).await;
-        }
-        let _ = exec.remove(&id).await;
-        self.off_subnet(cell).await;
-        self.release(&id);
     }
 
     async fn revert(&self, m: &Incoming) -> Result<Value, ActorError> {
