@@ -48,10 +48,12 @@ async fn peers_that_only_know_the_bootstrap_node_find_each_other() {
     );
     // A learns B from identify once B's listen addresses arrive; give it the same patience.
     assert!(
-        eventually(5, || async {
+        eventually(15, || async {
             a.net.dht_peers().await.iter().any(|(p, _)| *p == b_id)
         })
-        .await
+        .await,
+        "A: {:?}",
+        a.net.dht_peers().await
     );
 
     // A lookup gives dial-able addresses (loopback TCP/QUIC of C).
