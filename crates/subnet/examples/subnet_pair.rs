@@ -8,7 +8,9 @@
 //!             --tun nnbench0 --addr 10.77.0.1 --route 10.77.0.1=1 --route 10.77.0.2=2
 //! ```
 //! `--route IP=SEED` maps an address to the peer whose key comes from SEED; `--peer` is
-//! dialed as the peer of seed `--peer-seed` (default: the other of 1 and 2).
+//! dialed as the peer of seed `--peer-seed` (default: the other of 1 and 2). `--workers N`
+//! (or `SUBNET_PAIR_WORKERS`) runs a multi-thread runtime of N workers, as the daemon does;
+//! the default 0 is a current-thread runtime.
 #![allow(clippy::expect_used)]
 
 use std::{collections::BTreeMap, net::Ipv4Addr, process::Command};
@@ -26,9 +28,35 @@ fn ip(args: &[&str]) {
     assert!(matches!(ok, Ok(true)), "ip {args:?} failed");
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
-    let mut a = std::env::args().skip(1);
+fn main() {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut workers: usize = std::env::var("SUBNET_PAIR_WORKERS")
+        .ok()
+        .map(|v| v.parse().expect("SUBNET_PAIR_WORKERS"))
+        .unwrap_or(0);
+    if let Some(i) = args.iter().position(|a| a == "--workers") {
+        workers = args
+            .get(i + 1)
+            .expect("--workers N")
+            .parse()
+            .expect("workers");
+        args.drain(i..i + 2);
+    }
+    let rt = if workers == 0 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    }
+    .enable_all()
+    .build()
+    .expect("tokio runtime");
+    rt.block_on(run(args));
+}
+
+async fn run(args: Vec<String>) {
+    let mut a = args.into_iter();
     let (mut seed, mut peer_seed, mut listen, mut peer) = (1u8, None, None, None);
     let (mut tun, mut addr, mut routes) = ("nnbench0".to_string(), None, BTreeMap::new());
     while let Some(flag) = a.next() {
