@@ -213,10 +213,18 @@ impl crate::engine::Engine {
                     off_subnet.join(", ")
                 ));
             }
-            r.event(
-                crate::now_ms(),
-                format!("subnet {} with {} address(es)", plan.network, plan.members.len()),
-            );
+            let on = hosts.len().saturating_sub(off.len());
+            let msg = if on == 0 {
+                "no subnet: subnets are off on every provider of this ensemble".to_string()
+            } else {
+                format!(
+                    "subnet {} with {} address(es) on {on} of {} provider(s)",
+                    plan.network,
+                    plan.members.len(),
+                    hosts.len()
+                )
+            };
+            r.event(crate::now_ms(), msg);
         });
         Ok(())
     }
