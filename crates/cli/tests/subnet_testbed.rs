@@ -8,120 +8,12 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod deploy_support;
+mod netns_support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 use deploy_support::text;
-use serde_json::Value;
-
-struct NsDevnet {
-    dir: PathBuf,
-    netns: Vec<String>,
-    _tmp: tempfile::TempDir,
-}
-
-fn nunet(dir: &Path, ns: Option<&str>, home: Option<&str>, args: &[&str]) -> Output {
-    let mut c = match ns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_nunet")]);
-            c
-        }
-        None => Command::new(env!("CARGO_BIN_EXE_nunet")),
-    };
-    c.args(args)
-        .env("NUNET_INSECURE_FAST_KDF", "1")
-        .env("DMS_PASSPHRASE_FILE", dir.join("passphrase"))
-        .env_remove("DMS_PASSPHRASE")
-        .env_remove("NUNET_CONFIG")
-        .stdin(Stdio::null());
-    if let Some(h) = home {
-        c.env("NUNET_HOME", dir.join(h));
-    }
-    c.output().unwrap()
-}
-
-impl Drop for NsDevnet {
-    fn drop(&mut self) {
-        let _ = nunet(
-            &self.dir,
-            None,
-            None,
-            &["devnet", "down", "--dir", self.dir.to_str().unwrap()],
-        );
-    }
-}
-
-impl NsDevnet {
-    fn up(n: usize) -> NsDevnet {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("dn");
-        let o = nunet(
-            &dir,
-            None,
-            None,
-            &[
-                "devnet",
-                "up",
-                "--netns",
-                "--nodes",
-                &n.to_string(),
-                "--dir",
-                dir.to_str().unwrap(),
-            ],
-        );
-        assert!(o.status.success(), "devnet up --netns: {}", text(&o));
-        let m: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("devnet.json")).unwrap())
-                .unwrap();
-        let netns = m["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["netns"].as_str().unwrap().to_string())
-            .collect();
-        NsDevnet {
-            dir,
-            netns,
-            _tmp: tmp,
-        }
-    }
-    fn run(&self, node: usize, args: &[&str]) -> (i32, String) {
-        let o = nunet(
-            &self.dir,
-            Some(&self.netns[node - 1]),
-            Some(&format!("node-{node}")),
-            args,
-        );
-        (o.status.code().unwrap_or(-1), text(&o))
-    }
-    fn json(&self, node: usize, args: &[&str]) -> Value {
-        let (code, out) = self.run(node, args);
-        assert_eq!(code, 0, "{args:?}: {out}");
-        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
-    }
-    /// Index and LAN address of the node with libp2p peer id `peer`.
-    fn node_of(&self, peer: &str) -> (usize, String) {
-        let m: Value =
-            serde_json::from_str(&std::fs::read_to_string(self.dir.join("devnet.json")).unwrap())
-                .unwrap();
-        let nodes = m["nodes"].as_array().unwrap();
-        let i = nodes.iter().position(|n| n["peer_id"] == peer).unwrap();
-        let lan = nodes[i]["p2p"].as_str().unwrap().split('/').nth(2).unwrap();
-        (i, lan.to_string())
-    }
-    fn deploy(&self, yaml: &str, name: &str) -> String {
-        let p = self.dir.join(name);
-        std::fs::write(&p, yaml).unwrap();
-        let v = self.json(
-            1,
-            &["deploy", "-f", p.to_str().unwrap(), "-t", "90s", "--json"],
-        );
-        assert_eq!(v["status"], "Running", "{v}");
-        v["id"].as_str().unwrap().to_string()
-    }
-}
+use netns_support::{NsDevnet, in_ns};
 
 fn container(ensemble: &str, alloc: &str) -> String {
     let o = Command::new("docker")
@@ -168,15 +60,6 @@ fn http_from_ns(ns: &str, addr: &str, port: u16) -> String {
         .output()
         .unwrap();
     text(&o)
-}
-
-fn in_ns(ns: &str, cmd: &[&str]) -> String {
-    let o = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(cmd)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 const WEB_AND_CLIENT: &str = include_str!("../../../examples/web-and-client.yaml");
@@ -264,8 +147,13 @@ fn containers_on_different_hosts_talk_by_internal_name_and_ensembles_are_isolate
         .as_str()
         .unwrap_or_else(|| panic!("{m}"))
         .to_string();
-    let (front, lan) = dn.node_of(&front_peer);
-    let other_host = dn.netns.iter().find(|ns| **ns != dn.netns[front]).unwrap();
+    let front = dn.node_of(&front_peer);
+    let lan = dn.lan(front);
+    let other_host = dn
+        .netns
+        .iter()
+        .find(|ns| **ns != dn.netns[front - 1])
+        .unwrap();
     let page = http_from_ns(other_host, &lan, 18080);
     assert!(
         page.contains("hello-subnet"),

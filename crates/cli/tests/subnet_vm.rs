@@ -9,95 +9,16 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod deploy_support;
+mod netns_support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
-use deploy_support::text;
-use serde_json::Value;
+use netns_support::{NsDevnet, in_ns};
 
 fn missing(what: &str) -> ! {
     panic!("{what} is missing on this machine: run `sudo .ci/install-runtimes.sh` (CI always does)")
-}
-
-fn nunet(dir: &Path, ns: Option<&str>, home: Option<&str>, args: &[&str]) -> Output {
-    let mut c = match ns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_nunet")]);
-            c
-        }
-        None => Command::new(env!("CARGO_BIN_EXE_nunet")),
-    };
-    c.args(args)
-        .env("NUNET_INSECURE_FAST_KDF", "1")
-        .env("DMS_PASSPHRASE_FILE", dir.join("passphrase"))
-        .env_remove("DMS_PASSPHRASE")
-        .env_remove("NUNET_CONFIG")
-        .stdin(Stdio::null());
-    if let Some(h) = home {
-        c.env("NUNET_HOME", dir.join(h));
-    }
-    c.output().unwrap()
-}
-
-/// A namespace devnet, taken down on drop (also when the test fails).
-struct NsDevnet {
-    dir: PathBuf,
-    netns: Vec<String>,
-    _tmp: tempfile::TempDir,
-}
-
-impl Drop for NsDevnet {
-    fn drop(&mut self) {
-        let _ = nunet(
-            &self.dir,
-            None,
-            None,
-            &["devnet", "down", "--dir", self.dir.to_str().unwrap()],
-        );
-    }
-}
-
-impl NsDevnet {
-    fn up(n: usize) -> NsDevnet {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("dn");
-        let n = n.to_string();
-        let d = dir.to_str().unwrap();
-        let o = nunet(
-            &dir,
-            None,
-            None,
-            &["devnet", "up", "--netns", "--nodes", &n, "--dir", d],
-        );
-        assert!(o.status.success(), "devnet up --netns: {}", text(&o));
-        let m: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("devnet.json")).unwrap())
-                .unwrap();
-        let netns = m["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["netns"].as_str().unwrap().to_string())
-            .collect();
-        NsDevnet {
-            dir,
-            netns,
-            _tmp: tmp,
-        }
-    }
-    fn run(&self, node: usize, args: &[&str]) -> (i32, String) {
-        let home = format!("node-{node}");
-        let o = nunet(&self.dir, Some(&self.netns[node - 1]), Some(&home), args);
-        (o.status.code().unwrap_or(-1), text(&o))
-    }
-    fn json(&self, node: usize, args: &[&str]) -> Value {
-        let (code, out) = self.run(node, args);
-        assert_eq!(code, 0, "{args:?}: {out}");
-        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
-    }
 }
 
 /// The newest Debian cloud kernel in /boot and its modules directory.
@@ -210,15 +131,6 @@ fn guest_files(dir: &Path, modules: &Path) -> (PathBuf, PathBuf) {
     std::fs::write(&initrd, out).unwrap();
     std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
     (initrd, disk)
-}
-
-fn in_ns(ns: &str, cmd: &[&str]) -> String {
-    let o = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(cmd)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 #[test]

@@ -1,0 +1,216 @@
+//! A devnet of real daemons in network namespaces (`nunet devnet up --netns`) for the subnet
+//! tests: run the CLI inside a node's namespace, crash and restart a node's daemon, run tools
+//! in a namespace. Taken down (daemons, namespaces, the nodes' containers) on drop.
+#![allow(clippy::unwrap_used, missing_docs, dead_code)]
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::deploy_support::text;
+
+pub struct NsDevnet {
+    /// The devnet directory.
+    pub dir: PathBuf,
+    /// Node i's namespace at index i - 1.
+    pub netns: Vec<String>,
+    _tmp: tempfile::TempDir,
+}
+
+pub fn nunet_cmd(dir: &Path, ns: Option<&str>, home: Option<&str>, args: &[&str]) -> Command {
+    let mut c = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_nunet")]);
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_nunet")),
+    };
+    c.args(args)
+        .env("NUNET_INSECURE_FAST_KDF", "1")
+        .env("DMS_PASSPHRASE_FILE", dir.join("passphrase"))
+        .env_remove("DMS_PASSPHRASE")
+        .env_remove("NUNET_CONFIG")
+        .stdin(Stdio::null());
+    if let Some(h) = home {
+        c.env("NUNET_HOME", dir.join(h));
+    }
+    c
+}
+
+pub fn nunet(dir: &Path, ns: Option<&str>, home: Option<&str>, args: &[&str]) -> Output {
+    nunet_cmd(dir, ns, home, args).output().unwrap()
+}
+
+impl Drop for NsDevnet {
+    fn drop(&mut self) {
+        let _ = nunet(
+            &self.dir,
+            None,
+            None,
+            &["devnet", "down", "--dir", self.dir.to_str().unwrap()],
+        );
+    }
+}
+
+impl NsDevnet {
+    pub fn up(n: usize) -> NsDevnet {
+        for tool in ["ip", "iptables-save", "docker"] {
+            let found = Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            assert!(
+                found,
+                "this test needs `{tool}` (iproute2, iptables, docker)"
+            );
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("dn");
+        let d = dir.to_str().unwrap();
+        let o = nunet(
+            &dir,
+            None,
+            None,
+            &[
+                "devnet",
+                "up",
+                "--netns",
+                "--nodes",
+                &n.to_string(),
+                "--dir",
+                d,
+            ],
+        );
+        assert!(o.status.success(), "devnet up --netns: {}", text(&o));
+        let netns = Self::manifest(&dir)["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["netns"].as_str().unwrap().to_string())
+            .collect();
+        NsDevnet {
+            dir,
+            netns,
+            _tmp: tmp,
+        }
+    }
+    pub fn manifest(dir: &Path) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("devnet.json")).unwrap()).unwrap()
+    }
+    pub fn run(&self, node: usize, args: &[&str]) -> (i32, String) {
+        let home = format!("node-{node}");
+        let o = nunet(&self.dir, Some(&self.netns[node - 1]), Some(&home), args);
+        (o.status.code().unwrap_or(-1), text(&o))
+    }
+    pub fn json(&self, node: usize, args: &[&str]) -> Value {
+        let (code, out) = self.run(node, args);
+        assert_eq!(code, 0, "{args:?}: {out}");
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+    pub fn peer(&self, node: usize) -> String {
+        Self::manifest(&self.dir)["nodes"][node - 1]["peer_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+    /// Number (from 1) of the node with libp2p peer id `peer`.
+    pub fn node_of(&self, peer: &str) -> usize {
+        let m = Self::manifest(&self.dir);
+        let nodes = m["nodes"].as_array().unwrap();
+        nodes.iter().position(|n| n["peer_id"] == peer).unwrap() + 1
+    }
+    /// Node `node`'s LAN address (from its p2p multiaddr).
+    pub fn lan(&self, node: usize) -> String {
+        Self::manifest(&self.dir)["nodes"][node - 1]["p2p"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .nth(2)
+            .unwrap()
+            .to_string()
+    }
+    /// Deploys `yaml` from node-1 and waits until it is Running; returns its id.
+    pub fn deploy(&self, yaml: &str, name: &str) -> String {
+        let p = self.dir.join(name);
+        std::fs::write(&p, yaml).unwrap();
+        let v = self.json(
+            1,
+            &["deploy", "-f", p.to_str().unwrap(), "-t", "90s", "--json"],
+        );
+        assert_eq!(v["status"], "Running", "{v}");
+        v["id"].as_str().unwrap().to_string()
+    }
+    pub fn resources(&self, node: usize, which: &str) -> Value {
+        let be = format!("/dms/node/resources/{which}");
+        self.json(node, &["actor", "cmd", "--json", &be])
+    }
+    pub fn pid(&self, node: usize) -> String {
+        let p = self.dir.join(format!("node-{node}/nunet.pid"));
+        std::fs::read_to_string(p).unwrap().trim().to_string()
+    }
+    /// SIGKILLs a node's daemon (a process this test's devnet started) and waits until it is
+    /// gone.
+    pub fn crash(&self, node: usize) {
+        let pid = self.pid(node);
+        let ok = Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+        assert!(ok.success(), "kill -KILL {pid}");
+        let t0 = Instant::now();
+        while Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z")
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(15),
+                "node-{node} did not die"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    /// Starts a node's daemon again inside its namespace, as `nunet devnet up --netns` does.
+    pub fn restart(&self, node: usize) {
+        let home = self.dir.join(format!("node-{node}"));
+        let log = std::fs::File::create(home.join("nunet-restarted.log")).unwrap();
+        let ns = self.netns[node - 1].clone();
+        let mut child = nunet_cmd(&self.dir, Some(&ns), None, &["run", "-c", "dms"])
+            .env("NUNET_HOME", &home)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        std::fs::write(home.join("nunet.pid"), child.id().to_string()).unwrap();
+        // Reaped when `devnet down` stops it, so no zombie is left.
+        std::thread::spawn(move || child.wait());
+        let t0 = Instant::now();
+        while self
+            .run(node, &["actor", "cmd", "--json", "/dms/node/peers/self"])
+            .0
+            != 0
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "node-{node} did not come back: {}",
+                self.log(node)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    pub fn log(&self, node: usize) -> String {
+        let p = self.dir.join(format!("node-{node}/nunet-restarted.log"));
+        std::fs::read_to_string(p).unwrap_or_default()
+    }
+}
+
+pub fn in_ns(ns: &str, cmd: &[&str]) -> String {
+    let o = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(cmd)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
