@@ -233,6 +233,23 @@ impl ActorSystem {
         Ok(())
     }
 
+    /// Registers a direct behavior whose handler receives a clone of `state` with each
+    /// message (the usual "clone the `Arc` into the closure, then into the future" dance).
+    pub fn register_with<S, F, Fut>(
+        &self,
+        inbox: &str,
+        name: &str,
+        state: S,
+        f: F,
+    ) -> Result<(), ActorError>
+    where
+        S: Clone + Send + Sync + 'static,
+        F: Fn(S, Incoming) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Value, ActorError>> + Send + 'static,
+    {
+        self.register(inbox, name, Behavior::direct(move |m| f(state.clone(), m)))
+    }
+
     /// Removes a behavior.
     pub fn unregister(&self, inbox: &str, name: &str) {
         if let Some(a) = self.actor(inbox)

@@ -424,6 +424,15 @@ impl Provider {
         tokio::spawn(self.clone().reconcile(held));
     }
 
+    /// Registers `be` on the root actor as a direct behavior answered by `f(provider, message)`.
+    fn on_root<F, Fut>(self: &Arc<Self>, be: &str, f: F) -> Result<(), ActorError>
+    where
+        F: Fn(Arc<Self>, Incoming) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Value, ActorError>> + Send + 'static,
+    {
+        self.system.register_with("root", be, self.clone(), f)
+    }
+
     /// Registers the provider behaviors on the root actor.
     pub fn register(self: &Arc<Self>) -> Result<(), ActorError> {
         let p = self.clone();
@@ -435,46 +444,14 @@ impl Provider {
                 async move { p.bid(&m) }
             }),
         )?;
-        let p = self.clone();
-        self.system.register(
-            "root",
-            BID_REQUEST_DIRECT,
-            Behavior::direct(move |m: Incoming| {
-                let p = p.clone();
-                async move { p.bid(&m) }
-            }),
-        )?;
-        let p = self.clone();
-        self.system.register(
-            "root",
-            COMMIT,
-            Behavior::direct(move |m: Incoming| {
-                let p = p.clone();
-                async move {
-                    tokio::task::spawn_blocking(move || p.commit(&m))
-                        .await
-                        .map_err(failed)?
-                }
-            }),
-        )?;
-        let p = self.clone();
-        self.system.register(
-            "root",
-            ALLOCATE,
-            Behavior::direct(move |m: Incoming| {
-                let p = p.clone();
-                async move { p.allocate(&m) }
-            }),
-        )?;
-        let p = self.clone();
-        self.system.register(
-            "root",
-            REVERT,
-            Behavior::direct(move |m: Incoming| {
-                let p = p.clone();
-                async move { p.revert(&m).await }
-            }),
-        )?;
+        self.on_root(BID_REQUEST_DIRECT, |p, m| async move { p.bid(&m) })?;
+        self.on_root(COMMIT, |p, m| async move {
+            tokio::task::spawn_blocking(move || p.commit(&m))
+                .await
+                .map_err(failed)?
+        })?;
+        self.on_root(ALLOCATE, |p, m| async move { p.allocate(&m) })?;
+        self.on_root(REVERT, |p, m| async move { p.revert(&m).await })?;
         self.register_subnet()?;
         self.register_edge()?;
         self.register_control()

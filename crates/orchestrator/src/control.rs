@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nunet_actor::{ActorError, ActorSystem, Behavior, Incoming};
+use nunet_actor::{ActorError, ActorSystem, Incoming};
 use nunet_capability::Capability;
 use nunet_did::Keypair;
 use nunet_ensemble::Ensemble;
@@ -252,115 +252,81 @@ impl Deployments {
 
     /// Registers the control behaviors on the root actor.
     pub fn register(&self) -> Result<(), ActorError> {
-        let d = self.clone();
-        self.system.register(
-            "root",
-            NEW,
-            Behavior::direct(move |m: Incoming| {
-                let d = d.clone();
-                async move {
-                    let e =
-                        m.payload.get("ensemble").cloned().ok_or_else(|| {
-                            failed("give the ensemble (`nunet deploy -f <file>`)")
-                        })?;
-                    let ensemble: Ensemble =
-                        serde_json::from_value(e).map_err(|e| failed(format!("ensemble: {e}")))?;
-                    let deadline_ms =
-                        i64::try_from(m.envelope.opt.exp / 1_000_000).unwrap_or(i64::MAX);
-                    let id = d.create(ensemble, m.sender.as_str(), deadline_ms)?;
-                    Ok(json!({"status": "OK", "ensemble_id": id}))
-                }
-            }),
-        )?;
-        let d = self.clone();
-        self.system.register(
-            "root",
-            LIST,
-            Behavior::direct(move |_m| {
-                let d = d.clone();
-                async move {
-                    let list: Vec<Value> = d
-                        .map
-                        .lock()
-                        .map_err(|_| failed("registry poisoned"))?
-                        .values()
-                        .filter_map(|e| e.record().map(|r| r.summary()))
-                        .collect();
-                    Ok(json!({"deployments": list}))
-                }
-            }),
-        )?;
-        let d = self.clone();
-        self.system.register(
-            "root",
-            STATUS,
-            Behavior::direct(move |m: Incoming| {
-                let d = d.clone();
-                async move {
-                    let r = d
-                        .get(&id_arg(&m.payload)?)?
-                        .record()
-                        .ok_or_else(|| failed("record lost"))?;
-                    let after = m.payload.get("after").and_then(Value::as_u64).unwrap_or(0);
-                    let mut v = r.summary();
-                    v["events"] = serde_json::to_value(
-                        r.events
-                            .iter()
-                            .filter(|e| e.seq > after)
-                            .collect::<Vec<_>>(),
-                    )
-                    .unwrap_or(Value::Null);
-                    Ok(v)
-                }
-            }),
-        )?;
-        let d = self.clone();
-        self.system.register(
+        self.system
+            .register_with("root", NEW, self.clone(), |d, m: Incoming| async move {
+                let e = m
+                    .payload
+                    .get("ensemble")
+                    .cloned()
+                    .ok_or_else(|| failed("give the ensemble (`nunet deploy -f <file>`)"))?;
+                let ensemble: Ensemble =
+                    serde_json::from_value(e).map_err(|e| failed(format!("ensemble: {e}")))?;
+                let deadline_ms = i64::try_from(m.envelope.opt.exp / 1_000_000).unwrap_or(i64::MAX);
+                let id = d.create(ensemble, m.sender.as_str(), deadline_ms)?;
+                Ok(json!({"status": "OK", "ensemble_id": id}))
+            })?;
+        self.system
+            .register_with("root", LIST, self.clone(), |d, _m: Incoming| async move {
+                let list: Vec<Value> = d
+                    .map
+                    .lock()
+                    .map_err(|_| failed("registry poisoned"))?
+                    .values()
+                    .filter_map(|e| e.record().map(|r| r.summary()))
+                    .collect();
+                Ok(json!({"deployments": list}))
+            })?;
+        self.system
+            .register_with("root", STATUS, self.clone(), |d, m: Incoming| async move {
+                let r = d
+                    .get(&id_arg(&m.payload)?)?
+                    .record()
+                    .ok_or_else(|| failed("record lost"))?;
+                let after = m.payload.get("after").and_then(Value::as_u64).unwrap_or(0);
+                let mut v = r.summary();
+                v["events"] = serde_json::to_value(
+                    r.events
+                        .iter()
+                        .filter(|e| e.seq > after)
+                        .collect::<Vec<_>>(),
+                )
+                .unwrap_or(Value::Null);
+                Ok(v)
+            })?;
+        self.system.register_with(
             "root",
             MANIFEST,
-            Behavior::direct(move |m: Incoming| {
-                let d = d.clone();
-                async move {
-                    let r = d
-                        .get(&id_arg(&m.payload)?)?
-                        .record()
-                        .ok_or_else(|| failed("record lost"))?;
-                    Ok(json!({"id": r.id, "status": r.status.as_str(), "manifest": r.manifest}))
-                }
-            }),
+            self.clone(),
+            |d, m: Incoming| async move {
+                let r = d
+                    .get(&id_arg(&m.payload)?)?
+                    .record()
+                    .ok_or_else(|| failed("record lost"))?;
+                Ok(json!({"id": r.id, "status": r.status.as_str(), "manifest": r.manifest}))
+            },
         )?;
-        let d = self.clone();
-        self.system.register(
-            "root",
-            LOGS,
-            Behavior::direct(move |m: Incoming| {
-                let d = d.clone();
-                async move {
-                    let e = d.get(&id_arg(&m.payload)?)?;
-                    let only = m.payload.get("allocation").and_then(Value::as_str);
-                    let cursors = m.payload.get("cursors").cloned().unwrap_or(Value::Null);
-                    let r = e.record().ok_or_else(|| failed("record lost"))?;
-                    Ok(json!({
-                        "id": r.id,
-                        "status": r.status.as_str(),
-                        "logs": e.logs(only, &cursors).await?,
-                    }))
-                }
-            }),
-        )?;
-        let d = self.clone();
-        self.system.register(
+        self.system
+            .register_with("root", LOGS, self.clone(), |d, m: Incoming| async move {
+                let e = d.get(&id_arg(&m.payload)?)?;
+                let only = m.payload.get("allocation").and_then(Value::as_str);
+                let cursors = m.payload.get("cursors").cloned().unwrap_or(Value::Null);
+                let r = e.record().ok_or_else(|| failed("record lost"))?;
+                Ok(json!({
+                    "id": r.id,
+                    "status": r.status.as_str(),
+                    "logs": e.logs(only, &cursors).await?,
+                }))
+            })?;
+        self.system.register_with(
             "root",
             SHUTDOWN,
-            Behavior::direct(move |m: Incoming| {
-                let d = d.clone();
-                async move {
-                    let e = d.get(&id_arg(&m.payload)?)?;
-                    e.shutdown(m.sender.as_str()).await.map_err(failed)?;
-                    let r = e.record().ok_or_else(|| failed("record lost"))?;
-                    Ok(r.summary())
-                }
-            }),
+            self.clone(),
+            |d, m: Incoming| async move {
+                let e = d.get(&id_arg(&m.payload)?)?;
+                e.shutdown(m.sender.as_str()).await.map_err(failed)?;
+                let r = e.record().ok_or_else(|| failed("record lost"))?;
+                Ok(r.summary())
+            },
         )?;
         Ok(())
     }

@@ -7,11 +7,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use nunet_did::{Did, Keypair, Signature};
+use nunet_did::{Did, Keypair};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::protocol::BidError;
+use crate::protocol::{BidError, sign_message, verify_message};
 
 /// Prefix signed in front of a decline's JSON.
 pub const DECLINE_SIGNING_PREFIX: &[u8] = b"dms-bid-decline-";
@@ -96,36 +96,25 @@ impl Decline {
         v.get("declined").and_then(Value::as_bool) == Some(true)
     }
 
-    fn signing_bytes(&self) -> Vec<u8> {
-        let mut unsigned = self.clone();
-        unsigned.signature.clear();
-        let mut out = DECLINE_SIGNING_PREFIX.to_vec();
-        out.extend(serde_json::to_vec(&unsigned).unwrap_or_default());
-        out
-    }
-
     /// Signs the decline with the provider's node key.
     pub fn sign(mut self, key: &Keypair) -> Self {
         self.signature.clear();
-        self.signature = hex::encode(key.sign(&self.signing_bytes()).0);
+        self.signature = sign_message(DECLINE_SIGNING_PREFIX, &self, key);
         self
     }
 
     /// Checks the signature with the key inside the decline's peer id.
     pub fn verify(&self) -> Result<Did, BidError> {
-        let peer = self
-            .peer
-            .parse()
-            .map_err(|_| BidError::BadPeer(self.peer.clone()))?;
-        let did = Did::from_peer_id(&peer).map_err(|_| BidError::BadPeer(self.peer.clone()))?;
-        let sig = hex::decode(&self.signature)
-            .ok()
-            .and_then(|b| Signature::from_slice(&b).ok())
-            .ok_or_else(|| BidError::BadSignature(self.peer.clone()))?;
-        did.public_key()
-            .verify(&self.signing_bytes(), &sig)
-            .map_err(|_| BidError::BadSignature(self.peer.clone()))?;
-        Ok(did)
+        let unsigned = Decline {
+            signature: String::new(),
+            ..self.clone()
+        };
+        verify_message(
+            DECLINE_SIGNING_PREFIX,
+            &unsigned,
+            &self.peer,
+            &self.signature,
+        )
     }
 
     /// `not onboarded`, or `node-a: not enough free resources; node-b: location not accepted`.

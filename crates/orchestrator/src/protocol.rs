@@ -134,44 +134,67 @@ pub enum BidError {
     BadSignature(String),
 }
 
-impl Bid {
-    fn signing_bytes(&self) -> Vec<u8> {
-        let mut unsigned = self.clone();
-        unsigned.signature.clear();
-        let mut out = BID_SIGNING_PREFIX.to_vec();
-        out.extend(serde_json::to_vec(&unsigned).unwrap_or_default());
-        out
-    }
+/// `prefix` + the JSON of `unsigned` (the message with an empty `signature`): what bids and
+/// declines sign.
+fn signing_bytes<T: Serialize>(prefix: &[u8], unsigned: &T) -> Vec<u8> {
+    let mut out = prefix.to_vec();
+    out.extend(serde_json::to_vec(unsigned).unwrap_or_default());
+    out
+}
 
+/// Hex signature of `unsigned` (see [`signing_bytes`]) by `key`.
+pub(crate) fn sign_message<T: Serialize>(prefix: &[u8], unsigned: &T, key: &Keypair) -> String {
+    hex::encode(key.sign(&signing_bytes(prefix, unsigned)).0)
+}
+
+/// Checks `signature` over `unsigned` with the key inside `peer` (a base58 peer id) and
+/// returns that peer's DID.
+pub(crate) fn verify_message<T: Serialize>(
+    prefix: &[u8],
+    unsigned: &T,
+    peer: &str,
+    signature: &str,
+) -> Result<Did, BidError> {
+    let id = peer.parse().map_err(|_| BidError::BadPeer(peer.into()))?;
+    let did = Did::from_peer_id(&id).map_err(|_| BidError::BadPeer(peer.into()))?;
+    let sig = hex::decode(signature)
+        .ok()
+        .and_then(|b| Signature::from_slice(&b).ok())
+        .ok_or_else(|| BidError::BadSignature(peer.into()))?;
+    did.public_key()
+        .verify(&signing_bytes(prefix, unsigned), &sig)
+        .map_err(|_| BidError::BadSignature(peer.into()))?;
+    Ok(did)
+}
+
+impl Bid {
     /// Signs the bid with the provider's node key.
     pub fn sign(mut self, key: &Keypair) -> Bid {
         self.signature.clear();
-        self.signature = hex::encode(key.sign(&self.signing_bytes()).0);
+        self.signature = sign_message(BID_SIGNING_PREFIX, &self, key);
         self
     }
 
     /// Checks the signature with the key inside the bid's peer id, and that the handle is
     /// that peer's root.
     pub fn verify(&self) -> Result<Did, BidError> {
-        let peer = self
+        let did = self
             .peer
             .parse()
-            .map_err(|_| BidError::BadPeer(self.peer.clone()))?;
-        let did = Did::from_peer_id(&peer).map_err(|_| BidError::BadPeer(self.peer.clone()))?;
+            .ok()
+            .and_then(|p| Did::from_peer_id(&p).ok())
+            .ok_or_else(|| BidError::BadPeer(self.peer.clone()))?;
         if self.handle.did != did.as_str() || self.handle.addr.host != self.peer {
             return Err(BidError::HandleMismatch {
                 handle: self.handle.did.clone(),
                 peer: self.peer.clone(),
             });
         }
-        let sig = hex::decode(&self.signature)
-            .ok()
-            .and_then(|b| Signature::from_slice(&b).ok())
-            .ok_or_else(|| BidError::BadSignature(self.peer.clone()))?;
-        did.public_key()
-            .verify(&self.signing_bytes(), &sig)
-            .map_err(|_| BidError::BadSignature(self.peer.clone()))?;
-        Ok(did)
+        let unsigned = Bid {
+            signature: String::new(),
+            ..self.clone()
+        };
+        verify_message(BID_SIGNING_PREFIX, &unsigned, &self.peer, &self.signature)
     }
 }
 

@@ -234,14 +234,9 @@ impl Provider {
 
     /// Registers `/dms/node/allocations/list` on the root actor.
     pub(super) fn register_control(self: &Arc<Self>) -> Result<(), ActorError> {
-        let p = self.clone();
-        self.system.register(
-            "root",
+        self.on_root(
             ALLOCATIONS_LIST,
-            Behavior::direct(move |_m: Incoming| {
-                let p = p.clone();
-                async move { p.allocations_list() }
-            }),
+            |p, _m| async move { p.allocations_list() },
         )
     }
 }

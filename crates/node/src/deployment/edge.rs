@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use libp2p::PeerId;
-use nunet_actor::{ActorError, Behavior, Incoming};
+use nunet_actor::{ActorError, Incoming};
 use nunet_network::Network;
 use nunet_orchestrator::edges::{EDGE_CONSTRAINT, EdgeReply, EdgeRequest};
 use serde_json::Value;
@@ -88,14 +88,8 @@ impl Provider {
             }
             Err(e) => tracing::warn!(error = %e, "no throughput probe server"),
         }
-        let p = self.clone();
-        self.system.register(
-            "root",
-            EDGE_CONSTRAINT,
-            Behavior::direct(move |m: Incoming| {
-                let p = p.clone();
-                async move { p.edge_constraint(&m).await }
-            }),
-        )
+        self.on_root(EDGE_CONSTRAINT, |p, m| async move {
+            p.edge_constraint(&m).await
+        })
     }
 }

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use nunet_actor::{ActorError, Behavior, ErrorKind, Incoming};
+use nunet_actor::{ActorError, ErrorKind, Incoming};
 use nunet_orchestrator::subnet::{SUBNET_CREATE, SubnetPlan};
 use serde_json::{Value, json};
 
@@ -44,14 +44,9 @@ impl Provider {
 
     /// Registers `/dms/deployment/subnet/create` on the root actor.
     pub(super) fn register_subnet(self: &Arc<Self>) -> Result<(), ActorError> {
-        let p = self.clone();
-        self.system.register(
-            "root",
+        self.on_root(
             SUBNET_CREATE,
-            Behavior::direct(move |m: Incoming| {
-                let p = p.clone();
-                async move { p.subnet_create(&m).await }
-            }),
+            |p, m| async move { p.subnet_create(&m).await },
         )
     }
 
