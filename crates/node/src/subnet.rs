@@ -29,6 +29,8 @@ mod vm;
 
 /// MTU of the ensemble network (NuNet's).
 const MTU: u16 = 1420;
+/// How long the host's own 10/8 ranges are reused between bids.
+const HOST_RANGES_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One ensemble's subnet on this node.
 struct Ensemble {
@@ -51,6 +53,9 @@ pub struct NodeSubnets {
     ensembles: tokio::sync::Mutex<HashMap<String, Ensemble>>,
     /// Networks in use here, for bids (kept outside the async lock).
     in_use: Mutex<HashMap<String, String>>,
+    /// The host's own 10/8 ranges, read at most every [`HOST_RANGES_TTL`]: bids ask for them,
+    /// and reading them runs two `ip` processes.
+    host_ranges: Mutex<Option<(std::time::Instant, Vec<String>)>>,
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -99,6 +104,7 @@ impl NodeSubnets {
             why_off,
             ensembles: tokio::sync::Mutex::new(HashMap::new()),
             in_use: Mutex::new(HashMap::new()),
+            host_ranges: Mutex::new(None),
         })
     }
 
@@ -115,14 +121,34 @@ impl NodeSubnets {
             .lock()
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default();
-        if self.service.is_some()
-            && let Ok(r) = plan::host_used_ranges(&self.host)
-        {
-            out.extend(r.iter().map(|n| n.to_string()));
+        if self.service.is_some() {
+            out.extend(self.host_ranges());
         }
         out.sort();
         out.dedup();
         out
+    }
+
+    fn host_ranges(&self) -> Vec<String> {
+        let Ok(mut cached) = self.host_ranges.lock() else {
+            return Vec::new();
+        };
+        if let Some((at, r)) = cached.as_ref()
+            && at.elapsed() < HOST_RANGES_TTL
+        {
+            return r.clone();
+        }
+        match plan::host_used_ranges(&self.host) {
+            Ok(r) => {
+                let r: Vec<String> = r.iter().map(|n| n.to_string()).collect();
+                *cached = Some((std::time::Instant::now(), r.clone()));
+                r
+            }
+            Err(e) => {
+                tracing::warn!("reading the host's 10/8 routes: {e}");
+                Vec::new()
+            }
+        }
     }
 
     fn plan_file(&self, ensemble: &str) -> PathBuf {
