@@ -7,9 +7,14 @@
 //! flush, so the write path never waits for a flush per packet. The two buffers are reused,
 //! so steady state allocates nothing. It must not buffer without bound (the queue drops when
 //! full) nor keep a stream whose peer sent one malformed frame.
+//!
+//! The stream is also the control channel of the datagram fast path ([`crate::datagram`]):
+//! after admitting a stream the acceptor sends its datagram offer; the writer probes the
+//! UDP path and switches the peer's queue to it only once the acceptor confirms the probe
+//! arrived (a byte on the same stream). When the stream ends, the peer goes back to it.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
 
@@ -19,9 +24,10 @@ use libp2p::{PeerId, Stream};
 use tokio::sync::Notify;
 
 use crate::{
+    datagram::{self, CONFIRMED, Hub, OFFER_LEN, Offer, RxGuard, TxPath},
     router::{SharedTable, check_inbound, count_inbound_drop},
     stats::{Counters, add, bump},
-    tun::Tun,
+    tun::{self, Tun},
     wire::{self, FrameError, PROTOCOL},
 };
 
@@ -40,12 +46,17 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 pub(crate) const ACCEPTED: u8 = 1;
 /// How long an inbound handshake may take.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Datagram path probes: how many, and how far apart, before staying on the stream.
+const PROBES: u32 = 10;
+const PROBE_EVERY: Duration = Duration::from_millis(200);
 
 /// A peer's bounded send queue: framed packets waiting for the writer.
 pub(crate) struct PeerQueue {
     buf: Mutex<Vec<u8>>,
     ready: Notify,
     limit: usize,
+    /// The confirmed datagram path to the peer, used instead of the queue while set.
+    path: RwLock<Option<Arc<TxPath>>>,
 }
 
 impl PeerQueue {
@@ -55,7 +66,17 @@ impl PeerQueue {
             buf: Mutex::new(Vec::with_capacity(limit)),
             ready: Notify::new(),
             limit,
+            path: RwLock::new(None),
         }
+    }
+
+    /// The confirmed datagram path, if any.
+    pub fn path(&self) -> Option<Arc<TxPath>> {
+        self.path.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_path(&self, path: Option<Arc<TxPath>>) {
+        *self.path.write().unwrap_or_else(|e| e.into_inner()) = path;
     }
 
     /// Appends one frame; `false` (packet dropped) when the queue is full.
@@ -88,15 +109,37 @@ impl PeerQueue {
     }
 }
 
+/// What a writer needs besides its peer and queue.
+#[derive(Clone)]
+pub(crate) struct Links {
+    /// Opens streams.
+    pub control: libp2p_stream::Control,
+    /// Looks up the peer's connection address (for the datagram path).
+    pub net: nunet_network::Network,
+    /// The node's datagram socket, when the datagram path is on.
+    pub hub: Option<Arc<Hub>>,
+}
+
+/// Clears the queue's datagram path when the writer's stream ends (or the writer is aborted).
+struct PathReset<'a>(&'a PeerQueue);
+
+impl Drop for PathReset<'_> {
+    fn drop(&mut self) {
+        self.0.set_path(None);
+    }
+}
+
 /// Keeps one outbound stream to `peer` open (reconnecting with backoff) and writes the
-/// queue's batches to it. Runs until aborted.
+/// queue's batches to it; switches the peer to the datagram path once it is confirmed.
+/// Runs until aborted.
 pub(crate) async fn run_writer(
-    mut control: libp2p_stream::Control,
+    links: Links,
     peer: PeerId,
     ensemble: String,
     queue: Arc<PeerQueue>,
     counters: Arc<Counters>,
 ) {
+    let mut control = links.control.clone();
     let mut hello = Vec::new();
     if wire::encode_handshake(&ensemble, &mut hello).is_err() {
         tracing::warn!(%ensemble, "ensemble name cannot be sent; writer stops");
@@ -124,29 +167,72 @@ pub(crate) async fn run_writer(
         if stream.write_all(&hello).await.is_err() || stream.flush().await.is_err() {
             continue;
         }
-        let mut ack = [0u8; 1];
-        let admitted = matches!(
-            tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut ack)).await,
-            Ok(Ok(())) if ack[0] == ACCEPTED
-        );
-        if !admitted {
+        let mut ack = [0u8; 1 + OFFER_LEN];
+        let admitted =
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut ack)).await {
+                Ok(Ok(())) if ack[0] == ACCEPTED => {
+                    let mut offer = [0u8; OFFER_LEN];
+                    offer.copy_from_slice(&ack[1..]);
+                    Offer::decode(&offer).ok()
+                }
+                _ => None,
+            };
+        let Some(offer) = admitted else {
             tracing::debug!(%peer, %ensemble, "subnet stream not admitted (yet); retrying");
             queue.clear();
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
             continue;
-        }
+        };
         backoff = BACKOFF_MIN;
+        let mut pending = match offer {
+            Some(o) => open_path(&links, peer, &o).await,
+            None => None,
+        };
+        let mut probes_left = if pending.is_some() { PROBES } else { 0 };
+        let mut next_probe = tokio::time::Instant::now();
+        let _reset = PathReset(&queue);
         // The acceptor never writes after the ack: a read that returns tells us the stream
         // is gone, so the writer reopens it instead of writing into a dead stream.
         let (mut rd, mut wr) = stream.split();
         let mut probe = [0u8; 1];
         loop {
+            let probe_due = async {
+                if probes_left > 0 {
+                    tokio::time::sleep_until(next_probe).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 _ = queue.ready.notified() => {}
-                _ = rd.read(&mut probe) => {
-                    tracing::debug!(%peer, "subnet stream closed by the remote; reopening");
-                    break;
+                r = rd.read(&mut probe) => {
+                    let confirmed = matches!(r, Ok(1) if probe[0] == CONFIRMED);
+                    match pending.take() {
+                        Some(path) if confirmed => {
+                            tracing::debug!(%peer, %ensemble, ?path, "datagram path confirmed");
+                            queue.set_path(Some(path));
+                            bump(&counters.datagram_paths);
+                            probes_left = 0;
+                            continue;
+                        }
+                        _ => {
+                            tracing::debug!(%peer, "subnet stream closed by the remote; reopening");
+                            break;
+                        }
+                    }
+                }
+                _ = probe_due => {
+                    if let Some(path) = &pending
+                        && let Err(e) = path.send_probe() {
+                        tracing::debug!(%peer, error = %e, "datagram probe not sent");
+                    }
+                    probes_left -= 1;
+                    next_probe = tokio::time::Instant::now() + PROBE_EVERY;
+                    if probes_left == 0 && pending.take().is_some() {
+                        tracing::info!(%peer, %ensemble, "datagram path not confirmed; packets stay on the libp2p stream");
+                    }
+                    continue;
                 }
             }
             queue.take(&mut batch);
@@ -161,6 +247,23 @@ pub(crate) async fn run_writer(
             }
         }
     }
+}
+
+/// A datagram path to `peer` per its offer, when this node has a socket and the peer is
+/// connected directly (not through a relay).
+async fn open_path(links: &Links, peer: PeerId, offer: &Offer) -> Option<Arc<TxPath>> {
+    let hub = links.hub.as_ref()?;
+    let info = links
+        .net
+        .peers()
+        .await
+        .into_iter()
+        .find(|p| p.peer_id == peer)?;
+    let Some(ip) = datagram::direct_ip(&info.addrs) else {
+        tracing::debug!(%peer, "no direct connection; no datagram path");
+        return None;
+    };
+    hub.open_tx(ip, offer).map(Arc::new)
 }
 
 /// Reads the handshake of an inbound stream and returns the ensemble name it asks for.
@@ -181,6 +284,7 @@ pub(crate) async fn read_handshake(stream: &mut Stream) -> Result<String, FrameE
 }
 
 /// What an inbound reader needs from its ensemble.
+#[derive(Clone)]
 pub(crate) struct Inbound {
     /// The ensemble's TUN device.
     pub dev: Tun,
@@ -193,13 +297,38 @@ pub(crate) struct Inbound {
 }
 
 /// Reads frames from an inbound stream of `peer` (handshake already done) until it ends or
-/// sends a malformed frame; every packet is checked and written to the TUN device.
-pub(crate) async fn run_reader(mut stream: Stream, peer: PeerId, ctx: Inbound) {
+/// sends a malformed frame; every packet is checked and written to the TUN device. While it
+/// runs, the peer's datagram session (if any) lives; the reader tells the peer once its
+/// probe arrived.
+pub(crate) async fn run_reader(
+    stream: Stream,
+    peer: PeerId,
+    ctx: Inbound,
+    session: Option<RxGuard>,
+) {
+    let (mut stream, mut wr) = stream.split();
     let mut buf = vec![0u8; READ_CAP];
     let mut filled = 0usize;
     let mut cached = ctx.table.snapshot();
+    let mut awaiting_probe = session.is_some();
     loop {
-        let n = match stream.read(&mut buf[filled..]).await {
+        let probed = async {
+            match &session {
+                Some(s) if awaiting_probe => s.confirmed().await,
+                _ => std::future::pending::<()>().await,
+            }
+        };
+        let read = tokio::select! {
+            r = stream.read(&mut buf[filled..]) => r,
+            _ = probed => {
+                awaiting_probe = false;
+                if wr.write_all(&[CONFIRMED]).await.is_err() || wr.flush().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let n = match read {
             Ok(0) => {
                 if filled > 0 {
                     bump(&ctx.counters.bad_frames); // ended inside a frame
@@ -219,7 +348,7 @@ pub(crate) async fn run_reader(mut stream: Stream, peer: PeerId, ctx: Inbound) {
             match wire::decode_frame(&buf[start..filled]) {
                 Ok(Some((payload, used))) => {
                     match check_inbound(payload, &peer, &cached.1, &ctx.network) {
-                        Ok(()) => match ctx.dev.send(payload).await {
+                        Ok(()) => match tun::write(&ctx.dev, payload) {
                             Ok(_) => {
                                 bump(&ctx.counters.packets_in);
                                 add(&ctx.counters.bytes_in, payload.len() - wire::VNET_HDR_LEN);
@@ -234,7 +363,7 @@ pub(crate) async fn run_reader(mut stream: Stream, peer: PeerId, ctx: Inbound) {
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "closing subnet stream");
                     bump(&ctx.counters.bad_frames);
-                    let _ = stream.close().await;
+                    let _ = wr.close().await;
                     return;
                 }
             }

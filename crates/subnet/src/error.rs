@@ -28,4 +28,13 @@ pub enum SubnetError {
     /// The specification is invalid (bad name, MTU, or a route outside the network).
     #[error("invalid subnet specification: {0}")]
     InvalidSpec(String),
+    /// The UDP socket of the datagram path could not be set up.
+    #[error("subnet datagram socket on UDP port {port}: {source}")]
+    Datagram {
+        /// The port asked for (0: any).
+        port: u16,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
 }

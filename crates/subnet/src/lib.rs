@@ -22,6 +22,8 @@ pub use dns::{DnsError, DnsResponder, DnsStats, Records, resolv_conf};
 mod error;
 pub use error::SubnetError;
 mod carrier;
+mod datagram;
+pub use datagram::DatagramConfig;
 mod router;
 mod service;
 mod stats;

@@ -1,6 +1,10 @@
 //! Routing decisions of one ensemble: the route table (IPv4 address → hosting peer), the
-//! outbound loop that reads the TUN device and queues each packet for its peer, and the
-//! checks an inbound packet must pass before it is written to the TUN device.
+//! outbound thread that reads the TUN device and sends each packet to its peer (as a
+//! datagram where that peer's datagram path is confirmed, else through the peer's stream
+//! queue), and the checks an inbound packet must pass before it is written to the TUN device.
+//!
+//! The outbound side is a plain thread, not a task: a packet read from the TUN device is
+//! encrypted and sent from the thread the kernel woke, with no hand-off in between.
 //!
 //! It must not decide membership (the table is handed in by the node) and must not block
 //! on a peer: a full peer queue drops the packet, like a full NIC queue.
@@ -19,6 +23,7 @@ use libp2p::PeerId;
 
 use crate::{
     carrier::PeerQueue,
+    datagram::{HDR, TAG, TxPath},
     stats::{Counters, add, bump},
     tun::{READ_BUF, Tun},
     wire::{self, VNET_HDR_LEN},
@@ -83,32 +88,90 @@ impl SharedTable {
     }
 }
 
-/// Reads packets from the TUN device until it fails (or the task is aborted) and queues each
-/// for the peer hosting its destination. One reusable buffer; no allocation per packet.
-pub(crate) async fn run_outbound(
-    dev: Tun,
-    table: Arc<SharedTable>,
-    counters: Arc<Counters>,
-    local: PeerId,
-) {
-    let mut buf = vec![0u8; READ_BUF];
-    let mut cached = table.snapshot();
-    loop {
-        let n = match dev.recv(&mut buf).await {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, "TUN read failed; outbound router stops");
-                return;
-            }
-        };
-        table.refresh(&mut cached);
-        route_outbound(&buf[..n], &cached.1, local, &counters);
+/// The outbound thread of one ensemble; stops when its event is triggered.
+pub(crate) struct Outbound {
+    stop: Arc<tun_rs::InterruptEvent>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Outbound {
+    /// Starts the thread reading `dev`.
+    pub fn spawn(
+        dev: Tun,
+        table: Arc<SharedTable>,
+        counters: Arc<Counters>,
+        local: PeerId,
+    ) -> std::io::Result<Self> {
+        let stop = Arc::new(tun_rs::InterruptEvent::new()?);
+        let s = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("nunet-subnet-tun".into())
+            .spawn(move || run_outbound(&dev, &table, &counters, local, &s))?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the thread and waits for it (it holds the device until it exits).
+    pub async fn stop(mut self) {
+        let _ = self.stop.trigger();
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
     }
 }
 
-/// Routes one payload (virtio-net header + packet) read from the TUN device.
-fn route_outbound(payload: &[u8], table: &Table, local: PeerId, c: &Counters) {
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        let _ = self.stop.trigger();
+    }
+}
+
+/// Reads packets from the TUN device until it fails or `stop` is triggered and sends each to
+/// the peer hosting its destination. One reusable buffer, with room for the datagram header
+/// in front and the tag behind, so a datagram is sealed in place: no copy, no allocation.
+fn run_outbound(
+    dev: &Tun,
+    table: &SharedTable,
+    counters: &Counters,
+    local: PeerId,
+    stop: &tun_rs::InterruptEvent,
+) {
+    let mut buf = vec![0u8; HDR + READ_BUF + TAG];
+    let mut cached = table.snapshot();
+    loop {
+        match dev.wait_readable_intr(stop) {
+            Ok(()) => {}
+            Err(_) if stop.is_trigger() => return,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "TUN wait failed; outbound router stops");
+                return;
+            }
+        }
+        loop {
+            let n = match dev.recv(&mut buf[HDR..HDR + READ_BUF]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "TUN read failed; outbound router stops");
+                    return;
+                }
+            };
+            table.refresh(&mut cached);
+            route_outbound(&mut buf, n, &cached.1, local, counters);
+        }
+    }
+}
+
+/// Routes one payload (virtio-net header + packet) read from the TUN device into
+/// `buf[HDR..HDR + len]`.
+fn route_outbound(buf: &mut [u8], len: usize, table: &Table, local: PeerId, c: &Counters) {
+    let Some(payload) = buf.get(HDR..HDR + len) else {
+        return bump(&c.dropped_not_ipv4_out);
+    };
     let Some((_, packet)) = payload.split_first_chunk::<VNET_HDR_LEN>() else {
         return bump(&c.dropped_not_ipv4_out);
     };
@@ -124,6 +187,17 @@ fn route_outbound(payload: &[u8], table: &Table, local: PeerId, c: &Counters) {
     let Some(queue) = table.queues.get(peer) else {
         return bump(&c.dropped_no_route);
     };
+    let bytes = packet.len();
+    if let Some(path) = queue.path().filter(|_| TxPath::fits(len)) {
+        return match path.send_data(buf, len) {
+            Ok(()) => {
+                bump(&c.packets_out);
+                bump(&c.datagrams_out);
+                add(&c.bytes_out, bytes);
+            }
+            Err(_) => bump(&c.dropped_datagram_send),
+        };
+    }
     if queue.push(payload) {
         bump(&c.packets_out);
         add(&c.bytes_out, packet.len());
@@ -201,10 +275,15 @@ mod tests {
         let q = Arc::new(PeerQueue::new(1 << 20));
         let table = Table::new(&routes, HashMap::from([(other, q.clone())]));
         let c = Counters::default();
-        route_outbound(&payload(a, b), &table, me, &c);
-        route_outbound(&payload(b, a), &table, me, &c);
-        route_outbound(&payload(a, Ipv4Addr::new(10, 1, 2, 9)), &table, me, &c);
-        route_outbound(&[0u8; 4], &table, me, &c);
+        let route = |p: &[u8]| {
+            let mut buf = vec![0u8; HDR + p.len() + TAG];
+            buf[HDR..HDR + p.len()].copy_from_slice(p);
+            route_outbound(&mut buf, p.len(), &table, me, &c);
+        };
+        route(&payload(a, b));
+        route(&payload(b, a));
+        route(&payload(a, Ipv4Addr::new(10, 1, 2, 9)));
+        route(&[0u8; 4]);
         let s = c.snapshot();
         assert_eq!(
             (

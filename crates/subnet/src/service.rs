@@ -1,9 +1,10 @@
 //! The subnet service the node integrates: joins and leaves ensembles, keeps their route
-//! tables, runs one outbound router per ensemble, one writer per remote member, and accepts
-//! inbound streams after checking that the authenticated remote peer is a member.
+//! tables, runs one outbound router thread per ensemble, one writer per remote member, and
+//! accepts inbound streams after checking that the authenticated remote peer is a member.
+//! With the datagram path on, it owns the node's UDP socket ([`crate::datagram`]).
 //!
-//! Every task it starts belongs to one ensemble and is aborted and awaited on `leave`, so
-//! nothing outlives the TUN device. It must not decide membership itself: the route table
+//! Every task and thread it starts belongs to one ensemble and is stopped and awaited on
+//! `leave`, so nothing outlives the TUN device. It must not decide membership itself: the route table
 //! (and so the member set) comes from the node, which got it in a capability-checked message.
 
 use std::{
@@ -22,8 +23,9 @@ use tokio::{sync::Semaphore, task::JoinHandle};
 
 use crate::{
     SubnetError,
-    carrier::{self, HANDSHAKE_TIMEOUT, Inbound, PeerQueue, QUEUE_LIMIT},
-    router::{self, SharedTable, Table},
+    carrier::{self, HANDSHAKE_TIMEOUT, Inbound, Links, PeerQueue, QUEUE_LIMIT},
+    datagram::{DatagramConfig, Hub, Offer},
+    router::{Outbound, SharedTable, Table},
     stats::{Counters, SubnetStats},
     tun::{self, Tun},
     wire::PROTOCOL,
@@ -64,7 +66,7 @@ impl std::fmt::Debug for SubnetService {
 
 struct Inner {
     local: PeerId,
-    control: libp2p_stream::Control,
+    links: Links,
     ensembles: Mutex<HashMap<String, Arc<Ensemble>>>,
     rejected: AtomicU64,
     accept_task: Mutex<Option<JoinHandle<()>>>,
@@ -74,6 +76,9 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(t) = self.accept_task.get_mut().ok().and_then(Option::take) {
             t.abort();
+        }
+        if let Some(hub) = &self.links.hub {
+            hub.stop();
         }
     }
 }
@@ -91,7 +96,7 @@ struct Ensemble {
 #[derive(Default)]
 struct Tasks {
     dev: Option<Tun>,
-    router: Option<JoinHandle<()>>,
+    router: Option<Outbound>,
     writers: HashMap<PeerId, (Arc<PeerQueue>, JoinHandle<()>)>,
     readers: HashMap<PeerId, JoinHandle<()>>,
     /// Aborted readers (they may still hold the device until they are polled once more).
@@ -111,16 +116,46 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl SubnetService {
-    /// Registers the inbound protocol on this node's libp2p host and starts the accept loop.
-    /// Must be called inside a tokio runtime; fails when the protocol is already registered.
+    /// [`start_with`](Self::start_with) the default datagram settings (on, any free port).
     pub fn start(net: &nunet_network::Network) -> Result<Self, SubnetError> {
+        Self::start_with(net, DatagramConfig::default())
+    }
+
+    /// Registers the inbound protocol on this node's libp2p host, starts the accept loop
+    /// and, when `datagrams.enabled`, binds the UDP socket of the datagram path. Must be
+    /// called inside a tokio runtime; fails when the protocol is already registered or the
+    /// UDP port cannot be bound.
+    pub fn start_with(
+        net: &nunet_network::Network,
+        datagrams: DatagramConfig,
+    ) -> Result<Self, SubnetError> {
         let mut control = net.streams();
-        let incoming = control
-            .accept(PROTOCOL)
-            .map_err(|e| SubnetError::Register(e.to_string()))?;
+        let hub = if datagrams.enabled {
+            Some(
+                Hub::start(datagrams.port).map_err(|source| SubnetError::Datagram {
+                    port: datagrams.port,
+                    source,
+                })?,
+            )
+        } else {
+            None
+        };
+        let incoming = match control.accept(PROTOCOL) {
+            Ok(i) => i,
+            Err(e) => {
+                if let Some(h) = &hub {
+                    h.stop();
+                }
+                return Err(SubnetError::Register(e.to_string()));
+            }
+        };
         let inner = Arc::new(Inner {
             local: net.local_peer_id(),
-            control,
+            links: Links {
+                control,
+                net: net.clone(),
+                hub,
+            },
             ensembles: Mutex::new(HashMap::new()),
             rejected: AtomicU64::new(0),
             accept_task: Mutex::new(None),
@@ -158,14 +193,26 @@ impl SubnetService {
             }
             map.insert(spec.ensemble.clone(), ens.clone());
         }
-        let mut tasks = lock(&ens.tasks);
-        self.apply_routes(&spec.ensemble, &ens, &mut tasks, &spec.routes);
-        tasks.router = Some(tokio::spawn(router::run_outbound(
+        let outbound = Outbound::spawn(
             dev.clone(),
             ens.table.clone(),
             ens.counters.clone(),
             self.inner.local,
-        )));
+        );
+        let mut tasks = lock(&ens.tasks);
+        let outbound = match outbound {
+            Ok(o) => o,
+            Err(source) => {
+                drop(tasks);
+                lock(&self.inner.ensembles).remove(&spec.ensemble);
+                return Err(SubnetError::Tun {
+                    name: spec.tun_name,
+                    source,
+                });
+            }
+        };
+        self.apply_routes(&spec.ensemble, &ens, &mut tasks, &spec.routes);
+        tasks.router = Some(outbound);
         tasks.dev = Some(dev);
         Ok(())
     }
@@ -193,14 +240,17 @@ impl SubnetService {
         let Some(ens) = lock(&self.inner.ensembles).remove(ensemble) else {
             return Ok(());
         };
-        let (dev, handles) = {
+        let (dev, router, handles) = {
             let mut t = lock(&ens.tasks);
-            let mut handles: Vec<JoinHandle<()>> = t.router.take().into_iter().collect();
+            let mut handles: Vec<JoinHandle<()>> = Vec::new();
             handles.extend(t.writers.drain().map(|(_, (_, h))| h));
             handles.extend(t.readers.drain().map(|(_, h)| h));
             handles.append(&mut t.retired);
-            (t.dev.take(), handles)
+            (t.dev.take(), t.router.take(), handles)
         };
+        if let Some(r) = router {
+            r.stop().await;
+        }
         for h in &handles {
             h.abort();
         }
@@ -217,6 +267,17 @@ impl SubnetService {
         lock(&self.inner.ensembles)
             .get(ensemble)
             .map(|e| e.counters.snapshot())
+    }
+
+    /// The UDP port of the datagram path, when it is on.
+    pub fn datagram_port(&self) -> Option<u16> {
+        self.inner.links.hub.as_ref().map(|h| h.port())
+    }
+
+    /// Datagrams no session claimed (unknown session id, or too short): garbage or stale
+    /// traffic on the datagram port.
+    pub fn unclaimed_datagrams(&self) -> u64 {
+        self.inner.links.hub.as_ref().map_or(0, |h| h.unclaimed())
     }
 
     /// Inbound streams refused: unknown ensemble, peer not a member, bad handshake, or too
@@ -270,7 +331,7 @@ impl SubnetService {
             tasks.writers.entry(*peer).or_insert_with(|| {
                 let queue = Arc::new(PeerQueue::new(QUEUE_LIMIT));
                 let task = tokio::spawn(carrier::run_writer(
-                    self.inner.control.clone(),
+                    self.inner.links.clone(),
                     *peer,
                     name.to_string(),
                     queue.clone(),
@@ -352,11 +413,7 @@ async fn admit(svc: &Inner, peer: PeerId, mut stream: Stream) -> bool {
         let _ = stream.close().await;
         return false;
     }
-    if stream.write_all(&[carrier::ACCEPTED]).await.is_err() || stream.flush().await.is_err() {
-        return false;
-    }
-    let mut tasks = lock(&ens.tasks);
-    let Some(dev) = tasks.dev.clone() else {
+    let Some(dev) = lock(&ens.tasks).dev.clone() else {
         return false; // left meanwhile
     };
     let ctx = Inbound {
@@ -365,7 +422,22 @@ async fn admit(svc: &Inner, peer: PeerId, mut stream: Stream) -> bool {
         network: ens.network,
         counters: ens.counters.clone(),
     };
-    let task = tokio::spawn(carrier::run_reader(stream, peer, ctx));
+    let session = svc
+        .links
+        .hub
+        .as_ref()
+        .and_then(|h| h.register(peer, ctx.clone()));
+    let mut answer = [0u8; 1 + crate::datagram::OFFER_LEN];
+    answer[0] = carrier::ACCEPTED;
+    answer[1..].copy_from_slice(&Offer::encode(session.as_ref().map(|s| s.offer())));
+    if stream.write_all(&answer).await.is_err() || stream.flush().await.is_err() {
+        return false;
+    }
+    let mut tasks = lock(&ens.tasks);
+    if tasks.dev.is_none() {
+        return false; // left meanwhile
+    }
+    let task = tokio::spawn(carrier::run_reader(stream, peer, ctx, session));
     if let Some(old) = tasks.readers.insert(peer, task) {
         tasks.retire(old);
     }

@@ -37,6 +37,17 @@ pub struct SubnetStats {
     pub bad_frames: u64,
     /// Outbound streams opened (one per peer, more after reconnects).
     pub streams_opened: u64,
+    /// Packets sent as datagrams (included in `packets_out`).
+    pub datagrams_out: u64,
+    /// Packets received as datagrams (included in `packets_in`).
+    pub datagrams_in: u64,
+    /// Datagram paths confirmed by a peer (one per peer, more after reconnects).
+    pub datagram_paths: u64,
+    /// Inbound datagrams of a known session that failed authentication or replay checks,
+    /// or whose peer is no longer a member.
+    pub dropped_bad_datagram: u64,
+    /// Outbound datagrams the socket refused.
+    pub dropped_datagram_send: u64,
 }
 
 /// The live counters behind [`SubnetStats`].
@@ -57,6 +68,11 @@ pub(crate) struct Counters {
     pub dropped_tun_write: AtomicU64,
     pub bad_frames: AtomicU64,
     pub streams_opened: AtomicU64,
+    pub datagrams_out: AtomicU64,
+    pub datagrams_in: AtomicU64,
+    pub datagram_paths: AtomicU64,
+    pub dropped_bad_datagram: AtomicU64,
+    pub dropped_datagram_send: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -88,6 +104,11 @@ impl Counters {
             dropped_tun_write: self.dropped_tun_write.load(Relaxed),
             bad_frames: self.bad_frames.load(Relaxed),
             streams_opened: self.streams_opened.load(Relaxed),
+            datagrams_out: self.datagrams_out.load(Relaxed),
+            datagrams_in: self.datagrams_in.load(Relaxed),
+            datagram_paths: self.datagram_paths.load(Relaxed),
+            dropped_bad_datagram: self.dropped_bad_datagram.load(Relaxed),
+            dropped_datagram_send: self.dropped_datagram_send.load(Relaxed),
         }
     }
 }

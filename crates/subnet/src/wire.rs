@@ -8,6 +8,8 @@
 //! "NNSN" | version u8 (= 1) | name length u8 (1..=255) | ensemble name (UTF-8)
 //! ```
 //!
+//! answered, when the sender is admitted, with [`ADMISSION_LEN`] bytes (admission byte and
+//! the receiver's datagram offer, see the crate's datagram module), and
 //! followed by frames `length u32 BE | payload`, where the payload is a virtio-net header
 //! ([`VNET_HDR_LEN`] bytes, little-endian, as Linux TUN devices with `IFF_VNET_HDR` use it)
 //! and one IPv4 packet, possibly a GSO super-packet of up to 64 KiB that the receiving
@@ -24,8 +26,11 @@ use libp2p::StreamProtocol;
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/nunet/subnet/1.0.0");
 /// Magic bytes at the start of a stream.
 pub const MAGIC: &[u8; 4] = b"NNSN";
-/// Wire format version.
-pub const VERSION: u8 = 1;
+/// Wire format version (2: the acceptor answers with the admission byte and an offer).
+pub const VERSION: u8 = 2;
+/// Length of the acceptor's answer to an admitted handshake: the admission byte (1) and the
+/// datagram offer (`0` × 39 for none, or `1 | udp port u16 | session u32 | key [u8; 32]`).
+pub const ADMISSION_LEN: usize = 1 + 39;
 /// Length of the virtio-net header in front of every packet.
 pub const VNET_HDR_LEN: usize = 10;
 /// Length of a frame's length prefix.
@@ -215,7 +220,7 @@ mod tests {
         assert!(encode_handshake("", &mut Vec::new()).is_err());
         assert!(encode_handshake(&"x".repeat(256), &mut Vec::new()).is_err());
         let mut bad = prefix;
-        bad[4] = 2;
+        bad[4] = 1; // version 1 peers (no datagram offer) are refused
         assert_eq!(decode_handshake_prefix(&bad), Err(FrameError::BadHandshake));
         assert_eq!(
             decode_handshake_prefix(b"GET / "),

@@ -8,7 +8,8 @@ mod common;
 use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
 
 use common::{
-    Netns, Node, NsRuntime, Pair, TUN, address_tun, eventually, ping, start_host, udp_payload,
+    Netns, Node, NsRuntime, Pair, TUN, address_tun, eventually, ping, start_host, tcp_transfer,
+    udp_payload,
 };
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::PeerId;
@@ -52,16 +53,21 @@ fn attack(
         out.extend_from_slice(&bytes);
         let _ = s.write_all(&out).await;
         let _ = s.flush().await;
-        // An admitted stream gets one ACCEPTED byte first; then the stream must end.
-        let mut one = [0u8; 1];
-        for _ in 0..2 {
-            match tokio::time::timeout(Duration::from_secs(3), s.read(&mut one)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return true,
-                Ok(Ok(_)) if handshake && one[0] == 1 => continue,
+        // An admitted stream gets the admission answer (ACCEPTED byte + datagram offer)
+        // first; then the stream must end.
+        if handshake {
+            let mut answer = [0u8; wire::ADMISSION_LEN];
+            match tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut answer)).await {
+                Ok(Ok(())) if answer[0] == 1 => {}
+                Ok(Err(_)) => return true, // refused: closed before the answer
                 _ => return false,
             }
         }
-        false
+        let mut one = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(3), s.read(&mut one)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
     })
 }
 
@@ -87,35 +93,10 @@ fn ping_across_two_namespaces_is_counted() {
     assert_eq!(sa.dropped_spoofed + sb.dropped_spoofed, 0);
     assert!(sa.streams_opened >= 1);
     // a TCP transfer (GSO super-packets through the offload path) arrives intact
-    let rt = NsRuntime::new(&pair.b);
-    let server = rt.run(async {
-        tokio::net::TcpListener::bind("10.77.0.3:7000")
-            .await
-            .unwrap()
-    });
-    let rt_a = NsRuntime::new(&pair.a);
-    let sent: Vec<u8> = (0..4_000_000u32).map(|i| (i % 251) as u8).collect();
-    let expect = sent.clone();
-    let recv = rt.rt_spawn(async move {
-        let (mut c, _) = server.accept().await.unwrap();
-        let mut got = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut c, &mut got)
-            .await
-            .unwrap();
-        got
-    });
-    rt_a.run(async move {
-        let mut c = tokio::net::TcpStream::connect("10.77.0.3:7000")
-            .await
-            .unwrap();
-        tokio::io::AsyncWriteExt::write_all(&mut c, &sent)
-            .await
-            .unwrap();
-        tokio::io::AsyncWriteExt::shutdown(&mut c).await.unwrap();
-    });
-    let got = futures::executor::block_on(recv).unwrap();
-    assert_eq!(got.len(), expect.len());
-    assert!(got == expect, "TCP payload corrupted over the subnet");
+    assert!(
+        tcp_transfer(&pair.a, &pair.b, "10.77.0.3", 7000, 4_000_000),
+        "TCP payload lost or corrupted over the subnet"
+    );
 }
 
 #[test]

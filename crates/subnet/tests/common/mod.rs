@@ -14,7 +14,7 @@ use std::{
 
 use libp2p::{Multiaddr, PeerId, identity::Keypair, multiaddr::Protocol};
 use nunet_network::{NetConfig, Network};
-use nunet_subnet::{SubnetService, SubnetSpec};
+use nunet_subnet::{DatagramConfig, SubnetService, SubnetSpec};
 
 /// Overlay network used by the tests (each test has its own namespaces, so no clash).
 pub const NET: &str = "10.77.0.0/24";
@@ -196,10 +196,14 @@ pub struct Node {
 
 impl Node {
     pub fn start(ns: &Netns, ip: &str) -> Self {
+        Self::start_with(ns, ip, DatagramConfig::default())
+    }
+
+    pub fn start_with(ns: &Netns, ip: &str, datagrams: DatagramConfig) -> Self {
         let rt = NsRuntime::new(ns);
         let (net, addr) = start_host(&rt, ip);
         let n = net.clone();
-        let svc = rt.run(async move { SubnetService::start(&n).unwrap() });
+        let svc = rt.run(async move { SubnetService::start_with(&n, datagrams).unwrap() });
         Node { svc, net, addr, rt }
     }
 
@@ -314,4 +318,33 @@ fn ip_checksum(h: &[u8]) -> u16 {
         s = (s & 0xffff) + (s >> 16);
     }
     !(s as u16)
+}
+
+/// Sends `len` patterned bytes over TCP from namespace `from` to `to_ip:port` (a listener in
+/// namespace `to`) and returns whether they all arrived unchanged.
+pub fn tcp_transfer(from: &Netns, to: &Netns, to_ip: &str, port: u16, len: u32) -> bool {
+    let rt = NsRuntime::new(to);
+    let addr = format!("{to_ip}:{port}");
+    let a = addr.clone();
+    let server = rt.run(async move { tokio::net::TcpListener::bind(a).await.unwrap() });
+    let rt_from = NsRuntime::new(from);
+    let sent: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let expect = sent.clone();
+    let recv = rt.rt_spawn(async move {
+        let (mut c, _) = server.accept().await.unwrap();
+        let mut got = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut c, &mut got)
+            .await
+            .unwrap();
+        got
+    });
+    rt_from.run(async move {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut c, &sent)
+            .await
+            .unwrap();
+        tokio::io::AsyncWriteExt::shutdown(&mut c).await.unwrap();
+    });
+    let got = futures::executor::block_on(recv).unwrap();
+    got == expect
 }

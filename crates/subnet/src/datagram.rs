@@ -1,0 +1,604 @@
+//! The datagram fast path: ensemble packets as encrypted UDP datagrams straight between two
+//! members, keyed through their libp2p stream.
+//!
+//! The libp2p stream of a (sender, ensemble) pair stays the control channel and the
+//! fallback. When the receiver admits a stream it registers a session (random id, random
+//! AES-256-GCM key) and sends it, with its UDP port, over that stream — which libp2p has
+//! already authenticated to the member's PeerId and encrypted — so only that member can
+//! produce datagrams the session accepts. The sender probes the path with a datagram larger
+//! than the link MTU (so a path that drops IP fragments is caught too); when the receiver
+//! got it, it says so on the stream, and only then does the sender switch that peer to
+//! datagrams. A path that never confirms stays on the stream: no silent black hole.
+//!
+//! Datagram: `kind u8 | 0 0 0 | session u32 BE | counter u64 BE | AES-GCM(payload) | tag`,
+//! the 16-byte header is the associated data, the nonce is the counter. The payload is the
+//! virtio-net header and one packet, up to a whole GSO super-packet (the kernel fragments
+//! it at the IP layer). The receiver checks the replay window, authenticates, then applies
+//! the same membership / source / destination checks as the stream path.
+//!
+//! One UDP socket and one receive thread per node; the sending side is the ensemble's
+//! outbound thread. It must not accept a datagram before authenticating it, nor let a
+//! forged datagram move the replay window; nothing here allocates per packet.
+
+mod replay;
+
+use std::{
+    collections::HashMap,
+    io,
+    net::{IpAddr, SocketAddr, UdpSocket},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
+use ring::{
+    aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey},
+    rand::{SecureRandom, SystemRandom},
+};
+use tokio::sync::Notify;
+
+use crate::{
+    carrier::Inbound,
+    router::{check_inbound, count_inbound_drop},
+    stats::{add, bump},
+    tun,
+    wire::{MAX_FRAME, VNET_HDR_LEN},
+};
+use replay::ReplayWindow;
+
+/// Length of the datagram header.
+pub(crate) const HDR: usize = 16;
+/// Length of the AES-GCM tag.
+pub(crate) const TAG: usize = 16;
+/// Largest UDP payload over IPv4.
+pub(crate) const MAX_DATAGRAM: usize = 65_507;
+/// Plaintext length of a path probe: above any link MTU, so the probe is IP-fragmented.
+pub(crate) const PROBE_LEN: usize = 16 * 1024;
+/// Length of the offer a receiver sends after admitting a stream.
+pub(crate) const OFFER_LEN: usize = crate::wire::ADMISSION_LEN - 1;
+/// The byte a receiver writes on the stream once a probe arrived.
+pub(crate) const CONFIRMED: u8 = 2;
+
+const KIND_DATA: u8 = 1;
+const KIND_PROBE: u8 = 2;
+/// How often the receive thread looks at the stop flag.
+const RECV_TICK: Duration = Duration::from_millis(250);
+/// Socket buffer sizes asked for (super-packets are up to 64 KiB each).
+const SOCKET_BUF: usize = 8 << 20;
+
+/// Whether and where a node offers the datagram path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatagramConfig {
+    /// Offer and use the UDP path (the libp2p stream is used where it is off or fails).
+    pub enabled: bool,
+    /// UDP port to receive on (0: any free port).
+    pub port: u16,
+}
+
+impl Default for DatagramConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            port: 0,
+        }
+    }
+}
+
+/// What a receiver tells a sender: where to send and with which session and key.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Offer {
+    pub port: u16,
+    pub session: u32,
+    pub key: [u8; 32],
+}
+
+impl std::fmt::Debug for Offer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Offer")
+            .field("port", &self.port)
+            .field("session", &self.session)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Offer {
+    /// `1 | port | session | key`, or all zero for "no datagrams".
+    pub fn encode(offer: Option<&Offer>) -> [u8; OFFER_LEN] {
+        let mut out = [0u8; OFFER_LEN];
+        if let Some(o) = offer {
+            out[0] = 1;
+            out[1..3].copy_from_slice(&o.port.to_be_bytes());
+            out[3..7].copy_from_slice(&o.session.to_be_bytes());
+            out[7..].copy_from_slice(&o.key);
+        }
+        out
+    }
+
+    /// Parses an offer block; `Err` for anything but a well-formed offer or "none".
+    pub fn decode(b: &[u8; OFFER_LEN]) -> Result<Option<Offer>, ()> {
+        match b[0] {
+            0 => Ok(None),
+            1 => {
+                let port = u16::from_be_bytes([b[1], b[2]]);
+                if port == 0 {
+                    return Err(());
+                }
+                let mut key = [0u8; 32];
+                key.copy_from_slice(&b[7..]);
+                Ok(Some(Offer {
+                    port,
+                    session: u32::from_be_bytes([b[3], b[4], b[5], b[6]]),
+                    key,
+                }))
+            }
+            _ => Err(()),
+        }
+    }
+}
+
+/// One inbound session: datagrams from `peer` for one ensemble.
+struct RxSession {
+    peer: PeerId,
+    key: LessSafeKey,
+    window: Mutex<ReplayWindow>,
+    ctx: Inbound,
+    confirmed: AtomicBool,
+    confirm: Notify,
+}
+
+/// The node's datagram socket and its inbound sessions.
+pub(crate) struct Hub {
+    socket: UdpSocket,
+    port: u16,
+    sessions: RwLock<HashMap<u32, Arc<RxSession>>>,
+    stop: AtomicBool,
+    rng: SystemRandom,
+    /// Datagrams no session claims, or too short for a header.
+    unclaimed: AtomicU64,
+}
+
+impl Hub {
+    /// Binds the UDP socket (all IPv4 addresses) and starts the receive thread, which runs
+    /// until [`Hub::stop`].
+    pub fn start(port: u16) -> io::Result<Arc<Hub>> {
+        let socket = UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], port)))?;
+        socket.set_read_timeout(Some(RECV_TICK))?;
+        grow_buffers(&socket);
+        let port = socket.local_addr()?.port();
+        let hub = Arc::new(Hub {
+            socket,
+            port,
+            sessions: RwLock::new(HashMap::new()),
+            stop: AtomicBool::new(false),
+            rng: SystemRandom::new(),
+            unclaimed: AtomicU64::new(0),
+        });
+        let h = hub.clone();
+        std::thread::Builder::new()
+            .name("nunet-subnet-udp".into())
+            .spawn(move || h.receive_loop())?;
+        Ok(hub)
+    }
+
+    /// The UDP port datagrams are received on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Makes the receive thread exit (within [`RECV_TICK`]).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Datagrams no session claimed.
+    pub fn unclaimed(&self) -> u64 {
+        self.unclaimed.load(Ordering::Relaxed)
+    }
+
+    /// Registers a session for datagrams from `peer` into `ctx`'s ensemble. The session
+    /// lives as long as the returned guard.
+    pub fn register(self: &Arc<Self>, peer: PeerId, ctx: Inbound) -> Option<RxGuard> {
+        let mut key = [0u8; 32];
+        self.rng.fill(&mut key).ok()?;
+        let unbound = UnboundKey::new(&AES_256_GCM, &key).ok()?;
+        let session = Arc::new(RxSession {
+            peer,
+            key: LessSafeKey::new(unbound),
+            window: Mutex::new(ReplayWindow::default()),
+            ctx,
+            confirmed: AtomicBool::new(false),
+            confirm: Notify::new(),
+        });
+        let mut map = self.sessions.write().unwrap_or_else(|e| e.into_inner());
+        let id = loop {
+            let mut b = [0u8; 4];
+            self.rng.fill(&mut b).ok()?;
+            let id = u32::from_be_bytes(b);
+            if id != 0 && !map.contains_key(&id) {
+                break id;
+            }
+        };
+        map.insert(id, session.clone());
+        Some(RxGuard {
+            hub: self.clone(),
+            id,
+            session,
+            offer: Offer {
+                port: self.port,
+                session: id,
+                key,
+            },
+        })
+    }
+
+    /// A sending path to `ip` with the remote's offer.
+    pub fn open_tx(self: &Arc<Self>, ip: IpAddr, offer: &Offer) -> Option<TxPath> {
+        let unbound = UnboundKey::new(&AES_256_GCM, &offer.key).ok()?;
+        Some(TxPath {
+            hub: self.clone(),
+            to: SocketAddr::new(ip, offer.port),
+            session: offer.session,
+            key: LessSafeKey::new(unbound),
+            counter: AtomicU64::new(1),
+        })
+    }
+
+    fn receive_loop(&self) {
+        let mut buf = vec![0u8; HDR + MAX_FRAME + TAG];
+        while !self.stop.load(Ordering::Relaxed) {
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, _)) => self.handle(&mut buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    // e.g. ICMP errors reported on the socket; keep receiving.
+                    tracing::debug!(error = %e, "subnet datagram receive");
+                }
+            }
+        }
+    }
+
+    /// Authenticates one datagram and delivers its packet.
+    fn handle(&self, buf: &mut [u8]) {
+        let Some((hdr, body)) = buf.split_first_chunk_mut::<HDR>() else {
+            return bump(&self.unclaimed);
+        };
+        let session = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+        let found = self
+            .sessions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&session)
+            .cloned();
+        let Some(s) = found else {
+            return bump(&self.unclaimed);
+        };
+        let c = &s.ctx.counters;
+        let mut ctr = [0u8; 8];
+        ctr.copy_from_slice(&hdr[8..16]);
+        let counter = u64::from_be_bytes(ctr);
+        let fresh = s
+            .window
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .check(counter);
+        if !fresh || hdr[1..4] != [0, 0, 0] || body.len() < TAG {
+            return bump(&c.dropped_bad_datagram);
+        }
+        let Ok(plain) = s
+            .key
+            .open_in_place(nonce(counter), Aad::from(&hdr[..]), body)
+        else {
+            return bump(&c.dropped_bad_datagram);
+        };
+        {
+            let mut w = s.window.lock().unwrap_or_else(|e| e.into_inner());
+            if !w.check(counter) {
+                return bump(&c.dropped_bad_datagram); // a concurrent duplicate
+            }
+            w.commit(counter);
+        }
+        match hdr[0] {
+            KIND_DATA => deliver(&s, plain),
+            KIND_PROBE if plain.len() >= PROBE_LEN => {
+                if !s.confirmed.swap(true, Ordering::AcqRel) {
+                    s.confirm.notify_one();
+                }
+            }
+            _ => bump(&c.dropped_bad_datagram),
+        }
+    }
+}
+
+/// Delivers one authenticated payload after the stream path's checks.
+fn deliver(s: &RxSession, payload: &[u8]) {
+    let c = &s.ctx.counters;
+    let table = s.ctx.table.load();
+    if !table.members.contains(&s.peer) {
+        return bump(&c.dropped_bad_datagram);
+    }
+    match check_inbound(payload, &s.peer, &table, &s.ctx.network) {
+        Ok(()) => match tun::write(&s.ctx.dev, payload) {
+            Ok(_) => {
+                bump(&c.packets_in);
+                bump(&c.datagrams_in);
+                add(&c.bytes_in, payload.len() - VNET_HDR_LEN);
+            }
+            Err(_) => bump(&c.dropped_tun_write),
+        },
+        Err(reason) => count_inbound_drop(reason, c),
+    }
+}
+
+/// A registered inbound session; dropping it ends the session.
+pub(crate) struct RxGuard {
+    hub: Arc<Hub>,
+    id: u32,
+    session: Arc<RxSession>,
+    offer: Offer,
+}
+
+impl RxGuard {
+    /// What to send to the peer.
+    pub fn offer(&self) -> &Offer {
+        &self.offer
+    }
+
+    /// Resolves once a probe from the peer arrived (a permit is kept if it arrived before
+    /// anyone waited). Call it until it resolves once, then no more.
+    pub async fn confirmed(&self) {
+        self.session.confirm.notified().await;
+    }
+}
+
+impl Drop for RxGuard {
+    fn drop(&mut self) {
+        self.hub
+            .sessions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+/// The sending half of a datagram path to one peer.
+pub(crate) struct TxPath {
+    hub: Arc<Hub>,
+    to: SocketAddr,
+    session: u32,
+    key: LessSafeKey,
+    counter: AtomicU64,
+}
+
+impl std::fmt::Debug for TxPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TxPath").field("to", &self.to).finish()
+    }
+}
+
+impl TxPath {
+    /// Whether a payload of `len` bytes fits in one datagram.
+    pub fn fits(len: usize) -> bool {
+        HDR + len + TAG <= MAX_DATAGRAM
+    }
+
+    /// Encrypts `buf[HDR..HDR + len]` in place and sends it; `buf` must hold at least
+    /// `HDR + len + TAG` bytes.
+    pub fn send_data(&self, buf: &mut [u8], len: usize) -> io::Result<()> {
+        self.seal_and_send(KIND_DATA, buf, len)
+    }
+
+    /// Sends one path probe.
+    pub fn send_probe(&self) -> io::Result<()> {
+        let mut buf = vec![0u8; HDR + PROBE_LEN + TAG];
+        self.seal_and_send(KIND_PROBE, &mut buf, PROBE_LEN)
+    }
+
+    fn seal_and_send(&self, kind: u8, buf: &mut [u8], len: usize) -> io::Result<()> {
+        let total = HDR + len + TAG;
+        if total > buf.len() || total > MAX_DATAGRAM {
+            return Err(io::Error::other("payload too large for a datagram"));
+        }
+        let counter = self.counter.fetch_add(1, Ordering::Relaxed);
+        let (hdr, body) = buf.split_at_mut(HDR);
+        hdr[0] = kind;
+        hdr[1..4].fill(0);
+        hdr[4..8].copy_from_slice(&self.session.to_be_bytes());
+        hdr[8..16].copy_from_slice(&counter.to_be_bytes());
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(nonce(counter), Aad::from(&hdr[..]), &mut body[..len])
+            .map_err(|_| io::Error::other("AES-GCM seal failed"))?;
+        body[len..len + TAG].copy_from_slice(tag.as_ref());
+        self.hub.socket.send_to(&buf[..total], self.to)?;
+        Ok(())
+    }
+}
+
+fn nonce(counter: u64) -> Nonce {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&counter.to_be_bytes());
+    Nonce::assume_unique_for_key(n)
+}
+
+/// The IP of a direct (not relayed) connection endpoint, if any of `addrs` is one.
+pub(crate) fn direct_ip(addrs: &[Multiaddr]) -> Option<IpAddr> {
+    addrs.iter().find_map(|a| {
+        if a.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
+            return None;
+        }
+        a.iter().find_map(|p| match p {
+            Protocol::Ip4(ip) if !ip.is_unspecified() => Some(IpAddr::V4(ip)),
+            Protocol::Ip6(ip) if !ip.is_unspecified() => Some(IpAddr::V6(ip)),
+            _ => None,
+        })
+    })
+}
+
+/// Asks for large socket buffers (forced where the process may, as root can); the kernel's
+/// defaults hold only a few super-packets.
+fn grow_buffers(socket: &UdpSocket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let size = SOCKET_BUF;
+    if setsockopt(socket, sockopt::RcvBufForce, &size).is_err() {
+        let _ = setsockopt(socket, sockopt::RcvBuf, &size);
+    }
+    if setsockopt(socket, sockopt::SndBufForce, &size).is_err() {
+        let _ = setsockopt(socket, sockopt::SndBuf, &size);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn offer_round_trips_and_rejects_garbage() {
+        assert_eq!(OFFER_LEN, 1 + 2 + 4 + 32);
+        let o = Offer {
+            port: 4242,
+            session: 7,
+            key: [9u8; 32],
+        };
+        assert_eq!(Offer::decode(&Offer::encode(Some(&o))), Ok(Some(o)));
+        assert_eq!(Offer::decode(&Offer::encode(None)), Ok(None));
+        let mut bad = [0u8; OFFER_LEN];
+        bad[0] = 7;
+        assert!(Offer::decode(&bad).is_err());
+        bad[0] = 1; // port 0
+        assert!(Offer::decode(&bad).is_err());
+    }
+
+    #[test]
+    fn direct_ip_skips_relayed_endpoints() {
+        let relayed: Multiaddr =
+            "/ip4/1.2.3.4/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit"
+                .parse()
+                .unwrap();
+        let direct: Multiaddr = "/ip4/172.31.0.3/tcp/4001".parse().unwrap();
+        assert_eq!(direct_ip(std::slice::from_ref(&relayed)), None);
+        assert_eq!(
+            direct_ip(&[relayed, direct]),
+            Some(IpAddr::V4([172, 31, 0, 3].into()))
+        );
+    }
+}
+
+/// Against a real socket and TUN device (root): what the receive thread accepts and drops.
+#[cfg(test)]
+mod receive_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::{router::SharedTable, stats::Counters};
+    use std::time::Instant;
+
+    fn udp_payload() -> Vec<u8> {
+        let mut p = vec![0u8; VNET_HDR_LEN + 28];
+        let ip = &mut p[VNET_HDR_LEN..];
+        ip[0] = 0x45;
+        ip[3] = 28;
+        ip[8] = 64;
+        ip[9] = 17;
+        ip[12..16].copy_from_slice(&[10, 1, 2, 9]);
+        ip[16..20].copy_from_slice(&[10, 1, 2, 2]);
+        p
+    }
+
+    fn until(what: &str, mut f: impl FnMut() -> bool) {
+        let t = Instant::now();
+        while !f() {
+            assert!(t.elapsed() < Duration::from_secs(3), "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn only_authentic_fresh_datagrams_of_a_live_session_get_through() {
+        let hub = Hub::start(0).unwrap();
+        let name = format!("nndg{}", std::process::id() % 100_000);
+        let counters = Arc::new(Counters::default());
+        let peer = PeerId::random();
+        let table = Arc::new(SharedTable::default());
+        let routes = std::collections::BTreeMap::from([([10, 1, 2, 5].into(), peer)]);
+        table.store(crate::router::Table::new(&routes, HashMap::new()));
+        let ctx = Inbound {
+            dev: tun::open(&name, 1420).expect("TUN (run as root)"),
+            table,
+            network: "10.1.2.0/24".parse().unwrap(),
+            counters: counters.clone(),
+        };
+        let guard = hub.register(peer, ctx).unwrap();
+        // Seal datagrams towards a capture socket, then replay them at the hub by hand.
+        let cap = UdpSocket::bind("127.0.0.1:0").unwrap();
+        cap.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let offer = Offer {
+            port: cap.local_addr().unwrap().port(),
+            ..guard.offer().clone()
+        };
+        let tx = hub.open_tx([127, 0, 0, 1].into(), &offer).unwrap();
+        let sealed = || {
+            let p = udp_payload();
+            let mut buf = vec![0u8; HDR + p.len() + TAG];
+            buf[HDR..HDR + p.len()].copy_from_slice(&p);
+            tx.send_data(&mut buf, p.len()).unwrap();
+            let mut got = vec![0u8; 2048];
+            let n = cap.recv(&mut got).unwrap();
+            got.truncate(n);
+            got
+        };
+        let to = SocketAddr::from(([127, 0, 0, 1], hub.port()));
+        let send = |d: &[u8]| {
+            cap.send_to(d, to).unwrap();
+        };
+        let snap = || counters.snapshot();
+
+        // Authentic: passes authentication, then the packet checks (its source is nobody's).
+        let d1 = sealed();
+        send(&d1);
+        until("authentic datagram checked", || snap().dropped_spoofed == 1);
+        // The same datagram again: a replay.
+        send(&d1);
+        until("replay dropped", || snap().dropped_bad_datagram == 1);
+        // A flipped ciphertext bit: fails authentication and does not move the window.
+        let mut d2 = sealed();
+        d2[HDR + 3] ^= 1;
+        send(&d2);
+        until("forgery dropped", || snap().dropped_bad_datagram == 2);
+        // Unknown session and runt datagrams are nobody's.
+        let mut d3 = sealed();
+        d3[4] ^= 0xff;
+        send(&d3);
+        send(&[1, 2, 3]);
+        until("unclaimed counted", || hub.unclaimed() == 2);
+        assert_eq!(snap().dropped_spoofed, 1);
+        // A probe confirms the session once.
+        tx.send_probe().unwrap();
+        let mut probe = vec![0u8; HDR + PROBE_LEN + TAG];
+        let n = cap.recv(&mut probe).unwrap();
+        send(&probe[..n]);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(3), guard.confirmed())
+                .await
+                .expect("probe confirmed the session")
+        });
+        // After the session ends, its datagrams are nobody's.
+        let d4 = sealed();
+        drop(guard);
+        send(&d4);
+        until("ended session", || hub.unclaimed() == 3);
+        hub.stop();
+    }
+}
