@@ -15,7 +15,7 @@
 # Needs root, iproute2, iperf3, wireguard-tools (wg), python3, docker (default mode), cargo (first
 # run installs boringtun-cli into bench/subnet/.tools). Everything is removed on exit, failure or
 # Ctrl-C. Environment: IPERF_TIME, PING_COUNT, BORINGTUN_THREADS, BORINGTUN_VERSION, NUNET_BIN,
-# DMS_MODE, DMS_PAIR_BIN, DMS_PAIR_TRANSPORT, DMS_UP_TIMEOUT, SUBNET_BENCH_SUFFIX.
+# DMS_MODE, DMS_PAIR_BIN, DMS_PAIR_DATAGRAMS (on|off), DMS_PAIR_TRANSPORT, DMS_UP_TIMEOUT, SUBNET_BENCH_SUFFIX.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/subnet/netns.sh"

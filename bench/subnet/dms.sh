@@ -15,7 +15,7 @@
 # What it must not do: build anything, or leave a deployment or process running after the run.
 #
 # Environment: DMS_MODE, DMS_UP_TIMEOUT (seconds to wait for a ping across, default 30),
-# DMS_DEPLOY_TIMEOUT (default 120s), DMS_PAIR_BIN (default
+# DMS_DEPLOY_TIMEOUT (default 120s), DMS_PAIR_DATAGRAMS (on|off, pair mode), DMS_PAIR_BIN (default
 # target/release/examples/subnet_pair), DMS_PAIR_TRANSPORT (tcp|quic, default tcp).
 
 DMS_CLIENT_SIDE=""
@@ -171,11 +171,12 @@ dms_pair_up() {
 	exec {DMS_PAIR_FD}<>"$fifo"
 	tb_spawn A "$TB_DIR/subnet_pair-A.log" bash -c 'exec "$@" <"$0"' "$fifo" "$bin" --seed 1 \
 		--listen "/ip4/$TB_ADDR_A/$proto/$port" --tun "nnbA$TB_SUFFIX" --addr "$DMS_ADDR_A" \
-		--route "$DMS_ADDR_A=1" --route "$DMS_ADDR_B=2"
+		--route "$DMS_ADDR_A=1" --route "$DMS_ADDR_B=2" --datagrams "${DMS_PAIR_DATAGRAMS:-on}"
 	pid_a=$TB_LAST_PID
 	tb_spawn B "$TB_DIR/subnet_pair-B.log" bash -c 'exec "$@" <"$0"' "$fifo" "$bin" --seed 2 \
 		--listen "/ip4/$TB_ADDR_B/$proto/$port" --peer "/ip4/$TB_ADDR_A/$proto/$port" \
-		--tun "nnbB$TB_SUFFIX" --addr "$DMS_ADDR_B" --route "$DMS_ADDR_A=1" --route "$DMS_ADDR_B=2"
+		--tun "nnbB$TB_SUFFIX" --addr "$DMS_ADDR_B" --route "$DMS_ADDR_A=1" --route "$DMS_ADDR_B=2" \
+		--datagrams "${DMS_PAIR_DATAGRAMS:-on}"
 	pid_b=$TB_LAST_PID
 	DMS_CLIENT_SIDE=A DMS_SERVER_SIDE=B
 	DMS_NOTE="subnet_pair over $proto, $DMS_ADDR_A -> $DMS_ADDR_B"

@@ -105,6 +105,13 @@ pub struct Subnet {
     /// `/dev/net/tun`). Off only where several nodes share one network namespace, e.g. the
     /// loopback devnet: their subnets would collide in the one kernel routing table.
     pub enabled: bool,
+    /// Carry ensemble packets between directly connected members as encrypted UDP datagrams
+    /// (keyed over libp2p, used only after a probe confirms the path); off: every packet
+    /// goes over the libp2p stream.
+    pub datagrams: bool,
+    /// UDP port the datagram path receives on (0: any free port); open it in a firewall
+    /// to let peers use the fast path.
+    pub datagram_port: u16,
 }
 
 /// `observability.*`
@@ -179,7 +186,11 @@ impl Config {
             job: Job {
                 allow_privileged_docker: false,
             },
-            subnet: Subnet { enabled: true },
+            subnet: Subnet {
+                enabled: true,
+                datagrams: true,
+                datagram_port: 0,
+            },
             observability: Observability {
                 logging: Logging {
                     level: "info".into(),

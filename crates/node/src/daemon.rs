@@ -149,6 +149,10 @@ impl Node {
         crate::vm::register(&system, vm).map_err(|e| NodeError::Behaviors(e.to_string()))?;
         let subnets = crate::subnet::NodeSubnets::new(
             cfg.subnet.enabled,
+            nunet_subnet::DatagramConfig {
+                enabled: cfg.subnet.datagrams,
+                port: cfg.subnet.datagram_port,
+            },
             &network,
             Some(docker),
             cfg.general.data_dir.clone(),

@@ -71,10 +71,12 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl NodeSubnets {
-    /// The node's subnets. `enabled` is `subnet.enabled`; `net` the libp2p host (the data
-    /// path registers `/nunet/subnet/1.0.0` on it); `docker` attaches containers.
+    /// The node's subnets. `enabled` is `subnet.enabled`, `datagrams` `subnet.datagrams` /
+    /// `subnet.datagram_port`; `net` the libp2p host (the data path registers
+    /// `/nunet/subnet/1.0.0` on it); `docker` attaches containers.
     pub fn new(
         enabled: bool,
+        datagrams: nunet_subnet::DatagramConfig,
         net: &nunet_network::Network,
         docker: Option<Arc<DockerExecutor>>,
         data_dir: PathBuf,
@@ -85,7 +87,7 @@ impl NodeSubnets {
                 Some("subnet.enabled is false on this node".to_string()),
             )
         } else {
-            match SubnetService::start(net) {
+            match SubnetService::start_with(net, datagrams) {
                 Ok(s) => (Some(s), None),
                 Err(e) => (
                     None,

@@ -10,14 +10,15 @@
 //! `--route IP=SEED` maps an address to the peer whose key comes from SEED; `--peer` is
 //! dialed as the peer of seed `--peer-seed` (default: the other of 1 and 2). `--workers N`
 //! (or `SUBNET_PAIR_WORKERS`) runs a multi-thread runtime of N workers, as the daemon does;
-//! the default 0 is a current-thread runtime.
+//! the default 0 is a current-thread runtime. `--datagrams off` keeps every packet on the
+//! libp2p stream (default `on`: the datagram path once a probe is confirmed).
 #![allow(clippy::expect_used)]
 
 use std::{collections::BTreeMap, net::Ipv4Addr, process::Command};
 
 use libp2p::{Multiaddr, PeerId, identity::Keypair, multiaddr::Protocol};
 use nunet_network::NetConfig;
-use nunet_subnet::{SubnetService, SubnetSpec};
+use nunet_subnet::{DatagramConfig, SubnetService, SubnetSpec};
 
 fn key(seed: u8) -> Keypair {
     Keypair::ed25519_from_bytes([seed; 32]).expect("32-byte seed")
@@ -59,6 +60,7 @@ async fn run(args: Vec<String>) {
     let mut a = args.into_iter();
     let (mut seed, mut peer_seed, mut listen, mut peer) = (1u8, None, None, None);
     let (mut tun, mut addr, mut routes) = ("nnbench0".to_string(), None, BTreeMap::new());
+    let mut datagrams = true;
     while let Some(flag) = a.next() {
         let v = a.next().expect("flag value");
         match flag.as_str() {
@@ -67,6 +69,7 @@ async fn run(args: Vec<String>) {
             "--listen" => listen = Some(v.parse::<Multiaddr>().expect("listen")),
             "--peer" => peer = Some(v.parse::<Multiaddr>().expect("peer")),
             "--tun" => tun = v,
+            "--datagrams" => datagrams = v == "on",
             "--addr" => addr = Some(v.parse::<Ipv4Addr>().expect("addr")),
             "--route" => {
                 let (ip, s) = v.split_once('=').expect("IP=SEED");
@@ -84,7 +87,11 @@ async fn run(args: Vec<String>) {
     cfg.listen = vec![listen.expect("--listen")];
     let (net, mut events) = nunet_network::start(cfg).await.expect("libp2p host");
     tokio::spawn(async move { while events.recv().await.is_some() {} });
-    let svc = SubnetService::start(&net).expect("subnet service");
+    let dg = DatagramConfig {
+        enabled: datagrams,
+        port: 0,
+    };
+    let svc = SubnetService::start_with(&net, dg).expect("subnet service");
     if let Some(p) = peer {
         let pid: PeerId = key(peer_seed.unwrap_or(if seed == 1 { 2 } else { 1 }))
             .public()
