@@ -152,6 +152,9 @@ impl Node {
             nunet_subnet::DatagramConfig {
                 enabled: cfg.subnet.datagrams,
                 port: cfg.subnet.datagram_port,
+                busy_poll: std::time::Duration::from_micros(
+                    cfg.subnet.datagram_busy_poll_us.into(),
+                ),
             },
             &network,
             Some(docker),

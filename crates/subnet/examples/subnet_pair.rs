@@ -11,7 +11,8 @@
 //! dialed as the peer of seed `--peer-seed` (default: the other of 1 and 2). `--workers N`
 //! (or `SUBNET_PAIR_WORKERS`) runs a multi-thread runtime of N workers, as the daemon does;
 //! the default 0 is a current-thread runtime. `--datagrams off` keeps every packet on the
-//! libp2p stream (default `on`: the datagram path once a probe is confirmed).
+//! libp2p stream (default `on`: the datagram path once a probe is confirmed);
+//! `--busy-poll-us N` sets how long the outbound thread polls for answers after sending.
 #![allow(clippy::expect_used)]
 
 use std::{collections::BTreeMap, net::Ipv4Addr, process::Command};
@@ -61,6 +62,7 @@ async fn run(args: Vec<String>) {
     let (mut seed, mut peer_seed, mut listen, mut peer) = (1u8, None, None, None);
     let (mut tun, mut addr, mut routes) = ("nnbench0".to_string(), None, BTreeMap::new());
     let mut datagrams = true;
+    let mut busy_poll_us = nunet_subnet::DEFAULT_BUSY_POLL.as_micros() as u64;
     while let Some(flag) = a.next() {
         let v = a.next().expect("flag value");
         match flag.as_str() {
@@ -70,6 +72,7 @@ async fn run(args: Vec<String>) {
             "--peer" => peer = Some(v.parse::<Multiaddr>().expect("peer")),
             "--tun" => tun = v,
             "--datagrams" => datagrams = v == "on",
+            "--busy-poll-us" => busy_poll_us = v.parse().expect("microseconds"),
             "--addr" => addr = Some(v.parse::<Ipv4Addr>().expect("addr")),
             "--route" => {
                 let (ip, s) = v.split_once('=').expect("IP=SEED");
@@ -90,6 +93,7 @@ async fn run(args: Vec<String>) {
     let dg = DatagramConfig {
         enabled: datagrams,
         port: 0,
+        busy_poll: std::time::Duration::from_micros(busy_poll_us),
     };
     let svc = SubnetService::start_with(&net, dg).expect("subnet service");
     if let Some(p) = peer {

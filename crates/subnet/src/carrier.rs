@@ -288,6 +288,8 @@ pub(crate) async fn read_handshake(stream: &mut Stream) -> Result<String, FrameE
 pub(crate) struct Inbound {
     /// The ensemble's TUN device.
     pub dev: Tun,
+    /// Who reads the TUN device (the datagram receiver sends queued answers through it).
+    pub reader: Arc<crate::router::TunReader>,
     /// The ensemble's route table.
     pub table: Arc<SharedTable>,
     /// The ensemble's network.

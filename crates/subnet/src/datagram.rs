@@ -66,6 +66,8 @@ const KIND_DATA: u8 = 1;
 const KIND_PROBE: u8 = 2;
 /// How often the receive thread looks at the stop flag.
 const RECV_TICK: Duration = Duration::from_millis(250);
+/// How many queued answers the receive thread sends after delivering a packet.
+const ANSWERS: usize = 8;
 /// Socket buffer sizes asked for (super-packets are up to 64 KiB each).
 const SOCKET_BUF: usize = 8 << 20;
 
@@ -76,6 +78,10 @@ pub struct DatagramConfig {
     pub enabled: bool,
     /// UDP port to receive on (0: any free port).
     pub port: u16,
+    /// How long an outbound thread that just sent datagrams keeps polling for the answer
+    /// before it sleeps (zero: never). Trades that much CPU per burst for one thread
+    /// wake-up less per round trip.
+    pub busy_poll: Duration,
 }
 
 impl Default for DatagramConfig {
@@ -83,9 +89,13 @@ impl Default for DatagramConfig {
         Self {
             enabled: true,
             port: 0,
+            busy_poll: DEFAULT_BUSY_POLL,
         }
     }
 }
+
+/// Default [`DatagramConfig::busy_poll`].
+pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(200);
 
 /// What a receiver tells a sender: where to send and with which session and key.
 #[derive(Clone, PartialEq, Eq)]
@@ -153,6 +163,7 @@ struct RxSession {
 pub(crate) struct Hub {
     socket: UdpSocket,
     port: u16,
+    busy_poll: Duration,
     sessions: RwLock<HashMap<u32, Arc<RxSession>>>,
     stop: AtomicBool,
     rng: SystemRandom,
@@ -163,14 +174,15 @@ pub(crate) struct Hub {
 impl Hub {
     /// Binds the UDP socket (all IPv4 addresses) and starts the receive thread, which runs
     /// until [`Hub::stop`].
-    pub fn start(port: u16) -> io::Result<Arc<Hub>> {
-        let socket = UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], port)))?;
+    pub fn start(cfg: &DatagramConfig) -> io::Result<Arc<Hub>> {
+        let socket = UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], cfg.port)))?;
         socket.set_read_timeout(Some(RECV_TICK))?;
         grow_buffers(&socket);
         let port = socket.local_addr()?.port();
         let hub = Arc::new(Hub {
             socket,
             port,
+            busy_poll: cfg.busy_poll,
             sessions: RwLock::new(HashMap::new()),
             stop: AtomicBool::new(false),
             rng: SystemRandom::new(),
@@ -186,6 +198,28 @@ impl Hub {
     /// The UDP port datagrams are received on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// How long outbound threads busy-poll after sending.
+    pub fn busy_poll(&self) -> Duration {
+        self.busy_poll
+    }
+
+    /// Handles the datagrams already queued on the socket, without waiting (for a thread
+    /// that is busy-polling); returns how many there were.
+    pub fn receive_now(&self, buf: &mut [u8]) -> usize {
+        use nix::sys::socket::{MsgFlags, recv};
+        use std::os::fd::AsRawFd;
+        let mut count = 0;
+        while let Ok(n) = recv(self.socket.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+            count += 1;
+            if let Some(s) = buf.get_mut(..n).and_then(|d| self.handle(d)) {
+                let ctx = &s.ctx;
+                ctx.reader
+                    .try_drain(&ctx.dev, &ctx.table, &ctx.counters, buf, ANSWERS);
+            }
+        }
+        count
     }
 
     /// Makes the receive thread exit (within [`RECV_TICK`]).
@@ -250,7 +284,18 @@ impl Hub {
         let mut buf = vec![0u8; HDR + MAX_FRAME + TAG];
         while !self.stop.load(Ordering::Relaxed) {
             match self.socket.recv_from(&mut buf) {
-                Ok((n, _)) => self.handle(&mut buf[..n]),
+                Ok((n, _)) => {
+                    if let Some(s) = self.handle(&mut buf[..n]) {
+                        let ctx = &s.ctx;
+                        ctx.reader.try_drain(
+                            &ctx.dev,
+                            &ctx.table,
+                            &ctx.counters,
+                            &mut buf,
+                            ANSWERS,
+                        );
+                    }
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -266,10 +311,12 @@ impl Hub {
         }
     }
 
-    /// Authenticates one datagram and delivers its packet.
-    fn handle(&self, buf: &mut [u8]) {
+    /// Authenticates one datagram and delivers its packet; returns the session when a
+    /// packet was written to its TUN device.
+    fn handle(&self, buf: &mut [u8]) -> Option<Arc<RxSession>> {
         let Some((hdr, body)) = buf.split_first_chunk_mut::<HDR>() else {
-            return bump(&self.unclaimed);
+            bump(&self.unclaimed);
+            return None;
         };
         let session = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
         let found = self
@@ -279,7 +326,8 @@ impl Hub {
             .get(&session)
             .cloned();
         let Some(s) = found else {
-            return bump(&self.unclaimed);
+            bump(&self.unclaimed);
+            return None;
         };
         let c = &s.ctx.counters;
         let mut ctr = [0u8; 8];
@@ -291,39 +339,49 @@ impl Hub {
             .unwrap_or_else(|e| e.into_inner())
             .check(counter);
         if !fresh || hdr[1..4] != [0, 0, 0] || body.len() < TAG {
-            return bump(&c.dropped_bad_datagram);
+            bump(&c.dropped_bad_datagram);
+            return None;
         }
         let Ok(plain) = s
             .key
             .open_in_place(nonce(counter), Aad::from(&hdr[..]), body)
         else {
-            return bump(&c.dropped_bad_datagram);
+            bump(&c.dropped_bad_datagram);
+            return None;
         };
         {
             let mut w = s.window.lock().unwrap_or_else(|e| e.into_inner());
             if !w.check(counter) {
-                return bump(&c.dropped_bad_datagram); // a concurrent duplicate
+                bump(&c.dropped_bad_datagram); // a concurrent duplicate
+                return None;
             }
             w.commit(counter);
         }
         match hdr[0] {
-            KIND_DATA => deliver(&s, plain),
+            KIND_DATA if deliver(&s, plain) => Some(s),
+            KIND_DATA => None,
             KIND_PROBE if plain.len() >= PROBE_LEN => {
                 if !s.confirmed.swap(true, Ordering::AcqRel) {
                     s.confirm.notify_one();
                 }
+                None
             }
-            _ => bump(&c.dropped_bad_datagram),
+            _ => {
+                bump(&c.dropped_bad_datagram);
+                None
+            }
         }
     }
 }
 
-/// Delivers one authenticated payload after the stream path's checks.
-fn deliver(s: &RxSession, payload: &[u8]) {
+/// Delivers one authenticated payload after the stream path's checks; whether it was
+/// written to the TUN device.
+fn deliver(s: &RxSession, payload: &[u8]) -> bool {
     let c = &s.ctx.counters;
     let table = s.ctx.table.load();
     if !table.members.contains(&s.peer) {
-        return bump(&c.dropped_bad_datagram);
+        bump(&c.dropped_bad_datagram);
+        return false;
     }
     match check_inbound(payload, &s.peer, &table, &s.ctx.network) {
         Ok(()) => match tun::write(&s.ctx.dev, payload) {
@@ -331,10 +389,17 @@ fn deliver(s: &RxSession, payload: &[u8]) {
                 bump(&c.packets_in);
                 bump(&c.datagrams_in);
                 add(&c.bytes_in, payload.len() - VNET_HDR_LEN);
+                true
             }
-            Err(_) => bump(&c.dropped_tun_write),
+            Err(_) => {
+                bump(&c.dropped_tun_write);
+                false
+            }
         },
-        Err(reason) => count_inbound_drop(reason, c),
+        Err(reason) => {
+            count_inbound_drop(reason, c);
+            false
+        }
     }
 }
 
@@ -385,6 +450,11 @@ impl std::fmt::Debug for TxPath {
 }
 
 impl TxPath {
+    /// The socket this path sends from.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
     /// Whether a payload of `len` bytes fits in one datagram.
     pub fn fits(len: usize) -> bool {
         HDR + len + TAG <= MAX_DATAGRAM
@@ -523,7 +593,7 @@ mod receive_tests {
 
     #[test]
     fn only_authentic_fresh_datagrams_of_a_live_session_get_through() {
-        let hub = Hub::start(0).unwrap();
+        let hub = Hub::start(&DatagramConfig::default()).unwrap();
         let name = format!("nndg{}", std::process::id() % 100_000);
         let counters = Arc::new(Counters::default());
         let peer = PeerId::random();
@@ -532,6 +602,7 @@ mod receive_tests {
         table.store(crate::router::Table::new(&routes, HashMap::new()));
         let ctx = Inbound {
             dev: tun::open(&name, 1420).expect("TUN (run as root)"),
+            reader: Arc::new(crate::router::TunReader::new(peer)),
             table,
             network: "10.1.2.0/24".parse().unwrap(),
             counters: counters.clone(),

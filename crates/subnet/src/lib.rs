@@ -23,7 +23,7 @@ mod error;
 pub use error::SubnetError;
 mod carrier;
 mod datagram;
-pub use datagram::DatagramConfig;
+pub use datagram::{DEFAULT_BUSY_POLL, DatagramConfig};
 mod router;
 mod service;
 mod stats;

@@ -16,6 +16,7 @@ use std::{
         Arc, RwLock,
         atomic::{AtomicU64, Ordering},
     },
+    time::Instant,
 };
 
 use ipnet::Ipv4Net;
@@ -23,7 +24,7 @@ use libp2p::PeerId;
 
 use crate::{
     carrier::PeerQueue,
-    datagram::{HDR, TAG, TxPath},
+    datagram::{HDR, Hub, TAG, TxPath},
     stats::{Counters, add, bump},
     tun::{READ_BUF, Tun},
     wire::{self, VNET_HDR_LEN},
@@ -88,6 +89,52 @@ impl SharedTable {
     }
 }
 
+/// Who may read the ensemble's TUN device right now. The outbound thread holds it while it
+/// drains the device; the datagram receiver takes it (without waiting) right after writing
+/// an inbound packet, because the answer to that packet (an echo reply, a TCP ACK) is
+/// usually queued on the TUN device by the time the write returns: sending it from the
+/// receiving thread saves waking the outbound thread. One holder at a time keeps the
+/// packets of a flow in order.
+pub(crate) struct TunReader {
+    lock: std::sync::Mutex<()>,
+    local: PeerId,
+}
+
+impl TunReader {
+    /// A reader lock for the ensemble on the node `local`.
+    pub fn new(local: PeerId) -> Self {
+        Self {
+            lock: std::sync::Mutex::new(()),
+            local,
+        }
+    }
+
+    /// If nobody is reading the device, reads and routes up to `max` packets that are
+    /// already queued. `buf` must hold `HDR + READ_BUF + TAG` bytes.
+    pub fn try_drain(
+        &self,
+        dev: &Tun,
+        table: &SharedTable,
+        c: &Counters,
+        buf: &mut [u8],
+        max: usize,
+    ) {
+        let Ok(_held) = self.lock.try_lock() else {
+            return;
+        };
+        let table = table.load();
+        for _ in 0..max {
+            match dev.recv(&mut buf[HDR..HDR + READ_BUF]) {
+                Ok(n) => {
+                    bump(&c.answers_in_line);
+                    let _ = route_outbound(buf, n, &table, self.local, c);
+                }
+                Err(_) => return,
+            }
+        }
+    }
+}
+
 /// The outbound thread of one ensemble; stops when its event is triggered.
 pub(crate) struct Outbound {
     stop: Arc<tun_rs::InterruptEvent>,
@@ -100,13 +147,13 @@ impl Outbound {
         dev: Tun,
         table: Arc<SharedTable>,
         counters: Arc<Counters>,
-        local: PeerId,
+        reader: Arc<TunReader>,
     ) -> std::io::Result<Self> {
         let stop = Arc::new(tun_rs::InterruptEvent::new()?);
         let s = stop.clone();
         let thread = std::thread::Builder::new()
             .name("nunet-subnet-tun".into())
-            .spawn(move || run_outbound(&dev, &table, &counters, local, &s))?;
+            .spawn(move || run_outbound(&dev, &table, &counters, &reader, &s))?;
         Ok(Self {
             stop,
             thread: Some(thread),
@@ -135,11 +182,12 @@ fn run_outbound(
     dev: &Tun,
     table: &SharedTable,
     counters: &Counters,
-    local: PeerId,
+    reader: &TunReader,
     stop: &tun_rs::InterruptEvent,
 ) {
     let mut buf = vec![0u8; HDR + READ_BUF + TAG];
     let mut cached = table.snapshot();
+    let mut spin = SpinBudget::default();
     loop {
         match dev.wait_readable_intr(stop) {
             Ok(()) => {}
@@ -150,6 +198,8 @@ fn run_outbound(
                 return;
             }
         }
+        let _held = reader.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sent_to: Option<Arc<Hub>> = None;
         loop {
             let n = match dev.recv(&mut buf[HDR..HDR + READ_BUF]) {
                 Ok(n) => n,
@@ -161,49 +211,155 @@ fn run_outbound(
                 }
             };
             table.refresh(&mut cached);
-            route_outbound(&mut buf, n, &cached.1, local, counters);
+            if let Some(hub) = route_outbound(&mut buf, n, &cached.1, reader.local, counters) {
+                sent_to = Some(hub);
+            }
+        }
+        if let Some(hub) = sent_to.filter(|h| !h.busy_poll().is_zero())
+            && spin.wanted()
+        {
+            let caught = busy_poll(
+                dev,
+                table,
+                &mut cached,
+                counters,
+                reader.local,
+                &hub,
+                &mut buf,
+                stop,
+            );
+            spin.record(caught);
         }
     }
 }
 
+/// Whether busy-polling pays off: after [`SpinBudget::MISSES`] polls in a row that caught
+/// no datagram (the peers answer slower than the poll time, e.g. across a WAN), polling
+/// pauses for [`SpinBudget::PAUSE`] bursts, so it cannot burn CPU for nothing for long.
+#[derive(Debug, Default)]
+struct SpinBudget {
+    misses: u32,
+    paused: u32,
+}
+
+impl SpinBudget {
+    const MISSES: u32 = 8;
+    const PAUSE: u32 = 64;
+
+    /// Whether to poll after this burst.
+    fn wanted(&mut self) -> bool {
+        if self.paused > 0 {
+            self.paused -= 1;
+            return false;
+        }
+        true
+    }
+
+    /// Records whether a poll caught a datagram.
+    fn record(&mut self, caught: bool) {
+        if caught {
+            self.misses = 0;
+            return;
+        }
+        self.misses += 1;
+        if self.misses >= Self::MISSES {
+            self.misses = 0;
+            self.paused = Self::PAUSE;
+        }
+    }
+}
+
+/// After sending datagrams, keeps serving the datagram socket and the TUN device without
+/// sleeping until neither had anything for the hub's busy-poll time: an answer that comes
+/// back within it is delivered by this already running thread instead of waking the
+/// receive thread (each wake-up of an idle thread costs tens of microseconds). Returns
+/// whether a datagram was caught.
+#[allow(clippy::too_many_arguments)]
+fn busy_poll(
+    dev: &Tun,
+    table: &SharedTable,
+    cached: &mut (u64, Arc<Table>),
+    counters: &Counters,
+    local: PeerId,
+    hub: &Hub,
+    buf: &mut [u8],
+    stop: &tun_rs::InterruptEvent,
+) -> bool {
+    let mut caught = false;
+    let mut idle_since = Instant::now();
+    while idle_since.elapsed() < hub.busy_poll() && !stop.is_trigger() {
+        let got = hub.receive_now(buf) > 0;
+        caught |= got;
+        let mut busy = got;
+        while let Ok(n) = dev.recv(&mut buf[HDR..HDR + READ_BUF]) {
+            busy = true;
+            table.refresh(cached);
+            route_outbound(buf, n, &cached.1, local, counters);
+        }
+        if busy {
+            idle_since = Instant::now();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    caught
+}
+
 /// Routes one payload (virtio-net header + packet) read from the TUN device into
-/// `buf[HDR..HDR + len]`.
-fn route_outbound(buf: &mut [u8], len: usize, table: &Table, local: PeerId, c: &Counters) {
+/// `buf[HDR..HDR + len]`; returns the datagram socket when it went out as a datagram.
+fn route_outbound(
+    buf: &mut [u8],
+    len: usize,
+    table: &Table,
+    local: PeerId,
+    c: &Counters,
+) -> Option<Arc<Hub>> {
     let Some(payload) = buf.get(HDR..HDR + len) else {
-        return bump(&c.dropped_not_ipv4_out);
+        bump(&c.dropped_not_ipv4_out);
+        return None;
     };
     let Some((_, packet)) = payload.split_first_chunk::<VNET_HDR_LEN>() else {
-        return bump(&c.dropped_not_ipv4_out);
+        bump(&c.dropped_not_ipv4_out);
+        return None;
     };
     let Ok((addrs, _)) = wire::ipv4_header(packet) else {
-        return bump(&c.dropped_not_ipv4_out);
+        bump(&c.dropped_not_ipv4_out);
+        return None;
     };
     let Some(peer) = table.routes.get(&addrs.dst) else {
-        return bump(&c.dropped_no_route);
+        bump(&c.dropped_no_route);
+        return None;
     };
     if *peer == local {
-        return bump(&c.dropped_local);
+        bump(&c.dropped_local);
+        return None;
     }
     let Some(queue) = table.queues.get(peer) else {
-        return bump(&c.dropped_no_route);
+        bump(&c.dropped_no_route);
+        return None;
     };
     let bytes = packet.len();
     if let Some(path) = queue.path().filter(|_| TxPath::fits(len)) {
-        return match path.send_data(buf, len) {
+        match path.send_data(buf, len) {
             Ok(()) => {
                 bump(&c.packets_out);
                 bump(&c.datagrams_out);
                 add(&c.bytes_out, bytes);
+                return Some(path.hub().clone());
             }
-            Err(_) => bump(&c.dropped_datagram_send),
-        };
+            Err(_) => {
+                bump(&c.dropped_datagram_send);
+                return None;
+            }
+        }
     }
     if queue.push(payload) {
         bump(&c.packets_out);
-        add(&c.bytes_out, packet.len());
+        add(&c.bytes_out, bytes);
     } else {
         bump(&c.dropped_queue_full);
     }
+    None
 }
 
 /// Why an inbound packet is dropped.
@@ -297,6 +453,24 @@ mod tests {
         let mut out = Vec::new();
         q.take(&mut out);
         assert_eq!(out.len(), 4 + VNET_HDR_LEN + 28);
+    }
+
+    #[test]
+    fn busy_polling_pauses_after_a_run_of_misses_and_resumes() {
+        let mut s = SpinBudget::default();
+        for _ in 0..SpinBudget::MISSES - 1 {
+            assert!(s.wanted());
+            s.record(false);
+        }
+        assert!(s.wanted());
+        s.record(true); // a catch resets the run
+        for _ in 0..SpinBudget::MISSES {
+            assert!(s.wanted());
+            s.record(false);
+        }
+        let skipped = (0..SpinBudget::PAUSE).filter(|_| !s.wanted()).count();
+        assert_eq!(skipped as u32, SpinBudget::PAUSE);
+        assert!(s.wanted(), "polling resumes after the pause");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::{
     SubnetError,
     carrier::{self, HANDSHAKE_TIMEOUT, Inbound, Links, PeerQueue, QUEUE_LIMIT},
     datagram::{DatagramConfig, Hub, Offer},
-    router::{Outbound, SharedTable, Table},
+    router::{Outbound, SharedTable, Table, TunReader},
     stats::{Counters, SubnetStats},
     tun::{self, Tun},
     wire::PROTOCOL,
@@ -89,6 +89,7 @@ struct Ensemble {
     network: Ipv4Net,
     table: Arc<SharedTable>,
     counters: Arc<Counters>,
+    reader: Arc<TunReader>,
     tasks: Mutex<Tasks>,
 }
 
@@ -132,7 +133,7 @@ impl SubnetService {
         let mut control = net.streams();
         let hub = if datagrams.enabled {
             Some(
-                Hub::start(datagrams.port).map_err(|source| SubnetError::Datagram {
+                Hub::start(&datagrams).map_err(|source| SubnetError::Datagram {
                     port: datagrams.port,
                     source,
                 })?,
@@ -184,6 +185,7 @@ impl SubnetService {
             network: spec.network,
             table: Arc::new(SharedTable::default()),
             counters: Arc::new(Counters::default()),
+            reader: Arc::new(TunReader::new(self.inner.local)),
             tasks: Mutex::new(Tasks::default()),
         });
         {
@@ -197,7 +199,7 @@ impl SubnetService {
             dev.clone(),
             ens.table.clone(),
             ens.counters.clone(),
-            self.inner.local,
+            ens.reader.clone(),
         );
         let mut tasks = lock(&ens.tasks);
         let outbound = match outbound {
@@ -418,6 +420,7 @@ async fn admit(svc: &Inner, peer: PeerId, mut stream: Stream) -> bool {
     };
     let ctx = Inbound {
         dev,
+        reader: ens.reader.clone(),
         table: ens.table.clone(),
         network: ens.network,
         counters: ens.counters.clone(),

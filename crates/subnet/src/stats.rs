@@ -48,6 +48,9 @@ pub struct SubnetStats {
     pub dropped_bad_datagram: u64,
     /// Outbound datagrams the socket refused.
     pub dropped_datagram_send: u64,
+    /// Outbound packets read by the datagram receiver right after it delivered an inbound
+    /// one (answers already queued; included in `packets_out`).
+    pub answers_in_line: u64,
 }
 
 /// The live counters behind [`SubnetStats`].
@@ -73,6 +76,7 @@ pub(crate) struct Counters {
     pub datagram_paths: AtomicU64,
     pub dropped_bad_datagram: AtomicU64,
     pub dropped_datagram_send: AtomicU64,
+    pub answers_in_line: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -109,6 +113,7 @@ impl Counters {
             datagram_paths: self.datagram_paths.load(Relaxed),
             dropped_bad_datagram: self.dropped_bad_datagram.load(Relaxed),
             dropped_datagram_send: self.dropped_datagram_send.load(Relaxed),
+            answers_in_line: self.answers_in_line.load(Relaxed),
         }
     }
 }

@@ -94,7 +94,7 @@ fn with_datagrams_off_the_stream_carries_everything() {
     let pair = Pair::new();
     let off = DatagramConfig {
         enabled: false,
-        port: 0,
+        ..DatagramConfig::default()
     };
     let (a, b) = nodes(&pair, off, |_, _| {});
     assert!(a.svc.datagram_port().is_none());
