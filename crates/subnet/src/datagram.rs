@@ -17,7 +17,10 @@
 //! the same membership / source / destination checks as the stream path.
 //!
 //! One UDP socket and one receive thread per node; the sending side is the ensemble's
-//! outbound thread. It must not accept a datagram before authenticating it, nor let a
+//! outbound thread. Having delivered a packet, the receive thread also sends whatever the
+//! kernel already queued on that TUN device in answer (echo reply, TCP ACK), and an outbound
+//! thread that just sent busy-polls the socket for a moment ([`DatagramConfig::busy_poll`]):
+//! both save a thread wake-up per round trip, which is what latency costs here. It must not accept a datagram before authenticating it, nor let a
 //! forged datagram move the replay window; nothing here allocates per packet.
 
 mod replay;

@@ -2,9 +2,10 @@
 //!
 //! Every ensemble gets a /24 inside 10.0.0.0/8 ([`plan`]). On each node that hosts
 //! allocations of the ensemble, one TUN device carries the ensemble's packets ([`tun`]); a
-//! router reads batches of packets from it and sends them, framed in batches ([`wire`]), over
-//! one long-lived libp2p stream per peer and ensemble ([`carrier`]) to the node that hosts the
-//! destination address. Containers are attached with a veth pair into their network namespace
+//! router thread reads packets from it and sends each to the node that hosts the destination
+//! address: as an encrypted UDP datagram where that peer's datagram path is confirmed
+//! (`datagram`), else framed in batches ([`wire`]) over one long-lived libp2p stream per peer
+//! and ensemble (`carrier`), which is also the datagram path's control channel. Containers are attached with a veth pair into their network namespace
 //! and isolated per ensemble by policy routing and firewall rules ([`host`]); each ensemble
 //! has a `.internal` DNS responder on its gateway address ([`dns`]); public ports are
 //! forwarded to allocation addresses ([`portmap`]). Everything this crate creates on the host
