@@ -11,7 +11,10 @@
 //! The stream is also the control channel of the datagram fast path ([`crate::datagram`]):
 //! after admitting a stream the acceptor sends its datagram offer; the writer probes the
 //! UDP path and switches the peer's queue to it only once the acceptor confirms the probe
-//! arrived (a byte on the same stream). When the stream ends, the peer goes back to it.
+//! arrived (a byte on the same stream). The acceptor repeats that byte every second in which
+//! datagrams arrived; a writer whose datagrams go unacknowledged for 3 s gives the path up
+//! and reopens the stream (fresh session, fresh probes). When the stream ends, the peer goes
+//! back to it.
 
 use std::{
     sync::{Arc, Mutex, RwLock},
@@ -24,7 +27,7 @@ use libp2p::{PeerId, Stream};
 use tokio::sync::Notify;
 
 use crate::{
-    datagram::{self, CONFIRMED, Hub, OFFER_LEN, Offer, RxGuard, TxPath},
+    datagram::{self, CONFIRMED, Hub, LIVENESS_TICK, Liveness, OFFER_LEN, Offer, RxGuard, TxPath},
     router::{SharedTable, check_inbound, count_inbound_drop},
     stats::{Counters, add, bump},
     tun::{self, Tun},
@@ -196,6 +199,9 @@ pub(crate) async fn run_writer(
         // is gone, so the writer reopens it instead of writing into a dead stream.
         let (mut rd, mut wr) = stream.split();
         let mut probe = [0u8; 1];
+        let mut live = Liveness::default();
+        let mut tick = tokio::time::interval(LIVENESS_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let probe_due = async {
                 if probes_left > 0 {
@@ -207,20 +213,30 @@ pub(crate) async fn run_writer(
             tokio::select! {
                 _ = queue.ready.notified() => {}
                 r = rd.read(&mut probe) => {
-                    let confirmed = matches!(r, Ok(1) if probe[0] == CONFIRMED);
-                    match pending.take() {
-                        Some(path) if confirmed => {
-                            tracing::debug!(%peer, %ensemble, ?path, "datagram path confirmed");
-                            queue.set_path(Some(path));
-                            bump(&counters.datagram_paths);
-                            probes_left = 0;
-                            continue;
-                        }
-                        _ => {
-                            tracing::debug!(%peer, "subnet stream closed by the remote; reopening");
-                            break;
-                        }
+                    if !matches!(r, Ok(1) if probe[0] == CONFIRMED) {
+                        tracing::debug!(%peer, "subnet stream closed by the remote; reopening");
+                        break;
                     }
+                    if let Some(path) = pending.take() {
+                        tracing::debug!(%peer, %ensemble, ?path, "datagram path confirmed");
+                        live.acked(&path);
+                        queue.set_path(Some(path));
+                        bump(&counters.datagram_paths);
+                        probes_left = 0;
+                    } else if let Some(path) = queue.path() {
+                        live.acked(&path);
+                    }
+                    continue;
+                }
+                _ = tick.tick() => {
+                    if let Some(path) = queue.path()
+                        && live.dead(&path, std::time::Instant::now())
+                    {
+                        tracing::warn!(%peer, %ensemble, "datagram path went silent; back to the libp2p stream (reopening it)");
+                        bump(&counters.datagram_paths_lost);
+                        break;
+                    }
+                    continue;
                 }
                 _ = probe_due => {
                     if let Some(path) = &pending
@@ -313,6 +329,9 @@ pub(crate) async fn run_reader(
     let mut filled = 0usize;
     let mut cached = ctx.table.snapshot();
     let mut awaiting_probe = session.is_some();
+    let mut tick = tokio::time::interval(LIVENESS_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reported = 0u64;
     loop {
         let probed = async {
             match &session {
@@ -326,6 +345,17 @@ pub(crate) async fn run_reader(
                 awaiting_probe = false;
                 if wr.write_all(&[CONFIRMED]).await.is_err() || wr.flush().await.is_err() {
                     return;
+                }
+                continue;
+            }
+            _ = tick.tick() => {
+                // Datagrams still arrive: say so, or the sender gives the path up.
+                let received = session.as_ref().map_or(0, RxGuard::received);
+                if !awaiting_probe && received != reported {
+                    reported = received;
+                    if wr.write_all(&[CONFIRMED]).await.is_err() || wr.flush().await.is_err() {
+                        return;
+                    }
                 }
                 continue;
             }

@@ -8,7 +8,9 @@
 //! produce datagrams the session accepts. The sender probes the path with a datagram larger
 //! than the link MTU (so a path that drops IP fragments is caught too); when the receiver
 //! got it, it says so on the stream, and only then does the sender switch that peer to
-//! datagrams. A path that never confirms stays on the stream: no silent black hole.
+//! datagrams. A path that never confirms stays on the stream, and a confirmed path whose
+//! datagrams stop being acknowledged (the receiver repeats its confirmation every second in
+//! which datagrams arrived) is given up after 3 s: no silent black hole.
 //!
 //! Datagram: `kind u8 | 0 0 0 | session u32 BE | counter u64 BE | AES-GCM(payload) | tag`,
 //! the 16-byte header is the associated data, the nonce is the counter. The payload is the
@@ -62,8 +64,13 @@ pub(crate) const MAX_DATAGRAM: usize = 65_507;
 pub(crate) const PROBE_LEN: usize = 16 * 1024;
 /// Length of the offer a receiver sends after admitting a stream.
 pub(crate) const OFFER_LEN: usize = crate::wire::ADMISSION_LEN - 1;
-/// The byte a receiver writes on the stream once a probe arrived.
+/// The byte a receiver writes on the stream once a probe arrived, and again every
+/// [`LIVENESS_TICK`] in which datagrams of the session arrived.
 pub(crate) const CONFIRMED: u8 = 2;
+/// How often a receiver tells the sender that datagrams still arrive.
+pub(crate) const LIVENESS_TICK: Duration = Duration::from_secs(1);
+/// How long a sender's datagrams may go unacknowledged before it gives the path up.
+const DEAD_AFTER: Duration = Duration::from_secs(3);
 
 const KIND_DATA: u8 = 1;
 const KIND_PROBE: u8 = 2;
@@ -160,6 +167,8 @@ struct RxSession {
     ctx: Inbound,
     confirmed: AtomicBool,
     confirm: Notify,
+    /// Authenticated datagrams received.
+    received: AtomicU64,
 }
 
 /// The node's datagram socket and its inbound sessions.
@@ -248,6 +257,7 @@ impl Hub {
             ctx,
             confirmed: AtomicBool::new(false),
             confirm: Notify::new(),
+            received: AtomicU64::new(0),
         });
         let mut map = self.sessions.write().unwrap_or_else(|e| e.into_inner());
         let id = loop {
@@ -360,6 +370,7 @@ impl Hub {
             }
             w.commit(counter);
         }
+        bump(&s.received);
         match hdr[0] {
             KIND_DATA if deliver(&s, plain) => Some(s),
             KIND_DATA => None,
@@ -425,6 +436,38 @@ impl RxGuard {
     pub async fn confirmed(&self) {
         self.session.confirm.notified().await;
     }
+
+    /// Authenticated datagrams received so far.
+    pub fn received(&self) -> u64 {
+        self.session.received.load(Ordering::Relaxed)
+    }
+}
+
+/// A sender's view of its confirmed path: alive while the receiver keeps acknowledging the
+/// datagrams sent on it. A path that swallows them (a firewall appeared, the peer moved)
+/// is given up after [`DEAD_AFTER`] instead of black-holing the peer's traffic.
+#[derive(Debug, Default)]
+pub(crate) struct Liveness {
+    acked: u64,
+    unacked_since: Option<std::time::Instant>,
+}
+
+impl Liveness {
+    /// The receiver said datagrams arrive.
+    pub fn acked(&mut self, path: &TxPath) {
+        self.acked = path.sent();
+        self.unacked_since = None;
+    }
+
+    /// Whether datagrams have gone unacknowledged for longer than [`DEAD_AFTER`].
+    pub fn dead(&mut self, path: &TxPath, now: std::time::Instant) -> bool {
+        if path.sent() == self.acked {
+            self.unacked_since = None;
+            return false;
+        }
+        let since = *self.unacked_since.get_or_insert(now);
+        now.duration_since(since) > DEAD_AFTER
+    }
 }
 
 impl Drop for RxGuard {
@@ -456,6 +499,11 @@ impl TxPath {
     /// The socket this path sends from.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    /// Datagrams (probes included) sent on this path.
+    pub fn sent(&self) -> u64 {
+        self.counter.load(Ordering::Relaxed) - 1
     }
 
     /// Whether a payload of `len` bytes fits in one datagram.
@@ -549,6 +597,31 @@ mod tests {
         assert!(Offer::decode(&bad).is_err());
         bad[0] = 1; // port 0
         assert!(Offer::decode(&bad).is_err());
+    }
+
+    #[test]
+    fn a_path_is_dead_only_after_unacknowledged_sends_for_a_while() {
+        let hub = Hub::start(&DatagramConfig::default()).unwrap();
+        let offer = Offer {
+            port: 9,
+            session: 1,
+            key: [1; 32],
+        };
+        let path = hub.open_tx([127, 0, 0, 1].into(), &offer).unwrap();
+        let mut live = Liveness::default();
+        let t0 = std::time::Instant::now();
+        let later = |s: u64| t0 + Duration::from_secs(s);
+        assert!(!live.dead(&path, later(100)), "nothing sent: alive");
+        path.send_probe().unwrap();
+        assert!(!live.dead(&path, later(0)));
+        assert!(!live.dead(&path, later(3)));
+        assert!(
+            live.dead(&path, later(4)),
+            "unacknowledged for more than 3 s"
+        );
+        live.acked(&path);
+        assert!(!live.dead(&path, later(10)));
+        hub.stop();
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct SubnetStats {
     pub datagrams_in: u64,
     /// Datagram paths confirmed by a peer (one per peer, more after reconnects).
     pub datagram_paths: u64,
+    /// Confirmed datagram paths given up because the peer stopped acknowledging them.
+    pub datagram_paths_lost: u64,
     /// Inbound datagrams of a known session that failed authentication or replay checks,
     /// or whose peer is no longer a member.
     pub dropped_bad_datagram: u64,
@@ -74,6 +76,7 @@ pub(crate) struct Counters {
     pub datagrams_out: AtomicU64,
     pub datagrams_in: AtomicU64,
     pub datagram_paths: AtomicU64,
+    pub datagram_paths_lost: AtomicU64,
     pub dropped_bad_datagram: AtomicU64,
     pub dropped_datagram_send: AtomicU64,
     pub answers_in_line: AtomicU64,
@@ -111,6 +114,7 @@ impl Counters {
             datagrams_out: self.datagrams_out.load(Relaxed),
             datagrams_in: self.datagrams_in.load(Relaxed),
             datagram_paths: self.datagram_paths.load(Relaxed),
+            datagram_paths_lost: self.datagram_paths_lost.load(Relaxed),
             dropped_bad_datagram: self.dropped_bad_datagram.load(Relaxed),
             dropped_datagram_send: self.dropped_datagram_send.load(Relaxed),
             answers_in_line: self.answers_in_line.load(Relaxed),

@@ -89,6 +89,32 @@ fn a_path_that_drops_udp_stays_on_the_stream() {
     assert!(a1.packets_out - a0.packets_out >= 3);
 }
 
+/// A confirmed path that starts dropping datagrams (a firewall appears) is given up within
+/// seconds: traffic goes back to the stream instead of vanishing.
+#[test]
+fn a_confirmed_path_that_goes_silent_falls_back_to_the_stream() {
+    let pair = Pair::new();
+    let (a, b) = nodes(&pair, DatagramConfig::default(), |_, _| {});
+    assert!(eventually(5, || a.svc.stats(ENS).unwrap().datagram_paths >= 1));
+    let port = b.svc.datagram_port().unwrap().to_string();
+    sh(&[
+        "ip", "netns", "exec", &pair.b.0, "iptables", "-I", "INPUT", "-p", "udp", "--dport", &port,
+        "-j", "DROP",
+    ]);
+    assert!(
+        !ping(&pair.a, "10.77.0.3", 1),
+        "the ping went through although datagrams are dropped"
+    );
+    assert!(
+        eventually(12, || ping(&pair.a, "10.77.0.3", 1)),
+        "traffic did not come back over the stream: {:?}",
+        a.svc.stats(ENS)
+    );
+    let s = a.svc.stats(ENS).unwrap();
+    assert!(s.datagram_paths_lost >= 1, "{s:?}");
+    assert!(s.streams_opened >= 2, "the stream was not reopened: {s:?}");
+}
+
 #[test]
 fn with_datagrams_off_the_stream_carries_everything() {
     let pair = Pair::new();
