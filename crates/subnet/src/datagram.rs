@@ -550,7 +550,8 @@ fn nonce(counter: u64) -> Nonce {
     Nonce::assume_unique_for_key(n)
 }
 
-/// The IP of a direct (not relayed) connection endpoint, if any of `addrs` is one.
+/// The IPv4 address of a direct (not relayed) connection endpoint, if any of `addrs` is
+/// one (the datagram socket is IPv4; peers reached over IPv6 only stay on the stream).
 pub(crate) fn direct_ip(addrs: &[Multiaddr]) -> Option<IpAddr> {
     addrs.iter().find_map(|a| {
         if a.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
@@ -558,7 +559,6 @@ pub(crate) fn direct_ip(addrs: &[Multiaddr]) -> Option<IpAddr> {
         }
         a.iter().find_map(|p| match p {
             Protocol::Ip4(ip) if !ip.is_unspecified() => Some(IpAddr::V4(ip)),
-            Protocol::Ip6(ip) if !ip.is_unspecified() => Some(IpAddr::V6(ip)),
             _ => None,
         })
     })
@@ -631,9 +631,11 @@ mod tests {
                 .parse()
                 .unwrap();
         let direct: Multiaddr = "/ip4/172.31.0.3/tcp/4001".parse().unwrap();
+        let v6: Multiaddr = "/ip6/fd00::3/tcp/4001".parse().unwrap();
         assert_eq!(direct_ip(std::slice::from_ref(&relayed)), None);
+        assert_eq!(direct_ip(std::slice::from_ref(&v6)), None);
         assert_eq!(
-            direct_ip(&[relayed, direct]),
+            direct_ip(&[relayed, v6, direct]),
             Some(IpAddr::V4([172, 31, 0, 3].into()))
         );
     }
