@@ -194,7 +194,7 @@ impl Config {
                 enabled: true,
                 datagrams: true,
                 datagram_port: 0,
-                datagram_busy_poll_us: 200,
+                datagram_busy_poll_us: 500,
             },
             observability: Observability {
                 logging: Logging {

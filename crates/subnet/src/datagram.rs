@@ -105,7 +105,7 @@ impl Default for DatagramConfig {
 }
 
 /// Default [`DatagramConfig::busy_poll`].
-pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(200);
+pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(500);
 
 /// What a receiver tells a sender: where to send and with which session and key.
 #[derive(Clone, PartialEq, Eq)]

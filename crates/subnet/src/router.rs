@@ -269,11 +269,15 @@ impl SpinBudget {
     }
 }
 
+/// How long to keep polling after an answer was caught (for the rest of a burst).
+const AFTER_ANSWER: std::time::Duration = std::time::Duration::from_micros(50);
+
 /// After sending datagrams, keeps serving the datagram socket and the TUN device without
-/// sleeping until neither had anything for the hub's busy-poll time: an answer that comes
-/// back within it is delivered by this already running thread instead of waking the
-/// receive thread (each wake-up of an idle thread costs tens of microseconds). Returns
-/// whether a datagram was caught.
+/// sleeping: up to the hub's busy-poll time after the last packet sent, and a short
+/// [`AFTER_ANSWER`] after the last datagram caught. An answer that comes back meanwhile
+/// is delivered by this already running thread instead of waking the receive thread (each
+/// wake-up of an idle thread costs tens of microseconds). Returns whether a datagram was
+/// caught.
 #[allow(clippy::too_many_arguments)]
 fn busy_poll(
     dev: &Tun,
@@ -286,19 +290,21 @@ fn busy_poll(
     stop: &tun_rs::InterruptEvent,
 ) -> bool {
     let mut caught = false;
-    let mut idle_since = Instant::now();
-    while idle_since.elapsed() < hub.busy_poll() && !stop.is_trigger() {
-        let got = hub.receive_now(buf) > 0;
-        caught |= got;
-        let mut busy = got;
+    let (mut since, mut window) = (Instant::now(), hub.busy_poll());
+    while since.elapsed() < window && !stop.is_trigger() {
+        let mut busy = false;
+        if hub.receive_now(buf) > 0 {
+            caught = true;
+            busy = true;
+            (since, window) = (Instant::now(), AFTER_ANSWER.min(hub.busy_poll()));
+        }
         while let Ok(n) = dev.recv(&mut buf[HDR..HDR + READ_BUF]) {
             busy = true;
             table.refresh(cached);
             route_outbound(buf, n, &cached.1, local, counters);
+            (since, window) = (Instant::now(), hub.busy_poll());
         }
-        if busy {
-            idle_since = Instant::now();
-        } else {
+        if !busy {
             std::thread::yield_now();
         }
     }
