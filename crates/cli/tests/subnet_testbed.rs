@@ -14,6 +14,7 @@ use std::process::Command;
 
 use deploy_support::text;
 use netns_support::{NsDevnet, in_ns};
+use serde_json::Value;
 
 fn container(ensemble: &str, alloc: &str) -> String {
     let o = Command::new("docker")
@@ -148,6 +149,34 @@ fn containers_on_different_hosts_talk_by_internal_name_and_ensembles_are_isolate
         .unwrap_or_else(|| panic!("{m}"))
         .to_string();
     let front = dn.node_of(&front_peer);
+
+    // Both providers carry the ensemble's packets as datagrams (the fast path), and their
+    // `/dms/node/subnet/list` says so.
+    let back_peer = m["nodes"]["back"]["peer"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    for node in [front, dn.node_of(&back_peer)] {
+        let mut report = Value::Null;
+        let on_datagrams = (0..10).any(|_| {
+            exec(&client, &["ping", "-c", "1", "-W", "2", "web.internal"]);
+            report = dn.json(node, &["actor", "cmd", "--json", "/dms/node/subnet/list"]);
+            let e = report["ensembles"]
+                .as_array()
+                .and_then(|l| l.iter().find(|e| e["ensemble"] == a.as_str()))
+                .cloned()
+                .unwrap_or_default();
+            e["attached"].as_array().map(Vec::len) == Some(1)
+                && e["stats"]["datagram_paths"].as_u64() >= Some(1)
+                && e["stats"]["datagrams_in"].as_u64() >= Some(1)
+                && e["stats"]["datagrams_out"].as_u64() >= Some(1)
+        });
+        assert!(
+            on_datagrams,
+            "node-{node} is not on the datagram path: {report}"
+        );
+        assert!(report["datagram_port"].as_u64().is_some(), "{report}");
+    }
     let lan = dn.lan(front);
     let other_host = dn
         .netns

@@ -160,6 +160,8 @@ impl Node {
             Some(docker),
             cfg.general.data_dir.clone(),
         );
+        crate::subnet::register(&system, subnets.clone())
+            .map_err(|e| NodeError::Behaviors(e.to_string()))?;
         let provider = crate::deployment::Provider::new(
             system.clone(),
             opts.key.clone(),

@@ -25,7 +25,9 @@ use nunet_subnet::{
 };
 
 /// TAP attachment of microVM allocations.
+mod report;
 mod vm;
+pub use report::register;
 
 /// MTU of the ensemble network (NuNet's).
 const MTU: u16 = 1420;

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// A snapshot of one ensemble's data-path counters. A GSO super-packet counts as one packet.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SubnetStats {
     /// Packets read from the TUN device and queued for a peer.
     pub packets_out: u64,
