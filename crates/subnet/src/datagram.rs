@@ -25,7 +25,14 @@
 //! both save a thread wake-up per round trip, which is what latency costs here. It must not accept a datagram before authenticating it, nor let a
 //! forged datagram move the replay window; nothing here allocates per packet.
 
+#[cfg(test)]
+mod receive_tests;
 mod replay;
+mod send;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use send::{Liveness, TxPath, direct_ip};
 
 use std::{
     collections::HashMap,
@@ -38,7 +45,7 @@ use std::{
     time::Duration,
 };
 
-use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
+use libp2p::PeerId;
 use ring::{
     aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey},
     rand::{SecureRandom, SystemRandom},
@@ -283,14 +290,7 @@ impl Hub {
 
     /// A sending path to `ip` with the remote's offer.
     pub fn open_tx(self: &Arc<Self>, ip: IpAddr, offer: &Offer) -> Option<TxPath> {
-        let unbound = UnboundKey::new(&AES_256_GCM, &offer.key).ok()?;
-        Some(TxPath {
-            hub: self.clone(),
-            to: SocketAddr::new(ip, offer.port),
-            session: offer.session,
-            key: LessSafeKey::new(unbound),
-            counter: AtomicU64::new(1),
-        })
+        TxPath::new(self.clone(), SocketAddr::new(ip, offer.port), offer)
     }
 
     fn receive_loop(&self) {
@@ -443,33 +443,6 @@ impl RxGuard {
     }
 }
 
-/// A sender's view of its confirmed path: alive while the receiver keeps acknowledging the
-/// datagrams sent on it. A path that swallows them (a firewall appeared, the peer moved)
-/// is given up after [`DEAD_AFTER`] instead of black-holing the peer's traffic.
-#[derive(Debug, Default)]
-pub(crate) struct Liveness {
-    acked: u64,
-    unacked_since: Option<std::time::Instant>,
-}
-
-impl Liveness {
-    /// The receiver said datagrams arrive.
-    pub fn acked(&mut self, path: &TxPath) {
-        self.acked = path.sent();
-        self.unacked_since = None;
-    }
-
-    /// Whether datagrams have gone unacknowledged for longer than [`DEAD_AFTER`].
-    pub fn dead(&mut self, path: &TxPath, now: std::time::Instant) -> bool {
-        if path.sent() == self.acked {
-            self.unacked_since = None;
-            return false;
-        }
-        let since = *self.unacked_since.get_or_insert(now);
-        now.duration_since(since) > DEAD_AFTER
-    }
-}
-
 impl Drop for RxGuard {
     fn drop(&mut self) {
         self.hub
@@ -480,88 +453,10 @@ impl Drop for RxGuard {
     }
 }
 
-/// The sending half of a datagram path to one peer.
-pub(crate) struct TxPath {
-    hub: Arc<Hub>,
-    to: SocketAddr,
-    session: u32,
-    key: LessSafeKey,
-    counter: AtomicU64,
-}
-
-impl std::fmt::Debug for TxPath {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TxPath").field("to", &self.to).finish()
-    }
-}
-
-impl TxPath {
-    /// The socket this path sends from.
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
-    }
-
-    /// Datagrams (probes included) sent on this path.
-    pub fn sent(&self) -> u64 {
-        self.counter.load(Ordering::Relaxed) - 1
-    }
-
-    /// Whether a payload of `len` bytes fits in one datagram.
-    pub fn fits(len: usize) -> bool {
-        HDR + len + TAG <= MAX_DATAGRAM
-    }
-
-    /// Encrypts `buf[HDR..HDR + len]` in place and sends it; `buf` must hold at least
-    /// `HDR + len + TAG` bytes.
-    pub fn send_data(&self, buf: &mut [u8], len: usize) -> io::Result<()> {
-        self.seal_and_send(KIND_DATA, buf, len)
-    }
-
-    /// Sends one path probe.
-    pub fn send_probe(&self) -> io::Result<()> {
-        let mut buf = vec![0u8; HDR + PROBE_LEN + TAG];
-        self.seal_and_send(KIND_PROBE, &mut buf, PROBE_LEN)
-    }
-
-    fn seal_and_send(&self, kind: u8, buf: &mut [u8], len: usize) -> io::Result<()> {
-        let total = HDR + len + TAG;
-        if total > buf.len() || total > MAX_DATAGRAM {
-            return Err(io::Error::other("payload too large for a datagram"));
-        }
-        let counter = self.counter.fetch_add(1, Ordering::Relaxed);
-        let (hdr, body) = buf.split_at_mut(HDR);
-        hdr[0] = kind;
-        hdr[1..4].fill(0);
-        hdr[4..8].copy_from_slice(&self.session.to_be_bytes());
-        hdr[8..16].copy_from_slice(&counter.to_be_bytes());
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(nonce(counter), Aad::from(&hdr[..]), &mut body[..len])
-            .map_err(|_| io::Error::other("AES-GCM seal failed"))?;
-        body[len..len + TAG].copy_from_slice(tag.as_ref());
-        self.hub.socket.send_to(&buf[..total], self.to)?;
-        Ok(())
-    }
-}
-
 fn nonce(counter: u64) -> Nonce {
     let mut n = [0u8; 12];
     n[4..].copy_from_slice(&counter.to_be_bytes());
     Nonce::assume_unique_for_key(n)
-}
-
-/// The IPv4 address of a direct (not relayed) connection endpoint, if any of `addrs` is
-/// one (the datagram socket is IPv4; peers reached over IPv6 only stay on the stream).
-pub(crate) fn direct_ip(addrs: &[Multiaddr]) -> Option<IpAddr> {
-    addrs.iter().find_map(|a| {
-        if a.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
-            return None;
-        }
-        a.iter().find_map(|p| match p {
-            Protocol::Ip4(ip) if !ip.is_unspecified() => Some(IpAddr::V4(ip)),
-            _ => None,
-        })
-    })
 }
 
 /// Asks for large socket buffers (forced where the process may, as root can); the kernel's
@@ -574,180 +469,5 @@ fn grow_buffers(socket: &UdpSocket) {
     }
     if setsockopt(socket, sockopt::SndBufForce, &size).is_err() {
         let _ = setsockopt(socket, sockopt::SndBuf, &size);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn offer_round_trips_and_rejects_garbage() {
-        assert_eq!(OFFER_LEN, 1 + 2 + 4 + 32);
-        let o = Offer {
-            port: 4242,
-            session: 7,
-            key: [9u8; 32],
-        };
-        assert_eq!(Offer::decode(&Offer::encode(Some(&o))), Ok(Some(o)));
-        assert_eq!(Offer::decode(&Offer::encode(None)), Ok(None));
-        let mut bad = [0u8; OFFER_LEN];
-        bad[0] = 7;
-        assert!(Offer::decode(&bad).is_err());
-        bad[0] = 1; // port 0
-        assert!(Offer::decode(&bad).is_err());
-    }
-
-    #[test]
-    fn a_path_is_dead_only_after_unacknowledged_sends_for_a_while() {
-        let hub = Hub::start(&DatagramConfig::default()).unwrap();
-        let offer = Offer {
-            port: 9,
-            session: 1,
-            key: [1; 32],
-        };
-        let path = hub.open_tx([127, 0, 0, 1].into(), &offer).unwrap();
-        let mut live = Liveness::default();
-        let t0 = std::time::Instant::now();
-        let later = |s: u64| t0 + Duration::from_secs(s);
-        assert!(!live.dead(&path, later(100)), "nothing sent: alive");
-        path.send_probe().unwrap();
-        assert!(!live.dead(&path, later(0)));
-        assert!(!live.dead(&path, later(3)));
-        assert!(
-            live.dead(&path, later(4)),
-            "unacknowledged for more than 3 s"
-        );
-        live.acked(&path);
-        assert!(!live.dead(&path, later(10)));
-        hub.stop();
-    }
-
-    #[test]
-    fn direct_ip_skips_relayed_endpoints() {
-        let relayed: Multiaddr =
-            "/ip4/1.2.3.4/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit"
-                .parse()
-                .unwrap();
-        let direct: Multiaddr = "/ip4/172.31.0.3/tcp/4001".parse().unwrap();
-        let v6: Multiaddr = "/ip6/fd00::3/tcp/4001".parse().unwrap();
-        assert_eq!(direct_ip(std::slice::from_ref(&relayed)), None);
-        assert_eq!(direct_ip(std::slice::from_ref(&v6)), None);
-        assert_eq!(
-            direct_ip(&[relayed, v6, direct]),
-            Some(IpAddr::V4([172, 31, 0, 3].into()))
-        );
-    }
-}
-
-/// Against a real socket and TUN device (root): what the receive thread accepts and drops.
-#[cfg(test)]
-mod receive_tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-    use crate::{router::SharedTable, stats::Counters};
-    use std::time::Instant;
-
-    fn udp_payload() -> Vec<u8> {
-        let mut p = vec![0u8; VNET_HDR_LEN + 28];
-        let ip = &mut p[VNET_HDR_LEN..];
-        ip[0] = 0x45;
-        ip[3] = 28;
-        ip[8] = 64;
-        ip[9] = 17;
-        ip[12..16].copy_from_slice(&[10, 1, 2, 9]);
-        ip[16..20].copy_from_slice(&[10, 1, 2, 2]);
-        p
-    }
-
-    fn until(what: &str, mut f: impl FnMut() -> bool) {
-        let t = Instant::now();
-        while !f() {
-            assert!(t.elapsed() < Duration::from_secs(3), "timed out: {what}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    #[test]
-    fn only_authentic_fresh_datagrams_of_a_live_session_get_through() {
-        let hub = Hub::start(&DatagramConfig::default()).unwrap();
-        let name = format!("nndg{}", std::process::id() % 100_000);
-        let counters = Arc::new(Counters::default());
-        let peer = PeerId::random();
-        let table = Arc::new(SharedTable::default());
-        let routes = std::collections::BTreeMap::from([([10, 1, 2, 5].into(), peer)]);
-        table.store(crate::router::Table::new(&routes, HashMap::new()));
-        let ctx = Inbound {
-            dev: tun::open(&name, 1420).expect("TUN (run as root)"),
-            reader: Arc::new(crate::router::TunReader::new(peer)),
-            table,
-            network: "10.1.2.0/24".parse().unwrap(),
-            counters: counters.clone(),
-        };
-        let guard = hub.register(peer, ctx).unwrap();
-        // Seal datagrams towards a capture socket, then replay them at the hub by hand.
-        let cap = UdpSocket::bind("127.0.0.1:0").unwrap();
-        cap.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let offer = Offer {
-            port: cap.local_addr().unwrap().port(),
-            ..guard.offer().clone()
-        };
-        let tx = hub.open_tx([127, 0, 0, 1].into(), &offer).unwrap();
-        let sealed = || {
-            let p = udp_payload();
-            let mut buf = vec![0u8; HDR + p.len() + TAG];
-            buf[HDR..HDR + p.len()].copy_from_slice(&p);
-            tx.send_data(&mut buf, p.len()).unwrap();
-            let mut got = vec![0u8; 2048];
-            let n = cap.recv(&mut got).unwrap();
-            got.truncate(n);
-            got
-        };
-        let to = SocketAddr::from(([127, 0, 0, 1], hub.port()));
-        let send = |d: &[u8]| {
-            cap.send_to(d, to).unwrap();
-        };
-        let snap = || counters.snapshot();
-
-        // Authentic: passes authentication, then the packet checks (its source is nobody's).
-        let d1 = sealed();
-        send(&d1);
-        until("authentic datagram checked", || snap().dropped_spoofed == 1);
-        // The same datagram again: a replay.
-        send(&d1);
-        until("replay dropped", || snap().dropped_bad_datagram == 1);
-        // A flipped ciphertext bit: fails authentication and does not move the window.
-        let mut d2 = sealed();
-        d2[HDR + 3] ^= 1;
-        send(&d2);
-        until("forgery dropped", || snap().dropped_bad_datagram == 2);
-        // Unknown session and runt datagrams are nobody's.
-        let mut d3 = sealed();
-        d3[4] ^= 0xff;
-        send(&d3);
-        send(&[1, 2, 3]);
-        until("unclaimed counted", || hub.unclaimed() == 2);
-        assert_eq!(snap().dropped_spoofed, 1);
-        // A probe confirms the session once.
-        tx.send_probe().unwrap();
-        let mut probe = vec![0u8; HDR + PROBE_LEN + TAG];
-        let n = cap.recv(&mut probe).unwrap();
-        send(&probe[..n]);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            tokio::time::timeout(Duration::from_secs(3), guard.confirmed())
-                .await
-                .expect("probe confirmed the session")
-        });
-        // After the session ends, its datagrams are nobody's.
-        let d4 = sealed();
-        drop(guard);
-        send(&d4);
-        until("ended session", || hub.unclaimed() == 3);
-        hub.stop();
     }
 }
