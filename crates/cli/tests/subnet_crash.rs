@@ -72,13 +72,7 @@ const WEB_AND_CLIENT: &str = include_str!("../../../examples/web-and-client.yaml
 #[test]
 fn a_restarted_provider_removes_what_its_crash_left_behind() {
     let dn = NsDevnet::up(3);
-    for n in 1..=3 {
-        let be = "/dms/node/onboarding/onboard";
-        let args = [
-            "actor", "cmd", "--json", be, "--ram", "1", "--cpu", "1", "--disk", "2",
-        ];
-        dn.json(n, &args);
-    }
+    dn.onboard_all();
     // `back` (the client) is pinned off node-1, which orchestrates and must survive.
     let pinned = format!("  back:\n    peer: {}\n", dn.peer(2));
     let yaml = WEB_AND_CLIENT.replacen("  back:\n", &pinned, 1);

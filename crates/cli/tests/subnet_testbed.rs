@@ -13,7 +13,7 @@ mod netns_support;
 use std::process::Command;
 
 use deploy_support::text;
-use netns_support::{NsDevnet, in_ns};
+use netns_support::NsDevnet;
 use serde_json::Value;
 
 fn container(ensemble: &str, alloc: &str) -> String {
@@ -83,23 +83,7 @@ nodes:
 #[test]
 fn containers_on_different_hosts_talk_by_internal_name_and_ensembles_are_isolated() {
     let dn = NsDevnet::up(3);
-    for n in 1..=3 {
-        dn.json(
-            n,
-            &[
-                "actor",
-                "cmd",
-                "--json",
-                "/dms/node/onboarding/onboard",
-                "--ram",
-                "1",
-                "--cpu",
-                "1",
-                "--disk",
-                "2",
-            ],
-        );
-    }
+    dn.onboard_all();
     let a = dn.deploy(WEB_AND_CLIENT, "a.yaml");
     let client = container(&a, "client");
     let web = container(&a, "web");
@@ -207,19 +191,6 @@ fn containers_on_different_hosts_talk_by_internal_name_and_ensembles_are_isolate
         assert_eq!(code, 0, "{out}");
     }
     // Nothing of ours is left in any node namespace.
-    for ns in &dn.netns {
-        let links = in_ns(ns, &["ip", "-o", "link"]);
-        assert!(
-            !links.lines().any(|l| {
-                let name = l.split(':').nth(1).unwrap_or("").trim();
-                name.starts_with("nn") || name.starts_with("nv")
-            }),
-            "{ns}: interfaces left: {links}"
-        );
-        let rules = in_ns(ns, &["ip", "rule"]);
-        assert_eq!(rules.lines().count(), 3, "{ns}: rules left: {rules}");
-        let fw = in_ns(ns, &["iptables-save"]) + &in_ns(ns, &["iptables-save", "-t", "nat"]);
-        assert!(!fw.contains("NUNET"), "{ns}: firewall rules left: {fw}");
-    }
+    dn.assert_no_subnet_leftovers();
     assert!(deploy_support::containers_of(&a).is_empty());
 }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use netns_support::{NsDevnet, in_ns};
+use netns_support::NsDevnet;
 
 fn missing(what: &str) -> ! {
     panic!("{what} is missing on this machine: run `sudo .ci/install-runtimes.sh` (CI always does)")
@@ -146,14 +146,7 @@ fn a_microvm_reaches_a_container_by_internal_name_across_hosts() {
     let (kernel, modules) = cloud_kernel();
     let dn = NsDevnet::up(3);
     let (initrd, disk) = guest_files(&dn.dir, &modules);
-    for n in 1..=3 {
-        let args = ["--ram", "1", "--cpu", "1", "--disk", "2"];
-        let cmd = [
-            &["actor", "cmd", "--json", "/dms/node/onboarding/onboard"][..],
-            &args,
-        ];
-        dn.json(n, &cmd.concat());
-    }
+    dn.onboard_all();
     let yaml = format!(
         r#"version: V1
 allocations:
@@ -226,20 +219,7 @@ nodes:
 
     let (code, out) = dn.run(1, &["deployment", "shutdown", &id]);
     assert_eq!(code, 0, "{out}");
-    for ns in &dn.netns {
-        let links = in_ns(ns, &["ip", "-o", "link"]);
-        assert!(
-            !links.lines().any(|l| {
-                let name = l.split(':').nth(1).unwrap_or("").trim();
-                name.starts_with("nn") || name.starts_with("nv")
-            }),
-            "{ns}: interfaces left: {links}"
-        );
-        let rules = in_ns(ns, &["ip", "rule"]);
-        assert_eq!(rules.lines().count(), 3, "{ns}: rules left: {rules}");
-        let fw = in_ns(ns, &["iptables-save"]) + &in_ns(ns, &["iptables-save", "-t", "nat"]);
-        assert!(!fw.contains("NUNET"), "{ns}: firewall rules left: {fw}");
-    }
+    dn.assert_no_subnet_leftovers();
     assert!(deploy_support::containers_of(&id).is_empty());
     eprintln!("subnet_vm: {:?} in all", t0.elapsed());
 }

@@ -45,6 +45,29 @@ struct Ensemble {
     attached: HashMap<String, (Attachment, String)>,
 }
 
+impl Ensemble {
+    /// Adds the plan's public port forwards of allocation `alloc` to `ip`; on a failure the
+    /// ones already added are removed again and the error names the port.
+    fn forward_ports(&mut self, alloc: &str, ip: Ipv4Addr) -> Result<(), String> {
+        let forwards: Vec<(u16, u16)> = self
+            .plan
+            .ports
+            .iter()
+            .filter(|f| f.allocation == alloc)
+            .map(|f| (f.public, f.private))
+            .collect();
+        for (i, (public, private)) in forwards.iter().enumerate() {
+            if let Err(x) = self.ports.add(*public, Proto::Tcp, ip, *private) {
+                for (done, _) in &forwards[..i] {
+                    let _ = self.ports.remove(*done, Proto::Tcp);
+                }
+                return Err(format!("forwarding port {public}: {x}"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Every ensemble subnet on this node.
 pub struct NodeSubnets {
     service: Option<SubnetService>,
@@ -339,23 +362,11 @@ impl NodeSubnets {
             let _ = docker.remove_sandbox(&spec.id).await;
             return Err(format!("writing {}: {x}", resolv.display()));
         }
-        let forwards: Vec<(u16, u16)> = e
-            .plan
-            .ports
-            .iter()
-            .filter(|f| f.allocation == spec.id)
-            .map(|f| (f.public, f.private))
-            .collect();
-        for (i, (public, private)) in forwards.iter().enumerate() {
-            if let Err(x) = e.ports.add(*public, Proto::Tcp, member.ip, *private) {
-                for (done, _) in &forwards[..i] {
-                    let _ = e.ports.remove(*done, Proto::Tcp);
-                }
-                let n = e.net.clone();
-                let _ = blocking(move || n.detach(&att).map_err(err)).await;
-                let _ = docker.remove_sandbox(&spec.id).await;
-                return Err(format!("forwarding port {public}: {x}"));
-            }
+        if let Err(x) = e.forward_ports(&spec.id, member.ip) {
+            let n = e.net.clone();
+            let _ = blocking(move || n.detach(&att).map_err(err)).await;
+            let _ = docker.remove_sandbox(&spec.id).await;
+            return Err(x);
         }
         spec.network = sandbox.network();
         spec.ports.clear();

@@ -111,6 +111,35 @@ impl NsDevnet {
         assert_eq!(code, 0, "{args:?}: {out}");
         serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
     }
+    /// Onboards every node with 1 core, 1 GiB RAM and 2 GiB disk.
+    pub fn onboard_all(&self) {
+        let onboard = "/dms/node/onboarding/onboard";
+        let args = [
+            "actor", "cmd", "--json", onboard, "--ram", "1", "--cpu", "1", "--disk", "2",
+        ];
+        for n in 1..=self.netns.len() {
+            self.json(n, &args);
+        }
+    }
+
+    /// No `nn*`/`nv*` interface, no extra `ip rule`, no `NUNET` chain in any node namespace.
+    pub fn assert_no_subnet_leftovers(&self) {
+        for ns in &self.netns {
+            let links = in_ns(ns, &["ip", "-o", "link"]);
+            assert!(
+                !links.lines().any(|l| {
+                    let name = l.split(':').nth(1).unwrap_or("").trim();
+                    name.starts_with("nn") || name.starts_with("nv")
+                }),
+                "{ns}: interfaces left: {links}"
+            );
+            let rules = in_ns(ns, &["ip", "rule"]);
+            assert_eq!(rules.lines().count(), 3, "{ns}: rules left: {rules}");
+            let fw = in_ns(ns, &["iptables-save"]) + &in_ns(ns, &["iptables-save", "-t", "nat"]);
+            assert!(!fw.contains("NUNET"), "{ns}: firewall rules left: {fw}");
+        }
+    }
+
     pub fn peer(&self, node: usize) -> String {
         Self::manifest(&self.dir)["nodes"][node - 1]["peer_id"]
             .as_str()

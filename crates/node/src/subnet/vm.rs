@@ -6,7 +6,7 @@
 //! It must not start the VM, and must not leave a TAP behind when it fails.
 
 use nunet_executor::{ExecutionSpec, NetworkAttachment, Workload};
-use nunet_subnet::{Proto, guest_ip_arg};
+use nunet_subnet::guest_ip_arg;
 
 use super::{NodeSubnets, blocking, err};
 
@@ -37,22 +37,10 @@ impl NodeSubnets {
         let att = blocking(move || n.attach_tap(member.ip).map_err(err))
             .await
             .map_err(|x| format!("attaching {} to the subnet: {x}", member.ip))?;
-        let forwards: Vec<(u16, u16)> = e
-            .plan
-            .ports
-            .iter()
-            .filter(|f| f.allocation == spec.id)
-            .map(|f| (f.public, f.private))
-            .collect();
-        for (i, (public, private)) in forwards.iter().enumerate() {
-            if let Err(x) = e.ports.add(*public, Proto::Tcp, member.ip, *private) {
-                for (done, _) in &forwards[..i] {
-                    let _ = e.ports.remove(*done, Proto::Tcp);
-                }
-                let n = e.net.clone();
-                let _ = blocking(move || n.detach(&att).map_err(err)).await;
-                return Err(format!("forwarding port {public}: {x}"));
-            }
+        if let Err(x) = e.forward_ports(&spec.id, member.ip) {
+            let n = e.net.clone();
+            let _ = blocking(move || n.detach(&att).map_err(err)).await;
+            return Err(x);
         }
         let arg = guest_ip_arg(&e.net, member.ip);
         let args: Vec<&str> = vm
