@@ -195,8 +195,9 @@ pub(crate) async fn run_writer(
         let mut probes_left = if pending.is_some() { PROBES } else { 0 };
         let mut next_probe = tokio::time::Instant::now();
         let _reset = PathReset(&queue);
-        // The acceptor never writes after the ack: a read that returns tells us the stream
-        // is gone, so the writer reopens it instead of writing into a dead stream.
+        // After the ack the acceptor writes only CONFIRMED bytes (datagram path confirmed /
+        // still alive): any other read result means the stream is gone, so the writer
+        // reopens it instead of writing into a dead stream.
         let (mut rd, mut wr) = stream.split();
         let mut probe = [0u8; 1];
         let mut live = Liveness::default();

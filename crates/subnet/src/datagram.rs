@@ -232,13 +232,19 @@ impl Hub {
         let mut count = 0;
         while let Ok(n) = recv(self.socket.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
             count += 1;
-            if let Some(s) = buf.get_mut(..n).and_then(|d| self.handle(d)) {
-                let ctx = &s.ctx;
-                ctx.reader
-                    .try_drain(&ctx.dev, &ctx.table, &ctx.counters, buf, ANSWERS);
-            }
+            self.handle_and_answer(buf, n);
         }
         count
+    }
+
+    /// Handles the datagram in `buf[..n]`; when it delivered a packet, sends the answers the
+    /// kernel already queued on that TUN device (reusing `buf`).
+    fn handle_and_answer(&self, buf: &mut [u8], n: usize) {
+        if let Some(s) = buf.get_mut(..n).and_then(|d| self.handle(d)) {
+            let ctx = &s.ctx;
+            ctx.reader
+                .try_drain(&ctx.dev, &ctx.table, &ctx.counters, buf, ANSWERS);
+        }
     }
 
     /// Makes the receive thread exit (within [`RECV_TICK`]).
@@ -297,18 +303,7 @@ impl Hub {
         let mut buf = vec![0u8; HDR + MAX_FRAME + TAG];
         while !self.stop.load(Ordering::Relaxed) {
             match self.socket.recv_from(&mut buf) {
-                Ok((n, _)) => {
-                    if let Some(s) = self.handle(&mut buf[..n]) {
-                        let ctx = &s.ctx;
-                        ctx.reader.try_drain(
-                            &ctx.dev,
-                            &ctx.table,
-                            &ctx.counters,
-                            &mut buf,
-                            ANSWERS,
-                        );
-                    }
-                }
+                Ok((n, _)) => self.handle_and_answer(&mut buf, n),
                 Err(e)
                     if matches!(
                         e.kind(),

@@ -429,7 +429,13 @@ async fn admit(svc: &Inner, peer: PeerId, mut stream: Stream) -> bool {
         .links
         .hub
         .as_ref()
-        .and_then(|h| h.register(peer, ctx.clone()));
+        .and_then(|h| {
+            let s = h.register(peer, ctx.clone());
+            if s.is_none() {
+                tracing::warn!(%peer, "no datagram session (no randomness for a key); this peer stays on the stream");
+            }
+            s
+        });
     let mut answer = [0u8; 1 + crate::datagram::OFFER_LEN];
     answer[0] = carrier::ACCEPTED;
     answer[1..].copy_from_slice(&Offer::encode(session.as_ref().map(|s| s.offer())));
