@@ -26,26 +26,6 @@ impl ActorSystem {
             .await
     }
 
-    #[allow(clippy::too_many_arguments)]
-    /// Like [`Self::broadcast`], but stops early: once `enough(replies so far)` is true, it
-    /// keeps collecting only for `grace` more (so competing answers still get in), never
-    /// past `collect`.
-    pub async fn broadcast_until(
-        &self,
-        from_inbox: &str,
-        topic: &str,
-        be: &str,
-        payload: Value,
-        collect: Duration,
-        grace: Duration,
-        mut enough: impl FnMut(&[(Handle, Value)]) -> bool + Send,
-    ) -> Result<Vec<(Handle, Value)>, ActorError> {
-        self.broadcast_with(from_inbox, topic, be, payload, collect, move |r| {
-            enough(r).then_some(grace)
-        })
-        .await
-    }
-
     /// Like [`Self::broadcast`], but after each reply `close(replies so far)` may return
     /// how much longer to collect (`Some(Duration::ZERO)`: stop now). The collection only
     /// ever gets shorter, never past `collect`.
