@@ -5,8 +5,9 @@
 //! ([`Sandbox::network`]), so its network is ready before its first instruction runs.
 //!
 //! The sandbox image needs no registry: its only file is a hand-assembled static x86_64 ELF
-//! (`/pause`, 129 bytes) that loops on the `pause` system call, imported as
-//! `nunet/sandbox:<version>` by [`DockerExecutor::ensure_sandbox_image`]. As PID 1 it ignores
+//! (`/pause`, 129 bytes) that loops on the `pause` system call, loaded as
+//! `nunet/sandbox:<version>` by [`DockerExecutor::ensure_sandbox_image`] from an archive
+//! built in memory, byte for byte the same on every node (`image.rs`). As PID 1 it ignores
 //! SIGTERM, so sandboxes are removed with a forced remove (SIGKILL).
 //!
 //! What it must not do: configure the namespace itself (the subnet crate does), give the
@@ -17,10 +18,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    CreateContainerOptionsBuilder, ImportImageOptionsBuilder, ListContainersOptionsBuilder,
     ListImagesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptions,
 };
 use futures::StreamExt;
+
+mod image;
+pub use image::pause_elf;
 
 use crate::docker::{api_err, is_status};
 use crate::{
@@ -35,8 +39,8 @@ pub const SANDBOX_REPO: &str = "nunet/sandbox";
 /// Sandbox container names are `nunet.sandbox-<name>` (execution containers are
 /// `nunet-<id>`, so the two never collide).
 const NAME_PREFIX: &str = "nunet.sandbox-";
-/// Bumped whenever [`pause_elf`] changes, so nodes import the new image.
-const IMAGE_REVISION: u32 = 1;
+/// Bumped whenever the image changes, so nodes load the new one (2: reproducible load).
+const IMAGE_REVISION: u32 = 2;
 /// Memory limit of a sandbox (dockerd refuses less than 6 MiB).
 const SANDBOX_MEMORY: i64 = 8 << 20;
 
@@ -91,71 +95,22 @@ fn validate_name(name: &str) -> Result<()> {
     }
 }
 
-/// A static x86_64 Linux executable: `loop { pause() }`, one PT_LOAD segment at 0x400000.
-pub fn pause_elf() -> Vec<u8> {
-    const BASE: u64 = 0x40_0000;
-    const EHDR: u16 = 64;
-    const PHDR: u16 = 56;
-    // mov eax, 34 (SYS_pause); syscall; jmp back to the mov.
-    const CODE: [u8; 9] = [0xb8, 34, 0, 0, 0, 0x0f, 0x05, 0xeb, 0xf7];
-    let header_len = u64::from(EHDR + PHDR);
-    let total = header_len + CODE.len() as u64;
-    let mut f = Vec::with_capacity(total as usize);
-    // e_ident: magic, 64-bit, little-endian, version 1, System V ABI, padding.
-    f.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    f.extend_from_slice(&2u16.to_le_bytes()); // e_type: EXEC
-    f.extend_from_slice(&0x3eu16.to_le_bytes()); // e_machine: x86-64
-    f.extend_from_slice(&1u32.to_le_bytes()); // e_version
-    f.extend_from_slice(&(BASE + header_len).to_le_bytes()); // e_entry
-    f.extend_from_slice(&u64::from(EHDR).to_le_bytes()); // e_phoff
-    f.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
-    f.extend_from_slice(&0u32.to_le_bytes()); // e_flags
-    f.extend_from_slice(&EHDR.to_le_bytes()); // e_ehsize
-    f.extend_from_slice(&PHDR.to_le_bytes()); // e_phentsize
-    f.extend_from_slice(&1u16.to_le_bytes()); // e_phnum
-    f.extend_from_slice(&[0; 6]); // e_shentsize, e_shnum, e_shstrndx
-    f.extend_from_slice(&1u32.to_le_bytes()); // p_type: LOAD
-    f.extend_from_slice(&5u32.to_le_bytes()); // p_flags: R + X
-    f.extend_from_slice(&0u64.to_le_bytes()); // p_offset
-    f.extend_from_slice(&BASE.to_le_bytes()); // p_vaddr
-    f.extend_from_slice(&BASE.to_le_bytes()); // p_paddr
-    f.extend_from_slice(&total.to_le_bytes()); // p_filesz
-    f.extend_from_slice(&total.to_le_bytes()); // p_memsz
-    f.extend_from_slice(&0x1000u64.to_le_bytes()); // p_align
-    f.extend_from_slice(&CODE);
-    f
-}
-
-/// A POSIX ustar archive holding one executable file.
-fn tar_with_file(name: &str, data: &[u8]) -> Vec<u8> {
-    let mut h = [0u8; 512];
-    let field = |h: &mut [u8; 512], at: usize, v: &[u8]| h[at..at + v.len()].copy_from_slice(v);
-    field(&mut h, 0, name.as_bytes());
-    field(&mut h, 100, b"0000755\0"); // mode
-    field(&mut h, 108, b"0000000\0"); // uid
-    field(&mut h, 116, b"0000000\0"); // gid
-    field(&mut h, 124, format!("{:011o}\0", data.len()).as_bytes()); // size
-    field(&mut h, 136, b"00000000000\0"); // mtime: fixed, for a reproducible layer
-    field(&mut h, 148, b"        "); // checksum counts as spaces while summing
-    h[156] = b'0'; // regular file
-    field(&mut h, 257, b"ustar\x0000");
-    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
-    field(&mut h, 148, format!("{sum:06o}\0 ").as_bytes());
-    let mut out = h.to_vec();
-    out.extend_from_slice(data);
-    out.resize(out.len().div_ceil(512) * 512, 0);
-    out.extend_from_slice(&[0u8; 1024]); // end of archive
-    out
-}
-
 impl DockerExecutor {
-    /// Imports the sandbox image ([`sandbox_image`]) into dockerd unless it is there already.
+    /// Loads the sandbox image ([`sandbox_image`]) into dockerd unless it is there already.
     /// Fails with [`ExecutorError::Runtime`] when dockerd does not run x86_64 containers.
     pub async fn ensure_sandbox_image(&self) -> Result<String> {
         let image = sandbox_image();
         if self.image_is_local(&image).await? {
             return Ok(image);
         }
+        self.load_sandbox_image().await?;
+        Ok(image)
+    }
+
+    /// Loads the sandbox image whether or not it is there. Every load gives the same image
+    /// id, so loads may run at any time, from any number of processes sharing the dockerd.
+    pub async fn load_sandbox_image(&self) -> Result<()> {
+        let image = sandbox_image();
         let docker = self.client()?;
         let version = self
             .call("version", docker.version())
@@ -167,21 +122,11 @@ impl DockerExecutor {
                 "the network sandbox image is x86_64-only; dockerd runs {arch:?} containers"
             )));
         }
-        let (repo, tag) = image.split_once(':').unwrap_or((&image, "latest"));
-        let opts = CreateImageOptionsBuilder::default()
-            .from_src("-")
-            .repo(repo)
-            .tag(tag)
-            .changes(vec![
-                r#"CMD ["/pause"]"#.to_string(),
-                format!("LABEL {LABEL_SANDBOX}=1"),
-            ])
-            .build();
-        let tar = tar_with_file("pause", &pause_elf());
-        let body = bollard::body_full(tar.into());
+        let archive = image::archive(&image, LABEL_SANDBOX);
+        let opts = ImportImageOptionsBuilder::default().quiet(true).build();
         let timeout = self.config().timeout;
-        with_deadline("sandbox image import", timeout, async {
-            let mut progress = docker.create_image(Some(opts), Some(body), None);
+        with_deadline("sandbox image load", timeout, async {
+            let mut progress = docker.import_image(opts, bollard::body_full(archive.into()), None);
             while let Some(item) = progress.next().await {
                 item.map_err(api_err)?;
             }
@@ -189,11 +134,12 @@ impl DockerExecutor {
         })
         .await?;
         self.prune_sandbox_images(&image).await;
-        Ok(image)
+        Ok(())
     }
 
-    /// Removes sandbox images other than `keep`: older revisions, and the untagged copies
-    /// that concurrent imports leave (each import gets a new id; the tag moves to the last).
+    /// Removes sandbox images other than `keep`: older revisions (and the untagged copies
+    /// that revision 1's `docker import` left). Loads of one revision all give the same
+    /// image, so this never removes the image a concurrent start is using.
     /// Images still used by a container stay; errors are ignored.
     async fn prune_sandbox_images(&self, keep: &str) {
         let Ok(docker) = self.client() else { return };
@@ -275,7 +221,7 @@ impl DockerExecutor {
             )
             .await?;
         if matches!(&created, Err(e) if is_status(e, 404)) {
-            // Another process's prune removed the copy the tag named a moment ago.
+            // A node of another version pruned this revision a moment ago.
             self.ensure_sandbox_image().await?;
             created = self
                 .call("sandbox create", docker.create_container(Some(opts), body))
@@ -411,28 +357,6 @@ pub fn sandbox_name(container_name: &str) -> Option<&str> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_pause_binary_is_a_small_static_elf() {
-        let elf = pause_elf();
-        assert_eq!(elf.len(), 129);
-        assert_eq!(&elf[..4], b"\x7fELF");
-        let entry = u64::from_le_bytes(elf[24..32].try_into().unwrap());
-        assert_eq!(entry, 0x40_0000 + 120);
-        assert_eq!(elf[120], 0xb8, "entry point is the mov");
-    }
-
-    #[test]
-    fn the_tar_holds_the_file_with_a_valid_checksum() {
-        let t = tar_with_file("pause", b"abc");
-        assert_eq!(t.len(), 512 * 2 + 1024);
-        assert_eq!(&t[..5], b"pause");
-        assert_eq!(&t[512..515], b"abc");
-        let stored = u32::from_str_radix(std::str::from_utf8(&t[148..154]).unwrap(), 8).unwrap();
-        let mut h = t[..512].to_vec();
-        h[148..156].copy_from_slice(b"        ");
-        assert_eq!(stored, h.iter().map(|b| u32::from(*b)).sum::<u32>());
-    }
 
     #[test]
     fn names_map_both_ways() {

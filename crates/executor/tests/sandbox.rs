@@ -253,3 +253,46 @@ async fn bad_sandbox_names_are_refused() {
         ));
     }
 }
+
+fn sandbox_image_id() -> String {
+    tool(Command::new("docker").args(["image", "inspect", "-f", "{{.Id}}", &sandbox_image()]))
+        .trim()
+        .to_string()
+}
+
+/// Several daemons sharing one dockerd may load the image while others start sandboxes
+/// from it: every load gives the same image, so no start fails and no copy is left over.
+#[tokio::test]
+async fn concurrent_loads_give_one_image_and_never_break_a_start() {
+    let ex = executor("sb-load").await;
+    ex.ensure_sandbox_image().await.unwrap();
+    let before = sandbox_image_id();
+    let names: Vec<String> = (0..4).map(|i| unique(&format!("load-{i}"))).collect();
+    let _guard = Cleanup(names.iter().map(|n| sandbox_container_name(n)).collect());
+    let loads = (0..4).map(|_| ex.load_sandbox_image());
+    let starts = names.iter().map(|n| ex.start_sandbox(n, BTreeMap::new()));
+    let (loaded, started) = tokio::join!(
+        futures::future::join_all(loads),
+        futures::future::join_all(starts)
+    );
+    for r in loaded {
+        r.unwrap();
+    }
+    for s in started {
+        assert!(s.unwrap().pid > 0);
+    }
+    assert_eq!(sandbox_image_id(), before);
+    let images = tool(Command::new("docker").args([
+        "images",
+        "-a",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &format!("label={LABEL_SANDBOX}=1"),
+    ]));
+    let ids: std::collections::BTreeSet<&str> = images.lines().collect();
+    assert_eq!(ids.into_iter().collect::<Vec<_>>(), vec![before.as_str()]);
+    for n in &names {
+        ex.remove_sandbox(n).await.unwrap();
+    }
+}
