@@ -78,6 +78,8 @@ allocations:
 nodes:
   solo:
     allocations: [other]
+subnet:
+  join: true
 "#;
 
 #[test]
@@ -175,6 +177,14 @@ fn containers_on_different_hosts_talk_by_internal_name_and_ensembles_are_isolate
 
     // Another ensemble cannot reach it, by address or by name.
     let b = dn.deploy(OTHER, "b.yaml");
+    // `subnet.join` is not built yet: the deployment says so rather than ignoring it.
+    let st = dn.json(1, &["deployment", "status", &b, "--json"]);
+    assert!(
+        st["notes"].as_array().is_some_and(|n| n.iter().any(|n| n
+            .as_str()
+            .is_some_and(|n| n.contains("`subnet.join` is not supported")))),
+        "{st}"
+    );
     let other = container(&b, "other");
     let (ok, out) = exec(&other, &["ping", "-c", "1", "-W", "2", &web_ip]);
     assert!(!ok, "a foreign ensemble reached {web_ip}: {out}");

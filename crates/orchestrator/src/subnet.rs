@@ -148,7 +148,20 @@ impl crate::engine::Engine {
                 }
             }
         }
+        // NuNet's `subnet.join` gives the orchestrating node an address on the ensemble
+        // network. Not built here yet: say so instead of ignoring the key.
+        let join_note = rec.ensemble.subnet_join.then(|| {
+            "subnet: `subnet.join` is not supported yet: the orchestrating node gets no \
+             address on the ensemble network; reach the allocations through their public ports"
+                .to_string()
+        });
         if members.is_empty() {
+            if let Some(note) = join_note {
+                self.update(|r| {
+                    r.notes.retain(|n| !n.starts_with("subnet"));
+                    r.notes.push(note);
+                });
+            }
             return Ok(());
         }
         let avoid: Vec<String> = assign
@@ -202,6 +215,7 @@ impl crate::engine::Engine {
                 }
             }
             r.notes.retain(|n| !n.starts_with("subnet"));
+            r.notes.extend(join_note);
             for (peer, reason) in &off {
                 r.notes.push(format!(
                     "subnet: not on {peer} ({reason}); its allocations are not on the ensemble network"
@@ -209,7 +223,7 @@ impl crate::engine::Engine {
             }
             if !off_subnet.is_empty() {
                 r.notes.push(format!(
-                    "subnet: {} not attached (only Docker and microVM allocations join the ensemble network; WASI preview 1 has no sockets)",
+                    "subnet: {} not attached (only Docker and microVM allocations join the ensemble network; WASM guests get no sockets)",
                     off_subnet.join(", ")
                 ));
             }
