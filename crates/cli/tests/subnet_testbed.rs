@@ -13,37 +13,8 @@ mod netns_support;
 use std::process::Command;
 
 use deploy_support::text;
-use netns_support::NsDevnet;
+use netns_support::{NsDevnet, container, exec};
 use serde_json::Value;
-
-fn container(ensemble: &str, alloc: &str) -> String {
-    let o = Command::new("docker")
-        .args([
-            "ps",
-            "-q",
-            "--filter",
-            &format!("label=nunet.ensemble={ensemble}"),
-            "--filter",
-            &format!("label=nunet.allocation={alloc}"),
-        ])
-        .output()
-        .unwrap();
-    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
-    assert!(
-        !id.is_empty(),
-        "no running container for {alloc} of {ensemble}"
-    );
-    id
-}
-
-fn exec(container: &str, cmd: &[&str]) -> (bool, String) {
-    let o = Command::new("docker")
-        .args(["exec", container])
-        .args(cmd)
-        .output()
-        .unwrap();
-    (o.status.success(), text(&o))
-}
 
 /// `GET /` on port 8080 of `host` from inside `container`, with busybox `nc`.
 fn http_get(container: &str, host: &str) -> (bool, String) {

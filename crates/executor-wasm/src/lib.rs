@@ -2,14 +2,18 @@
 //! run by wasmtime behind the same [`Executor`] trait as containers and VMs. Modules come from
 //! a path, an URL or inline bytes (checked against an optional sha256), are compiled once and
 //! cached by hash; each run gets args, env, preopened dirs, stdout/stderr log files, a memory
-//! limit and a CPU budget (fuel, or running time through epoch interruption).
+//! limit and a CPU budget (fuel, or running time through epoch interruption). A preview 2
+//! component whose spec names a network namespace ([`NetworkAttachment::Namespace`]) runs on
+//! a thread inside it and may use `wasi:sockets` there; without one it has no sockets.
 //!
-//! What this crate must not do: give a guest any host access beyond its preopened dirs and
-//! its two log files (no inherited env, stdio or network), block the async runtime (instances
+//! What this crate must not do: give a guest any host access beyond its preopened dirs, its
+//! two log files and sockets inside the namespace its spec names (no inherited env or stdio,
+//! never the host's own network, no name lookups), block the async runtime (instances
 //! run on their own threads), or outlive the process: instances run in-process, so `list`
 //! reports this process's runs only and there is nothing to adopt after a restart.
 
 mod module;
+mod netns;
 mod run;
 
 use std::collections::{BTreeMap, HashMap};
@@ -21,7 +25,8 @@ use std::time::Duration;
 use futures::stream;
 use nunet_executor::{
     ExecutionInfo, ExecutionSpec, ExecutionState, Executor, ExecutorError, ExecutorKind,
-    ExecutorStatus, ExitStatus, LogOptions, LogSource, LogStream, Result, Workload, logs,
+    ExecutorStatus, ExitStatus, LogOptions, LogSource, LogStream, NetworkAttachment, Result,
+    Workload, logs,
 };
 use tokio::sync::watch;
 
@@ -62,6 +67,8 @@ struct RunRecord {
     labels: BTreeMap<String, String>,
     dir: PathBuf,
     control: Arc<Control>,
+    /// The network namespace the instance runs in, when it has one.
+    netns: Option<std::fs::File>,
     exit: watch::Sender<Option<ExitStatus>>,
 }
 
@@ -231,6 +238,17 @@ impl Executor for WasmExecutor {
         if self.table().contains_key(&spec.id) {
             return Err(ExecutorError::AlreadyExists(spec.id.clone()));
         }
+        let netns = match &spec.network {
+            NetworkAttachment::None | NetworkAttachment::Default => None,
+            NetworkAttachment::Namespace(p) => Some(std::fs::File::open(p).map_err(|e| {
+                ExecutorError::InvalidSpec(format!("network namespace {}: {e}", p.display()))
+            })?),
+            other => {
+                return Err(ExecutorError::InvalidSpec(format!(
+                    "a WASM instance has no network or a network namespace path, not {other:?}"
+                )));
+            }
+        };
         let prepared = self.compile(spec).await?;
         let dir = self.config.state_dir.join("runs").join(&spec.id);
         std::fs::create_dir_all(&dir)?;
@@ -265,11 +283,16 @@ impl Executor for WasmExecutor {
             memory,
             cpu: spec.resources.cpu_time,
             control: control.clone(),
+            netns: match &netns {
+                Some(f) => Some(f.try_clone()?),
+                None => None,
+            },
         };
         let record = Arc::new(RunRecord {
             labels: spec.runtime_labels(&self.config.node, ExecutorKind::Wasm),
             dir,
             control,
+            netns,
             exit: watch::Sender::new(None),
         });
         {
@@ -327,11 +350,25 @@ impl Executor for WasmExecutor {
             return Ok(());
         }
         // WASM has no signal to ask nicely with: interrupt at the next epoch tick. A guest
-        // blocked in a host call is interrupted when that call returns.
+        // blocked in a host call is interrupted when that call returns; for networked guests,
+        // shutting their sockets down makes blocked socket calls return (again every 100 ms,
+        // for a guest that opens new ones meanwhile).
         r.control.stop.store(true, Ordering::SeqCst);
         let mut rx = r.exit.subscribe();
         let limit = grace.max(Duration::from_secs(5));
-        match tokio::time::timeout(limit, rx.wait_for(Option::is_some)).await {
+        let ended = async {
+            loop {
+                if let Some(ns) = &r.netns {
+                    netns::shutdown_sockets_in(ns);
+                }
+                let wait =
+                    tokio::time::timeout(Duration::from_millis(100), rx.wait_for(Option::is_some));
+                if wait.await.is_ok() {
+                    return;
+                }
+            }
+        };
+        match tokio::time::timeout(limit, ended).await {
             Ok(_) => Ok(()),
             Err(_) => Err(ExecutorError::Timeout {
                 what: format!("wasm instance {id} to stop (blocked in a host call)"),

@@ -95,6 +95,8 @@ pub(crate) struct Job {
     pub(crate) memory: Option<usize>,
     pub(crate) cpu: Option<CpuBudget>,
     pub(crate) control: Arc<Control>,
+    /// The network namespace to run in: the guest may then use sockets (there only).
+    pub(crate) netns: Option<File>,
 }
 
 fn wasi_builder(job: &Job) -> wasmtime::Result<WasiCtxBuilder> {
@@ -110,6 +112,12 @@ fn wasi_builder(job: &Job) -> wasmtime::Result<WasiCtxBuilder> {
             FsPerms::ReadWrite
         };
         b.preopened_dir(host, guest, perms)?;
+    }
+    if job.netns.is_some() {
+        // The thread runs in the allocation's own namespace: any address there is fine (TCP
+        // and UDP are off by default). Name lookups stay off: they would run on other
+        // threads, in the host's namespace.
+        b.inherit_network().allow_tcp(true).allow_udp(true);
     }
     Ok(b)
 }
@@ -172,6 +180,14 @@ fn classify(result: wasmtime::Result<i32>, control: &Control) -> ExitStatus {
 /// Instantiates and runs the job to its end, on the calling thread.
 pub(crate) fn execute(engine: &Engine, job: Job) -> ExitStatus {
     let control = job.control.clone();
+    if let Some(ns) = &job.netns
+        && let Err(e) = crate::netns::enter(ns)
+    {
+        return ExitStatus {
+            code: None,
+            reason: ExitReason::Failed(e),
+        };
+    }
     let result = (|| -> wasmtime::Result<i32> {
         let limits = Limits {
             memory: job.memory,

@@ -273,6 +273,11 @@ impl DockerExecutor {
                     "TAP attachment is for VMs, not containers".into(),
                 ));
             }
+            NetworkAttachment::Namespace(_) => {
+                return Err(ExecutorError::InvalidSpec(
+                    "a namespace path is for WASM instances; a container joins another container's namespace with a named network `container:<name>`".into(),
+                ));
+            }
         };
         let mut exposed = Vec::new();
         if !spec.ports.is_empty() {

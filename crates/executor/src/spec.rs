@@ -230,6 +230,10 @@ pub enum NetworkAttachment {
         /// Guest MAC address; generated from the id when missing.
         mac: Option<String>,
     },
+    /// A network namespace the caller prepared, named by a file such as
+    /// `/proc/<pid>/task/<tid>/ns/net`. For WASM instances (threads of this process): the
+    /// instance thread enters it, and the guest's sockets are created there.
+    Namespace(std::path::PathBuf),
 }
 
 /// One forwarded port.

@@ -20,13 +20,15 @@ use nunet_executor::{DockerExecutor, ExecutionSpec, Mount};
 use nunet_network::PeerId;
 use nunet_orchestrator::subnet::SubnetPlan;
 use nunet_subnet::{
-    Attachment, DnsResponder, EnsembleNet, Host, PortMap, Proto, Records, SubnetService,
-    SubnetSpec, plan,
+    Attachment, DnsResponder, EnsembleNet, Host, NetnsHolder, PortMap, Proto, Records,
+    SubnetService, SubnetSpec, plan,
 };
 
-/// TAP attachment of microVM allocations.
 mod report;
+/// TAP attachment of microVM allocations.
 mod vm;
+/// Network namespaces for WASM allocations.
+mod wasm;
 pub use report::register;
 
 /// MTU of the ensemble network (NuNet's).
@@ -41,8 +43,10 @@ struct Ensemble {
     dns: Option<DnsResponder>,
     records: Records,
     ports: PortMap,
-    /// allocation id → (attachment, sandbox name; empty for a VM's TAP).
+    /// allocation id → (attachment, sandbox name; empty for a VM's TAP or a WASM namespace).
     attached: HashMap<String, (Attachment, String)>,
+    /// allocation id → the namespace of a WASM allocation (dropping it ends the namespace).
+    netns: HashMap<String, NetnsHolder>,
 }
 
 impl Ensemble {
@@ -293,6 +297,7 @@ impl NodeSubnets {
                 records,
                 ports,
                 attached: HashMap::new(),
+                netns: HashMap::new(),
             },
         );
         Ok(())
@@ -404,6 +409,7 @@ impl NodeSubnets {
             if let Err(x) = blocking(move || n.detach(&att).map_err(err)).await {
                 tracing::warn!(ensemble, alloc, "detaching: {x}");
             }
+            e.netns.remove(alloc);
             if let Some(d) = self.docker.as_ref().filter(|_| !sandbox.is_empty())
                 && let Err(x) = d.remove_sandbox(&sandbox).await
             {

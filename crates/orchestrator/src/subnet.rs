@@ -104,7 +104,7 @@ pub fn plan(
 const SUBNET_CREATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl crate::engine::Engine {
-    /// Plans the subnet of the Docker and microVM allocations and has every provider that hosts one build
+    /// Plans the subnet of the Docker, microVM and WASM allocations and has every provider that hosts one build
     /// it, before anything starts. A provider with subnets off answers so and its allocations
     /// stay unconnected (said in the deployment's notes); a provider that fails is excluded
     /// from the next round.
@@ -128,8 +128,9 @@ impl crate::engine::Engine {
                     continue;
                 };
                 let id = crate::protocol::allocation_id(&rec.id, node, name);
-                // Containers (veth) and microVMs (TAP) are attached; WASM has no sockets.
-                if !matches!(a.execution.executor(), "docker" | "firecracker") {
+                // Containers (sandbox namespace), microVMs (TAP) and WASM instances (a
+                // namespace their thread enters) are attached.
+                if !matches!(a.execution.executor(), "docker" | "firecracker" | "wasm") {
                     off_subnet.push(name.clone());
                     continue;
                 }
@@ -223,7 +224,7 @@ impl crate::engine::Engine {
             }
             if !off_subnet.is_empty() {
                 r.notes.push(format!(
-                    "subnet: {} not attached (only Docker and microVM allocations join the ensemble network; WASM guests get no sockets)",
+                    "subnet: {} not attached (only Docker, microVM and WASM allocations join the ensemble network)",
                     off_subnet.join(", ")
                 ));
             }

@@ -21,6 +21,7 @@ mod cleanup;
 mod cmd;
 pub mod error;
 pub(crate) mod iptables;
+mod netns;
 mod tap;
 
 use std::net::Ipv4Addr;
@@ -30,6 +31,7 @@ use ipnet::Ipv4Net;
 pub use cleanup::{CleanupReport, cleanup_stale};
 pub use cmd::Host;
 pub use error::HostError;
+pub use netns::NetnsHolder;
 pub use tap::guest_ip_arg;
 
 use crate::plan::{self, Names, PRIO_IIF, PRIO_TO};

@@ -42,6 +42,7 @@ pub mod plan;
 /// Public port mapping (DNAT) to allocation addresses.
 pub mod portmap;
 pub use host::{
-    Attachment, CleanupReport, EnsembleNet, Host, HostError, cleanup_stale, guest_ip_arg,
+    Attachment, CleanupReport, EnsembleNet, Host, HostError, NetnsHolder, cleanup_stale,
+    guest_ip_arg,
 };
 pub use portmap::{PortMap, PortMapping, Proto};

@@ -243,3 +243,34 @@ pub fn in_ns(ns: &str, cmd: &[&str]) -> String {
         .unwrap();
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// The running container of allocation `alloc` (by name) of ensemble `ensemble`.
+pub fn container(ensemble: &str, alloc: &str) -> String {
+    let o = Command::new("docker")
+        .args([
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=nunet.ensemble={ensemble}"),
+            "--filter",
+            &format!("label=nunet.allocation={alloc}"),
+        ])
+        .output()
+        .unwrap();
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(
+        !id.is_empty(),
+        "no running container for {alloc} of {ensemble}"
+    );
+    id
+}
+
+/// `docker exec container cmd…`: (success, stdout + stderr).
+pub fn exec(container: &str, cmd: &[&str]) -> (bool, String) {
+    let o = Command::new("docker")
+        .args(["exec", container])
+        .args(cmd)
+        .output()
+        .unwrap();
+    (o.status.success(), text(&o))
+}

@@ -221,7 +221,10 @@ pub fn qemu_args(l: &QemuLaunch<'_>) -> Vec<String> {
     }
     let nic = format!("virtio-net-device,netdev=n0,mac={}", l.mac);
     match l.network {
-        NetworkAttachment::None | NetworkAttachment::Host | NetworkAttachment::Named(_) => {}
+        NetworkAttachment::None
+        | NetworkAttachment::Host
+        | NetworkAttachment::Named(_)
+        | NetworkAttachment::Namespace(_) => {}
         NetworkAttachment::Default => {
             let mut netdev = "user,id=n0".to_string();
             for p in l.ports {

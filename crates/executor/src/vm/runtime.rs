@@ -34,7 +34,7 @@ pub(super) fn check_files(spec: &ExecutionSpec) -> Result<&VmWorkload> {
     }
     if matches!(
         spec.network,
-        NetworkAttachment::Host | NetworkAttachment::Named(_)
+        NetworkAttachment::Host | NetworkAttachment::Named(_) | NetworkAttachment::Namespace(_)
     ) {
         return Err(ExecutorError::InvalidSpec(
             "VMs attach to no network, the VMM's user-mode network (default) or a TAP device"

@@ -91,7 +91,10 @@ impl Provider {
                     Execution::Firecracker(_) => {
                         self.subnets.attach_vm(&rec.ensemble_id, &mut spec).await
                     }
-                    _ => Ok(false),
+                    Execution::Wasm(_) => {
+                        self.subnets.attach_wasm(&rec.ensemble_id, &mut spec).await
+                    }
+                    Execution::Null => Ok(false),
                 }
                 .map_err(failed)?;
                 if let Err(e) = exec.start(&spec).await {

@@ -36,6 +36,9 @@ pub enum HostError {
     /// An argument is unusable (address outside the network, wrong interface name, …).
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// A network namespace could not be created or entered.
+    #[error("network namespace: {0}")]
+    Netns(String),
     /// Something we would create already exists for another owner (hash collision, port in use).
     #[error("conflict: {0}")]
     Conflict(String),
