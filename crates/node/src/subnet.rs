@@ -2,7 +2,8 @@
 //! TUN device and data path ([`SubnetService`]), host routes and firewall rules
 //! ([`EnsembleNet`]), a `.internal` DNS responder on the gateway, public port forwards, and,
 //! per Docker allocation, a network sandbox container whose namespace gets the allocation's
-//! address before the workload starts. Plans are kept under `<data_dir>/subnet/` so that a
+//! address before the workload starts (a TAP for microVMs, `vm.rs`; a thread-held namespace
+//! for WASM instances, `wasm.rs`). Plans are kept under `<data_dir>/subnet/` so that a
 //! restarted daemon rebuilds the subnets of the allocations it still runs and removes the
 //! rest (including anything a crashed daemon left behind).
 //!

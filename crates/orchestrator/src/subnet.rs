@@ -104,10 +104,10 @@ pub fn plan(
 const SUBNET_CREATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl crate::engine::Engine {
-    /// Plans the subnet of the Docker, microVM and WASM allocations and has every provider that hosts one build
-    /// it, before anything starts. A provider with subnets off answers so and its allocations
-    /// stay unconnected (said in the deployment's notes); a provider that fails is excluded
-    /// from the next round.
+    /// Plans the subnet of the Docker, microVM and WASM allocations and has every provider
+    /// that hosts one build it, before anything starts. A provider with subnets off answers so
+    /// and its allocations stay unconnected (said in the deployment's notes); a provider that
+    /// fails is excluded from the next round.
     pub(crate) async fn provision_subnet(
         &self,
         assign: &crate::engine::Assignment,
