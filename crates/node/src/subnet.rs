@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use ipnet::Ipv4Net;
 use nunet_executor::{DockerExecutor, ExecutionSpec, Mount};
 use nunet_network::PeerId;
-use nunet_orchestrator::subnet::SubnetPlan;
+use nunet_orchestrator::subnet::{SubnetMember, SubnetPlan};
 use nunet_subnet::{
     Attachment, DnsResponder, EnsembleNet, Host, NetnsHolder, PortMap, Proto, Records,
     SubnetService, SubnetSpec, plan,
@@ -51,6 +51,18 @@ struct Ensemble {
 }
 
 impl Ensemble {
+    /// The plan's member `alloc`, once an attachment it still has (a start that is retried)
+    /// is removed. `None` when the plan gives it no address.
+    async fn fresh_member(&mut self, alloc: &str) -> Option<SubnetMember> {
+        let member = self.plan.member(alloc).cloned()?;
+        if let Some((att, _)) = self.attached.remove(alloc) {
+            let n = self.net.clone();
+            let _ = blocking(move || n.detach(&att).map_err(err)).await;
+        }
+        self.netns.remove(alloc);
+        Some(member)
+    }
+
     /// Adds the plan's public port forwards of allocation `alloc` to `ip`; on a failure the
     /// ones already added are removed again and the error names the port.
     fn forward_ports(&mut self, alloc: &str, ip: Ipv4Addr) -> Result<(), String> {

@@ -30,14 +30,9 @@ impl NodeSubnets {
         let Some(e) = ens.get_mut(ensemble) else {
             return Ok(false);
         };
-        let Some(member) = e.plan.member(&spec.id).cloned() else {
+        let Some(member) = e.fresh_member(&spec.id).await else {
             return Ok(false);
         };
-        if let Some((att, _)) = e.attached.remove(&spec.id) {
-            let n = e.net.clone();
-            let _ = blocking(move || n.detach(&att).map_err(err)).await;
-        }
-        e.netns.remove(&spec.id);
         let n = e.net.clone();
         let (holder, att) = blocking(move || {
             let holder = NetnsHolder::new().map_err(err)?;
