@@ -92,7 +92,14 @@ impl Provider {
                         self.subnets.attach_vm(&rec.ensemble_id, &mut spec).await
                     }
                     Execution::Wasm(_) => {
-                        self.subnets.attach_wasm(&rec.ensemble_id, &mut spec).await
+                        let on = self.subnets.attach_wasm(&rec.ensemble_id, &mut spec).await;
+                        if matches!(on, Ok(false)) && !rec.ports.is_empty() {
+                            return Err(failed(
+                                "public ports of a WASM allocation are forwarded to its address \
+                                 on the ensemble subnet, and this provider has no subnet for it",
+                            ));
+                        }
+                        on
                     }
                     Execution::Null => Ok(false),
                 }

@@ -54,7 +54,7 @@ pub(super) fn spec_of(rec: &AllocRecord) -> Result<ExecutionSpec, ActorError> {
             }
             s
         }
-        Execution::Wasm(w) => {
+        Execution::Wasm(w) if rec.provision.is_empty() => {
             let module = if w.module.starts_with("https://") || w.module.starts_with("http://") {
                 ModuleSource::Url(w.module.clone())
             } else {
@@ -87,9 +87,15 @@ pub(super) fn spec_of(rec: &AllocRecord) -> Result<ExecutionSpec, ActorError> {
             s.resources.memory_bytes = rec.resources.ram.size;
             s
         }
-        _ if !rec.provision.is_empty() || !rec.ports.is_empty() => {
+        _ if !rec.provision.is_empty() => {
             return Err(failed(format!(
-                "provision scripts and static ports need a docker allocation, not {}",
+                "provision scripts need a docker allocation, not {}",
+                rec.execution.executor()
+            )));
+        }
+        _ if !rec.ports.is_empty() => {
+            return Err(failed(format!(
+                "static ports need a docker or WASM allocation, not {}",
                 rec.execution.executor()
             )));
         }

@@ -2,7 +2,8 @@
 //! network is a namespace held by a parked thread ([`NetnsHolder`]), attached like a
 //! container's sandbox (veth, the allocation's address, routes to the gateway). The instance
 //! thread enters it, and a preview 2 component's `wasi:sockets` work there: it reaches the
-//! other allocations of its ensemble and nothing on the host. Taking it off the subnet is
+//! other allocations of its ensemble and nothing on the host. Its public ports are forwarded
+//! to its address like a container's. Taking it off the subnet is
 //! [`NodeSubnets::detach`], which also ends the holder.
 //!
 //! It must not start the instance, and must not leave a namespace or veth behind when it
@@ -15,7 +16,8 @@ use super::{NodeSubnets, blocking, err};
 
 impl NodeSubnets {
     /// Puts a WASM allocation on its ensemble's subnet before it starts: a fresh network
-    /// namespace gets the allocation's address and routes, and `spec.network` names it.
+    /// namespace gets the allocation's address and routes, its public ports are forwarded to
+    /// it, and `spec.network` names it.
     /// Returns `false` (spec untouched) when the ensemble has no subnet here or the
     /// allocation no address.
     pub async fn attach_wasm(
@@ -41,6 +43,11 @@ impl NodeSubnets {
         })
         .await
         .map_err(|x| format!("attaching {} to the subnet: {x}", member.ip))?;
+        if let Err(x) = e.forward_ports(&spec.id, member.ip) {
+            let n = e.net.clone();
+            let _ = blocking(move || n.detach(&att).map_err(err)).await;
+            return Err(x);
+        }
         spec.network = NetworkAttachment::Namespace(holder.path());
         tracing::info!(ensemble, allocation = %spec.id, ip = %member.ip, "WASM instance attached to the ensemble subnet");
         // No sandbox container: the empty name tells `detach` there is none to remove.
