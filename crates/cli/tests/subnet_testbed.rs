@@ -2,8 +2,10 @@
 //! real daemons in three namespaces on a bridged LAN; an ensemble with a busybox `httpd` on one
 //! node and a client on another gets one subnet, and from inside the client container `ping`
 //! and an HTTP GET by `.internal` name reach the web container across nodes. A container of a
-//! second ensemble cannot reach the first one. After shutdown no interface, route, rule or
-//! firewall chain of ours is left in any node namespace. Needs root, iproute2, iptables and
+//! second ensemble cannot reach the first one. With `subnet.join` the orchestrating node's
+//! host reaches the allocations itself (also after it crashed and restarted), and they cannot
+//! open connections to it. After shutdown no interface, route, rule or firewall chain of ours
+//! is left in any node namespace. Needs root, iproute2, iptables and
 //! dockerd with the local image `nunet-test/busybox:latest` (`.ci/install-runtimes.sh`).
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -15,6 +17,19 @@ use std::process::Command;
 use deploy_support::text;
 use netns_support::{NsDevnet, container, exec};
 use serde_json::Value;
+
+/// The address of `eth0` in `container`.
+fn address_of(container: &str) -> String {
+    let (_, out) = exec(container, &["ip", "-4", "-o", "addr", "show", "eth0"]);
+    out.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{container} has no eth0 address: {out}"))
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
 
 /// `GET /` on port 8080 of `host` from inside `container`, with busybox `nc`.
 fn http_get(container: &str, host: &str) -> (bool, String) {
@@ -57,7 +72,11 @@ subnet:
 fn containers_on_different_hosts_talk_by_internal_name_and_ensembles_are_isolated() {
     let dn = NsDevnet::up(3);
     dn.onboard_all();
-    let a = dn.deploy(WEB_AND_CLIENT, "a.yaml");
+    // NuNet's `subnet.join`: the orchestrating node (node-1) gets an address too.
+    let a = dn.deploy(
+        &format!("{WEB_AND_CLIENT}subnet:\n  join: true\n"),
+        "a.yaml",
+    );
     let client = container(&a, "client");
     let web = container(&a, "web");
 
@@ -82,16 +101,7 @@ fn containers_on_different_hosts_talk_by_internal_name_and_ensembles_are_isolate
     );
 
     // The web container's address, as the client resolved it.
-    let (_, ip_out) = exec(&web, &["ip", "-4", "-o", "addr", "show", "eth0"]);
-    let web_ip = ip_out
-        .split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .unwrap_or_else(|| panic!("web has no eth0 address: {ip_out}"))
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let web_ip = address_of(&web);
     assert!(web_ip.starts_with("10."), "{web_ip}");
 
     // The public port of `front` is forwarded on its provider: reachable from another host.
@@ -148,14 +158,6 @@ fn containers_on_different_hosts_talk_by_internal_name_and_ensembles_are_isolate
 
     // Another ensemble cannot reach it, by address or by name.
     let b = dn.deploy(OTHER, "b.yaml");
-    // `subnet.join` is not built yet: the deployment says so rather than ignoring it.
-    let st = dn.json(1, &["deployment", "status", &b, "--json"]);
-    assert!(
-        st["notes"].as_array().is_some_and(|n| n.iter().any(|n| n
-            .as_str()
-            .is_some_and(|n| n.contains("`subnet.join` is not supported")))),
-        "{st}"
-    );
     let other = container(&b, "other");
     let (ok, out) = exec(&other, &["ping", "-c", "1", "-W", "2", &web_ip]);
     assert!(!ok, "a foreign ensemble reached {web_ip}: {out}");
@@ -166,6 +168,46 @@ fn containers_on_different_hosts_talk_by_internal_name_and_ensembles_are_isolate
     );
     let (ok, _) = exec(&other, &["nslookup", "web.internal"]);
     assert!(!ok, "a foreign ensemble resolved web.internal");
+
+    // `subnet.join`: node-1's host, which orchestrates both, has an address in each and
+    // reaches their allocations directly; the allocations cannot open connections to it.
+    let orchestrator = &dn.netns[0];
+    let page = http_from_ns(orchestrator, &web_ip, 8080);
+    assert!(
+        page.contains("hello-subnet"),
+        "GET {web_ip}:8080 from the orchestrating node: {page}"
+    );
+    let other_ip = address_of(&other);
+    let ping = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            orchestrator,
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "3",
+            &other_ip,
+        ])
+        .output()
+        .unwrap();
+    assert!(ping.status.success(), "{}", text(&ping));
+    let st = dn.json(1, &["deployment", "status", &b, "--json"]);
+    let joined = st["notes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_str())
+        .find_map(|n| n.strip_prefix("subnet: this node is on the ensemble network as "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no join note: {st}"))
+        .to_string();
+    let (ok, out) = exec(&other, &["ping", "-c", "1", "-W", "2", &joined]);
+    assert!(
+        !ok,
+        "an allocation opened a connection to the orchestrating node: {out}"
+    );
 
     for id in [&a, &b] {
         let (code, out) = dn.run(1, &["deployment", "shutdown", id]);

@@ -167,7 +167,7 @@ impl Node {
             opts.key.clone(),
             resources.clone(),
             executors,
-            subnets,
+            subnets.clone(),
             network.clone(),
             cfg,
         );
@@ -175,7 +175,7 @@ impl Node {
         provider
             .register()
             .map_err(|e| NodeError::Behaviors(e.to_string()))?;
-        crate::deployment::orchestrator(&system, resources.clone())
+        crate::deployment::orchestrator(&system, resources.clone(), subnets)
             .map_err(|e| NodeError::Behaviors(e.to_string()))?;
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = vec![

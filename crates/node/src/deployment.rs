@@ -489,6 +489,7 @@ fn record(req: &AllocateRequest, a: &AllocationRequest) -> AllocRecord {
 pub fn orchestrator(
     system: &ActorSystem,
     resources: SharedManager,
+    subnets: Arc<crate::subnet::NodeSubnets>,
 ) -> Result<nunet_orchestrator::Deployments, ActorError> {
     let m = resources.clone();
     let persist: nunet_orchestrator::PersistFn = Arc::new(move |d| {
@@ -504,7 +505,15 @@ pub fn orchestrator(
             tracing::error!(deployment = %d.id, error = %e, "could not persist deployment");
         }
     });
-    let deployments = nunet_orchestrator::Deployments::new(system.clone(), persist);
+    let join = crate::subnet::JoinHook {
+        subnets,
+        local: system
+            .peer_id()
+            .parse()
+            .map_err(|e| failed(format!("this node's peer id: {e}")))?,
+    };
+    let deployments = nunet_orchestrator::Deployments::new(system.clone(), persist)
+        .with_local_subnet(Arc::new(join));
     let saved: Vec<nunet_orchestrator::Deployment> = resources
         .lock()
         .map_err(|_| failed("resource manager poisoned"))?

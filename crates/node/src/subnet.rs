@@ -25,11 +25,14 @@ use nunet_subnet::{
     SubnetService, SubnetSpec, plan,
 };
 
+/// `subnet.join`: this node's own address on an ensemble it orchestrates.
+mod join;
 mod report;
 /// TAP attachment of microVM allocations.
 mod vm;
 /// Network namespaces for WASM allocations.
 mod wasm;
+pub use join::JoinHook;
 pub use report::register;
 
 /// MTU of the ensemble network (NuNet's).
@@ -519,7 +522,16 @@ impl NodeSubnets {
         for p in saved {
             if keep.contains(&p.ensemble_id) {
                 let id = p.ensemble_id.clone();
-                if let Err(x) = self.create(p, local).await {
+                let joined = p.members.iter().any(|m| {
+                    m.allocation == nunet_orchestrator::subnet::JOIN_ALLOCATION
+                        && m.peer == local.to_string()
+                });
+                let restored = if joined {
+                    self.join_host(p, local).await
+                } else {
+                    self.create(p, local).await
+                };
+                if let Err(x) = restored {
                     tracing::warn!(ensemble = %id, "restoring the subnet: {x}");
                 }
             } else {

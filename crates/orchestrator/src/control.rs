@@ -103,6 +103,7 @@ pub const MIN_DEPLOY_TIME_MS: i64 = 15_000;
 pub struct Deployments {
     system: ActorSystem,
     persist: PersistFn,
+    local_subnet: Option<Arc<dyn crate::subnet::LocalSubnet>>,
     map: Arc<Mutex<BTreeMap<String, Arc<Engine>>>>,
 }
 
@@ -124,8 +125,15 @@ impl Deployments {
         Self {
             system,
             persist,
+            local_subnet: None,
             map: Arc::new(Mutex::new(BTreeMap::new())),
         }
+    }
+
+    /// Lets deployments with `subnet.join` put this node on their subnet.
+    pub fn with_local_subnet(mut self, local: Arc<dyn crate::subnet::LocalSubnet>) -> Self {
+        self.local_subnet = Some(local);
+        self
     }
 
     fn spawn_actor(&self, inbox: &str, key: Keypair) -> nunet_actor::Handle {
@@ -200,6 +208,7 @@ impl Deployments {
             id.clone(),
             rec,
             self.persist.clone(),
+            self.local_subnet.clone(),
         ));
         engine.register_check();
         if let Ok(mut m) = self.map.lock() {
@@ -228,6 +237,7 @@ impl Deployments {
                 rec.id.clone(),
                 rec,
                 self.persist.clone(),
+                self.local_subnet.clone(),
             ));
             engine.register_check();
             if let Ok(mut m) = self.map.lock() {

@@ -62,6 +62,8 @@ pub struct Engine {
     pub(crate) exits: Arc<crate::exits::ExitInbox>,
     /// Link measurements of this deployment (edge constraints), kept across rounds.
     pub(crate) edges: Mutex<crate::edges::EdgeCache>,
+    /// This node's side of `subnet.join`, when the node offers one.
+    pub(crate) local_subnet: Option<Arc<dyn crate::subnet::LocalSubnet>>,
 }
 
 fn executors_of(e: &nunet_ensemble::Ensemble, node: &nunet_ensemble::NodeConfig) -> Vec<String> {
@@ -79,7 +81,13 @@ fn executors_of(e: &nunet_ensemble::Ensemble, node: &nunet_ensemble::NodeConfig)
 impl Engine {
     /// An engine for `rec`, whose orchestrator actor lives at `inbox` in `system`.
     /// Registers the orchestrator's `/dms/ensemble/<id>/allocation/exited` behavior there.
-    pub fn new(system: ActorSystem, inbox: String, rec: Deployment, persist: PersistFn) -> Self {
+    pub fn new(
+        system: ActorSystem,
+        inbox: String,
+        rec: Deployment,
+        persist: PersistFn,
+        local_subnet: Option<Arc<dyn crate::subnet::LocalSubnet>>,
+    ) -> Self {
         let exits = Arc::new(crate::exits::ExitInbox::default());
         if let Err(e) = exits.register(&system, &inbox, &rec.id) {
             tracing::warn!(target: "orchestrator", id = %rec.id, error = %e.message,
@@ -92,6 +100,7 @@ impl Engine {
             persist,
             exits,
             edges: Mutex::default(),
+            local_subnet,
         }
     }
 
@@ -101,14 +110,23 @@ impl Engine {
     }
 
     pub(crate) fn update(&self, f: impl FnOnce(&mut Deployment)) {
-        let snapshot = match self.rec.lock() {
+        let (snapshot, ended) = match self.rec.lock() {
             Ok(mut r) => {
+                let was = r.status.is_terminal();
                 f(&mut r);
-                r.clone()
+                (r.clone(), !was && r.status.is_terminal())
             }
             Err(_) => return,
         };
         (self.persist)(&snapshot);
+        // A deployment that ends takes this node off its subnet (`subnet.join`).
+        if ended
+            && snapshot.ensemble.subnet_join
+            && let (Some(local), Ok(rt)) =
+                (&self.local_subnet, tokio::runtime::Handle::try_current())
+        {
+            rt.spawn(local.leave(snapshot.id.clone()));
+        }
     }
 
     pub(crate) fn status(&self) -> DeploymentStatus {

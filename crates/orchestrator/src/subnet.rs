@@ -2,7 +2,8 @@
 //! inside 10/8 that none of the chosen providers already uses, one address per allocation
 //! (.1 is every node's local gateway and DNS responder), the routing table (address → the peer
 //! that hosts it, which is also the member list the providers enforce), the `.internal` DNS
-//! records and the public port forwards. Pure planning; the providers do the plumbing.
+//! records and the public port forwards. Pure planning; the providers do the plumbing, and for
+//! `subnet.join` the orchestrating node's own [`LocalSubnet`] does.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -14,6 +15,23 @@ use serde::{Deserialize, Serialize};
 /// `/dms/deployment`, which the orchestrator already holds on every provider, and the
 /// provider answers only the orchestrator that allocated there.
 pub const SUBNET_CREATE: &str = "/dms/deployment/subnet/create";
+
+/// The allocation id (and `.internal` name) of the orchestrating node's own address when the
+/// ensemble asks for `subnet.join`.
+pub const JOIN_ALLOCATION: &str = "orchestrator";
+
+/// The orchestrating node's own part in `subnet.join`, provided by the node.
+pub trait LocalSubnet: Send + Sync {
+    /// The 10/8 ranges this node already uses (host routes, its other ensembles).
+    fn used_ranges(&self) -> Vec<String>;
+    /// Why this node runs no subnets, when it runs none.
+    fn disabled_reason(&self) -> Option<String>;
+    /// Builds the ensemble's subnet on this node and gives the host the address of the
+    /// plan's [`JOIN_ALLOCATION`] member.
+    fn join(&self, plan: SubnetPlan) -> futures::future::BoxFuture<'static, Result<(), String>>;
+    /// Removes it again (idempotent).
+    fn leave(&self, ensemble: String) -> futures::future::BoxFuture<'static, ()>;
+}
 
 /// One allocation on the subnet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,26 +167,45 @@ impl crate::engine::Engine {
                 }
             }
         }
-        // NuNet's `subnet.join` gives the orchestrating node an address on the ensemble
-        // network. Not built here yet: say so instead of ignoring the key.
-        let join_note = rec.ensemble.subnet_join.then(|| {
-            "subnet: `subnet.join` is not supported yet: the orchestrating node gets no \
-             address on the ensemble network; reach the allocations through their public ports"
-                .to_string()
-        });
         if members.is_empty() {
-            if let Some(note) = join_note {
+            if rec.ensemble.subnet_join {
                 self.update(|r| {
                     r.notes.retain(|n| !n.starts_with("subnet"));
-                    r.notes.push(note);
+                    r.notes.push(
+                        "subnet: `subnet.join` had no effect: no allocation is on a subnet".into(),
+                    );
                 });
             }
             return Ok(());
         }
-        let avoid: Vec<String> = assign
+        let mut avoid: Vec<String> = assign
             .iter()
             .flat_map(|(_, b)| b.used_subnets.iter().cloned())
             .collect();
+        // NuNet's `subnet.join`: the orchestrating node gets an address too.
+        let mut join_note = None;
+        let joining = match (&self.local_subnet, rec.ensemble.subnet_join) {
+            (_, false) => None,
+            (None, true) => {
+                join_note = Some("this node cannot join ensemble networks".to_string());
+                None
+            }
+            (Some(local), true) => match local.disabled_reason() {
+                None => {
+                    avoid.extend(local.used_ranges());
+                    members.push((
+                        JOIN_ALLOCATION.to_string(),
+                        JOIN_ALLOCATION.to_string(),
+                        self.system.peer_id().to_string(),
+                    ));
+                    Some(local.clone())
+                }
+                Some(why) => {
+                    join_note = Some(format!("this node runs no subnets ({why})"));
+                    None
+                }
+            },
+        };
         let plan = plan(&rec.id, &members, ports, &avoid).map_err(RoundError::Fatal)?;
         let payload = serde_json::to_value(&plan).unwrap_or(serde_json::Value::Null);
         let hosts: Vec<&crate::protocol::Bid> = assign
@@ -205,6 +242,18 @@ impl crate::engine::Engine {
         if !failed.is_empty() {
             return Err(RoundError::Retry(why.join("; "), failed));
         }
+        let join_note = match (joining, plan.member(JOIN_ALLOCATION)) {
+            (Some(local), Some(me)) => match local.join(plan.clone()).await {
+                Ok(()) => format!(
+                    "subnet: this node is on the ensemble network as {} ({JOIN_ALLOCATION}.internal)",
+                    me.ip
+                ),
+                Err(e) => format!("subnet: this node could not join the ensemble network: {e}"),
+            },
+            _ => join_note
+                .map(|why| format!("subnet: `subnet.join` had no effect: {why}"))
+                .unwrap_or_default(),
+        };
         self.update(|r| {
             for a in r.manifest.allocations.values_mut() {
                 if let Some(m) = plan.member(&a.id) {
@@ -216,7 +265,10 @@ impl crate::engine::Engine {
                 }
             }
             r.notes.retain(|n| !n.starts_with("subnet"));
-            r.notes.extend(join_note);
+            if !join_note.is_empty() {
+                r.event(crate::now_ms(), join_note.clone());
+                r.notes.push(join_note);
+            }
             for (peer, reason) in &off {
                 r.notes.push(format!(
                     "subnet: not on {peer} ({reason}); its allocations are not on the ensemble network"
@@ -229,13 +281,17 @@ impl crate::engine::Engine {
                 ));
             }
             let on = hosts.len().saturating_sub(off.len());
+            let members = plan
+                .members
+                .iter()
+                .filter(|m| m.allocation != JOIN_ALLOCATION)
+                .count();
             let msg = if on == 0 {
                 "no subnet: subnets are off on every provider of this ensemble".to_string()
             } else {
                 format!(
-                    "subnet {} with {} address(es) on {on} of {} provider(s)",
+                    "subnet {} with {members} address(es) on {on} of {} provider(s)",
                     plan.network,
-                    plan.members.len(),
                     hosts.len()
                 )
             };

@@ -287,6 +287,42 @@ impl EnsembleNet {
         result.map(|()| att)
     }
 
+    /// Gives the host itself the ensemble address `ip` (NuNet's `subnet.join`): the address
+    /// on the TUN, and the ensemble's route in T_E with `ip` as its source, so the host's own
+    /// connections into the ensemble leave from it. Connections from the ensemble to the host
+    /// stay refused: the input filter passes only their replies. Undone with the TUN.
+    pub fn attach_host(&self, ip: Ipv4Addr) -> Result<(), HostError> {
+        self.check_alloc_ip(ip)?;
+        let (h, tun) = (&self.host, self.names.tun.as_str());
+        let (table, netw) = (self.names.table.to_string(), self.network.to_string());
+        h.run(
+            "ip",
+            &[
+                "addr",
+                "replace",
+                &format!("{ip}/32"),
+                "dev",
+                tun,
+                "noprefixroute",
+            ],
+        )?;
+        h.run(
+            "ip",
+            &[
+                "route",
+                "replace",
+                &netw,
+                "dev",
+                tun,
+                "src",
+                &ip.to_string(),
+                "table",
+                &table,
+            ],
+        )?;
+        Ok(())
+    }
+
     fn check_alloc_ip(&self, alloc_ip: Ipv4Addr) -> Result<(), HostError> {
         let net = self.network;
         if !net.contains(&alloc_ip)

@@ -87,6 +87,24 @@ impl Provider {
                     .collect()
             })
             .unwrap_or_default();
+        // Ensembles this node orchestrates with `subnet.join` and that still run.
+        let joined = self
+            .with_manager(|g| {
+                g.accounting()
+                    .store()
+                    .deployments()
+                    .list()
+                    .map_err(super::failed)
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|d| d.status == "Running")
+            .filter(|d| {
+                serde_json::from_str::<Value>(&d.doc)
+                    .is_ok_and(|v| v["ensemble"]["subnet_join"] == true)
+            })
+            .map(|d| d.id);
+        let live: Vec<String> = live.into_iter().chain(joined).collect();
         let local = self.key.did().peer_id();
         self.subnets.restore(&live, local).await;
     }
