@@ -8,11 +8,8 @@
 //! This crate must not open sockets, read configuration or decide policy beyond the
 //! capability rules: behaviors decide what they do, the network decides how bytes move.
 
-/// The admission pipeline for incoming envelopes.
-/// Gossip broadcasts that collect direct replies.
 pub mod broadcast;
 pub mod dispatch;
-/// Envelopes, handles and their signing bytes.
 pub mod envelope;
 /// Replies: the outcome of an invocation.
 pub mod reply;

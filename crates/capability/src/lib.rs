@@ -12,13 +12,11 @@
 
 /// Anchors of a capability context and building tokens from them.
 pub mod anchors;
-/// Persisting a capability context as a JSON file.
 pub mod context;
 /// Hierarchical capability paths (`/a` implies `/a/b`).
 pub mod path;
 /// Revocations and the set of them a context holds.
 pub mod revocation;
-/// Token types, JSON form, signing bytes and ids.
 pub mod token;
 /// Chain verification with a cache of verified signatures.
 pub mod verify;

@@ -1,5 +1,7 @@
 //! `nunet`: the DMS command line. Thin by design: it parses arguments, finds the node's home,
 //! asks for passphrases, and calls the library crates; logic and tests live there.
+// The `///` comments of the clap types are `--help` text, where `<name>` is a placeholder.
+#![allow(rustdoc::invalid_html_tags)]
 
 mod client;
 mod cmd;

@@ -11,7 +11,6 @@
 pub mod did;
 /// ed25519 key pairs, public keys and signatures.
 pub mod key;
-/// Encrypted key files: argon2id key derivation + XChaCha20-Poly1305.
 pub mod keystore;
 
 pub use did::{Did, DidError};

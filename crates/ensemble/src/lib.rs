@@ -28,25 +28,15 @@
 //! assert_eq!(parsed.ensemble.allocations[0].resources.ram.size, 512 * 1024 * 1024);
 //! ```
 
-/// Decoding the value tree into typed specs.
 pub mod decode;
-/// Executor-specific `execution` settings.
 pub mod execution;
-/// `${…}` placeholder resolution.
 pub mod placeholder;
-/// Problems with paths and lines.
 pub mod problem;
-/// Resource requests, offers and their comparison.
 pub mod resources;
-/// The typed ensemble.
 pub mod spec;
-/// Summaries for `nunet validate`.
 pub mod summary;
-/// The line-aware YAML/JSON tree.
 pub mod tree;
-/// Unit parsing and formatting.
 pub mod units;
-/// Cross-field validation rules.
 pub mod validate;
 
 use std::path::{Path, PathBuf};

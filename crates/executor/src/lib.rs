@@ -9,21 +9,13 @@
 //! runtime is missing reports so in [`Executor::status`] and fails every call with
 //! [`ExecutorError::Unavailable`].
 
-/// Docker backend (bollard).
 pub mod docker;
-/// The error type.
 pub mod error;
-/// The `Executor` trait and its values.
 pub mod interface;
-/// Log streaming helpers.
 pub mod logs;
-/// Network sandboxes: containers that own a network namespace for Docker workloads.
 pub mod sandbox;
-/// Execution specs.
 pub mod spec;
-/// TAP device + forwarding + NAT helpers for VM networking (`nunet tap`).
 pub mod tap;
-/// microVM backends: QEMU `microvm` and Firecracker.
 pub mod vm;
 
 pub use docker::{DockerConfig, DockerExecutor};

@@ -25,25 +25,15 @@ use serde_json::{Value, json};
 
 use crate::onboarding::{SharedManager, now_ms};
 
-/// Allocation actors: start, status, logs, shutdown, and the exit watcher.
 mod alloc;
-/// `/dms/ensemble/<id>/allocation/{logs,shutdown}` and `/dms/node/allocations/list`.
 mod control;
-/// Signed declines instead of bids.
 mod decline;
-/// `/dms/deployment/constraint/edge`: link measurements for edge constraints.
 mod edge;
-/// Execution specs and logs of allocations.
 mod exec;
-/// The provider's part of ensemble subnets.
 mod net;
-/// Exit reports to the orchestrator.
 mod notify;
-/// Static public port locks.
 mod ports;
-/// Provision scripts of Docker allocations.
 mod provision;
-/// Reconciliation of restored allocations after a restart.
 mod reconcile;
 pub use control::ALLOCATIONS_LIST;
 use exec::read_logs;

@@ -25,12 +25,9 @@ use nunet_subnet::{
     SubnetService, SubnetSpec, plan,
 };
 
-/// `subnet.join`: this node's own address on an ensemble it orchestrates.
 mod join;
 mod report;
-/// TAP attachment of microVM allocations.
 mod vm;
-/// Network namespaces for WASM allocations.
 mod wasm;
 pub use join::JoinHook;
 pub use report::register;

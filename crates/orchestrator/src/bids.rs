@@ -1,7 +1,7 @@
 //! Bid requests beyond the broadcast: nodes pinned to a `peer` are asked by a direct request
 //! to that peer (they are left out of the gossip request), bids are capped per node
 //! ([`MAX_BIDS_PER_NODE`]), declines are taken out of the replies (and shown as events), and
-//! [`round_closer`] decides when a round may end early. Verification of the bids stays with
+//! `round_closer` decides when a round may end early. Verification of the bids stays with
 //! the engine; nothing here places or commits.
 
 use std::collections::{BTreeMap, HashMap, HashSet};

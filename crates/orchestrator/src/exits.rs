@@ -5,7 +5,7 @@
 //!
 //! A report is only a wake-up: the status applied is the one the allocation actor answers,
 //! and reports from a sender that does not run the allocation are dropped (see
-//! [`Engine::take_exits`]).
+//! `Engine::take_exits`).
 //!
 //! Also `/dms/ensemble/<id>/allocation/check` ([`allocation_check`]), which a restarted
 //! provider asks about every allocation it still holds: answered from the record only

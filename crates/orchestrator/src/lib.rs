@@ -9,28 +9,17 @@
 //! resources and executors; this crate does no IO other than actor messages, and persists
 //! through a callback the node supplies.
 
-/// Direct bid requests to pinned peers and the per-node bid cap.
 pub mod bids;
-/// Node-side control behaviors and the deployment registry.
 pub mod control;
 pub mod decline;
-/// Placement with edge constraints measured on real links.
 pub mod edges;
-/// The orchestrator's rounds and supervision.
 pub mod engine;
-/// Allocation exits pushed by providers.
 pub mod exits;
-/// The order allocations start in (`depends_on`).
 pub mod order;
-/// Behavior names and payloads between orchestrators and providers.
 pub mod protocol;
-/// Ports and provision scripts of an allocation.
 pub mod provision;
-/// Deployment status, record and manifest.
 pub mod state;
-/// The ensemble subnet plan: network, addresses, routes, DNS records, port forwards.
 pub mod subnet;
-/// Supervision, shutdown and logs of a deployment.
 pub mod supervise;
 
 use std::sync::Arc;

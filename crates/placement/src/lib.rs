@@ -8,7 +8,7 @@
 //! reject CN/AS").
 //!
 //! The search is backtracking with forward checking and a most-constrained-first node order
-//! (see [`solve`]), not random sampling. Before anything is measured, pairs are ruled out
+//! (see [`solve()`]), not random sampling. Before anything is measured, pairs are ruled out
 //! physically: an RTT bound below the speed-of-light floor for the two peers' locations, or a
 //! bandwidth above the TCP throughput bound for that RTT and loss (see [`geo`]).
 //!
@@ -33,17 +33,11 @@
 //! assert_eq!(placement.assignment[0].peer, "peer-a");
 //! ```
 
-/// Unary and link constraints, prepared for the search.
 pub mod constraints;
-/// Explanations when nothing fits.
 pub mod explain;
-/// Speed-of-light and TCP bounds, city coordinates.
 pub mod geo;
-/// Links that still need measuring.
 pub mod measure;
-/// Problems, bids and measurements.
 pub mod model;
-/// The backtracking search.
 pub mod solve;
 
 pub use explain::Explanation;

@@ -8,17 +8,11 @@
 //! [`accounting::AllocationStopper`] for the hook a forced offboard calls) and does no network
 //! lookups (geolocation comes from configuration).
 
-/// Free / committed / allocated bookkeeping.
 pub mod accounting;
-/// The machine benchmark run at onboarding.
 pub mod benchmark;
-/// GPU detection and `--gpus` parsing.
 pub mod gpu;
-/// CPU, memory, disk detection and usage.
 pub mod hardware;
-/// Onboarding limits, requests and the node-facing manager.
 pub mod onboarding;
-/// Units and their formatting.
 pub mod units;
 
 pub use accounting::{Accounting, AccountingError, AllocationStopper, OffboardReport, StopOutcome};

@@ -15,7 +15,6 @@
 mod migrations;
 /// Row types shared with the crates above.
 pub mod model;
-/// Deployment and allocation documents.
 mod records;
 mod repo;
 

@@ -16,7 +16,6 @@
 //! the member list over in a capability-checked actor message), start workloads (executors
 //! do), or touch interfaces, routes and rules it did not create.
 
-/// The `.internal` DNS responder on each ensemble's gateway address.
 pub mod dns;
 pub use dns::{DnsError, DnsResponder, DnsStats, Records, resolv_conf};
 
@@ -28,18 +27,13 @@ pub use datagram::{DEFAULT_BUSY_POLL, DatagramConfig};
 mod router;
 mod service;
 mod stats;
-/// TUN devices with GSO offload.
 pub mod tun;
-/// Wire format of `/nunet/subnet/1.0.0`: handshake, frames, packet checks.
 pub mod wire;
 pub use service::{SubnetService, SubnetSpec};
 pub use stats::SubnetStats;
 
-/// Host plumbing: gateway address, policy routing, veth attachment, isolation, crash cleanup.
 pub mod host;
-/// Address plan: names, ensemble subnets inside 10/8, allocation addresses.
 pub mod plan;
-/// Public port mapping (DNAT) to allocation addresses.
 pub mod portmap;
 pub use host::{
     Attachment, CleanupReport, EnsembleNet, Host, HostError, NetnsHolder, cleanup_stale,

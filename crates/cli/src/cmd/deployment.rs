@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 use crate::client::{self, Api, Outcome, exit};
 use crate::home::Home;
 
-/// `nunet deployment logs [-f]`.
 mod logs;
 
 /// Signs invocations with one context and posts them to the local daemon.

@@ -3,13 +3,9 @@
 //! `console.log` (the guest's serial console, which is the execution's log), the VMM's control
 //! socket and, once it ended, `exit.json`. A restarted daemon adopts running VMs from there.
 
-/// Firecracker API client.
 pub mod firecracker;
-/// bzImage → vmlinux.
 pub mod kernel;
-/// VMM discovery and the KVM/TCG probe.
 pub mod probe;
-/// QEMU command line and QMP.
 pub mod qemu;
 mod runtime;
 
