@@ -52,6 +52,18 @@ impl Ensemble {
         self.nodes.iter().find(|n| n.name == name)
     }
 
+    /// The allocations of node `node`, in the node's listing order (none for an unknown node).
+    pub fn allocations_of(&self, node: &str) -> Vec<&Allocation> {
+        self.node(node)
+            .map(|n| {
+                n.allocations
+                    .iter()
+                    .filter_map(|a| self.allocation(a))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The node that holds an allocation.
     pub fn node_of(&self, allocation: &str) -> Option<&NodeConfig> {
         self.nodes

@@ -404,11 +404,8 @@ impl Engine {
         let calls = assign.iter().map(|(node, bid)| {
             let allocs: Vec<CommitAllocation> = rec
                 .ensemble
-                .node(node)
-                .map(|n| n.allocations.clone())
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|a| rec.ensemble.allocation(a))
+                .allocations_of(node)
+                .into_iter()
                 .map(|a| CommitAllocation {
                     name: a.name.clone(),
                     id: allocation_id(&rec.id, node, &a.name),
@@ -462,11 +459,8 @@ impl Engine {
         let calls = assign.iter().map(|(node, bid)| {
             let allocs: Vec<AllocationRequest> = rec
                 .ensemble
-                .node(node)
-                .map(|n| n.allocations.clone())
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|a| rec.ensemble.allocation(a))
+                .allocations_of(node)
+                .into_iter()
                 .map(|a| AllocationRequest {
                     name: a.name.clone(),
                     id: allocation_id(&rec.id, node, &a.name),
