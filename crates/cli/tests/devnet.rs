@@ -2,10 +2,13 @@
 //! cross-node invocation, broadcast, and authorization failures with named reasons.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod deploy_support;
+
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use deploy_support::{nunet, text};
 use serde_json::Value;
 
 struct Devnet {
@@ -22,28 +25,6 @@ impl Drop for Devnet {
             &["devnet", "down", "--dir", self.dir.to_str().unwrap()],
         );
     }
-}
-
-fn nunet(dir: &Path, home: Option<&str>, args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nunet"));
-    c.args(args)
-        .env("NUNET_INSECURE_FAST_KDF", "1")
-        .env("DMS_PASSPHRASE_FILE", dir.join("passphrase"))
-        .env_remove("DMS_PASSPHRASE")
-        .env_remove("NUNET_CONFIG")
-        .stdin(Stdio::null());
-    if let Some(h) = home {
-        c.env("NUNET_HOME", dir.join(h));
-    }
-    c.output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn up(n: usize) -> Devnet {

@@ -8,8 +8,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub fn nunet(dir: &Path, home: Option<&str>, args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nunet"));
+/// The `nunet` binary with a devnet's test environment (fast KDF, passphrase file, test hooks
+/// allowed), run inside network namespace `ns` when given, as node home `home` when given.
+pub fn nunet_cmd(dir: &Path, ns: Option<&str>, home: Option<&str>, args: &[&str]) -> Command {
+    let mut c = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_nunet")]);
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_nunet")),
+    };
     c.args(args)
         .env("NUNET_INSECURE_FAST_KDF", "1")
         .env("DMS_TEST_HOOKS", "1")
@@ -20,7 +29,29 @@ pub fn nunet(dir: &Path, home: Option<&str>, args: &[&str]) -> Output {
     if let Some(h) = home {
         c.env("NUNET_HOME", dir.join(h));
     }
-    c.output().unwrap()
+    c
+}
+
+pub fn nunet(dir: &Path, home: Option<&str>, args: &[&str]) -> Output {
+    nunet_cmd(dir, None, home, args).output().unwrap()
+}
+
+/// Starts node `node`'s daemon of the devnet in `dir` again (inside `ns` when given), as
+/// `nunet devnet up` does; its output goes to `nunet-restarted.log`.
+pub fn start_daemon(dir: &Path, ns: Option<&str>, node: usize) {
+    use std::os::unix::process::CommandExt;
+    let home = dir.join(format!("node-{node}"));
+    let log = std::fs::File::create(home.join("nunet-restarted.log")).unwrap();
+    let mut child = nunet_cmd(dir, ns, None, &["run", "-c", "dms"])
+        .env("NUNET_HOME", &home)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    std::fs::write(home.join("nunet.pid"), child.id().to_string()).unwrap();
+    // Reaped when it exits (`devnet down` or a test's kill), so no zombie is left.
+    std::thread::spawn(move || child.wait());
 }
 
 pub fn text(o: &Output) -> String {
@@ -154,26 +185,7 @@ pub fn kill(dir: &Path, node: usize, sig: &str) {
 
 /// Starts a devnet node's daemon again, as `nunet devnet up` does.
 pub fn restart(dn: &Devnet, node: usize) {
-    use std::os::unix::process::CommandExt;
-    let home = dn.dir.join(format!("node-{node}"));
-    let log = std::fs::File::create(home.join("nunet-restarted.log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nunet"))
-        .args(["run", "-c", "dms"])
-        .env("NUNET_HOME", &home)
-        .env("NUNET_INSECURE_FAST_KDF", "1")
-        .env("DMS_TEST_HOOKS", "1")
-        .env("DMS_PASSPHRASE_FILE", dn.dir.join("passphrase"))
-        .env_remove("DMS_PASSPHRASE")
-        .env_remove("NUNET_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    std::fs::write(home.join("nunet.pid"), child.id().to_string()).unwrap();
-    // Reaped when it exits (`devnet down` or a test's kill), so no zombie is left.
-    std::thread::spawn(move || child.wait());
+    start_daemon(&dn.dir, None, node);
     let t0 = Instant::now();
     while dn
         .run(node, &["actor", "cmd", "--json", "/dms/node/peers/self"])

@@ -3,9 +3,8 @@
 //! in a namespace. Taken down (daemons, namespaces, the nodes' containers) on drop.
 #![allow(clippy::unwrap_used, missing_docs, dead_code)]
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -20,29 +19,10 @@ pub struct NsDevnet {
     _tmp: tempfile::TempDir,
 }
 
-pub fn nunet_cmd(dir: &Path, ns: Option<&str>, home: Option<&str>, args: &[&str]) -> Command {
-    let mut c = match ns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_nunet")]);
-            c
-        }
-        None => Command::new(env!("CARGO_BIN_EXE_nunet")),
-    };
-    c.args(args)
-        .env("NUNET_INSECURE_FAST_KDF", "1")
-        .env("DMS_PASSPHRASE_FILE", dir.join("passphrase"))
-        .env_remove("DMS_PASSPHRASE")
-        .env_remove("NUNET_CONFIG")
-        .stdin(Stdio::null());
-    if let Some(h) = home {
-        c.env("NUNET_HOME", dir.join(h));
-    }
-    c
-}
-
 pub fn nunet(dir: &Path, ns: Option<&str>, home: Option<&str>, args: &[&str]) -> Output {
-    nunet_cmd(dir, ns, home, args).output().unwrap()
+    crate::deploy_support::nunet_cmd(dir, ns, home, args)
+        .output()
+        .unwrap()
 }
 
 impl Drop for NsDevnet {
@@ -202,19 +182,7 @@ impl NsDevnet {
     }
     /// Starts a node's daemon again inside its namespace, as `nunet devnet up --netns` does.
     pub fn restart(&self, node: usize) {
-        let home = self.dir.join(format!("node-{node}"));
-        let log = std::fs::File::create(home.join("nunet-restarted.log")).unwrap();
-        let ns = self.netns[node - 1].clone();
-        let mut child = nunet_cmd(&self.dir, Some(&ns), None, &["run", "-c", "dms"])
-            .env("NUNET_HOME", &home)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        std::fs::write(home.join("nunet.pid"), child.id().to_string()).unwrap();
-        // Reaped when `devnet down` stops it, so no zombie is left.
-        std::thread::spawn(move || child.wait());
+        crate::deploy_support::start_daemon(&self.dir, Some(&self.netns[node - 1]), node);
         let t0 = Instant::now();
         while self
             .run(node, &["actor", "cmd", "--json", "/dms/node/peers/self"])
