@@ -16,6 +16,15 @@ fn rejected(msg: impl Into<String>) -> ActorError {
     ActorError::new(ErrorKind::Rejected, msg)
 }
 
+/// Where an envelope came from: decides whether the same-node shortcut may apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// Signed and delivered inside this process by one of its own actors.
+    InProcess,
+    /// Anything that arrived from outside: the network, gossip, the REST bridge.
+    External,
+}
+
 impl ActorSystem {
     /// Handles raw bytes received on the actor protocol; always returns a signed reply.
     pub async fn handle_bytes(&self, bytes: &[u8]) -> Vec<u8> {
@@ -29,10 +38,16 @@ impl ActorSystem {
         }
     }
 
-    /// Authenticates and dispatches a direct envelope; returns the signed reply.
+    /// Authenticates and dispatches a direct envelope that came from outside this process
+    /// (network, REST bridge); returns the signed reply. Capability checks always apply,
+    /// whoever signed it.
     pub async fn handle_envelope(&self, env: Envelope) -> Envelope {
+        self.handle_from(env, Origin::External).await
+    }
+
+    pub(crate) async fn handle_from(&self, env: Envelope, origin: Origin) -> Envelope {
         let env = Arc::new(env);
-        let outcome = match self.admit(&env, false) {
+        let outcome = match self.admit(&env, false, origin) {
             Ok((sender, kind)) => self.run(&env, sender, kind).await,
             Err(e) => {
                 tracing::warn!(behavior = %env.be, from = %env.from.id, error = %e.message, rule = ?e.rule, "denied");
@@ -53,7 +68,7 @@ impl ActorSystem {
                 return;
             }
         };
-        let (sender, kind) = match self.admit(&env, true) {
+        let (sender, kind) = match self.admit(&env, true, Origin::External) {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(behavior = %env.be, from = %env.from.id, error = %e.message, "broadcast denied");
@@ -67,13 +82,18 @@ impl ActorSystem {
         let Ok(value) = result else { return };
         let mut reply = self.reply_from("root", &env, Reply::Ok(value));
         reply.be = env.opt.cont.clone();
-        if let Err(e) = self.deliver(reply).await {
+        if let Err(e) = self.deliver_from(reply, Origin::InProcess).await {
             tracing::warn!(error = %e, to = %env.from.did, "broadcast reply not delivered");
         }
     }
 
     /// Every check, in order: address, expiry, signature, replay, capability.
-    fn admit(&self, env: &Envelope, broadcast: bool) -> Result<(Did, BehaviorKind), ActorError> {
+    fn admit(
+        &self,
+        env: &Envelope,
+        broadcast: bool,
+        origin: Origin,
+    ) -> Result<(Did, BehaviorKind), ActorError> {
         let inner = &self.0;
         let inbox = if broadcast {
             if env.opt.topic.is_empty() || !env.to.is_empty() {
@@ -117,17 +137,20 @@ impl ActorSystem {
         if kind == Some(BehaviorKind::Reply) {
             return Ok((sender, BehaviorKind::Reply));
         }
-        // Same node = signed by the node key or by one of our child actors' keys (never
-        // inferred from the handle's claimed `did`, which anyone can write).
-        let same_node = sender == inner.node_did
-            || inner
-                .actors
-                .read()
-                .map(|m| {
-                    m.values()
-                        .any(|a| a.key.is_some() && a.handle.id == env.from.id)
-                })
-                .unwrap_or(false);
+        // Same node = signed inside this process by the node key or one of our child actors'
+        // keys. Never for anything that arrived from outside (a leaked child key, or the
+        // node key used by a local client, still needs tokens), and never inferred from the
+        // handle's claimed `did`, which anyone can write.
+        let same_node = origin == Origin::InProcess
+            && (sender == inner.node_did
+                || inner
+                    .actors
+                    .read()
+                    .map(|m| {
+                        m.values()
+                            .any(|a| a.key.is_some() && a.handle.id == env.from.id)
+                    })
+                    .unwrap_or(false));
         if inner.config.verify_capabilities && !same_node {
             let cap: Capability = env
                 .be

@@ -8,6 +8,7 @@ use nunet_did::{Did, Keypair};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::dispatch::Origin;
 use crate::envelope::{Address, Envelope, Handle, Options};
 use crate::reply::{ActorError, ErrorKind, Reply};
 use crate::security::ReplayCache;
@@ -269,6 +270,12 @@ impl ActorSystem {
         v
     }
 
+    /// The key of the child actor at `inbox`, derived from the node's key: the same inbox
+    /// gets the same key after a restart, so child keys are never stored anywhere.
+    pub fn child_key(&self, inbox: &str) -> Keypair {
+        self.0.node_key.derive(inbox)
+    }
+
     /// Creates a child actor with its own key and a random inbox. `caps` are granted to it
     /// by the node (a delegation it chains its invocations on).
     pub fn spawn_child(&self, key: Keypair, caps: &[Capability], ttl: Duration) -> Handle {
@@ -489,7 +496,7 @@ impl ActorSystem {
             topic: String::new(),
         };
         let env = self.envelope(from_inbox, to, be, &payload, opt)?;
-        let reply = self.deliver(env).await?;
+        let reply = self.deliver_from(env, Origin::InProcess).await?;
         decode_reply(&reply)
     }
 
@@ -513,7 +520,7 @@ impl ActorSystem {
                 ..Default::default()
             },
         )?;
-        let reply = self.deliver(env).await?;
+        let reply = self.deliver_from(env, Origin::InProcess).await?;
         decode_reply(&reply).map(|_| ())
     }
 
@@ -531,11 +538,20 @@ impl ActorSystem {
         self.0.transport.read().ok()?.clone()
     }
 
-    /// Delivers a signed envelope (ours or one signed by a local user) locally or over the
-    /// network; returns the receiver's signed reply envelope.
+    /// Delivers an envelope signed outside this process (by a local user, through the REST
+    /// bridge) locally or over the network; returns the receiver's signed reply envelope.
+    /// A local receiver checks its tokens whoever signed it.
     pub async fn deliver(&self, env: Envelope) -> Result<Envelope, ActorError> {
+        self.deliver_from(env, Origin::External).await
+    }
+
+    pub(crate) async fn deliver_from(
+        &self,
+        env: Envelope,
+        origin: Origin,
+    ) -> Result<Envelope, ActorError> {
         if env.to.addr.host == self.0.peer {
-            return Ok(self.handle_envelope(env).await);
+            return Ok(self.handle_from(env, origin).await);
         }
         let t = self
             .transport()

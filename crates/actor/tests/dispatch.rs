@@ -348,3 +348,56 @@ async fn same_node_and_child_actors() {
     .await
     .unwrap();
 }
+
+/// A leaked child key (or the node's own key used by a local client) gives no shortcut past
+/// the capability checks once the envelope comes from outside the process: over the
+/// network, or through the REST bridge (`deliver`). Inside the process it still does.
+#[tokio::test]
+async fn own_keys_are_checked_like_anyone_elses_when_the_envelope_comes_from_outside() {
+    let w = world();
+    let inbox = "alloc-x";
+    let child =
+        w.b.spawn_child_at(inbox, w.b.child_key(inbox), &[], &[], Duration::ZERO);
+    // The attacker holds the child's key (e.g. read from a database) and signs a call to a
+    // behavior nobody granted it, with no tokens.
+    let stolen = w.b.child_key(inbox);
+    let forged = |be: &str| {
+        Envelope::sign(
+            &stolen,
+            child.clone(),
+            w.b.root(),
+            be,
+            Options {
+                exp: now_ns() + 5_000_000_000,
+                ..Default::default()
+            },
+            b"{}".to_vec(),
+            Vec::new(),
+        )
+    };
+    let over_network =
+        w.b.handle_bytes(&forged("/dms/node/peers/list").to_bytes())
+            .await;
+    let e = nunet_actor::system::decode_reply(&Envelope::from_bytes(&over_network).unwrap())
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Denied, "{e:?}");
+    let via_rest = w.b.deliver(forged("/dms/node/peers/list")).await.unwrap();
+    let e = nunet_actor::system::decode_reply(&via_rest).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Denied, "{e:?}");
+    assert_eq!(w.ran.load(Ordering::SeqCst), 0, "a denied behavior ran");
+    // The child's own in-process calls keep the shortcut.
+    w.b.invoke(
+        inbox,
+        w.b.root(),
+        "/dms/node/peers/list",
+        Value::Null,
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    assert_eq!(w.ran.load(Ordering::SeqCst), 1);
+    // Child keys are derived, not random: the same inbox gives the same identity after a
+    // restart, different inboxes give different ones.
+    assert_eq!(w.b.child_key(inbox).did(), child.id.parse().unwrap());
+    assert_ne!(w.b.child_key("other").did(), w.b.child_key(inbox).did());
+}

@@ -88,12 +88,7 @@ fn a_restarted_provider_removes_what_its_crash_left_behind() {
     let id = v["id"].as_str().unwrap().to_string();
     let _containers = Containers(id.clone());
 
-    let m = dn.json(1, &["deployment", "manifest", &id, "--json"]);
-    let m = if m["manifest"].is_object() {
-        m["manifest"].clone()
-    } else {
-        m
-    };
+    let m = dn.deployment_manifest(&id);
     let back = dn.node_of(
         m["nodes"]["back"]["peer"]
             .as_str()

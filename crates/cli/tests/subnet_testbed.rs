@@ -105,12 +105,7 @@ fn containers_on_different_hosts_talk_by_internal_name_and_ensembles_are_isolate
     assert!(web_ip.starts_with("10."), "{web_ip}");
 
     // The public port of `front` is forwarded on its provider: reachable from another host.
-    let m = dn.json(1, &["deployment", "manifest", &a, "--json"]);
-    let m = if m["manifest"].is_object() {
-        m["manifest"].clone()
-    } else {
-        m
-    };
+    let m = dn.deployment_manifest(&a);
     let front_peer = m["nodes"]["front"]["peer"]
         .as_str()
         .unwrap_or_else(|| panic!("{m}"))

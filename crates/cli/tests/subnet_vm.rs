@@ -184,12 +184,7 @@ nodes:
     let v = dn.json(1, &["deploy", "-f", f, "-t", "60s", "--json"]);
     assert_eq!(v["status"], "Running", "{v}");
     let id = v["id"].as_str().unwrap().to_string();
-    let m = dn.json(1, &["deployment", "manifest", &id, "--json"]);
-    let m = if m["manifest"].is_object() {
-        m["manifest"].clone()
-    } else {
-        m
-    };
+    let m = dn.deployment_manifest(&id);
     let (front, guest) = (&m["nodes"]["front"]["peer"], &m["nodes"]["guest"]["peer"]);
     assert!(front.is_string() && front != guest, "not on two hosts: {m}");
 

@@ -65,14 +65,7 @@ nodes:
         module(8081)
     );
     let id = dn.deploy(&yaml, "wasm.yaml");
-    let manifest = || {
-        let m = dn.json(1, &["deployment", "manifest", &id, "--json"]);
-        if m["manifest"].is_object() {
-            m["manifest"].clone()
-        } else {
-            m
-        }
-    };
+    let manifest = || dn.deployment_manifest(&id);
     // An allocation's entry in the manifest, by its `.internal` name.
     let alloc = |dns: &str| {
         let m = manifest();

@@ -62,8 +62,9 @@ struct AllocRecord {
     kind: AllocationType,
     execution: Execution,
     resources: nunet_ensemble::Resources,
+    /// The allocation actor's inbox; its key is derived from the node's key and this name
+    /// (`ActorSystem::child_key`), never stored.
     inbox: String,
-    key_seed: String,
     status: String,
     exit_code: Option<i64>,
     reason: Option<String>,
@@ -459,7 +460,6 @@ fn record(req: &AllocateRequest, a: &AllocationRequest) -> AllocRecord {
         execution: a.execution.clone(),
         resources: a.resources.clone(),
         inbox: format!("alloc-{}", a.id),
-        key_seed: hex::encode(*Keypair::generate().seed()),
         status: "pending".into(),
         exit_code: None,
         reason: None,

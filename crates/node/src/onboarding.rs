@@ -29,6 +29,12 @@ pub type SharedManager = Arc<Mutex<ResourceManager>>;
 pub fn open(config: &Config) -> Result<SharedManager, String> {
     let dir = &config.general.data_dir;
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    // Databases, VM and WASM state, subnet plans: nothing here is for other local users.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("making {} private (0700): {e}", dir.display()))?;
+    }
     let store = Store::open(&dir.join("dms.sqlite")).map_err(|e| e.to_string())?;
     let mut acct = Accounting::open(store).map_err(|e| e.to_string())?;
     // No executor is wired yet, so which allocations still run is unknown (None): they are

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use nunet_actor::{ActorError, ActorSystem, Incoming};
 use nunet_capability::Capability;
-use nunet_did::Keypair;
 use nunet_ensemble::Ensemble;
 use serde_json::{Value, json};
 
@@ -98,6 +97,22 @@ const ORCHESTRATOR_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Shortest deployment deadline accepted (NuNet `MinEnsembleDeploymentTime`).
 pub const MIN_DEPLOY_TIME_MS: i64 = 15_000;
 
+/// (Re-)creates the orchestrator actor of deployment `inbox`; its key is derived from the
+/// node's key and the deployment id, so a restarted node gets the same identity back
+/// without ever storing the key.
+pub(crate) fn spawn_orchestrator(system: &ActorSystem, inbox: &str) -> nunet_actor::Handle {
+    let key = system.child_key(inbox);
+    // The inbox is the ensemble id: providers admit `/dms/ensemble/<id>/…` on that grant.
+    let caps: Vec<Capability> = ORCHESTRATOR_CAPS
+        .iter()
+        .map(|c| c.to_string())
+        .chain([ensemble_namespace(inbox)])
+        .filter_map(|c| c.parse().ok())
+        .collect();
+    let topics: Vec<Capability> = DEPLOYMENT_TOPIC.parse().into_iter().collect();
+    system.spawn_child_at(inbox, key, &caps, &topics, ORCHESTRATOR_TTL)
+}
+
 /// The deployments this node orchestrates.
 #[derive(Clone)]
 pub struct Deployments {
@@ -136,17 +151,8 @@ impl Deployments {
         self
     }
 
-    fn spawn_actor(&self, inbox: &str, key: Keypair) -> nunet_actor::Handle {
-        // The inbox is the ensemble id: providers admit `/dms/ensemble/<id>/…` on that grant.
-        let caps: Vec<Capability> = ORCHESTRATOR_CAPS
-            .iter()
-            .map(|c| c.to_string())
-            .chain([ensemble_namespace(inbox)])
-            .filter_map(|c| c.parse().ok())
-            .collect();
-        let topics: Vec<Capability> = DEPLOYMENT_TOPIC.parse().into_iter().collect();
-        self.system
-            .spawn_child_at(inbox, key, &caps, &topics, ORCHESTRATOR_TTL)
+    fn spawn_actor(&self, inbox: &str) -> nunet_actor::Handle {
+        spawn_orchestrator(&self.system, inbox)
     }
 
     fn get(&self, id: &str) -> Result<Arc<Engine>, ActorError> {
@@ -182,9 +188,7 @@ impl Deployments {
             )));
         }
         let id = new_ensemble_id(self.system.peer_id());
-        let key = Keypair::generate();
-        let seed = hex::encode(*key.seed());
-        let handle = self.spawn_actor(&id, key);
+        let handle = self.spawn_actor(&id);
         let mut rec = Deployment {
             id: id.clone(),
             status: DeploymentStatus::Preparing,
@@ -194,7 +198,6 @@ impl Deployments {
             deadline_ms,
             ensemble,
             orchestrator: handle,
-            orchestrator_seed: seed,
             manifest: Default::default(),
             events: Vec::new(),
             rounds: 0,
@@ -214,7 +217,10 @@ impl Deployments {
         if let Ok(mut m) = self.map.lock() {
             m.insert(id.clone(), engine.clone());
         }
-        tokio::spawn(engine.run());
+        tokio::spawn(async move {
+            engine.clone().run().await;
+            engine.retire_if_done();
+        });
         Ok(id)
     }
 
@@ -223,15 +229,11 @@ impl Deployments {
     /// supervised again, ones caught mid-deployment are reverted and marked Failed.
     pub fn restore(&self, records: Vec<Deployment>) {
         for rec in records {
-            let seed: Option<[u8; 32]> = hex::decode(&rec.orchestrator_seed)
-                .ok()
-                .and_then(|b| b.try_into().ok());
-            let Some(seed) = seed else {
-                tracing::warn!(id = %rec.id, "deployment record without a usable orchestrator key; not restored");
-                continue;
-            };
             let status = rec.status;
-            self.spawn_actor(&rec.id, Keypair::from_seed(&seed));
+            // Finished deployments keep their record (status, logs) but no actor.
+            if !status.is_terminal() {
+                self.spawn_actor(&rec.id);
+            }
             let engine = Arc::new(Engine::new(
                 self.system.clone(),
                 rec.id.clone(),
@@ -239,7 +241,9 @@ impl Deployments {
                 self.persist.clone(),
                 self.local_subnet.clone(),
             ));
-            engine.register_check();
+            if !status.is_terminal() {
+                engine.register_check();
+            }
             if let Ok(mut m) = self.map.lock() {
                 m.insert(
                     engine.record().map(|r| r.id).unwrap_or_default(),
@@ -248,11 +252,15 @@ impl Deployments {
             }
             match status {
                 DeploymentStatus::Running => {
-                    tokio::spawn(async move { engine.monitor().await });
+                    tokio::spawn(async move {
+                        engine.monitor().await;
+                        engine.retire_if_done();
+                    });
                 }
                 s if !s.is_terminal() => {
                     tokio::spawn(async move {
                         let _ = engine.shutdown("the node restart").await;
+                        engine.retire_if_done();
                     });
                 }
                 _ => {}
@@ -333,7 +341,9 @@ impl Deployments {
             self.clone(),
             |d, m: Incoming| async move {
                 let e = d.get(&id_arg(&m.payload)?)?;
-                e.shutdown(m.sender.as_str()).await.map_err(failed)?;
+                let done = e.shutdown(m.sender.as_str()).await;
+                e.retire_if_done();
+                done.map_err(failed)?;
                 let r = e.record().ok_or_else(|| failed("record lost"))?;
                 Ok(r.summary())
             },

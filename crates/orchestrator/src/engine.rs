@@ -64,6 +64,21 @@ pub struct Engine {
     pub(crate) edges: Mutex<crate::edges::EdgeCache>,
     /// This node's side of `subnet.join`, when the node offers one.
     pub(crate) local_subnet: Option<Arc<dyn crate::subnet::LocalSubnet>>,
+    /// Calls in flight from the orchestrator actor; the actor is removed once the
+    /// deployment has ended and none is left ([`Engine::retire_if_done`]).
+    calls: Mutex<usize>,
+}
+
+/// One call in flight from the orchestrator actor (see [`Engine::call`]).
+struct ActorInUse<'a>(&'a Engine);
+
+impl Drop for ActorInUse<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut n) = self.0.calls.lock() {
+            *n = n.saturating_sub(1);
+        }
+        self.0.retire_if_done();
+    }
 }
 
 fn executors_of(e: &nunet_ensemble::Ensemble, node: &nunet_ensemble::NodeConfig) -> Vec<String> {
@@ -101,6 +116,7 @@ impl Engine {
             exits,
             edges: Mutex::default(),
             local_subnet,
+            calls: Mutex::new(0),
         }
     }
 
@@ -167,9 +183,33 @@ impl Engine {
         payload: Value,
         t: Duration,
     ) -> Result<Value, ActorError> {
+        let _in_use = self.actor_in_use();
         self.system
             .invoke(&self.inbox, to.clone(), be, payload, t)
             .await
+    }
+
+    /// Counts a call in flight, bringing the orchestrator actor back first when the
+    /// deployment had ended and it was removed (e.g. a shutdown of a Completed deployment).
+    fn actor_in_use(&self) -> ActorInUse<'_> {
+        if let Ok(mut n) = self.calls.lock() {
+            *n += 1;
+            if !self.system.has_actor(&self.inbox) {
+                crate::control::spawn_orchestrator(&self.system, &self.inbox);
+            }
+        }
+        ActorInUse(self)
+    }
+
+    /// Removes the orchestrator actor (its key leaves memory, its inbox stops answering)
+    /// once the deployment has ended and no call of it is in flight. Its record stays.
+    pub(crate) fn retire_if_done(&self) {
+        if let Ok(n) = self.calls.lock()
+            && *n == 0
+            && self.status().is_terminal()
+        {
+            self.system.stop_child(&self.inbox);
+        }
     }
 
     /// Deploys until Running (or the deadline), then supervises until the end.

@@ -293,7 +293,6 @@ mod tests {
             deadline_ms: 0,
             ensemble,
             orchestrator: Handle::default(),
-            orchestrator_seed: String::new(),
             manifest,
             events: Vec::new(),
             rounds: 1,

@@ -123,8 +123,6 @@ pub struct Deployment {
     pub ensemble: Ensemble,
     /// The orchestrator actor.
     pub orchestrator: Handle,
-    /// The orchestrator actor's key seed (hex), so a restarted node can restore it.
-    pub orchestrator_seed: String,
     /// Placement and allocations.
     pub manifest: Manifest,
     /// Progress, oldest first (bounded).

@@ -112,6 +112,7 @@ impl Store {
 
     fn open_at(path: &Path, version: usize) -> Result<Store, StoreError> {
         check_header(path)?;
+        owner_only(path)?;
         let corrupt = |e: rusqlite::Error| classify(path, e);
         let mut conn = Connection::open_with_flags(
             path,
@@ -194,6 +195,43 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
         tracing::warn!(journal_mode = %mode, "SQLite could not switch to WAL");
     }
     conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+    Ok(())
+}
+
+/// Creates the database file readable and writable by its owner only, and takes those
+/// rights back from group and others on an existing one and on its WAL and shared-memory
+/// files (SQLite gives those the database file's mode). The database holds deployment
+/// records and allocation logs: nothing in it is for other local users.
+fn owner_only(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| StoreError::Io { path: p, source }
+    };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(path)(e)),
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let p = PathBuf::from(name);
+        match std::fs::metadata(&p) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io(&p))?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&p)(e)),
+        }
+    }
     Ok(())
 }
 

@@ -75,6 +75,14 @@ const STEPS: &[M<'static>] = &[
         );
         CREATE INDEX allocations_ensemble ON allocations(ensemble_id);",
     ),
+    // 4: child actors' keys are derived from the node key now; erase the seeds that earlier
+    // versions kept in plain text in these documents.
+    M::up(
+        "UPDATE deployments SET doc = json_remove(doc, '$.orchestrator_seed')
+            WHERE json_type(doc, '$.orchestrator_seed') IS NOT NULL;
+        UPDATE allocations SET doc = json_remove(doc, '$.key_seed')
+            WHERE json_type(doc, '$.key_seed') IS NOT NULL;",
+    ),
 ];
 
 /// The schema version this build writes.

@@ -220,3 +220,72 @@ fn values_beyond_i64_are_refused_not_wrapped() {
     ));
     assert!(s.reservations().list().unwrap().is_empty());
 }
+
+#[test]
+fn the_database_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dms.sqlite");
+    let s = Store::open(&path).unwrap();
+    s.onboarding()
+        .put(&OnboardingRecord {
+            resources: res(1000, None),
+            onboarded_at_ms: 1,
+            details: "{}".into(),
+        })
+        .unwrap();
+    assert_eq!(mode(&path), 0o600);
+    let wal = dir.path().join("dms.sqlite-wal");
+    if wal.exists() {
+        assert_eq!(
+            mode(&wal),
+            0o600,
+            "SQLite gives the WAL the database's mode"
+        );
+    }
+    drop(s);
+    // A database left world-readable by an earlier version is made private when opened.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _s = Store::open(&path).unwrap();
+    assert_eq!(mode(&path), 0o600);
+    if wal.exists() {
+        assert_eq!(mode(&wal), 0o600);
+    }
+}
+
+#[test]
+fn key_seeds_kept_by_earlier_versions_are_erased() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dms.sqlite");
+    {
+        let s = migrations::open_at_version(&path, 3).unwrap();
+        let doc = |id: &str, extra: &str| StoredDocument {
+            id: id.into(),
+            ensemble_id: "e1".into(),
+            status: "Running".into(),
+            doc: format!(r#"{{"id":"{id}",{extra}"status":"Running"}}"#),
+        };
+        s.deployments()
+            .put(&doc("d1", r#""orchestrator_seed":"00ff","#), 1)
+            .unwrap();
+        s.allocations()
+            .put(&doc("a1", r#""key_seed":"ab12","#), 1)
+            .unwrap();
+        s.allocations().put(&doc("a2", ""), 1).unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    let all: Vec<String> = s
+        .deployments()
+        .list()
+        .unwrap()
+        .into_iter()
+        .chain(s.allocations().list().unwrap())
+        .map(|d| d.doc)
+        .collect();
+    assert_eq!(all.len(), 3);
+    for d in &all {
+        assert!(!d.contains("seed"), "{d}");
+        assert!(d.contains(r#""status":"Running""#), "the rest stays: {d}");
+    }
+}

@@ -167,25 +167,9 @@ impl EnsembleNet {
             )));
         }
         net.check_gateway_free()?;
-        let (gw, tun, h) = (net.gateway.to_string(), n.tun.as_str(), host);
+        let (tun, h) = (n.tun.as_str(), host);
         let (table, netw) = (n.table.to_string(), net.network.to_string());
-        h.run(
-            "ip",
-            &[
-                "addr",
-                "replace",
-                &format!("{gw}/32"),
-                "dev",
-                tun,
-                "noprefixroute",
-            ],
-        )?;
-        h.run(
-            "ip",
-            &[
-                "route", "replace", &netw, "dev", tun, "src", &gw, "table", &table,
-            ],
-        )?;
+        net.own_address(net.gateway)?;
         h.run(
             "ip",
             &[
@@ -293,31 +277,26 @@ impl EnsembleNet {
     /// stay refused: the input filter passes only their replies. Undone with the TUN.
     pub fn attach_host(&self, ip: Ipv4Addr) -> Result<(), HostError> {
         self.check_alloc_ip(ip)?;
+        self.own_address(ip)
+    }
+
+    /// Puts `ip/32` on the TUN and makes it the source of the ensemble's route in T_E.
+    fn own_address(&self, ip: Ipv4Addr) -> Result<(), HostError> {
         let (h, tun) = (&self.host, self.names.tun.as_str());
-        let (table, netw) = (self.names.table.to_string(), self.network.to_string());
+        let (table, netw, ip) = (
+            self.names.table.to_string(),
+            self.network.to_string(),
+            ip.to_string(),
+        );
+        let addr = format!("{ip}/32");
         h.run(
             "ip",
-            &[
-                "addr",
-                "replace",
-                &format!("{ip}/32"),
-                "dev",
-                tun,
-                "noprefixroute",
-            ],
+            &["addr", "replace", &addr, "dev", tun, "noprefixroute"],
         )?;
         h.run(
             "ip",
             &[
-                "route",
-                "replace",
-                &netw,
-                "dev",
-                tun,
-                "src",
-                &ip.to_string(),
-                "table",
-                &table,
+                "route", "replace", &netw, "dev", tun, "src", &ip, "table", &table,
             ],
         )?;
         Ok(())

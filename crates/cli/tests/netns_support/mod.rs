@@ -142,6 +142,15 @@ impl NsDevnet {
             .unwrap()
             .to_string()
     }
+    /// The manifest of deployment `id` (`nunet deployment manifest --json` on node-1).
+    pub fn deployment_manifest(&self, id: &str) -> Value {
+        let m = self.json(1, &["deployment", "manifest", id, "--json"]);
+        if m["manifest"].is_object() {
+            m["manifest"].clone()
+        } else {
+            m
+        }
+    }
     /// Deploys `yaml` from node-1 and waits until it is Running; returns its id.
     pub fn deploy(&self, yaml: &str, name: &str) -> String {
         let p = self.dir.join(name);

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nunet_actor::{ActorError, Behavior, Handle, Incoming};
-use nunet_did::Keypair;
 use nunet_ensemble::Execution;
 use nunet_executor::Executor;
 use nunet_orchestrator::protocol::{
@@ -21,13 +20,9 @@ use super::{AllocRecord, Provider, control, failed, notify, provision};
 impl Provider {
     /// Creates (or re-creates after a restart) the allocation actor and its behaviors.
     pub(super) fn adopt(self: &Arc<Self>, rec: AllocRecord) -> Handle {
-        let seed: [u8; 32] = hex::decode(&rec.key_seed)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .unwrap_or_else(|| *Keypair::generate().seed());
         let handle = self.system.spawn_child_at(
             &rec.inbox,
-            Keypair::from_seed(&seed),
+            self.system.child_key(&rec.inbox),
             &[],
             &[],
             Duration::ZERO,
