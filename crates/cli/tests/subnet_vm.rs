@@ -146,6 +146,12 @@ fn a_microvm_reaches_a_container_by_internal_name_across_hosts() {
     let (kernel, modules) = cloud_kernel();
     let dn = NsDevnet::up(3);
     let (initrd, disk) = guest_files(&dn.dir, &modules);
+    // Providers boot images only from their image roots (the devnet's directory here).
+    let kernel = {
+        let k = dn.dir.join("vmlinuz");
+        std::fs::copy(&kernel, &k).unwrap();
+        k
+    };
     dn.onboard_all();
     let yaml = format!(
         r#"version: V1
@@ -167,7 +173,7 @@ allocations:
       kernel_image: {}
       initrd: {}
       root_file_system: {}
-      kernel_args: quiet
+      kernel_args: nunet.test=1
 nodes:
   front:
     allocations: [web]

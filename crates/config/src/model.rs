@@ -95,6 +95,13 @@ pub struct P2p {
 pub struct Job {
     /// Allow privileged Docker containers.
     pub allow_privileged_docker: bool,
+    /// Directories whose files ensembles may name by path on this provider (microVM
+    /// kernels, initrds and root filesystems; WASM modules), besides `<data_dir>/images`.
+    /// Anything else — `/etc/shadow`, a symlink out of a root, `..` — is refused.
+    pub image_roots: Vec<PathBuf>,
+    /// Seconds a microVM's kernel may take to start its init before the VM is killed and
+    /// its allocation fails (0: no limit).
+    pub vm_boot_timeout_secs: u64,
 }
 
 /// `subnet.*`
@@ -189,6 +196,8 @@ impl Config {
             },
             job: Job {
                 allow_privileged_docker: false,
+                image_roots: Vec::new(),
+                vm_boot_timeout_secs: 120,
             },
             subnet: Subnet {
                 enabled: true,
@@ -248,6 +257,14 @@ impl Config {
                 "rest.addr: {:?} is not an IP address",
                 self.rest.addr
             ));
+        }
+        for (i, r) in self.job.image_roots.iter().enumerate() {
+            if !r.is_absolute() {
+                p.push(format!(
+                    "job.image_roots[{i}]: {} is not an absolute path",
+                    r.display()
+                ));
+            }
         }
         if self.rest.port == 0 {
             p.push("rest.port: must not be 0".into());

@@ -33,7 +33,7 @@ fn vm_spec(id: &str, dir: &std::path::Path, script: &str) -> ExecutionSpec {
             kernel: common::cloud_kernel(),
             initrd: Some(initrd),
             rootfs: None,
-            kernel_args: "quiet".into(),
+            kernel_args: String::new(),
         }),
     );
     s.resources = Resources {
@@ -65,7 +65,7 @@ async fn qemu_microvm_boots_prints_the_marker_and_exits_cleanly() {
         common::cloud_kernel(),
         Some(initrd),
         None,
-        "quiet",
+        "",
         1.0,
         256,
     );
@@ -85,6 +85,8 @@ async fn qemu_microvm_boots_prints_the_marker_and_exits_cleanly() {
         "console:\n{console}"
     );
     assert!(exit.success(), "{exit:?}\nconsole:\n{console}");
+    // What the boot watchdog waits for.
+    assert!(console.contains(" as init process"), "console:\n{console}");
     eprintln!("boot to exit: {:?} ({detail})", t.elapsed());
     ex.remove(&s.id).await.unwrap();
     assert!(ex.list().await.unwrap().is_empty());
@@ -193,4 +195,84 @@ async fn firecracker_boots_when_installed() {
     assert!(console.contains("NUNET-FC-MARKER"), "{console}");
     assert_eq!(exit.code, Some(0), "{exit:?}");
     ex.remove(&s.id).await.unwrap();
+}
+
+/// A guest that never hands over to its init (here: its console is on a port nobody reads,
+/// which from outside looks exactly like a kernel hung at boot) is killed by the boot
+/// watchdog and reported failed, instead of counting as running forever.
+#[tokio::test]
+async fn the_boot_watchdog_fails_a_guest_that_never_reaches_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = VmConfig::new(common::node("vm-hang"), dir.path().join("state"));
+    cfg.vmm = VmmChoice::Qemu;
+    cfg.boot_timeout = Duration::from_secs(3);
+    let ex = VmExecutor::new(cfg).await;
+    if !ex.status().available {
+        common::missing("qemu-system-x86_64");
+    }
+    let mut s = vm_spec(
+        "hang-1",
+        dir.path(),
+        "#!/bin/busybox sh\n/bin/busybox sleep 600\n",
+    );
+    if let Workload::Vm(vm) = &mut s.workload {
+        vm.kernel_args = "console=ttyS1".into();
+    }
+    ex.start(&s).await.unwrap();
+    let exit = tokio::time::timeout(BOOT, ex.wait(&s.id))
+        .await
+        .expect("the watchdog did not end the VM")
+        .unwrap();
+    match &exit.reason {
+        ExitReason::Failed(why) => assert!(why.contains("boot timeout"), "{why}"),
+        other => panic!("expected a boot-timeout failure, got {other:?}"),
+    }
+    ex.remove(&s.id).await.unwrap();
+
+    // Arguments that hide the hand-off line are refused while the watchdog is on.
+    let mut quiet = vm_spec("quiet-1", dir.path(), "#!/bin/busybox sh\n");
+    if let Workload::Vm(vm) = &mut quiet.workload {
+        vm.kernel_args = "quiet".into();
+    }
+    let e = ex.start(&quiet).await.unwrap_err();
+    assert!(e.to_string().contains("quiet"), "{e}");
+}
+
+/// The guest's root filesystem is a private copy in the VM's state directory: the file the
+/// spec names is never handed to the VMM, so a guest cannot write to it.
+#[tokio::test]
+async fn the_guest_gets_a_private_copy_of_its_root_filesystem() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let ex = qemu_executor(&common::node("vm-rootfs"), &state).await;
+    let image = dir.path().join("shared-root.img");
+    std::fs::write(&image, vec![7u8; 1 << 20]).unwrap();
+    let mut s = vm_spec(
+        "rootfs-1",
+        dir.path(),
+        "#!/bin/busybox sh\n/bin/busybox sleep 600\n",
+    );
+    if let Workload::Vm(vm) = &mut s.workload {
+        vm.rootfs = Some(image.clone());
+    }
+    let info = ex.start(&s).await.unwrap();
+    let pid: u32 = info
+        .detail
+        .split_whitespace()
+        .skip_while(|w| *w != "pid")
+        .nth(1)
+        .and_then(|p| p.trim_end_matches(',').parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {:?}", info.detail));
+    let cmdline = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
+        .replace('\0', " ");
+    let copy = state.join("rootfs-1").join("rootfs.img");
+    assert!(cmdline.contains(copy.to_str().unwrap()), "{cmdline}");
+    assert!(!cmdline.contains(image.to_str().unwrap()), "{cmdline}");
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        std::fs::read(&image).unwrap()
+    );
+    ex.stop(&s.id, Duration::from_secs(1)).await.unwrap();
+    ex.remove(&s.id).await.unwrap();
+    assert!(!copy.exists(), "the copy goes with the VM");
 }

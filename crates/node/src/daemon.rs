@@ -140,7 +140,12 @@ impl Node {
         .map_err(|e| NodeError::Behaviors(e.to_string()))?;
         crate::onboarding::register(&system, resources.clone())
             .map_err(|e| NodeError::Behaviors(e.to_string()))?;
-        let vm = crate::vm::executor(system.did().as_str(), cfg.general.data_dir.join("vm")).await;
+        let vm = crate::vm::executor(
+            system.did().as_str(),
+            cfg.general.data_dir.join("vm"),
+            Duration::from_secs(cfg.job.vm_boot_timeout_secs),
+        )
+        .await;
         tracing::info!(status = ?nunet_executor::Executor::status(vm.as_ref()), "VM executor");
         let (mut executors, docker) = deployment_executors(system.did().as_str(), cfg).await;
         // microVM allocations (`executor: firecracker`) run on the same VM executor; bids

@@ -30,6 +30,7 @@ mod control;
 mod decline;
 mod edge;
 mod exec;
+mod files;
 mod net;
 mod notify;
 mod ports;
@@ -95,6 +96,8 @@ pub struct Provider {
     commits: Mutex<HashMap<String, Vec<String>>>,
     answered: Mutex<HashMap<(String, u64), i64>>,
     edge: edge::EdgeState,
+    /// Provider files ensembles may name (VM images, WASM modules).
+    files: files::LocalFiles,
 }
 
 /// Ensemble resources → the accounting's units (GPUs are not placed yet).
@@ -161,6 +164,7 @@ impl Provider {
             commits: Mutex::new(HashMap::new()),
             answered: Mutex::new(HashMap::new()),
             edge: edge::EdgeState::new(network),
+            files: files::LocalFiles::new(&g.data_dir, &config.job.image_roots),
         })
     }
 

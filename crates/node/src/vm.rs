@@ -23,9 +23,11 @@ fn failed(e: impl std::fmt::Display) -> ActorError {
 }
 
 /// Starts the VM executor (its probe decides QEMU/Firecracker and KVM/TCG) with state under
-/// `state_dir`.
-pub async fn executor(node: &str, state_dir: PathBuf) -> Arc<VmExecutor> {
-    Arc::new(VmExecutor::new(VmConfig::new(node, state_dir)).await)
+/// `state_dir`; guests must reach their init within `boot_timeout` (zero: no limit).
+pub async fn executor(node: &str, state_dir: PathBuf, boot_timeout: Duration) -> Arc<VmExecutor> {
+    let mut cfg = VmConfig::new(node, state_dir);
+    cfg.boot_timeout = boot_timeout;
+    Arc::new(VmExecutor::new(cfg).await)
 }
 
 /// Registers the VM behaviors on the root actor.

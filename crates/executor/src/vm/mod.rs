@@ -26,6 +26,10 @@ use crate::{
     ExecutorStatus, ExitStatus, LogOptions, LogSource, LogStream, Result, Workload, logs,
 };
 
+/// Default of [`VmConfig::boot_timeout`]: generous for software emulation (TCG) on a loaded
+/// host, where Debian's cloud kernel reaches init in seconds.
+pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Settings of the VM executor.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
@@ -43,6 +47,10 @@ pub struct VmConfig {
     pub accel: AccelChoice,
     /// Deadline for each call to a VMM (QMP, Firecracker API, probe).
     pub timeout: Duration,
+    /// How long a guest kernel may take to hand over to its init (the console shows
+    /// `Run … as init process`) before the VM is killed and reported failed; zero: no limit.
+    /// Catches guests that hang at boot (e.g. `tsc: Unable to calibrate against PIT`).
+    pub boot_timeout: Duration,
 }
 
 impl VmConfig {
@@ -56,6 +64,7 @@ impl VmConfig {
             vmm: VmmChoice::Auto,
             accel: AccelChoice::Auto,
             timeout: Duration::from_secs(10),
+            boot_timeout: DEFAULT_BOOT_TIMEOUT,
         }
     }
 }
@@ -103,6 +112,10 @@ struct Vm {
     dir: PathBuf,
     exit: watch::Sender<Option<ExitStatus>>,
     stop_requested: AtomicBool,
+    /// Set by the boot watchdog when it killed a guest that never reached its init.
+    boot_failure: std::sync::Mutex<Option<String>>,
+    /// Asks the task that owns the VMM child to kill it.
+    kill: tokio::sync::Notify,
 }
 
 impl Vm {
@@ -209,6 +222,8 @@ impl VmExecutor {
             dir,
             exit: watch::Sender::new(None),
             stop_requested: AtomicBool::new(false),
+            boot_failure: std::sync::Mutex::new(None),
+            kill: tokio::sync::Notify::new(),
         });
         runtime::watch_adopted(vm.clone());
         let mut t = self.table();
@@ -252,7 +267,10 @@ impl Executor for VmExecutor {
                 "the VM executor runs VM workloads only".into(),
             ));
         };
-        runtime::check_files(spec)?;
+        let vm = runtime::check_files(spec)?;
+        if !self.config.boot_timeout.is_zero() {
+            runtime::check_boot_visible(&vm.kernel_args)?;
+        }
         if self.table().contains_key(&spec.id) || self.get(&spec.id).is_ok() {
             return Err(ExecutorError::AlreadyExists(spec.id.clone()));
         }
@@ -285,8 +303,11 @@ impl Executor for VmExecutor {
             dir,
             exit: watch::Sender::new(None),
             stop_requested: AtomicBool::new(false),
+            boot_failure: std::sync::Mutex::new(None),
+            kill: tokio::sync::Notify::new(),
         });
         runtime::watch_child(vm.clone(), child);
+        runtime::watch_boot(vm.clone(), self.config.boot_timeout);
         self.table().insert(spec.id.clone(), vm.clone());
         Ok(self.info(&vm))
     }

@@ -102,7 +102,20 @@ pub(super) async fn launch(
     dir: &Path,
     timeout: Duration,
 ) -> Result<(Child, u32, String)> {
-    let vm = check_files(spec)?;
+    let mut private = check_files(spec)?.clone();
+    // The guest writes to a private copy of its root filesystem, never to the file the spec
+    // names: a shared image stays pristine, and a guest cannot change a file on the host.
+    if let Some(src) = &private.rootfs {
+        let copy = dir.join("rootfs.img");
+        tokio::fs::copy(src, &copy)
+            .await
+            .map_err(|source| ExecutorError::File {
+                path: src.clone(),
+                source,
+            })?;
+        private.rootfs = Some(copy);
+    }
+    let vm = &private;
     let vcpus = spec.resources.cpu_cores.ceil().clamp(1.0, 255.0) as u32;
     let mem_mib = match spec.resources.memory_bytes / MIB {
         0 => DEFAULT_MEM_MIB,
@@ -197,8 +210,11 @@ fn firecracker_cmdline(vm: &VmWorkload) -> String {
 }
 
 fn finish(vm: &Vm, code: Option<i64>, signal: bool) {
+    let boot_failure = vm.boot_failure.lock().ok().and_then(|f| f.clone());
     let reason = if vm.stop_requested.load(Ordering::SeqCst) {
         ExitReason::Stopped
+    } else if let Some(why) = boot_failure {
+        ExitReason::Failed(why)
     } else if signal {
         ExitReason::Failed("the VMM was killed by a signal".into())
     } else {
@@ -214,7 +230,14 @@ fn finish(vm: &Vm, code: Option<i64>, signal: bool) {
 /// Reaps our own child and publishes its exit.
 pub(super) fn watch_child(vm: Arc<Vm>, mut child: Child) {
     tokio::spawn(async move {
-        match child.wait().await {
+        let waited = tokio::select! {
+            st = child.wait() => st,
+            _ = vm.kill.notified() => {
+                let _ = child.start_kill();
+                child.wait().await
+            }
+        };
+        match waited {
             Ok(st) => finish(&vm, st.code().map(i64::from), st.code().is_none()),
             Err(e) => {
                 vm.exit.send_replace(Some(ExitStatus {
@@ -223,6 +246,69 @@ pub(super) fn watch_child(vm: Arc<Vm>, mut child: Child) {
                 }));
             }
         }
+    });
+}
+
+/// The line a Linux kernel prints (at the default console log level) when it hands over to
+/// the guest's init: `Run /init as init process`, `Run /sbin/init as init process`.
+fn reached_init(console: &str) -> bool {
+    console
+        .lines()
+        .any(|l| l.contains("Run /") && l.trim_end().ends_with(" as init process"))
+}
+
+/// Refuses kernel arguments that hide the hand-off line from the console (`quiet`, or a
+/// `loglevel` below 7): the boot watchdog could never see the guest reach its init.
+pub(super) fn check_boot_visible(args: &str) -> Result<()> {
+    for w in args.split_whitespace() {
+        let hides = w == "quiet"
+            || w.strip_prefix("loglevel=")
+                .is_some_and(|n| n.parse::<u32>().map_or(true, |n| n < 7));
+        if hides {
+            return Err(ExecutorError::InvalidSpec(format!(
+                "kernel argument {w:?} hides the kernel's `Run … as init process` line, which \
+                 the boot watchdog waits for; drop it (or run the executor without a boot timeout)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Boot watchdog: kills the VMM when the guest kernel has not handed over to its init
+/// within `limit` (zero: no limit), so a guest hung at boot fails instead of counting as
+/// running forever. The exit then reads `Failed("boot timeout: …")`.
+pub(super) fn watch_boot(vm: Arc<Vm>, limit: Duration) {
+    if limit.is_zero() {
+        return;
+    }
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + limit;
+        let console = vm.dir.join("console.log");
+        loop {
+            if vm.exited().is_some() {
+                return;
+            }
+            let text = std::fs::read(&console).unwrap_or_default();
+            if reached_init(&String::from_utf8_lossy(&text)) {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let tail = read_tail(&console);
+        let last: Vec<&str> = tail.lines().rev().take(3).collect();
+        let last: Vec<&str> = last.into_iter().rev().collect();
+        let why = format!(
+            "boot timeout: the guest kernel did not start its init within {} s (last console lines: {})",
+            limit.as_secs(),
+            last.join(" | ")
+        );
+        if let Ok(mut f) = vm.boot_failure.lock() {
+            *f = Some(why);
+        }
+        vm.kill.notify_one();
     });
 }
 

@@ -79,7 +79,7 @@ impl Provider {
                 if rec.status != "pending" {
                     return Ok(json!({"status": rec.status}));
                 }
-                let mut spec = spec_of(&rec)?;
+                let mut spec = spec_of(&rec, &self.files)?;
                 exec.prepare(&spec).await.map_err(failed)?;
                 match rec.execution {
                     Execution::Docker(_) => self.subnets.attach(&rec.ensemble_id, &mut spec).await,

@@ -1,6 +1,5 @@
 //! Turning an allocation into an executor spec (Docker, WASM, microVM), and reading its output.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,10 +12,11 @@ use nunet_executor::{
     PortMapping, Protocol, VmWorkload, Workload,
 };
 
+use super::files::LocalFiles;
 use super::{AllocRecord, MAX_LOG_BYTES, failed};
 
 /// The execution spec of an allocation.
-pub(super) fn spec_of(rec: &AllocRecord) -> Result<ExecutionSpec, ActorError> {
+pub(super) fn spec_of(rec: &AllocRecord, files: &LocalFiles) -> Result<ExecutionSpec, ActorError> {
     let mut spec = match &rec.execution {
         Execution::Docker(d) => {
             let mut s = ExecutionSpec::new(
@@ -58,7 +58,7 @@ pub(super) fn spec_of(rec: &AllocRecord) -> Result<ExecutionSpec, ActorError> {
             let module = if w.module.starts_with("https://") || w.module.starts_with("http://") {
                 ModuleSource::Url(w.module.clone())
             } else {
-                ModuleSource::Path(w.module.clone().into())
+                ModuleSource::Path(files.resolve("module", &w.module)?)
             };
             let mut s = ExecutionSpec::new(
                 rec.id.clone(),
@@ -82,7 +82,7 @@ pub(super) fn spec_of(rec: &AllocRecord) -> Result<ExecutionSpec, ActorError> {
             s
         }
         Execution::Firecracker(f) if rec.provision.is_empty() && rec.ports.is_empty() => {
-            let mut s = ExecutionSpec::new(rec.id.clone(), Workload::Vm(vm_workload(f)?));
+            let mut s = ExecutionSpec::new(rec.id.clone(), Workload::Vm(vm_workload(f, files)?));
             s.network = NetworkAttachment::None;
             s.resources.memory_bytes = rec.resources.ram.size;
             s
@@ -116,34 +116,74 @@ pub(super) fn spec_of(rec: &AllocRecord) -> Result<ExecutionSpec, ActorError> {
     Ok(spec)
 }
 
-/// A provider-local absolute path from the ensemble (`what` names the field in errors).
-fn local_path(what: &str, p: &str) -> Result<PathBuf, ActorError> {
-    let path = Path::new(p.trim());
-    if p.contains("://") || !path.is_absolute() {
+/// Longest kernel command line a deployer may add (Linux takes 2048 bytes on x86 in all).
+const MAX_KERNEL_ARGS: usize = 1024;
+
+/// Kernel parameters the provider sets itself, with why: the console is the allocation's log
+/// and what the boot watchdog reads, the root device is the provider's private copy, the
+/// address is the subnet's, and a panic or reboot must end the VM.
+const PROVIDER_KERNEL_ARGS: [(&str, &str); 8] = [
+    ("console", "the serial console is the allocation's log"),
+    (
+        "root",
+        "the root device is the provider's copy of root_file_system",
+    ),
+    ("ip", "the guest's address comes from the ensemble subnet"),
+    ("panic", "a guest panic must end the VM"),
+    ("reboot", "a guest reboot must end the VM"),
+    (
+        "quiet",
+        "the boot watchdog reads the kernel's hand-off to init on the console",
+    ),
+    (
+        "loglevel",
+        "the boot watchdog reads the kernel's hand-off to init on the console",
+    ),
+    ("earlyprintk", "the serial console is the allocation's log"),
+];
+
+/// The deployer's kernel arguments, checked: printable ASCII words, bounded, none of the
+/// parameters the provider owns.
+fn kernel_args(args: &str) -> Result<String, ActorError> {
+    if args.len() > MAX_KERNEL_ARGS {
         return Err(failed(format!(
-            "{what} {p:?}: microVM allocations take absolute paths on the provider (URLs are not fetched)"
+            "kernel_args: {} bytes; at most {MAX_KERNEL_ARGS} are accepted",
+            args.len()
         )));
     }
-    if !path.is_file() {
+    if let Some(c) = args
+        .chars()
+        .find(|c| !(c.is_ascii_graphic() || *c == ' ') || *c == '"')
+    {
         return Err(failed(format!(
-            "{what} {p:?}: no such file on this provider"
+            "kernel_args: character {c:?} is not accepted (printable ASCII words separated by spaces, no quotes)"
         )));
     }
-    Ok(path.to_path_buf())
+    for w in args.split_whitespace() {
+        let key = w.split('=').next().unwrap_or(w);
+        if let Some((k, why)) = PROVIDER_KERNEL_ARGS.iter().find(|(k, _)| *k == key) {
+            return Err(failed(format!(
+                "kernel_args: {w:?} is set by the provider ({k}: {why})"
+            )));
+        }
+    }
+    Ok(args.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 /// `execution: {type: firecracker, kernel_image, root_file_system, initrd?, kernel_args?}` →
-/// the VM executor's boot description. The NIC, if any, is added by the subnet.
-fn vm_workload(f: &FirecrackerExecution) -> Result<VmWorkload, ActorError> {
+/// the VM executor's boot description: files only from the provider's image roots (the
+/// executor boots a private copy of the root filesystem), the deployer's kernel arguments
+/// checked. The NIC, if any, is added by the subnet.
+fn vm_workload(f: &FirecrackerExecution, files: &LocalFiles) -> Result<VmWorkload, ActorError> {
     Ok(VmWorkload {
-        kernel: local_path("kernel_image", &f.kernel_image)?,
+        kernel: files.resolve("kernel_image", &f.kernel_image)?,
         initrd: f
             .initrd
             .as_deref()
-            .map(|i| local_path("initrd", i))
+            .map(|i| files.resolve("initrd", i))
             .transpose()?,
-        rootfs: Some(local_path("root_file_system", &f.root_file_system)?),
-        kernel_args: f.kernel_args.clone().unwrap_or_default(),
+        rootfs: Some(files.resolve("root_file_system", &f.root_file_system)?),
+        kernel_args: kernel_args(f.kernel_args.as_deref().unwrap_or_default())?,
     })
 }
 
@@ -172,39 +212,73 @@ pub(super) async fn read_logs(exec: &Arc<dyn Executor>, id: &str) -> (String, St
 mod tests {
     use super::*;
 
+    /// The attack of issue 15: a deployer names a root-only host file as the root
+    /// filesystem and adds kernel arguments to print or overwrite it.
     #[test]
-    fn vm_paths_must_be_local_absolute_files() {
-        let f = FirecrackerExecution {
+    fn vm_files_come_from_the_image_roots_and_kernel_args_are_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let images = d.path().join("images");
+        std::fs::create_dir_all(&images).unwrap();
+        for f in ["vmlinuz", "initrd", "root.img"] {
+            std::fs::write(images.join(f), f).unwrap();
+        }
+        let files = LocalFiles::new(d.path(), &[]);
+        let p = |f: &str| images.join(f).to_str().unwrap().to_string();
+        let good = FirecrackerExecution {
+            kernel_image: p("vmlinuz"),
+            root_file_system: p("root.img"),
+            kernel_args: Some("init=/bin/sh  nunet.x=1".into()),
+            initrd: Some(p("initrd")),
+        };
+        let w = vm_workload(&good, &files).unwrap();
+        assert_eq!(w.kernel_args, "init=/bin/sh nunet.x=1");
+        assert_eq!(
+            w.rootfs.unwrap(),
+            images.join("root.img").canonicalize().unwrap()
+        );
+        let hostile = FirecrackerExecution {
+            root_file_system: "/etc/shadow".into(),
+            ..good.clone()
+        };
+        let e = vm_workload(&hostile, &files).unwrap_err().message;
+        assert!(
+            e.contains("root_file_system") && e.contains("only from under"),
+            "{e}"
+        );
+        let url = FirecrackerExecution {
             kernel_image: "https://example.org/vmlinux".into(),
-            root_file_system: "/proc/self/status".into(),
-            kernel_args: Some("quiet".into()),
-            initrd: None,
-        };
-        let e = vm_workload(&f).unwrap_err();
-        assert!(e.message.contains("URLs are not fetched"), "{}", e.message);
-        let rel = FirecrackerExecution {
-            kernel_image: "boot/vmlinuz".into(),
-            ..f.clone()
-        };
-        assert!(vm_workload(&rel).unwrap_err().message.contains("absolute"));
-        let gone = FirecrackerExecution {
-            kernel_image: "/nonexistent/vmlinuz".into(),
-            ..f.clone()
+            ..good.clone()
         };
         assert!(
-            vm_workload(&gone)
+            vm_workload(&url, &files)
                 .unwrap_err()
                 .message
-                .contains("no such file")
+                .contains("URLs are not fetched")
         );
-        let ok = FirecrackerExecution {
-            kernel_image: "/proc/self/status".into(),
-            initrd: Some("/proc/self/status".into()),
-            ..f
+        for (args, needle) in [
+            ("root=/dev/sda", "set by the provider"),
+            ("console=ttyS1", "set by the provider"),
+            ("quiet", "boot watchdog"),
+            ("loglevel=0", "boot watchdog"),
+            ("a\"b", "not accepted"),
+            ("a\nb", "not accepted"),
+        ] {
+            let bad = FirecrackerExecution {
+                kernel_args: Some(args.into()),
+                ..good.clone()
+            };
+            let e = vm_workload(&bad, &files).unwrap_err().message;
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+        let long = FirecrackerExecution {
+            kernel_args: Some("x".repeat(MAX_KERNEL_ARGS + 1)),
+            ..good
         };
-        let w = vm_workload(&ok).unwrap();
-        assert_eq!(w.kernel_args, "quiet");
-        assert_eq!(w.rootfs.as_deref(), Some(Path::new("/proc/self/status")));
-        assert!(w.initrd.is_some());
+        assert!(
+            vm_workload(&long, &files)
+                .unwrap_err()
+                .message
+                .contains("at most")
+        );
     }
 }

@@ -188,11 +188,14 @@ fn up(n: usize, dir: &Path, base: u16, in_netns: bool) -> Result<i32> {
             .first()
             .map(|f: &Value| vec![f["p2p"].as_str().unwrap_or_default().to_string()])
             .unwrap_or_default();
+        let image_root = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         let config = json!({
             "rest": {"port": rest},
             "p2p": {"listen_address": [format!("/ip4/{host}/tcp/{p2p}"), format!("/ip4/{host}/udp/{p2p}/quic-v1")], "bootstrap_peers": bootstrap},
             "general": {"env": "devnet"},
             "subnet": {"enabled": layout.is_some()},
+            // Ensembles of a devnet name VM images and WASM modules under its directory.
+            "job": {"image_roots": [image_root.display().to_string()]},
         });
         nunet_config::write_file(&home.join(nunet_config::load::FILE_NAME), &config)?;
         nodes.push(json!({"name": format!("node-{i}"), "home": home, "did": key.did().to_string(), "peer_id": peer, "rest": format!("http://127.0.0.1:{rest}/api/v1"), "rest_port": rest, "p2p": tcp, "netns": ns}));
