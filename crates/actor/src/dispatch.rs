@@ -12,6 +12,57 @@ use crate::reply::{ActorError, ErrorKind, Reply};
 use crate::security::MAX_TTL_NS;
 use crate::system::{ActorSystem, BehaviorKind, Incoming};
 
+/// At most [`LOG_CLIP`] bytes of a sender-controlled string, for logs: a denied message must
+/// not be able to write megabytes into the log.
+pub(crate) fn clip(s: &str) -> &str {
+    if s.len() <= LOG_CLIP {
+        return s;
+    }
+    let mut end = LOG_CLIP;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Longest sender-controlled string written to a log line.
+pub(crate) const LOG_CLIP: usize = 160;
+
+/// Longest behavior, topic or continuation name accepted.
+pub const MAX_NAME_LEN: usize = 512;
+
+/// Bounds every sender-controlled name before anything parses or looks it up (DIDs are
+/// base58-decoded, names parsed as capabilities).
+fn check_field_sizes(env: &Envelope) -> Result<(), ActorError> {
+    let names = [
+        ("be", &env.be),
+        ("opt.topic", &env.opt.topic),
+        ("opt.cont", &env.opt.cont),
+        ("to.addr.inbox", &env.to.addr.inbox),
+        ("from.addr.inbox", &env.from.addr.inbox),
+    ];
+    let ids = [
+        ("from.id", &env.from.id),
+        ("from.did", &env.from.did),
+        ("to.id", &env.to.id),
+        ("to.did", &env.to.did),
+        ("to.addr.host", &env.to.addr.host),
+        ("from.addr.host", &env.from.addr.host),
+    ];
+    let too_long = names
+        .iter()
+        .map(|(k, v)| (k, v.len(), MAX_NAME_LEN))
+        .chain(
+            ids.iter()
+                .map(|(k, v)| (k, v.len(), nunet_did::MAX_DID_LEN)),
+        )
+        .find(|(_, len, max)| len > max);
+    match too_long {
+        Some((k, len, max)) => Err(rejected(format!("{k} is {len} bytes; at most {max}"))),
+        None => Ok(()),
+    }
+}
+
 fn rejected(msg: impl Into<String>) -> ActorError {
     ActorError::new(ErrorKind::Rejected, msg)
 }
@@ -31,7 +82,7 @@ impl ActorSystem {
         match Envelope::from_bytes(bytes) {
             Ok(env) => self.handle_envelope(env).await.to_bytes(),
             Err(e) => {
-                tracing::warn!(error = %e, "rejected undecodable envelope");
+                tracing::warn!(error = %clip(&e.to_string()), "rejected undecodable envelope");
                 self.node_reply(None, Reply::Error(rejected(e.to_string())))
                     .to_bytes()
             }
@@ -50,7 +101,7 @@ impl ActorSystem {
         let outcome = match self.admit(&env, false, origin) {
             Ok((sender, kind)) => self.run(&env, sender, kind).await,
             Err(e) => {
-                tracing::warn!(behavior = %env.be, from = %env.from.id, error = %e.message, rule = ?e.rule, "denied");
+                tracing::warn!(behavior = %clip(&env.be), from = %clip(&env.from.id), error = %clip(&e.message), rule = ?e.rule, "denied");
                 Err(e)
             }
         };
@@ -64,14 +115,14 @@ impl ActorSystem {
         let env = match Envelope::from_bytes(bytes) {
             Ok(e) => Arc::new(e),
             Err(e) => {
-                tracing::debug!(error = %e, "dropped undecodable gossip");
+                tracing::debug!(error = %clip(&e.to_string()), "dropped undecodable gossip");
                 return;
             }
         };
         let (sender, kind) = match self.admit(&env, true, Origin::External) {
             Ok(x) => x,
             Err(e) => {
-                tracing::warn!(behavior = %env.be, from = %env.from.id, error = %e.message, "broadcast denied");
+                tracing::warn!(behavior = %clip(&env.be), from = %clip(&env.from.id), error = %clip(&e.message), "broadcast denied");
                 return;
             }
         };
@@ -95,6 +146,7 @@ impl ActorSystem {
         origin: Origin,
     ) -> Result<(Did, BehaviorKind), ActorError> {
         let inner = &self.0;
+        check_field_sizes(env)?;
         let inbox = if broadcast {
             if env.opt.topic.is_empty() || !env.to.is_empty() {
                 return Err(rejected("a broadcast needs a topic and no receiver"));
@@ -291,5 +343,19 @@ impl ActorSystem {
             msg,
             Vec::new(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_fields_are_clipped_on_a_char_boundary() {
+        let long = "é".repeat(1000);
+        let c = clip(&long);
+        assert!(c.len() <= LOG_CLIP && c.len() >= LOG_CLIP - 1);
+        assert!(long.starts_with(c));
+        assert_eq!(clip("short"), "short");
     }
 }

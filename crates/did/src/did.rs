@@ -31,7 +31,15 @@ pub enum DidError {
     /// A peer id that does not embed an ed25519 key.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// Longer than any did:key this implementation accepts (checked before decoding:
+    /// base58 decoding is quadratic in the input).
+    #[error("DID is {0} bytes long; a did:key is at most {MAX_DID_LEN}")]
+    TooLong(usize),
 }
+
+/// Longest DID text accepted. An ed25519 did:key is 56 bytes; the margin leaves room for
+/// nothing an attacker can use: base58 decoding costs grow with the square of the length.
+pub const MAX_DID_LEN: usize = 128;
 
 /// A `did:key` identifier of an ed25519 public key.
 ///
@@ -93,6 +101,9 @@ impl Did {
     /// Parses `did:key:z…` (ed25519 only). Recently parsed DIDs are remembered, so the
     /// base58 decoding and curve point decompression are paid once per peer, not per message.
     pub fn parse(s: &str) -> Result<Self, DidError> {
+        if s.len() > MAX_DID_LEN {
+            return Err(DidError::TooLong(s.len()));
+        }
         static SEEN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, Did>>> =
             std::sync::OnceLock::new();
         let seen = SEEN.get_or_init(Default::default);
@@ -228,6 +239,16 @@ mod tests {
             "HrBXe7XnjMbscM1roSDTSMCcLNraetDQM9wSVjnzDxn3",
         ),
     ];
+
+    /// An 80 kB id used to cost ~20 s of CPU in base58 decoding before any authentication.
+    #[test]
+    fn overlong_dids_are_refused_before_decoding() {
+        let long = format!("did:key:z{}", "2".repeat(80_000));
+        assert!(matches!(Did::parse(&long), Err(DidError::TooLong(n)) if n == long.len()));
+        let d = Keypair::from_seed(&[9; 32]).did();
+        assert!(d.as_str().len() <= MAX_DID_LEN);
+        assert_eq!(Did::parse(d.as_str()).unwrap(), d);
+    }
 
     #[test]
     fn published_vectors_decode_and_encode() {

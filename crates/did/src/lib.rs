@@ -13,6 +13,6 @@ pub mod did;
 pub mod key;
 pub mod keystore;
 
-pub use did::{Did, DidError};
+pub use did::{Did, DidError, MAX_DID_LEN};
 pub use key::{KeyError, Keypair, PublicKey, Signature};
 pub use keystore::{KdfParams, Keystore, KeystoreError};

@@ -128,6 +128,12 @@ async fn broadcast(State(s): State<ApiState>, Json(env): Json<Envelope>) -> Resp
         );
         return err(StatusCode::BAD_REQUEST, &e);
     }
+    // Nothing unsigned or forged is handed to gossip in this node's name: every peer would
+    // pay for checking it.
+    if let Err(e) = env.verify_signature() {
+        let e = ActorError::new(ErrorKind::Rejected, format!("broadcast envelope: {e}"));
+        return err(StatusCode::BAD_REQUEST, &e);
+    }
     let inbox = env.from.addr.inbox.clone();
     let mut rx = s.system.mailbox(&inbox, &env.opt.cont, 1024);
     let wait =
