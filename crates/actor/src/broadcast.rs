@@ -4,13 +4,22 @@
 
 use std::time::Duration;
 
-use nunet_capability::now_ns;
+use nunet_capability::{Capability, now_ns};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::envelope::{Handle, Options};
 use crate::reply::ActorError;
 use crate::system::{ActorSystem, decode_reply, reply_collector};
+
+/// What a broadcast collected.
+#[derive(Debug, Default)]
+pub struct BroadcastReplies {
+    /// Admitted replies: the replier's handle and its value.
+    pub replies: Vec<(Handle, Value)>,
+    /// Replies refused by the authorization check: the replier's handle and why.
+    pub denied: Vec<(Handle, ActorError)>,
+}
 
 impl ActorSystem {
     /// Broadcasts `be` on `topic` and collects the replies that arrive within `collect`.
@@ -36,11 +45,61 @@ impl ActorSystem {
         be: &str,
         payload: Value,
         collect: Duration,
-        mut close: impl FnMut(&[(Handle, Value)]) -> Option<Duration> + Send,
+        close: impl FnMut(&[(Handle, Value)]) -> Option<Duration> + Send,
     ) -> Result<Vec<(Handle, Value)>, ActorError> {
+        self.broadcast_collect(from_inbox, topic, be, payload, collect, None, close)
+            .await
+            .map(|r| r.replies)
+    }
+
+    /// Like [`Self::broadcast_with`], for replies that carry a decision (bids): each reply
+    /// must be authorized for `reply_cap` by a chain our anchors accept, like any message
+    /// (receivers send it under that capability when their broadcast behavior says so,
+    /// [`crate::Behavior::replying_as`]). Refused replies never reach `close` or the result
+    /// list; they come back in [`BroadcastReplies::denied`].
+    #[allow(clippy::too_many_arguments)]
+    pub async fn broadcast_authorized(
+        &self,
+        from_inbox: &str,
+        topic: &str,
+        be: &str,
+        payload: Value,
+        collect: Duration,
+        reply_cap: Capability,
+        close: impl FnMut(&[(Handle, Value)]) -> Option<Duration> + Send,
+    ) -> Result<BroadcastReplies, ActorError> {
+        self.broadcast_collect(
+            from_inbox,
+            topic,
+            be,
+            payload,
+            collect,
+            Some(reply_cap),
+            close,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn broadcast_collect(
+        &self,
+        from_inbox: &str,
+        topic: &str,
+        be: &str,
+        payload: Value,
+        collect: Duration,
+        reply_cap: Option<Capability>,
+        mut close: impl FnMut(&[(Handle, Value)]) -> Option<Duration> + Send,
+    ) -> Result<BroadcastReplies, ActorError> {
         let cont = format!("/reply/{:016x}", rand::random::<u64>());
         let (tx, mut rx) = mpsc::channel(1024);
-        self.register(from_inbox, &cont, reply_collector(tx))?;
+        let (denied_tx, mut denied_rx) = mpsc::channel(1024);
+        let mut endpoint = reply_collector(tx);
+        if reply_cap.is_some() {
+            endpoint.reply_capability = reply_cap;
+            endpoint.denied = Some(denied_tx);
+        }
+        self.register(from_inbox, &cont, endpoint)?;
         let exp = now_ns().saturating_add(collect.as_nanos() as u64);
         let opt = Options {
             exp,
@@ -68,7 +127,14 @@ impl ActorSystem {
             }
         }
         self.unregister(from_inbox, &cont);
-        published.map(|_| out)
+        let mut denied = Vec::new();
+        while let Ok(d) = denied_rx.try_recv() {
+            denied.push(d);
+        }
+        published.map(|_| BroadcastReplies {
+            replies: out,
+            denied,
+        })
     }
 
     /// The peers the transport knows to be subscribed to `topic` (libp2p peer ids); `None`

@@ -131,8 +131,41 @@ impl ActorSystem {
             return;
         }
         let Ok(value) = result else { return };
-        let mut reply = self.reply_from("root", &env, Reply::Ok(value));
-        reply.be = env.opt.cont.clone();
+        let reply_cap = self.actor("root").and_then(|a| {
+            a.behaviors
+                .read()
+                .ok()
+                .and_then(|m| m.get(&env.be).and_then(|b| b.reply_capability.clone()))
+        });
+        let reply = match reply_cap {
+            // Sent under a capability: tokens for it, addressed to the broadcaster.
+            Some(cap) => {
+                let opt = Options {
+                    exp: env.opt.exp.max(now_ns() + 1_000_000_000),
+                    ..Default::default()
+                };
+                let body = serde_json::to_value(Reply::Ok(value)).unwrap_or(Value::Null);
+                match self.envelope_under(
+                    "root",
+                    env.from.clone(),
+                    &env.opt.cont,
+                    Some(&cap.to_string()),
+                    &body,
+                    opt,
+                ) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, capability = %cap, "no tokens for a broadcast reply");
+                        return;
+                    }
+                }
+            }
+            None => {
+                let mut reply = self.reply_from("root", &env, Reply::Ok(value));
+                reply.be = env.opt.cont.clone();
+                reply
+            }
+        };
         if let Err(e) = self.deliver_from(reply, Origin::InProcess).await {
             tracing::warn!(error = %e, to = %env.from.did, "broadcast reply not delivered");
         }
@@ -181,14 +214,12 @@ impl ActorSystem {
             .replay
             .check(&env.from.id, env.nonce, env.opt.exp, now)
             .map_err(rejected)?;
-        let kind = actor
+        let behavior = actor
             .behaviors
             .read()
             .ok()
-            .and_then(|m| m.get(&env.be).map(|b| b.kind.clone()));
-        if kind == Some(BehaviorKind::Reply) {
-            return Ok((sender, BehaviorKind::Reply));
-        }
+            .and_then(|m| m.get(&env.be).cloned());
+        let kind = behavior.as_ref().map(|b| b.kind.clone());
         // Same node = signed inside this process by the node key or one of our child actors'
         // keys. Never for anything that arrived from outside (a leaked child key, or the
         // node key used by a local client, still needs tokens), and never inferred from the
@@ -203,6 +234,29 @@ impl ActorSystem {
                             .any(|a| a.key.is_some() && a.handle.id == env.from.id)
                     })
                     .unwrap_or(false));
+        let audience = || -> Result<Did, ActorError> {
+            if actor.handle.id.is_empty() {
+                Ok(inner.node_did.clone())
+            } else {
+                Did::parse(&actor.handle.id).map_err(|e| rejected(e.to_string()))
+            }
+        };
+        if let Some(b) = behavior.as_ref().filter(|b| b.kind == BehaviorKind::Reply) {
+            // A reply endpoint's unguessable name admits the reply; one that carries a
+            // decision (a bid) must also be authorized for the capability it declares, like
+            // any message, and its denials are reported to whoever collects the replies.
+            if let (Some(cap), false) = (
+                &b.reply_capability,
+                same_node || !inner.config.verify_capabilities,
+            ) && let Err(e) = self.authorize(env, &sender, cap, None, &audience()?, now)
+            {
+                if let Some(sink) = &b.denied {
+                    let _ = sink.try_send((env.from.clone(), e.clone()));
+                }
+                return Err(e);
+            }
+            return Ok((sender, BehaviorKind::Reply));
+        }
         if inner.config.verify_capabilities && !same_node {
             let cap: Capability = env
                 .be
@@ -218,38 +272,7 @@ impl ActorSystem {
             } else {
                 None
             };
-            let audience = if actor.handle.id.is_empty() {
-                inner.node_did.clone()
-            } else {
-                Did::parse(&actor.handle.id).map_err(|e| rejected(e.to_string()))?
-            };
-            let list = if env.cap.is_empty() {
-                TokenList::default()
-            } else {
-                TokenList::from_json(&env.cap).map_err(|e| rejected(e.to_string()))?
-            };
-            let req = Request {
-                action: if broadcast {
-                    Action::Broadcast
-                } else {
-                    Action::Invoke
-                },
-                subject: &sender,
-                audience: &audience,
-                capability: &cap,
-                topic: topic.as_ref(),
-            };
-            let anchors = inner
-                .anchors
-                .read()
-                .map_err(|_| ActorError::failed("anchors unavailable"))?;
-            if let Err(denied) = inner.verifier.verify_any(&list, &req, &anchors, now) {
-                return Err(ActorError {
-                    kind: ErrorKind::Denied,
-                    rule: Some(denied.rule().to_string()),
-                    message: denied.to_string(),
-                });
-            }
+            self.authorize(env, &sender, &cap, topic.as_ref(), &audience()?, now)?;
         }
         match kind {
             Some(k) if (k == BehaviorKind::Broadcast) == broadcast => Ok((sender, k)),
@@ -258,6 +281,49 @@ impl ActorSystem {
                 format!("no behavior {} on actor {inbox:?}", env.be),
             )),
         }
+    }
+
+    /// Checks the envelope's tokens: `sender` may use `cap` (broadcast on `topic` when
+    /// given, else invoke) on an actor whose DID is `audience`, anchored in our anchors.
+    fn authorize(
+        &self,
+        env: &Envelope,
+        sender: &Did,
+        cap: &Capability,
+        topic: Option<&Capability>,
+        audience: &Did,
+        now: u64,
+    ) -> Result<(), ActorError> {
+        let inner = &self.0;
+        let list = if env.cap.is_empty() {
+            TokenList::default()
+        } else {
+            TokenList::from_json(&env.cap).map_err(|e| rejected(e.to_string()))?
+        };
+        let req = Request {
+            action: if topic.is_some() {
+                Action::Broadcast
+            } else {
+                Action::Invoke
+            },
+            subject: sender,
+            audience,
+            capability: cap,
+            topic,
+        };
+        let anchors = inner
+            .anchors
+            .read()
+            .map_err(|_| ActorError::failed("anchors unavailable"))?;
+        inner
+            .verifier
+            .verify_any(&list, &req, &anchors, now)
+            .map(|_| ())
+            .map_err(|denied| ActorError {
+                kind: ErrorKind::Denied,
+                rule: Some(denied.rule().to_string()),
+                message: denied.to_string(),
+            })
     }
 
     async fn run(

@@ -68,6 +68,9 @@ pub enum BehaviorKind {
     Reply,
 }
 
+/// Where a reply endpoint reports replies it refused: the sender's handle and why.
+pub type DeniedSink = mpsc::Sender<(Handle, ActorError)>;
+
 /// A registered behavior.
 #[derive(Clone)]
 pub struct Behavior {
@@ -75,6 +78,12 @@ pub struct Behavior {
     pub handler: Handler,
     /// How it is reached.
     pub kind: BehaviorKind,
+    /// For a broadcast behavior: the capability its replies are sent under (they carry
+    /// invocation tokens for it, addressed to the broadcaster). For a reply endpoint: the
+    /// capability a reply must be authorized for, like any message (e.g. a bid).
+    pub reply_capability: Option<Capability>,
+    /// For a reply endpoint: where refused replies are reported.
+    pub denied: Option<DeniedSink>,
 }
 
 impl Behavior {
@@ -87,7 +96,16 @@ impl Behavior {
         Self {
             handler: Arc::new(move |m| Box::pin(f(m))),
             kind: BehaviorKind::Direct,
+            reply_capability: None,
+            denied: None,
         }
+    }
+
+    /// This broadcast behavior's replies are sent under `cap` (see
+    /// [`Behavior::reply_capability`]).
+    pub fn replying_as(mut self, cap: Capability) -> Self {
+        self.reply_capability = Some(cap);
+        self
     }
 
     /// A broadcast behavior from an async function.
@@ -383,6 +401,20 @@ impl ActorSystem {
         payload: &Value,
         opt: Options,
     ) -> Result<Envelope, ActorError> {
+        self.envelope_under(from_inbox, to, be, None, payload, opt)
+    }
+
+    /// Like [`Self::envelope`], with tokens for `token_cap` instead of `be` when given (a
+    /// reply to an ephemeral endpoint, sent under the capability the endpoint requires).
+    pub(crate) fn envelope_under(
+        &self,
+        from_inbox: &str,
+        to: Handle,
+        be: &str,
+        token_cap: Option<&str>,
+        payload: &Value,
+        opt: Options,
+    ) -> Result<Envelope, ActorError> {
         let actor = self.actor(from_inbox).ok_or_else(|| {
             ActorError::new(ErrorKind::NotFound, format!("no actor {from_inbox}"))
         })?;
@@ -393,7 +425,7 @@ impl ActorSystem {
         let cap_bytes = if to.did == self.0.node_did.as_str() && !to.did.is_empty() {
             Vec::new() // same node: no tokens needed
         } else {
-            self.tokens_for(&actor, &key, &to, be, &opt)?
+            self.tokens_for(&actor, &key, &to, token_cap.unwrap_or(be), &opt)?
         };
         let msg = serde_json::to_vec(payload).map_err(|e| ActorError::failed(e.to_string()))?;
         Ok(Envelope::sign(
@@ -621,6 +653,8 @@ pub fn decode_reply(reply: &Envelope) -> Result<Value, ActorError> {
 pub(crate) fn reply_collector(tx: mpsc::Sender<Envelope>) -> Behavior {
     Behavior {
         kind: BehaviorKind::Reply,
+        reply_capability: None,
+        denied: None,
         handler: Arc::new(move |m: Incoming| {
             let tx = tx.clone();
             Box::pin(async move {

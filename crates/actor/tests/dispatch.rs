@@ -447,3 +447,107 @@ async fn oversized_ids_and_names_are_refused_before_parsing() {
     assert!(e.message.contains("be is"), "{e:?}");
     assert_eq!(w.ran.load(Ordering::SeqCst), 0);
 }
+
+/// Replies that carry a decision (bids) are authorized like any message: a node on the
+/// swarm that was granted nothing by the organisation the orchestrator trusts can answer,
+/// but its reply is refused and reported, never collected.
+#[tokio::test]
+async fn authorized_broadcast_replies_drop_and_report_strangers() {
+    let org = Keypair::from_seed(&[11; 32]);
+    let (ko, kp, ks) = (
+        Keypair::from_seed(&[12; 32]),
+        Keypair::from_seed(&[13; 32]),
+        Keypair::from_seed(&[14; 32]),
+    );
+    let grant = |to: &Keypair, caps: &[&str]| {
+        Anchors::new(org.did())
+            .grant(
+                &org,
+                &TokenSpec {
+                    sub: to.did(),
+                    aud: None,
+                    cap: caps.iter().map(|c| c.parse().unwrap()).collect(),
+                    topic: vec!["/nunet".parse().unwrap()],
+                    exp: now_ns() + HOUR,
+                    depth: 0,
+                },
+            )
+            .unwrap()
+    };
+    let anchors = |k: &Keypair, g: Option<nunet_capability::Token>| {
+        let mut a = Anchors::new(k.did());
+        a.add_root(org.did());
+        if let Some(g) = g {
+            a.add_provide(g, now_ns()).unwrap();
+        }
+        a
+    };
+    let o = ActorSystem::new(
+        ko.clone(),
+        anchors(&ko, Some(grant(&ko, &["/broadcast"]))),
+        SystemConfig::default(),
+    );
+    let p = ActorSystem::new(
+        kp.clone(),
+        anchors(&kp, Some(grant(&kp, &["/dms"]))),
+        SystemConfig::default(),
+    );
+    // The stranger trusts the organisation (so it admits the bid request) but holds no grant.
+    let s = ActorSystem::new(ks.clone(), anchors(&ks, None), SystemConfig::default());
+    let mem = Mem::default();
+    for sys in [&o, &p, &s] {
+        sys.set_transport(Arc::new(mem.clone()));
+        sys.register(
+            "root",
+            "/broadcast/bid",
+            Behavior::broadcast(|_m| async { Ok(json!({"price": 1})) })
+                .replying_as("/dms/deployment/bid".parse().unwrap()),
+        )
+        .unwrap();
+    }
+    mem.0
+        .lock()
+        .unwrap()
+        .extend([o.clone(), p.clone(), s.clone()]);
+    let got = o
+        .broadcast_authorized(
+            "root",
+            "/nunet",
+            "/broadcast/bid",
+            json!({}),
+            Duration::from_millis(500),
+            "/dms/deployment/bid".parse().unwrap(),
+            |_| None,
+        )
+        .await
+        .unwrap();
+    // (The in-memory transport also hands the broadcast to its sender, which answers itself.)
+    let repliers: Vec<&str> = got
+        .replies
+        .iter()
+        .map(|(h, _)| h.did.as_str())
+        .filter(|d| *d != o.did().as_str())
+        .collect();
+    assert_eq!(repliers, vec![p.did().as_str()], "{got:?}");
+    assert_eq!(got.denied.len(), 1, "{got:?}");
+    assert_eq!(got.denied[0].0.did, s.did().as_str());
+    assert_eq!(got.denied[0].1.kind, ErrorKind::Denied);
+    // Without the requirement, both replies are collected (the old behaviour).
+    let all = o
+        .broadcast_with(
+            "root",
+            "/nunet",
+            "/broadcast/bid",
+            json!({}),
+            Duration::from_millis(500),
+            |_| None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter()
+            .filter(|(h, _)| h.did != o.did().as_str())
+            .count(),
+        2
+    );
+}

@@ -14,8 +14,8 @@ use nunet_ensemble::spec::AllocationType;
 use nunet_ensemble::{Execution, Location};
 use nunet_executor::Executor;
 use nunet_orchestrator::protocol::{
-    ALLOCATE, AllocateRequest, AllocationRequest, BID_REQUEST, BID_REQUEST_DIRECT, Bid, BidRequest,
-    COMMIT, CommitRequest, REVERT, RevertRequest,
+    ALLOCATE, AllocateRequest, AllocationRequest, BID, BID_REQUEST, BID_REQUEST_DIRECT, Bid,
+    BidRequest, COMMIT, CommitRequest, REVERT, RevertRequest,
 };
 use nunet_resources::Resources as Held;
 use nunet_store::StoredDocument;
@@ -437,7 +437,8 @@ impl Provider {
             Behavior::broadcast(move |m: Incoming| {
                 let p = p.clone();
                 async move { p.bid(&m) }
-            }),
+            })
+            .replying_as(BID.parse().map_err(|e| failed(format!("{BID}: {e}")))?),
         )?;
         self.on_root(BID_REQUEST_DIRECT, |p, m| async move { p.bid(&m) })?;
         self.on_root(COMMIT, |p, m| async move {

@@ -202,6 +202,7 @@ impl Deployments {
             events: Vec::new(),
             rounds: 0,
             bids: BTreeMap::new(),
+            refused_bids: BTreeMap::new(),
             notes: Vec::new(),
         };
         rec.event(now_ms(), "deployment created");

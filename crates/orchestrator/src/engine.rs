@@ -11,8 +11,8 @@ use nunet_placement::Problem;
 use serde_json::{Value, json};
 
 use crate::protocol::{
-    ALLOCATE, ALLOCATION_START, AllocateRequest, AllocationRequest, BID_REQUEST, Bid, BidRequest,
-    COMMIT, CommitAllocation, CommitRequest, DEPLOYMENT_TOPIC, NodeBidRequest, REVERT,
+    ALLOCATE, ALLOCATION_START, AllocateRequest, AllocationRequest, BID, BID_REQUEST, Bid,
+    BidRequest, COMMIT, CommitAllocation, CommitRequest, DEPLOYMENT_TOPIC, NodeBidRequest, REVERT,
     RevertRequest, allocation_id,
 };
 use crate::state::{Deployment, DeploymentStatus, ManifestAllocation, ManifestNode};
@@ -164,6 +164,24 @@ impl Engine {
             r.status = s;
             r.event(now_ms(), msg);
         });
+    }
+
+    /// Records bids refused by the authorization check: counted per sender, and an event
+    /// for each (the sender's DID and the rule that refused it).
+    pub(crate) fn refused_bids(&self, denied: &[(Handle, ActorError)]) {
+        for (from, e) in denied {
+            self.update(|r| {
+                *r.refused_bids.entry(from.did.clone()).or_default() += 1;
+                r.event(
+                    now_ms(),
+                    format!(
+                        "refused a bid from {}: not authorized for {BID} ({})",
+                        from.did,
+                        e.rule.as_deref().unwrap_or(e.message.as_str())
+                    ),
+                );
+            });
+        }
     }
 
     pub(crate) fn fail(&self, reason: String) {
@@ -345,19 +363,30 @@ impl Engine {
                 return Vec::new();
             }
             let close = crate::bids::round_closer(wanted, subscribers.clone(), BID_GRACE);
+            let bid_cap = match BID.parse() {
+                Ok(c) => c,
+                Err(e) => {
+                    self.event(format!("bid capability {BID}: {e}"));
+                    return Vec::new();
+                }
+            };
             match self
                 .system
-                .broadcast_with(
+                .broadcast_authorized(
                     &self.inbox,
                     DEPLOYMENT_TOPIC,
                     BID_REQUEST,
                     payload,
                     collect,
+                    bid_cap,
                     close,
                 )
                 .await
             {
-                Ok(r) => r,
+                Ok(r) => {
+                    self.refused_bids(&r.denied);
+                    r.replies
+                }
                 Err(e) => {
                     self.event(format!("bid request not published: {}", e.message));
                     Vec::new()

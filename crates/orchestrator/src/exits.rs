@@ -298,6 +298,7 @@ mod tests {
             rounds: 1,
             notes: Vec::new(),
             bids: BTreeMap::new(),
+            refused_bids: BTreeMap::new(),
         }
     }
 

@@ -16,6 +16,10 @@ pub const DEPLOYMENT_TOPIC: &str = "/nunet/deployment";
 pub const BID_REQUEST: &str = "/dms/deployment/request";
 /// Provider: answer a bid request sent directly (nodes pinned to that provider).
 pub const BID_REQUEST_DIRECT: &str = "/dms/deployment/request/direct";
+/// The capability a bid (or a decline) is sent under (NuNet's `/dms/deployment/bid`): the
+/// orchestrating node collects only replies whose sender holds a chain for it that its own
+/// anchors accept, so a node on the swarm that was granted nothing cannot win work.
+pub const BID: &str = "/dms/deployment/bid";
 /// Provider: lock resources for an ensemble's allocations (phase 1).
 pub const COMMIT: &str = "/dms/deployment/commit";
 /// Provider: create the allocation actors (phase 2).

@@ -134,6 +134,10 @@ pub struct Deployment {
     /// Verified bids per ensemble node in the latest bid round (shown by `nunet deploy`).
     #[serde(default)]
     pub bids: BTreeMap<String, u32>,
+    /// Bids refused because their sender held no chain for `/dms/deployment/bid` that this
+    /// node's anchors accept, per sender DID, over all rounds.
+    #[serde(default)]
+    pub refused_bids: BTreeMap<String, u32>,
 }
 
 /// Most events kept per deployment.
@@ -185,6 +189,7 @@ impl Deployment {
             "allocations": self.manifest.allocations.iter().map(|(n, a)| (n.clone(), a.status.clone())).collect::<BTreeMap<_, _>>(),
             "notes": self.notes,
             "bids": self.bids,
+            "refused_bids": self.refused_bids,
         })
     }
 }
