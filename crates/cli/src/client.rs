@@ -1,11 +1,12 @@
 //! Talking to the local daemon: signing envelopes with a user context and posting them to
 //! the REST bridge.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use nunet_actor::envelope::Address;
-use nunet_actor::{ActorError, Envelope, ErrorKind, Handle, Options};
+use nunet_actor::{ActorError, Envelope, ErrorKind, Handle, MAX_ENVELOPE_BYTES, Options};
 use nunet_capability::{Action, Anchors, Capability, TokenList, TokenSpec, now_ns};
 use nunet_did::Keypair;
 use serde_json::Value;
@@ -31,6 +32,26 @@ pub fn code_of(e: &ActorError) -> i32 {
     }
 }
 
+/// A request the daemon would refuse for its size (its REST body limit is
+/// [`MAX_ENVELOPE_BYTES`]), refused here before anything is sent.
+#[derive(Debug)]
+pub struct TooLarge {
+    /// Size of the request body.
+    pub bytes: usize,
+}
+
+impl std::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the request is {} bytes; the daemon accepts at most {MAX_ENVELOPE_BYTES}",
+            self.bytes
+        )
+    }
+}
+
+impl std::error::Error for TooLarge {}
+
 /// The local daemon's REST API.
 pub struct Api {
     base: String,
@@ -38,21 +59,47 @@ pub struct Api {
 }
 
 impl Api {
-    /// The API at `addr:port`.
+    /// The API of a daemon listening on `addr:port` (`rest.addr`, `rest.port`). A wildcard
+    /// listen address (`0.0.0.0`, `::`) is reached on loopback; IPv6 addresses are
+    /// bracketed.
     pub fn new(addr: &str, port: u16, timeout: Duration) -> Self {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(timeout + Duration::from_secs(5)))
             .build();
+        let host = match addr.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(nunet_config::client_ip(ip), port).to_string(),
+            Err(_) => format!("{addr}:{port}"),
+        };
         Self {
-            base: format!("http://{addr}:{port}/api/v1"),
+            base: format!("http://{host}/api/v1"),
             agent: ureq::Agent::new_with_config(config),
         }
     }
 
-    fn unreachable(&self, e: impl std::fmt::Display) -> anyhow::Error {
+    /// Why a request failed, telling a daemon that closed the connection (it may have
+    /// refused the request) from one that is not there. `sent`: the request body's size.
+    fn failed(&self, e: ureq::Error, sent: Option<usize>) -> anyhow::Error {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+        let closed = matches!(&e, ureq::Error::Io(io) if matches!(
+            io.kind(),
+            BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof
+        ));
+        if !closed {
+            return anyhow!(
+                "cannot reach the DMS at {} ({e}); is `nunet run` running with this --data-dir?",
+                self.base
+            );
+        }
+        let size = sent
+            .map(|n| {
+                format!(
+                    "; the request was {n} bytes (the daemon accepts at most {MAX_ENVELOPE_BYTES})"
+                )
+            })
+            .unwrap_or_default();
         anyhow!(
-            "cannot reach the DMS at {} ({e}); is `nunet run` running with this --data-dir?",
+            "the DMS at {} closed the connection before answering ({e}){size}; its log may say why",
             self.base
         )
     }
@@ -63,19 +110,26 @@ impl Api {
             .agent
             .get(&format!("{}{path}", self.base))
             .call()
-            .map_err(|e| self.unreachable(e))?;
+            .map_err(|e| self.failed(e, None))?;
         r.body_mut()
             .read_json()
             .context("reading the daemon's answer")
     }
 
-    /// POST a JSON document; returns the status and body.
+    /// POST a JSON document; returns the status and body. A body over the daemon's limit
+    /// is refused with [`TooLarge`] without contacting the daemon.
     pub fn post(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
+        let bytes = serde_json::to_vec(body)?;
+        if bytes.len() > MAX_ENVELOPE_BYTES {
+            return Err(TooLarge { bytes: bytes.len() }.into());
+        }
+        let sent = bytes.len();
         let mut r = self
             .agent
             .post(&format!("{}{path}", self.base))
-            .send_json(body)
-            .map_err(|e| self.unreachable(e))?;
+            .header("content-type", "application/json")
+            .send(&bytes[..])
+            .map_err(|e| self.failed(e, Some(sent)))?;
         let status = r.status().as_u16();
         let v: Value = r
             .body_mut()
@@ -193,5 +247,111 @@ pub fn post_envelope(api: &Api, kind: &str, env: &Envelope) -> Result<Result<Out
             )))
         }
         _ => Ok(Ok(Outcome::Value(body))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    const T: Duration = Duration::from_secs(5);
+
+    /// Serves one connection: reads the request head, then answers `{"status":"ok"}`, or
+    /// (with `close_early`) closes without reading the body or answering.
+    fn serve_once(listener: TcpListener, close_early: bool) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            if close_early {
+                return;
+            }
+            let body = br#"{"status":"ok"}"#;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            s.write_all(head.as_bytes()).unwrap();
+            s.write_all(body).unwrap();
+        })
+    }
+
+    #[test]
+    fn wildcard_listen_addresses_are_reached_on_loopback() {
+        assert_eq!(Api::new("::", 9999, T).base, "http://[::1]:9999/api/v1");
+        assert_eq!(
+            Api::new("0.0.0.0", 9999, T).base,
+            "http://127.0.0.1:9999/api/v1"
+        );
+        assert_eq!(
+            Api::new("::ffff:127.0.0.1", 9999, T).base,
+            "http://127.0.0.1:9999/api/v1"
+        );
+        assert_eq!(Api::new("::1", 80, T).base, "http://[::1]:80/api/v1");
+        assert_eq!(
+            Api::new("127.0.0.1", 9999, T).base,
+            "http://127.0.0.1:9999/api/v1"
+        );
+    }
+
+    #[test]
+    fn a_daemon_listening_on_the_ipv6_wildcard_is_reached() {
+        // Skipped where the machine has no IPv6.
+        let Ok(listener) = TcpListener::bind("[::]:0") else {
+            return;
+        };
+        let port = listener.local_addr().unwrap().port();
+        let server = serve_once(listener, false);
+        let v = Api::new("::", port, T).get("/health").unwrap();
+        assert_eq!(v["status"], "ok");
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_request_over_the_daemons_limit_is_refused_before_sending() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let body = Value::String("x".repeat(MAX_ENVELOPE_BYTES));
+        let e = Api::new("127.0.0.1", port, T)
+            .post("/actor/invoke", &body)
+            .unwrap_err();
+        let too_large = e
+            .downcast_ref::<TooLarge>()
+            .unwrap_or_else(|| panic!("{e:#}"));
+        assert_eq!(too_large.bytes, MAX_ENVELOPE_BYTES + 2);
+        assert!(
+            e.to_string()
+                .contains(&format!("the daemon accepts at most {MAX_ENVELOPE_BYTES}")),
+            "{e}"
+        );
+        // Nothing was sent.
+        assert!(listener.accept().is_err());
+    }
+
+    #[test]
+    fn a_daemon_closing_the_connection_mid_request_is_named() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = serve_once(listener, true);
+        let body = Value::String("x".repeat(MAX_ENVELOPE_BYTES / 2));
+        let e = Api::new("127.0.0.1", port, T)
+            .post("/actor/invoke", &body)
+            .unwrap_err()
+            .to_string();
+        server.join().unwrap();
+        assert!(e.contains("closed the connection before answering"), "{e}");
+        assert!(
+            e.contains(&format!("{} bytes", MAX_ENVELOPE_BYTES / 2 + 2)),
+            "{e}"
+        );
+        assert!(!e.contains("cannot reach"), "{e}");
     }
 }

@@ -11,8 +11,10 @@
 pub mod keys;
 /// Finding, loading and atomically writing the config file.
 pub mod load;
+pub mod local;
 /// The typed configuration and its defaults.
 pub mod model;
 
 pub use load::{ConfigError, Loaded, load, write_file};
+pub use local::{client_ip, is_loopback};
 pub use model::Config;

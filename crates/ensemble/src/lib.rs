@@ -88,22 +88,31 @@ pub fn parse_str(text: &str, ctx: &Context) -> Result<Parsed, EnsembleError> {
     let (mut root, issues) = match tree::parse(text) {
         Ok(t) => t,
         Err(e) => {
-            let line = (e.line > 0).then_some(e.line);
+            let line = (e.line() > 0).then_some(e.line());
+            let message = match e {
+                tree::ReadError::Syntax { message, .. } => {
+                    format!("not valid YAML or JSON: {message}")
+                }
+                tree::ReadError::Limit { limit, .. } => limit.to_string(),
+            };
             let report = Report {
                 problems: vec![Problem {
                     severity: Severity::Error,
                     path: String::new(),
                     line,
-                    message: format!("not valid YAML or JSON: {}", e.message),
+                    message,
                 }],
             };
             return Err(EnsembleError::Invalid(report));
         }
     };
+    // Placeholders and resource templates may grow the document further, within the same
+    // budget as aliases.
+    c.expanded(tree::weight(&root));
     for issue in issues {
         c.error_at("", issue.line, issue.message);
     }
-    placeholder::resolve(&mut root, "", ctx, &mut c);
+    placeholder::resolve(&mut root, &mut String::new(), ctx, &mut c);
     let ensemble = match decode::ensemble(&mut c, &root) {
         Some((e, declared)) => {
             validate::validate(&mut c, &e, &declared);

@@ -9,12 +9,17 @@
 //! A placeholder with no value and no default is an error reported at its YAML path. Keys are
 //! never interpolated, only values. A plain scalar stays plain after substitution, so
 //! `cores: ${CORES:-2}` is still a number.
+//!
+//! What placeholders add to a document counts against [`MAX_EXPANDED_BYTES`], like aliases:
+//! `${file:…}` of a 1 MiB file written a hundred times is refused, not read a hundred times.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::Read;
 use std::path::PathBuf;
 
-use crate::problem::{Collector, index, join};
-use crate::tree::{Kind, Value};
+use crate::problem::Collector;
+use crate::tree::{Kind, MAX_EXPANDED_BYTES, Value, quote_short};
 
 /// Largest file a `${file:…}` placeholder may read.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -62,21 +67,31 @@ impl Context {
                     Ok(m) => m,
                     Err(_) => return Ok(None),
                 };
+                // Devices and pipes report no length (`/dev/zero` never ends, a FIFO blocks).
+                if !meta.is_file() {
+                    return Err(format!("{key:?} is not a regular file"));
+                }
+                let too_large = || format!("file {key:?} is larger than 1 MiB");
                 if meta.len() > MAX_FILE_BYTES {
-                    return Err(format!("file {key:?} is larger than 1 MiB"));
+                    return Err(too_large());
                 }
-                match std::fs::read_to_string(&path) {
-                    Ok(mut s) => {
-                        if s.ends_with('\n') {
-                            s.pop();
-                            if s.ends_with('\r') {
-                                s.pop();
-                            }
-                        }
-                        Ok(Some(s))
+                let cannot = |e: std::io::Error| format!("cannot read file {key:?}: {e}");
+                let file = std::fs::File::open(&path).map_err(cannot)?;
+                // The file may have grown since `metadata`.
+                let mut s = String::new();
+                file.take(MAX_FILE_BYTES + 1)
+                    .read_to_string(&mut s)
+                    .map_err(cannot)?;
+                if s.len() as u64 > MAX_FILE_BYTES {
+                    return Err(too_large());
+                }
+                if s.ends_with('\n') {
+                    s.pop();
+                    if s.ends_with('\r') {
+                        s.pop();
                     }
-                    Err(e) => Err(format!("cannot read file {key:?}: {e}")),
                 }
+                Ok(Some(s))
             }
             other => Err(format!(
                 "unknown placeholder source {other:?} (expected env or file)"
@@ -91,22 +106,51 @@ impl Default for Context {
     }
 }
 
+/// Why a string's placeholders could not be expanded.
+enum Failure {
+    /// A placeholder is wrong or has no value.
+    Bad(String),
+    /// The result would be longer than allowed.
+    TooLong,
+}
+
+impl From<String> for Failure {
+    fn from(s: String) -> Self {
+        Failure::Bad(s)
+    }
+}
+
 /// Expands the placeholders of one string.
 pub fn expand(text: &str, ctx: &Context) -> Result<String, String> {
-    let mut out = String::with_capacity(text.len());
+    expand_within(text, ctx, MAX_EXPANDED_BYTES).map_err(|f| match f {
+        Failure::Bad(s) => s,
+        Failure::TooLong => format!("expands to more than {MAX_EXPANDED_BYTES} bytes"),
+    })
+}
+
+/// Expands the placeholders of one string into at most `max` bytes.
+fn expand_within(text: &str, ctx: &Context, max: usize) -> Result<String, Failure> {
+    let mut out = String::with_capacity(text.len().min(max));
     let mut rest = text;
+    let push = |out: &mut String, s: &str| {
+        if out.len().saturating_add(s.len()) > max {
+            return Err(Failure::TooLong);
+        }
+        out.push_str(s);
+        Ok(())
+    };
     while let Some(pos) = rest.find("${") {
         if rest[..pos].ends_with('$') {
-            out.push_str(&rest[..pos - 1]);
-            out.push_str("${");
+            push(&mut out, &rest[..pos - 1])?;
+            push(&mut out, "${")?;
             rest = &rest[pos + 2..];
             continue;
         }
-        out.push_str(&rest[..pos]);
+        push(&mut out, &rest[..pos])?;
         let after = &rest[pos + 2..];
         let end = after
             .find('}')
-            .ok_or_else(|| format!("unterminated placeholder in {text:?}"))?;
+            .ok_or_else(|| format!("unterminated placeholder in {}", quote_short(text)))?;
         let expr = &after[..end];
         let (spec, default) = match expr.find(":-") {
             Some(i) => (&expr[..i], Some(&expr[i + 2..])),
@@ -117,11 +161,11 @@ pub fn expand(text: &str, ctx: &Context) -> Result<String, String> {
             None => ("env", spec.trim()),
         };
         if key.is_empty() {
-            return Err(format!("empty placeholder ${{{expr}}}"));
+            return Err(format!("empty placeholder ${{{expr}}}").into());
         }
         match (ctx.lookup(source, key)?, default) {
-            (Some(v), _) => out.push_str(&v),
-            (None, Some(d)) => out.push_str(d),
+            (Some(v), _) => push(&mut out, &v)?,
+            (None, Some(d)) => push(&mut out, d)?,
             (None, None) => {
                 let what = if source == "file" {
                     "file"
@@ -130,35 +174,56 @@ pub fn expand(text: &str, ctx: &Context) -> Result<String, String> {
                 };
                 return Err(format!(
                     "{what} {key:?} is not set and ${{{expr}}} has no default (write ${{{expr}:-default}})"
-                ));
+                ).into());
             }
         }
         rest = &after[end + 1..];
     }
-    out.push_str(rest);
+    push(&mut out, rest)?;
     Ok(out)
 }
 
-/// Resolves every placeholder in the tree, reporting each failure at its path.
-pub(crate) fn resolve(value: &mut Value, path: &str, ctx: &Context, out: &mut Collector) {
+/// What placeholders are charged as in the expansion budget's error.
+const THROUGH: &str = "${…} placeholders";
+
+/// Resolves every placeholder in the tree, reporting each failure at its path. `path` is
+/// the value's path; it is extended and restored in place rather than copied per value.
+pub(crate) fn resolve(value: &mut Value, path: &mut String, ctx: &Context, out: &mut Collector) {
     match &mut value.kind {
         Kind::Scalar { text, .. } => {
             if text.contains("${") {
-                match expand(text, ctx) {
-                    Ok(v) => *text = v,
-                    Err(e) => out.error_at(path, value.line, e),
+                let max = text.len().saturating_add(out.room());
+                match expand_within(text, ctx, max) {
+                    Ok(v) => {
+                        let grown = v.len().saturating_sub(text.len());
+                        if out.grow(grown, path, value.line, THROUGH) {
+                            *text = v;
+                        }
+                    }
+                    Err(Failure::Bad(e)) => out.error_at(path, value.line, e),
+                    Err(Failure::TooLong) => {
+                        out.grow(usize::MAX, path, value.line, THROUGH);
+                    }
                 }
             }
         }
         Kind::Seq(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                resolve(item, &index(path, i), ctx, out);
+                let len = path.len();
+                let _ = write!(path, "[{i}]");
+                resolve(item, path, ctx, out);
+                path.truncate(len);
             }
         }
         Kind::Map(entries) => {
             for e in entries.iter_mut() {
-                let p = join(path, &e.key);
-                resolve(&mut e.value, &p, ctx, out);
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&e.key);
+                resolve(&mut e.value, path, ctx, out);
+                path.truncate(len);
             }
         }
         Kind::Null => {}

@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::tree::MAX_EXPANDED_BYTES;
+
 /// How bad a [`Problem`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -99,9 +101,44 @@ impl fmt::Display for Report {
 pub(crate) struct Collector {
     pub(crate) problems: Vec<Problem>,
     lines: HashMap<String, usize>,
+    /// Bytes the document has expanded to so far (see [`crate::tree::weight`]).
+    expanded: usize,
+    /// Whether the expansion went over [`MAX_EXPANDED_BYTES`] (reported once).
+    over: bool,
 }
 
 impl Collector {
+    /// Sets the size of the document as read.
+    pub(crate) fn expanded(&mut self, bytes: usize) {
+        self.expanded = bytes;
+    }
+
+    /// Bytes the document may still grow by.
+    pub(crate) fn room(&self) -> usize {
+        MAX_EXPANDED_BYTES.saturating_sub(self.expanded)
+    }
+
+    /// Charges `bytes` of growth (placeholder text, a resource template's copy) against
+    /// [`MAX_EXPANDED_BYTES`]. Over it, reports one error (at the first place that went over,
+    /// naming `through`) and returns false, then and for every later charge.
+    pub(crate) fn grow(&mut self, bytes: usize, path: &str, line: usize, through: &str) -> bool {
+        if !self.over && bytes <= self.room() {
+            self.expanded += bytes;
+            return true;
+        }
+        if !self.over {
+            self.over = true;
+            self.error_at(
+                path,
+                line,
+                format!(
+                    "the ensemble expands to more than {MAX_EXPANDED_BYTES} bytes through {through}"
+                ),
+            );
+        }
+        false
+    }
+
     pub(crate) fn see(&mut self, path: &str, line: usize) {
         if line > 0 {
             self.lines.entry(path.to_string()).or_insert(line);
@@ -180,13 +217,17 @@ pub(crate) fn index(parent: &str, i: usize) -> String {
     format!("{parent}[{i}]")
 }
 
-/// The known name closest to `unknown` (edit distance ≤ 2, or one contains the other after
-/// dropping `_`), for "did you mean" hints.
+/// The known name closest to `unknown` (edit distance ≤ 2, ignoring case, `_` and `-`), for
+/// "did you mean" hints.
 pub(crate) fn suggest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
     let u = unknown.to_ascii_lowercase().replace(['_', '-'], "");
+    let len = u.chars().count();
     known
         .iter()
-        .map(|k| (k, edit_distance(&u, &k.replace('_', ""))))
+        .map(|k| (k, k.replace('_', "")))
+        // The distance is at least the difference in length: skip the work for long keys.
+        .filter(|(_, k)| k.chars().count().abs_diff(len) <= 2)
+        .map(|(k, plain)| (k, edit_distance(&u, &plain)))
         .filter(|(_, d)| *d <= 2)
         .min_by_key(|(_, d)| *d)
         .map(|(k, _)| *k)

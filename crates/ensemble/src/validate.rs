@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use crate::decode::Declared;
 use crate::problem::{Collector, index, join};
 use crate::resources::normalize_arch;
-use crate::spec::{AllocationKey, Ensemble, Supervisor};
+use crate::spec::{Allocation, AllocationKey, Ensemble, NodeConfig, Supervisor};
 
 /// A DNS label: 1–63 letters, digits or `-`, not starting or ending with `-`.
 pub fn valid_dns_label(s: &str) -> bool {
@@ -31,10 +31,11 @@ pub fn valid_peer_id(s: &str) -> bool {
 }
 
 pub(crate) fn validate(c: &mut Collector, e: &Ensemble, d: &Declared) {
+    let ix = Index::new(e, d);
     names(c, e);
-    placement(c, e, d);
-    references(c, e, d);
-    dependencies(c, e, d);
+    placement(c, e, d, &ix);
+    references(c, e, &ix);
+    dependencies(c, e, &ix);
     peers(c, e);
 }
 
@@ -95,7 +96,40 @@ fn names(c: &mut Collector, e: &Ensemble) {
     }
 }
 
-fn placement(c: &mut Collector, e: &Ensemble, d: &Declared) {
+/// Names and lookups built once, so that each check is linear in the ensemble.
+struct Index<'e> {
+    /// Allocation names written in the file (also those that did not decode).
+    allocations: HashSet<&'e str>,
+    /// Node names written in the file.
+    nodes: HashSet<&'e str>,
+    /// Decoded allocations by name (the first of a repeated name, as [`Ensemble::allocation`]).
+    by_name: HashMap<&'e str, &'e Allocation>,
+    /// The first node listing each allocation (as [`Ensemble::node_of`]).
+    node_of: HashMap<&'e str, &'e NodeConfig>,
+}
+
+impl<'e> Index<'e> {
+    fn new(e: &'e Ensemble, d: &'e Declared) -> Self {
+        let mut by_name = HashMap::new();
+        for a in &e.allocations {
+            by_name.entry(a.name.as_str()).or_insert(a);
+        }
+        let mut node_of = HashMap::new();
+        for n in &e.nodes {
+            for a in &n.allocations {
+                node_of.entry(a.as_str()).or_insert(n);
+            }
+        }
+        Index {
+            allocations: d.allocations.iter().map(String::as_str).collect(),
+            nodes: d.nodes.iter().map(String::as_str).collect(),
+            by_name,
+            node_of,
+        }
+    }
+}
+
+fn placement(c: &mut Collector, e: &Ensemble, d: &Declared, ix: &Index<'_>) {
     let mut placed: HashMap<&str, &str> = HashMap::new();
     for n in &e.nodes {
         let np = join("nodes", &n.name);
@@ -107,7 +141,7 @@ fn placement(c: &mut Collector, e: &Ensemble, d: &Declared) {
         }
         for (i, a) in n.allocations.iter().enumerate() {
             let p = index(&join(&np, "allocations"), i);
-            if !d.allocations.contains(a) {
+            if !ix.allocations.contains(a.as_str()) {
                 c.error(&p, format!("no allocation named {a:?}"));
             } else if let Some(other) = placed.insert(a, &n.name) {
                 let msg = if other == n.name {
@@ -121,6 +155,7 @@ fn placement(c: &mut Collector, e: &Ensemble, d: &Declared) {
             }
         }
         let mut public = HashSet::new();
+        let here: HashSet<&str> = n.allocations.iter().map(String::as_str).collect();
         for (i, port) in n.ports.iter().enumerate() {
             let p = index(&join(&np, "ports"), i);
             if !public.insert(port.public) {
@@ -129,7 +164,7 @@ fn placement(c: &mut Collector, e: &Ensemble, d: &Declared) {
                     format!("public port {} is mapped twice on this node", port.public),
                 );
             }
-            if !n.allocations.contains(&port.allocation) {
+            if !here.contains(port.allocation.as_str()) {
                 c.error(
                     &join(&p, "allocation"),
                     format!(
@@ -140,7 +175,11 @@ fn placement(c: &mut Collector, e: &Ensemble, d: &Declared) {
             }
         }
         let mut arch: Option<(String, &str)> = None;
-        for a in n.allocations.iter().filter_map(|a| e.allocation(a)) {
+        for a in n
+            .allocations
+            .iter()
+            .filter_map(|a| ix.by_name.get(a.as_str()))
+        {
             if let Some(want) = a.resources.cpu.architecture.as_deref().map(normalize_arch) {
                 match &arch {
                     Some((have, other)) if *have != want => c.error(
@@ -166,7 +205,7 @@ fn placement(c: &mut Collector, e: &Ensemble, d: &Declared) {
     }
 }
 
-fn references(c: &mut Collector, e: &Ensemble, d: &Declared) {
+fn references(c: &mut Collector, e: &Ensemble, ix: &Index<'_>) {
     for a in &e.allocations {
         let p = join("allocations", &a.name);
         for (i, s) in a.provision.iter().enumerate() {
@@ -192,7 +231,7 @@ fn references(c: &mut Collector, e: &Ensemble, d: &Declared) {
     for (i, edge) in e.edges.iter().enumerate() {
         let p = index("edge_constraints", i);
         for n in [&edge.source, &edge.target] {
-            if !d.nodes.contains(n) {
+            if !ix.nodes.contains(n.as_str()) {
                 c.error(&join(&p, "edges"), format!("no node named {n:?}"));
             }
         }
@@ -215,13 +254,13 @@ fn references(c: &mut Collector, e: &Ensemble, d: &Declared) {
         }
     }
     if let Some(s) = &e.supervisor {
-        supervisor_refs(c, d, s, "supervisor");
+        supervisor_refs(c, ix, s, "supervisor");
     }
 }
 
-fn supervisor_refs(c: &mut Collector, d: &Declared, s: &Supervisor, path: &str) {
+fn supervisor_refs(c: &mut Collector, ix: &Index<'_>, s: &Supervisor, path: &str) {
     for (i, a) in s.allocations.iter().enumerate() {
-        if !d.allocations.contains(a) {
+        if !ix.allocations.contains(a.as_str()) {
             c.error(
                 &index(&join(path, "allocations"), i),
                 format!("no allocation named {a:?}"),
@@ -229,11 +268,11 @@ fn supervisor_refs(c: &mut Collector, d: &Declared, s: &Supervisor, path: &str) 
         }
     }
     for (i, child) in s.children.iter().enumerate() {
-        supervisor_refs(c, d, child, &index(&join(path, "children"), i));
+        supervisor_refs(c, ix, child, &index(&join(path, "children"), i));
     }
 }
 
-fn dependencies(c: &mut Collector, e: &Ensemble, d: &Declared) {
+fn dependencies(c: &mut Collector, e: &Ensemble, ix: &Index<'_>) {
     for a in &e.allocations {
         let p = join(&join("allocations", &a.name), "depends_on");
         for (i, dep) in a.depends_on.iter().enumerate() {
@@ -242,18 +281,19 @@ fn dependencies(c: &mut Collector, e: &Ensemble, d: &Declared) {
                 c.error(&dp, "an allocation cannot depend on itself");
                 continue;
             }
-            if !d.allocations.contains(dep) {
+            if !ix.allocations.contains(dep.as_str()) {
                 c.error(&dp, format!("no allocation named {dep:?}"));
                 continue;
             }
-            if let (Some(mine), Some(theirs)) = (e.node_of(&a.name), e.node_of(dep))
-                && mine.name != theirs.name
+            if let (Some(mine), Some(theirs)) = (
+                ix.node_of.get(a.name.as_str()),
+                ix.node_of.get(dep.as_str()),
+            ) && mine.name != theirs.name
             {
                 c.error(&dp, format!("{dep:?} is on node {:?} but {:?} is on {:?}; dependencies must be on the same node", theirs.name, a.name, mine.name));
             }
         }
     }
-    // Cycle detection: depth-first search with colours, reporting each cycle once.
     let deps: HashMap<&str, Vec<&str>> = e
         .allocations
         .iter()
@@ -268,43 +308,68 @@ fn dependencies(c: &mut Collector, e: &Ensemble, d: &Declared) {
             )
         })
         .collect();
-    let mut state: HashMap<&str, u8> = HashMap::new();
+    cycles(c, e, &deps);
+}
+
+/// Most names spelled out in a dependency cycle's message.
+const CYCLE_NAMES: usize = 8;
+
+/// Cycle detection: depth-first search with colours (on an explicit stack, so that a long
+/// chain of dependencies needs no deep call stack), reporting each cycle found once.
+fn cycles(c: &mut Collector, e: &Ensemble, deps: &HashMap<&str, Vec<&str>>) {
+    // Absent: not seen; `Some(i)`: on the current path at depth `i`; `None`: done.
+    let mut state: HashMap<&str, Option<usize>> = HashMap::new();
     for a in &e.allocations {
-        let mut stack = vec![a.name.as_str()];
-        visit(c, &deps, &mut state, &mut stack);
+        let root = a.name.as_str();
+        if state.contains_key(root) {
+            continue;
+        }
+        // The current path: each allocation and how many of its dependencies were followed.
+        let mut path: Vec<(&str, usize)> = vec![(root, 0)];
+        state.insert(root, Some(0));
+        while let Some(&mut (node, ref mut next)) = path.last_mut() {
+            let Some(&dep) = deps.get(node).and_then(|d| d.get(*next)) else {
+                state.insert(node, None);
+                path.pop();
+                continue;
+            };
+            *next += 1;
+            if !deps.contains_key(dep) {
+                continue;
+            }
+            match state.get(dep) {
+                Some(None) => {}
+                Some(Some(start)) => {
+                    let names: Vec<&str> = path[*start..].iter().map(|(n, _)| *n).collect();
+                    c.error(
+                        &format!("allocations.{dep}.depends_on"),
+                        cycle_message(&names),
+                    );
+                }
+                None => {
+                    state.insert(dep, Some(path.len()));
+                    path.push((dep, 0));
+                }
+            }
+        }
     }
 }
 
-fn visit<'a>(
-    c: &mut Collector,
-    deps: &HashMap<&'a str, Vec<&'a str>>,
-    state: &mut HashMap<&'a str, u8>,
-    stack: &mut Vec<&'a str>,
-) {
-    let Some(&node) = stack.last() else { return };
-    match state.get(node) {
-        Some(2) => return,
-        Some(1) => {
-            let start = stack.iter().position(|n| *n == node).unwrap_or(0);
-            let cycle = stack[start..].join(" → ");
-            c.error(
-                &format!("allocations.{}.depends_on", stack[start]),
-                format!("dependency cycle: {cycle}"),
-            );
-            return;
-        }
-        _ => {}
+/// `dependency cycle: a → b → a`; a long cycle is named by its first and last members.
+fn cycle_message(names: &[&str]) -> String {
+    let first = names.first().copied().unwrap_or_default();
+    if names.len() <= CYCLE_NAMES {
+        let mut all = names.to_vec();
+        all.push(first);
+        return format!("dependency cycle: {}", all.join(" → "));
     }
-    state.insert(node, 1);
-    for next in deps.get(node).into_iter().flatten() {
-        if !deps.contains_key(next) {
-            continue;
-        }
-        stack.push(next);
-        visit(c, deps, state, stack);
-        stack.pop();
-    }
-    state.insert(node, 2);
+    let half = CYCLE_NAMES / 2;
+    format!(
+        "dependency cycle of {} allocations: {} → … → {} → {first}",
+        names.len(),
+        names[..half].join(" → "),
+        names[names.len() - half..].join(" → "),
+    )
 }
 
 fn peers(c: &mut Collector, e: &Ensemble) {
@@ -316,6 +381,7 @@ fn peers(c: &mut Collector, e: &Ensemble) {
             );
         }
     }
+    let excluded: HashSet<&str> = e.exclude_peers.iter().map(String::as_str).collect();
     let mut pinned: HashMap<&str, &str> = HashMap::new();
     for n in &e.nodes {
         let Some(peer) = &n.peer else { continue };
@@ -326,7 +392,7 @@ fn peers(c: &mut Collector, e: &Ensemble) {
                 format!("{peer:?} is not a peer ID (base58, like 12D3KooW…)"),
             );
         }
-        if e.exclude_peers.contains(peer) {
+        if excluded.contains(peer.as_str()) {
             c.error(
                 &p,
                 format!("peer {peer:?} is pinned here but listed in exclude_peers"),

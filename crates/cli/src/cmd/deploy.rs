@@ -6,12 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, anyhow};
 use clap::Args;
+use nunet_actor::MAX_ENVELOPE_BYTES;
 use nunet_ensemble::{Context, Execution, parse_file};
 use serde_json::json;
 
-use crate::client::exit;
+use crate::client::{TooLarge, exit};
 use crate::cmd::deployment::{Caller, print_manifest};
 use crate::home::Home;
 
@@ -63,6 +64,27 @@ fn bids_line(bids: &serde_json::Value) -> String {
         .join(", ")
 }
 
+/// The deployment request is over the daemon's REST body limit ([`MAX_ENVELOPE_BYTES`]):
+/// `request` bytes, or at least that many when `at_least`.
+fn too_large(file: &Path, request: usize, at_least: bool) -> anyhow::Error {
+    let file_bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    let at_least = if at_least { "at least " } else { "" };
+    anyhow!(
+        "{}: ensemble file is {file_bytes} bytes, {at_least}{request} bytes as a deployment request; the daemon accepts at most {MAX_ENVELOPE_BYTES}",
+        file.display()
+    )
+}
+
+/// Refuses, before contacting the daemon, a payload whose base64 form alone (as the signed
+/// envelope carries it) is over the daemon's limit.
+fn check_size(file: &Path, payload: &serde_json::Value) -> Result<()> {
+    let encoded = serde_json::to_vec(payload)?.len().div_ceil(3) * 4;
+    if encoded > MAX_ENVELOPE_BYTES {
+        return Err(too_large(file, encoded, true));
+    }
+    Ok(())
+}
+
 /// Runs the command.
 pub fn run(home: &Home, args: DeployArgs) -> Result<i32> {
     let mut ensemble = parse_file(&args.file, &Context::from_process())
@@ -74,13 +96,17 @@ pub fn run(home: &Home, args: DeployArgs) -> Result<i32> {
         .allocations
         .iter()
         .any(|a| a.kind == nunet_ensemble::spec::AllocationType::Service);
+    let payload = json!({"ensemble": ensemble});
+    check_size(&args.file, &payload)?;
     let caller = Caller::new(home, &args.context)?;
     let timeout: Duration = args.timeout.into();
-    let created = match caller.call(
-        "/dms/node/deployment/new",
-        &json!({"ensemble": ensemble}),
-        timeout,
-    )? {
+    let created = caller
+        .call("/dms/node/deployment/new", &payload, timeout)
+        .map_err(|e| match e.downcast_ref::<TooLarge>() {
+            Some(t) => too_large(&args.file, t.bytes, false),
+            None => e,
+        })?;
+    let created = match created {
         Ok(v) => v,
         Err(code) => return Ok(code),
     };

@@ -1,6 +1,6 @@
 //! Decoding of `allocations.<name>` and of resources (inline or from a named template).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::execution::execution;
 use super::reader::{
@@ -13,7 +13,7 @@ use crate::resources::{Cpu, Disk, Gpu, Ram, Resources, normalize_arch, normalize
 use crate::spec::{
     Allocation, AllocationKey, AllocationRecovery, AllocationType, Healthcheck, HealthcheckKind,
 };
-use crate::tree::{Entry, Kind, Value};
+use crate::tree::{Entry, Kind, Value, quote_short, weight};
 use crate::units;
 
 const ALLOCATION_KEYS: &[&str] = &[
@@ -30,6 +30,9 @@ const ALLOCATION_KEYS: &[&str] = &[
     "failure_recovery",
     "depends_on",
 ];
+
+/// Most template names listed when a template is not found.
+const LISTED_TEMPLATES: usize = 10;
 
 /// Named resource templates (top-level `resources:`), by name.
 pub(crate) type Templates<'v> = HashMap<String, &'v Value>;
@@ -181,11 +184,14 @@ pub(crate) fn resources(
     path: &str,
     tpl: &Templates<'_>,
 ) -> Option<Resources> {
+    // Each use copies the template, so each use is charged like an alias.
     let template_ref =
         |c: &mut Collector, name: &str, line: usize, p: &str| -> Option<Vec<Entry>> {
             match tpl.get(name) {
                 Some(t) => match &t.kind {
-                    Kind::Map(entries) => Some(entries.clone()),
+                    Kind::Map(entries) => c
+                        .grow(weight(t), p, line, "resource templates")
+                        .then(|| entries.clone()),
                     _ => {
                         c.error_at(
                             p,
@@ -198,11 +204,21 @@ pub(crate) fn resources(
                 None => {
                     let mut names: Vec<&String> = tpl.keys().collect();
                     names.sort();
+                    let listed = if names.len() > LISTED_TEMPLATES {
+                        format!(
+                            "{:?} and {} more",
+                            &names[..LISTED_TEMPLATES],
+                            names.len() - LISTED_TEMPLATES
+                        )
+                    } else {
+                        format!("{names:?}")
+                    };
                     c.error_at(
                         p,
                         line,
                         format!(
-                            "no resource template named {name:?} (top-level resources: {names:?})"
+                            "no resource template named {} (top-level resources: {listed})",
+                            quote_short(name)
                         ),
                     );
                     None
@@ -222,8 +238,9 @@ pub(crate) fn resources(
                 .collect();
             if let Some(t) = entries.iter().find(|e| e.key == "template") {
                 let name = t.value.as_scalar().unwrap_or_default().to_string();
+                let mut seen: HashSet<String> = own.iter().map(|e| e.key.clone()).collect();
                 for e in template_ref(c, &name, t.line, &join(path, "template"))? {
-                    if !own.iter().any(|o| o.key == e.key) {
+                    if seen.insert(e.key.clone()) {
                         own.push(e);
                     }
                 }

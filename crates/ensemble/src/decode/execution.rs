@@ -1,5 +1,8 @@
 //! Decoding of `execution:` for each executor (see [`crate::execution`] for the fields).
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry as Slot;
+
 use super::reader::{
     environment, integer, obj, opt_bool, opt_list, opt_string, req_string, size, with_unit,
 };
@@ -12,29 +15,37 @@ use crate::units;
 
 const RESTART_POLICIES: &[&str] = &["no", "on-failure", "always", "unless-stopped"];
 
-/// Flattens NuNet's two spellings (`params:` or keys beside `type`) into one mapping.
+/// Flattens NuNet's two spellings (`params:` or keys beside `type`) into one mapping: a key
+/// beside `type` replaces an earlier one; a key in `params` is added unless already there.
 fn flatten(v: &Value) -> Value {
     let Kind::Map(entries) = &v.kind else {
         return v.clone();
     };
-    let mut out: Vec<Entry> = Vec::new();
+    // Replaced entries are left as `None`; `seen` finds a key's entry in one lookup.
+    let mut out: Vec<Option<Entry>> = Vec::new();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
     for e in entries {
         match (&e.key[..], &e.value.kind) {
             ("params", Kind::Map(inner)) => {
                 for i in inner {
-                    if !out.iter().any(|o| o.key == i.key) {
-                        out.push(i.clone());
+                    if let Slot::Vacant(slot) = seen.entry(&i.key) {
+                        slot.insert(out.len());
+                        out.push(Some(i.clone()));
                     }
                 }
             }
             _ => {
-                out.retain(|o| o.key != e.key);
-                out.push(e.clone());
+                if let Some(earlier) = seen.insert(&e.key, out.len())
+                    && let Some(slot) = out.get_mut(earlier)
+                {
+                    *slot = None;
+                }
+                out.push(Some(e.clone()));
             }
         }
     }
     Value {
-        kind: Kind::Map(out),
+        kind: Kind::Map(out.into_iter().flatten().collect()),
         line: v.line,
     }
 }

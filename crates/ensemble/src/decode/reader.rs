@@ -1,9 +1,11 @@
 //! Typed reads from the value tree that report problems instead of failing, so decoding goes
 //! on and every problem of a file is found in one pass.
 
+use std::collections::HashMap;
+
 use crate::execution::EnvVar;
 use crate::problem::{Collector, index, join, suggest};
-use crate::tree::{Entry, Kind, Value};
+use crate::tree::{Entry, Kind, Value, quote_short};
 use crate::units;
 
 /// A mapping being decoded, with its path.
@@ -286,23 +288,28 @@ fn valid_env_name(name: &str) -> bool {
         && chars.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
 }
 
-/// `environment:` as a mapping or as a `KEY=VALUE` list.
+/// `environment:` as a mapping or as a `KEY=VALUE` list. A name set twice keeps its last
+/// value, in the place of the last setting.
 pub(crate) fn environment(c: &mut Collector, v: &Value, path: &str) -> Vec<EnvVar> {
-    let mut out: Vec<EnvVar> = Vec::new();
+    // Replaced settings are left as `None`; `seen` finds a name's setting in one lookup.
+    let mut out: Vec<Option<EnvVar>> = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
     let mut push = |c: &mut Collector, name: String, value: String, p: &str, line: usize| {
         if !valid_env_name(&name) {
-            c.error_at(p, line, format!("{name:?} is not a valid environment variable name (letters, digits and _, not starting with a digit)"));
-        } else if out.iter().any(|e| e.name == name) {
+            c.error_at(p, line, format!("{} is not a valid environment variable name (letters, digits and _, not starting with a digit)", quote_short(&name)));
+            return;
+        }
+        if let Some(earlier) = seen.insert(name.clone(), out.len()) {
             c.warn_at(
                 p,
                 line,
                 format!("{name} is set twice; the last value is used"),
             );
-            out.retain(|e| e.name != name);
-            out.push(EnvVar { name, value });
-        } else {
-            out.push(EnvVar { name, value });
+            if let Some(slot) = out.get_mut(earlier) {
+                *slot = None;
+            }
         }
+        out.push(Some(EnvVar { name, value }));
     };
     match &v.kind {
         Kind::Map(entries) => {
@@ -330,7 +337,11 @@ pub(crate) fn environment(c: &mut Collector, v: &Value, path: &str) -> Vec<EnvVa
                 let line = c.line_of(&p).unwrap_or(v.line);
                 match item.split_once('=') {
                     Some((k, val)) => push(c, k.to_string(), val.to_string(), &p, line),
-                    None => c.error_at(&p, line, format!("expected KEY=VALUE, got {item:?}")),
+                    None => c.error_at(
+                        &p,
+                        line,
+                        format!("expected KEY=VALUE, got {}", quote_short(&item)),
+                    ),
                 }
             }
         }
@@ -346,5 +357,5 @@ pub(crate) fn environment(c: &mut Collector, v: &Value, path: &str) -> Vec<EnvVa
             );
         }
     }
-    out
+    out.into_iter().flatten().collect()
 }
