@@ -171,7 +171,8 @@ impl ActorSystem {
         }
     }
 
-    /// Every check, in order: address, expiry, signature, replay, capability.
+    /// Every check, in order: sizes, address, expiry, signature, capability, behavior,
+    /// replay (recorded last, so only admitted messages are remembered).
     fn admit(
         &self,
         env: &Envelope,
@@ -210,10 +211,6 @@ impl ActorSystem {
         let sender = env
             .verify_signature()
             .map_err(|e| rejected(e.to_string()))?;
-        inner
-            .replay
-            .check(&env.from.id, env.nonce, env.opt.exp, now)
-            .map_err(rejected)?;
         let behavior = actor
             .behaviors
             .read()
@@ -255,6 +252,7 @@ impl ActorSystem {
                 }
                 return Err(e);
             }
+            self.record_nonce(env, now)?;
             return Ok((sender, BehaviorKind::Reply));
         }
         if inner.config.verify_capabilities && !same_node {
@@ -275,12 +273,25 @@ impl ActorSystem {
             self.authorize(env, &sender, &cap, topic.as_ref(), &audience()?, now)?;
         }
         match kind {
-            Some(k) if (k == BehaviorKind::Broadcast) == broadcast => Ok((sender, k)),
+            Some(k) if (k == BehaviorKind::Broadcast) == broadcast => {
+                // Recorded only now, after authentication and authorization: denied
+                // messages never fill the cache.
+                self.record_nonce(env, now)?;
+                Ok((sender, k))
+            }
             _ => Err(ActorError::new(
                 ErrorKind::NotFound,
                 format!("no behavior {} on actor {inbox:?}", env.be),
             )),
         }
+    }
+
+    /// Refuses a replay, else remembers the message's (sender, nonce) until it expires.
+    fn record_nonce(&self, env: &Envelope, now: u64) -> Result<(), ActorError> {
+        self.0
+            .replay
+            .check(&env.from.id, env.nonce, env.opt.exp, now)
+            .map_err(rejected)
     }
 
     /// Checks the envelope's tokens: `sender` may use `cap` (broadcast on `topic` when

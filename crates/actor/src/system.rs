@@ -204,6 +204,17 @@ impl ActorSystem {
         self.0.actors.read().ok()?.get(inbox).cloned()
     }
 
+    /// Keeps the replay cache in the log file at `path`, so a message admitted before a
+    /// restart is still refused after it (call before the network delivers anything).
+    pub fn keep_replay_state_in(&self, path: &std::path::Path) -> std::io::Result<()> {
+        self.0.replay.keep_in(path, now_ns())
+    }
+
+    /// How many admitted messages the replay cache remembers.
+    pub fn replay_entries(&self) -> usize {
+        self.0.replay.len()
+    }
+
     /// Whether an actor or mailbox lives at `inbox`.
     pub fn has_actor(&self, inbox: &str) -> bool {
         self.actor(inbox).is_some()

@@ -551,3 +551,60 @@ async fn authorized_broadcast_replies_drop_and_report_strangers() {
         2
     );
 }
+
+/// Replay state: only admitted messages are remembered (a stranger's denied flood costs
+/// nothing), and a message admitted before a restart is refused after it.
+#[tokio::test]
+async fn replay_state_holds_only_admitted_messages_and_survives_a_restart() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("replay.log");
+    let w = world();
+    w.b.keep_replay_state_in(&log).unwrap();
+    for _ in 0..50 {
+        let e =
+            w.a.invoke(
+                "root",
+                w.b.root(),
+                "/dms/node/peers/list",
+                Value::Null,
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Denied);
+    }
+    assert_eq!(w.b.replay_entries(), 0, "denied messages were recorded");
+    let env =
+        w.a.envelope(
+            "root",
+            w.b.root(),
+            "/public/status",
+            &json!(1),
+            Options {
+                exp: now_ns() + 60_000_000_000,
+                cont: "/reply".into(),
+                topic: String::new(),
+            },
+        )
+        .unwrap();
+    let ok = w.b.handle_bytes(&env.to_bytes()).await;
+    nunet_actor::system::decode_reply(&Envelope::from_bytes(&ok).unwrap()).unwrap();
+    assert_eq!(w.b.replay_entries(), 1);
+    // B restarts: a new system with the same key, anchors and replay log.
+    let (kb, ab) = (Keypair::from_seed(&[3; 32]), {
+        let mut a = Anchors::new(Keypair::from_seed(&[3; 32]).did());
+        a.add_root(Keypair::from_seed(&[1; 32]).did());
+        a
+    });
+    let b2 = ActorSystem::new(kb, ab, SystemConfig::default());
+    b2.register(
+        "root",
+        "/public/status",
+        Behavior::direct(|_m| async { Ok(Value::Null) }),
+    )
+    .unwrap();
+    b2.keep_replay_state_in(&log).unwrap();
+    let again = b2.handle_bytes(&env.to_bytes()).await;
+    let e = nunet_actor::system::decode_reply(&Envelope::from_bytes(&again).unwrap()).unwrap_err();
+    assert!(e.message.contains("replayed"), "{e:?}");
+}

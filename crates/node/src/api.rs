@@ -63,7 +63,7 @@ async fn loopback_only(
     req: Request,
     next: Next,
 ) -> Response {
-    if !peer.ip().is_loopback() {
+    if !nunet_config::is_loopback(peer.ip()) {
         tracing::warn!(%peer, "refused REST request from a non-loopback address");
         return (
             StatusCode::FORBIDDEN,

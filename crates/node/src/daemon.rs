@@ -122,6 +122,13 @@ impl Node {
                 verify_capabilities: opts.verify_capabilities,
             },
         );
+        std::fs::create_dir_all(&cfg.general.data_dir).map_err(|e| {
+            NodeError::Database(format!("creating {}: {e}", cfg.general.data_dir.display()))
+        })?;
+        let replay_log = cfg.general.data_dir.join("replay.log");
+        system.keep_replay_state_in(&replay_log).map_err(|e| {
+            NodeError::Database(format!("replay log {}: {e}", replay_log.display()))
+        })?;
         system.set_transport(std::sync::Arc::new(Libp2pTransport(network.clone())));
         for topic in ["/nunet", "/nunet/hello", "/nunet/deployment"] {
             network
