@@ -242,7 +242,16 @@ impl ActorSystem {
         &self.0.peer
     }
 
-    /// Replaces the node's trust anchors (e.g. after `nunet cap anchor` and a reload).
+    /// A copy of the anchors admission checks against.
+    pub fn anchors(&self) -> Anchors {
+        match self.0.anchors.read() {
+            Ok(a) => a.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the node's trust anchors (e.g. after `nunet cap anchor` and a reload) and
+    /// forgets cached tokens.
     pub fn set_anchors(&self, anchors: Anchors) {
         if let Ok(mut a) = self.0.anchors.write() {
             *a = anchors;

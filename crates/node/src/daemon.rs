@@ -219,6 +219,11 @@ impl Node {
                 tracing::error!(error = %e, "REST API stopped");
             }
         }));
+        let keeper = crate::revocations::Revocations::new(system.clone(), opts.context.clone());
+        tasks.push(
+            crate::revocations::register(&keeper, stop_rx.clone())
+                .map_err(|e| NodeError::Behaviors(e.to_string()))?,
+        );
         if let Some((file, name)) = opts.context {
             tasks.push(tokio::spawn(watch_anchors(
                 system.clone(),

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod deployment;
 pub mod onboarding;
 pub mod probe;
+pub mod revocations;
 pub mod subnet;
 /// Adapter from the actor layer to the libp2p network.
 pub mod transport;

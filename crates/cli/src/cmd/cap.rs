@@ -72,6 +72,15 @@ pub enum CapCmd {
         token: String,
         #[command(flatten)]
         ctx: Ctx,
+        /// Also hand the revoke token(s) to the local daemon, which enforces them and
+        /// gossips them to every node of the network (each node keeps revocations whose
+        /// issuer its trust depends on, and re-announces them every 30 s for nodes that were
+        /// offline).
+        #[arg(long)]
+        broadcast: bool,
+        /// Context that signs the hand-over to the daemon with --broadcast.
+        #[arg(long, value_name = "CONTEXT", default_value = "dms", requires = "broadcast")]
+        via: String,
     },
     /// Make invocation tokens for calling <behavior> from this context (chained on provide
     /// anchors, plus self-signed). Prints a token list.
@@ -372,7 +381,12 @@ pub fn run(home: &Home, cmd: CapCmd) -> Result<i32> {
             let (a, key) = home.context_with_key(&ctx.name)?;
             print_tokens(vec![a.grant(&key, &spec)?]);
         }
-        CapCmd::Revoke { token, ctx } => {
+        CapCmd::Revoke {
+            token,
+            ctx,
+            broadcast,
+            via,
+        } => {
             let list = read_tokens(&token)?;
             let mut a = contexts.load(&ctx.name)?;
             let mut out = Vec::new();
@@ -393,6 +407,26 @@ pub fn run(home: &Home, cmd: CapCmd) -> Result<i32> {
                 }
             }
             contexts.save(&ctx.name, &a)?;
+            if broadcast {
+                let caller = crate::cmd::deployment::Caller::new(home, &via)?;
+                let payload = serde_json::to_value(TokenList { tok: out.clone() })?;
+                match caller.call(
+                    nunet_node::revocations::SUBMIT,
+                    &payload,
+                    std::time::Duration::from_secs(30),
+                )? {
+                    Ok(v) => eprintln!(
+                        "broadcast: {} new on this node, {} announced to the network{}",
+                        v["added"],
+                        v["announced"],
+                        v["announce_error"]
+                            .as_str()
+                            .map(|e| format!(" (not announced: {e})"))
+                            .unwrap_or_default()
+                    ),
+                    Err(code) => return Ok(code),
+                }
+            }
             print_tokens(out);
         }
         CapCmd::Invoke {
