@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use nunet_actor::envelope::Address;
 use nunet_actor::{ActorError, Envelope, ErrorKind, Handle, MAX_ENVELOPE_BYTES, Options};
-use nunet_capability::{Action, Anchors, Capability, TokenList, TokenSpec, now_ns};
+use nunet_capability::{Action, Anchors, Capability, TokenList, TokenSpec, expiry_after, now_ns};
 use nunet_did::Keypair;
 use serde_json::Value;
 
@@ -65,7 +65,7 @@ impl Api {
     pub fn new(addr: &str, port: u16, timeout: Duration) -> Self {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(timeout + Duration::from_secs(5)))
+            .timeout_global(Some(timeout.saturating_add(Duration::from_secs(5))))
             .build();
         let host = match addr.parse::<IpAddr>() {
             Ok(ip) => SocketAddr::new(nunet_config::client_ip(ip), port).to_string(),
@@ -156,7 +156,7 @@ pub fn sign_envelope(
     ttl: Duration,
     topic: Option<&str>,
 ) -> Result<Envelope> {
-    let exp = now_ns().saturating_add(ttl.as_nanos() as u64);
+    let exp = expiry_after(now_ns(), ttl).context("the message lifetime (--expiry)")?;
     let cap: Capability = be.parse().with_context(|| format!("behavior {be:?}"))?;
     let topic_caps: Vec<Capability> = topic
         .map(|t| t.parse())

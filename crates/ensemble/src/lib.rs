@@ -4,8 +4,11 @@
 //! [`parse_str`] / [`parse_file`] read a file (anchors, aliases and merge keys, `${…}`
 //! placeholders, units), decode it into an [`Ensemble`], and check every rule at once: the
 //! result is either the ensemble plus its warnings, or a [`Report`] of *all* problems, each
-//! with a YAML path and a line. [`Resources::satisfied_by`] compares a request with a
-//! provider's offer.
+//! with a YAML path and a line. [`check::ensemble`] applies the same rules to an ensemble that
+//! arrives already decoded (JSON from a client or another node), and
+//! [`Resources::check_request`] to the resources inside deployment messages; the numeric
+//! bounds are in [`limits`]. [`Resources::satisfied_by`] compares a request with a provider's
+//! offer.
 //!
 //! This crate is pure: it does no network IO, starts nothing, and reads files only for
 //! `${file:…}` placeholders. It must not depend on the actor, network or executor crates;
@@ -28,8 +31,10 @@
 //! assert_eq!(parsed.ensemble.allocations[0].resources.ram.size, 512 * 1024 * 1024);
 //! ```
 
+pub mod check;
 pub mod decode;
 pub mod execution;
+pub mod limits;
 pub mod placeholder;
 pub mod problem;
 pub mod resources;

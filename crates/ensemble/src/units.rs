@@ -10,6 +10,8 @@
 //! * Bandwidth (`edge_constraints[].bw`): a bare number means **bits/s**; suffixes
 //!   `bps kbps Mbps Gbps Tbps` (SI, bits; also `bit/s`, `Kbit`, …).
 
+use crate::limits;
+
 const KIB: f64 = 1024.0;
 
 fn split_number(text: &str) -> Option<(f64, String)> {
@@ -27,13 +29,20 @@ fn split_number(text: &str) -> Option<(f64, String)> {
     Some((n, unit.trim().to_ascii_lowercase()))
 }
 
-fn finish(value: f64, max: f64) -> Option<u64> {
-    if value.is_finite() && value >= 0.0 && value <= max {
-        // Rounded to the nearest unit: sizes like 0.1 GiB are not whole bytes.
-        Some(value.round() as u64)
-    } else {
-        None
+/// `value` rounded to the nearest unit (sizes like 0.1 GiB are not whole bytes) when that is
+/// from 0 to `max` ([`crate::limits`]); never clamped.
+fn finish(value: f64, max: u64) -> Option<u64> {
+    if !(value.is_finite() && value >= 0.0) {
+        return None;
     }
+    let r = value.round();
+    // `max as f64` may round up past `max`: compare as floats first (anything at or above
+    // 2^64 would saturate), then exactly.
+    if r >= 18_446_744_073_709_551_616.0 {
+        return None;
+    }
+    let n = r as u64;
+    (n <= max).then_some(n)
 }
 
 /// A size in bytes. `2`, `"2GiB"`, `"512 MiB"`, `"1.5GB"`, `"100m"`.
@@ -54,7 +63,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "pib" | "p" | "pi" => KIB.powi(5),
         _ => return Err(bad()),
     };
-    finish(n * mult, 2f64.powi(63)).ok_or_else(bad)
+    finish(n * mult, limits::MAX_SIZE).ok_or_else(bad)
 }
 
 /// A clock speed in hertz. `2.4`, `"2.4GHz"`, `"2400 MHz"`.
@@ -69,7 +78,7 @@ pub fn parse_frequency(text: &str) -> Result<u64, String> {
         "thz" => 1e12,
         _ => return Err(bad()),
     };
-    finish(n * mult, 1e15).ok_or_else(bad)
+    finish(n * mult, limits::MAX_CLOCK_HZ).ok_or_else(bad)
 }
 
 /// A duration in milliseconds; a bare number is seconds. `30`, `"30s"`, `"1m30s"`, `"250ms"`.
@@ -95,9 +104,9 @@ pub fn parse_rtt_ms(text: &str) -> Result<f64, String> {
 
 fn duration_ms(text: &str, bare_unit_ms: f64) -> Option<u64> {
     if let Ok(n) = text.trim().parse::<f64>() {
-        return finish(n * bare_unit_ms, 1e15);
+        return finish(n * bare_unit_ms, limits::MAX_DURATION_MS);
     }
-    finish(duration_parts(text)?, 1e15)
+    finish(duration_parts(text)?, limits::MAX_DURATION_MS)
 }
 
 /// Sums Go-style duration parts (`1h2m3.5s`), in milliseconds.
@@ -218,6 +227,9 @@ mod tests {
         assert!(parse_size("lots").unwrap_err().contains("\"lots\""));
         assert!(parse_size("-1").is_err());
         assert!(parse_size("1e300").is_err());
+        // 8192 PiB is 2^63 bytes: one more than a signed 64-bit limit holds.
+        assert!(parse_size("8192PiB").is_err());
+        assert!(parse_size("8191.99PiB").is_ok());
         assert!(parse_size("NaN").is_err());
         assert!(parse_size("3 parsecs").is_err());
     }

@@ -71,6 +71,23 @@ pub(crate) fn is_status(e: &bollard::errors::Error, code: u16) -> bool {
     matches!(e, bollard::errors::Error::DockerResponseServerError { status_code, .. } if *status_code == code)
 }
 
+/// Docker's `NanoCpus` for `cores`: `None` for 0 (no limit, as [`crate::Resources`] says).
+/// Negative, NaN, infinite, below one nano-CPU or beyond `i64` is refused: a cast would
+/// turn those into no limit or a saturated one without a word.
+fn nano_cpus(cores: f64) -> Result<Option<i64>> {
+    if cores == 0.0 {
+        return Ok(None);
+    }
+    let nanos = (cores * 1e9).round();
+    // 2^63 is the first float past i64::MAX; the range also refuses NaN.
+    if !(1.0..9_223_372_036_854_775_808.0).contains(&nanos) {
+        return Err(ExecutorError::InvalidSpec(format!(
+            "cpu_cores must be 0 (no limit) or from 1e-9 to about 9.2e9, got {cores}"
+        )));
+    }
+    Ok(Some(nanos as i64))
+}
+
 fn container_name(id: &str) -> String {
     format!("{NAME_PREFIX}{id}")
 }
@@ -202,7 +219,7 @@ impl DockerExecutor {
         };
         let r = &spec.resources;
         let mut host = HostConfig {
-            nano_cpus: (r.cpu_cores > 0.0).then(|| (r.cpu_cores * 1e9).round() as i64),
+            nano_cpus: nano_cpus(r.cpu_cores)?,
             ..Default::default()
         };
         if r.memory_bytes > 0 {
@@ -559,6 +576,56 @@ impl Executor for DockerExecutor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn unconnected() -> DockerExecutor {
+        DockerExecutor {
+            config: DockerConfig::new("node"),
+            client: None,
+            status: ExecutorStatus {
+                kind: ExecutorKind::Docker,
+                available: false,
+                detail: "test".into(),
+            },
+            stopped: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn limits(cores: f64, memory: u64) -> Result<(Option<i64>, Option<i64>)> {
+        let mut spec = ExecutionSpec::new(
+            "x",
+            Workload::Container {
+                image: "busybox".into(),
+                working_dir: None,
+                user: None,
+            },
+        );
+        spec.resources.cpu_cores = cores;
+        spec.resources.memory_bytes = memory;
+        let host = unconnected()
+            .create_body(&spec)?
+            .host_config
+            .unwrap_or_default();
+        Ok((host.nano_cpus, host.memory))
+    }
+
+    #[test]
+    fn limits_are_exact_or_refused_never_wrapped() {
+        assert_eq!(
+            limits(1.5, 1 << 30).ok(),
+            Some((Some(1_500_000_000), Some(1 << 30)))
+        );
+        assert_eq!(limits(0.0, 0).ok(), Some((None, None)));
+        for cores in [-4.0, f64::NAN, f64::INFINITY, 1e300, 1e-12] {
+            assert!(
+                matches!(limits(cores, 1 << 30), Err(ExecutorError::InvalidSpec(_))),
+                "{cores}"
+            );
+        }
+        assert!(matches!(
+            limits(1.0, u64::MAX),
+            Err(ExecutorError::InvalidSpec(_))
+        ));
+    }
 
     #[test]
     fn references_split_into_name_and_tag() {

@@ -36,6 +36,8 @@ mod notify;
 mod ports;
 mod provision;
 mod reconcile;
+#[cfg(test)]
+mod tests;
 pub use control::ALLOCATIONS_LIST;
 use exec::read_logs;
 
@@ -100,15 +102,20 @@ pub struct Provider {
     files: files::LocalFiles,
 }
 
-/// Ensemble resources → the accounting's units (GPUs are not placed yet).
+/// Ensemble resources → the accounting's units (GPUs are not placed yet). Cores outside the
+/// ensemble bounds are refused, never clamped: `-4` cores must not account as zero.
 fn held(r: &nunet_ensemble::Resources) -> Result<Held, ActorError> {
     if !r.gpus.is_empty() {
         return Err(failed(
             "GPU allocations in deployments are not implemented yet",
         ));
     }
+    nunet_ensemble::limits::cores_amount(r.cpu.cores)
+        .map_err(|e| failed(format!("resources.cpu.cores: {e}")))?;
+    // At most 2^20 cores: the product is exact and far below u64::MAX.
+    let cpu_millicores = (r.cpu.cores * 1000.0).ceil() as u64;
     Ok(Held {
-        cpu_millicores: (r.cpu.cores * 1000.0).ceil().max(0.0) as u64,
+        cpu_millicores,
         ram_bytes: r.ram.size,
         disk_bytes: r.disk.size,
         gpus: BTreeMap::new(),
@@ -180,11 +187,7 @@ impl Provider {
         &self,
         f: impl FnOnce(&mut nunet_resources::ResourceManager) -> Result<T, ActorError>,
     ) -> Result<T, ActorError> {
-        let mut g = self
-            .resources
-            .lock()
-            .map_err(|_| failed("resource manager poisoned"))?;
-        f(&mut g)
+        f(&mut *crate::onboarding::lock(&self.resources)?)
     }
 
     fn persist(&self, rec: &AllocRecord) {
@@ -237,6 +240,7 @@ impl Provider {
     fn bid(&self, m: &Incoming) -> Result<Value, ActorError> {
         use nunet_orchestrator::decline::DeclineReason;
         let req: BidRequest = serde_json::from_value(m.payload.clone()).map_err(failed)?;
+        req.check().map_err(failed)?;
         let me = self.system.peer_id().to_string();
         if req.exclude.contains(&me) {
             return self.decline(&req, Some(DeclineReason::Excluded), BTreeMap::new());
@@ -288,6 +292,7 @@ impl Provider {
 
     fn commit(&self, m: &Incoming) -> Result<Value, ActorError> {
         let req: CommitRequest = serde_json::from_value(m.payload.clone()).map_err(failed)?;
+        req.check().map_err(failed)?;
         if let Some(f) = &self.fail_commit
             && f.exists()
         {
@@ -337,6 +342,10 @@ impl Provider {
         if req.orchestrator.id != m.sender.as_str() {
             return Err(failed("the orchestrator handle must be the sender"));
         }
+        req.check().map_err(failed)?;
+        for (i, a) in req.allocations.iter().enumerate() {
+            self.as_committed(i, a)?;
+        }
         let mut handles = BTreeMap::new();
         for a in &req.allocations {
             if !self.executors.contains_key(a.execution.executor()) {
@@ -350,6 +359,43 @@ impl Provider {
             handles.insert(a.name.clone(), h);
         }
         Ok(json!({"ok": true, "allocations": handles}))
+    }
+
+    /// Refuses allocation `i` unless it asks for exactly the resources and public ports its
+    /// commitment locked: the executor's limits come from the allocate request, the
+    /// accounting from the commit, and the two must not disagree.
+    fn as_committed(&self, i: usize, a: &AllocationRequest) -> Result<(), ActorError> {
+        let want = held(&a.resources)?;
+        let committed = self.with_manager(|g| {
+            Ok(g.accounting()
+                .reservations()
+                .find(|r| r.id == a.id)
+                .map(|r| r.resources.clone()))
+        })?;
+        match committed {
+            None => {
+                return Err(failed(format!(
+                    "allocations[{i}]: no commitment {} on this provider",
+                    a.id
+                )));
+            }
+            Some(c) if c != want => {
+                return Err(failed(format!(
+                    "allocations[{i}].resources differ from what commitment {} locked",
+                    a.id
+                )));
+            }
+            Some(_) => {}
+        }
+        let mut ports: Vec<u16> = a.ports.iter().map(|p| p.public).collect();
+        ports.sort_unstable();
+        if ports != self.port_locks.ports_of(&a.id) {
+            return Err(failed(format!(
+                "allocations[{i}].ports differ from the ports commitment {} locked",
+                a.id
+            )));
+        }
+        Ok(())
     }
 
     async fn revert(&self, m: &Incoming) -> Result<Value, ActorError> {
@@ -494,7 +540,7 @@ pub fn orchestrator(
             status: d.status.as_str().to_string(),
             doc: serde_json::to_string(d).unwrap_or_default(),
         };
-        if let Ok(g) = m.lock()
+        if let Ok(g) = crate::onboarding::lock(&m)
             && let Err(e) = g.accounting().store().deployments().put(&doc, now_ms())
         {
             tracing::error!(deployment = %d.id, error = %e, "could not persist deployment");
@@ -509,9 +555,7 @@ pub fn orchestrator(
     };
     let deployments = nunet_orchestrator::Deployments::new(system.clone(), persist)
         .with_local_subnet(Arc::new(join));
-    let saved: Vec<nunet_orchestrator::Deployment> = resources
-        .lock()
-        .map_err(|_| failed("resource manager poisoned"))?
+    let saved: Vec<nunet_orchestrator::Deployment> = crate::onboarding::lock(&resources)?
         .accounting()
         .store()
         .deployments()

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use nunet_actor::{ActorError, ActorSystem, Behavior, Incoming};
 use nunet_config::Config;
+use nunet_resources::accounting::MAX_COMMIT_TTL_MS;
 use nunet_resources::benchmark::{self, BenchBudget};
 use nunet_resources::hardware::{HardwareSource, LocalHardware};
 use nunet_resources::onboarding::resources_json;
@@ -83,19 +84,22 @@ fn failed(e: impl std::fmt::Display) -> ActorError {
     ActorError::failed(e.to_string())
 }
 
-/// Runs `f` with the manager locked, on the blocking pool.
+/// Locks the manager; after a panic in another holder, the accounting is first rebuilt from
+/// the database (see [`nunet_resources::shared`]), so one failed call never fails the next.
+pub fn lock(m: &SharedManager) -> Result<std::sync::MutexGuard<'_, ResourceManager>, ActorError> {
+    nunet_resources::lock_manager(m)
+        .map_err(|e| failed(format!("resource manager unavailable: {e}")))
+}
+
+/// Runs `f` with the manager locked, on the blocking pool. A panic in `f` answers this call
+/// with an error and leaves the manager usable (see [`lock`]).
 async fn with<T: Send + 'static>(
     m: SharedManager,
     f: impl FnOnce(&mut ResourceManager) -> Result<T, ActorError> + Send + 'static,
 ) -> Result<T, ActorError> {
-    tokio::task::spawn_blocking(move || {
-        let mut g = m
-            .lock()
-            .map_err(|_| ActorError::failed("resource manager poisoned"))?;
-        f(&mut g)
-    })
-    .await
-    .map_err(failed)?
+    tokio::task::spawn_blocking(move || f(&mut *lock(&m)?))
+        .await
+        .map_err(failed)?
 }
 
 async fn onboard(m: SharedManager, payload: Value) -> Result<Value, ActorError> {
@@ -125,6 +129,28 @@ fn str_arg<'a>(p: &'a Value, name: &str) -> Result<&'a str, ActorError> {
     p.get(name)
         .and_then(Value::as_str)
         .ok_or_else(|| ActorError::failed(format!("give --{name} <value>")))
+}
+
+/// How long a manual commitment lasts when `--ttl` is not given.
+const DEFAULT_COMMIT_TTL_MS: i64 = 60_000;
+
+/// `--ttl <seconds>` in milliseconds: absent is [`DEFAULT_COMMIT_TTL_MS`]; otherwise a
+/// number from 0.001 to the longest commitment ([`MAX_COMMIT_TTL_MS`]), refused (never
+/// clamped or wrapped) outside that.
+fn ttl_ms(p: &Value) -> Result<i64, ActorError> {
+    if p.get("ttl").is_none_or(Value::is_null) {
+        return Ok(DEFAULT_COMMIT_TTL_MS);
+    }
+    let s = num_arg(p, "ttl")?;
+    let ms = (s * 1000.0).round();
+    if !(1.0..=MAX_COMMIT_TTL_MS as f64).contains(&ms) {
+        return Err(failed(format!(
+            "--ttl must be a number of seconds from 0.001 to {}, got {s}",
+            MAX_COMMIT_TTL_MS / 1000
+        )));
+    }
+    // In range, so the conversion is exact.
+    Ok(ms as i64)
 }
 
 fn num_arg(p: &Value, name: &str) -> Result<f64, ActorError> {
@@ -231,21 +257,23 @@ pub fn register(system: &ActorSystem, m: SharedManager) -> Result<(), ActorError
     // Manual accounting operations: what the deployment protocol will call (issue 8); exposed
     // under /dms/node so the node's owner (and the tests) can exercise the accounting.
     reg("/dms/node/resources/commit", |m, p| {
-        with(m, move |g| {
+        async move {
+            // The arguments are read before the lock is taken.
             let id = str_arg(&p, "id")?.to_string();
-            let want = wanted(g, &p)?;
-            let ttl_s = num_arg(&p, "ttl")?;
-            let ttl_ms = if ttl_s > 0.0 {
-                (ttl_s * 1000.0) as i64
-            } else {
-                60_000
-            };
-            let now = now_ms();
-            g.accounting_mut()
-                .commit(&id, want, now + ttl_ms, now)
-                .map_err(failed)?;
-            Ok(json!({"committed": id, "expires_at_ms": now + ttl_ms}))
-        })
+            let ttl_ms = ttl_ms(&p)?;
+            with(m, move |g| {
+                let want = wanted(g, &p)?;
+                let now = now_ms();
+                let expires = now
+                    .checked_add(ttl_ms)
+                    .ok_or_else(|| failed("--ttl: the expiry is past the end of time"))?;
+                g.accounting_mut()
+                    .commit(&id, want, expires, now)
+                    .map_err(failed)?;
+                Ok(json!({"committed": id, "expires_at_ms": expires}))
+            })
+            .await
+        }
         .boxed()
     })?;
     reg("/dms/node/resources/allocate", |m, p| {
@@ -300,5 +328,8 @@ pub async fn expire_loop(m: SharedManager, mut stop: watch::Receiver<bool>) {
 
 /// Whether the node is onboarded (for `/public/status`).
 pub fn is_onboarded(m: &SharedManager) -> bool {
-    m.lock().map(|g| g.is_onboarded()).unwrap_or(false)
+    lock(m).map(|g| g.is_onboarded()).unwrap_or(false)
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -134,6 +134,17 @@ fn id_arg(p: &Value) -> Result<String, ActorError> {
         .ok_or_else(|| failed("give --id <ensemble id>"))
 }
 
+/// Refuses an ensemble that breaks a rule `nunet validate` applies: what arrives is JSON any
+/// client may have written, not necessarily the output of the validator.
+fn refuse_invalid(e: &Ensemble) -> Result<(), ActorError> {
+    let report = nunet_ensemble::check::ensemble(e);
+    if !report.has_errors() {
+        return Ok(());
+    }
+    let errors: Vec<String> = report.errors().map(ToString::to_string).collect();
+    Err(failed(format!("invalid ensemble: {}", errors.join("; "))))
+}
+
 impl Deployments {
     /// An empty registry; `persist` is called with every change of every deployment.
     pub fn new(system: ActorSystem, persist: PersistFn) -> Self {
@@ -280,6 +291,7 @@ impl Deployments {
                     .ok_or_else(|| failed("give the ensemble (`nunet deploy -f <file>`)"))?;
                 let ensemble: Ensemble =
                     serde_json::from_value(e).map_err(|e| failed(format!("ensemble: {e}")))?;
+                refuse_invalid(&ensemble)?;
                 let deadline_ms = i64::try_from(m.envelope.opt.exp / 1_000_000).unwrap_or(i64::MAX);
                 let id = d.create(ensemble, m.sender.as_str(), deadline_ms)?;
                 Ok(json!({"status": "OK", "ensemble_id": id}))
@@ -374,6 +386,69 @@ mod tests {
         assert_eq!(log_slice(full, 10_000, 0), (String::new(), 10_000));
         // An offset inside a character resumes at the next one.
         assert_eq!(log_slice(full, 2, 3).0, "llo");
+    }
+
+    /// `/dms/node/deployment/new` with an ensemble `nunet validate` would refuse: the JSON
+    /// could come from any client, so the node checks it again.
+    #[tokio::test]
+    async fn new_refuses_impossible_numbers_naming_the_field() {
+        let key = nunet_did::Keypair::from_seed(&[7; 32]);
+        let system = ActorSystem::new(
+            key.clone(),
+            nunet_capability::Anchors::new(key.did()),
+            nunet_actor::SystemConfig::default(),
+        );
+        let persist: PersistFn = Arc::new(|_| {});
+        let d = Deployments::new(system.clone(), persist);
+        d.register().expect("register");
+        let yaml = "allocations:
+  web:
+    executor: docker
+    type: task
+    resources: {cpu: {cores: 1}, ram: {size: 1}, disk: {size: 1}}
+    execution: {type: docker, image: nginx}
+nodes:
+  n1: {allocations: [web]}
+";
+        let ctx = nunet_ensemble::Context::with_vars(Default::default(), ".");
+        let ok = nunet_ensemble::parse_str(yaml, &ctx)
+            .expect("valid")
+            .ensemble;
+        let ensemble = |cores: Value, ram: Value| {
+            let mut e = serde_json::to_value(&ok).expect("json");
+            e["allocations"][0]["resources"]["cpu"]["cores"] = cores;
+            e["allocations"][0]["resources"]["ram"]["size"] = ram;
+            json!({ "ensemble": e })
+        };
+        for (cores, ram, field) in [
+            (
+                json!(-4),
+                json!(1 << 30),
+                "allocations.web.resources.cpu.cores",
+            ),
+            (json!(1), json!(0), "allocations.web.resources.ram.size"),
+            (
+                json!(1e300),
+                json!(1 << 30),
+                "allocations.web.resources.cpu.cores",
+            ),
+        ] {
+            let e = system
+                .invoke(
+                    "root",
+                    system.root(),
+                    NEW,
+                    ensemble(cores, ram),
+                    Duration::from_secs(30),
+                )
+                .await
+                .expect_err("refused");
+            assert!(e.message.contains(field), "{field}: {}", e.message);
+        }
+        assert!(
+            d.map.lock().expect("map").is_empty(),
+            "nothing was deployed"
+        );
     }
 
     #[test]

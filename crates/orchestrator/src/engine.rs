@@ -404,6 +404,11 @@ impl Engine {
                 self.event(format!("malformed bid from {}", from.did));
                 continue;
             };
+            let free = bid.free.check_amount("free");
+            if let Some(p) = free.first() {
+                self.event(format!("refused bid from {}: {p}", from.did));
+                continue;
+            }
             match bid.verify() {
                 Ok(_) if bid.ensemble_id == rec.id && bid.handle.did == from.did => {
                     self.event(format!("bid from {} for node {}", bid.peer, bid.node_id));

@@ -6,7 +6,9 @@ use nunet_actor::Handle;
 use nunet_did::{Did, Keypair, Signature};
 use nunet_ensemble::spec::AllocationType;
 use nunet_ensemble::spec::PortMapping;
-use nunet_ensemble::{Execution, Location, LocationConstraint, Resources};
+use nunet_ensemble::{
+    Execution, Location, LocationConstraint, Problem, Resources, Severity, check, limits,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -270,6 +272,83 @@ pub struct RevertRequest {
     pub ensemble_id: String,
 }
 
+/// A deployment message whose numbers (or other fields) break the rules an ensemble file is
+/// held to: every problem names its field (`allocations[0].resources.cpu.cores`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what}: {}", .problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct InvalidRequest {
+    /// The message (`bid request`, `commit request`, …).
+    pub what: &'static str,
+    /// What is wrong, field by field.
+    pub problems: Vec<Problem>,
+}
+
+fn invalid(what: &'static str, problems: Vec<Problem>) -> Result<(), InvalidRequest> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(InvalidRequest { what, problems })
+    }
+}
+
+/// A bare public port (bid requests list them without mappings).
+fn public_port(port: u16, path: String) -> Option<Problem> {
+    limits::within(u64::from(port), &limits::PUBLIC_PORTS)
+        .err()
+        .map(|message| Problem {
+            severity: Severity::Error,
+            path,
+            line: None,
+            message,
+        })
+}
+
+impl BidRequest {
+    /// Checks every node's summed resources (zero allowed: a node may hold no allocation)
+    /// and ports with the ensemble rules.
+    pub fn check(&self) -> Result<(), InvalidRequest> {
+        let mut problems = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            problems.extend(n.resources.check_amount(&format!("nodes[{i}].resources")));
+            for (j, p) in n.ports.iter().enumerate() {
+                problems.extend(public_port(*p, format!("nodes[{i}].ports[{j}]")));
+            }
+        }
+        invalid("bid request", problems)
+    }
+}
+
+impl CommitRequest {
+    /// Checks every allocation's resources (as an allocation request) and port mappings.
+    pub fn check(&self) -> Result<(), InvalidRequest> {
+        let mut problems = Vec::new();
+        for (i, a) in self.allocations.iter().enumerate() {
+            let p = format!("allocations[{i}]");
+            problems.extend(a.resources.check_request(&format!("{p}.resources")));
+            for (j, port) in a.ports.iter().enumerate() {
+                problems.extend(check::port(port, &format!("{p}.ports[{j}]")));
+            }
+        }
+        invalid("commit request", problems)
+    }
+}
+
+impl AllocateRequest {
+    /// Checks every allocation's resources, execution and port mappings.
+    pub fn check(&self) -> Result<(), InvalidRequest> {
+        let mut problems = Vec::new();
+        for (i, a) in self.allocations.iter().enumerate() {
+            let p = format!("allocations[{i}]");
+            problems.extend(a.resources.check_request(&format!("{p}.resources")));
+            problems.extend(check::execution(&a.execution, &format!("{p}.execution")));
+            for (j, port) in a.ports.iter().enumerate() {
+                problems.extend(check::port(port, &format!("{p}.ports[{j}]")));
+            }
+        }
+        invalid("allocate request", problems)
+    }
+}
+
 /// The id of allocation `alloc` on node `node` of an ensemble: `a-` + 32 hex digits of
 /// SHA-256, short enough for container names and executor ids.
 pub fn allocation_id(ensemble_id: &str, node: &str, alloc: &str) -> String {
@@ -323,6 +402,49 @@ mod tests {
         let forged = bid(&key).sign(&other);
         assert!(matches!(forged.verify(), Err(BidError::BadSignature(_))));
         assert!(matches!(bid(&key).verify(), Err(BidError::BadSignature(_))));
+    }
+
+    #[test]
+    fn requests_with_impossible_numbers_name_the_field() {
+        let mut r = Resources::default();
+        r.cpu.cores = -4.0;
+        let commit = CommitRequest {
+            ensemble_id: "e".into(),
+            node_id: "n".into(),
+            allocations: vec![CommitAllocation {
+                name: "a".into(),
+                id: "a-1".into(),
+                resources: r.clone(),
+                ports: Vec::new(),
+            }],
+            expires_at_ms: 0,
+        };
+        let e = commit.check().expect_err("refused");
+        let paths: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "allocations[0].resources.cpu.cores",
+                "allocations[0].resources.ram.size"
+            ]
+        );
+        assert!(e.to_string().contains("got -4"), "{e}");
+        let bid = BidRequest {
+            ensemble_id: "e".into(),
+            nonce: 1,
+            nodes: vec![NodeBidRequest {
+                node_id: "n".into(),
+                executors: Vec::new(),
+                resources: r,
+                location: LocationConstraint::default(),
+                peer: None,
+                ports: vec![22],
+            }],
+            exclude: Vec::new(),
+        };
+        let e = bid.check().expect_err("refused");
+        let paths: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["nodes[0].resources.cpu.cores", "nodes[0].ports[0]"]);
     }
 
     #[test]

@@ -56,7 +56,22 @@ pub enum AccountingError {
     /// The stored state breaks the invariant (a damaged database).
     #[error("accounting invariant broken: {0}")]
     Invariant(String),
+    /// A commitment would outlive [`MAX_COMMIT_TTL_MS`].
+    #[error(
+        "expires_at_ms {expires_at_ms} is more than {} s after now ({now_ms}); a commitment lasts at most that long",
+        MAX_COMMIT_TTL_MS / 1000
+    )]
+    ExpiryTooFar {
+        /// The expiry asked for (Unix ms).
+        expires_at_ms: i64,
+        /// Now (Unix ms).
+        now_ms: i64,
+    },
 }
+
+/// Longest a commitment may wait to be allocated (the orchestrator asks for 60 s): a longer
+/// one would hold resources away from every other deployment.
+pub const MAX_COMMIT_TTL_MS: i64 = 3_600_000;
 
 /// Stops a running allocation before its resources are released on a forced offboard.
 ///
@@ -96,32 +111,43 @@ pub struct Accounting {
     reservations: BTreeMap<String, Reservation>,
 }
 
+/// Sums saturate: a sum past `u64::MAX` is over any onboarded amount anyway, and the
+/// invariant check reports it instead of a wrapped (small) total.
 fn add(total: &mut Resources, r: &Resources) {
-    total.cpu_millicores += r.cpu_millicores;
-    total.ram_bytes += r.ram_bytes;
-    total.disk_bytes += r.disk_bytes;
+    total.cpu_millicores = total.cpu_millicores.saturating_add(r.cpu_millicores);
+    total.ram_bytes = total.ram_bytes.saturating_add(r.ram_bytes);
+    total.disk_bytes = total.disk_bytes.saturating_add(r.disk_bytes);
     for (k, v) in &r.gpus {
-        *total.gpus.entry(k.clone()).or_default() += v;
+        let t = total.gpus.entry(k.clone()).or_default();
+        *t = t.saturating_add(*v);
     }
 }
 
 impl Accounting {
     /// Rebuilds the accounting from the database and checks the invariant.
     pub fn open(store: Store) -> Result<Accounting, AccountingError> {
-        let onboarded = store.onboarding().get()?;
-        let reservations = store
+        let mut a = Accounting {
+            store,
+            onboarded: None,
+            reservations: BTreeMap::new(),
+        };
+        a.reload()?;
+        Ok(a)
+    }
+
+    /// Replaces the in-memory state with the database's and checks the invariant. The
+    /// database is written before memory changes, so it holds exactly what was acknowledged:
+    /// this is how the state is recovered after a panic interrupted an operation.
+    pub fn reload(&mut self) -> Result<(), AccountingError> {
+        self.onboarded = self.store.onboarding().get()?;
+        self.reservations = self
+            .store
             .reservations()
             .list()?
             .into_iter()
             .map(|r| (r.id.clone(), r))
             .collect();
-        let a = Accounting {
-            store,
-            onboarded,
-            reservations,
-        };
-        a.check_invariants().map_err(AccountingError::Invariant)?;
-        Ok(a)
+        self.check_invariants().map_err(AccountingError::Invariant)
     }
 
     /// Gives the store back (to reopen it, or for other repositories).
@@ -290,7 +316,7 @@ impl Accounting {
                     fmt(w),
                     fmt(f),
                     fmt(o),
-                    fmt(o - f)
+                    fmt(o.saturating_sub(f))
                 ));
             }
         };
@@ -319,13 +345,15 @@ impl Accounting {
             let Some(f) = free.gpus.get(k) else {
                 return Some(AccountingError::UnknownGpu(k.clone()));
             };
-            short(&format!("gpu {k} VRAM"), *w, *f, on.gpus[k], fmt_bytes);
+            let o = on.gpus.get(k).copied().unwrap_or(0);
+            short(&format!("gpu {k} VRAM"), *w, *f, o, fmt_bytes);
         }
         (!errs.is_empty()).then(|| AccountingError::Insufficient(errs.join("; ")))
     }
 
     /// Locks `resources` for `id` without allocating; lapses at `expires_at_ms` unless
-    /// allocated first.
+    /// allocated first. Refused when `expires_at_ms` is more than [`MAX_COMMIT_TTL_MS`] after
+    /// `now_ms`.
     pub fn commit(
         &mut self,
         id: &str,
@@ -333,6 +361,12 @@ impl Accounting {
         expires_at_ms: i64,
         now_ms: i64,
     ) -> Result<(), AccountingError> {
+        if expires_at_ms > now_ms.saturating_add(MAX_COMMIT_TTL_MS) {
+            return Err(AccountingError::ExpiryTooFar {
+                expires_at_ms,
+                now_ms,
+            });
+        }
         self.reserve(
             id,
             resources,

@@ -13,8 +13,10 @@ pub mod benchmark;
 pub mod gpu;
 pub mod hardware;
 pub mod onboarding;
+pub mod shared;
 pub mod units;
 
 pub use accounting::{Accounting, AccountingError, AllocationStopper, OffboardReport, StopOutcome};
 pub use nunet_store::{Resources, Store, StoreError};
 pub use onboarding::{Geolocation, OnboardError, OnboardRequest, ResourceManager};
+pub use shared::lock_manager;

@@ -384,6 +384,12 @@ impl ResourceManager {
         self.finish_onboard(req, p, bench, now_ms)
     }
 
+    /// Replaces the accounting's in-memory state with the database's (see
+    /// [`Accounting::reload`]).
+    pub fn reload(&mut self) -> Result<(), AccountingError> {
+        self.acct.reload()
+    }
+
     /// Offboards (see [`Accounting::offboard`]).
     pub fn offboard(
         &mut self,

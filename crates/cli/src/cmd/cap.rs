@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use nunet_capability::{
     Action, Anchor, Anchors, Capability, Request, SelfSign, Token, TokenList, TokenSpec, Verifier,
-    now_ns,
+    expiry_after, now_ns,
 };
 use nunet_did::Did;
 
@@ -79,7 +79,12 @@ pub enum CapCmd {
         #[arg(long)]
         broadcast: bool,
         /// Context that signs the hand-over to the daemon with --broadcast.
-        #[arg(long, value_name = "CONTEXT", default_value = "dms", requires = "broadcast")]
+        #[arg(
+            long,
+            value_name = "CONTEXT",
+            default_value = "dms",
+            requires = "broadcast"
+        )]
         via: String,
     },
     /// Make invocation tokens for calling <behavior> from this context (chained on provide
@@ -170,7 +175,7 @@ impl SpecArgs {
             bail!("give at least one --cap or --topic");
         }
         let exp = match (&self.duration, &self.expiry) {
-            (Some(d), _) => now_ns().saturating_add(Duration::from(*d).as_nanos() as u64),
+            (Some(d), _) => expiry_after(now_ns(), (*d).into()).context("--duration")?,
             (None, Some(e)) => parse_expiry(e)?,
             (None, None) => bail!("give --duration (e.g. 24h) or --expiry (e.g. 2026-12-31)"),
         };
@@ -217,9 +222,10 @@ fn parse_expiry(s: &str) -> Result<u64> {
     let t = humantime::parse_rfc3339_weak(&full).with_context(|| {
         format!("--expiry {s:?}: expected a date like 2026-12-31 or 2026-12-31T12:00:00Z")
     })?;
-    Ok(t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0))
+    let ns = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    u64::try_from(ns).map_err(|_| {
+        anyhow::anyhow!("--expiry {s:?}: past the year 2554, the last one a token can name")
+    })
 }
 
 /// Token text from an argument: JSON, `@file`, or `-` for stdin.
@@ -247,6 +253,7 @@ fn print_tokens(tokens: Vec<Token>) {
 }
 
 fn time(ns: u64) -> String {
+    // u64 nanoseconds end in 2554: always within what SystemTime and RFC 3339 hold.
     let t = UNIX_EPOCH + Duration::from_nanos(ns);
     let rel = if t > SystemTime::now() {
         ""
@@ -453,7 +460,7 @@ pub fn run(home: &Home, cmd: CapCmd) -> Result<i32> {
                 .as_deref()
                 .map(|d| parse_did(d, "--audience"))
                 .transpose()?;
-            let exp = now_ns().saturating_add(Duration::from(duration).as_nanos() as u64);
+            let exp = expiry_after(now_ns(), duration.into()).context("--duration")?;
             let spec = TokenSpec {
                 sub: a.did.clone(),
                 aud,
@@ -519,4 +526,32 @@ pub fn run(home: &Home, cmd: CapCmd) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(duration: &str) -> Result<TokenSpec> {
+        SpecArgs {
+            caps: vec!["/dms".into()],
+            topics: Vec::new(),
+            audience: None,
+            depth: 0,
+            duration: Some(duration.parse().context("duration")?),
+            expiry: None,
+        }
+        .build("did:key:z6MktojHN9D8obak7C9wjpTzCRrdE5zC6cxt5ANUFnQskgbs")
+    }
+
+    #[test]
+    fn far_expiries_are_refused_not_wrapped() {
+        assert!(spec("24h").is_ok());
+        // 1e12 s in nanoseconds wrapped (cast to u64) to an arbitrary instant.
+        let e = spec("1000000000000s").expect_err("refused");
+        assert!(format!("{e:#}").contains("--duration"), "{e:#}");
+        assert!(parse_expiry("2030-01-01").is_ok());
+        let e = parse_expiry("2600-01-01").expect_err("refused");
+        assert!(e.to_string().contains("2554"), "{e}");
+    }
 }

@@ -245,9 +245,13 @@ fn filtered(list: &Value, filter: &[String]) -> Vec<Value> {
 fn when(ms: &Value) -> String {
     ms.as_i64()
         .and_then(|m| u64::try_from(m).ok())
-        .map(|m| {
-            let t = std::time::UNIX_EPOCH + Duration::from_millis(m);
-            humantime::format_rfc3339_seconds(t).to_string()
+        .and_then(|m| std::time::UNIX_EPOCH.checked_add(Duration::from_millis(m)))
+        .and_then(|t| {
+            // Past the year 9999 the formatter fails, and `to_string` would panic on that.
+            use std::fmt::Write;
+            let mut s = String::new();
+            write!(s, "{}", humantime::format_rfc3339_seconds(t)).ok()?;
+            Some(s)
         })
         .unwrap_or_else(|| "-".into())
 }
@@ -326,4 +330,17 @@ pub fn get(home: &Home, cmd: GetCmd) -> Result<i32> {
         }
     }
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_past_the_formatter_read_as_unknown() {
+        assert_eq!(when(&json!(0)), "1970-01-01T00:00:00Z");
+        // Past the year 9999: formatting failed and `to_string` panicked.
+        assert_eq!(when(&json!(i64::MAX)), "-");
+        assert_eq!(when(&json!(-1)), "-");
+    }
 }

@@ -14,7 +14,7 @@ use crate::spec::{
     Allocation, AllocationKey, AllocationRecovery, AllocationType, Healthcheck, HealthcheckKind,
 };
 use crate::tree::{Entry, Kind, Value, quote_short, weight};
-use crate::units;
+use crate::{limits, units};
 
 const ALLOCATION_KEYS: &[&str] = &[
     "executor",
@@ -330,12 +330,8 @@ fn cpu(c: &mut Collector, v: &Value, path: &str) -> Option<Cpu> {
     let cores = match o.get("cores") {
         Some((v, p)) => {
             let n = number(c, v, &p, "a positive number of cores")?;
-            if n <= 0.0 {
-                c.error_at(
-                    &p,
-                    v.line,
-                    format!("cores must be positive, got {}", units::trim_float(n)),
-                );
+            if let Err(e) = limits::cores(n) {
+                c.error_at(&p, v.line, e);
                 return None;
             }
             n
@@ -355,7 +351,7 @@ fn cpu(c: &mut Collector, v: &Value, path: &str) -> Option<Cpu> {
         vendor: opt_string(c, &o, "vendor"),
         threads: o
             .get("threads")
-            .and_then(|(v, p)| integer(c, v, &p, 1, 1 << 20))
+            .and_then(|(v, p)| integer(c, v, &p, *limits::THREADS.start(), *limits::THREADS.end()))
             .map(|t| t as u32),
         cache_size: o.get("cache_size").and_then(|(v, p)| size(c, v, &p)),
     })
@@ -377,8 +373,13 @@ fn required_size(c: &mut Collector, o: &Obj<'_>, what: &str) -> Option<u64> {
 
 fn ram(c: &mut Collector, v: &Value, path: &str) -> Option<Ram> {
     let o = obj(c, v, path, &["size", "clock_speed", "type"], false)?;
+    let size = required_size(c, &o, "ram")?;
+    if let Err(e) = limits::ram_size(size) {
+        c.error(&o.path_of("size"), e);
+        return None;
+    }
     Some(Ram {
-        size: required_size(c, &o, "ram")?,
+        size,
         clock_hz: o
             .get("clock_speed")
             .and_then(|(v, p)| with_unit(c, v, &p, units::parse_frequency)),

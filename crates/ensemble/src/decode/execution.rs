@@ -6,14 +6,13 @@ use std::collections::hash_map::Entry as Slot;
 use super::reader::{
     environment, integer, obj, opt_bool, opt_list, opt_string, req_string, size, with_unit,
 };
+use crate::check;
 use crate::execution::{
     DockerExecution, EXECUTORS, Execution, FirecrackerExecution, WasmExecution,
 };
 use crate::problem::Collector;
 use crate::tree::{Entry, Kind, Value};
 use crate::units;
-
-const RESTART_POLICIES: &[&str] = &["no", "on-failure", "always", "unless-stopped"];
 
 /// Flattens NuNet's two spellings (`params:` or keys beside `type`) into one mapping: a key
 /// beside `type` replaces an earlier one; a key in `params` is added unless already there.
@@ -163,19 +162,7 @@ fn docker(c: &mut Collector, v: &Value, path: &str) -> Option<DockerExecution> {
     ];
     let o = obj(c, v, path, &keys, false)?;
     let image = req_string(c, &o, "image", "a docker image")?;
-    if !valid_image(&image) {
-        c.error(&o.path_of("image"), format!("{image:?} is not a valid image reference (like \"nginx:1.27\" or \"ghcr.io/org/app@sha256:…\")"));
-    }
-    let restart_policy = opt_string(c, &o, "restart_policy");
-    if let Some(rp) = &restart_policy
-        && !RESTART_POLICIES.contains(&rp.as_str())
-    {
-        c.error(
-            &o.path_of("restart_policy"),
-            format!("expected one of no, on-failure, always, unless-stopped, got {rp:?}"),
-        );
-    }
-    Some(DockerExecution {
+    let d = DockerExecution {
         image,
         entrypoint: opt_list(c, &o, "entrypoint"),
         cmd: opt_list(c, &o, "cmd"),
@@ -185,10 +172,12 @@ fn docker(c: &mut Collector, v: &Value, path: &str) -> Option<DockerExecution> {
             .map(|(v, p)| environment(c, v, &p))
             .unwrap_or_default(),
         working_directory: opt_string(c, &o, "working_directory"),
-        restart_policy,
+        restart_policy: opt_string(c, &o, "restart_policy"),
         user: opt_string(c, &o, "user"),
         privileged: opt_bool(c, &o, "privileged").unwrap_or(false),
-    })
+    };
+    check::docker_rules(c, &d, path);
+    Some(d)
 }
 
 fn firecracker(c: &mut Collector, v: &Value, path: &str) -> Option<FirecrackerExecution> {
@@ -208,9 +197,10 @@ fn firecracker(c: &mut Collector, v: &Value, path: &str) -> Option<FirecrackerEx
     let kernel_image = req_string(c, &o, "kernel_image", "kernel_image");
     let root_file_system = req_string(c, &o, "root_file_system", "root_file_system");
     let initrd = opt_string(c, &o, "initrd");
-    if o.has("initrd") && initrd.as_deref().is_none_or(|s| s.trim().is_empty()) {
+    if o.has("initrd") && initrd.is_none() {
         c.error(&o.path_of("initrd"), "initrd must not be empty when given");
     }
+    check::initrd_rule(c, initrd.as_deref(), path);
     Some(FirecrackerExecution {
         kernel_image: kernel_image?,
         root_file_system: root_file_system?,
@@ -232,28 +222,6 @@ fn wasm(c: &mut Collector, v: &Value, path: &str) -> Option<WasmExecution> {
     let o = obj(c, v, path, &keys, false)?;
     let module = req_string(c, &o, "module", "a wasm module (path or https URL)")?;
     let sha256 = opt_string(c, &o, "sha256").map(|s| s.to_ascii_lowercase());
-    if let Some(h) = &sha256
-        && !(h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()))
-    {
-        c.error(
-            &o.path_of("sha256"),
-            format!("expected 64 hex digits, got {h:?}"),
-        );
-    }
-    let remote = module.contains("://");
-    if remote && !module.starts_with("https://") {
-        c.error(
-            &o.path_of("module"),
-            format!("remote modules must use https://, got {module:?}"),
-        );
-    }
-    if remote && sha256.is_none() {
-        c.error_at(
-            &o.path_of("sha256"),
-            o.line,
-            "missing; a module fetched from a URL must be pinned by sha256",
-        );
-    }
     let mut w = WasmExecution {
         module,
         sha256,
@@ -276,6 +244,7 @@ fn wasm(c: &mut Collector, v: &Value, path: &str) -> Option<WasmExecution> {
             .get("timeout")
             .and_then(|(v, p)| with_unit(c, v, &p, units::parse_duration_ms));
     }
+    check::wasm_rules(c, &w, path);
     Some(w)
 }
 

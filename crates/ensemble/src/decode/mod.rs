@@ -7,6 +7,7 @@ mod reader;
 mod volume;
 
 pub use execution::valid_image;
+pub(crate) use reader::valid_env_name;
 
 use std::collections::BTreeMap;
 
@@ -20,7 +21,7 @@ use crate::spec::{
     NodeConfig, NodeRecovery, PortMapping, Supervisor, SupervisorStrategy,
 };
 use crate::tree::{Kind, Value};
-use crate::units;
+use crate::{limits, units};
 
 const ROOT_KEYS: &[&str] = &[
     "version",
@@ -222,7 +223,15 @@ fn node(c: &mut Collector, name: &str, v: &Value, path: &str) -> Option<NodeConf
     let peer = opt_string(c, &o, "peer").filter(|s| !s.trim().is_empty());
     let redundancy = o
         .get("redundancy")
-        .and_then(|(v, p)| integer(c, v, &p, 0, 1000))
+        .and_then(|(v, p)| {
+            integer(
+                c,
+                v,
+                &p,
+                *limits::REDUNDANCY.start(),
+                *limits::REDUNDANCY.end(),
+            )
+        })
         .unwrap_or(0) as u32;
     let failure_recovery = match o.get("failure_recovery") {
         Some((v, p)) => match string(c, v, &p).as_deref() {
@@ -270,7 +279,13 @@ fn ports(c: &mut Collector, v: &Value, path: &str) -> Vec<PortMapping> {
             continue;
         };
         let public = match o.get("public") {
-            Some((v, p)) => integer(c, v, &p, 1025, 65535),
+            Some((v, p)) => integer(
+                c,
+                v,
+                &p,
+                *limits::PUBLIC_PORTS.start(),
+                *limits::PUBLIC_PORTS.end(),
+            ),
             None => {
                 c.error_at(
                     &o.path_of("public"),
@@ -281,7 +296,13 @@ fn ports(c: &mut Collector, v: &Value, path: &str) -> Vec<PortMapping> {
             }
         };
         let private = match o.get("private") {
-            Some((v, p)) => integer(c, v, &p, 1, 65535),
+            Some((v, p)) => integer(
+                c,
+                v,
+                &p,
+                *limits::PRIVATE_PORTS.start(),
+                *limits::PRIVATE_PORTS.end(),
+            ),
             None => {
                 c.error_at(
                     &o.path_of("private"),
@@ -441,8 +462,8 @@ fn edges(c: &mut Collector, v: &Value, path: &str) -> Vec<EdgeConstraint> {
                 "edge constraint without rtt or bw constrains nothing",
             );
         }
-        if rtt_ms == Some(0.0) {
-            c.error(&o.path_of("rtt"), "rtt must be greater than 0 ms");
+        if let Some(Err(e)) = rtt_ms.map(limits::rtt_ms) {
+            c.error(&o.path_of("rtt"), e);
         }
         out.push(EdgeConstraint {
             source: pair[0].clone(),

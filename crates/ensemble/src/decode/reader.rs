@@ -280,7 +280,8 @@ pub(crate) fn with_unit<T>(
     parse(text).map_err(|e| c.error_at(path, v.line, e)).ok()
 }
 
-fn valid_env_name(name: &str) -> bool {
+/// An environment variable name: letters, digits and `_`, not starting with a digit.
+pub(crate) fn valid_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()

@@ -73,7 +73,9 @@ pub(super) fn spec_of(rec: &AllocRecord, files: &LocalFiles) -> Result<Execution
                 .iter()
                 .map(|e| (e.name.clone(), e.value.clone()))
                 .collect();
-            s.resources.memory_bytes = w.memory_limit.unwrap_or(0);
+            // Never unlimited (0) nor above the RAM the accounting holds for it.
+            let ram = rec.resources.ram.size;
+            s.resources.memory_bytes = w.memory_limit.map_or(ram, |l| l.min(ram));
             s.resources.cpu_time = match (w.fuel, w.timeout_ms) {
                 (Some(f), _) => Some(CpuBudget::Fuel(f)),
                 (None, Some(t)) => Some(CpuBudget::Time(Duration::from_millis(t))),

@@ -97,6 +97,18 @@ impl PortLocks {
         Ok(())
     }
 
+    /// The ports locked for reservation `id`, sorted (none when it locked none).
+    pub(super) fn ports_of(&self, id: &str) -> Vec<u16> {
+        let mut ports = self
+            .locks
+            .lock()
+            .ok()
+            .and_then(|g| g.get(id).cloned())
+            .unwrap_or_default();
+        ports.sort_unstable();
+        ports
+    }
+
     /// Unlocks the ports of reservation `id`.
     pub(super) fn unlock(&self, id: &str) {
         if let Ok(mut g) = self.locks.lock()
