@@ -365,13 +365,63 @@ impl ActorSystem {
                 provide.extend(toks);
             }
         }
+        // Behaviors registered at this inbox before (an actor brought back after
+        // [`Self::retire_child`]) stay.
+        let behaviors = self
+            .actor(inbox)
+            .and_then(|a| a.behaviors.read().ok().map(|b| b.clone()))
+            .unwrap_or_default();
         self.insert_actor(Actor {
             handle: handle.clone(),
             key: Some(key),
             provide,
+            behaviors: RwLock::new(behaviors),
+        });
+        handle
+    }
+
+    /// Takes a child actor's key and grants away, keeping its inbox, identity and behaviors:
+    /// it can no longer send or sign anything (its answers are signed by the node), and no
+    /// message counts as coming from it. For actors whose work is over but which must still
+    /// answer (a finished deployment's orchestrator tells providers it wants nothing more).
+    pub fn retire_child(&self, inbox: &str) {
+        if inbox == "root" {
+            return;
+        }
+        if let Some(a) = self.actor(inbox).filter(|a| a.key.is_some()) {
+            let behaviors = a.behaviors.read().map(|b| b.clone()).unwrap_or_default();
+            self.insert_actor(Actor {
+                handle: a.handle.clone(),
+                key: None,
+                provide: Vec::new(),
+                behaviors: RwLock::new(behaviors),
+            });
+        }
+    }
+
+    /// A keyless actor at `inbox` answering as `id` (see [`Self::retire_child`]): how a
+    /// restarted node brings back a finished child without its key.
+    pub fn keyless_child(&self, inbox: &str, id: &Did) -> Handle {
+        let handle = Handle {
+            id: id.to_string(),
+            did: self.0.node_did.to_string(),
+            addr: Address {
+                host: self.0.peer.clone(),
+                inbox: inbox.to_string(),
+            },
+        };
+        self.insert_actor(Actor {
+            handle: handle.clone(),
+            key: None,
+            provide: Vec::new(),
             behaviors: RwLock::new(HashMap::new()),
         });
         handle
+    }
+
+    /// Whether the actor at `inbox` holds a key (can send and sign).
+    pub fn has_key(&self, inbox: &str) -> bool {
+        self.actor(inbox).is_some_and(|a| a.key.is_some())
     }
 
     /// Removes a child actor.

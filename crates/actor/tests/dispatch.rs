@@ -608,3 +608,57 @@ async fn replay_state_holds_only_admitted_messages_and_survives_a_restart() {
     let e = nunet_actor::system::decode_reply(&Envelope::from_bytes(&again).unwrap()).unwrap_err();
     assert!(e.message.contains("replayed"), "{e:?}");
 }
+
+/// A retired child keeps answering at its inbox (signed by the node) but can no longer send,
+/// and nothing counts as coming from it; bringing it back keeps its behaviors.
+#[tokio::test]
+async fn a_retired_child_answers_but_holds_no_key() {
+    let w = world();
+    let inbox = "ens-1";
+    let child =
+        w.b.spawn_child_at(inbox, w.b.child_key(inbox), &[], &[], Duration::ZERO);
+    w.b.register(
+        inbox,
+        "/public/check",
+        Behavior::direct(|_m| async { Ok(json!({"wanted": false})) }),
+    )
+    .unwrap();
+    w.b.retire_child(inbox);
+    assert!(!w.b.has_key(inbox));
+    let e =
+        w.b.invoke(
+            inbox,
+            w.a.root(),
+            "/public/status",
+            Value::Null,
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("cannot send"), "{e:?}");
+    let v =
+        w.a.invoke(
+            "root",
+            child.clone(),
+            "/public/check",
+            Value::Null,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v, json!({"wanted": false}));
+    // Brought back (same derived key): the behavior is still there.
+    w.b.spawn_child_at(inbox, w.b.child_key(inbox), &[], &[], Duration::ZERO);
+    assert!(w.b.has_key(inbox));
+    let v =
+        w.a.invoke(
+            "root",
+            child,
+            "/public/check",
+            Value::Null,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v, json!({"wanted": false}));
+}

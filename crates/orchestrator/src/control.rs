@@ -242,8 +242,12 @@ impl Deployments {
     pub fn restore(&self, records: Vec<Deployment>) {
         for rec in records {
             let status = rec.status;
-            // Finished deployments keep their record (status, logs) but no actor.
-            if !status.is_terminal() {
+            // Finished deployments keep their record (status, logs) and a keyless actor that
+            // tells providers asking after a restart that nothing is wanted any more.
+            if status.is_terminal() {
+                self.system
+                    .keyless_child(&rec.id, &self.system.child_key(&rec.id).did());
+            } else {
                 self.spawn_actor(&rec.id);
             }
             let engine = Arc::new(Engine::new(
@@ -253,9 +257,7 @@ impl Deployments {
                 self.persist.clone(),
                 self.local_subnet.clone(),
             ));
-            if !status.is_terminal() {
-                engine.register_check();
-            }
+            engine.register_check();
             if let Ok(mut m) = self.map.lock() {
                 m.insert(
                     engine.record().map(|r| r.id).unwrap_or_default(),

@@ -212,21 +212,22 @@ impl Engine {
     fn actor_in_use(&self) -> ActorInUse<'_> {
         if let Ok(mut n) = self.calls.lock() {
             *n += 1;
-            if !self.system.has_actor(&self.inbox) {
+            if !self.system.has_key(&self.inbox) {
                 crate::control::spawn_orchestrator(&self.system, &self.inbox);
             }
         }
         ActorInUse(self)
     }
 
-    /// Removes the orchestrator actor (its key leaves memory, its inbox stops answering)
-    /// once the deployment has ended and no call of it is in flight. Its record stays.
+    /// Retires the orchestrator actor once the deployment has ended and no call of it is in
+    /// flight: its key leaves memory and it can send nothing; it only still answers
+    /// providers asking whether an allocation is wanted (no). Its record stays.
     pub(crate) fn retire_if_done(&self) {
         if let Ok(n) = self.calls.lock()
             && *n == 0
             && self.status().is_terminal()
         {
-            self.system.stop_child(&self.inbox);
+            self.system.retire_child(&self.inbox);
         }
     }
 
