@@ -96,6 +96,9 @@ pub struct Provider {
     port_locks: ports::PortLocks,
     allocs: Mutex<HashMap<String, Arc<Mutex<AllocRecord>>>>,
     commits: Mutex<HashMap<String, Vec<String>>>,
+    /// Ensemble id → the orchestrator actor (DID) that first asked this provider about it,
+    /// and when: nobody else may commit, allocate or bid for that ensemble here.
+    owners: Mutex<HashMap<String, (String, i64)>>,
     answered: Mutex<HashMap<(String, u64), i64>>,
     edge: edge::EdgeState,
     /// Provider files ensembles may name (VM images, WASM modules).
@@ -169,6 +172,7 @@ impl Provider {
             ),
             allocs: Mutex::new(HashMap::new()),
             commits: Mutex::new(HashMap::new()),
+            owners: Mutex::new(HashMap::new()),
             answered: Mutex::new(HashMap::new()),
             edge: edge::EdgeState::new(network),
             files: files::LocalFiles::new(&g.data_dir, &config.job.image_roots),
@@ -237,10 +241,40 @@ impl Provider {
         move |id: &str| ids.contains(id)
     }
 
+    /// Binds `ensemble` to the orchestrator actor `sender` the first time it shows up here;
+    /// refuses any other sender afterwards. Without it, an orchestrator that learnt another
+    /// deployment's ensemble id (it travels in the bid request) could allocate that
+    /// deployment's committed reservations with its own workload, or commit them first.
+    fn claim(&self, ensemble: &str, sender: &nunet_did::Did) -> Result<(), ActorError> {
+        let mut owners = self
+            .owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = now_ms();
+        if owners.len() > 4096 {
+            // Orchestrator grants last a day; an older claim protects nothing any more.
+            owners.retain(|_, (_, t)| now.saturating_sub(*t) < 24 * 3600 * 1000);
+        }
+        match owners.get(ensemble) {
+            Some((owner, _)) if owner != sender.as_str() => Err(ActorError::new(
+                nunet_actor::ErrorKind::Denied,
+                format!(
+                    "ensemble {ensemble} is orchestrated by {owner} on this provider, not by {sender}"
+                ),
+            )),
+            Some(_) => Ok(()),
+            None => {
+                owners.insert(ensemble.to_string(), (sender.to_string(), now));
+                Ok(())
+            }
+        }
+    }
+
     fn bid(&self, m: &Incoming) -> Result<Value, ActorError> {
         use nunet_orchestrator::decline::DeclineReason;
         let req: BidRequest = serde_json::from_value(m.payload.clone()).map_err(failed)?;
         req.check().map_err(failed)?;
+        self.claim(&req.ensemble_id, &m.sender)?;
         let me = self.system.peer_id().to_string();
         if req.exclude.contains(&me) {
             return self.decline(&req, Some(DeclineReason::Excluded), BTreeMap::new());
@@ -293,6 +327,7 @@ impl Provider {
     fn commit(&self, m: &Incoming) -> Result<Value, ActorError> {
         let req: CommitRequest = serde_json::from_value(m.payload.clone()).map_err(failed)?;
         req.check().map_err(failed)?;
+        self.claim(&req.ensemble_id, &m.sender)?;
         if let Some(f) = &self.fail_commit
             && f.exists()
         {
@@ -343,6 +378,19 @@ impl Provider {
             return Err(failed("the orchestrator handle must be the sender"));
         }
         req.check().map_err(failed)?;
+        self.claim(&req.ensemble_id, &m.sender)?;
+        let committed = self
+            .commits
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&req.ensemble_id).cloned())
+            .unwrap_or_default();
+        if let Some(a) = req.allocations.iter().find(|a| !committed.contains(&a.id)) {
+            return Err(failed(format!(
+                "allocation {} ({}) was not committed for ensemble {} on this provider",
+                a.name, a.id, req.ensemble_id
+            )));
+        }
         for (i, a) in req.allocations.iter().enumerate() {
             self.as_committed(i, a)?;
         }
@@ -400,11 +448,18 @@ impl Provider {
 
     async fn revert(&self, m: &Incoming) -> Result<Value, ActorError> {
         let req: RevertRequest = serde_json::from_value(m.payload.clone()).map_err(failed)?;
+        // Only the ensemble's orchestrator may revert it; checked before anything is touched
+        // (its allocations are taken out of the map below).
+        self.claim(&req.ensemble_id, &m.sender)?;
         let cells: Vec<Arc<Mutex<AllocRecord>>> = {
             let mut map = self.allocs.lock().map_err(|_| failed("poisoned"))?;
             let ids: Vec<String> = map
                 .iter()
-                .filter(|(_, c)| c.lock().is_ok_and(|r| r.ensemble_id == req.ensemble_id))
+                .filter(|(_, c)| {
+                    c.lock().is_ok_and(|r| {
+                        r.ensemble_id == req.ensemble_id && r.orchestrator.id == m.sender.as_str()
+                    })
+                })
                 .map(|(k, _)| k.clone())
                 .collect();
             ids.iter().filter_map(|k| map.remove(k)).collect()

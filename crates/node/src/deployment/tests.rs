@@ -259,3 +259,81 @@ fn wasm_memory_is_never_unlimited_nor_above_the_committed_ram() {
     assert_eq!(mem(Some(16 << 20)), 16 << 20);
     assert_eq!(mem(Some(GIB)), 64 << 20);
 }
+
+/// An orchestrator that learnt another deployment's ensemble id (it travels in the bid
+/// request) can neither allocate that deployment's committed reservations with its own
+/// workload nor commit under that ensemble: the first orchestrator owns it on this provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_orchestrator_cannot_take_over_a_committed_ensemble() {
+    let f = provider().await;
+    let s = &f.system;
+    let a = s.spawn_child_at("orch-a", s.child_key("orch-a"), &[], &[], Duration::ZERO);
+    let b = s.spawn_child_at("orch-b", s.child_key("orch-b"), &[], &[], Duration::ZERO);
+    let call = |from: &'static str, be: &'static str, payload: Value| {
+        let s = s.clone();
+        async move {
+            s.invoke(from, s.root(), be, payload, Duration::from_secs(10))
+                .await
+        }
+    };
+    let as_from = |h: &Handle| {
+        let mut v = allocate(&f, res(1.0, GIB), Vec::new());
+        v["orchestrator"] = serde_json::to_value(h).unwrap();
+        v
+    };
+    call("orch-a", COMMIT, commit(res(1.0, GIB), now_ms() + 60_000))
+        .await
+        .unwrap();
+    let e = call("orch-b", ALLOCATE, as_from(&b)).await.unwrap_err();
+    assert_eq!(e.kind, nunet_actor::ErrorKind::Denied, "{e:?}");
+    assert!(e.message.contains("orchestrated by"), "{}", e.message);
+    let e = call("orch-b", COMMIT, commit(res(1.0, GIB), now_ms() + 60_000))
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("orchestrated by"), "{}", e.message);
+    // The owner may allocate only what it committed.
+    let mut other = as_from(&a);
+    other["allocations"][0]["id"] = json!("a-other");
+    let e = call("orch-a", ALLOCATE, other).await.unwrap_err();
+    assert!(e.message.contains("was not committed"), "{}", e.message);
+    assert_eq!(f.reserved(), [("a-web".to_string(), 1000, GIB)]);
+}
+
+/// A revert from another orchestrator is refused before anything is touched: the owner's
+/// commitment stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_orchestrator_cannot_revert_an_ensemble() {
+    let f = provider().await;
+    let s = &f.system;
+    s.spawn_child_at("orch-a", s.child_key("orch-a"), &[], &[], Duration::ZERO);
+    s.spawn_child_at("orch-b", s.child_key("orch-b"), &[], &[], Duration::ZERO);
+    s.invoke(
+        "orch-a",
+        s.root(),
+        COMMIT,
+        commit(res(1.0, GIB), now_ms() + 60_000),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let revert = serde_json::to_value(RevertRequest {
+        ensemble_id: "e".into(),
+    })
+    .unwrap();
+    let e = s
+        .invoke(
+            "orch-b",
+            s.root(),
+            REVERT,
+            revert.clone(),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, nunet_actor::ErrorKind::Denied, "{e:?}");
+    assert_eq!(f.reserved().len(), 1, "the commitment survived");
+    s.invoke("orch-a", s.root(), REVERT, revert, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(f.reserved().is_empty());
+}
