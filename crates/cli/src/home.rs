@@ -47,6 +47,20 @@ impl Home {
         Ok(self.loaded.get_or_init(|| l).clone())
     }
 
+    /// Where the local daemon's REST API is: `rest.addr`:`rest.port` from the config, or,
+    /// when `rest.port` is 0 (the kernel picks the port when the daemon binds), the address
+    /// the running daemon reported in `<general.data_dir>/run.json`.
+    pub fn api_endpoint(&self) -> Result<(String, u16)> {
+        let c = self.config()?.config;
+        if c.rest.port != 0 {
+            return Ok((c.rest.addr, c.rest.port));
+        }
+        let r = crate::runinfo::RunInfo::read_live(&c.general.data_dir)
+            .context("rest.port is 0, so the daemon's port is read from its report")?;
+        // A wildcard address is reached on loopback ([`Api::new`](crate::client::Api::new)).
+        Ok((r.rest.ip().to_string(), r.rest.port()))
+    }
+
     /// The user directory from the config (defaults to the home itself).
     fn user_dir(&self) -> Result<PathBuf> {
         Ok(self.config()?.config.general.user_dir)

@@ -19,15 +19,46 @@ fn write(dir: &Path, name: &str, yaml: &str) -> PathBuf {
     p
 }
 
-/// A port in the provider range that nothing listens on now.
-fn free_port() -> u16 {
-    loop {
-        let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p >= 16384 {
-            return p;
+/// A static public port for a deployment to publish, reserved while this lives.
+struct PublicPort {
+    port: u16,
+    _lock: std::fs::File,
+}
+
+/// A port the deployer names for the provider to publish: the one place where a port is
+/// chosen for someone else to bind later, so it is chosen where nothing else takes it. It is
+/// in the provider range (16384 and up) but below the kernel's ephemeral range, which the
+/// kernel never hands out (no `bind(0)` or `connect()` anywhere gets it); it is reserved
+/// against the other tests (a lock file per port, held while the [`PublicPort`] lives, so
+/// parallel tests and test runs never choose the same; in /tmp/nunet-test-ports); and it is
+/// free now.
+fn public_port() -> PublicPort {
+    let ephemeral_lo: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (lo, hi) = (16384u16, ephemeral_lo.max(16385));
+    let span = u32::from(hi - lo);
+    // One directory for every run on this machine, whatever its TMPDIR.
+    let dir = std::path::Path::new("/tmp/nunet-test-ports");
+    if std::fs::create_dir_all(dir).is_ok() {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777));
+    }
+    let first = std::process::id() % span;
+    for k in 0..span {
+        let port = lo + ((first + k) % span) as u16;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("{port}.lock")))
+            .unwrap();
+        if lock.try_lock().is_ok() && std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return PublicPort { port, _lock: lock };
         }
     }
+    panic!("no free port in {lo}..{hi}");
 }
 
 fn http_get(port: u16) -> Result<String, String> {
@@ -72,7 +103,8 @@ nodes:
 fn static_port_is_published_locked_and_released() {
     let dn = Devnet::up(0);
     dn.onboard(2);
-    let port = free_port();
+    let public = public_port();
+    let port = public.port;
     let file = web(&dn.dir, port);
     let f = file.to_str().unwrap();
     let v = dn.json(1, &["deploy", "-f", f, "-t", "60s", "--json"]);

@@ -197,3 +197,91 @@ fn unauthorized_messages_are_denied_with_the_reason() {
     let st = d.json(1, &["actor", "cmd", "--json", "/public/status"]);
     assert_eq!(st["did"], d.did(1));
 }
+
+/// `--base-port 0` never picks a port for a daemon to bind later (the race of issue 15: a
+/// "free" port taken by another process before the daemon bound it): the configs say port 0,
+/// each daemon binds what the kernel gives it and reports it in `<home>/data/run.json`, and
+/// devnet.json and the CLI use the reported ports. The ports this test holds meanwhile stand
+/// for other processes; the kernel never hands them out, so no node can be given one.
+#[test]
+fn base_port_zero_daemons_bind_and_report_their_own_ports() {
+    let held: Vec<std::net::TcpListener> = (0..200)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let held_ports: Vec<u16> = held
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    let d = up(2);
+    for (i, node) in d.nodes.iter().enumerate() {
+        let home = PathBuf::from(node["home"].as_str().unwrap());
+        let config: Value =
+            serde_json::from_str(&std::fs::read_to_string(home.join("dms_config.json")).unwrap())
+                .unwrap();
+        assert_eq!(config["rest"]["port"], 0, "{config}");
+        assert_eq!(
+            config["p2p"]["listen_address"],
+            serde_json::json!(["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"])
+        );
+        let report: Value =
+            serde_json::from_str(&std::fs::read_to_string(home.join("data/run.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            report["pid"].as_u64().unwrap().to_string(),
+            deploy_support::pid_of(&d.dir, i + 1)
+        );
+        let rest: std::net::SocketAddr = report["rest"].as_str().unwrap().parse().unwrap();
+        assert_ne!(rest.port(), 0);
+        assert!(!held_ports.contains(&rest.port()));
+        assert_eq!(node["rest_port"], rest.port(), "{node}");
+        assert!(
+            report["listen"]
+                .as_array()
+                .unwrap()
+                .contains(&node["p2p"].clone()),
+            "{report} {node}"
+        );
+        // The CLI finds the daemon through the report (`rest.port` is 0).
+        let st = d.json(i + 1, &["actor", "cmd", "--json", "/public/status"]);
+        assert_eq!(st["did"], d.did(i + 1));
+    }
+    // Node 2 bootstraps from the address node 1 actually bound; both see each other.
+    let boot: Value = serde_json::from_str(
+        &std::fs::read_to_string(d.dir.join("node-2/dms_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(boot["p2p"]["bootstrap_peers"][0], d.nodes[0]["p2p"]);
+    drop(held);
+
+    // A killed daemon leaves a report naming a process that is gone: the CLI says so.
+    deploy_support::kill(&d.dir, 1, "-KILL");
+    let (code, out) = d.cmd(1, &["actor", "cmd", "/public/status"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("is not running"), "{out}");
+    // Restarted, node 1 binds new ports and finds node 2 again (its bootstrap list names the
+    // other nodes); the CLI follows the new report.
+    deploy_support::start_daemon(&d.dir, None, 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, out) = d.cmd(1, &["actor", "cmd", "--json", "/dms/node/peers/list"]);
+        let peers = serde_json::from_str::<Value>(out.trim())
+            .ok()
+            .and_then(|v| v["peers"].as_array().map(Vec::len));
+        if code == 0 && peers == Some(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node-1 did not rejoin: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A clean stop removes the reports.
+    let o = nunet(
+        &d.dir,
+        None,
+        &["devnet", "down", "--dir", d.dir.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    for i in 1..=2 {
+        let report = d.dir.join(format!("node-{i}/data/run.json"));
+        assert!(!report.exists(), "{} left behind", report.display());
+    }
+}

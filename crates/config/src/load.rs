@@ -334,6 +334,20 @@ mod tests {
     }
 
     #[test]
+    fn port_zero_is_accepted_for_the_kernel_to_pick() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(FILE_NAME);
+        fs::write(
+            &p,
+            r#"{"rest":{"port":0},"p2p":{"listen_address":["/ip4/127.0.0.1/tcp/0","/ip4/127.0.0.1/udp/0/quic-v1"]}}"#,
+        )
+        .unwrap();
+        let l = load(d.path(), None, &no_env).unwrap();
+        assert_eq!(l.config.rest.port, 0);
+        assert_eq!(l.config.p2p.listen_address[0], "/ip4/127.0.0.1/tcp/0");
+    }
+
+    #[test]
     fn unknown_keys_and_bad_types_are_rejected_with_their_key() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join(FILE_NAME);

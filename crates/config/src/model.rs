@@ -54,7 +54,8 @@ pub struct General {
 pub struct Rest {
     /// Listen address (keep it on loopback: the API is the node's local bridge).
     pub addr: String,
-    /// Listen port.
+    /// Listen port; 0: the kernel picks one when the daemon binds, and the daemon reports it
+    /// in `<general.data_dir>/run.json`, where the CLI looks it up.
     pub port: u16,
 }
 
@@ -265,9 +266,6 @@ impl Config {
                     r.display()
                 ));
             }
-        }
-        if self.rest.port == 0 {
-            p.push("rest.port: must not be 0".into());
         }
         if self.profiler.addr.parse::<std::net::IpAddr>().is_err() {
             p.push(format!(

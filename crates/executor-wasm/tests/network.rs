@@ -73,13 +73,10 @@ fn fetch(ns: PathBuf, port: u16) -> String {
     .unwrap()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// The port of guests that never share a network with the host: inside a namespace of their
+/// own nothing else listens, and without one (or when refused) they never bind. Any fixed
+/// port does; one picked "free" on the host would mean nothing there.
+const GUEST_PORT: u16 = 8080;
 
 fn greeter(id: &str, port: u16, network: NetworkAttachment) -> ExecutionSpec {
     let wat_text = GREETER.replace("__PORT__", &port.to_string());
@@ -136,7 +133,7 @@ async fn stop_ends_a_guest_blocked_in_accept() {
     let ns = Netns::new();
     let spec = greeter(
         "waiting",
-        free_port(),
+        GUEST_PORT,
         NetworkAttachment::Namespace(ns.path()),
     );
     ex.start(&spec).await.unwrap();
@@ -160,7 +157,7 @@ async fn stop_ends_a_guest_blocked_in_accept() {
 async fn without_a_namespace_there_are_no_sockets() {
     let dir = tempfile::tempdir().unwrap();
     let ex = executor(dir.path());
-    let spec = greeter("offline", free_port(), NetworkAttachment::None);
+    let spec = greeter("offline", GUEST_PORT, NetworkAttachment::None);
     let exit = tokio::time::timeout(Duration::from_secs(10), ex.run(&spec))
         .await
         .unwrap()
@@ -172,12 +169,12 @@ async fn without_a_namespace_there_are_no_sockets() {
 async fn other_attachments_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let ex = executor(dir.path());
-    let spec = greeter("hostnet", free_port(), NetworkAttachment::Host);
+    let spec = greeter("hostnet", GUEST_PORT, NetworkAttachment::Host);
     let err = ex.start(&spec).await.unwrap_err();
     assert!(err.to_string().contains("network namespace"), "{err}");
     let spec = greeter(
         "missing",
-        free_port(),
+        GUEST_PORT,
         NetworkAttachment::Namespace("/proc/nunet-no-such-ns".into()),
     );
     let err = ex.start(&spec).await.unwrap_err();

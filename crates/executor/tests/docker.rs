@@ -224,15 +224,32 @@ async fn starting_the_same_id_twice_is_refused() {
     ex.remove(&s.id).await.unwrap();
 }
 
+/// The host port Docker published for `guest` (`7000/tcp`) of execution `id`.
+fn published_port(id: &str, guest: &str) -> u16 {
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "docker {args:?}: {o:?}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let label = format!("label={}={id}", nunet_executor::LABEL_EXECUTION);
+    let container = run(&["ps", "-q", "--filter", &label]);
+    let out = run(&["port", container.trim(), guest]);
+    // `0.0.0.0:32768` (and `[::]:32768`), one line per address.
+    let line = out.lines().next().unwrap_or_default();
+    line.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no published port in {out:?}"))
+}
+
 #[tokio::test]
 async fn mounts_ports_and_working_dir_reach_the_container() {
     let ex = executor("ports").await;
     let host_dir = tempfile::tempdir().unwrap();
     std::fs::write(host_dir.path().join("greeting"), "pong from a mount\n").unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
     let mut s = spec("ports", &["sh", "-c", "pwd; nc -l -p 7000 < greeting"]);
     s.workload = Workload::Container {
         image: IMAGE.into(),
@@ -245,12 +262,15 @@ async fn mounts_ports_and_working_dir_reach_the_container() {
         read_only: true,
     }];
     s.network = NetworkAttachment::Default;
+    // Host port 0: Docker binds one itself (a port picked free here could be taken by another
+    // process before Docker bound it); `docker port` says which.
     s.ports = vec![nunet_executor::PortMapping {
-        host_port: port,
+        host_port: 0,
         guest_port: 7000,
         protocol: nunet_executor::Protocol::Tcp,
     }];
     ex.start(&s).await.unwrap();
+    let port = published_port(&s.id, "7000/tcp");
     let deadline = Instant::now() + Duration::from_secs(20);
     let got = loop {
         use tokio::io::AsyncReadExt;

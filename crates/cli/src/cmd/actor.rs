@@ -128,8 +128,8 @@ fn params_to_json(params: &[String]) -> Result<Value> {
 }
 
 fn api_for(home: &Home, timeout: Duration) -> Result<Api> {
-    let c = home.config()?.config;
-    Ok(Api::new(&c.rest.addr, c.rest.port, timeout))
+    let (addr, port) = home.api_endpoint()?;
+    Ok(Api::new(&addr, port, timeout))
 }
 
 pub fn run(home: &Home, cmd: ActorCmd) -> Result<i32> {

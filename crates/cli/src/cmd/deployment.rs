@@ -28,15 +28,15 @@ pub struct Caller {
 impl Caller {
     /// Unlocks `context` and asks the local daemon for its handle.
     pub fn new(home: &Home, context: &str) -> Result<Self> {
-        let c = home.config()?.config;
-        let local = Api::new(&c.rest.addr, c.rest.port, Duration::from_secs(10)).handle()?;
+        let (addr, port) = home.api_endpoint()?;
+        let local = Api::new(&addr, port, Duration::from_secs(10)).handle()?;
         let (anchors, key) = home.context_with_key(context)?;
         Ok(Self {
             key,
             anchors,
             local,
-            addr: c.rest.addr.clone(),
-            port: c.rest.port,
+            addr,
+            port,
         })
     }
 

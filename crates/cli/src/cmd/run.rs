@@ -5,6 +5,7 @@ use clap::Args;
 use nunet_node::{Node, NodeOptions};
 
 use crate::home::Home;
+use crate::runinfo::{self, RunInfo};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -34,6 +35,7 @@ pub fn run(home: &Home, args: RunArgs) -> Result<i32> {
     }
     std::fs::create_dir_all(&config.general.data_dir)
         .with_context(|| format!("creating {}", config.general.data_dir.display()))?;
+    let data_dir = config.general.data_dir.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -46,17 +48,38 @@ pub fn run(home: &Home, args: RunArgs) -> Result<i32> {
             verify_capabilities: true,
         })
         .await?;
-        let addrs: Vec<String> = node.network.listen_addrs().await.iter().map(|a| a.to_string()).collect();
-        tracing::info!(did = %node.system.did(), peer_id = %node.system.peer_id(), listen = ?addrs, api = %node.api_addr, config = ?loaded.file, "node started");
+        let peer_id = node.system.peer_id();
+        let listen: Vec<String> = node
+            .network
+            .listen_addrs()
+            .await
+            .iter()
+            .map(|a| format!("{a}/p2p/{peer_id}"))
+            .collect();
+        tracing::info!(did = %node.system.did(), %peer_id, ?listen, api = %node.api_addr, config = ?loaded.file, "node started");
         println!("did {}", node.system.did());
-        println!("peer_id {}", node.system.peer_id());
-        for a in &addrs {
-            println!("listen {a}/p2p/{}", node.system.peer_id());
+        println!("peer_id {peer_id}");
+        for a in &listen {
+            println!("listen {a}");
         }
         println!("api http://{}/api/v1", node.api_addr);
+        // What was bound (ports 0 resolved), for the CLI, `nunet devnet` and scripts.
+        let report = RunInfo {
+            pid: std::process::id(),
+            did: node.system.did().to_string(),
+            peer_id: peer_id.to_string(),
+            rest: node.api_addr,
+            listen,
+        };
+        if let Err(e) = report.write(&data_dir) {
+            node.shutdown().await;
+            return Err(e);
+        }
+        println!("report {}", runinfo::path(&data_dir).display());
         wait_for_signal().await;
         tracing::info!("shutting down");
         node.shutdown().await;
+        RunInfo::remove_own(&data_dir);
         tracing::info!("stopped");
         Ok::<_, anyhow::Error>(())
     })?;

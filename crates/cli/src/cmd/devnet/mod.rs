@@ -17,6 +17,7 @@ use nunet_did::{KdfParams, Keypair, Keystore};
 use serde_json::{Value, json};
 
 use crate::client::{self, Api, Outcome};
+use crate::runinfo::{RunInfo, alive};
 
 #[derive(Subcommand, Debug)]
 pub enum DevnetCmd {
@@ -29,7 +30,9 @@ pub enum DevnetCmd {
         #[arg(long, default_value = "devnet")]
         dir: PathBuf,
         /// First port: node i uses REST base+10i and p2p base+10i+1 (TCP and QUIC).
-        /// 0 picks free ports (what tests running in parallel should use).
+        /// 0: every daemon binds ports the kernel picks and reports them in
+        /// `<node home>/data/run.json`; devnet.json records them (what tests running in
+        /// parallel should use). Ignored with `--netns`.
         #[arg(long, default_value_t = 19000)]
         base_port: u16,
         /// Put every node in its own network namespace (root only), on a bridged LAN
@@ -95,13 +98,6 @@ fn spec(sub: &nunet_did::Did, exp: u64) -> Result<TokenSpec> {
     })
 }
 
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| !s.contains(") Z "))
-            .unwrap_or(false)
-}
-
 fn read_pid(home: &Path) -> Option<u32> {
     fs::read_to_string(home.join("nunet.pid"))
         .ok()?
@@ -157,7 +153,7 @@ fn up(n: usize, dir: &Path, base: u16, in_netns: bool) -> Result<i32> {
     let mut user_ctx = Anchors::new(user.did());
     user_ctx.add_provide(org_ctx.grant(&org, &spec(&user.did(), exp)?)?, now)?;
 
-    let mut nodes = Vec::new();
+    let mut plans = Vec::new();
     for i in 1..=n {
         let home = dir.join(format!("node-{i}"));
         let ks = keystore(&home)?;
@@ -170,70 +166,89 @@ fn up(n: usize, dir: &Path, base: u16, in_netns: bool) -> Result<i32> {
         let cf = ContextFile::new(home.join("cap"));
         cf.create("dms", &ctx)?;
         cf.create("user", &user_ctx)?;
+        // Port 0: the daemon binds whatever the kernel gives it and reports it in run.json;
+        // nothing picks a "free" port here for the daemon to bind later (another process
+        // could take it in between).
         let (rest, p2p) = if layout.is_some() {
             (9999, 4001)
         } else if base == 0 {
-            (free_port()?, free_port()?)
+            (0, 0)
         } else {
             (base + 10 * i as u16, base + 10 * i as u16 + 1)
         };
-        let host = layout
-            .as_ref()
-            .map(|l| l.addr(i))
-            .unwrap_or_else(|| "127.0.0.1".into());
-        let ns = layout.as_ref().map(|l| l.nodes[i - 1].clone());
-        let peer = key.did().peer_id().to_base58();
-        let tcp = format!("/ip4/{host}/tcp/{p2p}/p2p/{peer}");
-        let bootstrap: Vec<String> = nodes
-            .first()
-            .map(|f: &Value| vec![f["p2p"].as_str().unwrap_or_default().to_string()])
-            .unwrap_or_default();
-        let image_root = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-        let config = json!({
-            "rest": {"port": rest},
-            "p2p": {"listen_address": [format!("/ip4/{host}/tcp/{p2p}"), format!("/ip4/{host}/udp/{p2p}/quic-v1")], "bootstrap_peers": bootstrap},
-            "general": {"env": "devnet"},
-            "subnet": {"enabled": layout.is_some()},
-            // Ensembles of a devnet name VM images and WASM modules under its directory.
-            "job": {"image_roots": [image_root.display().to_string()]},
+        plans.push(Plan {
+            name: format!("node-{i}"),
+            home,
+            did: key.did().to_string(),
+            peer: key.did().peer_id().to_base58(),
+            host: layout
+                .as_ref()
+                .map(|l| l.addr(i))
+                .unwrap_or_else(|| "127.0.0.1".into()),
+            ns: layout.as_ref().map(|l| l.nodes[i - 1].clone()),
+            rest,
+            p2p,
         });
-        nunet_config::write_file(&home.join(nunet_config::load::FILE_NAME), &config)?;
-        nodes.push(json!({"name": format!("node-{i}"), "home": home, "did": key.did().to_string(), "peer_id": peer, "rest": format!("http://127.0.0.1:{rest}/api/v1"), "rest_port": rest, "p2p": tcp, "netns": ns}));
     }
-    let manifest = json!({"org": org.did().to_string(), "user": user.did().to_string(), "nodes": nodes,
-        "switch_netns": layout.as_ref().map(|l| l.switch.clone())});
-    fs::write(
-        dir.join("devnet.json"),
-        serde_json::to_string_pretty(&manifest)?,
+    let manifest_of = |nodes: Vec<Value>| {
+        json!({"org": org.did().to_string(), "user": user.did().to_string(), "nodes": nodes,
+            "switch_netns": layout.as_ref().map(|l| l.switch.clone())})
+    };
+    // Written before anything starts, so `devnet down` finds every node if starting fails;
+    // written again with the addresses the nodes report.
+    write_manifest(
+        &dir,
+        &manifest_of(plans.iter().map(|p| p.manifest_entry(None)).collect()),
     )?;
 
-    let exe = std::env::current_exe()?;
-    for node in &nodes {
-        let home = PathBuf::from(node["home"].as_str().unwrap_or_default());
-        let log = fs::File::create(home.join("nunet.log"))?;
-        let mut cmd = match node["netns"].as_str() {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&exe);
-                c
-            }
-            None => Command::new(&exe),
-        };
-        let child = cmd
-            .args(["run", "-c", "dms"])
-            .env("NUNET_HOME", &home)
-            .env("DMS_PASSPHRASE_FILE", &pass_file)
-            .env_remove("DMS_PASSPHRASE")
-            .env_remove("NUNET_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .context("starting nunet run")?;
-        fs::write(home.join("nunet.pid"), child.id().to_string())?;
-    }
+    let image_root = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     let deadline = Instant::now() + Duration::from_secs(30);
+    let start = |p: &Plan, bootstrap: &[String]| -> Result<()> {
+        p.write_config(bootstrap, &image_root, layout.is_some())?;
+        p.spawn(&pass_file)
+    };
+    // Node 1 first: the others bootstrap from the address it actually bound (first in
+    // their list, so they learn the network from it).
+    start(&plans[0], &[])?;
+    let first = wait_report(&dir, &plans[0], deadline)?;
+    let boot = first
+        .tcp_addr(&plans[0].host)
+        .map(str::to_string)
+        .context("node-1 reported no TCP listen address")?;
+    for p in &plans[1..] {
+        start(p, std::slice::from_ref(&boot))?;
+    }
+    let mut reports = vec![first];
+    for p in &plans[1..] {
+        reports.push(wait_report(&dir, p, deadline)?);
+    }
+    let p2p: Vec<String> = plans
+        .iter()
+        .zip(&reports)
+        .map(|(p, r)| r.tcp_addr(&p.host).unwrap_or_default().to_string())
+        .collect();
+    if base == 0 && layout.is_none() && n > 1 {
+        // A node restarted later binds new ports, so the others' record of its address goes
+        // stale: every node lists all the others (node-1 first), and a restarted one finds
+        // the network through any node that kept running.
+        for (i, p) in plans.iter().enumerate() {
+            let others: Vec<String> = p2p
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, a)| a.clone())
+                .collect();
+            p.write_config(&others, &image_root, false)?;
+        }
+    }
+    let nodes: Vec<Value> = plans
+        .iter()
+        .zip(&reports)
+        .map(|(p, r)| p.manifest_entry(Some(r)))
+        .collect();
+    let manifest = manifest_of(nodes.clone());
+    write_manifest(&dir, &manifest)?;
+
     for node in &nodes {
         let home = PathBuf::from(node["home"].as_str().unwrap_or_default());
         let api = Api::new(
@@ -251,14 +266,11 @@ fn up(n: usize, dir: &Path, base: u16, in_netns: bool) -> Result<i32> {
             }
             let dead = read_pid(&home).is_some_and(|p| !alive(p));
             if dead || Instant::now() > deadline {
-                let log = fs::read_to_string(home.join("nunet.log")).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                let _ = down(&dir, false);
-                bail!(
-                    "{} did not start:\n{}",
-                    node["name"],
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
+                return Err(failed(
+                    &dir,
+                    &home,
+                    node["name"].as_str().unwrap_or_default(),
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -332,16 +344,116 @@ fn up(n: usize, dir: &Path, base: u16, in_netns: bool) -> Result<i32> {
     Ok(0)
 }
 
-/// A port free for TCP and UDP on loopback right now (the daemon binds it moments later).
-fn free_port() -> Result<u16> {
-    for _ in 0..50 {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let port = tcp.local_addr()?.port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
+/// One node of a devnet being created.
+struct Plan {
+    name: String,
+    home: PathBuf,
+    did: String,
+    peer: String,
+    /// Address its p2p listeners bind (loopback, or its namespace's LAN address).
+    host: String,
+    /// Its network namespace (`--netns`).
+    ns: Option<String>,
+    /// Configured REST and p2p ports (0: the kernel picks when the daemon binds).
+    rest: u16,
+    p2p: u16,
+}
+
+impl Plan {
+    fn write_config(&self, bootstrap: &[String], image_root: &Path, subnet: bool) -> Result<()> {
+        let (host, p2p) = (&self.host, self.p2p);
+        let config = json!({
+            "rest": {"port": self.rest},
+            "p2p": {"listen_address": [format!("/ip4/{host}/tcp/{p2p}"), format!("/ip4/{host}/udp/{p2p}/quic-v1")], "bootstrap_peers": bootstrap},
+            "general": {"env": "devnet"},
+            "subnet": {"enabled": subnet},
+            // Ensembles of a devnet name VM images and WASM modules under its directory.
+            "job": {"image_roots": [image_root.display().to_string()]},
+        });
+        nunet_config::write_file(&self.home.join(nunet_config::load::FILE_NAME), &config)?;
+        Ok(())
     }
-    bail!("no free port found on 127.0.0.1")
+
+    fn spawn(&self, pass_file: &Path) -> Result<()> {
+        let exe = std::env::current_exe()?;
+        let log = fs::File::create(self.home.join("nunet.log"))?;
+        let mut cmd = match &self.ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        let child = cmd
+            .args(["run", "-c", "dms"])
+            .env("NUNET_HOME", &self.home)
+            .env("DMS_PASSPHRASE_FILE", pass_file)
+            .env_remove("DMS_PASSPHRASE")
+            .env_remove("NUNET_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .context("starting nunet run")?;
+        fs::write(self.home.join("nunet.pid"), child.id().to_string())?;
+        Ok(())
+    }
+
+    /// Its entry in devnet.json: the configured ports until it reported what it bound.
+    fn manifest_entry(&self, report: Option<&RunInfo>) -> Value {
+        let rest = report.map_or(self.rest, |r| r.rest.port());
+        let p2p = report
+            .and_then(|r| r.tcp_addr(&self.host))
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("/ip4/{}/tcp/{}/p2p/{}", self.host, self.p2p, self.peer));
+        json!({"name": self.name, "home": self.home, "did": self.did, "peer_id": self.peer,
+            "rest": format!("http://127.0.0.1:{rest}/api/v1"), "rest_port": rest, "p2p": p2p,
+            "netns": self.ns})
+    }
+}
+
+/// The data directory of a node home, as its daemon resolves it (same config, same env).
+fn data_dir(home: &Path) -> Result<PathBuf> {
+    Ok(nunet_config::load(home, None, &|k| std::env::var(k).ok())?
+        .config
+        .general
+        .data_dir)
+}
+
+/// Waits until node `p`'s daemon reported what it bound (`<data_dir>/run.json`); stops the
+/// devnet and fails with the end of the node's log when it dies or `deadline` passes.
+fn wait_report(dir: &Path, p: &Plan, deadline: Instant) -> Result<RunInfo> {
+    let data = data_dir(&p.home)?;
+    loop {
+        if let Some(r) = RunInfo::read(&data)?.filter(|r| alive(r.pid)) {
+            return Ok(r);
+        }
+        let dead = read_pid(&p.home).is_none_or(|pid| !alive(pid));
+        if dead || Instant::now() > deadline {
+            return Err(failed(dir, &p.home, &p.name));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stops the devnet after node `name` failed to start; the error quotes its log.
+fn failed(dir: &Path, home: &Path, name: &str) -> anyhow::Error {
+    let log = fs::read_to_string(home.join("nunet.log")).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+    let _ = down(dir, false);
+    anyhow::anyhow!(
+        "{name} did not start:\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )
+}
+
+fn write_manifest(dir: &Path, m: &Value) -> Result<()> {
+    let tmp = dir.join(".devnet.json.tmp");
+    fs::write(&tmp, serde_json::to_string_pretty(m)?)?;
+    fs::rename(&tmp, dir.join("devnet.json"))?;
+    Ok(())
 }
 
 fn manifest(dir: &Path) -> Result<Value> {
@@ -362,11 +474,14 @@ fn status(dir: &Path) -> Result<i32> {
         let home = PathBuf::from(node["home"].as_str().unwrap_or_default());
         let pid = read_pid(&home);
         let running = pid.is_some_and(alive);
-        let api = Api::new(
-            "127.0.0.1",
-            node["rest_port"].as_u64().unwrap_or(0) as u16,
-            Duration::from_secs(5),
-        );
+        // A node restarted since `devnet up` may have bound another port (`--base-port 0`).
+        let port = data_dir(&home)
+            .ok()
+            .and_then(|d| RunInfo::read(&d).ok().flatten())
+            .filter(|r| alive(r.pid))
+            .map(|r| r.rest.port())
+            .unwrap_or(node["rest_port"].as_u64().unwrap_or(0) as u16);
+        let api = Api::new("127.0.0.1", port, Duration::from_secs(5));
         let peers = if running {
             match node["netns"].as_str() {
                 Some(ns) => netns::peer_count(ns, &home, &dir.join("passphrase")),
