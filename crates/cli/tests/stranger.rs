@@ -186,7 +186,13 @@ fn a_stranger_on_the_swarm_never_wins_work() {
     );
     let allocated: Value =
         serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
-    assert_eq!(allocated["allocated"]["cpu"]["millicores"], 0, "{allocated}");
-    assert_eq!(allocated["committed"]["cpu"]["millicores"], 0, "{allocated}");
+    assert_eq!(
+        allocated["allocated"]["cpu"]["millicores"], 0,
+        "{allocated}"
+    );
+    assert_eq!(
+        allocated["committed"]["cpu"]["millicores"], 0,
+        "{allocated}"
+    );
     assert_eq!(allocated["reservations"], json!([]), "{allocated}");
 }

@@ -47,6 +47,11 @@ pub struct WasmConfig {
     /// Where compiled modules are kept across restarts, by the sha256 of their bytes
     /// (default `<state_dir>/modules`); `None` keeps them in memory only.
     pub module_cache: Option<PathBuf>,
+    /// Download modules only from public addresses (default): a module URL, and every
+    /// redirect it takes, must resolve to addresses outside loopback, private, link-local,
+    /// shared, multicast and unspecified ranges, so a deployer cannot make the provider
+    /// fetch from its own services or LAN. Off only for tests serving modules on loopback.
+    pub public_urls_only: bool,
 }
 
 impl WasmConfig {
@@ -59,6 +64,7 @@ impl WasmConfig {
             state_dir,
             tick: Duration::from_millis(10),
             download_timeout: Duration::from_secs(60),
+            public_urls_only: true,
         }
     }
 }
@@ -203,14 +209,15 @@ impl WasmExecutor {
                 "the WASM executor runs wasm workloads only".into(),
             ));
         };
-        let (source, sha, cache, timeout) = (
+        let (source, sha, cache, timeout, public) = (
             module.clone(),
             sha256.clone(),
             cache.clone(),
             self.config.download_timeout,
+            self.config.public_urls_only,
         );
         tokio::task::spawn_blocking(move || {
-            let bytes = module::fetch(&source, sha.as_deref(), timeout)?;
+            let bytes = module::fetch(&source, sha.as_deref(), timeout, public)?;
             cache.prepare(&bytes)
         })
         .await

@@ -180,6 +180,7 @@ pub(crate) fn fetch(
     source: &ModuleSource,
     sha256: Option<&str>,
     timeout: Duration,
+    public_only: bool,
 ) -> Result<Vec<u8>> {
     let bytes = match source {
         ModuleSource::Inline(b) => b.clone(),
@@ -187,7 +188,7 @@ pub(crate) fn fetch(
             path: p.clone(),
             source,
         })?,
-        ModuleSource::Url(url) => download(url, timeout)?,
+        ModuleSource::Url(url) => download(url, timeout, public_only)?,
     };
     if let Some(expected) = sha256 {
         let actual = hex::encode(Sha256::digest(&bytes));
@@ -200,16 +201,85 @@ pub(crate) fn fetch(
     Ok(bytes)
 }
 
-fn download(url: &str, timeout: Duration) -> Result<Vec<u8>> {
+/// Whether `ip` is an address on the public internet (not this host, a private or shared
+/// network, link-local, multicast, documentation or unspecified).
+pub(crate) fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip.to_canonical() {
+        IpAddr::V4(v) => {
+            let o = v.octets();
+            !(v.is_loopback()
+                || v.is_private()
+                || v.is_link_local()
+                || v.is_multicast()
+                || v.is_broadcast()
+                || v.is_unspecified()
+                || v.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1]))
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                || o[0] >= 240)
+        }
+        IpAddr::V6(v) => {
+            let s = v.segments();
+            !(v.is_loopback()
+                || v.is_unspecified()
+                || v.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || s[0] == 0x2001 && s[1] == 0xdb8)
+        }
+    }
+}
+
+/// Resolves like ureq does, then keeps only public addresses: checked at connect time, for
+/// the first request and every redirect, so a name cannot be re-pointed in between.
+#[derive(Debug)]
+struct PublicOnly(ureq::unversioned::resolver::DefaultResolver);
+
+impl ureq::unversioned::resolver::Resolver for PublicOnly {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> std::result::Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let all = self.0.resolve(uri, config, timeout)?;
+        let mut out = self.empty();
+        for a in all.iter().filter(|a| is_public(a.ip())) {
+            out.push(*a);
+        }
+        if out.is_empty() {
+            return Err(ureq::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} resolves only to addresses that are not public; modules are fetched from the internet only",
+                    uri.host().unwrap_or("the host")
+                ),
+            )));
+        }
+        Ok(out)
+    }
+}
+
+fn download(url: &str, timeout: Duration, public_only: bool) -> Result<Vec<u8>> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(ExecutorError::InvalidSpec(format!(
             "module URL {url:?} is not http(s)"
         )));
     }
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    let config = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
-        .build()
-        .into();
+        .build();
+    let agent: ureq::Agent = if public_only {
+        ureq::Agent::with_parts(
+            config,
+            ureq::unversioned::transport::DefaultConnector::default(),
+            PublicOnly(Default::default()),
+        )
+    } else {
+        config.into()
+    };
     let fail =
         |e: &dyn std::fmt::Display| ExecutorError::Runtime(format!("downloading {url}: {e}"));
     let response = agent.get(url).call().map_err(|e| fail(&e))?;
@@ -236,18 +306,68 @@ mod tests {
         let src = ModuleSource::Inline(b"abc".to_vec());
         let good = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
         assert_eq!(
-            fetch(&src, Some(good), Duration::from_secs(1)).unwrap(),
+            fetch(&src, Some(good), Duration::from_secs(1), true).unwrap(),
             b"abc"
         );
-        let err = fetch(&src, Some(&good.replace('b', "c")), Duration::from_secs(1)).unwrap_err();
+        let err = fetch(
+            &src,
+            Some(&good.replace('b', "c")),
+            Duration::from_secs(1),
+            true,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("sha256 mismatch"), "{err}");
         let err = fetch(
             &ModuleSource::Url("ftp://x".into()),
             None,
             Duration::from_secs(1),
+            true,
         )
         .unwrap_err();
         assert!(err.to_string().contains("not http"), "{err}");
+    }
+
+    #[test]
+    fn only_public_addresses_count_as_public() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["1.1.1.1", "8.8.8.8", "2606:4700::1111"] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    /// A deployer's module URL pointing at the provider itself (a service on loopback, here
+    /// a listener that would answer) is refused before anything connects.
+    #[test]
+    fn module_urls_on_non_public_addresses_are_refused() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/m.wasm", listener.local_addr().unwrap());
+        listener.set_nonblocking(true).unwrap();
+        let err = fetch(&ModuleSource::Url(url), None, Duration::from_secs(5), true).unwrap_err();
+        assert!(err.to_string().contains("not public"), "{err}");
+        assert!(listener.accept().is_err(), "nothing may have connected");
+        let err = fetch(
+            &ModuleSource::Url("http://localhost:1/m.wasm".into()),
+            None,
+            Duration::from_secs(5),
+            true,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("not public"), "{err}");
     }
 
     #[test]

@@ -59,7 +59,9 @@ const MEMORY_BOMB: &str = r#"(module
 const SPIN: &str = r#"(module (func (export "_start") (loop $l (br $l))))"#;
 
 fn executor(dir: &std::path::Path) -> WasmExecutor {
-    let ex = WasmExecutor::new(WasmConfig::new("wasm-test-node", dir.join("state")));
+    let mut cfg = WasmConfig::new("wasm-test-node", dir.join("state"));
+    cfg.public_urls_only = false; // modules are served on loopback here
+    let ex = WasmExecutor::new(cfg);
     assert!(ex.status().available, "{:?}", ex.status());
     ex
 }
