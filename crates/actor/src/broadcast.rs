@@ -100,7 +100,7 @@ impl ActorSystem {
             endpoint.denied = Some(denied_tx);
         }
         self.register(from_inbox, &cont, endpoint)?;
-        let exp = now_ns().saturating_add(collect.as_nanos() as u64);
+        let exp = now_ns().saturating_add(u64::try_from(collect.as_nanos()).unwrap_or(u64::MAX));
         let opt = Options {
             exp,
             cont: cont.clone(),

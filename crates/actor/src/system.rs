@@ -349,7 +349,7 @@ impl ActorSystem {
                 aud: None,
                 cap: caps.to_vec(),
                 topic: topics.to_vec(),
-                exp: now.saturating_add(ttl.as_nanos() as u64),
+                exp: now.saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX)),
                 depth: 0,
             };
             let anchors = match self.0.anchors.read() {
@@ -591,7 +591,7 @@ impl ActorSystem {
         payload: Value,
         timeout: Duration,
     ) -> Result<Value, ActorError> {
-        let exp = now_ns().saturating_add(timeout.as_nanos() as u64);
+        let exp = now_ns().saturating_add(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX));
         let opt = Options {
             exp,
             cont: "/reply".into(),
@@ -611,7 +611,7 @@ impl ActorSystem {
         payload: Value,
         ttl: Duration,
     ) -> Result<(), ActorError> {
-        let exp = now_ns().saturating_add(ttl.as_nanos() as u64);
+        let exp = now_ns().saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX));
         let env = self.envelope(
             from_inbox,
             to,

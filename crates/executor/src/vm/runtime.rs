@@ -116,7 +116,13 @@ pub(super) async fn launch(
         private.rootfs = Some(copy);
     }
     let vm = &private;
-    let vcpus = spec.resources.cpu_cores.ceil().clamp(1.0, 255.0) as u32;
+    let cores = spec.resources.cpu_cores;
+    if !cores.is_finite() || cores < 0.0 || cores > 255.0 {
+        return Err(ExecutorError::InvalidSpec(format!(
+            "{cores} vCPUs: a VM takes 0 (one) to 255"
+        )));
+    }
+    let vcpus = (cores.ceil() as u32).max(1);
     let mem_mib = match spec.resources.memory_bytes / MIB {
         0 => DEFAULT_MEM_MIB,
         m => m,
