@@ -111,6 +111,7 @@ impl Node {
             relay_server: cfg.p2p.relay_server,
             request_timeout: Duration::from_secs(30),
             max_message_bytes: nunet_actor::MAX_ENVELOPE_BYTES,
+            limits: nunet_network::NetLimits::default(),
         };
         let (network, events) = nunet_network::start(net_cfg)
             .await
