@@ -79,9 +79,11 @@ pub struct P2p {
     pub listen_address: Vec<String>,
     /// Peers to dial at start (`/ip4/…/tcp/…/p2p/<peer id>`).
     pub bootstrap_peers: Vec<String>,
-    /// Memory budget of the host, MiB.
+    /// Resident memory of the process, MiB, above which new inbound libp2p connections are
+    /// refused (0: no limit).
     pub memory: u64,
-    /// File descriptor budget of the host.
+    /// File descriptors for libp2p connections: split into pending and established,
+    /// inbound and outbound connection limits (see docs/config.md).
     pub fd: u64,
     /// Private swarm: 64 hex characters of pre-shared key, or a path to a `swarm.key` file;
     /// empty = public network.

@@ -3,14 +3,14 @@
 use std::time::Duration;
 
 use libp2p::{
-    StreamProtocol, Swarm, Transport, autonat, core::upgrade::Version, dcutr, gossipsub, identify,
-    identity::Keypair, kad, noise, ping, pnet, relay, request_response, swarm::behaviour::toggle,
-    tcp, yamux,
+    StreamProtocol, Swarm, Transport, autonat, connection_limits, core::upgrade::Version, dcutr,
+    gossipsub, identify, identity::Keypair, kad, noise, ping, pnet, relay, request_response,
+    swarm::behaviour::toggle, tcp, yamux,
 };
 
 use crate::{
-    ACTOR_PROTOCOL, IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL, NetConfig, NetError,
-    codec::BytesCodec, config,
+    ACTOR_PROTOCOL, IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL, NetConfig, NetError, NetLimits,
+    codec::BytesCodec, config, limits::InboundMemoryLimit,
 };
 
 /// How often ping measures every connection.
@@ -20,9 +20,12 @@ const GOSSIP_OVERHEAD: usize = 64 * 1024;
 /// Request-response's own deadline; callers apply their (shorter) timeout on top.
 const RR_MAX_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Everything the node speaks, composed into one behaviour.
+/// Everything the node speaks, composed into one behaviour. The two limits come first, so a
+/// connection they refuse is refused before any other behaviour sets anything up for it.
 #[derive(libp2p::swarm::NetworkBehaviour)]
 pub(crate) struct NodeBehaviour {
+    pub(crate) connection_limits: connection_limits::Behaviour,
+    pub(crate) memory_limit: InboundMemoryLimit,
     pub(crate) relay_client: relay::client::Behaviour,
     pub(crate) relay_server: toggle::Toggle<relay::Behaviour>,
     pub(crate) identify: identify::Behaviour,
@@ -80,7 +83,8 @@ impl NodeBehaviour {
                 request_response::ProtocolSupport::Full,
             )],
             request_response::Config::default()
-                .with_request_timeout(cfg.request_timeout.max(RR_MAX_TIMEOUT)),
+                .with_request_timeout(cfg.request_timeout.max(RR_MAX_TIMEOUT))
+                .with_max_concurrent_streams(cfg.limits.max_concurrent_requests.max(1)),
         );
 
         let relay_server = cfg.relay_server.then(|| {
@@ -93,6 +97,8 @@ impl NodeBehaviour {
         });
 
         Ok(Self {
+            connection_limits: connection_limits::Behaviour::new(connection_limits(&cfg.limits)),
+            memory_limit: InboundMemoryLimit::new(cfg.limits.max_memory_bytes),
             relay_client,
             relay_server: relay_server.into(),
             identify: identify::Behaviour::new(
@@ -109,6 +115,30 @@ impl NodeBehaviour {
         })
     }
 }
+
+/// libp2p's connection limits from ours.
+fn connection_limits(l: &NetLimits) -> connection_limits::ConnectionLimits {
+    connection_limits::ConnectionLimits::default()
+        .with_max_pending_incoming(Some(l.max_pending_incoming))
+        .with_max_pending_outgoing(Some(l.max_pending_outgoing))
+        .with_max_established_incoming(Some(l.max_established_incoming))
+        .with_max_established_outgoing(Some(l.max_established_outgoing))
+        .with_max_established(Some(l.max_established))
+        .with_max_established_per_peer(Some(l.max_established_per_peer))
+}
+
+/// Yamux with the stream limit of [`NetLimits::max_streams_per_connection`]. Its receive
+/// window stays yamux's default (256 KiB per stream, auto-tuned, at most 1 GiB per connection):
+/// libp2p-yamux 0.48 does not let it be set.
+fn yamux_config(l: &NetLimits) -> yamux::Config {
+    let mut c = yamux::Config::default();
+    // yamux asserts 256 KiB × streams ≤ its 1 GiB connection window: at most 4096 streams.
+    c.set_max_num_streams(l.max_streams_per_connection.clamp(1, MAX_YAMUX_STREAMS));
+    c
+}
+
+/// Most streams per connection yamux accepts with its default connection window.
+const MAX_YAMUX_STREAMS: usize = 4096;
 
 /// Gossipsub peer scoring as NuNet configures it: application-specific weight 1, scores
 /// kept 6 h after a disconnect. IP colocation is not penalised: devnets run many nodes
@@ -135,6 +165,8 @@ fn peer_score_thresholds() -> gossipsub::PeerScoreThresholds {
 
 /// Builds the swarm: TCP + QUIC in a public swarm, TCP + pnet in a private one.
 pub(crate) fn build_swarm(cfg: &NetConfig) -> Result<Swarm<NodeBehaviour>, NetError> {
+    let mux = yamux_config(&cfg.limits);
+    let relay_mux = mux.clone();
     let idle =
         |c: libp2p::swarm::Config| c.with_idle_connection_timeout(config::IDLE_CONNECTION_TIMEOUT);
     let builder = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone()).with_tokio();
@@ -143,13 +175,13 @@ pub(crate) fn build_swarm(cfg: &NetConfig) -> Result<Swarm<NodeBehaviour>, NetEr
             .with_tcp(
                 tcp::Config::default().nodelay(true),
                 noise::Config::new,
-                yamux::Config::default,
+                move || mux,
             )
             .map_err(setup)?
             .with_quic()
             .with_dns()
             .map_err(setup)?
-            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .with_relay_client(noise::Config::new, move || relay_mux)
             .map_err(setup)?
             .with_behaviour(|key, relay| {
                 NodeBehaviour::new(key, relay, cfg).map_err(|e| e.to_string().into())
@@ -166,13 +198,13 @@ pub(crate) fn build_swarm(cfg: &NetConfig) -> Result<Swarm<NodeBehaviour>, NetEr
                         .and_then(move |socket, _| pnet::PnetConfig::new(psk).handshake(socket))
                         .upgrade(Version::V1Lazy)
                         .authenticate(noise)
-                        .multiplex(yamux::Config::default());
+                        .multiplex(mux);
                     Ok::<_, Box<dyn std::error::Error + Send + Sync>>(t)
                 })
                 .map_err(setup)?
                 .with_dns()
                 .map_err(setup)?
-                .with_relay_client(noise::Config::new, yamux::Config::default)
+                .with_relay_client(noise::Config::new, move || relay_mux)
                 .map_err(setup)?
                 .with_behaviour(|key, relay| {
                     NodeBehaviour::new(key, relay, cfg).map_err(|e| e.to_string().into())

@@ -12,6 +12,93 @@ pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 pub const RELAY_MAX_CIRCUIT_DURATION: Duration = Duration::from_secs(15 * 60);
 /// Relay server: how many bytes one relayed circuit may carry (libp2p's default is 128 KiB).
 pub const RELAY_MAX_CIRCUIT_BYTES: u64 = 256 * 1024 * 1024;
+/// Default file-descriptor budget of the host (the `p2p.fd` default), see
+/// [`NetLimits::from_budget`].
+pub const DEFAULT_FD_BUDGET: u64 = 512;
+/// Default memory budget of the host (the `p2p.memory` default, 1 GiB), see
+/// [`NetLimits::max_memory_bytes`].
+pub const DEFAULT_MEMORY_BUDGET: u64 = 1024 * 1024 * 1024;
+/// Smallest file-descriptor budget [`NetLimits::from_budget`] works with.
+pub const MIN_FD_BUDGET: u64 = 16;
+/// Default for [`NetLimits::max_established_per_peer`]: room for TCP, QUIC, a relayed
+/// connection and the direct one that replaces it, dialed from both sides at once.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: u32 = 8;
+/// Default for [`NetLimits::max_streams_per_connection`] (yamux's own default is 512).
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: usize = 256;
+/// Default for [`NetLimits::max_concurrent_requests`] (request-response's own default is 100).
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 64;
+
+/// Bounds on what remote peers can make the host hold: connections (each TCP connection,
+/// pending or established, holds one file descriptor), streams per connection, requests in
+/// flight per connection, and the process memory above which inbound connections are refused.
+///
+/// A connection over a limit is closed as soon as it is accepted, before any handshake; the
+/// connections and streams already open are not affected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetLimits {
+    /// Inbound connections still in their handshake (pnet, noise, yamux), at once.
+    pub max_pending_incoming: u32,
+    /// Outbound connections still being dialed or in their handshake, at once.
+    pub max_pending_outgoing: u32,
+    /// Established inbound connections.
+    pub max_established_incoming: u32,
+    /// Established outbound connections.
+    pub max_established_outgoing: u32,
+    /// Established connections, both directions.
+    pub max_established: u32,
+    /// Established connections with one peer.
+    pub max_established_per_peer: u32,
+    /// Streams open at once on one connection (yamux; QUIC keeps its own limit of 256).
+    pub max_streams_per_connection: usize,
+    /// Actor requests in flight at once on one connection, both directions; an inbound
+    /// request over it is dropped (the sender gets an error), an outbound one fails.
+    pub max_concurrent_requests: usize,
+    /// Resident memory of the whole process above which new inbound connections are refused
+    /// (`None`: never). Outbound connections are never refused for memory: the node's own
+    /// work must go on.
+    pub max_memory_bytes: Option<u64>,
+}
+
+impl NetLimits {
+    /// Limits that keep the host within `fd` file descriptors (at least [`MIN_FD_BUDGET`]):
+    /// 1/8 of them for pending inbound connections, 1/8 for pending outbound ones, and the
+    /// other 3/4 for established connections, two thirds of those inbound and one third
+    /// outbound. With the default budget of 512: 64 + 64 pending, 384 established (256 in,
+    /// 128 out). New inbound connections are refused while the process uses more than
+    /// `memory_bytes` of memory (`None`: never).
+    pub fn from_budget(fd: u64, memory_bytes: Option<u64>) -> Self {
+        let fd = u32::try_from(fd.max(MIN_FD_BUDGET)).unwrap_or(u32::MAX);
+        let pending = fd / 8;
+        let established = fd - 2 * pending;
+        let established_incoming = established / 3 * 2;
+        Self {
+            max_pending_incoming: pending,
+            max_pending_outgoing: pending,
+            max_established_incoming: established_incoming,
+            max_established_outgoing: established - established_incoming,
+            max_established: established,
+            max_established_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER.min(established),
+            max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            max_memory_bytes: memory_bytes,
+        }
+    }
+
+    /// File descriptors the host can hold for connections under these limits (pending plus
+    /// established).
+    pub fn fd_budget(&self) -> u64 {
+        u64::from(self.max_pending_incoming)
+            + u64::from(self.max_pending_outgoing)
+            + u64::from(self.max_established)
+    }
+}
+
+impl Default for NetLimits {
+    /// [`NetLimits::from_budget`] with the defaults of `p2p.fd` and `p2p.memory`.
+    fn default() -> Self {
+        Self::from_budget(DEFAULT_FD_BUDGET, Some(DEFAULT_MEMORY_BUDGET))
+    }
+}
 
 /// How the libp2p host is set up.
 ///
@@ -41,11 +128,14 @@ pub struct NetConfig {
     pub request_timeout: Duration,
     /// Largest request, response or gossip payload accepted or sent.
     pub max_message_bytes: usize,
+    /// Connection, stream and memory limits.
+    pub limits: NetLimits,
 }
 
 impl NetConfig {
     /// A configuration with the defaults: no listen address, no bootstrap peer, public
-    /// swarm, no relay server, 30 s request timeout, 1 MiB messages.
+    /// swarm, no relay server, 30 s request timeout, 1 MiB messages, default
+    /// [`NetLimits`].
     pub fn new(keypair: Keypair) -> Self {
         Self {
             keypair,
@@ -55,6 +145,7 @@ impl NetConfig {
             relay_server: false,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            limits: NetLimits::default(),
         }
     }
 
@@ -78,6 +169,7 @@ impl std::fmt::Debug for NetConfig {
             .field("relay_server", &self.relay_server)
             .field("request_timeout", &self.request_timeout)
             .field("max_message_bytes", &self.max_message_bytes)
+            .field("limits", &self.limits)
             .finish()
     }
 }

@@ -4,7 +4,7 @@ use futures::FutureExt;
 use libp2p::{
     PeerId, gossipsub, identify, kad, ping,
     request_response::{self, Message},
-    swarm::SwarmEvent,
+    swarm::{ListenError, SwarmEvent},
 };
 use tokio::sync::{mpsc::error::TrySendError, oneshot};
 
@@ -98,6 +98,10 @@ impl SwarmTask {
                 error,
                 ..
             } => {
+                if matches!(error, ListenError::Denied { .. }) {
+                    // Summarised from the tick: a flood must not flood the log too.
+                    self.denied_inbound += 1;
+                }
                 tracing::debug!(%send_back_addr, "incoming connection failed: {error}");
             }
             _ => {}

@@ -27,11 +27,12 @@ mod command;
 pub mod config;
 mod events;
 mod handle;
+mod limits;
 mod swarm_task;
 
 use std::time::Duration;
 
-pub use config::NetConfig;
+pub use config::{NetConfig, NetLimits};
 pub use handle::{Network, PING_PROTOCOL, start};
 pub use libp2p::{Multiaddr, PeerId};
 

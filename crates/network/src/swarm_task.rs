@@ -38,6 +38,8 @@ const WALK_MIN_INTERVAL: Duration = Duration::from_secs(1);
 const WALK_MAX_INTERVAL: Duration = Duration::from_secs(60);
 /// Housekeeping tick (bootstrap redials, walks).
 const TICK: Duration = Duration::from_millis(250);
+/// Inbound connections refused by the limits are logged at most this often, as a count.
+const DENIED_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What we know about a connected peer.
 #[derive(Default)]
@@ -83,6 +85,9 @@ pub(crate) struct SwarmTask {
     next_walk: Instant,
     /// Circuit (relayed) listen addresses and the reservation each currently holds.
     pub(crate) relayed: Vec<RelayedListen>,
+    /// Inbound connections refused by the limits since the last report.
+    pub(crate) denied_inbound: u64,
+    next_denied_report: Instant,
 }
 
 /// A `/…/p2p/<relay>/p2p-circuit` listen address. The reservation is (re)made from the tick,
@@ -166,6 +171,8 @@ impl SwarmTask {
             bootstrap_ids,
             walk_interval: WALK_MIN_INTERVAL,
             next_walk: now + WALK_MIN_INTERVAL,
+            denied_inbound: 0,
+            next_denied_report: now,
         };
         task.redial_bootstrap(now);
         task
@@ -224,6 +231,14 @@ impl SwarmTask {
             }
             r.next_try = now + r.backoff;
             r.backoff = (r.backoff * 2).min(Duration::from_secs(60));
+        }
+        if self.denied_inbound > 0 && now >= self.next_denied_report {
+            tracing::warn!(
+                refused = self.denied_inbound,
+                "inbound connections refused: over the connection or memory limits (p2p.fd, p2p.memory)"
+            );
+            self.denied_inbound = 0;
+            self.next_denied_report = now + DENIED_REPORT_INTERVAL;
         }
         if now >= self.next_walk {
             self.walk();

@@ -2,19 +2,65 @@
 //! The CLI signs envelopes with the user's key; the daemon never holds that key and never
 //! decides authorization here: the receiving actor checks signatures and tokens.
 //! Requests from non-loopback peers are refused even when the API is bound wider.
+//!
+//! Reading a request is bounded ([`ServeLimits`]): its headers must arrive within a few
+//! seconds of the connection opening (or of the previous response), its body soon after, and
+//! only so many connections are kept at once. The handler's own work is not bounded here:
+//! `invoke` may wait until its envelope expires, `broadcast` up to 60 s.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use nunet_actor::{ActorError, ActorSystem, Envelope, ErrorKind, MAX_ENVELOPE_BYTES};
 use nunet_capability::now_ns;
 use serde_json::{Value, json};
+use tokio::sync::{oneshot, watch};
+use tower::ServiceExt;
+
+/// Default of [`ServeLimits::header_read_timeout`].
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default of [`ServeLimits::body_read_timeout`].
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`ServeLimits::max_connections`].
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How much a client can make the REST server hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// A connection whose request headers are not complete this long after it opened, or
+    /// after its previous response (an idle keep-alive connection), is closed.
+    pub header_read_timeout: Duration,
+    /// A request whose body has not fully arrived this long after its headers gets
+    /// `408 Request Timeout` and its connection is closed. Together with
+    /// [`header_read_timeout`](Self::header_read_timeout) this bounds reading a whole
+    /// request; answering it is not bounded.
+    pub body_read_timeout: Duration,
+    /// Connections at once. At the limit a new connection closes the oldest one that has no
+    /// request in progress; when every one is busy the new one is closed instead.
+    pub max_connections: usize,
+}
+
+impl Default for ServeLimits {
+    /// 5 s for headers, 10 s for the body, 64 connections.
+    fn default() -> Self {
+        Self {
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            body_read_timeout: BODY_READ_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
 
 /// API state.
 #[derive(Clone)]
@@ -23,8 +69,13 @@ pub struct ApiState {
     pub system: ActorSystem,
 }
 
-/// The API routes.
+/// The API routes, reading request bodies within [`BODY_READ_TIMEOUT`].
 pub fn router(state: ApiState) -> Router {
+    router_with(state, BODY_READ_TIMEOUT)
+}
+
+/// The API routes, reading request bodies within `body_read_timeout`.
+pub fn router_with(state: ApiState, body_read_timeout: Duration) -> Router {
     Router::new()
         .route(
             "/api/v1/health",
@@ -40,22 +91,205 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/actor/invoke", post(invoke))
         .route("/api/v1/actor/broadcast", post(broadcast))
         .layer(DefaultBodyLimit::max(MAX_ENVELOPE_BYTES))
+        .layer(middleware::from_fn_with_state(
+            body_read_timeout,
+            read_body_in_time,
+        ))
         .layer(middleware::from_fn(loopback_only))
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Serves the API on `listener` with the default [`ServeLimits`] until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    serve_with(listener, state, ServeLimits::default(), shutdown).await
+}
+
+/// One open connection, as the accept loop sees it.
+struct Slot {
+    /// Requests being read or answered on it.
+    busy: Arc<AtomicUsize>,
+    /// Closes it (dropping the sender does too).
+    evict: oneshot::Sender<()>,
+}
+
+/// Open connections by age (ids only grow).
+type Slots = Arc<Mutex<BTreeMap<u64, Slot>>>;
+
+/// Counts a request as in progress on its connection until dropped.
+struct InProgress(Arc<AtomicUsize>);
+
+impl InProgress {
+    fn enter(busy: &Arc<AtomicUsize>) -> Self {
+        busy.fetch_add(1, Ordering::SeqCst);
+        Self(busy.clone())
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How often refused connections are reported, as a count.
+const REFUSED_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+/// Pause after a failed `accept` (out of file descriptors…), so the loop does not spin.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Serves the API on `listener` within `limits` until `shutdown` resolves, then lets the
+/// open connections finish their requests.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    limits: ServeLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router_with(state, limits.body_read_timeout);
+    let slots: Slots = Arc::default();
+    let (closing_tx, closing) = watch::channel(false);
+    let mut conns = tokio::task::JoinSet::new();
+    let mut next_id = 0u64;
+    let mut refused = 0u64;
+    let mut next_report = tokio::time::Instant::now();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "REST API: accept failed");
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                    continue;
+                }
+            },
+        };
+        let id = next_id;
+        next_id += 1;
+        let busy = Arc::new(AtomicUsize::new(0));
+        let (evict_tx, evicted) = oneshot::channel();
+        if !admit(&slots, limits.max_connections, id, busy.clone(), evict_tx) {
+            drop(stream);
+            refused += 1;
+            let now = tokio::time::Instant::now();
+            if now >= next_report {
+                tracing::warn!(
+                    refused,
+                    limit = limits.max_connections,
+                    "REST API: connections refused, every connection is busy"
+                );
+                refused = 0;
+                next_report = now + REFUSED_REPORT_INTERVAL;
+            }
+            continue;
+        }
+        let app = app.clone();
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let in_progress = InProgress::enter(&busy);
+                let mut req = req.map(Body::new);
+                req.extensions_mut().insert(ConnectInfo(peer));
+                let app = app.clone();
+                async move {
+                    let resp = app.oneshot(req).await;
+                    drop(in_progress);
+                    resp
+                }
+            });
+        let slots = slots.clone();
+        let mut closing = closing.clone();
+        conns.spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout);
+            let conn = http.serve_connection(TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "REST connection ended");
+                    }
+                }
+                // Dropping the connection closes its socket.
+                _ = evicted => tracing::debug!(%peer, "REST connection closed for a newer one"),
+                () = async { drop(closing.wait_for(|c| *c).await) } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            slots
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&id);
+        });
+    }
+    drop(listener);
+    let _ = closing_tx.send(true);
+    while conns.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Makes room for connection `id`: at the limit the oldest connection without a request in
+/// progress is closed; `false` when every connection is busy.
+fn admit(
+    slots: &Slots,
+    max: usize,
+    id: u64,
+    busy: Arc<AtomicUsize>,
+    evict: oneshot::Sender<()>,
+) -> bool {
+    let mut s = slots
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if s.len() >= max.max(1) {
+        let idle = s
+            .iter()
+            .find(|(_, slot)| slot.busy.load(Ordering::SeqCst) == 0)
+            .map(|(id, _)| *id);
+        match idle.and_then(|oldest| s.remove(&oldest)) {
+            Some(slot) => {
+                let _ = slot.evict.send(());
+            }
+            None => return false,
+        }
+    }
+    s.insert(id, Slot { busy, evict });
+    true
+}
+
+/// Reads the whole request body within `timeout` (at most [`MAX_ENVELOPE_BYTES`]) before the
+/// handler runs, so a client that trickles its body cannot hold a connection: `408` and the
+/// connection closed when it is late, `413` when it is too long.
+async fn read_body_in_time(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_ENVELOPE_BYTES)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(e)) => {
+            let too_long = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_long {
+                let msg = format!("request body over {MAX_ENVELOPE_BYTES} bytes");
+                (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({"error": msg}))).into_response()
+            } else {
+                let msg = format!("cannot read the request body: {e}");
+                (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))).into_response()
+            }
+        }
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            [(header::CONNECTION, "close")],
+            Json(json!({"error": format!("request body not received within {timeout:?}")})),
+        )
+            .into_response(),
+    }
 }
 
 async fn loopback_only(

@@ -103,6 +103,7 @@ impl Node {
     /// Starts the network, the actor system, the behaviors and the REST API.
     pub async fn start(opts: NodeOptions) -> Result<Node, NodeError> {
         let cfg = &opts.config;
+        let limits = crate::limits::apply(cfg);
         let net_cfg = NetConfig {
             keypair: opts.key.to_libp2p(),
             listen: addrs(&cfg.p2p.listen_address, "p2p.listen_address")?,
@@ -111,6 +112,7 @@ impl Node {
             relay_server: cfg.p2p.relay_server,
             request_timeout: Duration::from_secs(30),
             max_message_bytes: nunet_actor::MAX_ENVELOPE_BYTES,
+            limits: limits.net,
         };
         let (network, events) = nunet_network::start(net_cfg)
             .await

@@ -11,6 +11,7 @@ pub mod behaviors;
 /// Starting and stopping a node.
 pub mod daemon;
 pub mod deployment;
+pub mod limits;
 pub mod onboarding;
 pub mod probe;
 pub mod revocations;
