@@ -117,6 +117,11 @@ impl ProbeServer {
     /// Registers [`PROBE_PROTOCOL`] on `net` and starts the accept loop (inside a tokio
     /// runtime). Fails when the protocol is already registered on this host.
     pub fn start(net: &Network) -> Result<Self, ProbeError> {
+        Self::start_with(net, SERVE_TIMEOUT)
+    }
+
+    /// [`Self::start`] with another time limit per served probe.
+    fn start_with(net: &Network, serve_timeout: Duration) -> Result<Self, ProbeError> {
         let incoming = net
             .streams()
             .accept(PROBE_PROTOCOL)
@@ -136,7 +141,9 @@ impl ProbeServer {
                 let c = c.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    match tokio::time::timeout(SERVE_TIMEOUT, serve(stream)).await {
+                    match tokio::time::timeout(serve_timeout, serve(stream, serve_timeout / 2))
+                        .await
+                    {
                         Ok(Ok(())) => {
                             c.served.fetch_add(1, Ordering::Relaxed);
                         }
@@ -162,9 +169,8 @@ impl ProbeServer {
 
 /// Counts one probe's bytes until its end (or the byte cap / half the serve timeout) and
 /// answers the count and the elapsed time.
-async fn serve(mut stream: libp2p::Stream) -> std::io::Result<()> {
+async fn serve(mut stream: libp2p::Stream, budget: Duration) -> std::io::Result<()> {
     let started = Instant::now();
-    let budget = SERVE_TIMEOUT / 2;
     let mut buf = vec![0u8; CHUNK];
     let mut bytes = 0u64;
     while bytes < SERVE_MAX_BYTES {
@@ -342,10 +348,17 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn extra_concurrent_probes_are_dropped_and_counted() {
-        let (a, b, server) = pair().await;
+        let (a, b) = (host().await, host().await);
+        // Probes held open keep their slots for up to 5 minutes here, so how long this test
+        // takes on a loaded machine cannot free a slot before the extra probe arrives.
+        let server = ProbeServer::start_with(&b, Duration::from_secs(600)).unwrap();
+        a.dial(b.listen_addrs().await.into_iter().next().unwrap())
+            .await
+            .unwrap();
         let peer = b.local_peer_id();
         let mut control = a.streams();
-        // Hold every slot with a stream that sends a byte and never ends.
+        // Hold every slot with a stream that sends a byte and does not end yet. The server
+        // takes streams in the order they arrive, so the next one finds every slot taken.
         let mut held = Vec::new();
         for _ in 0..MAX_CONCURRENT {
             let mut s = control.open_stream(peer, PROBE_PROTOCOL).await.unwrap();
@@ -353,12 +366,12 @@ mod tests {
             s.flush().await.unwrap();
             held.push(s);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
         let r = throughput(&a, peer).await;
         assert!(matches!(r, Err(ProbeError::Probe { .. })), "{r:?}");
         assert_eq!(server.dropped(), 1);
-        // Held streams are answered once the serve budget runs out; then probes work again.
+        // Held streams are answered when they end; then probes work again.
         for mut s in held {
+            s.close().await.unwrap();
             let mut answer = [0u8; 16];
             s.read_exact(&mut answer).await.unwrap();
             assert_eq!(u64::from_be_bytes(answer[..8].try_into().unwrap()), 1);
