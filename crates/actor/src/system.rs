@@ -655,14 +655,22 @@ impl ActorSystem {
         if env.to.addr.host == self.0.peer {
             return Ok(self.handle_from(env, origin).await);
         }
+        // Where no peer can be: the sender's fault, not the network's.
+        if env.to.addr.host.parse::<libp2p_identity::PeerId>().is_err() {
+            return Err(ActorError::new(
+                ErrorKind::Rejected,
+                format!("to.addr.host {:?} is not a peer id", env.to.addr.host),
+            ));
+        }
         let t = self
             .transport()
             .ok_or_else(|| ActorError::new(ErrorKind::Unreachable, "no network"))?;
         let now = now_ns();
         if env.opt.exp <= now {
+            // Expired on arrival: the sender's fault, as when it reaches a local actor.
             return Err(ActorError::new(
-                ErrorKind::Timeout,
-                "the message expired before it was sent",
+                ErrorKind::Rejected,
+                "message expired before it was sent",
             ));
         }
         let timeout = Duration::from_nanos(env.opt.exp - now);

@@ -267,6 +267,61 @@ async fn denials_name_the_rule_and_do_not_run() {
     assert!(nunet_actor::system::decode_reply(&r).is_err());
 }
 
+/// An envelope that has expired before it is handed over for delivery is refused as the
+/// receiver would refuse it (Rejected, an HTTP 400 at the REST API), not reported as a
+/// delivery timeout (a 504, a server error).
+#[tokio::test]
+async fn an_envelope_expired_on_arrival_is_rejected_before_it_is_sent() {
+    let w = world();
+    let mut env =
+        w.a.envelope(
+            "root",
+            w.b.root(),
+            "/public/status",
+            &Value::Null,
+            Options {
+                exp: now_ns() + HOUR,
+                cont: "/reply".into(),
+                topic: String::new(),
+            },
+        )
+        .unwrap();
+    for exp in [0, now_ns() - 1] {
+        env.opt.exp = exp;
+        let e = w.a.deliver(env.clone()).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Rejected, "{e:?}");
+        assert!(e.message.contains("expired"), "{e:?}");
+    }
+    assert_eq!(w.ran.load(Ordering::SeqCst), 0);
+}
+
+/// A destination host that is not a peer id is the sender's mistake (Rejected, HTTP 400),
+/// not an unreachable network (HTTP 502).
+#[tokio::test]
+async fn an_envelope_to_a_host_that_is_no_peer_id_is_rejected() {
+    let w = world();
+    let mut env =
+        w.a.envelope(
+            "root",
+            w.b.root(),
+            "/public/status",
+            &Value::Null,
+            Options {
+                exp: now_ns() + HOUR,
+                cont: "/reply".into(),
+                topic: String::new(),
+            },
+        )
+        .unwrap();
+    for host in ["", "not-a-peer", "did:key:z6Mk"] {
+        env.to.addr.host = host.into();
+        let e = w.a.deliver(env.clone()).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Rejected, "{host:?}: {e:?}");
+        assert!(e.message.contains("not a peer id"), "{e:?}");
+    }
+    assert_eq!(w.ran.load(Ordering::SeqCst), 0);
+}
+
 #[tokio::test]
 async fn broadcast_collects_one_reply_per_subscriber() {
     let w = world();

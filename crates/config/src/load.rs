@@ -127,10 +127,16 @@ pub fn read_file(path: &Path) -> Result<Value, ConfigError> {
         path: path.into(),
         source,
     })?;
+    parse_text(&text, path)
+}
+
+/// Parses the text of a config file read from `path` (named in errors) as JSON: an object,
+/// or nothing at all. [`resolve`] then checks its keys and values.
+pub fn parse_text(text: &str, path: &Path) -> Result<Value, ConfigError> {
     if text.trim().is_empty() {
         return Ok(Value::Object(Default::default()));
     }
-    let v: Value = serde_json::from_str(&text).map_err(|e| ConfigError::Syntax {
+    let v: Value = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
         path: path.into(),
         reason: e.to_string(),
     })?;
@@ -375,6 +381,10 @@ mod tests {
             (
                 r#"{"observability":{"logging":{"level":"loud"}}}"#,
                 "observability.logging.level",
+            ),
+            (
+                r#"{"job":{"vm_boot_timeout_secs":18446744073709551615}}"#,
+                "job.vm_boot_timeout_secs",
             ),
             ("{not json", "not valid JSON"),
             ("[1]", "top level must be an object"),

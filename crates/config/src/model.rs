@@ -160,6 +160,9 @@ pub struct Rotation {
     pub max_age_days: u64,
 }
 
+/// Largest `job.vm_boot_timeout_secs`: a week.
+pub const MAX_VM_BOOT_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+
 impl Config {
     /// Defaults for a node whose home (keys, contexts, config) is `home`. Everything the node
     /// writes lives under that one directory, so two nodes on a host differ by one flag.
@@ -268,6 +271,13 @@ impl Config {
                     r.display()
                 ));
             }
+        }
+        // The VM executor adds it to the clock: beyond that, `now + timeout` overflows.
+        if self.job.vm_boot_timeout_secs > MAX_VM_BOOT_TIMEOUT_SECS {
+            p.push(format!(
+                "job.vm_boot_timeout_secs: {} is more than {MAX_VM_BOOT_TIMEOUT_SECS} (a week)",
+                self.job.vm_boot_timeout_secs
+            ));
         }
         if self.profiler.addr.parse::<std::net::IpAddr>().is_err() {
             p.push(format!(

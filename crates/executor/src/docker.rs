@@ -342,6 +342,15 @@ impl DockerExecutor {
         }
     }
 
+    /// Whether the container runs under a memory limit (so a SIGKILL may be the OOM killer's).
+    async fn has_memory_limit(&self, id: &str) -> bool {
+        self.inspect_raw(id)
+            .await
+            .ok()
+            .and_then(|c| c.host_config.and_then(|h| h.memory))
+            .is_some_and(|m| m > 0)
+    }
+
     fn info_from(&self, id: &str, c: &ContainerInspectResponse) -> ExecutionInfo {
         let labels: BTreeMap<String, String> = c
             .config
@@ -461,11 +470,28 @@ impl Executor for DockerExecutor {
             | None => {}
             Some(Err(e)) => return Err(api_err(e)),
         }
-        match self.inspect(id).await?.state {
-            ExecutionState::Exited(s) => Ok(s),
-            other => Err(ExecutorError::Runtime(format!(
-                "dockerd reported the wait over but the container is {other:?}"
-            ))),
+        // dockerd marks a container OOM-killed when the kernel's OOM event reaches it, which
+        // can be just after it saw the exit (SIGKILL, 137): a container with a memory limit
+        // that died of SIGKILL is asked about again for a moment before the exit is final.
+        let mut tries = 0;
+        loop {
+            match self.inspect(id).await?.state {
+                ExecutionState::Exited(s)
+                    if s.code == Some(137)
+                        && s.reason == ExitReason::Exited
+                        && tries < 10
+                        && self.has_memory_limit(id).await =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                ExecutionState::Exited(s) => return Ok(s),
+                other => {
+                    return Err(ExecutorError::Runtime(format!(
+                        "dockerd reported the wait over but the container is {other:?}"
+                    )));
+                }
+            }
         }
     }
 

@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
-use axum::http::{StatusCode, header};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -90,6 +91,8 @@ pub fn router_with(state: ApiState, body_read_timeout: Duration) -> Router {
         .route("/api/v1/actor/send", post(send))
         .route("/api/v1/actor/invoke", post(invoke))
         .route("/api/v1/actor/broadcast", post(broadcast))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_ENVELOPE_BYTES))
         .layer(middleware::from_fn_with_state(
             body_read_timeout,
@@ -299,17 +302,45 @@ async fn loopback_only(
 ) -> Response {
     if !nunet_config::is_loopback(peer.ip()) {
         tracing::warn!(%peer, "refused REST request from a non-loopback address");
-        return (
-            StatusCode::FORBIDDEN,
-            Json(json!({"error": "the DMS API only serves local clients"})),
-        )
-            .into_response();
+        let e = ActorError::new(ErrorKind::Denied, "the DMS API only serves local clients");
+        return err(StatusCode::FORBIDDEN, &e);
     }
     next.run(req).await
 }
 
+/// Every error answer: the status and `{"error": ActorError}` (schema `Error`).
 fn err(status: StatusCode, e: &ActorError) -> Response {
     (status, Json(json!({"error": e}))).into_response()
+}
+
+async fn not_found(uri: Uri) -> Response {
+    let e = ActorError::new(ErrorKind::NotFound, format!("no API route {}", uri.path()));
+    err(StatusCode::NOT_FOUND, &e)
+}
+
+async fn method_not_allowed() -> Response {
+    let e = ActorError::new(ErrorKind::Rejected, "method not allowed on this route");
+    err(StatusCode::METHOD_NOT_ALLOWED, &e)
+}
+
+/// A JSON request body whose rejections (no JSON content type: 415, not JSON: 400, not the
+/// expected shape: 422, over the body limit: 413) are answered like every other error.
+struct JsonBody<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(JsonBody(v)),
+            Err(r) => Err(rejection(&r)),
+        }
+    }
+}
+
+fn rejection(r: &JsonRejection) -> Response {
+    let e = ActorError::new(ErrorKind::Rejected, r.body_text());
+    err(r.status(), &e)
 }
 
 fn status_of(e: &ActorError) -> StatusCode {
@@ -327,7 +358,7 @@ async fn handle(State(s): State<ApiState>) -> Json<Value> {
     Json(serde_json::to_value(s.system.root()).unwrap_or(Value::Null))
 }
 
-async fn send(State(s): State<ApiState>, Json(env): Json<Envelope>) -> Response {
+async fn send(State(s): State<ApiState>, JsonBody(env): JsonBody<Envelope>) -> Response {
     match s.system.deliver(env).await {
         Ok(reply) => match nunet_actor::system::decode_reply(&reply) {
             Ok(_) => Json(json!({"message": "message sent"})).into_response(),
@@ -338,7 +369,7 @@ async fn send(State(s): State<ApiState>, Json(env): Json<Envelope>) -> Response 
 }
 
 /// Returns the receiver's signed reply envelope (its `msg` holds `{"ok": …}` or `{"error": …}`).
-async fn invoke(State(s): State<ApiState>, Json(env): Json<Envelope>) -> Response {
+async fn invoke(State(s): State<ApiState>, JsonBody(env): JsonBody<Envelope>) -> Response {
     match s.system.deliver(env).await {
         Ok(reply) => Json(reply).into_response(),
         Err(e) => err(status_of(&e), &e),
@@ -347,7 +378,7 @@ async fn invoke(State(s): State<ApiState>, Json(env): Json<Envelope>) -> Respons
 
 /// Publishes a signed broadcast and returns the replies that reach `opt.cont` before the
 /// message expires (at most 60 s).
-async fn broadcast(State(s): State<ApiState>, Json(env): Json<Envelope>) -> Response {
+async fn broadcast(State(s): State<ApiState>, JsonBody(env): JsonBody<Envelope>) -> Response {
     if env.opt.topic.is_empty() || env.opt.cont.is_empty() || env.from.addr.inbox.is_empty() {
         let e = ActorError::new(
             ErrorKind::Rejected,
@@ -387,29 +418,58 @@ async fn broadcast(State(s): State<ApiState>, Json(env): Json<Envelope>) -> Resp
     }
 }
 
-/// The OpenAPI 3 description of this API.
+/// The OpenAPI 3 description of this API. Every status a route can answer is listed; every
+/// error body is an `Error`.
 pub fn openapi() -> Value {
-    let envelope_body = json!({"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}}});
+    let error = |what: &str| json!({"description": what, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let ok = |what: &str, schema: Value| json!({"description": what, "content": {"application/json": {"schema": schema}}});
+    let local_only = error("the client is not on this host (the API serves loopback clients only)");
+    // What delivering an envelope can answer besides success (see `status_of`).
+    let delivery = |success: Value| {
+        json!({
+            "200": success,
+            "400": error("rejected: not JSON, or a bad signature, expiry, replay or format"),
+            "403": error("denied by the receiver's capability check, or a non-local client"),
+            "404": error("no such actor or behavior on the receiver"),
+            "413": error("the body is larger than the envelope limit (1 MiB)"),
+            "415": error("the body is not declared as application/json"),
+            "422": error("the body is not an envelope, or the behavior failed"),
+            "502": error("the receiver could not be reached"),
+            "504": error("the receiver did not answer before the envelope expired")
+        })
+    };
+    let get_op = |summary: &str, success: Value| json!({"get": {"summary": summary, "responses": {"200": success, "403": local_only}}});
+    let post_op = |summary: &str, success: Value| json!({"post": {"summary": summary, "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}}}, "responses": delivery(success)}});
+    let string_field = |name: &str| json!({"type": "object", "required": [name], "properties": {name: {"type": "string"}}});
+    let u64_schema = json!({"type": "integer", "minimum": 0, "maximum": u64::MAX});
+    let bytes = json!({"type": "string", "format": "byte", "nullable": true, "description": "standard base64"});
     json!({
         "openapi": "3.0.3",
         "info": {"title": "NuNet DMS local API", "version": env!("CARGO_PKG_VERSION"),
                  "description": "Local bridge to the node's actor system. Served on loopback only; envelopes are signed by the caller and authorized by the receiving actor."},
-        "servers": [{"url": "http://127.0.0.1:9999"}],
+        // Relative: the API is served on the configured rest.addr / rest.port.
+        "servers": [{"url": "/"}],
         "paths": {
-            "/api/v1/health": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
-            "/api/v1/version": {"get": {"summary": "Daemon version", "responses": {"200": {"description": "version"}}}},
-            "/api/v1/actor/handle": {"get": {"summary": "The root actor's handle", "responses": {"200": {"description": "handle", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Handle"}}}}}}},
-            "/api/v1/actor/send": {"post": {"summary": "Deliver a signed envelope (one way)", "requestBody": envelope_body, "responses": {"200": {"description": "delivered"}, "403": {"description": "denied by the receiver"}, "502": {"description": "unreachable"}, "504": {"description": "timeout"}}}},
-            "/api/v1/actor/invoke": {"post": {"summary": "Deliver a signed envelope and return the signed reply envelope", "requestBody": envelope_body, "responses": {"200": {"description": "reply envelope; its msg is {\"ok\": …} or {\"error\": …}"}, "502": {"description": "unreachable"}, "504": {"description": "timeout"}}}},
-            "/api/v1/actor/broadcast": {"post": {"summary": "Publish a signed broadcast and collect replies until it expires (≤ 60 s)", "requestBody": envelope_body, "responses": {"200": {"description": "{\"replies\": [Envelope]}"}}}}
+            "/api/v1/health": get_op("Liveness", ok("ok", string_field("status"))),
+            "/api/v1/version": get_op("Daemon version", ok("version", string_field("version"))),
+            "/api/v1/openapi.json": get_op("This document", ok("OpenAPI 3 document", json!({"type": "object"}))),
+            "/api/v1/actor/handle": get_op("The root actor's handle", ok("handle", json!({"$ref": "#/components/schemas/Handle"}))),
+            "/api/v1/actor/send": post_op("Deliver a signed envelope (one way)", ok("delivered", string_field("message"))),
+            "/api/v1/actor/invoke": post_op("Deliver a signed envelope and return the signed reply envelope", ok("reply envelope; its msg is {\"ok\": …} or {\"error\": …}", json!({"$ref": "#/components/schemas/Envelope"}))),
+            "/api/v1/actor/broadcast": post_op("Publish a signed broadcast and collect replies until it expires (≤ 60 s)", ok("the replies", json!({"type": "object", "required": ["replies"], "properties": {"replies": {"type": "array", "items": {"$ref": "#/components/schemas/Envelope"}}}})))
         },
         "components": {"schemas": {
-            "Handle": {"type": "object", "properties": {"id": {"type": "string"}, "did": {"type": "string"}, "addr": {"type": "object", "properties": {"host": {"type": "string"}, "inbox": {"type": "string"}}}}},
+            "Handle": {"type": "object", "properties": {"id": {"type": "string"}, "did": {"type": "string"},
+                "addr": {"type": "object", "properties": {"host": {"type": "string"}, "inbox": {"type": "string"}}}}},
             "Envelope": {"type": "object", "required": ["be", "from", "nonce", "opt"], "properties": {
                 "to": {"$ref": "#/components/schemas/Handle"}, "be": {"type": "string"}, "from": {"$ref": "#/components/schemas/Handle"},
-                "nonce": {"type": "integer", "format": "uint64"},
-                "opt": {"type": "object", "properties": {"exp": {"type": "integer", "description": "unix ns"}, "cont": {"type": "string"}, "topic": {"type": "string"}}},
-                "msg": {"type": "string", "format": "byte"}, "cap": {"type": "string", "format": "byte"}, "sig": {"type": "string", "format": "byte"}}}
+                "nonce": u64_schema,
+                "opt": {"type": "object", "required": ["exp"], "properties": {"exp": {"description": "expiry, unix ns", "allOf": [u64_schema]}, "cont": {"type": "string"}, "topic": {"type": "string"}}},
+                "msg": bytes, "cap": bytes, "sig": bytes}},
+            "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["kind", "message"], "properties": {
+                "kind": {"type": "string", "enum": ["denied", "rejected", "not_found", "timeout", "failed", "unreachable"]},
+                "rule": {"type": "string", "description": "for denials: the capability rule that failed"},
+                "message": {"type": "string"}}}}}
         }}
     })
 }

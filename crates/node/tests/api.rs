@@ -41,7 +41,8 @@ async fn get(from: &str, path: &str) -> (StatusCode, serde_json::Value) {
 async fn non_loopback_clients_are_refused() {
     let (s, body) = get("10.1.2.3:5555", "/api/v1/actor/handle").await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    assert!(body["error"].as_str().unwrap().contains("local"));
+    assert_eq!(body["error"]["kind"], "denied");
+    assert!(body["error"]["message"].as_str().unwrap().contains("local"));
     let (s, _) = get("[2001:db8::1]:80", "/api/v1/health").await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, body) = get("127.0.0.1:5555", "/api/v1/actor/handle").await;
@@ -67,23 +68,101 @@ async fn serves_an_openapi_document() {
     }
 }
 
+async fn post(
+    path: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, String, serde_json::Value) {
+    let mut req = Request::post(path);
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let mut req = req.body(Body::from(body)).unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo("127.0.0.1:9".parse::<SocketAddr>().unwrap()));
+    let resp = app().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        ct,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Bodies axum's JSON extractor refuses get the documented status and a JSON `Error` body
+/// (they were plain text, and 413/415 were not in the document).
 #[tokio::test]
-async fn malformed_envelopes_get_a_clear_4xx() {
-    let mut req = Request::post("/api/v1/actor/invoke")
-        .header("content-type", "application/json")
-        .body(Body::from("{\"be\": 1"))
-        .unwrap();
-    req.extensions_mut()
-        .insert(ConnectInfo("127.0.0.1:9".parse::<SocketAddr>().unwrap()));
-    let resp = app().oneshot(req).await.unwrap();
-    assert!(resp.status().is_client_error(), "{}", resp.status());
+async fn malformed_envelopes_get_a_documented_4xx_with_a_json_error() {
+    let json = Some("application/json");
     let big = vec![b'x'; 2 * 1024 * 1024];
-    let mut req = Request::post("/api/v1/actor/invoke")
-        .header("content-type", "application/json")
-        .body(Body::from(big))
-        .unwrap();
-    req.extensions_mut()
-        .insert(ConnectInfo("127.0.0.1:9".parse::<SocketAddr>().unwrap()));
-    let resp = app().oneshot(req).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let shapeless = br#"{"be": 1}"#.to_vec();
+    let cases: [(Option<&str>, Vec<u8>, StatusCode); 4] = [
+        (json, b"{\"be\": \"x\"".to_vec(), StatusCode::BAD_REQUEST),
+        (json, shapeless.clone(), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            Some("text/plain"),
+            shapeless,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (json, big, StatusCode::PAYLOAD_TOO_LARGE),
+    ];
+    let (_, doc) = get("127.0.0.1:1", "/api/v1/openapi.json").await;
+    for route in ["send", "invoke", "broadcast"] {
+        let path = format!("/api/v1/actor/{route}");
+        for (ct, body, want) in &cases {
+            let (s, got_ct, v) = post(&path, *ct, body.clone()).await;
+            assert_eq!(s, *want, "{path} {ct:?}");
+            assert_eq!(got_ct, "application/json", "{path} {want}");
+            assert_eq!(v["error"]["kind"], "rejected", "{path} {want}: {v}");
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty())
+            );
+            let documented = &doc["paths"][&path]["post"]["responses"][want.as_str()];
+            assert!(
+                documented["content"].is_object(),
+                "{path} {want} undocumented"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json_errors() {
+    let (s, v) = get("127.0.0.1:1", "/api/v1/nope").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(v["error"]["kind"], "not_found");
+    let (s, _, v) = post("/api/v1/health", None, Vec::new()).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(v["error"]["kind"], "rejected");
+}
+
+/// Every documented answer has a JSON body with a schema, and the document names no fixed
+/// port (the daemon serves wherever rest.port says).
+#[tokio::test]
+async fn the_openapi_document_describes_every_answer() {
+    let (_, doc) = get("127.0.0.1:1", "/api/v1/openapi.json").await;
+    assert_eq!(doc["servers"][0]["url"], "/");
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            assert!(
+                responses.contains_key("403"),
+                "{method} {path}: 403 (non-local)"
+            );
+            for (status, r) in responses {
+                let schema = &r["content"]["application/json"]["schema"];
+                assert!(schema.is_object(), "{method} {path} {status}: no schema");
+            }
+        }
+    }
 }

@@ -21,7 +21,7 @@ use std::{
     time::Duration,
 };
 
-use futures::{AsyncReadExt, AsyncWriteExt};
+use futures::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use ipnet::Ipv4Net;
 use libp2p::{PeerId, Stream};
 use tokio::sync::Notify;
@@ -31,7 +31,7 @@ use crate::{
     router::{SharedTable, check_inbound, count_inbound_drop},
     stats::{Counters, add, bump},
     tun::{self, Tun},
-    wire::{self, FrameError, PROTOCOL},
+    wire::{self, ADMISSION_LEN, FrameError, PROTOCOL},
 };
 
 /// Bytes a peer's send queue may hold before packets are dropped.
@@ -170,14 +170,10 @@ pub(crate) async fn run_writer(
         if stream.write_all(&hello).await.is_err() || stream.flush().await.is_err() {
             continue;
         }
-        let mut ack = [0u8; 1 + OFFER_LEN];
+        let mut ack = [0u8; ADMISSION_LEN];
         let admitted =
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut ack)).await {
-                Ok(Ok(())) if ack[0] == ACCEPTED => {
-                    let mut offer = [0u8; OFFER_LEN];
-                    offer.copy_from_slice(&ack[1..]);
-                    Offer::decode(&offer).ok()
-                }
+                Ok(Ok(())) => decode_admission(&ack),
                 _ => None,
             };
         let Some(offer) = admitted else {
@@ -283,8 +279,30 @@ async fn open_path(links: &Links, peer: PeerId, offer: &Offer) -> Option<Arc<TxP
     hub.open_tx(ip, offer).map(Arc::new)
 }
 
+/// The acceptor's answer to an admitted handshake: [`ACCEPTED`] and its datagram offer.
+pub(crate) fn encode_admission(offer: Option<&Offer>) -> [u8; ADMISSION_LEN] {
+    let mut answer = [0u8; ADMISSION_LEN];
+    answer[0] = ACCEPTED;
+    answer[1..].copy_from_slice(&Offer::encode(offer));
+    answer
+}
+
+/// Reads the acceptor's answer to a handshake: `Some(offer)` when the stream was admitted
+/// (with the acceptor's datagram offer, if it made one), `None` when it was refused or the
+/// answer is malformed.
+pub(crate) fn decode_admission(ack: &[u8; ADMISSION_LEN]) -> Option<Option<Offer>> {
+    let (&admission, offer) = ack.split_first()?;
+    let offer = <&[u8; OFFER_LEN]>::try_from(offer).ok()?;
+    if admission != ACCEPTED {
+        return None;
+    }
+    Offer::decode(offer).ok()
+}
+
 /// Reads the handshake of an inbound stream and returns the ensemble name it asks for.
-pub(crate) async fn read_handshake(stream: &mut Stream) -> Result<String, FrameError> {
+pub(crate) async fn read_handshake<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<String, FrameError> {
     let mut prefix = [0u8; 6];
     stream
         .read_exact(&mut prefix)
@@ -376,31 +394,27 @@ pub(crate) async fn run_reader(
         if !cached.1.members.contains(&peer) {
             return; // removed from the ensemble
         }
-        let mut start = 0;
-        loop {
-            match wire::decode_frame(&buf[start..filled]) {
-                Ok(Some((payload, used))) => {
-                    match check_inbound(payload, &peer, &cached.1, &ctx.network) {
-                        Ok(()) => match tun::write(&ctx.dev, payload) {
-                            Ok(_) => {
-                                bump(&ctx.counters.packets_in);
-                                add(&ctx.counters.bytes_in, payload.len() - wire::VNET_HDR_LEN);
-                            }
-                            Err(_) => bump(&ctx.counters.dropped_tun_write),
-                        },
-                        Err(reason) => count_inbound_drop(reason, &ctx.counters),
+        let decoded = wire::decode_frames(&buf[..filled], |payload| {
+            match check_inbound(payload, &peer, &cached.1, &ctx.network) {
+                Ok(()) => match tun::write(&ctx.dev, payload) {
+                    Ok(_) => {
+                        bump(&ctx.counters.packets_in);
+                        add(&ctx.counters.bytes_in, payload.len() - wire::VNET_HDR_LEN);
                     }
-                    start += used;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "closing subnet stream");
-                    bump(&ctx.counters.bad_frames);
-                    let _ = wr.close().await;
-                    return;
-                }
+                    Err(_) => bump(&ctx.counters.dropped_tun_write),
+                },
+                Err(reason) => count_inbound_drop(reason, &ctx.counters),
             }
-        }
+        });
+        let start = match decoded {
+            Ok(used) => used,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "closing subnet stream");
+                bump(&ctx.counters.bad_frames);
+                let _ = wr.close().await;
+                return;
+            }
+        };
         buf.copy_within(start..filled, 0);
         filled -= start;
     }
@@ -429,5 +443,42 @@ mod tests {
         // one frame is always accepted, even when larger than the limit
         let big = [0u8; 300];
         assert!(q.push(&big));
+    }
+
+    #[test]
+    fn admissions_round_trip_and_refusals_are_none() {
+        let offer = Offer {
+            port: 4242,
+            session: 9,
+            key: [3; 32],
+        };
+        assert_eq!(
+            decode_admission(&encode_admission(Some(&offer))),
+            Some(Some(offer))
+        );
+        assert_eq!(decode_admission(&encode_admission(None)), Some(None));
+        let mut refused = encode_admission(None);
+        refused[0] = 0;
+        assert_eq!(decode_admission(&refused), None);
+        let mut bad_offer = encode_admission(None);
+        bad_offer[1] = 9;
+        assert_eq!(decode_admission(&bad_offer), None);
+    }
+
+    #[test]
+    fn handshakes_are_read_from_any_stream() {
+        let read = |bytes: &[u8]| {
+            futures::executor::block_on(read_handshake(&mut futures::io::Cursor::new(bytes)))
+        };
+        let mut hello = Vec::new();
+        wire::encode_handshake("ens-1", &mut hello).unwrap();
+        assert_eq!(read(&hello).unwrap(), "ens-1");
+        assert_eq!(
+            read(&hello[..8]),
+            Err(FrameError::BadHandshake),
+            "cut short"
+        );
+        hello[6] = 0xff;
+        assert_eq!(read(&hello), Err(FrameError::BadHandshake), "not UTF-8");
     }
 }

@@ -27,7 +27,7 @@
 
 #[cfg(test)]
 mod receive_tests;
-mod replay;
+pub(crate) mod replay;
 mod send;
 #[cfg(test)]
 mod tests;
@@ -326,47 +326,23 @@ impl Hub {
             bump(&self.unclaimed);
             return None;
         };
-        let session = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
         let found = self
             .sessions
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&session)
+            .get(&session_of(hdr))
             .cloned();
         let Some(s) = found else {
             bump(&self.unclaimed);
             return None;
         };
         let c = &s.ctx.counters;
-        let mut ctr = [0u8; 8];
-        ctr.copy_from_slice(&hdr[8..16]);
-        let counter = u64::from_be_bytes(ctr);
-        let fresh = s
-            .window
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .check(counter);
-        if !fresh || hdr[1..4] != [0, 0, 0] || body.len() < TAG {
-            bump(&c.dropped_bad_datagram);
-            return None;
-        }
-        let Ok(plain) = s
-            .key
-            .open_in_place(nonce(counter), Aad::from(&hdr[..]), body)
-        else {
+        let Some((kind, plain)) = open(&s.key, &s.window, hdr, body) else {
             bump(&c.dropped_bad_datagram);
             return None;
         };
-        {
-            let mut w = s.window.lock().unwrap_or_else(|e| e.into_inner());
-            if !w.check(counter) {
-                bump(&c.dropped_bad_datagram); // a concurrent duplicate
-                return None;
-            }
-            w.commit(counter);
-        }
         bump(&s.received);
-        match hdr[0] {
+        match kind {
             KIND_DATA if deliver(&s, plain) => Some(s),
             KIND_DATA => None,
             KIND_PROBE if plain.len() >= PROBE_LEN => {
@@ -381,6 +357,69 @@ impl Hub {
             }
         }
     }
+}
+
+/// The session id a datagram header names.
+pub(crate) fn session_of(hdr: &[u8; HDR]) -> u32 {
+    u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]])
+}
+
+/// Checks one datagram of a session (header `hdr`, sealed `body`): a fresh counter, zero
+/// reserved bytes, a body that holds a tag, then authenticates and decrypts it in place;
+/// only then is its counter recorded. Returns the kind byte and the plaintext; `None` for
+/// anything else (the window is then untouched).
+pub(crate) fn open<'b>(
+    key: &LessSafeKey,
+    window: &Mutex<ReplayWindow>,
+    hdr: &[u8; HDR],
+    body: &'b mut [u8],
+) -> Option<(u8, &'b [u8])> {
+    let mut ctr = [0u8; 8];
+    ctr.copy_from_slice(&hdr[8..16]);
+    let counter = u64::from_be_bytes(ctr);
+    let fresh = window
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .check(counter);
+    if !fresh || hdr[1..4] != [0, 0, 0] || body.len() < TAG {
+        return None;
+    }
+    let plain = key
+        .open_in_place(nonce(counter), Aad::from(&hdr[..]), body)
+        .ok()?;
+    let mut w = window.lock().unwrap_or_else(|e| e.into_inner());
+    if !w.check(counter) {
+        return None; // a concurrent duplicate
+    }
+    w.commit(counter);
+    Some((hdr[0], plain))
+}
+
+/// Seals `buf[HDR..HDR + len]` in place as a datagram of `kind` for `session` with
+/// `counter` (header in front, tag behind); returns the datagram's length. Fails when
+/// `buf` cannot hold it or it is larger than a UDP datagram.
+pub(crate) fn seal(
+    key: &LessSafeKey,
+    kind: u8,
+    session: u32,
+    counter: u64,
+    buf: &mut [u8],
+    len: usize,
+) -> io::Result<usize> {
+    let total = HDR + len + TAG;
+    if total > buf.len() || total > MAX_DATAGRAM {
+        return Err(io::Error::other("payload too large for a datagram"));
+    }
+    let (hdr, body) = buf.split_at_mut(HDR);
+    hdr[0] = kind;
+    hdr[1..4].fill(0);
+    hdr[4..8].copy_from_slice(&session.to_be_bytes());
+    hdr[8..16].copy_from_slice(&counter.to_be_bytes());
+    let tag = key
+        .seal_in_place_separate_tag(nonce(counter), Aad::from(&hdr[..]), &mut body[..len])
+        .map_err(|_| io::Error::other("AES-GCM seal failed"))?;
+    body[len..len + TAG].copy_from_slice(tag.as_ref());
+    Ok(total)
 }
 
 /// Delivers one authenticated payload after the stream path's checks; whether it was

@@ -149,7 +149,7 @@ pub struct DnsStats {
 
 /// Shared counters; a lock per packet is far below the cost of the socket calls.
 #[derive(Debug, Default)]
-struct Counters(Mutex<DnsStats>);
+pub(crate) struct Counters(Mutex<DnsStats>);
 
 impl Counters {
     fn bump(&self, f: impl FnOnce(&mut DnsStats)) {
@@ -158,7 +158,7 @@ impl Counters {
         }
     }
 
-    fn snapshot(&self) -> DnsStats {
+    pub(crate) fn snapshot(&self) -> DnsStats {
         self.0.lock().map(|s| *s).unwrap_or_default()
     }
 }
@@ -240,6 +240,40 @@ fn lookup(q: &hickory_proto::op::Query, records: &Records, resp: &mut Message) -
     } else {
         ResponseCode::NXDomain
     }
+}
+
+/// How a query arrived (answers over UDP are limited to what the client can receive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// The encoded answer to one query `packet`, or `None` when the packet gets none (it does
+/// not decode, is not a query, or no answer fits the transport's limit).
+pub(crate) fn answer(
+    packet: &[u8],
+    transport: Transport,
+    records: &Records,
+    counters: &Counters,
+) -> Option<Vec<u8>> {
+    let Ok(req) = Message::from_vec(packet) else {
+        counters.bump(|s| s.malformed += 1);
+        return None;
+    };
+    let resp = respond(&req, records, counters)?;
+    let limit = match transport {
+        Transport::Udp => udp_limit(&req),
+        Transport::Tcp => usize::from(u16::MAX),
+    };
+    let Some((bytes, truncated)) = encode_limited(&resp, limit) else {
+        counters.bump(|s| s.errors += 1);
+        return None;
+    };
+    if truncated {
+        counters.bump(|s| s.truncated += 1);
+    }
+    Some(bytes)
 }
 
 /// Encodes `resp` in at most `limit` bytes, dropping every record and setting TC when the
@@ -349,20 +383,9 @@ async fn serve_udp(sock: UdpSocket, records: Records, counters: Arc<Counters>) {
             }
         };
         counters.bump(|s| s.udp_queries += 1);
-        let Ok(req) = Message::from_vec(&buf[..n]) else {
-            counters.bump(|s| s.malformed += 1);
+        let Some(bytes) = answer(&buf[..n], Transport::Udp, &records, &counters) else {
             continue;
         };
-        let Some(resp) = respond(&req, &records, &counters) else {
-            continue;
-        };
-        let Some((bytes, truncated)) = encode_limited(&resp, udp_limit(&req)) else {
-            counters.bump(|s| s.errors += 1);
-            continue;
-        };
-        if truncated {
-            counters.bump(|s| s.truncated += 1);
-        }
         if let Err(e) = sock.send_to(&bytes, peer).await {
             tracing::debug!("dns: udp send to {peer}: {e}");
         }
@@ -420,15 +443,7 @@ async fn serve_connection(mut stream: TcpStream, records: &Records, counters: &C
             }
         }
         counters.bump(|s| s.tcp_queries += 1);
-        let Ok(req) = Message::from_vec(&buf) else {
-            counters.bump(|s| s.malformed += 1);
-            return;
-        };
-        let Some(resp) = respond(&req, records, counters) else {
-            return;
-        };
-        let Some((bytes, _)) = encode_limited(&resp, usize::from(u16::MAX)) else {
-            counters.bump(|s| s.errors += 1);
+        let Some(bytes) = answer(&buf, Transport::Tcp, records, counters) else {
             return;
         };
         let Ok(len) = u16::try_from(bytes.len()) else {

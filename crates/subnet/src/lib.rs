@@ -23,6 +23,9 @@ mod error;
 pub use error::SubnetError;
 mod carrier;
 mod datagram;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub use datagram::{DEFAULT_BUSY_POLL, DatagramConfig};
 mod router;
 mod service;

@@ -24,7 +24,7 @@ use tokio::{sync::Semaphore, task::JoinHandle};
 use crate::{
     SubnetError,
     carrier::{self, HANDSHAKE_TIMEOUT, Inbound, Links, PeerQueue, QUEUE_LIMIT},
-    datagram::{DatagramConfig, Hub, Offer},
+    datagram::{DatagramConfig, Hub},
     router::{Outbound, SharedTable, Table, TunReader},
     stats::{Counters, SubnetStats},
     tun::{self, Tun},
@@ -436,9 +436,7 @@ async fn admit(svc: &Inner, peer: PeerId, mut stream: Stream) -> bool {
             }
             s
         });
-    let mut answer = [0u8; 1 + crate::datagram::OFFER_LEN];
-    answer[0] = carrier::ACCEPTED;
-    answer[1..].copy_from_slice(&Offer::encode(session.as_ref().map(|s| s.offer())));
+    let answer = carrier::encode_admission(session.as_ref().map(|s| s.offer()));
     if stream.write_all(&answer).await.is_err() || stream.flush().await.is_err() {
         return false;
     }

@@ -109,6 +109,19 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<(&[u8], usize)>, FrameError> {
     }
 }
 
+/// Hands every complete frame at the front of `buf` to `each`, in order; returns how many
+/// bytes they took (what follows is the start of an incomplete frame), or the error of the
+/// first malformed frame (the frames before it have been handed over; the stream must then
+/// be closed).
+pub fn decode_frames(buf: &[u8], mut each: impl FnMut(&[u8])) -> Result<usize, FrameError> {
+    let mut start = 0;
+    while let Some((payload, used)) = decode_frame(buf.get(start..).unwrap_or_default())? {
+        each(payload);
+        start += used;
+    }
+    Ok(start)
+}
+
 /// A frame or handshake that makes the stream unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
@@ -244,6 +257,30 @@ mod tests {
             Err(FrameError::TooShort(3))
         );
         assert_eq!(decode_frame(&[0, 0]), Ok(None));
+    }
+
+    #[test]
+    fn frames_are_handed_over_until_an_incomplete_or_bad_one() {
+        let p = packet([10, 0, 0, 1], [10, 0, 0, 2], 4);
+        let mut stream = Vec::new();
+        encode_frame(&p, &mut stream).unwrap();
+        encode_frame(&p, &mut stream).unwrap();
+        let whole = stream.len();
+        stream.extend_from_slice(&[0, 0]); // the start of a third frame
+        let mut n = 0;
+        assert_eq!(
+            decode_frames(&stream, |f| n += usize::from(f == &p[..])),
+            Ok(whole)
+        );
+        assert_eq!(n, 2);
+        stream.truncate(whole);
+        stream.extend_from_slice(&[0, 0, 0, 1]); // a frame of 1 byte
+        let mut n = 0;
+        assert_eq!(
+            decode_frames(&stream, |_| n += 1),
+            Err(FrameError::TooShort(1))
+        );
+        assert_eq!(n, 2, "the frames before the bad one are handed over");
     }
 
     #[test]

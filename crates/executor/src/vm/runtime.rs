@@ -288,7 +288,9 @@ pub(super) fn watch_boot(vm: Arc<Vm>, limit: Duration) {
         return;
     }
     tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + limit;
+        let Some(deadline) = tokio::time::Instant::now().checked_add(limit) else {
+            return; // a limit past the end of time is no limit
+        };
         let console = vm.dir.join("console.log");
         loop {
             if vm.exited().is_some() {

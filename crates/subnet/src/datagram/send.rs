@@ -13,10 +13,10 @@ use std::{
 };
 
 use libp2p::{Multiaddr, multiaddr::Protocol};
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, UnboundKey};
+use ring::aead::{AES_256_GCM, LessSafeKey, UnboundKey};
 
 use super::{
-    DEAD_AFTER, HDR, Hub, KIND_DATA, KIND_PROBE, MAX_DATAGRAM, Offer, PROBE_LEN, TAG, nonce,
+    DEAD_AFTER, HDR, Hub, KIND_DATA, KIND_PROBE, MAX_DATAGRAM, Offer, PROBE_LEN, TAG, seal,
 };
 
 /// A sender's view of its confirmed path: alive while the receiver keeps acknowledging the
@@ -102,21 +102,11 @@ impl TxPath {
     }
 
     fn seal_and_send(&self, kind: u8, buf: &mut [u8], len: usize) -> io::Result<()> {
-        let total = HDR + len + TAG;
-        if total > buf.len() || total > MAX_DATAGRAM {
+        if HDR + len + TAG > buf.len() || HDR + len + TAG > MAX_DATAGRAM {
             return Err(io::Error::other("payload too large for a datagram"));
         }
         let counter = self.counter.fetch_add(1, Ordering::Relaxed);
-        let (hdr, body) = buf.split_at_mut(HDR);
-        hdr[0] = kind;
-        hdr[1..4].fill(0);
-        hdr[4..8].copy_from_slice(&self.session.to_be_bytes());
-        hdr[8..16].copy_from_slice(&counter.to_be_bytes());
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(nonce(counter), Aad::from(&hdr[..]), &mut body[..len])
-            .map_err(|_| io::Error::other("AES-GCM seal failed"))?;
-        body[len..len + TAG].copy_from_slice(tag.as_ref());
+        let total = seal(&self.key, kind, self.session, counter, buf, len)?;
         self.hub.socket.send_to(&buf[..total], self.to)?;
         Ok(())
     }
