@@ -279,19 +279,31 @@ async fn read_body_in_time(State(timeout): State<Duration>, req: Request, next: 
             let too_long = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if too_long {
-                let msg = format!("request body over {MAX_ENVELOPE_BYTES} bytes");
-                (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({"error": msg}))).into_response()
+                let e = ActorError::new(
+                    ErrorKind::Rejected,
+                    format!("request body over {MAX_ENVELOPE_BYTES} bytes"),
+                );
+                err(StatusCode::PAYLOAD_TOO_LARGE, &e)
             } else {
-                let msg = format!("cannot read the request body: {e}");
-                (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))).into_response()
+                let e = ActorError::new(
+                    ErrorKind::Rejected,
+                    format!("cannot read the request body: {e}"),
+                );
+                err(StatusCode::BAD_REQUEST, &e)
             }
         }
-        Err(_) => (
-            StatusCode::REQUEST_TIMEOUT,
-            [(header::CONNECTION, "close")],
-            Json(json!({"error": format!("request body not received within {timeout:?}")})),
-        )
-            .into_response(),
+        Err(_) => {
+            let e = ActorError::new(
+                ErrorKind::Timeout,
+                format!("request body not received within {timeout:?}"),
+            );
+            let mut r = err(StatusCode::REQUEST_TIMEOUT, &e);
+            r.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            r
+        }
     }
 }
 
