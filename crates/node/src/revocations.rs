@@ -120,20 +120,25 @@ impl Revocations {
             return Ok(0);
         }
         let n = held.len();
-        let payload = serde_json::to_value(TokenList { tok: held })
+        // Receivers take at most MAX_PER_MESSAGE per message: announce in batches of that.
+        for batch in held.chunks(MAX_PER_MESSAGE) {
+            let payload = serde_json::to_value(TokenList {
+                tok: batch.to_vec(),
+            })
             .map_err(|e| ActorError::failed(e.to_string()))?;
-        let env = self.system.envelope(
-            "root",
-            Handle::default(),
-            ANNOUNCE,
-            &payload,
-            Options {
-                exp: now_ns().saturating_add(60_000_000_000),
-                cont: String::new(),
-                topic: TOPIC.into(),
-            },
-        )?;
-        self.system.publish(&env).await?;
+            let env = self.system.envelope(
+                "root",
+                Handle::default(),
+                ANNOUNCE,
+                &payload,
+                Options {
+                    exp: now_ns().saturating_add(60_000_000_000),
+                    cont: String::new(),
+                    topic: TOPIC.into(),
+                },
+            )?;
+            self.system.publish(&env).await?;
+        }
         Ok(n)
     }
 }
