@@ -10,9 +10,8 @@ use std::sync::OnceLock;
 use nunet_actor::Handle;
 use nunet_did::Keypair;
 use nunet_ensemble::{Location, Resources};
-use nunet_orchestrator::decline::Decline;
-use nunet_orchestrator::protocol::{
-    AllocateRequest, AllocationExited, Bid, BidRequest, CommitRequest, RevertRequest,
+use nunet_protocol::{
+    AllocateRequest, AllocationExited, Bid, BidRequest, CommitRequest, Decline, RevertRequest,
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;

@@ -26,6 +26,6 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         }
     }
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&env.msg) {
-        let _ = nunet_orchestrator::decline::Decline::is_decline(&v);
+        let _ = nunet_protocol::Decline::is_decline(&v);
     }
 });

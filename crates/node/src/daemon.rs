@@ -138,16 +138,16 @@ impl Node {
                 .await
                 .map_err(|e| NodeError::Network(e.to_string()))?;
         }
-        let resources = crate::onboarding::open(cfg).map_err(NodeError::Database)?;
+        let resources = nunet_provider::onboarding::open(cfg).map_err(NodeError::Database)?;
         let r = resources.clone();
         behaviors::register(NodeInfo {
             system: system.clone(),
             network: network.clone(),
             started: Instant::now(),
-            onboarded: std::sync::Arc::new(move || crate::onboarding::is_onboarded(&r)),
+            onboarded: std::sync::Arc::new(move || nunet_provider::onboarding::is_onboarded(&r)),
         })
         .map_err(|e| NodeError::Behaviors(e.to_string()))?;
-        crate::onboarding::register(&system, resources.clone())
+        nunet_provider::onboarding::register(&system, resources.clone())
             .map_err(|e| NodeError::Behaviors(e.to_string()))?;
         let vm = crate::vm::executor(
             system.did().as_str(),
@@ -161,7 +161,7 @@ impl Node {
         // offer it only while its status is available.
         executors.insert("firecracker".into(), vm.clone());
         crate::vm::register(&system, vm).map_err(|e| NodeError::Behaviors(e.to_string()))?;
-        let subnets = crate::subnet::NodeSubnets::new(
+        let subnets = nunet_provider::subnet::NodeSubnets::new(
             cfg.subnet.enabled,
             nunet_subnet::DatagramConfig {
                 enabled: cfg.subnet.datagrams,
@@ -174,9 +174,9 @@ impl Node {
             Some(docker),
             cfg.general.data_dir.clone(),
         );
-        crate::subnet::register(&system, subnets.clone())
+        nunet_provider::subnet::register(&system, subnets.clone())
             .map_err(|e| NodeError::Behaviors(e.to_string()))?;
-        let provider = crate::deployment::Provider::new(
+        let provider = nunet_provider::Provider::new(
             system.clone(),
             opts.key.clone(),
             resources.clone(),
@@ -189,12 +189,15 @@ impl Node {
         provider
             .register()
             .map_err(|e| NodeError::Behaviors(e.to_string()))?;
-        crate::deployment::orchestrator(&system, resources.clone(), subnets)
+        crate::orchestrator::start(&system, resources.clone(), subnets)
             .map_err(|e| NodeError::Behaviors(e.to_string()))?;
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = vec![
             tokio::spawn(pump(system.clone(), events)),
-            tokio::spawn(crate::onboarding::expire_loop(resources, stop_rx.clone())),
+            tokio::spawn(nunet_provider::onboarding::expire_loop(
+                resources,
+                stop_rx.clone(),
+            )),
         ];
 
         let ip: std::net::IpAddr = cfg

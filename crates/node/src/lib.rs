@@ -2,20 +2,18 @@
 //! host and the actor system, registers the node's behaviors, serves the local REST API, and
 //! shuts everything down cleanly.
 //!
-//! This crate wires and exposes; it does not implement cryptography, capability rules or
-//! networking itself (those live in `did`, `capability`, `actor` and `network`).
+//! This crate wires and exposes; it does not implement cryptography, capability rules,
+//! networking, the provider side or orchestration itself (those live in `did`, `capability`,
+//! `actor`, `network`, `provider` and `orchestrator`).
 
 pub mod api;
 /// The node's behaviors (`/public/*`, `/dms/node/peers/*`).
 pub mod behaviors;
 /// Starting and stopping a node.
 pub mod daemon;
-pub mod deployment;
 pub mod limits;
-pub mod onboarding;
-pub mod probe;
+pub mod orchestrator;
 pub mod revocations;
-pub mod subnet;
 /// Adapter from the actor layer to the libp2p network.
 pub mod transport;
 pub mod vm;

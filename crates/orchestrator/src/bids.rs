@@ -12,9 +12,10 @@ use nunet_actor::Handle;
 use nunet_did::Did;
 use serde_json::Value;
 
-use crate::decline::Decline;
+use nunet_protocol::calls::BidRequestDirect;
+use nunet_protocol::{BidRequest, Decline, MAX_BIDS_PER_NODE};
+
 use crate::engine::Engine;
-use crate::protocol::{BID_REQUEST_DIRECT, BidRequest, MAX_BIDS_PER_NODE};
 
 /// Set in the nonce of direct requests.
 const DIRECT_NONCE_BIT: u64 = 1 << 63;
@@ -170,9 +171,9 @@ impl Engine {
                 self.event(format!("pinned peer {peer} is not a valid peer id"));
                 return None;
             };
-            let payload = serde_json::to_value(&req).unwrap_or(Value::Null);
-            match self.call(&to, BID_REQUEST_DIRECT, payload, t).await {
-                Ok(v) => Some((to, v)),
+            // Typed on the way in; the round then treats it like a gossip reply.
+            match self.call::<BidRequestDirect>(&to, &req, t).await {
+                Ok(v) => serde_json::to_value(v).ok().map(|v| (to, v)),
                 Err(e) => {
                     self.event(format!("pinned peer {peer} did not bid: {}", e.message));
                     None
@@ -186,7 +187,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::NodeBidRequest;
+    use nunet_protocol::NodeBidRequest;
     use serde_json::json;
 
     fn node(name: &str, peer: Option<&str>) -> NodeBidRequest {

@@ -11,87 +11,23 @@ use std::time::Duration;
 use nunet_actor::{ActorError, ActorSystem, Incoming};
 use nunet_capability::Capability;
 use nunet_ensemble::Ensemble;
-use serde_json::{Value, json};
+use nunet_protocol::call;
+use nunet_protocol::calls::{
+    DeploymentListCall, DeploymentLogsCall, DeploymentManifest, DeploymentNew, DeploymentShutdown,
+    DeploymentStatusCall,
+};
+use nunet_protocol::names::{DEPLOYMENT_TOPIC, ensemble_namespace};
+use nunet_protocol::{
+    DeploymentList, DeploymentLogs, DeploymentLogsRequest, DeploymentRef, DeploymentStatus,
+    ManifestReply, NewDeployment, NewDeploymentReply, StatusRequest, new_ensemble_id,
+};
 
 use crate::engine::Engine;
-use crate::protocol::{DEPLOYMENT_TOPIC, new_ensemble_id};
-use crate::state::{Deployment, DeploymentStatus};
+use crate::state::Deployment;
 use crate::{PersistFn, now_ms};
-
-/// `new` behavior.
-pub const NEW: &str = "/dms/node/deployment/new";
-/// `list` behavior.
-pub const LIST: &str = "/dms/node/deployment/list";
-/// `status` behavior.
-pub const STATUS: &str = "/dms/node/deployment/status";
-/// `manifest` behavior.
-pub const MANIFEST: &str = "/dms/node/deployment/manifest";
-/// `logs` behavior.
-pub const LOGS: &str = "/dms/node/deployment/logs";
-/// `shutdown` behavior.
-pub const SHUTDOWN: &str = "/dms/node/deployment/shutdown";
 
 /// Capabilities the node delegates to an orchestrator actor (plus `/dms/ensemble/<id>`).
 const ORCHESTRATOR_CAPS: [&str; 2] = ["/dms/deployment", "/dms/allocation"];
-/// Default and largest number of log bytes returned per stream and call.
-pub const LOG_CHUNK: usize = 256 * 1024;
-
-/// `/dms/ensemble/<id>`: the per-ensemble namespace granted to its orchestrator.
-pub fn ensemble_namespace(ensemble_id: &str) -> String {
-    format!("/dms/ensemble/{ensemble_id}")
-}
-
-/// Provider: `/dms/ensemble/<id>/allocation/logs`, payload [`LogsRequest`].
-pub fn ensemble_allocation_logs(ensemble_id: &str) -> String {
-    format!("{}/allocation/logs", ensemble_namespace(ensemble_id))
-}
-
-/// Provider: `/dms/ensemble/<id>/allocation/shutdown`, payload `{allocation}` (name or id;
-/// absent = every allocation of the ensemble on that provider).
-pub fn ensemble_allocation_shutdown(ensemble_id: &str) -> String {
-    format!("{}/allocation/shutdown", ensemble_namespace(ensemble_id))
-}
-
-/// Payload of the per-ensemble logs behavior: which allocation and where to resume.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct LogsRequest {
-    /// Allocation name or id.
-    pub allocation: String,
-    /// Bytes of stdout already seen.
-    #[serde(default)]
-    pub stdout_offset: u64,
-    /// Bytes of stderr already seen.
-    #[serde(default)]
-    pub stderr_offset: u64,
-    /// Most bytes wanted per stream (0 = [`LOG_CHUNK`]; never more than it).
-    #[serde(default)]
-    pub max_bytes: u64,
-}
-
-/// The part of `full` from byte `offset`, at most `max` bytes, cut on character
-/// boundaries; returns it and the offset after it (to pass back next time), which is never
-/// before `offset`.
-pub fn log_slice(full: &str, offset: u64, max: usize) -> (String, u64) {
-    let max = if max == 0 {
-        LOG_CHUNK
-    } else {
-        max.min(LOG_CHUNK)
-    };
-    if usize::try_from(offset).map_or(true, |o| o > full.len()) {
-        // Less output than already seen (e.g. read while the execution was being removed):
-        // nothing new, and the cursor never moves back (that would print things twice).
-        return (String::new(), offset);
-    }
-    let mut start = usize::try_from(offset).unwrap_or(0);
-    while !full.is_char_boundary(start) {
-        start += 1;
-    }
-    let mut end = start.saturating_add(max).min(full.len());
-    while !full.is_char_boundary(end) {
-        end -= 1;
-    }
-    (full[start..end].to_string(), end as u64)
-}
 /// How long those delegations last.
 const ORCHESTRATOR_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Shortest deployment deadline accepted (NuNet `MinEnsembleDeploymentTime`).
@@ -124,14 +60,6 @@ pub struct Deployments {
 
 fn failed(m: impl Into<String>) -> ActorError {
     ActorError::failed(m)
-}
-
-fn id_arg(p: &Value) -> Result<String, ActorError> {
-    p.get("id")
-        .or_else(|| p.get("ensemble_id"))
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(|| failed("give --id <ensemble id>"))
 }
 
 /// Refuses an ensemble that breaks a rule `nunet validate` applies: what arrives is JSON any
@@ -284,78 +212,93 @@ impl Deployments {
 
     /// Registers the control behaviors on the root actor.
     pub fn register(&self) -> Result<(), ActorError> {
-        self.system
-            .register_with("root", NEW, self.clone(), |d, m: Incoming| async move {
-                let e = m
-                    .payload
-                    .get("ensemble")
-                    .cloned()
-                    .ok_or_else(|| failed("give the ensemble (`nunet deploy -f <file>`)"))?;
-                let ensemble: Ensemble =
-                    serde_json::from_value(e).map_err(|e| failed(format!("ensemble: {e}")))?;
-                refuse_invalid(&ensemble)?;
+        let sys = &self.system;
+        call::register::<DeploymentNew, _, _, _>(
+            sys,
+            "root",
+            self.clone(),
+            |d, m: Incoming, req: NewDeployment| async move {
+                refuse_invalid(&req.ensemble)?;
                 let deadline_ms = i64::try_from(m.envelope.opt.exp / 1_000_000).unwrap_or(i64::MAX);
-                let id = d.create(ensemble, m.sender.as_str(), deadline_ms)?;
-                Ok(json!({"status": "OK", "ensemble_id": id}))
-            })?;
-        self.system
-            .register_with("root", LIST, self.clone(), |d, _m: Incoming| async move {
-                let list: Vec<Value> = d
+                let id = d.create(req.ensemble, m.sender.as_str(), deadline_ms)?;
+                Ok(NewDeploymentReply {
+                    status: "OK".into(),
+                    ensemble_id: id,
+                })
+            },
+        )?;
+        call::register::<DeploymentListCall, _, _, _>(
+            sys,
+            "root",
+            self.clone(),
+            |d, _m, _req| async move {
+                let deployments = d
                     .map
                     .lock()
                     .map_err(|_| failed("registry poisoned"))?
                     .values()
                     .filter_map(|e| e.record().map(|r| r.summary()))
                     .collect();
-                Ok(json!({"deployments": list}))
-            })?;
-        self.system
-            .register_with("root", STATUS, self.clone(), |d, m: Incoming| async move {
-                let r = d
-                    .get(&id_arg(&m.payload)?)?
-                    .record()
-                    .ok_or_else(|| failed("record lost"))?;
-                let after = m.payload.get("after").and_then(Value::as_u64).unwrap_or(0);
-                let mut v = r.summary();
-                v["events"] = serde_json::to_value(
-                    r.events
-                        .iter()
-                        .filter(|e| e.seq > after)
-                        .collect::<Vec<_>>(),
-                )
-                .unwrap_or(Value::Null);
-                Ok(v)
-            })?;
-        self.system.register_with(
-            "root",
-            MANIFEST,
-            self.clone(),
-            |d, m: Incoming| async move {
-                let r = d
-                    .get(&id_arg(&m.payload)?)?
-                    .record()
-                    .ok_or_else(|| failed("record lost"))?;
-                Ok(json!({"id": r.id, "status": r.status.as_str(), "manifest": r.manifest}))
+                Ok(DeploymentList { deployments })
             },
         )?;
-        self.system
-            .register_with("root", LOGS, self.clone(), |d, m: Incoming| async move {
-                let e = d.get(&id_arg(&m.payload)?)?;
-                let only = m.payload.get("allocation").and_then(Value::as_str);
-                let cursors = m.payload.get("cursors").cloned().unwrap_or(Value::Null);
-                let r = e.record().ok_or_else(|| failed("record lost"))?;
-                Ok(json!({
-                    "id": r.id,
-                    "status": r.status.as_str(),
-                    "logs": e.logs(only, &cursors).await?,
-                }))
-            })?;
-        self.system.register_with(
+        call::register::<DeploymentStatusCall, _, _, _>(
+            sys,
             "root",
-            SHUTDOWN,
             self.clone(),
-            |d, m: Incoming| async move {
-                let e = d.get(&id_arg(&m.payload)?)?;
+            |d, _m, req: StatusRequest| async move {
+                let r = d
+                    .get(&req.id)?
+                    .record()
+                    .ok_or_else(|| failed("record lost"))?;
+                let mut s = r.summary();
+                s.events = Some(
+                    r.events
+                        .iter()
+                        .filter(|e| e.seq > req.after)
+                        .cloned()
+                        .collect(),
+                );
+                Ok(s)
+            },
+        )?;
+        call::register::<DeploymentManifest, _, _, _>(
+            sys,
+            "root",
+            self.clone(),
+            |d, _m, req: DeploymentRef| async move {
+                let r = d
+                    .get(&req.id)?
+                    .record()
+                    .ok_or_else(|| failed("record lost"))?;
+                Ok(ManifestReply {
+                    id: r.id,
+                    status: r.status,
+                    manifest: r.manifest,
+                })
+            },
+        )?;
+        call::register::<DeploymentLogsCall, _, _, _>(
+            sys,
+            "root",
+            self.clone(),
+            |d, _m, req: DeploymentLogsRequest| async move {
+                let e = d.get(&req.id)?;
+                let logs = e.logs(req.allocation.as_deref(), &req.cursors).await?;
+                let r = e.record().ok_or_else(|| failed("record lost"))?;
+                Ok(DeploymentLogs {
+                    id: r.id,
+                    status: r.status,
+                    logs,
+                })
+            },
+        )?;
+        call::register::<DeploymentShutdown, _, _, _>(
+            sys,
+            "root",
+            self.clone(),
+            |d, m: Incoming, req: DeploymentRef| async move {
+                let e = d.get(&req.id)?;
                 let done = e.shutdown(m.sender.as_str()).await;
                 e.retire_if_done();
                 done.map_err(failed)?;
@@ -370,25 +313,7 @@ impl Deployments {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn log_slices_resume_where_they_stopped_and_respect_char_boundaries() {
-        let full = "héllo wörld\n";
-        let (a, o1) = log_slice(full, 0, 2);
-        // "h" + the first byte of "é" would split a character: the cut moves back.
-        assert_eq!(a, "h");
-        assert_eq!(o1, 1);
-        let (b, o2) = log_slice(full, o1, 5);
-        assert_eq!(b, "éllo");
-        let (rest, end) = log_slice(full, o2, 0);
-        assert_eq!(format!("{a}{b}{rest}"), full);
-        assert_eq!(end, full.len() as u64);
-        // Nothing new: empty, same offset; an offset past the end stays where it is.
-        assert_eq!(log_slice(full, end, 0), (String::new(), end));
-        assert_eq!(log_slice(full, 10_000, 0), (String::new(), 10_000));
-        // An offset inside a character resumes at the next one.
-        assert_eq!(log_slice(full, 2, 3).0, "llo");
-    }
+    use serde_json::{Value, json};
 
     /// `/dms/node/deployment/new` with an ensemble `nunet validate` would refuse: the JSON
     /// could come from any client, so the node checks it again.
@@ -439,7 +364,7 @@ nodes:
                 .invoke(
                     "root",
                     system.root(),
-                    NEW,
+                    nunet_protocol::names::DEPLOYMENT_NEW,
                     ensemble(cores, ram),
                     Duration::from_secs(30),
                 )
@@ -451,19 +376,5 @@ nodes:
             d.map.lock().expect("map").is_empty(),
             "nothing was deployed"
         );
-    }
-
-    #[test]
-    fn ensemble_behaviors_live_under_the_granted_namespace() {
-        let ns: Capability = ensemble_namespace("abc").parse().expect("cap");
-        for b in [
-            ensemble_allocation_logs("abc"),
-            ensemble_allocation_shutdown("abc"),
-        ] {
-            let c: Capability = b.parse().expect("cap");
-            assert!(ns.implies(&c), "{b}");
-            let other: Capability = ensemble_namespace("abd").parse().expect("cap");
-            assert!(!other.implies(&c), "{b}");
-        }
     }
 }

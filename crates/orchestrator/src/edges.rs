@@ -1,6 +1,6 @@
 //! Placement with edge constraints measured on real links (NUNET-FORMATS §2.2 step 1):
 //! solve → measure the links the candidate assignment needs (by invoking
-//! [`EDGE_CONSTRAINT`] on one end, [`EDGE_TIMEOUT`] each) → add the results to the
+//! [`EDGE_CONSTRAINT`](nunet_protocol::names::EDGE_CONSTRAINT) on one end, [`EDGE_TIMEOUT`] each) → add the results to the
 //! deployment's cache → solve again. A measured link that misses its bound rules that peer
 //! pair out in the solver, so the next solution avoids it; pairs already measured are never
 //! measured again for the deployment. Bounded by [`MAX_EDGE_ITERATIONS`].
@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::time::Duration;
 
 use futures::future::join_all;
 use nunet_ensemble::units::trim_float;
@@ -19,47 +18,19 @@ use nunet_placement::{
     Bid, EdgeToMeasure, LinkMeasurement, Measurements, Options, Placement, PlacementError, Problem,
     solve,
 };
-use serde::{Deserialize, Serialize};
+use nunet_protocol::calls::EdgeConstraint;
+use nunet_protocol::{EDGE_TIMEOUT, EdgeReply, EdgeRequest};
 
-/// The provider behavior that measures the link to another peer.
-pub const EDGE_CONSTRAINT: &str = "/dms/deployment/constraint/edge";
-/// How long one edge check may take (NuNet `VerifyEdgeConstraintTimeout`).
-pub const EDGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most solve → measure iterations per placement.
 pub const MAX_EDGE_ITERATIONS: usize = 16;
 /// Most measured links named in a failure reason.
 const MAX_REASON_LINKS: usize = 8;
 
-/// Payload of [`EDGE_CONSTRAINT`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EdgeRequest {
-    /// The other candidate peer (base58 peer id).
-    pub peer: String,
-    /// Largest acceptable round trip, ms (informative).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rtt_ms: Option<f64>,
-    /// Smallest acceptable bandwidth, Mbit/s; only when present is throughput probed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bandwidth_mbps: Option<f64>,
-}
-
-/// Reply of [`EDGE_CONSTRAINT`].
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct EdgeReply {
-    /// Smallest of three round trips, ms.
-    pub rtt_ms: f64,
-    /// Measured throughput, Mbit/s (only when a bandwidth bound was asked).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bandwidth_mbps: Option<f64>,
-}
-
-impl EdgeReply {
-    /// As a placement measurement.
-    pub fn measurement(&self) -> LinkMeasurement {
-        LinkMeasurement {
-            rtt_ms: self.rtt_ms,
-            bw_bps: self.bandwidth_mbps.map(|m| m * 1e6),
-        }
+/// A provider's edge reply as a placement measurement.
+pub fn measurement(r: &EdgeReply) -> LinkMeasurement {
+    LinkMeasurement {
+        rtt_ms: r.rtt_ms,
+        bw_bps: r.bandwidth_mbps.map(|m| m * 1e6),
     }
 }
 
@@ -265,14 +236,14 @@ where
 }
 
 impl crate::engine::Engine {
-    /// Places with the deployment's edge cache, invoking [`EDGE_CONSTRAINT`] on the first
+    /// Places with the deployment's edge cache, invoking [`EDGE_CONSTRAINT`](nunet_protocol::names::EDGE_CONSTRAINT) on the first
     /// peer of each link to measure (`offers` are the verified bids behind `bids`, for their
     /// handles). Every measurement becomes a deployment event.
     pub(crate) async fn solve_with_edges(
         &self,
         problem: &Problem,
         bids: &[Bid],
-        offers: &[&crate::protocol::Bid],
+        offers: &[&nunet_protocol::Bid],
     ) -> Result<Placement, crate::engine::RoundError> {
         let mut cache = self.edges.lock().map(|c| c.clone()).unwrap_or_default();
         let measure = |t: EdgeToMeasure| {
@@ -288,15 +259,12 @@ impl crate::engine::Engine {
             };
             async move {
                 let from = from.ok_or_else(|| format!("no bid from {}", t.peers.0))?;
-                let payload = serde_json::to_value(&req).map_err(|e| e.to_string())?;
-                let v = self
-                    .call(&from, EDGE_CONSTRAINT, payload, EDGE_TIMEOUT)
+                let r = self
+                    .call::<EdgeConstraint>(&from, &req, EDGE_TIMEOUT)
                     .await
                     .map_err(|e| e.message)?;
-                let r: EdgeReply =
-                    serde_json::from_value(v).map_err(|e| format!("bad edge reply: {e}"))?;
                 check_reply(&r, req.bandwidth_mbps.is_some())?;
-                Ok(r.measurement())
+                Ok(measurement(&r))
             }
         };
         let r = solve_measured(problem, bids, &mut cache, measure, |m| {

@@ -1,21 +1,22 @@
 //! The orchestrator actor's work: bids → placement → commit → allocate → start → supervise,
 //! retrying with failed peers excluded until the deadline, and shutdown.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::join_all;
 use nunet_actor::{ActorError, ActorSystem, Handle};
 use nunet_placement::Problem;
-use serde_json::{Value, json};
-
-use crate::protocol::{
-    ALLOCATE, ALLOCATION_START, AllocateRequest, AllocationRequest, BID, BID_REQUEST, Bid,
-    BidRequest, COMMIT, CommitAllocation, CommitRequest, DEPLOYMENT_TOPIC, NodeBidRequest, REVERT,
+use nunet_protocol::call::{self, Call};
+use nunet_protocol::calls::{Allocate, AllocationStart, Commit, Revert};
+use nunet_protocol::names::{BID, BID_REQUEST, DEPLOYMENT_TOPIC};
+use nunet_protocol::{
+    AllocateRequest, AllocationRequest, AllocationStatus, Bid, BidRequest, CommitAllocation,
+    CommitRequest, DeploymentStatus, Empty, ManifestAllocation, ManifestNode, NodeBidRequest,
     RevertRequest, allocation_id,
 };
-use crate::state::{Deployment, DeploymentStatus, ManifestAllocation, ManifestNode};
+
+use crate::state::Deployment;
 use crate::{PersistFn, now_ms};
 
 /// How long a bid round stays open after every node has at least one bid.
@@ -194,17 +195,26 @@ impl Engine {
         });
     }
 
-    pub(crate) async fn call(
+    /// Invokes `C` on `to` as the orchestrator actor.
+    pub(crate) async fn call<C: Call>(
         &self,
         to: &Handle,
-        be: &str,
-        payload: Value,
+        req: &C::Request,
         t: Duration,
-    ) -> Result<Value, ActorError> {
+    ) -> Result<C::Reply, ActorError> {
         let _in_use = self.actor_in_use();
-        self.system
-            .invoke(&self.inbox, to.clone(), be, payload, t)
-            .await
+        call::invoke::<C>(&self.system, &self.inbox, to.clone(), req, t).await
+    }
+
+    /// Invokes the per-ensemble call `C` of this deployment on `to`.
+    pub(crate) async fn call_in<C: Call>(
+        &self,
+        to: &Handle,
+        req: &C::Request,
+        t: Duration,
+    ) -> Result<C::Reply, ActorError> {
+        let _in_use = self.actor_in_use();
+        call::invoke_in::<C>(&self.system, &self.inbox, to.clone(), &self.inbox, req, t).await
     }
 
     /// Counts a call in flight, bringing the orchestrator actor back first when the
@@ -349,7 +359,13 @@ impl Engine {
         };
         // Pinned nodes are asked directly; only the others go out on gossip.
         let (req, pinned) = crate::bids::split_pinned(&req);
-        let payload = serde_json::to_value(&req).unwrap_or(Value::Null);
+        let payload = match call::encode(BID_REQUEST, &req) {
+            Ok(p) => p,
+            Err(e) => {
+                self.event(e.message);
+                return Vec::new();
+            }
+        };
         // Close the round once every node has a bid and every subscribed peer has answered
         // (bid or decline), else a short grace after the last node got its first bid;
         // `collect` stays the upper bound (see `bids::round_closer`).
@@ -495,8 +511,7 @@ impl Engine {
                 allocations: allocs,
                 expires_at_ms: now_ms() + COMMIT_TTL_MS,
             };
-            let payload = serde_json::to_value(&req).unwrap_or(Value::Null);
-            async move { (node, bid, self.call(&bid.handle, COMMIT, payload, t).await) }
+            async move { (node, bid, self.call::<Commit>(&bid.handle, &req, t).await) }
         });
         let mut failed = Vec::new();
         let mut why = Vec::new();
@@ -553,24 +568,12 @@ impl Engine {
                 orchestrator: orchestrator.clone(),
                 allocations: allocs,
             };
-            let payload = serde_json::to_value(&req).unwrap_or(Value::Null);
-            async move {
-                (
-                    node,
-                    bid,
-                    self.call(&bid.handle, ALLOCATE, payload, t).await,
-                )
-            }
+            async move { (node, bid, self.call::<Allocate>(&bid.handle, &req, t).await) }
         });
         let mut failed = Vec::new();
         let mut why = Vec::new();
         for (node, bid, r) in join_all(calls).await {
-            let handles: Result<BTreeMap<String, Handle>, String> =
-                r.map_err(|e| e.message).and_then(|v| {
-                    serde_json::from_value(v["allocations"].clone())
-                        .map_err(|e| format!("bad allocate reply: {e}"))
-                });
-            match handles {
+            match r.map(|a| a.allocations).map_err(|e| e.message) {
                 Ok(h) => self.update(|r| {
                     for (name, handle) in h {
                         r.manifest.allocations.insert(
@@ -579,7 +582,7 @@ impl Engine {
                                 id: allocation_id(&r.id, node, &name),
                                 node_id: node.clone(),
                                 handle: Some(handle),
-                                status: "pending".into(),
+                                status: AllocationStatus::Pending,
                                 exit_code: None,
                                 ports: crate::provision::port_map(&crate::provision::ports_of(
                                     &r.ensemble,
@@ -633,17 +636,12 @@ impl Engine {
                 .map(|n| n.peer.clone())
                 .unwrap_or_default();
             match self
-                .call(
-                    &handle,
-                    ALLOCATION_START,
-                    json!({}),
-                    START_TIMEOUT.min(left),
-                )
+                .call::<AllocationStart>(&handle, &Empty {}, START_TIMEOUT.min(left))
                 .await
             {
                 Ok(_) => self.update(|r| {
                     if let Some(a) = r.manifest.allocations.get_mut(&key) {
-                        a.status = "running".into();
+                        a.status = AllocationStatus::Running;
                     }
                     r.event(now_ms(), format!("started {key} on {peer}"));
                 }),
@@ -661,17 +659,14 @@ impl Engine {
     pub(crate) async fn revert(&self, assign: &Assignment) {
         let Some(rec) = self.record() else { return };
         let calls = assign.iter().map(|(node, bid)| {
-            let payload = serde_json::to_value(RevertRequest {
+            let req = RevertRequest {
                 ensemble_id: rec.id.clone(),
-            })
-            .unwrap_or(Value::Null);
+            };
             async move {
-                (
-                    node,
-                    bid,
-                    self.call(&bid.handle, REVERT, payload, Duration::from_secs(15))
-                        .await,
-                )
+                let r = self
+                    .call::<Revert>(&bid.handle, &req, Duration::from_secs(15))
+                    .await;
+                (node, bid, r)
             }
         });
         for (node, bid, r) in join_all(calls).await {

@@ -14,47 +14,14 @@
 
 use std::sync::{Arc, Mutex, Weak};
 
-use nunet_actor::{ActorError, ActorSystem, Behavior, ErrorKind, Incoming};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use nunet_actor::{ActorError, ActorSystem, ErrorKind, Incoming};
+use nunet_protocol::call;
+use nunet_protocol::calls::{Check, Exited};
+use nunet_protocol::{Ack, AllocationCheck, AllocationExited, AllocationWanted};
 use tokio::sync::Notify;
 
 use crate::engine::{Engine, MONITOR_EVERY, RECHECK_EVERY};
-use crate::protocol::{AllocationExited, allocation_exited};
 use crate::state::Deployment;
-
-/// Orchestrator actor: a restarted provider asks whether an allocation it holds is still
-/// wanted. Payload [`AllocationCheck`], answer [`AllocationWanted`]; under the
-/// `/dms/ensemble/<id>` capability, like [`allocation_exited`].
-pub fn allocation_check(ensemble_id: &str) -> String {
-    format!("/dms/ensemble/{ensemble_id}/allocation/check")
-}
-
-/// Payload of [`allocation_check`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AllocationCheck {
-    /// Ensemble id.
-    pub ensemble_id: String,
-    /// Allocation id (see [`crate::protocol::allocation_id`]).
-    pub allocation_id: String,
-}
-
-/// Answer of [`allocation_check`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AllocationWanted {
-    /// Whether the provider should keep running it.
-    pub wanted: bool,
-    /// Why not, when not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-fn unwanted(reason: String) -> AllocationWanted {
-    AllocationWanted {
-        wanted: false,
-        reason: Some(reason),
-    }
-}
 
 /// Whether `rec` still wants allocation `allocation_id` to run on the provider whose DID is
 /// `sender`: the deployment is not over, the manifest places the allocation on that provider,
@@ -72,7 +39,7 @@ pub fn check_allocation(
         .iter()
         .find(|(_, a)| a.id == allocation_id)
     else {
-        return Ok(unwanted(format!(
+        return Ok(AllocationWanted::no(format!(
             "deployment {} ({}) holds no allocation {allocation_id}",
             rec.id,
             rec.status.as_str()
@@ -87,22 +54,19 @@ pub fn check_allocation(
     }
     if rec.status.is_terminal() {
         let why = rec.reason.as_deref().unwrap_or("no reason recorded");
-        return Ok(unwanted(format!(
+        return Ok(AllocationWanted::no(format!(
             "deployment {} is {}: {why}",
             rec.id,
             rec.status.as_str()
         )));
     }
-    if matches!(a.status.as_str(), "completed" | "failed" | "terminated") {
-        return Ok(unwanted(format!(
+    if a.status.is_final() {
+        return Ok(AllocationWanted::no(format!(
             "the orchestrator counts {key} as {}",
             a.status
         )));
     }
-    Ok(AllocationWanted {
-        wanted: true,
-        reason: None,
-    })
+    Ok(AllocationWanted::yes())
 }
 
 /// Most reports queued before the supervisor takes them (a flood is dropped, not stored).
@@ -124,32 +88,28 @@ impl ExitInbox {
         inbox: &str,
         ensemble_id: &str,
     ) -> Result<(), ActorError> {
-        let me = self.clone();
-        let id = ensemble_id.to_string();
-        system.register(
+        let state = (self.clone(), ensemble_id.to_string());
+        call::register_in::<Exited, _, _, _>(
+            system,
             inbox,
-            &allocation_exited(ensemble_id),
-            Behavior::direct(move |m: Incoming| {
-                let (me, id) = (me.clone(), id.clone());
-                async move {
-                    let r: AllocationExited = serde_json::from_value(m.payload.clone())
-                        .map_err(|e| ActorError::failed(format!("bad exit report: {e}")))?;
-                    if r.ensemble_id != id {
-                        return Err(ActorError::failed("exit report for another ensemble"));
-                    }
-                    let mut q = me
-                        .queue
-                        .lock()
-                        .map_err(|_| ActorError::failed("exit queue poisoned"))?;
-                    if q.len() >= MAX_QUEUED {
-                        return Err(ActorError::failed("too many queued exit reports"));
-                    }
-                    q.push((m.sender.as_str().to_string(), r));
-                    drop(q);
-                    me.notify.notify_one();
-                    Ok(json!({"ok": true}))
+            ensemble_id,
+            state,
+            |(me, id), m: Incoming, r: AllocationExited| async move {
+                if r.ensemble_id != id {
+                    return Err(ActorError::failed("exit report for another ensemble"));
                 }
-            }),
+                let mut q = me
+                    .queue
+                    .lock()
+                    .map_err(|_| ActorError::failed("exit queue poisoned"))?;
+                if q.len() >= MAX_QUEUED {
+                    return Err(ActorError::failed("too many queued exit reports"));
+                }
+                q.push((m.sender.as_str().to_string(), r));
+                drop(q);
+                me.notify.notify_one();
+                Ok(Ack { ok: true })
+            },
         )
     }
 }
@@ -162,29 +122,25 @@ impl Engine {
             return;
         };
         let me: Weak<Engine> = Arc::downgrade(self);
-        let ensemble = id.clone();
-        let r = self.system.register(
+        let r = call::register_in::<Check, _, _, _>(
+            &self.system,
             &self.inbox,
-            &allocation_check(&id),
-            Behavior::direct(move |m: Incoming| {
-                let (me, ensemble) = (me.clone(), ensemble.clone());
-                async move {
-                    let q: AllocationCheck = serde_json::from_value(m.payload.clone())
-                        .map_err(|e| ActorError::failed(format!("bad allocation check: {e}")))?;
-                    if q.ensemble_id != ensemble {
-                        return Err(ActorError::failed("allocation check for another ensemble"));
-                    }
-                    let rec = me
-                        .upgrade()
-                        .and_then(|e| e.record())
-                        .ok_or_else(|| ActorError::failed("deployment record gone"))?;
-                    let answer = check_allocation(&rec, m.sender.as_str(), &q.allocation_id)?;
-                    tracing::info!(target: "orchestrator", ensemble = %ensemble,
+            &id,
+            (me, id.clone()),
+            |(me, ensemble), m: Incoming, q: AllocationCheck| async move {
+                if q.ensemble_id != ensemble {
+                    return Err(ActorError::failed("allocation check for another ensemble"));
+                }
+                let rec = me
+                    .upgrade()
+                    .and_then(|e| e.record())
+                    .ok_or_else(|| ActorError::failed("deployment record gone"))?;
+                let answer = check_allocation(&rec, m.sender.as_str(), &q.allocation_id)?;
+                tracing::info!(target: "orchestrator", ensemble = %ensemble,
                         allocation = %q.allocation_id, wanted = answer.wanted,
                         "a provider checked an allocation");
-                    serde_json::to_value(answer).map_err(|e| ActorError::failed(e.to_string()))
-                }
-            }),
+                Ok(answer)
+            },
         );
         if let Err(e) = r {
             tracing::warn!(target: "orchestrator", id = %id, error = %e.message,
@@ -257,11 +213,11 @@ mod tests {
     use nunet_actor::Handle;
 
     use super::*;
-    use crate::state::{DeploymentStatus, ManifestAllocation, ManifestNode};
+    use nunet_protocol::{AllocationStatus, DeploymentStatus, ManifestAllocation, ManifestNode};
 
     const YAML: &str = "version: V1\nallocations:\n  a:\n    executor: docker\n    type: service\n    resources: {cpu: {cores: 0.1}, ram: {size: 16MiB}, disk: {size: 10MiB}}\n    execution: {type: docker, image: busybox}\nnodes:\n  n:\n    allocations: [a]\n";
 
-    fn deployment(status: DeploymentStatus, alloc_status: &str) -> Deployment {
+    fn deployment(status: DeploymentStatus, alloc_status: AllocationStatus) -> Deployment {
         let ensemble = nunet_ensemble::parse_str(YAML, &Default::default())
             .expect("ensemble")
             .ensemble;
@@ -275,7 +231,7 @@ mod tests {
             id: "alloc-1".into(),
             node_id: "n".into(),
             handle: None,
-            status: alloc_status.into(),
+            status: alloc_status,
             exit_code: None,
             ports: BTreeMap::new(),
             ip: None,
@@ -304,13 +260,13 @@ mod tests {
 
     #[test]
     fn a_running_deployment_wants_its_allocation_from_its_provider_only() {
-        let d = deployment(DeploymentStatus::Running, "running");
+        let d = deployment(DeploymentStatus::Running, AllocationStatus::Running);
         let ok = check_allocation(&d, "did:key:provider", "alloc-1").expect("answer");
         assert!(ok.wanted && ok.reason.is_none(), "{ok:?}");
         let e = check_allocation(&d, "did:key:someone-else", "alloc-1").expect_err("denied");
         assert_eq!(e.kind, ErrorKind::Denied);
         // Provisioning counts as wanted too (the orchestrator is about to start it).
-        let d = deployment(DeploymentStatus::Provisioning, "pending");
+        let d = deployment(DeploymentStatus::Provisioning, AllocationStatus::Pending);
         assert!(
             check_allocation(&d, "did:key:provider", "alloc-1")
                 .expect("answer")
@@ -325,8 +281,12 @@ mod tests {
             DeploymentStatus::ShuttingDown,
             DeploymentStatus::Completed,
         ] {
-            let a = check_allocation(&deployment(s, "running"), "did:key:provider", "alloc-1")
-                .expect("answer");
+            let a = check_allocation(
+                &deployment(s, AllocationStatus::Running),
+                "did:key:provider",
+                "alloc-1",
+            )
+            .expect("answer");
             assert!(!a.wanted, "{s:?}");
             let why = a.reason.unwrap_or_default();
             assert!(
@@ -334,14 +294,18 @@ mod tests {
                 "{why}"
             );
         }
-        for s in ["failed", "terminated", "completed"] {
+        for s in [
+            AllocationStatus::Failed,
+            AllocationStatus::Terminated,
+            AllocationStatus::Completed,
+        ] {
             let d = deployment(DeploymentStatus::Running, s);
             let a = check_allocation(&d, "did:key:provider", "alloc-1").expect("answer");
-            assert!(!a.wanted && a.reason.unwrap_or_default().contains(s));
+            assert!(!a.wanted && a.reason.unwrap_or_default().contains(s.as_str()));
         }
         // Not in the manifest (another round placed it elsewhere, or never): not wanted, and
         // the answer says nothing about who runs what.
-        let d = deployment(DeploymentStatus::Running, "running");
+        let d = deployment(DeploymentStatus::Running, AllocationStatus::Running);
         let a = check_allocation(&d, "did:key:anyone", "alloc-2").expect("answer");
         assert!(!a.wanted);
         let back: AllocationWanted =
@@ -351,10 +315,12 @@ mod tests {
 
     #[test]
     fn the_check_lives_under_the_ensemble_namespace() {
-        let ns: nunet_capability::Capability = crate::control::ensemble_namespace("abc")
+        let ns: nunet_capability::Capability = nunet_protocol::names::ensemble_namespace("abc")
             .parse()
             .expect("cap");
-        let c: nunet_capability::Capability = allocation_check("abc").parse().expect("cap");
+        let c: nunet_capability::Capability = nunet_protocol::names::allocation_check("abc")
+            .parse()
+            .expect("cap");
         assert!(ns.implies(&c));
     }
 }

@@ -3,20 +3,19 @@
 //! the signed bids, places nodes with `nunet-placement`, locks resources with a two-phase
 //! commit (reverting everything and retrying without the failed peer on any failure),
 //! allocates and starts the allocations in `depends_on` order, and supervises them until the
-//! ensemble completes, fails, or is shut down. Also the wire formats providers answer.
+//! ensemble completes, fails, or is shut down. The messages it exchanges are the types of
+//! `nunet-protocol`.
 //!
-//! The provider side (bidding, commitments, executions) lives in the node, which owns the
-//! resources and executors; this crate does no IO other than actor messages, and persists
-//! through a callback the node supplies.
+//! The provider side (bidding, commitments, executions) lives in `nunet-provider`, which owns
+//! the resources and executors; this crate does no IO other than actor messages, and persists
+//! through a callback the daemon supplies.
 
 pub mod bids;
 pub mod control;
-pub mod decline;
 pub mod edges;
 pub mod engine;
 pub mod exits;
 pub mod order;
-pub mod protocol;
 pub mod provision;
 pub mod state;
 pub mod subnet;
@@ -25,7 +24,8 @@ pub mod supervise;
 use std::sync::Arc;
 
 pub use control::Deployments;
-pub use state::{Deployment, DeploymentStatus, Manifest};
+pub use nunet_protocol::{DeploymentStatus, Manifest};
+pub use state::Deployment;
 
 /// Called with the record after every change, to persist it.
 pub type PersistFn = Arc<dyn Fn(&Deployment) + Send + Sync>;

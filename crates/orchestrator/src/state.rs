@@ -5,104 +5,8 @@ use std::collections::BTreeMap;
 
 use nunet_actor::Handle;
 use nunet_ensemble::Ensemble;
+use nunet_protocol::{DeploymentStatus, DeploymentSummary, Event, Manifest};
 use serde::{Deserialize, Serialize};
-
-/// `DeploymentStatus`, with NuNet's numbering. The retry loop goes back to `Preparing`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DeploymentStatus {
-    /// Collecting bids and placing.
-    Preparing = 0,
-    /// Locking resources on the chosen providers (phase 1).
-    Committing = 2,
-    /// Creating and starting allocations (phase 2 and start).
-    Provisioning = 3,
-    /// Every allocation started.
-    Running = 4,
-    /// Gave up (deadline, allocation failure); see the reason.
-    Failed = 5,
-    /// Shut down on request: allocations stopped, resources released.
-    ShuttingDown = 6,
-    /// Every task allocation finished successfully.
-    Completed = 7,
-}
-
-impl DeploymentStatus {
-    /// Whether nothing more will happen.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Failed | Self::Completed | Self::ShuttingDown)
-    }
-
-    /// The name, as shown by the CLI.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Preparing => "Preparing",
-            Self::Committing => "Committing",
-            Self::Provisioning => "Provisioning",
-            Self::Running => "Running",
-            Self::Failed => "Failed",
-            Self::ShuttingDown => "ShuttingDown",
-            Self::Completed => "Completed",
-        }
-    }
-}
-
-/// A progress event (shown live by `nunet deploy`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    /// Sequence number from 1.
-    pub seq: u64,
-    /// Unix ms.
-    pub at_ms: i64,
-    /// The status when it happened.
-    pub phase: DeploymentStatus,
-    /// What happened.
-    pub message: String,
-}
-
-/// One allocation in the manifest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ManifestAllocation {
-    /// Allocation id.
-    pub id: String,
-    /// Node that runs it.
-    pub node_id: String,
-    /// Its actor on the provider.
-    pub handle: Option<Handle>,
-    /// Last known status (`pending`, `running`, `completed`, `failed`, `terminated`).
-    pub status: String,
-    /// Exit code when it ended.
-    pub exit_code: Option<i64>,
-    /// Host port → allocation port.
-    pub ports: BTreeMap<u16, u16>,
-    /// Address in the ensemble's subnet, when it has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ip: Option<String>,
-    /// `<dns_name>.internal`, when it is on the subnet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dns: Option<String>,
-}
-
-/// One node in the manifest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ManifestNode {
-    /// Provider peer id.
-    pub peer: String,
-    /// Provider DID.
-    pub did: String,
-    /// Provider root handle.
-    pub handle: Handle,
-    /// Provider location.
-    pub location: String,
-}
-
-/// Which peer runs what.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct Manifest {
-    /// Nodes by name.
-    pub nodes: BTreeMap<String, ManifestNode>,
-    /// Allocations by `<node>.<alloc>`.
-    pub allocations: BTreeMap<String, ManifestAllocation>,
-}
 
 /// Everything the orchestrator knows about one deployment; persisted on every change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,37 +78,33 @@ impl Deployment {
         self.bids = counts;
     }
 
-    /// The summary shown by `list` and `status` (no key, no ensemble).
-    pub fn summary(&self) -> serde_json::Value {
-        serde_json::json!({
-            "id": self.id,
-            "status": self.status.as_str(),
-            "status_code": self.status as u8,
-            "reason": self.reason,
-            "owner": self.owner,
-            "created_ms": self.created_ms,
-            "deadline_ms": self.deadline_ms,
-            "rounds": self.rounds,
-            "nodes": self.manifest.nodes.iter().map(|(n, m)| (n.clone(), m.peer.clone())).collect::<BTreeMap<_, _>>(),
-            "allocations": self.manifest.allocations.iter().map(|(n, a)| (n.clone(), a.status.clone())).collect::<BTreeMap<_, _>>(),
-            "notes": self.notes,
-            "bids": self.bids,
-            "refused_bids": self.refused_bids,
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_codes_follow_nunet_and_terminal_states() {
-        assert_eq!(DeploymentStatus::Running as u8, 4);
-        assert_eq!(DeploymentStatus::Completed as u8, 7);
-        assert!(DeploymentStatus::ShuttingDown.is_terminal());
-        assert!(!DeploymentStatus::Provisioning.is_terminal());
-        let j = serde_json::to_string(&DeploymentStatus::Failed).expect("json");
-        assert_eq!(j, "\"Failed\"");
+    /// The summary shown by `list` and `status` (no key, no ensemble, no events).
+    pub fn summary(&self) -> DeploymentSummary {
+        DeploymentSummary {
+            id: self.id.clone(),
+            status: self.status,
+            status_code: self.status as u8,
+            reason: self.reason.clone(),
+            owner: self.owner.clone(),
+            created_ms: self.created_ms,
+            deadline_ms: self.deadline_ms,
+            rounds: self.rounds,
+            nodes: self
+                .manifest
+                .nodes
+                .iter()
+                .map(|(n, m)| (n.clone(), m.peer.clone()))
+                .collect(),
+            allocations: self
+                .manifest
+                .allocations
+                .iter()
+                .map(|(n, a)| (n.clone(), a.status))
+                .collect(),
+            notes: self.notes.clone(),
+            bids: self.bids.clone(),
+            refused_bids: self.refused_bids.clone(),
+            events: None,
+        }
     }
 }

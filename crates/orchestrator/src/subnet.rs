@@ -5,20 +5,9 @@
 //! records and the public port forwards. Pure planning; the providers do the plumbing, and for
 //! `subnet.join` the orchestrating node's own [`LocalSubnet`] does.
 
-use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
-
-use serde::{Deserialize, Serialize};
-
-/// Creates (idempotently) the subnet on a provider that hosts allocations of the ensemble.
-/// Our name for NuNet's `/dms/ensemble/<id>/node/subnet/create`: it sits under
-/// `/dms/deployment`, which the orchestrator already holds on every provider, and the
-/// provider answers only the orchestrator that allocated there.
-pub const SUBNET_CREATE: &str = "/dms/deployment/subnet/create";
-
-/// The allocation id (and `.internal` name) of the orchestrating node's own address when the
-/// ensemble asks for `subnet.join`.
-pub const JOIN_ALLOCATION: &str = "orchestrator";
+use nunet_protocol::calls::SubnetCreate;
+use nunet_protocol::subnet::plan;
+use nunet_protocol::{JOIN_ALLOCATION, PortForward, SubnetPlan};
 
 /// The orchestrating node's own part in `subnet.join`, provided by the node.
 pub trait LocalSubnet: Send + Sync {
@@ -31,91 +20,6 @@ pub trait LocalSubnet: Send + Sync {
     fn join(&self, plan: SubnetPlan) -> futures::future::BoxFuture<'static, Result<(), String>>;
     /// Removes it again (idempotent).
     fn leave(&self, ensemble: String) -> futures::future::BoxFuture<'static, ()>;
-}
-
-/// One allocation on the subnet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SubnetMember {
-    /// Allocation id.
-    pub allocation: String,
-    /// Its name inside the ensemble's DNS (`<dns_name>.internal`).
-    pub dns_name: String,
-    /// Its address.
-    pub ip: Ipv4Addr,
-    /// The peer that hosts it (base58 peer id).
-    pub peer: String,
-}
-
-/// A public port of a provider forwarded to an allocation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortForward {
-    /// Port on the provider's host.
-    pub public: u16,
-    /// Port inside the allocation.
-    pub private: u16,
-    /// Allocation id.
-    pub allocation: String,
-}
-
-/// What every provider of the ensemble receives.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SubnetPlan {
-    /// Ensemble id (= subnet id).
-    pub ensemble_id: String,
-    /// The ensemble's network, `10.a.b.0/24`.
-    pub network: String,
-    /// Every allocation of the ensemble.
-    pub members: Vec<SubnetMember>,
-    /// Port forwards (each provider applies those of its own allocations).
-    #[serde(default)]
-    pub ports: Vec<PortForward>,
-}
-
-impl SubnetPlan {
-    /// `dns_name` → address.
-    pub fn records(&self) -> BTreeMap<String, Ipv4Addr> {
-        self.members
-            .iter()
-            .map(|m| (m.dns_name.clone(), m.ip))
-            .collect()
-    }
-
-    /// The member with allocation id `id`.
-    pub fn member(&self, id: &str) -> Option<&SubnetMember> {
-        self.members.iter().find(|m| m.allocation == id)
-    }
-}
-
-/// Plans the subnet of `ensemble_id` for `allocations` = (allocation id, dns name, peer),
-/// avoiding every range in `avoid` (what the providers reported as used).
-pub fn plan(
-    ensemble_id: &str,
-    allocations: &[(String, String, String)],
-    ports: Vec<PortForward>,
-    avoid: &[String],
-) -> Result<SubnetPlan, String> {
-    let avoid: Vec<ipnet::Ipv4Net> = avoid.iter().filter_map(|r| r.parse().ok()).collect();
-    let network = nunet_subnet::plan::pick_subnet(ensemble_id, &avoid)
-        .ok_or("no free /24 left in 10.0.0.0/8 on the chosen providers")?;
-    let ids: Vec<String> = allocations.iter().map(|a| a.0.clone()).collect();
-    let addrs = nunet_subnet::plan::assign(network, &ids).map_err(|e| e.to_string())?;
-    let members = allocations
-        .iter()
-        .filter_map(|(id, dns, peer)| {
-            addrs.get(id).map(|ip| SubnetMember {
-                allocation: id.clone(),
-                dns_name: dns.clone(),
-                ip: *ip,
-                peer: peer.clone(),
-            })
-        })
-        .collect();
-    Ok(SubnetPlan {
-        ensemble_id: ensemble_id.to_string(),
-        network: network.to_string(),
-        members,
-        ports,
-    })
 }
 
 /// How long a provider may take to build the subnet (TUN, routes, DNS).
@@ -145,7 +49,7 @@ impl crate::engine::Engine {
                 let Some(a) = rec.ensemble.allocation(name) else {
                     continue;
                 };
-                let id = crate::protocol::allocation_id(&rec.id, node, name);
+                let id = nunet_protocol::allocation_id(&rec.id, node, name);
                 // Containers (sandbox namespace), microVMs (TAP) and WASM instances (a
                 // namespace their thread enters) are attached.
                 if !matches!(a.execution.executor(), "docker" | "firecracker" | "wasm") {
@@ -207,20 +111,18 @@ impl crate::engine::Engine {
             },
         };
         let plan = plan(&rec.id, &members, ports, &avoid).map_err(RoundError::Fatal)?;
-        let payload = serde_json::to_value(&plan).unwrap_or(serde_json::Value::Null);
-        let hosts: Vec<&crate::protocol::Bid> = assign
+        let hosts: Vec<&nunet_protocol::Bid> = assign
             .iter()
             .map(|(_, b)| b)
             .filter(|b| plan.members.iter().any(|m| m.peer == b.peer))
             .collect();
         let calls = hosts.iter().map(|b| {
-            let payload = payload.clone();
+            let plan = &plan;
             async move {
-                (
-                    *b,
-                    self.call(&b.handle, SUBNET_CREATE, payload, SUBNET_CREATE_TIMEOUT)
-                        .await,
-                )
+                let r = self
+                    .call::<SubnetCreate>(&b.handle, plan, SUBNET_CREATE_TIMEOUT)
+                    .await;
+                (*b, r)
             }
         });
         let mut failed = Vec::new();
@@ -228,9 +130,9 @@ impl crate::engine::Engine {
         let mut off = Vec::new();
         for (b, r) in futures::future::join_all(calls).await {
             match r {
-                Ok(v) if v["enabled"] == false => off.push((
+                Ok(v) if !v.enabled => off.push((
                     b.peer.clone(),
-                    v["reason"].as_str().unwrap_or("off").to_string(),
+                    v.reason.unwrap_or_else(|| "off".to_string()),
                 )),
                 Ok(_) => {}
                 Err(e) => {
@@ -298,34 +200,5 @@ impl crate::engine::Engine {
             r.event(crate::now_ms(), msg);
         });
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn plan_gives_distinct_addresses_outside_used_ranges() {
-        let allocs: Vec<(String, String, String)> = (0..5)
-            .map(|i| (format!("a-{i}"), format!("n{i}"), format!("peer{}", i % 2)))
-            .collect();
-        let first = plan("ens-1", &allocs, vec![], &[]).unwrap();
-        let again = plan(
-            "ens-1",
-            &allocs,
-            vec![],
-            std::slice::from_ref(&first.network),
-        )
-        .unwrap();
-        assert_ne!(first.network, again.network);
-        let mut ips: Vec<Ipv4Addr> = again.members.iter().map(|m| m.ip).collect();
-        ips.sort();
-        ips.dedup();
-        assert_eq!(ips.len(), 5);
-        let net: ipnet::Ipv4Net = again.network.parse().unwrap();
-        assert!(ips.iter().all(|ip| net.contains(ip) && ip.octets()[3] > 1));
-        assert_eq!(again.records()["n3"], again.member("a-3").unwrap().ip);
     }
 }

@@ -2,21 +2,22 @@
 //! shutdown and logs (through the providers' `/dms/ensemble/<id>/allocation/*` behaviors).
 //! It only sends actor messages; providers own the executions and resources.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use futures::future::join_all;
 use nunet_actor::{ActorError, ErrorKind};
 use nunet_ensemble::spec::AllocationType;
-use serde_json::{Value, json};
-
-use crate::control::{
-    LogsRequest, ensemble_allocation_logs, ensemble_allocation_shutdown, log_slice,
+use nunet_protocol::calls::{
+    AllocationLogsCall, AllocationStatusCall, EnsembleLogs, EnsembleShutdown,
 };
+use nunet_protocol::{
+    AllocationLogs, AllocationStatus, Bid, DeploymentStatus, Empty, LogCursor, LogsRequest,
+    ManifestAllocation, ShutdownAllocations, log_slice,
+};
+
 use crate::engine::{Assignment, Engine, MAX_MISSED_CHECKS};
 use crate::now_ms;
-use crate::protocol::{ALLOCATION_LOGS, ALLOCATION_STATUS, Bid};
-use crate::state::{DeploymentStatus, ManifestAllocation};
 
 /// How long a provider gets to stop an ensemble's allocations (NuNet
 /// `AllocationShutdownTimeout` is 15 s per allocation; several may stop in parallel).
@@ -65,17 +66,16 @@ impl Engine {
             for (key, a) in &rec.manifest.allocations {
                 let Some(h) = &a.handle else { continue };
                 match self
-                    .call(h, ALLOCATION_STATUS, json!({}), Duration::from_secs(5))
+                    .call::<AllocationStatusCall>(h, &Empty {}, Duration::from_secs(5))
                     .await
                 {
                     Ok(v) => {
                         missed.remove(key);
-                        let status = v["status"].as_str().unwrap_or("unknown").to_string();
-                        let code = v["exit_code"].as_i64();
-                        if status == "failed" {
+                        let (status, code) = (v.status, v.exit_code);
+                        if status == AllocationStatus::Failed {
                             problem = Some(format!(
                                 "allocation {key} failed: {}",
-                                v["reason"].as_str().unwrap_or("no reason given")
+                                v.reason.as_deref().unwrap_or("no reason given")
                             ));
                         }
                         if status != a.status || code != a.exit_code {
@@ -98,7 +98,7 @@ impl Engine {
                 self.update(|r| {
                     for (k, s, c) in changes {
                         if let Some(a) = r.manifest.allocations.get_mut(&k) {
-                            a.status = s.clone();
+                            a.status = s;
                             a.exit_code = c;
                         }
                         r.event(now_ms(), format!("allocation {k}: {s}"));
@@ -121,10 +121,12 @@ impl Engine {
             for (k, a) in &rec.manifest.allocations {
                 let name = k.rsplit('.').next().unwrap_or(k);
                 match kinds.get(name) {
-                    Some(AllocationType::Task) => all_done &= a.status == "completed",
+                    Some(AllocationType::Task) => {
+                        all_done &= a.status == AllocationStatus::Completed;
+                    }
                     _ => {
                         all_done = false;
-                        if a.status == "completed" {
+                        if a.status == AllocationStatus::Completed {
                             self.fail(format!("service allocation {k} exited"));
                             self.revert_manifest().await;
                             return;
@@ -157,11 +159,13 @@ impl Engine {
             r.event(now_ms(), "shutting down");
         });
         if let Some(rec) = self.record() {
-            let be = ensemble_allocation_shutdown(&rec.id);
+            let all = ShutdownAllocations::default();
             let calls = rec.manifest.nodes.iter().map(|(node, m)| {
-                let be = be.clone();
+                let all = &all;
                 async move {
-                    let r = self.call(&m.handle, &be, json!({}), SHUTDOWN_TIMEOUT).await;
+                    let r = self
+                        .call_in::<EnsembleShutdown>(&m.handle, all, SHUTDOWN_TIMEOUT)
+                        .await;
                     (node, m.peer.clone(), r)
                 }
             });
@@ -169,7 +173,7 @@ impl Engine {
                 match r {
                     Ok(v) => self.event(format!(
                         "stopped node {node} on {peer}: {}",
-                        v["stopped"].as_array().map_or(0, Vec::len)
+                        v.stopped.len()
                     )),
                     Err(e) => self.event(format!(
                         "shutdown of node {node} on {peer}: {} (revert follows)",
@@ -181,7 +185,7 @@ impl Engine {
         self.revert_manifest().await;
         self.update(|r| {
             for a in r.manifest.allocations.values_mut() {
-                a.status = "terminated".into();
+                a.status = AllocationStatus::Terminated;
             }
             r.event(
                 now_ms(),
@@ -192,10 +196,14 @@ impl Engine {
     }
 
     /// Output of the deployment's allocations (all, or the one `only` names: `<node>.<alloc>`,
-    /// the allocation name, or its id), by `<node>.<alloc>`. `cursors` maps those keys to
-    /// `{stdout_offset, stderr_offset}` already seen; each entry returns the new offsets, so
-    /// a follower never gets the same bytes twice.
-    pub async fn logs(&self, only: Option<&str>, cursors: &Value) -> Result<Value, ActorError> {
+    /// the allocation name, or its id), by `<node>.<alloc>`. `cursors` maps those keys to the
+    /// offsets already seen; each entry returns the new offsets, so a follower never gets the
+    /// same bytes twice.
+    pub async fn logs(
+        &self,
+        only: Option<&str>,
+        cursors: &BTreeMap<String, LogCursor>,
+    ) -> Result<BTreeMap<String, AllocationLogs>, ActorError> {
         let rec = self
             .record()
             .ok_or_else(|| ActorError::failed("record lost"))?;
@@ -216,18 +224,17 @@ impl Engine {
             ));
         }
         let calls = picked.into_iter().map(|(k, a)| {
-            let c = &cursors[k.as_str()];
+            let c = cursors.get(k).copied().unwrap_or_default();
             let req = LogsRequest {
                 allocation: a.id.clone(),
-                stdout_offset: c["stdout_offset"].as_u64().unwrap_or(0),
-                stderr_offset: c["stderr_offset"].as_u64().unwrap_or(0),
+                stdout_offset: c.stdout_offset,
+                stderr_offset: c.stderr_offset,
                 max_bytes: 0,
             };
             let rec = &rec;
             async move { (k.clone(), self.allocation_logs(rec, a, req).await) }
         });
-        let out: serde_json::Map<String, Value> = join_all(calls).await.into_iter().collect();
-        Ok(Value::Object(out))
+        Ok(join_all(calls).await.into_iter().collect())
     }
 
     /// One allocation's output from its provider's per-ensemble behavior, or (a provider
@@ -237,41 +244,37 @@ impl Engine {
         rec: &crate::state::Deployment,
         a: &ManifestAllocation,
         req: LogsRequest,
-    ) -> Value {
+    ) -> AllocationLogs {
         if let Some(node) = rec.manifest.nodes.get(&a.node_id) {
-            let payload = serde_json::to_value(&req).unwrap_or(Value::Null);
             match self
-                .call(
-                    &node.handle,
-                    &ensemble_allocation_logs(&rec.id),
-                    payload,
-                    LOGS_TIMEOUT,
-                )
+                .call_in::<EnsembleLogs>(&node.handle, &req, LOGS_TIMEOUT)
                 .await
             {
                 Ok(v) => return v,
-                Err(e) if e.kind != ErrorKind::NotFound => return json!({"error": e.message}),
+                Err(e) if e.kind != ErrorKind::NotFound => return AllocationLogs::error(e.message),
                 Err(_) => {}
             }
         }
         let Some(h) = &a.handle else {
-            return json!({"error": "not allocated"});
+            return AllocationLogs::error("not allocated");
         };
-        match self.call(h, ALLOCATION_LOGS, json!({}), LOGS_TIMEOUT).await {
+        match self
+            .call::<AllocationLogsCall>(h, &Empty {}, LOGS_TIMEOUT)
+            .await
+        {
             Ok(v) => {
-                let (stdout, so) =
-                    log_slice(v["stdout"].as_str().unwrap_or(""), req.stdout_offset, 0);
-                let (stderr, se) =
-                    log_slice(v["stderr"].as_str().unwrap_or(""), req.stderr_offset, 0);
-                json!({
-                    "status": v["status"],
-                    "stdout": stdout,
-                    "stderr": stderr,
-                    "stdout_offset": so,
-                    "stderr_offset": se,
-                })
+                let (stdout, so) = log_slice(&v.stdout, req.stdout_offset, 0);
+                let (stderr, se) = log_slice(&v.stderr, req.stderr_offset, 0);
+                AllocationLogs {
+                    status: Some(v.status),
+                    stdout,
+                    stderr,
+                    stdout_offset: so,
+                    stderr_offset: se,
+                    ..AllocationLogs::default()
+                }
             }
-            Err(e) => json!({"error": e.message}),
+            Err(e) => AllocationLogs::error(e.message),
         }
     }
 }

@@ -22,6 +22,7 @@ mod cmd;
 pub mod error;
 pub(crate) mod iptables;
 mod netns;
+mod ranges;
 mod tap;
 
 use std::net::Ipv4Addr;
@@ -32,6 +33,7 @@ pub use cleanup::{CleanupReport, cleanup_stale};
 pub use cmd::Host;
 pub use error::HostError;
 pub use netns::NetnsHolder;
+pub use ranges::used_ranges;
 pub use tap::guest_ip_arg;
 
 use crate::plan::{self, Names, PRIO_IIF, PRIO_TO};

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use host_support::{
     EXT_ADDR, GREETER, HOST_UPLINK, Netns, Testbed, ns_ok, ping, tcp_hello, traces,
 };
-use nunet_subnet::plan::{self, assign, host_used_ranges, pick_subnet};
+use nunet_protocol::subnet::{assign, pick_subnet};
+use nunet_subnet::host::used_ranges as host_used_ranges;
+use nunet_subnet::plan;
 use nunet_subnet::{EnsembleNet, HostError, PortMap, Proto, cleanup_stale};
 
 /// An ensemble set up in the test bed with a TUN stand-in and its planned addresses.

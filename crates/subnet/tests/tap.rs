@@ -8,7 +8,9 @@
 mod host_support;
 
 use host_support::{Testbed, ns_ok};
-use nunet_subnet::plan::{self, assign, host_used_ranges, pick_subnet};
+use nunet_protocol::subnet::{assign, pick_subnet};
+use nunet_subnet::host::used_ranges as host_used_ranges;
+use nunet_subnet::plan;
 use nunet_subnet::{EnsembleNet, guest_ip_arg};
 
 #[test]

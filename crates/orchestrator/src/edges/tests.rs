@@ -91,11 +91,10 @@ async fn run(
                 .unwrap()
                 .push((t.peers.0.clone(), t.peers.1.clone(), bw));
             let r = (fake.table)(other).map(|(rtt, mbps)| {
-                EdgeReply {
+                measurement(&EdgeReply {
                     rtt_ms: rtt,
                     bandwidth_mbps: bw.map(|_| mbps),
-                }
-                .measurement()
+                })
             });
             async move { r }
         },

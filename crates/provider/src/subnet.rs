@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use ipnet::Ipv4Net;
 use nunet_executor::{DockerExecutor, ExecutionSpec, Mount};
 use nunet_network::PeerId;
-use nunet_orchestrator::subnet::{SubnetMember, SubnetPlan};
+use nunet_protocol::{SubnetMember, SubnetPlan};
 use nunet_subnet::{
     Attachment, DnsResponder, EnsembleNet, Host, NetnsHolder, PortMap, Proto, Records,
     SubnetService, SubnetSpec, plan,
@@ -29,7 +29,7 @@ mod join;
 mod report;
 mod vm;
 mod wasm;
-pub use join::JoinHook;
+
 pub use report::register;
 
 /// MTU of the ensemble network (NuNet's).
@@ -182,7 +182,7 @@ impl NodeSubnets {
         {
             return r.clone();
         }
-        match plan::host_used_ranges(&self.host) {
+        match nunet_subnet::host::used_ranges(&self.host) {
             Ok(r) => {
                 let r: Vec<String> = r.iter().map(|n| n.to_string()).collect();
                 *cached = Some((std::time::Instant::now(), r.clone()));
@@ -520,8 +520,7 @@ impl NodeSubnets {
             if keep.contains(&p.ensemble_id) {
                 let id = p.ensemble_id.clone();
                 let joined = p.members.iter().any(|m| {
-                    m.allocation == nunet_orchestrator::subnet::JOIN_ALLOCATION
-                        && m.peer == local.to_string()
+                    m.allocation == nunet_protocol::JOIN_ALLOCATION && m.peer == local.to_string()
                 });
                 let restored = if joined {
                     self.join_host(p, local).await

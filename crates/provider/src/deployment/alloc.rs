@@ -9,7 +9,8 @@ use std::time::Duration;
 use nunet_actor::{ActorError, Behavior, Handle, Incoming};
 use nunet_ensemble::Execution;
 use nunet_executor::Executor;
-use nunet_orchestrator::protocol::{
+use nunet_protocol::AllocationStatus;
+use nunet_protocol::names::{
     ALLOCATION_LOGS, ALLOCATION_SHUTDOWN, ALLOCATION_START, ALLOCATION_STATUS,
 };
 use serde_json::{Value, json};
@@ -76,7 +77,7 @@ impl Provider {
             .ok_or_else(|| failed("executor gone"))?;
         match be {
             ALLOCATION_START => {
-                if rec.status != "pending" {
+                if rec.status != AllocationStatus::Pending {
                     return Ok(json!({"status": rec.status}));
                 }
                 let mut spec = spec_of(&rec, &self.files)?;
@@ -103,7 +104,7 @@ impl Provider {
                     self.subnets.detach(&rec.ensemble_id, &rec.id).await;
                     return Err(failed(e));
                 }
-                self.set(cell, |r| r.status = "running".into());
+                self.set(cell, |r| r.status = AllocationStatus::Running);
                 tokio::spawn(self.clone().watch(cell.clone(), exec));
                 Ok(json!({"status": "running"}))
             }
@@ -111,7 +112,7 @@ impl Provider {
                 Ok(json!({"status": rec.status, "exit_code": rec.exit_code, "reason": rec.reason}))
             }
             ALLOCATION_LOGS => {
-                if rec.status == "running" {
+                if rec.status == AllocationStatus::Running {
                     let (stdout, stderr) = read_logs(&exec, &rec.id).await;
                     return Ok(json!({"status": rec.status, "stdout": stdout, "stderr": stderr}));
                 }
@@ -150,7 +151,7 @@ impl Provider {
         let (stdout, stderr) = read_logs(&exec, &id).await;
         let terminated = cell
             .lock()
-            .map(|r| r.status == "terminated")
+            .map(|r| r.status == AllocationStatus::Terminated)
             .unwrap_or(true);
         if terminated {
             return;
@@ -160,11 +161,11 @@ impl Provider {
             r.stderr = stderr;
             match &outcome {
                 Ok(s) if s.success() => {
-                    r.status = "completed".into();
+                    r.status = AllocationStatus::Completed;
                     r.exit_code = Some(0);
                 }
                 Ok(s) => {
-                    r.status = "failed".into();
+                    r.status = AllocationStatus::Failed;
                     r.exit_code = s.code;
                     r.reason =
                         Some(provision::failure(&r.stderr).unwrap_or_else(|| {
@@ -172,7 +173,7 @@ impl Provider {
                         }));
                 }
                 Err(e) => {
-                    r.status = "failed".into();
+                    r.status = AllocationStatus::Failed;
                     r.reason = Some(e.to_string());
                 }
             }
@@ -190,11 +191,11 @@ impl Provider {
 
     pub(super) async fn terminate(&self, cell: &Arc<Mutex<AllocRecord>>, exec: &Arc<dyn Executor>) {
         let (id, was) = match cell.lock() {
-            Ok(r) => (r.id.clone(), r.status.clone()),
+            Ok(r) => (r.id.clone(), r.status),
             Err(_) => return,
         };
-        self.set(cell, |r| r.status = "terminated".into());
-        if was == "running" || was == "pending" {
+        self.set(cell, |r| r.status = AllocationStatus::Terminated);
+        if was.is_active() {
             let _ = exec.stop(&id, Duration::from_secs(5)).await;
         }
         let _ = exec.remove(&id).await;

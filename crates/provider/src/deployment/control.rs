@@ -8,9 +8,9 @@
 use std::sync::{Arc, Mutex};
 
 use nunet_actor::{ActorError, Behavior, ErrorKind, Incoming};
-use nunet_orchestrator::control::{
-    LogsRequest, ensemble_allocation_logs, ensemble_allocation_shutdown, log_slice,
-};
+use nunet_protocol::AllocationStatus;
+use nunet_protocol::names::{ensemble_allocation_logs, ensemble_allocation_shutdown};
+use nunet_protocol::{LogsRequest, log_slice};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -34,20 +34,15 @@ pub(super) struct Times {
     pub finished_ms: Option<i64>,
 }
 
-/// Statuses after which an allocation runs no more.
-fn is_final(status: &str) -> bool {
-    matches!(status, "completed" | "failed" | "terminated")
-}
-
 /// Records the start / end times implied by the record's status (called on every change).
 pub(super) fn stamp(r: &mut AllocRecord) {
     let now = now_ms();
     let t = &mut r.times;
     t.created_ms.get_or_insert(now);
-    if r.status == "running" && t.started_ms.is_none() {
+    if r.status == AllocationStatus::Running && t.started_ms.is_none() {
         t.started_ms = Some(now);
     }
-    if is_final(&r.status) && t.finished_ms.is_none() {
+    if r.status.is_final() && t.finished_ms.is_none() {
         t.finished_ms = Some(now);
     }
 }
@@ -155,7 +150,7 @@ impl Provider {
             .ok_or_else(|| failed("no such allocation"))?;
         let rec = cell.lock().map_err(|_| failed("poisoned"))?.clone();
         let (stdout, stderr) = match self.executors.get(rec.execution.executor()) {
-            Some(exec) if rec.status == "running" => read_logs(exec, &rec.id).await,
+            Some(exec) if rec.status == AllocationStatus::Running => read_logs(exec, &rec.id).await,
             _ => (rec.stdout.clone(), rec.stderr.clone()),
         };
         let max = usize::try_from(req.max_bytes).unwrap_or(usize::MAX);

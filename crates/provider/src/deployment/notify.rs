@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use nunet_actor::ActorSystem;
-use nunet_orchestrator::protocol::{AllocationExited, allocation_exited};
+use nunet_protocol::AllocationExited;
+use nunet_protocol::names::allocation_exited;
 
 use super::AllocRecord;
 
@@ -18,7 +19,7 @@ pub(super) async fn report_exit(system: &ActorSystem, rec: &AllocRecord) {
     let report = AllocationExited {
         ensemble_id: rec.ensemble_id.clone(),
         allocation_id: rec.id.clone(),
-        status: rec.status.clone(),
+        status: rec.status,
         exit_code: rec.exit_code,
         reason: rec.reason.clone(),
     };

@@ -7,12 +7,8 @@
 //! It must not let allocations open connections to the host: only replies pass the input
 //! filter, as on every provider.
 
-use std::sync::Arc;
-
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use nunet_network::PeerId;
-use nunet_orchestrator::subnet::{JOIN_ALLOCATION, LocalSubnet, SubnetPlan};
+use nunet_protocol::{JOIN_ALLOCATION, SubnetPlan};
 
 use super::{NodeSubnets, blocking, err};
 
@@ -48,33 +44,5 @@ impl NodeSubnets {
         }
         tracing::info!(ensemble = %id, ip = %me, "this node joined the ensemble subnet");
         Ok(())
-    }
-}
-
-/// [`LocalSubnet`] for this node's orchestrators.
-pub struct JoinHook {
-    /// The node's subnets.
-    pub subnets: Arc<NodeSubnets>,
-    /// This node's peer id.
-    pub local: PeerId,
-}
-
-impl LocalSubnet for JoinHook {
-    fn used_ranges(&self) -> Vec<String> {
-        self.subnets.used_ranges()
-    }
-
-    fn disabled_reason(&self) -> Option<String> {
-        self.subnets.disabled_reason().map(str::to_string)
-    }
-
-    fn join(&self, plan: SubnetPlan) -> BoxFuture<'static, Result<(), String>> {
-        let (s, local) = (self.subnets.clone(), self.local);
-        async move { s.join_host(plan, local).await }.boxed()
-    }
-
-    fn leave(&self, ensemble: String) -> BoxFuture<'static, ()> {
-        let s = self.subnets.clone();
-        async move { s.destroy(&ensemble).await }.boxed()
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use nunet_ensemble::execution::DockerExecution;
 use nunet_ensemble::spec::PortMapping;
-use nunet_orchestrator::protocol::{AllocationRequest, CommitAllocation, NodeBidRequest};
+use nunet_protocol::{AllocationRequest, CommitAllocation, NodeBidRequest};
 
 use super::*;
 use crate::onboarding::tests::{manager, system};

@@ -5,8 +5,7 @@
 use std::collections::BTreeMap;
 
 use nunet_actor::ActorError;
-use nunet_orchestrator::decline::{Decline, DeclineReason};
-use nunet_orchestrator::protocol::{BidRequest, NodeBidRequest};
+use nunet_protocol::{BidRequest, Decline, DeclineReason, NodeBidRequest};
 use serde_json::Value;
 
 use super::{Provider, failed, held};

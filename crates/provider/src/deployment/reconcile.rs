@@ -19,7 +19,9 @@ use std::time::Duration;
 use futures::future::join_all;
 use nunet_actor::{ActorError, ErrorKind};
 use nunet_executor::{Executor, ExecutorError};
-use nunet_orchestrator::exits::{AllocationCheck, AllocationWanted, allocation_check};
+use nunet_protocol::AllocationStatus;
+use nunet_protocol::names::allocation_check;
+use nunet_protocol::{AllocationCheck, AllocationWanted};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -100,10 +102,6 @@ fn snapshot(cell: &Arc<Mutex<AllocRecord>>) -> Option<AllocRecord> {
     cell.lock().ok().map(|r| r.clone())
 }
 
-fn active(status: &str) -> bool {
-    status == "running" || status == "pending"
-}
-
 impl Provider {
     /// After a restart, for the restored allocations that were `running` or `pending`:
     /// executor check (resuming supervision of what still runs), subnets, then one question
@@ -117,7 +115,7 @@ impl Provider {
                 self.lost(&cell, why).await;
                 continue;
             };
-            if rec.status == "running" {
+            if rec.status == AllocationStatus::Running {
                 match exec.inspect(&rec.id).await {
                     Err(ExecutorError::NotFound(_)) => {
                         let why = "its execution was gone when the node restarted".to_string();
@@ -143,7 +141,7 @@ impl Provider {
     async fn lost(&self, cell: &Arc<Mutex<AllocRecord>>, why: String) {
         tracing::warn!(allocation = ?snapshot(cell).map(|r| r.id), "{why}: marking it failed");
         self.set(cell, |r| {
-            r.status = "failed".into();
+            r.status = AllocationStatus::Failed;
             r.reason = Some(why);
         });
         self.off_subnet(cell).await;
@@ -169,7 +167,7 @@ impl Provider {
         .unwrap_or(Value::Null);
         let verdict = ask_until(grace, FIRST_RETRY, || {
             let (to, payload, behavior) = (rec.orchestrator.clone(), payload.clone(), &behavior);
-            let ended = snapshot(&cell).is_none_or(|r| !active(&r.status));
+            let ended = snapshot(&cell).is_none_or(|r| !r.status.is_active());
             async move {
                 if ended {
                     // It ended meanwhile (exit, shutdown, revert): nothing left to decide.
@@ -182,7 +180,7 @@ impl Provider {
         })
         .await;
         match verdict {
-            Verdict::Keep if snapshot(&cell).is_some_and(|r| active(&r.status)) => {
+            Verdict::Keep if snapshot(&cell).is_some_and(|r| r.status.is_active()) => {
                 tracing::info!(allocation = %rec.id, ensemble = %rec.ensemble_id,
                     "restored allocation kept: its orchestrator still wants it");
             }
@@ -204,7 +202,7 @@ impl Provider {
             .allocs
             .lock()
             .is_ok_and(|m| m.get(&rec.id).is_some_and(|c| Arc::ptr_eq(c, cell)));
-        if !held || !active(&rec.status) {
+        if !held || !rec.status.is_active() {
             return; // reverted, shut down or ended meanwhile
         }
         self.terminate(cell, exec).await;

@@ -5,13 +5,11 @@
 use std::sync::{Arc, Mutex};
 
 use nunet_actor::{ActorError, ErrorKind, Incoming};
-use nunet_orchestrator::subnet::{SUBNET_CREATE, SubnetPlan};
+use nunet_protocol::SubnetPlan;
+use nunet_protocol::names::SUBNET_CREATE;
 use serde_json::{Value, json};
 
 use super::{AllocRecord, Provider, failed};
-
-/// Statuses after which an allocation no longer needs the subnet.
-const ENDED: [&str; 3] = ["completed", "failed", "terminated"];
 
 impl Provider {
     fn orchestrator_of(&self, ensemble: &str) -> Option<String> {
@@ -65,7 +63,7 @@ impl Provider {
         let alive = self.allocs.lock().is_ok_and(|m| {
             m.values().any(|c| {
                 c.lock()
-                    .is_ok_and(|r| r.ensemble_id == ensemble && !ENDED.contains(&r.status.as_str()))
+                    .is_ok_and(|r| r.ensemble_id == ensemble && !r.status.is_final())
             })
         });
         if !alive {
@@ -82,7 +80,7 @@ impl Provider {
             .map(|m| {
                 m.values()
                     .filter_map(|c| c.lock().ok().map(|r| r.clone()))
-                    .filter(|r| r.status == "running" || r.status == "pending")
+                    .filter(|r| r.status.is_active())
                     .map(|r| r.ensemble_id)
                     .collect()
             })

@@ -14,7 +14,8 @@ use std::time::Duration;
 use libp2p::PeerId;
 use nunet_actor::{ActorError, Incoming};
 use nunet_network::Network;
-use nunet_orchestrator::edges::{EDGE_CONSTRAINT, EdgeReply, EdgeRequest};
+use nunet_protocol::names::EDGE_CONSTRAINT;
+use nunet_protocol::{EdgeReply, EdgeRequest};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 

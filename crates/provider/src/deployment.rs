@@ -13,9 +13,10 @@ use nunet_did::Keypair;
 use nunet_ensemble::spec::AllocationType;
 use nunet_ensemble::{Execution, Location};
 use nunet_executor::Executor;
-use nunet_orchestrator::protocol::{
-    ALLOCATE, AllocateRequest, AllocationRequest, BID, BID_REQUEST, BID_REQUEST_DIRECT, Bid,
-    BidRequest, COMMIT, CommitRequest, REVERT, RevertRequest,
+use nunet_protocol::names::{ALLOCATE, BID, BID_REQUEST, BID_REQUEST_DIRECT, COMMIT, REVERT};
+use nunet_protocol::{
+    AllocateRequest, AllocationRequest, AllocationStatus, Bid, BidRequest, CommitRequest,
+    RevertRequest,
 };
 use nunet_resources::Resources as Held;
 use nunet_store::StoredDocument;
@@ -38,7 +39,6 @@ mod provision;
 mod reconcile;
 #[cfg(test)]
 mod tests;
-pub use control::ALLOCATIONS_LIST;
 use exec::read_logs;
 
 /// Environment variable that enables test hooks (fault injection): with `DMS_TEST_HOOKS=1`,
@@ -68,7 +68,7 @@ struct AllocRecord {
     /// The allocation actor's inbox; its key is derived from the node's key and this name
     /// (`ActorSystem::child_key`), never stored.
     inbox: String,
-    status: String,
+    status: AllocationStatus,
     exit_code: Option<i64>,
     reason: Option<String>,
     stdout: String,
@@ -198,7 +198,7 @@ impl Provider {
         let doc = StoredDocument {
             id: rec.id.clone(),
             ensemble_id: rec.ensemble_id.clone(),
-            status: rec.status.clone(),
+            status: rec.status.as_str().to_string(),
             doc: serde_json::to_string(rec).unwrap_or_default(),
         };
         let r = self.with_manager(|m| {
@@ -271,7 +271,7 @@ impl Provider {
     }
 
     fn bid(&self, m: &Incoming) -> Result<Value, ActorError> {
-        use nunet_orchestrator::decline::DeclineReason;
+        use nunet_protocol::DeclineReason;
         let req: BidRequest = serde_json::from_value(m.payload.clone()).map_err(failed)?;
         req.check().map_err(failed)?;
         self.claim(&req.ensemble_id, &m.sender)?;
@@ -506,7 +506,8 @@ impl Provider {
         for d in docs {
             match serde_json::from_str::<AllocRecord>(&d.doc) {
                 Ok(rec) => {
-                    let active = rec.status == "running" || rec.status == "pending";
+                    let active = rec.status == AllocationStatus::Running
+                        || rec.status == AllocationStatus::Pending;
                     let id = rec.id.clone();
                     self.adopt(rec);
                     let cell = self.allocs.lock().ok().and_then(|m| m.get(&id).cloned());
@@ -566,7 +567,7 @@ fn record(req: &AllocateRequest, a: &AllocationRequest) -> AllocRecord {
         execution: a.execution.clone(),
         resources: a.resources.clone(),
         inbox: format!("alloc-{}", a.id),
-        status: "pending".into(),
+        status: AllocationStatus::Pending,
         exit_code: None,
         reason: None,
         stdout: String::new(),
@@ -578,48 +579,4 @@ fn record(req: &AllocateRequest, a: &AllocationRequest) -> AllocRecord {
             ..Default::default()
         },
     }
-}
-
-/// The orchestrator side: a deployment registry persisted in the node's database, with the
-/// records of an earlier run restored.
-pub fn orchestrator(
-    system: &ActorSystem,
-    resources: SharedManager,
-    subnets: Arc<crate::subnet::NodeSubnets>,
-) -> Result<nunet_orchestrator::Deployments, ActorError> {
-    let m = resources.clone();
-    let persist: nunet_orchestrator::PersistFn = Arc::new(move |d| {
-        let doc = StoredDocument {
-            id: d.id.clone(),
-            ensemble_id: d.id.clone(),
-            status: d.status.as_str().to_string(),
-            doc: serde_json::to_string(d).unwrap_or_default(),
-        };
-        if let Ok(g) = crate::onboarding::lock(&m)
-            && let Err(e) = g.accounting().store().deployments().put(&doc, now_ms())
-        {
-            tracing::error!(deployment = %d.id, error = %e, "could not persist deployment");
-        }
-    });
-    let join = crate::subnet::JoinHook {
-        subnets,
-        local: system
-            .peer_id()
-            .parse()
-            .map_err(|e| failed(format!("this node's peer id: {e}")))?,
-    };
-    let deployments = nunet_orchestrator::Deployments::new(system.clone(), persist)
-        .with_local_subnet(Arc::new(join));
-    let saved: Vec<nunet_orchestrator::Deployment> = crate::onboarding::lock(&resources)?
-        .accounting()
-        .store()
-        .deployments()
-        .list()
-        .map_err(failed)?
-        .into_iter()
-        .filter_map(|d| serde_json::from_str(&d.doc).ok())
-        .collect();
-    deployments.restore(saved);
-    deployments.register()?;
-    Ok(deployments)
 }

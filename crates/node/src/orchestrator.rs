@@ -1,0 +1,91 @@
+//! The orchestrator side of this node: the deployment registry of `nunet-orchestrator`,
+//! persisted in the node's database (records of an earlier run restored), with this node's
+//! subnets as the `subnet.join` hook.
+
+use std::sync::Arc;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use nunet_actor::{ActorError, ActorSystem};
+use nunet_network::PeerId;
+use nunet_orchestrator::subnet::LocalSubnet;
+use nunet_protocol::SubnetPlan;
+use nunet_provider::onboarding::{SharedManager, now_ms};
+use nunet_provider::subnet::NodeSubnets;
+use nunet_store::StoredDocument;
+
+fn failed(e: impl std::fmt::Display) -> ActorError {
+    ActorError::failed(e.to_string())
+}
+
+/// The orchestrator side: a deployment registry persisted in the node's database, with the
+/// records of an earlier run restored.
+pub fn start(
+    system: &ActorSystem,
+    resources: SharedManager,
+    subnets: Arc<NodeSubnets>,
+) -> Result<nunet_orchestrator::Deployments, ActorError> {
+    let m = resources.clone();
+    let persist: nunet_orchestrator::PersistFn = Arc::new(move |d| {
+        let doc = StoredDocument {
+            id: d.id.clone(),
+            ensemble_id: d.id.clone(),
+            status: d.status.as_str().to_string(),
+            doc: serde_json::to_string(d).unwrap_or_default(),
+        };
+        if let Ok(g) = nunet_provider::onboarding::lock(&m)
+            && let Err(e) = g.accounting().store().deployments().put(&doc, now_ms())
+        {
+            tracing::error!(deployment = %d.id, error = %e, "could not persist deployment");
+        }
+    });
+    let join = JoinHook {
+        subnets,
+        local: system
+            .peer_id()
+            .parse()
+            .map_err(|e| failed(format!("this node's peer id: {e}")))?,
+    };
+    let deployments = nunet_orchestrator::Deployments::new(system.clone(), persist)
+        .with_local_subnet(Arc::new(join));
+    let saved: Vec<nunet_orchestrator::Deployment> = nunet_provider::onboarding::lock(&resources)?
+        .accounting()
+        .store()
+        .deployments()
+        .list()
+        .map_err(failed)?
+        .into_iter()
+        .filter_map(|d| serde_json::from_str(&d.doc).ok())
+        .collect();
+    deployments.restore(saved);
+    deployments.register()?;
+    Ok(deployments)
+}
+
+/// [`LocalSubnet`] for this node's orchestrators: the subnets its provider side runs.
+pub struct JoinHook {
+    /// The node's subnets.
+    pub subnets: Arc<NodeSubnets>,
+    /// This node's peer id.
+    pub local: PeerId,
+}
+
+impl LocalSubnet for JoinHook {
+    fn used_ranges(&self) -> Vec<String> {
+        self.subnets.used_ranges()
+    }
+
+    fn disabled_reason(&self) -> Option<String> {
+        self.subnets.disabled_reason().map(str::to_string)
+    }
+
+    fn join(&self, plan: SubnetPlan) -> BoxFuture<'static, Result<(), String>> {
+        let (s, local) = (self.subnets.clone(), self.local);
+        async move { s.join_host(plan, local).await }.boxed()
+    }
+
+    fn leave(&self, ensemble: String) -> BoxFuture<'static, ()> {
+        let s = self.subnets.clone();
+        async move { s.destroy(&ensemble).await }.boxed()
+    }
+}

@@ -1,0 +1,167 @@
+//! The orchestrating node's deployment behaviours (`/dms/node/deployment/*`): what the CLI
+//! and other callers send and get back, the progress events and the manifest (which peer
+//! runs what).
+
+use std::collections::BTreeMap;
+
+use nunet_actor::Handle;
+use nunet_ensemble::Ensemble;
+use serde::{Deserialize, Serialize};
+
+use crate::status::{AllocationStatus, DeploymentStatus};
+
+/// A progress event (shown live by `nunet deploy`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Sequence number from 1.
+    pub seq: u64,
+    /// Unix ms.
+    pub at_ms: i64,
+    /// The status when it happened.
+    pub phase: DeploymentStatus,
+    /// What happened.
+    pub message: String,
+}
+
+/// One allocation in the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestAllocation {
+    /// Allocation id.
+    pub id: String,
+    /// Node that runs it.
+    pub node_id: String,
+    /// Its actor on the provider.
+    pub handle: Option<Handle>,
+    /// Last known status.
+    pub status: AllocationStatus,
+    /// Exit code when it ended.
+    pub exit_code: Option<i64>,
+    /// Host port → allocation port.
+    pub ports: BTreeMap<u16, u16>,
+    /// Address in the ensemble's subnet, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// `<dns_name>.internal`, when it is on the subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<String>,
+}
+
+/// One node in the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestNode {
+    /// Provider peer id.
+    pub peer: String,
+    /// Provider DID.
+    pub did: String,
+    /// Provider root handle.
+    pub handle: Handle,
+    /// Provider location.
+    pub location: String,
+}
+
+/// Which peer runs what.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Nodes by name.
+    pub nodes: BTreeMap<String, ManifestNode>,
+    /// Allocations by `<node>.<alloc>`.
+    pub allocations: BTreeMap<String, ManifestAllocation>,
+}
+
+/// `new`: deploy an ensemble (the message's expiry is the deadline for Running).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewDeployment {
+    /// The ensemble, as `nunet validate` decodes it.
+    pub ensemble: Ensemble,
+}
+
+/// Reply of `new`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewDeploymentReply {
+    /// Always `OK` (NuNet's answer).
+    pub status: String,
+    /// The new deployment's id.
+    pub ensemble_id: String,
+}
+
+/// Names one deployment (`id`, or NuNet's `ensemble_id`); a unique prefix of at least 6
+/// characters is enough.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentRef {
+    /// Deployment id or prefix.
+    #[serde(alias = "ensemble_id")]
+    pub id: String,
+}
+
+/// `status`: one deployment, with the events after sequence number `after`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRequest {
+    /// Deployment id or prefix.
+    #[serde(alias = "ensemble_id")]
+    pub id: String,
+    /// Only events with a larger sequence number (0: all kept).
+    #[serde(default)]
+    pub after: u64,
+}
+
+/// What `list`, `status` and `shutdown` say about a deployment (no key, no ensemble).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentSummary {
+    /// Deployment (ensemble) id.
+    pub id: String,
+    /// Status.
+    pub status: DeploymentStatus,
+    /// The status as NuNet numbers it.
+    pub status_code: u8,
+    /// Why it failed or ended, when it did.
+    pub reason: Option<String>,
+    /// Who asked for it (DID).
+    pub owner: String,
+    /// Unix ms.
+    pub created_ms: i64,
+    /// Running must be reached by then (Unix ms).
+    pub deadline_ms: i64,
+    /// Deployment rounds tried.
+    pub rounds: u32,
+    /// Placed nodes: name → provider peer id.
+    pub nodes: BTreeMap<String, String>,
+    /// Allocations (`<node>.<alloc>`) → last known status.
+    pub allocations: BTreeMap<String, AllocationStatus>,
+    /// Features this build did not provide for it.
+    pub notes: Vec<String>,
+    /// Verified bids per ensemble node in the latest round.
+    #[serde(default)]
+    pub bids: BTreeMap<String, u32>,
+    /// Bids refused for want of a `/dms/deployment/bid` chain, per sender DID.
+    #[serde(default)]
+    pub refused_bids: BTreeMap<String, u32>,
+    /// Progress events (only in `status` replies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<Event>>,
+}
+
+impl DeploymentSummary {
+    /// Whether the CLI may stop waiting: the deployment is over, or Running with a service
+    /// among its allocations (services run until shut down).
+    pub fn settled(&self, has_service: bool) -> bool {
+        self.status.is_terminal() || (self.status == DeploymentStatus::Running && has_service)
+    }
+}
+
+/// Reply of `list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentList {
+    /// Every deployment this node orchestrates.
+    pub deployments: Vec<DeploymentSummary>,
+}
+
+/// Reply of `manifest`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestReply {
+    /// Deployment id.
+    pub id: String,
+    /// Its status.
+    pub status: DeploymentStatus,
+    /// Which peer runs what.
+    pub manifest: Manifest,
+}
