@@ -147,8 +147,6 @@ impl Node {
             onboarded: std::sync::Arc::new(move || nunet_provider::onboarding::is_onboarded(&r)),
         })
         .map_err(|e| NodeError::Behaviors(e.to_string()))?;
-        nunet_provider::onboarding::register(&system, resources.clone())
-            .map_err(|e| NodeError::Behaviors(e.to_string()))?;
         let vm = crate::vm::executor(
             system.did().as_str(),
             cfg.general.data_dir.join("vm"),
@@ -186,6 +184,9 @@ impl Node {
             cfg,
         );
         provider.restore();
+        // A forced offboard stops this provider's workloads before it releases anything.
+        nunet_provider::onboarding::register(&system, resources.clone(), provider.clone())
+            .map_err(|e| NodeError::Behaviors(e.to_string()))?;
         provider
             .register()
             .map_err(|e| NodeError::Behaviors(e.to_string()))?;

@@ -580,3 +580,37 @@ fn record(req: &AllocateRequest, a: &AllocationRequest) -> AllocRecord {
         },
     }
 }
+
+impl crate::onboarding::Workloads for Provider {
+    fn stop_all(self: Arc<Self>) -> futures::future::BoxFuture<'static, Vec<String>> {
+        Box::pin(async move {
+            let p = self;
+            let cells: Vec<Arc<Mutex<AllocRecord>>> = p
+                .allocs
+                .lock()
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default();
+            let mut stopped = Vec::new();
+            for cell in cells {
+                let Ok(rec) = cell.lock().map(|r| r.clone()) else {
+                    continue;
+                };
+                if !rec.status.is_active() {
+                    continue;
+                }
+                let Some(exec) = p.executors.get(rec.execution.executor()) else {
+                    continue;
+                };
+                p.terminate(&cell, exec).await;
+                tracing::info!(allocation = %rec.id, ensemble = %rec.ensemble_id,
+                    "stopped for a forced offboard");
+                let done = cell.lock().map(|r| r.clone()).ok();
+                if let Some(done) = done {
+                    notify::report_exit(&p.system, &done).await;
+                }
+                stopped.push(rec.id);
+            }
+            stopped
+        })
+    }
+}

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use nunet_actor::{ActorError, ActorSystem, Behavior, Incoming};
 use nunet_config::Config;
 use nunet_resources::accounting::MAX_COMMIT_TTL_MS;
@@ -63,18 +64,37 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The hook a forced offboard calls for each running allocation.
-///
-/// TODO(issue 8, deployments): stop the allocation through its executor here. Until then no
-/// executor is wired to the node, so this answers `NoExecutor` and the offboard reply lists
-/// the allocation under `released_without_executor`.
-struct ExecutorNotWired;
+/// What runs on this node, as a forced offboard sees it: it stops every workload first
+/// (through its executor, releasing its resources the usual way) and says which it stopped.
+/// The provider ([`crate::Provider`]) implements it; a node without one passes [`NoWorkloads`].
+pub trait Workloads: Send + Sync {
+    /// Stops every allocation that runs or is about to; returns their ids.
+    fn stop_all(self: Arc<Self>) -> BoxFuture<'static, Vec<String>>;
+}
 
-impl AllocationStopper for ExecutorNotWired {
+/// No workloads run here (a node without a provider side, and unit tests).
+pub struct NoWorkloads;
+
+impl Workloads for NoWorkloads {
+    fn stop_all(self: Arc<Self>) -> BoxFuture<'static, Vec<String>> {
+        Box::pin(async { Vec::new() })
+    }
+}
+
+/// The accounting's hook during a forced offboard, after [`Workloads::stop_all`]: the
+/// allocations stopped then count as stopped; any other allocated reservation has no
+/// workload on this node (reserved through `/dms/node/resources/allocate` directly) and is
+/// released as such (`released_without_executor`).
+struct AfterStopAll(Vec<String>);
+
+impl AllocationStopper for AfterStopAll {
     fn stop(&self, allocation_id: &str) -> Result<StopOutcome, String> {
+        if self.0.iter().any(|s| s == allocation_id) {
+            return Ok(StopOutcome::Stopped);
+        }
         tracing::warn!(
             allocation = allocation_id,
-            "no executor wired: releasing the allocation's resources without stopping it"
+            "no workload for this reservation: releasing its resources"
         );
         Ok(StopOutcome::NoExecutor)
     }
@@ -199,8 +219,49 @@ fn wanted(g: &ResourceManager, p: &Value) -> Result<Resources, ActorError> {
     Ok(r)
 }
 
+/// `offboard`: refused while allocations run, unless forced; forced, it first stops every
+/// workload through the provider (so nothing keeps running unaccounted), then leaves.
+async fn offboard(
+    m: SharedManager,
+    workloads: Arc<dyn Workloads>,
+    p: Value,
+) -> Result<Value, ActorError> {
+    let force = p.get("force").and_then(Value::as_bool).unwrap_or(false);
+    let stopped = if force {
+        // Refuse early when not onboarded: nothing is stopped for an offboard that fails.
+        with(m.clone(), |g| {
+            if g.is_onboarded() {
+                Ok(())
+            } else {
+                Err(failed(nunet_resources::AccountingError::NotOnboarded))
+            }
+        })
+        .await?;
+        workloads.stop_all().await
+    } else {
+        Vec::new()
+    };
+    with(m, move |g| {
+        let mut rep = g
+            .offboard(force, &AfterStopAll(stopped.clone()))
+            .map_err(failed)?;
+        // Stopping released their resources already; the report names them all the same.
+        for id in stopped {
+            if !rep.stopped.contains(&id) {
+                rep.stopped.push(id);
+            }
+        }
+        Ok(json!({"onboarded": false, "offboard": rep}))
+    })
+    .await
+}
+
 /// Registers the behaviors on the root actor.
-pub fn register(system: &ActorSystem, m: SharedManager) -> Result<(), ActorError> {
+pub fn register(
+    system: &ActorSystem,
+    m: SharedManager,
+    workloads: Arc<dyn Workloads>,
+) -> Result<(), ActorError> {
     type Handler =
         fn(SharedManager, Value) -> futures::future::BoxFuture<'static, Result<Value, ActorError>>;
     let reg = |name: &str, h: Handler| {
@@ -213,17 +274,12 @@ pub fn register(system: &ActorSystem, m: SharedManager) -> Result<(), ActorError
     };
     use futures::FutureExt;
     reg("/dms/node/onboarding/onboard", |m, p| onboard(m, p).boxed())?;
-    reg("/dms/node/onboarding/offboard", |m, p| {
-        async move {
-            let force = p.get("force").and_then(Value::as_bool).unwrap_or(false);
-            with(m, move |g| {
-                let rep = g.offboard(force, &ExecutorNotWired).map_err(failed)?;
-                Ok(json!({"onboarded": false, "offboard": rep}))
-            })
-            .await
-        }
-        .boxed()
-    })?;
+    let (mm, w) = (m.clone(), workloads);
+    system.register(
+        "root",
+        "/dms/node/onboarding/offboard",
+        Behavior::direct(move |msg: Incoming| offboard(mm.clone(), w.clone(), msg.payload)),
+    )?;
     reg("/dms/node/onboarding/status", |m, _| {
         with(m, |g| Ok(g.status())).boxed()
     })?;

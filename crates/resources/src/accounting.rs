@@ -75,9 +75,10 @@ pub const MAX_COMMIT_TTL_MS: i64 = 3_600_000;
 
 /// Stops a running allocation before its resources are released on a forced offboard.
 ///
-/// The executor/deployment layer implements this (issue 8). Until it is wired, the node passes
-/// an implementation that answers [`StopOutcome::NoExecutor`], and the offboard reply lists
-/// those allocations as released without being stopped.
+/// The provider (`nunet-provider`) stops every workload it runs before a forced offboard and
+/// then answers [`StopOutcome::Stopped`] for those; a reservation with no workload behind it
+/// (made through `/dms/node/resources/allocate` directly) is [`StopOutcome::NoExecutor`], and
+/// the offboard reply lists it as released without being stopped.
 pub trait AllocationStopper {
     /// Stops one allocation (idempotent: an allocation that already ended is `Stopped`).
     fn stop(&self, allocation_id: &str) -> Result<StopOutcome, String>;

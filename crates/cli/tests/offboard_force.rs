@@ -1,0 +1,96 @@
+//! A forced offboard of a provider that runs a workload (real `nunet run` daemons, real
+//! dockerd, the busybox image): the provider stops the container through its executor before
+//! it leaves, so nothing keeps running that the node no longer accounts for, and its
+//! accounting is clean afterwards (onboarding again gives free = onboarded).
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod deploy_support;
+
+use deploy_support::*;
+use serde_json::Value;
+
+const SERVICE: &str = r#"version: V1
+allocations:
+  idle:
+    executor: docker
+    type: service
+    resources: {cpu: {cores: 0.5}, ram: {size: 128MiB}, disk: {size: 100MiB}}
+    execution:
+      type: docker
+      image: nunet-test/busybox:latest
+      cmd: [sleep, "3600"]
+nodes:
+  node-a:
+    allocations: [idle]
+"#;
+
+#[test]
+fn forced_offboard_stops_the_running_container_and_leaves_nothing_accounted() {
+    let dn = Devnet::up(0);
+    // Only node 2 offers resources: it gets the service.
+    dn.onboard(2);
+    let file = dn.dir.join("service.yaml");
+    std::fs::write(&file, SERVICE).unwrap();
+    let (code, out) = dn.run(
+        1,
+        &[
+            "deploy",
+            "-f",
+            file.to_str().unwrap(),
+            "-t",
+            "90s",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["status"], "Running", "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let alloc = v["manifest"]["allocations"]["node-a.idle"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(containers_of(&id), "", "the service runs in a container");
+    let running = dn.json(2, &["get", "allocations", "--json"]);
+    assert_eq!(running["allocations"][0]["status"], "running", "{running}");
+
+    // Plain offboard is refused while it runs; forced, the provider stops it first.
+    let (code, out) = dn.run(
+        2,
+        &["actor", "cmd", "--json", "/dms/node/onboarding/offboard"],
+    );
+    assert_eq!(code, 1, "{out}");
+    let off = dn.json(
+        2,
+        &[
+            "actor",
+            "cmd",
+            "--json",
+            "/dms/node/onboarding/offboard",
+            "--force",
+        ],
+    );
+    assert_eq!(off["offboard"]["stopped"][0], alloc.as_str(), "{off}");
+    assert_eq!(
+        off["offboard"]["released_without_executor"]
+            .as_array()
+            .map_or(0, Vec::len),
+        0,
+        "{off}"
+    );
+    assert_eq!(
+        containers_of(&id),
+        "",
+        "the container is gone after offboard"
+    );
+    let listed = dn.json(2, &["get", "allocations", "--json"]);
+    assert_eq!(listed["allocations"][0]["status"], "terminated", "{listed}");
+    assert_eq!(
+        dn.resources(2, "allocated")["allocated"]["cpu"]["millicores"],
+        0
+    );
+
+    // Onboarding again starts from a clean accounting.
+    dn.onboard(2);
+    assert_eq!(dn.resources(2, "free"), dn.resources(2, "onboarded"));
+}
