@@ -90,7 +90,7 @@ pub trait AllocationStopper {
 pub enum StopOutcome {
     /// The workload is stopped.
     Stopped,
-    /// No executor is wired to this node: the accounting entry is released, nothing was stopped.
+    /// No workload runs for it here: the accounting entry is released, nothing was stopped.
     NoExecutor,
 }
 

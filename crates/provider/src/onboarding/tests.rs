@@ -50,7 +50,7 @@ async fn a_huge_ttl_is_refused_and_the_manager_keeps_answering() {
     let dir = tempfile::tempdir().unwrap();
     let m = manager(dir.path());
     let s = system(11);
-    register(&s, m.clone()).unwrap();
+    register(&s, m.clone(), Arc::new(NoWorkloads)).unwrap();
     for ttl in [json!(1e300), json!(-5), json!(1e18), json!("NaN"), json!(0)] {
         let e = call(
             &s,
