@@ -13,16 +13,17 @@ use nunet_did::Keypair;
 use nunet_ensemble::spec::AllocationType;
 use nunet_ensemble::{Execution, Location};
 use nunet_executor::Executor;
-use nunet_protocol::names::{ALLOCATE, BID, BID_REQUEST, BID_REQUEST_DIRECT, COMMIT, REVERT};
+use nunet_protocol::call;
+use nunet_protocol::calls::{Allocate, BidRequestDirect, Commit, Revert};
+use nunet_protocol::names::{BID, BID_REQUEST};
 use nunet_protocol::{
-    AllocateRequest, AllocationRequest, AllocationStatus, Bid, BidRequest, CommitRequest,
-    RevertRequest,
+    AllocateRequest, Allocated, AllocationRequest, AllocationStatus, Bid, BidReply, BidRequest,
+    CommitRequest, Committed, RevertRequest, Reverted,
 };
 use nunet_resources::Resources as Held;
 use nunet_store::StoredDocument;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use crate::onboarding::{SharedManager, now_ms};
 
@@ -270,9 +271,8 @@ impl Provider {
         }
     }
 
-    fn bid(&self, m: &Incoming) -> Result<Value, ActorError> {
+    fn bid(&self, m: &Incoming, req: BidRequest) -> Result<BidReply, ActorError> {
         use nunet_protocol::DeclineReason;
-        let req: BidRequest = serde_json::from_value(m.payload.clone()).map_err(failed)?;
         req.check().map_err(failed)?;
         self.claim(&req.ensemble_id, &m.sender)?;
         let me = self.system.peer_id().to_string();
@@ -321,11 +321,10 @@ impl Provider {
             signature: String::new(),
         }
         .sign(&self.key);
-        serde_json::to_value(bid).map_err(failed)
+        Ok(BidReply::Bid(Box::new(bid)))
     }
 
-    fn commit(&self, m: &Incoming) -> Result<Value, ActorError> {
-        let req: CommitRequest = serde_json::from_value(m.payload.clone()).map_err(failed)?;
+    fn commit(&self, m: &Incoming, req: CommitRequest) -> Result<Committed, ActorError> {
         req.check().map_err(failed)?;
         self.claim(&req.ensemble_id, &m.sender)?;
         if let Some(f) = &self.fail_commit
@@ -369,11 +368,17 @@ impl Provider {
                 .or_default()
                 .extend(done.clone());
         }
-        Ok(json!({"ok": true, "committed": done}))
+        Ok(Committed {
+            ok: true,
+            committed: done,
+        })
     }
 
-    fn allocate(self: &Arc<Self>, m: &Incoming) -> Result<Value, ActorError> {
-        let req: AllocateRequest = serde_json::from_value(m.payload.clone()).map_err(failed)?;
+    fn allocate(
+        self: &Arc<Self>,
+        m: &Incoming,
+        req: AllocateRequest,
+    ) -> Result<Allocated, ActorError> {
         if req.orchestrator.id != m.sender.as_str() {
             return Err(failed("the orchestrator handle must be the sender"));
         }
@@ -406,7 +411,10 @@ impl Provider {
             let h = self.adopt(record(&req, a));
             handles.insert(a.name.clone(), h);
         }
-        Ok(json!({"ok": true, "allocations": handles}))
+        Ok(Allocated {
+            ok: true,
+            allocations: handles,
+        })
     }
 
     /// Refuses allocation `i` unless it asks for exactly the resources and public ports its
@@ -446,8 +454,7 @@ impl Provider {
         Ok(())
     }
 
-    async fn revert(&self, m: &Incoming) -> Result<Value, ActorError> {
-        let req: RevertRequest = serde_json::from_value(m.payload.clone()).map_err(failed)?;
+    async fn revert(&self, m: &Incoming, req: RevertRequest) -> Result<Reverted, ActorError> {
         // Only the ensemble's orchestrator may revert it; checked before anything is touched
         // (its allocations are taken out of the map below).
         self.claim(&req.ensemble_id, &m.sender)?;
@@ -493,7 +500,11 @@ impl Provider {
         }
         self.ensemble_behaviors_down_if_gone(&req.ensemble_id);
         self.subnet_down_if_gone(&req.ensemble_id).await;
-        Ok(json!({"ok": true, "stopped": stopped, "released_commitments": commits.len()}))
+        Ok(Reverted {
+            ok: true,
+            stopped,
+            released_commitments: commits.len(),
+        })
     }
 
     /// Re-creates the allocation actors persisted before a restart, then reconciles the ones
@@ -521,35 +532,41 @@ impl Provider {
         tokio::spawn(self.clone().reconcile(held));
     }
 
-    /// Registers `be` on the root actor as a direct behavior answered by `f(provider, message)`.
-    fn on_root<F, Fut>(self: &Arc<Self>, be: &str, f: F) -> Result<(), ActorError>
-    where
-        F: Fn(Arc<Self>, Incoming) -> Fut + Send + Sync + 'static,
-        Fut: std::future::Future<Output = Result<Value, ActorError>> + Send + 'static,
-    {
-        self.system.register_with("root", be, self.clone(), f)
-    }
-
     /// Registers the provider behaviors on the root actor.
     pub fn register(self: &Arc<Self>) -> Result<(), ActorError> {
         let p = self.clone();
+        // The gossip request carries the same payload and reply as the direct one.
         self.system.register(
             "root",
             BID_REQUEST,
             Behavior::broadcast(move |m: Incoming| {
                 let p = p.clone();
-                async move { p.bid(&m) }
+                async move {
+                    let req =
+                        call::decode_request::<BidRequestDirect>(BID_REQUEST, m.payload.clone())?;
+                    call::encode(BID_REQUEST, &p.bid(&m, req)?)
+                }
             })
             .replying_as(BID.parse().map_err(|e| failed(format!("{BID}: {e}")))?),
         )?;
-        self.on_root(BID_REQUEST_DIRECT, |p, m| async move { p.bid(&m) })?;
-        self.on_root(COMMIT, |p, m| async move {
-            tokio::task::spawn_blocking(move || p.commit(&m))
+        let sys = &self.system;
+        call::register::<BidRequestDirect, _, _, _>(
+            sys,
+            "root",
+            self.clone(),
+            |p, m, req| async move { p.bid(&m, req) },
+        )?;
+        call::register::<Commit, _, _, _>(sys, "root", self.clone(), |p, m, req| async move {
+            tokio::task::spawn_blocking(move || p.commit(&m, req))
                 .await
                 .map_err(failed)?
         })?;
-        self.on_root(ALLOCATE, |p, m| async move { p.allocate(&m) })?;
-        self.on_root(REVERT, |p, m| async move { p.revert(&m).await })?;
+        call::register::<Allocate, _, _, _>(sys, "root", self.clone(), |p, m, req| async move {
+            p.allocate(&m, req)
+        })?;
+        call::register::<Revert, _, _, _>(sys, "root", self.clone(), |p, m, req| async move {
+            p.revert(&m, req).await
+        })?;
         self.register_subnet()?;
         self.register_edge()?;
         self.register_control()

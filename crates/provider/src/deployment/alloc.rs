@@ -6,14 +6,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nunet_actor::{ActorError, Behavior, Handle, Incoming};
+use nunet_actor::{ActorError, Handle, Incoming};
 use nunet_ensemble::Execution;
 use nunet_executor::Executor;
-use nunet_protocol::AllocationStatus;
-use nunet_protocol::names::{
-    ALLOCATION_LOGS, ALLOCATION_SHUTDOWN, ALLOCATION_START, ALLOCATION_STATUS,
+use nunet_protocol::call;
+use nunet_protocol::calls::{
+    AllocationLogsCall, AllocationShutdown, AllocationStart, AllocationStatusCall,
 };
-use serde_json::{Value, json};
+use nunet_protocol::{AllocationOutput, AllocationState, AllocationStatus};
 
 use super::exec::{read_logs, spec_of};
 use super::{AllocRecord, Provider, control, failed, notify, provision};
@@ -37,32 +37,70 @@ impl Provider {
             m.insert(id, cell.clone());
         }
         self.ensemble_behaviors_up(&ensemble_id);
-        for be in [
-            ALLOCATION_START,
-            ALLOCATION_STATUS,
-            ALLOCATION_LOGS,
-            ALLOCATION_SHUTDOWN,
-        ] {
-            let p = self.clone();
-            let c = cell.clone();
-            let _ = self.system.register(
+        let state = (self.clone(), cell);
+        let sys = &self.system;
+        let r = [
+            call::register::<AllocationStart, _, _, _>(
+                sys,
                 &inbox,
-                be,
-                Behavior::direct(move |m: Incoming| {
-                    let (p, c) = (p.clone(), c.clone());
-                    async move { p.allocation_call(be, &c, &m).await }
-                }),
-            );
+                state.clone(),
+                |(p, c), m, _| async move { p.start(&c, &m).await },
+            ),
+            call::register::<AllocationStatusCall, _, _, _>(
+                sys,
+                &inbox,
+                state.clone(),
+                |(p, c), m, _| async move {
+                    let (rec, _) = p.own(&c, &m)?;
+                    Ok(AllocationState {
+                        status: rec.status,
+                        exit_code: rec.exit_code,
+                        reason: rec.reason,
+                    })
+                },
+            ),
+            call::register::<AllocationLogsCall, _, _, _>(
+                sys,
+                &inbox,
+                state.clone(),
+                |(p, c), m, _| async move {
+                    let (rec, exec) = p.own(&c, &m)?;
+                    let (stdout, stderr) = if rec.status == AllocationStatus::Running {
+                        read_logs(&exec, &rec.id).await
+                    } else {
+                        (rec.stdout, rec.stderr)
+                    };
+                    Ok(AllocationOutput {
+                        status: rec.status,
+                        stdout,
+                        stderr,
+                    })
+                },
+            ),
+            call::register::<AllocationShutdown, _, _, _>(
+                sys,
+                &inbox,
+                state,
+                |(p, c), m, _| async move {
+                    let (_, exec) = p.own(&c, &m)?;
+                    p.terminate(&c, &exec).await;
+                    Ok(AllocationState::of(AllocationStatus::Terminated))
+                },
+            ),
+        ];
+        if let Some(Err(e)) = r.into_iter().find(Result::is_err) {
+            tracing::warn!(inbox = %inbox, error = %e.message, "allocation actor behaviours not registered");
         }
         handle
     }
 
-    pub(super) async fn allocation_call(
-        self: &Arc<Self>,
-        be: &str,
+    /// The record and executor of the allocation in `cell`, after checking that `m` comes
+    /// from its orchestrator.
+    fn own(
+        &self,
         cell: &Arc<Mutex<AllocRecord>>,
         m: &Incoming,
-    ) -> Result<Value, ActorError> {
+    ) -> Result<(AllocRecord, Arc<dyn Executor>), ActorError> {
         let rec = cell.lock().map_err(|_| failed("poisoned"))?.clone();
         if rec.orchestrator.id != m.sender.as_str() {
             return Err(ActorError::new(
@@ -75,54 +113,45 @@ impl Provider {
             .get(rec.execution.executor())
             .cloned()
             .ok_or_else(|| failed("executor gone"))?;
-        match be {
-            ALLOCATION_START => {
-                if rec.status != AllocationStatus::Pending {
-                    return Ok(json!({"status": rec.status}));
-                }
-                let mut spec = spec_of(&rec, &self.files)?;
-                exec.prepare(&spec).await.map_err(failed)?;
-                match rec.execution {
-                    Execution::Docker(_) => self.subnets.attach(&rec.ensemble_id, &mut spec).await,
-                    Execution::Firecracker(_) => {
-                        self.subnets.attach_vm(&rec.ensemble_id, &mut spec).await
-                    }
-                    Execution::Wasm(_) => {
-                        let on = self.subnets.attach_wasm(&rec.ensemble_id, &mut spec).await;
-                        if matches!(on, Ok(false)) && !rec.ports.is_empty() {
-                            return Err(failed(
-                                "public ports of a WASM allocation are forwarded to its address \
-                                 on the ensemble subnet, and this provider has no subnet for it",
-                            ));
-                        }
-                        on
-                    }
-                    Execution::Null => Ok(false),
-                }
-                .map_err(failed)?;
-                if let Err(e) = exec.start(&spec).await {
-                    self.subnets.detach(&rec.ensemble_id, &rec.id).await;
-                    return Err(failed(e));
-                }
-                self.set(cell, |r| r.status = AllocationStatus::Running);
-                tokio::spawn(self.clone().watch(cell.clone(), exec));
-                Ok(json!({"status": "running"}))
-            }
-            ALLOCATION_STATUS => {
-                Ok(json!({"status": rec.status, "exit_code": rec.exit_code, "reason": rec.reason}))
-            }
-            ALLOCATION_LOGS => {
-                if rec.status == AllocationStatus::Running {
-                    let (stdout, stderr) = read_logs(&exec, &rec.id).await;
-                    return Ok(json!({"status": rec.status, "stdout": stdout, "stderr": stderr}));
-                }
-                Ok(json!({"status": rec.status, "stdout": rec.stdout, "stderr": rec.stderr}))
-            }
-            _ => {
-                self.terminate(cell, &exec).await;
-                Ok(json!({"status": "terminated"}))
-            }
+        Ok((rec, exec))
+    }
+
+    /// `/dms/allocation/start`: prepares the execution, attaches it to the ensemble subnet
+    /// when there is one, starts it and watches it (idempotent once started).
+    async fn start(
+        self: &Arc<Self>,
+        cell: &Arc<Mutex<AllocRecord>>,
+        m: &Incoming,
+    ) -> Result<AllocationState, ActorError> {
+        let (rec, exec) = self.own(cell, m)?;
+        if rec.status != AllocationStatus::Pending {
+            return Ok(AllocationState::of(rec.status));
         }
+        let mut spec = spec_of(&rec, &self.files)?;
+        exec.prepare(&spec).await.map_err(failed)?;
+        match rec.execution {
+            Execution::Docker(_) => self.subnets.attach(&rec.ensemble_id, &mut spec).await,
+            Execution::Firecracker(_) => self.subnets.attach_vm(&rec.ensemble_id, &mut spec).await,
+            Execution::Wasm(_) => {
+                let on = self.subnets.attach_wasm(&rec.ensemble_id, &mut spec).await;
+                if matches!(on, Ok(false)) && !rec.ports.is_empty() {
+                    return Err(failed(
+                        "public ports of a WASM allocation are forwarded to its address \
+                         on the ensemble subnet, and this provider has no subnet for it",
+                    ));
+                }
+                on
+            }
+            Execution::Null => Ok(false),
+        }
+        .map_err(failed)?;
+        if let Err(e) = exec.start(&spec).await {
+            self.subnets.detach(&rec.ensemble_id, &rec.id).await;
+            return Err(failed(e));
+        }
+        self.set(cell, |r| r.status = AllocationStatus::Running);
+        tokio::spawn(self.clone().watch(cell.clone(), exec));
+        Ok(AllocationState::of(AllocationStatus::Running))
     }
 
     pub(super) fn set(&self, cell: &Arc<Mutex<AllocRecord>>, f: impl FnOnce(&mut AllocRecord)) {

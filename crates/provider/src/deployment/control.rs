@@ -7,18 +7,18 @@
 
 use std::sync::{Arc, Mutex};
 
-use nunet_actor::{ActorError, Behavior, ErrorKind, Incoming};
-use nunet_protocol::AllocationStatus;
+use nunet_actor::{ActorError, ErrorKind, Incoming};
+use nunet_protocol::call::{self, Call};
+use nunet_protocol::calls::{AllocationsList, EnsembleLogs, EnsembleShutdown};
 use nunet_protocol::names::{ensemble_allocation_logs, ensemble_allocation_shutdown};
-use nunet_protocol::{LogsRequest, log_slice};
+use nunet_protocol::{
+    AllocationInfo, AllocationList, AllocationLogs, AllocationStatus, LogsRequest,
+    ShutdownAllocations, Stopped, log_slice,
+};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use super::{AllocRecord, Provider, failed, read_logs};
 use crate::onboarding::now_ms;
-
-/// `/dms/node/allocations/list`: the allocations this provider holds.
-pub const ALLOCATIONS_LIST: &str = "/dms/node/allocations/list";
 
 /// When an allocation started and ended (Unix ms), kept in its record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,28 +67,33 @@ impl Provider {
 
     /// Registers the per-ensemble behaviors on the root actor (again after a restart).
     pub(super) fn ensemble_behaviors_up(self: &Arc<Self>, ensemble_id: &str) {
-        let logs = ensemble_allocation_logs(ensemble_id);
-        if self.system.behaviors("root").contains(&logs) {
+        if self
+            .system
+            .behaviors("root")
+            .contains(&EnsembleLogs::behavior(Some(ensemble_id)))
+        {
             return;
         }
-        let (p, e) = (self.clone(), ensemble_id.to_string());
-        let _ = self.system.register(
-            "root",
-            &logs,
-            Behavior::direct(move |m: Incoming| {
-                let (p, e) = (p.clone(), e.clone());
-                async move { p.ensemble_logs(&e, &m).await }
-            }),
-        );
-        let (p, e) = (self.clone(), ensemble_id.to_string());
-        let _ = self.system.register(
-            "root",
-            &ensemble_allocation_shutdown(ensemble_id),
-            Behavior::direct(move |m: Incoming| {
-                let (p, e) = (p.clone(), e.clone());
-                async move { p.ensemble_shutdown(&e, &m).await }
-            }),
-        );
+        let state = (self.clone(), ensemble_id.to_string());
+        let r = [
+            call::register_in::<EnsembleLogs, _, _, _>(
+                &self.system,
+                "root",
+                ensemble_id,
+                state.clone(),
+                |(p, e), m, req| async move { p.ensemble_logs(&e, &m, req).await },
+            ),
+            call::register_in::<EnsembleShutdown, _, _, _>(
+                &self.system,
+                "root",
+                ensemble_id,
+                state,
+                |(p, e), m, req| async move { p.ensemble_shutdown(&e, &m, req).await },
+            ),
+        ];
+        if let Some(Err(e)) = r.into_iter().find(Result::is_err) {
+            tracing::warn!(ensemble = %ensemble_id, error = %e.message, "per-ensemble behaviours not registered");
+        }
     }
 
     /// Removes the per-ensemble behaviors once no allocation of the ensemble is left here.
@@ -140,9 +145,12 @@ impl Provider {
         }
     }
 
-    async fn ensemble_logs(&self, ensemble_id: &str, m: &Incoming) -> Result<Value, ActorError> {
-        let req: LogsRequest = serde_json::from_value(m.payload.clone())
-            .map_err(|e| failed(format!("logs request: {e} (give {{allocation}})")))?;
+    async fn ensemble_logs(
+        &self,
+        ensemble_id: &str,
+        m: &Incoming,
+        req: LogsRequest,
+    ) -> Result<AllocationLogs, ActorError> {
         let cell = self
             .select(ensemble_id, Some(&req.allocation), m)?
             .into_iter()
@@ -156,24 +164,26 @@ impl Provider {
         let max = usize::try_from(req.max_bytes).unwrap_or(usize::MAX);
         let (out, so) = log_slice(&stdout, req.stdout_offset, max);
         let (err, se) = log_slice(&stderr, req.stderr_offset, max);
-        Ok(json!({
-            "allocation": rec.id,
-            "name": rec.name,
-            "status": rec.status,
-            "exit_code": rec.exit_code,
-            "stdout": out,
-            "stderr": err,
-            "stdout_offset": so,
-            "stderr_offset": se,
-        }))
+        Ok(AllocationLogs {
+            allocation: Some(rec.id),
+            name: Some(rec.name),
+            status: Some(rec.status),
+            exit_code: rec.exit_code,
+            stdout: out,
+            stderr: err,
+            stdout_offset: so,
+            stderr_offset: se,
+            error: None,
+        })
     }
 
     async fn ensemble_shutdown(
         &self,
         ensemble_id: &str,
         m: &Incoming,
-    ) -> Result<Value, ActorError> {
-        let selector = m.payload.get("allocation").and_then(Value::as_str);
+        req: ShutdownAllocations,
+    ) -> Result<Stopped, ActorError> {
+        let selector = req.allocation.as_deref();
         let mut stopped = Vec::new();
         for cell in self.select(ensemble_id, selector, m)? {
             let Ok(rec) = cell.lock().map(|r| r.clone()) else {
@@ -184,11 +194,11 @@ impl Provider {
                 stopped.push(rec.id);
             }
         }
-        Ok(json!({"ok": true, "stopped": stopped}))
+        Ok(Stopped { ok: true, stopped })
     }
 
     /// What runs here, oldest first.
-    fn allocations_list(&self) -> Result<Value, ActorError> {
+    fn allocations_list(&self) -> Result<AllocationList, ActorError> {
         let mut recs: Vec<AllocRecord> = self
             .allocs
             .lock()
@@ -203,35 +213,35 @@ impl Provider {
                 &b.name,
             ))
         });
-        let list: Vec<Value> = recs
-            .iter()
-            .map(|r| {
-                json!({
-                    "id": r.id,
-                    "ensemble_id": r.ensemble_id,
-                    "node_id": r.node_id,
-                    "name": r.name,
-                    "kind": r.kind,
-                    "executor": r.execution.executor(),
-                    "status": r.status,
-                    "exit_code": r.exit_code,
-                    "resources": r.resources,
-                    "orchestrator": r.orchestrator.id,
-                    "orchestrator_node": r.orchestrator.did,
-                    "created_ms": r.times.created_ms,
-                    "started_ms": r.times.started_ms,
-                    "finished_ms": r.times.finished_ms,
-                })
+        let allocations = recs
+            .into_iter()
+            .map(|r| AllocationInfo {
+                executor: r.execution.executor().to_string(),
+                id: r.id,
+                ensemble_id: r.ensemble_id,
+                node_id: r.node_id,
+                name: r.name,
+                kind: r.kind,
+                status: r.status,
+                exit_code: r.exit_code,
+                resources: r.resources,
+                orchestrator: r.orchestrator.id,
+                orchestrator_node: r.orchestrator.did,
+                created_ms: r.times.created_ms,
+                started_ms: r.times.started_ms,
+                finished_ms: r.times.finished_ms,
             })
             .collect();
-        Ok(json!({"allocations": list}))
+        Ok(AllocationList { allocations })
     }
 
     /// Registers `/dms/node/allocations/list` on the root actor.
     pub(super) fn register_control(self: &Arc<Self>) -> Result<(), ActorError> {
-        self.on_root(
-            ALLOCATIONS_LIST,
-            |p, _m| async move { p.allocations_list() },
+        call::register::<AllocationsList, _, _, _>(
+            &self.system,
+            "root",
+            self.clone(),
+            |p, _m, _req| async move { p.allocations_list() },
         )
     }
 }

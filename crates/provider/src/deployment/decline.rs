@@ -5,10 +5,9 @@
 use std::collections::BTreeMap;
 
 use nunet_actor::ActorError;
-use nunet_protocol::{BidRequest, Decline, DeclineReason, NodeBidRequest};
-use serde_json::Value;
+use nunet_protocol::{BidReply, BidRequest, Decline, DeclineReason, NodeBidRequest};
 
-use super::{Provider, failed, held};
+use super::{Provider, held};
 
 impl Provider {
     /// Why node `n` of a request does not fit here, or `None` when this provider can bid.
@@ -48,9 +47,9 @@ impl Provider {
         req: &BidRequest,
         reason: Option<DeclineReason>,
         nodes: BTreeMap<String, DeclineReason>,
-    ) -> Result<Value, ActorError> {
+    ) -> Result<BidReply, ActorError> {
         let me = self.system.peer_id().to_string();
         let d = Decline::new(&req.ensemble_id, req.nonce, &me, reason, nodes).sign(&self.key);
-        serde_json::to_value(d).map_err(failed)
+        Ok(BidReply::Decline(d))
     }
 }

@@ -12,11 +12,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use libp2p::PeerId;
-use nunet_actor::{ActorError, Incoming};
+use nunet_actor::ActorError;
 use nunet_network::Network;
-use nunet_protocol::names::EDGE_CONSTRAINT;
+use nunet_protocol::call;
+use nunet_protocol::calls::EdgeConstraint;
 use nunet_protocol::{EdgeReply, EdgeRequest};
-use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::{Provider, failed};
@@ -46,9 +46,7 @@ impl EdgeState {
 }
 
 impl Provider {
-    async fn edge_constraint(&self, m: &Incoming) -> Result<Value, ActorError> {
-        let req: EdgeRequest = serde_json::from_value(m.payload.clone())
-            .map_err(|e| failed(format!("bad edge request: {e}")))?;
+    async fn edge_constraint(&self, req: EdgeRequest) -> Result<EdgeReply, ActorError> {
         let peer: PeerId = req
             .peer
             .parse()
@@ -76,7 +74,7 @@ impl Provider {
             bandwidth_mbps: measured.throughput.map(|t| t.mbps()),
         };
         tracing::debug!(%peer, rtt_ms = reply.rtt_ms, mbps = ?reply.bandwidth_mbps, "edge measured");
-        serde_json::to_value(reply).map_err(failed)
+        Ok(reply)
     }
 
     /// Starts the probe server and registers `/dms/deployment/constraint/edge` on the root
@@ -89,8 +87,11 @@ impl Provider {
             }
             Err(e) => tracing::warn!(error = %e, "no throughput probe server"),
         }
-        self.on_root(EDGE_CONSTRAINT, |p, m| async move {
-            p.edge_constraint(&m).await
-        })
+        call::register::<EdgeConstraint, _, _, _>(
+            &self.system,
+            "root",
+            self.clone(),
+            |p, _m, req| async move { p.edge_constraint(req).await },
+        )
     }
 }

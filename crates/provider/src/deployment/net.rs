@@ -5,9 +5,10 @@
 use std::sync::{Arc, Mutex};
 
 use nunet_actor::{ActorError, ErrorKind, Incoming};
-use nunet_protocol::SubnetPlan;
-use nunet_protocol::names::SUBNET_CREATE;
-use serde_json::{Value, json};
+use nunet_protocol::call;
+use nunet_protocol::calls::SubnetCreate;
+use nunet_protocol::{SubnetCreated, SubnetPlan};
+use serde_json::Value;
 
 use super::{AllocRecord, Provider, failed};
 
@@ -20,9 +21,11 @@ impl Provider {
             .map(|r| r.orchestrator.id.clone())
     }
 
-    async fn subnet_create(&self, m: &Incoming) -> Result<Value, ActorError> {
-        let plan: SubnetPlan = serde_json::from_value(m.payload.clone())
-            .map_err(|e| failed(format!("bad subnet plan: {e}")))?;
+    async fn subnet_create(
+        &self,
+        m: &Incoming,
+        plan: SubnetPlan,
+    ) -> Result<SubnetCreated, ActorError> {
         match self.orchestrator_of(&plan.ensemble_id) {
             Some(o) if o == m.sender.as_str() => {}
             _ => {
@@ -33,18 +36,26 @@ impl Provider {
             }
         }
         if let Some(why) = self.subnets.disabled_reason() {
-            return Ok(json!({"enabled": false, "reason": why}));
+            return Ok(SubnetCreated {
+                enabled: false,
+                reason: Some(why.to_string()),
+            });
         }
         let local = self.key.did().peer_id();
         self.subnets.create(plan, local).await.map_err(failed)?;
-        Ok(json!({"enabled": true}))
+        Ok(SubnetCreated {
+            enabled: true,
+            reason: None,
+        })
     }
 
     /// Registers `/dms/deployment/subnet/create` on the root actor.
     pub(super) fn register_subnet(self: &Arc<Self>) -> Result<(), ActorError> {
-        self.on_root(
-            SUBNET_CREATE,
-            |p, m| async move { p.subnet_create(&m).await },
+        call::register::<SubnetCreate, _, _, _>(
+            &self.system,
+            "root",
+            self.clone(),
+            |p, m, plan| async move { p.subnet_create(&m, plan).await },
         )
     }
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use nunet_actor::ActorSystem;
 use nunet_protocol::AllocationExited;
-use nunet_protocol::names::allocation_exited;
+use nunet_protocol::call;
+use nunet_protocol::calls::Exited;
 
 use super::AllocRecord;
 
@@ -23,20 +24,16 @@ pub(super) async fn report_exit(system: &ActorSystem, rec: &AllocRecord) {
         exit_code: rec.exit_code,
         reason: rec.reason.clone(),
     };
-    let Ok(payload) = serde_json::to_value(&report) else {
-        return;
-    };
-    let behavior = allocation_exited(&rec.ensemble_id);
-    if let Err(e) = system
-        .invoke(
-            "root",
-            rec.orchestrator.clone(),
-            &behavior,
-            payload,
-            REPORT_TIMEOUT,
-        )
-        .await
-    {
+    let r = call::invoke_in::<Exited>(
+        system,
+        "root",
+        rec.orchestrator.clone(),
+        &rec.ensemble_id,
+        &report,
+        REPORT_TIMEOUT,
+    )
+    .await;
+    if let Err(e) = r {
         tracing::debug!(allocation = %rec.id, error = %e.message,
             "exit report not delivered; the orchestrator's status poll will notice");
     }

@@ -20,9 +20,9 @@ use futures::future::join_all;
 use nunet_actor::{ActorError, ErrorKind};
 use nunet_executor::{Executor, ExecutorError};
 use nunet_protocol::AllocationStatus;
-use nunet_protocol::names::allocation_check;
+use nunet_protocol::call;
+use nunet_protocol::calls::Check;
 use nunet_protocol::{AllocationCheck, AllocationWanted};
-use serde_json::Value;
 use tokio::time::Instant;
 
 use super::{AllocRecord, Provider, notify};
@@ -48,17 +48,14 @@ pub(super) enum Verdict {
 
 /// The verdict one answer of the orchestrator gives, or `None` when asking again may help
 /// (timeouts, unreachable peers, a deployment not restored yet, a garbled answer).
-pub(super) fn judge(answer: &Result<Value, ActorError>) -> Option<Verdict> {
+pub(super) fn judge(answer: &Result<AllocationWanted, ActorError>) -> Option<Verdict> {
     match answer {
-        Ok(v) => match serde_json::from_value::<AllocationWanted>(v.clone()) {
-            Ok(a) if a.wanted => Some(Verdict::Keep),
-            Ok(a) => {
-                Some(Verdict::Drop(a.reason.unwrap_or_else(|| {
-                    "the orchestrator no longer wants it".into()
-                })))
-            }
-            Err(_) => None,
-        },
+        Ok(a) if a.wanted => Some(Verdict::Keep),
+        Ok(a) => {
+            Some(Verdict::Drop(a.reason.clone().unwrap_or_else(|| {
+                "the orchestrator no longer wants it".into()
+            })))
+        }
         Err(e) if e.kind == ErrorKind::Denied => Some(Verdict::Drop(format!(
             "the orchestrator refused to acknowledge it: {}",
             e.message
@@ -72,7 +69,7 @@ pub(super) fn judge(answer: &Result<Value, ActorError>) -> Option<Verdict> {
 pub(super) async fn ask_until<F, Fut>(grace: Duration, first: Duration, mut ask: F) -> Verdict
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Value, ActorError>>,
+    Fut: Future<Output = Result<AllocationWanted, ActorError>>,
 {
     let t0 = Instant::now();
     let mut pause = first;
@@ -85,7 +82,7 @@ where
         }
         let last = match answer {
             Err(e) => e.to_string(),
-            Ok(v) => format!("unreadable answer {v}"),
+            Ok(v) => format!("undecided answer {v:?}"),
         };
         if t0.elapsed() + pause > grace {
             return Verdict::Drop(format!(
@@ -159,23 +156,27 @@ impl Provider {
         grace: Duration,
     ) {
         let Some(rec) = snapshot(&cell) else { return };
-        let behavior = allocation_check(&rec.ensemble_id);
-        let payload = serde_json::to_value(AllocationCheck {
+        let question = AllocationCheck {
             ensemble_id: rec.ensemble_id.clone(),
             allocation_id: rec.id.clone(),
-        })
-        .unwrap_or(Value::Null);
+        };
         let verdict = ask_until(grace, FIRST_RETRY, || {
-            let (to, payload, behavior) = (rec.orchestrator.clone(), payload.clone(), &behavior);
+            let (to, question) = (rec.orchestrator.clone(), &question);
             let ended = snapshot(&cell).is_none_or(|r| !r.status.is_active());
             async move {
                 if ended {
                     // It ended meanwhile (exit, shutdown, revert): nothing left to decide.
-                    return Ok(serde_json::json!({"wanted": true}));
+                    return Ok(AllocationWanted::yes());
                 }
-                self.system
-                    .invoke("root", to, behavior, payload, CHECK_TIMEOUT)
-                    .await
+                call::invoke_in::<Check>(
+                    &self.system,
+                    "root",
+                    to,
+                    &question.ensemble_id,
+                    question,
+                    CHECK_TIMEOUT,
+                )
+                .await
             }
         })
         .await;
@@ -220,21 +221,17 @@ impl Provider {
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    use serde_json::json;
-
     use super::*;
 
-    fn err(kind: ErrorKind) -> Result<Value, ActorError> {
+    fn err(kind: ErrorKind) -> Result<AllocationWanted, ActorError> {
         Err(ActorError::new(kind, "x"))
     }
 
     #[test]
     fn answers_decide_and_transport_errors_do_not() {
-        assert_eq!(judge(&Ok(json!({"wanted": true}))), Some(Verdict::Keep));
+        assert_eq!(judge(&Ok(AllocationWanted::yes())), Some(Verdict::Keep));
         assert_eq!(
-            judge(&Ok(
-                json!({"wanted": false, "reason": "deployment d is Failed"})
-            )),
+            judge(&Ok(AllocationWanted::no("deployment d is Failed"))),
             Some(Verdict::Drop("deployment d is Failed".into()))
         );
         assert!(matches!(
@@ -250,7 +247,6 @@ mod tests {
         ] {
             assert_eq!(judge(&err(k)), None, "{k:?}");
         }
-        assert_eq!(judge(&Ok(json!({"something": "else"}))), None);
     }
 
     #[tokio::test]
@@ -289,7 +285,7 @@ mod tests {
                 if n < 3 {
                     err(ErrorKind::Timeout)
                 } else {
-                    Ok(json!({"wanted": true}))
+                    Ok(AllocationWanted::yes())
                 }
             }
         })

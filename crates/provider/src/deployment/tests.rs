@@ -10,6 +10,8 @@ use nunet_protocol::{AllocationRequest, CommitAllocation, NodeBidRequest};
 
 use super::*;
 use crate::onboarding::tests::{manager, system};
+use nunet_protocol::names::{ALLOCATE, BID_REQUEST_DIRECT, COMMIT, REVERT};
+use serde_json::{Value, json};
 
 struct Fixture {
     system: ActorSystem,
