@@ -138,7 +138,15 @@ impl Node {
                 .await
                 .map_err(|e| NodeError::Network(e.to_string()))?;
         }
-        let resources = nunet_provider::onboarding::open(cfg).map_err(NodeError::Database)?;
+        // The node database: opened here, once, and handed out: the accounting gets this
+        // connection; deployment and allocation records get a thread with its own.
+        let db = nunet_provider::onboarding::database_path(cfg).map_err(NodeError::Database)?;
+        let store =
+            nunet_store::Store::open(&db).map_err(|e| NodeError::Database(e.to_string()))?;
+        let records =
+            nunet_store::Records::open(&db).map_err(|e| NodeError::Database(e.to_string()))?;
+        let resources =
+            nunet_provider::onboarding::manager(cfg, store).map_err(NodeError::Database)?;
         let r = resources.clone();
         behaviors::register(NodeInfo {
             system: system.clone(),
@@ -175,12 +183,15 @@ impl Node {
         nunet_provider::subnet::register(&system, subnets.clone())
             .map_err(|e| NodeError::Behaviors(e.to_string()))?;
         let provider = nunet_provider::Provider::new(
-            system.clone(),
-            opts.key.clone(),
-            resources.clone(),
-            executors,
-            subnets.clone(),
-            network.clone(),
+            nunet_provider::deployment::Parts {
+                system: system.clone(),
+                key: opts.key.clone(),
+                resources: resources.clone(),
+                records: records.clone(),
+                executors,
+                subnets: subnets.clone(),
+                network: network.clone(),
+            },
             cfg,
         );
         provider.restore();
@@ -190,7 +201,7 @@ impl Node {
         provider
             .register()
             .map_err(|e| NodeError::Behaviors(e.to_string()))?;
-        crate::orchestrator::start(&system, resources.clone(), subnets)
+        crate::orchestrator::start(&system, records, subnets)
             .map_err(|e| NodeError::Behaviors(e.to_string()))?;
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = vec![

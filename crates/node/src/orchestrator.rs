@@ -10,9 +10,9 @@ use nunet_actor::{ActorError, ActorSystem};
 use nunet_network::PeerId;
 use nunet_orchestrator::subnet::LocalSubnet;
 use nunet_protocol::SubnetPlan;
-use nunet_provider::onboarding::{SharedManager, now_ms};
+use nunet_provider::onboarding::now_ms;
 use nunet_provider::subnet::NodeSubnets;
-use nunet_store::StoredDocument;
+use nunet_store::{Kind, Records, StoredDocument};
 
 fn failed(e: impl std::fmt::Display) -> ActorError {
     ActorError::failed(e.to_string())
@@ -22,10 +22,10 @@ fn failed(e: impl std::fmt::Display) -> ActorError {
 /// records of an earlier run restored.
 pub fn start(
     system: &ActorSystem,
-    resources: SharedManager,
+    records: Records,
     subnets: Arc<NodeSubnets>,
 ) -> Result<nunet_orchestrator::Deployments, ActorError> {
-    let m = resources.clone();
+    let r = records.clone();
     let persist: nunet_orchestrator::PersistFn = Arc::new(move |d| {
         let doc = StoredDocument {
             id: d.id.clone(),
@@ -33,11 +33,12 @@ pub fn start(
             status: d.status.as_str().to_string(),
             doc: serde_json::to_string(d).unwrap_or_default(),
         };
-        if let Ok(g) = nunet_provider::onboarding::lock(&m)
-            && let Err(e) = g.accounting().store().deployments().put(&doc, now_ms())
-        {
-            tracing::error!(deployment = %d.id, error = %e, "could not persist deployment");
-        }
+        r.put(Kind::Deployment, doc, now_ms());
+    });
+    let r = records.clone();
+    let flush: nunet_orchestrator::FlushFn = Arc::new(move || {
+        let r = r.clone();
+        async move { r.flush().await.map_err(|e| e.to_string()) }.boxed()
     });
     let join = JoinHook {
         subnets,
@@ -47,12 +48,10 @@ pub fn start(
             .map_err(|e| failed(format!("this node's peer id: {e}")))?,
     };
     let deployments = nunet_orchestrator::Deployments::new(system.clone(), persist)
+        .with_flush(flush)
         .with_local_subnet(Arc::new(join));
-    let saved: Vec<nunet_orchestrator::Deployment> = nunet_provider::onboarding::lock(&resources)?
-        .accounting()
-        .store()
-        .deployments()
-        .list()
+    let saved: Vec<nunet_orchestrator::Deployment> = records
+        .list(Kind::Deployment)
         .map_err(failed)?
         .into_iter()
         .filter_map(|d| serde_json::from_str(&d.doc).ok())

@@ -54,6 +54,7 @@ pub(crate) fn spawn_orchestrator(system: &ActorSystem, inbox: &str) -> nunet_act
 pub struct Deployments {
     system: ActorSystem,
     persist: PersistFn,
+    flush: Option<crate::FlushFn>,
     local_subnet: Option<Arc<dyn crate::subnet::LocalSubnet>>,
     map: Arc<Mutex<BTreeMap<String, Arc<Engine>>>>,
 }
@@ -79,8 +80,25 @@ impl Deployments {
         Self {
             system,
             persist,
+            flush: None,
             local_subnet: None,
             map: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+
+    /// Replies that promise a record wait for `flush` first.
+    pub fn with_flush(mut self, flush: crate::FlushFn) -> Self {
+        self.flush = Some(flush);
+        self
+    }
+
+    /// Waits until persisted records are durable (no-op without a flush hook).
+    async fn durable(&self) -> Result<(), ActorError> {
+        match &self.flush {
+            Some(f) => f()
+                .await
+                .map_err(|e| failed(format!("deployment record: {e}"))),
+            None => Ok(()),
         }
     }
 
@@ -221,6 +239,7 @@ impl Deployments {
                 refuse_invalid(&req.ensemble)?;
                 let deadline_ms = i64::try_from(m.envelope.opt.exp / 1_000_000).unwrap_or(i64::MAX);
                 let id = d.create(req.ensemble, m.sender.as_str(), deadline_ms)?;
+                d.durable().await?;
                 Ok(NewDeploymentReply {
                     status: "OK".into(),
                     ensemble_id: id,
@@ -302,6 +321,7 @@ impl Deployments {
                 let done = e.shutdown(m.sender.as_str()).await;
                 e.retire_if_done();
                 done.map_err(failed)?;
+                d.durable().await?;
                 let r = e.record().ok_or_else(|| failed("record lost"))?;
                 Ok(r.summary())
             },

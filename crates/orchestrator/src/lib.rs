@@ -27,8 +27,14 @@ pub use control::Deployments;
 pub use nunet_protocol::{DeploymentStatus, Manifest};
 pub use state::Deployment;
 
-/// Called with the record after every change, to persist it.
+/// Called with the record after every change, to persist it (it queues the write; it must
+/// not block on storage).
 pub type PersistFn = Arc<dyn Fn(&Deployment) + Send + Sync>;
+
+/// Resolves once every record queued through [`PersistFn`] so far is durable; replies that
+/// promise a record (`new`, `shutdown`) wait for it.
+pub type FlushFn =
+    Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
 /// Current time, Unix ms.
 pub fn now_ms() -> i64 {

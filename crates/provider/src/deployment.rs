@@ -21,7 +21,7 @@ use nunet_protocol::{
     CommitRequest, Committed, RevertRequest, Reverted,
 };
 use nunet_resources::Resources as Held;
-use nunet_store::StoredDocument;
+use nunet_store::{Kind, Records, StoredDocument};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
@@ -90,11 +90,13 @@ pub struct Provider {
     system: ActorSystem,
     key: Keypair,
     resources: SharedManager,
+    /// Allocation records (written by the records thread, never under the manager's lock).
+    records: Records,
     executors: BTreeMap<String, Arc<dyn Executor>>,
     subnets: Arc<crate::subnet::NodeSubnets>,
     location: Location,
     fail_commit: Option<std::path::PathBuf>,
-    port_locks: ports::PortLocks,
+    port_locks: Arc<ports::PortLocks>,
     allocs: Mutex<HashMap<String, Arc<Mutex<AllocRecord>>>>,
     commits: Mutex<HashMap<String, Vec<String>>>,
     /// Ensemble id → the orchestrator actor (DID) that first asked this provider about it,
@@ -138,17 +140,36 @@ fn opt(s: &str) -> Option<String> {
     (!s.trim().is_empty()).then(|| s.trim().to_string())
 }
 
+/// What a provider is built from; the daemon assembles it.
+pub struct Parts {
+    /// The node's actor system.
+    pub system: ActorSystem,
+    /// The node key (signs bids and declines).
+    pub key: Keypair,
+    /// The node's resource manager.
+    pub resources: SharedManager,
+    /// The node's deployment and allocation records.
+    pub records: Records,
+    /// Executors by ensemble executor name (`docker`, `firecracker`, `wasm`).
+    pub executors: BTreeMap<String, Arc<dyn Executor>>,
+    /// The node's ensemble subnets.
+    pub subnets: Arc<crate::subnet::NodeSubnets>,
+    /// The libp2p host (link probes).
+    pub network: nunet_network::Network,
+}
+
 impl Provider {
-    /// A provider over the node's resources and executors (by ensemble executor name).
-    pub fn new(
-        system: ActorSystem,
-        key: Keypair,
-        resources: SharedManager,
-        executors: BTreeMap<String, Arc<dyn Executor>>,
-        subnets: Arc<crate::subnet::NodeSubnets>,
-        network: nunet_network::Network,
-        config: &nunet_config::Config,
-    ) -> Arc<Self> {
+    /// A provider over the node's resources and executors.
+    pub fn new(parts: Parts, config: &nunet_config::Config) -> Arc<Self> {
+        let Parts {
+            system,
+            key,
+            resources,
+            records,
+            executors,
+            subnets,
+            network,
+        } = parts;
         let g = &config.general;
         let location = Location {
             continent: opt(&g.host_continent),
@@ -160,17 +181,18 @@ impl Provider {
             system,
             key,
             resources,
+            records,
             executors,
             subnets,
             location,
             fail_commit: std::env::var(TEST_HOOKS_ENV)
                 .is_ok_and(|v| v == "1")
                 .then(|| g.data_dir.join(FAIL_COMMIT_FILE)),
-            port_locks: ports::PortLocks::load(
+            port_locks: Arc::new(ports::PortLocks::load(
                 &g.data_dir,
                 g.port_available_range_from,
                 g.port_available_range_to,
-            ),
+            )),
             allocs: Mutex::new(HashMap::new()),
             commits: Mutex::new(HashMap::new()),
             owners: Mutex::new(HashMap::new()),
@@ -202,31 +224,44 @@ impl Provider {
             status: rec.status.as_str().to_string(),
             doc: serde_json::to_string(rec).unwrap_or_default(),
         };
-        let r = self.with_manager(|m| {
-            m.accounting()
-                .store()
-                .allocations()
-                .put(&doc, now_ms())
-                .map_err(failed)
-        });
-        if let Err(e) = r {
-            tracing::error!(allocation = %rec.id, error = %e.message, "could not persist allocation");
-        }
+        self.records.put(Kind::Allocation, doc, now_ms());
     }
 
     fn forget(&self, id: &str) {
-        let _ = self.with_manager(|m| {
-            m.accounting()
-                .store()
-                .allocations()
-                .delete(id)
-                .map_err(failed)
-        });
+        self.records.delete(Kind::Allocation, id);
+    }
+
+    /// Waits until every record change queued so far is on disk (before a reply that
+    /// promises it).
+    async fn durable(&self) -> Result<(), ActorError> {
+        self.records.flush().await.map_err(failed)
     }
 
     fn release(&self, id: &str) {
         let _ = self.with_manager(|m| m.accounting_mut().release(id).map(|_| ()).map_err(failed));
         self.port_locks.unlock(id);
+    }
+
+    /// [`Self::release`] from async code: the accounting's SQLite write and the port-lock
+    /// file run on the blocking pool, so no async worker waits on the manager's lock.
+    async fn release_async(&self, id: &str) {
+        let (m, locks, id) = (
+            self.resources.clone(),
+            self.port_locks.clone(),
+            id.to_string(),
+        );
+        let r = tokio::task::spawn_blocking(move || {
+            let r = crate::onboarding::lock(&m)
+                .and_then(|mut g| g.accounting_mut().release(&id).map(|_| ()).map_err(failed));
+            locks.unlock(&id);
+            r.map_err(|e| format!("releasing {id}: {}", e.message))
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "resources not released");
+        }
     }
 
     /// Whether a reservation id still holds resources (port locks follow reservations).
@@ -496,7 +531,7 @@ impl Provider {
             .and_then(|mut c| c.remove(&req.ensemble_id))
             .unwrap_or_default();
         for id in &commits {
-            self.release(id);
+            self.release_async(id).await;
         }
         self.ensemble_behaviors_down_if_gone(&req.ensemble_id);
         self.subnet_down_if_gone(&req.ensemble_id).await;
@@ -510,9 +545,13 @@ impl Provider {
     /// Re-creates the allocation actors persisted before a restart, then reconciles the ones
     /// that were running or pending with their executors and orchestrators (`reconcile.rs`).
     pub fn restore(self: &Arc<Self>) {
-        let docs = self
-            .with_manager(|g| g.accounting().store().allocations().list().map_err(failed))
-            .unwrap_or_default();
+        let docs = match self.records.list(Kind::Allocation) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "allocation records unreadable: none restored");
+                Vec::new()
+            }
+        };
         let mut held = Vec::new();
         for d in docs {
             match serde_json::from_str::<AllocRecord>(&d.doc) {
@@ -562,10 +601,17 @@ impl Provider {
                 .map_err(failed)?
         })?;
         call::register::<Allocate, _, _, _>(sys, "root", self.clone(), |p, m, req| async move {
-            p.allocate(&m, req)
+            let q = p.clone();
+            let r = tokio::task::spawn_blocking(move || q.allocate(&m, req))
+                .await
+                .map_err(failed)??;
+            p.durable().await?;
+            Ok(r)
         })?;
         call::register::<Revert, _, _, _>(sys, "root", self.clone(), |p, m, req| async move {
-            p.revert(&m, req).await
+            let r = p.revert(&m, req).await?;
+            p.durable().await?;
+            Ok(r)
         })?;
         self.register_subnet()?;
         self.register_edge()?;

@@ -27,8 +27,9 @@ use tokio::sync::watch;
 /// The node's resource manager, shared by its behaviors.
 pub type SharedManager = Arc<Mutex<ResourceManager>>;
 
-/// Opens `<data_dir>/dms.sqlite` (migrating it), rebuilds the accounting and reconciles it.
-pub fn open(config: &Config) -> Result<SharedManager, String> {
+/// Creates the data directory (private: 0700) and returns the node database's path,
+/// `<data_dir>/dms.sqlite`.
+pub fn database_path(config: &Config) -> Result<std::path::PathBuf, String> {
     let dir = &config.general.data_dir;
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     // Databases, VM and WASM state, subnet plans: nothing here is for other local users.
@@ -37,7 +38,13 @@ pub fn open(config: &Config) -> Result<SharedManager, String> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| format!("making {} private (0700): {e}", dir.display()))?;
     }
-    let store = Store::open(&dir.join("dms.sqlite")).map_err(|e| e.to_string())?;
+    Ok(dir.join("dms.sqlite"))
+}
+
+/// The resource manager over `store` (the daemon opened it): rebuilds the accounting and
+/// releases lapsed commitments.
+pub fn manager(config: &Config, store: Store) -> Result<SharedManager, String> {
+    let dir = &config.general.data_dir;
     let mut acct = Accounting::open(store).map_err(|e| e.to_string())?;
     // No executor is wired yet, so which allocations still run is unknown (None): they are
     // kept; lapsed commitments are released. The deployment issue passes the running set.

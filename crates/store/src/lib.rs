@@ -17,6 +17,7 @@ mod migrations;
 pub mod model;
 mod records;
 mod repo;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,6 +28,7 @@ pub use migrations::SCHEMA_VERSION;
 pub use model::{BenchmarkRecord, OnboardingRecord, Reservation, ReservationState, Resources};
 pub use records::{DocumentRepo, StoredDocument};
 pub use repo::{BenchmarkRepo, OnboardingRepo, ReservationRepo};
+pub use writer::{Kind, Records, RecordsError};
 
 /// Why the database could not be opened or used.
 #[derive(Debug, thiserror::Error)]

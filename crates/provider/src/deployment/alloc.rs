@@ -211,7 +211,7 @@ impl Provider {
             tracing::warn!(allocation = %id, error = %e, "could not remove the finished execution");
         }
         self.off_subnet(&cell).await;
-        self.release(&id);
+        self.release_async(&id).await;
         let done = cell.lock().map(|r| r.clone()).ok();
         if let Some(done) = done {
             notify::report_exit(&self.system, &done).await;
@@ -229,6 +229,6 @@ impl Provider {
         }
         let _ = exec.remove(&id).await;
         self.off_subnet(cell).await;
-        self.release(&id);
+        self.release_async(&id).await;
     }
 }

@@ -98,13 +98,8 @@ impl Provider {
             .unwrap_or_default();
         // Ensembles this node orchestrates with `subnet.join` and that still run.
         let joined = self
-            .with_manager(|g| {
-                g.accounting()
-                    .store()
-                    .deployments()
-                    .list()
-                    .map_err(super::failed)
-            })
+            .records
+            .list(nunet_store::Kind::Deployment)
             .unwrap_or_default()
             .into_iter()
             .filter(|d| d.status == "Running")

@@ -143,7 +143,7 @@ impl Provider {
         });
         self.off_subnet(cell).await;
         if let Some(rec) = snapshot(cell) {
-            self.release(&rec.id);
+            self.release_async(&rec.id).await;
             notify::report_exit(&self.system, &rec).await;
         }
     }

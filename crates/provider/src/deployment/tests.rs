@@ -39,12 +39,15 @@ async fn provider() -> Fixture {
         dir.path().into(),
     );
     let p = Provider::new(
-        system.clone(),
-        Keypair::from_seed(&[21; 32]),
-        resources.clone(),
-        BTreeMap::new(),
-        subnets,
-        network,
+        Parts {
+            system: system.clone(),
+            key: Keypair::from_seed(&[21; 32]),
+            resources: resources.clone(),
+            records: nunet_store::Records::in_memory().unwrap(),
+            executors: BTreeMap::new(),
+            subnets,
+            network,
+        },
         &config,
     );
     p.register().unwrap();
