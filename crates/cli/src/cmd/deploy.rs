@@ -10,6 +10,9 @@ use anyhow::{Context as _, Result, anyhow};
 use clap::Args;
 use nunet_actor::MAX_ENVELOPE_BYTES;
 use nunet_ensemble::{Context, Execution, parse_file};
+use nunet_protocol::calls::{DeploymentManifest, DeploymentNew, DeploymentStatusCall};
+use nunet_protocol::{DeploymentRef, DeploymentStatus, NewDeployment, StatusRequest};
+use serde::Serialize;
 use serde_json::json;
 
 use crate::client::{TooLarge, exit};
@@ -55,11 +58,9 @@ const FAST_POLL: Duration = Duration::from_millis(100);
 const FAST_POLLS: usize = 20;
 
 /// `node-a 2, node-b 1` from the status' per-node bid counts (empty before the first round).
-fn bids_line(bids: &serde_json::Value) -> String {
-    bids.as_object()
-        .into_iter()
-        .flatten()
-        .map(|(node, n)| format!("{node} {}", n.as_u64().unwrap_or(0)))
+fn bids_line(bids: &std::collections::BTreeMap<String, u32>) -> String {
+    bids.iter()
+        .map(|(node, n)| format!("{node} {n}"))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -77,7 +78,7 @@ fn too_large(file: &Path, request: usize, at_least: bool) -> anyhow::Error {
 
 /// Refuses, before contacting the daemon, a payload whose base64 form alone (as the signed
 /// envelope carries it) is over the daemon's limit.
-fn check_size(file: &Path, payload: &serde_json::Value) -> Result<()> {
+fn check_size(file: &Path, payload: &impl Serialize) -> Result<()> {
     let encoded = serde_json::to_vec(payload)?.len().div_ceil(3) * 4;
     if encoded > MAX_ENVELOPE_BYTES {
         return Err(too_large(file, encoded, true));
@@ -96,99 +97,91 @@ pub fn run(home: &Home, args: DeployArgs) -> Result<i32> {
         .allocations
         .iter()
         .any(|a| a.kind == nunet_ensemble::spec::AllocationType::Service);
-    let payload = json!({"ensemble": ensemble});
-    check_size(&args.file, &payload)?;
+    let request = NewDeployment { ensemble };
+    check_size(&args.file, &request)?;
     let caller = Caller::new(home, &args.context)?;
     let timeout: Duration = args.timeout.into();
     let created = caller
-        .call("/dms/node/deployment/new", &payload, timeout)
+        .call_typed::<DeploymentNew>(&request, timeout)
         .map_err(|e| match e.downcast_ref::<TooLarge>() {
             Some(t) => too_large(&args.file, t.bytes, false),
             None => e,
         })?;
-    let created = match created {
-        Ok(v) => v,
+    let id = match created {
+        Ok(created) => created.ensemble_id,
         Err(code) => return Ok(code),
     };
-    let id = created["ensemble_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
     if !args.json {
         println!("deployment {id}");
     }
     let mut after = 0u64;
-    let (mut last_bids, mut last_phase) = (String::new(), String::new());
+    let (mut last_bids, mut last_phase) = (String::new(), None::<DeploymentStatus>);
     let mut polls =
         std::iter::once(Duration::ZERO).chain(std::iter::repeat_n(FAST_POLL, FAST_POLLS));
     let status = loop {
         std::thread::sleep(polls.next().unwrap_or(POLL));
-        let v = match caller.call(
-            "/dms/node/deployment/status",
-            &json!({"id": id, "after": after}),
-            Duration::from_secs(15),
-        )? {
-            Ok(v) => v,
+        let req = StatusRequest {
+            id: id.clone(),
+            after,
+        };
+        let s = match caller.call_typed::<DeploymentStatusCall>(&req, Duration::from_secs(15))? {
+            Ok(s) => s,
             Err(code) => return Ok(code),
         };
-        for e in v["events"].as_array().into_iter().flatten() {
-            after = after.max(e["seq"].as_u64().unwrap_or(0));
+        for e in s.events.iter().flatten() {
+            after = after.max(e.seq);
             if !args.json {
-                println!(
-                    "  [{}] {}",
-                    e["phase"].as_str().unwrap_or("?"),
-                    e["message"].as_str().unwrap_or("")
-                );
+                println!("  [{}] {}", e.phase, e.message);
             }
         }
-        let s = v["status"].as_str().unwrap_or("").to_string();
-        let bids = bids_line(&v["bids"]);
+        let bids = bids_line(&s.bids);
         if !args.json && !bids.is_empty() && bids != last_bids {
             println!("bids: {bids}");
             last_bids = bids;
         }
-        if !args.json && s != last_phase {
-            println!("phase: {s}");
-            last_phase.clone_from(&s);
+        if !args.json && last_phase != Some(s.status) {
+            println!("phase: {}", s.status);
+            last_phase = Some(s.status);
         }
-        let done = matches!(s.as_str(), "Completed" | "Failed" | "ShuttingDown")
-            || (s == "Running" && has_service);
-        if done {
-            break v;
+        if s.settled(has_service) {
+            break s;
         }
     };
-    let manifest = match caller.call(
-        "/dms/node/deployment/manifest",
-        &json!({"id": id}),
+    let manifest = match caller.call_typed::<DeploymentManifest>(
+        &DeploymentRef { id: id.clone() },
         Duration::from_secs(15),
     )? {
-        Ok(v) => v,
+        Ok(m) => m.manifest,
         Err(code) => return Ok(code),
     };
-    let ok = matches!(status["status"].as_str(), Some("Running" | "Completed"));
+    let ok = matches!(
+        status.status,
+        DeploymentStatus::Running | DeploymentStatus::Completed
+    );
     if args.json {
         let out = json!({
             "id": id,
-            "status": status["status"],
-            "reason": status["reason"],
-            "rounds": status["rounds"],
-            "bids": status["bids"],
-            "notes": status["notes"],
-            "manifest": manifest["manifest"],
+            "status": status.status,
+            "reason": status.reason,
+            "rounds": status.rounds,
+            "bids": status.bids,
+            "notes": status.notes,
+            "manifest": manifest,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
             "status: {}{}",
-            status["status"].as_str().unwrap_or("?"),
-            status["reason"]
-                .as_str()
+            status.status,
+            status
+                .reason
+                .as_deref()
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default()
         );
-        print_manifest(&manifest["manifest"]);
-        for n in status["notes"].as_array().into_iter().flatten() {
-            println!("note: {}", n.as_str().unwrap_or(""));
+        print_manifest(&manifest);
+        for n in &status.notes {
+            println!("note: {n}");
         }
     }
     Ok(if ok { exit::OK } else { exit::FAILED })

@@ -4,11 +4,18 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 use clap::Subcommand;
 use nunet_actor::Handle;
 use nunet_capability::Anchors;
 use nunet_did::Keypair;
+use nunet_protocol::call::{self, Call};
+use nunet_protocol::calls::{
+    AllocationsList, DeploymentListCall, DeploymentManifest, DeploymentShutdown,
+    DeploymentStatusCall,
+};
+use nunet_protocol::{DeploymentRef, Empty, Manifest, StatusRequest};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::client::{self, Api, Outcome, exit};
@@ -72,30 +79,62 @@ impl Caller {
             }
         }
     }
+
+    /// Invokes the call `C` on the local node: its request encoded, its reply decoded.
+    /// `Err(exit code)` as [`Caller::call`]; a reply that is not a `C::Reply` is an error
+    /// naming the behaviour.
+    pub fn call_typed<C: Call>(
+        &self,
+        req: &C::Request,
+        ttl: Duration,
+    ) -> Result<Result<C::Reply, i32>> {
+        Ok(self.call_typed_raw::<C>(req, ttl)?.map(|(reply, _)| reply))
+    }
+
+    /// [`Caller::call_typed`], also returning the reply as it came (what `--json` prints).
+    pub fn call_typed_raw<C: Call>(
+        &self,
+        req: &C::Request,
+        ttl: Duration,
+    ) -> Result<Result<(C::Reply, Value), i32>> {
+        let behavior = C::behavior(None);
+        let payload = call::encode(&behavior, req).map_err(|e| anyhow!("{}", e.message))?;
+        match self.call(&behavior, &payload, ttl)? {
+            Ok(v) => Ok(Ok((typed_reply::<C>(&behavior, v.clone())?, v))),
+            Err(code) => Ok(Err(code)),
+        }
+    }
+}
+
+/// The reply `v` of `behavior` as `C::Reply`, or an error naming the behaviour and the
+/// type expected.
+fn typed_reply<C: Call>(behavior: &str, v: Value) -> Result<C::Reply> {
+    call::decode_reply::<C>(behavior, v).map_err(|e| anyhow!("{}", e.message))
 }
 
 /// Prints a manifest: nodes with their peers, allocations with their status.
-pub fn print_manifest(m: &Value) {
-    for (name, n) in m["nodes"].as_object().into_iter().flatten() {
-        println!(
-            "node {name}: peer {} ({})",
-            n["peer"].as_str().unwrap_or("?"),
-            n["location"].as_str().unwrap_or("")
-        );
+pub fn print_manifest(m: &Manifest) {
+    for (name, n) in &m.nodes {
+        println!("node {name}: peer {} ({})", n.peer, n.location);
     }
-    for (name, a) in m["allocations"].as_object().into_iter().flatten() {
-        let code = a["exit_code"]
-            .as_i64()
+    for (name, a) in &m.allocations {
+        let code = a
+            .exit_code
             .map(|c| format!(", exit {c}"))
             .unwrap_or_default();
-        let net = match (a["ip"].as_str(), a["dns"].as_str()) {
+        let net = match (&a.ip, &a.dns) {
             (Some(ip), Some(dns)) => format!("  {ip} {dns}"),
             _ => String::new(),
         };
-        let ports: Vec<String> = a["ports"]
-            .as_object()
-            .into_iter()
-            .flatten()
+        // In the order of their text, as the ports have always been listed.
+        let mut ports: Vec<(String, u16)> = a
+            .ports
+            .iter()
+            .map(|(public, private)| (public.to_string(), *private))
+            .collect();
+        ports.sort();
+        let ports: Vec<String> = ports
+            .iter()
             .map(|(public, private)| format!("{public}->{private}"))
             .collect();
         let ports = if ports.is_empty() {
@@ -103,11 +142,7 @@ pub fn print_manifest(m: &Value) {
         } else {
             format!("  ports {}", ports.join(","))
         };
-        println!(
-            "  {name}: {} ({}{code}){net}{ports}",
-            a["id"].as_str().unwrap_or("?"),
-            a["status"].as_str().unwrap_or("?")
-        );
+        println!("  {name}: {} ({}{code}){net}{ports}", a.id, a.status);
     }
 }
 
@@ -193,58 +228,74 @@ fn show(v: &Value, json: bool) -> Result<()> {
 
 /// Runs `nunet deployment …`.
 pub fn run(home: &Home, cmd: DeploymentCmd) -> Result<i32> {
-    let (be, args, ttl) = match &cmd {
-        DeploymentCmd::Status(a) => ("status", a, 15),
-        DeploymentCmd::Manifest(a) => ("manifest", a, 15),
+    let args = match &cmd {
+        DeploymentCmd::Status(a) | DeploymentCmd::Manifest(a) | DeploymentCmd::Shutdown(a) => a,
         DeploymentCmd::Logs(l) => return logs::run(home, l),
-        DeploymentCmd::Shutdown(a) => ("shutdown", a, 60),
     };
     let caller = Caller::new(home, &args.context)?;
-    let v = match caller.call(
-        &format!("/dms/node/deployment/{be}"),
-        &json!({"id": args.id}),
-        Duration::from_secs(ttl),
-    )? {
-        Ok(v) => v,
-        Err(code) => return Ok(code),
+    let id = DeploymentRef {
+        id: args.id.clone(),
     };
-    if args.json {
-        show(&v, true)?;
-        return Ok(exit::OK);
-    }
-    if let DeploymentCmd::Manifest(_) = cmd {
-        print_manifest(&v["manifest"]);
-    } else {
-        let mut s = v.clone();
-        if let Some(o) = s.as_object_mut() {
-            o.remove("events");
+    // The reply as it came, for `--json`; what the other forms print, typed.
+    let (raw, summary) = match cmd {
+        DeploymentCmd::Manifest(_) => {
+            match caller.call_typed_raw::<DeploymentManifest>(&id, Duration::from_secs(15))? {
+                Ok((m, _)) if !args.json => {
+                    print_manifest(&m.manifest);
+                    return Ok(exit::OK);
+                }
+                Ok((_, raw)) => (raw, None),
+                Err(code) => return Ok(code),
+            }
         }
-        show(&s, false)?;
+        DeploymentCmd::Shutdown(_) => {
+            match caller.call_typed_raw::<DeploymentShutdown>(&id, Duration::from_secs(60))? {
+                Ok((s, raw)) => (raw, Some(s)),
+                Err(code) => return Ok(code),
+            }
+        }
+        _ => {
+            let req = StatusRequest {
+                id: id.id,
+                after: 0,
+            };
+            match caller.call_typed_raw::<DeploymentStatusCall>(&req, Duration::from_secs(15))? {
+                Ok((s, raw)) => (raw, Some(s)),
+                Err(code) => return Ok(code),
+            }
+        }
+    };
+    match summary {
+        Some(mut s) if !args.json => {
+            s.events = None;
+            show(&serde_json::to_value(&s)?, false)?;
+        }
+        _ => show(&raw, true)?,
     }
     Ok(exit::OK)
 }
 
 /// The entries of `list` whose fields equal every `k=v` of `filter` (strings compared as
-/// they are, other values by their JSON text).
-fn filtered(list: &Value, filter: &[String]) -> Vec<Value> {
+/// they are, other values by their JSON text), each with its JSON form.
+fn filtered<T: Serialize>(list: Vec<T>, filter: &[String]) -> Result<Vec<(T, Value)>> {
     let wanted: Vec<(&str, &str)> = filter.iter().filter_map(|f| f.split_once('=')).collect();
-    list.as_array()
-        .into_iter()
-        .flatten()
-        .filter(|d| {
-            wanted.iter().all(|(k, want)| match &d[*k] {
-                Value::String(s) => s == want,
-                other => *other.to_string() == **want,
-            })
-        })
-        .cloned()
-        .collect()
+    let mut out = Vec::new();
+    for item in list {
+        let d = serde_json::to_value(&item)?;
+        let keep = wanted.iter().all(|(k, want)| match &d[*k] {
+            Value::String(s) => s == want,
+            other => *other.to_string() == **want,
+        });
+        if keep {
+            out.push((item, d));
+        }
+    }
+    Ok(out)
 }
 
 /// `2024-05-01 12:00:00`-style UTC time of a Unix-ms value, or `-`.
-fn when(ms: &Value) -> String {
-    ms.as_i64()
-        .and_then(|m| u64::try_from(m).ok())
+fn when(ms: Option<i64>) -> String {
+    ms.and_then(|m| u64::try_from(m).ok())
         .and_then(|m| std::time::UNIX_EPOCH.checked_add(Duration::from_millis(m)))
         .and_then(|t| {
             // Past the year 9999 the formatter fails, and `to_string` would panic on that.
@@ -258,75 +309,71 @@ fn when(ms: &Value) -> String {
 
 /// Runs `nunet get …`.
 pub fn get(home: &Home, cmd: GetCmd) -> Result<i32> {
-    let (context, filter, json, be, field) = match cmd {
+    const T: Duration = Duration::from_secs(15);
+    match cmd {
         GetCmd::Deployments {
             context,
             filter,
             json,
-        } => (
-            context,
-            filter,
-            json,
-            "/dms/node/deployment/list",
-            "deployments",
-        ),
+        } => {
+            let caller = Caller::new(home, &context)?;
+            let list = match caller.call_typed::<DeploymentListCall>(&Empty {}, T)? {
+                Ok(l) => filtered(l.deployments, &filter)?,
+                Err(code) => return Ok(code),
+            };
+            if json {
+                let list: Vec<Value> = list.into_iter().map(|(_, v)| v).collect();
+                show(&json!({ "deployments": list }), true)?;
+                return Ok(exit::OK);
+            }
+            println!("{:<66} {:<13} ALLOCATIONS", "ID", "STATUS");
+            for (d, _) in &list {
+                let allocs: Vec<String> = d
+                    .allocations
+                    .iter()
+                    .map(|(k, s)| format!("{k}={s}"))
+                    .collect();
+                // `as_str`: the statuses' `Display` ignores the column width.
+                println!(
+                    "{:<66} {:<13} {}",
+                    d.id,
+                    d.status.as_str(),
+                    allocs.join(",")
+                );
+            }
+        }
         GetCmd::Allocations {
             context,
             filter,
             json,
-        } => (
-            context,
-            filter,
-            json,
-            "/dms/node/allocations/list",
-            "allocations",
-        ),
-    };
-    let caller = Caller::new(home, &context)?;
-    let v = match caller.call(be, &Value::Null, Duration::from_secs(15))? {
-        Ok(v) => v,
-        Err(code) => return Ok(code),
-    };
-    let list = filtered(&v[field], &filter);
-    if json {
-        show(&json!({ field: list }), true)?;
-    } else if field == "allocations" {
-        println!(
-            "{:<34} {:<12} {:<20} {:<8} {:<10} {:<20} FINISHED",
-            "ID", "ENSEMBLE", "NAME", "EXECUTOR", "STATUS", "STARTED"
-        );
-        for a in &list {
-            let ens = a["ensemble_id"].as_str().unwrap_or("?");
+        } => {
+            let caller = Caller::new(home, &context)?;
+            let list = match caller.call_typed::<AllocationsList>(&Empty {}, T)? {
+                Ok(l) => filtered(l.allocations, &filter)?,
+                Err(code) => return Ok(code),
+            };
+            if json {
+                let list: Vec<Value> = list.into_iter().map(|(_, v)| v).collect();
+                show(&json!({ "allocations": list }), true)?;
+                return Ok(exit::OK);
+            }
             println!(
-                "{:<34} {:<12} {:<20} {:<8} {:<10} {:<20} {}",
-                a["id"].as_str().unwrap_or("?"),
-                ens.get(..12).unwrap_or(ens),
-                format!(
-                    "{}.{}",
-                    a["node_id"].as_str().unwrap_or("?"),
-                    a["name"].as_str().unwrap_or("?")
-                ),
-                a["executor"].as_str().unwrap_or("?"),
-                a["status"].as_str().unwrap_or("?"),
-                when(&a["started_ms"]),
-                when(&a["finished_ms"]),
+                "{:<34} {:<12} {:<20} {:<8} {:<10} {:<20} FINISHED",
+                "ID", "ENSEMBLE", "NAME", "EXECUTOR", "STATUS", "STARTED"
             );
-        }
-    } else {
-        println!("{:<66} {:<13} ALLOCATIONS", "ID", "STATUS");
-        for d in &list {
-            let allocs: Vec<String> = d["allocations"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, s)| format!("{k}={}", s.as_str().unwrap_or("?")))
-                .collect();
-            println!(
-                "{:<66} {:<13} {}",
-                d["id"].as_str().unwrap_or("?"),
-                d["status"].as_str().unwrap_or("?"),
-                allocs.join(",")
-            );
+            for (a, _) in &list {
+                let ens = &a.ensemble_id;
+                println!(
+                    "{:<34} {:<12} {:<20} {:<8} {:<10} {:<20} {}",
+                    a.id,
+                    ens.get(..12).unwrap_or(ens),
+                    format!("{}.{}", a.node_id, a.name),
+                    a.executor,
+                    a.status.as_str(),
+                    when(a.started_ms),
+                    when(a.finished_ms),
+                );
+            }
         }
     }
     Ok(exit::OK)
@@ -334,13 +381,118 @@ pub fn get(home: &Home, cmd: GetCmd) -> Result<i32> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+
+    use nunet_actor::envelope::Address;
+    use nunet_actor::{Envelope, Options, Reply};
+
     use super::*;
+
+    /// Serves one `/actor/invoke` as a daemon would, answering with a reply envelope signed
+    /// by `node` whose result is `result`.
+    fn daemon_once(
+        listener: TcpListener,
+        node: Keypair,
+        local: Handle,
+        result: Value,
+    ) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let (s, _) = listener.accept().unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let (mut first, mut len) = (String::new(), 0usize);
+            r.read_line(&mut first).unwrap();
+            loop {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                if line.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            let opt = Options {
+                exp: u64::MAX,
+                cont: String::new(),
+                topic: String::new(),
+            };
+            let msg = serde_json::to_vec(&Reply::Ok(result)).unwrap();
+            let reply = Envelope::sign(&node, local, Handle::default(), "/reply", opt, msg, vec![]);
+            let body = serde_json::to_vec(&reply).unwrap();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let mut s = s;
+            s.write_all(head.as_bytes()).unwrap();
+            s.write_all(&body).unwrap();
+            first
+        })
+    }
+
+    #[test]
+    fn a_malformed_reply_to_a_typed_call_is_an_error_naming_the_behaviour() {
+        let e = typed_reply::<DeploymentStatusCall>(
+            DeploymentStatusCall::NAME,
+            json!({"id": "abc", "status": "Sideways"}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(DeploymentStatusCall::NAME), "{e}");
+        assert!(e.contains("DeploymentSummary"), "{e}");
+
+        // Through the caller, from a daemon that answers `list` with something else.
+        let node = Keypair::from_seed(&[7; 32]);
+        let local = Handle {
+            id: node.did().to_string(),
+            did: node.did().to_string(),
+            addr: Address {
+                host: "12D3KooWtest".into(),
+                inbox: "root".into(),
+            },
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let daemon = daemon_once(
+            listener,
+            node,
+            local.clone(),
+            json!({"deployments": [{"id": 3}]}),
+        );
+        let user = Keypair::from_seed(&[8; 32]);
+        let caller = Caller {
+            anchors: Anchors::new(user.did()),
+            key: user,
+            local,
+            addr: "127.0.0.1".into(),
+            port,
+        };
+        let e = caller
+            .call_typed::<DeploymentListCall>(&Empty {}, Duration::from_secs(5))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            daemon
+                .join()
+                .unwrap()
+                .starts_with("POST /api/v1/actor/invoke")
+        );
+        assert!(e.contains(DeploymentListCall::NAME), "{e}");
+        assert!(e.contains("DeploymentList"), "{e}");
+    }
 
     #[test]
     fn times_past_the_formatter_read_as_unknown() {
-        assert_eq!(when(&json!(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(when(Some(0)), "1970-01-01T00:00:00Z");
         // Past the year 9999: formatting failed and `to_string` panicked.
-        assert_eq!(when(&json!(i64::MAX)), "-");
-        assert_eq!(when(&json!(-1)), "-");
+        assert_eq!(when(Some(i64::MAX)), "-");
+        assert_eq!(when(Some(-1)), "-");
+        assert_eq!(when(None), "-");
     }
 }

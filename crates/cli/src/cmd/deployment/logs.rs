@@ -11,7 +11,8 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::Result;
-use serde_json::{Value, json};
+use nunet_protocol::calls::DeploymentLogsCall;
+use nunet_protocol::{DeploymentLogsRequest, LogCursor};
 
 use super::{Caller, LogsArgs, show};
 use crate::client::exit;
@@ -20,74 +21,62 @@ use crate::home::Home;
 /// How often `-f` asks for new output when there was none.
 const POLL: Duration = Duration::from_millis(500);
 
-/// Allocation statuses after which no more output comes.
-fn ended(status: &str) -> bool {
-    matches!(status, "completed" | "failed" | "terminated")
-}
-
 /// Runs the command.
 pub fn run(home: &Home, a: &LogsArgs) -> Result<i32> {
     let caller = Caller::new(home, &a.ids.context)?;
-    let mut cursors: BTreeMap<String, Value> = BTreeMap::new();
+    let mut cursors: BTreeMap<String, LogCursor> = BTreeMap::new();
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut errors: BTreeSet<String> = BTreeSet::new();
     loop {
-        let v = match caller.call(
-            "/dms/node/deployment/logs",
-            &json!({"id": a.ids.id, "allocation": a.allocation, "cursors": cursors}),
-            Duration::from_secs(60),
-        )? {
-            Ok(v) => v,
-            Err(code) => return Ok(code),
+        let req = DeploymentLogsRequest {
+            id: a.ids.id.clone(),
+            allocation: a.allocation.clone(),
+            cursors: cursors.clone(),
         };
+        let (v, raw) =
+            match caller.call_typed_raw::<DeploymentLogsCall>(&req, Duration::from_secs(60))? {
+                Ok(r) => r,
+                Err(code) => return Ok(code),
+            };
         if a.ids.json && !a.follow {
-            show(&v, true)?;
+            show(&raw, true)?;
             return Ok(exit::OK);
         }
-        let logs = v["logs"].as_object().cloned().unwrap_or_default();
         // No allocation yet (still deploying): wait for them when following.
-        let (mut fresh, mut all_ended) = (false, !logs.is_empty());
-        for (name, l) in &logs {
-            let (out, err) = (
-                l["stdout"].as_str().unwrap_or(""),
-                l["stderr"].as_str().unwrap_or(""),
-            );
+        let (mut fresh, mut all_ended) = (false, !v.logs.is_empty());
+        for (name, l) in &v.logs {
+            let (out, err) = (l.stdout.as_str(), l.stderr.as_str());
             fresh |= !out.is_empty() || !err.is_empty();
-            if let Some(e) = l["error"].as_str() {
+            if let Some(e) = &l.error {
                 // Gone (shut down) or unreachable: nothing more will come from it.
                 if errors.insert(name.clone()) && !a.ids.json {
                     println!("== {name}: error: {e}");
                 }
                 continue;
             }
-            let status = l["status"].as_str().unwrap_or("?");
-            all_ended &= ended(status);
-            cursors.insert(
-                name.clone(),
-                json!({"stdout_offset": l["stdout_offset"], "stderr_offset": l["stderr_offset"]}),
-            );
+            // No more output comes after a final status.
+            all_ended &= l.status.is_some_and(|s| s.is_final());
+            cursors.insert(name.clone(), l.cursor());
             if a.ids.json {
                 continue;
             }
-            let many = logs.len() > 1 || !a.follow;
+            let many = v.logs.len() > 1 || !a.follow;
             if many && seen.insert(name.clone()) {
+                let status = l.status.map_or("?", |s| s.as_str());
                 println!("== {name} ({status})");
             }
             print!("{out}");
             eprint!("{err}");
         }
         if a.ids.json && fresh {
-            show(&v, true)?;
+            show(&raw, true)?;
         }
         match std::io::stdout().flush() {
             // The reader went away (`| head`): nothing more to do.
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(exit::OK),
             r => r?,
         }
-        let over = matches!(
-            v["status"].as_str(),
-            Some("Completed" | "Failed" | "ShuttingDown")
-        );
+        let over = v.status.is_terminal();
         if fresh {
             continue; // drain what is there before waiting
         }
