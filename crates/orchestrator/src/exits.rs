@@ -7,7 +7,7 @@
 //! and reports from a sender that does not run the allocation are dropped (see
 //! `Engine::take_exits`).
 //!
-//! Also `/dms/ensemble/<id>/allocation/check` ([`allocation_check`]), which a restarted
+//! Also `/dms/ensemble/<id>/allocation/check` ([`allocation_check`](nunet_protocol::names::allocation_check)), which a restarted
 //! provider asks about every allocation it still holds: answered from the record only
 //! ([`check_allocation`]), to the provider that runs the allocation per the manifest. It
 //! never changes the deployment.
