@@ -83,12 +83,32 @@ fn forced_offboard_stops_the_running_container_and_leaves_nothing_accounted() {
         "",
         "the container is gone after offboard"
     );
+    // Terminated, or already gone: the orchestrator reverts a deployment it sees failed.
     let listed = dn.json(2, &["get", "allocations", "--json"]);
-    assert_eq!(listed["allocations"][0]["status"], "terminated", "{listed}");
+    for a in listed["allocations"].as_array().unwrap() {
+        assert_eq!(a["status"], "terminated", "{listed}");
+    }
     assert_eq!(
         dn.resources(2, "allocated")["allocated"]["cpu"]["millicores"],
         0
     );
+
+    // The orchestrator learns it (exit report) and fails the deployment, naming why.
+    let t0 = std::time::Instant::now();
+    loop {
+        let s = dn.json(1, &["deployment", "status", &id, "--json"]);
+        if s["status"] == "Failed" {
+            let why = s["reason"].as_str().unwrap_or_default();
+            assert!(why.contains("terminated by its provider"), "{s}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "deployment still {}",
+            s["status"]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
 
     // Onboarding again starts from a clean accounting.
     dn.onboard(2);

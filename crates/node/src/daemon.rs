@@ -63,6 +63,7 @@ pub struct Node {
     pub api_addr: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    records: nunet_store::Records,
 }
 
 /// Parses `p2p.swarm_key`: 64 hex characters, or a path to a go-ipfs style swarm.key file.
@@ -201,7 +202,7 @@ impl Node {
         provider
             .register()
             .map_err(|e| NodeError::Behaviors(e.to_string()))?;
-        crate::orchestrator::start(&system, records, subnets)
+        crate::orchestrator::start(&system, records.clone(), subnets)
             .map_err(|e| NodeError::Behaviors(e.to_string()))?;
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = vec![
@@ -255,6 +256,7 @@ impl Node {
             api_addr,
             stop,
             tasks,
+            records,
         })
     }
 
@@ -264,6 +266,12 @@ impl Node {
         self.network.shutdown().await;
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        // Record changes still queued reach the disk before the process ends.
+        match tokio::time::timeout(Duration::from_secs(5), self.records.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "deployment records at shutdown"),
+            Err(_) => tracing::error!("deployment records not flushed within 5 s of shutdown"),
         }
     }
 }

@@ -54,7 +54,14 @@ pub fn start(
         .list(Kind::Deployment)
         .map_err(failed)?
         .into_iter()
-        .filter_map(|d| serde_json::from_str(&d.doc).ok())
+        .filter_map(|d| match serde_json::from_str(&d.doc) {
+            Ok(rec) => Some(rec),
+            Err(e) => {
+                tracing::error!(deployment = %d.id, error = %e,
+                    "stored deployment record unreadable: not restored");
+                None
+            }
+        })
         .collect();
     deployments.restore(saved);
     deployments.register()?;

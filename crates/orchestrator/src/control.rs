@@ -239,7 +239,11 @@ impl Deployments {
                 refuse_invalid(&req.ensemble)?;
                 let deadline_ms = i64::try_from(m.envelope.opt.exp / 1_000_000).unwrap_or(i64::MAX);
                 let id = d.create(req.ensemble, m.sender.as_str(), deadline_ms)?;
-                d.durable().await?;
+                // The deployment exists and runs either way; a record that did not reach
+                // the disk is logged, not answered as a failure of `new`.
+                if let Err(e) = d.durable().await {
+                    tracing::error!(deployment = %id, error = %e.message, "deployment record not durable");
+                }
                 Ok(NewDeploymentReply {
                     status: "OK".into(),
                     ensemble_id: id,

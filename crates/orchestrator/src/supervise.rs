@@ -78,6 +78,15 @@ impl Engine {
                                 v.reason.as_deref().unwrap_or("no reason given")
                             ));
                         }
+                        // Only this orchestrator's shutdown terminates allocations; while
+                        // Running, a terminated one was stopped by its provider (e.g. a forced
+                        // offboard).
+                        if status == AllocationStatus::Terminated {
+                            problem = Some(format!(
+                                "allocation {key} was terminated by its provider ({})",
+                                h.addr.host
+                            ));
+                        }
                         if status != a.status || code != a.exit_code {
                             changes.push((key.clone(), status, code));
                         }

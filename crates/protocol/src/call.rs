@@ -1,8 +1,9 @@
 //! Behaviour names bound to their message types, and typed adapters over the actor system:
 //! a caller names a [`Call`] and gets its reply type back, a provider registers a handler that
 //! receives the request type; neither side spells a behaviour name or looks a field up by
-//! string. A request or reply of the wrong shape becomes an [`ActorError`] of kind
-//! `Rejected` that names the behaviour and the type expected, never a panic.
+//! string. A request of the wrong shape is refused with an [`ActorError`] of kind `Failed`, a
+//! reply of the wrong shape is one of kind `Rejected`; both name the behaviour and the type
+//! expected, never a panic.
 
 use std::future::Future;
 use std::time::Duration;
@@ -63,11 +64,12 @@ pub fn decode_reply<C: Call>(behavior: &str, v: Value) -> Result<C::Reply, Actor
     })
 }
 
-/// The payload `v` sent to `behavior` as `C::Request`, or an error naming both.
+/// The payload `v` sent to `behavior` as `C::Request`, or an error naming both (kind
+/// `Failed`, as when a handler refuses its input).
 pub fn decode_request<C: Call>(behavior: &str, v: Value) -> Result<C::Request, ActorError> {
     decode(v).map_err(|e| {
         ActorError::new(
-            ErrorKind::Rejected,
+            ErrorKind::Failed,
             format!(
                 "the payload of {behavior} is not a {}: {e}",
                 short_type::<C::Request>()
@@ -297,7 +299,7 @@ mod tests {
             )
             .await
             .expect_err("malformed request");
-        assert_eq!(e.kind, ErrorKind::Rejected);
+        assert_eq!(e.kind, ErrorKind::Failed);
         assert!(e.message.contains("CommitRequest"), "{}", e.message);
         assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
         // An empty payload reads as `{}` for requests without fields.

@@ -49,10 +49,10 @@ pub struct AllocationState {
     /// Status.
     pub status: AllocationStatus,
     /// Exit code, when it ended with one.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i64>,
     /// Why it failed, when it did.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 

@@ -103,6 +103,9 @@ pub struct Provider {
     /// and when: nobody else may commit, allocate or bid for that ensemble here.
     owners: Mutex<HashMap<String, (String, i64)>>,
     answered: Mutex<HashMap<(String, u64), i64>>,
+    /// Set while a forced offboard stops the workloads: no bid, commit, allocate or start
+    /// is taken meanwhile, so nothing starts that the offboard would leave unaccounted.
+    offboarding: std::sync::atomic::AtomicBool,
     edge: edge::EdgeState,
     /// Provider files ensembles may name (VM images, WASM modules).
     files: files::LocalFiles,
@@ -197,6 +200,7 @@ impl Provider {
             commits: Mutex::new(HashMap::new()),
             owners: Mutex::new(HashMap::new()),
             answered: Mutex::new(HashMap::new()),
+            offboarding: std::sync::atomic::AtomicBool::new(false),
             edge: edge::EdgeState::new(network),
             files: files::LocalFiles::new(&g.data_dir, &config.job.image_roots),
         })
@@ -316,7 +320,7 @@ impl Provider {
         }
         let (onboarded, free) =
             self.with_manager(|g| Ok((g.is_onboarded(), g.accounting().free())))?;
-        if !onboarded {
+        if !onboarded || self.is_offboarding() {
             return self.decline(&req, Some(DeclineReason::NotOnboarded), BTreeMap::new());
         }
         {
@@ -360,6 +364,7 @@ impl Provider {
     }
 
     fn commit(&self, m: &Incoming, req: CommitRequest) -> Result<Committed, ActorError> {
+        self.refuse_while_offboarding()?;
         req.check().map_err(failed)?;
         self.claim(&req.ensemble_id, &m.sender)?;
         if let Some(f) = &self.fail_commit
@@ -414,6 +419,7 @@ impl Provider {
         m: &Incoming,
         req: AllocateRequest,
     ) -> Result<Allocated, ActorError> {
+        self.refuse_while_offboarding()?;
         if req.orchestrator.id != m.sender.as_str() {
             return Err(failed("the orchestrator handle must be the sender"));
         }
@@ -644,8 +650,24 @@ fn record(req: &AllocateRequest, a: &AllocationRequest) -> AllocRecord {
     }
 }
 
+impl Provider {
+    fn is_offboarding(&self) -> bool {
+        self.offboarding.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn refuse_while_offboarding(&self) -> Result<(), ActorError> {
+        if self.is_offboarding() {
+            return Err(failed("this provider is offboarding"));
+        }
+        Ok(())
+    }
+}
+
 impl crate::onboarding::Workloads for Provider {
     fn stop_all(self: Arc<Self>) -> futures::future::BoxFuture<'static, Vec<String>> {
+        // Closed before the snapshot: nothing allocated or started after it.
+        self.offboarding
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         Box::pin(async move {
             let p = self;
             let cells: Vec<Arc<Mutex<AllocRecord>>> = p
@@ -653,27 +675,36 @@ impl crate::onboarding::Workloads for Provider {
                 .lock()
                 .map(|m| m.values().cloned().collect())
                 .unwrap_or_default();
-            let mut stopped = Vec::new();
-            for cell in cells {
-                let Ok(rec) = cell.lock().map(|r| r.clone()) else {
-                    continue;
-                };
-                if !rec.status.is_active() {
-                    continue;
+            let stops = cells.into_iter().map(|cell| {
+                let p = p.clone();
+                async move {
+                    let rec = cell.lock().map(|r| r.clone()).ok()?;
+                    if !rec.status.is_active() {
+                        return None;
+                    }
+                    let exec = p.executors.get(rec.execution.executor())?;
+                    p.terminate(&cell, exec).await;
+                    tracing::info!(allocation = %rec.id, ensemble = %rec.ensemble_id,
+                        "stopped for a forced offboard");
+                    let done = cell.lock().map(|r| r.clone()).ok();
+                    if let Some(done) = done {
+                        // The orchestrator learns it at once; not waited for.
+                        let system = p.system.clone();
+                        tokio::spawn(async move { notify::report_exit(&system, &done).await });
+                    }
+                    Some(rec.id)
                 }
-                let Some(exec) = p.executors.get(rec.execution.executor()) else {
-                    continue;
-                };
-                p.terminate(&cell, exec).await;
-                tracing::info!(allocation = %rec.id, ensemble = %rec.ensemble_id,
-                    "stopped for a forced offboard");
-                let done = cell.lock().map(|r| r.clone()).ok();
-                if let Some(done) = done {
-                    notify::report_exit(&p.system, &done).await;
-                }
-                stopped.push(rec.id);
-            }
-            stopped
+            });
+            futures::future::join_all(stops)
+                .await
+                .into_iter()
+                .flatten()
+                .collect()
         })
+    }
+
+    fn resume(&self) {
+        self.offboarding
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }

@@ -75,8 +75,11 @@ pub fn now_ms() -> i64 {
 /// (through its executor, releasing its resources the usual way) and says which it stopped.
 /// The provider ([`crate::Provider`]) implements it; a node without one passes [`NoWorkloads`].
 pub trait Workloads: Send + Sync {
-    /// Stops every allocation that runs or is about to; returns their ids.
+    /// Stops every allocation that runs or is about to, and takes no new work until
+    /// [`Workloads::resume`]; returns the ids stopped.
     fn stop_all(self: Arc<Self>) -> BoxFuture<'static, Vec<String>>;
+    /// Takes work again (the offboard finished or failed).
+    fn resume(&self);
 }
 
 /// No workloads run here (a node without a provider side, and unit tests).
@@ -86,6 +89,8 @@ impl Workloads for NoWorkloads {
     fn stop_all(self: Arc<Self>) -> BoxFuture<'static, Vec<String>> {
         Box::pin(async { Vec::new() })
     }
+
+    fn resume(&self) {}
 }
 
 /// The accounting's hook during a forced offboard, after [`Workloads::stop_all`]: the
@@ -244,11 +249,11 @@ async fn offboard(
             }
         })
         .await?;
-        workloads.stop_all().await
+        workloads.clone().stop_all().await
     } else {
         Vec::new()
     };
-    with(m, move |g| {
+    let r = with(m, move |g| {
         let mut rep = g
             .offboard(force, &AfterStopAll(stopped.clone()))
             .map_err(failed)?;
@@ -260,7 +265,11 @@ async fn offboard(
         }
         Ok(json!({"onboarded": false, "offboard": rep}))
     })
-    .await
+    .await;
+    // Offboarded (bids now decline: not onboarded) or failed (it stays onboarded): either
+    // way the provider takes work again.
+    workloads.resume();
+    r
 }
 
 /// Registers the behaviors on the root actor.

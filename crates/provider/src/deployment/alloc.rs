@@ -127,6 +127,7 @@ impl Provider {
         if rec.status != AllocationStatus::Pending {
             return Ok(AllocationState::of(rec.status));
         }
+        self.refuse_while_offboarding()?;
         let mut spec = spec_of(&rec, &self.files)?;
         exec.prepare(&spec).await.map_err(failed)?;
         match rec.execution {
@@ -149,7 +150,25 @@ impl Provider {
             self.subnets.detach(&rec.ensemble_id, &rec.id).await;
             return Err(failed(e));
         }
-        self.set(cell, |r| r.status = AllocationStatus::Running);
+        // Terminated (shutdown, revert, offboard) while it was being started: it must not
+        // run on without a reservation.
+        let mut started = false;
+        self.set(cell, |r| {
+            if r.status == AllocationStatus::Pending {
+                r.status = AllocationStatus::Running;
+                started = true;
+            }
+        });
+        if !started {
+            let _ = exec.stop(&rec.id, Duration::from_secs(5)).await;
+            let _ = exec.remove(&rec.id).await;
+            self.subnets.detach(&rec.ensemble_id, &rec.id).await;
+            let now = cell
+                .lock()
+                .map(|r| r.status)
+                .unwrap_or(AllocationStatus::Terminated);
+            return Ok(AllocationState::of(now));
+        }
         tokio::spawn(self.clone().watch(cell.clone(), exec));
         Ok(AllocationState::of(AllocationStatus::Running))
     }

@@ -97,17 +97,20 @@ impl Provider {
             })
             .unwrap_or_default();
         // Ensembles this node orchestrates with `subnet.join` and that still run.
-        let joined = self
-            .records
-            .list(nunet_store::Kind::Deployment)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|d| d.status == "Running")
-            .filter(|d| {
-                serde_json::from_str::<Value>(&d.doc)
-                    .is_ok_and(|v| v["ensemble"]["subnet_join"] == true)
-            })
-            .map(|d| d.id);
+        let records = self.records.clone();
+        let joined =
+            tokio::task::spawn_blocking(move || records.list(nunet_store::Kind::Deployment))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|d| d.status == "Running")
+                .filter(|d| {
+                    serde_json::from_str::<Value>(&d.doc)
+                        .is_ok_and(|v| v["ensemble"]["subnet_join"] == true)
+                })
+                .map(|d| d.id);
         let live: Vec<String> = live.into_iter().chain(joined).collect();
         let local = self.key.did().peer_id();
         self.subnets.restore(&live, local).await;

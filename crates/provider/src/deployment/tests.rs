@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 struct Fixture {
     system: ActorSystem,
     resources: SharedManager,
+    provider: Arc<Provider>,
     _dir: tempfile::TempDir,
 }
 
@@ -54,6 +55,7 @@ async fn provider() -> Fixture {
     Fixture {
         system,
         resources,
+        provider: p,
         _dir: dir,
     }
 }
@@ -341,4 +343,30 @@ async fn another_orchestrator_cannot_revert_an_ensemble() {
         .await
         .unwrap();
     assert!(f.reserved().is_empty());
+}
+
+/// While a forced offboard stops the workloads, no new work is taken (it would be left
+/// running unaccounted); afterwards (offboarded or failed) the provider takes work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_commit_or_allocate_while_offboarding() {
+    use crate::onboarding::Workloads;
+    let f = provider().await;
+    let stopped = f.provider.clone().stop_all().await;
+    assert!(stopped.is_empty(), "{stopped:?}");
+    let e = f
+        .call(COMMIT, commit(res(1.0, GIB), now_ms() + 60_000))
+        .await
+        .expect_err("refused while offboarding");
+    assert!(e.message.contains("offboarding"), "{e:?}");
+    assert!(f.reserved().is_empty());
+    let e = f
+        .call(ALLOCATE, allocate(&f, res(1.0, GIB), Vec::new()))
+        .await
+        .expect_err("refused while offboarding");
+    assert!(e.message.contains("offboarding"), "{e:?}");
+    f.provider.resume();
+    f.call(COMMIT, commit(res(1.0, GIB), now_ms() + 60_000))
+        .await
+        .expect("taken again");
+    assert_eq!(f.reserved().len(), 1);
 }
