@@ -103,7 +103,11 @@ impl NodeBehaviour {
             relay_server: relay_server.into(),
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL_VERSION.to_string(), key.public())
-                    .with_agent_version(format!("nunet-rs/{}", env!("CARGO_PKG_VERSION"))),
+                    .with_agent_version(format!("nunet-rs/{}", env!("CARGO_PKG_VERSION")))
+                    // A node that dials its bootstrap peers before its own listeners are up
+                    // sends a first identify without listen addresses; without a push, the
+                    // peer could not add it to its DHT until the next periodic identify (5 min).
+                    .with_push_listen_addr_updates(true),
             ),
             ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
             kad,

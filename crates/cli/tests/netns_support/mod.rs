@@ -155,11 +155,28 @@ impl NsDevnet {
     pub fn deploy(&self, yaml: &str, name: &str) -> String {
         let p = self.dir.join(name);
         std::fs::write(&p, yaml).unwrap();
-        let v = self.json(
+        let (code, out) = self.run(
             1,
             &["deploy", "-f", p.to_str().unwrap(), "-t", "90s", "--json"],
         );
-        assert_eq!(v["status"], "Running", "{v}");
+        let v: Value = serde_json::from_str(out.trim()).unwrap_or(Value::Null);
+        if code != 0 || v["status"] != "Running" {
+            // What each round saw (bids, declines, silent peers), and each provider's view.
+            let events = v["id"].as_str().map_or(String::new(), |id| {
+                self.run(1, &["deployment", "status", id, "--json"]).1
+            });
+            let providers: Vec<String> = (1..=self.netns.len())
+                .map(|n| {
+                    let peers = self.run(n, &["actor", "cmd", "--json", "/dms/node/peers/list"]);
+                    let free = self.run(n, &["actor", "cmd", "--json", "/dms/node/resources/free"]);
+                    format!("node-{n}: peers {} free {}", peers.1.trim(), free.1.trim())
+                })
+                .collect();
+            panic!(
+                "deploy of {name} (exit {code}): {out}\nstatus with events: {events}\n{}",
+                providers.join("\n")
+            );
+        }
         v["id"].as_str().unwrap().to_string()
     }
     pub fn resources(&self, node: usize, which: &str) -> Value {
