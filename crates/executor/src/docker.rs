@@ -1,7 +1,7 @@
 //! Docker backend: containers through the Docker Engine API (bollard) on a local dockerd.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use bollard::Docker;
@@ -58,9 +58,82 @@ impl DockerConfig {
 /// unreachable dockerd makes the executor report itself unavailable.
 pub struct DockerExecutor {
     config: DockerConfig,
+    /// The client and status; re-probed in the background while dockerd is unreachable.
+    conn: Arc<RwLock<Conn>>,
+    stopped: Mutex<HashSet<String>>,
+}
+
+/// What the last probe of dockerd found.
+struct Conn {
     client: Option<Docker>,
     status: ExecutorStatus,
-    stopped: Mutex<HashSet<String>>,
+}
+
+/// First pause before probing an unreachable dockerd again; it doubles up to
+/// [`REPROBE_MAX`].
+const REPROBE_FIRST: Duration = Duration::from_secs(1);
+/// Longest pause between two probes of an unreachable dockerd.
+const REPROBE_MAX: Duration = Duration::from_secs(30);
+
+/// Connects to dockerd at `socket`, negotiates the API version and asks its version.
+async fn probe(socket: &str, timeout: Duration) -> Result<(Docker, String)> {
+    let secs = timeout.as_secs().max(1);
+    let probe = async {
+        let client = Docker::connect_with_unix(socket, secs, bollard::API_DEFAULT_VERSION)
+            .map_err(|e| ExecutorError::Runtime(format!("no dockerd socket at {socket}: {e}")))?;
+        let client = client.negotiate_version().await.map_err(api_err)?;
+        let v = client.version().await.map_err(api_err)?;
+        let detail = format!(
+            "dockerd {}, API {}",
+            v.version.unwrap_or_default(),
+            v.api_version.unwrap_or_default()
+        );
+        Ok((client, detail))
+    };
+    with_deadline("dockerd probe", timeout, probe).await
+}
+
+fn conn_of(r: Result<(Docker, String)>) -> Conn {
+    match r {
+        Ok((client, detail)) => Conn {
+            client: Some(client),
+            status: ExecutorStatus {
+                kind: ExecutorKind::Docker,
+                available: true,
+                detail,
+            },
+        },
+        Err(e) => Conn {
+            client: None,
+            status: ExecutorStatus {
+                kind: ExecutorKind::Docker,
+                available: false,
+                detail: e.to_string(),
+            },
+        },
+    }
+}
+
+/// Probes an unreachable dockerd again, pausing longer each time, until it answers (the
+/// executor becomes available: bids offer Docker from then on) or the executor is dropped.
+async fn reprobe(conn: Weak<RwLock<Conn>>, socket: String, timeout: Duration) {
+    let mut pause = REPROBE_FIRST;
+    loop {
+        tokio::time::sleep(pause).await;
+        if conn.strong_count() == 0 {
+            return;
+        }
+        if let Ok(found) = probe(&socket, timeout).await {
+            let Some(conn) = conn.upgrade() else { return };
+            let c = conn_of(Ok(found));
+            tracing::info!(detail = %c.status.detail, "dockerd answers now: Docker executor available");
+            if let Ok(mut g) = conn.write() {
+                *g = c;
+            }
+            return;
+        }
+        pause = (pause * 2).min(REPROBE_MAX);
+    }
 }
 
 pub(crate) fn api_err(e: bollard::errors::Error) -> ExecutorError {
@@ -101,43 +174,17 @@ impl DockerExecutor {
                 .filter(|h| h.starts_with("unix://"))
                 .unwrap_or_else(|| "/var/run/docker.sock".into())
         });
-        let secs = config.timeout.as_secs().max(1);
-        let probe = async {
-            let client = Docker::connect_with_unix(&socket, secs, bollard::API_DEFAULT_VERSION)
-                .map_err(|e| {
-                    ExecutorError::Runtime(format!("no dockerd socket at {socket}: {e}"))
-                })?;
-            let client = client.negotiate_version().await.map_err(api_err)?;
-            let v = client.version().await.map_err(api_err)?;
-            let detail = format!(
-                "dockerd {}, API {}",
-                v.version.unwrap_or_default(),
-                v.api_version.unwrap_or_default()
-            );
-            Ok((client, detail))
-        };
-        let (client, status) = match with_deadline("dockerd probe", config.timeout, probe).await {
-            Ok((client, detail)) => (
-                Some(client),
-                ExecutorStatus {
-                    kind: ExecutorKind::Docker,
-                    available: true,
-                    detail,
-                },
-            ),
-            Err(e) => (
-                None,
-                ExecutorStatus {
-                    kind: ExecutorKind::Docker,
-                    available: false,
-                    detail: e.to_string(),
-                },
-            ),
-        };
+        let first = conn_of(probe(&socket, config.timeout).await);
+        let unavailable = first.client.is_none();
+        let conn = Arc::new(RwLock::new(first));
+        // A dockerd that is slow or not up yet when the node starts is tried again, so the
+        // provider offers Docker once it answers (not only after a restart of the node).
+        if unavailable && tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(reprobe(Arc::downgrade(&conn), socket, config.timeout));
+        }
         Self {
             config,
-            client,
-            status,
+            conn,
             stopped: Mutex::new(HashSet::new()),
         }
     }
@@ -147,13 +194,15 @@ impl DockerExecutor {
         &self.config
     }
 
-    pub(crate) fn client(&self) -> Result<&Docker> {
-        self.client
-            .as_ref()
-            .ok_or_else(|| ExecutorError::Unavailable {
-                kind: ExecutorKind::Docker,
-                reason: self.status.detail.clone(),
-            })
+    pub(crate) fn client(&self) -> Result<Docker> {
+        let g = self
+            .conn
+            .read()
+            .map_err(|_| ExecutorError::Runtime("Docker executor state poisoned".into()))?;
+        g.client.clone().ok_or_else(|| ExecutorError::Unavailable {
+            kind: ExecutorKind::Docker,
+            reason: g.status.detail.clone(),
+        })
     }
 
     pub(crate) async fn call<T>(
@@ -411,7 +460,14 @@ impl Executor for DockerExecutor {
     }
 
     fn status(&self) -> ExecutorStatus {
-        self.status.clone()
+        match self.conn.read() {
+            Ok(g) => g.status.clone(),
+            Err(_) => ExecutorStatus {
+                kind: ExecutorKind::Docker,
+                available: false,
+                detail: "Docker executor state poisoned".into(),
+            },
+        }
     }
 
     async fn prepare(&self, spec: &ExecutionSpec) -> Result<()> {
@@ -606,12 +662,14 @@ mod tests {
     fn unconnected() -> DockerExecutor {
         DockerExecutor {
             config: DockerConfig::new("node"),
-            client: None,
-            status: ExecutorStatus {
-                kind: ExecutorKind::Docker,
-                available: false,
-                detail: "test".into(),
-            },
+            conn: Arc::new(RwLock::new(Conn {
+                client: None,
+                status: ExecutorStatus {
+                    kind: ExecutorKind::Docker,
+                    available: false,
+                    detail: "test".into(),
+                },
+            })),
             stopped: Mutex::new(HashSet::new()),
         }
     }

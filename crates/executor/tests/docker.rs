@@ -296,3 +296,42 @@ async fn mounts_ports_and_working_dir_reach_the_container() {
     assert!(String::from_utf8_lossy(&out).starts_with("/srv\n"));
     ex.remove(&s.id).await.unwrap();
 }
+
+/// A dockerd that does not answer when the node starts (slow, or started after it) is tried
+/// again in the background: the executor becomes available once it answers, without a
+/// restart. Here dockerd "appears" as a unix-socket proxy to the real one, opened after the
+/// executor reported itself unavailable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dockerd_that_answers_later_makes_the_executor_available() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("late-docker.sock");
+    let mut cfg = DockerConfig::new(node("late"));
+    cfg.socket = Some(sock.display().to_string());
+    cfg.timeout = Duration::from_secs(2);
+    let ex = DockerExecutor::connect(cfg).await;
+    assert!(!ex.status().available, "{:?}", ex.status());
+
+    let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut real) = tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut real).await;
+                }
+            });
+        }
+    });
+    let t0 = Instant::now();
+    while !ex.status().available {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "still unavailable: {:?}",
+            ex.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ex.status().detail.contains("dockerd"), "{:?}", ex.status());
+    // And it works: the list call goes through the proxy to the real dockerd.
+    ex.list().await.unwrap();
+}
