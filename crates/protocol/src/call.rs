@@ -145,6 +145,28 @@ where
     })
 }
 
+/// Registers `C` (under the ensemble's namespace when `ensemble` is given) on `inbox`.
+fn register_at<C, S, F, Fut>(
+    system: &ActorSystem,
+    inbox: &str,
+    ensemble: Option<&str>,
+    state: S,
+    f: F,
+) -> Result<(), ActorError>
+where
+    C: Call,
+    S: Clone + Send + Sync + 'static,
+    F: Fn(S, Incoming, C::Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<C::Reply, ActorError>> + Send + 'static,
+{
+    let name = C::behavior(ensemble);
+    system.register(
+        inbox,
+        &name,
+        behavior::<C, S, F, Fut>(name.clone(), state, f),
+    )
+}
+
 /// Registers `C` on actor `inbox` (see [`behavior`]).
 pub fn register<C, S, F, Fut>(
     system: &ActorSystem,
@@ -158,12 +180,7 @@ where
     F: Fn(S, Incoming, C::Request) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<C::Reply, ActorError>> + Send + 'static,
 {
-    let name = C::behavior(None);
-    system.register(
-        inbox,
-        &name,
-        behavior::<C, S, F, Fut>(name.clone(), state, f),
-    )
+    register_at::<C, S, F, Fut>(system, inbox, None, state, f)
 }
 
 /// Registers the per-ensemble call `C` of ensemble `ensemble` on actor `inbox`.
@@ -180,12 +197,7 @@ where
     F: Fn(S, Incoming, C::Request) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<C::Reply, ActorError>> + Send + 'static,
 {
-    let name = C::behavior(Some(ensemble));
-    system.register(
-        inbox,
-        &name,
-        behavior::<C, S, F, Fut>(name.clone(), state, f),
-    )
+    register_at::<C, S, F, Fut>(system, inbox, Some(ensemble), state, f)
 }
 
 #[cfg(test)]
