@@ -104,6 +104,7 @@ struct Counters {
 /// The receiving side of the probe protocol; stops serving when dropped.
 pub struct ProbeServer {
     counters: Arc<Counters>,
+    slots: Arc<Semaphore>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -128,8 +129,10 @@ impl ProbeServer {
             .map_err(|e| ProbeError::Register(e.to_string()))?;
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
+        let slots = Arc::new(Semaphore::new(MAX_CONCURRENT));
+        let s = slots.clone();
         let task = tokio::spawn(async move {
-            let slots = Arc::new(Semaphore::new(MAX_CONCURRENT));
+            let slots = s;
             let mut incoming = incoming;
             while let Some((peer, stream)) = incoming.next().await {
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
@@ -153,7 +156,16 @@ impl ProbeServer {
                 });
             }
         });
-        Ok(Self { counters, task })
+        Ok(Self {
+            counters,
+            slots,
+            task,
+        })
+    }
+
+    /// Probes being served now (at most [`MAX_CONCURRENT`]).
+    pub fn running(&self) -> usize {
+        MAX_CONCURRENT.saturating_sub(self.slots.available_permits())
     }
 
     /// Probes answered so far.
@@ -357,14 +369,20 @@ mod tests {
             .unwrap();
         let peer = b.local_peer_id();
         let mut control = a.streams();
-        // Hold every slot with a stream that sends a byte and does not end yet. The server
-        // takes streams in the order they arrive, so the next one finds every slot taken.
+        // Hold every slot with a stream that sends a byte and does not end yet. Streams on one
+        // connection negotiate their protocol concurrently, so the server may take them in any
+        // order: wait until it runs all of them before the extra one is opened.
         let mut held = Vec::new();
         for _ in 0..MAX_CONCURRENT {
             let mut s = control.open_stream(peer, PROBE_PROTOCOL).await.unwrap();
             s.write_all(&[1]).await.unwrap();
             s.flush().await.unwrap();
             held.push(s);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while server.running() < MAX_CONCURRENT {
+            assert!(Instant::now() < deadline, "{} running", server.running());
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let r = throughput(&a, peer).await;
         assert!(matches!(r, Err(ProbeError::Probe { .. })), "{r:?}");
