@@ -142,8 +142,114 @@ pub enum AllocationKey {
 pub struct Healthcheck {
     /// How to check.
     pub check: HealthcheckKind,
-    /// Interval between checks, if given.
+    /// Interval between checks, if given ([`Healthcheck::DEFAULT_INTERVAL_MS`] otherwise).
     pub interval_ms: Option<u64>,
+    /// Our extension `timeout`: longest one check may take
+    /// ([`Healthcheck::DEFAULT_TIMEOUT_MS`] otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Our extension `failure_threshold`: consecutive failed checks that make the allocation
+    /// unhealthy ([`Healthcheck::DEFAULT_FAILURE_THRESHOLD`] otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<u32>,
+}
+
+impl Healthcheck {
+    /// NuNet's interval: a check every 30 s.
+    pub const DEFAULT_INTERVAL_MS: u64 = 30_000;
+    /// Default time limit of one check.
+    pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+    /// Default number of consecutive failures that make an allocation unhealthy.
+    pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
+    /// Shortest interval accepted.
+    pub const MIN_INTERVAL_MS: u64 = 100;
+
+    /// The interval in force.
+    pub fn interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.interval_ms.unwrap_or(Self::DEFAULT_INTERVAL_MS))
+    }
+
+    /// The time limit of one check in force (never longer than the interval).
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.timeout_ms.unwrap_or(Self::DEFAULT_TIMEOUT_MS))
+            .min(self.interval())
+    }
+
+    /// The failure threshold in force (at least 1).
+    pub fn failure_threshold(&self) -> u32 {
+        self.failure_threshold
+            .unwrap_or(Self::DEFAULT_FAILURE_THRESHOLD)
+            .max(1)
+    }
+}
+
+/// Where an `http` health check connects: a port and a path of the allocation itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpTarget {
+    /// TCP port inside the allocation (80 when the endpoint names none).
+    pub port: u16,
+    /// Path and query, starting with `/`.
+    pub path: String,
+}
+
+/// Parses an `http` health check's `endpoint`: a path (`/health`), a port and path
+/// (`:8080/health`) or a URL whose host is the allocation itself (`localhost`, `127.0.0.1`,
+/// its `dns_name`, with or without `.internal`). A check reaches only its own allocation,
+/// never another host: the provider runs it, and must not be made to fetch other addresses.
+pub fn http_target(endpoint: &str, dns_name: &str) -> Result<HttpTarget, String> {
+    let e = endpoint.trim();
+    let rest = if let Some(r) = e.strip_prefix("http://") {
+        let (authority, path) = r.split_at(r.find('/').unwrap_or(r.len()));
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        };
+        let own = host.eq_ignore_ascii_case("localhost")
+            || host == "127.0.0.1"
+            || host.eq_ignore_ascii_case(dns_name)
+            || host.eq_ignore_ascii_case(&format!("{dns_name}.internal"));
+        if !own {
+            return Err(format!(
+                "endpoint {endpoint:?}: an http health check reaches only its own allocation \
+                 (host localhost, 127.0.0.1 or {dns_name}), not {host:?}"
+            ));
+        }
+        format!(":{}{path}", port.unwrap_or("80"))
+    } else if e.contains("://") {
+        return Err(format!(
+            "endpoint {endpoint:?}: only http:// endpoints are checked (no TLS)"
+        ));
+    } else {
+        e.to_string()
+    };
+    let (port, path) = match rest.strip_prefix(':') {
+        Some(r) => {
+            let (p, path) = r.split_at(r.find('/').unwrap_or(r.len()));
+            let port = p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("endpoint {endpoint:?}: {p:?} is not a TCP port"))?;
+            (port, path.to_string())
+        }
+        None => (80, rest),
+    };
+    let path = if path.is_empty() {
+        "/".to_string()
+    } else {
+        path
+    };
+    if !path.starts_with('/') {
+        return Err(format!(
+            "endpoint {endpoint:?}: expected a path (/health), :port/path or http://localhost:port/path"
+        ));
+    }
+    if path.len() > 2048 || path.chars().any(|c| c.is_ascii_control() || c == ' ') {
+        return Err(format!(
+            "endpoint {endpoint:?}: the path must be at most 2048 characters without spaces or control characters"
+        ));
+    }
+    Ok(HttpTarget { port, path })
 }
 
 /// The kinds of health check.
@@ -391,4 +497,44 @@ pub enum EscalationStrategy {
     Redeploy,
     /// Shut the ensemble down.
     Teardown,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod health_tests {
+    use super::*;
+
+    #[test]
+    fn http_endpoints_name_a_port_and_path_of_the_allocation_itself() {
+        let t = |e: &str| http_target(e, "web").map(|t| (t.port, t.path));
+        assert_eq!(t("/health"), Ok((80, "/health".into())));
+        assert_eq!(t(":8080/h?x=1"), Ok((8080, "/h?x=1".into())));
+        assert_eq!(t(":8080"), Ok((8080, "/".into())));
+        assert_eq!(t("http://localhost:9000/ok"), Ok((9000, "/ok".into())));
+        assert_eq!(t("http://web.internal/ok"), Ok((80, "/ok".into())));
+        assert_eq!(t("http://WEB:81"), Ok((81, "/".into())));
+        assert!(
+            t("http://db.internal/ok")
+                .unwrap_err()
+                .contains("only its own")
+        );
+        assert!(
+            t("http://10.0.0.1:80/")
+                .unwrap_err()
+                .contains("only its own")
+        );
+        assert!(t("health").unwrap_err().contains("expected a path"));
+        assert!(t(":0/x").unwrap_err().contains("not a TCP port"));
+        assert!(t("/a b").unwrap_err().contains("without spaces"));
+        let h = Healthcheck {
+            check: HealthcheckKind::Command {
+                exec: vec!["true".into()],
+            },
+            interval_ms: Some(1000),
+            timeout_ms: Some(5000),
+            failure_threshold: Some(0),
+        };
+        assert_eq!(h.timeout(), std::time::Duration::from_secs(1));
+        assert_eq!(h.failure_threshold(), 1);
+    }
 }

@@ -16,9 +16,10 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 
 use crate::{
-    ExecutionInfo, ExecutionSpec, ExecutionState, Executor, ExecutorError, ExecutorKind,
-    ExecutorStatus, ExitReason, ExitStatus, GpuVendor, LABEL_EXECUTION, LABEL_NODE, LogChunk,
-    LogOptions, LogSource, LogStream, NetworkAttachment, Result, Workload, with_deadline,
+    EXEC_MAX_OUTPUT, ExecOutput, ExecutionInfo, ExecutionSpec, ExecutionState, Executor,
+    ExecutorError, ExecutorKind, ExecutorStatus, ExitReason, ExitStatus, GpuVendor,
+    LABEL_EXECUTION, LABEL_NODE, LogChunk, LogOptions, LogSource, LogStream, NetworkAttachment,
+    Result, Workload, with_deadline,
 };
 
 /// Container names are `nunet-<execution id>`.
@@ -620,6 +621,82 @@ impl Executor for DockerExecutor {
             Err(e) if is_status(&e, 404) => Err(ExecutorError::NotFound(id.into())),
             Err(e) => Err(api_err(e)),
         }
+    }
+
+    async fn exec(&self, id: &str, argv: &[String], timeout: Duration) -> Result<ExecOutput> {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        if argv.is_empty() {
+            return Err(ExecutorError::InvalidSpec("an empty command".into()));
+        }
+        let docker = self.client()?;
+        let run = async {
+            let created = docker
+                .create_exec(
+                    &container_name(id),
+                    CreateExecOptions {
+                        attach_stdout: Some(true),
+                        attach_stderr: Some(true),
+                        cmd: Some(argv.to_vec()),
+                        ..Default::default()
+                    },
+                )
+                .await;
+            let created = match created {
+                Ok(c) => c,
+                Err(e) if is_status(&e, 404) => return Err(ExecutorError::NotFound(id.into())),
+                Err(e) if is_status(&e, 409) => {
+                    return Err(ExecutorError::Runtime(format!(
+                        "execution {id} is not running"
+                    )));
+                }
+                Err(e) => return Err(api_err(e)),
+            };
+            let mut out = ExecOutput::default();
+            let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+            match docker
+                .start_exec(&created.id, None)
+                .await
+                .map_err(api_err)?
+            {
+                StartExecResults::Attached { mut output, .. } => {
+                    while let Some(item) = output.next().await {
+                        let (buf, data) = match item.map_err(api_err)? {
+                            bollard::container::LogOutput::StdOut { message } => {
+                                (&mut stdout, message)
+                            }
+                            bollard::container::LogOutput::StdErr { message } => {
+                                (&mut stderr, message)
+                            }
+                            _ => continue,
+                        };
+                        let room = EXEC_MAX_OUTPUT.saturating_sub(buf.len());
+                        buf.extend_from_slice(&data[..data.len().min(room)]);
+                    }
+                }
+                StartExecResults::Detached => {}
+            }
+            let inspected = docker.inspect_exec(&created.id).await.map_err(api_err)?;
+            out.exit_code = inspected.exit_code;
+            out.stdout = String::from_utf8_lossy(&stdout).into_owned();
+            out.stderr = String::from_utf8_lossy(&stderr).into_owned();
+            // dockerd reports a command it could not start (no such binary) as exit code
+            // 126/127 with the reason on the attached output; it is passed on as is.
+            Ok(out)
+        };
+        with_deadline("container exec", timeout, run).await
+    }
+
+    async fn netns(&self, id: &str) -> Result<Option<std::path::PathBuf>> {
+        let c = self.inspect_raw(id).await?;
+        let pid = c
+            .state
+            .as_ref()
+            .and_then(|s| s.pid)
+            .filter(|p| *p > 0)
+            .ok_or_else(|| ExecutorError::Runtime(format!("execution {id} is not running")))?;
+        Ok(Some(std::path::PathBuf::from(format!(
+            "/proc/{pid}/ns/net"
+        ))))
     }
 
     async fn list(&self) -> Result<Vec<ExecutionInfo>> {

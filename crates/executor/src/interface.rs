@@ -142,6 +142,20 @@ pub struct ExecutionInfo {
     pub detail: String,
 }
 
+/// What a command run inside an execution printed and how it ended ([`Executor::exec`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ExecOutput {
+    /// Its exit code, when the runtime reports one.
+    pub exit_code: Option<i64>,
+    /// Standard output (at most [`EXEC_MAX_OUTPUT`] bytes, lossy UTF-8).
+    pub stdout: String,
+    /// Standard error (at most [`EXEC_MAX_OUTPUT`] bytes, lossy UTF-8).
+    pub stderr: String,
+}
+
+/// Most bytes of each stream [`Executor::exec`] keeps.
+pub const EXEC_MAX_OUTPUT: usize = 64 << 10;
+
 /// One interface over containers, VMs and WASM. Every call has a deadline; an unavailable
 /// runtime answers [`crate::ExecutorError::Unavailable`] at once.
 #[async_trait::async_trait]
@@ -177,6 +191,24 @@ pub trait Executor: Send + Sync {
     /// Everything this executor runs for this node (matched by the `nunet.node` label),
     /// including workloads started by an earlier process, which are adopted.
     async fn list(&self) -> Result<Vec<ExecutionInfo>>;
+
+    /// Runs `argv` inside the running execution (health checks) and waits at most `timeout`
+    /// for it to end. Executors that cannot run a command inside their workloads answer
+    /// [`crate::ExecutorError::InvalidSpec`] saying so.
+    async fn exec(&self, id: &str, argv: &[String], timeout: Duration) -> Result<ExecOutput> {
+        let _ = (id, argv, timeout);
+        Err(crate::ExecutorError::InvalidSpec(format!(
+            "the {} executor cannot run commands inside its workloads",
+            self.kind()
+        )))
+    }
+
+    /// The network namespace the running execution lives in, as a file to `setns` into
+    /// (`/proc/<pid>/ns/net`), when the host can enter it; `None` when it has none of its own.
+    async fn netns(&self, id: &str) -> Result<Option<std::path::PathBuf>> {
+        let _ = id;
+        Ok(None)
+    }
 
     /// Starts and waits: the exit status of a run-to-completion task.
     async fn run(&self, spec: &ExecutionSpec) -> Result<ExitStatus> {

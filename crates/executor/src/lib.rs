@@ -13,6 +13,7 @@ pub mod docker;
 pub mod error;
 pub mod interface;
 pub mod logs;
+pub mod netprobe;
 pub mod sandbox;
 pub mod spec;
 pub mod tap;
@@ -21,8 +22,8 @@ pub mod vm;
 pub use docker::{DockerConfig, DockerExecutor};
 pub use error::{ExecutorError, Result, with_deadline};
 pub use interface::{
-    ExecutionInfo, ExecutionState, Executor, ExecutorKind, ExecutorStatus, ExitReason, ExitStatus,
-    LogChunk, LogOptions, LogSource, LogStream,
+    EXEC_MAX_OUTPUT, ExecOutput, ExecutionInfo, ExecutionState, Executor, ExecutorKind,
+    ExecutorStatus, ExitReason, ExitStatus, LogChunk, LogOptions, LogSource, LogStream,
 };
 pub use sandbox::{LABEL_SANDBOX, Sandbox};
 pub use spec::{

@@ -335,3 +335,70 @@ async fn a_dockerd_that_answers_later_makes_the_executor_available() {
     // And it works: the list call goes through the proxy to the real dockerd.
     ex.list().await.unwrap();
 }
+
+/// Health checks' two probes: a command run inside the container (output, exit code, a
+/// binary the image lacks named as such) and an HTTP GET from inside its network namespace.
+#[tokio::test]
+async fn exec_and_http_reach_inside_a_running_container() {
+    let ex = executor("exec").await;
+    let mut s = spec(
+        "exec",
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /www && echo -n fine > /www/health && httpd -f -p 8080 -h /www",
+        ],
+    );
+    s.network = NetworkAttachment::None;
+    ex.start(&s).await.unwrap();
+    let argv = |a: &[&str]| a.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let t = Duration::from_secs(10);
+    let out = ex
+        .exec(
+            &s.id,
+            &argv(&["sh", "-c", "echo hi; echo oops >&2; exit 4"]),
+            t,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, Some(4));
+    assert_eq!(
+        (out.stdout.as_str(), out.stderr.as_str()),
+        ("hi\n", "oops\n")
+    );
+    let missing = ex.exec(&s.id, &argv(&["no-such-binary"]), t).await.unwrap();
+    assert!(
+        matches!(missing.exit_code, Some(126) | Some(127)),
+        "{missing:?}"
+    );
+    assert!(
+        format!("{}{}", missing.stdout, missing.stderr).contains("no-such-binary"),
+        "{missing:?}"
+    );
+    let slow = ex
+        .exec(&s.id, &argv(&["sleep", "30"]), Duration::from_millis(500))
+        .await;
+    assert!(
+        matches!(slow, Err(ExecutorError::Timeout { .. })),
+        "{slow:?}"
+    );
+    // No network of its own but loopback: reached only from inside.
+    let ns = ex.netns(&s.id).await.unwrap().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        match nunet_executor::netprobe::http_get(&ns, 8080, "/health", t).await {
+            Ok(a) => break a,
+            Err(e) if Instant::now() > deadline => panic!("{e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert_eq!((answer.status, answer.body.as_str()), (200, "fine"));
+    let nf = nunet_executor::netprobe::http_get(&ns, 8080, "/nothing", t)
+        .await
+        .unwrap();
+    assert_eq!(nf.status, 404);
+    ex.stop(&s.id, Duration::from_secs(1)).await.unwrap();
+    let gone = ex.exec(&s.id, &argv(&["true"]), t).await;
+    assert!(gone.is_err(), "{gone:?}");
+    ex.remove(&s.id).await.unwrap();
+}

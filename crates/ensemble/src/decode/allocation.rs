@@ -485,12 +485,27 @@ fn healthcheck(c: &mut Collector, v: &Value, path: &str) -> Option<Healthcheck> 
         c,
         v,
         path,
-        &["type", "exec", "endpoint", "response", "interval"],
+        &[
+            "type",
+            "exec",
+            "endpoint",
+            "response",
+            "interval",
+            "timeout",
+            "failure_threshold",
+        ],
         false,
     )?;
     let interval_ms = o
         .get("interval")
         .and_then(|(v, p)| with_unit(c, v, &p, units::parse_duration_ms));
+    let timeout_ms = o
+        .get("timeout")
+        .and_then(|(v, p)| with_unit(c, v, &p, units::parse_duration_ms));
+    let failure_threshold = o
+        .get("failure_threshold")
+        .and_then(|(v, p)| integer(c, v, &p, 1, 100))
+        .map(|n| n as u32);
     let check = match req_string(c, &o, "type", "the health check type (command or http)")?.as_str()
     {
         "command" => {
@@ -528,5 +543,10 @@ fn healthcheck(c: &mut Collector, v: &Value, path: &str) -> Option<Healthcheck> 
             return None;
         }
     };
-    Some(Healthcheck { check, interval_ms })
+    Some(Healthcheck {
+        check,
+        interval_ms,
+        timeout_ms,
+        failure_threshold,
+    })
 }
