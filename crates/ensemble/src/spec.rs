@@ -256,10 +256,14 @@ pub fn http_target(endpoint: &str, dns_name: &str) -> Result<HttpTarget, String>
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthcheckKind {
-    /// Run a command inside the allocation; exit 0 = healthy.
+    /// Run a command inside the allocation; healthy when it exits 0 and (if given) its
+    /// output equals `response_value`.
     Command {
         /// argv.
         exec: Vec<String>,
+        /// `response.value`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        response_value: Option<String>,
     },
     /// GET an endpoint; healthy when the body equals `response_value` (if given).
     Http {
@@ -529,6 +533,7 @@ mod health_tests {
         let h = Healthcheck {
             check: HealthcheckKind::Command {
                 exec: vec!["true".into()],
+                response_value: None,
             },
             interval_ms: Some(1000),
             timeout_ms: Some(5000),

@@ -82,7 +82,7 @@ fn healthchecks(c: &mut Collector, e: &Ensemble) {
                     c.error(&join(&p, "endpoint"), why);
                 }
             }
-            HealthcheckKind::Command { exec } => {
+            HealthcheckKind::Command { exec, .. } => {
                 if exec.is_empty() || exec[0].trim().is_empty() {
                     c.error(
                         &join(&p, "exec"),

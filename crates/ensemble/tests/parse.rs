@@ -100,7 +100,8 @@ fn full_fixture_decodes_every_field() {
     assert_eq!(
         hc.check,
         HealthcheckKind::Command {
-            exec: vec!["pg_isready".into(), "-q".into()]
+            exec: vec!["pg_isready".into(), "-q".into()],
+            response_value: None,
         }
     );
     assert_eq!(db.volumes.len(), 2);

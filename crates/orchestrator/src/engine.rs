@@ -82,6 +82,21 @@ impl Drop for ActorInUse<'_> {
     }
 }
 
+/// The health check as the provider runs it: an http endpoint reduced to `:port/path` (the
+/// provider does not know the allocation's `dns_name`; the ensemble's checks accepted it).
+fn provider_healthcheck(
+    h: &nunet_ensemble::spec::Healthcheck,
+    a: &nunet_ensemble::spec::Allocation,
+) -> nunet_ensemble::spec::Healthcheck {
+    let mut h = h.clone();
+    if let nunet_ensemble::spec::HealthcheckKind::Http { endpoint, .. } = &mut h.check
+        && let Ok(t) = nunet_ensemble::spec::http_target(endpoint, &a.dns_name)
+    {
+        *endpoint = format!(":{}{}", t.port, t.path);
+    }
+    h
+}
+
 fn executors_of(e: &nunet_ensemble::Ensemble, node: &nunet_ensemble::NodeConfig) -> Vec<String> {
     let mut v: Vec<String> = node
         .allocations
@@ -546,6 +561,8 @@ impl Engine {
             },
             ..rec.orchestrator.clone()
         };
+        let order = crate::order::start_order(&rec.ensemble).unwrap_or_default();
+        let supervision = crate::recovery::Supervision::new(&rec.ensemble, &order);
         let calls = assign.iter().map(|(node, bid)| {
             let allocs: Vec<AllocationRequest> = rec
                 .ensemble
@@ -559,6 +576,8 @@ impl Engine {
                     resources: a.resources.clone(),
                     ports: crate::provision::ports_of(&rec.ensemble, node, &a.name),
                     provision: crate::provision::provision_of(&rec.ensemble, a),
+                    healthcheck: a.healthcheck.as_ref().map(|h| provider_healthcheck(h, a)),
+                    keep_on_exit: supervision.supervised(&a.name),
                 })
                 .collect();
             let t = ALLOCATE_TIMEOUT * (allocs.len().max(1) as u32);
@@ -591,6 +610,8 @@ impl Engine {
                                 )),
                                 ip: None,
                                 dns: None,
+                                health: None,
+                                restarts: 0,
                             },
                         );
                     }

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex, Weak};
 
 use nunet_actor::{ActorError, ActorSystem, ErrorKind, Incoming};
 use nunet_protocol::call;
-use nunet_protocol::calls::{Check, Exited};
-use nunet_protocol::{Ack, AllocationCheck, AllocationExited, AllocationWanted};
+use nunet_protocol::calls::{Check, Exited, HealthChanged};
+use nunet_protocol::{Ack, AllocationCheck, AllocationExited, AllocationHealth, AllocationWanted};
 use tokio::sync::Notify;
 
 use crate::engine::{Engine, MONITOR_EVERY, RECHECK_EVERY};
@@ -60,7 +60,12 @@ pub fn check_allocation(
             rec.status.as_str()
         )));
     }
-    if a.status.is_final() {
+    // A failed allocation its supervisor restarts stays wanted (its provider keeps it).
+    let name = key.rsplit('.').next().unwrap_or(key);
+    let order = crate::order::start_order(&rec.ensemble).unwrap_or_default();
+    let restartable = a.status == nunet_protocol::AllocationStatus::Failed
+        && crate::recovery::Supervision::new(&rec.ensemble, &order).supervised(name);
+    if a.status.is_final() && !restartable {
         return Ok(AllocationWanted::no(format!(
             "the orchestrator counts {key} as {}",
             a.status
@@ -88,6 +93,22 @@ impl ExitInbox {
         inbox: &str,
         ensemble_id: &str,
     ) -> Result<(), ActorError> {
+        // A health change is only a wake-up too: the supervisor reads the health the
+        // allocation actor answers.
+        let wake = (self.clone(), ensemble_id.to_string());
+        call::register_in::<HealthChanged, _, _, _>(
+            system,
+            inbox,
+            ensemble_id,
+            wake,
+            |(me, id), _m: Incoming, r: AllocationHealth| async move {
+                if r.ensemble_id != id {
+                    return Err(ActorError::failed("health report for another ensemble"));
+                }
+                me.notify.notify_one();
+                Ok(Ack { ok: true })
+            },
+        )?;
         let state = (self.clone(), ensemble_id.to_string());
         call::register_in::<Exited, _, _, _>(
             system,
@@ -186,14 +207,16 @@ impl Engine {
         out
     }
 
-    /// Waits for the next supervision check: an exit report from a provider, or the
-    /// safety-net poll ([`RECHECK_EVERY`] while some allocation missed a check).
-    pub(crate) async fn next_check(&self, recheck: bool) {
+    /// Waits for the next supervision check: an exit report from a provider, a restart
+    /// falling due (`until`), or the safety-net poll ([`RECHECK_EVERY`] while some allocation
+    /// missed a check).
+    pub(crate) async fn next_check(&self, recheck: bool, until: Option<std::time::Duration>) {
         let wait = if recheck {
             RECHECK_EVERY
         } else {
             MONITOR_EVERY
         };
+        let wait = until.map_or(wait, |u| u.min(wait));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = self.exits.notify.notified() => {
@@ -236,6 +259,8 @@ mod tests {
             ports: BTreeMap::new(),
             ip: None,
             dns: None,
+            health: None,
+            restarts: 0,
         };
         let mut manifest = crate::Manifest::default();
         manifest.nodes.insert("n".into(), node);

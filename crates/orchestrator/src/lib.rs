@@ -17,6 +17,7 @@ pub mod engine;
 pub mod exits;
 pub mod order;
 pub mod provision;
+pub mod recovery;
 pub mod state;
 pub mod subnet;
 pub mod supervise;

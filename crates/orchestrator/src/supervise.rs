@@ -2,14 +2,14 @@
 //! shutdown and logs (through the providers' `/dms/ensemble/<id>/allocation/*` behaviors).
 //! It only sends actor messages; providers own the executions and resources.
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use nunet_actor::{ActorError, ErrorKind};
 use nunet_ensemble::spec::AllocationType;
 use nunet_protocol::calls::{
-    AllocationLogsCall, AllocationStatusCall, EnsembleLogs, EnsembleShutdown,
+    AllocationLogsCall, AllocationRestart, AllocationStatusCall, EnsembleLogs, EnsembleShutdown,
 };
 use nunet_protocol::{
     AllocationLogs, AllocationStatus, Bid, DeploymentStatus, Empty, LogCursor, LogsRequest,
@@ -18,6 +18,17 @@ use nunet_protocol::{
 
 use crate::engine::{Assignment, Engine, MAX_MISSED_CHECKS};
 use crate::now_ms;
+use crate::recovery::{Decision, Supervision};
+
+/// What the ensemble's `escalation_strategy` does once supervision gives up, for the reason.
+fn escalation_note(rec: &crate::state::Deployment) -> &'static str {
+    match rec.ensemble.escalation_strategy {
+        Some(nunet_ensemble::spec::EscalationStrategy::Redeploy) => {
+            " (escalation_strategy redeploy is not implemented yet: the deployment is torn down)"
+        }
+        _ => " (escalation_strategy teardown)",
+    }
+}
 
 /// How long a provider gets to stop an ensemble's allocations (NuNet
 /// `AllocationShutdownTimeout` is 15 s per allocation; several may stop in parallel).
@@ -52,43 +63,82 @@ impl Engine {
         self.revert(&assign).await;
     }
 
-    /// Supervises a running deployment until it completes, fails or is shut down.
+    /// Supervises a running deployment until it completes, fails or is shut down: polls
+    /// the allocations (woken early by pushed exits and health changes), restarts failed or
+    /// unhealthy ones as their supervisor decides ([`crate::recovery`]), and fails the
+    /// deployment (reverting it) when nothing restarts them.
     pub async fn monitor(&self) {
+        let Some(rec) = self.record() else { return };
+        let order = crate::order::start_order(&rec.ensemble).unwrap_or_default();
+        let mut sup = Supervision::new(&rec.ensemble, &order);
+        let kinds: HashMap<String, AllocationType> = rec
+            .ensemble
+            .allocations
+            .iter()
+            .map(|a| (a.name.clone(), a.kind))
+            .collect();
         let mut missed: HashMap<String, u32> = HashMap::new();
+        // Restarts decided and not done yet: (due, allocation names, why).
+        let mut pending: Vec<(Instant, Vec<String>, String)> = Vec::new();
         loop {
-            self.next_check(!missed.is_empty()).await; // pushed exits, else the safety-net poll
+            let until = pending
+                .iter()
+                .map(|(due, _, _)| due.saturating_duration_since(Instant::now()))
+                .min();
+            self.next_check(!missed.is_empty(), until).await;
             let Some(rec) = self.record() else { return };
             if rec.status != DeploymentStatus::Running {
                 return;
             }
+            let scheduled: HashSet<String> =
+                pending.iter().flat_map(|(_, a, _)| a.clone()).collect();
             let mut changes = Vec::new();
             let mut problem = None;
+            let mut failures: Vec<(String, String)> = Vec::new();
             for (key, a) in &rec.manifest.allocations {
                 let Some(h) = &a.handle else { continue };
+                let name = key.rsplit('.').next().unwrap_or(key).to_string();
                 match self
                     .call::<AllocationStatusCall>(h, &Empty {}, Duration::from_secs(5))
                     .await
                 {
                     Ok(v) => {
                         missed.remove(key);
-                        let (status, code) = (v.status, v.exit_code);
-                        if status == AllocationStatus::Failed {
-                            problem = Some(format!(
-                                "allocation {key} failed: {}",
+                        let service = kinds.get(&name) != Some(&AllocationType::Task);
+                        let failure = match v.status {
+                            AllocationStatus::Failed => Some(format!(
+                                "failed: {}",
                                 v.reason.as_deref().unwrap_or("no reason given")
-                            ));
-                        }
+                            )),
+                            AllocationStatus::Completed if service => {
+                                Some("exited (a service must keep running)".to_string())
+                            }
+                            AllocationStatus::Running => v
+                                .health
+                                .as_ref()
+                                .filter(|h| !h.healthy)
+                                .map(|h| format!("unhealthy: {}", h.message)),
+                            _ => None,
+                        };
                         // Only this orchestrator's shutdown terminates allocations; while
                         // Running, a terminated one was stopped by its provider (e.g. a forced
                         // offboard).
-                        if status == AllocationStatus::Terminated {
+                        if v.status == AllocationStatus::Terminated {
                             problem = Some(format!(
                                 "allocation {key} was terminated by its provider ({})",
                                 h.addr.host
                             ));
                         }
-                        if status != a.status || code != a.exit_code {
-                            changes.push((key.clone(), status, code));
+                        if let Some(f) = failure
+                            && !scheduled.contains(&name)
+                        {
+                            failures.push((name.clone(), format!("allocation {key} {f}")));
+                        }
+                        if v.status != a.status
+                            || v.exit_code != a.exit_code
+                            || v.health != a.health
+                        {
+                            changes.push((key.clone(), v));
                         }
                     }
                     Err(e) => {
@@ -105,47 +155,103 @@ impl Engine {
             }
             if !changes.is_empty() {
                 self.update(|r| {
-                    for (k, s, c) in changes {
+                    for (k, v) in changes {
                         if let Some(a) = r.manifest.allocations.get_mut(&k) {
-                            a.status = s;
-                            a.exit_code = c;
+                            let status_changed = a.status != v.status;
+                            a.status = v.status;
+                            a.exit_code = v.exit_code;
+                            a.health = v.health;
+                            if status_changed {
+                                r.event(now_ms(), format!("allocation {k}: {}", v.status));
+                            }
                         }
-                        r.event(now_ms(), format!("allocation {k}: {s}"));
                     }
                 });
+            }
+            if problem.is_none() {
+                for (name, what) in failures {
+                    if pending.iter().any(|(_, a, _)| a.contains(&name)) {
+                        continue;
+                    }
+                    match sup.on_failure(&name, Instant::now()) {
+                        Decision::Restart {
+                            allocations,
+                            delay,
+                            why,
+                        } => {
+                            self.event(format!(
+                                "{what}; restarting {} in {:.1}s ({why})",
+                                allocations.join(", "),
+                                delay.as_secs_f64()
+                            ));
+                            pending.push((Instant::now() + delay, allocations, why));
+                        }
+                        Decision::GiveUp(why) if sup.supervised(&name) => {
+                            problem = Some(format!("{what}; {why}{}", escalation_note(&rec)));
+                            break;
+                        }
+                        Decision::GiveUp(_) => {
+                            problem = Some(what);
+                            break;
+                        }
+                    }
+                }
             }
             if let Some(p) = problem {
                 self.fail(p);
                 self.revert_manifest().await;
                 return;
             }
-            let Some(rec) = self.record() else { return };
-            let kinds: HashMap<&str, AllocationType> = rec
-                .ensemble
-                .allocations
-                .iter()
-                .map(|a| (a.name.as_str(), a.kind))
-                .collect();
-            let mut all_done = !rec.manifest.allocations.is_empty();
-            for (k, a) in &rec.manifest.allocations {
-                let name = k.rsplit('.').next().unwrap_or(k);
-                match kinds.get(name) {
-                    Some(AllocationType::Task) => {
-                        all_done &= a.status == AllocationStatus::Completed;
-                    }
-                    _ => {
-                        all_done = false;
-                        if a.status == AllocationStatus::Completed {
-                            self.fail(format!("service allocation {k} exited"));
-                            self.revert_manifest().await;
-                            return;
-                        }
-                    }
-                }
+            let now = Instant::now();
+            let (due, later): (Vec<_>, Vec<_>) =
+                pending.into_iter().partition(|(at, _, _)| *at <= now);
+            pending = later;
+            for (_, allocations, why) in due {
+                self.restart_in_place(&allocations, &why).await;
             }
-            if all_done {
+            let Some(rec) = self.record() else { return };
+            let all_done = !rec.manifest.allocations.is_empty()
+                && rec.manifest.allocations.keys().all(|k| {
+                    let name = k.rsplit('.').next().unwrap_or(k);
+                    kinds.get(name) == Some(&AllocationType::Task)
+                        && rec.manifest.allocations[k].status == AllocationStatus::Completed
+                });
+            if all_done && pending.is_empty() {
                 self.set_status(DeploymentStatus::Completed, "every task completed");
                 return;
+            }
+        }
+    }
+
+    /// Restarts `allocations` (names, start order) on their providers, keeping their
+    /// resources, addresses and names; a restart that fails shows as a failure at the next
+    /// check.
+    async fn restart_in_place(&self, allocations: &[String], why: &str) {
+        let Some(rec) = self.record() else { return };
+        for name in allocations {
+            let Some((key, a)) = rec
+                .manifest
+                .allocations
+                .iter()
+                .find(|(k, _)| k.rsplit('.').next() == Some(name.as_str()))
+            else {
+                continue;
+            };
+            let Some(h) = &a.handle else { continue };
+            match self
+                .call::<AllocationRestart>(h, &Empty {}, crate::engine::START_TIMEOUT)
+                .await
+            {
+                Ok(v) => self.update(|r| {
+                    if let Some(a) = r.manifest.allocations.get_mut(key) {
+                        a.status = v.status;
+                        a.exit_code = None;
+                        a.health = v.health;
+                        a.restarts = a.restarts.saturating_add(1);
+                    }
+                    r.event(now_ms(), format!("restarted {key} in place ({why})"));
+                }),
+                Err(e) => self.event(format!("restart of {key} failed: {}", e.message)),
             }
         }
     }

@@ -229,6 +229,8 @@ mod tests {
                 status: AllocationStatus::Completed,
                 exit_code: Some(0),
                 reason: None,
+                health: None,
+                restarts: 0,
             })
         })
         .expect("register");

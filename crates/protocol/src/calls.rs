@@ -11,6 +11,7 @@ use crate::deployment::{
 };
 use crate::edge::{EdgeReply, EdgeRequest};
 use crate::exit::{Ack, AllocationCheck, AllocationExited, AllocationWanted};
+use crate::health::AllocationHealth;
 use crate::logs::{AllocationLogs, DeploymentLogs, DeploymentLogsRequest, LogsRequest};
 use crate::names;
 use crate::provider::{
@@ -87,6 +88,10 @@ call!(
     AllocationShutdown, names::ALLOCATION_SHUTDOWN, Empty => AllocationState
 );
 call!(
+    /// Allocation actor: restart the execution in place (same resources, ports, address).
+    AllocationRestart, names::ALLOCATION_RESTART, Empty => AllocationState
+);
+call!(
     /// Provider: the allocations it holds.
     AllocationsList, names::ALLOCATIONS_LIST, Empty => AllocationList
 );
@@ -125,6 +130,10 @@ ensemble_call!(
 ensemble_call!(
     /// Orchestrator actor: an allocation's execution ended.
     Exited, "/allocation/exited", AllocationExited => Ack
+);
+ensemble_call!(
+    /// Orchestrator actor: an allocation turned unhealthy, or healthy again.
+    HealthChanged, "/allocation/health", AllocationHealth => Ack
 );
 ensemble_call!(
     /// Orchestrator actor: is this allocation still wanted (after a provider restart)?

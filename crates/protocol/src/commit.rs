@@ -56,6 +56,14 @@ pub struct AllocationRequest {
     /// Provision scripts (name, body) to run in order before the workload.
     #[serde(default)]
     pub provision: Vec<(String, String)>,
+    /// The health check its provider runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<nunet_ensemble::spec::Healthcheck>,
+    /// The provider keeps its resources, public ports and subnet address when its execution
+    /// ends, because its orchestrator may restart it in place
+    /// ([`crate::calls::AllocationRestart`]); they go with its shutdown or the revert.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_on_exit: bool,
 }
 
 /// `AllocationDeploymentRequest`: turn a node's commitments into allocation actors.

@@ -44,6 +44,12 @@ pub struct ManifestAllocation {
     /// `<dns_name>.internal`, when it is on the subnet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<String>,
+    /// Its health, when it has a health check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::Health>,
+    /// Times the supervisor restarted it.
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 /// One node in the manifest.

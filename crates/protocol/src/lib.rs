@@ -16,6 +16,7 @@ pub mod commit;
 pub mod deployment;
 pub mod edge;
 pub mod exit;
+pub mod health;
 pub mod logs;
 pub mod names;
 pub mod provider;
@@ -37,6 +38,7 @@ pub use deployment::{
 };
 pub use edge::{EDGE_TIMEOUT, EdgeReply, EdgeRequest};
 pub use exit::{Ack, AllocationCheck, AllocationExited, AllocationWanted};
+pub use health::{AllocationHealth, Health};
 pub use logs::{
     AllocationLogs, DeploymentLogs, DeploymentLogsRequest, LOG_CHUNK, LogCursor, LogsRequest,
     log_slice,

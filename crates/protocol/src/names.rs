@@ -28,6 +28,8 @@ pub const ALLOCATION_STATUS: &str = "/dms/allocation/status";
 pub const ALLOCATION_LOGS: &str = "/dms/allocation/logs";
 /// Allocation actor: stop the execution and release its resources.
 pub const ALLOCATION_SHUTDOWN: &str = "/dms/allocation/shutdown";
+/// Allocation actor: stop the execution if it runs and start it again in place.
+pub const ALLOCATION_RESTART: &str = "/dms/allocation/restart";
 
 /// Orchestrating node: create a deployment (payload: the ensemble, optional timeout).
 pub const DEPLOYMENT_NEW: &str = "/dms/node/deployment/new";

@@ -54,6 +54,16 @@ pub struct AllocationState {
     /// Why it failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Its health, when it has a health check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::Health>,
+    /// Times its execution was restarted in place.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl AllocationState {
@@ -63,6 +73,8 @@ impl AllocationState {
             status,
             exit_code: None,
             reason: None,
+            health: None,
+            restarts: 0,
         }
     }
 }

@@ -33,6 +33,7 @@ mod decline;
 mod edge;
 mod exec;
 mod files;
+mod health;
 mod net;
 mod notify;
 mod ports;
@@ -83,6 +84,31 @@ struct AllocRecord {
     /// Created / started / finished (deploy-control).
     #[serde(default)]
     times: control::Times,
+    /// The health check this provider runs while it runs.
+    #[serde(default)]
+    healthcheck: Option<nunet_ensemble::spec::Healthcheck>,
+    /// What the checks found since it last started.
+    #[serde(default)]
+    health: Option<nunet_protocol::Health>,
+    /// Resources, ports and subnet address stay when the execution ends (its orchestrator
+    /// may restart it); they go with its shutdown or the revert.
+    #[serde(default)]
+    keep_on_exit: bool,
+    /// Restarts in place so far.
+    #[serde(default)]
+    restarts: u32,
+    /// Bumped at every start: a watcher or health loop of an earlier start stands down.
+    #[serde(default)]
+    generation: u64,
+}
+
+impl AllocRecord {
+    /// Whether it still holds its resources here: it runs or is about to, or it ended and
+    /// waits for its orchestrator to restart it ([`AllocRecord::keep_on_exit`]).
+    fn holds(&self) -> bool {
+        self.status.is_active()
+            || (self.keep_on_exit && self.status != AllocationStatus::Terminated)
+    }
 }
 
 /// The provider: resources, executors and the allocations it runs.
@@ -647,6 +673,11 @@ fn record(req: &AllocateRequest, a: &AllocationRequest) -> AllocRecord {
             created_ms: Some(now_ms()),
             ..Default::default()
         },
+        healthcheck: a.healthcheck.clone(),
+        health: None,
+        keep_on_exit: a.keep_on_exit,
+        restarts: 0,
+        generation: 0,
     }
 }
 

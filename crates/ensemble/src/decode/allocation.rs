@@ -506,6 +506,13 @@ fn healthcheck(c: &mut Collector, v: &Value, path: &str) -> Option<Healthcheck> 
         .get("failure_threshold")
         .and_then(|(v, p)| integer(c, v, &p, 1, 100))
         .map(|n| n as u32);
+    let (response_type, response_value) = match o.get("response") {
+        Some((v, p)) => match obj(c, v, &p, &["type", "value"], false) {
+            Some(r) => (opt_string(c, &r, "type"), opt_string(c, &r, "value")),
+            None => (None, None),
+        },
+        None => (None, None),
+    };
     let check = match req_string(c, &o, "type", "the health check type (command or http)")?.as_str()
     {
         "command" => {
@@ -518,17 +525,13 @@ fn healthcheck(c: &mut Collector, v: &Value, path: &str) -> Option<Healthcheck> 
                 );
                 return None;
             }
-            HealthcheckKind::Command { exec }
+            HealthcheckKind::Command {
+                exec,
+                response_value,
+            }
         }
         "http" => {
             let endpoint = req_string(c, &o, "endpoint", "an http health check's endpoint")?;
-            let (response_type, response_value) = match o.get("response") {
-                Some((v, p)) => match obj(c, v, &p, &["type", "value"], false) {
-                    Some(r) => (opt_string(c, &r, "type"), opt_string(c, &r, "value")),
-                    None => (None, None),
-                },
-                None => (None, None),
-            };
             HealthcheckKind::Http {
                 endpoint,
                 response_type,

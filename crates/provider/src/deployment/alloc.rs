@@ -11,7 +11,8 @@ use nunet_ensemble::Execution;
 use nunet_executor::Executor;
 use nunet_protocol::call;
 use nunet_protocol::calls::{
-    AllocationLogsCall, AllocationShutdown, AllocationStart, AllocationStatusCall,
+    AllocationLogsCall, AllocationRestart, AllocationShutdown, AllocationStart,
+    AllocationStatusCall,
 };
 use nunet_protocol::{AllocationOutput, AllocationState, AllocationStatus};
 
@@ -56,6 +57,8 @@ impl Provider {
                         status: rec.status,
                         exit_code: rec.exit_code,
                         reason: rec.reason,
+                        health: rec.health,
+                        restarts: rec.restarts,
                     })
                 },
             ),
@@ -76,6 +79,12 @@ impl Provider {
                         stderr,
                     })
                 },
+            ),
+            call::register::<AllocationRestart, _, _, _>(
+                sys,
+                &inbox,
+                state.clone(),
+                |(p, c), m, _| async move { p.restart(&c, &m).await },
             ),
             call::register::<AllocationShutdown, _, _, _>(
                 sys,
@@ -127,6 +136,62 @@ impl Provider {
         if rec.status != AllocationStatus::Pending {
             return Ok(AllocationState::of(rec.status));
         }
+        self.launch(cell, rec, exec).await
+    }
+
+    /// `/dms/allocation/restart`: stops the execution if it still runs and starts it again
+    /// with the same resources, public ports, subnet address and `.internal` name. Only an
+    /// allocation that still holds its resources can be restarted (a running one, or one
+    /// allocated with `keep_on_exit` that ended); a terminated one cannot.
+    async fn restart(
+        self: &Arc<Self>,
+        cell: &Arc<Mutex<AllocRecord>>,
+        m: &Incoming,
+    ) -> Result<AllocationState, ActorError> {
+        let (rec, exec) = self.own(cell, m)?;
+        if !rec.holds() {
+            return Err(failed(format!(
+                "allocation {} is {} and holds no resources here any more: it cannot be restarted",
+                rec.id, rec.status
+            )));
+        }
+        self.refuse_while_offboarding()?;
+        // Pending first: the watcher and health loop of the old execution stand down.
+        self.set(cell, |r| {
+            r.status = AllocationStatus::Pending;
+            r.generation += 1;
+            r.restarts += 1;
+            r.exit_code = None;
+            r.reason = None;
+            r.health = None;
+        });
+        if rec.status == AllocationStatus::Running {
+            let _ = exec.stop(&rec.id, Duration::from_secs(5)).await;
+        }
+        let _ = exec.remove(&rec.id).await;
+        self.subnets.detach(&rec.ensemble_id, &rec.id).await;
+        let rec = cell.lock().map_err(|_| failed("poisoned"))?.clone();
+        let r = self.launch(cell, rec, exec).await;
+        if let Err(e) = &r {
+            // Still held: the orchestrator may try again or shut it down.
+            self.set(cell, |r| {
+                if r.status == AllocationStatus::Pending {
+                    r.status = AllocationStatus::Failed;
+                    r.reason = Some(format!("restart failed: {}", e.message));
+                }
+            });
+        }
+        r
+    }
+
+    /// Prepares the execution of a pending allocation, attaches it to the ensemble subnet
+    /// when there is one, starts it, and watches it (and its health, when it has a check).
+    async fn launch(
+        self: &Arc<Self>,
+        cell: &Arc<Mutex<AllocRecord>>,
+        rec: AllocRecord,
+        exec: Arc<dyn Executor>,
+    ) -> Result<AllocationState, ActorError> {
         self.refuse_while_offboarding()?;
         let mut spec = spec_of(&rec, &self.files)?;
         exec.prepare(&spec).await.map_err(failed)?;
@@ -152,14 +217,15 @@ impl Provider {
         }
         // Terminated (shutdown, revert, offboard) while it was being started: it must not
         // run on without a reservation.
-        let mut started = false;
+        let mut started = None;
         self.set(cell, |r| {
-            if r.status == AllocationStatus::Pending {
+            if r.status == AllocationStatus::Pending && r.generation == rec.generation {
                 r.status = AllocationStatus::Running;
-                started = true;
+                r.health = r.healthcheck.as_ref().map(super::health::initial);
+                started = Some(r.generation);
             }
         });
-        if !started {
+        let Some(generation) = started else {
             let _ = exec.stop(&rec.id, Duration::from_secs(5)).await;
             let _ = exec.remove(&rec.id).await;
             self.subnets.detach(&rec.ensemble_id, &rec.id).await;
@@ -168,8 +234,14 @@ impl Provider {
                 .map(|r| r.status)
                 .unwrap_or(AllocationStatus::Terminated);
             return Ok(AllocationState::of(now));
+        };
+        if rec.healthcheck.is_some() {
+            tokio::spawn(
+                self.clone()
+                    .health_loop(cell.clone(), exec.clone(), generation),
+            );
         }
-        tokio::spawn(self.clone().watch(cell.clone(), exec));
+        tokio::spawn(self.clone().watch(cell.clone(), exec, generation));
         Ok(AllocationState::of(AllocationStatus::Running))
     }
 
@@ -190,6 +262,7 @@ impl Provider {
         self: Arc<Self>,
         cell: Arc<Mutex<AllocRecord>>,
         exec: Arc<dyn Executor>,
+        generation: u64,
     ) {
         let id = match cell.lock() {
             Ok(r) => r.id.clone(),
@@ -197,11 +270,12 @@ impl Provider {
         };
         let outcome = exec.wait(&id).await;
         let (stdout, stderr) = read_logs(&exec, &id).await;
-        let terminated = cell
+        // Terminated, or restarted meanwhile: this execution's end is nobody's news.
+        let current = cell
             .lock()
-            .map(|r| r.status == AllocationStatus::Terminated)
-            .unwrap_or(true);
-        if terminated {
+            .map(|r| r.status == AllocationStatus::Running && r.generation == generation)
+            .unwrap_or(false);
+        if !current {
             return;
         }
         self.set(&cell, |r| {
@@ -229,8 +303,18 @@ impl Provider {
         if let Err(e) = exec.remove(&id).await {
             tracing::warn!(allocation = %id, error = %e, "could not remove the finished execution");
         }
-        self.off_subnet(&cell).await;
-        self.release_async(&id).await;
+        let keep = cell.lock().map(|r| r.keep_on_exit).unwrap_or(false);
+        if keep {
+            // Resources, ports and the subnet stay for a restart in place.
+            let ensemble = cell
+                .lock()
+                .map(|r| r.ensemble_id.clone())
+                .unwrap_or_default();
+            self.subnets.detach(&ensemble, &id).await;
+        } else {
+            self.off_subnet(&cell).await;
+            self.release_async(&id).await;
+        }
         let done = cell.lock().map(|r| r.clone()).ok();
         if let Some(done) = done {
             notify::report_exit(&self.system, &done).await;

@@ -74,7 +74,7 @@ impl Provider {
         let alive = self.allocs.lock().is_ok_and(|m| {
             m.values().any(|c| {
                 c.lock()
-                    .is_ok_and(|r| r.ensemble_id == ensemble && !r.status.is_final())
+                    .is_ok_and(|r| r.ensemble_id == ensemble && r.holds())
             })
         });
         if !alive {
@@ -91,7 +91,7 @@ impl Provider {
             .map(|m| {
                 m.values()
                     .filter_map(|c| c.lock().ok().map(|r| r.clone()))
-                    .filter(|r| r.status.is_active())
+                    .filter(|r| r.holds())
                     .map(|r| r.ensemble_id)
                     .collect()
             })

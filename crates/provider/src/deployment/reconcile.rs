@@ -120,7 +120,12 @@ impl Provider {
                         continue;
                     }
                     _ => {
-                        tokio::spawn(self.clone().watch(cell.clone(), exec.clone()));
+                        let g = rec.generation;
+                        tokio::spawn(self.clone().watch(cell.clone(), exec.clone(), g));
+                        if rec.healthcheck.is_some() {
+                            let loop_ = self.clone().health_loop(cell.clone(), exec.clone(), g);
+                            tokio::spawn(loop_);
+                        }
                     }
                 }
             }

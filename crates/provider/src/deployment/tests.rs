@@ -121,6 +121,8 @@ fn allocate(f: &Fixture, r: nunet_ensemble::Resources, ports: Vec<PortMapping>) 
             resources: r,
             ports,
             provision: Vec::new(),
+            healthcheck: None,
+            keep_on_exit: false,
         }],
     })
     .unwrap()
@@ -246,6 +248,8 @@ fn wasm_memory_is_never_unlimited_nor_above_the_committed_ram() {
             resources: res(1.0, 64 << 20),
             ports: Vec::new(),
             provision: Vec::new(),
+            healthcheck: None,
+            keep_on_exit: false,
         };
         let req = AllocateRequest {
             ensemble_id: "e".into(),
