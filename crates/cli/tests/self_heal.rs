@@ -1,0 +1,290 @@
+//! Self-healing with real daemons and real dockerd (issue 16): a supervised allocation whose
+//! container is killed, or whose health check turns failing, is restarted in place by its
+//! orchestrator: a new container at the same subnet address and `.internal` name, while the
+//! rest of the ensemble keeps running untouched; one that keeps failing is given up after the
+//! restart limit and everything it held is released.
+//!
+//! The first test runs on the namespace testbed (`nunet devnet up --netns`: root, iproute2,
+//! iptables); the second on the loopback devnet. Both need dockerd and the local image
+//! `nunet-test/busybox:latest`.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod deploy_support;
+mod netns_support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use deploy_support::containers_of;
+use netns_support::{NsDevnet, container, exec};
+use serde_json::Value;
+
+/// Removes every container of an ensemble (workloads and sandboxes), even when the test fails.
+struct Containers(String);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        let ids = containers_of(&self.0);
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(ids.split_whitespace())
+                .output();
+        }
+    }
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, for at most `limit`; panics with what the
+/// last look saw (`seen`).
+fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut(&mut String) -> Option<T>) -> T {
+    let t0 = Instant::now();
+    let mut seen = String::new();
+    loop {
+        if let Some(v) = f(&mut seen) {
+            eprintln!("{what}: {:.1?}", t0.elapsed());
+            return v;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "{what}: not within {limit:?}; last seen {seen}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The running container of `alloc`, if there is exactly one.
+fn running(ensemble: &str, alloc: &str) -> Option<String> {
+    let o = Command::new("docker")
+        .args(["ps", "-q", "--filter"])
+        .arg(format!("label=nunet.ensemble={ensemble}"))
+        .args(["--filter"])
+        .arg(format!("label=nunet.allocation={alloc}"))
+        .output()
+        .unwrap();
+    let ids = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    (!ids.is_empty() && !ids.contains('\n')).then_some(ids)
+}
+
+fn http_get(container: &str, host: &str) -> (bool, String) {
+    // busybox-static's wget crashes in this image; nc speaks HTTP/1.0 instead.
+    let req = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} 8080");
+    exec(container, &["sh", "-c", &req])
+}
+
+const WEB_AND_CLIENT: &str = r#"version: V1
+allocations:
+  web:
+    executor: docker
+    type: service
+    resources: {cpu: {cores: 0.2}, ram: {size: 64MiB}, disk: {size: 50MiB}}
+    execution:
+      type: docker
+      image: nunet-test/busybox:latest
+      cmd: [sh, -c, "mkdir -p /www && echo hello-subnet > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    failure_recovery: one_for_one
+    healthcheck:
+      type: http
+      endpoint: "http://web.internal:8080/index.html"
+      response: {value: hello-subnet}
+      interval: 500ms
+      timeout: 400ms
+      failure_threshold: 2
+  client:
+    executor: docker
+    type: service
+    resources: {cpu: {cores: 0.2}, ram: {size: 64MiB}, disk: {size: 50MiB}}
+    execution:
+      type: docker
+      image: nunet-test/busybox:latest
+      cmd: [sleep, "3600"]
+nodes:
+  front:
+    allocations: [web]
+    peer: PEER2
+  back:
+    allocations: [client]
+"#;
+
+fn web_of(dn: &NsDevnet, id: &str) -> Value {
+    dn.deployment_manifest(id)["allocations"]["front.web"].clone()
+}
+
+#[test]
+fn killed_or_unhealthy_allocations_restart_in_place_at_the_same_address() {
+    let dn = NsDevnet::up(3);
+    dn.onboard_all();
+    let id = dn.deploy(&WEB_AND_CLIENT.replace("PEER2", &dn.peer(2)), "heal.yaml");
+    let _containers = Containers(id.clone());
+    let client = container(&id, "client");
+    let web = container(&id, "web");
+    let before = web_of(&dn, &id);
+    let ip = before["ip"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{before}"))
+        .to_string();
+    assert_eq!(before["restarts"], 0, "{before}");
+    // The check runs and passes: a few checks, healthy.
+    wait_for("first health checks", Duration::from_secs(20), |seen| {
+        let w = web_of(&dn, &id);
+        *seen = w.to_string();
+        (w["health"]["healthy"] == true && w["health"]["message"] == "ok").then_some(())
+    });
+
+    // 1. The container is killed: restarted in place.
+    let killed = Command::new("docker")
+        .args(["kill", &web])
+        .output()
+        .unwrap();
+    assert!(killed.status.success());
+    let web2 = wait_for(
+        "restart after docker kill",
+        Duration::from_secs(30),
+        |seen| {
+            let w = web_of(&dn, &id);
+            *seen = format!("{w} container {:?}", running(&id, "web"));
+            let c = running(&id, "web")?;
+            (c != web && w["restarts"] == 1 && w["status"] == "running").then_some(c)
+        },
+    );
+    let after = web_of(&dn, &id);
+    assert_eq!(after["ip"].as_str(), Some(ip.as_str()), "{after}");
+    assert_eq!(
+        container(&id, "client"),
+        client,
+        "the client was restarted too"
+    );
+    wait_for(
+        "web.internal answers again",
+        Duration::from_secs(20),
+        |seen| {
+            let (ok, out) = http_get(&client, "web.internal");
+            *seen = out.clone();
+            (ok && out.contains("hello-subnet")).then_some(())
+        },
+    );
+
+    // 2. The health check turns failing: unhealthy, then restarted (the new container writes
+    // the page again).
+    let (ok, out) = exec(&web2, &["sh", "-c", "echo broken > /www/index.html"]);
+    assert!(ok, "{out}");
+    let web3 = wait_for(
+        "restart after failing checks",
+        Duration::from_secs(30),
+        |seen| {
+            let w = web_of(&dn, &id);
+            *seen = format!("{w} container {:?}", running(&id, "web"));
+            let c = running(&id, "web")?;
+            (c != web2 && w["restarts"] == 2).then_some(c)
+        },
+    );
+    wait_for("healthy again", Duration::from_secs(20), |seen| {
+        let w = web_of(&dn, &id);
+        *seen = w.to_string();
+        (w["health"]["healthy"] == true && w["health"]["message"] == "ok").then_some(())
+    });
+    assert_eq!(web_of(&dn, &id)["ip"].as_str(), Some(ip.as_str()));
+    assert_eq!(container(&id, "client"), client);
+    let (ok, out) = http_get(&client, "web.internal");
+    assert!(ok && out.contains("hello-subnet"), "{out}");
+    let s = dn.json(1, &["deployment", "status", &id, "--json"]);
+    assert_eq!(s["status"], "Running", "{s}");
+    let events = s["events"].to_string();
+    assert!(events.contains("unhealthy"), "{events}");
+    assert!(events.contains("restarted front.web in place"), "{events}");
+    assert_ne!(web3, web);
+
+    // Shut down: every resource back, nothing of the subnet left.
+    dn.json(1, &["deployment", "shutdown", &id, "--json"]);
+    for n in 1..=3 {
+        wait_for("resources released", Duration::from_secs(20), |seen| {
+            let (free, onboarded) = (dn.resources(n, "free"), dn.resources(n, "onboarded"));
+            *seen = format!("node-{n}: free {free} onboarded {onboarded}");
+            (free == onboarded).then_some(())
+        });
+    }
+    wait_for("containers removed", Duration::from_secs(20), |seen| {
+        *seen = containers_of(&id);
+        seen.is_empty().then_some(())
+    });
+    dn.assert_no_subnet_leftovers();
+}
+
+const CRASH_LOOP: &str = r#"version: V1
+allocations:
+  flaky:
+    executor: docker
+    type: service
+    resources: {cpu: {cores: 0.2}, ram: {size: 64MiB}, disk: {size: 50MiB}}
+    execution:
+      type: docker
+      image: nunet-test/busybox:latest
+      cmd: [sh, -c, "sleep 1; exit 3"]
+    failure_recovery: one_for_one
+  steady:
+    executor: docker
+    type: service
+    resources: {cpu: {cores: 0.2}, ram: {size: 64MiB}, disk: {size: 50MiB}}
+    execution:
+      type: docker
+      image: nunet-test/busybox:latest
+      cmd: [sleep, "3600"]
+nodes:
+  only:
+    allocations: [flaky, steady]
+"#;
+
+/// A service that keeps crashing is restarted with back-off until the restart limit, then the
+/// deployment fails (escalation_strategy teardown) and everything is released.
+#[test]
+fn a_crash_loop_is_restarted_with_back_off_then_given_up() {
+    let dn = deploy_support::Devnet::up(0);
+    dn.onboard(2);
+    let file = dn.dir.join("crash-loop.yaml");
+    std::fs::write(&file, CRASH_LOOP).unwrap();
+    let v = dn.json(
+        1,
+        &[
+            "deploy",
+            "-f",
+            file.to_str().unwrap(),
+            "-t",
+            "90s",
+            "--json",
+        ],
+    );
+    let id = v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string();
+    let _containers = Containers(id.clone());
+    let t0 = Instant::now();
+    let s = wait_for("given up", Duration::from_secs(90), |seen| {
+        let s = dn.json(1, &["deployment", "status", &id, "--json"]);
+        *seen = s.to_string();
+        (s["status"] == "Failed").then_some(s)
+    });
+    let took = t0.elapsed();
+    let reason = s["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("restarted 5 times within 60s"), "{s}");
+    assert!(reason.contains("escalation_strategy teardown"), "{s}");
+    let events = s["events"].to_string();
+    for n in 1..=5 {
+        assert!(
+            events.contains(&format!("restart {n} of at most 5")),
+            "{events}"
+        );
+    }
+    // Back-off: 0 + 1 + 2 + 4 + 8 s of pauses, plus 6 one-second runs.
+    assert!(took >= Duration::from_secs(15), "gave up after {took:?}");
+    for n in [2] {
+        wait_for("resources released", Duration::from_secs(20), |seen| {
+            let (free, onboarded) = (dn.resources(n, "free"), dn.resources(n, "onboarded"));
+            *seen = format!("node-{n}: free {free} onboarded {onboarded}");
+            (free == onboarded).then_some(())
+        });
+    }
+    wait_for("containers removed", Duration::from_secs(20), |seen| {
+        *seen = containers_of(&id);
+        seen.is_empty().then_some(())
+    });
+}
