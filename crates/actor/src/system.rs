@@ -139,9 +139,21 @@ impl Default for SystemConfig {
 pub(crate) struct Actor {
     pub(crate) handle: Handle,
     pub(crate) key: Option<Keypair>,
-    /// Delegations this actor chains its invocation tokens on (besides the node's).
-    pub(crate) provide: Vec<nunet_capability::Token>,
+    /// Delegations this actor chains its invocation tokens on (besides the node's); renewed
+    /// from `grant` before they run out.
+    pub(crate) provide: RwLock<Vec<nunet_capability::Token>>,
+    /// What the node delegated to it, for renewals.
+    pub(crate) grant: Option<Grant>,
     pub(crate) behaviors: RwLock<HashMap<String, Behavior>>,
+}
+
+/// A child actor's grant: capabilities and broadcast topics, delegated by the node for `ttl`
+/// at a time and renewed when less than half of it is left, for as long as the actor lives.
+#[derive(Clone)]
+pub(crate) struct Grant {
+    pub(crate) caps: Vec<Capability>,
+    pub(crate) topics: Vec<Capability>,
+    pub(crate) ttl: Duration,
 }
 
 pub(crate) struct Inner {
@@ -188,7 +200,8 @@ impl ActorSystem {
         sys.insert_actor(Actor {
             handle: root,
             key: Some(node_key),
-            provide: Vec::new(),
+            provide: RwLock::new(Vec::new()),
+            grant: None,
             behaviors: RwLock::new(HashMap::new()),
         });
         sys
@@ -341,30 +354,15 @@ impl ActorSystem {
                 inbox: inbox.to_string(),
             },
         };
-        let mut provide = Vec::new();
-        if !caps.is_empty() {
-            let now = now_ns();
-            let spec = TokenSpec {
-                sub: key.did(),
-                aud: None,
-                cap: caps.to_vec(),
-                topic: topics.to_vec(),
-                exp: now.saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX)),
-                depth: 0,
-            };
-            let anchors = match self.0.anchors.read() {
-                Ok(a) => a.clone(),
-                Err(_) => Anchors::new(self.0.node_did.clone()),
-            };
-            if let Ok(toks) = anchors.delegate(
-                &self.0.node_key,
-                &spec,
-                nunet_capability::SelfSign::Also,
-                now,
-            ) {
-                provide.extend(toks);
-            }
-        }
+        let grant = (!caps.is_empty()).then(|| Grant {
+            caps: caps.to_vec(),
+            topics: topics.to_vec(),
+            ttl,
+        });
+        let provide = grant
+            .as_ref()
+            .map(|g| self.delegate_to(&key.did(), g, now_ns()))
+            .unwrap_or_default();
         // Behaviors registered at this inbox before (an actor brought back after
         // [`Self::retire_child`]) stay.
         let behaviors = self
@@ -374,10 +372,59 @@ impl ActorSystem {
         self.insert_actor(Actor {
             handle: handle.clone(),
             key: Some(key),
-            provide,
+            provide: RwLock::new(provide),
+            grant,
             behaviors: RwLock::new(behaviors),
         });
         handle
+    }
+
+    /// The node's delegation of `g` to `sub`, valid for `g.ttl` from `now`.
+    fn delegate_to(&self, sub: &Did, g: &Grant, now: u64) -> Vec<nunet_capability::Token> {
+        let spec = TokenSpec {
+            sub: sub.clone(),
+            aud: None,
+            cap: g.caps.clone(),
+            topic: g.topics.clone(),
+            exp: now.saturating_add(u64::try_from(g.ttl.as_nanos()).unwrap_or(u64::MAX)),
+            depth: 0,
+        };
+        let anchors = match self.0.anchors.read() {
+            Ok(a) => a.clone(),
+            Err(_) => Anchors::new(self.0.node_did.clone()),
+        };
+        anchors
+            .delegate(
+                &self.0.node_key,
+                &spec,
+                nunet_capability::SelfSign::Also,
+                now,
+            )
+            .unwrap_or_default()
+    }
+
+    /// The actor's delegations, renewed first when less than half of their lifetime is
+    /// left: a child lives as long as its work (a deployment may run for months), its
+    /// grants only `ttl` at a time.
+    fn provide_of(&self, actor: &Actor, sub: &Did, now: u64) -> Vec<nunet_capability::Token> {
+        let current = actor.provide.read().map(|p| p.clone()).unwrap_or_default();
+        let Some(g) = &actor.grant else {
+            return current;
+        };
+        let half = u64::try_from(g.ttl.as_nanos() / 2).unwrap_or(u64::MAX);
+        let earliest = current.iter().map(|t| t.dms().exp).min().unwrap_or(0);
+        if earliest > now.saturating_add(half) {
+            return current;
+        }
+        let fresh = self.delegate_to(sub, g, now);
+        if fresh.is_empty() {
+            return current;
+        }
+        if let Ok(mut p) = actor.provide.write() {
+            *p = fresh.clone();
+        }
+        tracing::debug!(inbox = %actor.handle.addr.inbox, "child actor grant renewed");
+        fresh
     }
 
     /// Takes a child actor's key and grants away, keeping its inbox, identity and behaviors:
@@ -393,7 +440,8 @@ impl ActorSystem {
             self.insert_actor(Actor {
                 handle: a.handle.clone(),
                 key: None,
-                provide: Vec::new(),
+                provide: RwLock::new(Vec::new()),
+                grant: None,
                 behaviors: RwLock::new(behaviors),
             });
         }
@@ -413,7 +461,8 @@ impl ActorSystem {
         self.insert_actor(Actor {
             handle: handle.clone(),
             key: None,
-            provide: Vec::new(),
+            provide: RwLock::new(Vec::new()),
+            grant: None,
             behaviors: RwLock::new(HashMap::new()),
         });
         handle
@@ -455,7 +504,8 @@ impl ActorSystem {
         self.insert_actor(Actor {
             handle,
             key: None,
-            provide: Vec::new(),
+            provide: RwLock::new(Vec::new()),
+            grant: None,
             behaviors: RwLock::new(behaviors),
         });
         rx
@@ -568,7 +618,9 @@ impl ActorSystem {
         };
         anchors.did = key.did();
         anchors.provide.retain(|t| t.dms().sub == anchors.did);
-        anchors.provide.extend(actor.provide.iter().cloned());
+        anchors
+            .provide
+            .extend(self.provide_of(actor, &key.did(), now));
         let toks = anchors.invocation_tokens(key, act, &spec, now);
         // Chained tokens are clamped to their anchors' expiry: reuse only as long as all last.
         let valid_until = toks.iter().map(|t| t.dms().exp).min().unwrap_or(now);

@@ -717,3 +717,27 @@ async fn a_retired_child_answers_but_holds_no_key() {
         .unwrap();
     assert_eq!(v, json!({"wanted": false}));
 }
+
+/// A child actor's grant is renewed before it runs out: a child spawned with a 1-second
+/// grant still invokes (and is admitted by another node) long after that second.
+#[tokio::test]
+async fn a_child_grant_is_renewed_for_as_long_as_the_child_lives() {
+    let w = world();
+    let child = w.a.spawn_child(
+        Keypair::generate(),
+        &["/public".parse().unwrap()],
+        Duration::from_secs(1),
+    );
+    for _ in 0..3 {
+        w.a.invoke(
+            &child.addr.inbox,
+            w.b.root(),
+            "/public/status",
+            Value::Null,
+            Duration::from_millis(500),
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(900)).await;
+    }
+}

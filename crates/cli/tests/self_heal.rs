@@ -276,15 +276,68 @@ fn a_crash_loop_is_restarted_with_back_off_then_given_up() {
     }
     // Back-off: 0 + 1 + 2 + 4 + 8 s of pauses, plus 6 one-second runs.
     assert!(took >= Duration::from_secs(15), "gave up after {took:?}");
-    for n in [2] {
-        wait_for("resources released", Duration::from_secs(20), |seen| {
-            let (free, onboarded) = (dn.resources(n, "free"), dn.resources(n, "onboarded"));
-            *seen = format!("node-{n}: free {free} onboarded {onboarded}");
-            (free == onboarded).then_some(())
-        });
-    }
+    wait_for("resources released", Duration::from_secs(20), |seen| {
+        let (free, onboarded) = (dn.resources(2, "free"), dn.resources(2, "onboarded"));
+        *seen = format!("free {free} onboarded {onboarded}");
+        (free == onboarded).then_some(())
+    });
     wait_for("containers removed", Duration::from_secs(20), |seen| {
         *seen = containers_of(&id);
         seen.is_empty().then_some(())
+    });
+}
+
+const SLEEPER: &str = r#"version: V1
+allocations:
+  sleeper:
+    executor: docker
+    type: service
+    resources: {cpu: {cores: 0.2}, ram: {size: 64MiB}, disk: {size: 50MiB}}
+    execution:
+      type: docker
+      image: nunet-test/busybox:latest
+      cmd: [sh, -c, "while true; do echo tick; sleep 1; done"]
+nodes:
+  only:
+    allocations: [sleeper]
+"#;
+
+/// The orchestrator's delegations last 2 s here (a test knob; a day in production) and are
+/// renewed while the deployment lives: after several lifetimes it is still supervised,
+/// its logs are read, and it shuts down, releasing everything.
+#[test]
+fn a_deployment_outlives_several_grant_lifetimes() {
+    let dn = deploy_support::Devnet::up_with_env(0, &[("DMS_TEST_ORCHESTRATOR_TTL_MS", "2000")]);
+    dn.onboard(2);
+    let file = dn.dir.join("sleeper.yaml");
+    std::fs::write(&file, SLEEPER).unwrap();
+    let v = dn.json(
+        1,
+        &[
+            "deploy",
+            "-f",
+            file.to_str().unwrap(),
+            "-t",
+            "60s",
+            "--json",
+        ],
+    );
+    assert_eq!(v["status"], "Running", "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let _containers = Containers(id.clone());
+    // Five lifetimes; the supervisor polls every 5 s and gives up after 3 refused polls.
+    std::thread::sleep(Duration::from_secs(10));
+    let s = dn.json(1, &["deployment", "status", &id, "--json"]);
+    assert_eq!(s["status"], "Running", "{s}");
+    let logs = dn.run(1, &["deployment", "logs", &id]).1;
+    assert!(logs.contains("tick"), "{logs}");
+    let down = dn.json(1, &["deployment", "shutdown", &id, "--json"]);
+    assert_eq!(down["status"], "ShuttingDown", "{down}");
+    let events = dn.json(1, &["deployment", "status", &id, "--json"])["events"].to_string();
+    assert!(events.contains("stopped node only"), "{events}");
+    wait_for("resources released", Duration::from_secs(20), |seen| {
+        let (free, onboarded) = (dn.resources(2, "free"), dn.resources(2, "onboarded"));
+        *seen = format!("free {free} onboarded {onboarded}");
+        (free == onboarded).then_some(())
     });
 }

@@ -28,8 +28,23 @@ use crate::{PersistFn, now_ms};
 
 /// Capabilities the node delegates to an orchestrator actor (plus `/dms/ensemble/<id>`).
 const ORCHESTRATOR_CAPS: [&str; 2] = ["/dms/deployment", "/dms/allocation"];
-/// How long those delegations last.
+/// How long those delegations last at a time; the actor system renews them while the
+/// orchestrator actor lives, so a deployment can be controlled at any age.
 const ORCHESTRATOR_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Test knob, honoured only with `DMS_TEST_HOOKS=1`: the delegation lifetime in ms (at least
+/// 1000), so tests can run a deployment across several lifetimes.
+pub const TEST_TTL_ENV: &str = "DMS_TEST_ORCHESTRATOR_TTL_MS";
+
+fn orchestrator_ttl() -> Duration {
+    let hooks = std::env::var("DMS_TEST_HOOKS").is_ok_and(|v| v == "1");
+    match std::env::var(TEST_TTL_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        Some(ms) if hooks => Duration::from_millis(ms.max(1000)),
+        _ => ORCHESTRATOR_TTL,
+    }
+}
 /// Shortest deployment deadline accepted (NuNet `MinEnsembleDeploymentTime`).
 pub const MIN_DEPLOY_TIME_MS: i64 = 15_000;
 
@@ -46,7 +61,7 @@ pub(crate) fn spawn_orchestrator(system: &ActorSystem, inbox: &str) -> nunet_act
         .filter_map(|c| c.parse().ok())
         .collect();
     let topics: Vec<Capability> = DEPLOYMENT_TOPIC.parse().into_iter().collect();
-    system.spawn_child_at(inbox, key, &caps, &topics, ORCHESTRATOR_TTL)
+    system.spawn_child_at(inbox, key, &caps, &topics, orchestrator_ttl())
 }
 
 /// The deployments this node orchestrates.
@@ -144,6 +159,7 @@ impl Deployments {
                 MIN_DEPLOY_TIME_MS / 1000
             )));
         }
+        let notes = crate::recovery::unsupported(&ensemble).map_err(failed)?;
         let id = new_ensemble_id(self.system.peer_id());
         let handle = self.spawn_actor(&id);
         let mut rec = Deployment {
@@ -160,7 +176,7 @@ impl Deployments {
             rounds: 0,
             bids: BTreeMap::new(),
             refused_bids: BTreeMap::new(),
-            notes: Vec::new(),
+            notes,
         };
         rec.event(now_ms(), "deployment created");
         (self.persist)(&rec);

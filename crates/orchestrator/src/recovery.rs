@@ -236,6 +236,59 @@ impl Supervision {
     }
 }
 
+/// What of the ensemble's supervision settings this build does not do yet, as deployment
+/// notes (said, never silently ignored); `Err` for what would make the deployment fail in a
+/// way the deployer cannot see coming (a health check no executor here can run).
+pub fn unsupported(e: &Ensemble) -> Result<Vec<String>, String> {
+    use nunet_ensemble::Execution;
+    use nunet_ensemble::spec::{EscalationStrategy, NodeRecovery};
+    let mut notes = Vec::new();
+    for a in &e.allocations {
+        if a.healthcheck.is_some() && !matches!(a.execution, Execution::Docker(_)) {
+            return Err(format!(
+                "allocations.{}.healthcheck: health checks run inside docker allocations only; \
+                 {} uses the {} executor",
+                a.name,
+                a.name,
+                a.execution.executor()
+            ));
+        }
+        if let Execution::Docker(d) = &a.execution
+            && let Some(p) = d.restart_policy.as_deref().filter(|p| *p != "no")
+        {
+            notes.push(format!(
+                "supervision: allocations.{}.execution.restart_policy {p:?} is not applied; \
+                 restarts follow failure_recovery and the supervisor tree",
+                a.name
+            ));
+        }
+    }
+    for n in &e.nodes {
+        if n.failure_recovery != NodeRecovery::StayDown {
+            notes.push(format!(
+                "supervision: nodes.{}.failure_recovery {:?} is not implemented yet; a lost \
+                 provider fails the deployment",
+                n.name, n.failure_recovery
+            ));
+        }
+        if n.redundancy > 0 {
+            notes.push(format!(
+                "supervision: nodes.{}.redundancy {}: standbys are not implemented yet; none \
+                 were placed",
+                n.name, n.redundancy
+            ));
+        }
+    }
+    if e.escalation_strategy == Some(EscalationStrategy::Redeploy) {
+        notes.push(
+            "supervision: escalation_strategy redeploy is not implemented yet; the deployment \
+             is torn down when supervision gives up"
+                .into(),
+        );
+    }
+    Ok(notes)
+}
+
 /// The pause before a restart when `n` restarts happened in the window already.
 pub fn backoff(n: usize) -> Duration {
     if n == 0 {
@@ -329,6 +382,43 @@ mod tests {
             }
             Decision::GiveUp(w) => panic!("{w}"),
         }
+    }
+
+    #[test]
+    fn settings_not_implemented_yet_are_said_or_refused() {
+        let tail =
+            "    redundancy: 1\n    failure_recovery: redeploy\nescalation_strategy: redeploy\n";
+        let (e, _) = ensemble("", tail);
+        let notes = unsupported(&e).unwrap();
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        assert!(notes.iter().any(|n| n.contains("nodes.n.redundancy 1")));
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("failure_recovery Redeploy"))
+        );
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("escalation_strategy redeploy"))
+        );
+        let (mut e, _) = ensemble("", "");
+        if let nunet_ensemble::Execution::Docker(d) = &mut e.allocations[0].execution {
+            d.restart_policy = Some("always".into());
+        }
+        assert!(unsupported(&e).unwrap()[0].contains("restart_policy \"always\""));
+        e.allocations[0].execution = nunet_ensemble::Execution::Null;
+        e.allocations[0].healthcheck = Some(nunet_ensemble::spec::Healthcheck {
+            check: nunet_ensemble::spec::HealthcheckKind::Command {
+                exec: vec!["true".into()],
+                response_value: None,
+            },
+            interval_ms: None,
+            timeout_ms: None,
+            failure_threshold: None,
+        });
+        let err = unsupported(&e).unwrap_err();
+        assert!(err.contains("docker allocations only"), "{err}");
     }
 
     #[test]

@@ -141,6 +141,12 @@ pub struct AllocationInfo {
     pub started_ms: Option<i64>,
     /// When it ended.
     pub finished_ms: Option<i64>,
+    /// Its health, when it has a health check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::Health>,
+    /// Times it was restarted in place.
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 /// Reply of [`crate::names::ALLOCATIONS_LIST`].

@@ -318,8 +318,20 @@ impl Provider {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = now_ms();
         if owners.len() > 4096 {
-            // Orchestrator grants last a day; an older claim protects nothing any more.
-            owners.retain(|_, (_, t)| now.saturating_sub(*t) < 24 * 3600 * 1000);
+            // A day-old claim of an ensemble that holds nothing here protects nothing any
+            // more; one that still runs here keeps its claim at any age (orchestrator
+            // grants are renewed for as long as the deployment lives).
+            let held: std::collections::HashSet<String> = self
+                .allocs
+                .lock()
+                .map(|m| {
+                    m.values()
+                        .filter_map(|c| c.lock().ok().map(|r| r.ensemble_id.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            owners
+                .retain(|e, (_, t)| held.contains(e) || now.saturating_sub(*t) < 24 * 3600 * 1000);
         }
         match owners.get(ensemble) {
             Some((owner, _)) if owner != sender.as_str() => Err(ActorError::new(

@@ -358,18 +358,25 @@ pub fn get(home: &Home, cmd: GetCmd) -> Result<i32> {
                 return Ok(exit::OK);
             }
             println!(
-                "{:<34} {:<12} {:<20} {:<8} {:<10} {:<20} FINISHED",
-                "ID", "ENSEMBLE", "NAME", "EXECUTOR", "STATUS", "STARTED"
+                "{:<34} {:<12} {:<20} {:<8} {:<10} {:<9} {:<8} {:<20} FINISHED",
+                "ID", "ENSEMBLE", "NAME", "EXECUTOR", "STATUS", "HEALTH", "RESTARTS", "STARTED"
             );
             for (a, _) in &list {
                 let ens = &a.ensemble_id;
+                let health = match &a.health {
+                    None => "-",
+                    Some(h) if h.healthy => "healthy",
+                    Some(_) => "unhealthy",
+                };
                 println!(
-                    "{:<34} {:<12} {:<20} {:<8} {:<10} {:<20} {}",
+                    "{:<34} {:<12} {:<20} {:<8} {:<10} {:<9} {:<8} {:<20} {}",
                     a.id,
                     ens.get(..12).unwrap_or(ens),
                     format!("{}.{}", a.node_id, a.name),
                     a.executor,
                     a.status.as_str(),
+                    health,
+                    a.restarts,
                     when(a.started_ms),
                     when(a.finished_ms),
                 );

@@ -80,12 +80,18 @@ impl Drop for Devnet {
 
 impl Devnet {
     pub fn up(base: u16) -> Devnet {
+        Self::up_with_env(base, &[])
+    }
+    /// [`Devnet::up`] with extra environment for the daemons (test knobs).
+    pub fn up_with_env(base: u16, env: &[(&str, &str)]) -> Devnet {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("dn");
-        let o = nunet(
-            &dir,
-            None,
-            &[
+        let mut cmd = nunet_cmd(&dir, None, None, &[]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let o = cmd
+            .args([
                 "devnet",
                 "up",
                 "--nodes",
@@ -94,8 +100,9 @@ impl Devnet {
                 dir.to_str().unwrap(),
                 "--base-port",
                 &base.to_string(),
-            ],
-        );
+            ])
+            .output()
+            .unwrap();
         assert!(o.status.success(), "devnet up: {}", text(&o));
         Devnet { dir, _tmp: tmp }
     }

@@ -230,6 +230,8 @@ impl Provider {
                 created_ms: r.times.created_ms,
                 started_ms: r.times.started_ms,
                 finished_ms: r.times.finished_ms,
+                health: r.health,
+                restarts: r.restarts,
             })
             .collect();
         Ok(AllocationList { allocations })
