@@ -341,3 +341,67 @@ fn a_deployment_outlives_several_grant_lifetimes() {
         (free == onboarded).then_some(())
     });
 }
+
+/// NuNet's restoration scenario: the provider is hard-killed and its container is gone when
+/// it comes back (as after a reboot). The supervised allocation keeps its resources through
+/// the restart, the orchestrator restarts it in place, and the same allocation id runs again.
+#[test]
+fn a_provider_that_lost_its_container_in_a_crash_gets_it_restarted_in_place() {
+    let dn = deploy_support::Devnet::up(0);
+    dn.onboard(2);
+    let file = dn.dir.join("supervised.yaml");
+    let yaml = SLEEPER.replace(
+        "    execution:\n",
+        "    failure_recovery: one_for_one\n    execution:\n",
+    );
+    std::fs::write(&file, yaml).unwrap();
+    let v = dn.json(
+        1,
+        &[
+            "deploy",
+            "-f",
+            file.to_str().unwrap(),
+            "-t",
+            "60s",
+            "--json",
+        ],
+    );
+    assert_eq!(v["status"], "Running", "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let _containers = Containers(id.clone());
+    let manifest = |dn: &deploy_support::Devnet| {
+        dn.json(1, &["deployment", "manifest", &id, "--json"])["manifest"]["allocations"]
+            ["only.sleeper"]
+            .clone()
+    };
+    let alloc_id = manifest(&dn)["id"].as_str().unwrap().to_string();
+    let old = running(&id, "sleeper").unwrap();
+
+    deploy_support::kill(&dn.dir, 2, "-KILL");
+    let rm = Command::new("docker")
+        .args(["rm", "-f", &old])
+        .output()
+        .unwrap();
+    assert!(rm.status.success());
+    deploy_support::restart(&dn, 2);
+    let new = wait_for(
+        "restarted after the crash",
+        Duration::from_secs(60),
+        |seen| {
+            let m = manifest(&dn);
+            *seen = format!("{m} container {:?}", running(&id, "sleeper"));
+            let c = running(&id, "sleeper")?;
+            (m["restarts"] == 1 && m["status"] == "running").then_some(c)
+        },
+    );
+    assert_ne!(new, old);
+    assert_eq!(manifest(&dn)["id"].as_str(), Some(alloc_id.as_str()));
+    let s = dn.json(1, &["deployment", "status", &id, "--json"]);
+    assert_eq!(s["status"], "Running", "{s}");
+    dn.json(1, &["deployment", "shutdown", &id, "--json"]);
+    wait_for("resources released", Duration::from_secs(20), |seen| {
+        let (free, onboarded) = (dn.resources(2, "free"), dn.resources(2, "onboarded"));
+        *seen = format!("free {free} onboarded {onboarded}");
+        (free == onboarded).then_some(())
+    });
+}

@@ -600,8 +600,9 @@ impl Provider {
         for d in docs {
             match serde_json::from_str::<AllocRecord>(&d.doc) {
                 Ok(rec) => {
-                    let active = rec.status == AllocationStatus::Running
-                        || rec.status == AllocationStatus::Pending;
+                    // Also a supervised allocation that ended and waits for a restart: its
+                    // orchestrator says whether it still wants it, or it is released.
+                    let active = rec.holds();
                     let id = rec.id.clone();
                     self.adopt(rec);
                     let cell = self.allocs.lock().ok().and_then(|m| m.get(&id).cloned());

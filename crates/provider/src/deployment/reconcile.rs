@@ -117,7 +117,11 @@ impl Provider {
                     Err(ExecutorError::NotFound(_)) => {
                         let why = "its execution was gone when the node restarted".to_string();
                         self.lost(&cell, why).await;
-                        continue;
+                        // A supervised one still holds its resources: its orchestrator is
+                        // asked below whether it restarts it or lets it go.
+                        if !rec.keep_on_exit {
+                            continue;
+                        }
                     }
                     _ => {
                         let g = rec.generation;
@@ -139,18 +143,23 @@ impl Provider {
     }
 
     /// A running allocation whose execution is gone: failed (persisted first), off the
-    /// subnet, resources released, exit reported to the orchestrator.
+    /// subnet, resources released (kept for a supervised one, which its orchestrator may
+    /// restart in place), exit reported to the orchestrator.
     async fn lost(&self, cell: &Arc<Mutex<AllocRecord>>, why: String) {
         tracing::warn!(allocation = ?snapshot(cell).map(|r| r.id), "{why}: marking it failed");
         self.set(cell, |r| {
             r.status = AllocationStatus::Failed;
             r.reason = Some(why);
         });
-        self.off_subnet(cell).await;
-        if let Some(rec) = snapshot(cell) {
+        let Some(rec) = snapshot(cell) else { return };
+        if rec.keep_on_exit {
+            // Supervised: resources, ports and subnet stay for its restart in place.
+            self.subnets.detach(&rec.ensemble_id, &rec.id).await;
+        } else {
+            self.off_subnet(cell).await;
             self.release_async(&rec.id).await;
-            notify::report_exit(&self.system, &rec).await;
         }
+        notify::report_exit(&self.system, &rec).await;
     }
 
     /// Asks the orchestrator about one allocation and terminates it unless it is wanted.
