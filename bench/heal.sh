@@ -74,14 +74,17 @@ steady = containers("steady")
 assert len(steady) == 1, steady
 rng = random.Random(seed)
 history = {v: [] for v in VICTIMS}
-detect, heal, last_seq = [], [], max(e["seq"] for e in status()["events"])
+detect, heal, first = [], [], []
+last_seq = max(e["seq"] for e in status()["events"])
 for i in range(faults):
-    now = time.monotonic()
-    ok = [v for v in VICTIMS if len([t for t in history[v] if now - t < 60]) < 4]
-    if not ok:
+    recent = lambda v: len([t for t in history[v] if time.monotonic() - t < 60])
+    # First victims not restarted in the last 60 s (no back-off), else any under the limit.
+    ok = [v for v in VICTIMS if recent(v) == 0] or [v for v in VICTIMS if recent(v) < 4]
+    while not ok:
         time.sleep(1)
-        ok = [v for v in VICTIMS if len([t for t in history[v] if time.monotonic() - t < 60]) < 4]
+        ok = [v for v in VICTIMS if recent(v) < 4]
     victim = rng.choice(sorted(ok))
+    fresh = recent(victim) == 0
     (old,) = containers(victim)
     t0 = time.time() * 1000
     sh("docker", "kill", old)
@@ -99,6 +102,8 @@ for i in range(faults):
         time.sleep(0.05)
     assert seen, f"fault {i + 1} ({victim}) not healed within 60 s: {s}"
     detect.append(seen[0]); heal.append(seen[1])
+    if fresh:
+        first.append(seen[1])
     # Invariants.
     assert s["status"] == "Running", s
     new = containers(victim)
@@ -123,7 +128,10 @@ def pct(xs, p):
 
 print(f"faults: {faults} (seed {seed}), every invariant held after each")
 print(f"detection (kill → restart decided): p50 {pct(detect, 50):.0f} ms, p99 {pct(detect, 99):.0f} ms")
-print(f"restart in place (kill → new container running): p50 {pct(heal, 50):.0f} ms, p99 {pct(heal, 99):.0f} ms "
-      f"(baseline: docker run -d {b50:.0f} ms, ratio: {pct(heal, 50) / b50:.2f})")
+print(f"restart in place, no back-off ({len(first)} faults; kill → new container running): "
+      f"p50 {pct(first, 50):.0f} ms, p99 {pct(first, 99):.0f} ms "
+      f"(baseline: docker run -d {b50:.0f} ms, ratio: {pct(first, 50) / b50:.2f})")
+print(f"restart in place, all {len(heal)} faults (back-off 1, 2, 4 s after repeats within 60 s): "
+      f"p50 {pct(heal, 50):.0f} ms, p99 {pct(heal, 99):.0f} ms")
 sh(nunet, "deployment", "shutdown", dep, "--json")
 PY

@@ -405,3 +405,134 @@ fn a_provider_that_lost_its_container_in_a_crash_gets_it_restarted_in_place() {
         (free == onboarded).then_some(())
     });
 }
+
+const REDEPLOYED: &str = r#"version: V1
+allocations:
+  web:
+    executor: docker
+    type: service
+    resources: {cpu: {cores: 0.2}, ram: {size: 64MiB}, disk: {size: 50MiB}}
+    execution:
+      type: docker
+      image: nunet-test/busybox:latest
+      cmd: [sh, -c, "mkdir -p /www && echo hello-subnet > /www/index.html && exec httpd -f -p 8080 -h /www"]
+  client:
+    executor: docker
+    type: service
+    resources: {cpu: {cores: 0.2}, ram: {size: 64MiB}, disk: {size: 50MiB}}
+    execution:
+      type: docker
+      image: nunet-test/busybox:latest
+      cmd: [sleep, "3600"]
+nodes:
+  front:
+    allocations: [web]
+    failure_recovery: redeploy
+  back:
+    allocations: [client]
+"#;
+
+/// Node `failure_recovery: redeploy`: the provider of `front` dies with its machine (daemon
+/// SIGKILLed, its containers gone). The orchestrator places `front` on another provider,
+/// gives `web` its old address and `.internal` name, and the client (untouched, same
+/// container) reaches it again; the dead provider, started again, drops what it held.
+#[test]
+fn a_lost_node_is_redeployed_on_another_provider_at_the_same_address() {
+    let dn = NsDevnet::up(4);
+    dn.onboard_all();
+    let id = dn.deploy(REDEPLOYED, "redeploy.yaml");
+    let _containers = Containers(id.clone());
+    let m = dn.deployment_manifest(&id);
+    let old_peer = m["nodes"]["front"]["peer"].as_str().unwrap().to_string();
+    let old_did = m["nodes"]["front"]["did"].as_str().unwrap().to_string();
+    let ip = m["allocations"]["front.web"]["ip"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{m}"))
+        .to_string();
+    let lost = dn.node_of(&old_peer);
+    assert_ne!(lost, 1, "the orchestrator does not bid on its own request");
+    let client = container(&id, "client");
+    let onboarded = dn.resources(lost, "onboarded");
+
+    // The machine dies: its daemon and its containers.
+    dn.crash(lost);
+    let o = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=nunet.ensemble={id}"))
+        .args(["--filter"])
+        .arg(format!("label=nunet.node={old_did}"))
+        .output()
+        .unwrap();
+    let ids = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(!ids.trim().is_empty(), "no container of the lost node");
+    Command::new("docker")
+        .args(["rm", "-f"])
+        .args(ids.split_whitespace())
+        .output()
+        .unwrap();
+
+    let t0 = Instant::now();
+    let m = wait_for("front redeployed", Duration::from_secs(90), |seen| {
+        let m = dn.deployment_manifest(&id);
+        let s = dn.json(1, &["deployment", "status", &id, "--json"]);
+        *seen = format!("{s}");
+        assert_ne!(s["status"], "Failed", "{s}");
+        let moved = m["nodes"]["front"]["peer"].as_str() != Some(old_peer.as_str());
+        (moved && m["allocations"]["front.web"]["status"] == "running" && s["status"] == "Running")
+            .then_some(m)
+    });
+    eprintln!("lost node to redeployed: {:.1?}", t0.elapsed());
+    let s = dn.json(1, &["deployment", "status", &id, "--json"]);
+    for e in s["events"].as_array().unwrap() {
+        let msg = e["message"].as_str().unwrap_or_default();
+        if msg.contains("front") || msg.contains("round") {
+            eprintln!("{} {msg}", e["at_ms"]);
+        }
+    }
+    assert_eq!(
+        m["allocations"]["front.web"]["ip"].as_str(),
+        Some(ip.as_str()),
+        "{m}"
+    );
+    assert_eq!(container(&id, "client"), client, "the client was restarted");
+    wait_for(
+        "web.internal answers from the new provider",
+        Duration::from_secs(30),
+        |seen| {
+            let (ok, out) = http_get(&client, "web.internal");
+            *seen = out.clone();
+            (ok && out.contains("hello-subnet")).then_some(())
+        },
+    );
+    let events = dn.json(1, &["deployment", "status", &id, "--json"])["events"].to_string();
+    assert!(
+        events.contains("redeploying it (failure_recovery redeploy)"),
+        "{events}"
+    );
+    assert!(events.contains("node front redeployed on"), "{events}");
+
+    // The lost provider comes back and holds nothing of the ensemble any more.
+    dn.restart(lost);
+    wait_for(
+        "the lost provider released everything",
+        Duration::from_secs(60),
+        |seen| {
+            let free = dn.resources(lost, "free");
+            *seen = format!("free {free} onboarded {onboarded}\n{}", dn.log(lost));
+            (free == onboarded).then_some(())
+        },
+    );
+    dn.json(1, &["deployment", "shutdown", &id, "--json"]);
+    for n in 1..=4 {
+        wait_for("resources released", Duration::from_secs(20), |seen| {
+            let (free, onboarded) = (dn.resources(n, "free"), dn.resources(n, "onboarded"));
+            *seen = format!("node-{n}: free {free} onboarded {onboarded}");
+            (free == onboarded).then_some(())
+        });
+    }
+    wait_for("containers removed", Duration::from_secs(20), |seen| {
+        *seen = containers_of(&id);
+        seen.is_empty().then_some(())
+    });
+    dn.assert_no_subnet_leftovers();
+}

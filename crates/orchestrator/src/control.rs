@@ -176,6 +176,7 @@ impl Deployments {
             rounds: 0,
             bids: BTreeMap::new(),
             refused_bids: BTreeMap::new(),
+            subnet: None,
             notes,
         };
         rec.event(now_ms(), "deployment created");

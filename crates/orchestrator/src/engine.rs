@@ -319,8 +319,8 @@ impl Engine {
         excluded: &[String],
         collect: Duration,
     ) -> Result<(), RoundError> {
-        let bids = self.collect_bids(round, excluded, collect).await;
-        let assign = self.place(&bids, excluded).await?;
+        let bids = self.collect_bids(round, excluded, collect, None).await;
+        let assign = self.place(&bids, excluded, None).await?;
         if self.status().is_terminal() {
             return Ok(());
         }
@@ -350,7 +350,14 @@ impl Engine {
         Ok(())
     }
 
-    async fn collect_bids(&self, round: u32, excluded: &[String], collect: Duration) -> Vec<Bid> {
+    /// Bids for every node of the ensemble, or for node `only`.
+    pub(crate) async fn collect_bids(
+        &self,
+        round: u32,
+        excluded: &[String],
+        collect: Duration,
+        only: Option<&str>,
+    ) -> Vec<Bid> {
         let Some(rec) = self.record() else {
             return Vec::new();
         };
@@ -361,6 +368,7 @@ impl Engine {
             nodes: e
                 .nodes
                 .iter()
+                .filter(|n| only.is_none_or(|o| o == n.name))
                 .map(|n| NodeBidRequest {
                     node_id: n.name.clone(),
                     executors: executors_of(e, n),
@@ -458,11 +466,23 @@ impl Engine {
         bids
     }
 
-    async fn place(&self, bids: &[Bid], excluded: &[String]) -> Result<Assignment, RoundError> {
+    /// Places every node of the ensemble, or node `only` (its edge constraints to nodes
+    /// already placed are not re-checked).
+    pub(crate) async fn place(
+        &self,
+        bids: &[Bid],
+        excluded: &[String],
+        only: Option<&str>,
+    ) -> Result<Assignment, RoundError> {
         let rec = self
             .record()
             .ok_or_else(|| RoundError::Fatal("record lost".into()))?;
-        let mut problem = Problem::from_ensemble(&rec.ensemble);
+        let mut scope = rec.ensemble.clone();
+        if let Some(o) = only {
+            scope.nodes.retain(|n| n.name == o);
+            scope.edges.retain(|c| c.source == o && c.target == o);
+        }
+        let mut problem = Problem::from_ensemble(&scope);
         problem.exclude_peers = excluded.to_vec();
         let mut seen = std::collections::HashSet::new();
         let usable: Vec<&Bid> = bids
@@ -503,7 +523,7 @@ impl Engine {
         Ok(assign)
     }
 
-    async fn commit(&self, assign: &Assignment) -> Result<(), RoundError> {
+    pub(crate) async fn commit(&self, assign: &Assignment) -> Result<(), RoundError> {
         let rec = self
             .record()
             .ok_or_else(|| RoundError::Fatal("record lost".into()))?;
@@ -549,7 +569,7 @@ impl Engine {
         }
     }
 
-    async fn allocate(&self, assign: &Assignment) -> Result<(), RoundError> {
+    pub(crate) async fn allocate(&self, assign: &Assignment) -> Result<(), RoundError> {
         let rec = self
             .record()
             .ok_or_else(|| RoundError::Fatal("record lost".into()))?;
@@ -631,7 +651,7 @@ impl Engine {
     }
 
     /// Starts allocations in `depends_on` order (dependencies first).
-    async fn start_all(&self) -> Result<(), RoundError> {
+    pub(crate) async fn start_all(&self) -> Result<(), RoundError> {
         let rec = self
             .record()
             .ok_or_else(|| RoundError::Fatal("record lost".into()))?;

@@ -280,6 +280,7 @@ mod tests {
             notes: Vec::new(),
             bids: BTreeMap::new(),
             refused_bids: BTreeMap::new(),
+            subnet: None,
         }
     }
 

@@ -18,6 +18,7 @@ pub mod exits;
 pub mod order;
 pub mod provision;
 pub mod recovery;
+pub mod redeploy;
 pub mod state;
 pub mod subnet;
 pub mod supervise;

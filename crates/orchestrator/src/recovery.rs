@@ -264,11 +264,12 @@ pub fn unsupported(e: &Ensemble) -> Result<Vec<String>, String> {
         }
     }
     for n in &e.nodes {
-        if n.failure_recovery != NodeRecovery::StayDown {
+        if n.failure_recovery == NodeRecovery::Redeploy && n.peer.is_some() {
             notes.push(format!(
-                "supervision: nodes.{}.failure_recovery {:?} is not implemented yet; a lost \
-                 provider fails the deployment",
-                n.name, n.failure_recovery
+                "supervision: nodes.{}.failure_recovery redeploy cannot move a node pinned to \
+                 peer {}; a lost provider fails the deployment",
+                n.name,
+                n.peer.as_deref().unwrap_or_default()
             ));
         }
         if n.redundancy > 0 {
@@ -390,17 +391,21 @@ mod tests {
             "    redundancy: 1\n    failure_recovery: redeploy\nescalation_strategy: redeploy\n";
         let (e, _) = ensemble("", tail);
         let notes = unsupported(&e).unwrap();
-        assert_eq!(notes.len(), 3, "{notes:?}");
+        assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(notes.iter().any(|n| n.contains("nodes.n.redundancy 1")));
         assert!(
             notes
                 .iter()
-                .any(|n| n.contains("failure_recovery Redeploy"))
+                .any(|n| n.contains("escalation_strategy redeploy"))
         );
+        let mut pinned = e.clone();
+        pinned.nodes[0].peer = Some("12D3KooWPinned".into());
+        let notes = unsupported(&pinned).unwrap();
         assert!(
             notes
                 .iter()
-                .any(|n| n.contains("escalation_strategy redeploy"))
+                .any(|n| n.contains("cannot move a node pinned")),
+            "{notes:?}"
         );
         let (mut e, _) = ensemble("", "");
         if let nunet_ensemble::Execution::Docker(d) = &mut e.allocations[0].execution {

@@ -42,6 +42,10 @@ pub struct Deployment {
     /// node's anchors accept, per sender DID, over all rounds.
     #[serde(default)]
     pub refused_bids: BTreeMap<String, u32>,
+    /// The subnet plan the providers run (kept so a replaced node's allocations get the same
+    /// addresses and names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<nunet_protocol::SubnetPlan>,
 }
 
 /// Most events kept per deployment.

@@ -157,6 +157,7 @@ impl crate::engine::Engine {
                 .unwrap_or_default(),
         };
         self.update(|r| {
+            r.subnet = Some(plan.clone());
             for a in r.manifest.allocations.values_mut() {
                 if let Some(m) = plan.member(&a.id) {
                     let on = !off.iter().any(|(p, _)| *p == m.peer);

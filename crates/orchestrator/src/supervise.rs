@@ -19,6 +19,19 @@ use nunet_protocol::{
 use crate::engine::{Assignment, Engine, MAX_MISSED_CHECKS};
 use crate::now_ms;
 use crate::recovery::{Decision, Supervision};
+use nunet_ensemble::spec::NodeRecovery;
+
+/// What happens when node `node`'s provider is lost: its `failure_recovery`, except that a
+/// node pinned to one peer cannot be moved (redeploy acts as stay_down).
+fn node_recovery(e: &nunet_ensemble::Ensemble, node: &str) -> NodeRecovery {
+    match e.node(node) {
+        Some(n) if n.peer.is_some() && n.failure_recovery == NodeRecovery::Redeploy => {
+            NodeRecovery::StayDown
+        }
+        Some(n) => n.failure_recovery,
+        None => NodeRecovery::StayDown,
+    }
+}
 
 /// What the ensemble's `escalation_strategy` does once supervision gives up, for the reason.
 fn escalation_note(rec: &crate::state::Deployment) -> &'static str {
@@ -35,6 +48,16 @@ fn escalation_note(rec: &crate::state::Deployment) -> &'static str {
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a logs request may take.
 const LOGS_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a status poll may take.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Poll period while some node recovers from a lost provider (`failure_recovery` restart
+/// or redeploy).
+pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
+/// How long such a node's status poll may take.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Failed polls in a row after which such a node's provider counts as lost: a dead process
+/// (refused connection) is noticed within about 1.5 s, a silent one within about 3 s.
+pub const LOST_AFTER: u32 = 2;
 
 impl Engine {
     pub(crate) async fn revert_manifest(&self) {
@@ -67,7 +90,7 @@ impl Engine {
     /// the allocations (woken early by pushed exits and health changes), restarts failed or
     /// unhealthy ones as their supervisor decides ([`crate::recovery`]), and fails the
     /// deployment (reverting it) when nothing restarts them.
-    pub async fn monitor(&self) {
+    pub async fn monitor(self: &std::sync::Arc<Self>) {
         let Some(rec) = self.record() else { return };
         let order = crate::order::start_order(&rec.ensemble).unwrap_or_default();
         let mut sup = Supervision::new(&rec.ensemble, &order);
@@ -78,12 +101,20 @@ impl Engine {
             .map(|a| (a.name.clone(), a.kind))
             .collect();
         let mut missed: HashMap<String, u32> = HashMap::new();
+        let fast = rec
+            .ensemble
+            .nodes
+            .iter()
+            .any(|n| node_recovery(&rec.ensemble, &n.name) != NodeRecovery::StayDown);
+        // Nodes with `failure_recovery: restart` whose provider is unreachable, waited for.
+        let mut waiting: HashSet<String> = HashSet::new();
         // Restarts decided and not done yet: (due, allocation names, why).
         let mut pending: Vec<(Instant, Vec<String>, String)> = Vec::new();
         loop {
             let until = pending
                 .iter()
                 .map(|(due, _, _)| due.saturating_duration_since(Instant::now()))
+                .chain(fast.then_some(HEARTBEAT_EVERY))
                 .min();
             self.next_check(!missed.is_empty(), until).await;
             let Some(rec) = self.record() else { return };
@@ -95,15 +126,31 @@ impl Engine {
             let mut changes = Vec::new();
             let mut problem = None;
             let mut failures: Vec<(String, String)> = Vec::new();
-            for (key, a) in &rec.manifest.allocations {
-                let Some(h) = &a.handle else { continue };
+            // Nodes whose provider stopped answering: node → (peer, why).
+            let mut lost: BTreeMap<String, (String, String)> = BTreeMap::new();
+            // Every allocation at once; nodes that recover from a lost provider on a short
+            // deadline, so that a dead or silent one is noticed within a bounded time.
+            let polls = rec.manifest.allocations.iter().filter_map(|(key, a)| {
+                let h = a.handle.as_ref()?;
+                let quick = node_recovery(&rec.ensemble, &a.node_id) != NodeRecovery::StayDown;
+                let t = if quick {
+                    HEARTBEAT_TIMEOUT
+                } else {
+                    STATUS_TIMEOUT
+                };
+                Some(async move {
+                    let r = self.call::<AllocationStatusCall>(h, &Empty {}, t).await;
+                    (key, a, h, quick, r)
+                })
+            });
+            for (key, a, h, quick, r) in join_all(polls).await {
                 let name = key.rsplit('.').next().unwrap_or(key).to_string();
-                match self
-                    .call::<AllocationStatusCall>(h, &Empty {}, Duration::from_secs(5))
-                    .await
-                {
+                match r {
                     Ok(v) => {
                         missed.remove(key);
+                        if waiting.remove(&a.node_id) {
+                            self.event(format!("node {} answers again", a.node_id));
+                        }
                         let service = kinds.get(&name) != Some(&AllocationType::Task);
                         let failure = match v.status {
                             AllocationStatus::Failed => Some(format!(
@@ -144,11 +191,17 @@ impl Engine {
                     Err(e) => {
                         let n = missed.entry(key.clone()).or_default();
                         *n += 1;
-                        if *n >= MAX_MISSED_CHECKS {
-                            problem = Some(format!(
+                        if *n >= if quick { LOST_AFTER } else { MAX_MISSED_CHECKS } {
+                            let why = format!(
                                 "allocation {key} is unreachable ({}): {}",
                                 h.addr.host, e.message
-                            ));
+                            );
+                            let recovery = node_recovery(&rec.ensemble, &a.node_id);
+                            if recovery == NodeRecovery::StayDown {
+                                problem = Some(why);
+                            } else {
+                                lost.insert(a.node_id.clone(), (h.addr.host.clone(), why));
+                            }
                         }
                     }
                 }
@@ -167,6 +220,39 @@ impl Engine {
                         }
                     }
                 });
+            }
+            if problem.is_none() && !lost.is_empty() {
+                let mut replaced = false;
+                for (node, (peer, why)) in &lost {
+                    let recovery = node_recovery(&rec.ensemble, node);
+                    for (k, a) in &rec.manifest.allocations {
+                        if &a.node_id == node {
+                            missed.remove(k);
+                        }
+                    }
+                    if recovery == NodeRecovery::Restart {
+                        if waiting.insert(node.clone()) {
+                            self.event(format!(
+                                "node {node}: {why}; waiting for its provider to come back \
+                                 (failure_recovery restart)"
+                            ));
+                        }
+                        continue;
+                    }
+                    self.event(format!(
+                        "node {node}: {why}; redeploying it (failure_recovery redeploy)"
+                    ));
+                    match self.redeploy_node(node, peer).await {
+                        Ok(()) => replaced = true,
+                        Err(e) => {
+                            problem = Some(format!("node {node} was lost and {e}"));
+                            break;
+                        }
+                    }
+                }
+                if replaced && problem.is_none() {
+                    continue; // the manifest changed: look again
+                }
             }
             if problem.is_none() {
                 for (name, what) in failures {
