@@ -536,3 +536,61 @@ fn a_lost_node_is_redeployed_on_another_provider_at_the_same_address() {
     });
     dn.assert_no_subnet_leftovers();
 }
+
+/// Node `failure_recovery: restart`: while its provider is down the deployment waits (it
+/// does not fail as a `stay_down` node would), and when the provider is back the allocation
+/// runs on, adopted in its container.
+#[test]
+fn a_node_with_restart_recovery_waits_for_its_provider() {
+    let dn = deploy_support::Devnet::up(0);
+    dn.onboard(2);
+    let file = dn.dir.join("restart.yaml");
+    std::fs::write(&file, format!("{SLEEPER}    failure_recovery: restart\n")).unwrap();
+    let v = dn.json(
+        1,
+        &[
+            "deploy",
+            "-f",
+            file.to_str().unwrap(),
+            "-t",
+            "60s",
+            "--json",
+        ],
+    );
+    assert_eq!(v["status"], "Running", "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let _containers = Containers(id.clone());
+    let before = running(&id, "sleeper").unwrap();
+    deploy_support::kill(&dn.dir, 2, "-KILL");
+    wait_for("the orchestrator waits", Duration::from_secs(30), |seen| {
+        let s = dn.json(1, &["deployment", "status", &id, "--json"]);
+        *seen = s.to_string();
+        assert_eq!(s["status"], "Running", "{s}");
+        s["events"]
+            .to_string()
+            .contains("waiting for its provider to come back")
+            .then_some(())
+    });
+    deploy_support::restart(&dn, 2);
+    wait_for("the node answers again", Duration::from_secs(60), |seen| {
+        let s = dn.json(1, &["deployment", "status", &id, "--json"]);
+        *seen = s.to_string();
+        s["events"]
+            .to_string()
+            .contains("node only answers again")
+            .then_some(())
+    });
+    let s = dn.json(1, &["deployment", "status", &id, "--json"]);
+    assert_eq!(s["status"], "Running", "{s}");
+    assert_eq!(
+        running(&id, "sleeper"),
+        Some(before),
+        "the container was replaced"
+    );
+    dn.json(1, &["deployment", "shutdown", &id, "--json"]);
+    wait_for("resources released", Duration::from_secs(20), |seen| {
+        let (free, onboarded) = (dn.resources(2, "free"), dn.resources(2, "onboarded"));
+        *seen = format!("free {free} onboarded {onboarded}");
+        (free == onboarded).then_some(())
+    });
+}
