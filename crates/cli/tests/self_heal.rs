@@ -522,6 +522,16 @@ fn a_lost_node_is_redeployed_on_another_provider_at_the_same_address() {
             (free == onboarded).then_some(())
         },
     );
+    // Its cleanup touched nothing of the new provider (they share one dockerd here).
+    std::thread::sleep(Duration::from_secs(2));
+    let s = dn.json(1, &["deployment", "status", &id, "--json"]);
+    assert_eq!(s["status"], "Running", "{s}");
+    assert!(
+        running(&id, "web").is_some(),
+        "web stopped after the lost provider came back"
+    );
+    let (ok, out) = http_get(&client, "web.internal");
+    assert!(ok && out.contains("hello-subnet"), "{out}");
     dn.json(1, &["deployment", "shutdown", &id, "--json"]);
     for n in 1..=4 {
         wait_for("resources released", Duration::from_secs(20), |seen| {

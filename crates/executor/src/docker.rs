@@ -59,6 +59,8 @@ impl DockerConfig {
 /// unreachable dockerd makes the executor report itself unavailable.
 pub struct DockerExecutor {
     config: DockerConfig,
+    /// [`node_tag`] of `config.node`, in every container name.
+    tag: String,
     /// The client and status; re-probed in the background while dockerd is unreachable.
     conn: Arc<RwLock<Conn>>,
     stopped: Mutex<HashSet<String>>,
@@ -162,8 +164,14 @@ fn nano_cpus(cores: f64) -> Result<Option<i64>> {
     Ok(Some(nanos as i64))
 }
 
-fn container_name(id: &str) -> String {
-    format!("{NAME_PREFIX}{id}")
+/// 8 hex digits of the SHA-256 of a node id: part of the name of every container the node
+/// creates (`nunet-<tag>-<execution id>`, `nunet.sandbox-<tag>-<name>`), so nodes that share
+/// one dockerd (a devnet, two daemons on one host) never take or remove each other's
+/// containers, even for the same execution id (a node redeployed to another provider).
+pub fn node_tag(node: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(node.as_bytes());
+    d[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl DockerExecutor {
@@ -184,6 +192,7 @@ impl DockerExecutor {
             tokio::spawn(reprobe(Arc::downgrade(&conn), socket, config.timeout));
         }
         Self {
+            tag: node_tag(&config.node),
             config,
             conn,
             stopped: Mutex::new(HashSet::new()),
@@ -193,6 +202,59 @@ impl DockerExecutor {
     /// The settings this executor runs with.
     pub fn config(&self) -> &DockerConfig {
         &self.config
+    }
+
+    /// This node's [`node_tag`].
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// The container name of execution `id` on this node.
+    fn name_of(&self, id: &str) -> String {
+        format!("{NAME_PREFIX}{}-{id}", self.tag)
+    }
+
+    /// The container of execution `id` and what dockerd says about it: `nunet-<tag>-<id>`, or
+    /// one created before names carried the node tag (`nunet-<id>`) when it carries this
+    /// node's label (so a daemon upgraded under running containers still adopts them).
+    async fn find(&self, id: &str) -> Result<(String, ContainerInspectResponse)> {
+        let docker = self.client()?;
+        let name = self.name_of(id);
+        match self
+            .call("container inspect", docker.inspect_container(&name, None))
+            .await?
+        {
+            Ok(c) => return Ok((name, c)),
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(api_err(e)),
+        }
+        let legacy = format!("{NAME_PREFIX}{id}");
+        match self
+            .call("container inspect", docker.inspect_container(&legacy, None))
+            .await?
+        {
+            Ok(c)
+                if c.config
+                    .as_ref()
+                    .and_then(|cfg| cfg.labels.as_ref())
+                    .and_then(|l| l.get(LABEL_NODE))
+                    == Some(&self.config.node) =>
+            {
+                Ok((legacy, c))
+            }
+            Ok(_) => Err(ExecutorError::NotFound(id.to_string())),
+            Err(e) if is_status(&e, 404) => Err(ExecutorError::NotFound(id.to_string())),
+            Err(e) => Err(api_err(e)),
+        }
+    }
+
+    /// The container name of execution `id` (see [`Self::find`]); the new-style name when
+    /// there is none.
+    async fn resolve(&self, id: &str) -> String {
+        match self.find(id).await {
+            Ok((name, _)) => name,
+            Err(_) => self.name_of(id),
+        }
     }
 
     pub(crate) fn client(&self) -> Result<Docker> {
@@ -378,18 +440,7 @@ impl DockerExecutor {
     }
 
     async fn inspect_raw(&self, id: &str) -> Result<ContainerInspectResponse> {
-        let docker = self.client()?;
-        match self
-            .call(
-                "container inspect",
-                docker.inspect_container(&container_name(id), None),
-            )
-            .await?
-        {
-            Ok(c) => Ok(c),
-            Err(e) if is_status(&e, 404) => Err(ExecutorError::NotFound(id.to_string())),
-            Err(e) => Err(api_err(e)),
-        }
+        self.find(id).await.map(|(_, c)| c)
     }
 
     /// Whether the container runs under a memory limit (so a SIGKILL may be the OOM killer's).
@@ -484,7 +535,7 @@ impl Executor for DockerExecutor {
         let body = self.create_body(spec)?;
         self.ensure_image(body.image.as_deref().unwrap_or_default())
             .await?;
-        let name = container_name(&spec.id);
+        let name = self.name_of(&spec.id);
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
         match self
             .call(
@@ -516,8 +567,8 @@ impl Executor for DockerExecutor {
 
     async fn wait(&self, id: &str) -> Result<ExitStatus> {
         let docker = self.client()?;
-        self.inspect_raw(id).await?;
-        let mut waiter = docker.wait_container(&container_name(id), None);
+        let (name, _) = self.find(id).await?;
+        let mut waiter = docker.wait_container(&name, None);
         // The wait itself has no deadline (the workload decides how long it runs); dockerd
         // answers the request headers at once, which bollard's per-call timeout covers.
         match waiter.next().await {
@@ -554,7 +605,7 @@ impl Executor for DockerExecutor {
 
     async fn logs(&self, id: &str, options: LogOptions) -> Result<LogStream> {
         let docker = self.client()?.clone();
-        self.inspect_raw(id).await?;
+        let (name, _) = self.find(id).await?;
         let opts = LogsOptionsBuilder::default()
             .follow(options.follow)
             .stdout(true)
@@ -562,7 +613,7 @@ impl Executor for DockerExecutor {
             .tail(if options.skip_history { "0" } else { "all" })
             .build();
         let stream = docker
-            .logs(&container_name(id), Some(opts))
+            .logs(&name, Some(opts))
             .filter_map(|item| async move {
                 match item {
                     Ok(bollard::container::LogOutput::StdOut { message }) => Some(Ok(LogChunk {
@@ -592,8 +643,9 @@ impl Executor for DockerExecutor {
         let secs = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
         let opts = StopContainerOptionsBuilder::default().t(secs).build();
         let deadline = grace + self.config.timeout;
+        let name = self.resolve(id).await;
         let r = with_deadline("container stop", deadline, async {
-            Ok(docker.stop_container(&container_name(id), Some(opts)).await)
+            Ok(docker.stop_container(&name, Some(opts)).await)
         })
         .await?;
         match r {
@@ -610,10 +662,11 @@ impl Executor for DockerExecutor {
             .force(true)
             .v(true)
             .build();
+        let name = self.resolve(id).await;
         match self
             .call(
                 "container remove",
-                docker.remove_container(&container_name(id), Some(opts)),
+                docker.remove_container(&name, Some(opts)),
             )
             .await?
         {
@@ -629,10 +682,11 @@ impl Executor for DockerExecutor {
             return Err(ExecutorError::InvalidSpec("an empty command".into()));
         }
         let docker = self.client()?;
+        let name = self.resolve(id).await;
         let run = async {
             let created = docker
                 .create_exec(
-                    &container_name(id),
+                    &name,
                     CreateExecOptions {
                         attach_stdout: Some(true),
                         attach_stderr: Some(true),
@@ -738,6 +792,7 @@ mod tests {
 
     fn unconnected() -> DockerExecutor {
         DockerExecutor {
+            tag: node_tag("node"),
             config: DockerConfig::new("node"),
             conn: Arc::new(RwLock::new(Conn {
                 client: None,

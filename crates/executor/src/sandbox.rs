@@ -36,8 +36,8 @@ use crate::{
 pub const LABEL_SANDBOX: &str = "nunet.sandbox";
 /// Repository of the sandbox image.
 pub const SANDBOX_REPO: &str = "nunet/sandbox";
-/// Sandbox container names are `nunet.sandbox-<name>` (execution containers are
-/// `nunet-<id>`, so the two never collide).
+/// Sandbox container names are `nunet.sandbox-<node tag>-<name>` (execution containers are
+/// `nunet-<node tag>-<id>`, so the two never collide).
 const NAME_PREFIX: &str = "nunet.sandbox-";
 /// Bumped whenever the image changes, so nodes load the new one (2: reproducible load).
 const IMAGE_REVISION: u32 = 2;
@@ -49,7 +49,7 @@ const SANDBOX_MEMORY: i64 = 8 << 20;
 pub struct Sandbox {
     /// Docker container id.
     pub id: String,
-    /// Docker container name (`nunet.sandbox-<name>`).
+    /// Docker container name (`nunet.sandbox-<node tag>-<name>`).
     pub name: String,
     /// Host PID of the sandbox's init process (0 when it is not running); its network
     /// namespace is `/proc/<pid>/ns/net`.
@@ -74,9 +74,9 @@ pub fn sandbox_image() -> String {
     )
 }
 
-/// The container name of sandbox `name`.
-pub fn sandbox_container_name(name: &str) -> String {
-    format!("{NAME_PREFIX}{name}")
+/// The container name of sandbox `name` of the node with [`crate::docker::node_tag`] `tag`.
+pub fn sandbox_container_name(tag: &str, name: &str) -> String {
+    format!("{NAME_PREFIX}{tag}-{name}")
 }
 
 fn validate_name(name: &str) -> Result<()> {
@@ -210,7 +210,7 @@ impl DockerExecutor {
             host_config: Some(host),
             ..Default::default()
         };
-        let cname = sandbox_container_name(name);
+        let cname = sandbox_container_name(self.tag(), name);
         let opts = CreateContainerOptionsBuilder::default()
             .name(&cname)
             .build();
@@ -276,16 +276,24 @@ impl DockerExecutor {
     }
 
     /// Force-removes sandbox `name` (SIGKILL; its network namespace goes with it). Succeeds
-    /// when it does not exist. Takes the sandbox name or its container name.
+    /// when it does not exist. Takes this node's sandbox name, or a container name as
+    /// [`Sandbox::name`] gives it (also one from before names carried the node tag).
     pub async fn remove_sandbox(&self, name: &str) -> Result<()> {
-        let name = sandbox_name(name).unwrap_or(name);
-        validate_name(name)?;
+        let cname = match sandbox_name(name) {
+            Some(rest) => {
+                validate_name(rest)?;
+                format!("{NAME_PREFIX}{rest}")
+            }
+            None => {
+                validate_name(name)?;
+                sandbox_container_name(self.tag(), name)
+            }
+        };
         let docker = self.client()?;
         let opts = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)
             .build();
-        let cname = sandbox_container_name(name);
         match self
             .call(
                 "sandbox remove",
@@ -346,7 +354,8 @@ impl DockerExecutor {
     }
 }
 
-/// Sandbox `name` from its container name (`nunet.sandbox-web` → `web`).
+/// What follows the prefix of a sandbox container name (`nunet.sandbox-1a2b3c4d-web` →
+/// `1a2b3c4d-web`); `None` for a name that is not a sandbox container's.
 pub fn sandbox_name(container_name: &str) -> Option<&str> {
     container_name
         .trim_start_matches('/')
@@ -360,8 +369,15 @@ mod tests {
 
     #[test]
     fn names_map_both_ways() {
-        assert_eq!(sandbox_container_name("web"), "nunet.sandbox-web");
-        assert_eq!(sandbox_name("/nunet.sandbox-web"), Some("web"));
+        assert_eq!(
+            sandbox_container_name("1a2b3c4d", "web"),
+            "nunet.sandbox-1a2b3c4d-web"
+        );
+        assert_eq!(
+            sandbox_name("/nunet.sandbox-1a2b3c4d-web"),
+            Some("1a2b3c4d-web")
+        );
+        assert_eq!(sandbox_name("web"), None);
         assert!(validate_name("-x").is_err());
         assert!(validate_name("a/b").is_err());
     }

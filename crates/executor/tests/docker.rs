@@ -402,3 +402,50 @@ async fn exec_and_http_reach_inside_a_running_container() {
     assert!(gone.is_err(), "{gone:?}");
     ex.remove(&s.id).await.unwrap();
 }
+
+/// Two nodes sharing one dockerd (a devnet; a node redeployed to another provider keeps its
+/// execution ids) each have their own container for the same execution id, and neither
+/// touches the other's. A container from before names carried the node tag is still found
+/// when it carries this node's label, and never when it carries another's.
+#[tokio::test]
+async fn nodes_sharing_a_dockerd_never_touch_each_others_containers() {
+    let (a, b) = (executor("share-a").await, executor("share-b").await);
+    let mut s = spec("shared-id", &["sleep", "300"]);
+    s.network = NetworkAttachment::None;
+    a.start(&s).await.unwrap();
+    b.start(&s).await.unwrap();
+    b.stop(&s.id, Duration::from_secs(0)).await.unwrap();
+    b.remove(&s.id).await.unwrap();
+    assert_eq!(
+        a.inspect(&s.id).await.unwrap().state,
+        ExecutionState::Running
+    );
+    assert!(matches!(
+        b.inspect(&s.id).await,
+        Err(ExecutorError::NotFound(_))
+    ));
+    a.remove(&s.id).await.unwrap();
+
+    // A container named the old way (`nunet-<id>`), labelled for node share-a.
+    let legacy = format!("legacy-{}", std::process::id());
+    let made = std::process::Command::new("docker")
+        .args(["run", "-d", "--name", &format!("nunet-{legacy}"), "--label"])
+        .arg(format!("nunet.node={}", node("share-a")))
+        .args([IMAGE, "sleep", "300"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    assert!(matches!(
+        b.inspect(&legacy).await,
+        Err(ExecutorError::NotFound(_))
+    ));
+    assert_eq!(
+        a.inspect(&legacy).await.unwrap().state,
+        ExecutionState::Running
+    );
+    a.remove(&legacy).await.unwrap();
+    assert!(matches!(
+        a.inspect(&legacy).await,
+        Err(ExecutorError::NotFound(_))
+    ));
+}

@@ -79,11 +79,11 @@ fn running(container: &str) -> bool {
 async fn a_sandbox_owns_an_empty_network_namespace_and_ignores_sigterm() {
     let ex = executor("sb-empty").await;
     let name = unique("empty");
-    let _guard = Cleanup(vec![sandbox_container_name(&name)]);
+    let _guard = Cleanup(vec![sandbox_container_name(ex.tag(), &name)]);
     let labels = BTreeMap::from([("allocation".to_string(), "a1".to_string())]);
     let sb = ex.start_sandbox(&name, labels).await.unwrap();
     assert!(sb.pid > 1, "{sb:?}");
-    assert_eq!(sb.name, sandbox_container_name(&name));
+    assert_eq!(sb.name, sandbox_container_name(ex.tag(), &name));
     assert_eq!(sb.labels.get(LABEL_SANDBOX).map(String::as_str), Some("1"));
     assert_eq!(
         sb.labels.get("nunet.allocation").map(String::as_str),
@@ -130,8 +130,8 @@ async fn a_workload_joins_the_sandbox_network_and_reads_the_mounted_resolv_conf(
         },
     );
     let _guard = Cleanup(vec![
-        sandbox_container_name(&name),
-        format!("nunet-{}", spec.id),
+        sandbox_container_name(ex.tag(), &name),
+        format!("nunet-{}-{}", ex.tag(), spec.id),
     ]);
     let sb = ex.start_sandbox(&name, BTreeMap::new()).await.unwrap();
     // What the subnet code will do: configure the namespace from the host, by PID. (A veth
@@ -215,7 +215,10 @@ async fn sandboxes_are_listed_per_node_and_removed_idempotently() {
     let ex = executor("sb-list").await;
     let other = executor("sb-list-other").await;
     let (a, b) = (unique("list-a"), unique("list-b"));
-    let _guard = Cleanup(vec![sandbox_container_name(&a), sandbox_container_name(&b)]);
+    let _guard = Cleanup(vec![
+        sandbox_container_name(ex.tag(), &a),
+        sandbox_container_name(other.tag(), &b),
+    ]);
     let sa = ex.start_sandbox(&a, BTreeMap::new()).await.unwrap();
     let sb = other.start_sandbox(&b, BTreeMap::new()).await.unwrap();
 
@@ -268,7 +271,12 @@ async fn concurrent_loads_give_one_image_and_never_break_a_start() {
     ex.ensure_sandbox_image().await.unwrap();
     let before = sandbox_image_id();
     let names: Vec<String> = (0..4).map(|i| unique(&format!("load-{i}"))).collect();
-    let _guard = Cleanup(names.iter().map(|n| sandbox_container_name(n)).collect());
+    let _guard = Cleanup(
+        names
+            .iter()
+            .map(|n| sandbox_container_name(ex.tag(), n))
+            .collect(),
+    );
     let loads = (0..4).map(|_| ex.load_sandbox_image());
     let starts = names.iter().map(|n| ex.start_sandbox(n, BTreeMap::new()));
     let (loaded, started) = tokio::join!(
