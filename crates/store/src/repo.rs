@@ -2,9 +2,21 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::StoreError;
+
+/// A write transaction that takes the write lock at its start (`BEGIN IMMEDIATE`). A deferred
+/// one that reads first and writes later fails at once with "database is locked" when
+/// another connection (the records thread) committed in between: SQLite cannot upgrade its
+/// stale read snapshot, and the busy timeout does not apply. Taking the lock first waits for
+/// the other writer instead.
+fn write_tx(conn: &Connection) -> Result<Transaction<'_>, StoreError> {
+    Ok(Transaction::new_unchecked(
+        conn,
+        TransactionBehavior::Immediate,
+    )?)
+}
 use crate::model::{BenchmarkRecord, OnboardingRecord, Reservation, ReservationState, Resources};
 
 fn to_i64(v: u64, column: &'static str) -> Result<i64, StoreError> {
@@ -77,7 +89,7 @@ impl<'c> OnboardingRepo<'c> {
 
     /// Stores the record, replacing any previous one.
     pub fn put(&self, rec: &OnboardingRecord) -> Result<(), StoreError> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = write_tx(self.conn)?;
         tx.execute("DELETE FROM onboarded_gpus", [])?;
         tx.execute(
             "INSERT OR REPLACE INTO onboarding
@@ -104,7 +116,7 @@ impl<'c> OnboardingRepo<'c> {
     /// Removes the record and every reservation in one transaction; returns the ids of the
     /// reservations that were dropped.
     pub fn delete(&self) -> Result<Vec<String>, StoreError> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = write_tx(self.conn)?;
         let ids = {
             let mut stmt = tx.prepare("SELECT id FROM reservations ORDER BY id")?;
             stmt.query_map([], |r| r.get::<_, String>(0))?
@@ -130,7 +142,7 @@ impl<'c> ReservationRepo<'c> {
 
     /// Inserts a new reservation; fails with [`StoreError::Duplicate`] if the id exists.
     pub fn insert(&self, r: &Reservation) -> Result<(), StoreError> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = write_tx(self.conn)?;
         let n = tx.execute(
             "INSERT OR IGNORE INTO reservations
              (id, state, cpu_millicores, ram_bytes, disk_bytes, expires_at_ms, created_at_ms, updated_at_ms)
@@ -180,7 +192,7 @@ impl<'c> ReservationRepo<'c> {
 
     /// Deletes several reservations in one transaction; returns how many existed.
     pub fn delete_many(&self, ids: &[String]) -> Result<usize, StoreError> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = write_tx(self.conn)?;
         let mut n = 0;
         for id in ids {
             n += tx.execute("DELETE FROM reservations WHERE id = ?1", params![id])?;

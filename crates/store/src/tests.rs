@@ -289,3 +289,40 @@ fn key_seeds_kept_by_earlier_versions_are_erased() {
         assert!(d.contains(r#""status":"Running""#), "the rest stays: {d}");
     }
 }
+
+/// A write that reads first (offboarding: list the reservations, then delete them) while
+/// another connection commits (the records thread) waits for it instead of failing with
+/// "database is locked": its transaction takes the write lock at the start.
+#[test]
+fn a_read_then_write_transaction_waits_for_another_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dms.sqlite");
+    let s = Store::open(&path).unwrap();
+    s.onboarding()
+        .put(&OnboardingRecord {
+            resources: res(1000, None),
+            onboarded_at_ms: 1,
+            details: String::new(),
+        })
+        .unwrap();
+    s.reservations().insert(&reservation("r1", None)).unwrap();
+    let other = Store::open(&path).unwrap();
+    let (began, go) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        other.conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        other
+            .conn
+            .execute(
+                "INSERT INTO reservations (id, state, cpu_millicores, ram_bytes, disk_bytes, created_at_ms, updated_at_ms) VALUES ('r3', 'allocated', 1, 1, 1, 1, 1)",
+                [],
+            )
+            .unwrap();
+        began.send(()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        other.conn.execute_batch("COMMIT").unwrap();
+    });
+    go.recv().unwrap();
+    let dropped = s.onboarding().delete().unwrap();
+    writer.join().unwrap();
+    assert_eq!(dropped, vec!["r1".to_string(), "r3".to_string()]);
+}
