@@ -15,24 +15,9 @@ mod netns_support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use deploy_support::containers_of;
+use deploy_support::{Containers, containers_of};
 use netns_support::{NsDevnet, container, exec};
 use serde_json::Value;
-
-/// Removes every container of an ensemble (workloads and sandboxes), even when the test fails.
-struct Containers(String);
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        let ids = containers_of(&self.0);
-        if !ids.is_empty() {
-            let _ = Command::new("docker")
-                .args(["rm", "-f"])
-                .args(ids.split_whitespace())
-                .output();
-        }
-    }
-}
 
 /// Polls `f` every 200 ms until it returns `Some`, for at most `limit`; panics with what the
 /// last look saw (`seen`).
@@ -63,6 +48,31 @@ fn running(ensemble: &str, alloc: &str) -> Option<String> {
         .unwrap();
     let ids = String::from_utf8_lossy(&o.stdout).trim().to_string();
     (!ids.is_empty() && !ids.contains('\n')).then_some(ids)
+}
+
+/// `nunet deploy --json` of `yaml` (written to file `name`) from node-1 of a loopback devnet.
+fn deploy_json(dn: &deploy_support::Devnet, name: &str, yaml: &str, timeout: &str) -> Value {
+    let file = dn.dir.join(name);
+    std::fs::write(&file, yaml).unwrap();
+    let f = file.to_str().unwrap();
+    dn.json(1, &["deploy", "-f", f, "-t", timeout, "--json"])
+}
+
+/// [`deploy_json`] of a deployment that must run: its id and the guard of its containers.
+fn deploy_running(dn: &deploy_support::Devnet, name: &str, yaml: &str) -> (String, Containers) {
+    let v = deploy_json(dn, name, yaml, "60s");
+    assert_eq!(v["status"], "Running", "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    (id.clone(), Containers(id))
+}
+
+/// Waits until `resources` (a node's `/dms/node/resources/<which>`) says free = onboarded.
+fn released(node: usize, resources: impl Fn(usize, &str) -> Value) {
+    wait_for("resources released", Duration::from_secs(20), |seen| {
+        let (free, onboarded) = (resources(node, "free"), resources(node, "onboarded"));
+        *seen = format!("node-{node}: free {free} onboarded {onboarded}");
+        (free == onboarded).then_some(())
+    });
 }
 
 fn http_get(container: &str, host: &str) -> (bool, String) {
@@ -196,11 +206,7 @@ fn killed_or_unhealthy_allocations_restart_in_place_at_the_same_address() {
     // Shut down: every resource back, nothing of the subnet left.
     dn.json(1, &["deployment", "shutdown", &id, "--json"]);
     for n in 1..=3 {
-        wait_for("resources released", Duration::from_secs(20), |seen| {
-            let (free, onboarded) = (dn.resources(n, "free"), dn.resources(n, "onboarded"));
-            *seen = format!("node-{n}: free {free} onboarded {onboarded}");
-            (free == onboarded).then_some(())
-        });
+        released(n, |n, w| dn.resources(n, w));
     }
     wait_for("containers removed", Duration::from_secs(20), |seen| {
         *seen = containers_of(&id);
@@ -239,19 +245,7 @@ nodes:
 fn a_crash_loop_is_restarted_with_back_off_then_given_up() {
     let dn = deploy_support::Devnet::up(0);
     dn.onboard(2);
-    let file = dn.dir.join("crash-loop.yaml");
-    std::fs::write(&file, CRASH_LOOP).unwrap();
-    let v = dn.json(
-        1,
-        &[
-            "deploy",
-            "-f",
-            file.to_str().unwrap(),
-            "-t",
-            "90s",
-            "--json",
-        ],
-    );
+    let v = deploy_json(&dn, "crash-loop.yaml", CRASH_LOOP, "90s");
     let id = v["id"]
         .as_str()
         .unwrap_or_else(|| panic!("{v}"))
@@ -276,11 +270,7 @@ fn a_crash_loop_is_restarted_with_back_off_then_given_up() {
     }
     // Back-off: 0 + 1 + 2 + 4 + 8 s of pauses, plus 6 one-second runs.
     assert!(took >= Duration::from_secs(15), "gave up after {took:?}");
-    wait_for("resources released", Duration::from_secs(20), |seen| {
-        let (free, onboarded) = (dn.resources(2, "free"), dn.resources(2, "onboarded"));
-        *seen = format!("free {free} onboarded {onboarded}");
-        (free == onboarded).then_some(())
-    });
+    released(2, |n, w| dn.resources(n, w));
     wait_for("containers removed", Duration::from_secs(20), |seen| {
         *seen = containers_of(&id);
         seen.is_empty().then_some(())
@@ -309,22 +299,7 @@ nodes:
 fn a_deployment_outlives_several_grant_lifetimes() {
     let dn = deploy_support::Devnet::up_with_env(0, &[("DMS_TEST_ORCHESTRATOR_TTL_MS", "2000")]);
     dn.onboard(2);
-    let file = dn.dir.join("sleeper.yaml");
-    std::fs::write(&file, SLEEPER).unwrap();
-    let v = dn.json(
-        1,
-        &[
-            "deploy",
-            "-f",
-            file.to_str().unwrap(),
-            "-t",
-            "60s",
-            "--json",
-        ],
-    );
-    assert_eq!(v["status"], "Running", "{v}");
-    let id = v["id"].as_str().unwrap().to_string();
-    let _containers = Containers(id.clone());
+    let (id, _containers) = deploy_running(&dn, "sleeper.yaml", SLEEPER);
     // Five lifetimes; the supervisor polls every 5 s and gives up after 3 refused polls.
     std::thread::sleep(Duration::from_secs(10));
     let s = dn.json(1, &["deployment", "status", &id, "--json"]);
@@ -335,11 +310,7 @@ fn a_deployment_outlives_several_grant_lifetimes() {
     assert_eq!(down["status"], "ShuttingDown", "{down}");
     let events = dn.json(1, &["deployment", "status", &id, "--json"])["events"].to_string();
     assert!(events.contains("stopped node only"), "{events}");
-    wait_for("resources released", Duration::from_secs(20), |seen| {
-        let (free, onboarded) = (dn.resources(2, "free"), dn.resources(2, "onboarded"));
-        *seen = format!("free {free} onboarded {onboarded}");
-        (free == onboarded).then_some(())
-    });
+    released(2, |n, w| dn.resources(n, w));
 }
 
 /// NuNet's restoration scenario: the provider is hard-killed and its container is gone when
@@ -349,26 +320,11 @@ fn a_deployment_outlives_several_grant_lifetimes() {
 fn a_provider_that_lost_its_container_in_a_crash_gets_it_restarted_in_place() {
     let dn = deploy_support::Devnet::up(0);
     dn.onboard(2);
-    let file = dn.dir.join("supervised.yaml");
     let yaml = SLEEPER.replace(
         "    execution:\n",
         "    failure_recovery: one_for_one\n    execution:\n",
     );
-    std::fs::write(&file, yaml).unwrap();
-    let v = dn.json(
-        1,
-        &[
-            "deploy",
-            "-f",
-            file.to_str().unwrap(),
-            "-t",
-            "60s",
-            "--json",
-        ],
-    );
-    assert_eq!(v["status"], "Running", "{v}");
-    let id = v["id"].as_str().unwrap().to_string();
-    let _containers = Containers(id.clone());
+    let (id, _containers) = deploy_running(&dn, "supervised.yaml", &yaml);
     let manifest = |dn: &deploy_support::Devnet| {
         dn.json(1, &["deployment", "manifest", &id, "--json"])["manifest"]["allocations"]
             ["only.sleeper"]
@@ -399,11 +355,7 @@ fn a_provider_that_lost_its_container_in_a_crash_gets_it_restarted_in_place() {
     let s = dn.json(1, &["deployment", "status", &id, "--json"]);
     assert_eq!(s["status"], "Running", "{s}");
     dn.json(1, &["deployment", "shutdown", &id, "--json"]);
-    wait_for("resources released", Duration::from_secs(20), |seen| {
-        let (free, onboarded) = (dn.resources(2, "free"), dn.resources(2, "onboarded"));
-        *seen = format!("free {free} onboarded {onboarded}");
-        (free == onboarded).then_some(())
-    });
+    released(2, |n, w| dn.resources(n, w));
 }
 
 const REDEPLOYED: &str = r#"version: V1
@@ -534,11 +486,7 @@ fn a_lost_node_is_redeployed_on_another_provider_at_the_same_address() {
     assert!(ok && out.contains("hello-subnet"), "{out}");
     dn.json(1, &["deployment", "shutdown", &id, "--json"]);
     for n in 1..=4 {
-        wait_for("resources released", Duration::from_secs(20), |seen| {
-            let (free, onboarded) = (dn.resources(n, "free"), dn.resources(n, "onboarded"));
-            *seen = format!("node-{n}: free {free} onboarded {onboarded}");
-            (free == onboarded).then_some(())
-        });
+        released(n, |n, w| dn.resources(n, w));
     }
     wait_for("containers removed", Duration::from_secs(20), |seen| {
         *seen = containers_of(&id);
@@ -554,22 +502,8 @@ fn a_lost_node_is_redeployed_on_another_provider_at_the_same_address() {
 fn a_node_with_restart_recovery_waits_for_its_provider() {
     let dn = deploy_support::Devnet::up(0);
     dn.onboard(2);
-    let file = dn.dir.join("restart.yaml");
-    std::fs::write(&file, format!("{SLEEPER}    failure_recovery: restart\n")).unwrap();
-    let v = dn.json(
-        1,
-        &[
-            "deploy",
-            "-f",
-            file.to_str().unwrap(),
-            "-t",
-            "60s",
-            "--json",
-        ],
-    );
-    assert_eq!(v["status"], "Running", "{v}");
-    let id = v["id"].as_str().unwrap().to_string();
-    let _containers = Containers(id.clone());
+    let yaml = format!("{SLEEPER}    failure_recovery: restart\n");
+    let (id, _containers) = deploy_running(&dn, "restart.yaml", &yaml);
     let before = running(&id, "sleeper").unwrap();
     deploy_support::kill(&dn.dir, 2, "-KILL");
     wait_for("the orchestrator waits", Duration::from_secs(30), |seen| {
@@ -598,9 +532,5 @@ fn a_node_with_restart_recovery_waits_for_its_provider() {
         "the container was replaced"
     );
     dn.json(1, &["deployment", "shutdown", &id, "--json"]);
-    wait_for("resources released", Duration::from_secs(20), |seen| {
-        let (free, onboarded) = (dn.resources(2, "free"), dn.resources(2, "onboarded"));
-        *seen = format!("free {free} onboarded {onboarded}");
-        (free == onboarded).then_some(())
-    });
+    released(2, |n, w| dn.resources(n, w));
 }

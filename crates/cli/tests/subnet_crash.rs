@@ -17,23 +17,8 @@ mod netns_support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use deploy_support::containers_of;
+use deploy_support::{Containers, containers_of};
 use netns_support::{NsDevnet, in_ns};
-
-/// Removes every container of an ensemble (workloads and sandboxes), even when the test fails.
-struct Containers(String);
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        let ids = containers_of(&self.0);
-        if !ids.is_empty() {
-            let _ = Command::new("docker")
-                .args(["rm", "-f"])
-                .args(ids.split_whitespace())
-                .output();
-        }
-    }
-}
 
 /// What of ours is on a node: ensemble interfaces, policy rules, firewall chains.
 struct Traces {

@@ -152,6 +152,22 @@ pub fn hello() -> String {
         .to_string()
 }
 
+/// Removes every container of an ensemble (workloads and sandboxes) when dropped, even when
+/// the test fails.
+pub struct Containers(pub String);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        let ids = containers_of(&self.0);
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(ids.split_whitespace())
+                .output();
+        }
+    }
+}
+
 pub fn containers_of(ensemble: &str) -> String {
     let o = Command::new("docker")
         .args([
