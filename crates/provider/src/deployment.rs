@@ -723,7 +723,8 @@ impl crate::onboarding::Workloads for Provider {
                 let p = p.clone();
                 async move {
                     let rec = cell.lock().map(|r| r.clone()).ok()?;
-                    if !rec.status.is_active() {
+                    // Also a supervised one waiting for its restart: it holds resources.
+                    if !rec.holds() {
                         return None;
                     }
                     let exec = p.executors.get(rec.execution.executor())?;
