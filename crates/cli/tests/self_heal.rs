@@ -534,3 +534,101 @@ fn a_node_with_restart_recovery_waits_for_its_provider() {
     dn.json(1, &["deployment", "shutdown", &id, "--json"]);
     released(2, |n, w| dn.resources(n, w));
 }
+
+/// Cuts (or restores) every packet of node `node`'s namespace but loopback: a partition.
+fn partition(dn: &NsDevnet, node: usize, on: bool) {
+    let op = if on { "-I" } else { "-D" };
+    for (chain, dir) in [("INPUT", "-i"), ("OUTPUT", "-o"), ("FORWARD", "-i")] {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &dn.netns[node - 1], "iptables", op, chain])
+            .args(["!", dir, "lo", "-j", "DROP"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "iptables {op} {chain}: {o:?}");
+    }
+}
+
+/// A partition, not a crash: `front`'s provider is cut off with its container still running.
+/// The orchestrator redeploys `front` elsewhere; when the partition heals, the old provider is
+/// fenced (told to revert) and its copy stops, so `web` never runs twice for long, and the
+/// deployment keeps running on the new copy.
+#[test]
+fn a_partitioned_provider_is_replaced_and_fenced_when_it_heals() {
+    let dn = NsDevnet::up(4);
+    dn.onboard_all();
+    let id = dn.deploy(REDEPLOYED, "partition.yaml");
+    let _containers = Containers(id.clone());
+    let m = dn.deployment_manifest(&id);
+    let old_peer = m["nodes"]["front"]["peer"].as_str().unwrap().to_string();
+    let ip = m["allocations"]["front.web"]["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cut = dn.node_of(&old_peer);
+    let client = container(&id, "client");
+    let onboarded = dn.resources(cut, "onboarded");
+    let old_web = container(&id, "web");
+
+    partition(&dn, cut, true);
+    let healed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for("front redeployed", Duration::from_secs(90), |seen| {
+            let m = dn.deployment_manifest(&id);
+            let s = dn.json(1, &["deployment", "status", &id, "--json"]);
+            *seen = s.to_string();
+            assert_ne!(s["status"], "Failed", "{s}");
+            let moved = m["nodes"]["front"]["peer"].as_str() != Some(old_peer.as_str());
+            (moved && m["allocations"]["front.web"]["status"] == "running").then_some(())
+        });
+        // The old copy still runs behind the partition; the client reaches the new one.
+        wait_for(
+            "web.internal answers from the new provider",
+            Duration::from_secs(30),
+            |seen| {
+                let (ok, out) = http_get(&client, "web.internal");
+                *seen = out.clone();
+                (ok && out.contains("hello-subnet")).then_some(())
+            },
+        );
+    }));
+    partition(&dn, cut, false);
+    if let Err(e) = healed {
+        std::panic::resume_unwind(e);
+    }
+    assert_eq!(
+        dn.deployment_manifest(&id)["allocations"]["front.web"]["ip"].as_str(),
+        Some(ip.as_str())
+    );
+    // Healed: the old provider is fenced and its copy goes.
+    wait_for("the old copy stopped", Duration::from_secs(90), |seen| {
+        let ids = containers_of(&id);
+        *seen = ids.clone();
+        (!ids.contains(&old_web[..12])).then_some(())
+    });
+    wait_for(
+        "the fenced provider released everything",
+        Duration::from_secs(30),
+        |seen| {
+            let free = dn.resources(cut, "free");
+            *seen = format!("free {free} onboarded {onboarded}");
+            (free == onboarded).then_some(())
+        },
+    );
+    let s = dn.json(1, &["deployment", "status", &id, "--json"]);
+    assert_eq!(s["status"], "Running", "{s}");
+    assert!(
+        s["events"].to_string().contains("fenced the lost provider"),
+        "{s}"
+    );
+    assert_eq!(container(&id, "client"), client);
+    let (ok, out) = http_get(&client, "web.internal");
+    assert!(ok && out.contains("hello-subnet"), "{out}");
+    dn.json(1, &["deployment", "shutdown", &id, "--json"]);
+    for n in 1..=4 {
+        released(n, |n, w| dn.resources(n, w));
+    }
+    wait_for("containers removed", Duration::from_secs(20), |seen| {
+        *seen = containers_of(&id);
+        seen.is_empty().then_some(())
+    });
+    dn.assert_no_subnet_leftovers();
+}
