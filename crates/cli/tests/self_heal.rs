@@ -632,3 +632,47 @@ fn a_partitioned_provider_is_replaced_and_fenced_when_it_heals() {
     });
     dn.assert_no_subnet_leftovers();
 }
+
+/// `escalation_strategy: redeploy`: when supervision gives up on a crash loop, the node moves
+/// to another provider (once: the old one is fenced and releases everything); when it gives
+/// up there too, the deployment is torn down.
+#[test]
+fn escalation_redeploys_the_node_once_then_tears_down() {
+    let dn = deploy_support::Devnet::up(0);
+    dn.onboard(2);
+    dn.onboard(3);
+    let yaml = format!("{CRASH_LOOP}escalation_strategy: redeploy\n");
+    let v = deploy_json(&dn, "escalate.yaml", &yaml, "90s");
+    let id = v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string();
+    let _containers = Containers(id.clone());
+    let first = v["nodes"]["only"].as_str().unwrap_or_default().to_string();
+    let s = wait_for(
+        "torn down after one move",
+        Duration::from_secs(150),
+        |seen| {
+            let s = dn.json(1, &["deployment", "status", &id, "--json"]);
+            *seen = s.to_string();
+            (s["status"] == "Failed").then_some(s)
+        },
+    );
+    let events = s["events"].to_string();
+    assert!(
+        events.contains("escalating (escalation_strategy redeploy): redeploying node only"),
+        "{events}"
+    );
+    assert!(events.contains("node only redeployed on"), "{events}");
+    assert!(events.contains("fenced the lost provider"), "{events}");
+    let reason = s["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("moved node only 1 time(s) already"), "{s}");
+    assert_ne!(s["nodes"]["only"].as_str(), Some(first.as_str()), "{s}");
+    for n in [2, 3] {
+        released(n, |n, w| dn.resources(n, w));
+    }
+    wait_for("containers removed", Duration::from_secs(20), |seen| {
+        *seen = containers_of(&id);
+        seen.is_empty().then_some(())
+    });
+}

@@ -241,7 +241,7 @@ impl Supervision {
 /// way the deployer cannot see coming (a health check no executor here can run).
 pub fn unsupported(e: &Ensemble) -> Result<Vec<String>, String> {
     use nunet_ensemble::Execution;
-    use nunet_ensemble::spec::{EscalationStrategy, NodeRecovery};
+    use nunet_ensemble::spec::NodeRecovery;
     let mut notes = Vec::new();
     for a in &e.allocations {
         if a.healthcheck.is_some() && !matches!(a.execution, Execution::Docker(_)) {
@@ -279,13 +279,6 @@ pub fn unsupported(e: &Ensemble) -> Result<Vec<String>, String> {
                 n.name, n.redundancy
             ));
         }
-    }
-    if e.escalation_strategy == Some(EscalationStrategy::Redeploy) {
-        notes.push(
-            "supervision: escalation_strategy redeploy is not implemented yet; the deployment \
-             is torn down when supervision gives up"
-                .into(),
-        );
     }
     Ok(notes)
 }
@@ -391,13 +384,8 @@ mod tests {
             "    redundancy: 1\n    failure_recovery: redeploy\nescalation_strategy: redeploy\n";
         let (e, _) = ensemble("", tail);
         let notes = unsupported(&e).unwrap();
-        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(notes.iter().any(|n| n.contains("nodes.n.redundancy 1")));
-        assert!(
-            notes
-                .iter()
-                .any(|n| n.contains("escalation_strategy redeploy"))
-        );
         let mut pinned = e.clone();
         pinned.nodes[0].peer = Some("12D3KooWPinned".into());
         let notes = unsupported(&pinned).unwrap();

@@ -33,13 +33,34 @@ fn node_recovery(e: &nunet_ensemble::Ensemble, node: &str) -> NodeRecovery {
     }
 }
 
-/// What the ensemble's `escalation_strategy` does once supervision gives up, for the reason.
-fn escalation_note(rec: &crate::state::Deployment) -> &'static str {
+/// Times `escalation_strategy: redeploy` moves one node to another provider; the next
+/// escalation tears the deployment down (a workload that fails everywhere must stop).
+pub const MAX_ESCALATIONS: u32 = 1;
+
+/// Whether an escalation from node `node` redeploys it, given how often it was already.
+fn escalates_by_redeploy(e: &nunet_ensemble::Ensemble, node: &str, done: u32) -> bool {
+    e.escalation_strategy == Some(nunet_ensemble::spec::EscalationStrategy::Redeploy)
+        && e.node(node).is_some_and(|n| n.peer.is_none())
+        && done < MAX_ESCALATIONS
+}
+
+/// What the ensemble's `escalation_strategy` did once supervision gave up, for the reason.
+fn escalation_note(rec: &crate::state::Deployment, node: &str) -> String {
     match rec.ensemble.escalation_strategy {
         Some(nunet_ensemble::spec::EscalationStrategy::Redeploy) => {
-            " (escalation_strategy redeploy is not implemented yet: the deployment is torn down)"
+            if rec.ensemble.node(node).is_some_and(|n| n.peer.is_some()) {
+                format!(
+                    " (escalation_strategy redeploy cannot move node {node}, pinned to a peer: \
+                     torn down)"
+                )
+            } else {
+                format!(
+                    " (escalation_strategy redeploy moved node {node} {MAX_ESCALATIONS} time(s) \
+                     already: torn down)"
+                )
+            }
         }
-        _ => " (escalation_strategy teardown)",
+        _ => " (escalation_strategy teardown)".to_string(),
     }
 }
 
@@ -108,6 +129,8 @@ impl Engine {
             .any(|n| node_recovery(&rec.ensemble, &n.name) != NodeRecovery::StayDown);
         // Nodes with `failure_recovery: restart` whose provider is unreachable, waited for.
         let mut waiting: HashSet<String> = HashSet::new();
+        // Escalations that redeployed a node, per node.
+        let mut escalated: HashMap<String, u32> = HashMap::new();
         // Restarts decided and not done yet: (due, allocation names, why).
         let mut pending: Vec<(Instant, Vec<String>, String)> = Vec::new();
         loop {
@@ -254,11 +277,17 @@ impl Engine {
                     continue; // the manifest changed: look again
                 }
             }
+            let mut escalate: Option<(String, String)> = None;
             if problem.is_none() {
                 for (name, what) in failures {
                     if pending.iter().any(|(_, a, _)| a.contains(&name)) {
                         continue;
                     }
+                    let node = rec
+                        .ensemble
+                        .node_of(&name)
+                        .map(|n| n.name.clone())
+                        .unwrap_or_default();
                     match sup.on_failure(&name, Instant::now()) {
                         Decision::Restart {
                             allocations,
@@ -272,8 +301,20 @@ impl Engine {
                             ));
                             pending.push((Instant::now() + delay, allocations, why));
                         }
+                        Decision::GiveUp(why)
+                            if sup.supervised(&name)
+                                && escalates_by_redeploy(
+                                    &rec.ensemble,
+                                    &node,
+                                    escalated.get(&node).copied().unwrap_or(0),
+                                ) =>
+                        {
+                            escalate = Some((node, format!("{what}; {why}")));
+                            break;
+                        }
                         Decision::GiveUp(why) if sup.supervised(&name) => {
-                            problem = Some(format!("{what}; {why}{}", escalation_note(&rec)));
+                            problem =
+                                Some(format!("{what}; {why}{}", escalation_note(&rec, &node)));
                             break;
                         }
                         Decision::GiveUp(_) => {
@@ -281,6 +322,28 @@ impl Engine {
                             break;
                         }
                     }
+                }
+            }
+            if let (None, Some((node, why))) = (&problem, escalate) {
+                let peer = rec
+                    .manifest
+                    .nodes
+                    .get(&node)
+                    .map(|n| n.peer.clone())
+                    .unwrap_or_default();
+                self.event(format!(
+                    "{why}; escalating (escalation_strategy redeploy): redeploying node {node} \
+                     away from {peer}"
+                ));
+                match self.redeploy_node(&node, &peer).await {
+                    Ok(()) => {
+                        *escalated.entry(node).or_default() += 1;
+                        // A fresh start on the new provider: restart limits count anew.
+                        sup = Supervision::new(&rec.ensemble, &order);
+                        pending.clear();
+                        continue;
+                    }
+                    Err(e) => problem = Some(format!("{why}; escalation failed: {e}")),
                 }
             }
             if let Some(p) = problem {
