@@ -676,3 +676,53 @@ fn escalation_redeploys_the_node_once_then_tears_down() {
         seen.is_empty().then_some(())
     });
 }
+
+/// The orchestrating daemon is SIGKILLed and started again: the running deployment is
+/// restored, its allocation was not restarted (same container), and supervision resumes: a
+/// container killed afterwards is restarted in place.
+#[test]
+fn a_restarted_orchestrator_resumes_supervision_without_restarting_anything() {
+    let dn = deploy_support::Devnet::up(0);
+    dn.onboard(2);
+    let yaml = SLEEPER.replace(
+        "    execution:\n",
+        "    failure_recovery: one_for_one\n    execution:\n",
+    );
+    let (id, _containers) = deploy_running(&dn, "resume.yaml", &yaml);
+    let before = running(&id, "sleeper").unwrap();
+    deploy_support::kill(&dn.dir, 1, "-KILL");
+    deploy_support::restart(&dn, 1);
+    let s = wait_for(
+        "the deployment is restored",
+        Duration::from_secs(30),
+        |seen| {
+            let (code, out) = dn.run(1, &["deployment", "status", &id, "--json"]);
+            *seen = out.clone();
+            (code == 0).then(|| serde_json::from_str::<Value>(out.trim()).unwrap())
+        },
+    );
+    assert_eq!(s["status"], "Running", "{s}");
+    assert_eq!(
+        running(&id, "sleeper"),
+        Some(before.clone()),
+        "restarted by the restart"
+    );
+    let killed = Command::new("docker")
+        .args(["kill", &before])
+        .output()
+        .unwrap();
+    assert!(killed.status.success());
+    wait_for(
+        "restarted in place after the kill",
+        Duration::from_secs(30),
+        |seen| {
+            let m = dn.json(1, &["deployment", "manifest", &id, "--json"]);
+            let a = &m["manifest"]["allocations"]["only.sleeper"];
+            *seen = format!("{a} container {:?}", running(&id, "sleeper"));
+            let c = running(&id, "sleeper")?;
+            (c != before && a["restarts"] == 1 && a["status"] == "running").then_some(())
+        },
+    );
+    dn.json(1, &["deployment", "shutdown", &id, "--json"]);
+    released(2, |n, w| dn.resources(n, w));
+}
