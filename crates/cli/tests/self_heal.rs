@@ -202,6 +202,10 @@ fn killed_or_unhealthy_allocations_restart_in_place_at_the_same_address() {
     assert!(events.contains("unhealthy"), "{events}");
     assert!(events.contains("restarted front.web in place"), "{events}");
     assert_ne!(web3, web);
+    // The human manifest says it too.
+    let (code, out) = dn.run(1, &["deployment", "manifest", &id]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("healthy: ok, 2 restart(s)"), "{out}");
 
     // Shut down: every resource back, nothing of the subnet left.
     dn.json(1, &["deployment", "shutdown", &id, "--json"]);

@@ -118,10 +118,17 @@ pub fn print_manifest(m: &Manifest) {
         println!("node {name}: peer {} ({})", n.peer, n.location);
     }
     for (name, a) in &m.allocations {
-        let code = a
+        let mut code = a
             .exit_code
             .map(|c| format!(", exit {c}"))
             .unwrap_or_default();
+        if let Some(h) = &a.health {
+            let word = if h.healthy { "healthy" } else { "unhealthy" };
+            code.push_str(&format!(", {word}: {}", h.message));
+        }
+        if a.restarts > 0 {
+            code.push_str(&format!(", {} restart(s)", a.restarts));
+        }
         let net = match (&a.ip, &a.dns) {
             (Some(ip), Some(dns)) => format!("  {ip} {dns}"),
             _ => String::new(),
