@@ -11,7 +11,7 @@ use crate::execution::{DockerExecution, EXECUTORS, EnvVar, Execution, WasmExecut
 use crate::limits;
 use crate::problem::{Collector, Problem, Report, index, join};
 use crate::resources::Resources;
-use crate::spec::{Ensemble, PortMapping};
+use crate::spec::{Ensemble, Healthcheck, HealthcheckKind, PortMapping, http_target};
 use crate::validate;
 
 /// Every problem of a decoded ensemble: value rules and rules between fields.
@@ -37,15 +37,6 @@ pub fn ensemble(e: &Ensemble) -> Report {
             );
         }
         execution_rules(&mut c, &a.execution, &ep);
-        if let Some(h) = &a.healthcheck
-            && let Some(ms) = h.interval_ms
-        {
-            rule(
-                &mut c,
-                &join(&join(&p, "healthcheck"), "interval"),
-                limits::duration_ms(ms),
-            );
-        }
     }
     for n in &e.nodes {
         let p = join("nodes", &n.name);
@@ -110,6 +101,63 @@ pub fn execution(e: &Execution, path: &str) -> Vec<Problem> {
     let mut c = Collector::default();
     execution_rules(&mut c, e, path);
     c.problems
+}
+
+/// Problems of one health check (fields under `path`) of the allocation named `dns_name`:
+/// what a provider checks again before it runs the check.
+pub fn healthcheck(h: &Healthcheck, dns_name: &str, path: &str) -> Vec<Problem> {
+    let mut c = Collector::default();
+    healthcheck_rules(&mut c, h, dns_name, path);
+    c.problems
+}
+
+/// A health check's rules: an interval from [`Healthcheck::MIN_INTERVAL_MS`] to the longest
+/// duration, a positive timeout not longer than the interval, a threshold of at least 1, a
+/// command, or an http endpoint on the allocation itself ([`http_target`]).
+pub(crate) fn healthcheck_rules(c: &mut Collector, h: &Healthcheck, dns_name: &str, path: &str) {
+    if let Some(ms) = h.interval_ms {
+        rule(c, &join(path, "interval"), limits::duration_ms(ms));
+        if ms < Healthcheck::MIN_INTERVAL_MS {
+            c.error(
+                &join(path, "interval"),
+                format!(
+                    "{ms} ms is shorter than the shortest interval, {} ms",
+                    Healthcheck::MIN_INTERVAL_MS
+                ),
+            );
+        }
+    }
+    if let Some(ms) = h.timeout_ms {
+        if ms == 0 {
+            c.error(&join(path, "timeout"), "a timeout must be positive");
+        } else if ms > h.interval_ms.unwrap_or(Healthcheck::DEFAULT_INTERVAL_MS) {
+            c.error(
+                &join(path, "timeout"),
+                format!("{ms} ms is longer than the interval between checks"),
+            );
+        }
+    }
+    if h.failure_threshold == Some(0) {
+        c.error(
+            &join(path, "failure_threshold"),
+            "at least one failed check must count",
+        );
+    }
+    match &h.check {
+        HealthcheckKind::Http { endpoint, .. } => {
+            if let Err(why) = http_target(endpoint, dns_name) {
+                c.error(&join(path, "endpoint"), why);
+            }
+        }
+        HealthcheckKind::Command { exec, .. } => {
+            if exec.first().is_none_or(|a| a.trim().is_empty()) {
+                c.error(
+                    &join(path, "exec"),
+                    "a command health check needs exec: [argv…]",
+                );
+            }
+        }
+    }
 }
 
 /// Problems of one port mapping (fields under `path`).

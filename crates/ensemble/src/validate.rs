@@ -8,10 +8,7 @@ use std::collections::{HashMap, HashSet};
 use crate::decode::Declared;
 use crate::problem::{Collector, index, join};
 use crate::resources::normalize_arch;
-use crate::spec::{
-    Allocation, AllocationKey, Ensemble, Healthcheck, HealthcheckKind, NodeConfig, Supervisor,
-    http_target,
-};
+use crate::spec::{Allocation, AllocationKey, Ensemble, NodeConfig, Supervisor};
 
 /// A DNS label: 1–63 letters, digits or `-`, not starting or ending with `-`.
 pub fn valid_dns_label(s: &str) -> bool {
@@ -43,53 +40,12 @@ pub(crate) fn validate(c: &mut Collector, e: &Ensemble, d: &Declared) {
     healthchecks(c, e);
 }
 
-/// Health checks: an interval of at least [`Healthcheck::MIN_INTERVAL_MS`], a timeout not
-/// longer than the interval, an http endpoint on the allocation itself.
+/// Every allocation's health check ([`crate::check::healthcheck_rules`]).
 fn healthchecks(c: &mut Collector, e: &Ensemble) {
     for a in &e.allocations {
-        let Some(h) = &a.healthcheck else { continue };
-        let p = join(&join("allocations", &a.name), "healthcheck");
-        if let Some(ms) = h.interval_ms
-            && ms < Healthcheck::MIN_INTERVAL_MS
-        {
-            c.error(
-                &join(&p, "interval"),
-                format!(
-                    "{ms} ms is shorter than the shortest interval, {} ms",
-                    Healthcheck::MIN_INTERVAL_MS
-                ),
-            );
-        }
-        if let Some(ms) = h.timeout_ms {
-            if ms == 0 {
-                c.error(&join(&p, "timeout"), "a timeout must be positive");
-            } else if ms > h.interval_ms.unwrap_or(Healthcheck::DEFAULT_INTERVAL_MS) {
-                c.error(
-                    &join(&p, "timeout"),
-                    format!("{ms} ms is longer than the interval between checks"),
-                );
-            }
-        }
-        if h.failure_threshold == Some(0) {
-            c.error(
-                &join(&p, "failure_threshold"),
-                "at least one failed check must count",
-            );
-        }
-        match &h.check {
-            HealthcheckKind::Http { endpoint, .. } => {
-                if let Err(why) = http_target(endpoint, &a.dns_name) {
-                    c.error(&join(&p, "endpoint"), why);
-                }
-            }
-            HealthcheckKind::Command { exec, .. } => {
-                if exec.is_empty() || exec[0].trim().is_empty() {
-                    c.error(
-                        &join(&p, "exec"),
-                        "a command health check needs exec: [argv…]",
-                    );
-                }
-            }
+        if let Some(h) = &a.healthcheck {
+            let p = join(&join("allocations", &a.name), "healthcheck");
+            crate::check::healthcheck_rules(c, h, &a.dns_name, &p);
         }
     }
 }

@@ -148,7 +148,7 @@ impl CommitRequest {
 }
 
 impl AllocateRequest {
-    /// Checks every allocation's resources, execution and port mappings.
+    /// Checks every allocation's resources, execution, port mappings and health check.
     pub fn check(&self) -> Result<(), InvalidRequest> {
         let mut problems = Vec::new();
         for (i, a) in self.allocations.iter().enumerate() {
@@ -157,6 +157,11 @@ impl AllocateRequest {
             problems.extend(check::execution(&a.execution, &format!("{p}.execution")));
             for (j, port) in a.ports.iter().enumerate() {
                 problems.extend(check::port(port, &format!("{p}.ports[{j}]")));
+            }
+            // The provider runs it: an interval of 0 would spin, an endpoint elsewhere would
+            // make it fetch another host. (The orchestrator sends endpoints as :port/path.)
+            if let Some(h) = &a.healthcheck {
+                problems.extend(check::healthcheck(h, &a.name, &format!("{p}.healthcheck")));
             }
         }
         invalid("allocate request", problems)
@@ -230,6 +235,59 @@ mod tests {
         let e = bid.check().expect_err("refused");
         let paths: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, ["nodes[0].resources.cpu.cores", "nodes[0].ports[0]"]);
+    }
+
+    /// A provider checks the health check it is asked to run, whoever sent it.
+    #[test]
+    fn allocate_requests_with_a_spinning_or_foreign_health_check_are_refused() {
+        use nunet_ensemble::spec::{Healthcheck, HealthcheckKind};
+        let mut r = Resources::default();
+        r.cpu.cores = 0.5;
+        r.ram.size = 1 << 20;
+        let alloc = |check, interval_ms| AllocationRequest {
+            name: "web".into(),
+            id: "a-1".into(),
+            kind: nunet_ensemble::spec::AllocationType::Service,
+            execution: nunet_ensemble::Execution::Null,
+            resources: r.clone(),
+            ports: Vec::new(),
+            provision: Vec::new(),
+            healthcheck: Some(Healthcheck {
+                check,
+                interval_ms,
+                timeout_ms: None,
+                failure_threshold: None,
+            }),
+            keep_on_exit: true,
+        };
+        let req = |a| AllocateRequest {
+            ensemble_id: "e".into(),
+            node_id: "n".into(),
+            orchestrator: nunet_actor::Handle::default(),
+            allocations: vec![a],
+        };
+        let http = |e: &str| HealthcheckKind::Http {
+            endpoint: e.into(),
+            response_type: None,
+            response_value: None,
+        };
+        req(alloc(http(":8080/health"), Some(500)))
+            .check()
+            .expect("accepted");
+        let e = req(alloc(http(":8080/health"), Some(0)))
+            .check()
+            .expect_err("refused");
+        assert_eq!(e.problems[0].path, "allocations[0].healthcheck.interval");
+        let e = req(alloc(http("http://10.0.0.1/"), None))
+            .check()
+            .expect_err("refused");
+        assert_eq!(e.problems[0].path, "allocations[0].healthcheck.endpoint");
+        let none = HealthcheckKind::Command {
+            exec: Vec::new(),
+            response_value: None,
+        };
+        let e = req(alloc(none, None)).check().expect_err("refused");
+        assert_eq!(e.problems[0].path, "allocations[0].healthcheck.exec");
     }
 
     #[test]
