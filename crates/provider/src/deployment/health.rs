@@ -10,19 +10,14 @@
 //! restart or stop anything; that is the orchestrator's decision.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use nunet_ensemble::spec::{Healthcheck, HealthcheckKind, http_target};
 use nunet_executor::Executor;
-use nunet_protocol::call;
-use nunet_protocol::calls::HealthChanged;
-use nunet_protocol::{AllocationHealth, AllocationStatus, Health};
+use nunet_protocol::{AllocationStatus, Health};
 
 use super::{AllocRecord, Provider};
 use crate::onboarding::now_ms;
 
-/// How long one report to the orchestrator may take.
-const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most characters of a check's output kept in the health message.
 const MAX_MESSAGE: usize = 256;
 
@@ -205,24 +200,7 @@ impl Provider {
             if let Some(health) = changed {
                 tracing::info!(allocation = %rec.id, healthy = health.healthy,
                     message = %health.message, "allocation health changed");
-                let report = AllocationHealth {
-                    ensemble_id: rec.ensemble_id.clone(),
-                    allocation_id: rec.id.clone(),
-                    health,
-                };
-                let r = call::invoke_in::<HealthChanged>(
-                    &self.system,
-                    "root",
-                    rec.orchestrator.clone(),
-                    &rec.ensemble_id,
-                    &report,
-                    REPORT_TIMEOUT,
-                )
-                .await;
-                if let Err(e) = r {
-                    tracing::debug!(allocation = %rec.id, error = %e.message,
-                        "health report not delivered; the orchestrator's status poll will notice");
-                }
+                super::notify::report_health(&self.system, &rec, health).await;
             }
         }
     }
