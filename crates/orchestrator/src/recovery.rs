@@ -253,6 +253,19 @@ pub fn unsupported(e: &Ensemble) -> Result<Vec<String>, String> {
                 a.execution.executor()
             ));
         }
+        if let Some(h) = &a.healthcheck
+            && let nunet_ensemble::spec::HealthcheckKind::Http {
+                response_type: Some(t),
+                ..
+            } = &h.check
+            && !["string", "text"].contains(&t.to_ascii_lowercase().as_str())
+        {
+            notes.push(format!(
+                "health: allocations.{}.healthcheck.response.type {t:?} is not interpreted; \
+                 the body is compared as text",
+                a.name
+            ));
+        }
         if let Execution::Docker(d) = &a.execution
             && let Some(p) = d.restart_policy.as_deref().filter(|p| *p != "no")
         {
@@ -400,6 +413,23 @@ mod tests {
             d.restart_policy = Some("always".into());
         }
         assert!(unsupported(&e).unwrap()[0].contains("restart_policy \"always\""));
+        e.allocations[1].healthcheck = Some(nunet_ensemble::spec::Healthcheck {
+            check: nunet_ensemble::spec::HealthcheckKind::Http {
+                endpoint: ":80/".into(),
+                response_type: Some("json".into()),
+                response_value: None,
+            },
+            interval_ms: None,
+            timeout_ms: None,
+            failure_threshold: None,
+        });
+        assert!(
+            unsupported(&e)
+                .unwrap()
+                .iter()
+                .any(|n| n.contains("response.type \"json\" is not interpreted"))
+        );
+        e.allocations[1].healthcheck = None;
         e.allocations[0].execution = nunet_ensemble::Execution::Null;
         e.allocations[0].healthcheck = Some(nunet_ensemble::spec::Healthcheck {
             check: nunet_ensemble::spec::HealthcheckKind::Command {
