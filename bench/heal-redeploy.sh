@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Lost-provider healing (issue 16), one run, root: the namespace testbed (`nunet devnet up
 # --netns --nodes 5`, real daemons in their own network namespaces, subnet on) runs an
-# ensemble of `web` (node `front`, `failure_recovery: redeploy`) and `client` (node `back`).
+# ensemble of `web` (node `front`, `failure_recovery: redeploy`; with MODE=standby
+# `redundancy: 1` instead, so a standby is promoted without a bid round) and `client` (node
+# `back`).
 # FAULTS (default 10) times the provider of `front` dies with its machine: its daemon is
 # SIGKILLed and its containers removed. Measured from the kill on the orchestrator's event
-# clock: detection (the event that decides to redeploy) and healed (the event "node front
-# redeployed on …": the new provider runs `web`), p50/p99, against `docker run -d` of the same
+# clock: detection (the event that decides to redeploy or promote) and healed (the event "node
+# front redeployed on …" or "… standby on … promoted": the new provider runs `web`), p50/p99, against `docker run -d` of the same
 # image in the same run. After each fault: the deployment is Running, `web` keeps its subnet
 # address, `client` its container, `web.internal` answers from `client`; the dead daemon is
 # started again and must release everything it held before the next fault.
@@ -14,6 +16,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 faults="${FAULTS:-10}"
+mode="${MODE:-redeploy}"
+case "$mode" in redeploy|standby) ;; *) echo "MODE must be redeploy or standby" >&2; exit 2;; esac
 if [ -n "${NUNET_BIN:-}" ]; then
   nunet="$(realpath "$NUNET_BIN")"
 else
@@ -25,9 +29,10 @@ export NUNET_INSECURE_FAST_KDF=1 DMS_PASSPHRASE_FILE="$dir/passphrase"
 trap '"$nunet" devnet down --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 "$nunet" devnet up --netns --nodes 5 --dir "$dir" >/dev/null
 
-python3 - "$nunet" "$faults" "$work" "$dir" <<'PY'
+python3 - "$nunet" "$faults" "$work" "$dir" "$mode" <<'PY'
 import json, os, statistics, subprocess, sys, time
-nunet, faults, work, dn = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+nunet, faults, work, dn, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+recovery = "failure_recovery: redeploy" if mode == "redeploy" else "redundancy: 1"
 IMAGE = "nunet-test/busybox:latest"
 nodes = json.load(open(f"{dn}/devnet.json"))["nodes"]
 
@@ -62,7 +67,7 @@ allocations:
 nodes:
   front:
     allocations: [web]
-    failure_recovery: redeploy
+    {recovery}
   back:
     allocations: [client]
 """
@@ -87,7 +92,16 @@ assert len(client) == 1, client
 ip = manifest()["allocations"]["front.web"]["ip"]
 detect, heal = [], []
 last_seq = max(e["seq"] for e in js(1, "deployment", "status", dep, "--json")["events"])
+def standby_ready():
+    for _ in range(300):
+        if len(manifest().get("standbys", {}).get("front", [])) == 1:
+            return
+        time.sleep(0.2)
+    raise SystemExit("no standby of front within 60 s")
+
 for f in range(faults):
+    if mode == "standby":
+        standby_ready()
     m = manifest()
     lost = node_of(m["nodes"]["front"]["peer"])
     did = m["nodes"]["front"]["did"]
@@ -104,8 +118,13 @@ for f in range(faults):
         s = js(1, "deployment", "status", dep, "--json")
         assert s["status"] == "Running", s
         ev = [e for e in s["events"] if e["seq"] > last_seq]
-        det = next((e for e in ev if "redeploying it" in e["message"]), None)
-        done = next((e for e in ev if e["message"].startswith("node front redeployed on")), None)
+        if mode == "redeploy":
+            det = next((e for e in ev if "redeploying it" in e["message"]), None)
+            done = next((e for e in ev if e["message"].startswith("node front redeployed on")), None)
+        else:
+            det = next((e for e in ev if "promoting its standby" in e["message"]), None)
+            done = next((e for e in ev if e["message"].startswith("node front: standby on")), None)
+            assert not any("redeploying" in e["message"] for e in ev), ev
         if det and done:
             seen = (det["at_ms"] - t0, done["at_ms"] - t0)
             last_seq = max(e["seq"] for e in ev)
@@ -154,8 +173,10 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 print(f"faults: {faults} provider SIGKILLs (machine lost), every invariant held after each")
-print(f"detection (kill → redeploy decided): p50 {pct(detect, 50):.0f} ms, p99 {pct(detect, 99):.0f} ms")
-print(f"redeploy on another provider (kill → web runs there): p50 {pct(heal, 50):.0f} ms, "
-      f"p99 {pct(heal, 99):.0f} ms (baseline: docker run -d {b50:.0f} ms, ratio: {pct(heal, 50) / b50:.2f})")
+what = "redeploy on another provider" if mode == "redeploy" else "standby promoted"
+print(f"detection (kill → {mode} decided): p50 {pct(detect, 50):.0f} ms, p99 {pct(detect, 99):.0f} ms")
+print(f"{what} (kill → web runs there): p50 {pct(heal, 50):.0f} ms, "
+      f"p99 {pct(heal, 99):.0f} ms; after detection: p50 "
+      f"{pct([h - d for h, d in zip(heal, detect)], 50):.0f} ms (baseline: docker run -d {b50:.0f} ms, ratio: {pct(heal, 50) / b50:.2f})")
 run(1, "deployment", "shutdown", dep, "--json", check=False)
 PY

@@ -499,6 +499,152 @@ fn a_lost_node_is_redeployed_on_another_provider_at_the_same_address() {
     dn.assert_no_subnet_leftovers();
 }
 
+/// `REDEPLOYED` with `redundancy: 1` on `front` and no `failure_recovery`: only the standby
+/// heals it.
+fn with_standby() -> String {
+    REDEPLOYED.replace(
+        "    allocations: [web]\n    failure_recovery: redeploy\n",
+        "    allocations: [web]\n    redundancy: 1\n",
+    )
+}
+
+/// The peers holding a standby of `node`.
+fn standbys(m: &Value, node: &str) -> Vec<String> {
+    m["standbys"][node]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .filter_map(|s| s["peer"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Node `redundancy: 1`: a standby of `front` is allocated (resources held, nothing started)
+/// on a third provider. When `front`'s provider dies the standby is promoted without a bid
+/// round: `web` runs there at its old address and name, the client (untouched) reaches it,
+/// a new standby is placed on the last free provider, and the dead provider, started again,
+/// drops what it held. A shutdown releases every provider, standbys included.
+#[test]
+fn a_standby_is_promoted_when_its_node_is_lost_and_replaced() {
+    let dn = NsDevnet::up(5);
+    dn.onboard_all();
+    let id = dn.deploy(&with_standby(), "standby.yaml");
+    let _containers = Containers(id.clone());
+    let m = wait_for("a standby of front", Duration::from_secs(60), |seen| {
+        let m = dn.deployment_manifest(&id);
+        *seen = format!("{m}");
+        (standbys(&m, "front").len() == 1).then_some(m)
+    });
+    let front = m["nodes"]["front"]["peer"].as_str().unwrap().to_string();
+    let back = m["nodes"]["back"]["peer"].as_str().unwrap().to_string();
+    let standby = standbys(&m, "front").remove(0);
+    assert!(
+        standby != front && standby != back,
+        "the standby shares a provider: {m}"
+    );
+    // Three providers hold resources (as NuNet's redundancy test checks); the standby runs
+    // nothing.
+    for peer in [&front, &back, &standby] {
+        let n = dn.node_of(peer);
+        assert_ne!(
+            dn.resources(n, "free"),
+            dn.resources(n, "onboarded"),
+            "node-{n} holds nothing"
+        );
+    }
+    let web = running(&id, "web").expect("one web container");
+    let ip = m["allocations"]["front.web"]["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let client = container(&id, "client");
+    let s = dn.json(1, &["deployment", "status", &id, "--json"]);
+    assert_eq!(s["standbys"]["front"][0], standby.as_str(), "{s}");
+    let (code, text) = dn.run(1, &["deployment", "manifest", &id]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(&format!("standby: peer {standby}")), "{text}");
+
+    // The machine of front dies: its daemon and its containers.
+    let lost = dn.node_of(&front);
+    let onboarded = dn.resources(lost, "onboarded");
+    dn.crash(lost);
+    Command::new("docker")
+        .args(["rm", "-f", &web])
+        .output()
+        .unwrap();
+    let t0 = Instant::now();
+    let m = wait_for("the standby promoted", Duration::from_secs(60), |seen| {
+        let m = dn.deployment_manifest(&id);
+        let s = dn.json(1, &["deployment", "status", &id, "--json"]);
+        *seen = format!("{s}");
+        assert_ne!(s["status"], "Failed", "{s}");
+        (m["nodes"]["front"]["peer"] == standby.as_str()
+            && m["allocations"]["front.web"]["status"] == "running")
+            .then_some(m)
+    });
+    eprintln!("lost node to promoted standby: {:.1?}", t0.elapsed());
+    assert_eq!(m["allocations"]["front.web"]["ip"], ip.as_str(), "{m}");
+    assert_eq!(container(&id, "client"), client, "the client was restarted");
+    wait_for(
+        "web.internal answers from the promoted standby",
+        Duration::from_secs(30),
+        |seen| {
+            let (ok, out) = http_get(&client, "web.internal");
+            *seen = out.clone();
+            (ok && out.contains("hello-subnet")).then_some(())
+        },
+    );
+    let events = dn.json(1, &["deployment", "status", &id, "--json"])["events"].to_string();
+    assert!(
+        events.contains("promoting its standby (redundancy)"),
+        "{events}"
+    );
+    assert!(
+        events.contains(&format!("standby on {standby} promoted in")),
+        "{events}"
+    );
+    assert!(
+        !events.contains("redeploying node front"),
+        "a bid round replaced the node: {events}"
+    );
+
+    // A new standby on the one provider that holds nothing of the deployment.
+    let last = (2..=5)
+        .map(|n| dn.peer(n))
+        .find(|p| ![&front, &back, &standby].contains(&p))
+        .unwrap();
+    wait_for("a new standby", Duration::from_secs(60), |seen| {
+        let m = dn.deployment_manifest(&id);
+        *seen = format!("{m}");
+        (standbys(&m, "front") == vec![last.clone()]).then_some(())
+    });
+
+    // The lost provider comes back and holds nothing of the ensemble any more.
+    dn.restart(lost);
+    wait_for(
+        "the lost provider released everything",
+        Duration::from_secs(60),
+        |seen| {
+            let free = dn.resources(lost, "free");
+            *seen = format!("free {free} onboarded {onboarded}\n{}", dn.log(lost));
+            (free == onboarded).then_some(())
+        },
+    );
+    let s = dn.json(1, &["deployment", "status", &id, "--json"]);
+    assert_eq!(s["status"], "Running", "{s}");
+    assert!(running(&id, "web").is_some(), "web stopped");
+    dn.json(1, &["deployment", "shutdown", &id, "--json"]);
+    for n in 1..=5 {
+        released(n, |n, w| dn.resources(n, w));
+    }
+    wait_for("containers removed", Duration::from_secs(20), |seen| {
+        *seen = containers_of(&id);
+        seen.is_empty().then_some(())
+    });
+    dn.assert_no_subnet_leftovers();
+}
+
 /// Node `failure_recovery: restart`: while its provider is down the deployment waits (it
 /// does not fail as a `stay_down` node would), and when the provider is back the allocation
 /// runs on, adopted in its container.

@@ -65,6 +65,8 @@ pub struct Engine {
     pub(crate) edges: Mutex<crate::edges::EdgeCache>,
     /// This node's side of `subnet.join`, when the node offers one.
     pub(crate) local_subnet: Option<Arc<dyn crate::subnet::LocalSubnet>>,
+    /// Wakes the standby keeper ([`crate::standby`]) when a standby was promoted or lost.
+    pub(crate) standby_wake: tokio::sync::Notify,
     /// Calls in flight from the orchestrator actor; the actor is removed once the
     /// deployment has ended and none is left ([`Engine::retire_if_done`]).
     calls: Mutex<usize>,
@@ -79,6 +81,31 @@ impl Drop for ActorInUse<'_> {
             *n = n.saturating_sub(1);
         }
         self.0.retire_if_done();
+    }
+}
+
+/// The manifest entry of a node placed on `bid`'s provider.
+pub(crate) fn manifest_node(bid: &Bid) -> ManifestNode {
+    ManifestNode {
+        peer: bid.peer.clone(),
+        did: bid.handle.did.clone(),
+        handle: bid.handle.clone(),
+        location: bid.location.to_string(),
+    }
+}
+
+/// A stand-in bid for a node already placed on `m` (what [`Engine::revert`] needs).
+pub(crate) fn bid_of(ensemble_id: &str, node: &str, m: &ManifestNode) -> Bid {
+    Bid {
+        ensemble_id: ensemble_id.to_string(),
+        node_id: node.to_string(),
+        peer: m.peer.clone(),
+        handle: m.handle.clone(),
+        location: Default::default(),
+        free: Default::default(),
+        executors: Vec::new(),
+        used_subnets: Vec::new(),
+        signature: String::new(),
     }
 }
 
@@ -132,6 +159,7 @@ impl Engine {
             exits,
             edges: Mutex::default(),
             local_subnet,
+            standby_wake: tokio::sync::Notify::new(),
             calls: Mutex::new(0),
         }
     }
@@ -321,6 +349,7 @@ impl Engine {
     ) -> Result<(), RoundError> {
         let bids = self.collect_bids(round, excluded, collect, None).await;
         let assign = self.place(&bids, excluded, None).await?;
+        self.record_placement(&assign);
         if self.status().is_terminal() {
             return Ok(());
         }
@@ -506,21 +535,17 @@ impl Engine {
             .iter()
             .map(|a| (a.node.clone(), usable[a.bid].clone()))
             .collect();
+        Ok(assign)
+    }
+
+    /// Records `assign` as where its nodes run.
+    pub(crate) fn record_placement(&self, assign: &Assignment) {
         self.update(|r| {
-            for (node, bid) in &assign {
-                r.manifest.nodes.insert(
-                    node.clone(),
-                    ManifestNode {
-                        peer: bid.peer.clone(),
-                        did: bid.handle.did.clone(),
-                        handle: bid.handle.clone(),
-                        location: bid.location.to_string(),
-                    },
-                );
+            for (node, bid) in assign {
+                r.manifest.nodes.insert(node.clone(), manifest_node(bid));
                 r.event(now_ms(), format!("placed node {node} on {}", bid.peer));
             }
         });
-        Ok(assign)
     }
 
     pub(crate) async fn commit(&self, assign: &Assignment) -> Result<(), RoundError> {
@@ -569,7 +594,51 @@ impl Engine {
         }
     }
 
+    /// Allocates `assign` and records the allocations in the manifest.
     pub(crate) async fn allocate(&self, assign: &Assignment) -> Result<(), RoundError> {
+        let (done, failed) = self.allocate_each(assign).await?;
+        for (node, bid, h) in done {
+            self.update(|r| {
+                for (name, handle) in h {
+                    r.manifest.allocations.insert(
+                        format!("{node}.{name}"),
+                        ManifestAllocation {
+                            id: allocation_id(&r.id, &node, &name),
+                            node_id: node.clone(),
+                            handle: Some(handle),
+                            status: AllocationStatus::Pending,
+                            exit_code: None,
+                            ports: crate::provision::port_map(&crate::provision::ports_of(
+                                &r.ensemble,
+                                &node,
+                                &name,
+                            )),
+                            ip: None,
+                            dns: None,
+                            health: None,
+                            restarts: 0,
+                        },
+                    );
+                }
+                r.event(now_ms(), format!("allocated node {node} on {}", bid.peer));
+            });
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Sends the allocate requests of `assign`: the nodes allocated (with their allocation
+    /// actors by name) and, when some failed, why (with those peers to exclude).
+    #[allow(clippy::type_complexity)]
+    pub(crate) async fn allocate_each(
+        &self,
+        assign: &Assignment,
+    ) -> Result<
+        (
+            Vec<(String, Bid, std::collections::BTreeMap<String, Handle>)>,
+            Option<RoundError>,
+        ),
+        RoundError,
+    > {
         let rec = self
             .record()
             .ok_or_else(|| RoundError::Fatal("record lost".into()))?;
@@ -609,49 +678,32 @@ impl Engine {
             };
             async move { (node, bid, self.call::<Allocate>(&bid.handle, &req, t).await) }
         });
+        let mut done = Vec::new();
         let mut failed = Vec::new();
         let mut why = Vec::new();
         for (node, bid, r) in join_all(calls).await {
-            match r.map(|a| a.allocations).map_err(|e| e.message) {
-                Ok(h) => self.update(|r| {
-                    for (name, handle) in h {
-                        r.manifest.allocations.insert(
-                            format!("{node}.{name}"),
-                            ManifestAllocation {
-                                id: allocation_id(&r.id, node, &name),
-                                node_id: node.clone(),
-                                handle: Some(handle),
-                                status: AllocationStatus::Pending,
-                                exit_code: None,
-                                ports: crate::provision::port_map(&crate::provision::ports_of(
-                                    &r.ensemble,
-                                    node,
-                                    &name,
-                                )),
-                                ip: None,
-                                dns: None,
-                                health: None,
-                                restarts: 0,
-                            },
-                        );
-                    }
-                    r.event(now_ms(), format!("allocated node {node} on {}", bid.peer));
-                }),
+            match r {
+                Ok(a) => done.push((node.clone(), bid.clone(), a.allocations)),
                 Err(e) => {
-                    why.push(format!("allocate of node {node} on {}: {e}", bid.peer));
+                    why.push(format!(
+                        "allocate of node {node} on {}: {}",
+                        bid.peer, e.message
+                    ));
                     failed.push(bid.peer.clone());
                 }
             }
         }
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(RoundError::Retry(why.join("; "), failed))
-        }
+        let failed = (!failed.is_empty()).then(|| RoundError::Retry(why.join("; "), failed));
+        Ok((done, failed))
     }
 
     /// Starts allocations in `depends_on` order (dependencies first).
     pub(crate) async fn start_all(&self) -> Result<(), RoundError> {
+        self.start_in_order(None).await
+    }
+
+    /// Starts the allocations of every node, or of node `only`, in `depends_on` order.
+    pub(crate) async fn start_in_order(&self, only: Option<&str>) -> Result<(), RoundError> {
         let rec = self
             .record()
             .ok_or_else(|| RoundError::Fatal("record lost".into()))?;
@@ -667,6 +719,9 @@ impl Engine {
             else {
                 continue;
             };
+            if only.is_some_and(|n| n != alloc.node_id) {
+                continue;
+            }
             let Some(handle) = alloc.handle.clone() else {
                 continue;
             };

@@ -46,6 +46,17 @@ pub fn check_allocation(
         )));
     };
     let provider = rec.manifest.nodes.get(&a.node_id).map(|n| n.did.as_str());
+    if provider != Some(sender) && rec.manifest.is_standby(&a.node_id, sender) {
+        // A standby: wanted (not started) while the deployment runs.
+        if rec.status.is_terminal() {
+            return Ok(AllocationWanted::no(format!(
+                "deployment {} is {}",
+                rec.id,
+                rec.status.as_str()
+            )));
+        }
+        return Ok(AllocationWanted::yes());
+    }
     if provider != Some(sender) {
         return Err(ActorError::new(
             ErrorKind::Denied,
@@ -298,6 +309,32 @@ mod tests {
                 .expect("answer")
                 .wanted
         );
+    }
+
+    #[test]
+    fn a_standby_is_wanted_while_the_deployment_runs() {
+        let mut d = deployment(DeploymentStatus::Running, AllocationStatus::Running);
+        d.manifest.standbys.insert(
+            "n".into(),
+            vec![nunet_protocol::ManifestStandby {
+                node: ManifestNode {
+                    peer: "peer-s".into(),
+                    did: "did:key:standby".into(),
+                    handle: Handle::default(),
+                    location: String::new(),
+                },
+                allocations: BTreeMap::new(),
+                since_ms: 0,
+            }],
+        );
+        let ok = check_allocation(&d, "did:key:standby", "alloc-1").expect("answer");
+        assert!(ok.wanted, "{ok:?}");
+        // Not a standby of another node, and not once the deployment ended.
+        let e = check_allocation(&d, "did:key:someone-else", "alloc-1").expect_err("denied");
+        assert_eq!(e.kind, ErrorKind::Denied);
+        d.status = DeploymentStatus::Failed;
+        let no = check_allocation(&d, "did:key:standby", "alloc-1").expect("answer");
+        assert!(!no.wanted, "{no:?}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod order;
 pub mod provision;
 pub mod recovery;
 pub mod redeploy;
+pub mod standby;
 pub mod state;
 pub mod subnet;
 pub mod supervise;

@@ -285,11 +285,13 @@ pub fn unsupported(e: &Ensemble) -> Result<Vec<String>, String> {
                 n.peer.as_deref().unwrap_or_default()
             ));
         }
-        if n.redundancy > 0 {
+        if n.redundancy > 0 && n.peer.is_some() {
             notes.push(format!(
-                "supervision: nodes.{}.redundancy {}: standbys are not implemented yet; none \
-                 were placed",
-                n.name, n.redundancy
+                "supervision: nodes.{}.redundancy {}: a node pinned to peer {} has no \
+                 standby elsewhere; none are placed",
+                n.name,
+                n.redundancy,
+                n.peer.as_deref().unwrap_or_default()
             ));
         }
     }
@@ -397,8 +399,7 @@ mod tests {
             "    redundancy: 1\n    failure_recovery: redeploy\nescalation_strategy: redeploy\n";
         let (e, _) = ensemble("", tail);
         let notes = unsupported(&e).unwrap();
-        assert_eq!(notes.len(), 1, "{notes:?}");
-        assert!(notes.iter().any(|n| n.contains("nodes.n.redundancy 1")));
+        assert!(notes.is_empty(), "{notes:?}");
         let mut pinned = e.clone();
         pinned.nodes[0].peer = Some("12D3KooWPinned".into());
         let notes = unsupported(&pinned).unwrap();
@@ -406,6 +407,12 @@ mod tests {
             notes
                 .iter()
                 .any(|n| n.contains("cannot move a node pinned")),
+            "{notes:?}"
+        );
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("nodes.n.redundancy 1: a node pinned")),
             "{notes:?}"
         );
         let (mut e, _) = ensemble("", "");

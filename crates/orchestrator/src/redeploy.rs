@@ -13,7 +13,7 @@ use std::time::Duration;
 use nunet_protocol::calls::{Revert, SubnetCreate};
 use nunet_protocol::{RevertRequest, SubnetPlan};
 
-use crate::engine::{Assignment, BID_COLLECT, Engine, RETRY_PACE_MS, RoundError};
+use crate::engine::{BID_COLLECT, Engine, RETRY_PACE_MS, RoundError};
 use crate::now_ms;
 
 /// How long the orchestrator keeps trying to place a lost node before it gives up.
@@ -44,6 +44,15 @@ impl Engine {
         let old = rec.manifest.nodes.get(node).cloned();
         let mut excluded: Vec<String> = rec.ensemble.exclude_peers.clone();
         excluded.push(lost_peer.to_string());
+        // A peer holding a standby must not also run a node: reverting the standby would
+        // take the node with it.
+        excluded.extend(
+            rec.manifest
+                .standbys
+                .values()
+                .flatten()
+                .map(|s| s.node.peer.clone()),
+        );
         if rec.ensemble.distinct_peers {
             excluded.extend(
                 rec.manifest
@@ -116,11 +125,13 @@ impl Engine {
             return Err(RoundError::Retry("no placement".into(), Vec::new()));
         };
         let peer = bid.peer.clone();
+        self.record_placement(&assign);
         let steps = async {
             self.commit(&assign).await?;
             self.allocate(&assign).await?;
-            self.move_subnet(node, &assign).await?;
-            self.start_all().await
+            self.move_subnet(node, &bid.peer, &bid.handle, &bid.used_subnets)
+                .await?;
+            self.start_in_order(Some(node)).await
         };
         if let Err(e) = steps.await {
             self.revert(&assign).await;
@@ -131,15 +142,19 @@ impl Engine {
 
     /// Gives the node's allocations their old addresses on the new provider: the plan with
     /// their members moved goes to every provider of the ensemble (new routes everywhere).
-    async fn move_subnet(&self, node: &str, assign: &Assignment) -> Result<(), RoundError> {
+    /// `used` are the subnets the new provider already has (from its bid).
+    pub(crate) async fn move_subnet(
+        &self,
+        node: &str,
+        peer: &str,
+        handle: &nunet_actor::Handle,
+        used: &[String],
+    ) -> Result<(), RoundError> {
         let Some(rec) = self.record() else {
             return Err(RoundError::Fatal("record lost".into()));
         };
         let Some(plan) = &rec.subnet else {
             return Ok(()); // no subnet (off on every provider, or no member)
-        };
-        let Some((_, bid)) = assign.first() else {
-            return Ok(());
         };
         let ids: Vec<String> = rec
             .manifest
@@ -148,23 +163,20 @@ impl Engine {
             .filter(|a| a.node_id == node)
             .map(|a| a.id.clone())
             .collect();
-        let plan = moved(plan, &ids, &bid.peer);
-        if bid.used_subnets.contains(&plan.network) {
+        let plan = moved(plan, &ids, peer);
+        if used.contains(&plan.network) {
             return Err(RoundError::Retry(
-                format!(
-                    "{} already uses the ensemble's subnet {}",
-                    bid.peer, plan.network
-                ),
-                vec![bid.peer.clone()],
+                format!("{peer} already uses the ensemble's subnet {}", plan.network),
+                vec![peer.to_string()],
             ));
         }
         // The new provider first: without it the node cannot run.
-        self.call::<SubnetCreate>(&bid.handle, &plan, Duration::from_secs(30))
+        self.call::<SubnetCreate>(handle, &plan, Duration::from_secs(30))
             .await
             .map_err(|e| {
                 RoundError::Retry(
-                    format!("subnet on {}: {}", bid.peer, e.message),
-                    vec![bid.peer.clone()],
+                    format!("subnet on {peer}: {}", e.message),
+                    vec![peer.to_string()],
                 )
             })?;
         let others: Vec<(String, nunet_actor::Handle)> = rec
@@ -200,7 +212,12 @@ impl Engine {
     /// Tells the lost provider to revert the ensemble, in the background, until it answers
     /// or [`FENCE_WINDOW`] passes (a provider that restarts first drops the allocations
     /// itself: its allocation checks are denied, the manifest names another provider).
-    fn fence(self: &std::sync::Arc<Self>, node: String, peer: String, handle: nunet_actor::Handle) {
+    pub(crate) fn fence(
+        self: &std::sync::Arc<Self>,
+        node: String,
+        peer: String,
+        handle: nunet_actor::Handle,
+    ) {
         let Some(rec) = self.record() else { return };
         let system = self.system.clone();
         let inbox = self.inbox.clone();

@@ -105,6 +105,12 @@ impl Deployment {
                 .iter()
                 .map(|(n, a)| (n.clone(), a.status))
                 .collect(),
+            standbys: self
+                .manifest
+                .standbys
+                .iter()
+                .map(|(n, v)| (n.clone(), v.iter().map(|s| s.node.peer.clone()).collect()))
+                .collect(),
             notes: self.notes.clone(),
             bids: self.bids.clone(),
             refused_bids: self.refused_bids.clone(),

@@ -12,7 +12,7 @@ use nunet_protocol::calls::{
     AllocationLogsCall, AllocationRestart, AllocationStatusCall, EnsembleLogs, EnsembleShutdown,
 };
 use nunet_protocol::{
-    AllocationLogs, AllocationStatus, Bid, DeploymentStatus, Empty, LogCursor, LogsRequest,
+    AllocationLogs, AllocationStatus, DeploymentStatus, Empty, LogCursor, LogsRequest,
     ManifestAllocation, ShutdownAllocations, log_slice,
 };
 
@@ -31,6 +31,23 @@ fn node_recovery(e: &nunet_ensemble::Ensemble, node: &str) -> NodeRecovery {
         Some(n) => n.failure_recovery,
         None => NodeRecovery::StayDown,
     }
+}
+
+/// Whether a lost provider of node `node` is healed rather than failing the deployment: the
+/// node has a `failure_recovery` other than stay_down, or a standby to promote.
+fn heals(rec: &crate::state::Deployment, node: &str) -> bool {
+    node_recovery(&rec.ensemble, node) != NodeRecovery::StayDown
+        || rec
+            .manifest
+            .standbys
+            .get(node)
+            .is_some_and(|v| !v.is_empty())
+}
+
+/// Whether node `node` is polled on the short heartbeat deadline (see [`heals`]; a node with
+/// `redundancy` counts before its standbys are placed).
+fn watched(e: &nunet_ensemble::Ensemble, node: &str) -> bool {
+    node_recovery(e, node) != NodeRecovery::StayDown || crate::standby::wanted(e).contains_key(node)
 }
 
 /// Times `escalation_strategy: redeploy` moves one node to another provider; the next
@@ -83,26 +100,17 @@ pub const LOST_AFTER: u32 = 2;
 impl Engine {
     pub(crate) async fn revert_manifest(&self) {
         let Some(rec) = self.record() else { return };
+        let standbys = rec
+            .manifest
+            .standbys
+            .iter()
+            .flat_map(|(n, v)| v.iter().map(move |s| (n, &s.node)));
         let assign: Assignment = rec
             .manifest
             .nodes
             .iter()
-            .map(|(n, m)| {
-                (
-                    n.clone(),
-                    Bid {
-                        ensemble_id: rec.id.clone(),
-                        node_id: n.clone(),
-                        peer: m.peer.clone(),
-                        handle: m.handle.clone(),
-                        location: Default::default(),
-                        free: Default::default(),
-                        executors: Vec::new(),
-                        used_subnets: Vec::new(),
-                        signature: String::new(),
-                    },
-                )
-            })
+            .chain(standbys)
+            .map(|(n, m)| (n.clone(), crate::engine::bid_of(&rec.id, n, m)))
             .collect();
         self.revert(&assign).await;
     }
@@ -126,7 +134,8 @@ impl Engine {
             .ensemble
             .nodes
             .iter()
-            .any(|n| node_recovery(&rec.ensemble, &n.name) != NodeRecovery::StayDown);
+            .any(|n| watched(&rec.ensemble, &n.name));
+        tokio::spawn(self.clone().keep_standbys());
         // Nodes with `failure_recovery: restart` whose provider is unreachable, waited for.
         let mut waiting: HashSet<String> = HashSet::new();
         // Escalations that redeployed a node, per node.
@@ -155,7 +164,7 @@ impl Engine {
             // deadline, so that a dead or silent one is noticed within a bounded time.
             let polls = rec.manifest.allocations.iter().filter_map(|(key, a)| {
                 let h = a.handle.as_ref()?;
-                let quick = node_recovery(&rec.ensemble, &a.node_id) != NodeRecovery::StayDown;
+                let quick = watched(&rec.ensemble, &a.node_id);
                 let t = if quick {
                     HEARTBEAT_TIMEOUT
                 } else {
@@ -219,8 +228,7 @@ impl Engine {
                                 "allocation {key} is unreachable ({}): {}",
                                 h.addr.host, e.message
                             );
-                            let recovery = node_recovery(&rec.ensemble, &a.node_id);
-                            if recovery == NodeRecovery::StayDown {
+                            if !heals(&rec, &a.node_id) {
                                 problem = Some(why);
                             } else {
                                 lost.insert(a.node_id.clone(), (h.addr.host.clone(), why));
@@ -253,7 +261,12 @@ impl Engine {
                             missed.remove(k);
                         }
                     }
-                    if recovery == NodeRecovery::Restart {
+                    let standby = rec
+                        .manifest
+                        .standbys
+                        .get(node)
+                        .is_some_and(|v| !v.is_empty());
+                    if recovery == NodeRecovery::Restart && !standby {
                         if waiting.insert(node.clone()) {
                             self.event(format!(
                                 "node {node}: {why}; waiting for its provider to come back \
@@ -262,11 +275,25 @@ impl Engine {
                         }
                         continue;
                     }
-                    self.event(format!(
-                        "node {node}: {why}; redeploying it (failure_recovery redeploy)"
-                    ));
-                    match self.redeploy_node(node, peer).await {
+                    if standby {
+                        self.event(format!(
+                            "node {node}: {why}; promoting its standby (redundancy)"
+                        ));
+                    } else {
+                        self.event(format!(
+                            "node {node}: {why}; redeploying it (failure_recovery redeploy)"
+                        ));
+                    }
+                    let redeploy = recovery == NodeRecovery::Redeploy;
+                    match self.replace_node(node, peer, redeploy).await {
                         Ok(()) => replaced = true,
+                        Err(e) if recovery == NodeRecovery::Restart => {
+                            waiting.insert(node.clone());
+                            self.event(format!(
+                                "{e}; waiting for the provider of node {node} to come back \
+                                 (failure_recovery restart)"
+                            ));
+                        }
                         Err(e) => {
                             problem = Some(format!("node {node} was lost and {e}"));
                             break;
@@ -335,7 +362,7 @@ impl Engine {
                     "{why}; escalating (escalation_strategy redeploy): redeploying node {node} \
                      away from {peer}"
                 ));
-                match self.redeploy_node(&node, &peer).await {
+                match self.replace_node(&node, &peer, true).await {
                     Ok(()) => {
                         *escalated.entry(node).or_default() += 1;
                         // A fresh start on the new provider: restart limits count anew.
@@ -366,10 +393,34 @@ impl Engine {
                         && rec.manifest.allocations[k].status == AllocationStatus::Completed
                 });
             if all_done && pending.is_empty() {
+                self.release_standbys().await;
                 self.set_status(DeploymentStatus::Completed, "every task completed");
                 return;
             }
         }
+    }
+
+    /// Moves node `node` off provider `peer`: promotes a standby when it has one, else (or
+    /// when none took over, if `redeploy`) runs a bid round for it ([`Engine::redeploy_node`]).
+    async fn replace_node(
+        self: &std::sync::Arc<Self>,
+        node: &str,
+        peer: &str,
+        redeploy: bool,
+    ) -> Result<(), String> {
+        let standby = self
+            .record()
+            .is_some_and(|r| r.manifest.standbys.get(node).is_some_and(|v| !v.is_empty()));
+        if standby {
+            match self.promote(node, peer).await {
+                Ok(_) => return Ok(()),
+                Err(e) if !redeploy => return Err(e),
+                Err(e) => self.event(format!("{e}; redeploying node {node} instead")),
+            }
+        } else if !redeploy {
+            return Err(format!("node {node} has no standby to promote"));
+        }
+        self.redeploy_node(node, peer).await
     }
 
     /// Restarts `allocations` (names, start order) on their providers, keeping their

@@ -65,6 +65,21 @@ pub struct ManifestNode {
     pub location: String,
 }
 
+/// A standby of a node (its `redundancy`): the node's allocations committed and allocated
+/// on another provider, under the same allocation ids, and not started. When the node's
+/// provider is lost the standby is promoted: it gets the node's subnet addresses and is
+/// started, without a bid round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestStandby {
+    /// The provider that holds it.
+    #[serde(flatten)]
+    pub node: ManifestNode,
+    /// Allocation name → its (not started) allocation actor there.
+    pub allocations: BTreeMap<String, Handle>,
+    /// When it was allocated (Unix ms).
+    pub since_ms: i64,
+}
+
 /// Which peer runs what.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Manifest {
@@ -72,6 +87,36 @@ pub struct Manifest {
     pub nodes: BTreeMap<String, ManifestNode>,
     /// Allocations by `<node>.<alloc>`.
     pub allocations: BTreeMap<String, ManifestAllocation>,
+    /// Standbys by node name (nodes with `redundancy`), the next to be promoted first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub standbys: BTreeMap<String, Vec<ManifestStandby>>,
+}
+
+impl Manifest {
+    /// Whether `did` holds a standby of node `node`.
+    pub fn is_standby(&self, node: &str, did: &str) -> bool {
+        self.standbys
+            .get(node)
+            .is_some_and(|v| v.iter().any(|s| s.node.did == did))
+    }
+
+    /// Every peer that holds a node or a standby of this deployment.
+    pub fn peers(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .nodes
+            .values()
+            .map(|n| n.peer.clone())
+            .chain(
+                self.standbys
+                    .values()
+                    .flatten()
+                    .map(|s| s.node.peer.clone()),
+            )
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
 }
 
 /// `new`: deploy an ensemble (the message's expiry is the deadline for Running).
@@ -133,6 +178,9 @@ pub struct DeploymentSummary {
     pub nodes: BTreeMap<String, String>,
     /// Allocations (`<node>.<alloc>`) → last known status.
     pub allocations: BTreeMap<String, AllocationStatus>,
+    /// Standbys (`redundancy`): node name → the peers holding one, next to promote first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub standbys: BTreeMap<String, Vec<String>>,
     /// Features this build did not provide for it.
     pub notes: Vec<String>,
     /// Verified bids per ensemble node in the latest round.

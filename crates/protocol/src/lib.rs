@@ -34,7 +34,7 @@ pub use commit::{
 };
 pub use deployment::{
     DeploymentList, DeploymentRef, DeploymentSummary, Event, Manifest, ManifestAllocation,
-    ManifestNode, ManifestReply, NewDeployment, NewDeploymentReply, StatusRequest,
+    ManifestNode, ManifestReply, ManifestStandby, NewDeployment, NewDeploymentReply, StatusRequest,
 };
 pub use edge::{EDGE_TIMEOUT, EdgeReply, EdgeRequest};
 pub use exit::{Ack, AllocationCheck, AllocationExited, AllocationWanted};

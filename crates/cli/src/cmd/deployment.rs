@@ -116,6 +116,14 @@ fn typed_reply<C: Call>(behavior: &str, v: Value) -> Result<C::Reply> {
 pub fn print_manifest(m: &Manifest) {
     for (name, n) in &m.nodes {
         println!("node {name}: peer {} ({})", n.peer, n.location);
+        for s in m.standbys.get(name).into_iter().flatten() {
+            println!(
+                "  standby: peer {} ({}), {} allocation(s) allocated, not started",
+                s.node.peer,
+                s.node.location,
+                s.allocations.len()
+            );
+        }
     }
     for (name, a) in &m.allocations {
         let mut code = a
