@@ -14,12 +14,13 @@ use nunet_ensemble::Ensemble;
 use nunet_protocol::call;
 use nunet_protocol::calls::{
     DeploymentListCall, DeploymentLogsCall, DeploymentManifest, DeploymentNew, DeploymentShutdown,
-    DeploymentStatusCall,
+    DeploymentStatusCall, DeploymentUpdate,
 };
 use nunet_protocol::names::{DEPLOYMENT_TOPIC, ensemble_namespace};
 use nunet_protocol::{
     DeploymentList, DeploymentLogs, DeploymentLogsRequest, DeploymentRef, DeploymentStatus,
-    ManifestReply, NewDeployment, NewDeploymentReply, StatusRequest, new_ensemble_id,
+    ManifestReply, NewDeployment, NewDeploymentReply, StatusRequest, UpdateDeployment,
+    UpdateDeploymentReply, new_ensemble_id,
 };
 
 use crate::engine::Engine;
@@ -331,6 +332,22 @@ impl Deployments {
                     status: r.status,
                     logs,
                 })
+            },
+        )?;
+        call::register::<DeploymentUpdate, _, _, _>(
+            sys,
+            "root",
+            self.clone(),
+            |d, _m, req: UpdateDeployment| async move {
+                refuse_invalid(&req.ensemble)?;
+                let e = d.get(&req.id)?;
+                // Its own task: a caller that stops waiting does not cut an update in half.
+                let done = tokio::spawn(async move { e.apply_update(req.ensemble).await })
+                    .await
+                    .map_err(|e| failed(format!("update task: {e}")))?;
+                d.durable().await?;
+                let changes = done.map_err(failed)?;
+                Ok(UpdateDeploymentReply { ok: true, changes })
             },
         )?;
         call::register::<DeploymentShutdown, _, _, _>(

@@ -65,6 +65,9 @@ pub struct Engine {
     pub(crate) edges: Mutex<crate::edges::EdgeCache>,
     /// This node's side of `subnet.join`, when the node offers one.
     pub(crate) local_subnet: Option<Arc<dyn crate::subnet::LocalSubnet>>,
+    /// Held by whatever changes the deployment's shape (a live update, a supervisor
+    /// iteration, a standby placement), so that none of them sees the others half done.
+    pub(crate) changing: tokio::sync::Mutex<()>,
     /// Wakes the standby keeper ([`crate::standby`]) when a standby was promoted or lost.
     pub(crate) standby_wake: tokio::sync::Notify,
     /// Calls in flight from the orchestrator actor; the actor is removed once the
@@ -91,6 +94,29 @@ pub(crate) fn manifest_node(bid: &Bid) -> ManifestNode {
         did: bid.handle.did.clone(),
         handle: bid.handle.clone(),
         location: bid.location.to_string(),
+    }
+}
+
+/// What a provider is asked to run for allocation `a` of node `node` (a live update compares
+/// these to tell a changed allocation from an untouched one).
+pub(crate) fn allocation_request(
+    ensemble_id: &str,
+    e: &nunet_ensemble::Ensemble,
+    node: &str,
+    a: &nunet_ensemble::spec::Allocation,
+) -> AllocationRequest {
+    let order = crate::order::start_order(e).unwrap_or_default();
+    let supervision = crate::recovery::Supervision::new(e, &order);
+    AllocationRequest {
+        name: a.name.clone(),
+        id: allocation_id(ensemble_id, node, &a.name),
+        kind: a.kind,
+        execution: a.execution.clone(),
+        resources: a.resources.clone(),
+        ports: crate::provision::ports_of(e, node, &a.name),
+        provision: crate::provision::provision_of(e, a),
+        healthcheck: a.healthcheck.as_ref().map(|h| provider_healthcheck(h, a)),
+        keep_on_exit: supervision.supervised(&a.name),
     }
 }
 
@@ -160,6 +186,7 @@ impl Engine {
             edges: Mutex::default(),
             local_subnet,
             standby_wake: tokio::sync::Notify::new(),
+            changing: tokio::sync::Mutex::new(()),
             calls: Mutex::new(0),
         }
     }
@@ -549,6 +576,15 @@ impl Engine {
     }
 
     pub(crate) async fn commit(&self, assign: &Assignment) -> Result<(), RoundError> {
+        self.commit_some(assign, None).await
+    }
+
+    /// Commits the allocations of `assign`'s nodes, or only those named in `only`.
+    pub(crate) async fn commit_some(
+        &self,
+        assign: &Assignment,
+        only: Option<&[String]>,
+    ) -> Result<(), RoundError> {
         let rec = self
             .record()
             .ok_or_else(|| RoundError::Fatal("record lost".into()))?;
@@ -557,6 +593,7 @@ impl Engine {
                 .ensemble
                 .allocations_of(node)
                 .into_iter()
+                .filter(|a| only.is_none_or(|o| o.contains(&a.name)))
                 .map(|a| CommitAllocation {
                     name: a.name.clone(),
                     id: allocation_id(&rec.id, node, &a.name),
@@ -596,7 +633,16 @@ impl Engine {
 
     /// Allocates `assign` and records the allocations in the manifest.
     pub(crate) async fn allocate(&self, assign: &Assignment) -> Result<(), RoundError> {
-        let (done, failed) = self.allocate_each(assign).await?;
+        self.allocate_some(assign, None).await
+    }
+
+    /// [`Engine::allocate`] of the allocations named in `only`, or all.
+    pub(crate) async fn allocate_some(
+        &self,
+        assign: &Assignment,
+        only: Option<&[String]>,
+    ) -> Result<(), RoundError> {
+        let (done, failed) = self.allocate_each(assign, only).await?;
         for (node, bid, h) in done {
             self.update(|r| {
                 for (name, handle) in h {
@@ -632,6 +678,7 @@ impl Engine {
     pub(crate) async fn allocate_each(
         &self,
         assign: &Assignment,
+        only: Option<&[String]>,
     ) -> Result<
         (
             Vec<(String, Bid, std::collections::BTreeMap<String, Handle>)>,
@@ -650,24 +697,13 @@ impl Engine {
             },
             ..rec.orchestrator.clone()
         };
-        let order = crate::order::start_order(&rec.ensemble).unwrap_or_default();
-        let supervision = crate::recovery::Supervision::new(&rec.ensemble, &order);
         let calls = assign.iter().map(|(node, bid)| {
             let allocs: Vec<AllocationRequest> = rec
                 .ensemble
                 .allocations_of(node)
                 .into_iter()
-                .map(|a| AllocationRequest {
-                    name: a.name.clone(),
-                    id: allocation_id(&rec.id, node, &a.name),
-                    kind: a.kind,
-                    execution: a.execution.clone(),
-                    resources: a.resources.clone(),
-                    ports: crate::provision::ports_of(&rec.ensemble, node, &a.name),
-                    provision: crate::provision::provision_of(&rec.ensemble, a),
-                    healthcheck: a.healthcheck.as_ref().map(|h| provider_healthcheck(h, a)),
-                    keep_on_exit: supervision.supervised(&a.name),
-                })
+                .filter(|a| only.is_none_or(|o| o.contains(&a.name)))
+                .map(|a| allocation_request(&rec.id, &rec.ensemble, node, a))
                 .collect();
             let t = ALLOCATE_TIMEOUT * (allocs.len().max(1) as u32);
             let req = AllocateRequest {
@@ -719,7 +755,9 @@ impl Engine {
             else {
                 continue;
             };
-            if only.is_some_and(|n| n != alloc.node_id) {
+            // Only what waits to start (a live update or a moved node leaves the rest alone).
+            if only.is_some_and(|n| n != alloc.node_id) || alloc.status != AllocationStatus::Pending
+            {
                 continue;
             }
             let Some(handle) = alloc.handle.clone() else {
@@ -755,9 +793,7 @@ impl Engine {
     pub(crate) async fn revert(&self, assign: &Assignment) {
         let Some(rec) = self.record() else { return };
         let calls = assign.iter().map(|(node, bid)| {
-            let req = RevertRequest {
-                ensemble_id: rec.id.clone(),
-            };
+            let req = RevertRequest::all(&rec.id);
             async move {
                 let r = self
                     .call::<Revert>(&bid.handle, &req, Duration::from_secs(15))

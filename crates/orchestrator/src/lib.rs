@@ -23,6 +23,7 @@ pub mod standby;
 pub mod state;
 pub mod subnet;
 pub mod supervise;
+pub mod update;
 
 use std::sync::Arc;
 

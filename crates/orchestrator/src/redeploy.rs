@@ -221,9 +221,7 @@ impl Engine {
         let Some(rec) = self.record() else { return };
         let system = self.system.clone();
         let inbox = self.inbox.clone();
-        let req = RevertRequest {
-            ensemble_id: rec.id.clone(),
-        };
+        let req = RevertRequest::all(&rec.id);
         let me = std::sync::Arc::downgrade(self);
         let events = move |m: String| {
             if let Some(e) = me.upgrade() {

@@ -68,11 +68,6 @@ impl Engine {
     /// Keeps every node's standbys while the deployment runs (see the module doc); returns
     /// when it no longer runs.
     pub async fn keep_standbys(self: Arc<Self>) {
-        let Some(rec) = self.record() else { return };
-        let wanted = wanted(&rec.ensemble);
-        if wanted.is_empty() {
-            return;
-        }
         let mut retry: HashMap<String, Retry> = HashMap::new();
         let mut missed: HashMap<String, u32> = HashMap::new();
         loop {
@@ -80,6 +75,9 @@ impl Engine {
             if rec.status != DeploymentStatus::Running {
                 return;
             }
+            // Read each time: a live update may change `redundancy` or the nodes.
+            let wanted = wanted(&rec.ensemble);
+            self.trim_standbys(&wanted);
             self.check_standbys(&mut missed).await;
             for (node, n) in &wanted {
                 let have = self
@@ -143,7 +141,7 @@ impl Engine {
             self.revert(&assign).await;
             return Err(e);
         }
-        let (done, failed) = match self.allocate_each(&assign).await {
+        let (done, failed) = match self.allocate_each(&assign, None).await {
             Ok(x) => x,
             Err(e) => {
                 self.revert(&assign).await;
@@ -168,9 +166,11 @@ impl Engine {
         };
         let mut kept = false;
         self.update(|r| {
-            // Only while it runs (a shutdown reverts what the manifest names) and while the
-            // node is not on that peer meanwhile.
+            // Only while it runs (a shutdown reverts what the manifest names), while the
+            // node is not on that peer meanwhile, and while the ensemble is the one the
+            // standby was allocated for (a live update drops the standbys of what it changes).
             if r.status == DeploymentStatus::Running
+                && r.ensemble == rec.ensemble
                 && r.manifest
                     .nodes
                     .get(node)
@@ -190,9 +190,23 @@ impl Engine {
         });
         if !kept {
             self.revert(&assign).await;
-            return Err(RoundError::Fatal("the deployment no longer runs".into()));
+            return Err(RoundError::Fatal(
+                "the deployment stopped or was updated meanwhile".into(),
+            ));
         }
         Ok(())
+    }
+
+    /// Drops the standbys beyond what `wanted` asks for (a node gone, or its `redundancy`
+    /// lowered by a live update), the newest first.
+    fn trim_standbys(self: &Arc<Self>, wanted: &BTreeMap<String, u32>) {
+        let Some(rec) = self.record() else { return };
+        for (node, v) in &rec.manifest.standbys {
+            let keep = wanted.get(node).copied().unwrap_or(0) as usize;
+            for s in v.iter().skip(keep) {
+                self.drop_standby(node, s, "more standbys than the node's redundancy asks for");
+            }
+        }
     }
 
     /// Asks every standby how it is; one that is no longer pending, or missed

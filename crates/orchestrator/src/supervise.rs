@@ -121,20 +121,21 @@ impl Engine {
     /// deployment (reverting it) when nothing restarts them.
     pub async fn monitor(self: &std::sync::Arc<Self>) {
         let Some(rec) = self.record() else { return };
-        let order = crate::order::start_order(&rec.ensemble).unwrap_or_default();
-        let mut sup = Supervision::new(&rec.ensemble, &order);
-        let kinds: HashMap<String, AllocationType> = rec
-            .ensemble
-            .allocations
-            .iter()
-            .map(|a| (a.name.clone(), a.kind))
-            .collect();
+        // What the supervisor derives from the ensemble; derived again after a live update.
+        let derive = |e: &nunet_ensemble::Ensemble| {
+            let order = crate::order::start_order(e).unwrap_or_default();
+            let sup = Supervision::new(e, &order);
+            let kinds: HashMap<String, AllocationType> = e
+                .allocations
+                .iter()
+                .map(|a| (a.name.clone(), a.kind))
+                .collect();
+            let fast = e.nodes.iter().any(|n| watched(e, &n.name));
+            (order, sup, kinds, fast)
+        };
+        let mut ensemble = rec.ensemble.clone();
+        let (mut order, mut sup, mut kinds, mut fast) = derive(&ensemble);
         let mut missed: HashMap<String, u32> = HashMap::new();
-        let fast = rec
-            .ensemble
-            .nodes
-            .iter()
-            .any(|n| watched(&rec.ensemble, &n.name));
         tokio::spawn(self.clone().keep_standbys());
         // Nodes with `failure_recovery: restart` whose provider is unreachable, waited for.
         let mut waiting: HashSet<String> = HashSet::new();
@@ -149,9 +150,19 @@ impl Engine {
                 .chain(fast.then_some(HEARTBEAT_EVERY))
                 .min();
             self.next_check(!missed.is_empty(), until).await;
+            // A live update or a standby placement changes the deployment's shape: this
+            // iteration waits for it and sees the result.
+            let _shape = self.changing.lock().await;
             let Some(rec) = self.record() else { return };
             if rec.status != DeploymentStatus::Running {
                 return;
+            }
+            if rec.ensemble != ensemble {
+                ensemble = rec.ensemble.clone();
+                (order, sup, kinds, fast) = derive(&ensemble);
+                missed.clear();
+                pending.clear();
+                waiting.clear();
             }
             let scheduled: HashSet<String> =
                 pending.iter().flat_map(|(_, a, _)| a.clone()).collect();

@@ -7,7 +7,7 @@ use crate::call::Call;
 use crate::commit::{AllocateRequest, CommitRequest, RevertRequest};
 use crate::deployment::{
     DeploymentList, DeploymentRef, DeploymentSummary, ManifestReply, NewDeployment,
-    NewDeploymentReply, StatusRequest,
+    NewDeploymentReply, StatusRequest, UpdateDeployment, UpdateDeploymentReply,
 };
 use crate::edge::{EdgeReply, EdgeRequest};
 use crate::exit::{Ack, AllocationCheck, AllocationExited, AllocationWanted};
@@ -118,6 +118,10 @@ call!(
 call!(
     /// Orchestrating node: shut a deployment down.
     DeploymentShutdown, names::DEPLOYMENT_SHUTDOWN, DeploymentRef => DeploymentSummary
+);
+call!(
+    /// Orchestrating node: apply a changed ensemble to a running deployment.
+    DeploymentUpdate, names::DEPLOYMENT_UPDATE, UpdateDeployment => UpdateDeploymentReply
 );
 ensemble_call!(
     /// Provider, per ensemble: one allocation's output from a cursor.

@@ -79,11 +79,26 @@ pub struct AllocateRequest {
     pub allocations: Vec<AllocationRequest>,
 }
 
-/// `DeploymentRevertRequest`: undo everything of an ensemble on a provider.
+/// `DeploymentRevertRequest`: undo everything of an ensemble on a provider, or only some of
+/// its allocations (a live update that removes them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RevertRequest {
     /// Ensemble id.
     pub ensemble_id: String,
+    /// Only these allocation ids (stopped, released, forgotten); empty: all of the ensemble,
+    /// its commitments included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allocations: Vec<String>,
+}
+
+impl RevertRequest {
+    /// Everything of `ensemble_id`.
+    pub fn all(ensemble_id: &str) -> Self {
+        Self {
+            ensemble_id: ensemble_id.to_string(),
+            allocations: Vec::new(),
+        }
+    }
 }
 
 /// A deployment message whose numbers (or other fields) break the rules an ensemble file is

@@ -135,6 +135,29 @@ pub struct NewDeploymentReply {
     pub ensemble_id: String,
 }
 
+/// `update`: apply a changed ensemble to a running deployment (NuNet's
+/// `UpdateDeploymentRequest{EnsembleID, Ensemble}`). The message's expiry bounds how long the
+/// caller waits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdateDeployment {
+    /// Deployment id or a unique prefix.
+    #[serde(alias = "ensemble_id", alias = "EnsembleID")]
+    pub id: String,
+    /// The whole ensemble as it should run from now on.
+    #[serde(alias = "Ensemble")]
+    pub ensemble: Ensemble,
+}
+
+/// Reply of `update`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateDeploymentReply {
+    /// Always true (NuNet's `OK`); a refused or failed update is an error reply.
+    #[serde(rename = "OK", alias = "ok")]
+    pub ok: bool,
+    /// What changed.
+    pub changes: String,
+}
+
 /// Names one deployment (`id`, or NuNet's `ensemble_id`); a unique prefix of at least 6
 /// characters is enough.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -35,6 +35,7 @@ pub use commit::{
 pub use deployment::{
     DeploymentList, DeploymentRef, DeploymentSummary, Event, Manifest, ManifestAllocation,
     ManifestNode, ManifestReply, ManifestStandby, NewDeployment, NewDeploymentReply, StatusRequest,
+    UpdateDeployment, UpdateDeploymentReply,
 };
 pub use edge::{EDGE_TIMEOUT, EdgeReply, EdgeRequest};
 pub use exit::{Ack, AllocationCheck, AllocationExited, AllocationWanted};

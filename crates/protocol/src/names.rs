@@ -43,6 +43,8 @@ pub const DEPLOYMENT_MANIFEST: &str = "/dms/node/deployment/manifest";
 pub const DEPLOYMENT_LOGS: &str = "/dms/node/deployment/logs";
 /// Orchestrating node: shut a deployment down.
 pub const DEPLOYMENT_SHUTDOWN: &str = "/dms/node/deployment/shutdown";
+/// Orchestrating node: apply a changed ensemble to a running deployment (live update).
+pub const DEPLOYMENT_UPDATE: &str = "/dms/node/deployment/update";
 
 /// Provider: the allocations it holds (for the node's owner).
 pub const ALLOCATIONS_LIST: &str = "/dms/node/allocations/list";

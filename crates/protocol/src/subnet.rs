@@ -103,6 +103,56 @@ pub fn plan(
     })
 }
 
+/// `old` for a changed set of members (a live update): the same network, members that stay
+/// keep their address (and so their `.internal` name resolves as before), new members get
+/// the lowest free host addresses, and the port forwards are `ports`.
+pub fn replan(
+    old: &SubnetPlan,
+    allocations: &[(String, String, String)],
+    ports: Vec<PortForward>,
+) -> Result<SubnetPlan, String> {
+    let network: Ipv4Net = old
+        .network
+        .parse()
+        .map_err(|e| format!("subnet network {:?}: {e}", old.network))?;
+    let kept: BTreeMap<&str, Ipv4Addr> = old
+        .members
+        .iter()
+        .filter(|m| allocations.iter().any(|a| a.0 == m.allocation))
+        .map(|m| (m.allocation.as_str(), m.ip))
+        .collect();
+    let mut free = network
+        .hosts()
+        .skip(1)
+        .filter(|ip| !kept.values().any(|k| k == ip));
+    let mut members = Vec::new();
+    for (id, dns, peer) in allocations {
+        let ip = match kept.get(id.as_str()) {
+            Some(ip) => *ip,
+            None => free.next().ok_or_else(|| {
+                PlanError::Full {
+                    network,
+                    wanted: allocations.len(),
+                    capacity: network.hosts().count().saturating_sub(1),
+                }
+                .to_string()
+            })?,
+        };
+        members.push(SubnetMember {
+            allocation: id.clone(),
+            dns_name: dns.clone(),
+            ip,
+            peer: peer.clone(),
+        });
+    }
+    Ok(SubnetPlan {
+        ensemble_id: old.ensemble_id.clone(),
+        network: old.network.clone(),
+        members,
+        ports,
+    })
+}
+
 /// A provider's reply to [`crate::names::SUBNET_CREATE`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubnetCreated {
@@ -245,6 +295,39 @@ mod tests {
             pick_subnet("z", &one_free),
             Some("10.255.254.0/24".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn a_replan_keeps_the_addresses_of_members_that_stay() {
+        let m = |id: &str, peer: &str| (id.to_string(), id.to_string(), peer.to_string());
+        let old = plan(
+            "e",
+            &[m("a", "P1"), m("b", "P1"), m("c", "P2")],
+            Vec::new(),
+            &[],
+        )
+        .unwrap();
+        let ip = |p: &SubnetPlan, id: &str| p.member(id).map(|x| x.ip);
+        // b leaves, d and e come: a and c keep theirs, d takes b's old address first.
+        let new = replan(
+            &old,
+            &[m("a", "P1"), m("c", "P2"), m("d", "P3"), m("e", "P1")],
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(new.network, old.network);
+        assert_eq!(ip(&new, "a"), ip(&old, "a"));
+        assert_eq!(ip(&new, "c"), ip(&old, "c"));
+        assert_eq!(ip(&new, "d"), ip(&old, "b"));
+        assert!(ip(&new, "b").is_none());
+        let all: std::collections::BTreeSet<_> = new.members.iter().map(|x| x.ip).collect();
+        assert_eq!(all.len(), 4, "an address given twice: {new:?}");
+        let gw = gateway(old.network.parse().unwrap());
+        assert!(!all.contains(&gw));
+        // A full network says so.
+        let many: Vec<_> = (0..300).map(|i| m(&format!("x{i}"), "P")).collect();
+        let e = replan(&old, &many, Vec::new()).unwrap_err();
+        assert!(e.contains("do not fit into"), "{e}");
     }
 
     #[test]

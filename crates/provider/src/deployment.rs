@@ -537,13 +537,18 @@ impl Provider {
         // Only the ensemble's orchestrator may revert it; checked before anything is touched
         // (its allocations are taken out of the map below).
         self.claim(&req.ensemble_id, &m.sender)?;
+        // Only some allocations (a live update), or all of the ensemble.
+        let picked =
+            |id: &str| req.allocations.is_empty() || req.allocations.iter().any(|x| x == id);
         let cells: Vec<Arc<Mutex<AllocRecord>>> = {
             let mut map = self.allocs.lock().map_err(|_| failed("poisoned"))?;
             let ids: Vec<String> = map
                 .iter()
                 .filter(|(_, c)| {
                     c.lock().is_ok_and(|r| {
-                        r.ensemble_id == req.ensemble_id && r.orchestrator.id == m.sender.as_str()
+                        r.ensemble_id == req.ensemble_id
+                            && r.orchestrator.id == m.sender.as_str()
+                            && picked(&r.id)
                     })
                 })
                 .map(|(k, _)| k.clone())
@@ -568,12 +573,22 @@ impl Provider {
             self.forget(&rec.id);
             stopped.push(rec.id);
         }
-        let commits = self
-            .commits
-            .lock()
-            .ok()
-            .and_then(|mut c| c.remove(&req.ensemble_id))
-            .unwrap_or_default();
+        let commits: Vec<String> = match self.commits.lock() {
+            Ok(mut c) if req.allocations.is_empty() => {
+                c.remove(&req.ensemble_id).unwrap_or_default()
+            }
+            Ok(mut c) => {
+                let ids = c.entry(req.ensemble_id.clone()).or_default();
+                let (gone, kept): (Vec<String>, Vec<String>) =
+                    ids.drain(..).partition(|id| picked(id));
+                *ids = kept;
+                if ids.is_empty() {
+                    c.remove(&req.ensemble_id);
+                }
+                gone
+            }
+            Err(_) => Vec::new(),
+        };
         for id in &commits {
             self.release_async(id).await;
         }

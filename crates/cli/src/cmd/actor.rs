@@ -127,6 +127,24 @@ fn params_to_json(params: &[String]) -> Result<Value> {
     Ok(Value::Object(map))
 }
 
+/// NuNet's `--spec-file <file>` (for `/dms/node/deployment/new` and `…/update`): the file is
+/// read and decoded here, as `nunet deploy` does, and sent as `ensemble`; the daemon never
+/// opens a path a message names.
+fn spec_file_to_ensemble(payload: &mut Value) -> Result<()> {
+    let Some(map) = payload.as_object_mut() else {
+        return Ok(());
+    };
+    let Some(file) = map.remove("spec_file") else {
+        return Ok(());
+    };
+    let Some(path) = file.as_str() else {
+        bail!("--spec-file needs a file name");
+    };
+    let ensemble = crate::cmd::deploy::read_ensemble(std::path::Path::new(path))?;
+    map.insert("ensemble".into(), serde_json::to_value(ensemble)?);
+    Ok(())
+}
+
 fn api_for(home: &Home, timeout: Duration) -> Result<Api> {
     let (addr, port) = home.api_endpoint()?;
     Ok(Api::new(&addr, port, timeout))
@@ -158,7 +176,8 @@ pub fn run(home: &Home, cmd: ActorCmd) -> Result<i32> {
             json,
             params,
         } => {
-            let payload = params_to_json(&params)?;
+            let mut payload = params_to_json(&params)?;
+            spec_file_to_ensemble(&mut payload)?;
             let topic = broadcast.or_else(|| {
                 behavior
                     .starts_with("/broadcast/")

@@ -86,13 +86,18 @@ fn check_size(file: &Path, payload: &impl Serialize) -> Result<()> {
     Ok(())
 }
 
+/// The ensemble of `file` as `nunet validate` decodes it, WASM module paths made absolute.
+pub fn read_ensemble(file: &Path) -> Result<nunet_ensemble::Ensemble> {
+    let mut ensemble = parse_file(file, &Context::from_process())
+        .with_context(|| format!("reading {}", file.display()))?
+        .ensemble;
+    absolute_modules(&mut ensemble, file.parent().unwrap_or(Path::new(".")));
+    Ok(ensemble)
+}
+
 /// Runs the command.
 pub fn run(home: &Home, args: DeployArgs) -> Result<i32> {
-    let mut ensemble = parse_file(&args.file, &Context::from_process())
-        .with_context(|| format!("reading {}", args.file.display()))?
-        .ensemble;
-    let base = args.file.parent().unwrap_or(Path::new("."));
-    absolute_modules(&mut ensemble, base);
+    let ensemble = read_ensemble(&args.file)?;
     let has_service = ensemble
         .allocations
         .iter()

@@ -12,9 +12,9 @@ use nunet_did::Keypair;
 use nunet_protocol::call::{self, Call};
 use nunet_protocol::calls::{
     AllocationsList, DeploymentListCall, DeploymentManifest, DeploymentShutdown,
-    DeploymentStatusCall,
+    DeploymentStatusCall, DeploymentUpdate,
 };
-use nunet_protocol::{DeploymentRef, Empty, Manifest, StatusRequest};
+use nunet_protocol::{DeploymentRef, Empty, Manifest, StatusRequest, UpdateDeployment};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -172,6 +172,24 @@ pub enum DeploymentCmd {
     Logs(LogsArgs),
     /// Stop every allocation and release every resource.
     Shutdown(IdArgs),
+    /// Apply a changed ensemble file to a running deployment (live update): allocations and
+    /// nodes that are new are placed, those gone are stopped and released, changed ones are
+    /// started anew; everything else keeps running untouched, at the same address. Also
+    /// `nunet actor cmd /dms/node/deployment/update --id <id> --spec-file <file>` (NuNet's form).
+    Update(UpdateArgs),
+}
+
+/// Arguments of `nunet deployment update`.
+#[derive(clap::Args, Debug)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    ids: IdArgs,
+    /// The whole ensemble as it should run from now on (YAML or JSON).
+    #[arg(short = 'f', long = "file")]
+    file: std::path::PathBuf,
+    /// How long to wait for the update (new nodes need a bid round each).
+    #[arg(short = 't', long = "timeout", default_value = "3m")]
+    timeout: humantime::Duration,
 }
 
 /// A deployment id and output options.
@@ -246,6 +264,7 @@ pub fn run(home: &Home, cmd: DeploymentCmd) -> Result<i32> {
     let args = match &cmd {
         DeploymentCmd::Status(a) | DeploymentCmd::Manifest(a) | DeploymentCmd::Shutdown(a) => a,
         DeploymentCmd::Logs(l) => return logs::run(home, l),
+        DeploymentCmd::Update(u) => return update(home, u),
     };
     let caller = Caller::new(home, &args.context)?;
     let id = DeploymentRef {
@@ -286,6 +305,22 @@ pub fn run(home: &Home, cmd: DeploymentCmd) -> Result<i32> {
             show(&serde_json::to_value(&s)?, false)?;
         }
         _ => show(&raw, true)?,
+    }
+    Ok(exit::OK)
+}
+
+/// `nunet deployment update`: sends the file's ensemble and prints what changed.
+fn update(home: &Home, u: &UpdateArgs) -> Result<i32> {
+    let ensemble = crate::cmd::deploy::read_ensemble(&u.file)?;
+    let caller = Caller::new(home, &u.ids.context)?;
+    let req = UpdateDeployment {
+        id: u.ids.id.clone(),
+        ensemble,
+    };
+    match caller.call_typed_raw::<DeploymentUpdate>(&req, u.timeout.into())? {
+        Ok((_, raw)) if u.ids.json => show(&raw, true)?,
+        Ok((r, _)) => println!("updated: {}", r.changes),
+        Err(code) => return Ok(code),
     }
     Ok(exit::OK)
 }

@@ -327,10 +327,7 @@ async fn another_orchestrator_cannot_revert_an_ensemble() {
     )
     .await
     .unwrap();
-    let revert = serde_json::to_value(RevertRequest {
-        ensemble_id: "e".into(),
-    })
-    .unwrap();
+    let revert = serde_json::to_value(RevertRequest::all("e")).unwrap();
     let e = s
         .invoke(
             "orch-b",
