@@ -338,11 +338,16 @@ impl Deployments {
             sys,
             "root",
             self.clone(),
-            |d, _m, req: UpdateDeployment| async move {
+            |d, m: Incoming, req: UpdateDeployment| async move {
                 refuse_invalid(&req.ensemble)?;
                 let e = d.get(&req.id)?;
+                // New nodes are placed while the caller waits (its message's expiry, less
+                // the time the answer needs to travel back).
+                let exp_ms = i64::try_from(m.envelope.opt.exp / 1_000_000).unwrap_or(i64::MAX);
+                let left = (exp_ms - crate::now_ms() - 2_000).max(5_000);
+                let window = Duration::from_millis(u64::try_from(left).unwrap_or(5_000));
                 // Its own task: a caller that stops waiting does not cut an update in half.
-                let done = tokio::spawn(async move { e.apply_update(req.ensemble).await })
+                let done = tokio::spawn(async move { e.apply_update(req.ensemble, window).await })
                     .await
                     .map_err(|e| failed(format!("update task: {e}")))?;
                 d.durable().await?;

@@ -178,7 +178,14 @@ impl Engine {
     /// Applies `new` to the running deployment (see the module doc). `Ok` with the summary
     /// of what changed; `Err` when it was refused (nothing changed) or partly failed (said
     /// what).
-    pub async fn apply_update(self: &Arc<Self>, new: Ensemble) -> Result<String, String> {
+    /// New nodes are placed within `window` (the caller's patience, at most
+    /// [`UPDATE_WINDOW`]).
+    pub async fn apply_update(
+        self: &Arc<Self>,
+        new: Ensemble,
+        window: Duration,
+    ) -> Result<String, String> {
+        let deadline = std::time::Instant::now() + window.min(UPDATE_WINDOW);
         let _held = self.changing.lock().await;
         let rec = self.record().ok_or("record lost")?;
         if rec.status != DeploymentStatus::Running {
@@ -201,7 +208,7 @@ impl Engine {
         self.update(|r| r.ensemble = new.clone());
 
         // 1. Additions, all or nothing.
-        if let Err(e) = self.add_all(&d).await {
+        if let Err(e) = self.add_all(&d, deadline).await {
             let added = self.added_by(&d);
             self.revert_ids(&added).await;
             self.update(|r| {
@@ -239,7 +246,7 @@ impl Engine {
             }
         }
         for node in &d.moved_nodes {
-            if let Err(e) = self.place_new_node(node).await {
+            if let Err(e) = self.place_new_node(node, deadline).await {
                 problems.push(format!("node {node} was stopped and not placed again: {e}"));
             }
         }
@@ -267,7 +274,7 @@ impl Engine {
     }
 
     /// New allocations on nodes that stay, then new nodes.
-    async fn add_all(&self, d: &Diff) -> Result<(), String> {
+    async fn add_all(&self, d: &Diff, deadline: std::time::Instant) -> Result<(), String> {
         let mut by_node: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (node, name) in &d.added {
             by_node.entry(node).or_default().push(name.clone());
@@ -276,7 +283,7 @@ impl Engine {
             self.add_on_provider(node, &names).await?;
         }
         for node in &d.added_nodes {
-            self.place_new_node(node).await?;
+            self.place_new_node(node, deadline).await?;
         }
         Ok(())
     }
@@ -299,13 +306,12 @@ impl Engine {
         })
     }
 
-    /// Places node `node` (new, or moved) by a bid round of its own, within
-    /// [`UPDATE_WINDOW`]: placed, committed and allocated, not started.
-    async fn place_new_node(&self, node: &str) -> Result<(), String> {
+    /// Places node `node` (new, or moved) by bid rounds of its own until `deadline`:
+    /// placed, committed and allocated, not started.
+    async fn place_new_node(&self, node: &str, deadline: std::time::Instant) -> Result<(), String> {
         let t0 = std::time::Instant::now();
         let mut excluded: Vec<String> = Vec::new();
-        let mut last = String::from("no round finished");
-        while t0.elapsed() < UPDATE_WINDOW {
+        loop {
             let rec = self.record().ok_or("record lost")?;
             let mut skip = rec.ensemble.exclude_peers.clone();
             skip.extend(excluded.iter().cloned());
@@ -327,8 +333,9 @@ impl Engine {
                     format!("round {round}: placing node {node} (update)"),
                 );
             });
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
             let bids = self
-                .collect_bids(round, &skip, BID_COLLECT, Some(node))
+                .collect_bids(round, &skip, BID_COLLECT.min(left), Some(node))
                 .await;
             let attempt = async {
                 let assign = self.place(&bids, &skip, Some(node)).await?;
@@ -352,15 +359,16 @@ impl Engine {
                 Err(RoundError::Fatal(e)) => return Err(e),
                 Err(RoundError::Retry(e, peers)) => {
                     excluded.extend(peers);
-                    last = e;
+                    if std::time::Instant::now() + Duration::from_millis(500) >= deadline {
+                        return Err(format!(
+                            "node {node} not placed within {:.0}s: {e}",
+                            t0.elapsed().as_secs_f64()
+                        ));
+                    }
                 }
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        Err(format!(
-            "not placed within {}s: {last}",
-            UPDATE_WINDOW.as_secs()
-        ))
     }
 
     /// The (provider handle, allocation id) of what the update added (after step 1).
