@@ -11,11 +11,10 @@
 mod deploy_support;
 mod netns_support;
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deploy_support::{Containers, containers_of};
-use netns_support::{NsDevnet, container, exec};
+use netns_support::{NsDevnet, container, http_get, running, wait_for};
 use serde_json::Value;
 
 /// An allocation serving `text` over HTTP on port 8080.
@@ -56,51 +55,17 @@ fn ensemble(allocations: &[String], nodes: &[(&str, &[&str])]) -> String {
     y
 }
 
-fn get(client: &str, host: &str) -> (bool, String) {
-    // busybox-static's wget crashes in this image; nc speaks HTTP/1.0 instead.
-    let req = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} 8080");
-    exec(client, &["sh", "-c", &req])
-}
-
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut(&mut String) -> Option<T>) -> T {
-    let t0 = Instant::now();
-    let mut seen = String::new();
-    loop {
-        if let Some(v) = f(&mut seen) {
-            eprintln!("{what}: {:.1?}", t0.elapsed());
-            return v;
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "{what}: not within {limit:?}; last seen {seen}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// `client` reaches `host` and gets `text`.
 fn answers(client: &str, host: &str, text: &str) {
     wait_for(
         &format!("{host} answers {text}"),
         Duration::from_secs(30),
         |seen| {
-            let (ok, out) = get(client, host);
+            let (ok, out) = http_get(client, host);
             *seen = out.clone();
             (ok && out.contains(text)).then_some(())
         },
     );
-}
-
-/// Whether `alloc` of deployment `id` has a running container.
-fn has_container(id: &str, alloc: &str) -> bool {
-    let o = Command::new("docker")
-        .args(["ps", "-q", "--filter"])
-        .arg(format!("label=nunet.ensemble={id}"))
-        .args(["--filter"])
-        .arg(format!("label=nunet.allocation={alloc}"))
-        .output()
-        .unwrap();
-    !String::from_utf8_lossy(&o.stdout).trim().is_empty()
 }
 
 /// What each provider has free.
@@ -234,7 +199,7 @@ fn a_running_deployment_takes_added_removed_and_changed_parts_in_place() {
     );
     wait_for("extra and side stopped", Duration::from_secs(20), |seen| {
         *seen = containers_of(&id);
-        (!has_container(&id, "extra") && !has_container(&id, "side")).then_some(())
+        (running(&id, "extra").is_none() && running(&id, "side").is_none()).then_some(())
     });
     wait_for("resources back to v1", Duration::from_secs(20), |seen| {
         let f = free_all(&dn);
@@ -270,17 +235,5 @@ fn a_running_deployment_takes_added_removed_and_changed_parts_in_place() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("nothing changes"), "{out}");
 
-    dn.json(1, &["deployment", "shutdown", &id, "--json"]);
-    for n in 1..=4 {
-        wait_for("released", Duration::from_secs(20), |seen| {
-            let (free, onboarded) = (dn.resources(n, "free"), dn.resources(n, "onboarded"));
-            *seen = format!("node-{n}: free {free} onboarded {onboarded}");
-            (free == onboarded).then_some(())
-        });
-    }
-    wait_for("containers removed", Duration::from_secs(20), |seen| {
-        *seen = containers_of(&id);
-        seen.is_empty().then_some(())
-    });
-    dn.assert_no_subnet_leftovers();
+    dn.shutdown_clean(&id);
 }

@@ -16,39 +16,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use deploy_support::{Containers, containers_of};
-use netns_support::{NsDevnet, container, exec};
+use netns_support::{NsDevnet, container, exec, http_get, running, wait_for};
 use serde_json::Value;
-
-/// Polls `f` every 200 ms until it returns `Some`, for at most `limit`; panics with what the
-/// last look saw (`seen`).
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut(&mut String) -> Option<T>) -> T {
-    let t0 = Instant::now();
-    let mut seen = String::new();
-    loop {
-        if let Some(v) = f(&mut seen) {
-            eprintln!("{what}: {:.1?}", t0.elapsed());
-            return v;
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "{what}: not within {limit:?}; last seen {seen}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The running container of `alloc`, if there is exactly one.
-fn running(ensemble: &str, alloc: &str) -> Option<String> {
-    let o = Command::new("docker")
-        .args(["ps", "-q", "--filter"])
-        .arg(format!("label=nunet.ensemble={ensemble}"))
-        .args(["--filter"])
-        .arg(format!("label=nunet.allocation={alloc}"))
-        .output()
-        .unwrap();
-    let ids = String::from_utf8_lossy(&o.stdout).trim().to_string();
-    (!ids.is_empty() && !ids.contains('\n')).then_some(ids)
-}
 
 /// `nunet deploy --json` of `yaml` (written to file `name`) from node-1 of a loopback devnet.
 fn deploy_json(dn: &deploy_support::Devnet, name: &str, yaml: &str, timeout: &str) -> Value {
@@ -73,12 +42,6 @@ fn released(node: usize, resources: impl Fn(usize, &str) -> Value) {
         *seen = format!("node-{node}: free {free} onboarded {onboarded}");
         (free == onboarded).then_some(())
     });
-}
-
-fn http_get(container: &str, host: &str) -> (bool, String) {
-    // busybox-static's wget crashes in this image; nc speaks HTTP/1.0 instead.
-    let req = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} 8080");
-    exec(container, &["sh", "-c", &req])
 }
 
 const WEB_AND_CLIENT: &str = r#"version: V1
@@ -208,15 +171,7 @@ fn killed_or_unhealthy_allocations_restart_in_place_at_the_same_address() {
     assert!(out.contains("healthy: ok, 2 restart(s)"), "{out}");
 
     // Shut down: every resource back, nothing of the subnet left.
-    dn.json(1, &["deployment", "shutdown", &id, "--json"]);
-    for n in 1..=3 {
-        released(n, |n, w| dn.resources(n, w));
-    }
-    wait_for("containers removed", Duration::from_secs(20), |seen| {
-        *seen = containers_of(&id);
-        seen.is_empty().then_some(())
-    });
-    dn.assert_no_subnet_leftovers();
+    dn.shutdown_clean(&id);
 }
 
 const CRASH_LOOP: &str = r#"version: V1
@@ -488,15 +443,7 @@ fn a_lost_node_is_redeployed_on_another_provider_at_the_same_address() {
     );
     let (ok, out) = http_get(&client, "web.internal");
     assert!(ok && out.contains("hello-subnet"), "{out}");
-    dn.json(1, &["deployment", "shutdown", &id, "--json"]);
-    for n in 1..=4 {
-        released(n, |n, w| dn.resources(n, w));
-    }
-    wait_for("containers removed", Duration::from_secs(20), |seen| {
-        *seen = containers_of(&id);
-        seen.is_empty().then_some(())
-    });
-    dn.assert_no_subnet_leftovers();
+    dn.shutdown_clean(&id);
 }
 
 /// `REDEPLOYED` with `redundancy: 1` on `front` and no `failure_recovery`: only the standby
@@ -634,15 +581,7 @@ fn a_standby_is_promoted_when_its_node_is_lost_and_replaced() {
     let s = dn.json(1, &["deployment", "status", &id, "--json"]);
     assert_eq!(s["status"], "Running", "{s}");
     assert!(running(&id, "web").is_some(), "web stopped");
-    dn.json(1, &["deployment", "shutdown", &id, "--json"]);
-    for n in 1..=5 {
-        released(n, |n, w| dn.resources(n, w));
-    }
-    wait_for("containers removed", Duration::from_secs(20), |seen| {
-        *seen = containers_of(&id);
-        seen.is_empty().then_some(())
-    });
-    dn.assert_no_subnet_leftovers();
+    dn.shutdown_clean(&id);
 }
 
 /// Node `failure_recovery: restart`: while its provider is down the deployment waits (it
@@ -772,15 +711,7 @@ fn a_partitioned_provider_is_replaced_and_fenced_when_it_heals() {
     assert_eq!(container(&id, "client"), client);
     let (ok, out) = http_get(&client, "web.internal");
     assert!(ok && out.contains("hello-subnet"), "{out}");
-    dn.json(1, &["deployment", "shutdown", &id, "--json"]);
-    for n in 1..=4 {
-        released(n, |n, w| dn.resources(n, w));
-    }
-    wait_for("containers removed", Duration::from_secs(20), |seen| {
-        *seen = containers_of(&id);
-        seen.is_empty().then_some(())
-    });
-    dn.assert_no_subnet_leftovers();
+    dn.shutdown_clean(&id);
 }
 
 /// `escalation_strategy: redeploy`: when supervision gives up on a crash loop, the node moves

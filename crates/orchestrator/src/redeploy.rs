@@ -197,6 +197,13 @@ impl Engine {
                 ));
             }
         }
+        self.record_plan(&plan);
+        Ok(())
+    }
+
+    /// Records `plan` as the subnet the providers run, and each allocation's address and name
+    /// in it.
+    pub(crate) fn record_plan(&self, plan: &SubnetPlan) {
         self.update(|r| {
             for a in r.manifest.allocations.values_mut() {
                 if let Some(m) = plan.member(&a.id) {
@@ -206,7 +213,6 @@ impl Engine {
             }
             r.subnet = Some(plan.clone());
         });
-        Ok(())
     }
 
     /// Tells the lost provider to revert the ensemble, in the background, until it answers

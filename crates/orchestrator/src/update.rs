@@ -497,15 +497,7 @@ impl Engine {
                 failed.push(format!("{peer}: {}", e.message));
             }
         }
-        self.update(|r| {
-            for a in r.manifest.allocations.values_mut() {
-                if let Some(m) = plan.member(&a.id) {
-                    a.ip = Some(m.ip.to_string());
-                    a.dns = Some(format!("{}.internal", m.dns_name));
-                }
-            }
-            r.subnet = Some(plan.clone());
-        });
+        self.record_plan(&plan);
         if failed.is_empty() {
             Ok(())
         } else {

@@ -179,6 +179,23 @@ impl NsDevnet {
         }
         v["id"].as_str().unwrap().to_string()
     }
+    /// Shuts deployment `id` down from node-1 and checks it left nothing: every node's free
+    /// resources equal onboarded, no container of it, no subnet device, route or rule.
+    pub fn shutdown_clean(&self, id: &str) {
+        self.json(1, &["deployment", "shutdown", id, "--json"]);
+        for n in 1..=self.netns.len() {
+            wait_for("resources released", Duration::from_secs(20), |seen| {
+                let (free, onboarded) = (self.resources(n, "free"), self.resources(n, "onboarded"));
+                *seen = format!("node-{n}: free {free} onboarded {onboarded}");
+                (free == onboarded).then_some(())
+            });
+        }
+        wait_for("containers removed", Duration::from_secs(20), |seen| {
+            *seen = crate::deploy_support::containers_of(id);
+            seen.is_empty().then_some(())
+        });
+        self.assert_no_subnet_leftovers();
+    }
     pub fn resources(&self, node: usize, which: &str) -> Value {
         let be = format!("/dms/node/resources/{which}");
         self.json(node, &["actor", "cmd", "--json", &be])
@@ -267,4 +284,42 @@ pub fn exec(container: &str, cmd: &[&str]) -> (bool, String) {
         .output()
         .unwrap();
     (o.status.success(), text(&o))
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, for at most `limit`; panics with what the
+/// last look saw (`seen`).
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut(&mut String) -> Option<T>) -> T {
+    let t0 = Instant::now();
+    let mut seen = String::new();
+    loop {
+        if let Some(v) = f(&mut seen) {
+            eprintln!("{what}: {:.1?}", t0.elapsed());
+            return v;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "{what}: not within {limit:?}; last seen {seen}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The running container of `alloc`, if there is exactly one.
+pub fn running(ensemble: &str, alloc: &str) -> Option<String> {
+    let o = Command::new("docker")
+        .args(["ps", "-q", "--filter"])
+        .arg(format!("label=nunet.ensemble={ensemble}"))
+        .args(["--filter"])
+        .arg(format!("label=nunet.allocation={alloc}"))
+        .output()
+        .unwrap();
+    let ids = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    (!ids.is_empty() && !ids.contains('\n')).then_some(ids)
+}
+
+/// An HTTP GET of `host:8080/` from inside `container` (busybox-static's wget crashes in the
+/// test image; nc speaks HTTP/1.0 instead): (success, output).
+pub fn http_get(container: &str, host: &str) -> (bool, String) {
+    let req = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} 8080");
+    exec(container, &["sh", "-c", &req])
 }
