@@ -7,7 +7,7 @@
 //!   peers that hold no node or standby of the deployment, so that one provider's loss never
 //!   takes two copies), checks the ones placed (a standby that stops answering or is no
 //!   longer pending is dropped and fenced), and places a new one after each promotion.
-//! * **Promotion** ([`Engine::promote`]): when the node's provider is lost, the first
+//! * **Promotion**: when the node's provider is lost, the first
 //!   standby becomes the node: the subnet plan with the node's members moved to it goes to
 //!   every provider (same addresses and `.internal` names), its allocations are started,
 //!   and the lost provider is fenced as after a redeploy.
