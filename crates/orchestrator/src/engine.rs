@@ -68,6 +68,8 @@ pub struct Engine {
     /// Held by whatever changes the deployment's shape (a live update, a supervisor
     /// iteration, a standby placement), so that none of them sees the others half done.
     pub(crate) changing: tokio::sync::Mutex<()>,
+    /// Liveness of the providers of nodes that heal from a lost provider.
+    pub(crate) heartbeats: crate::heartbeat::Heartbeats,
     /// Wakes the standby keeper ([`crate::standby`]) when a standby was promoted or lost.
     pub(crate) standby_wake: tokio::sync::Notify,
     /// Calls in flight from the orchestrator actor; the actor is removed once the
@@ -187,6 +189,7 @@ impl Engine {
             local_subnet,
             standby_wake: tokio::sync::Notify::new(),
             changing: tokio::sync::Mutex::new(()),
+            heartbeats: Default::default(),
             calls: Mutex::new(0),
         }
     }

@@ -15,6 +15,7 @@ pub mod control;
 pub mod edges;
 pub mod engine;
 pub mod exits;
+pub mod heartbeat;
 pub mod order;
 pub mod provision;
 pub mod recovery;

@@ -17,6 +17,7 @@ use nunet_protocol::{
 };
 
 use crate::engine::{Assignment, Engine, MAX_MISSED_CHECKS};
+use crate::heartbeat::{HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT, LOST_AFTER};
 use crate::now_ms;
 use crate::recovery::{Decision, Supervision};
 use nunet_ensemble::spec::NodeRecovery;
@@ -88,14 +89,6 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 const LOGS_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a status poll may take.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
-/// Poll period while some node recovers from a lost provider (`failure_recovery` restart
-/// or redeploy).
-pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
-/// How long such a node's status poll may take.
-pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Failed polls in a row after which such a node's provider counts as lost: a dead process
-/// (refused connection) is noticed within about 1.5 s, a silent one within about 3 s.
-pub const LOST_AFTER: u32 = 2;
 
 impl Engine {
     pub(crate) async fn revert_manifest(&self) {
@@ -137,6 +130,7 @@ impl Engine {
         let (mut order, mut sup, mut kinds, mut fast) = derive(&ensemble);
         let mut missed: HashMap<String, u32> = HashMap::new();
         tokio::spawn(self.clone().keep_standbys());
+        tokio::spawn(self.clone().heartbeat(watched));
         // Nodes with `failure_recovery: restart` whose provider is unreachable, waited for.
         let mut waiting: HashSet<String> = HashSet::new();
         // Escalations that redeployed a node, per node.
@@ -169,11 +163,23 @@ impl Engine {
             let mut changes = Vec::new();
             let mut problem = None;
             let mut failures: Vec<(String, String)> = Vec::new();
-            // Nodes whose provider stopped answering: node → (peer, why).
-            let mut lost: BTreeMap<String, (String, String)> = BTreeMap::new();
             // Every allocation at once; nodes that recover from a lost provider on a short
             // deadline, so that a dead or silent one is noticed within a bounded time.
+            // Nodes whose provider missed its heartbeats ([`crate::heartbeat`]) are not
+            // polled (that would wait out another deadline): they are lost.
+            let mut lost: BTreeMap<String, (String, String)> = BTreeMap::new();
+            for (node, peer) in self.heartbeats.lost() {
+                let current = rec.manifest.nodes.get(&node).map(|m| m.peer.as_str());
+                if current == Some(peer.as_str()) && heals(&rec, &node) {
+                    let why =
+                        format!("its provider {peer} missed {LOST_AFTER} heartbeats in a row");
+                    lost.insert(node, (peer, why));
+                }
+            }
             let polls = rec.manifest.allocations.iter().filter_map(|(key, a)| {
+                if lost.contains_key(&a.node_id) {
+                    return None;
+                }
                 let h = a.handle.as_ref()?;
                 let quick = watched(&rec.ensemble, &a.node_id);
                 let t = if quick {
@@ -234,7 +240,8 @@ impl Engine {
                     Err(e) => {
                         let n = missed.entry(key.clone()).or_default();
                         *n += 1;
-                        if *n >= if quick { LOST_AFTER } else { MAX_MISSED_CHECKS } {
+                        let after = if quick { LOST_AFTER } else { MAX_MISSED_CHECKS };
+                        if *n >= after {
                             let why = format!(
                                 "allocation {key} is unreachable ({}): {}",
                                 h.addr.host, e.message
