@@ -92,16 +92,19 @@ assert len(client) == 1, client
 ip = manifest()["allocations"]["front.web"]["ip"]
 detect, heal = [], []
 last_seq = max(e["seq"] for e in js(1, "deployment", "status", dep, "--json")["events"])
-def standby_ready():
+def standby_ready(f):
     for _ in range(300):
         if len(manifest().get("standbys", {}).get("front", [])) == 1:
             return
         time.sleep(0.2)
-    raise SystemExit("no standby of front within 60 s")
+    events = js(1, "deployment", "status", dep, "--json")["events"][-30:]
+    for e in events:
+        print(e["at_ms"], e["message"], file=sys.stderr)
+    raise SystemExit(f"before fault {f + 1}: no standby of front within 60 s")
 
 for f in range(faults):
     if mode == "standby":
-        standby_ready()
+        standby_ready(f)
     m = manifest()
     lost = node_of(m["nodes"]["front"]["peer"])
     did = m["nodes"]["front"]["did"]

@@ -70,6 +70,8 @@ pub struct Engine {
     pub(crate) changing: tokio::sync::Mutex<()>,
     /// Liveness of the providers of nodes that heal from a lost provider.
     pub(crate) heartbeats: crate::heartbeat::Heartbeats,
+    /// Peers being fenced ([`Engine::fence`]): excluded from placements until fenced.
+    pub(crate) fencing: Mutex<std::collections::HashSet<String>>,
     /// Wakes the standby keeper ([`crate::standby`]) when a standby was promoted or lost.
     pub(crate) standby_wake: tokio::sync::Notify,
     /// Calls in flight from the orchestrator actor; the actor is removed once the
@@ -190,6 +192,7 @@ impl Engine {
             standby_wake: tokio::sync::Notify::new(),
             changing: tokio::sync::Mutex::new(()),
             heartbeats: Default::default(),
+            fencing: Mutex::default(),
             calls: Mutex::new(0),
         }
     }

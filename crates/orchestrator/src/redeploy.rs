@@ -20,6 +20,11 @@ use crate::now_ms;
 pub const REDEPLOY_WINDOW: Duration = Duration::from_secs(60);
 /// How long a lost provider is asked to revert the ensemble (it may be gone for good).
 const FENCE_WINDOW: Duration = Duration::from_secs(600);
+/// First pause between two fencing attempts; it doubles up to [`FENCE_MAX_RETRY`] (a fenced
+/// peer is not placed on, so a provider that comes back is freed soon).
+const FENCE_FIRST_RETRY: Duration = Duration::from_millis(500);
+/// Longest pause between two fencing attempts.
+const FENCE_MAX_RETRY: Duration = Duration::from_secs(5);
 
 /// `plan` with the members of `ids` hosted by `peer`.
 pub fn moved(plan: &SubnetPlan, ids: &[String], peer: &str) -> SubnetPlan {
@@ -69,18 +74,23 @@ impl Engine {
                 return Err("the deployment ended".into());
             }
             let round = self.record().map_or(1, |r| r.rounds + 1);
+            // Peers being fenced now (a fence that ended frees its peer for the next round).
+            let mut skip = excluded.clone();
+            skip.extend(self.fenced());
+            skip.sort();
+            skip.dedup();
             self.update(|r| {
                 r.rounds = round;
                 r.event(
                     now_ms(),
                     format!(
                         "round {round}: redeploying node {node} (excluded peers: {})",
-                        excluded.len()
+                        skip.len()
                     ),
                 );
             });
             let started = now_ms();
-            match self.replace_once(round, node, &excluded).await {
+            match self.replace_once(round, node, &skip).await {
                 Ok(peer) => {
                     self.event(format!(
                         "node {node} redeployed on {peer} in {:.1}s (lost {lost_peer})",
@@ -201,6 +211,14 @@ impl Engine {
         Ok(())
     }
 
+    /// Peers being fenced (told to revert this deployment): no placement may pick them.
+    pub(crate) fn fenced(&self) -> Vec<String> {
+        self.fencing
+            .lock()
+            .map(|f| f.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Records `plan` as the subnet the providers run, and each allocation's address and name
     /// in it.
     pub(crate) fn record_plan(&self, plan: &SubnetPlan) {
@@ -218,6 +236,8 @@ impl Engine {
     /// Tells the lost provider to revert the ensemble, in the background, until it answers
     /// or [`FENCE_WINDOW`] passes (a provider that restarts first drops the allocations
     /// itself: its allocation checks are denied, the manifest names another provider).
+    /// Until then the peer is in [`Engine::fenced`]: no placement picks it, or the late revert
+    /// would take down what was just placed there.
     pub(crate) fn fence(
         self: &std::sync::Arc<Self>,
         node: String,
@@ -228,15 +248,23 @@ impl Engine {
         let system = self.system.clone();
         let inbox = self.inbox.clone();
         let req = RevertRequest::all(&rec.id);
+        if let Ok(mut f) = self.fencing.lock() {
+            f.insert(peer.clone());
+        }
         let me = std::sync::Arc::downgrade(self);
-        let events = move |m: String| {
+        let fenced = peer.clone();
+        // The last word of the fence: said, and the peer may be placed again.
+        let done = move |m: String| {
             if let Some(e) = me.upgrade() {
+                if let Ok(mut f) = e.fencing.lock() {
+                    f.remove(&fenced);
+                }
                 e.event(m);
             }
         };
         tokio::spawn(async move {
             let t0 = std::time::Instant::now();
-            let mut pause = Duration::from_secs(1);
+            let mut pause = FENCE_FIRST_RETRY;
             while t0.elapsed() < FENCE_WINDOW {
                 let r = nunet_protocol::call::invoke::<Revert>(
                     &system,
@@ -247,15 +275,15 @@ impl Engine {
                 )
                 .await;
                 if r.is_ok() {
-                    events(format!(
+                    done(format!(
                         "fenced the lost provider {peer} of node {node}: reverted"
                     ));
                     return;
                 }
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(30));
+                pause = (pause * 2).min(FENCE_MAX_RETRY);
             }
-            events(format!(
+            done(format!(
                 "the lost provider {peer} of node {node} did not answer for {}s; it drops the \
                  allocations itself if it comes back",
                 FENCE_WINDOW.as_secs()

@@ -119,6 +119,7 @@ impl Engine {
         let mut excluded = rec.ensemble.exclude_peers.clone();
         excluded.extend(rec.manifest.peers());
         excluded.extend(failed.iter().cloned());
+        excluded.extend(self.fenced());
         let round = rec.rounds + 1;
         self.update(|r| {
             r.rounds = round;

@@ -315,6 +315,7 @@ impl Engine {
             let rec = self.record().ok_or("record lost")?;
             let mut skip = rec.ensemble.exclude_peers.clone();
             skip.extend(excluded.iter().cloned());
+            skip.extend(self.fenced());
             skip.extend(
                 rec.manifest
                     .standbys
