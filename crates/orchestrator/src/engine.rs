@@ -22,6 +22,9 @@ use crate::{PersistFn, now_ms};
 /// How long a bid round stays open after every node has at least one bid.
 const BID_GRACE: Duration = Duration::from_millis(250);
 
+/// How long a peer that failed a deployment round is left out of the next rounds.
+pub const FAILED_PEER_PAUSE: Duration = Duration::from_secs(10);
+
 /// How long bids are collected per round (NuNet `BidRequestTimeout`).
 pub const BID_COLLECT: Duration = Duration::from_secs(3);
 /// Shortest time between the starts of two bid rounds, ms.
@@ -320,9 +323,15 @@ impl Engine {
     /// Deploys until Running (or the deadline), then supervises until the end.
     pub async fn run(self: Arc<Self>) {
         let Some(rec) = self.record() else { return };
-        let mut excluded: Vec<String> = rec.ensemble.exclude_peers.clone();
+        // Peers that failed a round sit out the next ones for a while, not for good: one
+        // transient failure must not rule out the only provider that fits.
+        let mut failed: std::collections::BTreeMap<String, std::time::Instant> = Default::default();
         let mut last = String::from("no round finished");
         loop {
+            let now = std::time::Instant::now();
+            failed.retain(|_, until| *until > now);
+            let mut excluded: Vec<String> = rec.ensemble.exclude_peers.clone();
+            excluded.extend(failed.keys().cloned());
             if self.status().is_terminal() {
                 return;
             }
@@ -356,7 +365,9 @@ impl Engine {
                 }
                 Err(RoundError::Retry(e, peers)) => {
                     self.event(format!("round {round} failed: {e}"));
-                    excluded.extend(peers);
+                    for p in peers {
+                        failed.insert(p, std::time::Instant::now() + FAILED_PEER_PAUSE);
+                    }
                     // A round cut short by the deadline says less than a full one before it.
                     if last == "no round finished" || now_ms() < rec.deadline_ms {
                         last = e;

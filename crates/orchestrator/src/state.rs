@@ -50,6 +50,8 @@ pub struct Deployment {
 
 /// Most events kept per deployment.
 pub const MAX_EVENTS: usize = 500;
+/// Of those, the first ones, always kept (a long retry loop must not hide how it began).
+pub const FIRST_EVENTS_KEPT: usize = 50;
 
 impl Deployment {
     /// Appends a progress event.
@@ -61,9 +63,11 @@ impl Deployment {
             phase: self.status,
             message: message.into(),
         });
+        // The first events (how it began) and the latest are kept; the middle goes.
         if self.events.len() > MAX_EVENTS {
             let drop = self.events.len() - MAX_EVENTS;
-            self.events.drain(..drop);
+            self.events
+                .drain(FIRST_EVENTS_KEPT..FIRST_EVENTS_KEPT + drop);
         }
     }
 
@@ -116,5 +120,52 @@ impl Deployment {
             refused_bids: self.refused_bids.clone(),
             events: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_history_keeps_its_beginning_and_its_end() {
+        let ensemble = nunet_ensemble::parse_str(
+            "version: V1\nallocations:\n  a: {executor: docker, type: task, resources: {cpu: \
+             {cores: 1}, ram: {size: 1GiB}, disk: {size: 1GiB}}, execution: {type: docker, \
+             image: x}}\nnodes:\n  n: {allocations: [a]}\n",
+            &Default::default(),
+        )
+        .expect("ensemble")
+        .ensemble;
+        let mut d = Deployment {
+            id: "e".into(),
+            status: DeploymentStatus::Preparing,
+            reason: None,
+            owner: String::new(),
+            created_ms: 0,
+            deadline_ms: 0,
+            ensemble,
+            orchestrator: Handle::default(),
+            manifest: Manifest::default(),
+            events: Vec::new(),
+            rounds: 0,
+            notes: Vec::new(),
+            bids: BTreeMap::new(),
+            refused_bids: BTreeMap::new(),
+            subnet: None,
+        };
+        for i in 0..(MAX_EVENTS * 3) {
+            d.event(i as i64, format!("event {i}"));
+        }
+        assert_eq!(d.events.len(), MAX_EVENTS);
+        assert_eq!(d.events[0].message, "event 0");
+        assert_eq!(
+            d.events[FIRST_EVENTS_KEPT - 1].message,
+            format!("event {}", FIRST_EVENTS_KEPT - 1)
+        );
+        let last = d.events.last().map(|e| e.message.clone());
+        assert_eq!(last, Some(format!("event {}", MAX_EVENTS * 3 - 1)));
+        // Sequence numbers still grow, so `status --after` readers miss nothing new.
+        assert!(d.events.windows(2).all(|w| w[0].seq < w[1].seq));
     }
 }
