@@ -1,8 +1,9 @@
 //! The orchestrator ↔ provider messages (bid requests, signed bids and declines, commit /
 //! allocate / revert requests, exit reports) decoded from reply and request JSON, followed by
 //! the checks each side applies at once (bid and decline signatures, resource and location
-//! matching, executor names). Never panics; a bid or decline a provider signs verifies at
-//! the orchestrator after the trip through JSON.
+//! matching, executor names), and a live update's ensemble compared with itself and with an
+//! empty one, and manifests with standbys. Never panics; a bid or decline a provider signs
+//! verifies at the orchestrator after the trip through JSON.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -11,7 +12,8 @@ use nunet_actor::Handle;
 use nunet_did::Keypair;
 use nunet_ensemble::{Location, Resources};
 use nunet_protocol::{
-    AllocateRequest, AllocationExited, Bid, BidRequest, CommitRequest, Decline, RevertRequest,
+    AllocateRequest, AllocationExited, Bid, BidRequest, CommitRequest, Decline, Manifest,
+    RevertRequest, UpdateDeployment,
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
@@ -104,5 +106,30 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = serde_json::from_value::<RevertRequest>(v.clone());
+    if let Ok(u) = serde_json::from_value::<UpdateDeployment>(v.clone()) {
+        // An ensemble compared with itself changes nothing; with an empty one, every node
+        // of it is new.
+        if let Ok(d) = nunet_orchestrator::update::diff("e", &u.ensemble, &u.ensemble) {
+            assert!(
+                d.is_empty(),
+                "an ensemble differs from itself: {}",
+                d.summary()
+            );
+        }
+        let mut empty = u.ensemble.clone();
+        empty.nodes.clear();
+        if let Ok(d) = nunet_orchestrator::update::diff("e", &empty, &u.ensemble) {
+            assert_eq!(d.added_nodes.len(), u.ensemble.nodes.len());
+            let _ = d.summary();
+        }
+    }
+    if let Ok(m) = serde_json::from_value::<Manifest>(v.clone()) {
+        let _ = m.peers();
+        for (node, s) in &m.standbys {
+            for x in s {
+                assert!(m.is_standby(node, &x.node.did));
+            }
+        }
+    }
     let _ = serde_json::from_value::<AllocationExited>(v);
 });

@@ -101,9 +101,44 @@ impl Diff {
     }
 }
 
+/// Refuses an ensemble whose names do not identify one thing each (a JSON ensemble can
+/// repeat what a YAML map cannot): a node or allocation named twice, a node naming an
+/// allocation that does not exist, an allocation on two nodes.
+fn shape(e: &Ensemble) -> Result<(), String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for a in &e.allocations {
+        if !seen.insert(a.name.as_str()) {
+            return Err(format!("allocation {} is defined twice", a.name));
+        }
+    }
+    let mut nodes = std::collections::BTreeSet::new();
+    let mut placed: BTreeMap<&str, &str> = BTreeMap::new();
+    for n in &e.nodes {
+        if !nodes.insert(n.name.as_str()) {
+            return Err(format!("node {} is defined twice", n.name));
+        }
+        for a in &n.allocations {
+            if !seen.contains(a.as_str()) {
+                return Err(format!(
+                    "nodes.{}.allocations names no allocation {a}",
+                    n.name
+                ));
+            }
+            if let Some(other) = placed.insert(a.as_str(), n.name.as_str()) {
+                return Err(format!(
+                    "allocation {a} is on two nodes ({other} and {})",
+                    n.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Compares the running ensemble `old` of deployment `id` with `new`. Changes that cannot be
 /// applied to a running deployment are refused, naming the key.
 pub fn diff(id: &str, old: &Ensemble, new: &Ensemble) -> Result<Diff, String> {
+    shape(new)?;
     if old.subnet_join != new.subnet_join {
         return Err("subnet.join cannot change on a running deployment".into());
     }
@@ -569,5 +604,20 @@ mod tests {
         let mut join = old.clone();
         join.subnet_join = !old.subnet_join;
         assert!(diff("e", &old, &join).unwrap_err().contains("subnet.join"));
+        // Names that do not identify one thing each are refused, naming it.
+        let mut twice = old.clone();
+        twice.nodes.push(twice.nodes[0].clone());
+        assert!(
+            diff("e", &old, &twice)
+                .unwrap_err()
+                .contains("node n1 is defined twice")
+        );
+        let mut unknown = old.clone();
+        unknown.nodes[0].allocations.push("ghost".into());
+        assert!(
+            diff("e", &old, &unknown)
+                .unwrap_err()
+                .contains("no allocation ghost")
+        );
     }
 }
