@@ -105,11 +105,9 @@ impl Heartbeats {
 }
 
 impl Engine {
-    /// Sends the heartbeats of the nodes `watched` says, until the deployment no longer runs.
-    pub(crate) async fn heartbeat(
-        self: Arc<Self>,
-        watched: impl Fn(&nunet_ensemble::Ensemble, &str) -> bool + Send + 'static,
-    ) {
+    /// Sends the heartbeats of the nodes that heal from a lost provider, until the
+    /// deployment no longer runs.
+    pub(crate) async fn heartbeat(self: Arc<Self>) {
         let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -119,7 +117,7 @@ impl Engine {
                 return;
             }
             for (node, m) in &rec.manifest.nodes {
-                if !watched(&rec.ensemble, node) {
+                if !crate::supervise::watched(&rec.ensemble, node) {
                     continue;
                 }
                 let Some(h) = rec

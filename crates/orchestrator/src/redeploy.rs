@@ -47,26 +47,8 @@ impl Engine {
     ) -> Result<(), String> {
         let rec = self.record().ok_or("record lost")?;
         let old = rec.manifest.nodes.get(node).cloned();
-        let mut excluded: Vec<String> = rec.ensemble.exclude_peers.clone();
+        let mut excluded = rec.placement_exclusions(node);
         excluded.push(lost_peer.to_string());
-        // A peer holding a standby must not also run a node: reverting the standby would
-        // take the node with it.
-        excluded.extend(
-            rec.manifest
-                .standbys
-                .values()
-                .flatten()
-                .map(|s| s.node.peer.clone()),
-        );
-        if rec.ensemble.distinct_peers {
-            excluded.extend(
-                rec.manifest
-                    .nodes
-                    .iter()
-                    .filter(|(n, _)| n.as_str() != node)
-                    .map(|(_, m)| m.peer.clone()),
-            );
-        }
         let t0 = std::time::Instant::now();
         let mut last = String::from("no round finished");
         while t0.elapsed() < REDEPLOY_WINDOW {

@@ -86,6 +86,30 @@ impl Deployment {
         self.bids = counts;
     }
 
+    /// Peers a bid round for node `node` of a running deployment leaves out: the
+    /// ensemble's `exclude_peers`, every peer holding a standby (reverting the standby would
+    /// take a node placed there with it), and with distinct peers the other nodes' peers.
+    pub fn placement_exclusions(&self, node: &str) -> Vec<String> {
+        let mut v = self.ensemble.exclude_peers.clone();
+        v.extend(
+            self.manifest
+                .standbys
+                .values()
+                .flatten()
+                .map(|s| s.node.peer.clone()),
+        );
+        if self.ensemble.distinct_peers {
+            v.extend(
+                self.manifest
+                    .nodes
+                    .iter()
+                    .filter(|(n, _)| n.as_str() != node)
+                    .map(|(_, m)| m.peer.clone()),
+            );
+        }
+        v
+    }
+
     /// The summary shown by `list` and `status` (no key, no ensemble, no events).
     pub fn summary(&self) -> DeploymentSummary {
         DeploymentSummary {

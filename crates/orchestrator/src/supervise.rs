@@ -47,7 +47,7 @@ fn heals(rec: &crate::state::Deployment, node: &str) -> bool {
 
 /// Whether node `node` is polled on the short heartbeat deadline (see [`heals`]; a node with
 /// `redundancy` counts before its standbys are placed).
-fn watched(e: &nunet_ensemble::Ensemble, node: &str) -> bool {
+pub(crate) fn watched(e: &nunet_ensemble::Ensemble, node: &str) -> bool {
     node_recovery(e, node) != NodeRecovery::StayDown || crate::standby::wanted(e).contains_key(node)
 }
 
@@ -130,7 +130,7 @@ impl Engine {
         let (mut order, mut sup, mut kinds, mut fast) = derive(&ensemble);
         let mut missed: HashMap<String, u32> = HashMap::new();
         tokio::spawn(self.clone().keep_standbys());
-        tokio::spawn(self.clone().heartbeat(watched));
+        tokio::spawn(self.clone().heartbeat());
         // Nodes with `failure_recovery: restart` whose provider is unreachable, waited for.
         let mut waiting: HashSet<String> = HashSet::new();
         // Escalations that redeployed a node, per node.

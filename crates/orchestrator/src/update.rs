@@ -348,19 +348,9 @@ impl Engine {
         let mut excluded: Vec<String> = Vec::new();
         loop {
             let rec = self.record().ok_or("record lost")?;
-            let mut skip = rec.ensemble.exclude_peers.clone();
+            let mut skip = rec.placement_exclusions(node);
             skip.extend(excluded.iter().cloned());
             skip.extend(self.fenced());
-            skip.extend(
-                rec.manifest
-                    .standbys
-                    .values()
-                    .flatten()
-                    .map(|s| s.node.peer.clone()),
-            );
-            if rec.ensemble.distinct_peers {
-                skip.extend(rec.manifest.nodes.values().map(|m| m.peer.clone()));
-            }
             let round = rec.rounds + 1;
             self.update(|r| {
                 r.rounds = round;
