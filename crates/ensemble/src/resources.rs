@@ -172,9 +172,15 @@ pub fn gpu_fits(want: &Gpu, have: &Gpu) -> bool {
 /// Maximum bipartite matching of requested to offered GPUs (augmenting paths); returns one
 /// shortfall per requested GPU left unmatched.
 fn match_gpus(want: &[Gpu], have: &[Gpu]) -> Vec<Shortfall> {
-    if want.is_empty() {
-        return Vec::new();
-    }
+    assign_gpus(want, have).err().unwrap_or_default()
+}
+
+/// A distinct offered GPU for every requested one: `Ok(v)` where `v[i]` is the index in
+/// `have` given to `want[i]`, or one shortfall per requested GPU left unmatched. The
+/// matching is maximum (augmenting paths), and a requested GPU tries the offered ones in
+/// their order first: list the offer smallest first to keep large devices for requests
+/// that need them.
+pub fn assign_gpus(want: &[Gpu], have: &[Gpu]) -> Result<Vec<usize>, Vec<Shortfall>> {
     let mut owner: Vec<Option<usize>> = vec![None; have.len()];
     let mut unmatched = Vec::new();
     for w in 0..want.len() {
@@ -183,14 +189,23 @@ fn match_gpus(want: &[Gpu], have: &[Gpu]) -> Vec<Shortfall> {
             unmatched.push(w);
         }
     }
-    unmatched
+    if unmatched.is_empty() {
+        let mut given = vec![0; want.len()];
+        for (h, w) in owner.iter().enumerate() {
+            if let Some(w) = w {
+                given[*w] = h;
+            }
+        }
+        return Ok(given);
+    }
+    Err(unmatched
         .into_iter()
         .map(|i| Shortfall::Gpu {
             index: i,
             need: want[i].clone(),
             offered: have.len(),
         })
-        .collect()
+        .collect())
 }
 
 fn augment(
@@ -400,6 +415,26 @@ mod tests {
         assert_eq!(two.satisfied_by(&one).unwrap_err().len(), 1);
         let amd = res(1.0, 1, 1, &[("AMD/ATI", 80)]);
         assert!(res(1.0, 1, 1, &[("NVIDIA", 8)]).satisfied_by(&amd).is_err());
+    }
+
+    #[test]
+    fn assignment_names_a_distinct_device_per_request_smallest_first() {
+        // Offer listed smallest first: the 16 GiB request takes the 24 GiB card, not the 48.
+        let have = res(1.0, 1, 1, &[("NVIDIA", 24), ("NVIDIA", 48), ("NVIDIA", 80)]).gpus;
+        let want = res(1.0, 1, 1, &[("NVIDIA", 40), ("NVIDIA", 16)]).gpus;
+        assert_eq!(assign_gpus(&want, &have), Ok(vec![1, 0]));
+        // A model pattern matches by substring, case-insensitively.
+        let mut a100 = have.clone();
+        a100[2].model = Some("NVIDIA A100-SXM4-80GB".into());
+        let mut want = res(1.0, 1, 1, &[("NVIDIA", 8)]).gpus;
+        want[0].model = Some("a100".into());
+        assert_eq!(assign_gpus(&want, &a100), Ok(vec![2]));
+        // Two requests, one device that fits both: one is left over, named.
+        let want = res(1.0, 1, 1, &[("NVIDIA", 60), ("NVIDIA", 70)]).gpus;
+        let err = assign_gpus(&want, &have).unwrap_err();
+        assert_eq!(err.len(), 1);
+        assert_eq!(err[0].requirement(), "vendor = NVIDIA, vram ≥ 70GiB");
+        assert_eq!(assign_gpus(&[], &have), Ok(vec![]));
     }
 
     #[test]

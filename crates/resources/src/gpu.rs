@@ -4,10 +4,13 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+mod units;
+pub use units::{GpuUnit, units_of};
 
 /// GPU maker, spelled as NuNet does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GpuVendor {
     /// NVIDIA.
     #[serde(rename = "NVIDIA")]
@@ -24,6 +27,16 @@ pub enum GpuVendor {
 }
 
 impl GpuVendor {
+    /// The name ensembles use for it (`NVIDIA`, `AMD/ATI`, `Intel`, `Unknown`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GpuVendor::Nvidia => "NVIDIA",
+            GpuVendor::Amd => "AMD/ATI",
+            GpuVendor::Intel => "Intel",
+            GpuVendor::Unknown => "Unknown",
+        }
+    }
+
     fn from_pci(id: u32) -> GpuVendor {
         match id {
             0x10de => GpuVendor::Nvidia,
@@ -35,7 +48,7 @@ impl GpuVendor {
 }
 
 /// One MIG instance of an NVIDIA GPU.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MigInstance {
     /// Index on its parent.
     pub index: u32,
@@ -45,8 +58,27 @@ pub struct MigInstance {
     pub vram_bytes: u64,
 }
 
+/// Where a GPU was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuSource {
+    /// NVIDIA's management library.
+    Nvml,
+    /// The kernel's DRM class in sysfs.
+    Sysfs,
+}
+
+/// A device node a container needs to use a GPU: its path on the host and in the container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceNode {
+    /// Path on the host (`/dev/dri/renderD128`; under the test device root in tests).
+    pub host: String,
+    /// Path in the container (`/dev/dri/renderD128`).
+    pub container: String,
+}
+
 /// A detected GPU.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GpuInfo {
     /// The index used by `--gpus` and `nunet gpu list` (NVML order first, then sysfs).
     pub index: u32,
@@ -62,8 +94,13 @@ pub struct GpuInfo {
     pub vram_bytes: u64,
     /// MIG instances (NVIDIA, MIG mode on).
     pub mig: Vec<MigInstance>,
-    /// Where it was found: `nvml` or `sysfs`.
-    pub source: &'static str,
+    /// Where it was found.
+    pub source: GpuSource,
+    /// Device nodes that give a container this GPU and no other (AMD: `/dev/kfd` and the
+    /// card's `/dev/dri` nodes; Intel: the `/dev/dri` nodes). Empty for NVIDIA, whose
+    /// devices are requested by UUID from the NVIDIA container runtime.
+    #[serde(default)]
+    pub device_nodes: Vec<DeviceNode>,
 }
 
 impl GpuInfo {
@@ -77,7 +114,7 @@ impl GpuInfo {
 }
 
 /// The outcome of detection: the GPUs, and notes on what could not be looked at and why.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GpuDetection {
     /// GPUs found.
     pub gpus: Vec<GpuInfo>,
@@ -97,7 +134,7 @@ impl GpuDetection {
 }
 
 /// What NVML reports about one device (also the fixture format).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NvmlDevice {
     /// NVML index.
     pub index: u32,
@@ -110,6 +147,7 @@ pub struct NvmlDevice {
     /// NVML's bus id (`00000000:01:00.0`).
     pub pci_bus_id: String,
     /// MIG instances, `(uuid, memory bytes)`, empty when MIG is off.
+    #[serde(default)]
     pub mig: Vec<(String, u64)>,
 }
 
@@ -187,6 +225,8 @@ struct SysfsCard {
     vram: u64,
     name: Option<String>,
     unique_id: Option<String>,
+    /// `card1`, `renderD129`: the DRM nodes of this device (from `device/drm/`).
+    nodes: Vec<String>,
 }
 
 fn read_trim(p: &Path) -> Option<String> {
@@ -200,6 +240,13 @@ fn hex_u32(s: &str) -> Option<u32> {
     u32::from_str_radix(s.trim_start_matches("0x"), 16).ok()
 }
 
+/// `cardN` or `renderDN`: a DRM device node name (not a connector such as `card0-DP-1`).
+fn drm_node_name(n: &str) -> bool {
+    n.strip_prefix("card")
+        .or_else(|| n.strip_prefix("renderD"))
+        .is_some_and(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit()))
+}
+
 fn scan_sysfs(root: &Path) -> Vec<SysfsCard> {
     let Ok(rd) = std::fs::read_dir(root.join("class/drm")) else {
         return Vec::new();
@@ -208,10 +255,7 @@ fn scan_sysfs(root: &Path) -> Vec<SysfsCard> {
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         // card0, card1 … but not connectors like card0-DP-1 or render nodes.
-        let is_card = name
-            .strip_prefix("card")
-            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
-        if !is_card {
+        if !name.starts_with("card") || !drm_node_name(&name) {
             continue;
         }
         let dev = e.path().join("device");
@@ -238,6 +282,20 @@ fn scan_sysfs(root: &Path) -> Vec<SysfsCard> {
             .or_else(|| read_trim(&e.path().join("lmem_total_bytes")))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
+        // The card's own DRM nodes (`card1`, `renderD129`) are listed under its device;
+        // without that directory the card node itself is all that is known.
+        let mut nodes: Vec<String> = std::fs::read_dir(dev.join("drm"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| drm_node_name(n))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if nodes.is_empty() {
+            nodes.push(name.clone());
+        }
+        nodes.sort();
         cards.push(SysfsCard {
             vendor,
             device,
@@ -246,6 +304,7 @@ fn scan_sysfs(root: &Path) -> Vec<SysfsCard> {
             vram,
             name: read_trim(&dev.join("product_name")),
             unique_id: read_trim(&dev.join("unique_id")),
+            nodes,
         });
     }
     cards.sort_by(|a, b| a.pci.cmp(&b.pci));
@@ -254,8 +313,9 @@ fn scan_sysfs(root: &Path) -> Vec<SysfsCard> {
 }
 
 /// Detects GPUs: NVML devices first (in NVML order), then AMD, Intel and any NVIDIA card NVML
-/// did not report, from the sysfs tree at `sysfs_root` (normally `/sys`).
-pub fn detect_gpus(nvml: &dyn NvmlSource, sysfs_root: &Path) -> GpuDetection {
+/// did not report, from the sysfs tree at `sysfs_root` (normally `/sys`); device nodes are
+/// named under `dev_root` (normally `/dev`).
+pub fn detect_gpus(nvml: &dyn NvmlSource, sysfs_root: &Path, dev_root: &Path) -> GpuDetection {
     let mut det = GpuDetection::default();
     let nv = match nvml.devices() {
         Ok(list) => list,
@@ -282,7 +342,8 @@ pub fn detect_gpus(nvml: &dyn NvmlSource, sysfs_root: &Path) -> GpuDetection {
                     vram_bytes,
                 })
                 .collect(),
-            source: "nvml",
+            source: GpuSource::Nvml,
+            device_nodes: Vec::new(),
         });
     }
     for c in scan_sysfs(sysfs_root) {
@@ -305,6 +366,17 @@ pub fn detect_gpus(nvml: &dyn NvmlSource, sysfs_root: &Path) -> GpuDetection {
                 if integrated { " (integrated)" } else { "" }
             )
         });
+        let node = |rel: String| DeviceNode {
+            host: dev_root.join(&rel).to_string_lossy().into_owned(),
+            container: format!("/dev/{rel}"),
+        };
+        let mut device_nodes = Vec::new();
+        if vendor == GpuVendor::Amd {
+            // ROCm's compute interface; which GPUs a process sees is decided by the render
+            // nodes it is given.
+            device_nodes.push(node("kfd".into()));
+        }
+        device_nodes.extend(c.nodes.into_iter().map(|n| node(format!("dri/{n}"))));
         det.gpus.push(GpuInfo {
             index: 0,
             vendor,
@@ -313,7 +385,8 @@ pub fn detect_gpus(nvml: &dyn NvmlSource, sysfs_root: &Path) -> GpuDetection {
             pci_address: c.pci,
             vram_bytes: c.vram,
             mig: Vec::new(),
-            source: "sysfs",
+            source: GpuSource::Sysfs,
+            device_nodes,
         });
     }
     for (i, g) in (0u32..).zip(det.gpus.iter_mut()) {

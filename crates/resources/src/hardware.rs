@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sysinfo::{CpuRefreshKind, Disks, MemoryRefreshKind, RefreshKind, System};
 
-use crate::gpu::{GpuDetection, NvmlSource, SystemNvml, detect_gpus};
+use crate::gpu::{GpuDetection, NvmlDevice, NvmlSource, SystemNvml, detect_gpus};
 
 /// CPU description.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -177,13 +177,60 @@ pub fn detect_base(data_dir: &Path) -> Result<(CpuInfo, u64, DiskInfo), Hardware
     Ok((cpu, usable_memory(&sys), disk_of(data_dir)?))
 }
 
-/// GPUs of this machine (NVML when the driver library loads, sysfs otherwise).
-pub fn detect_local_gpus() -> GpuDetection {
-    detect_with(&SystemNvml)
+/// With `DMS_TEST_HOOKS=1`, the path of a GPU fixture ([`GpuFixture`], JSON) that
+/// [`detect_local_gpus`] reads instead of the machine: tests drive bids, placement and
+/// Docker device mappings with recorded inventories on machines without GPUs.
+pub const GPU_FIXTURE_ENV: &str = "DMS_TEST_GPU_FIXTURE";
+
+/// A recorded GPU inventory (see [`GPU_FIXTURE_ENV`]).
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuFixture {
+    /// What NVML would report; absent = NVML not available.
+    #[serde(default)]
+    pub nvml: Option<Vec<NvmlDevice>>,
+    /// The sysfs tree to scan (a directory laid out like `/sys`).
+    #[serde(default)]
+    pub sysfs_root: Option<PathBuf>,
+    /// Where device nodes live (instead of `/dev`).
+    #[serde(default)]
+    pub dev_root: Option<PathBuf>,
 }
 
-fn detect_with(nvml: &dyn NvmlSource) -> GpuDetection {
-    detect_gpus(nvml, Path::new("/sys"))
+impl NvmlSource for GpuFixture {
+    fn devices(&self) -> Result<Vec<NvmlDevice>, String> {
+        self.nvml
+            .clone()
+            .ok_or_else(|| "NVML not available: the GPU fixture has no `nvml` list".to_string())
+    }
+}
+
+/// GPUs of this machine (NVML when the driver library loads, sysfs otherwise), or of the
+/// fixture named by [`GPU_FIXTURE_ENV`] when test hooks are on.
+pub fn detect_local_gpus() -> GpuDetection {
+    let hooks = std::env::var("DMS_TEST_HOOKS").is_ok_and(|v| v == "1");
+    match std::env::var_os(GPU_FIXTURE_ENV) {
+        Some(path) if hooks => match read_fixture(Path::new(&path)) {
+            Ok(f) => detect_gpus(
+                &f,
+                f.sysfs_root
+                    .as_deref()
+                    .unwrap_or(Path::new("/nonexistent-sysfs")),
+                f.dev_root.as_deref().unwrap_or(Path::new("/dev")),
+            ),
+            Err(e) => GpuDetection {
+                gpus: Vec::new(),
+                notes: vec![e],
+            },
+        },
+        _ => detect_gpus(&SystemNvml, Path::new("/sys"), Path::new("/dev")),
+    }
+}
+
+fn read_fixture(path: &Path) -> Result<GpuFixture, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("GPU fixture {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("GPU fixture {}: {e}", path.display()))
 }
 
 impl HardwareSource for LocalHardware {

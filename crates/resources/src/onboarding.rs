@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::accounting::{Accounting, AccountingError, AllocationStopper, OffboardReport};
 use crate::benchmark::{self, BenchBudget, BenchError};
-use crate::gpu::{GpuInfo, parse_gpu_spec};
+use crate::gpu::{GpuInfo, GpuUnit, parse_gpu_spec, units_of};
 use crate::hardware::{HardwareError, HardwareSource, MachineSpec};
 use crate::units::{GIB, cores_to_milli, fmt_bytes, fmt_cores, gib_to_bytes};
 
@@ -230,9 +230,22 @@ pub fn plan(
                     fmt_bytes(want_b),
                     fmt_bytes(g.vram_bytes)
                 ));
-            } else {
+            } else if g.mig.is_empty() {
                 gpu_res.insert(g.device_key(), want_b);
                 gpus.push(g.clone());
+            } else {
+                match mig_share(g, want_b) {
+                    Ok(chosen) => {
+                        for m in &chosen {
+                            gpu_res.insert(m.uuid.clone(), m.vram_bytes);
+                        }
+                        gpus.push(GpuInfo {
+                            mig: chosen,
+                            ..g.clone()
+                        });
+                    }
+                    Err(why) => refusals.push(why),
+                }
             }
         }
     }
@@ -249,6 +262,32 @@ pub fn plan(
         gpus,
         spec: spec.clone(),
     })
+}
+
+/// The MIG instances of `g` that `want` bytes of VRAM onboard: instances in index order, as
+/// long as their memory adds up to no more than `want`. A MIG instance is handed out whole,
+/// so the share is rounded down to whole instances; at least one must fit.
+fn mig_share(g: &GpuInfo, want: u64) -> Result<Vec<crate::gpu::MigInstance>, String> {
+    let mut total = 0u64;
+    let chosen: Vec<_> = g
+        .mig
+        .iter()
+        .take_while(|m| {
+            total = total.saturating_add(m.vram_bytes);
+            total <= want
+        })
+        .cloned()
+        .collect();
+    if chosen.is_empty() {
+        return Err(format!(
+            "gpu {} ({}) is in MIG mode and is onboarded by whole instances; its first instance has {}, {} requested",
+            g.index,
+            g.model,
+            fmt_bytes(g.mig[0].vram_bytes),
+            fmt_bytes(want)
+        ));
+    }
+    Ok(chosen)
 }
 
 /// Where the node says it is (from `general.host_city/host_country/host_continent`; no
@@ -397,6 +436,19 @@ impl ResourceManager {
         stopper: &dyn AllocationStopper,
     ) -> Result<OffboardReport, OnboardError> {
         Ok(self.acct.offboard(force, stopper)?)
+    }
+
+    /// The onboarded GPUs as units a deployment can reserve, and which are free (see
+    /// [`crate::gpu::units`]). Empty when not onboarded or no GPU was onboarded.
+    pub fn gpu_units(&self) -> Vec<GpuUnit> {
+        let Some(rec) = self.acct.onboarding() else {
+            return Vec::new();
+        };
+        let gpus: Vec<GpuInfo> = serde_json::from_str::<Value>(&rec.details)
+            .ok()
+            .and_then(|d| serde_json::from_value(d.get("gpus")?.clone()).ok())
+            .unwrap_or_default();
+        units_of(&gpus, &rec.resources.gpus, &self.acct.free().gpus)
     }
 
     /// `/dms/node/onboarding/status`.

@@ -78,13 +78,14 @@ fn nvml_devices_come_first_and_are_not_listed_twice_from_sysfs() {
     let det = detect_gpus(
         &Fixture(Ok(vec![h100(0, "00000000:1B:00.0", vec![])])),
         tmp.path(),
+        Path::new("/dev"),
     );
     assert!(det.notes.is_empty(), "{:?}", det.notes);
     assert_eq!(det.gpus.len(), 2, "{det:?}");
     let nv = &det.gpus[0];
     assert_eq!(
         (nv.index, nv.vendor, nv.source),
-        (0, GpuVendor::Nvidia, "nvml")
+        (0, GpuVendor::Nvidia, GpuSource::Nvml)
     );
     assert_eq!(nv.pci_address, "0000:1b:00.0");
     assert_eq!(nv.vram_bytes, 85_520_809_984);
@@ -109,6 +110,7 @@ fn mig_instances_are_reported_per_parent() {
             vec![("MIG-aaa".into(), 10 << 30), ("MIG-bbb".into(), 20 << 30)],
         )])),
         Path::new("/nonexistent"),
+        Path::new("/dev"),
     );
     let g = &det.gpus[0];
     assert_eq!(g.mig.len(), 2);
@@ -143,6 +145,7 @@ fn missing_nvml_with_an_nvidia_card_says_why() {
             "NVML not available: libnvidia-ml.so.1: cannot open".into()
         )),
         tmp.path(),
+        Path::new("/dev"),
     );
     assert_eq!(det.gpus.len(), 2);
     // sysfs order is PCI order: the Intel iGPU at 00:02.0 first.
@@ -175,6 +178,7 @@ fn non_display_devices_and_empty_trees_give_no_gpu_with_reason() {
     let det = detect_gpus(
         &Fixture(Err("NVML not available: no library".into())),
         tmp.path(),
+        Path::new("/dev"),
     );
     // virtio-gpu is a display device with an unknown vendor… but class 0x02 is a NIC: skipped.
     assert!(det.gpus.is_empty(), "{det:?}");
@@ -182,7 +186,11 @@ fn non_display_devices_and_empty_trees_give_no_gpu_with_reason() {
         det.none_found_message(),
         "no GPU found (NVML not available: no library)"
     );
-    let det = detect_gpus(&Fixture(Ok(vec![])), Path::new("/nonexistent"));
+    let det = detect_gpus(
+        &Fixture(Ok(vec![])),
+        Path::new("/nonexistent"),
+        Path::new("/dev"),
+    );
     assert_eq!(det.none_found_message(), "no GPU found");
 }
 
@@ -224,9 +232,13 @@ fn gpu_spec_parses_and_refuses() {
 /// NVML path must find it with a UUID and memory.
 #[test]
 fn real_detection_on_this_machine() {
-    let det = detect_gpus(&SystemNvml, Path::new("/sys"));
+    let det = detect_gpus(&SystemNvml, Path::new("/sys"), Path::new("/dev"));
     if std::env::var_os("NUNET_EXPECT_NVIDIA_GPU").is_some() {
-        let nv: Vec<_> = det.gpus.iter().filter(|g| g.source == "nvml").collect();
+        let nv: Vec<_> = det
+            .gpus
+            .iter()
+            .filter(|g| g.source == GpuSource::Nvml)
+            .collect();
         assert!(!nv.is_empty(), "expected an NVIDIA GPU: {det:?}");
         for g in nv {
             assert!(
@@ -238,4 +250,67 @@ fn real_detection_on_this_machine() {
     } else if det.gpus.is_empty() {
         assert!(det.none_found_message().starts_with("no GPU found"));
     }
+}
+
+#[test]
+fn amd_and_intel_cards_name_their_own_device_nodes_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    card(
+        tmp.path(),
+        1,
+        "0x1002",
+        "0x740f",
+        "0000:c1:00.0",
+        "amdgpu",
+        &[("mem_info_vram_total", "68702699520\n")],
+    );
+    card(
+        tmp.path(),
+        2,
+        "0x8086",
+        "0x56a0",
+        "0000:03:00.0",
+        "i915",
+        &[],
+    );
+    for (n, render) in [(1, 129), (2, 130)] {
+        let drm = tmp.path().join(format!("class/drm/card{n}/device/drm"));
+        std::fs::create_dir_all(drm.join(format!("card{n}"))).unwrap();
+        std::fs::create_dir_all(drm.join(format!("renderD{render}"))).unwrap();
+        std::fs::create_dir_all(drm.join(format!("card{n}-DP-1"))).unwrap();
+    }
+    let det = detect_gpus(
+        &Fixture(Err("NVML not available: fixture".into())),
+        tmp.path(),
+        Path::new("/fake/dev"),
+    );
+    let nodes = |i: usize| -> Vec<(String, String)> {
+        det.gpus[i]
+            .device_nodes
+            .iter()
+            .map(|d| (d.host.clone(), d.container.clone()))
+            .collect()
+    };
+    let pair = |h: &str, c: &str| (h.to_string(), c.to_string());
+    // PCI order: the Intel card at 03:00.0 first.
+    assert_eq!(det.gpus[0].vendor, GpuVendor::Intel);
+    assert_eq!(
+        nodes(0),
+        [
+            pair("/fake/dev/dri/card2", "/dev/dri/card2"),
+            pair("/fake/dev/dri/renderD130", "/dev/dri/renderD130"),
+        ]
+    );
+    assert_eq!(det.gpus[1].vendor, GpuVendor::Amd);
+    assert_eq!(
+        nodes(1),
+        [
+            pair("/fake/dev/kfd", "/dev/kfd"),
+            pair("/fake/dev/dri/card1", "/dev/dri/card1"),
+            pair("/fake/dev/dri/renderD129", "/dev/dri/renderD129"),
+        ]
+    );
+    // The detection round-trips through JSON (it is kept in the onboarding record).
+    let back: GpuDetection = serde_json::from_value(serde_json::to_value(&det).unwrap()).unwrap();
+    assert_eq!(back, det);
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::*;
-use crate::gpu::{GpuDetection, GpuVendor};
+use crate::gpu::{GpuDetection, GpuSource, GpuVendor};
 use crate::hardware::{CpuInfo, DiskInfo, Usage};
 use crate::units::GIB;
 
@@ -46,7 +46,8 @@ pub(crate) fn gpu(index: u32, vram_gib: u64) -> GpuInfo {
         pci_address: format!("0000:0{index}:00.0"),
         vram_bytes: vram_gib * GIB,
         mig: vec![],
-        source: "nvml",
+        source: GpuSource::Nvml,
+        device_nodes: vec![],
     }
 }
 
@@ -225,4 +226,104 @@ fn onboard_status_offboard_survive_a_restart() {
     assert!(!m.is_onboarded());
     drop(m);
     assert_eq!(open().status()["onboarded"], json!(false));
+}
+
+fn mig_gpu() -> GpuInfo {
+    let mut g = gpu(0, 80);
+    g.mig = [10u64, 10, 20]
+        .iter()
+        .zip(0u32..)
+        .map(|(gib, index)| crate::gpu::MigInstance {
+            index,
+            uuid: format!("MIG-{index}"),
+            vram_bytes: gib * GIB,
+        })
+        .collect();
+    g
+}
+
+#[test]
+fn mig_gpus_onboard_by_whole_instances() {
+    let s = spec(vec![mig_gpu(), gpu(1, 24)]);
+    let mut r = req(1.0, 1.0, 1.0);
+    r.gpus = Some("0:25,1:24".into());
+    let p = plan(&r, &s, &HostReserve::default()).unwrap();
+    // 10 + 10 fit in 25 GiB; the 20 GiB instance would make 40.
+    let keys: Vec<&str> = p.resources.gpus.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["GPU-1", "MIG-0", "MIG-1"]);
+    assert_eq!(p.resources.gpus["MIG-1"], 10 * GIB);
+    assert_eq!(
+        p.gpus[0].mig.len(),
+        2,
+        "only the onboarded instances are kept"
+    );
+    r.gpus = Some("0:5".into());
+    match plan(&r, &s, &HostReserve::default()) {
+        Err(OnboardError::Refused(why)) => {
+            assert_eq!(why.len(), 1);
+            assert!(why[0].contains("MIG mode"), "{why:?}");
+            assert!(why[0].contains("10 GiB"), "{why:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn onboarded_gpus_become_units_that_a_reservation_takes_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hw: Arc<dyn HardwareSource> = Arc::new(Fixed(spec(vec![mig_gpu(), gpu(1, 24)])));
+    let mut m = ResourceManager::new(
+        Accounting::open(nunet_store::Store::open(&tmp.path().join("db")).unwrap()).unwrap(),
+        hw,
+        tmp.path().to_path_buf(),
+        None,
+    );
+    assert!(m.gpu_units().is_empty(), "nothing onboarded yet");
+    let mut r = req(1.0, 1.0, 1.0);
+    r.gpus = Some("0:80,1:16".into());
+    m.onboard(&r, &BenchBudget::quick(), 1).unwrap();
+    let units = m.gpu_units();
+    let view: Vec<(&str, u64, Option<&str>, bool)> = units
+        .iter()
+        .map(|u| {
+            (
+                u.key.as_str(),
+                u.vram_bytes / GIB,
+                u.parent.as_deref(),
+                u.free,
+            )
+        })
+        .collect();
+    assert_eq!(
+        view,
+        [
+            ("MIG-0", 10, Some("GPU-0"), true),
+            ("MIG-1", 10, Some("GPU-0"), true),
+            ("MIG-2", 20, Some("GPU-0"), true),
+            // The onboarded share, not the device's 24 GiB.
+            ("GPU-1", 16, None, true),
+        ]
+    );
+    assert_eq!(units[2].model, "NVIDIA A100 MIG 2");
+    let take = |key: &str, vram: u64| Resources {
+        cpu_millicores: 100,
+        gpus: [(key.to_string(), vram)].into(),
+        ..Default::default()
+    };
+    m.accounting_mut()
+        .commit("a", take("MIG-2", 20 * GIB), 10_000, 2)
+        .unwrap();
+    let busy: Vec<String> = m
+        .gpu_units()
+        .into_iter()
+        .filter(|u| !u.free)
+        .map(|u| u.key)
+        .collect();
+    assert_eq!(busy, ["MIG-2"]);
+    // The same unit cannot be reserved twice.
+    assert!(
+        m.accounting_mut()
+            .commit("b", take("MIG-2", 20 * GIB), 10_000, 3)
+            .is_err()
+    );
 }
