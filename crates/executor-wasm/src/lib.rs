@@ -235,6 +235,12 @@ impl Executor for WasmExecutor {
         self.status.clone()
     }
 
+    fn gpu_support(&self) -> nunet_executor::GpuSupport {
+        nunet_executor::GpuSupport::none(
+            "WASM modules get no GPU: WASI offers no GPU interface that wasmtime runs here",
+        )
+    }
+
     async fn prepare(&self, spec: &ExecutionSpec) -> Result<()> {
         self.compile(spec).await.map(|_| ())
     }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, DeviceMapping,
-    DeviceRequest, HostConfig, Mount as DockerMount, MountType, PortBinding,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig,
+    Mount as DockerMount, MountType, PortBinding,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
@@ -17,10 +17,12 @@ use futures::StreamExt;
 
 use crate::{
     EXEC_MAX_OUTPUT, ExecOutput, ExecutionInfo, ExecutionSpec, ExecutionState, Executor,
-    ExecutorError, ExecutorKind, ExecutorStatus, ExitReason, ExitStatus, GpuVendor,
+    ExecutorError, ExecutorKind, ExecutorStatus, ExitReason, ExitStatus, GpuSupport,
     LABEL_EXECUTION, LABEL_NODE, LogChunk, LogOptions, LogSource, LogStream, NetworkAttachment,
     Result, Workload, with_deadline,
 };
+
+mod gpu;
 
 /// Looks (100 ms apart) for dockerd's OOM mark on a SIGKILLed container with a memory limit.
 const OOM_RECHECKS: u32 = 3;
@@ -73,6 +75,7 @@ pub struct DockerExecutor {
 struct Conn {
     client: Option<Docker>,
     status: ExecutorStatus,
+    gpu: GpuSupport,
 }
 
 /// First pause before probing an unreachable dockerd again; it doubles up to
@@ -81,8 +84,9 @@ const REPROBE_FIRST: Duration = Duration::from_secs(1);
 /// Longest pause between two probes of an unreachable dockerd.
 const REPROBE_MAX: Duration = Duration::from_secs(30);
 
-/// Connects to dockerd at `socket`, negotiates the API version and asks its version.
-async fn probe(socket: &str, timeout: Duration) -> Result<(Docker, String)> {
+/// Connects to dockerd at `socket`, negotiates the API version and asks its version and
+/// what GPUs it can hand to containers.
+async fn probe(socket: &str, timeout: Duration) -> Result<(Docker, String, GpuSupport)> {
     let secs = timeout.as_secs().max(1);
     let probe = async {
         let client = Docker::connect_with_unix(socket, secs, bollard::API_DEFAULT_VERSION)
@@ -94,23 +98,26 @@ async fn probe(socket: &str, timeout: Duration) -> Result<(Docker, String)> {
             v.version.unwrap_or_default(),
             v.api_version.unwrap_or_default()
         );
-        Ok((client, detail))
+        let gpus = gpu::support(&client).await;
+        Ok((client, detail, gpus))
     };
     with_deadline("dockerd probe", timeout, probe).await
 }
 
-fn conn_of(r: Result<(Docker, String)>) -> Conn {
+fn conn_of(r: Result<(Docker, String, GpuSupport)>) -> Conn {
     match r {
-        Ok((client, detail)) => Conn {
+        Ok((client, detail, gpu)) => Conn {
             client: Some(client),
             status: ExecutorStatus {
                 kind: ExecutorKind::Docker,
                 available: true,
                 detail,
             },
+            gpu,
         },
         Err(e) => Conn {
             client: None,
+            gpu: GpuSupport::none(format!("dockerd is not reachable: {e}")),
             status: ExecutorStatus {
                 kind: ExecutorKind::Docker,
                 available: false,
@@ -343,40 +350,19 @@ impl DockerExecutor {
             host.memory = Some(m);
             host.memory_swap = Some(m); // no swap: the limit is the limit
         }
-        let mut devices = Vec::new();
-        let nvidia: Vec<String> = r
+        if let Some(g) = r
             .gpus
             .iter()
-            .filter(|g| g.vendor == GpuVendor::Nvidia)
-            .map(|g| g.id.clone())
-            .collect();
-        if !nvidia.is_empty() {
-            host.device_requests = Some(vec![DeviceRequest {
-                driver: Some("nvidia".into()),
-                device_ids: Some(nvidia),
-                capabilities: Some(vec![vec!["gpu".into()]]),
-                ..Default::default()
-            }]);
+            .find(|g| !self.gpu_support().supports(g.vendor))
+        {
+            return Err(ExecutorError::InvalidSpec(format!(
+                "GPU {} ({:?}) cannot be handed to a container here: {}",
+                g.id,
+                g.vendor,
+                self.gpu_support().notes.join("; ")
+            )));
         }
-        if r.gpus.iter().any(|g| g.vendor == GpuVendor::Amd) {
-            devices.push("/dev/kfd");
-            host.group_add = Some(vec!["video".into()]);
-        }
-        if r.gpus.iter().any(|g| g.vendor != GpuVendor::Nvidia) {
-            devices.push("/dev/dri");
-        }
-        if !devices.is_empty() {
-            host.devices = Some(
-                devices
-                    .into_iter()
-                    .map(|d| DeviceMapping {
-                        path_on_host: Some(d.into()),
-                        path_in_container: Some(d.into()),
-                        cgroup_permissions: Some("rwm".into()),
-                    })
-                    .collect(),
-            );
-        }
+        let env = gpu::apply(r, &spec.env, &mut host)?;
         if !spec.mounts.is_empty() {
             host.mounts = Some(
                 spec.mounts
@@ -432,7 +418,7 @@ impl DockerExecutor {
             image: Some(image.clone()),
             entrypoint: (!spec.command.is_empty()).then(|| spec.command.clone()),
             cmd: (!spec.args.is_empty()).then(|| spec.args.clone()),
-            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            env: Some(env),
             working_dir: working_dir.clone(),
             user: user.clone(),
             labels: Some(labels.into_iter().collect()),
@@ -522,6 +508,13 @@ impl Executor for DockerExecutor {
                 available: false,
                 detail: "Docker executor state poisoned".into(),
             },
+        }
+    }
+
+    fn gpu_support(&self) -> GpuSupport {
+        match self.conn.read() {
+            Ok(g) => g.gpu.clone(),
+            Err(_) => GpuSupport::none("Docker executor state poisoned"),
         }
     }
 
@@ -806,6 +799,7 @@ mod tests {
                     available: false,
                     detail: "test".into(),
                 },
+                gpu: gpu::support_from(&[], None),
             })),
             stopped: Mutex::new(HashSet::new()),
         }

@@ -48,6 +48,30 @@ pub struct ExecutorStatus {
     pub detail: String,
 }
 
+/// Which GPUs an executor can hand to workloads on this machine.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GpuSupport {
+    /// Vendors whose GPUs it hands over.
+    pub vendors: Vec<crate::GpuVendor>,
+    /// Why not for the others (one line each).
+    pub notes: Vec<String>,
+}
+
+impl GpuSupport {
+    /// Supports no GPU, for `why`.
+    pub fn none(why: impl Into<String>) -> Self {
+        GpuSupport {
+            vendors: Vec::new(),
+            notes: vec![why.into()],
+        }
+    }
+
+    /// Whether GPUs of `vendor` can be handed over.
+    pub fn supports(&self, vendor: crate::GpuVendor) -> bool {
+        self.vendors.contains(&vendor)
+    }
+}
+
 /// Which stream a log chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -165,6 +189,15 @@ pub trait Executor: Send + Sync {
 
     /// What the probe found: available or not, and why.
     fn status(&self) -> ExecutorStatus;
+
+    /// Which GPUs it can hand to workloads here, and why not the others. An executor that
+    /// does not pass GPUs keeps this default.
+    fn gpu_support(&self) -> GpuSupport {
+        GpuSupport::none(format!(
+            "the {} executor does not pass GPUs to workloads",
+            self.kind()
+        ))
+    }
 
     /// Fetches what `spec` needs (image pull, module download and compile, kernel check)
     /// without starting anything. `start` calls it too; calling it first moves the cost.

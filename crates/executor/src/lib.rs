@@ -23,12 +23,12 @@ pub use docker::{DockerConfig, DockerExecutor};
 pub use error::{ExecutorError, Result, with_deadline};
 pub use interface::{
     EXEC_MAX_OUTPUT, ExecOutput, ExecutionInfo, ExecutionState, Executor, ExecutorKind,
-    ExecutorStatus, ExitReason, ExitStatus, LogChunk, LogOptions, LogSource, LogStream,
+    ExecutorStatus, ExitReason, ExitStatus, GpuSupport, LogChunk, LogOptions, LogSource, LogStream,
 };
 pub use sandbox::{LABEL_SANDBOX, Sandbox};
 pub use spec::{
-    CpuBudget, ExecutionSpec, GpuDevice, GpuVendor, LABEL_EXECUTION, LABEL_EXECUTOR, LABEL_NODE,
-    LABEL_PREFIX, ModuleSource, Mount, NetworkAttachment, PortMapping, Protocol, Resources,
-    VmWorkload, Workload,
+    CpuBudget, DevicePath, ExecutionSpec, GpuDevice, GpuVendor, LABEL_EXECUTION, LABEL_EXECUTOR,
+    LABEL_NODE, LABEL_PREFIX, ModuleSource, Mount, NetworkAttachment, PortMapping, Protocol,
+    Resources, VmWorkload, Workload,
 };
 pub use vm::{VmConfig, VmExecutor};

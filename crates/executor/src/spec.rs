@@ -174,8 +174,21 @@ pub struct Resources {
 pub struct GpuDevice {
     /// Vendor.
     pub vendor: GpuVendor,
-    /// Device index (`nvidia-smi` order) or UUID (`GPU-…`).
+    /// NVIDIA: the UUID (`GPU-…`, `MIG-…`) the NVIDIA runtime is asked for. Others: the
+    /// id the accounting knows it by (`pci:<address>`), for messages.
     pub id: String,
+    /// Device nodes that give the workload this GPU and no other (AMD, Intel).
+    #[serde(default)]
+    pub nodes: Vec<DevicePath>,
+}
+
+/// A device node to hand to a workload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DevicePath {
+    /// Path on the host.
+    pub host: PathBuf,
+    /// Path inside the workload.
+    pub container: String,
 }
 
 /// GPU vendor, deciding how a container gets the device.

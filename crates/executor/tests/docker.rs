@@ -449,3 +449,53 @@ async fn nodes_sharing_a_dockerd_never_touch_each_others_containers() {
         Err(ExecutorError::NotFound(_))
     ));
 }
+
+/// An AMD GPU is handed over as its own device nodes: inside the container `/dev/dri` holds
+/// the committed card's nodes and not the other card's, and `/dev/kfd` is there.
+#[tokio::test]
+async fn an_amd_gpu_container_sees_its_own_card_only() {
+    let ex = executor("amd-gpu").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dev = tmp.path();
+    for rel in [
+        "kfd",
+        "dri/card0",
+        "dri/renderD128",
+        "dri/card1",
+        "dri/renderD129",
+    ] {
+        let p = dev.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let ok = std::process::Command::new("mknod")
+            .arg(&p)
+            .args(["c", "1", "3"])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mknod {} (tests run as root, as CI does)", p.display());
+    }
+    let mut s = spec(
+        "amd-gpu",
+        &["sh", "-c", "ls /dev/dri; test -c /dev/kfd && echo kfd"],
+    );
+    s.network = NetworkAttachment::None;
+    s.resources.gpus = vec![nunet_executor::GpuDevice {
+        vendor: nunet_executor::GpuVendor::Amd,
+        id: "pci:0000:c1:00.0".into(),
+        nodes: ["kfd", "dri/card1", "dri/renderD129"]
+            .iter()
+            .map(|r| nunet_executor::DevicePath {
+                host: dev.join(r),
+                container: format!("/dev/{r}"),
+            })
+            .collect(),
+    }];
+    ex.start(&s).await.unwrap();
+    let exit = ex.wait(&s.id).await.unwrap();
+    let out = logs::collect(ex.logs(&s.id, LogOptions::default()).await.unwrap())
+        .await
+        .unwrap();
+    ex.remove(&s.id).await.unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert_eq!(String::from_utf8_lossy(&out), "card1\nrenderD129\nkfd\n");
+}

@@ -198,6 +198,7 @@ mod tests {
             location: Default::default(),
             peer: peer.map(str::to_string),
             ports: Vec::new(),
+            gpu_executors: Vec::new(),
         }
     }
 

@@ -138,6 +138,7 @@ pub(crate) fn bid_of(ensemble_id: &str, node: &str, m: &ManifestNode) -> Bid {
         free: Default::default(),
         executors: Vec::new(),
         used_subnets: Vec::new(),
+        gpus: Vec::new(),
         signature: String::new(),
     }
 }
@@ -158,10 +159,20 @@ fn provider_healthcheck(
 }
 
 fn executors_of(e: &nunet_ensemble::Ensemble, node: &nunet_ensemble::NodeConfig) -> Vec<String> {
+    executors_where(e, node, |_| true)
+}
+
+/// The executors of `node`'s allocations that pass `keep`, sorted, once each.
+fn executors_where(
+    e: &nunet_ensemble::Ensemble,
+    node: &nunet_ensemble::NodeConfig,
+    keep: impl Fn(&nunet_ensemble::spec::Allocation) -> bool,
+) -> Vec<String> {
     let mut v: Vec<String> = node
         .allocations
         .iter()
         .filter_map(|a| e.allocation(a))
+        .filter(|a| keep(a))
         .map(|a| a.execution.executor().to_string())
         .collect();
     v.sort();
@@ -449,6 +460,7 @@ impl Engine {
                     location: n.location.clone(),
                     peer: n.peer.clone(),
                     ports: n.ports.iter().map(|p| p.public).collect(),
+                    gpu_executors: executors_where(e, n, |a| !a.resources.gpus.is_empty()),
                 })
                 .collect(),
             exclude: excluded.to_vec(),
@@ -660,9 +672,9 @@ impl Engine {
         only: Option<&[String]>,
     ) -> Result<(), RoundError> {
         let (done, failed) = self.allocate_each(assign, only).await?;
-        for (node, bid, h) in done {
+        for (node, bid, mut h) in done {
             self.update(|r| {
-                for (name, handle) in h {
+                for (name, handle) in h.allocations {
                     r.manifest.allocations.insert(
                         format!("{node}.{name}"),
                         ManifestAllocation {
@@ -680,6 +692,7 @@ impl Engine {
                             dns: None,
                             health: None,
                             restarts: 0,
+                            gpus: h.gpus.remove(&name).unwrap_or_default(),
                         },
                     );
                 }
@@ -698,7 +711,7 @@ impl Engine {
         only: Option<&[String]>,
     ) -> Result<
         (
-            Vec<(String, Bid, std::collections::BTreeMap<String, Handle>)>,
+            Vec<(String, Bid, nunet_protocol::Allocated)>,
             Option<RoundError>,
         ),
         RoundError,
@@ -736,7 +749,7 @@ impl Engine {
         let mut why = Vec::new();
         for (node, bid, r) in join_all(calls).await {
             match r {
-                Ok(a) => done.push((node.clone(), bid.clone(), a.allocations)),
+                Ok(a) => done.push((node.clone(), bid.clone(), a)),
                 Err(e) => {
                     why.push(format!(
                         "allocate of node {node} on {}: {}",

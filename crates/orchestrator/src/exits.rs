@@ -272,6 +272,7 @@ mod tests {
             dns: None,
             health: None,
             restarts: 0,
+            gpus: Vec::new(),
         };
         let mut manifest = crate::Manifest::default();
         manifest.nodes.insert("n".into(), node);
@@ -324,6 +325,7 @@ mod tests {
                     location: String::new(),
                 },
                 allocations: BTreeMap::new(),
+                gpus: BTreeMap::new(),
                 since_ms: 0,
             }],
         );

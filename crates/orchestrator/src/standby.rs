@@ -153,7 +153,7 @@ impl Engine {
             self.revert(&assign).await;
             return Err(e);
         }
-        let Some((_, _, handles)) = done.into_iter().next() else {
+        let Some((_, _, allocated)) = done.into_iter().next() else {
             self.revert(&assign).await;
             return Err(RoundError::Retry(
                 "nothing allocated".into(),
@@ -162,7 +162,8 @@ impl Engine {
         };
         let standby = ManifestStandby {
             node: manifest_node(&bid),
-            allocations: handles,
+            allocations: allocated.allocations,
+            gpus: allocated.gpus,
             since_ms: now_ms(),
         };
         let mut kept = false;
@@ -307,14 +308,15 @@ impl Engine {
             .record()
             .and_then(|r| r.manifest.nodes.get(node).cloned())
             .ok_or("the node is not in the manifest")?;
-        let old_handles: BTreeMap<String, Option<nunet_actor::Handle>> = self
+        #[allow(clippy::type_complexity)]
+        let old_handles: BTreeMap<String, (Option<nunet_actor::Handle>, Vec<String>)> = self
             .record()
             .map(|r| {
                 r.manifest
                     .allocations
                     .iter()
                     .filter(|(_, a)| a.node_id == node)
-                    .map(|(k, a)| (k.clone(), a.handle.clone()))
+                    .map(|(k, a)| (k.clone(), (a.handle.clone(), a.gpus.clone())))
                     .collect()
             })
             .unwrap_or_default();
@@ -339,6 +341,7 @@ impl Engine {
                     }
                     let name = key.rsplit('.').next().unwrap_or(key);
                     a.handle = s.allocations.get(name).cloned();
+                    a.gpus = s.gpus.get(name).cloned().unwrap_or_default();
                     a.status = AllocationStatus::Pending;
                     a.exit_code = None;
                     a.health = None;
@@ -385,9 +388,10 @@ impl Engine {
         // None took over: the manifest names the lost provider again.
         self.update(|r| {
             r.manifest.nodes.insert(node.to_string(), old.clone());
-            for (k, h) in &old_handles {
+            for (k, (h, gpus)) in &old_handles {
                 if let Some(a) = r.manifest.allocations.get_mut(k) {
                     a.handle = h.clone();
+                    a.gpus = gpus.clone();
                 }
             }
         });

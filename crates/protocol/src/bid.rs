@@ -34,6 +34,10 @@ pub struct NodeBidRequest {
     pub peer: Option<String>,
     /// Static public ports the node needs.
     pub ports: Vec<u16>,
+    /// Executors of the node's allocations that ask for GPUs: the provider bids only if
+    /// each of them can hand the matched GPUs to its workload.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_executors: Vec<String>,
 }
 
 /// `EnsembleBidRequest`: one request per ensemble, listing the nodes still to place.
@@ -70,9 +74,26 @@ pub struct Bid {
     /// subnet plan to avoid; empty when it has no ensemble subnets.
     #[serde(default)]
     pub used_subnets: Vec<String>,
+    /// The GPUs (devices or MIG instances) the provider would reserve for the node's
+    /// requested GPUs, in request order; `free.gpus` lists every free one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<OfferedGpu>,
     /// Signature over [`BID_SIGNING_PREFIX`] + this JSON with `signature` empty (hex).
     #[serde(default)]
     pub signature: String,
+}
+
+/// One GPU a bid offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferedGpu {
+    /// Its UUID (`GPU-…`, `MIG-…`) or `pci:<address>`.
+    pub device: String,
+    /// `NVIDIA`, `AMD/ATI`, `Intel`.
+    pub vendor: String,
+    /// Model.
+    pub model: String,
+    /// VRAM offered, bytes.
+    pub vram: u64,
 }
 
 /// Why a bid was refused.
@@ -179,6 +200,11 @@ pub enum DeclineReason {
     Ports,
     /// The provider's location is outside the node's `location` constraint.
     Location,
+    /// No free GPU here matches the node's GPU requirements (vendor, model, VRAM, count).
+    Gpu,
+    /// GPUs match, but the executor cannot hand them to the workload here (no NVIDIA
+    /// container runtime, or a microVM / WASM executor).
+    GpuRuntime,
 }
 
 impl fmt::Display for DeclineReason {
@@ -191,6 +217,8 @@ impl fmt::Display for DeclineReason {
             Self::Resources => "not enough free resources",
             Self::Ports => "ports unavailable",
             Self::Location => "location not accepted",
+            Self::Gpu => "no free GPU matches",
+            Self::GpuRuntime => "GPUs match but the executor cannot use them here",
         })
     }
 }
@@ -328,6 +356,12 @@ mod tests {
             free: Resources::default(),
             executors: vec!["docker".into()],
             used_subnets: Vec::new(),
+            gpus: vec![OfferedGpu {
+                device: "GPU-1".into(),
+                vendor: "NVIDIA".into(),
+                model: "NVIDIA L4".into(),
+                vram: 24 << 30,
+            }],
             signature: String::new(),
         }
     }
@@ -339,6 +373,10 @@ mod tests {
         assert_eq!(b.verify().expect("verifies"), key.did());
         let mut t = b.clone();
         t.node_id = "n2".into();
+        assert!(matches!(t.verify(), Err(BidError::BadSignature(_))));
+        // The devices offered are signed too.
+        let mut t = b.clone();
+        t.gpus[0].device = "GPU-2".into();
         assert!(matches!(t.verify(), Err(BidError::BadSignature(_))));
         // Signed by another key than the one in the peer id.
         let other = Keypair::generate();

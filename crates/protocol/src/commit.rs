@@ -244,6 +244,7 @@ mod tests {
                 location: LocationConstraint::default(),
                 peer: None,
                 ports: vec![22],
+                gpu_executors: Vec::new(),
             }],
             exclude: Vec::new(),
         };

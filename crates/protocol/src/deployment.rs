@@ -50,6 +50,9 @@ pub struct ManifestAllocation {
     /// Times the supervisor restarted it.
     #[serde(default)]
     pub restarts: u32,
+    /// The GPUs its provider locked for it (UUIDs or `pci:` addresses).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<String>,
 }
 
 /// One node in the manifest.
@@ -76,6 +79,9 @@ pub struct ManifestStandby {
     pub node: ManifestNode,
     /// Allocation name → its (not started) allocation actor there.
     pub allocations: BTreeMap<String, Handle>,
+    /// Allocation name → the GPUs it holds there.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gpus: BTreeMap<String, Vec<String>>,
     /// When it was allocated (Unix ms).
     pub since_ms: i64,
 }

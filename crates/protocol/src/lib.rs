@@ -25,7 +25,7 @@ pub mod subnet;
 
 pub use bid::{
     BID_SIGNING_PREFIX, Bid, BidError, BidReply, BidRequest, DECLINE_SIGNING_PREFIX, Decline,
-    DeclineReason, MAX_BIDS_PER_NODE, NodeBidRequest,
+    DeclineReason, MAX_BIDS_PER_NODE, NodeBidRequest, OfferedGpu,
 };
 pub use call::Call;
 pub use commit::{

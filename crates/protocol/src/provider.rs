@@ -30,6 +30,10 @@ pub struct Allocated {
     pub ok: bool,
     /// Allocation name → its actor on the provider.
     pub allocations: BTreeMap<String, Handle>,
+    /// Allocation name → the GPUs (UUIDs or `pci:` addresses) its commitment locked, for
+    /// allocations that have any.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gpus: BTreeMap<String, Vec<String>>,
 }
 
 /// Reply of [`crate::names::REVERT`].

@@ -33,6 +33,7 @@ mod decline;
 mod edge;
 mod exec;
 mod files;
+mod gpus;
 mod health;
 mod net;
 mod notify;
@@ -100,6 +101,9 @@ struct AllocRecord {
     /// Bumped at every start: a watcher or health loop of an earlier start stands down.
     #[serde(default)]
     generation: u64,
+    /// The GPUs its commitment locked, as the executor gets them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    gpus: Vec<nunet_executor::GpuDevice>,
 }
 
 impl AllocRecord {
@@ -137,14 +141,10 @@ pub struct Provider {
     files: files::LocalFiles,
 }
 
-/// Ensemble resources → the accounting's units (GPUs are not placed yet). Cores outside the
-/// ensemble bounds are refused, never clamped: `-4` cores must not account as zero.
+/// Ensemble resources → the accounting's units, without GPUs: those are units chosen by
+/// [`gpus::pick`] and added by the commit. Cores outside the ensemble bounds are refused,
+/// never clamped: `-4` cores must not account as zero.
 fn held(r: &nunet_ensemble::Resources) -> Result<Held, ActorError> {
-    if !r.gpus.is_empty() {
-        return Err(failed(
-            "GPU allocations in deployments are not implemented yet",
-        ));
-    }
     nunet_ensemble::limits::cores_amount(r.cpu.cores)
         .map_err(|e| failed(format!("resources.cpu.cores: {e}")))?;
     // At most 2^20 cores: the product is exact and far below u64::MAX.
@@ -157,11 +157,13 @@ fn held(r: &nunet_ensemble::Resources) -> Result<Held, ActorError> {
     })
 }
 
-fn offered(r: &Held) -> nunet_ensemble::Resources {
+/// What a bid offers: the free amounts and every free GPU unit.
+fn offered(r: &Held, free_gpus: &[nunet_resources::gpu::GpuUnit]) -> nunet_ensemble::Resources {
     let mut o = nunet_ensemble::Resources::default();
     o.cpu.cores = r.cpu_millicores as f64 / 1000.0;
     o.ram.size = r.ram_bytes;
     o.disk.size = r.disk_bytes;
+    o.gpus = free_gpus.iter().map(gpus::as_offer).collect();
     o
 }
 
@@ -356,8 +358,13 @@ impl Provider {
         if req.exclude.contains(&me) {
             return self.decline(&req, Some(DeclineReason::Excluded), BTreeMap::new());
         }
-        let (onboarded, free) =
-            self.with_manager(|g| Ok((g.is_onboarded(), g.accounting().free())))?;
+        let (onboarded, free, free_gpus) = self.with_manager(|g| {
+            Ok((
+                g.is_onboarded(),
+                g.accounting().free(),
+                gpus::free_units(g.gpu_units()),
+            ))
+        })?;
         if !onboarded || self.is_offboarding() {
             return self.decline(&req, Some(DeclineReason::NotOnboarded), BTreeMap::new());
         }
@@ -386,15 +393,18 @@ impl Provider {
         let Some(node) = node else {
             return self.decline(&req, None, refused);
         };
+        // node_refusal found these units free a moment ago.
+        let offer = gpus::pick(&node.resources.gpus, &free_gpus).unwrap_or_default();
         let bid = Bid {
             ensemble_id: req.ensemble_id,
             node_id: node.node_id.clone(),
             peer: me,
             handle: self.system.root(),
             location: self.location.clone(),
-            free: offered(&free),
+            free: offered(&free, &free_gpus),
             executors: available,
             used_subnets: self.subnets.used_ranges(),
+            gpus: offer.iter().map(gpus::offered).collect(),
             signature: String::new(),
         }
         .sign(&self.key);
@@ -417,7 +427,12 @@ impl Provider {
         let now = now_ms();
         let r = self.with_manager(|g| {
             for a in &req.allocations {
-                let want = held(&a.resources)?;
+                let mut want = held(&a.resources)?;
+                if !a.resources.gpus.is_empty() {
+                    let units = gpus::pick(&a.resources.gpus, &gpus::free_units(g.gpu_units()))
+                        .map_err(|e| failed(format!("{}: {e}", a.name)))?;
+                    want.gpus = units.into_iter().map(|u| (u.key, u.vram_bytes)).collect();
+                }
                 g.accounting_mut()
                     .commit(&a.id, want, req.expires_at_ms, now)
                     .map_err(|e| failed(format!("{}: {e}", a.name)))?;
@@ -479,6 +494,7 @@ impl Provider {
             self.as_committed(i, a)?;
         }
         let mut handles = BTreeMap::new();
+        let mut gpu_ids = BTreeMap::new();
         for a in &req.allocations {
             if !self.executors.contains_key(a.execution.executor()) {
                 return Err(failed(format!(
@@ -486,13 +502,23 @@ impl Provider {
                     a.execution.executor()
                 )));
             }
+            let devices = self.committed_gpus(a)?;
             self.with_manager(|g| g.accounting_mut().allocate(&a.id, now_ms()).map_err(failed))?;
-            let h = self.adopt(record(&req, a));
+            let mut rec = record(&req, a);
+            if !devices.is_empty() {
+                gpu_ids.insert(
+                    a.name.clone(),
+                    devices.iter().map(|d| d.id.clone()).collect(),
+                );
+            }
+            rec.gpus = devices;
+            let h = self.adopt(rec);
             handles.insert(a.name.clone(), h);
         }
         Ok(Allocated {
             ok: true,
             allocations: handles,
+            gpus: gpu_ids,
         })
     }
 
@@ -501,12 +527,21 @@ impl Provider {
     /// accounting from the commit, and the two must not disagree.
     fn as_committed(&self, i: usize, a: &AllocationRequest) -> Result<(), ActorError> {
         let want = held(&a.resources)?;
-        let committed = self.with_manager(|g| {
-            Ok(g.accounting()
-                .reservations()
-                .find(|r| r.id == a.id)
-                .map(|r| r.resources.clone()))
+        let (committed, units) = self.with_manager(|g| {
+            Ok((
+                g.accounting()
+                    .reservations()
+                    .find(|r| r.id == a.id)
+                    .map(|r| r.resources.clone()),
+                g.gpu_units(),
+            ))
         })?;
+        let differ = || {
+            failed(format!(
+                "allocations[{i}].resources differ from what commitment {} locked",
+                a.id
+            ))
+        };
         match committed {
             None => {
                 return Err(failed(format!(
@@ -514,13 +549,24 @@ impl Provider {
                     a.id
                 )));
             }
-            Some(c) if c != want => {
-                return Err(failed(format!(
-                    "allocations[{i}].resources differ from what commitment {} locked",
-                    a.id
-                )));
+            Some(c) => {
+                let held_units: Vec<_> = units
+                    .into_iter()
+                    .filter(|u| c.gpus.contains_key(&u.key))
+                    .collect();
+                // The same amounts, and GPUs that serve exactly the GPUs asked for.
+                let gpus_ok = held_units.len() == c.gpus.len()
+                    && c.gpus.len() == a.resources.gpus.len()
+                    && gpus::pick(&a.resources.gpus, &held_units).is_ok();
+                if (Held {
+                    gpus: BTreeMap::new(),
+                    ..c
+                }) != want
+                    || !gpus_ok
+                {
+                    return Err(differ());
+                }
             }
-            Some(_) => {}
         }
         let mut ports: Vec<u16> = a.ports.iter().map(|p| p.public).collect();
         ports.sort_unstable();
@@ -531,6 +577,41 @@ impl Provider {
             )));
         }
         Ok(())
+    }
+
+    /// The GPUs allocation `a`'s commitment locked, as its executor gets them; refused when
+    /// that executor cannot hand them over here.
+    fn committed_gpus(
+        &self,
+        a: &AllocationRequest,
+    ) -> Result<Vec<nunet_executor::GpuDevice>, ActorError> {
+        if a.resources.gpus.is_empty() {
+            return Ok(Vec::new());
+        }
+        let units: Vec<_> = self.with_manager(|g| {
+            let keys: Vec<String> = g
+                .accounting()
+                .reservations()
+                .find(|r| r.id == a.id)
+                .map(|r| r.resources.gpus.keys().cloned().collect())
+                .unwrap_or_default();
+            Ok(g.gpu_units()
+                .into_iter()
+                .filter(|u| keys.contains(&u.key))
+                .collect())
+        })?;
+        let exec = [a.execution.executor().to_string()];
+        if let Some(why) = gpus::runtime_refusal(&self.executors, &exec, &units) {
+            return Err(failed(format!("{}: {why}", a.name)));
+        }
+        units
+            .iter()
+            .map(|u| {
+                gpus::device_of(u).ok_or_else(|| {
+                    failed(format!("{}: GPU {} is of an unknown vendor", a.name, u.key))
+                })
+            })
+            .collect()
     }
 
     async fn revert(&self, m: &Incoming, req: RevertRequest) -> Result<Reverted, ActorError> {
@@ -706,6 +787,7 @@ fn record(req: &AllocateRequest, a: &AllocationRequest) -> AllocRecord {
         keep_on_exit: a.keep_on_exit,
         restarts: 0,
         generation: 0,
+        gpus: Vec::new(),
     }
 }
 

@@ -254,6 +254,14 @@ impl Executor for VmExecutor {
         self.status.clone()
     }
 
+    fn gpu_support(&self) -> crate::GpuSupport {
+        crate::GpuSupport::none(
+            "microVMs get no GPU here: that needs VFIO passthrough (the device unbound from \
+             its driver, bound to vfio-pci, its IOMMU group handed to QEMU whole), which this \
+             executor does not do",
+        )
+    }
+
     async fn prepare(&self, spec: &ExecutionSpec) -> Result<()> {
         self.backend_or_err()?;
         runtime::check_files(spec).map(|_| ())

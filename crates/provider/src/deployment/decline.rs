@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use nunet_actor::ActorError;
 use nunet_protocol::{BidReply, BidRequest, Decline, DeclineReason, NodeBidRequest};
 
-use super::{Provider, held};
+use super::{Provider, gpus, held};
 
 impl Provider {
     /// Why node `n` of a request does not fit here, or `None` when this provider can bid.
@@ -31,6 +31,23 @@ impl Provider {
         });
         if !fits {
             return Some(DeclineReason::Resources);
+        }
+        if !n.resources.gpus.is_empty() {
+            let units = self
+                .with_manager(|g| Ok(gpus::free_units(g.gpu_units())))
+                .unwrap_or_default();
+            let Ok(chosen) = gpus::pick(&n.resources.gpus, &units) else {
+                return Some(DeclineReason::Gpu);
+            };
+            // An orchestrator that does not say which executors want the GPUs: all of them.
+            let names = if n.gpu_executors.is_empty() {
+                &n.executors
+            } else {
+                &n.gpu_executors
+            };
+            if gpus::runtime_refusal(&self.executors, names, &chosen).is_some() {
+                return Some(DeclineReason::GpuRuntime);
+            }
         }
         if n.location.refusal(&self.location).is_some() {
             return Some(DeclineReason::Location);

@@ -52,7 +52,14 @@ pub(super) fn spec_of(rec: &AllocRecord, files: &LocalFiles) -> Result<Execution
             if !rec.provision.is_empty() {
                 super::provision::wrap(&mut s, &rec.provision)?;
             }
+            s.resources.gpus = rec.gpus.clone();
             s
+        }
+        _ if !rec.gpus.is_empty() => {
+            return Err(failed(format!(
+                "GPUs can be handed to docker allocations only, not {}",
+                rec.execution.executor()
+            )));
         }
         Execution::Wasm(w) if rec.provision.is_empty() => {
             let module = if w.module.starts_with("https://") || w.module.starts_with("http://") {

@@ -167,6 +167,7 @@ async fn bid_requests_with_impossible_numbers_are_refused() {
                 location: Default::default(),
                 peer: None,
                 ports: Vec::new(),
+                gpu_executors: Vec::new(),
             }],
             exclude: Vec::new(),
         })
