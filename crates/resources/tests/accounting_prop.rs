@@ -1,6 +1,8 @@
 //! Property test of the accounting: 10,000 random sequences of commit / allocate / release /
 //! expire / crash / daemon restart (the DB file is closed and reopened) on random onboarding
-//! limits. After every step, for every resource and every GPU device:
+//! limits, GPUs reserved as shares or whole (as deployments reserve them: a second
+//! reservation of a whole-reserved device must fail). After every step, for every resource
+//! and every GPU device:
 //! free + committed + allocated == onboarded, and the accounting agrees with a plain model;
 //! at the end, after releasing everything, free == onboarded exactly.
 //!
@@ -40,7 +42,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0u8..6, 0u16..600, 0u16..600, 0u16..600, any::<u8>(), 1u16..700, 1u16..500).prop_map(
+        // GPU shares, or whole units (1000 ‰) as deployments reserve them.
+        4 => (0u8..6, 0u16..600, 0u16..600, 0u16..600, any::<u8>(), prop_oneof![3 => 1u16..700, 1 => Just(1000u16)], 1u16..500).prop_map(
             |(id, cpu, ram, disk, gpus, gpu_share, ttl)| Op::Commit { id, cpu, ram, disk, gpus, gpu_share, ttl }
         ),
         3 => (0u8..6).prop_map(Op::Allocate),

@@ -140,3 +140,6 @@ pub(super) fn offered(u: &GpuUnit) -> OfferedGpu {
         vram: u.vram_bytes,
     }
 }
+
+#[cfg(test)]
+mod tests;
