@@ -849,4 +849,11 @@ impl crate::onboarding::Workloads for Provider {
         self.offboarding
             .store(false, std::sync::atomic::Ordering::SeqCst);
     }
+
+    fn gpu_support(&self) -> BTreeMap<String, nunet_executor::GpuSupport> {
+        self.executors
+            .iter()
+            .map(|(n, e)| (n.clone(), e.gpu_support()))
+            .collect()
+    }
 }

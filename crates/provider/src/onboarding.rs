@@ -80,6 +80,54 @@ pub trait Workloads: Send + Sync {
     fn stop_all(self: Arc<Self>) -> BoxFuture<'static, Vec<String>>;
     /// Takes work again (the offboard finished or failed).
     fn resume(&self);
+    /// Which GPUs each executor can hand to workloads (executor name → support).
+    fn gpu_support(&self) -> BTreeMap<String, nunet_executor::GpuSupport> {
+        BTreeMap::new()
+    }
+}
+
+/// What a GPU job on this node would get: per onboarded GPU unit, the executors that can
+/// hand it to a workload and why the others cannot; and each executor's GPU support.
+fn gpu_report(g: &ResourceManager, w: &dyn Workloads) -> Value {
+    let support = w.gpu_support();
+    let units: Vec<Value> = g
+        .gpu_units()
+        .into_iter()
+        .map(|u| {
+            let vendor = match u.vendor {
+                nunet_resources::gpu::GpuVendor::Nvidia => Some(nunet_executor::GpuVendor::Nvidia),
+                nunet_resources::gpu::GpuVendor::Amd => Some(nunet_executor::GpuVendor::Amd),
+                nunet_resources::gpu::GpuVendor::Intel => Some(nunet_executor::GpuVendor::Intel),
+                nunet_resources::gpu::GpuVendor::Unknown => None,
+            };
+            let (usable, why_not): (Vec<_>, Vec<_>) = support
+                .iter()
+                .partition(|(_, s)| vendor.is_some_and(|v| s.supports(v)));
+            json!({
+                "device": u.key,
+                "vendor": u.vendor,
+                "model": u.model,
+                "vram": u.vram_bytes,
+                "mig_parent": u.parent,
+                "free": u.free,
+                "device_nodes": u.device_nodes,
+                "usable_by": usable.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+                "not_usable_by": why_not
+                    .iter()
+                    .map(|(n, s)| (n.to_string(), json!(s.notes.join("; "))))
+                    .collect::<serde_json::Map<_, _>>(),
+            })
+        })
+        .collect();
+    json!({"gpu_units": units, "gpu_support": support})
+}
+
+/// `v` (a JSON object) with the fields of `extra` (a JSON object) added.
+fn merged(mut v: Value, extra: Value) -> Value {
+    if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
+        o.extend(e);
+    }
+    v
 }
 
 /// No workloads run here (a node without a provider side, and unit tests).
@@ -134,7 +182,11 @@ async fn with<T: Send + 'static>(
         .map_err(failed)?
 }
 
-async fn onboard(m: SharedManager, payload: Value) -> Result<Value, ActorError> {
+async fn onboard(
+    m: SharedManager,
+    w: Arc<dyn Workloads>,
+    payload: Value,
+) -> Result<Value, ActorError> {
     let req = OnboardRequest::from_json(&payload).map_err(failed)?;
     let r = req.clone();
     let (plan, dir) = with(m.clone(), move |g| {
@@ -151,8 +203,10 @@ async fn onboard(m: SharedManager, payload: Value) -> Result<Value, ActorError> 
     .map_err(failed)?
     .map_err(failed)?;
     with(m, move |g| {
-        g.finish_onboard(&req, plan, bench, now_ms())
-            .map_err(failed)
+        let st = g
+            .finish_onboard(&req, plan, bench, now_ms())
+            .map_err(failed)?;
+        Ok(merged(st, gpu_report(g, w.as_ref())))
     })
     .await
 }
@@ -289,16 +343,29 @@ pub fn register(
         )
     };
     use futures::FutureExt;
-    reg("/dms/node/onboarding/onboard", |m, p| onboard(m, p).boxed())?;
+    let (mm, w) = (m.clone(), workloads.clone());
+    system.register(
+        "root",
+        "/dms/node/onboarding/onboard",
+        Behavior::direct(move |msg: Incoming| onboard(mm.clone(), w.clone(), msg.payload)),
+    )?;
+    let (mm, w) = (m.clone(), workloads.clone());
+    system.register(
+        "root",
+        "/dms/node/onboarding/status",
+        Behavior::direct(move |_: Incoming| {
+            let w = w.clone();
+            with(mm.clone(), move |g| {
+                Ok(merged(g.status(), gpu_report(g, w.as_ref())))
+            })
+        }),
+    )?;
     let (mm, w) = (m.clone(), workloads);
     system.register(
         "root",
         "/dms/node/onboarding/offboard",
         Behavior::direct(move |msg: Incoming| offboard(mm.clone(), w.clone(), msg.payload)),
     )?;
-    reg("/dms/node/onboarding/status", |m, _| {
-        with(m, |g| Ok(g.status())).boxed()
-    })?;
     reg("/dms/node/onboarding/resource", |m, _| {
         with(m, |g| {
             let spec = g.hardware().spec().map_err(failed)?;

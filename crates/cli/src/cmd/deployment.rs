@@ -157,7 +157,12 @@ pub fn print_manifest(m: &Manifest) {
         } else {
             format!("  ports {}", ports.join(","))
         };
-        println!("  {name}: {} ({}{code}){net}{ports}", a.id, a.status);
+        let gpus = if a.gpus.is_empty() {
+            String::new()
+        } else {
+            format!("  gpus {}", a.gpus.join(","))
+        };
+        println!("  {name}: {} ({}{code}){net}{ports}{gpus}", a.id, a.status);
     }
 }
 
