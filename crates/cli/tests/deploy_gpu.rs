@@ -231,6 +231,29 @@ fn gpu_ensembles_get_exactly_their_committed_cards() {
         ]
     );
 
+    // `gpu test` says what a job would get, and why not.
+    let o = nunet_cmd(&dn.dir, None, Some("node-2"), &["gpu", "test", "--no-run"])
+        .env("DMS_TEST_GPU_FIXTURE", &fx)
+        .output()
+        .unwrap();
+    let report = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{report}");
+    assert!(report.contains("GPU 0 NVIDIA NVIDIA L4"), "{report}");
+    assert!(
+        report.contains("docker job: none (NVIDIA GPUs cannot be handed to containers: no NVIDIA container runtime"),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "driver amdgpu\n  docker job: gets /dev/kfd, /dev/dri/card1, /dev/dri/renderD129"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains("microVM job: none (microVMs get no GPU here: that needs VFIO"),
+        "{report}"
+    );
+
     // node-2 is the only provider: every GPU, all of its VRAM.
     let on = dn.json(
         2,

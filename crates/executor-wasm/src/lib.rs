@@ -225,6 +225,10 @@ impl WasmExecutor {
     }
 }
 
+/// Why WASM modules get no GPU.
+pub const GPU_NOTE: &str =
+    "WASM modules get no GPU: WASI offers no GPU interface that wasmtime runs here";
+
 #[async_trait::async_trait]
 impl Executor for WasmExecutor {
     fn kind(&self) -> ExecutorKind {
@@ -236,9 +240,7 @@ impl Executor for WasmExecutor {
     }
 
     fn gpu_support(&self) -> nunet_executor::GpuSupport {
-        nunet_executor::GpuSupport::none(
-            "WASM modules get no GPU: WASI offers no GPU interface that wasmtime runs here",
-        )
+        nunet_executor::GpuSupport::none(GPU_NOTE)
     }
 
     async fn prepare(&self, spec: &ExecutionSpec) -> Result<()> {

@@ -96,6 +96,10 @@ pub struct GpuInfo {
     pub mig: Vec<MigInstance>,
     /// Where it was found.
     pub source: GpuSource,
+    /// The kernel driver bound to it (`amdgpu`, `i915`, `nvidia` and NVML's driver
+    /// version), empty when unknown.
+    #[serde(default)]
+    pub driver: String,
     /// Device nodes that give a container this GPU and no other (AMD: `/dev/kfd` and the
     /// card's `/dev/dri` nodes; Intel: the `/dev/dri` nodes). Empty for NVIDIA, whose
     /// devices are requested by UUID from the NVIDIA container runtime.
@@ -149,6 +153,9 @@ pub struct NvmlDevice {
     /// MIG instances, `(uuid, memory bytes)`, empty when MIG is off.
     #[serde(default)]
     pub mig: Vec<(String, u64)>,
+    /// The driver version NVML reports.
+    #[serde(default)]
+    pub driver_version: Option<String>,
 }
 
 /// Something that lists NVIDIA devices: the real NVML library, or a fixture.
@@ -171,6 +178,7 @@ impl NvmlSource for SystemNvml {
         let count = nvml
             .device_count()
             .map_err(|e| format!("NVML device count: {e}"))?;
+        let driver_version = nvml.sys_driver_version().ok();
         let mut out = Vec::new();
         for i in 0..count {
             let d = nvml
@@ -198,6 +206,7 @@ impl NvmlSource for SystemNvml {
                 memory_total: d.memory_info().map_err(|e| field("memory", e))?.total,
                 pci_bus_id: d.pci_info().map_err(|e| field("pci", e))?.bus_id,
                 mig,
+                driver_version: driver_version.clone(),
             });
         }
         Ok(out)
@@ -343,6 +352,10 @@ pub fn detect_gpus(nvml: &dyn NvmlSource, sysfs_root: &Path, dev_root: &Path) ->
                 })
                 .collect(),
             source: GpuSource::Nvml,
+            driver: match d.driver_version {
+                Some(v) => format!("nvidia {v}"),
+                None => "nvidia".into(),
+            },
             device_nodes: Vec::new(),
         });
     }
@@ -386,6 +399,7 @@ pub fn detect_gpus(nvml: &dyn NvmlSource, sysfs_root: &Path, dev_root: &Path) ->
             vram_bytes: c.vram,
             mig: Vec::new(),
             source: GpuSource::Sysfs,
+            driver: c.driver,
             device_nodes,
         });
     }

@@ -1,10 +1,11 @@
 //! `nunet gpu list [--json]` and `nunet gpu test`.
 
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::Result;
 use clap::Subcommand;
-use nunet_resources::gpu::{GpuDetection, GpuVendor};
+use nunet_resources::gpu::{GpuDetection, GpuInfo, GpuVendor};
 use nunet_resources::hardware::detect_local_gpus;
 use nunet_resources::units::fmt_bytes;
 
@@ -16,11 +17,17 @@ pub enum GpuCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Run a CUDA (NVIDIA) or ROCm (AMD) check container through Docker.
+    /// Say what a GPU job on this node would get (driver, runtime, devices) and why not,
+    /// per GPU and executor; then run the vendor's check tool (nvidia-smi, rocm-smi,
+    /// intel_gpu_top) in a container given exactly the first usable GPU. Exit 0 when a GPU
+    /// can be handed to a Docker job (and the check passed).
     Test {
         /// Image to run instead of the vendor default.
         #[arg(long)]
         image: Option<String>,
+        /// Only report; run no container.
+        #[arg(long)]
+        no_run: bool,
     },
 }
 
@@ -35,7 +42,7 @@ pub fn run(cmd: GpuCmd) -> Result<i32> {
             }
             Ok(0)
         }
-        GpuCmd::Test { image } => test(&det, image),
+        GpuCmd::Test { image, no_run } => test(&det, image, no_run),
     }
 }
 
@@ -77,62 +84,158 @@ fn print_list(det: &GpuDetection) {
     }
 }
 
-fn test(det: &GpuDetection, image: Option<String>) -> Result<i32> {
-    let vendor = det
-        .gpus
-        .iter()
-        .map(|g| g.vendor)
-        .find(|v| matches!(v, GpuVendor::Nvidia | GpuVendor::Amd));
-    let Some(vendor) = vendor else {
-        let why = if det.gpus.is_empty() {
-            det.none_found_message()
-        } else {
-            "only GPUs without a CUDA or ROCm stack were found (Intel or unknown vendor)".into()
+/// What a GPU job on this machine would get, per GPU and executor, and why not; then, unless
+/// `no_run`, a vendor check container on the first GPU Docker can hand over, given exactly
+/// that GPU.
+fn test(det: &GpuDetection, image: Option<String>, no_run: bool) -> Result<i32> {
+    if det.gpus.is_empty() {
+        eprintln!("cannot test GPU deployment: {}", det.none_found_message());
+        return Ok(1);
+    }
+    let (docker_status, docker) = docker_support()?;
+    println!("docker: {docker_status}");
+    let mut usable: Option<&GpuInfo> = None;
+    for g in &det.gpus {
+        println!(
+            "GPU {} {} {} ({}), driver {}",
+            g.index,
+            g.vendor.as_str(),
+            g.model,
+            g.device_key(),
+            if g.driver.is_empty() {
+                "unknown"
+            } else {
+                &g.driver
+            }
+        );
+        let gets = match g.vendor {
+            GpuVendor::Nvidia => match &g.uuid {
+                Some(u) if g.mig.is_empty() => {
+                    Ok(format!("{u} through the NVIDIA container runtime"))
+                }
+                Some(_) => Ok(format!(
+                    "one MIG instance of {} through the NVIDIA container runtime",
+                    g.mig.len()
+                )),
+                None => Err("no UUID: NVML does not report this GPU".to_string()),
+            },
+            GpuVendor::Amd | GpuVendor::Intel if g.device_nodes.is_empty() => {
+                Err("no device nodes found for it in sysfs".to_string())
+            }
+            GpuVendor::Amd | GpuVendor::Intel => {
+                let missing: Vec<&str> = g
+                    .device_nodes
+                    .iter()
+                    .filter(|n| !Path::new(&n.host).exists())
+                    .map(|n| n.host.as_str())
+                    .collect();
+                if missing.is_empty() {
+                    Ok(g.device_nodes
+                        .iter()
+                        .map(|n| n.container.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                } else {
+                    Err(format!("device node(s) missing: {}", missing.join(", ")))
+                }
+            }
+            GpuVendor::Unknown => Err("unknown vendor: no runtime hands it over".into()),
         };
-        eprintln!("cannot test GPU deployment: {why}");
+        let runtime = match (executor_vendor(g.vendor), &docker) {
+            (_, None) => Err(docker_status.clone()),
+            (Some(v), Some(s)) if s.supports(v) => Ok(()),
+            (_, Some(s)) => Err(s.notes.join("; ")),
+        };
+        match (gets, runtime) {
+            (Ok(what), Ok(())) => {
+                println!("  docker job: gets {what}");
+                usable = usable.or(Some(g));
+            }
+            (Err(why), _) | (Ok(_), Err(why)) => println!("  docker job: none ({why})"),
+        }
+        println!("  microVM job: none ({})", nunet_executor::vm::GPU_NOTE);
+        println!("  wasm job: none ({})", nunet_executor_wasm::GPU_NOTE);
+    }
+    for n in &det.notes {
+        println!("note: {n}");
+    }
+    let Some(g) = usable else {
+        eprintln!("no GPU of this machine can be handed to a Docker job");
         return Ok(1);
     };
-    match Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .output()
-    {
-        Err(e) => {
-            eprintln!("cannot test GPU deployment: docker is not installed or not in PATH ({e})");
-            return Ok(1);
-        }
-        Ok(o) if !o.status.success() => {
-            eprintln!(
-                "cannot test GPU deployment: the Docker daemon is not reachable: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-            return Ok(1);
-        }
-        Ok(_) => {}
+    if no_run {
+        return Ok(0);
     }
+    run_check(g, image)
+}
+
+/// The executor's name for a vendor.
+fn executor_vendor(v: GpuVendor) -> Option<nunet_executor::GpuVendor> {
+    match v {
+        GpuVendor::Nvidia => Some(nunet_executor::GpuVendor::Nvidia),
+        GpuVendor::Amd => Some(nunet_executor::GpuVendor::Amd),
+        GpuVendor::Intel => Some(nunet_executor::GpuVendor::Intel),
+        GpuVendor::Unknown => None,
+    }
+}
+
+/// dockerd's status line and GPU support (`None` when it is not reachable), probed as the
+/// daemon's Docker executor probes it.
+fn docker_support() -> Result<(String, Option<nunet_executor::GpuSupport>)> {
+    use nunet_executor::Executor;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let ex = rt.block_on(nunet_executor::DockerExecutor::connect(
+        nunet_executor::DockerConfig::new("gpu-test"),
+    ));
+    let st = ex.status();
+    if st.available {
+        Ok((st.detail, Some(ex.gpu_support())))
+    } else {
+        Ok((format!("not reachable: {}", st.detail), None))
+    }
+}
+
+/// Runs the vendor's check tool in a container given exactly GPU `g`.
+fn run_check(g: &GpuInfo, image: Option<String>) -> Result<i32> {
     let mut cmd = Command::new("docker");
     cmd.args(["run", "--rm"]);
-    let (default_image, check) = match vendor {
+    let (default_image, check) = match g.vendor {
         GpuVendor::Nvidia => {
-            cmd.args(["--gpus", "all"]);
+            let id = g
+                .mig
+                .first()
+                .map(|m| m.uuid.clone())
+                .or_else(|| g.uuid.clone())
+                .unwrap_or_default();
+            cmd.args(["--gpus", &format!("device={id}")]);
             ("nvidia/cuda:12.4.1-base-ubuntu22.04", "nvidia-smi")
         }
-        _ => {
-            cmd.args([
-                "--device=/dev/kfd",
-                "--device=/dev/dri",
-                "--group-add",
-                "video",
-            ]);
+        GpuVendor::Amd => {
+            for n in &g.device_nodes {
+                cmd.arg(format!("--device={}:{}", n.host, n.container));
+            }
             ("rocm/rocm-terminal:latest", "rocm-smi")
+        }
+        _ => {
+            for n in &g.device_nodes {
+                cmd.arg(format!("--device={}:{}", n.host, n.container));
+            }
+            ("intel/intel-gpu-tools:latest", "intel_gpu_top -L")
         }
     };
     let image = image.unwrap_or_else(|| default_image.to_string());
-    cmd.args([image.as_str(), check]);
-    println!("running {check} in {image} …");
+    cmd.arg(&image);
+    cmd.args(check.split_whitespace());
+    println!("running {check} in {image} with GPU {} …", g.index);
     let o = cmd.output()?;
     print!("{}", String::from_utf8_lossy(&o.stdout));
     if o.status.success() {
-        println!("GPU test passed: containers can use the GPU");
+        println!(
+            "GPU test passed: a container given GPU {} can use it",
+            g.index
+        );
         Ok(0)
     } else {
         eprintln!(

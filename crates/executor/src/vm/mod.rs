@@ -244,6 +244,11 @@ impl VmExecutor {
     }
 }
 
+/// Why microVMs get no GPU.
+pub const GPU_NOTE: &str = "microVMs get no GPU here: that needs VFIO passthrough (the device \
+     unbound from its driver, bound to vfio-pci, its IOMMU group handed to QEMU whole), which \
+     this executor does not do";
+
 #[async_trait::async_trait]
 impl Executor for VmExecutor {
     fn kind(&self) -> ExecutorKind {
@@ -255,11 +260,7 @@ impl Executor for VmExecutor {
     }
 
     fn gpu_support(&self) -> crate::GpuSupport {
-        crate::GpuSupport::none(
-            "microVMs get no GPU here: that needs VFIO passthrough (the device unbound from \
-             its driver, bound to vfio-pci, its IOMMU group handed to QEMU whole), which this \
-             executor does not do",
-        )
+        crate::GpuSupport::none(GPU_NOTE)
     }
 
     async fn prepare(&self, spec: &ExecutionSpec) -> Result<()> {

@@ -48,6 +48,7 @@ fn h100(index: u32, pci: &str, mig: Vec<(String, u64)>) -> NvmlDevice {
         memory_total: 85_520_809_984,
         pci_bus_id: pci.into(),
         mig,
+        driver_version: Some("550.54.15".into()),
     }
 }
 

@@ -47,6 +47,7 @@ pub(crate) fn gpu(index: u32, vram_gib: u64) -> GpuInfo {
         vram_bytes: vram_gib * GIB,
         mig: vec![],
         source: GpuSource::Nvml,
+        driver: "nvidia".into(),
         device_nodes: vec![],
     }
 }

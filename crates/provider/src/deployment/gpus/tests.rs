@@ -118,6 +118,7 @@ fn nv(index: u32, name: &str, gib: u64, mig: &[u64]) -> NvmlDevice {
             .enumerate()
             .map(|(i, g)| (format!("MIG-{index}-{i}"), g * GIB))
             .collect(),
+        driver_version: None,
     }
 }
 
