@@ -439,7 +439,7 @@ impl ResourceManager {
     }
 
     /// The onboarded GPUs as units a deployment can reserve, and which are free (see
-    /// [`crate::gpu::units`]). Empty when not onboarded or no GPU was onboarded.
+    /// [`crate::gpu::GpuUnit`]). Empty when not onboarded or no GPU was onboarded.
     pub fn gpu_units(&self) -> Vec<GpuUnit> {
         let Some(rec) = self.acct.onboarding() else {
             return Vec::new();
