@@ -133,6 +133,7 @@ impl Engine {
         let (declines, rest): (Vec<_>, Vec<_>) = replies
             .into_iter()
             .partition(|(_, v)| Decline::is_decline(v));
+        let mut reasons = Vec::new();
         for (from, v) in declines {
             let d = match serde_json::from_value::<Decline>(v) {
                 Ok(d) => d,
@@ -144,6 +145,7 @@ impl Engine {
             match d.verify() {
                 Ok(did) if did.as_str() == from.did && d.ensemble_id == ensemble_id => {
                     self.event(format!("peer {} declined to bid: {}", d.peer, d.summary()));
+                    reasons.push(format!("{}: {}", d.peer, d.summary()));
                 }
                 Ok(_) => self.event(format!(
                     "decline from {} is for another ensemble or signer",
@@ -151,6 +153,9 @@ impl Engine {
                 )),
                 Err(e) => self.event(format!("refused decline: {e}")),
             }
+        }
+        if let Ok(mut d) = self.declines.lock() {
+            *d = reasons;
         }
         rest
     }

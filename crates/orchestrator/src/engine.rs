@@ -77,6 +77,9 @@ pub struct Engine {
     pub(crate) fencing: Mutex<std::collections::HashSet<String>>,
     /// Wakes the standby keeper ([`crate::standby`]) when a standby was promoted or lost.
     pub(crate) standby_wake: tokio::sync::Notify,
+    /// Why providers declined in the last bid round (`peer: node: reason`), for the error
+    /// of a round that got no bid.
+    pub(crate) declines: Mutex<Vec<String>>,
     /// Calls in flight from the orchestrator actor; the actor is removed once the
     /// deployment has ended and none is left ([`Engine::retire_if_done`]).
     calls: Mutex<usize>,
@@ -208,6 +211,7 @@ impl Engine {
             heartbeats: Default::default(),
             fencing: Mutex::default(),
             calls: Mutex::new(0),
+            declines: Mutex::new(Vec::new()),
         }
     }
 
@@ -576,7 +580,13 @@ impl Engine {
             .filter(|b| seen.insert((b.node_id.clone(), b.peer.clone())))
             .collect();
         if usable.is_empty() {
-            return Err(RoundError::Retry("no bids".into(), Vec::new()));
+            let declines = self.declines.lock().map(|d| d.clone()).unwrap_or_default();
+            let why = if declines.is_empty() {
+                "no bids".to_string()
+            } else {
+                format!("no bids; declined: {}", declines.join("; "))
+            };
+            return Err(RoundError::Retry(why, Vec::new()));
         }
         let pbids: Vec<nunet_placement::Bid> = usable
             .iter()
