@@ -37,24 +37,27 @@ field() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 step "nunet gpu list"
 "$nunet" gpu list
-list="$("$nunet" gpu list --json)"
-count="$(echo "$list" | field 'len(d["gpus"])')"
+list="$("$nunet" gpu list --json)" || fail "gpu list --json"
+count="$(echo "$list" | field 'len(d["gpus"])')" || fail "gpu list --json is not JSON"
 if [ "$count" = 0 ]; then
   echo "gpu-check: this machine has no GPU that NVML or sysfs reports"
   exit 2
 fi
 # The first GPU with a VRAM figure: its index, half its VRAM in GiB (at least 1), vendor.
 read -r idx share vendor key < <(echo "$list" | field '" ".join(next(([str(g["index"]), str(max(1, g["vram_bytes"] // 2 // 2**30)), g["vendor"], (g["uuid"] or "pci:" + g["pci_address"])] for g in d["gpus"] if g["vram_bytes"] > 0), ["-", "-", "-", "-"]))')
-[ "$idx" != "-" ] || fail "no GPU with a VRAM figure (see the notes above)"
+[ -n "${idx:-}" ] && [ "$idx" != "-" ] || fail "no GPU with a VRAM figure (see the notes above)"
 echo "first GPU with VRAM: index $idx ($vendor, $key); onboarding $share GiB of it"
 
 step "nunet gpu test --no-run"
 "$nunet" gpu test --no-run || true
 
-dir="${DIR:-$(mktemp -d)/devnet}"
+if [ -n "${DIR:-}" ]; then dir="$DIR"; tmp=""; else tmp="$(mktemp -d)"; dir="$tmp/devnet"; fi
 step "devnet: 2 nodes in $dir"
+# Set before `devnet up`, so a half-started devnet is stopped too.
+if [ "${KEEP:-0}" != 1 ]; then
+  trap '"$nunet" devnet down --dir "$dir" >/dev/null 2>&1; [ -n "$tmp" ] && rm -rf "$tmp"' EXIT
+fi
 "$nunet" devnet up --nodes 2 --dir "$dir" --base-port 0 || fail "devnet up"
-if [ "${KEEP:-0}" != 1 ]; then trap '"$nunet" devnet down --dir "$dir" >/dev/null 2>&1' EXIT; fi
 export DMS_PASSPHRASE_FILE="$dir/passphrase"
 n1() { NUNET_HOME="$dir/node-1" "$nunet" "$@"; }
 n2() { NUNET_HOME="$dir/node-2" "$nunet" "$@"; }
@@ -63,8 +66,9 @@ step "node-2 onboards 1 core, 1 GiB RAM, 2 GiB disk and GPU $idx:$share"
 on="$(n2 actor cmd --json /dms/node/onboarding/onboard --cpu 1 --ram 1 --disk 2 --gpus "$idx:$share")" \
   || fail "onboarding: $on"
 echo "$on" | field 'json.dumps(d["gpu_units"], indent=1)'
-usable="$(echo "$on" | field '"docker" in d["gpu_units"][0]["usable_by"]')"
-unit="$(echo "$on" | field 'd["gpu_units"][0]["device"]')"
+usable="$(echo "$on" | field '"docker" in d["gpu_units"][0]["usable_by"]')" || fail "onboarding reports no GPU unit"
+unit="$(echo "$on" | field 'd["gpu_units"][0]["device"]')" || fail "onboarding reports no GPU unit"
+mig="$(echo "$on" | field 'd["gpu_units"][0]["mig_parent"] is not None')"
 
 case "$vendor" in NVIDIA) want=NVIDIA ;; AMD/ATI) want=AMD ;; *) want=Intel ;; esac
 yaml="$dir/gpu.yaml"
@@ -90,7 +94,17 @@ nodes:
 EOF
 }
 
-if [ "$usable" = True ] && [ "$vendor" = NVIDIA ] && command -v nvidia-smi >/dev/null && command -v docker >/dev/null; then
+if [ "$usable" = True ] && { [ "$vendor" != NVIDIA ] || ! command -v nvidia-smi >/dev/null || ! command -v docker >/dev/null; }; then
+  # Docker can use the GPU, but this script has no container test for it (a non-NVIDIA GPU,
+  # or no nvidia-smi/docker CLI on the host, and no registry to pull a vendor image from).
+  echo "docker can use GPU $unit here, but the container test needs an NVIDIA GPU, nvidia-smi and the docker CLI on the host; checking the bid only"
+  write_ensemble nunet-test/busybox:latest "[true]"
+  step "deploy the GPU ensemble from node-1: node-2 must bid"
+  out="$(n1 deploy -f "$yaml" -t 30s 2>&1)"
+  echo "$out" | tail -5
+  echo "$out" | grep -q "bid from" || fail "node-2 did not bid for the GPU ensemble"
+  step "passed: node-2 bid for the GPU ensemble (no container run)"
+elif [ "$usable" = True ]; then
   step "image nunet-gpu-check:local from nvidia-smi's libraries (no registry)"
   smi="$(command -v nvidia-smi)"
   files=("$smi")
@@ -120,6 +134,10 @@ else
   events="$(n1 deployment status "$id" --json)"
   echo "$events" | field '"\n".join(e["message"] for e in d["events"] if "declin" in e["message"])'
   echo "$events" | grep -q "declined to bid" || fail "no decline with a reason from node-2"
+  if [ "$mig" = True ]; then
+    step "passed: bid path with the real inventory (a MIG GPU: the manual commitment takes whole devices by index, skipped)"
+    exit 0
+  fi
   step "a manual commitment of GPU $idx holds it; its release frees it"
   n2 actor cmd --json /dms/node/resources/commit --id gpu-check --cpu 0.1 --ram 0.1 --disk 0.1 --gpus "$idx:$share" --ttl 60 || fail "commit"
   held="$(n2 actor cmd --json /dms/node/resources/free | field '[g["vram"] for g in d["gpus"] if g["device"] == "'"$unit"'"][0]')"

@@ -255,8 +255,8 @@ fn execution_rules(c: &mut Collector, e: &Execution, path: &str) {
     }
 }
 
-/// Image reference and restart policy (the decoder checks environment names as it reads
-/// them).
+/// Image reference, restart policy, and a warning for a deployer's `NVIDIA_VISIBLE_DEVICES`
+/// (the decoder checks environment names as it reads them).
 pub(crate) fn docker_rules(c: &mut Collector, d: &DockerExecution, path: &str) {
     if !valid_image(&d.image) {
         c.error(
@@ -265,6 +265,16 @@ pub(crate) fn docker_rules(c: &mut Collector, d: &DockerExecution, path: &str) {
                 "{:?} is not a valid image reference (like \"nginx:1.27\" or \"ghcr.io/org/app@sha256:…\")",
                 d.image
             ),
+        );
+    }
+    if let Some(i) = d
+        .environment
+        .iter()
+        .position(|v| v.name == "NVIDIA_VISIBLE_DEVICES")
+    {
+        c.warn(
+            &index(&join(path, "environment"), i),
+            "NVIDIA_VISIBLE_DEVICES is set by the provider to the GPUs the allocation holds (or to `void`); this value is replaced",
         );
     }
     if let Some(rp) = &d.restart_policy

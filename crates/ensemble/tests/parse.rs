@@ -251,3 +251,22 @@ fn bad_input_never_panics() {
         assert!(parse_str(text, &c).is_err(), "{text:?} should be invalid");
     }
 }
+
+/// A deployer's `NVIDIA_VISIBLE_DEVICES` would name GPUs the allocation does not hold: the
+/// provider replaces it, and `validate` says so.
+#[test]
+fn nvidia_visible_devices_in_the_environment_is_warned_about() {
+    let yaml = "version: V1\nallocations:\n  a:\n    executor: docker\n    type: task\n    resources: {cpu: {cores: 1}, ram: {size: 1}, disk: {size: 1}, gpus: [{vendor: nvidia, vram: 8}]}\n    execution:\n      type: docker\n      image: nvidia/cuda:12.4.1-base-ubuntu22.04\n      environment: [KEEP=1, NVIDIA_VISIBLE_DEVICES=all]\nnodes:\n  n: {allocations: [a]}\n";
+    let parsed = nunet_ensemble::parse_str(yaml, &Default::default()).unwrap();
+    let w: Vec<String> = parsed
+        .report
+        .warnings()
+        .map(|w| format!("{}: {}", w.path, w.message))
+        .collect();
+    assert!(
+        w.iter().any(|w| w.starts_with(
+            "allocations.a.execution.environment[1]: NVIDIA_VISIBLE_DEVICES is set by the provider"
+        )),
+        "{w:?}"
+    );
+}

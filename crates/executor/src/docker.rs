@@ -98,10 +98,20 @@ async fn probe(socket: &str, timeout: Duration) -> Result<(Docker, String, GpuSu
             v.version.unwrap_or_default(),
             v.api_version.unwrap_or_default()
         );
-        let gpus = gpu::support(&client).await;
-        Ok((client, detail, gpus))
+        Ok((client, detail))
     };
-    with_deadline("dockerd probe", timeout, probe).await
+    let (client, detail) = with_deadline("dockerd probe", timeout, probe).await?;
+    // Asked apart from the probe: a slow `docker info` costs the NVIDIA support only,
+    // never Docker itself.
+    let gpus = tokio::time::timeout(timeout, gpu::support(&client))
+        .await
+        .unwrap_or_else(|_| {
+            GpuSupport::none(format!(
+                "`docker info` did not answer within {} s: GPU support unknown",
+                timeout.as_secs()
+            ))
+        });
+    Ok((client, detail, gpus))
 }
 
 fn conn_of(r: Result<(Docker, String, GpuSupport)>) -> Conn {

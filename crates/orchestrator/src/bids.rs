@@ -123,12 +123,14 @@ pub(crate) fn round_summary(
 
 impl Engine {
     /// Takes the declines out of `replies`, recording a deployment event for each (a decline
-    /// whose signature or sender does not check out is dropped with an event too); returns
+    /// whose signature or sender does not check out is dropped with an event too) and
+    /// keeping their reasons for the round's error (key `only`, the round's node); returns
     /// the other replies.
     pub(crate) fn take_declines(
         &self,
         ensemble_id: &str,
         replies: Vec<(Handle, Value)>,
+        only: Option<&str>,
     ) -> Vec<(Handle, Value)> {
         let (declines, rest): (Vec<_>, Vec<_>) = replies
             .into_iter()
@@ -155,7 +157,7 @@ impl Engine {
             }
         }
         if let Ok(mut d) = self.declines.lock() {
-            *d = reasons;
+            d.insert(only.map(str::to_string), reasons);
         }
         rest
     }

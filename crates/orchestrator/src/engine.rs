@@ -77,9 +77,10 @@ pub struct Engine {
     pub(crate) fencing: Mutex<std::collections::HashSet<String>>,
     /// Wakes the standby keeper ([`crate::standby`]) when a standby was promoted or lost.
     pub(crate) standby_wake: tokio::sync::Notify,
-    /// Why providers declined in the last bid round (`peer: node: reason`), for the error
-    /// of a round that got no bid.
-    pub(crate) declines: Mutex<Vec<String>>,
+    /// Why providers declined in the last bid round for every node (key `None`) or for one
+    /// node (a redeploy or standby round, which may run beside another), as
+    /// `peer: node: reason`, for the error of a round that got no bid.
+    pub(crate) declines: Mutex<std::collections::HashMap<Option<String>, Vec<String>>>,
     /// Calls in flight from the orchestrator actor; the actor is removed once the
     /// deployment has ended and none is left ([`Engine::retire_if_done`]).
     calls: Mutex<usize>,
@@ -211,7 +212,7 @@ impl Engine {
             heartbeats: Default::default(),
             fencing: Mutex::default(),
             calls: Mutex::new(0),
-            declines: Mutex::new(Vec::new()),
+            declines: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -525,7 +526,7 @@ impl Engine {
         let (mut replies, direct) = futures::join!(broadcast, self.pinned_bids(pinned, collect));
         self.event(crate::bids::round_summary(&replies, subscribers.as_ref()));
         replies.extend(direct);
-        let replies = self.take_declines(&rec.id, replies);
+        let replies = self.take_declines(&rec.id, replies, only);
         let replies = crate::bids::cap_per_node(replies);
         let mut bids = Vec::new();
         for (from, v) in replies {
@@ -580,7 +581,13 @@ impl Engine {
             .filter(|b| seen.insert((b.node_id.clone(), b.peer.clone())))
             .collect();
         if usable.is_empty() {
-            let declines = self.declines.lock().map(|d| d.clone()).unwrap_or_default();
+            let key = only.map(str::to_string);
+            let declines = self
+                .declines
+                .lock()
+                .ok()
+                .and_then(|d| d.get(&key).cloned())
+                .unwrap_or_default();
             let why = if declines.is_empty() {
                 "no bids".to_string()
             } else {

@@ -384,7 +384,7 @@ impl Provider {
         nodes.shuffle(&mut rand::thread_rng());
         let mut refused = BTreeMap::new();
         let node = nodes.iter().find(|n| {
-            let why = self.node_refusal(n, &me, &available, &live);
+            let why = self.node_refusal(n, &me, &available, &live, &free_gpus);
             if let Some(r) = why {
                 refused.insert(n.node_id.clone(), r);
             }
@@ -393,8 +393,8 @@ impl Provider {
         let Some(node) = node else {
             return self.decline(&req, None, refused);
         };
-        // node_refusal found these units free a moment ago.
-        let offer = gpus::pick(&node.resources.gpus, &free_gpus).unwrap_or_default();
+        // node_refusal matched the node's GPUs among these same units.
+        let offer = gpus::pick(&node.resources.gpus, &free_gpus).map_err(failed)?;
         let bid = Bid {
             ensemble_id: req.ensemble_id,
             node_id: node.node_id.clone(),
@@ -426,13 +426,23 @@ impl Provider {
         let mut done: Vec<String> = Vec::new();
         let now = now_ms();
         let r = self.with_manager(|g| {
+            // All the allocations' GPUs matched together, as the bid matched the node's: one
+            // at a time, an early allocation could take the unit only a later one fits.
+            let want_gpus: Vec<_> = req
+                .allocations
+                .iter()
+                .flat_map(|a| a.resources.gpus.iter().cloned())
+                .collect();
+            let mut units = gpus::pick(&want_gpus, &gpus::free_units(g.gpu_units()))
+                .map_err(failed)?
+                .into_iter();
             for a in &req.allocations {
                 let mut want = held(&a.resources)?;
-                if !a.resources.gpus.is_empty() {
-                    let units = gpus::pick(&a.resources.gpus, &gpus::free_units(g.gpu_units()))
-                        .map_err(|e| failed(format!("{}: {e}", a.name)))?;
-                    want.gpus = units.into_iter().map(|u| (u.key, u.vram_bytes)).collect();
-                }
+                want.gpus = units
+                    .by_ref()
+                    .take(a.resources.gpus.len())
+                    .map(|u| (u.key, u.vram_bytes))
+                    .collect();
                 g.accounting_mut()
                     .commit(&a.id, want, req.expires_at_ms, now)
                     .map_err(|e| failed(format!("{}: {e}", a.name)))?;
@@ -493,8 +503,9 @@ impl Provider {
         for (i, a) in req.allocations.iter().enumerate() {
             self.as_committed(i, a)?;
         }
-        let mut handles = BTreeMap::new();
-        let mut gpu_ids = BTreeMap::new();
+        // Everything that can refuse is checked before anything is allocated, so a refusal
+        // leaves no allocation of the request behind.
+        let mut devices = Vec::new();
         for a in &req.allocations {
             if !self.executors.contains_key(a.execution.executor()) {
                 return Err(failed(format!(
@@ -502,7 +513,11 @@ impl Provider {
                     a.execution.executor()
                 )));
             }
-            let devices = self.committed_gpus(a)?;
+            devices.push(self.committed_gpus(a)?);
+        }
+        let mut handles = BTreeMap::new();
+        let mut gpu_ids = BTreeMap::new();
+        for (a, devices) in req.allocations.iter().zip(devices) {
             self.with_manager(|g| g.accounting_mut().allocate(&a.id, now_ms()).map_err(failed))?;
             let mut rec = record(&req, a);
             if !devices.is_empty() {
@@ -600,10 +615,31 @@ impl Provider {
                 .filter(|u| keys.contains(&u.key))
                 .collect())
         })?;
+        if units.len() != a.resources.gpus.len() {
+            return Err(failed(format!(
+                "{}: its commitment holds {} GPU(s) this provider knows, {} asked for",
+                a.name,
+                units.len(),
+                a.resources.gpus.len()
+            )));
+        }
         let exec = [a.execution.executor().to_string()];
         if let Some(why) = gpus::runtime_refusal(&self.executors, &exec, &units) {
             return Err(failed(format!("{}: {why}", a.name)));
         }
+        let units: Vec<_> = if units
+            .iter()
+            .any(|u| u.vendor != nunet_resources::gpu::GpuVendor::Nvidia)
+        {
+            let now = nunet_resources::hardware::detect_local_gpus();
+            units
+                .into_iter()
+                .map(|u| gpus::with_current_nodes(u, &now))
+                .collect::<Result<_, _>>()
+                .map_err(|e| failed(format!("{}: {e}", a.name)))?
+        } else {
+            units
+        };
         units
             .iter()
             .map(|u| {

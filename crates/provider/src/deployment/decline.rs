@@ -11,13 +11,15 @@ use super::{Provider, gpus, held};
 
 impl Provider {
     /// Why node `n` of a request does not fit here, or `None` when this provider can bid.
-    /// `available`: executors available; `live`: reservations still holding resources.
+    /// `available`: executors available; `live`: reservations still holding resources;
+    /// `free_gpus`: the free GPU units (one snapshot for the whole request).
     pub(super) fn node_refusal(
         &self,
         n: &NodeBidRequest,
         me: &str,
         available: &[String],
         live: &dyn Fn(&str) -> bool,
+        free_gpus: &[nunet_resources::gpu::GpuUnit],
     ) -> Option<DeclineReason> {
         if n.peer.as_ref().is_some_and(|p| p != me) {
             return Some(DeclineReason::PinnedElsewhere);
@@ -33,10 +35,7 @@ impl Provider {
             return Some(DeclineReason::Resources);
         }
         if !n.resources.gpus.is_empty() {
-            let units = self
-                .with_manager(|g| Ok(gpus::free_units(g.gpu_units())))
-                .unwrap_or_default();
-            let Ok(chosen) = gpus::pick(&n.resources.gpus, &units) else {
+            let Ok(chosen) = gpus::pick(&n.resources.gpus, free_gpus) else {
                 return Some(DeclineReason::Gpu);
             };
             // An orchestrator that does not say which executors want the GPUs: all of them.

@@ -84,12 +84,34 @@ fn vendor_of(v: GpuVendor) -> Option<nunet_executor::GpuVendor> {
     }
 }
 
+/// Why `u` cannot be handed to any workload as recorded: an NVIDIA GPU without a UUID
+/// (seen in sysfs only: the NVIDIA runtime takes UUIDs), an AMD or Intel GPU without
+/// device nodes.
+fn handoff_problem(u: &GpuUnit) -> Option<String> {
+    match u.vendor {
+        GpuVendor::Nvidia if !(u.key.starts_with("GPU-") || u.key.starts_with("MIG-")) => {
+            Some(format!(
+                "NVIDIA GPU {} has no UUID (NVML did not report it), and the NVIDIA runtime hands GPUs over by UUID",
+                u.key
+            ))
+        }
+        GpuVendor::Amd | GpuVendor::Intel if u.device_nodes.is_empty() => Some(format!(
+            "GPU {} has no device nodes recorded (onboard it again)",
+            u.key
+        )),
+        _ => None,
+    }
+}
+
 /// Why the executors named cannot hand `units` to their workloads here, if they cannot.
 pub(super) fn runtime_refusal(
     executors: &BTreeMap<String, Arc<dyn Executor>>,
     names: &[String],
     units: &[GpuUnit],
 ) -> Option<String> {
+    if let Some(why) = units.iter().find_map(handoff_problem) {
+        return Some(why);
+    }
     for name in names {
         let Some(ex) = executors.get(name) else {
             return Some(format!("no {name} executor on this provider"));
@@ -113,6 +135,33 @@ pub(super) fn runtime_refusal(
         }
     }
     None
+}
+
+/// `u` with the device nodes its card has now: DRM numbering (`card1`, `renderD129`) may
+/// change across reboots and driver reloads, so the nodes recorded at onboarding are looked
+/// up again by PCI address before a workload gets them. NVIDIA units go by UUID unchanged.
+pub(super) fn with_current_nodes(
+    mut u: GpuUnit,
+    now: &nunet_resources::gpu::GpuDetection,
+) -> Result<GpuUnit, String> {
+    if u.vendor == GpuVendor::Nvidia {
+        return Ok(u);
+    }
+    let g = now
+        .gpus
+        .iter()
+        .find(|g| g.pci_address == u.pci_address)
+        .ok_or_else(|| {
+            format!(
+                "GPU {} (PCI {}) is not on this machine any more",
+                u.key, u.pci_address
+            )
+        })?;
+    if g.device_nodes.is_empty() {
+        return Err(format!("GPU {} has no device nodes now", u.key));
+    }
+    u.device_nodes = g.device_nodes.clone();
+    Ok(u)
 }
 
 /// What the executor is given for a unit.

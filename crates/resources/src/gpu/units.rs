@@ -25,6 +25,8 @@ pub struct GpuUnit {
     pub vram_bytes: u64,
     /// The parent GPU's UUID, for a MIG instance.
     pub parent: Option<String>,
+    /// PCI address of the device (of the parent, for a MIG instance).
+    pub pci_address: String,
     /// Device nodes to hand to a container (AMD, Intel).
     pub device_nodes: Vec<DeviceNode>,
     /// Nothing holds it now.
@@ -51,6 +53,7 @@ pub fn units_of(
             model,
             vram_bytes: vram,
             parent,
+            pci_address: g.pci_address.clone(),
             device_nodes: g.device_nodes.clone(),
         });
     };

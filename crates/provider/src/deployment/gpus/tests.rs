@@ -533,3 +533,25 @@ async fn a_crash_with_a_gpu_committed_releases_it_exactly_once() {
     assert!(again.is_empty(), "released a second time: {again:?}");
     drop(keep);
 }
+
+/// A node's allocations get their GPUs matched together at commit, as in the bid: taken
+/// one at a time, the first (any 16 GiB) would take the L4 the second needs by model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_matches_all_of_its_allocations_gpus_together() {
+    let f = provider(
+        vec![
+            nv(0, "NVIDIA L4", 24, &[]),
+            nv(1, "NVIDIA A100-SXM4-80GB", 80, &[]),
+        ],
+        "0:24,1:80",
+        vec![GpuVendor::Nvidia],
+    )
+    .await;
+    let any = res(vec![gpu("NVIDIA", None, 16)]);
+    let l4 = res(vec![gpu("NVIDIA", Some("L4"), 16)]);
+    let both = [("any", any), ("l4", l4)];
+    f.commit("j", &both).await.unwrap();
+    let a = f.allocate("j", &both).await;
+    assert_eq!(a.gpus["any"], ["GPU-1"]);
+    assert_eq!(a.gpus["l4"], ["GPU-0"]);
+}
