@@ -157,7 +157,8 @@ fn declined(dn: &Devnet, file: &str, reason: &str, known: &[String]) -> String {
         let id = d["id"].as_str().unwrap().to_string();
         let s = dn.json(1, &["deployment", "status", &id, "--json"]);
         let events = s["events"].to_string();
-        if events.contains(reason) {
+        // The decline, and the round's error that says what the node asked for.
+        if events.contains(reason) && events.contains("asks for GPUs") {
             break (id, events);
         }
     };
@@ -348,6 +349,10 @@ fn gpu_ensembles_get_exactly_their_committed_cards() {
         events.contains("declined to bid: n1: no free GPU matches"),
         "{events}"
     );
+    assert!(
+        events.contains("(node n1 asks for GPUs: vendor = AMD/ATI, vram ≥ 32GiB)"),
+        "{events}"
+    );
 
     // NVIDIA: the L4 matches, but this dockerd has no NVIDIA container runtime.
     let nvidia = ensemble(
@@ -370,6 +375,23 @@ fn gpu_ensembles_get_exactly_their_committed_cards() {
         "GPUs match but the executor cannot use them here",
         &known,
     );
+
+    // Intel: the Arc's own nodes.
+    let intel = ensemble(
+        tmp.path(),
+        "intel",
+        "[{vendor: Intel, model: arc}]",
+        "sleep 600",
+    );
+    let i = deploy(&dn, &intel);
+    let id_i = i["id"].as_str().unwrap().to_string();
+    let _ci = Containers(id_i.clone());
+    assert_eq!(
+        i["manifest"]["allocations"]["n1.job"]["gpus"],
+        json!(["pci:0000:03:00.0"]),
+        "{i}"
+    );
+    assert_eq!(devices_of(&id_i), ["/dev/dri/card0", "/dev/dri/renderD128"]);
 
     // Shutting down the first gives its card back: the next AMD job gets card1 again.
     let (code, out) = dn.run(1, &["deployment", "shutdown", &id_a]);

@@ -588,11 +588,39 @@ impl Engine {
                 .ok()
                 .and_then(|d| d.get(&key).cloned())
                 .unwrap_or_default();
-            let why = if declines.is_empty() {
+            let mut why = if declines.is_empty() {
                 "no bids".to_string()
             } else {
                 format!("no bids; declined: {}", declines.join("; "))
             };
+            // A GPU decline carries no detail: say what the nodes asked for.
+            if declines.iter().any(|d| d.contains("GPU")) {
+                for n in problem
+                    .nodes
+                    .iter()
+                    .filter(|n| !n.resources.gpus.is_empty())
+                {
+                    let asked: Vec<String> = n
+                        .resources
+                        .gpus
+                        .iter()
+                        .enumerate()
+                        .map(|(index, need)| {
+                            nunet_ensemble::resources::Shortfall::Gpu {
+                                index,
+                                need: need.clone(),
+                                offered: 0,
+                            }
+                            .requirement()
+                        })
+                        .collect();
+                    why.push_str(&format!(
+                        " (node {} asks for GPUs: {})",
+                        n.name,
+                        asked.join("; ")
+                    ));
+                }
+            }
             return Err(RoundError::Retry(why, Vec::new()));
         }
         let pbids: Vec<nunet_placement::Bid> = usable
