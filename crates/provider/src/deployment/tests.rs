@@ -23,11 +23,28 @@ struct Fixture {
 async fn provider() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let resources = manager(dir.path());
-    let system = system(21);
+    let (system, p) = build(dir.path(), resources.clone(), BTreeMap::new(), 21).await;
+    Fixture {
+        system,
+        resources,
+        provider: p,
+        _dir: dir,
+    }
+}
+
+/// A registered provider over `resources` and `executors` with data dir `dir`, on a
+/// loopback libp2p host, whose key and actor system come from `seed`.
+pub(in crate::deployment) async fn build(
+    dir: &std::path::Path,
+    resources: SharedManager,
+    executors: BTreeMap<String, Arc<dyn Executor>>,
+    seed: u8,
+) -> (ActorSystem, Arc<Provider>) {
+    let system = system(seed);
     let mut cfg = nunet_network::NetConfig::new(libp2p::identity::Keypair::generate_ed25519());
     cfg.listen = nunet_network::NetConfig::loopback_listen();
     let network = nunet_network::start(cfg).await.unwrap().0;
-    let config = nunet_config::Config::defaults(dir.path());
+    let config = nunet_config::Config::defaults(dir);
     let subnets = crate::subnet::NodeSubnets::new(
         false,
         nunet_subnet::DatagramConfig {
@@ -37,27 +54,22 @@ async fn provider() -> Fixture {
         },
         &network,
         None,
-        dir.path().into(),
+        dir.into(),
     );
     let p = Provider::new(
         Parts {
             system: system.clone(),
-            key: Keypair::from_seed(&[21; 32]),
-            resources: resources.clone(),
+            key: Keypair::from_seed(&[seed; 32]),
+            resources,
             records: nunet_store::Records::in_memory().unwrap(),
-            executors: BTreeMap::new(),
+            executors,
             subnets,
             network,
         },
         &config,
     );
     p.register().unwrap();
-    Fixture {
-        system,
-        resources,
-        provider: p,
-        _dir: dir,
-    }
+    (system, p)
 }
 
 impl Fixture {

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nunet_actor::{ActorError, ActorSystem};
-use nunet_did::Keypair;
 use nunet_ensemble::execution::DockerExecution;
 use nunet_ensemble::resources::Gpu;
 use nunet_ensemble::spec::AllocationType;
@@ -32,7 +31,7 @@ use nunet_resources::hardware::{
 use nunet_resources::{Accounting, OnboardRequest, ResourceManager, Store};
 use serde_json::Value;
 
-use crate::deployment::{Parts, Provider};
+use crate::deployment::Provider;
 use crate::onboarding::{SharedManager, now_ms};
 
 const GIB: u64 = 1 << 30;
@@ -146,39 +145,13 @@ async fn provider(nvml: Vec<NvmlDevice>, gpus: &str, vendors: Vec<GpuVendor>) ->
         };
         g.onboard(&req, &BenchBudget::quick(), now_ms()).unwrap();
     }
-    let system = crate::onboarding::tests::system(23);
-    let mut cfg = nunet_network::NetConfig::new(libp2p::identity::Keypair::generate_ed25519());
-    cfg.listen = nunet_network::NetConfig::loopback_listen();
-    let network = nunet_network::start(cfg).await.unwrap().0;
-    let config = nunet_config::Config::defaults(dir.path());
-    let subnets = crate::subnet::NodeSubnets::new(
-        false,
-        nunet_subnet::DatagramConfig {
-            enabled: false,
-            port: 0,
-            busy_poll: Duration::ZERO,
-        },
-        &network,
-        None,
-        dir.path().into(),
-    );
     let stub: Arc<dyn Executor> = Arc::new(Stub(GpuSupport {
         vendors,
         notes: vec!["no NVIDIA container runtime (stand-in)".into()],
     }));
-    let p = Provider::new(
-        Parts {
-            system: system.clone(),
-            key: Keypair::from_seed(&[23; 32]),
-            resources: resources.clone(),
-            records: nunet_store::Records::in_memory().unwrap(),
-            executors: BTreeMap::from([("docker".to_string(), stub)]),
-            subnets,
-            network,
-        },
-        &config,
-    );
-    p.register().unwrap();
+    let executors = BTreeMap::from([("docker".to_string(), stub)]);
+    let (system, p) =
+        crate::deployment::tests::build(dir.path(), resources.clone(), executors, 23).await;
     Fixture {
         system,
         resources,
