@@ -444,11 +444,23 @@ impl ResourceManager {
         let Some(rec) = self.acct.onboarding() else {
             return Vec::new();
         };
-        let gpus: Vec<GpuInfo> = serde_json::from_str::<Value>(&rec.details)
-            .ok()
-            .and_then(|d| serde_json::from_value(d.get("gpus")?.clone()).ok())
-            .unwrap_or_default();
-        units_of(&gpus, &rec.resources.gpus, &self.acct.free().gpus)
+        if rec.resources.gpus.is_empty() {
+            return Vec::new();
+        }
+        let gpus: Result<Vec<GpuInfo>, String> = serde_json::from_str::<Value>(&rec.details)
+            .map_err(|e| e.to_string())
+            .and_then(|d| {
+                serde_json::from_value(d.get("gpus").cloned().unwrap_or(Value::Null))
+                    .map_err(|e| e.to_string())
+            });
+        match gpus {
+            Ok(gpus) => units_of(&gpus, &rec.resources.gpus, &self.acct.free().gpus),
+            Err(e) => {
+                // Onboarded GPUs nobody can describe are offered to nobody; say why.
+                tracing::warn!(error = %e, "the onboarding record's GPU list is unreadable: no GPU is offered (offboard and onboard again)");
+                Vec::new()
+            }
+        }
     }
 
     /// `/dms/node/onboarding/status`.
