@@ -128,6 +128,16 @@ fn deploy(dn: &Devnet, file: &str) -> Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
+/// Deploys `file` (it must reach Running): its id, the GPUs the manifest names for its one
+/// allocation, and a guard that removes its containers.
+fn deploy_job(dn: &Devnet, file: &str) -> (String, Value, Containers) {
+    let d = deploy(dn, file);
+    assert_eq!(d["status"], "Running", "{d}");
+    let id = d["id"].as_str().unwrap().to_string();
+    let gpus = d["manifest"]["allocations"]["n1.job"]["gpus"].clone();
+    (id.clone(), gpus, Containers(id))
+}
+
 /// Starts a deployment that no provider can take, waits until its events show `reason`
 /// from node-2, shuts it down and returns the events.
 fn declined(dn: &Devnet, file: &str, reason: &str, known: &[String]) -> String {
@@ -313,12 +323,14 @@ fn gpu_ensembles_get_exactly_their_committed_cards() {
         "[{vendor: AMD, vram: 32}]",
         "ls /dev/dri; test -c /dev/kfd && echo kfd; sleep 600",
     );
-    let a = deploy(&dn, &amd);
-    let id_a = a["id"].as_str().unwrap().to_string();
-    let _ca = Containers(id_a.clone());
-    assert_eq!(a["status"], "Running", "{a}");
-    let gpus_a = a["manifest"]["allocations"]["n1.job"]["gpus"].clone();
-    assert_eq!(gpus_a, json!(["pci:0000:c1:00.0"]), "{a}");
+    let (id_a, gpus_a, _ca) = deploy_job(&dn, &amd);
+    assert_eq!(gpus_a, json!(["pci:0000:c1:00.0"]));
+    // The bid named the card it offered.
+    let events = dn.json(1, &["deployment", "status", &id_a, "--json"])["events"].to_string();
+    assert!(
+        events.contains("for node n1, offering GPU pci:0000:c1:00.0"),
+        "{events}"
+    );
     // The container got the card's own nodes and /dev/kfd, nothing else.
     assert_eq!(
         devices_of(&id_a),
@@ -329,14 +341,8 @@ fn gpu_ensembles_get_exactly_their_committed_cards() {
     assert!(!out.contains("renderD130"), "{out}");
 
     // A second AMD job gets the other card, never the same one.
-    let b = deploy(&dn, &amd);
-    let id_b = b["id"].as_str().unwrap().to_string();
-    let _cb = Containers(id_b.clone());
-    assert_eq!(
-        b["manifest"]["allocations"]["n1.job"]["gpus"],
-        json!(["pci:0000:c2:00.0"]),
-        "{b}"
-    );
+    let (id_b, gpus_b, _cb) = deploy_job(&dn, &amd);
+    assert_eq!(gpus_b, json!(["pci:0000:c2:00.0"]));
     assert_eq!(
         devices_of(&id_b),
         ["/dev/kfd", "/dev/dri/card2", "/dev/dri/renderD130"]
@@ -383,14 +389,8 @@ fn gpu_ensembles_get_exactly_their_committed_cards() {
         "[{vendor: Intel, model: arc}]",
         "sleep 600",
     );
-    let i = deploy(&dn, &intel);
-    let id_i = i["id"].as_str().unwrap().to_string();
-    let _ci = Containers(id_i.clone());
-    assert_eq!(
-        i["manifest"]["allocations"]["n1.job"]["gpus"],
-        json!(["pci:0000:03:00.0"]),
-        "{i}"
-    );
+    let (id_i, gpus_i, _ci) = deploy_job(&dn, &intel);
+    assert_eq!(gpus_i, json!(["pci:0000:03:00.0"]));
     assert_eq!(devices_of(&id_i), ["/dev/dri/card0", "/dev/dri/renderD128"]);
 
     // Shutting down the first gives its card back: the next AMD job gets card1 again.
@@ -406,11 +406,6 @@ fn gpu_ensembles_get_exactly_their_committed_cards() {
         .collect();
     assert!(free_gpus.contains(&"pci:0000:c1:00.0"), "{free}");
     assert!(!free_gpus.contains(&"pci:0000:c2:00.0"), "{free}");
-    let c = deploy(&dn, &amd);
-    let _cc = Containers(c["id"].as_str().unwrap().to_string());
-    assert_eq!(
-        c["manifest"]["allocations"]["n1.job"]["gpus"],
-        json!(["pci:0000:c1:00.0"]),
-        "{c}"
-    );
+    let (_, gpus_c, _cc) = deploy_job(&dn, &amd);
+    assert_eq!(gpus_c, json!(["pci:0000:c1:00.0"]));
 }

@@ -75,6 +75,27 @@ pub struct Gpu {
     pub vram: Option<u64>,
 }
 
+impl Gpu {
+    /// What this requested GPU asks for, e.g. `vendor = NVIDIA, vram ≥ 24GiB`.
+    pub fn requirement(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(v) = &self.vendor {
+            parts.push(format!("vendor = {v}"));
+        }
+        if let Some(m) = &self.model {
+            parts.push(format!("model ~ {m}"));
+        }
+        if let Some(v) = self.vram {
+            parts.push(format!("vram ≥ {}", format_size(v)));
+        }
+        if parts.is_empty() {
+            "a gpu".to_string()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
 /// Canonical architecture names: `amd64` and `arm64`, as Docker and Go write them.
 pub fn normalize_arch(arch: &str) -> String {
     match arch.to_ascii_lowercase().as_str() {
@@ -291,23 +312,7 @@ impl Shortfall {
             Shortfall::Architecture { need } => format!("architecture = {need}"),
             Shortfall::Ram { need } => format!("ram ≥ {}", format_size(*need)),
             Shortfall::Disk { need } => format!("disk ≥ {}", format_size(*need)),
-            Shortfall::Gpu { need, .. } => {
-                let mut parts = Vec::new();
-                if let Some(v) = &need.vendor {
-                    parts.push(format!("vendor = {v}"));
-                }
-                if let Some(m) = &need.model {
-                    parts.push(format!("model ~ {m}"));
-                }
-                if let Some(v) = need.vram {
-                    parts.push(format!("vram ≥ {}", format_size(v)));
-                }
-                if parts.is_empty() {
-                    "a gpu".to_string()
-                } else {
-                    parts.join(", ")
-                }
-            }
+            Shortfall::Gpu { need, .. } => need.requirement(),
         }
     }
 }

@@ -360,16 +360,13 @@ impl DockerExecutor {
             host.memory = Some(m);
             host.memory_swap = Some(m); // no swap: the limit is the limit
         }
-        if let Some(g) = r
-            .gpus
-            .iter()
-            .find(|g| !self.gpu_support().supports(g.vendor))
-        {
+        let support = self.gpu_support();
+        if let Some(g) = r.gpus.iter().find(|g| !support.supports(g.vendor)) {
             return Err(ExecutorError::InvalidSpec(format!(
                 "GPU {} ({:?}) cannot be handed to a container here: {}",
                 g.id,
                 g.vendor,
-                self.gpu_support().notes.join("; ")
+                support.notes.join("; ")
             )));
         }
         let env = gpu::apply(r, &spec.env, &mut host)?;

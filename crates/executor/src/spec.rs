@@ -203,6 +203,19 @@ pub enum GpuVendor {
     Intel,
 }
 
+impl GpuVendor {
+    /// The vendor of a GPU named as ensembles and the inventory name it (`NVIDIA`,
+    /// `AMD/ATI`, `Intel`); `None` for any other (nothing knows how to hand it over).
+    pub fn from_name(name: &str) -> Option<GpuVendor> {
+        match name {
+            "NVIDIA" => Some(GpuVendor::Nvidia),
+            "AMD/ATI" => Some(GpuVendor::Amd),
+            "Intel" => Some(GpuVendor::Intel),
+            _ => None,
+        }
+    }
+}
+
 /// A CPU-time budget for metered runtimes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

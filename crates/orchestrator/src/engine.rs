@@ -539,9 +539,33 @@ impl Engine {
                 self.event(format!("refused bid from {}: {p}", from.did));
                 continue;
             }
+            // One offered GPU per GPU the node asks for, no more (they are shown in events).
+            let asked = e
+                .nodes
+                .iter()
+                .find(|n| n.name == bid.node_id)
+                .map_or(0, |n| e.node_resources(n).gpus.len());
+            if bid.gpus.len() != asked {
+                self.event(format!(
+                    "refused bid from {}: it offers {} GPU(s) for node {}, which asks for {asked}",
+                    from.did,
+                    bid.gpus.len(),
+                    bid.node_id
+                ));
+                continue;
+            }
             match bid.verify() {
                 Ok(_) if bid.ensemble_id == rec.id && bid.handle.did == from.did => {
-                    self.event(format!("bid from {} for node {}", bid.peer, bid.node_id));
+                    let gpus = if bid.gpus.is_empty() {
+                        String::new()
+                    } else {
+                        let g: Vec<&str> = bid.gpus.iter().map(|g| g.device.as_str()).collect();
+                        format!(", offering GPU {}", g.join(", "))
+                    };
+                    self.event(format!(
+                        "bid from {} for node {}{gpus}",
+                        bid.peer, bid.node_id
+                    ));
                     bids.push(bid);
                 }
                 Ok(_) => self.event(format!(
@@ -600,20 +624,8 @@ impl Engine {
                     .iter()
                     .filter(|n| !n.resources.gpus.is_empty())
                 {
-                    let asked: Vec<String> = n
-                        .resources
-                        .gpus
-                        .iter()
-                        .enumerate()
-                        .map(|(index, need)| {
-                            nunet_ensemble::resources::Shortfall::Gpu {
-                                index,
-                                need: need.clone(),
-                                offered: 0,
-                            }
-                            .requirement()
-                        })
-                        .collect();
+                    let asked: Vec<String> =
+                        n.resources.gpus.iter().map(|g| g.requirement()).collect();
                     why.push_str(&format!(
                         " (node {} asks for GPUs: {})",
                         n.name,

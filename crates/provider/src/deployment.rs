@@ -500,21 +500,36 @@ impl Provider {
                 a.name, a.id, req.ensemble_id
             )));
         }
-        for (i, a) in req.allocations.iter().enumerate() {
-            self.as_committed(i, a)?;
-        }
         // Everything that can refuse is checked before anything is allocated, so a refusal
         // leaves no allocation of the request behind.
-        let mut devices = Vec::new();
-        for a in &req.allocations {
-            if !self.executors.contains_key(a.execution.executor()) {
-                return Err(failed(format!(
-                    "no {} executor on this provider",
-                    a.execution.executor()
-                )));
-            }
-            devices.push(self.committed_gpus(a)?);
+        let held_units = req
+            .allocations
+            .iter()
+            .enumerate()
+            .map(|(i, a)| self.as_committed(i, a))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(a) = req
+            .allocations
+            .iter()
+            .find(|a| !self.executors.contains_key(a.execution.executor()))
+        {
+            return Err(failed(format!(
+                "no {} executor on this provider",
+                a.execution.executor()
+            )));
         }
+        // AMD/Intel device nodes as they are now (one look at the machine per request).
+        let now = held_units
+            .iter()
+            .flatten()
+            .any(|u| u.vendor != nunet_resources::gpu::GpuVendor::Nvidia)
+            .then(nunet_resources::hardware::detect_local_gpus);
+        let devices = req
+            .allocations
+            .iter()
+            .zip(held_units)
+            .map(|(a, units)| self.gpu_devices(a, units, now.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut handles = BTreeMap::new();
         let mut gpu_ids = BTreeMap::new();
         for (a, devices) in req.allocations.iter().zip(devices) {
@@ -539,8 +554,13 @@ impl Provider {
 
     /// Refuses allocation `i` unless it asks for exactly the resources and public ports its
     /// commitment locked: the executor's limits come from the allocate request, the
-    /// accounting from the commit, and the two must not disagree.
-    fn as_committed(&self, i: usize, a: &AllocationRequest) -> Result<(), ActorError> {
+    /// accounting from the commit, and the two must not disagree. Returns the GPU units the
+    /// commitment holds.
+    fn as_committed(
+        &self,
+        i: usize,
+        a: &AllocationRequest,
+    ) -> Result<Vec<nunet_resources::gpu::GpuUnit>, ActorError> {
         let want = held(&a.resources)?;
         let (committed, units) = self.with_manager(|g| {
             Ok((
@@ -551,37 +571,30 @@ impl Provider {
                 g.gpu_units(),
             ))
         })?;
-        let differ = || {
-            failed(format!(
+        let Some(c) = committed else {
+            return Err(failed(format!(
+                "allocations[{i}]: no commitment {} on this provider",
+                a.id
+            )));
+        };
+        let held_units: Vec<_> = units
+            .into_iter()
+            .filter(|u| c.gpus.contains_key(&u.key))
+            .collect();
+        // The same amounts, and GPUs that serve exactly the GPUs asked for.
+        let gpus_ok = held_units.len() == c.gpus.len()
+            && c.gpus.len() == a.resources.gpus.len()
+            && gpus::pick(&a.resources.gpus, &held_units).is_ok();
+        if (Held {
+            gpus: BTreeMap::new(),
+            ..c
+        }) != want
+            || !gpus_ok
+        {
+            return Err(failed(format!(
                 "allocations[{i}].resources differ from what commitment {} locked",
                 a.id
-            ))
-        };
-        match committed {
-            None => {
-                return Err(failed(format!(
-                    "allocations[{i}]: no commitment {} on this provider",
-                    a.id
-                )));
-            }
-            Some(c) => {
-                let held_units: Vec<_> = units
-                    .into_iter()
-                    .filter(|u| c.gpus.contains_key(&u.key))
-                    .collect();
-                // The same amounts, and GPUs that serve exactly the GPUs asked for.
-                let gpus_ok = held_units.len() == c.gpus.len()
-                    && c.gpus.len() == a.resources.gpus.len()
-                    && gpus::pick(&a.resources.gpus, &held_units).is_ok();
-                if (Held {
-                    gpus: BTreeMap::new(),
-                    ..c
-                }) != want
-                    || !gpus_ok
-                {
-                    return Err(differ());
-                }
-            }
+            )));
         }
         let mut ports: Vec<u16> = a.ports.iter().map(|p| p.public).collect();
         ports.sort_unstable();
@@ -591,59 +604,34 @@ impl Provider {
                 a.id
             )));
         }
-        Ok(())
+        Ok(held_units)
     }
 
-    /// The GPUs allocation `a`'s commitment locked, as its executor gets them; refused when
-    /// that executor cannot hand them over here.
-    fn committed_gpus(
+    /// The GPU `units` allocation `a`'s commitment holds, as its executor gets them (AMD and
+    /// Intel device nodes taken from `now`, the machine as detected at allocate); refused
+    /// when that executor cannot hand them over here.
+    fn gpu_devices(
         &self,
         a: &AllocationRequest,
+        units: Vec<nunet_resources::gpu::GpuUnit>,
+        now: Option<&nunet_resources::gpu::GpuDetection>,
     ) -> Result<Vec<nunet_executor::GpuDevice>, ActorError> {
-        if a.resources.gpus.is_empty() {
+        if units.is_empty() {
             return Ok(Vec::new());
-        }
-        let units: Vec<_> = self.with_manager(|g| {
-            let keys: Vec<String> = g
-                .accounting()
-                .reservations()
-                .find(|r| r.id == a.id)
-                .map(|r| r.resources.gpus.keys().cloned().collect())
-                .unwrap_or_default();
-            Ok(g.gpu_units()
-                .into_iter()
-                .filter(|u| keys.contains(&u.key))
-                .collect())
-        })?;
-        if units.len() != a.resources.gpus.len() {
-            return Err(failed(format!(
-                "{}: its commitment holds {} GPU(s) this provider knows, {} asked for",
-                a.name,
-                units.len(),
-                a.resources.gpus.len()
-            )));
         }
         let exec = [a.execution.executor().to_string()];
         if let Some(why) = gpus::runtime_refusal(&self.executors, &exec, &units) {
             return Err(failed(format!("{}: {why}", a.name)));
         }
-        let units: Vec<_> = if units
-            .iter()
-            .any(|u| u.vendor != nunet_resources::gpu::GpuVendor::Nvidia)
-        {
-            let now = nunet_resources::hardware::detect_local_gpus();
-            units
-                .into_iter()
-                .map(|u| gpus::with_current_nodes(u, &now))
-                .collect::<Result<_, _>>()
-                .map_err(|e| failed(format!("{}: {e}", a.name)))?
-        } else {
-            units
-        };
         units
-            .iter()
+            .into_iter()
             .map(|u| {
-                gpus::device_of(u).ok_or_else(|| {
+                let u = match now {
+                    Some(now) => gpus::with_current_nodes(u, now),
+                    None => Ok(u),
+                }
+                .map_err(|e| failed(format!("{}: {e}", a.name)))?;
+                gpus::device_of(&u).ok_or_else(|| {
                     failed(format!("{}: GPU {} is of an unknown vendor", a.name, u.key))
                 })
             })

@@ -94,12 +94,7 @@ fn gpu_report(g: &ResourceManager, w: &dyn Workloads) -> Value {
         .gpu_units()
         .into_iter()
         .map(|u| {
-            let vendor = match u.vendor {
-                nunet_resources::gpu::GpuVendor::Nvidia => Some(nunet_executor::GpuVendor::Nvidia),
-                nunet_resources::gpu::GpuVendor::Amd => Some(nunet_executor::GpuVendor::Amd),
-                nunet_resources::gpu::GpuVendor::Intel => Some(nunet_executor::GpuVendor::Intel),
-                nunet_resources::gpu::GpuVendor::Unknown => None,
-            };
+            let vendor = nunet_executor::GpuVendor::from_name(u.vendor.as_str());
             let (usable, why_not): (Vec<_>, Vec<_>) = support
                 .iter()
                 .partition(|(_, s)| vendor.is_some_and(|v| s.supports(v)));

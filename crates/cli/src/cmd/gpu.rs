@@ -53,10 +53,7 @@ fn print_list(det: &GpuDetection) {
     }
     println!("INDEX  VENDOR   MODEL                          VRAM       PCI           ID");
     for g in &det.gpus {
-        let vendor = serde_json::to_value(g.vendor)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let vendor = g.vendor.as_str();
         println!(
             "{:<6} {:<8} {:<30} {:<10} {:<13} {}",
             g.index,
@@ -141,7 +138,10 @@ fn test(det: &GpuDetection, image: Option<String>, no_run: bool) -> Result<i32> 
             }
             GpuVendor::Unknown => Err("unknown vendor: no runtime hands it over".into()),
         };
-        let runtime = match (executor_vendor(g.vendor), &docker) {
+        let runtime = match (
+            nunet_executor::GpuVendor::from_name(g.vendor.as_str()),
+            &docker,
+        ) {
             (_, None) => Err(docker_status.clone()),
             (Some(v), Some(s)) if s.supports(v) => Ok(()),
             (_, Some(s)) => Err(s.notes.join("; ")),
@@ -167,16 +167,6 @@ fn test(det: &GpuDetection, image: Option<String>, no_run: bool) -> Result<i32> 
         return Ok(0);
     }
     run_check(g, image)
-}
-
-/// The executor's name for a vendor.
-fn executor_vendor(v: GpuVendor) -> Option<nunet_executor::GpuVendor> {
-    match v {
-        GpuVendor::Nvidia => Some(nunet_executor::GpuVendor::Nvidia),
-        GpuVendor::Amd => Some(nunet_executor::GpuVendor::Amd),
-        GpuVendor::Intel => Some(nunet_executor::GpuVendor::Intel),
-        GpuVendor::Unknown => None,
-    }
 }
 
 /// dockerd's status line and GPU support (`None` when it is not reachable), probed as the

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use nunet_ensemble::resources::Gpu;
-use nunet_ensemble::resources::assign_gpus;
+use nunet_ensemble::resources::{Shortfall, assign_gpus};
 use nunet_executor::{DevicePath, Executor, GpuDevice};
 use nunet_protocol::OfferedGpu;
 use nunet_resources::gpu::{GpuUnit, GpuVendor};
@@ -41,7 +41,12 @@ pub(super) fn pick(want: &[Gpu], among: &[GpuUnit]) -> Result<Vec<GpuUnit>, Stri
             "no free GPU for {} ({} free here{})",
             short
                 .iter()
-                .map(|s| format!("gpus[{}]: {}", short_index(s), s.requirement()))
+                .filter_map(|s| match s {
+                    Shortfall::Gpu { index, need, .. } => {
+                        Some(format!("gpus[{index}]: {}", need.requirement()))
+                    }
+                    _ => None,
+                })
                 .collect::<Vec<_>>()
                 .join(", "),
             among.len(),
@@ -66,22 +71,10 @@ pub(super) fn pick(want: &[Gpu], among: &[GpuUnit]) -> Result<Vec<GpuUnit>, Stri
     }
 }
 
-fn short_index(s: &nunet_ensemble::resources::Shortfall) -> usize {
-    match s {
-        nunet_ensemble::resources::Shortfall::Gpu { index, .. } => *index,
-        _ => 0,
-    }
-}
-
 /// The executor-side vendor; `None` for a GPU of unknown make (nothing knows how to hand
 /// it over).
 fn vendor_of(v: GpuVendor) -> Option<nunet_executor::GpuVendor> {
-    match v {
-        GpuVendor::Nvidia => Some(nunet_executor::GpuVendor::Nvidia),
-        GpuVendor::Amd => Some(nunet_executor::GpuVendor::Amd),
-        GpuVendor::Intel => Some(nunet_executor::GpuVendor::Intel),
-        GpuVendor::Unknown => None,
-    }
+    nunet_executor::GpuVendor::from_name(v.as_str())
 }
 
 /// Why `u` cannot be handed to any workload as recorded: an NVIDIA GPU without a UUID

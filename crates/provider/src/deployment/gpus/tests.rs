@@ -243,7 +243,8 @@ impl Fixture {
         self.call(COMMIT, serde_json::to_value(req).unwrap()).await
     }
 
-    async fn allocate(&self, ensemble: &str, allocs: &[(&str, Resources)]) -> Allocated {
+    /// The allocate request of `allocs` (docker tasks) as committed by [`Fixture::commit`].
+    fn allocate_req(&self, ensemble: &str, allocs: &[(&str, Resources)]) -> Value {
         let req = AllocateRequest {
             ensemble_id: ensemble.into(),
             node_id: "n".into(),
@@ -266,8 +267,12 @@ impl Fixture {
                 })
                 .collect(),
         };
+        serde_json::to_value(req).unwrap()
+    }
+
+    async fn allocate(&self, ensemble: &str, allocs: &[(&str, Resources)]) -> Allocated {
         let v = self
-            .call(ALLOCATE, serde_json::to_value(req).unwrap())
+            .call(ALLOCATE, self.allocate_req(ensemble, allocs))
             .await
             .unwrap();
         serde_json::from_value(v).unwrap()
@@ -396,27 +401,8 @@ async fn one_gpu_goes_to_one_job_and_needs_the_vendor_runtime() {
         DeclineReason::GpuRuntime
     );
     g.commit("c", &[("job", one.clone())]).await.unwrap();
-    let req = AllocateRequest {
-        ensemble_id: "c".into(),
-        node_id: "n".into(),
-        orchestrator: g.system.root(),
-        allocations: vec![AllocationRequest {
-            name: "job".into(),
-            id: "c-job".into(),
-            kind: AllocationType::Task,
-            execution: Execution::Docker(DockerExecution {
-                image: "cuda".into(),
-                ..Default::default()
-            }),
-            resources: one,
-            ports: Vec::new(),
-            provision: Vec::new(),
-            healthcheck: None,
-            keep_on_exit: false,
-        }],
-    };
     let e = g
-        .call(ALLOCATE, serde_json::to_value(req).unwrap())
+        .call(ALLOCATE, g.allocate_req("c", &[("job", one)]))
         .await
         .unwrap_err();
     assert!(
