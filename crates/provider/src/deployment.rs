@@ -358,11 +358,18 @@ impl Provider {
         if req.exclude.contains(&me) {
             return self.decline(&req, Some(DeclineReason::Excluded), BTreeMap::new());
         }
+        // GPU units only for a request that asks for GPUs (every bid request on the network
+        // reaches every provider).
+        let wants_gpus = req.nodes.iter().any(|n| !n.resources.gpus.is_empty());
         let (onboarded, free, free_gpus) = self.with_manager(|g| {
             Ok((
                 g.is_onboarded(),
                 g.accounting().free(),
-                gpus::free_units(g.gpu_units()),
+                if wants_gpus {
+                    gpus::free_units(g.gpu_units())
+                } else {
+                    Vec::new()
+                },
             ))
         })?;
         if !onboarded || self.is_offboarding() {
