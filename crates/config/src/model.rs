@@ -102,6 +102,11 @@ pub struct Job {
     /// kernels, initrds and root filesystems; WASM modules), besides `<data_dir>/images`.
     /// Anything else — `/etc/shadow`, a symlink out of a root, `..` — is refused.
     pub image_roots: Vec<PathBuf>,
+    /// Host directories whose subdirectories ensembles may mount as `local` volumes by
+    /// absolute path (`src: /srv/data/x`). Empty: only named volumes, which the provider
+    /// creates under `<data_dir>/volumes`. Paths are resolved (symlinks, `..`) before the
+    /// check.
+    pub volume_roots: Vec<PathBuf>,
     /// Seconds a microVM's kernel may take to start its init before the VM is killed and
     /// its allocation fails (0: no limit).
     pub vm_boot_timeout_secs: u64,
@@ -203,6 +208,7 @@ impl Config {
             job: Job {
                 allow_privileged_docker: false,
                 image_roots: Vec::new(),
+                volume_roots: Vec::new(),
                 vm_boot_timeout_secs: 120,
             },
             subnet: Subnet {
@@ -264,12 +270,17 @@ impl Config {
                 self.rest.addr
             ));
         }
-        for (i, r) in self.job.image_roots.iter().enumerate() {
-            if !r.is_absolute() {
-                p.push(format!(
-                    "job.image_roots[{i}]: {} is not an absolute path",
-                    r.display()
-                ));
+        for (key, roots) in [
+            ("job.image_roots", &self.job.image_roots),
+            ("job.volume_roots", &self.job.volume_roots),
+        ] {
+            for (i, r) in roots.iter().enumerate() {
+                if !r.is_absolute() {
+                    p.push(format!(
+                        "{key}[{i}]: {} is not an absolute path",
+                        r.display()
+                    ));
+                }
             }
         }
         // The VM executor adds it to the clock: beyond that, `now + timeout` overflows.

@@ -43,6 +43,7 @@ pub mod summary;
 pub mod tree;
 pub mod units;
 pub mod validate;
+pub mod volumes;
 
 use std::path::{Path, PathBuf};
 

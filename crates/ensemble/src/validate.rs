@@ -38,6 +38,7 @@ pub(crate) fn validate(c: &mut Collector, e: &Ensemble, d: &Declared) {
     dependencies(c, e, &ix);
     peers(c, e);
     healthchecks(c, e);
+    crate::volumes::rules(c, e);
 }
 
 /// Every allocation's health check ([`crate::check::healthcheck_rules`]).

@@ -128,6 +128,7 @@ pub(crate) fn allocation_request(
         provision: crate::provision::provision_of(e, a),
         healthcheck: a.healthcheck.as_ref().map(|h| provider_healthcheck(h, a)),
         keep_on_exit: supervision.supervised(&a.name),
+        volumes: a.volumes.clone(),
     }
 }
 

@@ -64,6 +64,9 @@ pub struct AllocationRequest {
     /// ([`crate::calls::AllocationRestart`]); they go with its shutdown or the revert.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_on_exit: bool,
+    /// Volumes the provider mounts into it (local paths, named volumes, GlusterFS).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<nunet_ensemble::spec::Volume>,
 }
 
 /// `AllocationDeploymentRequest`: turn a node's commitments into allocation actors.
@@ -275,6 +278,7 @@ mod tests {
                 failure_threshold: None,
             }),
             keep_on_exit: true,
+            volumes: Vec::new(),
         };
         let req = |a| AllocateRequest {
             ensemble_id: "e".into(),

@@ -42,6 +42,7 @@ mod provision;
 mod reconcile;
 #[cfg(test)]
 mod tests;
+mod volumes;
 use exec::read_logs;
 
 /// Environment variable that enables test hooks (fault injection): with `DMS_TEST_HOOKS=1`,
@@ -82,6 +83,9 @@ struct AllocRecord {
     /// Provision scripts (name, body), run in order before the workload.
     #[serde(default)]
     provision: Vec<(String, String)>,
+    /// Volumes mounted into it (`volumes.rs`).
+    #[serde(default)]
+    volumes: Vec<nunet_ensemble::spec::Volume>,
     /// Created / started / finished (deploy-control).
     #[serde(default)]
     times: control::Times,
@@ -139,6 +143,8 @@ pub struct Provider {
     edge: edge::EdgeState,
     /// Provider files ensembles may name (VM images, WASM modules).
     files: files::LocalFiles,
+    /// Allocations' volumes.
+    volumes: volumes::Volumes,
 }
 
 /// Ensemble resources → the accounting's units, without GPUs: those are units chosen by
@@ -231,6 +237,7 @@ impl Provider {
             offboarding: std::sync::atomic::AtomicBool::new(false),
             edge: edge::EdgeState::new(network),
             files: files::LocalFiles::new(&g.data_dir, &config.job.image_roots),
+            volumes: volumes::Volumes::new(&g.data_dir, &config.job.volume_roots),
         })
     }
 
@@ -706,6 +713,7 @@ impl Provider {
         }
         self.ensemble_behaviors_down_if_gone(&req.ensemble_id);
         self.subnet_down_if_gone(&req.ensemble_id).await;
+        self.volumes_down_if_gone(&req.ensemble_id).await;
         Ok(Reverted {
             ok: true,
             stopped,
@@ -809,6 +817,7 @@ fn record(req: &AllocateRequest, a: &AllocationRequest) -> AllocRecord {
         stderr: String::new(),
         ports: a.ports.clone(),
         provision: a.provision.clone(),
+        volumes: a.volumes.clone(),
         times: control::Times {
             created_ms: Some(now_ms()),
             ..Default::default()

@@ -13,8 +13,10 @@ use serde_json::Value;
 pub fn nunet_cmd(dir: &Path, ns: Option<&str>, home: Option<&str>, args: &[&str]) -> Command {
     let mut c = match ns {
         Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_nunet")]);
+            // Only the network namespace, as `nunet devnet up --netns` starts daemons.
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}"))
+                .args(["--", env!("CARGO_BIN_EXE_nunet")]);
             c
         }
         None => Command::new(env!("CARGO_BIN_EXE_nunet")),

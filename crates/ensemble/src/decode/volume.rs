@@ -5,12 +5,6 @@ use crate::problem::{Collector, index};
 use crate::spec::{Volume, VolumeSource};
 use crate::tree::{Kind, Value};
 
-fn valid_volume_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars.next().is_some_and(|f| f.is_ascii_alphanumeric())
-        && chars.all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-'))
-}
-
 pub(crate) fn volume_list(c: &mut Collector, v: &Value, path: &str) -> Vec<Volume> {
     match &v.kind {
         Kind::Seq(items) => items
@@ -46,17 +40,7 @@ fn volume(c: &mut Collector, v: &Value, path: &str) -> Option<Volume> {
         "client_ca",
     ];
     let o = obj(c, v, path, &known, false)?;
-    let mount_destination =
-        req_string(c, &o, "mount_destination", "mount_destination").filter(|m| {
-            let ok = m.starts_with('/');
-            if !ok {
-                c.error(
-                    &o.path_of("mount_destination"),
-                    format!("must be an absolute path, got {m:?}"),
-                );
-            }
-            ok
-        });
+    let mount_destination = req_string(c, &o, "mount_destination", "mount_destination");
     let read_only = opt_bool(c, &o, "read_only").unwrap_or(false);
     let source = match req_string(c, &o, "type", "the volume type (local or glusterfs)")?.as_str() {
         "local" => {
@@ -66,28 +50,15 @@ fn volume(c: &mut Collector, v: &Value, path: &str) -> Option<Volume> {
                 "src",
                 "a local volume's src (absolute path or volume name)",
             )?;
-            if !src.starts_with('/') && !valid_volume_name(&src) {
-                c.error(&o.path_of("src"), format!("expected an absolute path or a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*), got {src:?}"));
-            }
             VolumeSource::Local { src }
         }
-        "glusterfs" => {
-            let servers = opt_list(c, &o, "servers");
-            if servers.is_empty() {
-                c.error_at(
-                    &o.path_of("servers"),
-                    o.line,
-                    "a glusterfs volume needs at least one server",
-                );
-            }
-            VolumeSource::Glusterfs {
-                servers,
-                name: req_string(c, &o, "name", "the glusterfs volume name")?,
-                client_private_key: opt_string(c, &o, "client_private_key"),
-                client_pem: opt_string(c, &o, "client_pem"),
-                client_ca: opt_string(c, &o, "client_ca"),
-            }
-        }
+        "glusterfs" => VolumeSource::Glusterfs {
+            servers: opt_list(c, &o, "servers"),
+            name: req_string(c, &o, "name", "the glusterfs volume name")?,
+            client_private_key: opt_string(c, &o, "client_private_key"),
+            client_pem: opt_string(c, &o, "client_pem"),
+            client_ca: opt_string(c, &o, "client_ca"),
+        },
         other => {
             c.error(
                 &o.path_of("type"),

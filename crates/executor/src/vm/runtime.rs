@@ -32,6 +32,11 @@ pub(super) fn check_files(spec: &ExecutionSpec) -> Result<&VmWorkload> {
             "GPU passthrough to VMs is not supported".into(),
         ));
     }
+    if !spec.mounts.is_empty() {
+        return Err(ExecutorError::InvalidSpec(
+            "host directories cannot be mounted into VMs yet".into(),
+        ));
+    }
     if matches!(
         spec.network,
         NetworkAttachment::Host | NetworkAttachment::Named(_) | NetworkAttachment::Namespace(_)

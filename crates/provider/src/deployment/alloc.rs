@@ -194,6 +194,7 @@ impl Provider {
     ) -> Result<AllocationState, ActorError> {
         self.refuse_while_offboarding()?;
         let mut spec = spec_of(&rec, &self.files)?;
+        spec.mounts.extend(self.volumes.mounts(&rec).await?);
         exec.prepare(&spec).await.map_err(failed)?;
         match rec.execution {
             Execution::Docker(_) => self.subnets.attach(&rec.ensemble_id, &mut spec).await,

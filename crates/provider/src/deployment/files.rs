@@ -1,6 +1,7 @@
-//! Which provider files an ensemble may name: microVM kernels, initrds and root filesystems,
+//! Which provider paths an ensemble may name: microVM kernels, initrds and root filesystems,
 //! and WASM modules, only from under the directories the operator allows
-//! (`<data_dir>/images` and `job.image_roots`).
+//! (`<data_dir>/images` and `job.image_roots`); host directories mounted as `local` volumes,
+//! only from under `job.volume_roots`.
 //!
 //! A path is judged twice: as written (normalised without touching the disk, so a refused
 //! path tells a deployer nothing about what exists on the host), then as resolved by the
@@ -16,10 +17,14 @@ use super::failed;
 #[derive(Clone, Debug)]
 pub(crate) struct LocalFiles {
     roots: Vec<PathBuf>,
+    /// The config key that lists the roots (named in refusals).
+    key: &'static str,
+    /// Directories (volumes) rather than regular files (images, modules).
+    dirs: bool,
 }
 
 /// `p` with `.` and `..` folded away lexically; `None` when `..` would leave `/`.
-fn normalise(p: &Path) -> Option<PathBuf> {
+pub(crate) fn normalise(p: &Path) -> Option<PathBuf> {
     let mut out = PathBuf::from("/");
     for c in p.components() {
         match c {
@@ -36,15 +41,30 @@ fn normalise(p: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
+/// Roots resolved when they exist, so a root reached through a symlink still matches.
+fn resolved(roots: impl Iterator<Item = PathBuf>) -> Vec<PathBuf> {
+    roots
+        .filter_map(|r| r.canonicalize().ok().or_else(|| normalise(&r)))
+        .collect()
+}
+
 impl LocalFiles {
-    /// `<data_dir>/images` plus `extra` (the operator's `job.image_roots`). Roots are
-    /// resolved when they exist, so a root reached through a symlink still matches.
+    /// Files: `<data_dir>/images` plus `extra` (the operator's `job.image_roots`).
     pub(crate) fn new(data_dir: &Path, extra: &[PathBuf]) -> Self {
-        let roots = std::iter::once(data_dir.join("images"))
-            .chain(extra.iter().cloned())
-            .filter_map(|r| r.canonicalize().ok().or_else(|| normalise(&r)))
-            .collect();
-        Self { roots }
+        Self {
+            roots: resolved(std::iter::once(data_dir.join("images")).chain(extra.iter().cloned())),
+            key: "job.image_roots",
+            dirs: false,
+        }
+    }
+
+    /// Directories under the operator's `job.volume_roots`.
+    pub(crate) fn volumes(roots: &[PathBuf]) -> Self {
+        Self {
+            roots: resolved(roots.iter().cloned()),
+            key: "job.volume_roots",
+            dirs: true,
+        }
     }
 
     fn allowed(&self, p: &Path) -> bool {
@@ -59,18 +79,29 @@ impl LocalFiles {
                 "{what} {p:?}: name an absolute path on the provider (URLs are not fetched)"
             )));
         }
-        let roots = || {
-            self.roots
+        let outside = || {
+            let roots = self
+                .roots
                 .iter()
                 .map(|r| r.display().to_string())
                 .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let outside = || {
-            failed(format!(
-                "{what} {p:?}: this provider serves files only from under {} (job.image_roots)",
-                roots()
-            ))
+                .join(", ");
+            let served = if self.dirs {
+                "mounts directories"
+            } else {
+                "serves files"
+            };
+            if roots.is_empty() {
+                failed(format!(
+                    "{what} {p:?}: this provider allows no host path here ({} is empty)",
+                    self.key
+                ))
+            } else {
+                failed(format!(
+                    "{what} {p:?}: this provider {served} only from under {roots} ({})",
+                    self.key
+                ))
+            }
         };
         match normalise(raw) {
             Some(n) if self.allowed(&n) => {}
@@ -82,10 +113,11 @@ impl LocalFiles {
         if !self.allowed(&real) {
             return Err(outside()); // a symlink out of the root
         }
-        if !real.is_file() {
-            return Err(failed(format!("{what} {p:?}: not a regular file")));
+        match (self.dirs, real.is_dir(), real.is_file()) {
+            (true, true, _) | (false, _, true) => Ok(real),
+            (true, false, _) => Err(failed(format!("{what} {p:?}: not a directory"))),
+            (false, _, false) => Err(failed(format!("{what} {p:?}: not a regular file"))),
         }
-        Ok(real)
     }
 }
 

@@ -136,6 +136,7 @@ impl Provider {
             held.push((cell, exec));
         }
         self.restore_subnets().await;
+        self.restore_volumes().await;
         let checks = held
             .into_iter()
             .map(|(cell, exec)| self.reconcile_one(cell, exec, ORCHESTRATOR_GRACE));
@@ -228,6 +229,7 @@ impl Provider {
         self.forget(&rec.id);
         self.ensemble_behaviors_down_if_gone(&rec.ensemble_id);
         self.subnet_down_if_gone(&rec.ensemble_id).await;
+        self.volumes_down_if_gone(&rec.ensemble_id).await;
     }
 }
 

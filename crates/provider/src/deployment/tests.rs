@@ -135,6 +135,7 @@ fn allocate(f: &Fixture, r: nunet_ensemble::Resources, ports: Vec<PortMapping>) 
             provision: Vec::new(),
             healthcheck: None,
             keep_on_exit: false,
+            volumes: Vec::new(),
         }],
     })
     .unwrap()
@@ -263,6 +264,7 @@ fn wasm_memory_is_never_unlimited_nor_above_the_committed_ram() {
             provision: Vec::new(),
             healthcheck: None,
             keep_on_exit: false,
+            volumes: Vec::new(),
         };
         let req = AllocateRequest {
             ensemble_id: "e".into(),

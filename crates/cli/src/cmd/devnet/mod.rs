@@ -37,7 +37,8 @@ pub enum DevnetCmd {
         base_port: u16,
         /// Put every node in its own network namespace (root only), on a bridged LAN
         /// 172.31.x.0/24, with the ensemble VPN enabled. Talk to node i with
-        /// `ip netns exec <its namespace> nunet …` (printed at the end).
+        /// `ip netns exec <its namespace> nunet …` (printed at the end). Daemons enter only
+        /// the network namespace and share the host's mount namespace (volumes).
         #[arg(long)]
         netns: bool,
     },
@@ -202,6 +203,7 @@ fn up(n: usize, dir: &Path, base: u16, in_netns: bool) -> Result<i32> {
     )?;
 
     let image_root = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    fs::create_dir_all(image_root.join(SHARED_DIR))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let start = |p: &Plan, bootstrap: &[String]| -> Result<()> {
         p.write_config(bootstrap, &image_root, layout.is_some())?;
@@ -344,6 +346,10 @@ fn up(n: usize, dir: &Path, base: u16, in_netns: bool) -> Result<i32> {
     Ok(0)
 }
 
+/// The devnet's directory whose subdirectories ensembles may mount as `local` volumes
+/// (`job.volume_roots` of every node).
+pub const SHARED_DIR: &str = "shared";
+
 /// One node of a devnet being created.
 struct Plan {
     name: String,
@@ -367,8 +373,12 @@ impl Plan {
             "p2p": {"listen_address": [format!("/ip4/{host}/tcp/{p2p}"), format!("/ip4/{host}/udp/{p2p}/quic-v1")], "bootstrap_peers": bootstrap},
             "general": {"env": "devnet"},
             "subnet": {"enabled": subnet},
-            // Ensembles of a devnet name VM images and WASM modules under its directory.
-            "job": {"image_roots": [image_root.display().to_string()]},
+            // Ensembles of a devnet name VM images and WASM modules under its directory, and
+            // mount the directories under its `shared/` as local volumes.
+            "job": {
+                "image_roots": [image_root.display().to_string()],
+                "volume_roots": [image_root.join(SHARED_DIR).display().to_string()],
+            },
         });
         nunet_config::write_file(&self.home.join(nunet_config::load::FILE_NAME), &config)?;
         Ok(())
@@ -378,9 +388,13 @@ impl Plan {
         let exe = std::env::current_exe()?;
         let log = fs::File::create(self.home.join("nunet.log"))?;
         let mut cmd = match &self.ns {
+            // Only the network namespace: the daemon stays in the host's mount namespace, as
+            // a provider does in production, so what it mounts for volumes (GlusterFS, named
+            // volume images) is what dockerd sees (`ip netns exec` would give it a private
+            // mount namespace).
             Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&exe);
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(&exe);
                 c
             }
             None => Command::new(&exe),

@@ -264,6 +264,7 @@ impl Fixture {
                     provision: Vec::new(),
                     healthcheck: None,
                     keep_on_exit: false,
+                    volumes: Vec::new(),
                 })
                 .collect(),
         };

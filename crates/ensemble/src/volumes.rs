@@ -1,0 +1,167 @@
+//! Rules for allocation volumes that a provider of this implementation relies on: names
+//! safe as a path component and a command argument, one volume per `mount_destination`,
+//! named volumes sized by the allocation's disk, and no GlusterFS TLS material yet (refused
+//! here rather than dropped at deploy). Volumes of a microVM are a warning: NuNet's
+//! ensembles have them, and this implementation's providers refuse them at start.
+
+use std::collections::HashMap;
+use std::path::{Component, Path};
+
+use crate::execution::Execution;
+use crate::problem::{Collector, index, join};
+use crate::spec::{Ensemble, VolumeSource};
+
+/// Smallest named volume: its size is the allocation's `resources.disk`, and an ext4
+/// filesystem needs some room for itself.
+pub const MIN_NAMED_VOLUME_BYTES: u64 = 8 << 20;
+/// Longest volume name, GlusterFS volume name or GlusterFS server name.
+pub const MAX_NAME: usize = 128;
+
+/// `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most [`MAX_NAME`]: a named volume, a GlusterFS volume or
+/// server (host name or IPv4 address).
+pub fn valid_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    s.len() <= MAX_NAME
+        && chars.next().is_some_and(|f| f.is_ascii_alphanumeric())
+        && chars.all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-'))
+}
+
+/// `mount_destination` with `.` and `..` folded away; `None` unless it is absolute and
+/// names something below `/`.
+pub fn destination(d: &str) -> Option<String> {
+    if !d.starts_with('/') || d.contains('\0') {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for c in Path::new(d).components() {
+        match c {
+            Component::Normal(n) => parts.push(n.to_str()?),
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            _ => {}
+        }
+    }
+    (!parts.is_empty()).then(|| format!("/{}", parts.join("/")))
+}
+
+/// The volume rules of every allocation of `e`.
+pub(crate) fn rules(c: &mut Collector, e: &Ensemble) {
+    for a in &e.allocations {
+        let p = join(&join("allocations", &a.name), "volume");
+        if !a.volumes.is_empty() && matches!(a.execution, Execution::Firecracker(_)) {
+            c.warn(
+                &p,
+                "volumes are not mounted into microVMs yet: providers of this implementation refuse to start this allocation (docker and wasm allocations get volumes)",
+            );
+        }
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (i, v) in a.volumes.iter().enumerate() {
+            let vp = index(&p, i);
+            match destination(&v.mount_destination) {
+                None => c.error(
+                    &join(&vp, "mount_destination"),
+                    format!(
+                        "must be an absolute path other than /, got {:?}",
+                        v.mount_destination
+                    ),
+                ),
+                Some(d) => {
+                    if let Some(j) = seen.insert(d.clone(), i) {
+                        c.error(
+                            &join(&vp, "mount_destination"),
+                            format!("{d} is also the mount_destination of volume[{j}]"),
+                        );
+                    }
+                }
+            }
+            match &v.source {
+                VolumeSource::Local { src } if src.starts_with('/') => {}
+                VolumeSource::Local { src } => {
+                    if !valid_name(src) {
+                        c.error(
+                            &join(&vp, "src"),
+                            format!("expected an absolute path or a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*, at most {MAX_NAME}), got {src:?}"),
+                        );
+                    }
+                    let size = a.resources.disk.size;
+                    if size < MIN_NAMED_VOLUME_BYTES {
+                        c.error(
+                            &join(&vp, "src"),
+                            format!(
+                                "named volume {src:?} is as large as the allocation's resources.disk, which is {size} bytes; ask for at least {} MiB",
+                                MIN_NAMED_VOLUME_BYTES >> 20
+                            ),
+                        );
+                    }
+                }
+                VolumeSource::Glusterfs {
+                    servers,
+                    name,
+                    client_private_key,
+                    client_pem,
+                    client_ca,
+                } => {
+                    if !valid_name(name) {
+                        c.error(
+                            &join(&vp, "name"),
+                            format!("expected a GlusterFS volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*), got {name:?}"),
+                        );
+                    }
+                    if servers.is_empty() {
+                        c.error(
+                            &join(&vp, "servers"),
+                            "a glusterfs volume needs at least one server",
+                        );
+                    }
+                    for (k, s) in servers.iter().enumerate() {
+                        if !valid_name(s) {
+                            c.error(
+                                &index(&join(&vp, "servers"), k),
+                                format!("expected a host name or IPv4 address, got {s:?}"),
+                            );
+                        }
+                    }
+                    for (key, given) in [
+                        ("client_private_key", client_private_key),
+                        ("client_pem", client_pem),
+                        ("client_ca", client_ca),
+                    ] {
+                        if given.is_some() {
+                            c.error(
+                                &join(&vp, key),
+                                "TLS client material for GlusterFS volumes is not supported yet; mount the volume without TLS",
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_destinations() {
+        assert!(valid_name("data-1.v2"));
+        for bad in [
+            "",
+            "-o",
+            ".x",
+            "a/b",
+            "a b",
+            "..",
+            &"a".repeat(MAX_NAME + 1),
+        ] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+        assert_eq!(destination("/data/../srv/").as_deref(), Some("/srv"));
+        assert_eq!(destination("/a/./b").as_deref(), Some("/a/b"));
+        for bad in ["/", "/..", "data", "/a/../..", ""] {
+            assert_eq!(destination(bad), None, "{bad:?}");
+        }
+    }
+}

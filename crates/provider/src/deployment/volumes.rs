@@ -1,0 +1,408 @@
+//! An allocation's volumes, turned into host directories the executor mounts at
+//! `mount_destination` (a bind mount for containers, a preopen for WASM):
+//!
+//! - `local` with an absolute `src`: a host directory under `job.volume_roots`, resolved as
+//!   [`super::files`] resolves paths (`..` and symlinks cannot leave the roots);
+//! - `local` with a name: a *named volume* of the ensemble on this provider, an ext4 image
+//!   of the allocation's disk size (`resources.disk`, already counted against the onboarded
+//!   disk) on a loop device, so a writer stops at its size with `ENOSPC`; it outlives the
+//!   allocation's restarts and goes with the ensemble;
+//! - `glusterfs`: the volume mounted with the GlusterFS FUSE client, once per ensemble.
+//!
+//! Everything lives under `<data_dir>/volumes/<ensemble id>/` (`images/`, `mnt/`,
+//! `glusterfs/`). Nothing is ever deleted while something is still mounted under it, so
+//! removing an ensemble can never reach into a GlusterFS volume or a host directory.
+//! microVMs get no volumes yet: such an allocation fails with that reason.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nunet_actor::ActorError;
+use nunet_ensemble::Execution;
+use nunet_ensemble::spec::{Volume, VolumeSource};
+use nunet_executor::Mount;
+use sha2::{Digest, Sha256};
+
+use nunet_ensemble::volumes::{MAX_NAME, MIN_NAMED_VOLUME_BYTES, valid_name};
+
+use super::files::LocalFiles;
+use super::{AllocRecord, failed};
+
+/// How long `mount`/`umount`/`mkfs` may take (a GlusterFS server that does not answer).
+const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The provider's volumes.
+#[derive(Debug)]
+pub(crate) struct Volumes {
+    /// `<data_dir>/volumes`.
+    base: PathBuf,
+    /// `job.volume_roots`.
+    roots: LocalFiles,
+    /// One mount or removal at a time (two allocations may share a named volume).
+    busy: tokio::sync::Mutex<()>,
+}
+
+impl Volumes {
+    pub(crate) fn new(data_dir: &Path, roots: &[PathBuf]) -> Self {
+        Self {
+            base: data_dir.join("volumes"),
+            roots: LocalFiles::volumes(roots),
+            busy: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn ensemble_dir(&self, ensemble: &str) -> Result<PathBuf, ActorError> {
+        if !valid_name(ensemble) {
+            return Err(failed(format!(
+                "ensemble id {ensemble:?} cannot name a volume directory"
+            )));
+        }
+        Ok(self.base.join(ensemble))
+    }
+
+    /// The mounts of `rec`'s volumes, creating and mounting what is not there yet.
+    pub(crate) async fn mounts(&self, rec: &AllocRecord) -> Result<Vec<Mount>, ActorError> {
+        if rec.volumes.is_empty() {
+            return Ok(Vec::new());
+        }
+        if matches!(rec.execution, Execution::Firecracker(_)) {
+            return Err(failed(
+                "volumes cannot be mounted into microVMs on this provider yet \
+                 (docker and WASM allocations get them)",
+            ));
+        }
+        let _one = self.busy.lock().await;
+        let mut out: Vec<Mount> = Vec::new();
+        for (i, v) in rec.volumes.iter().enumerate() {
+            let what = format!("volume[{i}]");
+            let target = destination(&what, v)?;
+            if out.iter().any(|m| m.target == target) {
+                return Err(failed(format!(
+                    "{what}: two volumes are mounted at {target}"
+                )));
+            }
+            let source = self
+                .source(rec, &what, &v.source)
+                .await
+                .map_err(|e| failed(format!("{what}: {}", e.message)))?;
+            out.push(Mount {
+                source,
+                target,
+                read_only: v.read_only,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn source(
+        &self,
+        rec: &AllocRecord,
+        what: &str,
+        src: &VolumeSource,
+    ) -> Result<PathBuf, ActorError> {
+        match src {
+            VolumeSource::Local { src } if src.starts_with('/') => self
+                .roots
+                .resolve("src", src)
+                .map_err(|e| failed(e.message.replacen("src", &format!("{what} src"), 1))),
+            VolumeSource::Local { src } => {
+                let dir = self.ensemble_dir(&rec.ensemble_id)?;
+                named(&dir, src, rec.resources.disk.size).await
+            }
+            VolumeSource::Glusterfs {
+                servers,
+                name,
+                client_private_key,
+                client_pem,
+                client_ca,
+            } => {
+                if client_private_key.is_some() || client_pem.is_some() || client_ca.is_some() {
+                    return Err(failed(format!(
+                        "GlusterFS volume {name:?}: TLS client material \
+                         (client_private_key, client_pem, client_ca) is not supported by \
+                         this provider yet; mount it without TLS or on another provider"
+                    )));
+                }
+                let dir = self.ensemble_dir(&rec.ensemble_id)?;
+                glusterfs(&dir, servers, name).await
+            }
+        }
+    }
+
+    /// Unmounts and deletes the volumes of `ensemble` (it has no allocation here any more).
+    pub(crate) async fn remove(&self, ensemble: &str) {
+        let Ok(dir) = self.ensemble_dir(ensemble) else {
+            return;
+        };
+        if !dir.exists() {
+            return;
+        }
+        let _one = self.busy.lock().await;
+        for m in mounted_under(&dir) {
+            if let Err(e) = unmount(&m).await {
+                tracing::warn!(mount = %m.display(), error = %e, "volume not unmounted");
+            }
+        }
+        let left = mounted_under(&dir);
+        if !left.is_empty() {
+            tracing::warn!(
+                ensemble,
+                still_mounted = ?left,
+                "volumes of a gone ensemble kept: something is still mounted under them"
+            );
+            return;
+        }
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => tracing::info!(ensemble, "volumes removed"),
+            Err(e) => tracing::warn!(ensemble, error = %e, "volumes not removed"),
+        }
+    }
+
+    /// After a restart: removes the volumes of every ensemble not in `live`.
+    pub(crate) async fn remove_all_but(&self, live: &std::collections::HashSet<String>) {
+        let Ok(entries) = std::fs::read_dir(&self.base) else {
+            return;
+        };
+        let gone: Vec<String> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|e| !live.contains(e))
+            .collect();
+        for e in gone {
+            self.remove(&e).await;
+        }
+    }
+}
+
+impl super::Provider {
+    /// Removes the ensemble's volumes when none of its allocations is on this provider any
+    /// more (finished ones keep them: their output may be read after they end).
+    pub(super) async fn volumes_down_if_gone(&self, ensemble: &str) {
+        let here = self.allocs.lock().is_ok_and(|m| {
+            m.values()
+                .any(|c| c.lock().is_ok_and(|r| r.ensemble_id == ensemble))
+        });
+        if !here {
+            self.volumes.remove(ensemble).await;
+        }
+    }
+
+    /// After a restart: removes the volumes of ensembles with no allocation here.
+    pub(super) async fn restore_volumes(&self) {
+        let live = match self.allocs.lock() {
+            Ok(m) => m
+                .values()
+                .filter_map(|c| c.lock().ok().map(|r| r.ensemble_id.clone()))
+                .collect(),
+            Err(_) => return, // never judge every volume gone on a poisoned map
+        };
+        self.volumes.remove_all_but(&live).await;
+    }
+}
+
+/// The checked `mount_destination`, normalised.
+fn destination(what: &str, v: &Volume) -> Result<String, ActorError> {
+    nunet_ensemble::volumes::destination(&v.mount_destination).ok_or_else(|| {
+        failed(format!(
+            "{what}: mount_destination {:?} must be an absolute path other than /",
+            v.mount_destination
+        ))
+    })
+}
+
+/// The named volume `name` of the ensemble directory `dir`, created with `size` bytes when
+/// it does not exist yet, mounted at `dir/mnt/name`.
+async fn named(dir: &Path, name: &str, size: u64) -> Result<PathBuf, ActorError> {
+    if !valid_name(name) {
+        return Err(failed(format!(
+            "volume name {name:?} must be 1-{MAX_NAME} characters of [A-Za-z0-9_.-], \
+             starting with a letter or digit"
+        )));
+    }
+    let mnt = dir.join("mnt").join(name);
+    if is_mounted(&mnt) {
+        return Ok(mnt);
+    }
+    let images = dir.join("images");
+    let image = images.join(name);
+    if !image.exists() {
+        if size < MIN_NAMED_VOLUME_BYTES {
+            return Err(failed(format!(
+                "named volume {name:?} takes its size from the allocation's disk \
+                 (resources.disk), which is {size} bytes; it needs at least {} MiB",
+                MIN_NAMED_VOLUME_BYTES >> 20
+            )));
+        }
+        tokio::fs::create_dir_all(&images).await.map_err(failed)?;
+        // Made aside and renamed: a crash never leaves a half-made filesystem under the
+        // volume's name.
+        let tmp = images.join(format!(".{name}.tmp"));
+        let f = tokio::fs::File::create(&tmp).await.map_err(failed)?;
+        f.set_len(size).await.map_err(failed)?;
+        drop(f);
+        run("mkfs.ext4", &["-q", "-F", "-m", "0", path_arg(&tmp)?])
+            .await
+            .map_err(|e| failed(format!("named volume {name:?}: {e}")))?;
+        tokio::fs::rename(&tmp, &image).await.map_err(failed)?;
+    }
+    tokio::fs::create_dir_all(&mnt).await.map_err(failed)?;
+    run(
+        "mount",
+        &[
+            "-o",
+            "loop,nosuid,nodev",
+            path_arg(&image)?,
+            path_arg(&mnt)?,
+        ],
+    )
+    .await
+    .map_err(|e| {
+        failed(format!(
+            "named volume {name:?}: {e} (named volumes are loop-mounted images: the daemon \
+             must run as root)"
+        ))
+    })?;
+    Ok(mnt)
+}
+
+/// GlusterFS volume `name` from `servers`, mounted once per ensemble.
+async fn glusterfs(dir: &Path, servers: &[String], name: &str) -> Result<PathBuf, ActorError> {
+    if !valid_name(name) {
+        return Err(failed(format!(
+            "GlusterFS volume name {name:?} must be [A-Za-z0-9_.-]"
+        )));
+    }
+    let (first, rest) = servers
+        .split_first()
+        .ok_or_else(|| failed(format!("GlusterFS volume {name:?} names no server")))?;
+    if let Some(bad) = servers.iter().find(|s| !valid_name(s)) {
+        return Err(failed(format!(
+            "GlusterFS server {bad:?} must be a host name or IPv4 address"
+        )));
+    }
+    let key = hex::encode(&Sha256::digest(format!("{}/{name}", servers.join(",")))[..8]);
+    let mnt = dir.join("glusterfs").join(format!("{name}-{key}"));
+    if is_mounted(&mnt) {
+        return Ok(mnt);
+    }
+    tokio::fs::create_dir_all(&mnt).await.map_err(failed)?;
+    let remote = format!("{first}:/{name}");
+    let mut args = vec!["-t", "glusterfs"];
+    let backups = format!("backup-volfile-servers={}", rest.join(":"));
+    if !rest.is_empty() {
+        args.extend(["-o", &backups]);
+    }
+    args.extend([remote.as_str(), path_arg(&mnt)?]);
+    run("mount", &args).await.map_err(|e| {
+        failed(format!(
+            "GlusterFS volume {name:?} from {}: {e}",
+            servers.join(", ")
+        ))
+    })?;
+    Ok(mnt)
+}
+
+fn path_arg(p: &Path) -> Result<&str, ActorError> {
+    p.to_str()
+        .ok_or_else(|| failed(format!("{} is not UTF-8", p.display())))
+}
+
+/// Runs a system tool; its stderr is the error.
+async fn run(tool: &str, args: &[&str]) -> Result<(), String> {
+    let out = tokio::time::timeout(
+        MOUNT_TIMEOUT,
+        tokio::process::Command::new(tool)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| format!("{tool} did not finish in {}s", MOUNT_TIMEOUT.as_secs()))?
+    .map_err(|e| format!("cannot run {tool}: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let err = err.trim();
+    Err(format!(
+        "{tool} failed ({}): {}",
+        out.status,
+        if err.is_empty() { "no message" } else { err }
+    ))
+}
+
+async fn unmount(p: &Path) -> Result<(), String> {
+    let arg = p.to_str().ok_or("not UTF-8")?;
+    match run("umount", &[arg]).await {
+        Ok(()) => Ok(()),
+        // Busy (a process still holds a file): detach it now, the kernel finishes later.
+        Err(_) => run("umount", &["-l", arg]).await,
+    }
+}
+
+/// Mount points of this process's mount namespace (`/proc/self/mountinfo`, field 5, with
+/// its octal escapes undone).
+fn mount_points() -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape(m)))
+        .collect()
+}
+
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let oct = b.get(i + 1..i + 4).and_then(|d| {
+            let d = std::str::from_utf8(d).ok()?;
+            u8::from_str_radix(d, 8).ok()
+        });
+        match (b[i], oct) {
+            (b'\\', Some(c)) => {
+                out.push(c);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn real(p: &Path) -> PathBuf {
+    p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn is_mounted(p: &Path) -> bool {
+    let p = real(p);
+    mount_points().contains(&p)
+}
+
+/// What is mounted under `dir`, deepest first.
+fn mounted_under(dir: &Path) -> Vec<PathBuf> {
+    let dir = real(dir);
+    let mut v: Vec<PathBuf> = mount_points()
+        .into_iter()
+        .filter(|m| m.starts_with(&dir) && *m != dir)
+        .collect();
+    v.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    v.dedup();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape(r"/a\040b\011c\134d"), "/a b\tc\\d");
+        assert_eq!(unescape(r"/x\04"), r"/x\04");
+    }
+}
