@@ -6,6 +6,7 @@
 #     (no container registry is reachable)
 #   - qemu-system-x86 and Debian's cloud kernel for the QEMU microvm backend
 #   - busybox-static (initramfs for VM tests, rootfs for the image), iproute2, iptables, ping
+#   - GlusterFS server and FUSE client (volume tests), e2fsprogs (named volumes are ext4 images)
 set -euo pipefail
 
 IMAGE="${NUNET_TEST_IMAGE:-nunet-test/busybox:latest}"
@@ -20,6 +21,9 @@ command -v iptables >/dev/null || pkgs+=(iptables)
 command -v ping >/dev/null || pkgs+=(iputils-ping)   # subnet data-path tests
 command -v nsenter >/dev/null || pkgs+=(util-linux)
 ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 || pkgs+=(linux-image-cloud-amd64)
+command -v glusterd >/dev/null || pkgs+=(glusterfs-server)
+command -v mount.glusterfs >/dev/null || pkgs+=(glusterfs-client)
+command -v mkfs.ext4 >/dev/null || pkgs+=(e2fsprogs)
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "install-runtimes: apt-get install ${pkgs[*]}"
   apt-get update -qq
@@ -63,4 +67,5 @@ if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
 fi
 
 echo "install-runtimes: ok (docker $(docker version --format '{{.Server.Version}}'), image $IMAGE," \
-  "$(qemu-system-x86_64 --version | head -n1), kernel $(ls /boot/vmlinuz-*-cloud-amd64 | tail -n1))"
+  "$(qemu-system-x86_64 --version | head -n1), kernel $(ls /boot/vmlinuz-*-cloud-amd64 | tail -n1)," \
+  "$(glusterd --version | head -n1))"

@@ -285,20 +285,40 @@ async fn glusterfs(dir: &Path, servers: &[String], name: &str) -> Result<PathBuf
         return Ok(mnt);
     }
     tokio::fs::create_dir_all(&mnt).await.map_err(failed)?;
-    let remote = format!("{first}:/{name}");
-    let mut args = vec!["-t", "glusterfs"];
-    let backups = format!("backup-volfile-servers={}", rest.join(":"));
+    // The client's own log says why a mount failed (`mount` only says that it did).
+    let log = mnt.with_extension("log");
+    let _ = tokio::fs::remove_file(&log).await;
+    let mut options = format!("log-file={}", path_arg(&log)?);
     if !rest.is_empty() {
-        args.extend(["-o", &backups]);
+        options.push_str(&format!(",backup-volfile-servers={}", rest.join(":")));
     }
-    args.extend([remote.as_str(), path_arg(&mnt)?]);
-    run("mount", &args).await.map_err(|e| {
-        failed(format!(
-            "GlusterFS volume {name:?} from {}: {e}",
-            servers.join(", ")
-        ))
-    })?;
+    let remote = format!("{first}:/{name}");
+    let args = ["-t", "glusterfs", "-o", &options, &remote, path_arg(&mnt)?];
+    if let Err(e) = run("mount", &args).await {
+        let why = tokio::fs::read_to_string(&log)
+            .await
+            .map(|l| client_errors(&l))
+            .unwrap_or_default();
+        return Err(failed(format!(
+            "GlusterFS volume {name:?} from {}: {e}{}",
+            servers.join(", "),
+            if why.is_empty() { String::new() } else { format!(" ({why})") }
+        )));
+    }
     Ok(mnt)
+}
+
+/// The GlusterFS client log's errors and management messages (why a mount failed), the
+/// last three, without timestamps and source locations.
+fn client_errors(log: &str) -> String {
+    let msgs: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("] E [") || l.contains("-mgmt: "))
+        .filter_map(|l| l.rsplit_once("]").map(|(_, m)| m))
+        .filter_map(|m| m.split_once(": ").map(|(_, m)| m.trim()))
+        .filter(|m| !m.is_empty())
+        .collect();
+    msgs[msgs.len().saturating_sub(3)..].join("; ")
 }
 
 fn path_arg(p: &Path) -> Result<&str, ActorError> {
@@ -399,6 +419,19 @@ fn mounted_under(dir: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_glusterfs_client_log_says_why() {
+        let log = "[2026-12-05 18:03:07.093043 +0000] I [glusterfsd.c:2447:daemonize] 0-glusterfs: Pid of current running process is 15283
+[2026-12-05 18:03:07.096964 +0000] I [glusterfsd-mgmt.c:2673:mgmt_rpc_notify] 0-glusterfsd-mgmt: disconnected from remote-host: 10.99.0.1
+[2026-12-05 18:03:07.096976 +0000] I [glusterfsd-mgmt.c:2712:mgmt_rpc_notify] 0-glusterfsd-mgmt: Exhausted all volfile servers
+[2026-12-05 18:03:07.097255 +0000] I [fuse-bridge.c:7065:fini] 0-fuse: Unmounting '/tmp/gm2'.";
+        assert_eq!(
+            client_errors(log),
+            "disconnected from remote-host: 10.99.0.1; Exhausted all volfile servers"
+        );
+        assert_eq!(client_errors(""), "");
+    }
 
     #[test]
     fn mountinfo_escapes_are_undone() {
