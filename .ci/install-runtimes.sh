@@ -6,7 +6,8 @@
 #     (no container registry is reachable)
 #   - qemu-system-x86 and Debian's cloud kernel for the QEMU microvm backend
 #   - busybox-static (initramfs for VM tests, rootfs for the image), iproute2, iptables, ping
-#   - GlusterFS server and FUSE client (volume tests), e2fsprogs (named volumes are ext4 images)
+#   - GlusterFS server and FUSE client (volume tests), e2fsprogs (named volumes are ext4 images),
+#     gocryptfs and fuse3 (encrypted named volumes)
 set -euo pipefail
 
 IMAGE="${NUNET_TEST_IMAGE:-nunet-test/busybox:latest}"
@@ -24,6 +25,8 @@ ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 || pkgs+=(linux-image-cloud-amd64
 command -v glusterd >/dev/null || pkgs+=(glusterfs-server)
 command -v mount.glusterfs >/dev/null || pkgs+=(glusterfs-client)
 command -v mkfs.ext4 >/dev/null || pkgs+=(e2fsprogs)
+command -v gocryptfs >/dev/null || pkgs+=(gocryptfs)          # encrypted named volumes
+command -v fusermount >/dev/null || pkgs+=(fuse3)             # gocryptfs mounts with it
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "install-runtimes: apt-get install ${pkgs[*]}"
   apt-get update -qq

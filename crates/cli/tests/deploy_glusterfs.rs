@@ -62,7 +62,12 @@ impl GlusterServer {
     /// The `gluster` CLI in glusterd's namespaces (it finds glusterd's socket there).
     fn cli(&self, args: &[&str]) -> (bool, String) {
         let o = Command::new("nsenter")
-            .args(["--target", &self.glusterd.id().to_string(), "--mount", "--net"])
+            .args([
+                "--target",
+                &self.glusterd.id().to_string(),
+                "--mount",
+                "--net",
+            ])
             .args(["gluster", "--mode=script"])
             .args(args)
             .output()
@@ -146,10 +151,14 @@ fn a_glusterfs_volume_is_shared_between_providers_and_survives_a_restart() {
 
     // What the writer on node-2 wrote, the reader on node-3 reads.
     let reader = container(&id, "reader");
-    wait_for("the reader reads the writer's line", Duration::from_secs(20), |seen| {
-        *seen = lines(&reader);
-        (seen.lines().filter(|l| l.starts_with("written-")).count() == 1).then_some(())
-    });
+    wait_for(
+        "the reader reads the writer's line",
+        Duration::from_secs(20),
+        |seen| {
+            *seen = lines(&reader);
+            (seen.lines().filter(|l| l.starts_with("written-")).count() == 1).then_some(())
+        },
+    );
     let (wrote, out) = exec(&reader, &["sh", "-c", "echo x > /shared/from-reader"]);
     assert!(!wrote, "the read-only mount took a write: {out}");
 
@@ -162,10 +171,14 @@ fn a_glusterfs_volume_is_shared_between_providers_and_survives_a_restart() {
             .unwrap()
             .success()
     );
-    wait_for("the restarted writer's line", Duration::from_secs(40), |seen| {
-        *seen = lines(&reader);
-        (seen.lines().filter(|l| l.starts_with("written-")).count() == 2).then_some(())
-    });
+    wait_for(
+        "the restarted writer's line",
+        Duration::from_secs(40),
+        |seen| {
+            *seen = lines(&reader);
+            (seen.lines().filter(|l| l.starts_with("written-")).count() == 2).then_some(())
+        },
+    );
     // The data is on the server's brick.
     let on_brick = std::fs::read_to_string(bricks.path().join("b/log")).unwrap();
     assert_eq!(on_brick.lines().count(), 2, "{on_brick}");

@@ -207,3 +207,56 @@ fn host_paths_outside_the_volume_roots_are_refused() {
         (free == onboarded).then_some(())
     });
 }
+
+/// Whether `needle` occurs anywhere in the file at `p`.
+fn file_contains(p: &Path, needle: &[u8]) -> bool {
+    let data = std::fs::read(p).unwrap();
+    data.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn an_encrypted_named_volume_keeps_no_plaintext_on_the_provider_disk() {
+    let dn = Devnet::up(0);
+    dn.onboard(2);
+    let marker = format!("nunet-plaintext-{}-{}", std::process::id(), line!());
+    // The same text into a plain and an encrypted named volume, flushed to their images.
+    let volumes = "      - {type: local, src: plain, mount_destination: /plain}\n\
+                   \x20     - {type: local, src: sec, encrypted: true, mount_destination: /sec}\n";
+    let cmd = format!(
+        "echo {marker} > /plain/f && echo {marker} > /sec/f && sync && echo read=$(cat /sec/f); exec sleep 3600"
+    );
+    let file = ensemble(&dn.dir, "enc", volumes, &cmd);
+    let (code, d, out) = deploy(&dn, &file, "60s");
+    assert_eq!(code, 0, "{out}");
+    let id = d["id"].as_str().unwrap().to_string();
+    let _guard = Containers(id.clone());
+    wait_for(
+        "the writer read its encrypted file",
+        Duration::from_secs(30),
+        |seen| {
+            *seen = docker(&["logs", &writer(&id)?]).1;
+            seen.contains(&format!("read={marker}")).then_some(())
+        },
+    );
+    let vols = dn.dir.join(format!("node-2/data/volumes/{id}"));
+    let plain = vols.join("images/plain");
+    let sealed = vols.join("encrypted/sec");
+    // The check can fail: the plain image holds the text; the encrypted one does not.
+    assert!(
+        file_contains(&plain, marker.as_bytes()),
+        "plain image lacks the text"
+    );
+    assert!(
+        !file_contains(&sealed, marker.as_bytes()),
+        "the encrypted volume's image holds the plaintext"
+    );
+    // Both are 8 MiB: the allocation's 16 MiB disk shared by its two named volumes.
+    for img in [&plain, &sealed] {
+        assert_eq!(std::fs::metadata(img).unwrap().len(), 8 << 20, "{img:?}");
+    }
+    dn.json(1, &["deployment", "shutdown", &id, "--json"]);
+    wait_for("volumes removed", Duration::from_secs(30), |seen| {
+        *seen = format!("{:?}", mounts_under(&vols));
+        (mounts_under(&vols).is_empty() && !vols.exists()).then_some(())
+    });
+}

@@ -283,6 +283,10 @@ pub struct Volume {
     pub mount_destination: String,
     /// Read-only mount.
     pub read_only: bool,
+    /// Encrypted at rest on the provider (named `local` volumes only; this implementation's
+    /// extension, `encrypted: true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
     /// The backing store.
     pub source: VolumeSource,
 }

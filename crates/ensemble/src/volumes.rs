@@ -1,7 +1,7 @@
 //! Rules for allocation volumes that a provider of this implementation relies on: names
 //! safe as a path component and a command argument, one volume per `mount_destination`,
-//! named volumes sized by the allocation's disk, and no GlusterFS TLS material yet (refused
-//! here rather than dropped at deploy). Volumes of a microVM are a warning: NuNet's
+//! named volumes sized by the allocation's disk, encryption at rest for named volumes only,
+//! and no GlusterFS TLS material yet (refused here rather than dropped at deploy). Volumes of a microVM are a warning: NuNet's
 //! ensembles have them, and this implementation's providers refuse them at start.
 
 use std::collections::HashMap;
@@ -9,7 +9,7 @@ use std::path::{Component, Path};
 
 use crate::execution::Execution;
 use crate::problem::{Collector, index, join};
-use crate::spec::{Ensemble, VolumeSource};
+use crate::spec::{Ensemble, Volume, VolumeSource};
 
 /// Smallest named volume: its size is the allocation's `resources.disk`, and an ext4
 /// filesystem needs some room for itself.
@@ -24,6 +24,18 @@ pub fn valid_name(s: &str) -> bool {
     s.len() <= MAX_NAME
         && chars.next().is_some_and(|f| f.is_ascii_alphanumeric())
         && chars.all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-'))
+}
+
+/// Whether `v` is a named volume (`local` with a name rather than a host path).
+pub fn is_named(v: &Volume) -> bool {
+    matches!(&v.source, VolumeSource::Local { src } if !src.starts_with('/'))
+}
+
+/// The size of each named volume an allocation with these volumes and `disk` bytes of disk
+/// makes: its disk shared evenly among them (so they never hold more than was committed).
+pub fn named_volume_size(volumes: &[Volume], disk: u64) -> u64 {
+    let n = volumes.iter().filter(|v| is_named(v)).count().max(1) as u64;
+    disk / n
 }
 
 /// `mount_destination` with `.` and `..` folded away; `None` unless it is absolute and
@@ -75,6 +87,12 @@ pub(crate) fn rules(c: &mut Collector, e: &Ensemble) {
                     }
                 }
             }
+            if v.encrypted && !is_named(v) {
+                c.error(
+                    &join(&vp, "encrypted"),
+                    "only named local volumes are encrypted at rest (a host directory or a GlusterFS volume is stored as it is)",
+                );
+            }
             match &v.source {
                 VolumeSource::Local { src } if src.starts_with('/') => {}
                 VolumeSource::Local { src } => {
@@ -84,12 +102,12 @@ pub(crate) fn rules(c: &mut Collector, e: &Ensemble) {
                             format!("expected an absolute path or a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*, at most {MAX_NAME}), got {src:?}"),
                         );
                     }
-                    let size = a.resources.disk.size;
+                    let size = named_volume_size(&a.volumes, a.resources.disk.size);
                     if size < MIN_NAMED_VOLUME_BYTES {
                         c.error(
                             &join(&vp, "src"),
                             format!(
-                                "named volume {src:?} is as large as the allocation's resources.disk, which is {size} bytes; ask for at least {} MiB",
+                                "named volume {src:?} gets {size} bytes (the allocation's resources.disk shared among its named volumes); each needs at least {} MiB",
                                 MIN_NAMED_VOLUME_BYTES >> 20
                             ),
                         );

@@ -38,10 +38,12 @@ fn volume(c: &mut Collector, v: &Value, path: &str) -> Option<Volume> {
         "client_private_key",
         "client_pem",
         "client_ca",
+        "encrypted",
     ];
     let o = obj(c, v, path, &known, false)?;
     let mount_destination = req_string(c, &o, "mount_destination", "mount_destination");
     let read_only = opt_bool(c, &o, "read_only").unwrap_or(false);
+    let encrypted = opt_bool(c, &o, "encrypted").unwrap_or(false);
     let source = match req_string(c, &o, "type", "the volume type (local or glusterfs)")?.as_str() {
         "local" => {
             let src = req_string(
@@ -70,6 +72,7 @@ fn volume(c: &mut Collector, v: &Value, path: &str) -> Option<Volume> {
     Some(Volume {
         mount_destination: mount_destination?,
         read_only,
+        encrypted,
         source,
     })
 }

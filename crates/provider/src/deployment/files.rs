@@ -174,4 +174,40 @@ mod tests {
         assert!(f.resolve("module", "https://x/y.wasm").is_err());
         assert!(f.resolve("module", "relative.wasm").is_err());
     }
+
+    #[test]
+    fn only_directories_under_the_volume_roots_resolve() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("shared");
+        std::fs::create_dir_all(root.join("in")).unwrap();
+        std::fs::write(root.join("file"), b"f").unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("etc")).unwrap();
+        let v = LocalFiles::volumes(std::slice::from_ref(&root));
+        assert_eq!(
+            v.resolve("src", root.join("in").to_str().unwrap()).unwrap(),
+            root.join("in").canonicalize().unwrap()
+        );
+        let refused = |p: &str| v.resolve("src", p).unwrap_err().message;
+        assert!(refused(root.join("file").to_str().unwrap()).contains("not a directory"));
+        for bad in [
+            "/etc".to_string(),
+            format!("{}/../", root.display()),
+            root.join("etc").display().to_string(),
+            root.display().to_string(),
+        ] {
+            assert!(
+                refused(&bad).contains("only from under"),
+                "{bad}: {}",
+                refused(&bad)
+            );
+            assert!(refused(&bad).contains("job.volume_roots"), "{bad}");
+        }
+        let none = LocalFiles::volumes(&[]);
+        assert!(
+            none.resolve("src", "/srv")
+                .unwrap_err()
+                .message
+                .contains("job.volume_roots is empty")
+        );
+    }
 }

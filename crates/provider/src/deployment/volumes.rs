@@ -4,9 +4,11 @@
 //! - `local` with an absolute `src`: a host directory under `job.volume_roots`, resolved as
 //!   [`super::files`] resolves paths (`..` and symlinks cannot leave the roots);
 //! - `local` with a name: a *named volume* of the ensemble on this provider, an ext4 image
-//!   of the allocation's disk size (`resources.disk`, already counted against the onboarded
-//!   disk) on a loop device, so a writer stops at its size with `ENOSPC`; it outlives the
-//!   allocation's restarts and goes with the ensemble;
+//!   on a loop device sized by the allocation's disk (`resources.disk`, already counted
+//!   against the onboarded disk, shared evenly among its named volumes), so a writer stops
+//!   at its size with `ENOSPC`; it outlives the allocation's restarts and goes with the
+//!   ensemble. `encrypted: true` keeps only gocryptfs ciphertext in the image, under a
+//!   random key held in the daemon's memory, and mounts the plaintext view;
 //! - `glusterfs`: the volume mounted with the GlusterFS FUSE client, once per ensemble.
 //!
 //! Everything lives under `<data_dir>/volumes/<ensemble id>/` (`images/`, `mnt/`,
@@ -23,7 +25,9 @@ use nunet_ensemble::spec::{Volume, VolumeSource};
 use nunet_executor::Mount;
 use sha2::{Digest, Sha256};
 
-use nunet_ensemble::volumes::{MAX_NAME, MIN_NAMED_VOLUME_BYTES, valid_name};
+use nunet_ensemble::volumes::{
+    MAX_NAME, MIN_NAMED_VOLUME_BYTES, is_named, named_volume_size, valid_name,
+};
 
 use super::files::LocalFiles;
 use super::{AllocRecord, failed};
@@ -40,6 +44,9 @@ pub(crate) struct Volumes {
     roots: LocalFiles,
     /// One mount or removal at a time (two allocations may share a named volume).
     busy: tokio::sync::Mutex<()>,
+    /// Keys of the encrypted named volumes made since the daemon started, by image path;
+    /// held in memory only, so the provider's disk alone never opens one.
+    keys: std::sync::Mutex<std::collections::HashMap<PathBuf, String>>,
 }
 
 impl Volumes {
@@ -48,6 +55,7 @@ impl Volumes {
             base: data_dir.join("volumes"),
             roots: LocalFiles::volumes(roots),
             busy: tokio::sync::Mutex::new(()),
+            keys: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -82,7 +90,7 @@ impl Volumes {
                 )));
             }
             let source = self
-                .source(rec, &what, &v.source)
+                .source(rec, &what, v)
                 .await
                 .map_err(|e| failed(format!("{what}: {}", e.message)))?;
             out.push(Mount {
@@ -98,16 +106,23 @@ impl Volumes {
         &self,
         rec: &AllocRecord,
         what: &str,
-        src: &VolumeSource,
+        v: &Volume,
     ) -> Result<PathBuf, ActorError> {
-        match src {
+        let encrypted = v.encrypted;
+        if encrypted && !is_named(v) {
+            return Err(failed(
+                "only named local volumes are encrypted at rest on this provider",
+            ));
+        }
+        match &v.source {
             VolumeSource::Local { src } if src.starts_with('/') => self
                 .roots
                 .resolve("src", src)
                 .map_err(|e| failed(e.message.replacen("src", &format!("{what} src"), 1))),
             VolumeSource::Local { src } => {
                 let dir = self.ensemble_dir(&rec.ensemble_id)?;
-                named(&dir, src, rec.resources.disk.size).await
+                let size = named_volume_size(&rec.volumes, rec.resources.disk.size);
+                self.named(&dir, src, size, encrypted).await
             }
             VolumeSource::Glusterfs {
                 servers,
@@ -151,6 +166,9 @@ impl Volumes {
                 "volumes of a gone ensemble kept: something is still mounted under them"
             );
             return;
+        }
+        if let Ok(mut k) = self.keys.lock() {
+            k.retain(|image, _| !image.starts_with(&dir));
         }
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => tracing::info!(ensemble, "volumes removed"),
@@ -209,59 +227,141 @@ fn destination(what: &str, v: &Volume) -> Result<String, ActorError> {
     })
 }
 
-/// The named volume `name` of the ensemble directory `dir`, created with `size` bytes when
-/// it does not exist yet, mounted at `dir/mnt/name`.
-async fn named(dir: &Path, name: &str, size: u64) -> Result<PathBuf, ActorError> {
-    if !valid_name(name) {
+/// The ext4 image of named volume `name` (`dir/images/<name>`, or `dir/encrypted/<name>`
+/// for an encrypted one), created with `size` bytes when it does not exist yet.
+async fn image(dir: &Path, name: &str, size: u64, encrypted: bool) -> Result<PathBuf, ActorError> {
+    let (kind, other) = if encrypted {
+        ("encrypted", "images")
+    } else {
+        ("images", "encrypted")
+    };
+    if dir.join(other).join(name).exists() {
         return Err(failed(format!(
-            "volume name {name:?} must be 1-{MAX_NAME} characters of [A-Za-z0-9_.-], \
-             starting with a letter or digit"
+            "named volume {name:?} is encrypted for one allocation and not for another; \
+             give every allocation the same `encrypted`"
         )));
     }
-    let mnt = dir.join("mnt").join(name);
-    if is_mounted(&mnt) {
-        return Ok(mnt);
-    }
-    let images = dir.join("images");
+    let images = dir.join(kind);
     let image = images.join(name);
-    if !image.exists() {
-        if size < MIN_NAMED_VOLUME_BYTES {
-            return Err(failed(format!(
-                "named volume {name:?} takes its size from the allocation's disk \
-                 (resources.disk), which is {size} bytes; it needs at least {} MiB",
-                MIN_NAMED_VOLUME_BYTES >> 20
-            )));
-        }
-        tokio::fs::create_dir_all(&images).await.map_err(failed)?;
-        // Made aside and renamed: a crash never leaves a half-made filesystem under the
-        // volume's name.
-        let tmp = images.join(format!(".{name}.tmp"));
-        let f = tokio::fs::File::create(&tmp).await.map_err(failed)?;
-        f.set_len(size).await.map_err(failed)?;
-        drop(f);
-        run("mkfs.ext4", &["-q", "-F", "-m", "0", path_arg(&tmp)?])
-            .await
-            .map_err(|e| failed(format!("named volume {name:?}: {e}")))?;
-        tokio::fs::rename(&tmp, &image).await.map_err(failed)?;
+    if image.exists() {
+        return Ok(image);
     }
-    tokio::fs::create_dir_all(&mnt).await.map_err(failed)?;
-    run(
-        "mount",
-        &[
-            "-o",
-            "loop,nosuid,nodev",
-            path_arg(&image)?,
-            path_arg(&mnt)?,
-        ],
-    )
-    .await
-    .map_err(|e| {
+    if size < MIN_NAMED_VOLUME_BYTES {
+        return Err(failed(format!(
+            "named volume {name:?} takes its size from the allocation's disk \
+             (resources.disk), which is {size} bytes; it needs at least {} MiB",
+            MIN_NAMED_VOLUME_BYTES >> 20
+        )));
+    }
+    tokio::fs::create_dir_all(&images).await.map_err(failed)?;
+    // Made aside and renamed: a crash never leaves a half-made filesystem under the
+    // volume's name.
+    let tmp = images.join(format!(".{name}.tmp"));
+    let f = tokio::fs::File::create(&tmp).await.map_err(failed)?;
+    f.set_len(size).await.map_err(failed)?;
+    drop(f);
+    run("mkfs.ext4", &["-q", "-F", "-m", "0", path_arg(&tmp)?])
+        .await
+        .map_err(|e| failed(format!("named volume {name:?}: {e}")))?;
+    tokio::fs::rename(&tmp, &image).await.map_err(failed)?;
+    Ok(image)
+}
+
+/// Loop-mounts `image` at `at` unless something is mounted there already.
+async fn mount_image(name: &str, image: &Path, at: &Path) -> Result<(), ActorError> {
+    if is_mounted(at) {
+        return Ok(());
+    }
+    tokio::fs::create_dir_all(at).await.map_err(failed)?;
+    let args = ["-o", "loop,nosuid,nodev", path_arg(image)?, path_arg(at)?];
+    run("mount", &args).await.map_err(|e| {
         failed(format!(
             "named volume {name:?}: {e} (named volumes are loop-mounted images: the daemon \
              must run as root)"
         ))
-    })?;
-    Ok(mnt)
+    })
+}
+
+impl Volumes {
+    /// Named volume `name` of the ensemble directory `dir`, mounted at `dir/mnt/<name>`:
+    /// its image itself, or for an encrypted one the plaintext view gocryptfs gives of the
+    /// ciphertext kept in the image (mounted at `dir/backing/<name>`).
+    async fn named(
+        &self,
+        dir: &Path,
+        name: &str,
+        size: u64,
+        encrypted: bool,
+    ) -> Result<PathBuf, ActorError> {
+        if !valid_name(name) {
+            return Err(failed(format!(
+                "volume name {name:?} must be 1-{MAX_NAME} characters of [A-Za-z0-9_.-], \
+                 starting with a letter or digit"
+            )));
+        }
+        let image = image(dir, name, size, encrypted).await?;
+        let mnt = dir.join("mnt").join(name);
+        if is_mounted(&mnt) {
+            return Ok(mnt);
+        }
+        if !encrypted {
+            mount_image(name, &image, &mnt).await?;
+            return Ok(mnt);
+        }
+        let backing = dir.join("backing").join(name);
+        mount_image(name, &image, &backing).await?;
+        let cipher = backing.join("cipher");
+        let held = self.keys.lock().ok().and_then(|k| k.get(&image).cloned());
+        let key = match held {
+            Some(k) => k,
+            None if cipher.join("gocryptfs.conf").exists() => {
+                return Err(failed(format!(
+                    "encrypted named volume {name:?} cannot be opened: its key lived only in \
+                     this provider's memory, and the provider restarted with the volume \
+                     closed (its data cannot be read without the key)"
+                )));
+            }
+            None => {
+                // A new volume: a random key that never touches the disk.
+                let key = hex::encode(rand::random::<[u8; 32]>());
+                let _ = tokio::fs::remove_dir_all(&cipher).await;
+                tokio::fs::create_dir_all(&cipher).await.map_err(failed)?;
+                let err = backing.join("gocryptfs.err");
+                run_keyed(
+                    "gocryptfs",
+                    &[
+                        "-init",
+                        "-q",
+                        "-nosyslog",
+                        "-scryptn",
+                        "10",
+                        path_arg(&cipher)?,
+                    ],
+                    &key,
+                    &err,
+                )
+                .await
+                .map_err(|e| failed(format!("encrypted named volume {name:?}: {e}")))?;
+                if let Ok(mut k) = self.keys.lock() {
+                    k.insert(image.clone(), key.clone());
+                }
+                key
+            }
+        };
+        tokio::fs::create_dir_all(&mnt).await.map_err(failed)?;
+        let err = backing.join("gocryptfs.err");
+        let args = [
+            "-q",
+            "-nosyslog",
+            "-allow_other",
+            path_arg(&cipher)?,
+            path_arg(&mnt)?,
+        ];
+        run_keyed("gocryptfs", &args, &key, &err)
+            .await
+            .map_err(|e| failed(format!("encrypted named volume {name:?}: {e}")))?;
+        Ok(mnt)
+    }
 }
 
 /// GlusterFS volume `name` from `servers`, mounted once per ensemble.
@@ -302,7 +402,11 @@ async fn glusterfs(dir: &Path, servers: &[String], name: &str) -> Result<PathBuf
         return Err(failed(format!(
             "GlusterFS volume {name:?} from {}: {e}{}",
             servers.join(", "),
-            if why.is_empty() { String::new() } else { format!(" ({why})") }
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({why})")
+            }
         )));
     }
     Ok(mnt)
@@ -349,6 +453,37 @@ async fn run(tool: &str, args: &[&str]) -> Result<(), String> {
         out.status,
         if err.is_empty() { "no message" } else { err }
     ))
+}
+
+/// Runs a tool that reads `key` from its stdin and may leave a daemon behind (gocryptfs): no
+/// pipe stays open to that daemon (stdout is discarded, stderr goes to `err`, which is the
+/// error when the tool fails).
+async fn run_keyed(tool: &str, args: &[&str], key: &str, err: &Path) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let errf = std::fs::File::create(err).map_err(|e| format!("{}: {e}", err.display()))?;
+    let mut child = tokio::process::Command::new(tool)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(errf)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run {tool}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(format!("{key}\n").as_bytes())
+            .await
+            .map_err(|e| format!("{tool}: {e}"))?;
+    }
+    let status = tokio::time::timeout(MOUNT_TIMEOUT, child.wait())
+        .await
+        .map_err(|_| format!("{tool} did not finish in {}s", MOUNT_TIMEOUT.as_secs()))?
+        .map_err(|e| format!("{tool}: {e}"))?;
+    if status.success() {
+        return Ok(());
+    }
+    let msg = std::fs::read_to_string(err).unwrap_or_default();
+    Err(format!("{tool} failed ({status}): {}", msg.trim()))
 }
 
 async fn unmount(p: &Path) -> Result<(), String> {
@@ -404,15 +539,15 @@ fn is_mounted(p: &Path) -> bool {
     mount_points().contains(&p)
 }
 
-/// What is mounted under `dir`, deepest first.
+/// What is mounted under `dir`, last mounted first (an encrypted volume's plaintext view
+/// before the image holding its ciphertext).
 fn mounted_under(dir: &Path) -> Vec<PathBuf> {
     let dir = real(dir);
     let mut v: Vec<PathBuf> = mount_points()
         .into_iter()
         .filter(|m| m.starts_with(&dir) && *m != dir)
         .collect();
-    v.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
-    v.dedup();
+    v.reverse();
     v
 }
 
