@@ -87,18 +87,6 @@ impl Drop for GlusterServer {
     }
 }
 
-/// GlusterFS mounts under `dir` (the daemons share this process's mount namespace).
-fn glusterfs_mounts_under(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains("fuse.glusterfs"))
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| Path::new(m).starts_with(dir))
-        .map(str::to_string)
-        .collect()
-}
-
 const ENSEMBLE: &str = r#"version: V1
 allocations:
   writer:
@@ -186,7 +174,10 @@ fn a_glusterfs_volume_is_shared_between_providers_and_survives_a_restart() {
     // The ensemble goes: both providers unmount the volume; the data stays on the server.
     dn.shutdown_clean(&id);
     wait_for("volumes unmounted", Duration::from_secs(20), |seen| {
-        let left = glusterfs_mounts_under(&dn.dir);
+        let left: Vec<_> = deploy_support::mounts_under(&dn.dir)
+            .into_iter()
+            .filter(|(_, fstype)| fstype == "fuse.glusterfs")
+            .collect();
         *seen = format!("{left:?}");
         left.is_empty().then_some(())
     });

@@ -10,25 +10,10 @@ mod deploy_support;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deploy_support::*;
 use serde_json::Value;
-
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut(&mut String) -> Option<T>) -> T {
-    let t0 = Instant::now();
-    let mut seen = String::new();
-    loop {
-        if let Some(v) = f(&mut seen) {
-            return v;
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "{what}: not within {limit:?}; last seen {seen}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn docker(args: &[&str]) -> (bool, String) {
     let o = Command::new("docker").args(args).output().unwrap();
@@ -69,18 +54,6 @@ fn deploy(dn: &Devnet, file: &str, timeout: &str) -> (i32, Value, String) {
     let (code, out) = dn.run(1, &["deploy", "-f", file, "-t", timeout, "--json"]);
     let v = serde_json::from_str(out.trim()).unwrap_or(Value::Null);
     (code, v, out)
-}
-
-/// Mount points under `dir` in this process's view (the daemons share it).
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| Path::new(m).starts_with(&dir))
-        .map(str::to_string)
-        .collect()
 }
 
 #[test]
@@ -187,7 +160,7 @@ fn host_paths_outside_the_volume_roots_are_refused() {
     for (name, src) in cases {
         let volumes = format!("      - {{type: local, src: \"{src}\", mount_destination: /x}}\n");
         let file = ensemble(&dn.dir, name, &volumes, "ls /x; exec sleep 3600");
-        // Refused at allocate on the only onboarded provider: the rounds after it find none.
+        // Refused when the only onboarded provider starts it: the rounds after find none.
         let (code, d, out) = deploy(&dn, &file, "20s");
         assert_ne!(code, 0, "{name}: {out}");
         assert_ne!(d["status"], "Running", "{name}: {out}");

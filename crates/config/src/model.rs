@@ -107,6 +107,10 @@ pub struct Job {
     /// creates under `<data_dir>/volumes`. Paths are resolved (symlinks, `..`) before the
     /// check.
     pub volume_roots: Vec<PathBuf>,
+    /// GlusterFS servers (host names or addresses, as ensembles write them) whose volumes
+    /// ensembles may mount on this provider; `*`: any. Empty: none (a deployer could
+    /// otherwise mount any GlusterFS volume this host can reach).
+    pub glusterfs_servers: Vec<String>,
     /// Seconds a microVM's kernel may take to start its init before the VM is killed and
     /// its allocation fails (0: no limit).
     pub vm_boot_timeout_secs: u64,
@@ -209,6 +213,7 @@ impl Config {
                 allow_privileged_docker: false,
                 image_roots: Vec::new(),
                 volume_roots: Vec::new(),
+                glusterfs_servers: Vec::new(),
                 vm_boot_timeout_secs: 120,
             },
             subnet: Subnet {

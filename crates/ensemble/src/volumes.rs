@@ -16,6 +16,10 @@ use crate::spec::{Ensemble, Volume, VolumeSource};
 pub const MIN_NAMED_VOLUME_BYTES: u64 = 8 << 20;
 /// Longest volume name, GlusterFS volume name or GlusterFS server name.
 pub const MAX_NAME: usize = 128;
+/// Most volumes of one allocation.
+pub const MAX_VOLUMES: usize = 32;
+/// Most servers of one GlusterFS volume.
+pub const MAX_SERVERS: usize = 8;
 
 /// `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most [`MAX_NAME`]: a named volume, a GlusterFS volume or
 /// server (host name or IPv4 address).
@@ -65,6 +69,15 @@ pub(crate) fn rules(c: &mut Collector, e: &Ensemble) {
             c.warn(
                 &p,
                 "volumes are not mounted into microVMs yet: providers of this implementation refuse to start this allocation (docker and wasm allocations get volumes)",
+            );
+        }
+        if a.volumes.len() > MAX_VOLUMES {
+            c.error(
+                &p,
+                format!(
+                    "{} volumes; an allocation may have at most {MAX_VOLUMES}",
+                    a.volumes.len()
+                ),
             );
         }
         let mut seen: HashMap<String, usize> = HashMap::new();
@@ -124,6 +137,12 @@ pub(crate) fn rules(c: &mut Collector, e: &Ensemble) {
                         c.error(
                             &join(&vp, "name"),
                             format!("expected a GlusterFS volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*), got {name:?}"),
+                        );
+                    }
+                    if servers.len() > MAX_SERVERS {
+                        c.error(
+                            &join(&vp, "servers"),
+                            format!("{} servers; at most {MAX_SERVERS}", servers.len()),
                         );
                     }
                     if servers.is_empty() {

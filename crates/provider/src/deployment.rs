@@ -237,7 +237,7 @@ impl Provider {
             offboarding: std::sync::atomic::AtomicBool::new(false),
             edge: edge::EdgeState::new(network),
             files: files::LocalFiles::new(&g.data_dir, &config.job.image_roots),
-            volumes: volumes::Volumes::new(&g.data_dir, &config.job.volume_roots),
+            volumes: volumes::Volumes::new(&g.data_dir, &config.job),
         })
     }
 
@@ -713,7 +713,11 @@ impl Provider {
         }
         self.ensemble_behaviors_down_if_gone(&req.ensemble_id);
         self.subnet_down_if_gone(&req.ensemble_id).await;
-        self.volumes_down_if_gone(&req.ensemble_id).await;
+        // Only with the whole ensemble: a live update reverts a changed allocation before
+        // its replacement starts on the same volumes.
+        if req.allocations.is_empty() {
+            self.volumes_down_if_gone(&req.ensemble_id).await;
+        }
         Ok(Reverted {
             ok: true,
             stopped,

@@ -237,3 +237,38 @@ pub fn hello_with(dir: &Path, name: &str, node_extra: &str) -> PathBuf {
 pub fn peer_of(dn: &Devnet, n: usize) -> Value {
     dn.json(n, &["actor", "cmd", "--json", "/dms/node/peers/self"])["peer_id"].clone()
 }
+
+/// Polls `f` every 200 ms until it returns `Some`, for at most `limit`; panics with what the
+/// last look saw (`seen`).
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut(&mut String) -> Option<T>) -> T {
+    let t0 = Instant::now();
+    let mut seen = String::new();
+    loop {
+        if let Some(v) = f(&mut seen) {
+            eprintln!("{what}: {:.1?}", t0.elapsed());
+            return v;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "{what}: not within {limit:?}; last seen {seen}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// What is mounted under `dir` in this process's view (the devnet daemons share it):
+/// (mount point, filesystem type), in mount order.
+pub fn mounts_under(dir: &Path) -> Vec<(String, String)> {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let point = l.split(' ').nth(4)?;
+            let fstype = l.split(" - ").nth(1)?.split(' ').next()?;
+            Path::new(point)
+                .starts_with(&dir)
+                .then(|| (point.to_string(), fstype.to_string()))
+        })
+        .collect()
+}

@@ -286,23 +286,7 @@ pub fn exec(container: &str, cmd: &[&str]) -> (bool, String) {
     (o.status.success(), text(&o))
 }
 
-/// Polls `f` every 200 ms until it returns `Some`, for at most `limit`; panics with what the
-/// last look saw (`seen`).
-pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut(&mut String) -> Option<T>) -> T {
-    let t0 = Instant::now();
-    let mut seen = String::new();
-    loop {
-        if let Some(v) = f(&mut seen) {
-            eprintln!("{what}: {:.1?}", t0.elapsed());
-            return v;
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "{what}: not within {limit:?}; last seen {seen}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+pub use crate::deploy_support::wait_for;
 
 /// The running container of `alloc`, if there is exactly one.
 pub fn running(ensemble: &str, alloc: &str) -> Option<String> {

@@ -26,22 +26,32 @@ use nunet_executor::Mount;
 use sha2::{Digest, Sha256};
 
 use nunet_ensemble::volumes::{
-    MAX_NAME, MIN_NAMED_VOLUME_BYTES, is_named, named_volume_size, valid_name,
+    MAX_NAME, MAX_SERVERS, MAX_VOLUMES, MIN_NAMED_VOLUME_BYTES, is_named, named_volume_size,
+    valid_name,
 };
 
 use super::files::LocalFiles;
 use super::{AllocRecord, failed};
 
+mod system;
+use system::{is_mounted, mounted_under, path_arg, remove_tree_one_fs, run, run_keyed, unmount};
+
 /// How long `mount`/`umount`/`mkfs` may take (a GlusterFS server that does not answer).
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The directory inside a named volume that the allocation gets: it exists only inside the
+/// mounted filesystem, so a mount dockerd cannot see (a daemon in a private mount
+/// namespace) fails the start instead of binding the empty directory under it.
+const DATA_DIR: &str = "data";
+
 /// The provider's volumes.
-#[derive(Debug)]
 pub(crate) struct Volumes {
-    /// `<data_dir>/volumes`.
+    /// `<data_dir>/volumes`, resolved.
     base: PathBuf,
     /// `job.volume_roots`.
     roots: LocalFiles,
+    /// `job.glusterfs_servers`: the GlusterFS servers ensembles may name (`*`: any).
+    glusterfs_servers: Vec<String>,
     /// One mount or removal at a time (two allocations may share a named volume).
     busy: tokio::sync::Mutex<()>,
     /// Keys of the encrypted named volumes made since the daemon started, by image path;
@@ -49,11 +59,24 @@ pub(crate) struct Volumes {
     keys: std::sync::Mutex<std::collections::HashMap<PathBuf, String>>,
 }
 
+impl std::fmt::Debug for Volumes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Volumes")
+            .field("base", &self.base)
+            .field("roots", &self.roots)
+            .field("glusterfs_servers", &self.glusterfs_servers)
+            .finish_non_exhaustive() // never the keys
+    }
+}
+
 impl Volumes {
-    pub(crate) fn new(data_dir: &Path, roots: &[PathBuf]) -> Self {
+    pub(crate) fn new(data_dir: &Path, job: &nunet_config::model::Job) -> Self {
+        let base = data_dir.join("volumes");
+        let _ = std::fs::create_dir_all(&base);
         Self {
-            base: data_dir.join("volumes"),
-            roots: LocalFiles::volumes(roots),
+            base: base.canonicalize().unwrap_or(base),
+            roots: LocalFiles::volumes(&job.volume_roots),
+            glusterfs_servers: job.glusterfs_servers.clone(),
             busy: tokio::sync::Mutex::new(()),
             keys: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
@@ -79,6 +102,12 @@ impl Volumes {
                  (docker and WASM allocations get them)",
             ));
         }
+        if rec.volumes.len() > MAX_VOLUMES {
+            return Err(failed(format!(
+                "{} volumes; an allocation may have at most {MAX_VOLUMES}",
+                rec.volumes.len()
+            )));
+        }
         let _one = self.busy.lock().await;
         let mut out: Vec<Mount> = Vec::new();
         for (i, v) in rec.volumes.iter().enumerate() {
@@ -90,7 +119,7 @@ impl Volumes {
                 )));
             }
             let source = self
-                .source(rec, &what, v)
+                .source(rec, v)
                 .await
                 .map_err(|e| failed(format!("{what}: {}", e.message)))?;
             out.push(Mount {
@@ -102,12 +131,7 @@ impl Volumes {
         Ok(out)
     }
 
-    async fn source(
-        &self,
-        rec: &AllocRecord,
-        what: &str,
-        v: &Volume,
-    ) -> Result<PathBuf, ActorError> {
+    async fn source(&self, rec: &AllocRecord, v: &Volume) -> Result<PathBuf, ActorError> {
         let encrypted = v.encrypted;
         if encrypted && !is_named(v) {
             return Err(failed(
@@ -115,10 +139,7 @@ impl Volumes {
             ));
         }
         match &v.source {
-            VolumeSource::Local { src } if src.starts_with('/') => self
-                .roots
-                .resolve("src", src)
-                .map_err(|e| failed(e.message.replacen("src", &format!("{what} src"), 1))),
+            VolumeSource::Local { src } if src.starts_with('/') => self.roots.resolve("src", src),
             VolumeSource::Local { src } => {
                 let dir = self.ensemble_dir(&rec.ensemble_id)?;
                 let size = named_volume_size(&rec.volumes, rec.resources.disk.size);
@@ -138,14 +159,27 @@ impl Volumes {
                          this provider yet; mount it without TLS or on another provider"
                     )));
                 }
+                if let Some(s) = servers.iter().find(|s| {
+                    !self
+                        .glusterfs_servers
+                        .iter()
+                        .any(|a| a == "*" || a.eq_ignore_ascii_case(s))
+                }) {
+                    return Err(failed(format!(
+                        "GlusterFS server {s:?} is not one this provider mounts from \
+                         (job.glusterfs_servers: {:?})",
+                        self.glusterfs_servers
+                    )));
+                }
                 let dir = self.ensemble_dir(&rec.ensemble_id)?;
                 glusterfs(&dir, servers, name).await
             }
         }
     }
 
-    /// Unmounts and deletes the volumes of `ensemble` (it has no allocation here any more).
-    pub(crate) async fn remove(&self, ensemble: &str) {
+    /// Unmounts and deletes the volumes of `ensemble` unless `still_used` says an allocation
+    /// of it is on this provider again (checked while no mount can start).
+    pub(crate) async fn remove(&self, ensemble: &str, still_used: impl Fn() -> bool) {
         let Ok(dir) = self.ensemble_dir(ensemble) else {
             return;
         };
@@ -153,25 +187,35 @@ impl Volumes {
             return;
         }
         let _one = self.busy.lock().await;
-        for m in mounted_under(&dir) {
+        if still_used() {
+            return;
+        }
+        let mounted = match mounted_under(&dir) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(ensemble, error = %e, "volumes kept: the mount table cannot be read");
+                return;
+            }
+        };
+        for m in mounted {
             if let Err(e) = unmount(&m).await {
                 tracing::warn!(mount = %m.display(), error = %e, "volume not unmounted");
             }
         }
-        let left = mounted_under(&dir);
-        if !left.is_empty() {
-            tracing::warn!(
-                ensemble,
-                still_mounted = ?left,
-                "volumes of a gone ensemble kept: something is still mounted under them"
-            );
-            return;
-        }
         if let Ok(mut k) = self.keys.lock() {
             k.retain(|image, _| !image.starts_with(&dir));
         }
-        match tokio::fs::remove_dir_all(&dir).await {
-            Ok(()) => tracing::info!(ensemble, "volumes removed"),
+        // Whatever is still mounted under it (it would not unmount, or it appeared since)
+        // is never descended into.
+        let d = dir.clone();
+        match tokio::task::spawn_blocking(move || remove_tree_one_fs(&d)).await {
+            Ok(Ok(0)) => tracing::info!(ensemble, "volumes removed"),
+            Ok(Ok(kept)) => tracing::warn!(
+                ensemble,
+                kept,
+                "volumes partly kept: something is still mounted under them"
+            ),
+            Ok(Err(e)) => tracing::warn!(ensemble, error = %e, "volumes not removed"),
             Err(e) => tracing::warn!(ensemble, error = %e, "volumes not removed"),
         }
     }
@@ -186,7 +230,7 @@ impl Volumes {
             .filter(|e| !live.contains(e))
             .collect();
         for e in gone {
-            self.remove(&e).await;
+            self.remove(&e, || false).await;
         }
     }
 }
@@ -195,12 +239,14 @@ impl super::Provider {
     /// Removes the ensemble's volumes when none of its allocations is on this provider any
     /// more (finished ones keep them: their output may be read after they end).
     pub(super) async fn volumes_down_if_gone(&self, ensemble: &str) {
-        let here = self.allocs.lock().is_ok_and(|m| {
-            m.values()
-                .any(|c| c.lock().is_ok_and(|r| r.ensemble_id == ensemble))
-        });
-        if !here {
-            self.volumes.remove(ensemble).await;
+        let here = || {
+            self.allocs.lock().map_or(true, |m| {
+                m.values()
+                    .any(|c| c.lock().map_or(true, |r| r.ensemble_id == ensemble))
+            })
+        };
+        if !here() {
+            self.volumes.remove(ensemble, here).await;
         }
     }
 
@@ -257,9 +303,12 @@ async fn image(dir: &Path, name: &str, size: u64, encrypted: bool) -> Result<Pat
     // Made aside and renamed: a crash never leaves a half-made filesystem under the
     // volume's name.
     let tmp = images.join(format!(".{name}.tmp"));
-    let f = tokio::fs::File::create(&tmp).await.map_err(failed)?;
-    f.set_len(size).await.map_err(failed)?;
-    drop(f);
+    let _ = tokio::fs::remove_file(&tmp).await;
+    // Allocated, not sparse: a full host disk shows at creation, not as I/O errors inside
+    // the volume later.
+    run("fallocate", &["-l", &size.to_string(), path_arg(&tmp)?])
+        .await
+        .map_err(|e| failed(format!("named volume {name:?}: {e}")))?;
     run("mkfs.ext4", &["-q", "-F", "-m", "0", path_arg(&tmp)?])
         .await
         .map_err(|e| failed(format!("named volume {name:?}: {e}")))?;
@@ -269,7 +318,7 @@ async fn image(dir: &Path, name: &str, size: u64, encrypted: bool) -> Result<Pat
 
 /// Loop-mounts `image` at `at` unless something is mounted there already.
 async fn mount_image(name: &str, image: &Path, at: &Path) -> Result<(), ActorError> {
-    if is_mounted(at) {
+    if is_mounted(at).await? {
         return Ok(());
     }
     tokio::fs::create_dir_all(at).await.map_err(failed)?;
@@ -301,17 +350,39 @@ impl Volumes {
         }
         let image = image(dir, name, size, encrypted).await?;
         let mnt = dir.join("mnt").join(name);
-        if is_mounted(&mnt) {
-            return Ok(mnt);
+        if !is_mounted(&mnt).await? {
+            if encrypted {
+                self.open_encrypted(name, &image, dir, &mnt).await?;
+            } else {
+                mount_image(name, &image, &mnt).await?;
+            }
         }
-        if !encrypted {
-            mount_image(name, &image, &mnt).await?;
-            return Ok(mnt);
+        // World-writable like a fresh Docker volume seen by a non-root user; only the
+        // ensemble's own allocations mount it.
+        let data = mnt.join(DATA_DIR);
+        if !data.exists() {
+            tokio::fs::create_dir(&data).await.map_err(failed)?;
+            use std::os::unix::fs::PermissionsExt;
+            tokio::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777))
+                .await
+                .map_err(failed)?;
         }
+        Ok(data)
+    }
+
+    /// Opens encrypted named volume `name`: its image at `dir/backing/<name>`, the
+    /// gocryptfs plaintext view of the ciphertext inside at `mnt`.
+    async fn open_encrypted(
+        &self,
+        name: &str,
+        image: &Path,
+        dir: &Path,
+        mnt: &Path,
+    ) -> Result<(), ActorError> {
         let backing = dir.join("backing").join(name);
-        mount_image(name, &image, &backing).await?;
+        mount_image(name, image, &backing).await?;
         let cipher = backing.join("cipher");
-        let held = self.keys.lock().ok().and_then(|k| k.get(&image).cloned());
+        let held = self.keys.lock().ok().and_then(|k| k.get(image).cloned());
         let key = match held {
             Some(k) => k,
             None if cipher.join("gocryptfs.conf").exists() => {
@@ -343,24 +414,23 @@ impl Volumes {
                 .await
                 .map_err(|e| failed(format!("encrypted named volume {name:?}: {e}")))?;
                 if let Ok(mut k) = self.keys.lock() {
-                    k.insert(image.clone(), key.clone());
+                    k.insert(image.to_path_buf(), key.clone());
                 }
                 key
             }
         };
-        tokio::fs::create_dir_all(&mnt).await.map_err(failed)?;
+        tokio::fs::create_dir_all(mnt).await.map_err(failed)?;
         let err = backing.join("gocryptfs.err");
         let args = [
             "-q",
             "-nosyslog",
             "-allow_other",
             path_arg(&cipher)?,
-            path_arg(&mnt)?,
+            path_arg(mnt)?,
         ];
         run_keyed("gocryptfs", &args, &key, &err)
             .await
-            .map_err(|e| failed(format!("encrypted named volume {name:?}: {e}")))?;
-        Ok(mnt)
+            .map_err(|e| failed(format!("encrypted named volume {name:?}: {e}")))
     }
 }
 
@@ -374,6 +444,12 @@ async fn glusterfs(dir: &Path, servers: &[String], name: &str) -> Result<PathBuf
     let (first, rest) = servers
         .split_first()
         .ok_or_else(|| failed(format!("GlusterFS volume {name:?} names no server")))?;
+    if servers.len() > MAX_SERVERS {
+        return Err(failed(format!(
+            "GlusterFS volume {name:?} names {} servers; at most {MAX_SERVERS}",
+            servers.len()
+        )));
+    }
     if let Some(bad) = servers.iter().find(|s| !valid_name(s)) {
         return Err(failed(format!(
             "GlusterFS server {bad:?} must be a host name or IPv4 address"
@@ -381,14 +457,15 @@ async fn glusterfs(dir: &Path, servers: &[String], name: &str) -> Result<PathBuf
     }
     let key = hex::encode(&Sha256::digest(format!("{}/{name}", servers.join(",")))[..8]);
     let mnt = dir.join("glusterfs").join(format!("{name}-{key}"));
-    if is_mounted(&mnt) {
+    if is_mounted(&mnt).await? {
         return Ok(mnt);
     }
     tokio::fs::create_dir_all(&mnt).await.map_err(failed)?;
     // The client's own log says why a mount failed (`mount` only says that it did).
-    let log = mnt.with_extension("log");
+    let log = dir.join("glusterfs").join(format!("{name}-{key}.log"));
     let _ = tokio::fs::remove_file(&log).await;
-    let mut options = format!("log-file={}", path_arg(&log)?);
+    // Set-user-ID files and device nodes on the server mean nothing here.
+    let mut options = format!("nosuid,nodev,log-file={}", path_arg(&log)?);
     if !rest.is_empty() {
         options.push_str(&format!(",backup-volfile-servers={}", rest.join(":")));
     }
@@ -425,132 +502,6 @@ fn client_errors(log: &str) -> String {
     msgs[msgs.len().saturating_sub(3)..].join("; ")
 }
 
-fn path_arg(p: &Path) -> Result<&str, ActorError> {
-    p.to_str()
-        .ok_or_else(|| failed(format!("{} is not UTF-8", p.display())))
-}
-
-/// Runs a system tool; its stderr is the error.
-async fn run(tool: &str, args: &[&str]) -> Result<(), String> {
-    let out = tokio::time::timeout(
-        MOUNT_TIMEOUT,
-        tokio::process::Command::new(tool)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .map_err(|_| format!("{tool} did not finish in {}s", MOUNT_TIMEOUT.as_secs()))?
-    .map_err(|e| format!("cannot run {tool}: {e}"))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let err = String::from_utf8_lossy(&out.stderr);
-    let err = err.trim();
-    Err(format!(
-        "{tool} failed ({}): {}",
-        out.status,
-        if err.is_empty() { "no message" } else { err }
-    ))
-}
-
-/// Runs a tool that reads `key` from its stdin and may leave a daemon behind (gocryptfs): no
-/// pipe stays open to that daemon (stdout is discarded, stderr goes to `err`, which is the
-/// error when the tool fails).
-async fn run_keyed(tool: &str, args: &[&str], key: &str, err: &Path) -> Result<(), String> {
-    use tokio::io::AsyncWriteExt;
-    let errf = std::fs::File::create(err).map_err(|e| format!("{}: {e}", err.display()))?;
-    let mut child = tokio::process::Command::new(tool)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(errf)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot run {tool}: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(format!("{key}\n").as_bytes())
-            .await
-            .map_err(|e| format!("{tool}: {e}"))?;
-    }
-    let status = tokio::time::timeout(MOUNT_TIMEOUT, child.wait())
-        .await
-        .map_err(|_| format!("{tool} did not finish in {}s", MOUNT_TIMEOUT.as_secs()))?
-        .map_err(|e| format!("{tool}: {e}"))?;
-    if status.success() {
-        return Ok(());
-    }
-    let msg = std::fs::read_to_string(err).unwrap_or_default();
-    Err(format!("{tool} failed ({status}): {}", msg.trim()))
-}
-
-async fn unmount(p: &Path) -> Result<(), String> {
-    let arg = p.to_str().ok_or("not UTF-8")?;
-    match run("umount", &[arg]).await {
-        Ok(()) => Ok(()),
-        // Busy (a process still holds a file): detach it now, the kernel finishes later.
-        Err(_) => run("umount", &["-l", arg]).await,
-    }
-}
-
-/// Mount points of this process's mount namespace (`/proc/self/mountinfo`, field 5, with
-/// its octal escapes undone).
-fn mount_points() -> Vec<PathBuf> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(unescape(m)))
-        .collect()
-}
-
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let oct = b.get(i + 1..i + 4).and_then(|d| {
-            let d = std::str::from_utf8(d).ok()?;
-            u8::from_str_radix(d, 8).ok()
-        });
-        match (b[i], oct) {
-            (b'\\', Some(c)) => {
-                out.push(c);
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn real(p: &Path) -> PathBuf {
-    p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
-}
-
-fn is_mounted(p: &Path) -> bool {
-    let p = real(p);
-    mount_points().contains(&p)
-}
-
-/// What is mounted under `dir`, last mounted first (an encrypted volume's plaintext view
-/// before the image holding its ciphertext).
-fn mounted_under(dir: &Path) -> Vec<PathBuf> {
-    let dir = real(dir);
-    let mut v: Vec<PathBuf> = mount_points()
-        .into_iter()
-        .filter(|m| m.starts_with(&dir) && *m != dir)
-        .collect();
-    v.reverse();
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -566,11 +517,5 @@ mod tests {
             "disconnected from remote-host: 10.99.0.1; Exhausted all volfile servers"
         );
         assert_eq!(client_errors(""), "");
-    }
-
-    #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape(r"/a\040b\011c\134d"), "/a b\tc\\d");
-        assert_eq!(unescape(r"/x\04"), r"/x\04");
     }
 }

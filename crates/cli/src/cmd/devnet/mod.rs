@@ -378,6 +378,8 @@ impl Plan {
             "job": {
                 "image_roots": [image_root.display().to_string()],
                 "volume_roots": [image_root.join(SHARED_DIR).display().to_string()],
+                // Its nodes and any GlusterFS server a test runs beside them are one machine.
+                "glusterfs_servers": ["*"],
             },
         });
         nunet_config::write_file(&self.home.join(nunet_config::load::FILE_NAME), &config)?;
@@ -579,6 +581,30 @@ fn remove_containers(m: &Value) -> usize {
     if ok { ids.len() } else { 0 }
 }
 
+/// Unmounts everything mounted under `dir` (last mounted first; lazily when busy): how many.
+fn unmount_under(dir: &Path) -> usize {
+    let Ok(dir) = dir.canonicalize() else {
+        return 0;
+    };
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<&str> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| !m.contains('\\') && Path::new(m).starts_with(&dir))
+        .collect();
+    points.reverse();
+    points
+        .iter()
+        .filter(|m| {
+            Command::new("umount")
+                .arg("-l")
+                .arg(m)
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .count()
+}
+
 fn down(dir: &Path, purge: bool) -> Result<i32> {
     let m = manifest(dir)?;
     let mut pids = Vec::new();
@@ -608,6 +634,12 @@ fn down(dir: &Path, purge: bool) -> Result<i32> {
     let removed = remove_containers(&m);
     if removed > 0 {
         println!("removed {removed} container(s) of the devnet's nodes");
+    }
+    // Its volumes too (a stopped daemon leaves them mounted): nothing of the devnet stays
+    // mounted, and a purge never deletes through a mount.
+    let unmounted = unmount_under(dir);
+    if unmounted > 0 {
+        println!("unmounted {unmounted} volume(s) of the devnet's nodes");
     }
     if let Some(sw) = m["switch_netns"].as_str() {
         let nodes: Vec<String> = m["nodes"]

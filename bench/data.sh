@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Volume I/O through the storage layers a provider mounts for allocations (issue 17), against
+# the host disk under them, in one run (root):
+#   host        a directory on the disk that holds the provider's data dir
+#   named       an ext4 image on a loop device (a named volume: size-limited)
+#   encrypted   gocryptfs over such an image (an `encrypted: true` named volume)
+#   glusterfs   a one-brick GlusterFS volume (brick on the same disk) through the FUSE client,
+#               server in its own network namespace, reached over a veth pair
+# Each: sequential write of SIZE_MIB with dd (conv=fsync, so the data is on the image/brick),
+# then a sequential read after dropping the page cache. Prints
+# `name: value MiB/s (baseline: value, ratio: x)` with the host disk as the baseline.
+# Not measured yet: `nunet cp` and S3 staging (not built yet).
+set -euo pipefail
+
+SIZE_MIB="${SIZE_MIB:-256}"
+WORK="$(mktemp -d "${BENCH_DIR:-/var/tmp}/nunet-data-bench.XXXXXX")"
+NS="nbdata-$$"
+VOL="nbdata$$"
+GLUSTERD_PID=""
+
+cleanup() {
+  set +e
+  for m in "$WORK/mnt/glusterfs" "$WORK/mnt/encrypted" "$WORK/mnt/enc-backing" "$WORK/mnt/named"; do
+    mountpoint -q "$m" && umount "$m"
+  done
+  pkill -f -- "--volfile-id ${VOL}\\." 2>/dev/null
+  [ -n "$GLUSTERD_PID" ] && kill "$GLUSTERD_PID" 2>/dev/null && wait "$GLUSTERD_PID" 2>/dev/null
+  ip link del "vd$$a" 2>/dev/null
+  ip netns del "$NS" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+for tool in dd mkfs.ext4 gocryptfs glusterd mount.glusterfs ip nsenter; do
+  command -v "$tool" >/dev/null || { echo "data.sh: needs $tool (.ci/install-runtimes.sh installs it)" >&2; exit 1; }
+done
+[ "$(id -u)" = 0 ] || { echo "data.sh: run as root (loop devices, FUSE, namespaces)" >&2; exit 1; }
+
+mkdir -p "$WORK"/{host,mnt/named,mnt/enc-backing,mnt/encrypted,mnt/glusterfs,brick}
+image_mib=$((SIZE_MIB * 2 + 64))
+
+# named: an ext4 image on a loop device, as the provider makes one.
+truncate -s "${image_mib}M" "$WORK/named.img"
+mkfs.ext4 -q -F -m 0 "$WORK/named.img"
+mount -o loop,nosuid,nodev "$WORK/named.img" "$WORK/mnt/named"
+
+# encrypted: gocryptfs ciphertext inside another such image.
+truncate -s "${image_mib}M" "$WORK/enc.img"
+mkfs.ext4 -q -F -m 0 "$WORK/enc.img"
+mount -o loop,nosuid,nodev "$WORK/enc.img" "$WORK/mnt/enc-backing"
+mkdir "$WORK/mnt/enc-backing/cipher"
+key="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+echo "$key" | gocryptfs -init -q -nosyslog -scryptn 10 "$WORK/mnt/enc-backing/cipher" >/dev/null 2>&1
+echo "$key" | gocryptfs -q -nosyslog -allow_other "$WORK/mnt/enc-backing/cipher" "$WORK/mnt/encrypted" >/dev/null 2>"$WORK/gocryptfs.err"
+
+# glusterfs: glusterd in a namespace with private state (tmpfs), a veth to the host.
+ip netns add "$NS"
+ip link add "vd$$a" type veth peer name "vd$$b"
+ip link set "vd$$b" netns "$NS"
+ip addr add 10.98.0.1/24 dev "vd$$a" && ip link set "vd$$a" up
+ip -n "$NS" addr add 10.98.0.2/24 dev "vd$$b" && ip -n "$NS" link set "vd$$b" up && ip -n "$NS" link set lo up
+ip netns exec "$NS" sh -c 'mount -t tmpfs tmpfs /var/lib/glusterd && mount -t tmpfs tmpfs /var/log/glusterfs && mount -t tmpfs tmpfs /run && exec glusterd -N' &
+GLUSTERD_PID=$!
+gl() { nsenter --target "$GLUSTERD_PID" --mount --net gluster --mode=script "$@"; }
+for _ in $(seq 50); do gl volume list >/dev/null 2>&1 && break; sleep 0.2; done
+gl volume create "$VOL" "10.98.0.2:$WORK/brick/b" force >/dev/null
+gl volume start "$VOL" >/dev/null
+mount -t glusterfs -o "log-file=$WORK/glusterfs.log" "10.98.0.2:/$VOL" "$WORK/mnt/glusterfs"
+
+# MiB/s from dd's summary line ("… copied, 1.23 s, 456 MB/s"): bytes / seconds.
+rate() { awk -v mib="$SIZE_MIB" '/copied/ { for (i = 1; i <= NF; i++) if ($i == "s,") s = $(i-1); printf "%.1f", mib / s }'; }
+write_rate() { dd if=/dev/zero of="$1/bench.bin" bs=1M count="$SIZE_MIB" conv=fsync 2>&1 | rate; }
+read_rate() { sync; echo 3 >/proc/sys/vm/drop_caches; dd if="$1/bench.bin" of=/dev/null bs=1M 2>&1 | rate; }
+
+declare -A W R
+for layer in host named encrypted glusterfs; do
+  dir="$WORK/$layer"; [ "$layer" != host ] && dir="$WORK/mnt/$layer"
+  W[$layer]="$(write_rate "$dir")"
+  R[$layer]="$(read_rate "$dir")"
+  rm -f "$dir/bench.bin"
+done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+echo "volume I/O, ${SIZE_MIB} MiB sequential (dd), baseline: the host disk under them"
+for layer in named encrypted glusterfs; do
+  echo "volume_write_${layer}: ${W[$layer]} MiB/s (baseline: ${W[host]}, ratio: $(ratio "${W[$layer]}" "${W[host]}"))"
+  echo "volume_read_${layer}: ${R[$layer]} MiB/s (baseline: ${R[host]}, ratio: $(ratio "${R[$layer]}" "${R[host]}"))"
+done
