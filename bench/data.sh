@@ -20,14 +20,20 @@ GLUSTERD_PID=""
 
 cleanup() {
   set +e
+  # gocryptfs lets go of its backing image a moment after its own unmount: retry, then
+  # detach lazily; never delete through a mount.
   for m in "$WORK/mnt/glusterfs" "$WORK/mnt/encrypted" "$WORK/mnt/enc-backing" "$WORK/mnt/named"; do
-    mountpoint -q "$m" && umount "$m"
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+      mountpoint -q "$m" || break
+      umount "$m" 2>/dev/null || sleep 0.2
+    done
+    mountpoint -q "$m" && umount -l "$m"
   done
   pkill -f -- "--volfile-id ${VOL}\\." 2>/dev/null
   [ -n "$GLUSTERD_PID" ] && kill "$GLUSTERD_PID" 2>/dev/null && wait "$GLUSTERD_PID" 2>/dev/null
   ip link del "vd$$a" 2>/dev/null
   ip netns del "$NS" 2>/dev/null
-  rm -rf "$WORK"
+  grep -q " $WORK/" /proc/self/mountinfo || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
