@@ -112,6 +112,13 @@ fn named_and_host_volumes_reach_containers_keep_data_and_go_with_the_ensemble() 
         .expect("no provider holds the ensemble's volumes");
     let vols = dn.dir.join(format!("node-{provider}/data/volumes/{id}"));
     assert_eq!(mounts_under(&vols).len(), 1, "{:?}", mounts_under(&vols));
+    // Root's only: other local users reach no volume of the provider.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(vols.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
 
     // A restart of the allocation keeps the named volume's data.
     assert!(docker(&["kill", &c1]).0);

@@ -61,6 +61,111 @@ pub fn destination(d: &str) -> Option<String> {
     (!parts.is_empty()).then(|| format!("/{}", parts.join("/")))
 }
 
+/// A problem of one volume: the field under the volume's path, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeProblem {
+    /// `mount_destination`, `src`, `servers[1]`, …
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// Every problem of volume `v` on its own, for an allocation whose named volumes each get
+/// `named_size` bytes ([`named_volume_size`]): what `validate` reports, and what a provider
+/// checks again on the volumes it is sent before it mounts anything.
+pub fn problems(v: &Volume, named_size: u64) -> Vec<VolumeProblem> {
+    let mut out = Vec::new();
+    let mut bad = |field: &str, message: String| {
+        out.push(VolumeProblem {
+            field: field.to_string(),
+            message,
+        })
+    };
+    if destination(&v.mount_destination).is_none() {
+        bad(
+            "mount_destination",
+            format!(
+                "must be an absolute path other than /, got {:?}",
+                v.mount_destination
+            ),
+        );
+    }
+    if v.encrypted && !is_named(v) {
+        bad(
+            "encrypted",
+            "only named local volumes are encrypted at rest (a host directory or a GlusterFS volume is stored as it is)".into(),
+        );
+    }
+    match &v.source {
+        VolumeSource::Local { src } if src.starts_with('/') => {}
+        VolumeSource::Local { src } => {
+            if !valid_name(src) {
+                bad(
+                    "src",
+                    format!(
+                        "expected an absolute path or a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*, at most {MAX_NAME}), got {src:?}"
+                    ),
+                );
+            }
+            if named_size < MIN_NAMED_VOLUME_BYTES {
+                bad(
+                    "src",
+                    format!(
+                        "named volume {src:?} gets {named_size} bytes (the allocation's resources.disk shared among its named volumes); each needs at least {} MiB",
+                        MIN_NAMED_VOLUME_BYTES >> 20
+                    ),
+                );
+            }
+        }
+        VolumeSource::Glusterfs {
+            servers,
+            name,
+            client_private_key,
+            client_pem,
+            client_ca,
+        } => {
+            if !valid_name(name) {
+                bad(
+                    "name",
+                    format!(
+                        "expected a GlusterFS volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*), got {name:?}"
+                    ),
+                );
+            }
+            if servers.len() > MAX_SERVERS {
+                bad(
+                    "servers",
+                    format!("{} servers; at most {MAX_SERVERS}", servers.len()),
+                );
+            }
+            if servers.is_empty() {
+                bad(
+                    "servers",
+                    "a glusterfs volume needs at least one server".into(),
+                );
+            }
+            for (k, s) in servers.iter().enumerate() {
+                if !valid_name(s) {
+                    bad(
+                        &index("servers", k),
+                        format!("expected a host name or IPv4 address, got {s:?}"),
+                    );
+                }
+            }
+            for (key, given) in [
+                ("client_private_key", client_private_key),
+                ("client_pem", client_pem),
+                ("client_ca", client_ca),
+            ] {
+                if given.is_some() {
+                    bad(key, "TLS client material for GlusterFS volumes is not supported yet; mount the volume without TLS".into());
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The volume rules of every allocation of `e`.
 pub(crate) fn rules(c: &mut Collector, e: &Ensemble) {
     for a in &e.allocations {
@@ -80,98 +185,20 @@ pub(crate) fn rules(c: &mut Collector, e: &Ensemble) {
                 ),
             );
         }
+        let named_size = named_volume_size(&a.volumes, a.resources.disk.size);
         let mut seen: HashMap<String, usize> = HashMap::new();
         for (i, v) in a.volumes.iter().enumerate() {
             let vp = index(&p, i);
-            match destination(&v.mount_destination) {
-                None => c.error(
-                    &join(&vp, "mount_destination"),
-                    format!(
-                        "must be an absolute path other than /, got {:?}",
-                        v.mount_destination
-                    ),
-                ),
-                Some(d) => {
-                    if let Some(j) = seen.insert(d.clone(), i) {
-                        c.error(
-                            &join(&vp, "mount_destination"),
-                            format!("{d} is also the mount_destination of volume[{j}]"),
-                        );
-                    }
-                }
-            }
-            if v.encrypted && !is_named(v) {
+            if let Some(d) = destination(&v.mount_destination)
+                && let Some(j) = seen.insert(d.clone(), i)
+            {
                 c.error(
-                    &join(&vp, "encrypted"),
-                    "only named local volumes are encrypted at rest (a host directory or a GlusterFS volume is stored as it is)",
+                    &join(&vp, "mount_destination"),
+                    format!("{d} is also the mount_destination of volume[{j}]"),
                 );
             }
-            match &v.source {
-                VolumeSource::Local { src } if src.starts_with('/') => {}
-                VolumeSource::Local { src } => {
-                    if !valid_name(src) {
-                        c.error(
-                            &join(&vp, "src"),
-                            format!("expected an absolute path or a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*, at most {MAX_NAME}), got {src:?}"),
-                        );
-                    }
-                    let size = named_volume_size(&a.volumes, a.resources.disk.size);
-                    if size < MIN_NAMED_VOLUME_BYTES {
-                        c.error(
-                            &join(&vp, "src"),
-                            format!(
-                                "named volume {src:?} gets {size} bytes (the allocation's resources.disk shared among its named volumes); each needs at least {} MiB",
-                                MIN_NAMED_VOLUME_BYTES >> 20
-                            ),
-                        );
-                    }
-                }
-                VolumeSource::Glusterfs {
-                    servers,
-                    name,
-                    client_private_key,
-                    client_pem,
-                    client_ca,
-                } => {
-                    if !valid_name(name) {
-                        c.error(
-                            &join(&vp, "name"),
-                            format!("expected a GlusterFS volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*), got {name:?}"),
-                        );
-                    }
-                    if servers.len() > MAX_SERVERS {
-                        c.error(
-                            &join(&vp, "servers"),
-                            format!("{} servers; at most {MAX_SERVERS}", servers.len()),
-                        );
-                    }
-                    if servers.is_empty() {
-                        c.error(
-                            &join(&vp, "servers"),
-                            "a glusterfs volume needs at least one server",
-                        );
-                    }
-                    for (k, s) in servers.iter().enumerate() {
-                        if !valid_name(s) {
-                            c.error(
-                                &index(&join(&vp, "servers"), k),
-                                format!("expected a host name or IPv4 address, got {s:?}"),
-                            );
-                        }
-                    }
-                    for (key, given) in [
-                        ("client_private_key", client_private_key),
-                        ("client_pem", client_pem),
-                        ("client_ca", client_ca),
-                    ] {
-                        if given.is_some() {
-                            c.error(
-                                &join(&vp, key),
-                                "TLS client material for GlusterFS volumes is not supported yet; mount the volume without TLS",
-                            );
-                        }
-                    }
-                }
+            for problem in problems(v, named_size) {
+                c.error(&join(&vp, &problem.field), problem.message);
             }
         }
     }

@@ -25,10 +25,7 @@ use nunet_ensemble::spec::{Volume, VolumeSource};
 use nunet_executor::Mount;
 use sha2::{Digest, Sha256};
 
-use nunet_ensemble::volumes::{
-    MAX_NAME, MAX_SERVERS, MAX_VOLUMES, MIN_NAMED_VOLUME_BYTES, is_named, named_volume_size,
-    valid_name,
-};
+use nunet_ensemble::volumes::{MAX_VOLUMES, destination, named_volume_size, problems, valid_name};
 
 use super::files::LocalFiles;
 use super::{AllocRecord, failed};
@@ -48,6 +45,9 @@ const DATA_DIR: &str = "data";
 pub(crate) struct Volumes {
     /// `<data_dir>/volumes`, resolved.
     base: PathBuf,
+    /// Whether the base was made root's only (why not, otherwise): no volume is made in a
+    /// directory other local users can reach.
+    private: Result<(), String>,
     /// `job.volume_roots`.
     roots: LocalFiles,
     /// `job.glusterfs_servers`: the GlusterFS servers ensembles may name (`*`: any).
@@ -72,9 +72,17 @@ impl std::fmt::Debug for Volumes {
 impl Volumes {
     pub(crate) fn new(data_dir: &Path, job: &nunet_config::model::Job) -> Self {
         let base = data_dir.join("volumes");
-        let _ = std::fs::create_dir_all(&base);
+        // Root's only: named volumes are world-writable inside, and an encrypted one's
+        // plaintext view is mounted under it; no other local user may reach either.
+        let private = std::fs::create_dir_all(&base)
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o700))
+            })
+            .map_err(|e| format!("{} cannot be made private: {e}", base.display()));
         Self {
             base: base.canonicalize().unwrap_or(base),
+            private,
             roots: LocalFiles::volumes(&job.volume_roots),
             glusterfs_servers: job.glusterfs_servers.clone(),
             busy: tokio::sync::Mutex::new(()),
@@ -102,24 +110,36 @@ impl Volumes {
                  (docker and WASM allocations get them)",
             ));
         }
+        if let Err(e) = &self.private {
+            return Err(failed(format!("volumes cannot be made here: {e}")));
+        }
         if rec.volumes.len() > MAX_VOLUMES {
             return Err(failed(format!(
                 "{} volumes; an allocation may have at most {MAX_VOLUMES}",
                 rec.volumes.len()
             )));
         }
+        // Sent by the orchestrator: checked again, all of them before anything is mounted.
+        let named_size = named_volume_size(&rec.volumes, rec.resources.disk.size);
+        for (i, v) in rec.volumes.iter().enumerate() {
+            if let Some(p) = problems(v, named_size).into_iter().next() {
+                return Err(failed(format!("volume[{i}].{}: {}", p.field, p.message)));
+            }
+        }
         let _one = self.busy.lock().await;
         let mut out: Vec<Mount> = Vec::new();
         for (i, v) in rec.volumes.iter().enumerate() {
             let what = format!("volume[{i}]");
-            let target = destination(&what, v)?;
+            let target = destination(&v.mount_destination).ok_or_else(|| {
+                failed(format!("{what}: mount_destination is not an absolute path"))
+            })?;
             if out.iter().any(|m| m.target == target) {
                 return Err(failed(format!(
                     "{what}: two volumes are mounted at {target}"
                 )));
             }
             let source = self
-                .source(rec, v)
+                .source(rec, v, named_size)
                 .await
                 .map_err(|e| failed(format!("{what}: {}", e.message)))?;
             out.push(Mount {
@@ -131,34 +151,20 @@ impl Volumes {
         Ok(out)
     }
 
-    async fn source(&self, rec: &AllocRecord, v: &Volume) -> Result<PathBuf, ActorError> {
-        let encrypted = v.encrypted;
-        if encrypted && !is_named(v) {
-            return Err(failed(
-                "only named local volumes are encrypted at rest on this provider",
-            ));
-        }
+    /// The host directory behind volume `v` (already checked with [`problems`]).
+    async fn source(
+        &self,
+        rec: &AllocRecord,
+        v: &Volume,
+        named_size: u64,
+    ) -> Result<PathBuf, ActorError> {
         match &v.source {
             VolumeSource::Local { src } if src.starts_with('/') => self.roots.resolve("src", src),
             VolumeSource::Local { src } => {
                 let dir = self.ensemble_dir(&rec.ensemble_id)?;
-                let size = named_volume_size(&rec.volumes, rec.resources.disk.size);
-                self.named(&dir, src, size, encrypted).await
+                self.named(&dir, src, named_size, v.encrypted).await
             }
-            VolumeSource::Glusterfs {
-                servers,
-                name,
-                client_private_key,
-                client_pem,
-                client_ca,
-            } => {
-                if client_private_key.is_some() || client_pem.is_some() || client_ca.is_some() {
-                    return Err(failed(format!(
-                        "GlusterFS volume {name:?}: TLS client material \
-                         (client_private_key, client_pem, client_ca) is not supported by \
-                         this provider yet; mount it without TLS or on another provider"
-                    )));
-                }
+            VolumeSource::Glusterfs { servers, name, .. } => {
                 if let Some(s) = servers.iter().find(|s| {
                     !self
                         .glusterfs_servers
@@ -263,16 +269,6 @@ impl super::Provider {
     }
 }
 
-/// The checked `mount_destination`, normalised.
-fn destination(what: &str, v: &Volume) -> Result<String, ActorError> {
-    nunet_ensemble::volumes::destination(&v.mount_destination).ok_or_else(|| {
-        failed(format!(
-            "{what}: mount_destination {:?} must be an absolute path other than /",
-            v.mount_destination
-        ))
-    })
-}
-
 /// The ext4 image of named volume `name` (`dir/images/<name>`, or `dir/encrypted/<name>`
 /// for an encrypted one), created with `size` bytes when it does not exist yet.
 async fn image(dir: &Path, name: &str, size: u64, encrypted: bool) -> Result<PathBuf, ActorError> {
@@ -291,13 +287,6 @@ async fn image(dir: &Path, name: &str, size: u64, encrypted: bool) -> Result<Pat
     let image = images.join(name);
     if image.exists() {
         return Ok(image);
-    }
-    if size < MIN_NAMED_VOLUME_BYTES {
-        return Err(failed(format!(
-            "named volume {name:?} takes its size from the allocation's disk \
-             (resources.disk), which is {size} bytes; it needs at least {} MiB",
-            MIN_NAMED_VOLUME_BYTES >> 20
-        )));
     }
     tokio::fs::create_dir_all(&images).await.map_err(failed)?;
     // Made aside and renamed: a crash never leaves a half-made filesystem under the
@@ -342,12 +331,6 @@ impl Volumes {
         size: u64,
         encrypted: bool,
     ) -> Result<PathBuf, ActorError> {
-        if !valid_name(name) {
-            return Err(failed(format!(
-                "volume name {name:?} must be 1-{MAX_NAME} characters of [A-Za-z0-9_.-], \
-                 starting with a letter or digit"
-            )));
-        }
         let image = image(dir, name, size, encrypted).await?;
         let mnt = dir.join("mnt").join(name);
         if !is_mounted(&mnt).await? {
@@ -435,26 +418,11 @@ impl Volumes {
 }
 
 /// GlusterFS volume `name` from `servers`, mounted once per ensemble.
+/// (Name and servers checked with [`problems`]: plain names, never a `mount` option.)
 async fn glusterfs(dir: &Path, servers: &[String], name: &str) -> Result<PathBuf, ActorError> {
-    if !valid_name(name) {
-        return Err(failed(format!(
-            "GlusterFS volume name {name:?} must be [A-Za-z0-9_.-]"
-        )));
-    }
     let (first, rest) = servers
         .split_first()
         .ok_or_else(|| failed(format!("GlusterFS volume {name:?} names no server")))?;
-    if servers.len() > MAX_SERVERS {
-        return Err(failed(format!(
-            "GlusterFS volume {name:?} names {} servers; at most {MAX_SERVERS}",
-            servers.len()
-        )));
-    }
-    if let Some(bad) = servers.iter().find(|s| !valid_name(s)) {
-        return Err(failed(format!(
-            "GlusterFS server {bad:?} must be a host name or IPv4 address"
-        )));
-    }
     let key = hex::encode(&Sha256::digest(format!("{}/{name}", servers.join(",")))[..8]);
     let mnt = dir.join("glusterfs").join(format!("{name}-{key}"));
     if is_mounted(&mnt).await? {
