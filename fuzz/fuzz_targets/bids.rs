@@ -1,9 +1,9 @@
 //! The orchestrator ↔ provider messages (bid requests, signed bids and declines, commit /
 //! allocate / revert requests, exit reports) decoded from reply and request JSON, followed by
 //! the checks each side applies at once (bid and decline signatures, resource and location
-//! matching, executor names), and a live update's ensemble compared with itself and with an
-//! empty one, and manifests with standbys. Never panics; a bid or decline a provider signs
-//! verifies at the orchestrator after the trip through JSON.
+//! matching, executor names, the volume checks), and a live update's ensemble compared with
+//! itself and with an empty one, and manifests with standbys. Never panics; a bid or decline a
+//! provider signs verifies at the orchestrator after the trip through JSON.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -103,6 +103,13 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(req) = serde_json::from_value::<AllocateRequest>(v.clone()) {
         for a in &req.allocations {
             let _ = a.execution.executor();
+            // The provider's re-check of the volumes it is sent, before it mounts any.
+            let size =
+                nunet_ensemble::volumes::named_volume_size(&a.volumes, a.resources.disk.size);
+            for v in &a.volumes {
+                let _ = nunet_ensemble::volumes::problems(v, size);
+                let _ = nunet_ensemble::volumes::destination(&v.mount_destination);
+            }
         }
     }
     let _ = serde_json::from_value::<RevertRequest>(v.clone());
