@@ -32,6 +32,7 @@
 //! ```
 
 pub mod check;
+pub mod data;
 pub mod decode;
 pub mod execution;
 pub mod limits;

@@ -104,6 +104,14 @@ pub struct Allocation {
     pub healthcheck: Option<Healthcheck>,
     /// Volumes (`volume:`, list or single mapping).
     pub volumes: Vec<Volume>,
+    /// Objects staged read-only into it before it starts (`inputs:`, this implementation's
+    /// extension).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<Input>,
+    /// Directories of a task published to an object store when it completes (`outputs:`,
+    /// this implementation's extension).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<Output>,
     /// What the supervisor does when this allocation fails.
     pub failure_recovery: AllocationRecovery,
     /// Allocations (on the same node) that must start first.
@@ -313,6 +321,52 @@ pub enum VolumeSource {
         /// TLS CA, if any.
         client_ca: Option<String>,
     },
+}
+
+/// Objects of an S3-compatible store: `s3://bucket/key` on `endpoint`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectLocation {
+    /// `http(s)://host[:port]` of the store (path-style requests).
+    pub endpoint: String,
+    /// Signing region (`us-east-1` unless given).
+    pub region: String,
+    /// Bucket name.
+    pub bucket: String,
+    /// Object key, or a prefix (empty, or ending with `/`).
+    pub key: String,
+}
+
+impl ObjectLocation {
+    /// `s3://bucket/key` as written.
+    pub fn url(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// An `inputs:` entry: the object `source` (or every object under a prefix) is downloaded
+/// by the provider before the allocation starts and mounted read-only under `path`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Input {
+    /// What to fetch.
+    pub source: ObjectLocation,
+    /// Directory inside the allocation (absolute) that holds what was fetched.
+    pub path: String,
+    /// Name of the deployment secret holding the store's credentials; none: anonymous.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
+}
+
+/// An `outputs:` entry: the files a task leaves under `path` are uploaded under the prefix
+/// `target` when it completes successfully.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output {
+    /// Directory inside the allocation (absolute), empty and writable when it starts.
+    pub path: String,
+    /// Where its files go (`key` is the prefix of their keys).
+    pub target: ObjectLocation,
+    /// Name of the deployment secret holding the store's credentials; none: anonymous.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
 }
 
 /// Allocation-level `failure_recovery`.

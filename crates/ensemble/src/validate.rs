@@ -39,6 +39,7 @@ pub(crate) fn validate(c: &mut Collector, e: &Ensemble, d: &Declared) {
     peers(c, e);
     healthchecks(c, e);
     crate::volumes::rules(c, e);
+    crate::data::rules(c, e);
 }
 
 /// Every allocation's health check ([`crate::check::healthcheck_rules`]).

@@ -27,6 +27,8 @@ const ALLOCATION_KEYS: &[&str] = &[
     "healthcheck",
     "volume",
     "volumes",
+    "inputs",
+    "outputs",
     "failure_recovery",
     "depends_on",
 ];
@@ -147,6 +149,14 @@ pub(crate) fn allocation(
             volumes.extend(volume_list(c, v, &p));
         }
     }
+    let inputs = o
+        .get("inputs")
+        .map(|(v, p)| super::data::inputs(c, v, &p))
+        .unwrap_or_default();
+    let outputs = o
+        .get("outputs")
+        .map(|(v, p)| super::data::outputs(c, v, &p))
+        .unwrap_or_default();
     let failure_recovery = match o.get("failure_recovery") {
         Some((v, p)) => match string(c, v, &p).as_deref() {
             Some("stay_down") | None => AllocationRecovery::StayDown,
@@ -172,6 +182,8 @@ pub(crate) fn allocation(
         provision,
         healthcheck,
         volumes,
+        inputs,
+        outputs,
         failure_recovery,
         depends_on,
     })

@@ -2,6 +2,7 @@
 //! relate several fields to each other are in [`crate::validate`].
 
 mod allocation;
+mod data;
 mod execution;
 mod reader;
 mod volume;
