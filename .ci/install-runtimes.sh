@@ -8,6 +8,8 @@
 #   - busybox-static (initramfs for VM tests, rootfs for the image), iproute2, iptables, ping
 #   - GlusterFS server and FUSE client (volume tests), e2fsprogs (named volumes are ext4 images),
 #     gocryptfs and fuse3 (encrypted named volumes)
+#   - Garage, an S3-compatible store, on 127.0.0.1:3900 (inputs/outputs tests), built once per
+#     machine and cached under ~/.cache/nunet (scripts/s3-test-server.sh)
 set -euo pipefail
 
 IMAGE="${NUNET_TEST_IMAGE:-nunet-test/busybox:latest}"
@@ -68,6 +70,8 @@ if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
   tar -C "$root" -c . | docker import \
     -c 'ENV PATH=/bin:/sbin' -c 'CMD ["/bin/sh"]' - "$IMAGE" >/dev/null
 fi
+
+bash "$(dirname "$0")/../scripts/s3-test-server.sh"
 
 echo "install-runtimes: ok (docker $(docker version --format '{{.Server.Version}}'), image $IMAGE," \
   "$(qemu-system-x86_64 --version | head -n1), kernel $(ls /boot/vmlinuz-*-cloud-amd64 | tail -n1)," \

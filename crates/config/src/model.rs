@@ -111,6 +111,13 @@ pub struct Job {
     /// ensembles may mount on this provider; `*`: any. Empty: none (a deployer could
     /// otherwise mount any GlusterFS volume this host can reach).
     pub glusterfs_servers: Vec<String>,
+    /// Object stores (`host` or `host:port` of an ensemble's S3 `endpoint`; `*`: any) that
+    /// inputs and outputs may reach at addresses that are not public (loopback, private
+    /// networks, link-local). Stores on the public internet are always allowed; empty: no
+    /// other (a deployer could otherwise make this host's daemon fetch from services on
+    /// its own network).
+    #[serde(default)]
+    pub s3_private_endpoints: Vec<String>,
     /// Seconds a microVM's kernel may take to start its init before the VM is killed and
     /// its allocation fails (0: no limit).
     pub vm_boot_timeout_secs: u64,
@@ -214,6 +221,7 @@ impl Config {
                 image_roots: Vec::new(),
                 volume_roots: Vec::new(),
                 glusterfs_servers: Vec::new(),
+                s3_private_endpoints: Vec::new(),
                 vm_boot_timeout_secs: 120,
             },
             subnet: Subnet {

@@ -363,6 +363,7 @@ impl S3Credentials {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

@@ -201,88 +201,23 @@ pub(crate) fn fetch(
     Ok(bytes)
 }
 
-/// Whether `ip` is an address on the public internet (not this host, a private or shared
-/// network, link-local, multicast, documentation or unspecified).
-pub(crate) fn is_public(ip: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
-    match ip.to_canonical() {
-        IpAddr::V4(v) => {
-            let o = v.octets();
-            !(v.is_loopback()
-                || v.is_private()
-                || v.is_link_local()
-                || v.is_multicast()
-                || v.is_broadcast()
-                || v.is_unspecified()
-                || v.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (64..128).contains(&o[1]))
-                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
-                || o[0] >= 240)
-        }
-        IpAddr::V6(v) => {
-            let s = v.segments();
-            !(v.is_loopback()
-                || v.is_unspecified()
-                || v.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00
-                || (s[0] & 0xffc0) == 0xfe80
-                || s[0] == 0x2001 && s[1] == 0xdb8)
-        }
-    }
-}
-
-/// Resolves like ureq does, then keeps only public addresses: checked at connect time, for
-/// the first request and every redirect, so a name cannot be re-pointed in between.
-#[derive(Debug)]
-struct PublicOnly(ureq::unversioned::resolver::DefaultResolver);
-
-impl ureq::unversioned::resolver::Resolver for PublicOnly {
-    fn resolve(
-        &self,
-        uri: &ureq::http::Uri,
-        config: &ureq::config::Config,
-        timeout: ureq::unversioned::transport::NextTimeout,
-    ) -> std::result::Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
-        let all = self.0.resolve(uri, config, timeout)?;
-        let mut out = self.empty();
-        for a in all.iter().filter(|a| is_public(a.ip())) {
-            out.push(*a);
-        }
-        if out.is_empty() {
-            return Err(ureq::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                format!(
-                    "{} resolves only to addresses that are not public; modules are fetched from the internet only",
-                    uri.host().unwrap_or("the host")
-                ),
-            )));
-        }
-        Ok(out)
-    }
-}
-
 fn download(url: &str, timeout: Duration, public_only: bool) -> Result<Vec<u8>> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(ExecutorError::InvalidSpec(format!(
             "module URL {url:?} is not http(s)"
         )));
     }
-    let config = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .build();
-    let agent: ureq::Agent = if public_only {
-        ureq::Agent::with_parts(
-            config,
-            ureq::unversioned::transport::DefaultConnector::default(),
-            PublicOnly(Default::default()),
-        )
-    } else {
-        config.into()
-    };
+    let agent = nunet_objectstore::egress::agent(
+        timeout,
+        public_only,
+        "modules are fetched from the internet only",
+    );
     let fail =
         |e: &dyn std::fmt::Display| ExecutorError::Runtime(format!("downloading {url}: {e}"));
     let response = agent.get(url).call().map_err(|e| fail(&e))?;
+    if !response.status().is_success() {
+        return Err(fail(&format!("HTTP {}", response.status())));
+    }
     let mut bytes = Vec::new();
     response
         .into_body()
@@ -325,29 +260,6 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("not http"), "{err}");
-    }
-
-    #[test]
-    fn only_public_addresses_count_as_public() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "224.0.0.1",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-        ] {
-            assert!(!is_public(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["1.1.1.1", "8.8.8.8", "2606:4700::1111"] {
-            assert!(is_public(ip.parse().unwrap()), "{ip}");
-        }
     }
 
     /// A deployer's module URL pointing at the provider itself (a service on loopback, here

@@ -151,9 +151,12 @@ impl Deployments {
     pub fn create(
         &self,
         ensemble: Ensemble,
+        secrets: crate::secrets::Secrets,
         owner: &str,
         deadline_ms: i64,
     ) -> Result<String, ActorError> {
+        crate::secrets::check(&ensemble, &secrets)
+            .map_err(|e| failed(format!("invalid secrets: {e}")))?;
         if deadline_ms - now_ms() < MIN_DEPLOY_TIME_MS {
             return Err(failed(format!(
                 "the deployment timeout must be at least {} s",
@@ -182,13 +185,16 @@ impl Deployments {
         };
         rec.event(now_ms(), "deployment created");
         (self.persist)(&rec);
-        let engine = Arc::new(Engine::new(
-            self.system.clone(),
-            id.clone(),
-            rec,
-            self.persist.clone(),
-            self.local_subnet.clone(),
-        ));
+        let engine = Arc::new(
+            Engine::new(
+                self.system.clone(),
+                id.clone(),
+                rec,
+                self.persist.clone(),
+                self.local_subnet.clone(),
+            )
+            .with_secrets(secrets),
+        );
         engine.register_check();
         if let Ok(mut m) = self.map.lock() {
             m.insert(id.clone(), engine.clone());
@@ -256,7 +262,7 @@ impl Deployments {
             |d, m: Incoming, req: NewDeployment| async move {
                 refuse_invalid(&req.ensemble)?;
                 let deadline_ms = i64::try_from(m.envelope.opt.exp / 1_000_000).unwrap_or(i64::MAX);
-                let id = d.create(req.ensemble, m.sender.as_str(), deadline_ms)?;
+                let id = d.create(req.ensemble, req.secrets, m.sender.as_str(), deadline_ms)?;
                 // The deployment exists and runs either way; a record that did not reach
                 // the disk is logged, not answered as a failure of `new`.
                 if let Err(e) = d.durable().await {

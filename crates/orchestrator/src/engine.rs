@@ -81,6 +81,8 @@ pub struct Engine {
     /// node (a redeploy or standby round, which may run beside another), as
     /// `peer: node: reason`, for the error of a round that got no bid.
     pub(crate) declines: Mutex<std::collections::HashMap<Option<String>, Vec<String>>>,
+    /// The deployment's secrets (memory only; see [`crate::secrets`]).
+    secrets: crate::secrets::Secrets,
     /// Calls in flight from the orchestrator actor; the actor is removed once the
     /// deployment has ended and none is left ([`Engine::retire_if_done`]).
     calls: Mutex<usize>,
@@ -129,6 +131,9 @@ pub(crate) fn allocation_request(
         healthcheck: a.healthcheck.as_ref().map(|h| provider_healthcheck(h, a)),
         keep_on_exit: supervision.supervised(&a.name),
         volumes: a.volumes.clone(),
+        inputs: a.inputs.clone(),
+        outputs: a.outputs.clone(),
+        credentials: Default::default(),
     }
 }
 
@@ -214,7 +219,14 @@ impl Engine {
             fencing: Mutex::default(),
             calls: Mutex::new(0),
             declines: Mutex::new(std::collections::HashMap::new()),
+            secrets: Default::default(),
         }
+    }
+
+    /// The engine holding the deployment's secrets.
+    pub fn with_secrets(mut self, secrets: crate::secrets::Secrets) -> Self {
+        self.secrets = secrets;
+        self
     }
 
     /// A copy of the record.
@@ -791,7 +803,11 @@ impl Engine {
                 .allocations_of(node)
                 .into_iter()
                 .filter(|a| only.is_none_or(|o| o.contains(&a.name)))
-                .map(|a| allocation_request(&rec.id, &rec.ensemble, node, a))
+                .map(|a| {
+                    let mut r = allocation_request(&rec.id, &rec.ensemble, node, a);
+                    r.credentials = crate::secrets::for_allocation(&r, &self.secrets);
+                    r
+                })
                 .collect();
             let t = ALLOCATE_TIMEOUT * (allocs.len().max(1) as u32);
             let req = AllocateRequest {

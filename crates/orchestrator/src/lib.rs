@@ -20,6 +20,7 @@ pub mod order;
 pub mod provision;
 pub mod recovery;
 pub mod redeploy;
+pub mod secrets;
 pub mod standby;
 pub mod state;
 pub mod subnet;

@@ -67,6 +67,17 @@ pub struct AllocationRequest {
     /// Volumes the provider mounts into it (local paths, named volumes, GlusterFS).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<nunet_ensemble::spec::Volume>,
+    /// Objects staged into it before it starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<nunet_ensemble::spec::Input>,
+    /// Directories published when it completes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<nunet_ensemble::spec::Output>,
+    /// The deployment's secrets its inputs and outputs name (only those): sent only to the
+    /// provider that runs it, inside this capability-checked message, and kept there in
+    /// memory only.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub credentials: std::collections::BTreeMap<String, nunet_ensemble::data::S3Credentials>,
 }
 
 /// `AllocationDeploymentRequest`: turn a node's commitments into allocation actors.
@@ -279,6 +290,9 @@ mod tests {
             }),
             keep_on_exit: true,
             volumes: Vec::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            credentials: Default::default(),
         };
         let req = |a| AllocateRequest {
             ensemble_id: "e".into(),

@@ -130,6 +130,11 @@ impl Manifest {
 pub struct NewDeployment {
     /// The ensemble, as `nunet validate` decodes it.
     pub ensemble: Ensemble,
+    /// Secrets its inputs and outputs name as `credentials` (`nunet deploy --secret`): held
+    /// by the orchestrator in memory only, never in its records or logs, and sent to a
+    /// provider only with the allocations that name them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub secrets: std::collections::BTreeMap<String, nunet_ensemble::data::S3Credentials>,
 }
 
 /// Reply of `new`.

@@ -34,6 +34,39 @@ pub struct DeployArgs {
     /// Print only the final result (status and manifest) as one JSON document.
     #[arg(long)]
     json: bool,
+    /// Credentials of an object store that inputs or outputs name as `credentials: NAME`,
+    /// read from FILE (`aws_access_key_id = …`, `aws_secret_access_key = …`, optionally
+    /// `aws_session_token = …`: the `[default]` profile of ~/.aws/credentials works). Sent
+    /// only to the providers whose allocations name it, held in memory only. Repeatable.
+    #[arg(long = "secret", value_name = "NAME=FILE")]
+    secrets: Vec<String>,
+}
+
+/// The `--secret NAME=FILE` arguments, read and parsed.
+fn read_secrets(
+    args: &[String],
+) -> Result<std::collections::BTreeMap<String, nunet_ensemble::data::S3Credentials>> {
+    let mut out = std::collections::BTreeMap::new();
+    for a in args {
+        let (name, file) = a
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--secret {a:?}: expected NAME=FILE"))?;
+        let meta = std::fs::metadata(file).with_context(|| format!("--secret {name}: {file}"))?;
+        if meta.len() > nunet_ensemble::data::MAX_SECRET_BYTES as u64 {
+            return Err(anyhow!(
+                "--secret {name}: {file} is larger than {} bytes",
+                nunet_ensemble::data::MAX_SECRET_BYTES
+            ));
+        }
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("--secret {name}: {file}"))?;
+        let creds = nunet_ensemble::data::S3Credentials::parse(&text)
+            .map_err(|e| anyhow!("--secret {name}: {file}: {e}"))?;
+        if out.insert(name.to_string(), creds).is_some() {
+            return Err(anyhow!("--secret {name} is given twice"));
+        }
+    }
+    Ok(out)
 }
 
 /// Relative WASM module paths are made absolute (providers on this machine read them).
@@ -102,7 +135,8 @@ pub fn run(home: &Home, args: DeployArgs) -> Result<i32> {
         .allocations
         .iter()
         .any(|a| a.kind == nunet_ensemble::spec::AllocationType::Service);
-    let request = NewDeployment { ensemble };
+    let secrets = read_secrets(&args.secrets)?;
+    let request = NewDeployment { ensemble, secrets };
     check_size(&args.file, &request)?;
     let caller = Caller::new(home, &args.context)?;
     let timeout: Duration = args.timeout.into();

@@ -136,6 +136,9 @@ fn allocate(f: &Fixture, r: nunet_ensemble::Resources, ports: Vec<PortMapping>) 
             healthcheck: None,
             keep_on_exit: false,
             volumes: Vec::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            credentials: Default::default(),
         }],
     })
     .unwrap()
@@ -265,6 +268,9 @@ fn wasm_memory_is_never_unlimited_nor_above_the_committed_ram() {
             healthcheck: None,
             keep_on_exit: false,
             volumes: Vec::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            credentials: Default::default(),
         };
         let req = AllocateRequest {
             ensemble_id: "e".into(),

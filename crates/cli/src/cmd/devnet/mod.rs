@@ -380,6 +380,8 @@ impl Plan {
                 "volume_roots": [image_root.join(SHARED_DIR).display().to_string()],
                 // Its nodes and any GlusterFS server a test runs beside them are one machine.
                 "glusterfs_servers": ["*"],
+                // …and any object store a test runs beside them.
+                "s3_private_endpoints": ["*"],
             },
         });
         nunet_config::write_file(&self.home.join(nunet_config::load::FILE_NAME), &config)?;

@@ -265,6 +265,9 @@ impl Fixture {
                     healthcheck: None,
                     keep_on_exit: false,
                     volumes: Vec::new(),
+                    inputs: Vec::new(),
+                    outputs: Vec::new(),
+                    credentials: Default::default(),
                 })
                 .collect(),
         };
