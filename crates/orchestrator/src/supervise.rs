@@ -264,7 +264,9 @@ impl Engine {
                             a.exit_code = v.exit_code;
                             a.health = v.health;
                             if status_changed {
-                                r.event(now_ms(), format!("allocation {k}: {}", v.status));
+                                // A completed task's reason says what it left (published outputs).
+                                let why = v.reason.map(|w| format!(" ({w})")).unwrap_or_default();
+                                r.event(now_ms(), format!("allocation {k}: {}{why}", v.status));
                             }
                         }
                     }

@@ -37,6 +37,7 @@ mod gpus;
 mod health;
 mod net;
 mod notify;
+mod objects;
 mod ports;
 mod provision;
 mod reconcile;
@@ -86,6 +87,15 @@ struct AllocRecord {
     /// Volumes mounted into it (`volumes.rs`).
     #[serde(default)]
     volumes: Vec<nunet_ensemble::spec::Volume>,
+    /// Objects staged into it before it starts (`objects.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    inputs: Vec<nunet_ensemble::spec::Input>,
+    /// Directories published when it completes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    outputs: Vec<nunet_ensemble::spec::Output>,
+    /// The secrets its inputs and outputs name: memory only, never written with the record.
+    #[serde(skip)]
+    credentials: BTreeMap<String, nunet_ensemble::data::S3Credentials>,
     /// Created / started / finished (deploy-control).
     #[serde(default)]
     times: control::Times,
@@ -145,6 +155,9 @@ pub struct Provider {
     files: files::LocalFiles,
     /// Allocations' volumes.
     volumes: volumes::Volumes,
+    /// `job.s3_private_endpoints`: object stores inputs and outputs may reach at
+    /// addresses that are not public.
+    s3_private_endpoints: Vec<String>,
 }
 
 /// Ensemble resources → the accounting's units, without GPUs: those are units chosen by
@@ -238,6 +251,7 @@ impl Provider {
             edge: edge::EdgeState::new(network),
             files: files::LocalFiles::new(&g.data_dir, &config.job.image_roots),
             volumes: volumes::Volumes::new(&g.data_dir, &config.job),
+            s3_private_endpoints: config.job.s3_private_endpoints.clone(),
         })
     }
 
@@ -516,6 +530,9 @@ impl Provider {
         }
         // Everything that can refuse is checked before anything is allocated, so a refusal
         // leaves no allocation of the request behind.
+        for a in &req.allocations {
+            objects::check(a)?;
+        }
         let held_units = req
             .allocations
             .iter()
@@ -822,6 +839,9 @@ fn record(req: &AllocateRequest, a: &AllocationRequest) -> AllocRecord {
         ports: a.ports.clone(),
         provision: a.provision.clone(),
         volumes: a.volumes.clone(),
+        inputs: a.inputs.clone(),
+        outputs: a.outputs.clone(),
+        credentials: a.credentials.clone(),
         times: control::Times {
             created_ms: Some(now_ms()),
             ..Default::default()

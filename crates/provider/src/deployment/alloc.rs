@@ -195,6 +195,7 @@ impl Provider {
         self.refuse_while_offboarding()?;
         let mut spec = spec_of(&rec, &self.files)?;
         spec.mounts.extend(self.volumes.mounts(&rec).await?);
+        spec.mounts.extend(self.data_mounts(&rec).await?);
         exec.prepare(&spec).await.map_err(failed)?;
         match rec.execution {
             Execution::Docker(_) => self.subnets.attach(&rec.ensemble_id, &mut spec).await,
@@ -279,14 +280,41 @@ impl Provider {
         if !current {
             return;
         }
+        // A task that succeeded publishes its outputs before it is reported Completed.
+        let snapshot = cell.lock().map(|r| r.clone()).ok();
+        let published = match (&outcome, snapshot) {
+            (Ok(s), Some(rec)) if s.success() && !rec.outputs.is_empty() => {
+                Some(self.publish_outputs(&rec).await)
+            }
+            _ => None,
+        };
+        let current = cell
+            .lock()
+            .map(|r| r.status == AllocationStatus::Running && r.generation == generation)
+            .unwrap_or(false);
+        if !current {
+            return;
+        }
         self.set(&cell, |r| {
             r.stdout = stdout;
             r.stderr = stderr;
             match &outcome {
-                Ok(s) if s.success() => {
-                    r.status = AllocationStatus::Completed;
-                    r.exit_code = Some(0);
-                }
+                Ok(s) if s.success() => match &published {
+                    Some(Err(e)) => {
+                        r.status = AllocationStatus::Failed;
+                        r.exit_code = Some(0);
+                        r.reason = Some(e.clone());
+                    }
+                    Some(Ok(to)) => {
+                        r.status = AllocationStatus::Completed;
+                        r.exit_code = Some(0);
+                        r.reason = Some(format!("outputs published to {}", to.join(", ")));
+                    }
+                    None => {
+                        r.status = AllocationStatus::Completed;
+                        r.exit_code = Some(0);
+                    }
+                },
                 Ok(s) => {
                     r.status = AllocationStatus::Failed;
                     r.exit_code = s.code;

@@ -99,6 +99,29 @@ impl Volumes {
         Ok(self.base.join(ensemble))
     }
 
+    /// `<data_dir>/volumes/<ensemble>/staging/<allocation>`: where the allocation's inputs
+    /// and outputs are staged (removed with the ensemble's volumes).
+    pub(crate) fn staging_dir(
+        &self,
+        ensemble: &str,
+        allocation: &str,
+    ) -> Result<PathBuf, ActorError> {
+        if let Err(e) = &self.private {
+            return Err(failed(format!(
+                "inputs and outputs cannot be staged here: {e}"
+            )));
+        }
+        if !valid_name(allocation) {
+            return Err(failed(format!(
+                "allocation name {allocation:?} cannot name a staging directory"
+            )));
+        }
+        Ok(self
+            .ensemble_dir(ensemble)?
+            .join("staging")
+            .join(allocation))
+    }
+
     /// The mounts of `rec`'s volumes, creating and mounting what is not there yet.
     pub(crate) async fn mounts(&self, rec: &AllocRecord) -> Result<Vec<Mount>, ActorError> {
         if rec.volumes.is_empty() {

@@ -1,0 +1,243 @@
+//! An allocation's `inputs` and `outputs` (objects of S3-compatible stores) on the provider:
+//!
+//! - before each start, every input not staged yet is downloaded (`nunet-objectstore`) into
+//!   `<data_dir>/volumes/<ensemble>/staging/<allocation>/in/<digest of the input>` and
+//!   mounted read-only at its `path`; a staged input is reused by later starts, and a changed
+//!   input (a live update) gets a new directory. Each output gets an empty, writable
+//!   directory at its `path` at every start;
+//! - when a task exits with code 0, the files of each output directory are uploaded under
+//!   its target prefix before the allocation is reported Completed; a failed upload fails
+//!   the allocation with the store's reason;
+//! - the staging directories go with the ensemble's volumes (`volumes.rs`).
+//!
+//! Inputs and outputs are each bounded by the allocation's disk. Endpoints on addresses
+//! that are not public are reached only when `job.s3_private_endpoints` lists them. The
+//! credentials arrive in the allocate message and are held in memory only (never in the
+//! allocation record on disk): after a restart of this daemon, an allocation that still
+//! needs them fails with that reason.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nunet_actor::ActorError;
+use nunet_ensemble::Execution;
+use nunet_ensemble::data::{
+    MAX_INPUTS, MAX_OUTPUTS, S3Credentials, input_problems, output_problems,
+};
+use nunet_ensemble::spec::ObjectLocation;
+use nunet_executor::Mount;
+use nunet_objectstore::Store;
+use nunet_protocol::AllocationRequest;
+use sha2::{Digest, Sha256};
+
+use super::{AllocRecord, failed};
+
+/// How long one request to a store may take (a start waits for every input).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(240);
+/// Written next to a staged input once all of it is there.
+const STAGED: &str = ".staged";
+
+/// What an allocation sent to this provider must be, before anything is accepted: its
+/// inputs' and outputs' own rules, an executor that gets them, and the credentials they name.
+pub(super) fn check(a: &AllocationRequest) -> Result<(), ActorError> {
+    if a.inputs.is_empty() && a.outputs.is_empty() {
+        return Ok(());
+    }
+    if matches!(a.execution, Execution::Firecracker(_)) {
+        return Err(failed(format!(
+            "allocation {}: inputs and outputs cannot be mounted into microVMs on this provider yet (docker and WASM allocations get them)",
+            a.name
+        )));
+    }
+    if a.inputs.len() > MAX_INPUTS || a.outputs.len() > MAX_OUTPUTS {
+        return Err(failed(format!(
+            "allocation {}: at most {MAX_INPUTS} inputs and {MAX_OUTPUTS} outputs",
+            a.name
+        )));
+    }
+    let entries = a
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, x)| (format!("inputs[{i}]"), input_problems(x), &x.credentials))
+        .chain(
+            a.outputs
+                .iter()
+                .enumerate()
+                .map(|(i, x)| (format!("outputs[{i}]"), output_problems(x), &x.credentials)),
+        );
+    for (at, problems, credentials) in entries {
+        if let Some(p) = problems.first() {
+            return Err(failed(format!(
+                "allocation {}: {at}.{}: {}",
+                a.name, p.field, p.message
+            )));
+        }
+        if let Some(name) = credentials
+            && !a.credentials.contains_key(name)
+        {
+            return Err(failed(format!(
+                "allocation {}: {at} names the secret {name:?}, which its orchestrator did not send \
+                 (secrets are held in the orchestrator's memory only: after its node restarted, deploy again with --secret)",
+                a.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The store of `loc`, with the credentials named `name` from `held`.
+fn store(
+    loc: &ObjectLocation,
+    name: &Option<String>,
+    held: &BTreeMap<String, S3Credentials>,
+    private_ok: &[String],
+) -> Result<Store, String> {
+    let creds = match name {
+        Some(n) => Some(held.get(n).ok_or_else(|| {
+            format!(
+                "the secret {n:?} is held in memory only and this provider restarted since the allocation was placed"
+            )
+        })?),
+        None => None,
+    };
+    let private = nunet_objectstore::egress::private_allowed(&loc.endpoint, private_ok);
+    Store::new(loc, creds, private, REQUEST_TIMEOUT).map_err(|e| e.to_string())
+}
+
+/// A directory name for `x` that changes when `x` does.
+fn digest(x: &impl serde::Serialize) -> String {
+    let bytes = serde_json::to_vec(x).unwrap_or_default();
+    hex::encode(&Sha256::digest(&bytes)[..8])
+}
+
+fn make_dir(p: &Path, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(p)
+        .and_then(|()| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)))
+        .map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// Stages `rec`'s inputs and empties its output directories under `dir`; returns the mounts.
+/// Blocking (downloads).
+pub(super) fn prepare(
+    rec: &AllocRecord,
+    dir: &Path,
+    private_ok: &[String],
+) -> Result<Vec<Mount>, String> {
+    let budget = rec.resources.disk.size;
+    let mut mounts = Vec::new();
+    for (i, input) in rec.inputs.iter().enumerate() {
+        let at = dir.join("in").join(digest(input));
+        let content = at.join("content");
+        if !at.join(STAGED).exists() {
+            if at.exists() {
+                std::fs::remove_dir_all(&at).map_err(|e| format!("{}: {e}", at.display()))?;
+            }
+            make_dir(&content, 0o755)?;
+            let s = store(
+                &input.source,
+                &input.credentials,
+                &rec.credentials,
+                private_ok,
+            )
+            .map_err(|e| format!("inputs[{i}] {}: {e}", input.source.url()))?;
+            let moved = nunet_objectstore::transfer::stage(&s, &input.source.key, &content, budget)
+                .map_err(|e| format!("inputs[{i}]: {e}"))?;
+            std::fs::write(
+                at.join(STAGED),
+                format!("{} files, {} bytes\n", moved.files, moved.bytes),
+            )
+            .map_err(|e| format!("{}: {e}", at.display()))?;
+            tracing::info!(allocation = %rec.id, input = i, files = moved.files, bytes = moved.bytes,
+                source = %input.source.url(), "input staged");
+        }
+        mounts.push(Mount {
+            source: content,
+            target: input.path.clone(),
+            read_only: true,
+        });
+    }
+    for (i, output) in rec.outputs.iter().enumerate() {
+        let at = dir.join("out").join(i.to_string());
+        if at.exists() {
+            std::fs::remove_dir_all(&at).map_err(|e| format!("{}: {e}", at.display()))?;
+        }
+        // Whatever user the workload runs as may write its results.
+        make_dir(&at, 0o777)?;
+        mounts.push(Mount {
+            source: at,
+            target: output.path.clone(),
+            read_only: false,
+        });
+    }
+    Ok(mounts)
+}
+
+/// Uploads the files of `rec`'s output directories under `dir`; says what went where.
+/// Blocking (uploads). Runs only after the workload exited, so nothing changes the
+/// directories meanwhile.
+pub(super) fn publish(
+    rec: &AllocRecord,
+    dir: &Path,
+    private_ok: &[String],
+) -> Result<Vec<String>, String> {
+    let mut done = Vec::new();
+    for (i, output) in rec.outputs.iter().enumerate() {
+        let at: PathBuf = dir.join("out").join(i.to_string());
+        let s = store(
+            &output.target,
+            &output.credentials,
+            &rec.credentials,
+            private_ok,
+        )
+        .map_err(|e| format!("outputs[{i}] {}: {e}", output.target.url()))?;
+        let moved = nunet_objectstore::transfer::publish(
+            &s,
+            &output.target.key,
+            &at,
+            rec.resources.disk.size,
+        )
+        .map_err(|e| format!("publishing outputs[{i}]: {e}"))?;
+        tracing::info!(allocation = %rec.id, output = i, files = moved.files, bytes = moved.bytes,
+            target = %output.target.url(), "output published");
+        done.push(format!(
+            "{} ({} files, {} bytes)",
+            output.target.url(),
+            moved.files,
+            moved.bytes
+        ));
+    }
+    Ok(done)
+}
+
+impl super::Provider {
+    /// The mounts of `rec`'s inputs and outputs, staging what is not staged yet.
+    pub(super) async fn data_mounts(&self, rec: &AllocRecord) -> Result<Vec<Mount>, ActorError> {
+        if rec.inputs.is_empty() && rec.outputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dir = self.volumes.staging_dir(&rec.ensemble_id, &rec.name)?;
+        let (rec, private) = (rec.clone(), self.s3_private_endpoints.clone());
+        tokio::task::spawn_blocking(move || prepare(&rec, &dir, &private))
+            .await
+            .map_err(|e| failed(format!("staging inputs: {e}")))?
+            .map_err(failed)
+    }
+
+    /// Publishes `rec`'s outputs (nothing when it has none).
+    pub(super) async fn publish_outputs(&self, rec: &AllocRecord) -> Result<Vec<String>, String> {
+        if rec.outputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dir = self
+            .volumes
+            .staging_dir(&rec.ensemble_id, &rec.name)
+            .map_err(|e| e.message)?;
+        let (rec, private) = (rec.clone(), self.s3_private_endpoints.clone());
+        tokio::task::spawn_blocking(move || publish(&rec, &dir, &private))
+            .await
+            .map_err(|e| format!("publishing outputs: {e}"))?
+    }
+}
