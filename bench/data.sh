@@ -9,7 +9,9 @@
 # Each: sequential write of SIZE_MIB with dd (conv=fsync, so the data is on the image/brick),
 # then a sequential read after dropping the page cache. Prints
 # `name: value MiB/s (baseline: value, ratio: x)` with the host disk as the baseline.
-# Not measured yet: `nunet cp` and S3 staging (not built yet).
+# Then S3 inputs/outputs (nunet-objectstore against the test Garage of scripts/s3-test-server.sh,
+# storing on the same disk): publishing a SIZE_MIB file and staging it back, against the host
+# disk's write and read. Not measured yet: `nunet cp` (not built yet).
 set -euo pipefail
 
 SIZE_MIB="${SIZE_MIB:-256}"
@@ -91,3 +93,18 @@ for layer in named encrypted glusterfs; do
   echo "volume_write_${layer}: ${W[$layer]} MiB/s (baseline: ${W[host]}, ratio: $(ratio "${W[$layer]}" "${W[host]}"))"
   echo "volume_read_${layer}: ${R[$layer]} MiB/s (baseline: ${R[host]}, ratio: $(ratio "${R[$layer]}" "${R[host]}"))"
 done
+
+# S3 inputs/outputs through the same client the provider uses.
+S3_DIR="${NUNET_TEST_S3_DIR:-/var/lib/nunet-test/garage}"
+if [ ! -s "$S3_DIR/credentials" ]; then
+  echo "s3: no test store ($S3_DIR/credentials); run scripts/s3-test-server.sh" >&2
+  exit 1
+fi
+cd "$(dirname "$0")/.."
+s3="$(cargo run --release -q -p nunet-objectstore --example s3_throughput -- \
+  "$(cat "$S3_DIR/endpoint")" garage "$S3_DIR/credentials" "$SIZE_MIB")"
+up="$(awk '/^publish/ {print $2}' <<<"$s3")"
+down="$(awk '/^stage/ {print $2}' <<<"$s3")"
+echo "S3 outputs/inputs, ${SIZE_MIB} MiB object, Garage on loopback on the same disk, baseline: the host disk"
+echo "s3_publish: ${up} MiB/s (baseline: ${W[host]}, ratio: $(ratio "$up" "${W[host]}"))"
+echo "s3_stage: ${down} MiB/s (baseline: ${R[host]}, ratio: $(ratio "$down" "${R[host]}"))"
