@@ -415,20 +415,20 @@ mod tests {
         assert_eq!(c.secret_access_key.expose(), "s3cr3t");
         assert!(!format!("{c:?}").contains("s3cr3t"));
         for (bad, why) in [
-            ("aws_access_key_id=a\n", "no aws_secret_access_key"),
+            ("aws_access_key_id=ID-VALUE-1\n", "no aws_secret_access_key"),
             (
-                "access_key_id=a\nsecret_access_key=b\nregion=x\n",
+                "access_key_id=ID-VALUE-1\nsecret_access_key=SECRET-VALUE-2\nregion=REGION-VALUE-3\n",
                 "unknown key",
             ),
             (
-                "access_key_id=a\naccess_key_id=b\nsecret_access_key=c",
+                "access_key_id=ID-VALUE-1\naccess_key_id=ID-VALUE-4\nsecret_access_key=SECRET-VALUE-2",
                 "given twice",
             ),
-            ("[prod]\naccess_key_id=a\n", "expected key = value"),
+            ("[prod]\naccess_key_id=ID-VALUE-1\n", "expected key = value"),
         ] {
             let e = S3Credentials::parse(bad).unwrap_err();
             assert!(e.contains(why), "{bad:?}: {e}");
-            assert!(!e.contains("=b") && !e.contains("\"c\""), "{e}");
+            assert!(!e.contains("-VALUE-"), "a value is in the error: {e}");
         }
     }
 }

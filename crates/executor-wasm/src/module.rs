@@ -208,7 +208,7 @@ fn download(url: &str, timeout: Duration, public_only: bool) -> Result<Vec<u8>> 
         )));
     }
     let agent = nunet_objectstore::egress::agent(
-        timeout,
+        nunet_objectstore::egress::Deadline::Whole(timeout),
         public_only,
         "modules are fetched from the internet only",
     );

@@ -22,6 +22,7 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || o[0] == 0
                 || (o[0] == 100 && (64..128).contains(&o[1]))
                 || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                || (o[0] == 198 && (o[1] & 0xfe) == 18)
                 || o[0] >= 240)
         }
         IpAddr::V6(v) => {
@@ -31,7 +32,10 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
-                || s[0] == 0x2001 && s[1] == 0xdb8)
+                || s[0] == 0x2001 && s[1] == 0xdb8
+                // NAT64 and 6to4 carry IPv4 addresses that may be private.
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0])
+                || s[0] == 0x2002)
         }
     }
 }
@@ -70,15 +74,40 @@ impl ureq::unversioned::resolver::Resolver for PublicOnly {
     }
 }
 
-/// An HTTP agent whose requests end after `timeout`, that keeps response status codes as
-/// responses (an S3 error body says why), and that connects only to public addresses when
-/// `public_only` (the error then ends with `why`).
-pub fn agent(timeout: Duration, public_only: bool, why: &str) -> ureq::Agent {
-    let config = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .timeout_connect(Some(timeout.min(Duration::from_secs(10))))
-        .http_status_as_error(false)
-        .build();
+/// How long a request may take.
+#[derive(Debug, Clone, Copy)]
+pub enum Deadline {
+    /// The whole request, body included (small downloads).
+    Whole(Duration),
+    /// Until the response's headers arrive; a body (a large object) may then take as long
+    /// as it keeps flowing.
+    Response(Duration),
+}
+
+/// An HTTP agent with `deadline`, that keeps response status codes as responses (an S3
+/// error body says why), and that connects only to public addresses when `public_only`
+/// (the error then ends with `why`). Without that filter it follows no redirect: an
+/// allowed endpoint must not send the daemon on to another address.
+pub fn agent(deadline: Deadline, public_only: bool, why: &str) -> ureq::Agent {
+    let t = match deadline {
+        Deadline::Whole(t) | Deadline::Response(t) => t,
+    };
+    let mut config = ureq::Agent::config_builder()
+        .timeout_connect(Some(t.min(Duration::from_secs(10))))
+        .http_status_as_error(false);
+    config = match deadline {
+        Deadline::Whole(t) => config.timeout_global(Some(t)),
+        // A body is cut off only when it has taken 60 times as long.
+        Deadline::Response(t) => config
+            .timeout_send_request(Some(t))
+            .timeout_recv_response(Some(t))
+            .timeout_send_body(Some(t * 60))
+            .timeout_recv_body(Some(t * 60)),
+    };
+    if !public_only {
+        config = config.max_redirects(0);
+    }
+    let config = config.build();
     if public_only {
         ureq::Agent::with_parts(
             config,
@@ -128,6 +157,9 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "::ffff:127.0.0.1",
+            "198.18.0.1",
+            "64:ff9b::a00:1",
+            "2002:a00:1::1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }

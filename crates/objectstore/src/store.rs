@@ -137,6 +137,11 @@ impl Store {
             reason,
         };
         nunet_ensemble::data::check_endpoint(&loc.endpoint).map_err(bad)?;
+        if credentials.is_some() && !private_ok && loc.endpoint.starts_with("http://") {
+            return Err(bad(
+                "signed requests go to stores on the internet over https only (they carry the key's signature and any session token)".into(),
+            ));
+        }
         let url: url::Url = loc.endpoint.parse().map_err(|e| bad(format!("{e}")))?;
         let bucket = Bucket::new(url, UrlStyle::Path, loc.bucket.clone(), loc.region.clone())
             .map_err(|e| bad(format!("{e}")))?;
@@ -150,7 +155,7 @@ impl Store {
         });
         Ok(Self {
             agent: egress::agent(
-                timeout,
+                egress::Deadline::Response(timeout),
                 !private_ok,
                 "this provider reaches object stores on other addresses only when its operator lists them in job.s3_private_endpoints",
             ),
@@ -192,8 +197,8 @@ impl Store {
             let end = body[start..].find(&format!("</{t}>"))?;
             Some(body[start..start + end].to_string())
         };
-        let code = tag("Code").unwrap_or_else(|| "-".into());
-        let message = tag("Message").unwrap_or_else(|| "no message".into());
+        let code = clip(&tag("Code").unwrap_or_else(|| "-".into()), 64);
+        let message = clip(&tag("Message").unwrap_or_else(|| "no message".into()), 256);
         let what = self.what(key);
         match status {
             403 | 401 => StoreError::Denied {
@@ -249,7 +254,17 @@ impl Store {
                     reason: format!("listing: {e}"),
                 }
             })?;
+            let got_any = !page.contents.is_empty();
             for c in page.contents {
+                if c.key.len() > nunet_ensemble::data::MAX_KEY {
+                    return Err(StoreError::Protocol {
+                        what: self.what(prefix),
+                        reason: format!(
+                            "the listing holds a key longer than {} bytes",
+                            nunet_ensemble::data::MAX_KEY
+                        ),
+                    });
+                }
                 out.push(ObjectInfo {
                     key: c.key,
                     size: c.size.unwrap_or(0),
@@ -262,6 +277,14 @@ impl Store {
                 });
             }
             match page.next_continuation_token {
+                // A page without objects that asks for more, or the same token again, is a
+                // store that would keep this loop going forever.
+                Some(t) if !got_any || token.as_deref() == Some(t.as_str()) => {
+                    return Err(StoreError::Protocol {
+                        what: self.what(prefix),
+                        reason: "the listing asks to continue without progressing".into(),
+                    });
+                }
                 Some(t) => token = Some(t),
                 None => return Ok(out),
             }
@@ -287,26 +310,45 @@ impl Store {
             what: format!("{} → {}", self.what(key), dest.display()),
             source: e,
         };
-        let part = dest.with_extension("nunet-part");
-        let mut file = std::fs::File::create(&part).map_err(io)?;
-        let mut reader = r.into_body().into_reader().take(max_bytes + 1);
-        let n = std::io::copy(&mut reader, &mut file).map_err(|e| {
-            let _ = std::fs::remove_file(&part);
-            StoreError::Unreachable {
-                what: self.what(key),
-                endpoint: self.endpoint.clone(),
-                reason: format!("download broke off: {e}"),
+        // Written aside under a fresh name (never one a staged object has), then renamed.
+        let parent = dest.parent().unwrap_or(Path::new("."));
+        let mut part = tempfile::Builder::new()
+            .prefix(".nunet-part-")
+            .tempfile_in(parent)
+            .map_err(io)?;
+        let mut reader = r.into_body().into_reader();
+        let mut buf = vec![0u8; 256 << 10];
+        let mut n: u64 = 0;
+        loop {
+            let got = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(got) => got,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(StoreError::Unreachable {
+                        what: self.what(key),
+                        endpoint: self.endpoint.clone(),
+                        reason: format!("download broke off: {e}"),
+                    });
+                }
+            };
+            n = n.saturating_add(got as u64);
+            if n > max_bytes {
+                break;
             }
-        })?;
+            part.as_file_mut().write_all(&buf[..got]).map_err(io)?;
+        }
         if n > max_bytes {
-            let _ = std::fs::remove_file(&part);
             return Err(StoreError::Limit {
                 what: self.what(key),
                 reason: format!("larger than the {max_bytes} bytes left of the allocation's disk"),
             });
         }
-        file.flush().and_then(|()| file.sync_all()).map_err(io)?;
-        std::fs::rename(&part, dest).map_err(io)?;
+        part.as_file_mut()
+            .flush()
+            .and_then(|()| part.as_file().sync_all())
+            .map_err(io)?;
+        part.persist(dest).map_err(|e| io(e.error))?;
         Ok(n)
     }
 
@@ -382,4 +424,13 @@ impl Store {
             .map_err(|e| self.unreachable(key, ureq::Error::Io(e)))?;
         Ok(out)
     }
+}
+
+/// `s` without control characters, at most `max` characters (store text goes into records).
+pub(crate) fn clip(s: &str, max: usize) -> String {
+    let mut out: String = s.chars().filter(|c| !c.is_control()).take(max).collect();
+    if s.chars().count() > max {
+        out.push('…');
+    }
+    out
 }

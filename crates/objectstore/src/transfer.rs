@@ -37,7 +37,7 @@ pub fn stage(store: &Store, key: &str, dir: &Path, max_bytes: u64) -> Result<Mov
     let what = |k: &str| format!("s3://{}/{k}", store.bucket_name());
     let objects: Vec<(String, PathBuf)> = if is_prefix(key) {
         let listed = store.list(key, MAX_OBJECTS)?;
-        let total: u64 = listed.iter().map(|o| o.size).sum();
+        let total = listed.iter().fold(0u64, |t, o| t.saturating_add(o.size));
         if total > max_bytes {
             return Err(StoreError::Limit {
                 what: what(key),
@@ -48,9 +48,18 @@ pub fn stage(store: &Store, key: &str, dir: &Path, max_bytes: u64) -> Result<Mov
         }
         let mut v = Vec::new();
         for o in listed {
-            let rel = &o.key[key.len()..];
-            // Zero-byte "directory" markers that some tools write.
-            if rel.ends_with('/') && o.size == 0 {
+            let rel = o
+                .key
+                .strip_prefix(key)
+                .ok_or_else(|| StoreError::Protocol {
+                    what: what(key),
+                    reason: format!(
+                        "the listing holds {:?}, which is not under the prefix",
+                        o.key
+                    ),
+                })?;
+            // Zero-byte "directory" markers that some tools write (the prefix's own too).
+            if (rel.is_empty() || rel.ends_with('/')) && o.size == 0 {
                 continue;
             }
             let parts = key_parts(rel).ok_or_else(|| StoreError::Limit {
@@ -77,7 +86,7 @@ pub fn stage(store: &Store, key: &str, dir: &Path, max_bytes: u64) -> Result<Mov
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
         }
-        let n = store.get_to(&k, &dest, max_bytes - moved.bytes)?;
+        let n = store.get_to(&k, &dest, max_bytes.saturating_sub(moved.bytes))?;
         moved.files += 1;
         moved.bytes += n;
     }
@@ -144,7 +153,7 @@ pub fn publish(
     max_bytes: u64,
 ) -> Result<Moved, StoreError> {
     let files = files_of(dir)?;
-    let total: u64 = files.iter().map(|f| f.2).sum();
+    let total = files.iter().fold(0u64, |t, f| t.saturating_add(f.2));
     if total > max_bytes {
         return Err(StoreError::Limit {
             what: dir.display().to_string(),

@@ -135,6 +135,34 @@ fn wrong_credentials_missing_objects_and_unreachable_stores_say_so() {
         "{e}"
     );
 
+    // Keys a store may hold that cannot be files under the staging directory are refused;
+    // a zero-byte marker of the prefix itself (what "create folder" tools write) is not a file.
+    let put = |k: &str, body: &str| {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), body).unwrap();
+        store.put_from(k, f.path()).unwrap();
+    };
+    put("hostile/a//b", "x");
+    let e = stage(&store, "hostile/", dir.path(), 1 << 20).unwrap_err();
+    assert!(e.to_string().contains("cannot be a file path"), "{e}");
+    assert!(
+        !dir.path().join("escaped").exists()
+            && !dir.path().parent().unwrap().join("escaped").exists()
+    );
+    put("marked/", "");
+    put("marked/a.txt", "a");
+    let marked = tempfile::tempdir().unwrap();
+    let m = stage(&store, "marked/", marked.path(), 1 << 20).unwrap();
+    assert_eq!((m.files, m.bytes), (1, 1));
+
+    // Signed requests to a store on the internet go over https only.
+    let public = ObjectLocation {
+        endpoint: "http://s3.example.com".into(),
+        ..location(&endpoint, &b)
+    };
+    let e = Store::new(&public, Some(&creds), false, T).unwrap_err();
+    assert!(e.to_string().contains("https only"), "{e}");
+
     // Nothing listens on port 1.
     let gone = Store::new(&location("http://127.0.0.1:1", &b), Some(&creds), true, T).unwrap();
     let e = stage(&gone, "in/x", dir.path(), 1 << 20).unwrap_err();
@@ -145,7 +173,7 @@ fn wrong_credentials_missing_objects_and_unreachable_stores_say_so() {
     );
 
     // Without the operator's leave, an endpoint on this host is never connected to.
-    let local = Store::new(&location(&endpoint, &b), Some(&creds), false, T).unwrap();
+    let local = Store::new(&location(&endpoint, &b), None, false, T).unwrap();
     let e = stage(&local, "in/x", dir.path(), 1 << 20).unwrap_err();
     assert!(
         e.to_string().contains("not public") && e.to_string().contains("job.s3_private_endpoints"),

@@ -223,6 +223,11 @@ impl Engine {
         }
     }
 
+    /// The deployment's secrets (empty after a restart).
+    pub(crate) fn secrets(&self) -> &crate::secrets::Secrets {
+        &self.secrets
+    }
+
     /// The engine holding the deployment's secrets.
     pub fn with_secrets(mut self, secrets: crate::secrets::Secrets) -> Self {
         self.secrets = secrets;

@@ -70,6 +70,21 @@ pub fn check(e: &Ensemble, secrets: &Secrets) -> Result<(), String> {
     }
 }
 
+/// Every secret an updated ensemble names is one the deployment holds (an update carries
+/// no secrets of its own).
+pub fn check_held(e: &Ensemble, secrets: &Secrets) -> Result<(), String> {
+    let missing: Vec<String> = named(e)
+        .into_iter()
+        .filter(|(_, n)| !secrets.contains_key(*n))
+        .map(|(path, n)| format!("{path} names the secret {n:?}, which this deployment does not hold (an update cannot add secrets; deploy anew with --secret)"))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(missing.join("; "))
+    }
+}
+
 /// The secrets `r`'s inputs and outputs name that `secrets` holds (a deployment restored
 /// after a restart holds none; its provider then says which are missing).
 pub(crate) fn for_allocation(r: &AllocationRequest, secrets: &Secrets) -> Secrets {

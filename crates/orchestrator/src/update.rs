@@ -230,6 +230,7 @@ impl Engine {
                 rec.status.as_str()
             ));
         }
+        crate::secrets::check_held(&new, self.secrets())?;
         let d = diff(&rec.id, &rec.ensemble, &new)?;
         if d.is_empty() {
             self.update(|r| r.ensemble = new);

@@ -3,14 +3,16 @@
 //! - before each start, every input not staged yet is downloaded (`nunet-objectstore`) into
 //!   `<data_dir>/volumes/<ensemble>/staging/<allocation>/in/<digest of the input>` and
 //!   mounted read-only at its `path`; a staged input is reused by later starts, and a changed
-//!   input (a live update) gets a new directory. Each output gets an empty, writable
-//!   directory at its `path` at every start;
+//!   input (a live update) gets a new directory (the old one goes). Each output gets an
+//!   empty, writable directory `out/<start generation>/<i>` at its `path` at every start, so
+//!   the directory a finished start publishes is never one a later start writes to;
 //! - when a task exits with code 0, the files of each output directory are uploaded under
 //!   its target prefix before the allocation is reported Completed; a failed upload fails
 //!   the allocation with the store's reason;
 //! - the staging directories go with the ensemble's volumes (`volumes.rs`).
 //!
-//! Inputs and outputs are each bounded by the allocation's disk. Endpoints on addresses
+//! All inputs together are bounded by the allocation's disk, and so is what an output
+//! publishes (outputs are not size-limited while the workload writes them). Endpoints on addresses
 //! that are not public are reached only when `job.s3_private_endpoints` lists them. The
 //! credentials arrive in the allocate message and are held in memory only (never in the
 //! allocation record on disk): after a restart of this daemon, an allocation that still
@@ -126,44 +128,56 @@ pub(super) fn prepare(
     dir: &Path,
     private_ok: &[String],
 ) -> Result<Vec<Mount>, String> {
-    let budget = rec.resources.disk.size;
+    // One budget for all inputs: the allocation's disk.
+    let mut left = rec.resources.disk.size;
     let mut mounts = Vec::new();
     for (i, input) in rec.inputs.iter().enumerate() {
         let at = dir.join("in").join(digest(input));
         let content = at.join("content");
-        if !at.join(STAGED).exists() {
-            if at.exists() {
-                std::fs::remove_dir_all(&at).map_err(|e| format!("{}: {e}", at.display()))?;
+        let staged = std::fs::read_to_string(at.join(STAGED))
+            .ok()
+            .and_then(|b| b.trim().parse::<u64>().ok());
+        let bytes = match staged {
+            Some(b) => b,
+            None => {
+                if at.exists() {
+                    std::fs::remove_dir_all(&at).map_err(|e| format!("{}: {e}", at.display()))?;
+                }
+                make_dir(&content, 0o755)?;
+                let s = store(
+                    &input.source,
+                    &input.credentials,
+                    &rec.credentials,
+                    private_ok,
+                )
+                .map_err(|e| format!("inputs[{i}] {}: {e}", input.source.url()))?;
+                let moved =
+                    nunet_objectstore::transfer::stage(&s, &input.source.key, &content, left)
+                        .map_err(|e| format!("inputs[{i}]: {e}"))?;
+                std::fs::write(at.join(STAGED), format!("{}\n", moved.bytes))
+                    .map_err(|e| format!("{}: {e}", at.display()))?;
+                tracing::info!(allocation = %rec.id, input = i, files = moved.files, bytes = moved.bytes,
+                    source = %input.source.url(), "input staged");
+                moved.bytes
             }
-            make_dir(&content, 0o755)?;
-            let s = store(
-                &input.source,
-                &input.credentials,
-                &rec.credentials,
-                private_ok,
-            )
-            .map_err(|e| format!("inputs[{i}] {}: {e}", input.source.url()))?;
-            let moved = nunet_objectstore::transfer::stage(&s, &input.source.key, &content, budget)
-                .map_err(|e| format!("inputs[{i}]: {e}"))?;
-            std::fs::write(
-                at.join(STAGED),
-                format!("{} files, {} bytes\n", moved.files, moved.bytes),
-            )
-            .map_err(|e| format!("{}: {e}", at.display()))?;
-            tracing::info!(allocation = %rec.id, input = i, files = moved.files, bytes = moved.bytes,
-                source = %input.source.url(), "input staged");
-        }
+        };
+        left = left.saturating_sub(bytes);
         mounts.push(Mount {
             source: content,
             target: input.path.clone(),
             read_only: true,
         });
     }
+    // Inputs a live update replaced are not needed any more.
+    let current: Vec<String> = rec.inputs.iter().map(digest).collect();
+    remove_other_dirs(&dir.join("in"), &current)?;
+    // Outputs of this start only: a later start (a restart while an earlier start's outputs
+    // are being published) writes elsewhere, so what is published was written only by a
+    // workload that has exited.
+    let gen_dir = dir.join("out").join(rec.generation.to_string());
+    remove_other_dirs(&dir.join("out"), &[])?;
     for (i, output) in rec.outputs.iter().enumerate() {
-        let at = dir.join("out").join(i.to_string());
-        if at.exists() {
-            std::fs::remove_dir_all(&at).map_err(|e| format!("{}: {e}", at.display()))?;
-        }
+        let at = gen_dir.join(i.to_string());
         // Whatever user the workload runs as may write its results.
         make_dir(&at, 0o777)?;
         mounts.push(Mount {
@@ -173,6 +187,21 @@ pub(super) fn prepare(
         });
     }
     Ok(mounts)
+}
+
+/// Removes every entry of `dir` not named in `keep` (a missing `dir` is fine).
+fn remove_other_dirs(dir: &Path, keep: &[String]) -> Result<(), String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if !keep.contains(&name) {
+            std::fs::remove_dir_all(e.path())
+                .map_err(|err| format!("{}: {err}", e.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Uploads the files of `rec`'s output directories under `dir`; says what went where.
@@ -185,7 +214,10 @@ pub(super) fn publish(
 ) -> Result<Vec<String>, String> {
     let mut done = Vec::new();
     for (i, output) in rec.outputs.iter().enumerate() {
-        let at: PathBuf = dir.join("out").join(i.to_string());
+        let at: PathBuf = dir
+            .join("out")
+            .join(rec.generation.to_string())
+            .join(i.to_string());
         let s = store(
             &output.target,
             &output.credentials,
