@@ -220,6 +220,32 @@ impl Store {
         }
     }
 
+    /// GETs the presigned `url` for `key`; an error response becomes its [`StoreError`].
+    fn get(
+        &self,
+        url: &url::Url,
+        key: &str,
+    ) -> Result<ureq::http::Response<ureq::Body>, StoreError> {
+        let r = self
+            .agent
+            .get(url.as_str())
+            .call()
+            .map_err(|e| self.unreachable(key, e))?;
+        if !r.status().is_success() {
+            return Err(self.failure(key, r));
+        }
+        Ok(r)
+    }
+
+    /// The response of GetObject for `key`.
+    fn get_object(&self, key: &str) -> Result<ureq::http::Response<ureq::Body>, StoreError> {
+        let url = self
+            .bucket
+            .get_object(self.credentials.as_ref(), key)
+            .sign(SIGNED_FOR);
+        self.get(&url, key)
+    }
+
     /// Every object under `prefix` (all pages), at most `max` of them.
     pub fn list(&self, prefix: &str, max: usize) -> Result<Vec<ObjectInfo>, StoreError> {
         let mut out = Vec::new();
@@ -230,15 +256,7 @@ impl Store {
             if let Some(t) = &token {
                 action.with_continuation_token(t.clone());
             }
-            let url = action.sign(SIGNED_FOR);
-            let r = self
-                .agent
-                .get(url.as_str())
-                .call()
-                .map_err(|e| self.unreachable(prefix, e))?;
-            if !r.status().is_success() {
-                return Err(self.failure(prefix, r));
-            }
+            let r = self.get(&action.sign(SIGNED_FOR), prefix)?;
             let mut body = String::new();
             r.into_body()
                 .into_reader()
@@ -294,18 +312,7 @@ impl Store {
     /// Downloads `key` into `dest` (written aside, then renamed into place), refusing more
     /// than `max_bytes`; returns its size.
     pub fn get_to(&self, key: &str, dest: &Path, max_bytes: u64) -> Result<u64, StoreError> {
-        let url = self
-            .bucket
-            .get_object(self.credentials.as_ref(), key)
-            .sign(SIGNED_FOR);
-        let r = self
-            .agent
-            .get(url.as_str())
-            .call()
-            .map_err(|e| self.unreachable(key, e))?;
-        if !r.status().is_success() {
-            return Err(self.failure(key, r));
-        }
+        let r = self.get_object(key)?;
         let io = |e: std::io::Error| StoreError::Io {
             what: format!("{} → {}", self.what(key), dest.display()),
             source: e,
@@ -404,18 +411,7 @@ impl Store {
 
     /// The bytes of `key` (at most `max_bytes`).
     pub fn get_bytes(&self, key: &str, max_bytes: u64) -> Result<Vec<u8>, StoreError> {
-        let url = self
-            .bucket
-            .get_object(self.credentials.as_ref(), key)
-            .sign(SIGNED_FOR);
-        let r = self
-            .agent
-            .get(url.as_str())
-            .call()
-            .map_err(|e| self.unreachable(key, e))?;
-        if !r.status().is_success() {
-            return Err(self.failure(key, r));
-        }
+        let r = self.get_object(key)?;
         let mut out = Vec::new();
         r.into_body()
             .into_reader()

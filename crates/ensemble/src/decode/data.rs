@@ -8,7 +8,7 @@ use crate::spec::{Input, ObjectLocation, Output};
 use crate::tree::{Kind, Value};
 
 /// The entries of a list, each decoded by `one` (a single mapping is a list of one).
-fn list<T>(
+pub(crate) fn list<T>(
     c: &mut Collector,
     v: &Value,
     path: &str,
@@ -25,7 +25,7 @@ fn list<T>(
             c.error_at(
                 path,
                 v.line,
-                format!("expected a list of mappings, got {}", v.describe()),
+                format!("expected a mapping or a list of them, got {}", v.describe()),
             );
             Vec::new()
         }

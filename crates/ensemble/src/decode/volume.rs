@@ -1,30 +1,12 @@
 //! Decoding of allocation volumes (`volume:` as a list or a single mapping).
 
 use super::reader::{obj, opt_bool, opt_list, opt_string, req_string};
-use crate::problem::{Collector, index};
+use crate::problem::Collector;
 use crate::spec::{Volume, VolumeSource};
-use crate::tree::{Kind, Value};
+use crate::tree::Value;
 
 pub(crate) fn volume_list(c: &mut Collector, v: &Value, path: &str) -> Vec<Volume> {
-    match &v.kind {
-        Kind::Seq(items) => items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, it)| volume(c, it, &index(path, i)))
-            .collect(),
-        Kind::Map(_) => volume(c, v, path).into_iter().collect(),
-        _ => {
-            c.error_at(
-                path,
-                v.line,
-                format!(
-                    "expected a volume mapping or a list of them, got {}",
-                    v.describe()
-                ),
-            );
-            Vec::new()
-        }
-    }
+    super::data::list(c, v, path, volume)
 }
 
 fn volume(c: &mut Collector, v: &Value, path: &str) -> Option<Volume> {

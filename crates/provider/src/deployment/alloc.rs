@@ -273,11 +273,12 @@ impl Provider {
         let outcome = exec.wait(&id).await;
         let (stdout, stderr) = read_logs(&exec, &id).await;
         // Terminated, or restarted meanwhile: this execution's end is nobody's news.
-        let current = cell
-            .lock()
-            .map(|r| r.status == AllocationStatus::Running && r.generation == generation)
-            .unwrap_or(false);
-        if !current {
+        let current = || {
+            cell.lock()
+                .map(|r| r.status == AllocationStatus::Running && r.generation == generation)
+                .unwrap_or(false)
+        };
+        if !current() {
             return;
         }
         // A task that succeeded publishes its outputs before it is reported Completed.
@@ -288,11 +289,8 @@ impl Provider {
             }
             _ => None,
         };
-        let current = cell
-            .lock()
-            .map(|r| r.status == AllocationStatus::Running && r.generation == generation)
-            .unwrap_or(false);
-        if !current {
+        // Still this execution's after the upload (it may have been terminated meanwhile).
+        if !current() {
             return;
         }
         self.set(&cell, |r| {
