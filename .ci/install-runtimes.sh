@@ -8,6 +8,7 @@
 #   - busybox-static (initramfs for VM tests, rootfs for the image), iproute2, iptables, ping
 #   - GlusterFS server and FUSE client (volume tests), e2fsprogs (named volumes are ext4 images),
 #     gocryptfs and fuse3 (encrypted named volumes)
+#   - Prometheus and promtool (the metrics test scrapes a devnet with a real Prometheus)
 #   - Garage, an S3-compatible store, on 127.0.0.1:3900 (inputs/outputs tests), built once per
 #     machine and cached under ~/.cache/nunet (scripts/s3-test-server.sh)
 set -euo pipefail
@@ -29,6 +30,7 @@ command -v mount.glusterfs >/dev/null || pkgs+=(glusterfs-client)
 command -v mkfs.ext4 >/dev/null || pkgs+=(e2fsprogs)
 command -v gocryptfs >/dev/null || pkgs+=(gocryptfs)          # encrypted named volumes
 command -v fusermount >/dev/null || pkgs+=(fuse3)             # gocryptfs mounts with it
+command -v prometheus >/dev/null || pkgs+=(prometheus)        # metrics test (+ promtool)
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "install-runtimes: apt-get install ${pkgs[*]}"
   apt-get update -qq

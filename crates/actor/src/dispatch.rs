@@ -8,6 +8,7 @@ use nunet_did::Did;
 use serde_json::Value;
 
 use crate::envelope::{Envelope, Options};
+use crate::metrics::Channel;
 use crate::reply::{ActorError, ErrorKind, Reply};
 use crate::security::MAX_TTL_NS;
 use crate::system::{ActorSystem, BehaviorKind, Incoming};
@@ -82,6 +83,7 @@ impl ActorSystem {
         match Envelope::from_bytes(bytes) {
             Ok(env) => self.handle_envelope(env).await.to_bytes(),
             Err(e) => {
+                crate::metrics::undecodable(Channel::Direct);
                 tracing::warn!(error = %clip(&e.to_string()), "rejected undecodable envelope");
                 self.node_reply(None, Reply::Error(rejected(e.to_string())))
                     .to_bytes()
@@ -99,8 +101,12 @@ impl ActorSystem {
     pub(crate) async fn handle_from(&self, env: Envelope, origin: Origin) -> Envelope {
         let env = Arc::new(env);
         let outcome = match self.admit(&env, false, origin) {
-            Ok((sender, kind)) => self.run(&env, sender, kind).await,
+            Ok((sender, kind)) => {
+                crate::metrics::admitted(Channel::Direct);
+                self.run(&env, sender, kind).await
+            }
             Err(e) => {
+                crate::metrics::denied(Channel::Direct, &e);
                 tracing::warn!(behavior = %clip(&env.be), from = %clip(&env.from.id), error = %clip(&e.message), rule = ?e.rule, "denied");
                 Err(e)
             }
@@ -115,13 +121,18 @@ impl ActorSystem {
         let env = match Envelope::from_bytes(bytes) {
             Ok(e) => Arc::new(e),
             Err(e) => {
+                crate::metrics::undecodable(Channel::Broadcast);
                 tracing::debug!(error = %clip(&e.to_string()), "dropped undecodable gossip");
                 return;
             }
         };
         let (sender, kind) = match self.admit(&env, true, Origin::External) {
-            Ok(x) => x,
+            Ok(x) => {
+                crate::metrics::admitted(Channel::Broadcast);
+                x
+            }
             Err(e) => {
+                crate::metrics::denied(Channel::Broadcast, &e);
                 tracing::warn!(behavior = %clip(&env.be), from = %clip(&env.from.id), error = %clip(&e.message), "broadcast denied");
                 return;
             }

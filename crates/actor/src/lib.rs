@@ -11,6 +11,7 @@
 pub mod broadcast;
 pub mod dispatch;
 pub mod envelope;
+pub mod metrics;
 /// Replies: the outcome of an invocation.
 pub mod reply;
 /// Replay protection and the checks run on every incoming envelope.

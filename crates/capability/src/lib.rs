@@ -26,7 +26,7 @@ pub use context::{ContextError, ContextFile};
 pub use path::{Capability, PathError};
 pub use revocation::RevocationSet;
 pub use token::{Action, DmsToken, Token, TokenError, TokenId, TokenList};
-pub use verify::{Anchor, Authorized, Denied, Request, Verifier};
+pub use verify::{Anchor, Authorized, Denied, RULES, Request, Verifier};
 
 /// Longest lifetime [`expiry_after`] gives a token or a message: 100 years. Expiries are
 /// `u64` nanoseconds, which end in the year 2554; a longer lifetime cast to them would wrap

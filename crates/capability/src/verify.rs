@@ -198,6 +198,28 @@ pub enum Denied {
     },
 }
 
+/// Every name [`Denied::rule`] can return: a closed set (metric labels, docs).
+pub const RULES: [&str; 18] = [
+    "no-token",
+    "expired",
+    "outlives-chain",
+    "issuer-subject-mismatch",
+    "capability-widened",
+    "topic-widened",
+    "audience-widened",
+    "chain-not-delegate",
+    "depth-exceeded",
+    "bad-signature",
+    "revoked",
+    "not-anchored",
+    "wrong-action",
+    "subject-mismatch",
+    "audience-mismatch",
+    "capability-not-granted",
+    "topic-not-granted",
+    "chain-too-long",
+];
+
 impl Denied {
     /// The short name of the rule that failed (the prefix of the message).
     pub fn rule(&self) -> &'static str {

@@ -25,14 +25,21 @@ pub enum ExecutorKind {
     Wasm,
 }
 
-impl fmt::Display for ExecutorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl ExecutorKind {
+    /// The lowercase name, as serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
             ExecutorKind::Docker => "docker",
             ExecutorKind::Qemu => "qemu",
             ExecutorKind::Firecracker => "firecracker",
             ExecutorKind::Wasm => "wasm",
-        })
+        }
+    }
+}
+
+impl fmt::Display for ExecutorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -13,6 +13,7 @@ pub mod docker;
 pub mod error;
 pub mod interface;
 pub mod logs;
+pub mod metered;
 pub mod netprobe;
 pub mod sandbox;
 pub mod spec;
@@ -25,6 +26,7 @@ pub use interface::{
     EXEC_MAX_OUTPUT, ExecOutput, ExecutionInfo, ExecutionState, Executor, ExecutorKind,
     ExecutorStatus, ExitReason, ExitStatus, GpuSupport, LogChunk, LogOptions, LogSource, LogStream,
 };
+pub use metered::Metered;
 pub use sandbox::{LABEL_SANDBOX, Sandbox};
 pub use spec::{
     CpuBudget, DevicePath, ExecutionSpec, GpuDevice, GpuVendor, LABEL_EXECUTION, LABEL_EXECUTOR,

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use prometheus_client::registry::Registry;
+
 use libp2p::{
     StreamProtocol, Swarm, Transport, autonat, connection_limits, core::upgrade::Version, dcutr,
     gossipsub, identify, identity::Keypair, kad, noise, ping, pnet, relay, request_response,
@@ -168,7 +170,10 @@ fn peer_score_thresholds() -> gossipsub::PeerScoreThresholds {
 }
 
 /// Builds the swarm: TCP + QUIC in a public swarm, TCP + pnet in a private one.
-pub(crate) fn build_swarm(cfg: &NetConfig) -> Result<Swarm<NodeBehaviour>, NetError> {
+pub(crate) fn build_swarm(
+    cfg: &NetConfig,
+    registry: &mut Registry,
+) -> Result<Swarm<NodeBehaviour>, NetError> {
     let mux = yamux_config(&cfg.limits);
     let relay_mux = mux.clone();
     let idle =
@@ -187,6 +192,7 @@ pub(crate) fn build_swarm(cfg: &NetConfig) -> Result<Swarm<NodeBehaviour>, NetEr
             .map_err(setup)?
             .with_relay_client(noise::Config::new, move || relay_mux)
             .map_err(setup)?
+            .with_bandwidth_metrics(registry)
             .with_behaviour(|key, relay| {
                 NodeBehaviour::new(key, relay, cfg).map_err(|e| e.to_string().into())
             })
@@ -210,6 +216,7 @@ pub(crate) fn build_swarm(cfg: &NetConfig) -> Result<Swarm<NodeBehaviour>, NetEr
                 .map_err(setup)?
                 .with_relay_client(noise::Config::new, move || relay_mux)
                 .map_err(setup)?
+                .with_bandwidth_metrics(registry)
                 .with_behaviour(|key, relay| {
                     NodeBehaviour::new(key, relay, cfg).map_err(|e| e.to_string().into())
                 })

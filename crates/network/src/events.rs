@@ -1,6 +1,7 @@
 //! Swarm events → state updates, replies to pending commands and [`NetEvent`]s.
 
 use futures::FutureExt;
+use libp2p::metrics::Recorder;
 use libp2p::{
     PeerId, gossipsub, identify, kad, ping,
     request_response::{self, Message},
@@ -25,6 +26,7 @@ impl SwarmTask {
     }
 
     pub(crate) fn on_swarm_event(&mut self, ev: SwarmEvent<NodeBehaviourEvent>) {
+        self.metrics.record(&ev);
         match ev {
             SwarmEvent::Behaviour(ev) => self.on_behaviour_event(ev),
             SwarmEvent::NewListenAddr { address, .. } => {
@@ -109,6 +111,15 @@ impl SwarmTask {
     }
 
     fn on_behaviour_event(&mut self, ev: NodeBehaviourEvent) {
+        match &ev {
+            NodeBehaviourEvent::Gossipsub(e) => self.metrics.record(e),
+            NodeBehaviourEvent::Kad(e) => self.metrics.record(e),
+            NodeBehaviourEvent::Identify(e) => self.metrics.record(e),
+            NodeBehaviourEvent::Ping(e) => self.metrics.record(e),
+            NodeBehaviourEvent::RelayServer(e) => self.metrics.record(e),
+            NodeBehaviourEvent::Dcutr(e) => self.metrics.record(e),
+            _ => {}
+        }
         match ev {
             NodeBehaviourEvent::Actor(ev) => self.on_actor_event(ev),
             NodeBehaviourEvent::Gossipsub(ev) => self.on_gossip_event(ev),

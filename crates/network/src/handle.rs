@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use prometheus_client::registry::Registry;
 use rand::RngCore;
 use tokio::sync::{mpsc, oneshot};
 
@@ -78,7 +79,17 @@ impl std::fmt::Debug for Network {
 /// # }
 /// ```
 pub async fn start(cfg: NetConfig) -> Result<(Network, mpsc::Receiver<NetEvent>), NetError> {
-    let mut swarm = behaviour::build_swarm(&cfg)?;
+    start_metered(cfg, &mut Registry::default()).await
+}
+
+/// [`start`], with libp2p's metrics (connections, bandwidth, gossipsub, kad, identify, ping,
+/// relay, dcutr) registered in `registry` under `libp2p_`.
+pub async fn start_metered(
+    cfg: NetConfig,
+    registry: &mut Registry,
+) -> Result<(Network, mpsc::Receiver<NetEvent>), NetError> {
+    let mut swarm = behaviour::build_swarm(&cfg, registry)?;
+    let metrics = libp2p::metrics::Metrics::new(registry);
     let local_peer_id = *swarm.local_peer_id();
     let mut streams = swarm.behaviour().streams.new_control();
     let incoming_pings = streams
@@ -106,7 +117,7 @@ pub async fn start(cfg: NetConfig) -> Result<(Network, mpsc::Receiver<NetEvent>)
     }
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_CAPACITY);
-    let mut task = SwarmTask::new(swarm, cmd_rx, ev_tx, &cfg);
+    let mut task = SwarmTask::new(swarm, cmd_rx, ev_tx, &cfg, metrics);
     // Resolve port-0 listeners before returning, so listen_addrs() is immediately useful.
     task.wait_listening(listening, Duration::from_secs(5)).await;
     tokio::spawn(task.run());

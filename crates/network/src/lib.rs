@@ -33,7 +33,7 @@ mod swarm_task;
 use std::time::Duration;
 
 pub use config::{NetConfig, NetLimits};
-pub use handle::{Network, PING_PROTOCOL, start};
+pub use handle::{Network, PING_PROTOCOL, start, start_metered};
 pub use libp2p::{Multiaddr, PeerId};
 
 /// Request-response protocol that carries actor messages between nodes.

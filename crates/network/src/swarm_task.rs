@@ -67,6 +67,8 @@ type PendingReply =
 
 /// State of the swarm task.
 pub(crate) struct SwarmTask {
+    /// libp2p's own counters (connections, gossip, kad, identify, ping, relay, dcutr).
+    pub(crate) metrics: libp2p::metrics::Metrics,
     pub(crate) swarm: Swarm<NodeBehaviour>,
     commands: mpsc::Receiver<Command>,
     pub(crate) events: mpsc::Sender<NetEvent>,
@@ -119,6 +121,7 @@ impl SwarmTask {
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<NetEvent>,
         cfg: &NetConfig,
+        metrics: libp2p::metrics::Metrics,
     ) -> Self {
         let now = Instant::now();
         let mut bootstrap = Vec::new();
@@ -155,6 +158,7 @@ impl SwarmTask {
             })
             .collect();
         let mut task = Self {
+            metrics,
             relayed,
             swarm,
             commands,

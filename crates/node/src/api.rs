@@ -68,6 +68,8 @@ impl Default for ServeLimits {
 pub struct ApiState {
     /// The node's actors.
     pub system: ActorSystem,
+    /// The node's metrics, served at `/metrics` (`None`: that route answers 404).
+    pub metrics: Option<Arc<prometheus_client::registry::Registry>>,
 }
 
 /// The API routes, reading request bodies within [`BODY_READ_TIMEOUT`].
@@ -87,6 +89,7 @@ pub fn router_with(state: ApiState, body_read_timeout: Duration) -> Router {
             get(|| async { Json(json!({"version": env!("CARGO_PKG_VERSION")})) }),
         )
         .route("/api/v1/openapi.json", get(|| async { Json(openapi()) }))
+        .route("/metrics", get(metrics))
         .route("/api/v1/actor/handle", get(handle))
         .route("/api/v1/actor/send", post(send))
         .route("/api/v1/actor/invoke", post(invoke))
@@ -366,6 +369,25 @@ fn status_of(e: &ActorError) -> StatusCode {
     }
 }
 
+/// OpenMetrics text of the node's registry. Encoding reads the node's state under its
+/// locks, so it runs on the blocking pool.
+async fn metrics(State(s): State<ApiState>, headers: axum::http::HeaderMap) -> Response {
+    let Some(registry) = s.metrics else {
+        let e = ActorError::new(ErrorKind::NotFound, "metrics are not served by this API");
+        return err(StatusCode::NOT_FOUND, &e);
+    };
+    let format = crate::metrics::Format::negotiate(
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
+    );
+    match tokio::task::spawn_blocking(move || crate::metrics::render(&registry, format)).await {
+        Ok(Ok(text)) => ([(header::CONTENT_TYPE, format.content_type())], text).into_response(),
+        _ => err(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &ActorError::failed("encoding the metrics failed"),
+        ),
+    }
+}
+
 async fn handle(State(s): State<ApiState>) -> Json<Value> {
     Json(serde_json::to_value(s.system.root()).unwrap_or(Value::Null))
 }
@@ -465,6 +487,14 @@ pub fn openapi() -> Value {
             "/api/v1/health": get_op("Liveness", ok("ok", string_field("status"))),
             "/api/v1/version": get_op("Daemon version", ok("version", string_field("version"))),
             "/api/v1/openapi.json": get_op("This document", ok("OpenAPI 3 document", json!({"type": "object"}))),
+            "/metrics": {"get": {"summary": "The node's metrics: OpenMetrics text when the Accept header asks for it, else Prometheus text 0.0.4",
+                "responses": {
+                    "200": {"description": "metrics", "content": {
+                        "application/openmetrics-text": {"schema": {"type": "string"}},
+                        "text/plain": {"schema": {"type": "string"}}}},
+                    "403": local_only,
+                    "404": error("this API serves no metrics"),
+                    "500": error("encoding the metrics failed")}}},
             "/api/v1/actor/handle": get_op("The root actor's handle", ok("handle", json!({"$ref": "#/components/schemas/Handle"}))),
             "/api/v1/actor/send": post_op("Deliver a signed envelope (one way)", ok("delivered", string_field("message"))),
             "/api/v1/actor/invoke": post_op("Deliver a signed envelope and return the signed reply envelope", ok("reply envelope; its msg is {\"ok\": …} or {\"error\": …}", json!({"$ref": "#/components/schemas/Envelope"}))),

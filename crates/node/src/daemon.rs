@@ -115,7 +115,8 @@ impl Node {
             max_message_bytes: nunet_actor::MAX_ENVELOPE_BYTES,
             limits: limits.net,
         };
-        let (network, events) = nunet_network::start(net_cfg)
+        let mut registry = crate::metrics::new_registry();
+        let (network, events) = nunet_network::start_metered(net_cfg, &mut registry)
             .await
             .map_err(|e| NodeError::Network(e.to_string()))?;
         let system = ActorSystem::new(
@@ -167,6 +168,10 @@ impl Node {
         // microVM allocations (`executor: firecracker`) run on the same VM executor; bids
         // offer it only while its status is available.
         executors.insert("firecracker".into(), vm.clone());
+        let executors = executors
+            .into_iter()
+            .map(|(name, e)| (name, nunet_executor::Metered::wrap(e)))
+            .collect();
         crate::vm::register(&system, vm).map_err(|e| NodeError::Behaviors(e.to_string()))?;
         let subnets = nunet_provider::subnet::NodeSubnets::new(
             cfg.subnet.enabled,
@@ -202,8 +207,14 @@ impl Node {
         provider
             .register()
             .map_err(|e| NodeError::Behaviors(e.to_string()))?;
-        crate::orchestrator::start(&system, records.clone(), subnets)
+        let deployments = crate::orchestrator::start(&system, records.clone(), subnets.clone())
             .map_err(|e| NodeError::Behaviors(e.to_string()))?;
+        registry.register_collector(Box::new(crate::metrics::StateCollector {
+            resources: resources.clone(),
+            deployments,
+            provider: provider.clone(),
+            subnets,
+        }));
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = vec![
             tokio::spawn(pump(system.clone(), events)),
@@ -228,6 +239,7 @@ impl Node {
         let mut rx = stop_rx.clone();
         let state = ApiState {
             system: system.clone(),
+            metrics: Some(std::sync::Arc::new(registry)),
         };
         tasks.push(tokio::spawn(async move {
             let shutdown = async move {

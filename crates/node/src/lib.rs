@@ -12,6 +12,7 @@ pub mod behaviors;
 /// Starting and stopping a node.
 pub mod daemon;
 pub mod limits;
+pub mod metrics;
 pub mod orchestrator;
 pub mod revocations;
 /// Adapter from the actor layer to the libp2p network.

@@ -19,7 +19,10 @@ fn app() -> axum::Router {
         Anchors::new(key.did()),
         SystemConfig::default(),
     );
-    router(ApiState { system })
+    router(ApiState {
+        system,
+        metrics: None,
+    })
 }
 
 async fn get(from: &str, path: &str) -> (StatusCode, serde_json::Value) {
@@ -146,8 +149,8 @@ async fn unknown_routes_and_methods_answer_json_errors() {
     assert_eq!(v["error"]["kind"], "rejected");
 }
 
-/// Every documented answer has a JSON body with a schema, and the document names no fixed
-/// port (the daemon serves wherever rest.port says).
+/// Every documented answer has a body with a schema (JSON, except the metrics text), and the
+/// document names no fixed port (the daemon serves wherever rest.port says).
 #[tokio::test]
 async fn the_openapi_document_describes_every_answer() {
     let (_, doc) = get("127.0.0.1:1", "/api/v1/openapi.json").await;
@@ -160,9 +163,54 @@ async fn the_openapi_document_describes_every_answer() {
                 "{method} {path}: 403 (non-local)"
             );
             for (status, r) in responses {
-                let schema = &r["content"]["application/json"]["schema"];
+                let media = if path == "/metrics" && status == "200" {
+                    "text/plain"
+                } else {
+                    "application/json"
+                };
+                let schema = &r["content"][media]["schema"];
                 assert!(schema.is_object(), "{method} {path} {status}: no schema");
             }
         }
     }
+}
+
+/// `/metrics` is loopback-only like every route, answers 404 with an error body where the API
+/// has no registry, and the registry's text otherwise.
+#[tokio::test]
+async fn metrics_are_served_to_local_clients_only() {
+    let (s, _) = get("10.1.2.3:5555", "/metrics").await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, body) = get("127.0.0.1:5555", "/metrics").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["kind"], "not_found", "{body}");
+
+    let key = Keypair::from_seed(&[6; 32]);
+    let system = ActorSystem::new(
+        key.clone(),
+        Anchors::new(key.did()),
+        SystemConfig::default(),
+    );
+    let app = router(ApiState {
+        system,
+        metrics: Some(std::sync::Arc::new(nunet_node::metrics::new_registry())),
+    });
+    let mut req = Request::get("/metrics").body(Body::empty()).unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo("127.0.0.1:1".parse::<SocketAddr>().unwrap()));
+    let resp = app.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()["content-type"],
+        nunet_node::metrics::TEXT,
+        "classic text unless OpenMetrics is asked for"
+    );
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    assert!(
+        text.contains("# TYPE nunet_bid_rounds_total counter"),
+        "{text}"
+    );
 }

@@ -34,7 +34,10 @@ fn system() -> ActorSystem {
 async fn start(system: ActorSystem, limits: Option<ServeLimits>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let state = ApiState { system };
+    let state = ApiState {
+        system,
+        metrics: None,
+    };
     let never = std::future::pending::<()>();
     tokio::spawn(async move {
         match limits {

@@ -124,6 +124,14 @@ impl Deployments {
         self
     }
 
+    /// The status of every deployment in the registry (finished ones included).
+    pub fn statuses(&self) -> Vec<DeploymentStatus> {
+        self.map
+            .lock()
+            .map(|m| m.values().map(|e| e.status()).collect())
+            .unwrap_or_default()
+    }
+
     fn spawn_actor(&self, inbox: &str) -> nunet_actor::Handle {
         spawn_orchestrator(&self.system, inbox)
     }

@@ -468,6 +468,7 @@ impl Engine {
         let Some(rec) = self.record() else {
             return Vec::new();
         };
+        let started = std::time::Instant::now();
         let e = &rec.ensemble;
         let req = BidRequest {
             ensemble_id: rec.id.clone(),
@@ -508,14 +509,14 @@ impl Engine {
             .map(|p| p.into_iter().collect());
         let broadcast = async {
             if req.nodes.is_empty() {
-                return Vec::new();
+                return (Vec::new(), 0);
             }
             let close = crate::bids::round_closer(wanted, subscribers.clone(), BID_GRACE);
             let bid_cap = match BID.parse() {
                 Ok(c) => c,
                 Err(e) => {
                     self.event(format!("bid capability {BID}: {e}"));
-                    return Vec::new();
+                    return (Vec::new(), 0);
                 }
             };
             match self
@@ -533,27 +534,32 @@ impl Engine {
             {
                 Ok(r) => {
                     self.refused_bids(&r.denied);
-                    r.replies
+                    (r.replies, r.denied.len())
                 }
                 Err(e) => {
                     self.event(format!("bid request not published: {}", e.message));
-                    Vec::new()
+                    (Vec::new(), 0)
                 }
             }
         };
-        let (mut replies, direct) = futures::join!(broadcast, self.pinned_bids(pinned, collect));
+        let ((mut replies, mut refused), direct) =
+            futures::join!(broadcast, self.pinned_bids(pinned, collect));
         self.event(crate::bids::round_summary(&replies, subscribers.as_ref()));
         replies.extend(direct);
+        let received = replies.len();
         let replies = self.take_declines(&rec.id, replies, only);
+        let declined = received - replies.len();
         let replies = crate::bids::cap_per_node(replies);
         let mut bids = Vec::new();
         for (from, v) in replies {
             let Ok(bid) = serde_json::from_value::<Bid>(v) else {
+                refused += 1;
                 self.event(format!("malformed bid from {}", from.did));
                 continue;
             };
             let free = bid.free.check_amount("free");
             if let Some(p) = free.first() {
+                refused += 1;
                 self.event(format!("refused bid from {}: {p}", from.did));
                 continue;
             }
@@ -564,6 +570,7 @@ impl Engine {
                 .find(|n| n.name == bid.node_id)
                 .map_or(0, |n| e.node_resources(n).gpus.len());
             if bid.gpus.len() != asked {
+                refused += 1;
                 self.event(format!(
                     "refused bid from {}: it offers {} GPU(s) for node {}, which asks for {asked}",
                     from.did,
@@ -586,13 +593,20 @@ impl Engine {
                     ));
                     bids.push(bid);
                 }
-                Ok(_) => self.event(format!(
-                    "bid from {} is for another ensemble or signer",
-                    from.did
-                )),
-                Err(e) => self.event(format!("refused bid: {e}")),
+                Ok(_) => {
+                    refused += 1;
+                    self.event(format!(
+                        "bid from {} is for another ensemble or signer",
+                        from.did
+                    ));
+                }
+                Err(e) => {
+                    refused += 1;
+                    self.event(format!("refused bid: {e}"));
+                }
             }
         }
+        crate::metrics::round(started.elapsed(), bids.len(), declined, refused);
         // [deploy-control] per-node bid counts, shown live by `nunet deploy` (status `bids`).
         self.update(|r| r.set_bids(bids.iter().map(|b| b.node_id.as_str())));
         bids

@@ -16,6 +16,7 @@ pub mod edges;
 pub mod engine;
 pub mod exits;
 pub mod heartbeat;
+pub mod metrics;
 pub mod order;
 pub mod provision;
 pub mod recovery;

@@ -26,6 +26,17 @@ pub enum DeploymentStatus {
 }
 
 impl DeploymentStatus {
+    /// Every status, in NuNet's order.
+    pub const ALL: [Self; 7] = [
+        Self::Preparing,
+        Self::Committing,
+        Self::Provisioning,
+        Self::Running,
+        Self::Failed,
+        Self::ShuttingDown,
+        Self::Completed,
+    ];
+
     /// Whether nothing more will happen.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Failed | Self::Completed | Self::ShuttingDown)
@@ -69,6 +80,15 @@ pub enum AllocationStatus {
 }
 
 impl AllocationStatus {
+    /// Every status.
+    pub const ALL: [Self; 5] = [
+        Self::Pending,
+        Self::Running,
+        Self::Completed,
+        Self::Failed,
+        Self::Terminated,
+    ];
+
     /// Whether it runs no more (completed, failed or terminated).
     pub fn is_final(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Terminated)

@@ -742,6 +742,18 @@ impl Provider {
         })
     }
 
+    /// The status of every allocation this provider holds (finished ones included).
+    pub fn allocation_statuses(&self) -> Vec<AllocationStatus> {
+        let cells: Vec<_> = match self.allocs.lock() {
+            Ok(m) => m.values().cloned().collect(),
+            Err(_) => return Vec::new(),
+        };
+        cells
+            .iter()
+            .filter_map(|c| c.lock().ok().map(|r| r.status))
+            .collect()
+    }
+
     /// Re-creates the allocation actors persisted before a restart, then reconciles the ones
     /// that were running or pending with their executors and orchestrators (`reconcile.rs`).
     pub fn restore(self: &Arc<Self>) {

@@ -152,6 +152,14 @@ impl NodeSubnets {
         })
     }
 
+    /// The data path's counters since the daemon started, over every ensemble it carried
+    /// (`None` when subnets are off), and how many ensembles it carries now.
+    pub fn traffic(&self) -> Option<(nunet_subnet::SubnetStats, usize)> {
+        self.service
+            .as_ref()
+            .map(|s| (s.totals(), s.ensembles().len()))
+    }
+
     /// Why subnets are off here, or `None` when they work.
     pub fn disabled_reason(&self) -> Option<&str> {
         self.why_off.as_deref()

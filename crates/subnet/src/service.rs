@@ -69,6 +69,9 @@ struct Inner {
     links: Links,
     ensembles: Mutex<HashMap<String, Arc<Ensemble>>>,
     rejected: AtomicU64,
+    /// Counters of ensembles already left, and of those being left, so that totals never go
+    /// down. Locked after `ensembles` when both are held.
+    left: Mutex<Left>,
     accept_task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -81,6 +84,15 @@ impl Drop for Inner {
             hub.stop();
         }
     }
+}
+
+/// What [`SubnetService::totals`] keeps of ensembles no longer joined.
+#[derive(Default)]
+struct Left {
+    /// Final counts of ensembles left.
+    sum: SubnetStats,
+    /// Counters of ensembles being left (their tasks may still count a last packet).
+    leaving: Vec<Arc<Counters>>,
 }
 
 /// One joined ensemble.
@@ -159,6 +171,7 @@ impl SubnetService {
             },
             ensembles: Mutex::new(HashMap::new()),
             rejected: AtomicU64::new(0),
+            left: Mutex::new(Left::default()),
             accept_task: Mutex::new(None),
         });
         let task = tokio::spawn(accept_loop(Arc::downgrade(&inner), incoming));
@@ -239,8 +252,13 @@ impl SubnetService {
 
     /// Stops the router, closes the streams, deletes the TUN device. Idempotent.
     pub async fn leave(&self, ensemble: &str) -> Result<(), SubnetError> {
-        let Some(ens) = lock(&self.inner.ensembles).remove(ensemble) else {
-            return Ok(());
+        let ens = {
+            let mut joined = lock(&self.inner.ensembles);
+            let Some(ens) = joined.remove(ensemble) else {
+                return Ok(());
+            };
+            lock(&self.inner.left).leaving.push(ens.counters.clone());
+            ens
         };
         let (dev, router, handles) = {
             let mut t = lock(&ens.tasks);
@@ -261,7 +279,26 @@ impl SubnetService {
         }
         ens.table.store(Table::default());
         drop(dev); // the last handle: closing it deletes the interface
+        let mut left = lock(&self.inner.left);
+        left.leaving.retain(|c| !Arc::ptr_eq(c, &ens.counters));
+        left.sum += ens.counters.snapshot();
         Ok(())
+    }
+
+    /// Counters summed over every ensemble this service has carried since it started,
+    /// left ones included: each field only grows.
+    pub fn totals(&self) -> SubnetStats {
+        let joined = lock(&self.inner.ensembles);
+        let left = lock(&self.inner.left);
+        let mut t = left.sum;
+        for c in joined
+            .values()
+            .map(|e| &e.counters)
+            .chain(left.leaving.iter())
+        {
+            t += c.snapshot();
+        }
+        t
     }
 
     /// A snapshot of a joined ensemble's counters.

@@ -55,6 +55,34 @@ pub struct SubnetStats {
     pub answers_in_line: u64,
 }
 
+impl std::ops::AddAssign for SubnetStats {
+    /// Adds another snapshot, field by field (totals over ensembles).
+    fn add_assign(&mut self, o: SubnetStats) {
+        self.packets_out += o.packets_out;
+        self.bytes_out += o.bytes_out;
+        self.packets_in += o.packets_in;
+        self.bytes_in += o.bytes_in;
+        self.dropped_no_route += o.dropped_no_route;
+        self.dropped_local += o.dropped_local;
+        self.dropped_not_ipv4_out += o.dropped_not_ipv4_out;
+        self.dropped_queue_full += o.dropped_queue_full;
+        self.dropped_spoofed += o.dropped_spoofed;
+        self.dropped_bad_destination += o.dropped_bad_destination;
+        self.dropped_not_ipv4_in += o.dropped_not_ipv4_in;
+        self.dropped_bad_offload += o.dropped_bad_offload;
+        self.dropped_tun_write += o.dropped_tun_write;
+        self.bad_frames += o.bad_frames;
+        self.streams_opened += o.streams_opened;
+        self.datagrams_out += o.datagrams_out;
+        self.datagrams_in += o.datagrams_in;
+        self.datagram_paths += o.datagram_paths;
+        self.datagram_paths_lost += o.datagram_paths_lost;
+        self.dropped_bad_datagram += o.dropped_bad_datagram;
+        self.dropped_datagram_send += o.dropped_datagram_send;
+        self.answers_in_line += o.answers_in_line;
+    }
+}
+
 /// The live counters behind [`SubnetStats`].
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
