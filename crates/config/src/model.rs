@@ -346,6 +346,11 @@ impl Config {
                 self.observability.logging.level
             ));
         }
+        if self.observability.logging.rotation.max_size_mb == 0 {
+            p.push(
+                "observability.logging.rotation.max_size_mb: must be at least 1 (MiB)".to_string(),
+            );
+        }
         p
     }
 }

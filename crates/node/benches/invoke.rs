@@ -27,6 +27,7 @@ async fn node(key: Keypair, anchors: Anchors, verify: bool, bootstrap: Vec<Strin
         anchors,
         context: None,
         verify_capabilities: verify,
+        log: None,
     })
     .await
     .unwrap()

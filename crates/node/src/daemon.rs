@@ -51,6 +51,9 @@ pub struct NodeOptions {
     pub context: Option<(ContextFile, String)>,
     /// Check capability tokens (off only in benchmarks).
     pub verify_capabilities: bool,
+    /// The daemon's logging, for `/dms/node/logger/config` (`None`: that behavior is not
+    /// registered).
+    pub log: Option<std::sync::Arc<dyn nunet_logging::LogControl>>,
 }
 
 /// A running node.
@@ -157,6 +160,10 @@ impl Node {
             onboarded: std::sync::Arc::new(move || nunet_provider::onboarding::is_onboarded(&r)),
         })
         .map_err(|e| NodeError::Behaviors(e.to_string()))?;
+        if let Some(log) = opts.log.clone() {
+            crate::logger::register(&system, log)
+                .map_err(|e| NodeError::Behaviors(e.to_string()))?;
+        }
         let vm = crate::vm::executor(
             system.did().as_str(),
             cfg.general.data_dir.join("vm"),

@@ -12,6 +12,7 @@ pub mod behaviors;
 /// Starting and stopping a node.
 pub mod daemon;
 pub mod limits;
+pub mod logger;
 pub mod metrics;
 pub mod orchestrator;
 pub mod revocations;

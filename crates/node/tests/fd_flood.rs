@@ -163,6 +163,7 @@ async fn node_survives_a_flood() {
         key,
         context: None,
         verify_capabilities: true,
+        log: None,
     })
     .await
     .expect("node starts");

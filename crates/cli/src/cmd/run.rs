@@ -17,7 +17,7 @@ pub struct RunArgs {
 pub fn run(home: &Home, args: RunArgs) -> Result<i32> {
     let loaded = home.config()?;
     let config = loaded.config.clone();
-    init_logging(&config);
+    let logging = init_logging(&config)?;
     let contexts = home.contexts()?;
     let anchors = contexts.load(&args.context).with_context(|| {
         format!(
@@ -46,6 +46,7 @@ pub fn run(home: &Home, args: RunArgs) -> Result<i32> {
             anchors,
             context: Some((contexts, args.context.clone())),
             verify_capabilities: true,
+            log: Some(logging),
         })
         .await?;
         let peer_id = node.system.peer_id();
@@ -101,19 +102,29 @@ async fn wait_for_signal() {
     }
 }
 
-fn init_logging(config: &nunet_config::Config) {
+/// Logging as `observability.logging` says: the level (`general.debug` means `debug`), and
+/// JSON lines in `file` (relative to the node home) rotated by `rotation`. `RUST_LOG`, when
+/// set, replaces the level until it is changed at run time.
+fn init_logging(config: &nunet_config::Config) -> Result<std::sync::Arc<nunet_logging::Logging>> {
+    let o = &config.observability.logging;
     let level = if config.general.debug {
-        "debug"
+        nunet_logging::Level::Debug
     } else {
-        config.observability.logging.level.as_str()
+        nunet_logging::Level::parse(&o.level).context("observability.logging.level")?
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!(
-            "{level},libp2p_gossipsub=warn,libp2p_kad=warn,libp2p_swarm=warn"
-        ))
+    let file = (!o.file.trim().is_empty()).then(|| {
+        (
+            config.general.user_dir.join(o.file.trim()),
+            nunet_logging::Limits {
+                max_bytes: o.rotation.max_size_mb.saturating_mul(1 << 20),
+                max_backups: usize::try_from(o.rotation.max_backups).unwrap_or(usize::MAX),
+                max_age: nunet_logging::days(o.rotation.max_age_days),
+            },
+        )
     });
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    Ok(nunet_logging::init(&nunet_logging::Settings {
+        level,
+        file,
+        env_filter: std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()),
+    })?)
 }
