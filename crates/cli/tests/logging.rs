@@ -68,6 +68,21 @@ fn json_log_file_level_changed_at_run_time_and_rotated_at_the_configured_size() 
         "level info: no debug lines"
     );
 
+    // A deployment's orchestration lines carry its id (span `deployment`, field `ensemble`).
+    dn.onboard(2);
+    let v = dn.json(1, &["deploy", "-f", &hello(), "-t", "60s", "--json"]);
+    assert_eq!(v["status"], "Completed", "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let _guard = Containers(id.clone());
+    let tagged: Vec<Value> = lines(&file)
+        .into_iter()
+        .filter(|l| l["span"]["name"] == "deployment")
+        .collect();
+    assert!(!tagged.is_empty(), "no line in a deployment span");
+    for l in &tagged {
+        assert_eq!(l["span"]["ensemble"], id.as_str(), "{l}");
+    }
+
     // Read, then change, the level: no restart, debug lines follow.
     let v = dn.json(1, &["actor", "cmd", "--json", "/dms/node/logger/config"]);
     assert_eq!(v["level"], "info", "{v}");

@@ -164,7 +164,7 @@ pub fn init(settings: &Settings) -> Result<Arc<Logging>, LogError> {
         tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(true)
             .with_writer(FileWriter(f))
     });
     let _ = tracing_subscriber::registry()

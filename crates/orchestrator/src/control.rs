@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use nunet_actor::{ActorError, ActorSystem, Incoming};
 use nunet_capability::Capability;
 use nunet_ensemble::Ensemble;
@@ -207,10 +209,14 @@ impl Deployments {
         if let Ok(mut m) = self.map.lock() {
             m.insert(id.clone(), engine.clone());
         }
-        tokio::spawn(async move {
-            engine.clone().run().await;
-            engine.retire_if_done();
-        });
+        let span = crate::deployment_span(&id);
+        tokio::spawn(
+            async move {
+                engine.clone().run().await;
+                engine.retire_if_done();
+            }
+            .instrument(span),
+        );
         Ok(id)
     }
 
@@ -228,6 +234,7 @@ impl Deployments {
             } else {
                 self.spawn_actor(&rec.id);
             }
+            let span = crate::deployment_span(&rec.id);
             let engine = Arc::new(Engine::new(
                 self.system.clone(),
                 rec.id.clone(),
@@ -244,16 +251,22 @@ impl Deployments {
             }
             match status {
                 DeploymentStatus::Running => {
-                    tokio::spawn(async move {
-                        engine.monitor().await;
-                        engine.retire_if_done();
-                    });
+                    tokio::spawn(
+                        async move {
+                            engine.monitor().await;
+                            engine.retire_if_done();
+                        }
+                        .instrument(span),
+                    );
                 }
                 s if !s.is_terminal() => {
-                    tokio::spawn(async move {
-                        let _ = engine.shutdown("the node restart").await;
-                        engine.retire_if_done();
-                    });
+                    tokio::spawn(
+                        async move {
+                            let _ = engine.shutdown("the node restart").await;
+                            engine.retire_if_done();
+                        }
+                        .instrument(span),
+                    );
                 }
                 _ => {}
             }
@@ -361,7 +374,9 @@ impl Deployments {
                 let left = (exp_ms - crate::now_ms() - 2_000).max(5_000);
                 let window = Duration::from_millis(u64::try_from(left).unwrap_or(5_000));
                 // Its own task: a caller that stops waiting does not cut an update in half.
-                let done = tokio::spawn(async move { e.apply_update(req.ensemble, window).await })
+                let span = crate::deployment_span(&req.id);
+                let update = async move { e.apply_update(req.ensemble, window).await };
+                let done = tokio::spawn(update.instrument(span))
                     .await
                     .map_err(|e| failed(format!("update task: {e}")))?;
                 d.durable().await?;

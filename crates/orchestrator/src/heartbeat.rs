@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use nunet_protocol::calls::AllocationStatusCall;
 use nunet_protocol::{DeploymentStatus, Empty};
+use tracing::Instrument;
 
 use crate::engine::Engine;
 
@@ -131,14 +132,17 @@ impl Engine {
                 };
                 let seq = self.heartbeats.next(node, &m.peer);
                 let (me, node, peer) = (self.clone(), node.clone(), m.peer.clone());
-                tokio::spawn(async move {
-                    let r = me
-                        .call::<AllocationStatusCall>(&h, &Empty {}, HEARTBEAT_TIMEOUT)
-                        .await;
-                    if me.heartbeats.record(&node, &peer, seq, r.is_ok()) {
-                        me.exits.notify.notify_one();
+                tokio::spawn(
+                    async move {
+                        let r = me
+                            .call::<AllocationStatusCall>(&h, &Empty {}, HEARTBEAT_TIMEOUT)
+                            .await;
+                        if me.heartbeats.record(&node, &peer, seq, r.is_ok()) {
+                            me.exits.notify.notify_one();
+                        }
                     }
-                });
+                    .in_current_span(),
+                );
             }
         }
     }

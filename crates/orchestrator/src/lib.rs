@@ -50,3 +50,8 @@ pub fn now_ms() -> i64 {
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+
+/// The span every log line of one deployment's orchestration carries (`ensemble` = its id).
+pub fn deployment_span(id: &str) -> tracing::Span {
+    tracing::info_span!("deployment", ensemble = %id)
+}

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use nunet_protocol::calls::{Revert, SubnetCreate};
 use nunet_protocol::{RevertRequest, SubnetPlan};
+use tracing::Instrument;
 
 use crate::engine::{BID_COLLECT, Engine, RETRY_PACE_MS, RoundError};
 use crate::now_ms;
@@ -244,33 +245,36 @@ impl Engine {
                 e.event(m);
             }
         };
-        tokio::spawn(async move {
-            let t0 = std::time::Instant::now();
-            let mut pause = FENCE_FIRST_RETRY;
-            while t0.elapsed() < FENCE_WINDOW {
-                let r = nunet_protocol::call::invoke::<Revert>(
-                    &system,
-                    &inbox,
-                    handle.clone(),
-                    &req,
-                    Duration::from_secs(10),
-                )
-                .await;
-                if r.is_ok() {
-                    done(format!(
-                        "fenced the lost provider {peer} of node {node}: reverted"
-                    ));
-                    return;
+        tokio::spawn(
+            async move {
+                let t0 = std::time::Instant::now();
+                let mut pause = FENCE_FIRST_RETRY;
+                while t0.elapsed() < FENCE_WINDOW {
+                    let r = nunet_protocol::call::invoke::<Revert>(
+                        &system,
+                        &inbox,
+                        handle.clone(),
+                        &req,
+                        Duration::from_secs(10),
+                    )
+                    .await;
+                    if r.is_ok() {
+                        done(format!(
+                            "fenced the lost provider {peer} of node {node}: reverted"
+                        ));
+                        return;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(FENCE_MAX_RETRY);
                 }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(FENCE_MAX_RETRY);
-            }
-            done(format!(
-                "the lost provider {peer} of node {node} did not answer for {}s; it drops the \
+                done(format!(
+                    "the lost provider {peer} of node {node} did not answer for {}s; it drops the \
                  allocations itself if it comes back",
-                FENCE_WINDOW.as_secs()
-            ));
-        });
+                    FENCE_WINDOW.as_secs()
+                ));
+            }
+            .in_current_span(),
+        );
     }
 }
 

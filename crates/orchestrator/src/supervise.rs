@@ -15,6 +15,7 @@ use nunet_protocol::{
     AllocationLogs, AllocationStatus, DeploymentStatus, Empty, LogCursor, LogsRequest,
     ManifestAllocation, ShutdownAllocations, log_slice,
 };
+use tracing::Instrument;
 
 use crate::engine::{Assignment, Engine, MAX_MISSED_CHECKS};
 use crate::heartbeat::{HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT, LOST_AFTER};
@@ -129,8 +130,8 @@ impl Engine {
         let mut ensemble = rec.ensemble.clone();
         let (mut order, mut sup, mut kinds, mut fast) = derive(&ensemble);
         let mut missed: HashMap<String, u32> = HashMap::new();
-        tokio::spawn(self.clone().keep_standbys());
-        tokio::spawn(self.clone().heartbeat());
+        tokio::spawn(self.clone().keep_standbys().in_current_span());
+        tokio::spawn(self.clone().heartbeat().in_current_span());
         // Nodes with `failure_recovery: restart` whose provider is unreachable, waited for.
         let mut waiting: HashSet<String> = HashSet::new();
         // Escalations that redeployed a node, per node.

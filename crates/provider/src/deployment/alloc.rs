@@ -15,6 +15,7 @@ use nunet_protocol::calls::{
     AllocationStatusCall,
 };
 use nunet_protocol::{AllocationOutput, AllocationState, AllocationStatus};
+use tracing::Instrument;
 
 use super::exec::{read_logs, spec_of};
 use super::{AllocRecord, Provider, control, failed, notify, provision};
@@ -45,7 +46,7 @@ impl Provider {
                 sys,
                 &inbox,
                 state.clone(),
-                |(p, c), m, _| async move { p.start(&c, &m).await },
+                |(p, c), m, _| async move { p.start(&c, &m).instrument(span_of(&c)).await },
             ),
             call::register::<AllocationStatusCall, _, _, _>(
                 sys,
@@ -84,7 +85,7 @@ impl Provider {
                 sys,
                 &inbox,
                 state.clone(),
-                |(p, c), m, _| async move { p.restart(&c, &m).await },
+                |(p, c), m, _| async move { p.restart(&c, &m).instrument(span_of(&c)).await },
             ),
             call::register::<AllocationShutdown, _, _, _>(
                 sys,
@@ -92,7 +93,7 @@ impl Provider {
                 state,
                 |(p, c), m, _| async move {
                     let (_, exec) = p.own(&c, &m)?;
-                    p.terminate(&c, &exec).await;
+                    p.terminate(&c, &exec).instrument(span_of(&c)).await;
                     Ok(AllocationState::of(AllocationStatus::Terminated))
                 },
             ),
@@ -240,10 +241,12 @@ impl Provider {
         if rec.healthcheck.is_some() {
             tokio::spawn(
                 self.clone()
-                    .health_loop(cell.clone(), exec.clone(), generation),
+                    .health_loop(cell.clone(), exec.clone(), generation)
+                    .instrument(span_of(cell)),
             );
         }
-        tokio::spawn(self.clone().watch(cell.clone(), exec, generation));
+        let watch = self.clone().watch(cell.clone(), exec, generation);
+        tokio::spawn(watch.instrument(span_of(cell)));
         Ok(AllocationState::of(AllocationStatus::Running))
     }
 
@@ -360,5 +363,13 @@ impl Provider {
         let _ = exec.remove(&id).await;
         self.off_subnet(cell).await;
         self.release_async(&id).await;
+    }
+}
+
+/// The span every log line about one allocation carries (`ensemble`, `allocation` ids).
+pub(super) fn span_of(cell: &Arc<Mutex<AllocRecord>>) -> tracing::Span {
+    match cell.lock() {
+        Ok(r) => tracing::info_span!("allocation", ensemble = %r.ensemble_id, allocation = %r.id),
+        Err(_) => tracing::Span::none(),
     }
 }

@@ -24,6 +24,7 @@ use nunet_protocol::call;
 use nunet_protocol::calls::Check;
 use nunet_protocol::{AllocationCheck, AllocationWanted};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::{AllocRecord, Provider, notify};
 
@@ -125,10 +126,11 @@ impl Provider {
                     }
                     _ => {
                         let g = rec.generation;
-                        tokio::spawn(self.clone().watch(cell.clone(), exec.clone(), g));
+                        let watch = self.clone().watch(cell.clone(), exec.clone(), g);
+                        tokio::spawn(watch.instrument(super::alloc::span_of(&cell)));
                         if rec.healthcheck.is_some() {
                             let loop_ = self.clone().health_loop(cell.clone(), exec.clone(), g);
-                            tokio::spawn(loop_);
+                            tokio::spawn(loop_.instrument(super::alloc::span_of(&cell)));
                         }
                     }
                 }
