@@ -12,9 +12,11 @@ use std::time::Duration;
 use deploy_support::*;
 use serde_json::Value;
 
+/// The file's complete lines (a last line still being written is left out), each JSON.
 fn lines(p: &Path) -> Vec<Value> {
-    std::fs::read_to_string(p)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(p).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |i| &text[..i]);
+    complete
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{p:?}: not JSON ({e}): {l}")))
         .collect()
@@ -32,6 +34,21 @@ fn backups(dir: &Path) -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
+}
+
+/// Node 1's level, through NuNet's behavior; returns the reply.
+fn set_level(dn: &Devnet, level: &str) -> Value {
+    dn.json(
+        1,
+        &[
+            "actor",
+            "cmd",
+            "--json",
+            "/dms/node/logger/config",
+            "--level",
+            level,
+        ],
+    )
 }
 
 #[test]
@@ -86,17 +103,7 @@ fn json_log_file_level_changed_at_run_time_and_rotated_at_the_configured_size() 
     // Read, then change, the level: no restart, debug lines follow.
     let v = dn.json(1, &["actor", "cmd", "--json", "/dms/node/logger/config"]);
     assert_eq!(v["level"], "info", "{v}");
-    let v = dn.json(
-        1,
-        &[
-            "actor",
-            "cmd",
-            "--json",
-            "/dms/node/logger/config",
-            "--level",
-            "debug",
-        ],
-    );
+    let v = set_level(&dn, "debug");
     assert_eq!(v, serde_json::json!({"OK": true, "level": "debug"}));
     wait_for("a debug line", Duration::from_secs(20), |seen| {
         dn.json(1, &["actor", "cmd", "--json", "/dms/node/peers/list"]);
@@ -126,17 +133,7 @@ fn json_log_file_level_changed_at_run_time_and_rotated_at_the_configured_size() 
 
     // Trace fills the file quickly; it is rotated before it passes 1 MiB, and only two
     // rotated files are kept.
-    dn.json(
-        1,
-        &[
-            "actor",
-            "cmd",
-            "--json",
-            "/dms/node/logger/config",
-            "--level",
-            "trace",
-        ],
-    );
+    set_level(&dn, "trace");
     // Calls to another node: libp2p's trace lines (yamux frames) fill the file.
     let did2 = dn.json(2, &["actor", "cmd", "--json", "/dms/node/peers/self"])["did"]
         .as_str()
@@ -166,17 +163,7 @@ fn json_log_file_level_changed_at_run_time_and_rotated_at_the_configured_size() 
             (b.len() == 2 && oldest.as_ref().is_some_and(|o| !o.exists())).then_some(())
         },
     );
-    dn.json(
-        1,
-        &[
-            "actor",
-            "cmd",
-            "--json",
-            "/dms/node/logger/config",
-            "--level",
-            "info",
-        ],
-    );
+    set_level(&dn, "info");
     for b in backups(&dir) {
         let size = std::fs::metadata(&b).unwrap().len();
         assert!(size <= 1 << 20, "{b:?}: {size} bytes");

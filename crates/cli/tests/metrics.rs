@@ -148,6 +148,12 @@ impl Prometheus {
             ports.first().copied()
         });
         p.addr = format!("127.0.0.1:{port}");
+        // It listens before it is ready: queries answer 503 until then.
+        wait_for("prometheus ready", Duration::from_secs(60), |seen| {
+            let (code, body) = get(&p.addr, "/-/ready", "*/*");
+            *seen = format!("{code} {body}");
+            (code == 200).then_some(())
+        });
         p
     }
 
@@ -245,8 +251,8 @@ fn prometheus_scrapes_a_devnet_and_sees_resources_deployments_and_denials() {
     let id = v["id"].as_str().unwrap().to_string();
     let _guard = Containers(id.clone());
 
-    prom.expect("sum(nunet_deployments{status=\"Running\"})", |v| v == 1.0);
-    prom.expect(&at(1, "nunet_deployments", "status=\"Running\""), |v| {
+    prom.expect("sum(nunet_deployments{status=\"running\"})", |v| v == 1.0);
+    prom.expect(&at(1, "nunet_deployments", "status=\"running\""), |v| {
         v == 1.0
     });
     prom.expect(&at(2, "nunet_allocations", "status=\"running\""), |v| {
@@ -320,7 +326,7 @@ fn prometheus_scrapes_a_devnet_and_sees_resources_deployments_and_denials() {
 
     let (code, out) = dn.run(1, &["deployment", "shutdown", &id]);
     assert_eq!(code, 0, "{out}");
-    prom.expect(&at(1, "nunet_deployments", "status=\"Running\""), |v| {
+    prom.expect(&at(1, "nunet_deployments", "status=\"running\""), |v| {
         v == 0.0
     });
     prom.expect(

@@ -82,6 +82,10 @@ pub enum LogError {
 pub trait LogControl: Send + Sync {
     /// The level in force.
     fn level(&self) -> Level;
+    /// The `RUST_LOG` filter in force instead of the level, until the level is changed.
+    fn filter_override(&self) -> Option<String> {
+        None
+    }
     /// Switches to `level` at once (no restart).
     fn set_level(&self, level: Level) -> Result<(), LogError>;
 }
@@ -108,12 +112,21 @@ fn filter_for(level: Level) -> EnvFilter {
 /// The installed logging.
 pub struct Logging {
     handle: reload::Handle<EnvFilter, Registry>,
-    level: Mutex<Level>,
+    /// The level, and the `RUST_LOG` filter in force instead of it until it is changed.
+    level: Mutex<(Level, Option<String>)>,
 }
 
 impl LogControl for Logging {
     fn level(&self) -> Level {
-        *self.level.lock().unwrap_or_else(|e| e.into_inner())
+        self.level.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    fn filter_override(&self) -> Option<String> {
+        self.level
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
     }
 
     fn set_level(&self, level: Level) -> Result<(), LogError> {
@@ -121,7 +134,7 @@ impl LogControl for Logging {
         self.handle
             .reload(filter_for(level))
             .map_err(|e| LogError::Reload(e.to_string()))?;
-        *cur = level;
+        *cur = (level, None);
         Ok(())
     }
 }
@@ -140,15 +153,18 @@ impl<'a> MakeWriter<'a> for FileWriter {
 /// Installs the process's logging. A second call in the same process (tests) leaves the
 /// first in place and returns a control that still changes its own, uninstalled filter.
 pub fn init(settings: &Settings) -> Result<Arc<Logging>, LogError> {
-    let filter = match settings.env_filter.as_deref() {
-        Some(f) => EnvFilter::try_new(f).unwrap_or_else(|e| {
-            eprintln!(
-                "RUST_LOG {f:?}: {e}; using level {}",
-                settings.level.as_str()
-            );
-            filter_for(settings.level)
-        }),
-        None => filter_for(settings.level),
+    let (filter, custom) = match settings.env_filter.as_deref() {
+        Some(f) => match EnvFilter::try_new(f) {
+            Ok(filter) => (filter, Some(f.to_string())),
+            Err(e) => {
+                eprintln!(
+                    "RUST_LOG {f:?}: {e}; using level {}",
+                    settings.level.as_str()
+                );
+                (filter_for(settings.level), None)
+            }
+        },
+        None => (filter_for(settings.level), None),
     };
     let (filter, handle) = reload::Layer::new(filter);
     let file = match &settings.file {
@@ -174,7 +190,7 @@ pub fn init(settings: &Settings) -> Result<Arc<Logging>, LogError> {
         .try_init();
     Ok(Arc::new(Logging {
         handle,
-        level: Mutex::new(settings.level),
+        level: Mutex::new((settings.level, custom)),
     }))
 }
 

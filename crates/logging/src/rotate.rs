@@ -33,6 +33,8 @@ struct State {
     open: Option<Open>,
     /// A write failed and was reported; reset after the next successful write.
     failing: bool,
+    /// A rotation failed and was reported; lines go on into the current file meanwhile.
+    rotation_failing: bool,
 }
 
 /// A size-rotated log file, shared by the threads that log.
@@ -97,6 +99,7 @@ impl RotatingFile {
             state: Mutex::new(State {
                 open: None,
                 failing: false,
+                rotation_failing: false,
             }),
         })
     }
@@ -151,20 +154,39 @@ impl RotatingFile {
             .is_some_and(|o| o.size > 0 && o.size + len > self.limits.max_bytes)
         {
             st.open = None;
-            self.rotate()?;
+            match self.rotate() {
+                Ok(()) => st.rotation_failing = false,
+                // Appending may still work (the directory refuses the rename): go on in the
+                // current file and try again at the next line.
+                Err(e) if !st.rotation_failing => {
+                    st.rotation_failing = true;
+                    eprintln!(
+                        "log file {}: rotating it: {e}; it grows past its size until rotation works",
+                        self.path.display()
+                    );
+                }
+                Err(_) => {}
+            }
             st.open = Some(self.open()?);
         }
         let o = st
             .open
             .as_mut()
             .ok_or_else(|| io::Error::other("log file not open"))?;
-        o.file.write_all(buf)?;
+        if let Err(e) = o.file.write_all(buf) {
+            // Part of the line may be on disk: cut it off, so the next line starts clean.
+            let _ = o.file.set_len(o.size);
+            return Err(e);
+        }
         o.size += len;
         Ok(())
     }
 
-    /// Renames the current file aside and deletes what the limits no longer keep.
+    /// Deletes what the limits will no longer keep once one more file is rotated, then
+    /// renames the current file aside: there are never more rotated files than
+    /// `max_backups`, not even for a moment.
     fn rotate(&self) -> io::Result<()> {
+        self.prune(self.limits.max_backups.saturating_sub(1));
         let (prefix, ext) = affixes(&self.path);
         let dir = self.dir();
         let base = stamp(SystemTime::now());
@@ -181,9 +203,7 @@ impl RotatingFile {
             None => dir.join(format!("{prefix}{base}{ext}")),
             Some(n) => dir.join(format!("{prefix}{base}-{}{ext}", n + 1)),
         };
-        std::fs::rename(&self.path, &target)?;
-        self.prune();
-        Ok(())
+        std::fs::rename(&self.path, &target)
     }
 
     fn dir(&self) -> PathBuf {
@@ -221,10 +241,12 @@ impl RotatingFile {
         found.into_iter().map(|(_, p)| p).collect()
     }
 
-    fn prune(&self) {
+    /// Deletes rotated files older than the age limit, and all but the newest `keep` when
+    /// the count is limited (age: the file's last change, i.e. when it was rotated).
+    fn prune(&self, keep: usize) {
         let now = SystemTime::now();
         for (i, p) in self.backups().into_iter().enumerate() {
-            let too_many = self.limits.max_backups > 0 && i >= self.limits.max_backups;
+            let too_many = self.limits.max_backups > 0 && i >= keep;
             let too_old = self.limits.max_age.is_some_and(|age| {
                 std::fs::metadata(&p)
                     .and_then(|m| m.modified())

@@ -114,7 +114,7 @@ impl SwarmTask {
         match &ev {
             NodeBehaviourEvent::Gossipsub(e) => self.metrics.record(e),
             NodeBehaviourEvent::Kad(e) => self.metrics.record(e),
-            NodeBehaviourEvent::Identify(e) => self.metrics.record(e),
+            // Not identify: its metrics label series with addresses peers advertise.
             NodeBehaviourEvent::Ping(e) => self.metrics.record(e),
             NodeBehaviourEvent::RelayServer(e) => self.metrics.record(e),
             NodeBehaviourEvent::Dcutr(e) => self.metrics.record(e),

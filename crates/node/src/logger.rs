@@ -65,7 +65,12 @@ fn handle(
             .map_err(|e| ActorError::failed(e.to_string()))?;
         tracing::warn!(from = old.as_str(), to = new.as_str(), "log level changed");
     }
-    Ok(json!({"OK": true, "level": control.level().as_str()}))
+    let mut reply = json!({"OK": true, "level": control.level().as_str()});
+    if let Some(f) = control.filter_override() {
+        // RUST_LOG decides until the level is changed here.
+        reply["filter"] = json!(f);
+    }
+    Ok(reply)
 }
 
 /// Registers `/dms/node/logger/config` on the root actor: `{"level": "debug"}` switches the

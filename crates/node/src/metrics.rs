@@ -5,7 +5,9 @@
 //!
 //! Every name starts with `nunet_` (libp2p's with `nunet_libp2p_`); units are in the names;
 //! label values come from closed sets (statuses, states, directions, reasons), never from
-//! ids, so a node with many deployments still exports a bounded number of series.
+//! ids or peer-supplied text, so a node with many deployments or peers still exports a
+//! bounded number of series. (libp2p's identify metrics would label series with addresses
+//! peers advertise: identify events are therefore not recorded.)
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -88,6 +90,19 @@ fn counter(v: u64) -> ConstCounter<u64> {
     ConstCounter::new(v)
 }
 
+/// A deployment status as a label value: lowercase like the allocation statuses.
+fn status_label(s: DeploymentStatus) -> &'static str {
+    match s {
+        DeploymentStatus::Preparing => "preparing",
+        DeploymentStatus::Committing => "committing",
+        DeploymentStatus::Provisioning => "provisioning",
+        DeploymentStatus::Running => "running",
+        DeploymentStatus::Failed => "failed",
+        DeploymentStatus::ShuttingDown => "shutting_down",
+        DeploymentStatus::Completed => "completed",
+    }
+}
+
 impl StateCollector {
     fn resources(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
         let Ok(g) = nunet_provider::onboarding::lock(&self.resources) else {
@@ -101,8 +116,12 @@ impl StateCollector {
             ("allocated", a.allocated()),
         ];
         drop(g);
-        let cores = |r: &nunet_resources::Resources| r.cpu_millicores as f64 / 1000.0;
-        let vram = |r: &nunet_resources::Resources| r.gpus.values().sum::<u64>() as f64;
+        fn cores(r: &nunet_resources::Resources) -> f64 {
+            r.cpu_millicores as f64 / 1000.0
+        }
+        fn vram(r: &nunet_resources::Resources) -> f64 {
+            r.gpus.values().sum::<u64>() as f64
+        }
         single(
             enc,
             "onboarded_cpu_cores",
@@ -144,7 +163,7 @@ impl StateCollector {
                 "resources_cpu_cores",
                 "Onboarded CPU cores by state (free + committed + allocated = onboarded)",
                 None,
-                |r| r.cpu_millicores as f64 / 1000.0,
+                cores,
             ),
             (
                 "resources_memory",
@@ -162,7 +181,7 @@ impl StateCollector {
                 "resources_gpu_memory",
                 "Onboarded video memory by state",
                 Some(Unit::Bytes),
-                |r| r.gpus.values().sum::<u64>() as f64,
+                vram,
             ),
         ];
         for (name, help, unit, of) in per_state {
@@ -179,7 +198,7 @@ impl StateCollector {
             .iter()
             .map(|s| {
                 let n = deployments.iter().filter(|d| *d == s).count();
-                (s.as_str(), gauge(n as f64))
+                (status_label(*s), gauge(n as f64))
             })
             .collect();
         family(
@@ -230,7 +249,7 @@ impl StateCollector {
         )?;
         family(
             enc,
-            "subnet_bytes",
+            "subnet_traffic",
             "Bytes of IP packets carried",
             Some(&Unit::Bytes),
             "direction",
@@ -365,6 +384,8 @@ fn classic(openmetrics: &str) -> String {
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
             let suffix = if kind == "counter" { "_total" } else { "" };
+            // OpenMetrics' `unknown` is the classic format's `untyped`.
+            let kind = if kind == "unknown" { "untyped" } else { kind };
             if help.is_some_and(|(h, _)| h == name) {
                 flush_help(&mut out, &mut help, suffix);
             } else {

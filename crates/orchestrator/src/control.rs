@@ -374,7 +374,7 @@ impl Deployments {
                 let left = (exp_ms - crate::now_ms() - 2_000).max(5_000);
                 let window = Duration::from_millis(u64::try_from(left).unwrap_or(5_000));
                 // Its own task: a caller that stops waiting does not cut an update in half.
-                let span = crate::deployment_span(&req.id);
+                let span = crate::deployment_span(&e.inbox);
                 let update = async move { e.apply_update(req.ensemble, window).await };
                 let done = tokio::spawn(update.instrument(span))
                     .await
@@ -390,7 +390,8 @@ impl Deployments {
             self.clone(),
             |d, m: Incoming, req: DeploymentRef| async move {
                 let e = d.get(&req.id)?;
-                let done = e.shutdown(m.sender.as_str()).await;
+                let span = crate::deployment_span(&e.inbox);
+                let done = e.shutdown(m.sender.as_str()).instrument(span).await;
                 e.retire_if_done();
                 done.map_err(failed)?;
                 d.durable().await?;

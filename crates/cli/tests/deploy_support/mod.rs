@@ -27,6 +27,8 @@ pub fn nunet_cmd(dir: &Path, ns: Option<&str>, home: Option<&str>, args: &[&str]
         .env("DMS_PASSPHRASE_FILE", dir.join("passphrase"))
         .env_remove("DMS_PASSPHRASE")
         .env_remove("NUNET_CONFIG")
+        // A developer's RUST_LOG would replace the daemons' configured log level.
+        .env_remove("RUST_LOG")
         .stdin(Stdio::null());
     if let Some(h) = home {
         c.env("NUNET_HOME", dir.join(h));
