@@ -85,8 +85,22 @@ fn json_log_file_level_changed_at_run_time_and_rotated_at_the_configured_size() 
         "level info: no debug lines"
     );
 
-    // A deployment's orchestration lines carry its id (span `deployment`, field `ensemble`).
+    // A deployment's orchestration lines carry its id (span `deployment`, field `ensemble`),
+    // and so do the provider's about its allocation (node 2, at debug: at info it says
+    // little).
     dn.onboard(2);
+    let v = dn.json(
+        2,
+        &[
+            "actor",
+            "cmd",
+            "--json",
+            "/dms/node/logger/config",
+            "--level",
+            "debug",
+        ],
+    );
+    assert_eq!(v["level"], "debug", "{v}");
     let v = dn.json(1, &["deploy", "-f", &hello(), "-t", "60s", "--json"]);
     assert_eq!(v["status"], "Completed", "{v}");
     let id = v["id"].as_str().unwrap().to_string();
@@ -99,6 +113,22 @@ fn json_log_file_level_changed_at_run_time_and_rotated_at_the_configured_size() 
     for l in &tagged {
         assert_eq!(l["span"]["ensemble"], id.as_str(), "{l}");
     }
+    let provider = lines(&dn.dir.join("node-2/logs/dms.log"));
+    let spans_of = |name: &str| {
+        provider
+            .iter()
+            .filter(|l| {
+                l["spans"].as_array().is_some_and(|s| {
+                    s.iter()
+                        .any(|s| s["name"] == name && s["ensemble"] == id.as_str())
+                })
+            })
+            .count()
+    };
+    assert!(
+        spans_of("allocation") > 0,
+        "provider lines of the allocation's start"
+    );
 
     // Read, then change, the level: no restart, debug lines follow.
     let v = dn.json(1, &["actor", "cmd", "--json", "/dms/node/logger/config"]);

@@ -24,6 +24,7 @@ use nunet_resources::Resources as Held;
 use nunet_store::{Kind, Records, StoredDocument};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use crate::onboarding::{SharedManager, now_ms};
 
@@ -809,20 +810,23 @@ impl Provider {
             |p, m, req| async move { p.bid(&m, req) },
         )?;
         call::register::<Commit, _, _, _>(sys, "root", self.clone(), |p, m, req| async move {
-            tokio::task::spawn_blocking(move || p.commit(&m, req))
+            let span = ensemble_span(&req.ensemble_id);
+            tokio::task::spawn_blocking(move || span.in_scope(|| p.commit(&m, req)))
                 .await
                 .map_err(failed)?
         })?;
         call::register::<Allocate, _, _, _>(sys, "root", self.clone(), |p, m, req| async move {
             let q = p.clone();
-            let r = tokio::task::spawn_blocking(move || q.allocate(&m, req))
+            let span = ensemble_span(&req.ensemble_id);
+            let r = tokio::task::spawn_blocking(move || span.in_scope(|| q.allocate(&m, req)))
                 .await
                 .map_err(failed)??;
             p.durable().await?;
             Ok(r)
         })?;
         call::register::<Revert, _, _, _>(sys, "root", self.clone(), |p, m, req| async move {
-            let r = p.revert(&m, req).await?;
+            let span = ensemble_span(&req.ensemble_id);
+            let r = p.revert(&m, req).instrument(span).await?;
             p.durable().await?;
             Ok(r)
         })?;
@@ -830,6 +834,12 @@ impl Provider {
         self.register_edge()?;
         self.register_control()
     }
+}
+
+/// The span of this provider's lines about one deployment (commit, allocate, revert): the
+/// same name and field as the orchestrator's, so one query finds both sides.
+fn ensemble_span(id: &str) -> tracing::Span {
+    tracing::info_span!("deployment", ensemble = %id)
 }
 
 fn record(req: &AllocateRequest, a: &AllocationRequest) -> AllocRecord {
