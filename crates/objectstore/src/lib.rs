@@ -14,4 +14,4 @@ pub mod egress;
 mod store;
 pub mod transfer;
 
-pub use store::{ObjectInfo, Store, StoreError};
+pub use store::{ListingPage, MAX_LIST_PAGE, ObjectInfo, Store, StoreError};

@@ -17,7 +17,7 @@ const SIGNED_FOR: Duration = Duration::from_secs(15 * 60);
 /// Most bytes of an error response read for its `Code` and `Message`.
 const MAX_ERROR_BODY: u64 = 64 << 10;
 /// Most bytes of one listing page.
-const MAX_LIST_PAGE: u64 = 8 << 20;
+pub const MAX_LIST_PAGE: u64 = 8 << 20;
 
 /// What went wrong talking to a store.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +105,41 @@ pub struct ObjectInfo {
     pub key: String,
     /// Its size in bytes.
     pub size: u64,
+}
+
+/// One page of a `ListObjectsV2` answer, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListingPage {
+    /// The objects it lists.
+    pub objects: Vec<ObjectInfo>,
+    /// The continuation token, when the store has more.
+    pub next: Option<String>,
+}
+
+impl ListingPage {
+    /// Parses a page (XML from the store, at most [`MAX_LIST_PAGE`] bytes read) and refuses
+    /// keys longer than [`nunet_ensemble::data::MAX_KEY`]; the error says why.
+    pub fn parse(body: &str) -> Result<Self, String> {
+        let page = rusty_s3::actions::ListObjectsV2::parse_response(body)
+            .map_err(|e| format!("listing: {e}"))?;
+        let mut objects = Vec::with_capacity(page.contents.len());
+        for c in page.contents {
+            if c.key.len() > nunet_ensemble::data::MAX_KEY {
+                return Err(format!(
+                    "the listing holds a key longer than {} bytes",
+                    nunet_ensemble::data::MAX_KEY
+                ));
+            }
+            objects.push(ObjectInfo {
+                key: c.key,
+                size: c.size.unwrap_or(0),
+            });
+        }
+        Ok(Self {
+            objects,
+            next: page.next_continuation_token,
+        })
+    }
 }
 
 /// A bucket on an endpoint, with the credentials (if any) requests are signed with.
@@ -266,35 +301,19 @@ impl Store {
                     what: self.what(prefix),
                     reason: e.to_string(),
                 })?;
-            let page = rusty_s3::actions::ListObjectsV2::parse_response(&body).map_err(|e| {
-                StoreError::Protocol {
-                    what: self.what(prefix),
-                    reason: format!("listing: {e}"),
-                }
+            let page = ListingPage::parse(&body).map_err(|reason| StoreError::Protocol {
+                what: self.what(prefix),
+                reason,
             })?;
-            let got_any = !page.contents.is_empty();
-            for c in page.contents {
-                if c.key.len() > nunet_ensemble::data::MAX_KEY {
-                    return Err(StoreError::Protocol {
-                        what: self.what(prefix),
-                        reason: format!(
-                            "the listing holds a key longer than {} bytes",
-                            nunet_ensemble::data::MAX_KEY
-                        ),
-                    });
-                }
-                out.push(ObjectInfo {
-                    key: c.key,
-                    size: c.size.unwrap_or(0),
-                });
-            }
+            let got_any = !page.objects.is_empty();
+            out.extend(page.objects);
             if out.len() > max {
                 return Err(StoreError::Limit {
                     what: self.what(prefix),
                     reason: format!("more than {max} objects"),
                 });
             }
-            match page.next_continuation_token {
+            match page.next {
                 // A page without objects that asks for more, or the same token again, is a
                 // store that would keep this loop going forever.
                 Some(t) if !got_any || token.as_deref() == Some(t.as_str()) => {
@@ -429,4 +448,51 @@ pub(crate) fn clip(s: &str, max: usize) -> String {
         out.push('…');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(keys: &[&str], next: Option<&str>) -> String {
+        let contents: String = keys
+            .iter()
+            .map(|k| format!("<Contents><Key>{k}</Key><Size>3</Size></Contents>"))
+            .collect();
+        let next = next
+            .map(|t| format!("<NextContinuationToken>{t}</NextContinuationToken>"))
+            .unwrap_or_default();
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult \
+             xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>b</Name>\
+             <Prefix></Prefix><KeyCount>{}</KeyCount><MaxKeys>1000</MaxKeys>\
+             <IsTruncated>{}</IsTruncated>{contents}{next}</ListBucketResult>",
+            keys.len(),
+            !next.is_empty()
+        )
+    }
+
+    #[test]
+    fn a_listing_page_is_parsed_and_an_overlong_key_or_garbage_is_refused() {
+        let p = ListingPage::parse(&page(&["in/a.txt", "in/b"], Some("t1"))).expect("page");
+        assert_eq!(
+            p.objects,
+            vec![
+                ObjectInfo {
+                    key: "in/a.txt".into(),
+                    size: 3
+                },
+                ObjectInfo {
+                    key: "in/b".into(),
+                    size: 3
+                }
+            ]
+        );
+        assert_eq!(p.next.as_deref(), Some("t1"));
+        let long = "k".repeat(nunet_ensemble::data::MAX_KEY + 1);
+        let e = ListingPage::parse(&page(&[&long], None)).expect_err("long key");
+        assert!(e.contains("longer than 1024 bytes"), "{e}");
+        let e = ListingPage::parse("<ListBucketResult><Contents>").expect_err("garbage");
+        assert!(e.starts_with("listing: "), "{e}");
+    }
 }
