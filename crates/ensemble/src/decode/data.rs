@@ -34,40 +34,44 @@ pub(crate) fn list<T>(
 
 pub(crate) fn inputs(c: &mut Collector, v: &Value, path: &str) -> Vec<Input> {
     list(c, v, path, |c, v, p| {
-        let o = obj(
-            c,
-            v,
-            p,
-            &["source", "endpoint", "region", "credentials", "path"],
-            false,
-        )?;
-        let source = location(c, &o, "source", p);
-        let path = req_string(c, &o, "path", "the directory inside the allocation");
+        let (source, path, credentials) = transfer(c, v, p, "source")?;
         Some(Input {
-            source: source?,
-            path: path?,
-            credentials: opt_string(c, &o, "credentials"),
+            source,
+            path,
+            credentials,
         })
     })
 }
 
 pub(crate) fn outputs(c: &mut Collector, v: &Value, path: &str) -> Vec<Output> {
     list(c, v, path, |c, v, p| {
-        let o = obj(
-            c,
-            v,
-            p,
-            &["target", "endpoint", "region", "credentials", "path"],
-            false,
-        )?;
-        let target = location(c, &o, "target", p);
-        let path = req_string(c, &o, "path", "the directory inside the allocation");
+        let (target, path, credentials) = transfer(c, v, p, "target")?;
         Some(Output {
-            path: path?,
-            target: target?,
-            credentials: opt_string(c, &o, "credentials"),
+            path,
+            target,
+            credentials,
         })
     })
+}
+
+/// One input or output entry: its object location (under `key`: `source` or `target`),
+/// the directory inside the allocation, and the name of its credentials.
+fn transfer(
+    c: &mut Collector,
+    v: &Value,
+    p: &str,
+    key: &str,
+) -> Option<(ObjectLocation, String, Option<String>)> {
+    let o = obj(
+        c,
+        v,
+        p,
+        &[key, "endpoint", "region", "credentials", "path"],
+        false,
+    )?;
+    let location = location(c, &o, key, p);
+    let path = req_string(c, &o, "path", "the directory inside the allocation");
+    Some((location?, path?, opt_string(c, &o, "credentials")))
 }
 
 /// `key` (an `s3://` URL) with the entry's `endpoint` and `region`.
