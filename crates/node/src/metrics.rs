@@ -116,33 +116,39 @@ impl StateCollector {
             ("allocated", a.allocated()),
         ];
         drop(g);
-        fn cores(r: &nunet_resources::Resources) -> f64 {
-            r.cpu_millicores as f64 / 1000.0
+        type Of = fn(&nunet_resources::Resources) -> f64;
+        // (name, what, unit, amount): `onboarded_<name>` and `resources_<name>{state}`.
+        let measures: [(&str, &str, Option<Unit>, Of); 4] = [
+            ("cpu_cores", "CPU cores", None, |r| {
+                r.cpu_millicores as f64 / 1000.0
+            }),
+            ("memory", "memory", Some(Unit::Bytes), |r| {
+                r.ram_bytes as f64
+            }),
+            ("disk", "disk", Some(Unit::Bytes), |r| r.disk_bytes as f64),
+            ("gpu_memory", "video memory", Some(Unit::Bytes), |r| {
+                r.gpus.values().sum::<u64>() as f64
+            }),
+        ];
+        for (name, what, unit, of) in measures {
+            single(
+                enc,
+                &format!("onboarded_{name}"),
+                &format!("Onboarded {what} (0 when not onboarded)"),
+                unit.as_ref(),
+                gauge(of(&onboarded)),
+            )?;
+            let series: Vec<(&str, ConstGauge<f64>)> =
+                states.iter().map(|(s, r)| (*s, gauge(of(r)))).collect();
+            family(
+                enc,
+                &format!("resources_{name}"),
+                &format!("Onboarded {what} by state (free + committed + allocated = onboarded)"),
+                unit.as_ref(),
+                "state",
+                &series,
+            )?;
         }
-        fn vram(r: &nunet_resources::Resources) -> f64 {
-            r.gpus.values().sum::<u64>() as f64
-        }
-        single(
-            enc,
-            "onboarded_cpu_cores",
-            "CPU cores this provider onboarded (0 when not onboarded)",
-            None,
-            gauge(cores(&onboarded)),
-        )?;
-        single(
-            enc,
-            "onboarded_memory",
-            "Memory this provider onboarded",
-            Some(&Unit::Bytes),
-            gauge(onboarded.ram_bytes as f64),
-        )?;
-        single(
-            enc,
-            "onboarded_disk",
-            "Disk this provider onboarded",
-            Some(&Unit::Bytes),
-            gauge(onboarded.disk_bytes as f64),
-        )?;
         single(
             enc,
             "onboarded_gpus",
@@ -150,45 +156,6 @@ impl StateCollector {
             None,
             gauge(onboarded.gpus.len() as f64),
         )?;
-        single(
-            enc,
-            "onboarded_gpu_memory",
-            "Video memory of the onboarded GPUs",
-            Some(&Unit::Bytes),
-            gauge(vram(&onboarded)),
-        )?;
-        type Of = fn(&nunet_resources::Resources) -> f64;
-        let per_state: [(&str, &str, Option<Unit>, Of); 4] = [
-            (
-                "resources_cpu_cores",
-                "Onboarded CPU cores by state (free + committed + allocated = onboarded)",
-                None,
-                cores,
-            ),
-            (
-                "resources_memory",
-                "Onboarded memory by state",
-                Some(Unit::Bytes),
-                |r| r.ram_bytes as f64,
-            ),
-            (
-                "resources_disk",
-                "Onboarded disk by state",
-                Some(Unit::Bytes),
-                |r| r.disk_bytes as f64,
-            ),
-            (
-                "resources_gpu_memory",
-                "Onboarded video memory by state",
-                Some(Unit::Bytes),
-                vram,
-            ),
-        ];
-        for (name, help, unit, of) in per_state {
-            let series: Vec<(&str, ConstGauge<f64>)> =
-                states.iter().map(|(s, r)| (*s, gauge(of(r)))).collect();
-            family(enc, name, help, unit.as_ref(), "state", &series)?;
-        }
         Ok(())
     }
 
