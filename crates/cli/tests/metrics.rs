@@ -14,21 +14,6 @@ use std::time::Duration;
 use deploy_support::*;
 use serde_json::Value;
 
-const SERVICE: &str = r#"version: V1
-allocations:
-  idle:
-    executor: docker
-    type: service
-    resources: {cpu: {cores: 0.5}, ram: {size: 128MiB}, disk: {size: 100MiB}}
-    execution:
-      type: docker
-      image: nunet-test/busybox:latest
-      cmd: [sleep, "3600"]
-nodes:
-  node-a:
-    allocations: [idle]
-"#;
-
 /// A minimal HTTP/1.0 GET (the daemons and Prometheus are on loopback); returns the status
 /// code and the body.
 fn get(addr: &str, path: &str, accept: &str) -> (u16, String) {
@@ -233,7 +218,7 @@ fn prometheus_scrapes_a_devnet_and_sees_resources_deployments_and_denials() {
     });
 
     let file = dn.dir.join("service.yaml");
-    std::fs::write(&file, SERVICE).unwrap();
+    std::fs::write(&file, IDLE_SERVICE).unwrap();
     let (code, out) = dn.run(
         1,
         &[

@@ -9,28 +9,13 @@ mod deploy_support;
 use deploy_support::*;
 use serde_json::Value;
 
-const SERVICE: &str = r#"version: V1
-allocations:
-  idle:
-    executor: docker
-    type: service
-    resources: {cpu: {cores: 0.5}, ram: {size: 128MiB}, disk: {size: 100MiB}}
-    execution:
-      type: docker
-      image: nunet-test/busybox:latest
-      cmd: [sleep, "3600"]
-nodes:
-  node-a:
-    allocations: [idle]
-"#;
-
 #[test]
 fn forced_offboard_stops_the_running_container_and_leaves_nothing_accounted() {
     let dn = Devnet::up(0);
     // Only node 2 offers resources: it gets the service.
     dn.onboard(2);
     let file = dn.dir.join("service.yaml");
-    std::fs::write(&file, SERVICE).unwrap();
+    std::fs::write(&file, IDLE_SERVICE).unwrap();
     let (code, out) = dn.run(
         1,
         &[

@@ -149,6 +149,22 @@ impl Devnet {
     }
 }
 
+/// A service that idles for an hour on one node (`node-a.idle`, 0.5 cores, 128 MiB).
+pub const IDLE_SERVICE: &str = r#"version: V1
+allocations:
+  idle:
+    executor: docker
+    type: service
+    resources: {cpu: {cores: 0.5}, ram: {size: 128MiB}, disk: {size: 100MiB}}
+    execution:
+      type: docker
+      image: nunet-test/busybox:latest
+      cmd: [sleep, "3600"]
+nodes:
+  node-a:
+    allocations: [idle]
+"#;
+
 pub fn hello() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../examples/hello.yaml")
