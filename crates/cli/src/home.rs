@@ -82,10 +82,26 @@ impl Home {
     /// Unlocks a key, asking for its passphrase.
     pub fn unlock(&self, name: &str) -> Result<Keypair> {
         let ks = self.keystore()?;
-        // Fail on a missing key before asking for a passphrase.
-        ks.did(name)?;
+        // Fail on a missing or unreadable key before asking for a passphrase.
+        let info = ks.inspect(name)?;
+        if let Some(mode) = info.readable_by_others {
+            eprintln!(
+                "warning: key file {} ({}) has mode {mode:o}: others can read it and guess its \
+                 passphrase offline; `chmod 600` it",
+                ks.dir().join(format!("{name}.json")).display(),
+                info.format
+            );
+        }
         let pass = passphrase(&format!("Passphrase for key {name:?}: "), false)?;
         Ok(ks.load(name, &pass)?)
+    }
+
+    /// The DID of a stored key; a NuNet key file keeps it encrypted, so that one is unlocked.
+    pub fn key_did(&self, name: &str) -> Result<nunet_did::Did> {
+        match self.keystore()?.inspect(name)?.did {
+            Some(did) => Ok(did),
+            None => Ok(self.unlock(name)?.did()),
+        }
     }
 
     /// Loads a context and unlocks its key.

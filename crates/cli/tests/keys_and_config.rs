@@ -84,6 +84,81 @@ fn keys() {
     );
 }
 
+/// NuNet's key files: imported as they are, unlocked with their passphrase, and usable to
+/// sign; `key new --format nunet` writes one NuNet's DMS can open.
+#[test]
+fn nunet_key_files() {
+    let n = Node::new();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../did/tests/fixtures");
+    let expected = std::fs::read_to_string(fixtures.join("nunet-keys.expected")).unwrap();
+    let pass = expected
+        .lines()
+        .next()
+        .unwrap()
+        .strip_prefix("passphrase ")
+        .unwrap();
+    let want = expected
+        .lines()
+        .find_map(|l| l.strip_prefix("nunet-user.json "))
+        .unwrap();
+    let with_pass = |args: &[&str], p: &str| {
+        common::to_run(n.cmd(args).env("DMS_PASSPHRASE", p).output().unwrap())
+    };
+    let file = fixtures.join("nunet-user.json");
+    let file = file.to_str().unwrap();
+    // A wrong passphrase imports nothing.
+    let wrong = with_pass(&["key", "import", file, "--name", "user"], "nope");
+    assert_eq!(wrong.code, 1);
+    assert!(
+        wrong.stderr.contains("wrong passphrase"),
+        "{}",
+        wrong.stderr
+    );
+    assert!(!n.path("key/user.json").exists());
+    assert_eq!(
+        with_pass(&["key", "import", file, "--name", "user"], pass).ok(),
+        want
+    );
+    // The DID is encrypted in NuNet's files: `key list` says so, `key did` unlocks.
+    let list = n.run(&["key", "list"]).ok();
+    assert!(
+        list.contains("user\t(DID encrypted") && list.contains("NuNet keystore v3"),
+        "{list}"
+    );
+    assert_eq!(with_pass(&["key", "did", "user"], pass).ok(), want);
+    // The imported key signs: a context on it, and a token it grants.
+    assert_eq!(with_pass(&["cap", "new", "user"], pass).ok(), want);
+    let tok = with_pass(
+        &[
+            "cap",
+            "grant",
+            "-c",
+            "user",
+            "--cap",
+            "/dms",
+            "--duration",
+            "1h",
+            want,
+        ],
+        pass,
+    )
+    .ok();
+    assert!(tok.contains(want), "{tok}");
+    // A NuNet-format key made here opens with NuNet's algorithms (the same reader).
+    let did = n.run(&["key", "new", "nk", "--format", "nunet"]).ok();
+    let text = std::fs::read_to_string(n.path("key/nk.json")).unwrap();
+    assert!(
+        text.contains("\"version\": 3") && text.contains("aes-256-ctr"),
+        "{text}"
+    );
+    assert_eq!(n.run(&["key", "did", "nk"]).ok(), did);
+    // A secp256k1 key is named, not misread.
+    let secp = fixtures.join("nunet-secp256k1.json");
+    let secp = with_pass(&["key", "import", secp.to_str().unwrap()], pass);
+    assert_eq!(secp.code, 1);
+    assert!(secp.stderr.contains("secp256k1"), "{}", secp.stderr);
+}
+
 #[test]
 fn config_get_set_edit_and_env() {
     let n = Node::new();

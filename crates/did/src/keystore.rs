@@ -8,6 +8,9 @@
 //! ```
 //! The AEAD key is argon2id(passphrase, salt); the plaintext is the 32-byte ed25519 seed; the
 //! associated data binds the file's name and DID, so a file renamed or edited fails to open.
+//!
+//! NuNet's key files (version 3, [`crate::keystore_v3`]) in the same directory open as they
+//! are: `~/.nunet/key/dms.json` written by NuNet's DMS is the same node here.
 
 use std::fs;
 use std::io::Write;
@@ -20,7 +23,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::{Did, Keypair};
+use crate::{Did, Keypair, keystore_v3};
 
 const FORMAT_VERSION: u32 = 1;
 const AAD_DOMAIN: &str = "nunet-keystore-v1";
@@ -66,6 +69,12 @@ pub enum KeystoreError {
         /// Its current mode bits.
         mode: u32,
     },
+    /// NuNet's key files keep the DID inside the encrypted key.
+    #[error(
+        "key {0:?} is a NuNet key file (keystore v3), which keeps its DID encrypted; \
+         unlock it with its passphrase to learn the DID"
+    )]
+    DidSealed(String),
     /// Filesystem error.
     #[error("{path}: {source}")]
     Io {
@@ -169,8 +178,103 @@ struct CipherSection {
     ciphertext: String,
 }
 
-/// A stored key's name and its DID (or why its file could not be read).
-pub type KeyEntry = (String, Result<Did, KeystoreError>);
+/// A stored key's name and what its file is (or why it could not be read).
+pub type KeyEntry = (String, Result<KeyInfo, KeystoreError>);
+
+/// The format of a key file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyFormat {
+    /// This node's format (version 1: argon2id, XChaCha20-Poly1305, DID in clear).
+    Native,
+    /// NuNet's keystore format (version 3: scrypt, AES-256-CTR, SHA3 MAC), opened as it is.
+    NuNetV3,
+}
+
+impl std::fmt::Display for KeyFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeyFormat::Native => "nunet-rs v1",
+            KeyFormat::NuNetV3 => "NuNet keystore v3",
+        })
+    }
+}
+
+/// What can be known about a key file without its passphrase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// Its format.
+    pub format: KeyFormat,
+    /// Its DID, when the file records it in clear (NuNet's files do not).
+    pub did: Option<Did>,
+    /// The file's mode when others than its owner can read it (allowed for NuNet's files,
+    /// which NuNet may write 0644; this node's own files are refused then).
+    pub readable_by_others: Option<u32>,
+}
+
+enum Stored {
+    Native(KeyFile),
+    NuNet { file: keystore_v3::File, mode: u32 },
+}
+
+/// Opens a file of this node's format.
+fn open_native(
+    name: &str,
+    path: &Path,
+    file: &KeyFile,
+    passphrase: &str,
+) -> Result<Keypair, KeystoreError> {
+    let corrupt = |reason: String| KeystoreError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if file.kdf.alg != "argon2id" || file.cipher.alg != "xchacha20poly1305" {
+        return Err(corrupt(format!(
+            "unsupported algorithms {}/{}",
+            file.kdf.alg, file.cipher.alg
+        )));
+    }
+    file.kdf.params.check().map_err(&corrupt)?;
+    let did = Did::parse(&file.did).map_err(|e| corrupt(e.to_string()))?;
+    let salt = hex::decode(&file.kdf.salt).map_err(|e| corrupt(format!("salt: {e}")))?;
+    let nonce = hex::decode(&file.cipher.nonce).map_err(|e| corrupt(format!("nonce: {e}")))?;
+    let ct =
+        hex::decode(&file.cipher.ciphertext).map_err(|e| corrupt(format!("ciphertext: {e}")))?;
+    if salt.len() < 16 || ct.len() != 32 + 16 {
+        return Err(corrupt("salt or ciphertext has the wrong length".into()));
+    }
+    let nonce =
+        XNonce::try_from(nonce.as_slice()).map_err(|_| corrupt("nonce must be 24 bytes".into()))?;
+    let dk = file
+        .kdf
+        .params
+        .derive(passphrase, &salt)
+        .map_err(&corrupt)?;
+    let cipher = XChaCha20Poly1305::new_from_slice(dk.as_ref())
+        .map_err(|_| corrupt("bad key length".into()))?;
+    let aad = aad(name, &did);
+    let seed = Zeroizing::new(
+        cipher
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: &ct,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map_err(|_| KeystoreError::WrongPassphrase(name.into()))?,
+    );
+    let seed: [u8; 32] = seed
+        .as_slice()
+        .try_into()
+        .map_err(|_| corrupt("decrypted seed has the wrong length".into()))?;
+    let key = Keypair::from_seed(&seed);
+    if key.did() != did {
+        return Err(corrupt(
+            "decrypted key does not match the recorded DID".into(),
+        ));
+    }
+    Ok(key)
+}
 
 /// A directory of encrypted key files.
 #[derive(Clone, Debug)]
@@ -278,7 +382,7 @@ impl Keystore {
         write_new_private(&path, &json)
     }
 
-    fn read(&self, name: &str) -> Result<(PathBuf, KeyFile), KeystoreError> {
+    fn read(&self, name: &str) -> Result<(PathBuf, Stored), KeystoreError> {
         let path = self.path(name)?;
         let meta = match fs::metadata(&path) {
             Ok(m) => m,
@@ -291,96 +395,144 @@ impl Keystore {
             Err(e) => return Err(KeystoreError::Io { path, source: e }),
         };
         let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KeystoreError::InsecurePermissions { path, mode });
-        }
         let bytes = fs::read(&path).map_err(io_err(&path))?;
         let corrupt = |reason: String| KeystoreError::Corrupt {
             path: path.clone(),
             reason,
         };
-        let file: KeyFile = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        if file.version != FORMAT_VERSION {
-            return Err(corrupt(format!(
-                "unsupported key file version {}",
-                file.version
-            )));
+        #[derive(Deserialize)]
+        struct Probe {
+            version: u32,
         }
-        if file.name != name {
-            return Err(corrupt(format!(
-                "file holds key {:?}, not {name:?}",
-                file.name
-            )));
+        let probe: Probe = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        match probe.version {
+            FORMAT_VERSION => {
+                if mode & 0o077 != 0 {
+                    return Err(KeystoreError::InsecurePermissions { path, mode });
+                }
+                let file: KeyFile =
+                    serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+                if file.name != name {
+                    return Err(corrupt(format!(
+                        "file holds key {:?}, not {name:?}",
+                        file.name
+                    )));
+                }
+                Ok((path, Stored::Native(file)))
+            }
+            // NuNet's files are opened as they are; a loose mode is reported, not refused.
+            keystore_v3::VERSION => {
+                let file = keystore_v3::parse(&bytes)
+                    .map_err(|e| corrupt(format!("NuNet key file: {e}")))?;
+                Ok((path, Stored::NuNet { file, mode }))
+            }
+            v => Err(corrupt(format!(
+                "unsupported key file version {v} (this node reads {FORMAT_VERSION}, and NuNet's {})",
+                keystore_v3::VERSION
+            ))),
         }
-        Ok((path, file))
     }
 
-    /// The DID of a stored key, without the passphrase.
-    pub fn did(&self, name: &str) -> Result<Did, KeystoreError> {
-        let (path, file) = self.read(name)?;
-        Did::parse(&file.did).map_err(|e| KeystoreError::Corrupt {
-            path,
-            reason: e.to_string(),
+    /// What a stored key file is, without the passphrase.
+    pub fn inspect(&self, name: &str) -> Result<KeyInfo, KeystoreError> {
+        let (path, stored) = self.read(name)?;
+        Ok(match stored {
+            Stored::Native(file) => KeyInfo {
+                format: KeyFormat::Native,
+                did: Some(Did::parse(&file.did).map_err(|e| KeystoreError::Corrupt {
+                    path,
+                    reason: e.to_string(),
+                })?),
+                readable_by_others: None,
+            },
+            Stored::NuNet { mode, .. } => KeyInfo {
+                format: KeyFormat::NuNetV3,
+                did: None,
+                readable_by_others: (mode & 0o077 != 0).then_some(mode),
+            },
         })
     }
 
-    /// Decrypts a stored key.
+    /// The DID of a stored key, without the passphrase. NuNet's files keep the DID inside
+    /// the encrypted key, so for them this is [`KeystoreError::DidSealed`].
+    pub fn did(&self, name: &str) -> Result<Did, KeystoreError> {
+        let (path, stored) = self.read(name)?;
+        match stored {
+            Stored::Native(file) => Did::parse(&file.did).map_err(|e| KeystoreError::Corrupt {
+                path,
+                reason: e.to_string(),
+            }),
+            Stored::NuNet { .. } => Err(KeystoreError::DidSealed(name.into())),
+        }
+    }
+
+    /// Decrypts a stored key (this node's format or NuNet's).
     pub fn load(&self, name: &str, passphrase: &str) -> Result<Keypair, KeystoreError> {
-        let (path, file) = self.read(name)?;
+        if passphrase.is_empty() {
+            return Err(KeystoreError::EmptyPassphrase);
+        }
+        let (path, stored) = self.read(name)?;
+        match stored {
+            Stored::Native(file) => open_native(name, &path, &file, passphrase),
+            Stored::NuNet { file, .. } => file.open(passphrase).map_err(|e| match e {
+                keystore_v3::V3Error::WrongPassphrase => {
+                    KeystoreError::WrongPassphrase(name.into())
+                }
+                other => KeystoreError::Corrupt {
+                    path,
+                    reason: format!("NuNet key file: {other}"),
+                },
+            }),
+        }
+    }
+
+    /// Adds a key file from elsewhere (NuNet's format or this node's) under `name`, after
+    /// checking that `passphrase` opens it. A NuNet file is kept byte for byte, so NuNet's
+    /// DMS can still read this home; a file of this node's format is re-sealed under the new
+    /// name (its name is bound into its encryption). Never overwrites.
+    pub fn import(&self, name: &str, bytes: &[u8], passphrase: &str) -> Result<Did, KeystoreError> {
+        let target = self.path(name)?;
+        if target.exists() {
+            return Err(KeystoreError::AlreadyExists(name.into()));
+        }
+        if passphrase.is_empty() {
+            return Err(KeystoreError::EmptyPassphrase);
+        }
         let corrupt = |reason: String| KeystoreError::Corrupt {
-            path: path.clone(),
+            path: PathBuf::from("<imported file>"),
             reason,
         };
-        if file.kdf.alg != "argon2id" || file.cipher.alg != "xchacha20poly1305" {
-            return Err(corrupt(format!(
-                "unsupported algorithms {}/{}",
-                file.kdf.alg, file.cipher.alg
-            )));
+        #[derive(Deserialize)]
+        struct Probe {
+            version: u32,
         }
-        file.kdf.params.check().map_err(&corrupt)?;
-        let did = Did::parse(&file.did).map_err(|e| corrupt(e.to_string()))?;
-        let salt = hex::decode(&file.kdf.salt).map_err(|e| corrupt(format!("salt: {e}")))?;
-        let nonce = hex::decode(&file.cipher.nonce).map_err(|e| corrupt(format!("nonce: {e}")))?;
-        let ct = hex::decode(&file.cipher.ciphertext)
-            .map_err(|e| corrupt(format!("ciphertext: {e}")))?;
-        if salt.len() < 16 || ct.len() != 32 + 16 {
-            return Err(corrupt("salt or ciphertext has the wrong length".into()));
+        let probe: Probe = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        match probe.version {
+            keystore_v3::VERSION => {
+                let file = keystore_v3::parse(bytes).map_err(|e| corrupt(e.to_string()))?;
+                let key = file.open(passphrase).map_err(|e| match e {
+                    keystore_v3::V3Error::WrongPassphrase => {
+                        KeystoreError::WrongPassphrase(name.into())
+                    }
+                    other => corrupt(other.to_string()),
+                })?;
+                write_new_private(&target, bytes)?;
+                Ok(key.did())
+            }
+            FORMAT_VERSION => {
+                let file: KeyFile =
+                    serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+                let key = open_native(
+                    &file.name.clone(),
+                    Path::new("<imported file>"),
+                    &file,
+                    passphrase,
+                )?;
+                self.save(name, &key, passphrase)?;
+                Ok(key.did())
+            }
+            v => Err(corrupt(format!("unsupported key file version {v}"))),
         }
-        let nonce = XNonce::try_from(nonce.as_slice())
-            .map_err(|_| corrupt("nonce must be 24 bytes".into()))?;
-        let dk = file
-            .kdf
-            .params
-            .derive(passphrase, &salt)
-            .map_err(&corrupt)?;
-        let cipher =
-            XChaCha20Poly1305::new_from_slice(dk.as_ref()).map_err(|_| KeystoreError::Corrupt {
-                path: path.clone(),
-                reason: "bad key length".into(),
-            })?;
-        let aad = aad(name, &did);
-        let seed = Zeroizing::new(
-            cipher
-                .decrypt(
-                    &nonce,
-                    Payload {
-                        msg: &ct,
-                        aad: aad.as_bytes(),
-                    },
-                )
-                .map_err(|_| KeystoreError::WrongPassphrase(name.into()))?,
-        );
-        let seed: [u8; 32] = seed
-            .as_slice()
-            .try_into()
-            .map_err(|_| corrupt("decrypted seed has the wrong length".into()))?;
-        let key = Keypair::from_seed(&seed);
-        if key.did() != did {
-            return Err(corrupt(
-                "decrypted key does not match the recorded DID".into(),
-            ));
-        }
-        Ok(key)
     }
 
     /// All stored keys by name, with their DIDs (or why a file could not be read).
@@ -395,7 +547,7 @@ impl Keystore {
             if validate_name(name).is_err() {
                 continue;
             }
-            out.push((name.to_string(), self.did(name)));
+            out.push((name.to_string(), self.inspect(name)));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)

@@ -12,7 +12,8 @@ pub mod did;
 /// ed25519 key pairs, public keys and signatures.
 pub mod key;
 pub mod keystore;
+pub mod keystore_v3;
 
 pub use did::{Did, DidError, MAX_DID_LEN};
 pub use key::{KeyError, Keypair, PublicKey, Signature};
-pub use keystore::{KdfParams, Keystore, KeystoreError};
+pub use keystore::{KdfParams, KeyFormat, KeyInfo, Keystore, KeystoreError};

@@ -303,7 +303,7 @@ pub fn run(home: &Home, cmd: CapCmd) -> Result<i32> {
             }
             let ks = home.keystore()?;
             let did = if ks.exists(&name) {
-                ks.did(&name)?
+                home.key_did(&name)?
             } else {
                 let pass = passphrase(&format!("New passphrase for key {name:?}: "), true)?;
                 ks.create(&name, &pass)?.did()
