@@ -13,6 +13,8 @@ use zeroize::Zeroizing;
 pub struct Home {
     /// Root directory (`--data-dir`, `NUNET_HOME`, or `~/.nunet`).
     pub dir: PathBuf,
+    /// Whether `dir` is the default `~/.nunet` (then NuNet's other config places are searched).
+    default_home: bool,
     /// Explicit `--config` file.
     pub config_path: Option<PathBuf>,
     /// The configuration, read once per command (keys, contexts and the API all need it).
@@ -31,6 +33,7 @@ impl Home {
         };
         Ok(Self {
             dir,
+            default_home: data_dir.is_none(),
             config_path: config.map(Path::to_path_buf),
             loaded: std::sync::OnceLock::new(),
         })
@@ -41,10 +44,45 @@ impl Home {
         if let Some(l) = self.loaded.get() {
             return Ok(l.clone());
         }
-        let l = nunet_config::load(&self.dir, self.config_path.as_deref(), &|k| {
-            std::env::var(k).ok()
-        })?;
+        let l = nunet_config::load_from(
+            &self.dir,
+            self.config_path.as_deref(),
+            &self.nunet_places(),
+            &|k| std::env::var(k).ok(),
+        )?;
         Ok(self.loaded.get_or_init(|| l).clone())
+    }
+
+    /// NuNet's other places for `dms_config.json`, searched after the home's when the home is
+    /// the default `~/.nunet`: the current directory (NuNet's `config` commands write there),
+    /// then `$XDG_CONFIG_HOME/nunet` (`~/.config/nunet`). A home given with `--data-dir` or
+    /// `NUNET_HOME` is self-contained.
+    fn nunet_places(&self) -> Vec<PathBuf> {
+        if !self.default_home {
+            return Vec::new();
+        }
+        let mut v = Vec::new();
+        if let Ok(cwd) = std::env::current_dir() {
+            v.push(cwd.join(nunet_config::load::FILE_NAME));
+        }
+        let xdg = std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+        if let Some(x) = xdg {
+            v.push(x.join("nunet").join(nunet_config::load::FILE_NAME));
+        }
+        v.dedup();
+        v.retain(|p| p != &self.dir.join(nunet_config::load::FILE_NAME));
+        v
+    }
+
+    /// Prints the configuration's warnings on stderr.
+    pub fn print_config_warnings(&self) -> Result<()> {
+        for w in self.config()?.warnings {
+            eprintln!("warning: {w}");
+        }
+        Ok(())
     }
 
     /// Where the local daemon's REST API is: `rest.addr`:`rest.port` from the config, or,

@@ -159,6 +159,63 @@ fn nunet_key_files() {
     assert!(secp.stderr.contains("secp256k1"), "{}", secp.stderr);
 }
 
+/// NuNet's config habits: its files load with warnings for what is not used, its places are
+/// searched when the home is the default ~/.nunet, and rewrites keep a backup.
+#[test]
+fn nunet_config_files_and_places() {
+    let n = Node::new();
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/tests/fixtures");
+    std::fs::create_dir_all(&n.home).unwrap();
+    std::fs::copy(
+        fixtures.join("nunet-flat-observability.json"),
+        n.path("dms_config.json"),
+    )
+    .unwrap();
+    let get = n.run(&["config", "get", "observability.logging.level"]);
+    assert_eq!(get.code, 0, "{}", get.stderr);
+    assert_eq!(get.stdout.trim(), "debug");
+    assert!(
+        get.stderr
+            .contains("observability.log_level is NuNet's deprecated spelling"),
+        "{}",
+        get.stderr
+    );
+    assert!(get.stderr.contains("apm.* (4 keys)"), "{}", get.stderr);
+    let path = n.run(&["config", "path"]).ok();
+    assert!(path.contains("warning: general.storage_"), "{path}");
+    // `config set` keeps NuNet's keys and the previous file.
+    let set = n.run(&["config", "set", "REST.PORT", "9555"]);
+    assert_eq!(set.code, 0, "{}", set.stderr);
+    assert!(set.stderr.contains(".bk."), "{}", set.stderr);
+    let text = std::fs::read_to_string(n.path("dms_config.json")).unwrap();
+    assert!(
+        text.contains("elasticsearch_url") && text.contains("9555"),
+        "{text}"
+    );
+    // With the default home (~/.nunet), ./dms_config.json is read as NuNet reads it.
+    let user = tempfile::tempdir().unwrap();
+    let cwd = user.path().join("project");
+    std::fs::create_dir(&cwd).unwrap();
+    std::fs::write(cwd.join("dms_config.json"), r#"{"Rest": {"Port": 9777}}"#).unwrap();
+    let mut c = n.cmd(&["config", "path"]);
+    c.env_remove("NUNET_HOME")
+        .env("HOME", user.path())
+        .env_remove("XDG_CONFIG_HOME")
+        .current_dir(&cwd);
+    let out = common::to_run(c.output().unwrap()).ok();
+    assert!(out.contains("project/dms_config.json"), "{out}");
+    let mut c = n.cmd(&["config", "get", "rest.port"]);
+    c.env_remove("NUNET_HOME")
+        .env("HOME", user.path())
+        .current_dir(&cwd);
+    assert_eq!(common::to_run(c.output().unwrap()).ok(), "9777");
+    // A home given explicitly is self-contained: the current directory is not searched.
+    let mut c = n.cmd(&["config", "get", "rest.port"]);
+    c.current_dir(&cwd);
+    assert_eq!(common::to_run(c.output().unwrap()).ok(), "9555");
+}
+
 #[test]
 fn config_get_set_edit_and_env() {
     let n = Node::new();

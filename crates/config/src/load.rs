@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use crate::Config;
 use crate::keys::{env_name, get, leaf_keys, parse_value, set, suggestions};
+use crate::nunet;
 
 /// The file name NuNet uses.
 pub const FILE_NAME: &str = "dms_config.json";
@@ -54,6 +55,16 @@ pub enum ConfigError {
     /// The file named with `--config` does not exist.
     #[error("config file {0} does not exist")]
     Missing(PathBuf),
+    /// Two keys of one section that differ only in case.
+    #[error(
+        "{origin}: the key {key:?} is given twice, in different case (keys are case-insensitive, as in NuNet)"
+    )]
+    CaseClash {
+        /// File it came from.
+        origin: String,
+        /// The key, lower-cased.
+        key: String,
+    },
     /// Filesystem error.
     #[error("{path}: {source}")]
     Io {
@@ -83,6 +94,50 @@ pub struct Loaded {
     pub write_path: PathBuf,
     /// Environment variables that overrode file values.
     pub env_overrides: Vec<String>,
+    /// What the loader read differently from the file or ignored in it (NuNet's keys this
+    /// node does not use, deprecated spellings, unknown keys, other candidate files): show
+    /// them to the operator.
+    pub warnings: Vec<String>,
+}
+
+/// A configuration resolved from a file's value and the environment.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// The effective configuration.
+    pub config: Config,
+    /// Environment variables that overrode file values.
+    pub env_overrides: Vec<String>,
+    /// See [`Loaded::warnings`].
+    pub warnings: Vec<String>,
+    /// Keys of the file that neither this node nor NuNet knows (also in `warnings`):
+    /// `config edit` refuses them, loading only warns.
+    pub unknown_keys: Vec<String>,
+}
+
+/// Where a config file is looked for when `--config` is not given, first found wins:
+/// `<home>/dms_config.json`, then `extra` in order (the CLI passes NuNet's other places,
+/// `./dms_config.json` and `~/.config/nunet/dms_config.json`, when the home is the default
+/// `~/.nunet`), then `/etc/nunet/dms_config.json`.
+pub fn candidates(home: &Path, extra: &[PathBuf]) -> Vec<PathBuf> {
+    let mut c = vec![home.join(FILE_NAME)];
+    c.extend(extra.iter().cloned());
+    c.push(PathBuf::from(SYSTEM_PATH));
+    c
+}
+
+/// Why a candidate file found in a shared place is not read: a file someone else could have
+/// written must not configure this node.
+fn untrusted(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).ok()?;
+    let me = nix::unistd::geteuid().as_raw();
+    if m.uid() != me && m.uid() != 0 {
+        return Some(format!("owned by uid {}, not by you", m.uid()));
+    }
+    if m.mode() & 0o022 != 0 {
+        return Some(format!("writable by others (mode {:o})", m.mode() & 0o777));
+    }
+    None
 }
 
 /// Loads defaults ← file ← environment, and validates.
@@ -95,13 +150,46 @@ pub fn load(
     explicit: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Loaded, ConfigError> {
+    load_from(home, explicit, &[], env)
+}
+
+/// [`load`], also looking in `extra` places (see [`candidates`]).
+pub fn load_from(
+    home: &Path,
+    explicit: Option<&Path>,
+    extra: &[PathBuf],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, ConfigError> {
     let home_file = home.join(FILE_NAME);
+    let mut warnings = Vec::new();
     let file = match explicit {
         Some(p) if p.exists() => Some(p.to_path_buf()),
         Some(p) => return Err(ConfigError::Missing(p.to_path_buf())),
-        None if home_file.exists() => Some(home_file.clone()),
-        None if Path::new(SYSTEM_PATH).exists() => Some(PathBuf::from(SYSTEM_PATH)),
-        None => None,
+        None => {
+            let mut found = None;
+            for c in candidates(home, extra) {
+                if !c.exists() {
+                    continue;
+                }
+                if found.is_some() {
+                    warnings.push(format!(
+                        "{} is not read: {} comes first",
+                        c.display(),
+                        found
+                            .as_ref()
+                            .map(|f: &PathBuf| f.display().to_string())
+                            .unwrap_or_default()
+                    ));
+                    continue;
+                }
+                if let Some(why) = extra.contains(&c).then(|| untrusted(&c)).flatten() {
+                    warnings.push(format!("{} is not read: {why}", c.display()));
+                    continue;
+                }
+                found = Some(c);
+            }
+            found
+        }
     };
     let write_path = explicit
         .map(Path::to_path_buf)
@@ -112,12 +200,14 @@ pub fn load(
         None => Value::Object(Default::default()),
     };
     let origin = file.as_ref().map(|p| p.display().to_string());
-    let (config, env_overrides) = resolve(home, &file_value, origin.as_deref(), env)?;
+    let r = resolve(home, &file_value, origin.as_deref(), env)?;
+    warnings.extend(r.warnings);
     Ok(Loaded {
-        config,
+        config: r.config,
         file,
         write_path,
-        env_overrides,
+        env_overrides: r.env_overrides,
+        warnings,
     })
 }
 
@@ -149,31 +239,46 @@ pub fn parse_text(text: &str, path: &Path) -> Result<Value, ConfigError> {
     Ok(v)
 }
 
-/// Merges a file's values and env overrides over the defaults for `home`, checking every key.
+/// Merges a file's values and env overrides over the defaults for `home`, checking every key
+/// this node uses. A file in NuNet's habits is read as NuNet reads it ([`nunet::normalize`]):
+/// keys in any case, `null` for the default, loosely typed values, NuNet's own keys and
+/// unknown keys ignored with a warning.
 pub fn resolve(
     home: &Path,
     file: &Value,
     origin: Option<&str>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(Config, Vec<String>), ConfigError> {
+) -> Result<Resolved, ConfigError> {
     let defaults = defaults_value(home);
     let known = leaf_keys(&defaults);
     let origin_name = origin.unwrap_or("config").to_string();
+    let nunet::Normalized {
+        value: file,
+        mut warnings,
+        unknown: unknown_keys,
+    } = nunet::normalize(file, &defaults).map_err(|c| ConfigError::CaseClash {
+        origin: origin_name.clone(),
+        key: c.0,
+    })?;
     let mut merged = defaults.clone();
-    for key in leaf_keys(file) {
+    for key in leaf_keys(&file) {
         let Some(like) = get(&defaults, &key) else {
-            return Err(ConfigError::UnknownKey {
-                origin: origin_name,
-                suggestions: suggestions(&known, &key),
-                key,
-            });
+            continue;
         };
-        let v = get(file, &key).cloned().unwrap_or(Value::Null);
+        let mut v = get(&file, &key).cloned().unwrap_or(Value::Null);
+        if let Some(c) = check_type(&v, like)
+            .is_err()
+            .then(|| nunet::coerce(&v, like))
+            .flatten()
+        {
+            v = c;
+        }
         check_type(&v, like).map_err(|reason| ConfigError::BadValue {
             origin: origin_name.clone(),
             key: key.clone(),
             reason,
         })?;
+        warnings.extend(nunet::value_habits(&key, &mut v));
         set(&mut merged, &key, v);
     }
     let mut overrides = Vec::new();
@@ -181,11 +286,12 @@ pub fn resolve(
         let var = env_name(key);
         if let Some(text) = env(&var) {
             let like = get(&defaults, key).cloned().unwrap_or(Value::Null);
-            let v = parse_value(&text, &like).map_err(|reason| ConfigError::BadValue {
+            let mut v = parse_value(&text, &like).map_err(|reason| ConfigError::BadValue {
                 origin: format!("environment variable {var}"),
                 key: key.clone(),
                 reason,
             })?;
+            warnings.extend(nunet::value_habits(key, &mut v));
             set(&mut merged, key, v);
             overrides.push(var);
         }
@@ -203,7 +309,12 @@ pub fn resolve(
             problems,
         });
     }
-    Ok((config, overrides))
+    Ok(Resolved {
+        config,
+        env_overrides: overrides,
+        warnings,
+        unknown_keys,
+    })
 }
 
 fn check_type(v: &Value, like: &Value) -> Result<(), String> {
@@ -227,30 +338,102 @@ pub fn defaults_value(home: &Path) -> Value {
 }
 
 /// `nunet config set`: checks the key and value, then writes only that key into the file at
-/// `path` (created if missing), atomically. The whole resulting file must validate.
-pub fn set_key(home: &Path, path: &Path, key: &str, text: &str) -> Result<(), ConfigError> {
+/// `path` (created if missing), atomically, after backing the old file up. The whole
+/// resulting file must validate. Keys are case-insensitive. A key of NuNet's that this node
+/// does not use is written too (NuNet's tools set them), with a warning in the result; a key
+/// nobody knows is refused.
+pub fn set_key(
+    home: &Path,
+    path: &Path,
+    key: &str,
+    text: &str,
+) -> Result<Vec<String>, ConfigError> {
+    let key = key.to_lowercase();
     let defaults = defaults_value(home);
-    let Some(like) = get(&defaults, key).filter(|v| !v.is_object()) else {
-        let known = leaf_keys(&defaults);
-        return Err(ConfigError::UnknownKey {
+    let mut warnings = Vec::new();
+    let value = match get(&defaults, &key).filter(|v| !v.is_object()) {
+        Some(like) => parse_value(text, like).map_err(|reason| ConfigError::BadValue {
             origin: "config set".into(),
-            suggestions: suggestions(&known, key),
-            key: key.into(),
-        });
+            key: key.clone(),
+            reason,
+        })?,
+        None if nunet::is_nunet_only(&key) => {
+            warnings.push(format!("{key} is a NuNet setting this node does not use"));
+            serde_json::from_str(text).unwrap_or_else(|_| Value::from(text.to_string()))
+        }
+        None => {
+            let known = leaf_keys(&defaults);
+            return Err(ConfigError::UnknownKey {
+                origin: "config set".into(),
+                suggestions: suggestions(&known, &key),
+                key,
+            });
+        }
     };
-    let value = parse_value(text, like).map_err(|reason| ConfigError::BadValue {
-        origin: "config set".into(),
-        key: key.into(),
-        reason,
-    })?;
     let mut file = if path.exists() {
-        read_file(path)?
+        nunet::lowercase_keys(&read_file(path)?).map_err(|c| ConfigError::CaseClash {
+            origin: path.display().to_string(),
+            key: c.0,
+        })?
     } else {
         Value::Object(Default::default())
     };
-    set(&mut file, key, value);
+    set(&mut file, &key, value);
     resolve(home, &file, Some(&path.display().to_string()), &|_| None)?;
-    write_file(path, &file)
+    if let Some(b) = backup(path)? {
+        warnings.push(format!("the previous file is kept as {}", b.display()));
+    }
+    write_file(path, &file)?;
+    Ok(warnings)
+}
+
+/// How many `<file>.bk.<unix time>` backups are kept.
+const BACKUPS_KEPT: usize = 5;
+
+/// Copies an existing config file to `<path>.bk.<unix seconds>` (NuNet's naming) before it
+/// is rewritten, keeping the newest [`BACKUPS_KEPT`]. `None` when there was no file.
+pub fn backup(path: &Path) -> Result<Option<PathBuf>, ConfigError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| ConfigError::Io { path: p, source }
+    };
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| FILE_NAME.into());
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut target = dir.join(format!("{name}.bk.{secs}"));
+    let mut n = 1;
+    while target.exists() {
+        target = dir.join(format!("{name}.bk.{secs}.{n}"));
+        n += 1;
+    }
+    fs::copy(path, &target).map_err(io(&target))?;
+    let prefix = format!("{name}.bk.");
+    let mut old: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    old.sort();
+    let excess = old.len().saturating_sub(BACKUPS_KEPT);
+    for (_, p) in old.into_iter().take(excess) {
+        if p != target {
+            let _ = fs::remove_file(p);
+        }
+    }
+    Ok(Some(target))
 }
 
 /// Writes JSON to `path` atomically (temp file in the same directory, fsync, rename).
@@ -358,8 +541,6 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join(FILE_NAME);
         let cases = [
-            (r#"{"rest":{"prot":1}}"#, "unknown config key \"rest.prot\""),
-            (r#"{"nope":1}"#, "unknown config key \"nope\""),
             (
                 r#"{"rest":{"port":"x"}}"#,
                 "rest.port: expected a number, got a string",
@@ -398,6 +579,136 @@ mod tests {
             load(d.path(), Some(&d.path().join("missing.json")), &no_env),
             Err(ConfigError::Missing(_))
         ));
+        // Unknown keys are ignored as NuNet ignores them, but never silently.
+        fs::write(&p, r#"{"rest":{"prot":1},"nope":1}"#).unwrap();
+        let w = load(d.path(), None, &no_env).unwrap().warnings;
+        assert!(
+            w.iter()
+                .any(|x| x.contains("\"rest.prot\"") && x.contains("did you mean")),
+            "{w:?}"
+        );
+        assert!(w.iter().any(|x| x.contains("\"nope\"")), "{w:?}");
+    }
+
+    /// Config files in the shapes NuNet's DMS writes load here, and say what they ignore.
+    #[test]
+    fn nunet_written_files_load() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        for (name, port, level, file, range_to) in [
+            (
+                "nunet-newest.json",
+                9999,
+                "debug",
+                "/home/nunet/logs/nunet-dms.log",
+                32768,
+            ),
+            (
+                "nunet-config-set.json",
+                4444,
+                "info",
+                "/home/u/nunet/logs/nunet-dms-logs.jsonl",
+                65535,
+            ),
+            (
+                "nunet-flat-observability.json",
+                9991,
+                "debug",
+                "/root/nunet/logs/nunet-dms.log",
+                32768,
+            ),
+            ("nunet-mixed-case.json", 9995, "warn", "", 65535),
+        ] {
+            let l = load(d.path(), Some(&dir.join(name)), &no_env)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let c = &l.config;
+            assert_eq!(c.rest.port, port, "{name}");
+            assert_eq!(c.observability.logging.level, level, "{name}");
+            assert_eq!(c.observability.logging.file, file, "{name}");
+            assert_eq!(c.general.port_available_range_to, range_to, "{name}");
+            assert!(
+                !l.warnings.is_empty(),
+                "{name}: NuNet's own keys are reported"
+            );
+            for w in &l.warnings {
+                assert!(!w.contains("unknown config key"), "{name}: {w}");
+            }
+        }
+        let l = load(d.path(), Some(&dir.join("nunet-newest.json")), &no_env).unwrap();
+        assert!(
+            l.warnings.iter().any(|w| w.starts_with("apm.* (5 keys)")),
+            "{:?}",
+            l.warnings
+        );
+        assert_eq!(l.config.p2p.bootstrap_peers.len(), 3);
+    }
+
+    #[test]
+    fn shared_places_are_searched_after_the_home_and_must_be_yours() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let home = d.path().join("home");
+        let cwd_file = d.path().join(FILE_NAME);
+        fs::write(&cwd_file, r#"{"rest":{"port":1111}}"#).unwrap();
+        let l = load_from(&home, None, std::slice::from_ref(&cwd_file), &no_env).unwrap();
+        assert_eq!(l.config.rest.port, 1111);
+        assert_eq!(l.file.as_deref(), Some(cwd_file.as_path()));
+        // The home's file wins; the other is named.
+        fs::create_dir_all(&home).unwrap();
+        fs::write(home.join(FILE_NAME), r#"{"rest":{"port":2222}}"#).unwrap();
+        let l = load_from(&home, None, std::slice::from_ref(&cwd_file), &no_env).unwrap();
+        assert_eq!(l.config.rest.port, 2222);
+        assert!(
+            l.warnings.iter().any(|w| w.contains("is not read")),
+            "{:?}",
+            l.warnings
+        );
+        // A file others can write is skipped, with the reason.
+        fs::remove_file(home.join(FILE_NAME)).unwrap();
+        fs::set_permissions(&cwd_file, fs::Permissions::from_mode(0o666)).unwrap();
+        let l = load_from(&home, None, std::slice::from_ref(&cwd_file), &no_env).unwrap();
+        assert_eq!(l.config.rest.port, 9999);
+        assert!(
+            l.warnings.iter().any(|w| w.contains("writable by others")),
+            "{:?}",
+            l.warnings
+        );
+    }
+
+    #[test]
+    fn set_backs_up_and_accepts_nunet_keys_and_case() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(FILE_NAME);
+        fs::write(&p, r#"{"REST":{"Port":9000},"apm":{"server_url":"x"}}"#).unwrap();
+        let w = set_key(d.path(), &p, "Rest.Port", "9001").unwrap();
+        assert!(w.iter().any(|x| x.contains(".bk.")), "{w:?}");
+        let v = read_file(&p).unwrap();
+        assert_eq!(v["rest"]["port"], 9001);
+        assert_eq!(v["apm"]["server_url"], "x", "NuNet's keys are kept");
+        let backups: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().contains(".bk."))
+            .collect();
+        assert_eq!(backups.len(), 1);
+        assert!(
+            fs::read_to_string(backups[0].path())
+                .unwrap()
+                .contains("9000")
+        );
+        // A NuNet key is written, with a warning; a key nobody knows is refused.
+        let w = set_key(d.path(), &p, "observability.elasticsearch_api_key", "k").unwrap();
+        assert!(w.iter().any(|x| x.contains("does not use")), "{w:?}");
+        assert!(set_key(d.path(), &p, "observability.nonsense", "k").is_err());
+        for _ in 0..8 {
+            set_key(d.path(), &p, "rest.port", "9002").unwrap();
+        }
+        let n = fs::read_dir(d.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().contains(".bk."))
+            .count();
+        assert_eq!(n, BACKUPS_KEPT);
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub fn run(home: &Home, cmd: ConfigCmd) -> Result<i32> {
     match cmd {
         ConfigCmd::Get { key } => {
             let loaded = home.config()?;
+            home.print_config_warnings()?;
             let v = serde_json::to_value(&loaded.config)?;
             match key {
                 None => println!("{}", serde_json::to_string_pretty(&v)?),
@@ -60,8 +61,11 @@ pub fn run(home: &Home, cmd: ConfigCmd) -> Result<i32> {
                 .config_path
                 .clone()
                 .unwrap_or_else(|| home.dir.join(nunet_config::load::FILE_NAME));
-            nunet_config::load::set_key(&home.dir, &path, &key, &value)?;
-            eprintln!("{key} set in {}", path.display());
+            let warnings = nunet_config::load::set_key(&home.dir, &path, &key, &value)?;
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            eprintln!("{} set in {}", key.to_lowercase(), path.display());
         }
         ConfigCmd::Edit => edit(home)?,
         ConfigCmd::Path => {
@@ -73,6 +77,9 @@ pub fn run(home: &Home, cmd: ConfigCmd) -> Result<i32> {
             println!("writing {}", l.write_path.display());
             for v in l.env_overrides {
                 println!("overridden by environment: {v}");
+            }
+            for w in l.warnings {
+                println!("warning: {w}");
             }
         }
     }
@@ -109,12 +116,36 @@ fn edit(home: &Home) -> Result<()> {
             draft.display()
         );
     }
-    let value = nunet_config::load::read_file(&draft).and_then(|v| {
-        nunet_config::load::resolve(&home.dir, &v, Some(&draft.display().to_string()), &|_| None)
-            .map(|_| v)
-    });
+    let value = nunet_config::load::read_file(&draft)
+        .and_then(|v| {
+            nunet_config::load::resolve(&home.dir, &v, Some(&draft.display().to_string()), &|_| {
+                None
+            })
+            .map(|r| (v, r))
+        })
+        .map_err(anyhow::Error::from)
+        .and_then(|(v, r)| {
+            // Loading a file only warns about keys nobody knows (as NuNet runs on); an edit
+            // made now is checked strictly, so a typo is caught while the editor is fresh.
+            if let Some(k) = r.unknown_keys.first() {
+                let w = r.warnings.iter().find(|w| w.contains(k.as_str()));
+                bail!(
+                    "{}",
+                    w.cloned()
+                        .unwrap_or_else(|| format!("unknown config key {k:?}"))
+                        .replace(" ignored (kept in the file)", "")
+                );
+            }
+            Ok((v, r))
+        });
     match value {
-        Ok(v) => {
+        Ok((v, r)) => {
+            for w in r.warnings {
+                eprintln!("warning: {w}");
+            }
+            if let Some(b) = nunet_config::load::backup(&path)? {
+                eprintln!("the previous file is kept as {}", b.display());
+            }
             nunet_config::write_file(&path, &v)?;
             let _ = std::fs::remove_file(&draft);
             eprintln!("saved {}", path.display());

@@ -18,6 +18,9 @@ pub fn run(home: &Home, args: RunArgs) -> Result<i32> {
     let loaded = home.config()?;
     let config = loaded.config.clone();
     let logging = init_logging(&config)?;
+    for w in &loaded.warnings {
+        tracing::warn!(config = ?loaded.file, "{w}");
+    }
     let contexts = home.contexts()?;
     let anchors = contexts.load(&args.context).with_context(|| {
         format!(
