@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::revocation::RevocationError;
 use crate::token::Claims;
-use crate::{Action, Capability, RevocationSet, Token, TokenError, TokenId};
+use crate::{Action, Capability, RevocationSet, Token, TokenError, TokenFormat, TokenId};
 
 /// Problems managing anchors or building tokens from them.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +113,14 @@ pub struct Anchors {
     /// Revocations received or issued.
     #[serde(default)]
     pub revocations: RevocationSet,
+    /// The format of the tokens this context grants and delegates (`nunet` for a context
+    /// imported from NuNet, so NuNet's nodes accept what it issues).
+    #[serde(default, skip_serializing_if = "is_native")]
+    pub token_format: TokenFormat,
+}
+
+fn is_native(f: &TokenFormat) -> bool {
+    *f == TokenFormat::Native
 }
 
 impl Anchors {
@@ -124,6 +132,7 @@ impl Anchors {
             require: Vec::new(),
             provide: Vec::new(),
             revocations: RevocationSet::default(),
+            token_format: TokenFormat::Native,
         }
     }
 
@@ -176,7 +185,12 @@ impl Anchors {
 
     /// Issues a root (self-signed, unchained) delegation: an anchor-ready token.
     pub fn grant(&self, key: &Keypair, spec: &TokenSpec) -> Result<Token, AnchorError> {
-        Ok(Token::issue(key, claims(Action::Delegate, spec), None)?)
+        Ok(Token::issue_as(
+            self.token_format,
+            key,
+            claims(Action::Delegate, spec),
+            None,
+        )?)
     }
 
     /// Delegates to `spec.sub`, chained on every provide anchor that covers the request
@@ -217,8 +231,32 @@ impl Anchors {
 
     /// Signs a revocation of `target` and records it here. Returns the revoke token, which
     /// can be handed to other nodes.
+    ///
+    /// A NuNet token issued by this context's key is revoked NuNet's way (same issuer,
+    /// subject, nonce, capabilities and expiry, signed in NuNet's format), so NuNet's nodes
+    /// honour the revocation too; any other token by its id.
     pub fn revoke(&mut self, key: &Keypair, target: &Token) -> Result<Token, AnchorError> {
         let t = target.dms();
+        if t.format == TokenFormat::NuNet && t.iss == key.did() {
+            let rev = Token::sign_with_nonce(
+                TokenFormat::NuNet,
+                key,
+                Claims {
+                    act: Action::Revoke,
+                    sub: t.sub.clone(),
+                    aud: None,
+                    topic: Vec::new(),
+                    cap: t.cap.clone(),
+                    exp: t.exp,
+                    depth: 0,
+                    rev: None,
+                },
+                None,
+                t.nonce.clone(),
+            );
+            self.revocations.add(rev.clone())?;
+            return Ok(rev);
+        }
         let rev = Token::issue(
             key,
             Claims {
@@ -268,12 +306,22 @@ impl Anchors {
                 for anchor in usable {
                     let mut s = spec.clone();
                     s.aud = s.aud.or_else(|| anchor.dms().aud.clone());
-                    out.push(Token::issue(key, claims(act, &s), Some(anchor.clone()))?);
+                    out.push(Token::issue_as(
+                        self.token_format,
+                        key,
+                        claims(act, &s),
+                        Some(anchor.clone()),
+                    )?);
                 }
             }
         }
         if self_sign != SelfSign::No {
-            out.push(Token::issue(key, claims(act, spec), None)?);
+            out.push(Token::issue_as(
+                self.token_format,
+                key,
+                claims(act, spec),
+                None,
+            )?);
         }
         Ok(out)
     }

@@ -1,12 +1,18 @@
 //! A capability context on disk: `<dir>/<name>.json` holding its [`Anchors`], written
 //! atomically (temp file, fsync, rename) with mode 0600.
+//!
+//! A context NuNet's DMS wrote, `<dir>/<name>.cap` (`{"did":{"uri":…},"roots":[…],
+//! "require":{"tok":[…]},"provide":{…},"revoke":{…}}`, keys in any case as Go reads them), is
+//! read when there is no `<name>.json`: its tokens keep NuNet's format and the context
+//! issues in NuNet's format. It is never rewritten: a change is saved to `<name>.json`, which
+//! is read from then on, and NuNet's file stays as NuNet left it.
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::Anchors;
+use crate::{Anchors, TokenFormat, TokenList};
 
 /// Problems reading or writing a context file.
 #[derive(Debug, thiserror::Error)]
@@ -73,9 +79,11 @@ impl ContextFile {
         self.path(name).ok()
     }
 
-    /// Whether the context exists.
+    /// Whether the context exists (in this node's file or NuNet's).
     pub fn exists(&self, name: &str) -> bool {
-        self.path(name).map(|p| p.exists()).unwrap_or(false)
+        self.path(name)
+            .map(|p| p.exists() || p.with_extension("cap").exists())
+            .unwrap_or(false)
     }
 
     /// Names of all contexts.
@@ -85,24 +93,33 @@ impl ContextFile {
             .flatten()
             .flatten()
             .filter_map(|e| {
-                e.file_name()
-                    .to_str()
-                    .and_then(|f| f.strip_suffix(".json"))
-                    .map(String::from)
+                e.file_name().to_str().and_then(|f| {
+                    f.strip_suffix(".json")
+                        .or_else(|| f.strip_suffix(".cap"))
+                        .map(String::from)
+                })
             })
             .filter(|n| !n.starts_with('.'))
             .collect();
         out.sort();
+        out.dedup();
         out
     }
 
-    /// Loads a context.
+    /// Loads a context (this node's file, else NuNet's `<name>.cap`).
     pub fn load(&self, name: &str) -> Result<Anchors, ContextError> {
         let path = self.path(name)?;
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ContextError::NotFound { name: name.into() });
+                let cap = path.with_extension("cap");
+                return match fs::read(&cap) {
+                    Ok(b) => nunet_context(&cap, &b, crate::now_ns()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        Err(ContextError::NotFound { name: name.into() })
+                    }
+                    Err(source) => Err(ContextError::Io { path: cap, source }),
+                };
             }
             Err(source) => return Err(ContextError::Io { path, source }),
         };
@@ -152,4 +169,79 @@ impl ContextFile {
         }
         Ok(())
     }
+}
+
+/// Reads NuNet's context file. NuNet drops expired tokens when it loads one, and so does this;
+/// anything else that cannot be used (a DID of a key type this node does not read, a token
+/// that is not a valid anchor) is an error naming it, never skipped.
+fn nunet_context(path: &Path, bytes: &[u8], now: u64) -> Result<Anchors, ContextError> {
+    let corrupt = |reason: String| ContextError::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!("NuNet context: {reason}"),
+    };
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+    let serde_json::Value::Object(m) = v else {
+        return Err(corrupt("not a JSON object".into()));
+    };
+    // Go matches keys case-insensitively: NuNet's older files say "DID", "Roots", …
+    let mut view = serde_json::Map::new();
+    for (k, v) in m {
+        view.insert(k.to_lowercase(), v);
+    }
+    let uri = |v: &serde_json::Value, what: &str| -> Result<nunet_did::Did, ContextError> {
+        let s = v
+            .as_object()
+            .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("uri")))
+            .and_then(|(_, u)| u.as_str())
+            .ok_or_else(|| corrupt(format!("{what} is not a DID ({{\"uri\": …}})")))?;
+        s.parse().map_err(|e| corrupt(format!("{what} {s:?}: {e}")))
+    };
+    let did = uri(view.get("did").unwrap_or(&serde_json::Value::Null), "did")?;
+    let mut a = Anchors::new(did);
+    a.token_format = TokenFormat::NuNet;
+    if let Some(roots) = view.get("roots").filter(|r| !r.is_null()) {
+        for (i, r) in roots
+            .as_array()
+            .ok_or_else(|| corrupt("roots is not a list".into()))?
+            .iter()
+            .enumerate()
+        {
+            a.add_root(uri(r, &format!("roots[{i}]"))?);
+        }
+    }
+    let tokens = |key: &str| -> Result<TokenList, ContextError> {
+        match view.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(TokenList::default()),
+            Some(v) => {
+                let mut v = v.clone();
+                // {} is NuNet's empty list (`tok` is omitempty).
+                if let Some(o) = v.as_object_mut()
+                    && !o.contains_key("tok")
+                {
+                    o.insert("tok".into(), serde_json::Value::Array(Vec::new()));
+                }
+                serde_json::from_value(v).map_err(|e| corrupt(format!("{key}: {e}")))
+            }
+        }
+    };
+    for t in tokens("revoke")?.tok {
+        if t.dms().exp > now {
+            a.revocations
+                .add(t)
+                .map_err(|e| corrupt(format!("revoke: {e}")))?;
+        }
+    }
+    for (i, t) in tokens("require")?.tok.into_iter().enumerate() {
+        if t.dms().exp > now {
+            a.add_require(t, now)
+                .map_err(|e| corrupt(format!("require[{i}]: {e}")))?;
+        }
+    }
+    for (i, t) in tokens("provide")?.tok.into_iter().enumerate() {
+        if t.dms().exp > now {
+            a.add_provide(t, now)
+                .map_err(|e| corrupt(format!("provide[{i}]: {e}")))?;
+        }
+    }
+    Ok(a)
 }

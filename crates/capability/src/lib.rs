@@ -3,6 +3,12 @@
 //! verification of a token chain against a context's trust anchors (root DIDs, require and
 //! provide tokens) and revocations.
 //!
+//! Two token formats are read, verified and issued ([`TokenFormat`]): this node's, signed
+//! over fixed binary signing bytes, and NuNet's (`{"uri": …}` DIDs), signed over Go's JSON of
+//! the token ([`gojson`]), so tokens issued by NuNet's DMS and its tools verify here and
+//! tokens issued here in NuNet's format verify there. A chain may mix both: each link's
+//! signature is checked by the rule of its own format.
+//!
 //! The entry points are [`Token::issue`] to make tokens, [`Anchors`] for a context's trust
 //! anchors (and to build tokens chained on its provide anchors), and [`Verifier::verify`],
 //! which answers [`Authorized`] or a [`Denied`] naming the rule that failed.
@@ -13,6 +19,7 @@
 /// Anchors of a capability context and building tokens from them.
 pub mod anchors;
 pub mod context;
+pub mod gojson;
 /// Hierarchical capability paths (`/a` implies `/a/b`).
 pub mod path;
 /// Revocations and the set of them a context holds.
@@ -25,7 +32,7 @@ pub use anchors::{Anchors, SelfSign, TokenSpec};
 pub use context::{ContextError, ContextFile};
 pub use path::{Capability, PathError};
 pub use revocation::RevocationSet;
-pub use token::{Action, DmsToken, Token, TokenError, TokenId, TokenList};
+pub use token::{Action, DmsToken, Token, TokenError, TokenFormat, TokenId, TokenList};
 pub use verify::{Anchor, Authorized, Denied, RULES, Request, Verifier};
 
 /// Longest lifetime [`expiry_after`] gives a token or a message: 100 years. Expiries are

@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use nunet_did::Did;
 use serde::{Deserialize, Serialize};
 
-use crate::{Action, Token, TokenId};
+use crate::{Action, DmsToken, Token, TokenFormat, TokenId};
 
 /// Why a revocation token was not accepted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -27,15 +27,21 @@ pub enum RevocationError {
 /// A revocation only takes effect for a chain when its issuer is the issuer of the revoked
 /// token or of one of the tokens it is chained on (or the verifying context itself); anybody
 /// else's revocation is stored but ignored for that chain.
+///
+/// NuNet's revocations (NuNet's token format) name the revoked token by its issuer, subject
+/// and nonce instead of its id, and are signed by that issuer, so they always count.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(from = "Vec<Token>", into = "Vec<Token>")]
 pub struct RevocationSet {
     tokens: Vec<Token>,
     by_target: HashMap<TokenId, Vec<Did>>,
+    /// NuNet's revocation keys: issuer, subject, nonce.
+    by_nonce: std::collections::HashSet<(Did, Did, Vec<u8>)>,
 }
 
 impl RevocationSet {
-    /// Checks and adds a revoke token; returns the id it revokes.
+    /// Checks and adds a revoke token; returns the id it revokes (for NuNet's revocations,
+    /// which name no id, the id of the revoke token itself).
     pub fn add(&mut self, tok: Token) -> Result<TokenId, RevocationError> {
         let t = tok.dms();
         if t.act != Action::Revoke {
@@ -43,6 +49,19 @@ impl RevocationSet {
         }
         if t.chain.is_some() {
             return Err(RevocationError::Chained);
+        }
+        if t.format == TokenFormat::NuNet {
+            if !t.verify_signature(None) {
+                return Err(RevocationError::BadSignature);
+            }
+            let id = tok.id();
+            if self
+                .by_nonce
+                .insert((t.iss.clone(), t.sub.clone(), t.nonce.clone()))
+            {
+                self.tokens.push(tok);
+            }
+            return Ok(id);
         }
         let target = t.rev.ok_or(RevocationError::MissingTarget)?;
         if !t.verify_signature(None) {
@@ -54,6 +73,14 @@ impl RevocationSet {
             self.tokens.push(tok);
         }
         Ok(target)
+    }
+
+    /// Whether NuNet's revocation of `t` (by its issuer, subject and nonce) is held.
+    pub fn revoked_by_nonce(&self, t: &DmsToken) -> bool {
+        !self.by_nonce.is_empty()
+            && self
+                .by_nonce
+                .contains(&(t.iss.clone(), t.sub.clone(), t.nonce.clone()))
     }
 
     /// Who revoked `id`.

@@ -137,9 +137,32 @@ impl<'de> Deserialize<'de> for TokenId {
     }
 }
 
-/// The body of a DMS token. Field names follow NuNet's JSON.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// How a token is written and what its signature covers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenFormat {
+    /// This node's format: DIDs as strings, signed over the field-by-field bytes of the
+    /// module docs, a revocation naming the revoked token's id in `rev`.
+    #[default]
+    Native,
+    /// NuNet's format: DIDs as `{"uri": …}`, signed over Go's JSON of the token
+    /// ([`crate::gojson`]), a revocation naming the revoked token by issuer, subject and nonce.
+    #[serde(rename = "nunet")]
+    NuNet,
+}
+
+impl std::fmt::Display for TokenFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TokenFormat::Native => "native",
+            TokenFormat::NuNet => "nunet",
+        })
+    }
+}
+
+/// The body of a DMS token. Field names follow NuNet's JSON; the JSON shape (and what the
+/// signature covers) follows [`DmsToken::format`], which is read from the shape of the DIDs.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DmsToken {
     /// Action conferred.
     pub act: Action,
@@ -148,43 +171,179 @@ pub struct DmsToken {
     /// Subject (who receives the capability).
     pub sub: Did,
     /// Audience: the only receiver invocations may go to; absent = anyone.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "empty_did"
-    )]
     pub aud: Option<Did>,
     /// Broadcast topics.
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "null_vec"
-    )]
     pub topic: Vec<Capability>,
     /// Capabilities (behavior paths).
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "null_vec"
-    )]
     pub cap: Vec<Capability>,
     /// Random nonce (base64 in JSON).
-    #[serde(with = "b64")]
     pub nonce: Vec<u8>,
     /// Expiry, unix nanoseconds.
     pub exp: u64,
     /// Most tokens that may be chained below this one (0 = unlimited).
-    #[serde(default)]
     pub depth: u64,
     /// The parent token, inline.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain: Option<Box<Token>>,
-    /// For revoke tokens: the id of the revoked token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// For revoke tokens of this node's format: the id of the revoked token.
     pub rev: Option<TokenId>,
     /// ed25519 signature of the issuer over the signing bytes (base64 in JSON).
-    #[serde(with = "b64")]
     pub sig: Vec<u8>,
+    /// Which format the token is in.
+    pub format: TokenFormat,
+    /// NuNet format: the token was signed with `"cap":null` (Go's nil slice), not `[]`.
+    pub cap_null: bool,
+    /// NuNet format: the token was signed with `"nonce":null`.
+    pub nonce_null: bool,
+}
+
+/// A DID on the wire: a string (this node's format) or `{"uri": …}` (NuNet's `did.DID`;
+/// Go matches the key case-insensitively).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WireDid {
+    Str(String),
+    Obj {
+        #[serde(default, alias = "URI", alias = "Uri")]
+        uri: String,
+    },
+}
+
+impl WireDid {
+    fn is_obj(&self) -> bool {
+        matches!(self, WireDid::Obj { .. })
+    }
+    fn text(&self) -> &str {
+        match self {
+            WireDid::Str(s) | WireDid::Obj { uri: s } => s,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDms {
+    act: Action,
+    iss: WireDid,
+    sub: WireDid,
+    #[serde(default)]
+    aud: Option<WireDid>,
+    #[serde(default)]
+    topic: Option<Vec<Capability>>,
+    #[serde(default)]
+    cap: Option<Vec<Capability>>,
+    #[serde(default)]
+    nonce: Option<String>,
+    exp: u64,
+    #[serde(default)]
+    depth: Option<u64>,
+    #[serde(default)]
+    chain: Option<Box<Token>>,
+    #[serde(default)]
+    rev: Option<TokenId>,
+    #[serde(default)]
+    sig: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for DmsToken {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let r = RawDms::deserialize(d)?;
+        let format = if r.iss.is_obj() {
+            TokenFormat::NuNet
+        } else {
+            TokenFormat::Native
+        };
+        let nunet = format == TokenFormat::NuNet;
+        if r.sub.is_obj() != nunet || (nunet && r.aud.as_ref().is_some_and(|a| !a.is_obj())) {
+            return Err(D::Error::custom(
+                "a token must write every DID the same way: as strings, or as {\"uri\": …} (NuNet)",
+            ));
+        }
+        if nunet && r.rev.is_some() {
+            return Err(D::Error::custom(
+                "`rev` is not a field of NuNet's tokens (its revocations name issuer, subject and nonce)",
+            ));
+        }
+        let did = |w: &WireDid, field: &str| {
+            Did::parse(w.text()).map_err(|e| D::Error::custom(format!("{field}: {e}")))
+        };
+        let aud = match &r.aud {
+            Some(w) if !w.text().is_empty() => Some(did(w, "aud")?),
+            _ => None,
+        };
+        let b64 = |s: &Option<String>, field: &str| {
+            B64.decode(s.as_deref().unwrap_or_default())
+                .map_err(|e| D::Error::custom(format!("{field}: {e}")))
+        };
+        Ok(DmsToken {
+            act: r.act,
+            iss: did(&r.iss, "iss")?,
+            sub: did(&r.sub, "sub")?,
+            aud,
+            topic: r.topic.unwrap_or_default(),
+            cap_null: nunet && r.cap.is_none(),
+            cap: r.cap.unwrap_or_default(),
+            nonce_null: nunet && r.nonce.is_none(),
+            nonce: b64(&r.nonce, "nonce")?,
+            exp: r.exp,
+            depth: r.depth.unwrap_or(0),
+            chain: r.chain,
+            rev: r.rev,
+            sig: b64(&r.sig, "sig")?,
+            format,
+        })
+    }
+}
+
+impl Serialize for DmsToken {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let nunet = self.format == TokenFormat::NuNet;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("act", &self.act)?;
+        if nunet {
+            let uri = |d: Option<&Did>| match d {
+                Some(d) => serde_json::json!({ "uri": d.as_str() }),
+                None => serde_json::json!({}),
+            };
+            m.serialize_entry("iss", &uri(Some(&self.iss)))?;
+            m.serialize_entry("sub", &uri(Some(&self.sub)))?;
+            m.serialize_entry("aud", &uri(self.aud.as_ref()))?;
+        } else {
+            m.serialize_entry("iss", &self.iss)?;
+            m.serialize_entry("sub", &self.sub)?;
+            if let Some(a) = &self.aud {
+                m.serialize_entry("aud", a)?;
+            }
+        }
+        if !self.topic.is_empty() {
+            m.serialize_entry("topic", &self.topic)?;
+        }
+        if nunet && self.cap.is_empty() && self.cap_null {
+            m.serialize_entry("cap", &())?;
+        } else if nunet || !self.cap.is_empty() {
+            m.serialize_entry("cap", &self.cap)?;
+        }
+        if nunet && self.nonce.is_empty() && self.nonce_null {
+            m.serialize_entry("nonce", &())?;
+        } else {
+            m.serialize_entry("nonce", &B64.encode(&self.nonce))?;
+        }
+        m.serialize_entry("exp", &self.exp)?;
+        if !nunet || self.depth != 0 {
+            m.serialize_entry("depth", &self.depth)?;
+        }
+        if let Some(c) = &self.chain {
+            m.serialize_entry("chain", c)?;
+        }
+        if let Some(r) = &self.rev {
+            m.serialize_entry("rev", r)?;
+        }
+        if !(nunet && self.sig.is_empty()) {
+            m.serialize_entry("sig", &B64.encode(&self.sig))?;
+        }
+        m.end()
+    }
 }
 
 /// A token: `{"dms": {...}}` on the wire.
@@ -276,8 +435,18 @@ impl Token {
         }
     }
 
-    /// Signs a new token, chained on `chain` when given.
+    /// Signs a new token in this node's format, chained on `chain` when given.
     pub fn issue(
+        issuer: &Keypair,
+        claims: Claims,
+        chain: Option<Token>,
+    ) -> Result<Token, TokenError> {
+        Self::issue_as(TokenFormat::Native, issuer, claims, chain)
+    }
+
+    /// Signs a new token in `format`, chained on `chain` when given.
+    pub fn issue_as(
+        format: TokenFormat,
         issuer: &Keypair,
         claims: Claims,
         chain: Option<Token>,
@@ -294,13 +463,31 @@ impl Token {
                 return Err(TokenError::ChainNotDelegate(p.act));
             }
         }
+        if format == TokenFormat::NuNet && claims.rev.is_some() {
+            return Err(TokenError::Json(
+                "NuNet's revoke tokens name the revoked token by issuer, subject and nonce, not by id"
+                    .into(),
+            ));
+        }
         let mut nonce = vec![0u8; NONCE_LEN];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
-        Ok(Self::issue_with_nonce(issuer, claims, chain, nonce))
+        Ok(Self::sign_with_nonce(format, issuer, claims, chain, nonce))
     }
 
     /// Signs with a caller-chosen nonce (deterministic: for test vectors).
     pub fn issue_with_nonce(
+        issuer: &Keypair,
+        claims: Claims,
+        chain: Option<Token>,
+        nonce: Vec<u8>,
+    ) -> Token {
+        Self::sign_with_nonce(TokenFormat::Native, issuer, claims, chain, nonce)
+    }
+
+    /// Signs a token in `format` with a caller-chosen nonce. A NuNet revoke token carries the
+    /// revoked token's nonce: that is how NuNet names what it revokes.
+    pub fn sign_with_nonce(
+        format: TokenFormat,
         issuer: &Keypair,
         claims: Claims,
         chain: Option<Token>,
@@ -319,6 +506,9 @@ impl Token {
             chain: chain.map(Box::new),
             rev: claims.rev,
             sig: Vec::new(),
+            format,
+            cap_null: false,
+            nonce_null: false,
         };
         let chain_id = t.chain.as_ref().map(|c| c.id());
         let bytes = t.signing_bytes(chain_id.as_ref());
@@ -351,8 +541,12 @@ impl Token {
 }
 
 impl DmsToken {
-    /// The signing bytes, given the id of the parent token.
+    /// The signing bytes, given the id of the parent token (NuNet's format signs over the
+    /// parent itself, inline, so it does not use the id).
     pub fn signing_bytes(&self, chain_id: Option<&TokenId>) -> Vec<u8> {
+        if self.format == TokenFormat::NuNet {
+            return crate::gojson::signing_bytes(self);
+        }
         let mut b = Vec::with_capacity(256);
         b.extend_from_slice(SIGNING_DOMAIN);
         b.push(self.act.code());
@@ -422,37 +616,6 @@ fn put_opt(b: &mut Vec<u8>, id: Option<&TokenId>) {
     }
 }
 
-fn empty_did<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Did>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Form {
-        Empty(Option<String>),
-        Struct {
-            #[serde(rename = "URI")]
-            uri: String,
-        },
-    }
-    let s = match Form::deserialize(d)? {
-        Form::Empty(None) => return Ok(None),
-        Form::Empty(Some(s)) | Form::Struct { uri: s } => s,
-    };
-    if s.is_empty() {
-        return Ok(None);
-    }
-    Did::parse(&s).map(Some).map_err(serde::de::Error::custom)
-}
-
 fn null_vec<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
     Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
-}
-
-mod b64 {
-    use super::*;
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&B64.encode(v))
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = Option::<String>::deserialize(d)?.unwrap_or_default();
-        B64.decode(s).map_err(serde::de::Error::custom)
-    }
 }

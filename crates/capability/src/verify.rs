@@ -437,6 +437,13 @@ impl Verifier {
         if !self.signature_ok(a, &id, &bytes) {
             return Err(Denied::BadSignature { at: n });
         }
+        if anchors.revocations.revoked_by_nonce(a) {
+            return Err(Denied::Revoked {
+                at: n,
+                id,
+                by: a.iss.clone(),
+            });
+        }
         for by in anchors.revocations.revokers(&id) {
             if by == &a.iss || by == &anchors.did {
                 return Err(Denied::Revoked {
@@ -532,6 +539,13 @@ fn check_revoked(
     id: &TokenId,
     anchors: &Anchors,
 ) -> Result<(), Denied> {
+    if anchors.revocations.revoked_by_nonce(links[i]) {
+        return Err(Denied::Revoked {
+            at: i,
+            id: *id,
+            by: links[i].iss.clone(),
+        });
+    }
     for by in anchors.revocations.revokers(id) {
         if by == &anchors.did || links[i..].iter().any(|t| &t.iss == by) {
             return Err(Denied::Revoked {

@@ -1,0 +1,300 @@
+//! NuNet's token format: tokens made by an independent implementation of NuNet's Go rules
+//! (`fixtures/make-nunet-tokens.py`) parse, keep their shape, verify, chain and revoke here;
+//! tokens issued here in NuNet's format are byte-identical to it; and chains mixing both
+//! formats verify exactly when each link verifies by its own rule.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use nunet_capability::token::Claims;
+use nunet_capability::{
+    Action, Anchors, Capability, Denied, Request, Token, TokenFormat, TokenList, Verifier,
+};
+use nunet_did::{Did, Keypair};
+use proptest::prelude::*;
+use serde_json::Value;
+
+const NOW: u64 = 1_800_000_000_000_000_000;
+
+fn fixtures() -> Value {
+    let p =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nunet-tokens.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn key(f: &Value, name: &str) -> Keypair {
+    let seed: [u8; 32] = hex::decode(f["keys"][name].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    Keypair::from_seed(&seed)
+}
+
+fn token(f: &Value, name: &str) -> (Token, String) {
+    let wire = f["tokens"][name]["wire"].as_str().unwrap().to_string();
+    (serde_json::from_str(&wire).unwrap(), wire)
+}
+
+fn cap(s: &str) -> Capability {
+    s.parse().unwrap()
+}
+
+#[test]
+fn nunet_tokens_parse_keep_their_shape_and_sign_the_same_bytes() {
+    let f = fixtures();
+    for name in ["root", "leaf", "odd", "revoke"] {
+        let (t, wire) = token(&f, name);
+        let d = t.dms();
+        assert_eq!(d.format, TokenFormat::NuNet, "{name}");
+        // Go's bytes, reproduced from the decoded token.
+        let signing = f["tokens"][name]["signing"].as_str().unwrap();
+        assert_eq!(
+            String::from_utf8(d.signing_bytes(None)).unwrap(),
+            signing,
+            "{name}"
+        );
+        assert!(d.verify_signature(None), "{name}");
+        // Written back in NuNet's shape (null cap, {} aud, no depth 0, …).
+        let back: Value = serde_json::to_value(&t).unwrap();
+        assert_eq!(
+            back,
+            serde_json::from_str::<Value>(&wire).unwrap(),
+            "{name}"
+        );
+        // A flipped byte anywhere signed fails.
+        let mut bad = t.clone();
+        bad.dms_mut().exp -= 1;
+        assert!(!bad.dms().verify_signature(None), "{name}");
+    }
+    let (revoke, _) = token(&f, "revoke");
+    assert!(revoke.dms().cap_null, "\"cap\":null is kept as signed");
+}
+
+#[test]
+fn tokens_issued_here_in_nunet_format_are_byte_identical() {
+    let f = fixtures();
+    let alice = key(&f, "alice");
+    let (root, wire) = token(&f, "root");
+    let d = root.dms();
+    let again = Token::sign_with_nonce(
+        TokenFormat::NuNet,
+        &alice,
+        Claims {
+            act: d.act,
+            sub: d.sub.clone(),
+            aud: None,
+            topic: d.topic.clone(),
+            cap: d.cap.clone(),
+            exp: d.exp,
+            depth: d.depth,
+            rev: None,
+        },
+        None,
+        d.nonce.clone(),
+    );
+    assert_eq!(serde_json::to_string(&again).unwrap(), wire);
+    // NuNet's revocation of it, made here, is the one NuNet's tool makes (apart from `cap`,
+    // which the newest NuNet copies and an older one left null).
+    let mut anchors = Anchors::new(alice.did());
+    let rev = anchors.revoke(&alice, &root).unwrap();
+    let r = rev.dms();
+    assert_eq!(
+        (r.act, &r.iss, &r.sub, &r.nonce, r.exp, r.format),
+        (
+            Action::Revoke,
+            &d.iss,
+            &d.sub,
+            &d.nonce,
+            d.exp,
+            TokenFormat::NuNet
+        )
+    );
+    assert!(r.verify_signature(None));
+}
+
+#[test]
+fn a_nunet_chain_verifies_and_nunet_revocations_apply() {
+    let f = fixtures();
+    let alice = key(&f, "alice");
+    let carol = key(&f, "carol");
+    let (leaf, _) = token(&f, "leaf");
+    let ping = cap("/dms/node/peers/ping");
+    let req = Request {
+        action: Action::Invoke,
+        subject: &carol.did(),
+        audience: &alice.did(),
+        capability: &ping,
+        topic: None,
+    };
+    let mut anchors = Anchors::new(alice.did());
+    let v = Verifier::default();
+    v.verify(&leaf, &req, &anchors, NOW).unwrap();
+    // Attenuation still holds: the chain does not grant another path.
+    let other = cap("/public");
+    let req2 = Request {
+        capability: &other,
+        ..req
+    };
+    assert!(v.verify(&leaf, &req2, &anchors, NOW).is_err());
+    // NuNet's revocation of the root (by issuer, subject and nonce) denies the whole chain.
+    let (revoke, _) = token(&f, "revoke");
+    anchors.revocations.add(revoke).unwrap();
+    assert!(matches!(
+        Verifier::default().verify(&leaf, &req, &anchors, NOW),
+        Err(Denied::Revoked { at: 1, .. })
+    ));
+    // A token list in NuNet's shape parses as one.
+    let (root, wire) = token(&f, "root");
+    let list = TokenList::parse_any(&format!("{{\"tok\":[{wire}]}}")).unwrap();
+    assert_eq!(list.tok, vec![root]);
+}
+
+#[test]
+fn mixed_did_spellings_and_nunet_rev_are_refused() {
+    let f = fixtures();
+    let (_, wire) = token(&f, "root");
+    let mut v: Value = serde_json::from_str(&wire).unwrap();
+    v["dms"]["sub"] = Value::from(v["dms"]["sub"]["uri"].as_str().unwrap());
+    let e = serde_json::from_value::<Token>(v).unwrap_err().to_string();
+    assert!(e.contains("every DID the same way"), "{e}");
+    let mut v: Value = serde_json::from_str(&wire).unwrap();
+    v["dms"]["rev"] = Value::from("00".repeat(32));
+    assert!(serde_json::from_value::<Token>(v).is_err());
+}
+
+fn format(nunet: bool) -> TokenFormat {
+    if nunet {
+        TokenFormat::NuNet
+    } else {
+        TokenFormat::Native
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// A chain of 1–5 links, each in a random format, verifies exactly when every link would
+    /// verify in its own format: untouched it verifies; with one link's signed content
+    /// changed it is denied at that link's signature.
+    #[test]
+    fn mixed_chains_verify_link_by_link(
+        formats in proptest::collection::vec(any::<bool>(), 1..=5),
+        tamper in proptest::option::of(0usize..5),
+        through_json in any::<bool>(),
+    ) {
+        let keys: Vec<Keypair> = (0..=formats.len()).map(|i| Keypair::from_seed(&[i as u8 + 40; 32])).collect();
+        // keys[0] is the root issuer (anchored), keys[n] the invoker.
+        let n = formats.len();
+        let ping = cap("/dms/node/peers/ping");
+        let mut chain: Option<Token> = None;
+        for (i, nunet) in formats.iter().enumerate() {
+            let last = i == n - 1;
+            let claims = Claims {
+                act: if last { Action::Invoke } else { Action::Delegate },
+                sub: keys[i + 1].did(),
+                aud: None,
+                topic: vec![],
+                cap: vec![if last { ping.clone() } else { cap("/dms") }],
+                exp: NOW + 1_000_000_000_000 - i as u64,
+                depth: 0,
+                rev: None,
+            };
+            chain = Some(Token::issue_as(format(*nunet), &keys[i], claims, chain.take()).unwrap());
+        }
+        let mut leaf = chain.unwrap();
+        if through_json {
+            let text = serde_json::to_string(&leaf).unwrap();
+            leaf = serde_json::from_str(&text).unwrap();
+        }
+        // Link `tamper` counted from the root: change what it signs, keep its signature.
+        let tampered = tamper.filter(|t| *t < n);
+        if let Some(t) = tampered {
+            let mut cur = &mut leaf;
+            for _ in 0..(n - 1 - t) {
+                cur = cur.dms_mut().chain.as_mut().unwrap();
+            }
+            cur.dms_mut().exp -= 1;
+        }
+        let invoker: Did = keys[n].did();
+        let node = keys[0].did();
+        let req = Request {
+            action: Action::Invoke,
+            subject: &invoker,
+            audience: &node,
+            capability: &ping,
+            topic: None,
+        };
+        let anchors = Anchors::new(keys[0].did());
+        let r = Verifier::default().verify(&leaf, &req, &anchors, NOW);
+        match tampered {
+            None => prop_assert!(r.is_ok(), "{r:?}"),
+            Some(t) => {
+                let at = n - 1 - t;
+                prop_assert!(
+                    matches!(r, Err(Denied::BadSignature { at: a }) if a == at),
+                    "tampered link {at} of {n}: {r:?}"
+                );
+            }
+        }
+    }
+}
+
+/// A context NuNet's DMS saved (`cap/<name>.cap`, both key spellings) opens as it is, issues
+/// in NuNet's format, and is never rewritten: a save goes to `<name>.json`.
+#[test]
+fn nunet_context_files_open_and_are_not_rewritten() {
+    let f = fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let bob = key(&f, "bob");
+    for file in ["nunet-bob.cap", "nunet-bob-old.cap"] {
+        std::fs::copy(src.join(file), dir.path().join("bob.cap")).unwrap();
+        let ctx = nunet_capability::ContextFile::new(dir.path());
+        assert!(ctx.exists("bob"));
+        assert_eq!(ctx.list(), vec!["bob".to_string()]);
+        let a = ctx.load("bob").unwrap();
+        assert_eq!(a.did, bob.did(), "{file}");
+        assert_eq!(a.roots, vec![key(&f, "alice").did()], "{file}");
+        assert_eq!(a.provide, vec![token(&f, "root").0], "{file}");
+        assert_eq!(a.token_format, TokenFormat::NuNet);
+        // Delegations chain on NuNet's provide anchor and come out in NuNet's format.
+        let carol = key(&f, "carol");
+        let spec = nunet_capability::TokenSpec {
+            sub: carol.did(),
+            aud: None,
+            cap: vec![cap("/dms/node")],
+            topic: vec![],
+            exp: NOW,
+            depth: 0,
+        };
+        let out = a
+            .delegate(
+                &bob,
+                &spec,
+                nunet_capability::SelfSign::No,
+                NOW - 1_000_000_000,
+            )
+            .unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].dms().format, TokenFormat::NuNet);
+        assert!(
+            serde_json::to_string(&out[0])
+                .unwrap()
+                .contains("\"iss\":{\"uri\":")
+        );
+        let before = std::fs::read(dir.path().join("bob.cap")).unwrap();
+        ctx.save("bob", &a).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("bob.cap")).unwrap(), before);
+        assert_eq!(ctx.load("bob").unwrap().token_format, TokenFormat::NuNet);
+        std::fs::remove_file(dir.path().join("bob.json")).unwrap();
+    }
+    // A context whose tokens cannot be used is refused with the reason, not half-read.
+    std::fs::write(
+        dir.path().join("bad.cap"),
+        br#"{"did":{"uri":"did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme"},"roots":[]}"#,
+    )
+    .unwrap();
+    let e = nunet_capability::ContextFile::new(dir.path())
+        .load("bad")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("NuNet context") && e.contains("did"), "{e}");
+}
