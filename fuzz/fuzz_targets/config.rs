@@ -9,9 +9,9 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use nunet_config::Config;
 use nunet_config::keys::{env_name, get, leaf_keys, parse_value};
 use nunet_config::load::{defaults_value, parse_text, resolve};
-use nunet_config::Config;
 
 const HOME: &str = "/nonexistent/nunet-fuzz";
 
@@ -43,12 +43,15 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let (defaults, keys) = known();
     // The whole input as the file.
     if let Ok(file) = parse_text(text, Path::new("dms_config.json"))
-        && let Ok((config, _)) = resolve(home, &file, Some("dms_config.json"), &|_| None)
+        && let Ok(r) = resolve(home, &file, Some("dms_config.json"), &|_| None)
     {
+        let config = r.config;
         derive(&config);
         let written = serde_json::to_string(&config).expect("a config encodes");
         let reread = parse_text(&written, Path::new("dms_config.json")).expect("rereads");
-        let (again, _) = resolve(home, &reread, None, &|_| None).expect("a written config loads");
+        let again = resolve(home, &reread, None, &|_| None)
+            .expect("a written config loads")
+            .config;
         assert_eq!(
             serde_json::to_value(&again).ok(),
             serde_json::to_value(&config).ok(),
@@ -65,10 +68,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let key = &keys[usize::from(pick) % keys.len()];
     let var = env_name(key);
     let empty = serde_json::Value::Object(Default::default());
-    if let Ok((config, _)) = resolve(home, &empty, None, &|k| {
+    if let Ok(r) = resolve(home, &empty, None, &|k| {
         (k == var).then(|| value.to_string())
     }) {
-        derive(&config);
+        derive(&r.config);
     }
     if let Some(like) = get(defaults, key) {
         let _ = parse_value(value, like);

@@ -216,6 +216,147 @@ fn nunet_config_files_and_places() {
     assert_eq!(common::to_run(c.output().unwrap()).ok(), "9555");
 }
 
+/// A home as NuNet's DMS leaves it (keystore-v3 keys, `cap/*.cap` contexts, a NuNet-shaped
+/// dms_config.json) runs a node unchanged, and its user context grants in NuNet's format.
+#[test]
+fn a_nunet_home_runs_as_it_is() {
+    use std::io::Read;
+    let n = Node::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let keys = root.join("did/tests/fixtures");
+    let expected = std::fs::read_to_string(keys.join("nunet-keys.expected")).unwrap();
+    let pass = expected
+        .lines()
+        .next()
+        .unwrap()
+        .strip_prefix("passphrase ")
+        .unwrap();
+    let did_of = |f: &str| {
+        expected
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{f} ")))
+            .unwrap()
+            .to_string()
+    };
+    let (dms, user) = (did_of("nunet-dms.json"), did_of("nunet-user.json"));
+    for d in ["key", "cap"] {
+        std::fs::create_dir_all(n.path(d)).unwrap();
+    }
+    std::fs::copy(keys.join("nunet-dms.json"), n.path("key/dms.json")).unwrap();
+    std::fs::copy(keys.join("nunet-user.json"), n.path("key/user.json")).unwrap();
+    let cap = |did: &str, roots: &[&str]| {
+        let roots: Vec<String> = roots
+            .iter()
+            .map(|r| format!("{{\"uri\":\"{r}\"}}"))
+            .collect();
+        format!(
+            "{{\"did\":{{\"uri\":\"{did}\"}},\"roots\":[{}],\"require\":{{}},\"provide\":{{}},\"revoke\":{{}}}}\n",
+            roots.join(",")
+        )
+    };
+    std::fs::write(n.path("cap/dms.cap"), cap(&dms, &[&user])).unwrap();
+    std::fs::write(n.path("cap/user.cap"), cap(&user, &[])).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("config/tests/fixtures/nunet-newest.json")).unwrap(),
+    )
+    .unwrap();
+    let home = n.home.to_str().unwrap();
+    config["general"]["user_dir"] = home.into();
+    config["general"]["work_dir"] = format!("{home}/work").into();
+    config["general"]["data_dir"] = format!("{home}/data").into();
+    config["rest"]["port"] = 0.into();
+    config["p2p"]["listen_address"] =
+        serde_json::json!(["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"]);
+    config["p2p"]["bootstrap_peers"] = serde_json::json!([]);
+    config["observability"]["logging"]["file"] = "".into();
+    std::fs::write(n.path("dms_config.json"), config.to_string()).unwrap();
+
+    let mut daemon = n
+        .cmd(&["run", "-c", "dms"])
+        .env("DMS_PASSPHRASE", pass)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &self.0.to_string()])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+    let _kill = Kill(daemon.id());
+    let t0 = std::time::Instant::now();
+    let me = loop {
+        let o = common::to_run(
+            n.cmd(&[
+                "actor",
+                "cmd",
+                "-c",
+                "user",
+                "--json",
+                "/dms/node/peers/self",
+            ])
+            .env("DMS_PASSPHRASE", pass)
+            .output()
+            .unwrap(),
+        );
+        if o.code == 0 {
+            break o.stdout;
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(60) || daemon.try_wait().unwrap().is_some()
+        {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &daemon.id().to_string()])
+                .status();
+            let mut err = String::new();
+            daemon
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            panic!("the NuNet home did not come up: {}\n{err}", o.stderr);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    let v: serde_json::Value = serde_json::from_str(&me).unwrap();
+    assert_eq!(v["did"], dms.as_str(), "{me}");
+    // The user context came from NuNet: it grants in NuNet's format by default.
+    let tok = common::to_run(
+        n.cmd(&[
+            "cap",
+            "grant",
+            "-c",
+            "user",
+            "--cap",
+            "/dms",
+            "--duration",
+            "1h",
+            &dms,
+        ])
+        .env("DMS_PASSPHRASE", pass)
+        .output()
+        .unwrap(),
+    )
+    .ok();
+    assert!(
+        tok.contains(&format!("\"iss\":{{\"uri\":\"{user}\"}}")),
+        "{tok}"
+    );
+    // NuNet's files are left as they were.
+    assert_eq!(
+        std::fs::read_to_string(n.path("cap/dms.cap")).unwrap(),
+        cap(&dms, &[&user])
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let _ = daemon.wait();
+}
+
 #[test]
 fn config_get_set_edit_and_env() {
     let n = Node::new();

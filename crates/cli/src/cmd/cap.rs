@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use nunet_capability::{
-    Action, Anchor, Anchors, Capability, Request, SelfSign, Token, TokenList, TokenSpec, Verifier,
-    expiry_after, now_ns,
+    Action, Anchor, Anchors, Capability, Request, SelfSign, Token, TokenFormat, TokenList,
+    TokenSpec, Verifier, expiry_after, now_ns,
 };
 use nunet_did::Did;
 
@@ -18,6 +18,11 @@ pub enum CapCmd {
     New {
         /// Context name: `dms` for the node, `user` for you, or an organisation's name.
         name: String,
+        /// Format of the tokens the context grants and delegates: `native`, or `nunet` so
+        /// NuNet's own nodes accept them (a context NuNet's DMS wrote, cap/<name>.cap, uses
+        /// `nunet` already).
+        #[arg(long, value_name = "native|nunet", value_parser = parse_format, default_value = "native")]
+        format: TokenFormat,
     },
     /// Show a context's DID, anchors and revocations.
     List {
@@ -164,6 +169,18 @@ pub struct SpecArgs {
     /// Expiry time, e.g. 2026-12-31 or 2026-12-31T12:00:00Z.
     #[arg(short, long)]
     expiry: Option<String>,
+    /// Token format: `native`, or `nunet` for NuNet's nodes and tools (default: the
+    /// context's format; `nunet` for a context NuNet's DMS wrote).
+    #[arg(long, value_name = "native|nunet", value_parser = parse_format)]
+    format: Option<TokenFormat>,
+}
+
+fn parse_format(s: &str) -> Result<TokenFormat, String> {
+    match s {
+        "native" => Ok(TokenFormat::Native),
+        "nunet" => Ok(TokenFormat::NuNet),
+        other => Err(format!("{other:?} is not a token format: native or nunet")),
+    }
 }
 
 impl SpecArgs {
@@ -297,7 +314,7 @@ fn describe(t: &Token) -> String {
 pub fn run(home: &Home, cmd: CapCmd) -> Result<i32> {
     let contexts = home.contexts()?;
     match cmd {
-        CapCmd::New { name } => {
+        CapCmd::New { name, format } => {
             if contexts.exists(&name) {
                 bail!("capability context {name:?} already exists");
             }
@@ -308,7 +325,9 @@ pub fn run(home: &Home, cmd: CapCmd) -> Result<i32> {
                 let pass = passphrase(&format!("New passphrase for key {name:?}: "), true)?;
                 ks.create(&name, &pass)?.did()
             };
-            contexts.create(&name, &Anchors::new(did.clone()))?;
+            let mut anchors = Anchors::new(did.clone());
+            anchors.token_format = format;
+            contexts.create(&name, &anchors)?;
             println!("{did}");
         }
         CapCmd::List { ctx, json } => {
@@ -317,7 +336,10 @@ pub fn run(home: &Home, cmd: CapCmd) -> Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&a)?);
                 return Ok(0);
             }
-            println!("context {}  did {}", ctx.name, a.did);
+            println!(
+                "context {}  did {}  token format {}",
+                ctx.name, a.did, a.token_format
+            );
             println!("roots ({}):", a.roots.len());
             for r in &a.roots {
                 println!("  {r}");
@@ -331,11 +353,19 @@ pub fn run(home: &Home, cmd: CapCmd) -> Result<i32> {
             println!("revocations ({}):", a.revocations.len());
             for t in a.revocations.tokens() {
                 let d = t.dms();
-                println!(
-                    "  {} revoked by {}",
-                    d.rev.map(|r| r.to_string()).unwrap_or_default(),
-                    d.iss
-                );
+                match d.rev {
+                    Some(r) => println!("  {r} revoked by {}", d.iss),
+                    // NuNet's revocations name the token by issuer, subject and nonce.
+                    None => println!(
+                        "  the token of nonce {} issued to {} revoked by {}",
+                        d.nonce
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect::<String>(),
+                        d.sub,
+                        d.iss
+                    ),
+                }
             }
         }
         CapCmd::Anchor { ctx, anchors } => {
@@ -379,13 +409,17 @@ pub fn run(home: &Home, cmd: CapCmd) -> Result<i32> {
             spec,
             self_sign,
         } => {
+            let format = spec.format;
             let spec = spec.build(&subject)?;
-            let (a, key) = home.context_with_key(&ctx.name)?;
+            let (mut a, key) = home.context_with_key(&ctx.name)?;
+            a.token_format = format.unwrap_or(a.token_format);
             print_tokens(a.delegate(&key, &spec, self_sign, now_ns())?);
         }
         CapCmd::Grant { subject, ctx, spec } => {
+            let format = spec.format;
             let spec = spec.build(&subject)?;
-            let (a, key) = home.context_with_key(&ctx.name)?;
+            let (mut a, key) = home.context_with_key(&ctx.name)?;
+            a.token_format = format.unwrap_or(a.token_format);
             print_tokens(vec![a.grant(&key, &spec)?]);
         }
         CapCmd::Revoke {
@@ -540,6 +574,7 @@ mod tests {
             depth: 0,
             duration: Some(duration.parse().context("duration")?),
             expiry: None,
+            format: None,
         }
         .build("did:key:z6MktojHN9D8obak7C9wjpTzCRrdE5zC6cxt5ANUFnQskgbs")
     }
