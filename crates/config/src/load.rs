@@ -388,7 +388,7 @@ pub fn set_key(
 }
 
 /// How many `<file>.bk.<unix time>` backups are kept.
-const BACKUPS_KEPT: usize = 5;
+pub const BACKUPS_KEPT: usize = 5;
 
 /// Copies an existing config file to `<path>.bk.<unix seconds>` (NuNet's naming) before it
 /// is rewritten, keeping the newest [`BACKUPS_KEPT`]. `None` when there was no file.
