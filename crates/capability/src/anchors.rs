@@ -253,7 +253,7 @@ impl Anchors {
                 },
                 None,
                 t.nonce.clone(),
-            );
+            )?;
             self.revocations.add(rev.clone())?;
             return Ok(rev);
         }

@@ -5,7 +5,8 @@
 //! "require":{"tok":[…]},"provide":{…},"revoke":{…}}`, keys in any case as Go reads them), is
 //! read when there is no `<name>.json`: its tokens keep NuNet's format and the context
 //! issues in NuNet's format. It is never rewritten: a change is saved to `<name>.json`, which
-//! is read from then on, and NuNet's file stays as NuNet left it.
+//! is read from then on, and NuNet's file stays as NuNet left it. Revocations NuNet's tools
+//! add to it later are still honoured (read at every load: they only take trust away).
 
 use std::fs;
 use std::io::Write;
@@ -123,10 +124,23 @@ impl ContextFile {
             }
             Err(source) => return Err(ContextError::Io { path, source }),
         };
-        serde_json::from_slice(&bytes).map_err(|e| ContextError::Corrupt {
-            path,
-            reason: e.to_string(),
-        })
+        let mut anchors: Anchors =
+            serde_json::from_slice(&bytes).map_err(|e| ContextError::Corrupt {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        // NuNet's tools may still add revocations to NuNet's file after this node moved the
+        // context to its own: those are honoured too (a revocation only takes trust away).
+        let cap = path.with_extension("cap");
+        match fs::read(&cap) {
+            Ok(b) => {
+                let view = nunet_view(&cap, &b)?;
+                add_nunet_revocations(&cap, &view, &mut anchors, crate::now_ns())?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(ContextError::Io { path: cap, source }),
+        }
+        Ok(anchors)
     }
 
     /// Creates a new context; refuses to replace one.
@@ -179,15 +193,7 @@ fn nunet_context(path: &Path, bytes: &[u8], now: u64) -> Result<Anchors, Context
         path: path.to_path_buf(),
         reason: format!("NuNet context: {reason}"),
     };
-    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
-    let serde_json::Value::Object(m) = v else {
-        return Err(corrupt("not a JSON object".into()));
-    };
-    // Go matches keys case-insensitively: NuNet's older files say "DID", "Roots", …
-    let mut view = serde_json::Map::new();
-    for (k, v) in m {
-        view.insert(k.to_lowercase(), v);
-    }
+    let view = nunet_view(path, bytes)?;
     let uri = |v: &serde_json::Value, what: &str| -> Result<nunet_did::Did, ContextError> {
         let s = v
             .as_object()
@@ -209,28 +215,8 @@ fn nunet_context(path: &Path, bytes: &[u8], now: u64) -> Result<Anchors, Context
             a.add_root(uri(r, &format!("roots[{i}]"))?);
         }
     }
-    let tokens = |key: &str| -> Result<TokenList, ContextError> {
-        match view.get(key) {
-            None | Some(serde_json::Value::Null) => Ok(TokenList::default()),
-            Some(v) => {
-                let mut v = v.clone();
-                // {} is NuNet's empty list (`tok` is omitempty).
-                if let Some(o) = v.as_object_mut()
-                    && !o.contains_key("tok")
-                {
-                    o.insert("tok".into(), serde_json::Value::Array(Vec::new()));
-                }
-                serde_json::from_value(v).map_err(|e| corrupt(format!("{key}: {e}")))
-            }
-        }
-    };
-    for t in tokens("revoke")?.tok {
-        if t.dms().exp > now {
-            a.revocations
-                .add(t)
-                .map_err(|e| corrupt(format!("revoke: {e}")))?;
-        }
-    }
+    add_nunet_revocations(path, &view, &mut a, now)?;
+    let tokens = |key: &str| nunet_tokens(path, &view, key);
     for (i, t) in tokens("require")?.tok.into_iter().enumerate() {
         if t.dms().exp > now {
             a.add_require(t, now)
@@ -244,4 +230,62 @@ fn nunet_context(path: &Path, bytes: &[u8], now: u64) -> Result<Anchors, Context
         }
     }
     Ok(a)
+}
+
+fn nunet_corrupt(path: &Path, reason: String) -> ContextError {
+    ContextError::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!("NuNet context: {reason}"),
+    }
+}
+
+/// NuNet's context file as an object with lower-cased top-level keys (Go matches keys
+/// case-insensitively: NuNet's older files say "DID", "Roots", …).
+fn nunet_view(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<serde_json::Map<String, serde_json::Value>, ContextError> {
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| nunet_corrupt(path, e.to_string()))?;
+    let serde_json::Value::Object(m) = v else {
+        return Err(nunet_corrupt(path, "not a JSON object".into()));
+    };
+    Ok(m.into_iter().map(|(k, v)| (k.to_lowercase(), v)).collect())
+}
+
+/// One of the token lists of NuNet's context (`{}` is NuNet's empty list: `tok` is omitempty).
+fn nunet_tokens(
+    path: &Path,
+    view: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Result<TokenList, ContextError> {
+    match view.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(TokenList::default()),
+        Some(v) => {
+            let mut v = v.clone();
+            if let Some(o) = v.as_object_mut()
+                && !o.contains_key("tok")
+            {
+                o.insert("tok".into(), serde_json::Value::Array(Vec::new()));
+            }
+            serde_json::from_value(v).map_err(|e| nunet_corrupt(path, format!("{key}: {e}")))
+        }
+    }
+}
+
+/// Adds the live revocations of NuNet's context to `a`.
+fn add_nunet_revocations(
+    path: &Path,
+    view: &serde_json::Map<String, serde_json::Value>,
+    a: &mut Anchors,
+    now: u64,
+) -> Result<(), ContextError> {
+    for t in nunet_tokens(path, view, "revoke")?.tok {
+        if t.dms().exp > now {
+            a.revocations
+                .add(t)
+                .map_err(|e| nunet_corrupt(path, format!("revoke: {e}")))?;
+        }
+    }
+    Ok(())
 }

@@ -55,11 +55,19 @@ impl RevocationSet {
                 return Err(RevocationError::BadSignature);
             }
             let id = tok.id();
-            if self
-                .by_nonce
-                .insert((t.iss.clone(), t.sub.clone(), t.nonce.clone()))
-            {
+            let key = (t.iss.clone(), t.sub.clone(), t.nonce.clone());
+            if self.by_nonce.insert(key) {
                 self.tokens.push(tok);
+            } else if let Some(old) = self.tokens.iter_mut().find(|o| {
+                let o = o.dms();
+                o.format == TokenFormat::NuNet
+                    && (&o.iss, &o.sub, &o.nonce) == (&t.iss, &t.sub, &t.nonce)
+            }) {
+                // The same revocation again: the one that lasts longest is kept, or it would
+                // lapse (and the token come back) when the shorter one is collected.
+                if t.exp > old.dms().exp {
+                    *old = tok;
+                }
             }
             return Ok(id);
         }

@@ -1,6 +1,9 @@
 //! Tokens and their signing bytes.
 //!
-//! # Signing bytes (version 1)
+//! Two formats ([`TokenFormat`]): this node's, described here, and NuNet's, whose signature
+//! covers Go's JSON of the token with its parent inline ([`crate::gojson`]).
+//!
+//! # Signing bytes (version 1, this node's format)
 //!
 //! A token's signature covers these bytes, built field by field (never by re-serialising JSON,
 //! so two implementations agree byte for byte):
@@ -20,8 +23,11 @@
 //! opt32   rev            0x00, or 0x01 ‖ id of the revoked token (revoke tokens only)
 //! ```
 //!
-//! A token's **id** is `SHA-256(signing bytes ‖ sig)`. The chain is signed through its id, so
-//! a signature commits to the whole chain below it, and a verified id can be cached.
+//! A token's **id** is `SHA-256(signing bytes ‖ sig)` (in both formats). In this format the
+//! chain is signed through its id; in NuNet's, inline. Either way a signature commits to the
+//! whole chain below it, and a verified id can be cached. The two formats' signing bytes
+//! differ from the 11th byte on (`dms:token:v1\0` against `dms:token:{`), so no signature
+//! made for one can pass as the other's.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -70,7 +76,8 @@ pub enum Action {
     Delegate,
     /// Broadcast on topics named by `topic`.
     Broadcast,
-    /// Revoke the token named by `rev`.
+    /// Revoke a token: the one named by `rev` (this node's format), or the issuer's token of
+    /// the same subject and nonce (NuNet's format).
     Revoke,
 }
 
@@ -197,15 +204,42 @@ pub struct DmsToken {
 }
 
 /// A DID on the wire: a string (this node's format) or `{"uri": …}` (NuNet's `did.DID`;
-/// Go matches the key case-insensitively).
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// Go matches the key case-insensitively and ignores other keys).
 enum WireDid {
     Str(String),
-    Obj {
-        #[serde(default, alias = "URI", alias = "Uri")]
-        uri: String,
-    },
+    Obj { uri: String },
+}
+
+impl<'de> Deserialize<'de> for WireDid {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = WireDid;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a DID string or {\"uri\": \"did:…\"}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<WireDid, E> {
+                Ok(WireDid::Str(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<WireDid, A::Error> {
+                let mut uri = None;
+                while let Some(k) = m.next_key::<String>()? {
+                    if k.eq_ignore_ascii_case("uri") {
+                        uri = Some(m.next_value::<String>()?);
+                    } else {
+                        m.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(WireDid::Obj {
+                    uri: uri.unwrap_or_default(),
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl WireDid {
@@ -463,15 +497,9 @@ impl Token {
                 return Err(TokenError::ChainNotDelegate(p.act));
             }
         }
-        if format == TokenFormat::NuNet && claims.rev.is_some() {
-            return Err(TokenError::Json(
-                "NuNet's revoke tokens name the revoked token by issuer, subject and nonce, not by id"
-                    .into(),
-            ));
-        }
         let mut nonce = vec![0u8; NONCE_LEN];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
-        Ok(Self::sign_with_nonce(format, issuer, claims, chain, nonce))
+        Self::sign_with_nonce(format, issuer, claims, chain, nonce)
     }
 
     /// Signs with a caller-chosen nonce (deterministic: for test vectors).
@@ -481,17 +509,34 @@ impl Token {
         chain: Option<Token>,
         nonce: Vec<u8>,
     ) -> Token {
-        Self::sign_with_nonce(TokenFormat::Native, issuer, claims, chain, nonce)
+        Self::sign_native(issuer, claims, chain, nonce, TokenFormat::Native)
     }
 
     /// Signs a token in `format` with a caller-chosen nonce. A NuNet revoke token carries the
-    /// revoked token's nonce: that is how NuNet names what it revokes.
+    /// revoked token's nonce: that is how NuNet names what it revokes. NuNet's format has no
+    /// `rev`: claims naming one are refused for it.
     pub fn sign_with_nonce(
         format: TokenFormat,
         issuer: &Keypair,
         claims: Claims,
         chain: Option<Token>,
         nonce: Vec<u8>,
+    ) -> Result<Token, TokenError> {
+        if format == TokenFormat::NuNet && claims.rev.is_some() {
+            return Err(TokenError::Json(
+                "NuNet's revoke tokens name the revoked token by issuer, subject and nonce, not by id"
+                    .into(),
+            ));
+        }
+        Ok(Self::sign_native(issuer, claims, chain, nonce, format))
+    }
+
+    fn sign_native(
+        issuer: &Keypair,
+        claims: Claims,
+        chain: Option<Token>,
+        nonce: Vec<u8>,
+        format: TokenFormat,
     ) -> Token {
         let mut t = DmsToken {
             act: claims.act,

@@ -89,7 +89,8 @@ fn tokens_issued_here_in_nunet_format_are_byte_identical() {
         },
         None,
         d.nonce.clone(),
-    );
+    )
+    .unwrap();
     assert_eq!(serde_json::to_string(&again).unwrap(), wire);
     // NuNet's revocation of it, made here, is the one NuNet's tool makes (apart from `cap`,
     // which the newest NuNet copies and an older one left null).
@@ -286,6 +287,20 @@ fn nunet_context_files_open_and_are_not_rewritten() {
         assert_eq!(ctx.load("bob").unwrap().token_format, TokenFormat::NuNet);
         std::fs::remove_file(dir.path().join("bob.json")).unwrap();
     }
+    // Once the context lives in bob.json, a revocation NuNet's tools add to bob.cap still counts.
+    std::fs::copy(src.join("nunet-bob.cap"), dir.path().join("bob.cap")).unwrap();
+    let ctx = nunet_capability::ContextFile::new(dir.path());
+    let a = ctx.load("bob").unwrap();
+    ctx.save("bob", &a).unwrap();
+    assert!(ctx.load("bob").unwrap().revocations.is_empty());
+    let text = std::fs::read_to_string(src.join("nunet-bob.cap"))
+        .unwrap()
+        .replace(
+            "\"revoke\":{}",
+            &format!("\"revoke\":{{\"tok\":[{}]}}", token(&f, "revoke").1),
+        );
+    std::fs::write(dir.path().join("bob.cap"), text).unwrap();
+    assert_eq!(ctx.load("bob").unwrap().revocations.len(), 1);
     // A context whose tokens cannot be used is refused with the reason, not half-read.
     std::fs::write(
         dir.path().join("bad.cap"),

@@ -124,8 +124,8 @@ impl Home {
         let info = ks.inspect(name)?;
         if let Some(mode) = info.readable_by_others {
             eprintln!(
-                "warning: key file {} ({}) has mode {mode:o}: others can read it and guess its \
-                 passphrase offline; `chmod 600` it",
+                "warning: key file {} ({}) has mode {mode:o}: others can read (or replace) it and \
+                 guess its passphrase offline; `chmod 600` it",
                 ks.dir().join(format!("{name}.json")).display(),
                 info.format
             );

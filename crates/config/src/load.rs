@@ -125,19 +125,47 @@ pub fn candidates(home: &Path, extra: &[PathBuf]) -> Vec<PathBuf> {
     c
 }
 
-/// Why a candidate file found in a shared place is not read: a file someone else could have
-/// written must not configure this node.
-fn untrusted(path: &Path) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let m = fs::metadata(path).ok()?;
+/// Reads a candidate file found in a shared place (the current directory, `~/.config`): a
+/// file someone else could have written must not configure this node. The file is opened
+/// once without following a symbolic link, and its owner and mode are checked on that open
+/// file (no race with a swapped path), as are its directory's. `Err` says why it is not read.
+fn read_shared(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let me = nix::unistd::geteuid().as_raw();
-    if m.uid() != me && m.uid() != 0 {
-        return Some(format!("owned by uid {}, not by you", m.uid()));
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| format!("cannot be opened without following links ({e})"))?;
+    let trusted = |what: &str, m: &fs::Metadata| {
+        if m.uid() != me && m.uid() != 0 {
+            return Err(format!("{what} is owned by uid {}, not by you", m.uid()));
+        }
+        if m.mode() & 0o022 != 0 {
+            return Err(format!(
+                "{what} is writable by others (mode {:o})",
+                m.mode() & 0o777
+            ));
+        }
+        Ok(())
+    };
+    let m = f.metadata().map_err(|e| e.to_string())?;
+    if !m.is_file() {
+        return Err("it is not a regular file".into());
     }
-    if m.mode() & 0o022 != 0 {
-        return Some(format!("writable by others (mode {:o})", m.mode() & 0o777));
-    }
-    None
+    trusted("it", &m)?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    trusted(
+        "its directory",
+        &fs::metadata(dir).map_err(|e| e.to_string())?,
+    )?;
+    let mut text = String::new();
+    f.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    Ok(text)
 }
 
 /// Loads defaults ← file ← environment, and validates.
@@ -162,29 +190,32 @@ pub fn load_from(
 ) -> Result<Loaded, ConfigError> {
     let home_file = home.join(FILE_NAME);
     let mut warnings = Vec::new();
+    let mut shared_text = None;
     let file = match explicit {
         Some(p) if p.exists() => Some(p.to_path_buf()),
         Some(p) => return Err(ConfigError::Missing(p.to_path_buf())),
         None => {
-            let mut found = None;
+            let mut found: Option<PathBuf> = None;
             for c in candidates(home, extra) {
                 if !c.exists() {
                     continue;
                 }
-                if found.is_some() {
+                if let Some(f) = &found {
                     warnings.push(format!(
                         "{} is not read: {} comes first",
                         c.display(),
-                        found
-                            .as_ref()
-                            .map(|f: &PathBuf| f.display().to_string())
-                            .unwrap_or_default()
+                        f.display()
                     ));
                     continue;
                 }
-                if let Some(why) = extra.contains(&c).then(|| untrusted(&c)).flatten() {
-                    warnings.push(format!("{} is not read: {why}", c.display()));
-                    continue;
+                if extra.contains(&c) {
+                    match read_shared(&c) {
+                        Ok(text) => shared_text = Some(text),
+                        Err(why) => {
+                            warnings.push(format!("{} is not read: {why}", c.display()));
+                            continue;
+                        }
+                    }
                 }
                 found = Some(c);
             }
@@ -195,9 +226,10 @@ pub fn load_from(
         .map(Path::to_path_buf)
         .or_else(|| file.clone())
         .unwrap_or(home_file);
-    let file_value = match &file {
-        Some(p) => read_file(p)?,
-        None => Value::Object(Default::default()),
+    let file_value = match (&file, shared_text) {
+        (Some(p), Some(text)) => parse_text(&text, p)?,
+        (Some(p), None) => read_file(p)?,
+        (None, _) => Value::Object(Default::default()),
     };
     let origin = file.as_ref().map(|p| p.display().to_string());
     let r = resolve(home, &file_value, origin.as_deref(), env)?;

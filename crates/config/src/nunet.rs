@@ -191,6 +191,12 @@ pub fn normalize(file: &Value, defaults: &Value) -> Result<Normalized, CaseClash
     let known = leaf_keys(defaults);
     for key in leaf_keys(&lowered) {
         let Some(v) = get(&lowered, &key) else {
+            // A key with a '.' in its own name: the dotted path does not lead to it.
+            warnings.push(format!(
+                "config key {key:?} ignored (kept in the file): a key name cannot contain '.'; \
+                 nest it, e.g. {{\"rest\": {{\"port\": …}}}}"
+            ));
+            unknown.push(key);
             continue;
         };
         // NuNet (viper) reads null as "use the default"; an empty section is nothing.
@@ -365,6 +371,13 @@ mod tests {
             "{w:?}"
         );
         assert_eq!(w.len(), 3, "null general.providers is the default: {w:?}");
+        let n = normalize(&json!({"rest.port": 5}), &defaults).unwrap();
+        assert_eq!(n.unknown, ["rest.port"]);
+        assert!(
+            n.warnings[0].contains("cannot contain '.'"),
+            "{:?}",
+            n.warnings
+        );
     }
 
     #[test]
