@@ -84,23 +84,37 @@ fn keys() {
     );
 }
 
+/// The NuNet key fixtures of `crates/did/tests/fixtures`: their directory, their passphrase,
+/// and the DID of each file (written by `make-nunet-keys.py`).
+struct NuNetKeys {
+    dir: std::path::PathBuf,
+    pass: String,
+    dids: std::collections::HashMap<String, String>,
+}
+
+fn nunet_keys() -> NuNetKeys {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../did/tests/fixtures");
+    let text = std::fs::read_to_string(dir.join("nunet-keys.expected")).unwrap();
+    let mut pass = String::new();
+    let mut dids = std::collections::HashMap::new();
+    for line in text.lines() {
+        let (k, v) = line.split_once(' ').unwrap();
+        if k == "passphrase" {
+            pass = v.to_string();
+        } else {
+            dids.insert(k.to_string(), v.to_string());
+        }
+    }
+    NuNetKeys { dir, pass, dids }
+}
+
 /// NuNet's key files: imported as they are, unlocked with their passphrase, and usable to
 /// sign; `key new --format nunet` writes one NuNet's DMS can open.
 #[test]
 fn nunet_key_files() {
     let n = Node::new();
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../did/tests/fixtures");
-    let expected = std::fs::read_to_string(fixtures.join("nunet-keys.expected")).unwrap();
-    let pass = expected
-        .lines()
-        .next()
-        .unwrap()
-        .strip_prefix("passphrase ")
-        .unwrap();
-    let want = expected
-        .lines()
-        .find_map(|l| l.strip_prefix("nunet-user.json "))
-        .unwrap();
+    let k = nunet_keys();
+    let (fixtures, pass, want) = (&k.dir, k.pass.as_str(), k.dids["nunet-user.json"].as_str());
     let with_pass = |args: &[&str], p: &str| {
         common::to_run(n.cmd(args).env("DMS_PASSPHRASE", p).output().unwrap())
     };
@@ -223,21 +237,9 @@ fn a_nunet_home_runs_as_it_is() {
     use std::io::Read;
     let n = Node::new();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let keys = root.join("did/tests/fixtures");
-    let expected = std::fs::read_to_string(keys.join("nunet-keys.expected")).unwrap();
-    let pass = expected
-        .lines()
-        .next()
-        .unwrap()
-        .strip_prefix("passphrase ")
-        .unwrap();
-    let did_of = |f: &str| {
-        expected
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{f} ")))
-            .unwrap()
-            .to_string()
-    };
+    let k = nunet_keys();
+    let (keys, pass) = (&k.dir, k.pass.as_str());
+    let did_of = |f: &str| k.dids[f].clone();
     let (dms, user) = (did_of("nunet-dms.json"), did_of("nunet-user.json"));
     for d in ["key", "cap"] {
         std::fs::create_dir_all(n.path(d)).unwrap();

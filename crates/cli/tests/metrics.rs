@@ -217,22 +217,7 @@ fn prometheus_scrapes_a_devnet_and_sees_resources_deployments_and_denials() {
         v == 1024.0 * 1024.0 * 1024.0
     });
 
-    let file = dn.dir.join("service.yaml");
-    std::fs::write(&file, IDLE_SERVICE).unwrap();
-    let (code, out) = dn.run(
-        1,
-        &[
-            "deploy",
-            "-f",
-            file.to_str().unwrap(),
-            "-t",
-            "90s",
-            "--json",
-        ],
-    );
-    assert_eq!(code, 0, "{out}");
-    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
-    assert_eq!(v["status"], "Running", "{v}");
+    let v = dn.deploy_running(1, IDLE_SERVICE);
     let id = v["id"].as_str().unwrap().to_string();
     let _guard = Containers(id.clone());
 

@@ -7,29 +7,13 @@
 mod deploy_support;
 
 use deploy_support::*;
-use serde_json::Value;
 
 #[test]
 fn forced_offboard_stops_the_running_container_and_leaves_nothing_accounted() {
     let dn = Devnet::up(0);
     // Only node 2 offers resources: it gets the service.
     dn.onboard(2);
-    let file = dn.dir.join("service.yaml");
-    std::fs::write(&file, IDLE_SERVICE).unwrap();
-    let (code, out) = dn.run(
-        1,
-        &[
-            "deploy",
-            "-f",
-            file.to_str().unwrap(),
-            "-t",
-            "90s",
-            "--json",
-        ],
-    );
-    assert_eq!(code, 0, "{out}");
-    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
-    assert_eq!(v["status"], "Running", "{v}");
+    let v = dn.deploy_running(1, IDLE_SERVICE);
     let id = v["id"].as_str().unwrap().to_string();
     let alloc = v["manifest"]["allocations"]["node-a.idle"]["id"]
         .as_str()

@@ -149,6 +149,30 @@ impl Devnet {
     }
 }
 
+impl Devnet {
+    /// Deploys the ensemble `yaml` from `node` (`deploy -t 90s --json`), asserts that it is
+    /// Running, and returns the reply.
+    pub fn deploy_running(&self, node: usize, yaml: &str) -> Value {
+        let file = self.dir.join("ensemble.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let (code, out) = self.run(
+            node,
+            &[
+                "deploy",
+                "-f",
+                file.to_str().unwrap(),
+                "-t",
+                "90s",
+                "--json",
+            ],
+        );
+        assert_eq!(code, 0, "{out}");
+        let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert_eq!(v["status"], "Running", "{v}");
+        v
+    }
+}
+
 /// A service that idles for an hour on one node (`node-a.idle`, 0.5 cores, 128 MiB).
 pub const IDLE_SERVICE: &str = r#"version: V1
 allocations:
