@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use nunet_did::{Did, Keypair, Signature};
+use nunet_did::{Did, Keypair, PublicKey};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Largest envelope accepted from anyone.
@@ -64,13 +64,15 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// The root actor handle of a node with this DID (peer id derived from the DID).
-    pub fn root_of(did: &Did) -> Self {
+    /// The root actor handle of the node with this key (nodes are ed25519: the peer id is the
+    /// key's).
+    pub fn root_of(key: &PublicKey) -> Self {
+        let did = key.did();
         Self {
             id: did.to_string(),
             did: did.to_string(),
             addr: Address {
-                host: did.peer_id().to_base58(),
+                host: key.peer_id().to_base58(),
                 inbox: "root".into(),
             },
         }
@@ -84,13 +86,18 @@ impl Handle {
         }
         if s.starts_with("did:") {
             let did = Did::parse(s).map_err(|e| e.to_string())?;
-            return Ok(Self::root_of(&did));
+            // Only ed25519 DIDs name a node; the error says what the DID is instead.
+            did.peer_id().map_err(|e| e.to_string())?;
+            let key = did
+                .ed25519()
+                .ok_or_else(|| format!("{did} names no node"))?;
+            return Ok(Self::root_of(&key));
         }
         let peer: libp2p_identity::PeerId = s
             .parse()
             .map_err(|_| format!("{s:?} is not a DID, peer id or handle"))?;
-        let did = Did::from_peer_id(&peer).map_err(|e| e.to_string())?;
-        Ok(Self::root_of(&did))
+        let key = PublicKey::from_peer_id(&peer).map_err(|e| e.to_string())?;
+        Ok(Self::root_of(&key))
     }
 
     /// Whether this is the empty handle (broadcast destination).
@@ -205,9 +212,7 @@ impl Envelope {
     /// Verifies the signature against `from.id`; returns the sender DID.
     pub fn verify_signature(&self) -> Result<Did, EnvelopeError> {
         let did = self.sender()?;
-        let sig = Signature::from_slice(&self.sig).map_err(|_| EnvelopeError::BadSignature)?;
-        did.public_key()
-            .verify(&self.signing_bytes(), &sig)
+        did.verify(&self.signing_bytes(), &self.sig)
             .map_err(|_| EnvelopeError::BadSignature)?;
         Ok(did)
     }
@@ -251,8 +256,8 @@ mod tests {
     #[test]
     fn sign_verify_and_tamper() {
         let k = Keypair::from_seed(&[1; 32]);
-        let from = Handle::root_of(&k.did());
-        let to = Handle::root_of(&Keypair::from_seed(&[2; 32]).did());
+        let from = Handle::root_of(&k.public());
+        let to = Handle::root_of(&Keypair::from_seed(&[2; 32]).public());
         let e = Envelope::sign(
             &k,
             from,

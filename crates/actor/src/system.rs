@@ -183,7 +183,7 @@ impl ActorSystem {
     /// A system whose root actor (inbox `root`) has the node's key and trusts `anchors`.
     pub fn new(node_key: Keypair, anchors: Anchors, config: SystemConfig) -> Self {
         let node_did = node_key.did();
-        let root = Handle::root_of(&node_did);
+        let root = Handle::root_of(&node_key.public());
         let peer = root.addr.host.clone();
         let sys = Self(Arc::new(Inner {
             node_key: node_key.clone(),
@@ -242,7 +242,7 @@ impl ActorSystem {
 
     /// The root actor's handle.
     pub fn root(&self) -> Handle {
-        Handle::root_of(&self.0.node_did)
+        Handle::root_of(&self.0.node_key.public())
     }
 
     /// The node's DID.
@@ -745,7 +745,8 @@ impl ActorSystem {
         // A reply signed by the root key of the node we asked is already authenticated by the
         // transport (the libp2p connection proves that peer's key): skip the second check.
         // Replies from other actors (children, mailboxes) are verified.
-        let by_host = Did::parse(&reply.from.id).is_ok_and(|d| d.peer_id().to_base58() == host);
+        let by_host = Did::parse(&reply.from.id)
+            .is_ok_and(|d| d.peer_id().is_ok_and(|p| p.to_base58() == host));
         if !by_host {
             reply.verify_signature().map_err(|e| {
                 ActorError::new(ErrorKind::Rejected, format!("reply from {host}: {e}"))

@@ -150,7 +150,7 @@ async fn denials_name_the_rule_and_do_not_run() {
     assert_eq!(e.kind, ErrorKind::Denied);
     assert_eq!(e.rule.as_deref(), Some("not-anchored"), "{e:?}");
     // Wrong audience: tokens made for another node.
-    let other = Handle::root_of(&Keypair::from_seed(&[9; 32]).did());
+    let other = Handle::root_of(&Keypair::from_seed(&[9; 32]).public());
     let exp = now_ns() + 5_000_000_000;
     let mut env =
         w.a.envelope(
@@ -243,7 +243,7 @@ async fn denials_name_the_rule_and_do_not_run() {
     assert!(e.message.contains("signature"), "{e:?}");
     // A stranger claiming to be B's own node in its handle gets no shortcut.
     let stranger = Keypair::from_seed(&[7; 32]);
-    let mut from = Handle::root_of(&stranger.did());
+    let mut from = Handle::root_of(&stranger.public());
     from.did = w.b.did().to_string();
     let env = Envelope::sign(
         &stranger,
@@ -463,7 +463,7 @@ async fn own_keys_are_checked_like_anyone_elses_when_the_envelope_comes_from_out
 async fn oversized_ids_and_names_are_refused_before_parsing() {
     let w = world();
     let key = Keypair::from_seed(&[9; 32]);
-    let mut from = Handle::root_of(&key.did());
+    let mut from = Handle::root_of(&key.public());
     from.id = format!("did:key:z{}", "2".repeat(80_000));
     let env = Envelope::sign(
         &key,
@@ -486,7 +486,7 @@ async fn oversized_ids_and_names_are_refused_before_parsing() {
     );
     let mut long_be = Envelope::sign(
         &key,
-        Handle::root_of(&key.did()),
+        Handle::root_of(&key.public()),
         w.b.root(),
         &format!("/public/{}", "x".repeat(10_000)),
         Options {

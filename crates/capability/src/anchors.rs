@@ -1,4 +1,4 @@
-use nunet_did::{Did, Keypair};
+use nunet_did::{Did, Signer};
 use serde::{Deserialize, Serialize};
 
 use crate::revocation::RevocationError;
@@ -184,7 +184,7 @@ impl Anchors {
     }
 
     /// Issues a root (self-signed, unchained) delegation: an anchor-ready token.
-    pub fn grant(&self, key: &Keypair, spec: &TokenSpec) -> Result<Token, AnchorError> {
+    pub fn grant(&self, key: &dyn Signer, spec: &TokenSpec) -> Result<Token, AnchorError> {
         Ok(Token::issue_as(
             self.token_format,
             key,
@@ -197,7 +197,7 @@ impl Anchors {
     /// and/or self-signed, as `self_sign` says.
     pub fn delegate(
         &self,
-        key: &Keypair,
+        key: &dyn Signer,
         spec: &TokenSpec,
         self_sign: SelfSign,
         now: u64,
@@ -209,7 +209,7 @@ impl Anchors {
     /// anchor (expiry clamped to the anchor's), plus a self-signed one.
     pub fn invocation_tokens(
         &self,
-        key: &Keypair,
+        key: &dyn Signer,
         act: Action,
         spec: &TokenSpec,
         now: u64,
@@ -235,7 +235,7 @@ impl Anchors {
     /// A NuNet token issued by this context's key is revoked NuNet's way (same issuer,
     /// subject, nonce, capabilities and expiry, signed in NuNet's format), so NuNet's nodes
     /// honour the revocation too; any other token by its id.
-    pub fn revoke(&mut self, key: &Keypair, target: &Token) -> Result<Token, AnchorError> {
+    pub fn revoke(&mut self, key: &dyn Signer, target: &Token) -> Result<Token, AnchorError> {
         let t = target.dms();
         if t.format == TokenFormat::NuNet && t.iss == key.did() {
             let rev = Token::sign_with_nonce(
@@ -277,7 +277,7 @@ impl Anchors {
 
     fn issue_from(
         &self,
-        key: &Keypair,
+        key: &dyn Signer,
         act: Action,
         spec: &TokenSpec,
         self_sign: SelfSign,

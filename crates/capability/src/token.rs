@@ -31,7 +31,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use nunet_did::{Did, Keypair, Signature};
+use nunet_did::{Did, Keypair, Signer};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
@@ -64,6 +64,9 @@ pub enum TokenError {
     /// Issuing on a chain link that is not a delegation.
     #[error("cannot chain on a {0} token: only delegate tokens can be extended")]
     ChainNotDelegate(Action),
+    /// The issuer's signer (an external wallet) gave no usable signature.
+    #[error("signing failed: {0}")]
+    Signer(String),
 }
 
 /// What a token lets its subject do.
@@ -471,7 +474,7 @@ impl Token {
 
     /// Signs a new token in this node's format, chained on `chain` when given.
     pub fn issue(
-        issuer: &Keypair,
+        issuer: &dyn Signer,
         claims: Claims,
         chain: Option<Token>,
     ) -> Result<Token, TokenError> {
@@ -481,7 +484,7 @@ impl Token {
     /// Signs a new token in `format`, chained on `chain` when given.
     pub fn issue_as(
         format: TokenFormat,
-        issuer: &Keypair,
+        issuer: &dyn Signer,
         claims: Claims,
         chain: Option<Token>,
     ) -> Result<Token, TokenError> {
@@ -502,14 +505,17 @@ impl Token {
         Self::sign_with_nonce(format, issuer, claims, chain, nonce)
     }
 
-    /// Signs with a caller-chosen nonce (deterministic: for test vectors).
+    /// Signs with a caller-chosen nonce (deterministic: for test vectors). An ed25519 key
+    /// always signs, so this cannot fail.
     pub fn issue_with_nonce(
         issuer: &Keypair,
         claims: Claims,
         chain: Option<Token>,
         nonce: Vec<u8>,
     ) -> Token {
-        Self::sign_native(issuer, claims, chain, nonce, TokenFormat::Native)
+        let mut t = Self::unsigned(issuer.did(), claims, chain, nonce, TokenFormat::Native);
+        t.sig = issuer.sign(&t.signing_bytes_here()).to_bytes().to_vec();
+        Token::Dms(t)
     }
 
     /// Signs a token in `format` with a caller-chosen nonce. A NuNet revoke token carries the
@@ -517,7 +523,7 @@ impl Token {
     /// `rev`: claims naming one are refused for it.
     pub fn sign_with_nonce(
         format: TokenFormat,
-        issuer: &Keypair,
+        issuer: &dyn Signer,
         claims: Claims,
         chain: Option<Token>,
         nonce: Vec<u8>,
@@ -528,19 +534,23 @@ impl Token {
                     .into(),
             ));
         }
-        Ok(Self::sign_native(issuer, claims, chain, nonce, format))
+        let mut t = Self::unsigned(issuer.did(), claims, chain, nonce, format);
+        t.sig = issuer
+            .sign_bytes(&t.signing_bytes_here())
+            .map_err(|e| TokenError::Signer(e.to_string()))?;
+        Ok(Token::Dms(t))
     }
 
-    fn sign_native(
-        issuer: &Keypair,
+    fn unsigned(
+        iss: Did,
         claims: Claims,
         chain: Option<Token>,
         nonce: Vec<u8>,
         format: TokenFormat,
-    ) -> Token {
-        let mut t = DmsToken {
+    ) -> DmsToken {
+        DmsToken {
             act: claims.act,
-            iss: issuer.did(),
+            iss,
             sub: claims.sub,
             aud: claims.aud,
             topic: claims.topic,
@@ -554,11 +564,7 @@ impl Token {
             format,
             cap_null: false,
             nonce_null: false,
-        };
-        let chain_id = t.chain.as_ref().map(|c| c.id());
-        let bytes = t.signing_bytes(chain_id.as_ref());
-        t.sig = issuer.sign(&bytes).to_bytes().to_vec();
-        Token::Dms(t)
+        }
     }
 
     /// The token id (computes the ids of the whole chain).
@@ -608,6 +614,12 @@ impl DmsToken {
         b
     }
 
+    /// The signing bytes, computing the parent's id when there is one.
+    fn signing_bytes_here(&self) -> Vec<u8> {
+        let chain_id = self.chain.as_ref().map(|c| c.id());
+        self.signing_bytes(chain_id.as_ref())
+    }
+
     /// The id, given the id of the parent token.
     pub fn id_with(&self, chain_id: Option<&TokenId>) -> TokenId {
         self.id_of(&self.signing_bytes(chain_id))
@@ -626,12 +638,10 @@ impl DmsToken {
         self.verify_signature_of(&self.signing_bytes(chain_id))
     }
 
-    /// Checks the issuer's signature over already computed signing bytes.
+    /// Checks the issuer's signature over already computed signing bytes, in the scheme of the
+    /// issuer's key type (ed25519, secp256k1 or an Ethereum wallet's).
     pub fn verify_signature_of(&self, signing_bytes: &[u8]) -> bool {
-        let Ok(sig) = Signature::from_slice(&self.sig) else {
-            return false;
-        };
-        self.iss.public_key().verify(signing_bytes, &sig).is_ok()
+        self.iss.verify(signing_bytes, &self.sig).is_ok()
     }
 }
 

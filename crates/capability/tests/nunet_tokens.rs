@@ -8,7 +8,7 @@ use nunet_capability::token::Claims;
 use nunet_capability::{
     Action, Anchors, Capability, Denied, Request, Token, TokenFormat, TokenList, Verifier,
 };
-use nunet_did::{Did, Keypair};
+use nunet_did::{Did, Keypair, SecpKeypair, Signer, SignerError};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -161,6 +161,95 @@ fn mixed_did_spellings_and_nunet_rev_are_refused() {
     assert!(serde_json::from_value::<Token>(v).is_err());
 }
 
+/// A signer of any key type NuNet's DIDs use: ed25519, libp2p secp256k1, or an Ethereum
+/// wallet's key (what a Ledger signs with).
+enum AnyKey {
+    Ed(Keypair),
+    Secp(SecpKeypair),
+    Eth(SecpKeypair),
+}
+
+impl AnyKey {
+    fn new(kind: u8, i: u8) -> Self {
+        let secret = [i + 40; 32];
+        match kind % 3 {
+            0 => AnyKey::Ed(Keypair::from_seed(&secret)),
+            1 => AnyKey::Secp(SecpKeypair::from_secret(&secret).unwrap()),
+            _ => AnyKey::Eth(SecpKeypair::from_secret(&secret).unwrap()),
+        }
+    }
+}
+
+impl Signer for AnyKey {
+    fn did(&self) -> Did {
+        match self {
+            AnyKey::Ed(k) => k.did(),
+            AnyKey::Secp(k) => Did::from_secp256k1(&k.public()),
+            AnyKey::Eth(k) => Did::from_eth(&k.public()),
+        }
+    }
+    fn sign_bytes(&self, msg: &[u8]) -> Result<Vec<u8>, SignerError> {
+        Ok(match self {
+            AnyKey::Ed(k) => k.sign(msg).to_bytes().to_vec(),
+            AnyKey::Secp(k) => k.sign_sha256(msg),
+            AnyKey::Eth(k) => k.sign_eth(msg),
+        })
+    }
+}
+
+#[test]
+fn nunet_public_did_can_be_granted_to_and_its_grants_verify() {
+    // NuNet's onboarding: the user grants /public and /broadcast to NuNet's DID (an Ethereum
+    // key on a Ledger), and NuNet's DID grants back. The grant to it is an ordinary token
+    // whose subject is that DID; what it signs verifies by EIP-191.
+    let nunet: Did = "did:key:zzCHUybNYmK8QsttZwXqUX8aDLoBGHnMCakDX2RpsGwmXmYHEW"
+        .parse()
+        .unwrap();
+    let user = Keypair::from_seed(&[5; 32]);
+    let claims = Claims {
+        act: Action::Delegate,
+        sub: nunet.clone(),
+        aud: None,
+        topic: vec![cap("/nunet")],
+        cap: vec![cap("/public"), cap("/broadcast")],
+        exp: NOW + 1_000_000_000_000,
+        depth: 0,
+        rev: None,
+    };
+    let grant = Token::issue_as(TokenFormat::NuNet, &user, claims, None).unwrap();
+    let text = serde_json::to_string(&grant).unwrap();
+    assert!(text.contains(&format!("{{\"uri\":\"{nunet}\"}}")), "{text}");
+    let back: Token = serde_json::from_str(&text).unwrap();
+    assert!(back.dms().verify_signature(None));
+    // A Ledger user (Ethereum key) delegating to a node: the node verifies the chain.
+    let ledger = AnyKey::new(2, 1);
+    let node = Keypair::from_seed(&[6; 32]);
+    let ping = cap("/dms/node/peers/ping");
+    let claims = Claims {
+        act: Action::Invoke,
+        sub: node.did(),
+        aud: None,
+        topic: vec![],
+        cap: vec![ping.clone()],
+        exp: NOW + 1_000_000_000_000,
+        depth: 0,
+        rev: None,
+    };
+    let t = Token::issue_as(TokenFormat::NuNet, &ledger, claims, None).unwrap();
+    assert_eq!(t.dms().iss.kind(), nunet_did::KeyKind::Eth);
+    let req = Request {
+        action: Action::Invoke,
+        subject: &node.did(),
+        audience: &node.did(),
+        capability: &ping,
+        topic: None,
+    };
+    let mut anchors = Anchors::new(node.did());
+    assert!(Verifier::default().verify(&t, &req, &anchors, NOW).is_err());
+    anchors.add_root(ledger.did());
+    Verifier::default().verify(&t, &req, &anchors, NOW).unwrap();
+}
+
 fn format(nunet: bool) -> TokenFormat {
     if nunet {
         TokenFormat::NuNet
@@ -172,16 +261,18 @@ fn format(nunet: bool) -> TokenFormat {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
-    /// A chain of 1–5 links, each in a random format, verifies exactly when every link would
-    /// verify in its own format: untouched it verifies; with one link's signed content
-    /// changed it is denied at that link's signature.
+    /// A chain of 1–5 links, each in a random format and signed by a random key type
+    /// (ed25519, secp256k1, Ethereum), verifies exactly when every link would verify in its
+    /// own format: untouched it verifies; with one link's signed content changed it is
+    /// denied at that link's signature.
     #[test]
     fn mixed_chains_verify_link_by_link(
         formats in proptest::collection::vec(any::<bool>(), 1..=5),
+        kinds in proptest::collection::vec(0u8..3, 6),
         tamper in proptest::option::of(0usize..5),
         through_json in any::<bool>(),
     ) {
-        let keys: Vec<Keypair> = (0..=formats.len()).map(|i| Keypair::from_seed(&[i as u8 + 40; 32])).collect();
+        let keys: Vec<AnyKey> = (0..=formats.len()).map(|i| AnyKey::new(kinds[i], i as u8)).collect();
         // keys[0] is the root issuer (anchored), keys[n] the invoker.
         let n = formats.len();
         let ping = cap("/dms/node/peers/ping");
@@ -301,10 +392,20 @@ fn nunet_context_files_open_and_are_not_rewritten() {
         );
     std::fs::write(dir.path().join("bob.cap"), text).unwrap();
     assert_eq!(ctx.load("bob").unwrap().revocations.len(), 1);
-    // A context whose tokens cannot be used is refused with the reason, not half-read.
+    // A context of a secp256k1 key (NuNet's PRISM identities) opens.
+    std::fs::write(
+        dir.path().join("prism.cap"),
+        br#"{"did":{"uri":"did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme"},"roots":[]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        ctx.load("prism").unwrap().did.kind(),
+        nunet_did::KeyKind::Secp256k1
+    );
+    // A context whose DID cannot be used is refused with the reason, not half-read.
     std::fs::write(
         dir.path().join("bad.cap"),
-        br#"{"did":{"uri":"did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme"},"roots":[]}"#,
+        br#"{"did":{"uri":"did:key:z6MkTooShort"},"roots":[]}"#,
     )
     .unwrap();
     let e = nunet_capability::ContextFile::new(dir.path())

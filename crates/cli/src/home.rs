@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use nunet_capability::{Anchors, ContextFile};
 use nunet_config::Loaded;
-use nunet_did::{KdfParams, Keypair, Keystore};
+use nunet_did::{KdfParams, Keypair, Keystore, Signer};
 use zeroize::Zeroizing;
 
 /// The node's home directory and what lives in it.
@@ -100,7 +100,7 @@ impl Home {
     }
 
     /// The user directory from the config (defaults to the home itself).
-    fn user_dir(&self) -> Result<PathBuf> {
+    pub fn user_dir(&self) -> Result<PathBuf> {
         Ok(self.config()?.config.general.user_dir)
     }
 
@@ -142,8 +142,35 @@ impl Home {
         }
     }
 
+    /// What a context name means: a keystore context, or a Ledger one (`ledger[:<n|alias>]`).
+    pub fn context_ref(&self, name: &str) -> Result<crate::ledger::ContextRef> {
+        crate::ledger::resolve(name, &self.user_dir()?)
+    }
+
+    /// Loads a context and whatever signs for it: its keystore key (asking for the
+    /// passphrase), or the Ledger account its name gives, which must hold the context's DID.
+    pub fn context_signer(&self, name: &str) -> Result<(Anchors, Box<dyn Signer>)> {
+        let r = self.context_ref(name)?;
+        let Some(account) = r.ledger else {
+            let (a, k) = self.context_with_key(name)?;
+            return Ok((a, Box::new(k)));
+        };
+        let anchors = self.contexts()?.load(&r.file)?;
+        let signer = crate::ledger::open(account)?;
+        if Signer::did(&signer) != anchors.did {
+            bail!(
+                "Ledger account {account} holds {}, not the DID of capability context {name:?} ({}); \
+                 is the right device connected?",
+                Signer::did(&signer),
+                anchors.did
+            );
+        }
+        Ok((anchors, Box::new(signer)))
+    }
+
     /// Loads a context and unlocks its key.
     pub fn context_with_key(&self, name: &str) -> Result<(Anchors, Keypair)> {
+        self.ensure_keystore_context(name)?;
         let anchors = self.contexts()?.load(name)?;
         let key = self.unlock(name)?;
         if key.did() != anchors.did {
@@ -154,6 +181,19 @@ impl Home {
             );
         }
         Ok((anchors, key))
+    }
+
+    /// Refuses a Ledger context where a message must be signed by a keystore key (before a
+    /// passphrase is asked for or the daemon is called).
+    pub fn ensure_keystore_context(&self, name: &str) -> Result<()> {
+        if self.context_ref(name)?.ledger.is_some() {
+            bail!(
+                "context {name:?} is held by a Ledger wallet: it grants, delegates and revokes \
+                 (nunet cap …), but messages are signed with a keystore context's key; delegate \
+                 what you need to one (e.g. `nunet cap delegate <its DID> --context {name} …`)"
+            );
+        }
+        Ok(())
     }
 }
 

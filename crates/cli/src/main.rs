@@ -6,6 +6,7 @@
 mod client;
 mod cmd;
 mod home;
+mod ledger;
 mod runinfo;
 
 use clap::{Parser, Subcommand};

@@ -4,11 +4,19 @@ use std::str::FromStr;
 use libp2p_identity::PeerId;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::secp::SecpPublicKey;
 use crate::{KeyError, PublicKey};
 
-/// Multicodec prefix of an ed25519 public key (`0xed` as an unsigned varint: `ed 01`).
-const ED25519_PUB_MULTICODEC: [u8; 2] = [0xed, 0x01];
 const PREFIX: &str = "did:key:";
+
+/// Multicodec of an ed25519 public key (`ed 01` as an unsigned varint).
+const ED25519: u64 = 0xed;
+/// Multicodec of a secp256k1 public key (`e7 01`).
+const SECP256K1: u64 = 0xe7;
+/// NuNet's multicodec for an Ethereum key held by a Ledger wallet (`81 de 03`).
+const ETH: u64 = 0xef01;
+/// NuNet's multicodec for a Cardano (Eternl wallet) key (`82 de 03`), recognised to name it.
+const CARDANO: u64 = 0xef02;
 
 /// Why a string is not a DID we can use.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -22,12 +30,22 @@ pub enum DidError {
     /// The base58 text does not decode.
     #[error("did:key value is not valid base58btc: {0}")]
     Base58(String),
-    /// The key type is not ed25519.
-    #[error("did:key multicodec {0} is not supported (only ed25519-pub 0xed01)")]
+    /// A key type this node cannot verify.
+    #[error(
+        "did:key multicodec {0} is not supported (ed25519 0xed, secp256k1 0xe7 and NuNet's Ethereum/Ledger 0xef01 are)"
+    )]
     UnsupportedKeyType(String),
+    /// A key type NuNet knows that this node does not verify yet.
+    #[error("did:key names a {0} key, which this node cannot verify yet")]
+    KnownButUnsupported(&'static str),
     /// The key bytes are of the wrong length or not a valid curve point.
-    #[error("did:key carries an invalid ed25519 public key ({0} bytes)")]
-    InvalidKey(usize),
+    #[error("did:key carries an invalid {kind} public key ({len} bytes)")]
+    InvalidKey {
+        /// The key type the multicodec named.
+        kind: KeyKind,
+        /// Length of the key bytes after the multicodec.
+        len: usize,
+    },
     /// A peer id that does not embed an ed25519 key.
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -35,13 +53,45 @@ pub enum DidError {
     /// base58 decoding is quadratic in the input).
     #[error("DID is {0} bytes long; a did:key is at most {MAX_DID_LEN}")]
     TooLong(usize),
+    /// A DID whose key cannot be a libp2p peer (actors and nodes are ed25519 here).
+    #[error("{did} is a {kind} DID: it can sign capability tokens but names no libp2p peer")]
+    NoPeer {
+        /// The DID.
+        did: String,
+        /// Its key type.
+        kind: KeyKind,
+    },
 }
 
-/// Longest DID text accepted. An ed25519 did:key is 56 bytes; the margin leaves room for
-/// nothing an attacker can use: base58 decoding costs grow with the square of the length.
+/// Longest DID text accepted. An ed25519 did:key is 56 bytes, a secp256k1 or Ethereum one 57
+/// or 58; the margin leaves room for nothing an attacker can use: base58 decoding costs grow
+/// with the square of the length.
 pub const MAX_DID_LEN: usize = 128;
 
-/// A `did:key` identifier of an ed25519 public key.
+/// The key type a DID names, which decides how its signatures are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyKind {
+    /// ed25519 (multicodec `0xed`): nodes, actors and this project's users.
+    Ed25519,
+    /// secp256k1 as libp2p signs with it (multicodec `0xe7`): DER over SHA-256.
+    Secp256k1,
+    /// An Ethereum key, as a Ledger wallet signs (NuNet's multicodec `0xef01`): DER over
+    /// EIP-191 `personal_sign`.
+    Eth,
+}
+
+impl fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyKind::Ed25519 => "ed25519",
+            KeyKind::Secp256k1 => "secp256k1",
+            KeyKind::Eth => "Ethereum (Ledger)",
+        })
+    }
+}
+
+/// A `did:key` identifier: an ed25519 key (every node and actor), or a secp256k1 or Ethereum
+/// key (NuNet users and organisations, Ledger wallets) that signs capability tokens.
 ///
 /// ```
 /// use nunet_did::{Did, Keypair};
@@ -49,7 +99,7 @@ pub const MAX_DID_LEN: usize = 128;
 /// let did = key.did();
 /// assert!(did.to_string().starts_with("did:key:z6Mk"));
 /// assert_eq!(did.to_string().parse::<Did>().unwrap(), did);
-/// assert_eq!(Did::from_peer_id(&did.peer_id()).unwrap(), did);
+/// assert_eq!(Did::from_peer_id(&did.peer_id().unwrap()).unwrap(), did);
 /// ```
 #[derive(Clone)]
 pub struct Did(std::sync::Arc<DidInner>);
@@ -57,9 +107,16 @@ pub struct Did(std::sync::Arc<DidInner>);
 struct DidInner {
     uri: String,
     /// Decoded once at parse time, so verifying against a DID costs no point decompression.
-    key: PublicKey,
-    /// The libp2p peer id, computed on first use.
+    key: DidKey,
+    /// The libp2p peer id (ed25519 only), computed on first use.
     peer: std::sync::OnceLock<PeerId>,
+}
+
+#[derive(Clone, Copy)]
+enum DidKey {
+    Ed25519(PublicKey),
+    Secp256k1(SecpPublicKey),
+    Eth(SecpPublicKey),
 }
 
 impl PartialEq for Did {
@@ -84,22 +141,62 @@ impl Ord for Did {
     }
 }
 
+/// Appends `v` as an unsigned LEB128 varint (multicodec's encoding).
+fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads a multicodec varint of at most 3 bytes (every code used here fits).
+fn take_uvarint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut v = 0u64;
+    for (i, b) in bytes.iter().enumerate().take(3) {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((v, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
 impl Did {
-    /// The DID of a public key.
-    pub fn from_public_key(key: &PublicKey) -> Self {
-        let raw = key.to_bytes();
-        let mut bytes = Vec::with_capacity(34);
-        bytes.extend_from_slice(&ED25519_PUB_MULTICODEC);
+    fn from_key(key: DidKey) -> Self {
+        let (code, raw): (u64, Vec<u8>) = match &key {
+            DidKey::Ed25519(k) => (ED25519, k.to_bytes().to_vec()),
+            DidKey::Secp256k1(k) => (SECP256K1, k.to_compressed().to_vec()),
+            DidKey::Eth(k) => (ETH, k.to_compressed().to_vec()),
+        };
+        let mut bytes = Vec::with_capacity(3 + raw.len());
+        put_uvarint(&mut bytes, code);
         bytes.extend_from_slice(&raw);
         Self(std::sync::Arc::new(DidInner {
             uri: format!("{PREFIX}z{}", bs58::encode(bytes).into_string()),
-            key: *key,
+            key,
             peer: std::sync::OnceLock::new(),
         }))
     }
 
-    /// Parses `did:key:z…` (ed25519 only). Recently parsed DIDs are remembered, so the
-    /// base58 decoding and curve point decompression are paid once per peer, not per message.
+    /// The DID of an ed25519 public key.
+    pub fn from_public_key(key: &PublicKey) -> Self {
+        Self::from_key(DidKey::Ed25519(*key))
+    }
+
+    /// The DID of a libp2p secp256k1 key (`did:key:zQ3s…`).
+    pub fn from_secp256k1(key: &SecpPublicKey) -> Self {
+        Self::from_key(DidKey::Secp256k1(*key))
+    }
+
+    /// The DID NuNet gives an Ethereum (Ledger) key (`did:key:zzCH…`).
+    pub fn from_eth(key: &SecpPublicKey) -> Self {
+        Self::from_key(DidKey::Eth(*key))
+    }
+
+    /// Parses `did:key:z…` (ed25519, secp256k1 or NuNet's Ethereum keys). Recently parsed
+    /// DIDs are remembered, so the base58 decoding and curve point decompression are paid once
+    /// per peer, not per message.
     pub fn parse(s: &str) -> Result<Self, DidError> {
         if s.len() > MAX_DID_LEN {
             return Err(DidError::TooLong(s.len()));
@@ -133,32 +230,76 @@ impl Did {
         let bytes = bs58::decode(chars.as_str())
             .into_vec()
             .map_err(|e| DidError::Base58(e.to_string()))?;
-        if bytes.len() < 2 || bytes[..2] != ED25519_PUB_MULTICODEC {
-            let code = bytes
-                .iter()
-                .take(2)
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>();
-            return Err(DidError::UnsupportedKeyType(format!("0x{code}")));
-        }
-        let key = PublicKey::from_bytes(&bytes[2..])
-            .map_err(|_| DidError::InvalidKey(bytes.len() - 2))?;
-        let did = Self::from_public_key(&key);
-        // Reject non-canonical spellings (e.g. leading zero padding) so a DID has one string form.
+        let unsupported = || {
+            let code = bytes.iter().take(3).map(|b| format!("{b:02x}"));
+            DidError::UnsupportedKeyType(format!("0x{}", code.collect::<String>()))
+        };
+        let (code, raw) = take_uvarint(&bytes).ok_or_else(unsupported)?;
+        let secp = |kind| {
+            SecpPublicKey::from_compressed(raw).map_err(|_| DidError::InvalidKey {
+                kind,
+                len: raw.len(),
+            })
+        };
+        let key =
+            match code {
+                ED25519 => DidKey::Ed25519(PublicKey::from_bytes(raw).map_err(|_| {
+                    DidError::InvalidKey {
+                        kind: KeyKind::Ed25519,
+                        len: raw.len(),
+                    }
+                })?),
+                SECP256K1 => DidKey::Secp256k1(secp(KeyKind::Secp256k1)?),
+                ETH => DidKey::Eth(secp(KeyKind::Eth)?),
+                CARDANO => return Err(DidError::KnownButUnsupported("Cardano (Eternl wallet)")),
+                _ => return Err(unsupported()),
+            };
+        let did = Self::from_key(key);
+        // Reject non-canonical spellings (leading zero padding, an overlong varint, an
+        // uncompressed point) so a DID has one string form.
         if did.0.uri != s {
             return Err(DidError::Base58("non-canonical encoding".into()));
         }
         Ok(did)
     }
 
-    /// The public key this DID names.
-    pub fn public_key(&self) -> PublicKey {
-        self.0.key
+    /// The key type this DID names.
+    pub fn kind(&self) -> KeyKind {
+        match self.0.key {
+            DidKey::Ed25519(_) => KeyKind::Ed25519,
+            DidKey::Secp256k1(_) => KeyKind::Secp256k1,
+            DidKey::Eth(_) => KeyKind::Eth,
+        }
     }
 
-    /// The libp2p peer id of the same key.
-    pub fn peer_id(&self) -> PeerId {
-        *self.0.peer.get_or_init(|| self.0.key.peer_id())
+    /// The ed25519 public key this DID names, or `None` for other key types.
+    pub fn ed25519(&self) -> Option<PublicKey> {
+        match self.0.key {
+            DidKey::Ed25519(k) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// Checks `sig` over `msg` the way this DID's key type signs: a 64-byte ed25519 signature,
+    /// or a DER ECDSA signature over SHA-256 (secp256k1) or EIP-191 (Ethereum).
+    pub fn verify(&self, msg: &[u8], sig: &[u8]) -> Result<(), KeyError> {
+        match &self.0.key {
+            DidKey::Ed25519(k) => k.verify(msg, &crate::Signature::from_slice(sig)?),
+            DidKey::Secp256k1(k) => k.verify_sha256(msg, sig),
+            DidKey::Eth(k) => k.verify_eth(msg, sig),
+        }
+    }
+
+    /// The libp2p peer id of the same key. Nodes and actors here are ed25519, so other key
+    /// types name no peer and give [`DidError::NoPeer`].
+    pub fn peer_id(&self) -> Result<PeerId, DidError> {
+        match self.0.key {
+            DidKey::Ed25519(k) => Ok(*self.0.peer.get_or_init(|| k.peer_id())),
+            _ => Err(DidError::NoPeer {
+                did: self.0.uri.clone(),
+                kind: self.kind(),
+            }),
+        }
     }
 
     /// The DID of the key inlined in an ed25519 peer id.
@@ -255,7 +396,7 @@ mod tests {
         for (did, pk58) in VECTORS {
             let pk = bs58::decode(pk58).into_vec().unwrap();
             let parsed = Did::parse(did).unwrap();
-            assert_eq!(parsed.public_key().to_bytes().to_vec(), pk);
+            assert_eq!(parsed.ed25519().unwrap().to_bytes().to_vec(), pk);
             let enc = PublicKey::from_bytes(&pk).unwrap().did();
             assert_eq!(enc.as_str(), *did);
         }
@@ -293,11 +434,33 @@ mod tests {
         ));
         // Too short for an ed25519 key (from the did:key test suite).
         assert!(Did::parse("did:key:zTjsVPtY").is_err());
-        // secp256k1 (0xe7 0x01) is recognised as unsupported, not mis-parsed.
-        let mut secp = vec![0xe7, 0x01];
-        secp.extend_from_slice(&[2u8; 33]);
-        let s = format!("did:key:z{}", bs58::encode(secp).into_string());
-        assert!(matches!(Did::parse(&s), Err(DidError::UnsupportedKeyType(c)) if c == "0xe701"));
+        // An unknown multicodec is named; a secp256k1 DID whose bytes are no curve point is
+        // refused as such, not mis-parsed.
+        let coded = |code: &[u8], key: &[u8]| {
+            format!(
+                "did:key:z{}",
+                bs58::encode([code, key].concat()).into_string()
+            )
+        };
+        assert!(
+            matches!(Did::parse(&coded(&[0x12, 0x00], &[1; 32])), Err(DidError::UnsupportedKeyType(c)) if c == "0x120001")
+        );
+        assert!(matches!(
+            Did::parse(&coded(&[0xe7, 0x01], &[5; 33])),
+            Err(DidError::InvalidKey {
+                kind: KeyKind::Secp256k1,
+                len: 33
+            })
+        ));
+        assert!(matches!(
+            Did::parse(&coded(&[0x82, 0xde, 0x03], &[1; 32])),
+            Err(DidError::KnownButUnsupported(_))
+        ));
+        // An uncompressed point is a second spelling of the same key: refused.
+        let k = crate::SecpKeypair::from_secret(&[3; 32]).unwrap();
+        let p = k256::ecdsa::VerifyingKey::from_sec1_bytes(&k.public().to_compressed()).unwrap();
+        let long = p.to_encoded_point(false);
+        assert!(Did::parse(&coded(&[0xe7, 0x01], long.as_bytes())).is_err());
     }
 
     #[test]
@@ -311,6 +474,43 @@ mod tests {
         assert!(serde_json::from_str::<Did>("\"did:key:zzz\"").is_err());
     }
 
+    #[test]
+    fn nunet_public_did_is_an_ethereum_key() {
+        // The DID NuNet's README asks users to grant /public and /broadcast to.
+        let d = Did::parse("did:key:zzCHUybNYmK8QsttZwXqUX8aDLoBGHnMCakDX2RpsGwmXmYHEW").unwrap();
+        assert_eq!(d.kind(), KeyKind::Eth);
+        assert!(d.ed25519().is_none());
+        assert!(matches!(
+            d.peer_id(),
+            Err(DidError::NoPeer {
+                kind: KeyKind::Eth,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn secp256k1_and_eth_dids_round_trip_and_verify_their_own_signatures() {
+        let k = crate::SecpKeypair::from_secret(&[11; 32]).unwrap();
+        let secp = Did::from_secp256k1(&k.public());
+        let eth = Did::from_eth(&k.public());
+        // libp2p secp256k1 DIDs read zQ3s…; NuNet's Ethereum DIDs zzCH… (the 0x81 byte).
+        assert!(secp.as_str().starts_with("did:key:zQ3s"), "{secp}");
+        assert!(eth.as_str().starts_with("did:key:zzCH"), "{eth}");
+        assert_eq!(Did::parse(secp.as_str()).unwrap(), secp);
+        assert_eq!(Did::parse(eth.as_str()).unwrap().kind(), KeyKind::Eth);
+        secp.verify(b"m", &k.sign_sha256(b"m")).unwrap();
+        eth.verify(b"m", &k.sign_eth(b"m")).unwrap();
+        assert!(secp.verify(b"m", &k.sign_eth(b"m")).is_err());
+        assert!(eth.verify(b"m", &k.sign_sha256(b"m")).is_err());
+        let ed = Keypair::from_seed(&[1; 32]);
+        assert!(ed.did().verify(b"m", &ed.sign(b"m").0).is_ok());
+        assert_eq!(
+            ed.did().verify(b"m", &k.sign_sha256(b"m")),
+            Err(KeyError::InvalidSignatureLength(k.sign_sha256(b"m").len()))
+        );
+    }
+
     proptest! {
         #[test]
         fn did_peer_id_round_trip(seed in any::<[u8; 32]>()) {
@@ -318,7 +518,7 @@ mod tests {
             let did = k.did();
             prop_assert!(did.as_str().starts_with("did:key:z6Mk"));
             prop_assert_eq!(Did::parse(did.as_str()).unwrap(), did.clone());
-            let pid = did.peer_id();
+            let pid = did.peer_id().unwrap();
             prop_assert_eq!(pid, k.to_libp2p().public().to_peer_id());
             prop_assert_eq!(Did::from_peer_id(&pid).unwrap(), did);
         }

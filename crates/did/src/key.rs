@@ -20,6 +20,15 @@ pub enum KeyError {
     /// A libp2p peer id that does not embed an ed25519 public key.
     #[error("peer id {0} does not embed an ed25519 public key")]
     PeerIdNotEd25519(String),
+    /// Not a compressed secp256k1 point (33 bytes, on the curve).
+    #[error("invalid secp256k1 public key ({0} bytes; a compressed key is 33)")]
+    InvalidSecp256k1Key(usize),
+    /// A secp256k1 secret of zero or not below the group order.
+    #[error("invalid secp256k1 secret key")]
+    InvalidSecp256k1Secret,
+    /// An ECDSA signature that is not strict DER (compact `r‖s` and `r‖s‖v` forms included).
+    #[error("ECDSA signature of {0} bytes is not strict DER")]
+    NotDerSignature(usize),
 }
 
 /// An ed25519 signature (64 bytes).

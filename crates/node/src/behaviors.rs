@@ -34,7 +34,7 @@ fn did_of(peer: &PeerId) -> Value {
 fn parse_peer(s: &str) -> Result<PeerId, ActorError> {
     if s.starts_with("did:") {
         return Did::parse(s)
-            .map(|d| d.peer_id())
+            .and_then(|d| d.peer_id())
             .map_err(|e| ActorError::failed(e.to_string()));
     }
     s.parse()

@@ -129,7 +129,7 @@ fn invocation(system: &ActorSystem, be: &str) -> String {
     let user = Keypair::from_seed(&[8; 32]);
     let env = Envelope::sign(
         &user,
-        nunet_actor::Handle::root_of(&user.did()),
+        nunet_actor::Handle::root_of(&user.public()),
         system.root(),
         be,
         Options {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use nunet_actor::Handle;
-use nunet_did::Did;
+use nunet_did::PublicKey;
 use serde_json::Value;
 
 use nunet_protocol::calls::BidRequestDirect;
@@ -172,8 +172,8 @@ impl Engine {
             let to = peer
                 .parse()
                 .ok()
-                .and_then(|p| Did::from_peer_id(&p).ok())
-                .map(|d| Handle::root_of(&d));
+                .and_then(|p| PublicKey::from_peer_id(&p).ok())
+                .map(|k| Handle::root_of(&k));
             let Some(to) = to else {
                 self.event(format!("pinned peer {peer} is not a valid peer id"));
                 return None;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use nunet_actor::Handle;
-use nunet_did::{Did, Keypair, Signature};
+use nunet_did::{Did, Keypair};
 use nunet_ensemble::{Location, LocationConstraint, Resources};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -138,12 +138,8 @@ fn verify_message<T: Serialize>(
 ) -> Result<Did, BidError> {
     let id = peer.parse().map_err(|_| BidError::BadPeer(peer.into()))?;
     let did = Did::from_peer_id(&id).map_err(|_| BidError::BadPeer(peer.into()))?;
-    let sig = hex::decode(signature)
-        .ok()
-        .and_then(|b| Signature::from_slice(&b).ok())
-        .ok_or_else(|| BidError::BadSignature(peer.into()))?;
-    did.public_key()
-        .verify(&signing_bytes(prefix, unsigned), &sig)
+    let sig = hex::decode(signature).map_err(|_| BidError::BadSignature(peer.into()))?;
+    did.verify(&signing_bytes(prefix, unsigned), &sig)
         .map_err(|_| BidError::BadSignature(peer.into()))?;
     Ok(did)
 }
@@ -346,12 +342,11 @@ mod tests {
     use super::*;
 
     fn bid(key: &Keypair) -> Bid {
-        let did = key.did();
         Bid {
             ensemble_id: "e".into(),
             node_id: "n1".into(),
-            peer: did.peer_id().to_base58(),
-            handle: Handle::root_of(&did),
+            peer: key.public().peer_id().to_base58(),
+            handle: Handle::root_of(&key.public()),
             location: Location::default(),
             free: Resources::default(),
             executors: vec!["docker".into()],
@@ -404,7 +399,7 @@ mod tests {
     #[test]
     fn signed_decline_verifies_and_tampering_is_caught() {
         let key = Keypair::generate();
-        let peer = key.did().peer_id().to_base58();
+        let peer = key.public().peer_id().to_base58();
         let nodes = BTreeMap::from([("n1".to_string(), DeclineReason::Resources)]);
         let d = Decline::new("e", 3, &peer, None, nodes).sign(&key);
         assert_eq!(d.verify().expect("verifies"), key.did());

@@ -203,6 +203,7 @@ fn build(
 ) -> Result<Envelope> {
     let timeout: Duration = common.timeout.into();
     let ttl = common.expiry.map(Duration::from).unwrap_or(timeout);
+    home.ensure_keystore_context(&common.context)?;
     let api = api_for(home, timeout)?;
     let local = api.handle()?;
     let (anchors, key) = home.context_with_key(&common.context)?;

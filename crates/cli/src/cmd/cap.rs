@@ -14,15 +14,20 @@ use crate::home::{Home, passphrase};
 
 #[derive(Subcommand, Debug)]
 pub enum CapCmd {
-    /// Create a capability context (and its key, if missing) named <name>.
+    /// Create a capability context (and its key, if missing) named <name>. The names
+    /// `ledger`, `ledger:<account>` and `ledger:<alias>` make a context held by a Ledger
+    /// wallet (through NuNet's ledger-cli, or the program in NUNET_LEDGER_CLI), stored as
+    /// cap/ledger, cap/<account> or cap/<alias>.
     New {
-        /// Context name: `dms` for the node, `user` for you, or an organisation's name.
+        /// Context name: `dms` for the node, `user` for you, an organisation's name, or
+        /// `ledger[:<account or alias>]`.
         name: String,
         /// Format of the tokens the context grants and delegates: `native`, or `nunet` so
         /// NuNet's own nodes accept them (a context NuNet's DMS wrote, cap/<name>.cap, uses
-        /// `nunet` already).
-        #[arg(long, value_name = "native|nunet", value_parser = parse_format, default_value = "native")]
-        format: TokenFormat,
+        /// `nunet` already). Default: `native`; `nunet` for a Ledger context, whose device
+        /// shows NuNet's JSON text for each signature instead of binary.
+        #[arg(long, value_name = "native|nunet", value_parser = parse_format)]
+        format: Option<TokenFormat>,
     },
     /// Show a context's DID, anchors and revocations.
     List {
@@ -130,7 +135,7 @@ pub enum CapCmd {
 
 #[derive(Args, Debug)]
 pub struct Ctx {
-    /// Capability context.
+    /// Capability context (`ledger[:<account or alias>]` for a Ledger wallet's).
     #[arg(short = 'c', long = "context", default_value = "user")]
     pub name: String,
 }
@@ -313,25 +318,37 @@ fn describe(t: &Token) -> String {
 
 pub fn run(home: &Home, cmd: CapCmd) -> Result<i32> {
     let contexts = home.contexts()?;
+    // The file a context name stands for (`ledger:finance` is cap/finance).
+    let file = |ctx: &Ctx| -> Result<String> { Ok(home.context_ref(&ctx.name)?.file) };
     match cmd {
         CapCmd::New { name, format } => {
-            if contexts.exists(&name) {
-                bail!("capability context {name:?} already exists");
+            let r = home.context_ref(&name)?;
+            if contexts.exists(&r.file) {
+                bail!("capability context {:?} already exists", r.file);
             }
-            let ks = home.keystore()?;
-            let did = if ks.exists(&name) {
-                home.key_did(&name)?
-            } else {
-                let pass = passphrase(&format!("New passphrase for key {name:?}: "), true)?;
-                ks.create(&name, &pass)?.did()
+            let (did, default_format) = match r.ledger {
+                Some(account) => (
+                    nunet_did::Signer::did(&crate::ledger::open(account)?),
+                    TokenFormat::NuNet,
+                ),
+                None => {
+                    let ks = home.keystore()?;
+                    let did = if ks.exists(&name) {
+                        home.key_did(&name)?
+                    } else {
+                        let pass = passphrase(&format!("New passphrase for key {name:?}: "), true)?;
+                        ks.create(&name, &pass)?.did()
+                    };
+                    (did, TokenFormat::Native)
+                }
             };
             let mut anchors = Anchors::new(did.clone());
-            anchors.token_format = format;
-            contexts.create(&name, &anchors)?;
+            anchors.token_format = format.unwrap_or(default_format);
+            contexts.create(&r.file, &anchors)?;
             println!("{did}");
         }
         CapCmd::List { ctx, json } => {
-            let a = contexts.load(&ctx.name)?;
+            let a = contexts.load(&file(&ctx)?)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&a)?);
                 return Ok(0);
@@ -369,7 +386,8 @@ pub fn run(home: &Home, cmd: CapCmd) -> Result<i32> {
             }
         }
         CapCmd::Anchor { ctx, anchors } => {
-            let mut a = contexts.load(&ctx.name)?;
+            let name = file(&ctx)?;
+            let mut a = contexts.load(&name)?;
             let now = now_ns();
             if let Some(r) = &anchors.root {
                 a.add_root(parse_did(r, "--root")?);
@@ -384,10 +402,11 @@ pub fn run(home: &Home, cmd: CapCmd) -> Result<i32> {
                     a.add_provide(tok, now).context("--provide")?;
                 }
             }
-            contexts.save(&ctx.name, &a)?;
+            contexts.save(&name, &a)?;
         }
         CapCmd::Remove { ctx, anchors } => {
-            let mut a = contexts.load(&ctx.name)?;
+            let name = file(&ctx)?;
+            let mut a = contexts.load(&name)?;
             if let Some(r) = &anchors.root {
                 a.remove_root(&parse_did(r, "--root")?)?;
             }
@@ -401,7 +420,7 @@ pub fn run(home: &Home, cmd: CapCmd) -> Result<i32> {
                     a.remove_provide(&tok.id())?;
                 }
             }
-            contexts.save(&ctx.name, &a)?;
+            contexts.save(&name, &a)?;
         }
         CapCmd::Delegate {
             subject,
@@ -411,16 +430,16 @@ pub fn run(home: &Home, cmd: CapCmd) -> Result<i32> {
         } => {
             let format = spec.format;
             let spec = spec.build(&subject)?;
-            let (mut a, key) = home.context_with_key(&ctx.name)?;
+            let (mut a, key) = home.context_signer(&ctx.name)?;
             a.token_format = format.unwrap_or(a.token_format);
-            print_tokens(a.delegate(&key, &spec, self_sign, now_ns())?);
+            print_tokens(a.delegate(&*key, &spec, self_sign, now_ns())?);
         }
         CapCmd::Grant { subject, ctx, spec } => {
             let format = spec.format;
             let spec = spec.build(&subject)?;
-            let (mut a, key) = home.context_with_key(&ctx.name)?;
+            let (mut a, key) = home.context_signer(&ctx.name)?;
             a.token_format = format.unwrap_or(a.token_format);
-            print_tokens(vec![a.grant(&key, &spec)?]);
+            print_tokens(vec![a.grant(&*key, &spec)?]);
         }
         CapCmd::Revoke {
             token,
@@ -429,7 +448,8 @@ pub fn run(home: &Home, cmd: CapCmd) -> Result<i32> {
             via,
         } => {
             let list = read_tokens(&token)?;
-            let mut a = contexts.load(&ctx.name)?;
+            let name = file(&ctx)?;
+            let mut a = contexts.load(&name)?;
             let mut out = Vec::new();
             let mut key = None;
             for tok in list.tok {
@@ -440,14 +460,14 @@ pub fn run(home: &Home, cmd: CapCmd) -> Result<i32> {
                     out.push(tok);
                 } else {
                     if key.is_none() {
-                        key = Some(home.context_with_key(&ctx.name)?.1);
+                        key = Some(home.context_signer(&ctx.name)?.1);
                     }
                     if let Some(k) = &key {
-                        out.push(a.revoke(k, &tok)?);
+                        out.push(a.revoke(&**k, &tok)?);
                     }
                 }
             }
-            contexts.save(&ctx.name, &a)?;
+            contexts.save(&name, &a)?;
             if broadcast {
                 let caller = crate::cmd::deployment::Caller::new(home, &via)?;
                 let payload = serde_json::to_value(TokenList { tok: out.clone() })?;
@@ -477,7 +497,7 @@ pub fn run(home: &Home, cmd: CapCmd) -> Result<i32> {
             topic,
             duration,
         } => {
-            let (a, key) = home.context_with_key(&ctx.name)?;
+            let (a, key) = home.context_signer(&ctx.name)?;
             let cap = vec![
                 behavior
                     .parse::<Capability>()
@@ -506,7 +526,7 @@ pub fn run(home: &Home, cmd: CapCmd) -> Result<i32> {
             println!(
                 "{}",
                 TokenList {
-                    tok: a.invocation_tokens(&key, act, &spec, now_ns())
+                    tok: a.invocation_tokens(&*key, act, &spec, now_ns())
                 }
                 .to_json()
             );
@@ -519,7 +539,7 @@ pub fn run(home: &Home, cmd: CapCmd) -> Result<i32> {
             topic,
         } => {
             let list = read_tokens(&tokens)?;
-            let a = contexts.load(&ctx.name)?;
+            let a = contexts.load(&file(&ctx)?)?;
             let cap: Capability = behavior
                 .parse()
                 .with_context(|| format!("--cap {behavior:?}"))?;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Subcommand, ValueEnum};
 use nunet_did::keystore_v3::{self, ScryptCost};
-use nunet_did::{Keypair, Keystore};
+use nunet_did::{Keypair, Keystore, Signer};
 
 use crate::home::{Home, passphrase};
 
@@ -33,13 +33,27 @@ pub enum KeyCmd {
         name: Option<String>,
     },
     /// Print the DID of a key (a NuNet key file keeps its DID encrypted: it asks for the
-    /// passphrase).
+    /// passphrase). `ledger[:<account or alias>]` asks the Ledger wallet.
     Did {
         /// Name of the key.
         name: String,
     },
     /// List keys, their formats and DIDs.
     List,
+    /// Names for Ledger accounts, used as `ledger:<alias>` (NuNet's ledger_aliases.json).
+    #[command(subcommand)]
+    LedgerAlias(LedgerAliasCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LedgerAliasCmd {
+    /// Name Ledger account <account> <alias>: `--context ledger:<alias>` then signs with it.
+    Set {
+        /// The alias (letters, digits, '.', '_', '-'; not only digits).
+        alias: String,
+        /// The account index on the device.
+        account: u32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -81,7 +95,14 @@ pub fn run(home: &Home, cmd: KeyCmd) -> Result<i32> {
             eprintln!("imported {} as key {name:?}", file.display());
             println!("{did}");
         }
-        KeyCmd::Did { name } => println!("{}", home.key_did(&name)?),
+        KeyCmd::Did { name } => match home.context_ref(&name)?.ledger {
+            Some(account) => println!("{}", Signer::did(&crate::ledger::open(account)?)),
+            None => println!("{}", home.key_did(&name)?),
+        },
+        KeyCmd::LedgerAlias(LedgerAliasCmd::Set { alias, account }) => {
+            crate::ledger::set_alias(&home.user_dir()?, &alias, account)?;
+            eprintln!("ledger:{alias} is Ledger account {account}");
+        }
         KeyCmd::List => {
             let keys = ks.list()?;
             if keys.is_empty() {

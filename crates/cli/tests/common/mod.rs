@@ -43,6 +43,7 @@ impl Node {
             .env("NUNET_INSECURE_FAST_KDF", "1")
             .env_remove("NUNET_CONFIG")
             .env_remove("DMS_PASSPHRASE_FILE")
+            .env_remove("NUNET_LEDGER_CLI")
             .stdin(Stdio::null());
         for (k, _) in std::env::vars() {
             if k.starts_with("DMS_") && k != "DMS_PASSPHRASE" {

@@ -41,7 +41,7 @@ impl Provider {
                 reason: Some(why.to_string()),
             });
         }
-        let local = self.key.did().peer_id();
+        let local = self.key.public().peer_id();
         self.subnets.create(plan, local).await.map_err(failed)?;
         Ok(SubnetCreated {
             enabled: true,
@@ -112,7 +112,7 @@ impl Provider {
                 })
                 .map(|d| d.id);
         let live: Vec<String> = live.into_iter().chain(joined).collect();
-        let local = self.key.did().peer_id();
+        let local = self.key.public().peer_id();
         self.subnets.restore(&live, local).await;
     }
 }

@@ -275,7 +275,7 @@ fn wasm_memory_is_never_unlimited_nor_above_the_committed_ram() {
         let req = AllocateRequest {
             ensemble_id: "e".into(),
             node_id: "n".into(),
-            orchestrator: Handle::root_of(&Keypair::from_seed(&[1; 32]).did()),
+            orchestrator: Handle::root_of(&Keypair::from_seed(&[1; 32]).public()),
             allocations: vec![a.clone()],
         };
         record(&req, &a)

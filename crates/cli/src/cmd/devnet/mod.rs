@@ -181,7 +181,7 @@ fn up(n: usize, dir: &Path, base: u16, in_netns: bool) -> Result<i32> {
             name: format!("node-{i}"),
             home,
             did: key.did().to_string(),
-            peer: key.did().peer_id().to_base58(),
+            peer: key.public().peer_id().to_base58(),
             host: layout
                 .as_ref()
                 .map(|l| l.addr(i))
