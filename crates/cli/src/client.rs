@@ -87,7 +87,7 @@ impl Api {
         ));
         if !closed {
             return anyhow!(
-                "cannot reach the DMS at {} ({e}); is `nunet run` running with this --data-dir?",
+                "cannot reach the DMS at {} ({e}); is `nunet run` running with this --user-dir (NUNET_HOME)?",
                 self.base
             );
         }

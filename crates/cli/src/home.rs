@@ -9,10 +9,57 @@ use nunet_config::Loaded;
 use nunet_did::{KdfParams, Keypair, Keystore, Signer};
 use zeroize::Zeroizing;
 
+/// NuNet's global flags that set one configuration key each, for this command only (flag >
+/// `DMS_*` environment > file > default, as in NuNet).
+#[derive(clap::Args, Debug, Default)]
+pub struct FlagOverrides {
+    /// REST API address the CLI calls and the daemon binds (`rest.addr`).
+    #[arg(long, global = true, value_name = "ADDR")]
+    rest_addr: Option<String>,
+    /// REST API port (`rest.port`).
+    #[arg(long, global = true, value_name = "PORT")]
+    rest_port: Option<u16>,
+    /// Database and persistent state (`general.data_dir`).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Scratch space for workloads (`general.work_dir`).
+    #[arg(long, global = true, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// Debug logging (`general.debug`).
+    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    debug: Option<bool>,
+}
+
+impl FlagOverrides {
+    /// The flags as the `DMS_*` variables they stand for.
+    pub fn as_env(&self) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        let mut put = |k: &str, val: Option<String>| {
+            if let Some(val) = val {
+                v.push((k.to_string(), val));
+            }
+        };
+        put("DMS_REST_ADDR", self.rest_addr.clone());
+        put("DMS_REST_PORT", self.rest_port.map(|p| p.to_string()));
+        put(
+            "DMS_GENERAL_DATA_DIR",
+            self.data_dir.as_ref().map(|d| d.display().to_string()),
+        );
+        put(
+            "DMS_GENERAL_WORK_DIR",
+            self.work_dir.as_ref().map(|d| d.display().to_string()),
+        );
+        put("DMS_GENERAL_DEBUG", self.debug.map(|d| d.to_string()));
+        v
+    }
+}
+
 /// The node's home directory and what lives in it.
 pub struct Home {
-    /// Root directory (`--data-dir`, `NUNET_HOME`, or `~/.nunet`).
+    /// Root directory (`--user-dir`, `NUNET_HOME`, or `~/.nunet`).
     pub dir: PathBuf,
+    /// Configuration keys set by flags, as `DMS_*` variables (consulted before the environment).
+    overrides: Vec<(String, String)>,
     /// Whether `dir` is the default `~/.nunet` (then NuNet's other config places are searched).
     default_home: bool,
     /// Explicit `--config` file.
@@ -27,19 +74,26 @@ impl Home {
             Some(d) => d.to_path_buf(),
             None => {
                 let home = std::env::var_os("HOME")
-                    .context("HOME is not set; pass --data-dir or set NUNET_HOME")?;
+                    .context("HOME is not set; pass --user-dir or set NUNET_HOME")?;
                 PathBuf::from(home).join(".nunet")
             }
         };
         Ok(Self {
             dir,
+            overrides: Vec::new(),
             default_home: data_dir.is_none(),
             config_path: config.map(Path::to_path_buf),
             loaded: std::sync::OnceLock::new(),
         })
     }
 
-    /// The effective configuration (defaults ← file ← DMS_* environment).
+    /// The same home, with configuration keys set by flags.
+    pub fn with_overrides(mut self, overrides: Vec<(String, String)>) -> Self {
+        self.overrides = overrides;
+        self
+    }
+
+    /// The effective configuration (defaults ← file ← DMS_* environment ← flags).
     pub fn config(&self) -> Result<Loaded> {
         if let Some(l) = self.loaded.get() {
             return Ok(l.clone());
@@ -48,14 +102,20 @@ impl Home {
             &self.dir,
             self.config_path.as_deref(),
             &self.nunet_places(),
-            &|k| std::env::var(k).ok(),
+            &|k| {
+                self.overrides
+                    .iter()
+                    .find(|(name, _)| name == k)
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| std::env::var(k).ok())
+            },
         )?;
         Ok(self.loaded.get_or_init(|| l).clone())
     }
 
     /// NuNet's other places for `dms_config.json`, searched after the home's when the home is
     /// the default `~/.nunet`: the current directory (NuNet's `config` commands write there),
-    /// then `$XDG_CONFIG_HOME/nunet` (`~/.config/nunet`). A home given with `--data-dir` or
+    /// then `$XDG_CONFIG_HOME/nunet` (`~/.config/nunet`). A home given with `--user-dir` or
     /// `NUNET_HOME` is self-contained.
     fn nunet_places(&self) -> Vec<PathBuf> {
         if !self.default_home {

@@ -9,18 +9,23 @@ mod home;
 mod ledger;
 mod runinfo;
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// NuNet Device Management Service: keys, capabilities and configuration of a node.
 #[derive(Parser, Debug)]
 #[command(name = "nunet", version, about, long_about = None, propagate_version = true)]
 struct Cli {
-    /// Node home: keys (key/), capability contexts (cap/), dms_config.json.
+    /// Node home (NuNet's user directory): keys (key/), capability contexts (cap/),
+    /// dms_config.json. Default ~/.nunet.
     #[arg(long, global = true, env = "NUNET_HOME", value_name = "DIR")]
-    data_dir: Option<std::path::PathBuf>,
+    user_dir: Option<PathBuf>,
     /// Config file to use instead of <home>/dms_config.json (must exist).
     #[arg(long, global = true, env = "NUNET_CONFIG", value_name = "FILE")]
-    config: Option<std::path::PathBuf>,
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: home::FlagOverrides,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,6 +64,24 @@ enum Command {
     /// List things the local node knows (deployments, allocations).
     #[command(subcommand)]
     Get(cmd::deployment::GetCmd),
+    /// Version, commit and compiler of this binary (NuNet's `version` layout).
+    Version,
+    /// Shell completions: `source <(nunet completion bash)`, or write the output to your
+    /// shell's completion directory (zsh: a file `_nunet` on $fpath; fish:
+    /// ~/.config/fish/completions/nunet.fish).
+    #[command(visible_alias = "autocomplete")]
+    Completion {
+        /// bash, zsh, fish, powershell or elvish.
+        shell: clap_complete::Shell,
+    },
+}
+
+fn print_version() {
+    println!("NuNet Device Management Service");
+    println!("Version: {}", env!("CARGO_PKG_VERSION"));
+    println!("Commit: {}", env!("NUNET_COMMIT"));
+    println!();
+    println!("Rust Version: {}", env!("NUNET_RUSTC"));
 }
 
 /// A closed stdout (`nunet get deployments | head -1`) ends the command quietly with exit 0:
@@ -78,30 +101,40 @@ fn exit_quietly_on_closed_stdout() {
 fn main() {
     exit_quietly_on_closed_stdout();
     let cli = Cli::parse();
-    let result =
-        match cli.command {
-            Command::Validate(args) => cmd::validate::run(args).map(|()| 0),
-            Command::Devnet(c) => cmd::devnet::run(c),
-            Command::Tap(a) => cmd::tap::run(a),
-            Command::Gpu(c) => cmd::gpu::run(c),
-            command => home::Home::resolve(cli.data_dir.as_deref(), cli.config.as_deref())
-                .and_then(|home| match command {
-                    Command::Key(c) => cmd::key::run(&home, c),
-                    Command::Cap(c) => cmd::cap::run(&home, c),
-                    Command::Config(c) => cmd::config::run(&home, c),
-                    Command::Run(a) => cmd::run::run(&home, a),
-                    Command::Actor(c) => cmd::actor::run(&home, c),
-                    Command::Deploy(a) => cmd::deploy::run(&home, a),
-                    Command::Deployment(c) => cmd::deployment::run(&home, c),
-                    Command::Get(c) => cmd::deployment::get(&home, c),
-                    Command::Validate(_)
-                    | Command::Devnet(_)
-                    | Command::Gpu(_)
-                    | Command::Tap(_) => {
-                        unreachable!("matched above")
-                    }
-                }),
-        };
+    let result = match cli.command {
+        Command::Validate(args) => cmd::validate::run(args).map(|()| 0),
+        Command::Devnet(c) => cmd::devnet::run(c),
+        Command::Tap(a) => cmd::tap::run(a),
+        Command::Gpu(c) => cmd::gpu::run(c),
+        Command::Version => {
+            print_version();
+            Ok(0)
+        }
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "nunet", &mut std::io::stdout());
+            Ok(0)
+        }
+        command => home::Home::resolve(cli.user_dir.as_deref(), cli.config.as_deref())
+            .map(|home| home.with_overrides(cli.overrides.as_env()))
+            .and_then(|home| match command {
+                Command::Key(c) => cmd::key::run(&home, c),
+                Command::Cap(c) => cmd::cap::run(&home, c),
+                Command::Config(c) => cmd::config::run(&home, c),
+                Command::Run(a) => cmd::run::run(&home, a),
+                Command::Actor(c) => cmd::actor::run(&home, c),
+                Command::Deploy(a) => cmd::deploy::run(&home, a),
+                Command::Deployment(c) => cmd::deployment::run(&home, c),
+                Command::Get(c) => cmd::deployment::get(&home, c),
+                Command::Validate(_)
+                | Command::Devnet(_)
+                | Command::Gpu(_)
+                | Command::Tap(_)
+                | Command::Version
+                | Command::Completion { .. } => {
+                    unreachable!("matched above")
+                }
+            }),
+    };
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {

@@ -130,16 +130,36 @@ fn onboard_status_offboard_with_refusals() {
     );
     assert_eq!(d.json(&["/dms/node/onboarding/status"])["onboarded"], false);
 
-    // Onboard: status carries the amounts, the benchmark and the location.
+    // --no-gpu contradicts --gpus (NuNet's short flags): refused, not ignored.
+    let (code, out) = d.cmd(&[
+        "/dms/node/onboarding/onboard",
+        "-C",
+        "1",
+        "-R",
+        "1",
+        "-D",
+        "1",
+        "-G",
+        "0:4",
+        "-N",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("--gpus and --no-gpu cannot be used together"),
+        "{out}"
+    );
+
+    // Onboard, with NuNet's short flags and sizes: status carries the amounts, the benchmark
+    // and the location.
     let st = d.json(&[
         "/dms/node/onboarding/onboard",
-        "--cpu",
+        "-C",
         "1",
-        "--ram",
-        "1",
-        "--disk",
-        "2",
-        "--no-gpu",
+        "-R",
+        "1024MiB",
+        "-D",
+        "2GiB",
+        "-N",
     ]);
     assert_eq!(st["onboarded"], true, "{st}");
     assert_eq!(st["onboarded_resources"]["ram"]["size"], 1u64 << 30);

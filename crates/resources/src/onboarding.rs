@@ -92,6 +92,24 @@ fn number(v: &Value, names: &[&str]) -> Result<Option<f64>, OnboardError> {
     Ok(None)
 }
 
+/// `--ram` / `--disk` in GiB: a number, or a size with its unit as NuNet's CLI takes it
+/// (`"512MiB"`, `"4GiB"`, `"1TB"`; a bare number is GiB).
+fn size_gib(v: &Value, names: &[&str]) -> Result<Option<f64>, OnboardError> {
+    for n in names {
+        if let Some(Value::String(s)) = v.get(*n)
+            && s.trim().parse::<f64>().is_err()
+        {
+            let bytes = nunet_ensemble::units::parse_size(s)
+                .map_err(|e| OnboardError::BadRequest(format!("--{}: {e}", names[0])))?;
+            return Ok(Some(bytes as f64 / (1u64 << 30) as f64));
+        }
+        if v.get(*n).is_some_and(|x| !x.is_null()) {
+            break;
+        }
+    }
+    number(v, names)
+}
+
 impl OnboardRequest {
     /// Reads the payload `nunet actor cmd` builds (`--cpu 2 --ram 4` → `{"cpu":2,"ram":4}`;
     /// the short flags `-C -R -D -G` too).
@@ -112,8 +130,8 @@ impl OnboardRequest {
         };
         Ok(OnboardRequest {
             cpu: number(v, &["cpu", "C"])?,
-            ram: number(v, &["ram", "R"])?,
-            disk: number(v, &["disk", "D"])?,
+            ram: size_gib(v, &["ram", "R"])?,
+            disk: size_gib(v, &["disk", "D"])?,
             gpus,
             no_gpu,
         })

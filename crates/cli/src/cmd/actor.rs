@@ -48,7 +48,7 @@ pub enum ActorCmd {
     /// Exit codes: 0 ok, 1 failed, 3 denied or rejected, 4 timeout or unreachable.
     #[command(
         allow_hyphen_values = true,
-        after_help = "Node behaviors:\n  /public/hello, /public/status\n  /broadcast/hello                     (broadcast; every node answers)\n  /dms/node/peers/list | self | dht | score\n  /dms/node/peers/connect --address /ip4/…/tcp/…/p2p/<peer id>\n  /dms/node/peers/ping --host <peer id or DID>\n\nExamples:\n  nunet actor cmd /dms/node/peers/list\n  nunet actor cmd -d did:key:z6Mk… /public/status --json"
+        after_help = "Node behaviors:\n  /public/hello, /public/status\n  /broadcast/hello                     (broadcast; every node answers)\n  /dms/node/peers/list | self | dht | score\n  /dms/node/peers/connect -a|--address /ip4/…/tcp/…/p2p/<peer id>\n  /dms/node/peers/ping -H|--host <peer id or DID>\n  /dms/node/onboarding/onboard -C|--cpu <cores> -R|--ram <size> -D|--disk <size> [-G|--gpus idx:GiB,…]\n  /dms/node/onboarding/offboard [--force], /dms/node/onboarding/status\n  /dms/node/deployment/new -f|--spec-file <ensemble.yaml>\n  /dms/node/deployment/status | manifest | shutdown -i|--id <id>\n  /dms/node/deployment/logs -i|--id <id> [-a|--allocation <name>]\n  /dms/node/logger/config [-l|--level debug]\n\nSizes are GiB unless a unit is given (512MiB, 2GiB, 1TB).\n\nExamples:\n  nunet actor cmd /dms/node/peers/list\n  nunet actor cmd -d did:key:z6Mk… /public/status --json\n  nunet actor cmd -c dms /dms/node/onboarding/onboard -C 2 -R 4 -D 20"
     )]
     Cmd {
         /// Behavior name.
@@ -82,9 +82,104 @@ pub struct Common {
     /// How long to wait for the answer (also the message's expiry).
     #[arg(short = 't', long = "timeout", default_value = "30s")]
     timeout: humantime::Duration,
-    /// Expiry as a duration from now (overrides --timeout for the message lifetime).
-    #[arg(short = 'e', long = "expiry")]
-    expiry: Option<humantime::Duration>,
+    /// Expiry (overrides --timeout for the message lifetime): a duration from now (`90s`,
+    /// `10m`) or a time as NuNet writes it (`2026-12-31`, `2026-12-31 12:00:00`,
+    /// `2026-12-31T12:00:00Z`).
+    #[arg(short = 'e', long = "expiry", value_parser = parse_expiry_arg)]
+    expiry: Option<Duration>,
+}
+
+/// `-e`: a duration, or an absolute time turned into the time left until it.
+fn parse_expiry_arg(s: &str) -> Result<Duration, String> {
+    if let Ok(d) = s.parse::<humantime::Duration>() {
+        return Ok(d.into());
+    }
+    let at = crate::cmd::cap::parse_expiry(s).map_err(|_| {
+        format!("{s:?} is neither a duration (90s, 10m) nor a time (2026-12-31, 2026-12-31 12:00:00, RFC 3339)")
+    })?;
+    let now = nunet_capability::now_ns();
+    if at <= now {
+        return Err(format!("{s:?} is in the past"));
+    }
+    Ok(Duration::from_nanos(at - now))
+}
+
+/// NuNet's one-letter spellings of behavior parameters (`actor cmd` and the commands that
+/// wrap it), per behavior: `-R 4 -C 2 -D 20` is `--ram 4 --cpu 2 --disk 20`.
+const SHORT_FLAGS: &[(&str, &[(char, &str)])] = &[
+    (
+        "/dms/node/onboarding/onboard",
+        &[
+            ('R', "ram"),
+            ('C', "cpu"),
+            ('D', "disk"),
+            ('G', "gpus"),
+            ('N', "no-gpu"),
+        ],
+    ),
+    ("/dms/node/peers/connect", &[('a', "address")]),
+    ("/dms/node/peers/ping", &[('H', "host")]),
+    ("/dms/node/deployment/new", &[('f', "spec-file")]),
+    (
+        "/dms/node/deployment/update",
+        &[('f', "spec-file"), ('i', "id")],
+    ),
+    ("/dms/node/deployment/status", &[('i', "id")]),
+    ("/dms/node/deployment/manifest", &[('i', "id")]),
+    ("/dms/node/deployment/shutdown", &[('i', "id")]),
+    (
+        "/dms/node/deployment/logs",
+        &[('i', "id"), ('a', "allocation")],
+    ),
+    (
+        "/dms/node/logger/config",
+        &[('l', "level"), ('u', "url"), ('i', "interval")],
+    ),
+];
+
+/// The long name of `-<c>` for `behavior`.
+fn long_name(behavior: &str, c: char) -> Option<&'static str> {
+    SHORT_FLAGS
+        .iter()
+        .find(|(b, _)| *b == behavior)
+        .and_then(|(_, flags)| flags.iter().find(|(s, _)| *s == c))
+        .map(|(_, l)| *l)
+}
+
+/// Whether a parameter word is a flag name rather than a value: `--name`, or `-X…` with a
+/// letter (so `-5` stays a value).
+fn is_flag(word: &str) -> bool {
+    word.starts_with("--")
+        || word
+            .strip_prefix('-')
+            .and_then(|r| r.chars().next())
+            .is_some_and(|c| c.is_ascii_alphabetic())
+}
+
+/// `-X` of `behavior` as its long name; `-X4` and `-X=4` carry their value (as pflag reads
+/// them). A single dash before several letters is read as `--` (NuNet has no such flags).
+fn short_to_long(behavior: &str, word: &str, short: &str) -> Result<String> {
+    let mut chars = short.chars();
+    let Some(c) = chars.next() else {
+        bail!("unexpected parameter {word:?}: use --name value");
+    };
+    let rest = chars.as_str();
+    match long_name(behavior, c) {
+        Some(long) if rest.is_empty() => Ok(long.to_string()),
+        Some(long) => Ok(format!("{long}={}", rest.strip_prefix('=').unwrap_or(rest))),
+        None if !rest.is_empty() && !rest.starts_with('=') => Ok(short.to_string()),
+        None => {
+            let known = SHORT_FLAGS
+                .iter()
+                .find(|(b, _)| *b == behavior)
+                .map(|(_, f)| {
+                    let list: Vec<String> = f.iter().map(|(s, l)| format!("-{s} --{l}")).collect();
+                    format!(" (short flags here: {})", list.join(", "))
+                })
+                .unwrap_or_default();
+            bail!("{behavior} has no short flag -{c}; use the --long form{known}")
+        }
+    }
 }
 
 fn read_msg(arg: &str) -> Result<Envelope> {
@@ -98,23 +193,25 @@ fn read_msg(arg: &str) -> Result<Envelope> {
     serde_json::from_str(&text).context("not a message built with `nunet actor msg`")
 }
 
-fn params_to_json(params: &[String]) -> Result<Value> {
+fn params_to_json(behavior: &str, params: &[String]) -> Result<Value> {
     let mut map = serde_json::Map::new();
     let mut i = 0;
     while i < params.len() {
-        let Some(name) = params[i]
-            .strip_prefix("--")
-            .or_else(|| params[i].strip_prefix('-'))
-        else {
-            bail!("unexpected parameter {:?}: use --name value", params[i]);
+        let word = &params[i];
+        let name = if let Some(long) = word.strip_prefix("--") {
+            long.to_string()
+        } else if let Some(short) = word.strip_prefix('-') {
+            short_to_long(behavior, word, short)?
+        } else {
+            bail!("unexpected parameter {word:?}: use --name value");
         };
         let (name, inline) = match name.split_once('=') {
             Some((n, v)) => (n.to_string(), Some(v.to_string())),
-            None => (name.to_string(), None),
+            None => (name, None),
         };
         let value = match inline {
             Some(v) => v,
-            None if i + 1 < params.len() && !params[i + 1].starts_with("--") => {
+            None if i + 1 < params.len() && !is_flag(&params[i + 1]) => {
                 i += 1;
                 params[i].clone()
             }
@@ -176,7 +273,7 @@ pub fn run(home: &Home, cmd: ActorCmd) -> Result<i32> {
             json,
             params,
         } => {
-            let mut payload = params_to_json(&params)?;
+            let mut payload = params_to_json(&behavior, &params)?;
             spec_file_to_ensemble(&mut payload)?;
             let topic = broadcast.or_else(|| {
                 behavior
@@ -202,7 +299,7 @@ fn build(
     topic: Option<&str>,
 ) -> Result<Envelope> {
     let timeout: Duration = common.timeout.into();
-    let ttl = common.expiry.map(Duration::from).unwrap_or(timeout);
+    let ttl = common.expiry.unwrap_or(timeout);
     home.ensure_keystore_context(&common.context)?;
     let api = api_for(home, timeout)?;
     let local = api.handle()?;
@@ -257,5 +354,66 @@ fn deliver(home: &Home, kind: &str, env: &Envelope, raw: bool) -> Result<i32> {
             eprintln!("error: {:?}{rule}: {}", e.kind, e.message);
             Ok(client::code_of(&e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn params(behavior: &str, words: &[&str]) -> Result<Value> {
+        let v: Vec<String> = words.iter().map(|s| s.to_string()).collect();
+        params_to_json(behavior, &v)
+    }
+
+    #[test]
+    fn nunet_short_flags_map_to_their_long_names() {
+        let onboard = "/dms/node/onboarding/onboard";
+        assert_eq!(
+            params(onboard, &["-R", "4", "-C", "2", "-D", "20GiB", "-N"]).unwrap(),
+            json!({"ram": 4, "cpu": 2, "disk": "20GiB", "no_gpu": true})
+        );
+        // A flag with no value before another short flag; pflag's `-R4` and `-R=4`.
+        assert_eq!(
+            params(onboard, &["-N", "-R4", "-C=2", "--disk", "-1"]).unwrap(),
+            json!({"no_gpu": true, "ram": 4, "cpu": 2, "disk": -1})
+        );
+        assert_eq!(
+            params("/dms/node/peers/ping", &["-H", "12D3KooW"]).unwrap(),
+            json!({"host": "12D3KooW"})
+        );
+        assert_eq!(
+            params("/dms/node/deployment/logs", &["-i", "abc", "-a", "web"]).unwrap(),
+            json!({"id": "abc", "allocation": "web"})
+        );
+        // An unknown short flag is an error naming the ones that exist, never a key "X".
+        let e = params(onboard, &["-X", "1"]).unwrap_err().to_string();
+        assert!(
+            e.contains("no short flag -X") && e.contains("-R --ram"),
+            "{e}"
+        );
+        let e = params("/public/status", &["-q"]).unwrap_err().to_string();
+        assert!(e.contains("no short flag -q"), "{e}");
+        // A single dash before a word is read as two.
+        assert_eq!(
+            params("/public/status", &["-verbose"]).unwrap(),
+            json!({"verbose": true})
+        );
+    }
+
+    #[test]
+    fn expiry_takes_a_duration_or_a_time() {
+        assert_eq!(parse_expiry_arg("90s").unwrap(), Duration::from_secs(90));
+        let left = parse_expiry_arg("2500-01-01").unwrap();
+        assert!(left > Duration::from_secs(100 * 365 * 86400));
+        assert!(parse_expiry_arg("2500-01-01 12:00:00").is_ok());
+        assert!(parse_expiry_arg("2500-01-01T12:00:00Z").is_ok());
+        assert!(
+            parse_expiry_arg("2001-01-01")
+                .unwrap_err()
+                .contains("in the past")
+        );
+        assert!(parse_expiry_arg("soon").unwrap_err().contains("neither"));
     }
 }

@@ -235,7 +235,8 @@ fn parse_caps(v: &[String], flag: &str) -> Result<Vec<Capability>> {
         .collect()
 }
 
-fn parse_expiry(s: &str) -> Result<u64> {
+/// An expiry time: `2026-12-31`, `2026-12-31 12:00:00` or RFC 3339, as nanoseconds.
+pub(crate) fn parse_expiry(s: &str) -> Result<u64> {
     let full = if s.len() == 10 {
         format!("{s}T00:00:00Z")
     } else {

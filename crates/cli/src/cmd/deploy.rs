@@ -22,8 +22,14 @@ use crate::home::Home;
 /// Arguments of `nunet deploy`.
 #[derive(Args, Debug)]
 pub struct DeployArgs {
-    /// Ensemble file (YAML or JSON).
-    #[arg(short = 'f', long = "file")]
+    /// Ensemble file (YAML or JSON). `--spec-file` is NuNet's spelling; NuNet's default
+    /// `ensemble.yaml` (in the current directory) applies when none is given.
+    #[arg(
+        short = 'f',
+        long = "file",
+        visible_alias = "spec-file",
+        default_value = "ensemble.yaml"
+    )]
     file: PathBuf,
     /// Deadline for reaching Running (the `new` message's expiry).
     #[arg(short = 't', long = "timeout", default_value = "5m")]

@@ -139,6 +139,16 @@ fn request_json_accepts_cli_payloads() {
         (Some(1.0), Some(2.0), Some(3.0), true)
     );
     assert!(OnboardRequest::from_json(&json!({"cpu": "lots"})).is_err());
+    // Sizes with units, as NuNet's CLI takes them (`--ram 512MiB`, `-D 1TB`).
+    let r =
+        OnboardRequest::from_json(&json!({"cpu": 1, "ram": "512MiB", "disk": "1.5 GiB"})).unwrap();
+    assert_eq!((r.ram, r.disk), (Some(0.5), Some(1.5)));
+    let r = OnboardRequest::from_json(&json!({"R": "2GiB", "D": "1TB"})).unwrap();
+    assert_eq!(r.ram, Some(2.0));
+    assert_eq!(r.disk, Some(1e12 / (1u64 << 30) as f64));
+    assert!(
+        matches!(OnboardRequest::from_json(&json!({"ram": "4 parsecs"})), Err(OnboardError::BadRequest(m)) if m.contains("--ram"))
+    );
     let missing = plan(
         &OnboardRequest::from_json(&json!({"cpu": 1})).unwrap(),
         &spec(vec![]),
