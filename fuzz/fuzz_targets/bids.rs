@@ -38,7 +38,7 @@ fn check_bid(bid: Bid) {
     let _ = bid.location.to_string();
     // As the provider would sign it: the orchestrator must accept it.
     let k = key();
-    let me = Handle::root_of(&k.did());
+    let me = Handle::root_of(&k.public());
     let signed = Bid {
         peer: me.addr.host.clone(),
         handle: me,
@@ -58,7 +58,7 @@ fn check_decline(d: Decline) {
     let _ = d.summary();
     let k = key();
     let signed = Decline {
-        peer: k.did().peer_id().to_base58(),
+        peer: k.public().peer_id().to_base58(),
         ..d
     }
     .sign(k);

@@ -87,11 +87,10 @@ impl Handle {
         if s.starts_with("did:") {
             let did = Did::parse(s).map_err(|e| e.to_string())?;
             // Only ed25519 DIDs name a node; the error says what the DID is instead.
-            did.peer_id().map_err(|e| e.to_string())?;
-            let key = did
-                .ed25519()
-                .ok_or_else(|| format!("{did} names no node"))?;
-            return Ok(Self::root_of(&key));
+            let peer = did.peer_id().map_err(|e| e.to_string())?;
+            return PublicKey::from_peer_id(&peer)
+                .map(|k| Self::root_of(&k))
+                .map_err(|e| e.to_string());
         }
         let peer: libp2p_identity::PeerId = s
             .parse()
@@ -204,9 +203,13 @@ impl Envelope {
         b
     }
 
-    /// The sender's DID (its key).
+    /// The sender's DID (its key). Actors are ed25519: a token-only key type (an Ethereum
+    /// wallet's, a secp256k1 identity's) never sends messages.
     pub fn sender(&self) -> Result<Did, EnvelopeError> {
-        Did::parse(&self.from.id).map_err(|e| EnvelopeError::BadSender(e.to_string()))
+        let did = Did::parse(&self.from.id).map_err(|e| EnvelopeError::BadSender(e.to_string()))?;
+        did.peer_id()
+            .map_err(|e| EnvelopeError::BadSender(e.to_string()))?;
+        Ok(did)
     }
 
     /// Verifies the signature against `from.id`; returns the sender DID.
@@ -286,6 +289,26 @@ mod tests {
             assert_eq!(m.verify_signature(), Err(EnvelopeError::BadSignature));
         }
         assert!(next_nonce() < next_nonce());
+        // A message from a token-only key (a secp256k1 or Ethereum DID), validly signed by it,
+        // is refused: actors are ed25519.
+        let secp = nunet_did::SecpKeypair::from_secret(&[4; 32]).unwrap();
+        for did in [
+            Did::from_secp256k1(&secp.public()),
+            Did::from_eth(&secp.public()),
+        ] {
+            let mut m = e.clone();
+            m.from.id = did.to_string();
+            m.sig = match did.kind() {
+                nunet_did::KeyKind::Eth => secp.sign_eth(&m.signing_bytes()),
+                _ => secp.sign_sha256(&m.signing_bytes()),
+            };
+            assert!(did.verify(&m.signing_bytes(), &m.sig).is_ok());
+            assert!(
+                matches!(m.verify_signature(), Err(EnvelopeError::BadSender(w)) if w.contains("ed25519 peers"))
+            );
+            let h = Handle::parse(did.as_str()).unwrap_err();
+            assert!(h.contains("only talks to ed25519 peers"), "{h}");
+        }
     }
 
     #[test]

@@ -196,7 +196,8 @@ pub struct DmsToken {
     pub chain: Option<Box<Token>>,
     /// For revoke tokens of this node's format: the id of the revoked token.
     pub rev: Option<TokenId>,
-    /// ed25519 signature of the issuer over the signing bytes (base64 in JSON).
+    /// The issuer's signature over the signing bytes, in its key type's scheme (base64 in
+    /// JSON).
     pub sig: Vec<u8>,
     /// Which format the token is in.
     pub format: TokenFormat,
@@ -625,11 +626,13 @@ impl DmsToken {
         self.id_of(&self.signing_bytes(chain_id))
     }
 
-    /// The id, given this token's signing bytes.
+    /// The id, given this token's signing bytes. An ECDSA signature counts in its low-S form:
+    /// its high-S twin verifies too, and must not give the token a second id that escapes a
+    /// revocation by id.
     pub fn id_of(&self, signing_bytes: &[u8]) -> TokenId {
         let mut h = Sha256::new();
         h.update(signing_bytes);
-        h.update(&self.sig);
+        h.update(self.iss.canonical_signature(&self.sig));
         TokenId(h.finalize().into())
     }
 

@@ -250,6 +250,66 @@ fn nunet_public_did_can_be_granted_to_and_its_grants_verify() {
     Verifier::default().verify(&t, &req, &anchors, NOW).unwrap();
 }
 
+#[test]
+fn a_high_s_twin_keeps_the_token_id_and_its_revocation() {
+    // ECDSA signatures verify in both S forms (NuNet accepts high-S). The id must not depend on
+    // the form, or the holder of a token revoked by id could flip S and use it again.
+    for kind in [1, 2] {
+        let issuer = AnyKey::new(kind, 3);
+        let node = Keypair::from_seed(&[7; 32]);
+        let ping = cap("/dms/node/peers/ping");
+        let claims = Claims {
+            act: Action::Invoke,
+            sub: node.did(),
+            aud: None,
+            topic: vec![],
+            cap: vec![ping.clone()],
+            exp: NOW + 1_000_000_000_000,
+            depth: 0,
+            rev: None,
+        };
+        let t = Token::issue(&issuer, claims, None).unwrap();
+        let sig = k256::ecdsa::Signature::from_der(&t.dms().sig).unwrap();
+        let high = k256::ecdsa::Signature::from_scalars(sig.r(), -*sig.s()).unwrap();
+        let mut twin = t.clone();
+        twin.dms_mut().sig = high.to_der().as_bytes().to_vec();
+        assert_ne!(twin.dms().sig, t.dms().sig);
+        assert!(twin.dms().verify_signature(None), "high-S verifies");
+        assert_eq!(twin.id(), t.id());
+        let mut anchors = Anchors::new(node.did());
+        anchors.add_root(issuer.did());
+        let rev = Token::issue(
+            &issuer,
+            Claims {
+                act: Action::Revoke,
+                sub: issuer.did(),
+                aud: None,
+                topic: vec![],
+                cap: vec![],
+                exp: NOW + 1_000_000_000_000,
+                depth: 0,
+                rev: Some(t.id()),
+            },
+            None,
+        )
+        .unwrap();
+        anchors.revocations.add(rev).unwrap();
+        let req = Request {
+            action: Action::Invoke,
+            subject: &node.did(),
+            audience: &node.did(),
+            capability: &ping,
+            topic: None,
+        };
+        for tok in [&t, &twin] {
+            assert!(matches!(
+                Verifier::default().verify(tok, &req, &anchors, NOW),
+                Err(Denied::Revoked { .. })
+            ));
+        }
+    }
+}
+
 fn format(nunet: bool) -> TokenFormat {
     if nunet {
         TokenFormat::NuNet
@@ -402,15 +462,16 @@ fn nunet_context_files_open_and_are_not_rewritten() {
         ctx.load("prism").unwrap().did.kind(),
         nunet_did::KeyKind::Secp256k1
     );
-    // A context whose DID cannot be used is refused with the reason, not half-read.
+    // A context whose DID type is not read here (a Cardano wallet's) is refused with the
+    // reason, not half-read.
     std::fs::write(
         dir.path().join("bad.cap"),
-        br#"{"did":{"uri":"did:key:z6MkTooShort"},"roots":[]}"#,
+        br#"{"did":{"uri":"did:key:zE4Mr8HxBNPPsjzZtQrNcDgYwJW1qogzvx7eA2VAuhoJhyAx7"},"roots":[]}"#,
     )
     .unwrap();
     let e = nunet_capability::ContextFile::new(dir.path())
         .load("bad")
         .unwrap_err()
         .to_string();
-    assert!(e.contains("NuNet context") && e.contains("did"), "{e}");
+    assert!(e.contains("NuNet context") && e.contains("Cardano"), "{e}");
 }

@@ -22,15 +22,41 @@ pub struct FlagOverrides {
     /// Database and persistent state (`general.data_dir`).
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Scratch space for workloads (`general.work_dir`).
-    #[arg(long, global = true, value_name = "DIR")]
-    work_dir: Option<PathBuf>,
-    /// Debug logging (`general.debug`).
-    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    /// Debug logging (`general.debug`); `--debug=false` turns it off.
+    #[arg(
+        long,
+        global = true,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
     debug: Option<bool>,
 }
 
 impl FlagOverrides {
+    /// Whether any flag was given.
+    pub fn any(&self) -> bool {
+        !self.as_env().is_empty()
+    }
+
+    /// `--data-dir` meant the node home before it meant `general.data_dir` (NuNet's meaning):
+    /// a directory that holds a home's files is refused instead of being read as data.
+    pub fn check(&self) -> Result<()> {
+        let Some(d) = &self.data_dir else {
+            return Ok(());
+        };
+        let home_files = ["key", "cap", nunet_config::load::FILE_NAME];
+        if let Some(f) = home_files.iter().find(|f| d.join(f).exists()) {
+            bail!(
+                "--data-dir {} holds {f}: it looks like a node home. --data-dir sets \
+                 general.data_dir (as in NuNet); the home is --user-dir (or NUNET_HOME)",
+                d.display()
+            );
+        }
+        Ok(())
+    }
+
     /// The flags as the `DMS_*` variables they stand for.
     pub fn as_env(&self) -> Vec<(String, String)> {
         let mut v = Vec::new();
@@ -44,10 +70,6 @@ impl FlagOverrides {
         put(
             "DMS_GENERAL_DATA_DIR",
             self.data_dir.as_ref().map(|d| d.display().to_string()),
-        );
-        put(
-            "DMS_GENERAL_WORK_DIR",
-            self.work_dir.as_ref().map(|d| d.display().to_string()),
         );
         put("DMS_GENERAL_DEBUG", self.debug.map(|d| d.to_string()));
         v
@@ -69,8 +91,8 @@ pub struct Home {
 }
 
 impl Home {
-    pub fn resolve(data_dir: Option<&Path>, config: Option<&Path>) -> Result<Self> {
-        let dir = match data_dir {
+    pub fn resolve(user_dir: Option<&Path>, config: Option<&Path>) -> Result<Self> {
+        let dir = match user_dir {
             Some(d) => d.to_path_buf(),
             None => {
                 let home = std::env::var_os("HOME")
@@ -81,7 +103,7 @@ impl Home {
         Ok(Self {
             dir,
             overrides: Vec::new(),
-            default_home: data_dir.is_none(),
+            default_home: user_dir.is_none(),
             config_path: config.map(Path::to_path_buf),
             loaded: std::sync::OnceLock::new(),
         })

@@ -82,17 +82,22 @@ pub fn open(account: u32) -> Result<ExternalSigner> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("ledger-cli"));
     let timeout = match std::env::var(TIMEOUT_ENV) {
-        Ok(s) => Duration::from_secs(
-            s.parse()
-                .with_context(|| format!("{TIMEOUT_ENV}={s:?} is not a number of seconds"))?,
-        ),
+        Ok(s) => match s.parse::<u64>() {
+            Ok(n) if n > 0 => Duration::from_secs(n),
+            _ => bail!("{TIMEOUT_ENV}={s:?}: give a number of seconds above 0"),
+        },
         Err(_) => DEFAULT_TIMEOUT,
     };
-    ExternalSigner::open(&program, account, timeout).with_context(|| {
+    let signer = ExternalSigner::open(&program, account, timeout).with_context(|| {
         format!(
             "opening Ledger account {account} (NuNet's ledger-cli on PATH, or the program in {PROGRAM_ENV})"
         )
-    })
+    })?;
+    eprintln!(
+        "Ledger account {account} ({}): confirm each signature on the device",
+        nunet_did::Signer::did(&signer)
+    );
+    Ok(signer)
 }
 
 fn read_aliases(user_dir: &Path) -> Result<BTreeMap<String, u32>> {
@@ -121,8 +126,18 @@ pub fn set_alias(user_dir: &Path, alias: &str, account: u32) -> Result<()> {
     }
     let mut table = read_aliases(user_dir)?;
     table.insert(alias.into(), account);
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(user_dir)
+            .with_context(|| format!("creating {}", user_dir.display()))?;
+    }
     let path = user_dir.join(ALIASES);
     let tmp = user_dir.join(format!(".{ALIASES}.tmp{}", std::process::id()));
+    // Left by a process of the same pid that died mid-write: ours to replace.
+    let _ = std::fs::remove_file(&tmp);
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
@@ -147,8 +162,11 @@ mod tests {
 
     #[test]
     fn names_resolve_as_nunet_resolves_them() {
-        let d = tempfile::tempdir().unwrap();
-        let r = |n: &str| resolve(n, d.path());
+        let top = tempfile::tempdir().unwrap();
+        // A user directory that does not exist yet (a fresh ~/.nunet).
+        let d = top.path().join("home");
+        let d = d.as_path();
+        let r = |n: &str| resolve(n, d);
         assert_eq!(
             r("ledger").unwrap(),
             ContextRef {
@@ -164,8 +182,8 @@ mod tests {
         assert!(r("ledger:-1").is_err());
         let e = r("ledger:finance").unwrap_err().to_string();
         assert!(e.contains("ledger-alias set finance"), "{e}");
-        set_alias(d.path(), "finance", 7).unwrap();
-        set_alias(d.path(), "ops", 2).unwrap();
+        set_alias(d, "finance", 7).unwrap();
+        set_alias(d, "ops", 2).unwrap();
         assert_eq!(
             r("ledger:finance").unwrap(),
             ContextRef {
@@ -174,10 +192,10 @@ mod tests {
             }
         );
         assert_eq!(r("ledger:ops").unwrap().ledger, Some(2));
-        assert!(set_alias(d.path(), "12", 1).is_err());
-        assert!(set_alias(d.path(), "a:b", 1).is_err());
+        assert!(set_alias(d, "12", 1).is_err());
+        assert!(set_alias(d, "a:b", 1).is_err());
         // NuNet's own file shape reads back.
-        std::fs::write(d.path().join(ALIASES), "{\"x\": 4}\n").unwrap();
+        std::fs::write(d.join(ALIASES), "{\"x\": 4}\n").unwrap();
         assert_eq!(r("ledger:x").unwrap().ledger, Some(4));
     }
 }

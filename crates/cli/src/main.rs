@@ -101,6 +101,26 @@ fn exit_quietly_on_closed_stdout() {
 fn main() {
     exit_quietly_on_closed_stdout();
     let cli = Cli::parse();
+    let reads_config = !matches!(
+        cli.command,
+        Command::Validate(_)
+            | Command::Devnet(_)
+            | Command::Tap(_)
+            | Command::Gpu(_)
+            | Command::Version
+            | Command::Completion { .. }
+    );
+    if cli.overrides.any() && !reads_config {
+        eprintln!(
+            "error: --rest-addr, --rest-port, --data-dir and --debug set the node's configuration; \
+             this command does not read it"
+        );
+        std::process::exit(2);
+    }
+    if let Err(e) = cli.overrides.check() {
+        eprintln!("error: {e:#}");
+        std::process::exit(2);
+    }
     let result = match cli.command {
         Command::Validate(args) => cmd::validate::run(args).map(|()| 0),
         Command::Devnet(c) => cmd::devnet::run(c),

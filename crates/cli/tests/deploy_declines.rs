@@ -48,39 +48,8 @@ fn declines_show_their_reason_and_close_the_round_early() {
         .replace("cores: 0.5", "cores: 8");
     let f = dn.dir.join("big.yaml");
     std::fs::write(&f, big).unwrap();
-    let dir = dn.dir.clone();
-    let deploy = std::thread::spawn(move || {
-        let o = nunet(
-            &dir,
-            Some("node-1"),
-            &["deploy", "-f", f.to_str().unwrap(), "-t", "60s"],
-        );
-        (o.status.code().unwrap_or(-1), text(&o))
-    });
-    let t0 = std::time::Instant::now();
-    let (big_id, events) = loop {
-        assert!(
-            t0.elapsed() < std::time::Duration::from_secs(30),
-            "no resources decline seen"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        let l = dn.json(1, &["get", "deployments", "--json"]);
-        let Some(d) = l["deployments"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["id"] != id)
-            .cloned()
-        else {
-            continue;
-        };
-        let big_id = d["id"].as_str().unwrap().to_string();
-        let s = dn.json(1, &["deployment", "status", &big_id, "--json"]);
-        let events = s["events"].to_string();
-        if events.contains("not enough free resources") && events.contains(&declined) {
-            break (big_id, events);
-        }
-    };
+    let deploy = deploy_in_background(&dn, &f);
+    let (big_id, events) = wait_for_events(&dn, &[id], &["not enough free resources", &declined]);
     assert!(
         events.contains("declined to bid: node-1: not enough free resources"),
         "{events}"
@@ -93,4 +62,66 @@ fn declines_show_their_reason_and_close_the_round_early() {
         code, 0,
         "a deployment nobody bid on must not succeed: {out}"
     );
+
+    // NuNet's containerd ensemble, unchanged: accepted, and declined at bid time with the
+    // reason (this DMS does not run containerd), not refused at parse time.
+    let nunet = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../ensemble/tests/fixtures/nunet/tests__acceptance__testdata__ensembles__containerd_hello.yaml");
+    let deploy = deploy_in_background(&dn, &nunet);
+    let (c_id, events) = wait_for_events(
+        &dn,
+        &[id, &big_id],
+        &["executor not implemented by this DMS (NuNet's containerd: use docker)"],
+    );
+    assert!(!events.contains("bid from"), "nobody may bid: {events}");
+    let (code, out) = dn.run(1, &["deployment", "shutdown", &c_id]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = deploy.join().unwrap();
+    assert_ne!(code, 0, "{out}");
+}
+
+/// `nunet deploy -f <file>` from node-1, on a thread: (exit code, output).
+fn deploy_in_background(
+    dn: &Devnet,
+    file: &std::path::Path,
+) -> std::thread::JoinHandle<(i32, String)> {
+    let dir = dn.dir.clone();
+    let file = file.to_path_buf();
+    std::thread::spawn(move || {
+        let o = nunet(
+            &dir,
+            Some("node-1"),
+            &["deploy", "-f", file.to_str().unwrap(), "-t", "60s"],
+        );
+        (o.status.code().unwrap_or(-1), text(&o))
+    })
+}
+
+/// The first deployment of node-1 not in `known` whose events contain every needle:
+/// (its id, its events as JSON text).
+fn wait_for_events(dn: &Devnet, known: &[&str], needles: &[&str]) -> (String, String) {
+    let t0 = std::time::Instant::now();
+    loop {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "no deployment with events {needles:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let l = dn.json(1, &["get", "deployments", "--json"]);
+        let Some(d) = l["deployments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| !known.iter().any(|k| d["id"] == *k))
+            .cloned()
+        else {
+            continue;
+        };
+        let new_id = d["id"].as_str().unwrap().to_string();
+        let s = dn.json(1, &["deployment", "status", &new_id, "--json"]);
+        let events = s["events"].to_string();
+        if needles.iter().all(|n| events.contains(n)) {
+            return (new_id, events);
+        }
+    }
 }

@@ -146,7 +146,11 @@ fn a_ledger_context_grants_and_its_chain_verifies_at_the_node() {
         &user,
     ]);
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("ledger-cli"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("cannot run the signer ledger-cli"),
+        "{}",
+        r.stderr
+    );
     // A Ledger context signs tokens, not messages: said plainly.
     let r = with_ledger(&["actor", "msg", "/public/status", "-c", "ledger"]);
     assert_ne!(r.code, 0);

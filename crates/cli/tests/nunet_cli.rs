@@ -112,9 +112,40 @@ fn global_flags_set_one_key_for_one_command() {
     ]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("127.0.0.1:1"), "{}", r.stderr);
-    // NuNet's profiler flags name a feature this node does not have: refused.
-    let r = n.run(&["--profiler-enabled", "config", "get"]);
-    assert_ne!(r.code, 0);
+    // `--debug` before the subcommand does not swallow it; `--debug=false` turns it off.
+    assert_eq!(
+        n.run(&["--debug", "config", "get", "general.debug"]).ok(),
+        "true"
+    );
+    assert_eq!(
+        n.run(&["--debug=false", "config", "get", "general.debug"])
+            .ok(),
+        "false"
+    );
+    // NuNet's profiler and work-dir flags name what this node does not have: refused.
+    for flag in ["--profiler-enabled", "--work-dir=/tmp"] {
+        let r = n.run(&[flag, "config", "get"]);
+        assert_ne!(r.code, 0, "{flag}");
+    }
+    // A command that reads no configuration refuses them instead of ignoring them.
+    let r = n.run(&["--rest-port", "7005", "version"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("does not read it"), "{}", r.stderr);
+    // --data-dir used to name the home: a directory holding a home's files is refused.
+    let r = n.run(&["--data-dir", n.home.to_str().unwrap(), "config", "get"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--user-dir"), "{}", r.stderr);
+    // --user-dir is the home (NUNET_HOME's flag), and wins over the variable.
+    let other = n.home.with_file_name("other-home");
+    let r = n.run(&[
+        "--user-dir",
+        other.to_str().unwrap(),
+        "config",
+        "get",
+        "rest.port",
+    ]);
+    assert_eq!(r.ok(), "9999");
+    assert_eq!(n.run(&["config", "get", "rest.port"]).ok(), "7001");
 }
 
 #[test]

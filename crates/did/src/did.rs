@@ -53,8 +53,11 @@ pub enum DidError {
     /// base58 decoding is quadratic in the input).
     #[error("DID is {0} bytes long; a did:key is at most {MAX_DID_LEN}")]
     TooLong(usize),
-    /// A DID whose key cannot be a libp2p peer (actors and nodes are ed25519 here).
-    #[error("{did} is a {kind} DID: it can sign capability tokens but names no libp2p peer")]
+    /// A DID of a key type this node does not talk to as a peer (its nodes and actors are
+    /// ed25519; NuNet's Ethereum and Cardano keys are never peers anywhere).
+    #[error(
+        "{did} holds a {kind} key: it can sign capability tokens, but this node only talks to ed25519 peers"
+    )]
     NoPeer {
         /// The DID.
         did: String,
@@ -290,8 +293,23 @@ impl Did {
         }
     }
 
-    /// The libp2p peer id of the same key. Nodes and actors here are ed25519, so other key
-    /// types name no peer and give [`DidError::NoPeer`].
+    /// `sig` in the one form that names it: ECDSA signatures (secp256k1, Ethereum) are
+    /// accepted high-S too, as NuNet accepts them, so anything that identifies a signed object
+    /// by its signature (a token id, a revocation by id) uses the low-S form. Other signatures,
+    /// and bytes that are not a signature, are returned as they are.
+    pub fn canonical_signature<'a>(&self, sig: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        match self.0.key {
+            DidKey::Secp256k1(_) | DidKey::Eth(_) => match crate::secp::low_s_twin(sig) {
+                Some(low) => std::borrow::Cow::Owned(low),
+                None => std::borrow::Cow::Borrowed(sig),
+            },
+            DidKey::Ed25519(_) => std::borrow::Cow::Borrowed(sig),
+        }
+    }
+
+    /// The libp2p peer id of the same key. This node talks to ed25519 peers only (a NuNet node
+    /// with a secp256k1 host key is not reachable from here), so other key types give
+    /// [`DidError::NoPeer`].
     pub fn peer_id(&self) -> Result<PeerId, DidError> {
         match self.0.key {
             DidKey::Ed25519(k) => Ok(*self.0.peer.get_or_init(|| k.peer_id())),
@@ -460,7 +478,18 @@ mod tests {
         let k = crate::SecpKeypair::from_secret(&[3; 32]).unwrap();
         let p = k256::ecdsa::VerifyingKey::from_sec1_bytes(&k.public().to_compressed()).unwrap();
         let long = p.to_encoded_point(false);
-        assert!(Did::parse(&coded(&[0xe7, 0x01], long.as_bytes())).is_err());
+        assert!(matches!(
+            Did::parse(&coded(&[0xe7, 0x01], long.as_bytes())),
+            Err(DidError::InvalidKey {
+                kind: KeyKind::Secp256k1,
+                len: 65
+            })
+        ));
+        // An overlong varint (0xed as `ed 81 00`) is a second spelling too.
+        let key = Keypair::from_seed(&[1; 32]).public().to_bytes();
+        let padded = coded(&[0xed, 0x81, 0x00], &key);
+        assert!(matches!(Did::parse(&padded), Err(DidError::Base58(_))));
+        assert!(Did::parse(&coded(&[0xed, 0x01], &key)).is_ok());
     }
 
     #[test]
@@ -479,6 +508,12 @@ mod tests {
         // The DID NuNet's README asks users to grant /public and /broadcast to.
         let d = Did::parse("did:key:zzCHUybNYmK8QsttZwXqUX8aDLoBGHnMCakDX2RpsGwmXmYHEW").unwrap();
         assert_eq!(d.kind(), KeyKind::Eth);
+        // Its key, decoded independently (Python base58): 81 de 03 ‖ compressed point.
+        let expected =
+            hex::decode("02f42bec4eee1e73912f9d4c88c3d89abdc6c7d3993c5493ed40b2705bcecd20a7")
+                .unwrap();
+        let key = crate::SecpPublicKey::from_compressed(&expected).unwrap();
+        assert_eq!(Did::from_eth(&key), d);
         assert!(d.ed25519().is_none());
         assert!(matches!(
             d.peer_id(),

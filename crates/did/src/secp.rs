@@ -84,6 +84,15 @@ pub fn eth_message_hash(msg: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// The low-S form of a DER signature, when `der` is a valid signature in its high-S form
+/// (`None` when it is already low-S or not a signature). Both forms verify, so anything that
+/// names a signed object by its signature (token ids) must use one of them.
+pub fn low_s_twin(der: &[u8]) -> Option<Vec<u8>> {
+    let sig = parse_der(der).ok()?;
+    sig.normalize_s()
+        .map(|low| low.to_der().as_bytes().to_vec())
+}
+
 /// Strict DER: `from_der` checks minimal integers and the exact length; the length bound keeps
 /// garbage from the wire cheap to refuse.
 fn parse_der(der: &[u8]) -> Result<EcdsaSignature, KeyError> {
@@ -201,11 +210,13 @@ mod tests {
         let mut trailing = der.clone();
         trailing.push(0);
         assert!(k.public().verify_sha256(b"m", &trailing).is_err());
+        // One more leading zero before r is never minimal, whatever r's first byte.
         let mut padded = vec![0x30, der[1] + 1, 0x02, der[3] + 1, 0x00];
         padded.extend_from_slice(&der[4..]);
-        if der[4] < 0x80 {
-            assert!(k.public().verify_sha256(b"m", &padded).is_err());
-        }
+        assert_eq!(
+            k.public().verify_sha256(b"m", &padded),
+            Err(KeyError::NotDerSignature(padded.len()))
+        );
     }
 
     #[test]

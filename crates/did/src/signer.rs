@@ -56,9 +56,14 @@ pub enum SignerError {
         program: PathBuf,
         /// Its exit status.
         status: String,
-        /// The end of what it wrote on stderr.
+        /// The end of what it wrote on stderr (2 KiB at most).
         stderr: String,
     },
+    /// The data is too long to pass to the program as one argument.
+    #[error(
+        "{0} bytes are too many to sign through an external signer (at most {MAX_SIGNED} bytes)"
+    )]
+    TooLarge(usize),
     /// The program did not answer in time (a wallet waiting for a confirmation nobody gave).
     #[error(
         "the signer {0} did not answer within {1:?} (was the request confirmed on the device?)"
@@ -80,8 +85,8 @@ pub enum SignerError {
         /// Why it failed.
         source: KeyError,
     },
-    /// Local I/O (the private scratch directory).
-    #[error("signer scratch directory: {0}")]
+    /// Local I/O (the private scratch directory, waiting for the program).
+    #[error("running the signer: {0}")]
     Io(#[from] std::io::Error),
 }
 
@@ -89,6 +94,8 @@ pub enum SignerError {
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Largest answer file read from a signer.
 const MAX_ANSWER: u64 = 64 * 1024;
+/// Longest data signed: its hex is one argument, and Linux refuses arguments over 128 KiB.
+pub const MAX_SIGNED: usize = 60 * 1024;
 
 /// A key held by an external program that speaks `ledger-cli`'s interface (module docs).
 #[derive(Debug, Clone)]
@@ -146,8 +153,12 @@ impl Program {
         verb: &str,
         args: &[&str],
     ) -> Result<T, SignerError> {
+        use std::os::unix::process::CommandExt;
         let scratch = Scratch::new()?;
-        let out = scratch.0.join("answer.json");
+        let out = scratch.file("answer.json")?;
+        // A file, not a pipe: a chatty program never blocks on a pipe nobody reads, and a
+        // helper it leaves behind cannot hold our read open.
+        let err = scratch.file("stderr")?;
         let mut child = Command::new(&self.program)
             .arg(verb)
             .arg("-o")
@@ -157,7 +168,9 @@ impl Program {
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(&err)?))
+            // Its own process group, so a timeout stops whatever it started too.
+            .process_group(0)
             .spawn()
             .map_err(|source| SignerError::Spawn {
                 program: self.program.clone(),
@@ -169,6 +182,12 @@ impl Program {
                 break s;
             }
             if started.elapsed() >= self.timeout {
+                if let Ok(pid) = i32::try_from(child.id()) {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(SignerError::Timeout(self.program.clone(), self.timeout));
@@ -176,15 +195,10 @@ impl Program {
             std::thread::sleep(Duration::from_millis(20));
         };
         if !status.success() {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                use std::io::Read;
-                let _ = (&mut e).take(4096).read_to_string(&mut err);
-            }
             return Err(SignerError::Failed {
                 program: self.program.clone(),
                 status: status.to_string(),
-                stderr: err.trim().to_string(),
+                stderr: tail(&err, 2048),
             });
         }
         let file =
@@ -204,6 +218,9 @@ impl Signer for ExternalSigner {
     }
 
     fn sign_bytes(&self, msg: &[u8]) -> Result<Vec<u8>, SignerError> {
+        if msg.len() > MAX_SIGNED {
+            return Err(SignerError::TooLarge(msg.len()));
+        }
         let p = &self.program;
         let answer: SignAnswer = p.call("sign", &[&hex::encode(msg)])?;
         let scalar = |name: &str, h: &str| -> Result<[u8; 32], SignerError> {
@@ -264,10 +281,35 @@ fn parse_public_key(h: &str) -> Result<SecpPublicKey, String> {
     SecpPublicKey::from_compressed(&point).map_err(|e| e.to_string())
 }
 
-/// A private (0700) scratch directory for one call's answer file, removed on drop.
+/// The last `max` bytes of a file, as text (invalid UTF-8 replaced), trimmed.
+fn tail(path: &Path, max: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(max)));
+    let mut bytes = Vec::new();
+    let _ = f.take(max).read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).trim().to_string()
+}
+
+/// A private (0700) scratch directory for one call's files, removed on drop.
 struct Scratch(PathBuf);
 
 impl Scratch {
+    /// An empty file in it, 0600 (as NuNet pre-creates the answer file).
+    fn file(&self, name: &str) -> std::io::Result<PathBuf> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let p = self.0.join(name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&p)?;
+        Ok(p)
+    }
+
     fn new() -> std::io::Result<Self> {
         use std::os::unix::fs::DirBuilderExt;
         let mut tag = [0u8; 8];

@@ -113,4 +113,55 @@ fn a_misbehaving_signer_is_named_never_trusted() {
     assert!(matches!(e, SignerError::Timeout(..)), "{e}");
     let e = ExternalSigner::open(&dir.path().join("no-such-ledger-cli"), 0, t).unwrap_err();
     assert!(matches!(e, SignerError::Spawn { .. }), "{e}");
+    // Data too long for one argument is refused before anything runs.
+    let ok = ExternalSigner::open(&signer_program(dir.path(), "normal"), 0, t).unwrap();
+    assert!(matches!(
+        ok.sign_bytes(&vec![0; nunet_did::signer::MAX_SIGNED + 1]),
+        Err(SignerError::TooLarge(_))
+    ));
+}
+
+#[test]
+fn a_chatty_signer_does_not_block_and_a_hung_one_is_stopped_with_what_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1 MiB on stderr (a pipe would fill at 64 KiB and block it): it still answers.
+    let s = ExternalSigner::open(
+        &signer_program(dir.path(), "flood"),
+        0,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert_eq!(Signer::did(&s), expected_did(0));
+    // A wallet that starts a helper and hangs: the timeout stops both.
+    let pidfile = dir.path().join("helper.pid");
+    let program = signer_program(dir.path(), "hang-child");
+    let wrapped = dir.path().join("ledger-hang-child-wrapped");
+    std::fs::write(
+        &wrapped,
+        format!(
+            "#!/bin/sh\nSOFT_LEDGER_PIDFILE={} {} \"$@\"\n",
+            pidfile.display(),
+            program.display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapped, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let e = ExternalSigner::open(&wrapped, 0, Duration::from_secs(5)).unwrap_err();
+    assert!(matches!(e, SignerError::Timeout(..)), "{e}");
+    let pid = std::fs::read_to_string(&pidfile).unwrap();
+    let proc = PathBuf::from(format!("/proc/{}", pid.trim()));
+    // SIGKILL is delivered at once; the zombie is reaped by init shortly after.
+    let gone = (0..100).any(|_| {
+        let alive = std::fs::read_to_string(proc.join("stat"))
+            .map(|st| !st.contains(") Z "))
+            .unwrap_or(false);
+        if alive {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        !alive
+    });
+    assert!(gone, "the signer's helper {pid} outlived the timeout");
 }

@@ -251,22 +251,30 @@ fn execution_rules(c: &mut Collector, e: &Execution, path: &str) {
             env_rules(c, &w.environment, path);
         }
         Execution::Firecracker(f) => initrd_rule(c, f.initrd.as_deref(), path),
+        Execution::Containerd(d) => {
+            image_rule(c, &d.image, path);
+            env_rules(c, &d.environment, path);
+        }
         Execution::Null => {}
+    }
+}
+
+/// A container image reference (docker and containerd).
+pub(crate) fn image_rule(c: &mut Collector, image: &str, path: &str) {
+    if !valid_image(image) {
+        c.error(
+            &join(path, "image"),
+            format!(
+                "{image:?} is not a valid image reference (like \"nginx:1.27\" or \"ghcr.io/org/app@sha256:…\")"
+            ),
+        );
     }
 }
 
 /// Image reference, restart policy, and a warning for a deployer's `NVIDIA_VISIBLE_DEVICES`
 /// (the decoder checks environment names as it reads them).
 pub(crate) fn docker_rules(c: &mut Collector, d: &DockerExecution, path: &str) {
-    if !valid_image(&d.image) {
-        c.error(
-            &join(path, "image"),
-            format!(
-                "{:?} is not a valid image reference (like \"nginx:1.27\" or \"ghcr.io/org/app@sha256:…\")",
-                d.image
-            ),
-        );
-    }
+    image_rule(c, &d.image, path);
     if let Some(i) = d
         .environment
         .iter()

@@ -17,6 +17,11 @@
 //!   - `args`: argv after the module name; `environment`: mapping or `KEY=VALUE` list;
 //!   - `limits`: `memory` (size, e.g. `64MiB`; bare numbers are GiB like every size),
 //!     `fuel` (instructions budget, integer), `timeout` (duration, e.g. `30s`).
+//! * `containerd` (NuNet's): `image` (required), `entrypoint`, `cmd`, `environment`,
+//!   `working_directory`, `runtime` (`runc` or empty: `io.containerd.runc.v2`; `kata`:
+//!   `io.containerd.kata.v2`; anything else is passed on as written). Accepted as NuNet writes
+//!   it; this DMS's providers do not run it ([`NOT_RUN_HERE`]): they decline such nodes at bid
+//!   time with [`NOT_RUN_HERE`]'s reason, and `validate` warns.
 //! * `null`: no settings (tests).
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +45,8 @@ pub enum Execution {
     Firecracker(FirecrackerExecution),
     /// A WASI module.
     Wasm(WasmExecution),
+    /// A container run by containerd (NuNet's executor; not run by this DMS's providers).
+    Containerd(ContainerdExecution),
     /// Nothing runs (tests).
     Null,
 }
@@ -51,6 +58,7 @@ impl Execution {
             Execution::Docker(_) => "docker",
             Execution::Firecracker(_) => "firecracker",
             Execution::Wasm(_) => "wasm",
+            Execution::Containerd(_) => "containerd",
             Execution::Null => "null",
         }
     }
@@ -92,6 +100,23 @@ pub struct FirecrackerExecution {
     pub initrd: Option<String>,
 }
 
+/// `containerd` settings (NuNet's executor; see the module documentation).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ContainerdExecution {
+    /// Image reference.
+    pub image: String,
+    /// Entrypoint override.
+    pub entrypoint: Vec<String>,
+    /// Command.
+    pub cmd: Vec<String>,
+    /// Environment.
+    pub environment: Vec<EnvVar>,
+    /// Working directory.
+    pub working_directory: Option<String>,
+    /// The containerd runtime (`io.containerd.runc.v2` by default).
+    pub runtime: String,
+}
+
 /// `wasm` settings (see the module documentation).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct WasmExecution {
@@ -114,4 +139,11 @@ pub struct WasmExecution {
 }
 
 /// The executors this DMS knows.
-pub const EXECUTORS: &[&str] = &["docker", "firecracker", "wasm", "null"];
+pub const EXECUTORS: &[&str] = &["docker", "firecracker", "wasm", "containerd", "null"];
+
+/// Executors ensembles may name (NuNet's) that this DMS's providers do not run, with the
+/// reason a provider gives when it declines such a node at bid time.
+pub const NOT_RUN_HERE: &[(&str, &str)] = &[(
+    "containerd",
+    "NuNet's containerd executor is not implemented by this DMS; docker runs the same images",
+)];

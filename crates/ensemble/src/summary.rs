@@ -51,6 +51,7 @@ pub fn summarize(e: &Ensemble) -> Summary {
                 .map(|a| {
                     let what = match &a.execution {
                         Execution::Docker(d) => d.image.clone(),
+                        Execution::Containerd(d) => d.image.clone(),
                         Execution::Firecracker(f) => f.kernel_image.clone(),
                         Execution::Wasm(w) => w.module.clone(),
                         Execution::Null => "-".to_string(),

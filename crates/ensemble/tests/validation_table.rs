@@ -76,7 +76,7 @@ fn cases() -> Vec<Case> {
         err("missing ram", OK.replace("ram: {size: 1}, ", "") + NODE, "allocations.web.resources.ram", "missing; ram (size) is required", 6,),
         err("unknown template", OK.replace("resources: {cpu: {cores: 1}, ram: {size: 1}, disk: {size: 1}}", "resources: huge",) + NODE, "allocations.web.resources", r#"no resource template named "huge""#, 6,),
         err("executor mismatch", OK.replace("executor: docker", "executor: firecracker") + NODE, "allocations.web.execution.type", r#"execution.type "docker" must equal executor "firecracker""#, 7,),
-        err("unknown executor", OK.replace("executor: docker", "executor: containerd") + NODE, "allocations.web.executor", "unsupported executor \"containerd\"", 4,),
+        err("unknown executor", OK.replace("executor: docker", "executor: kubernetes") + NODE, "allocations.web.executor", "unsupported executor \"kubernetes\"", 4,),
         err("missing execution type", OK.replace("{type: docker, image: nginx}", "{image: nginx}") + NODE, "allocations.web.execution.type", "execution.type is required", 7,),
         err("bad type", OK.replace("type: service", "type: daemon") + NODE, "allocations.web.type", "expected service or task", 5,),
         err("bad image", OK.replace("image: nginx", "image: NGINX") + NODE, "allocations.web.execution.image", "not a valid image reference", 7,),

@@ -190,6 +190,9 @@ pub enum DeclineReason {
     PinnedElsewhere,
     /// An executor the node needs is not available here.
     NoExecutor,
+    /// The node needs an executor ensembles may name but this DMS does not implement
+    /// (NuNet's `containerd`; see `nunet_ensemble::execution::NOT_RUN_HERE`).
+    ExecutorNotImplemented,
     /// Not enough free resources.
     Resources,
     /// A static public port is taken or outside the provider's range.
@@ -210,6 +213,9 @@ impl fmt::Display for DeclineReason {
             Self::Excluded => "excluded",
             Self::PinnedElsewhere => "pinned to another peer",
             Self::NoExecutor => "executor not available",
+            Self::ExecutorNotImplemented => {
+                "executor not implemented by this DMS (NuNet's containerd: use docker)"
+            }
             Self::Resources => "not enough free resources",
             Self::Ports => "ports unavailable",
             Self::Location => "location not accepted",

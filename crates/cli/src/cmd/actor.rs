@@ -157,17 +157,31 @@ fn is_flag(word: &str) -> bool {
 }
 
 /// `-X` of `behavior` as its long name; `-X4` and `-X=4` carry their value (as pflag reads
-/// them). A single dash before several letters is read as `--` (NuNet has no such flags).
+/// them). One dash before a whole name (`-id`, `-address`, `-verbose`) is read as two, as
+/// this CLI always read it; anything else after one dash must be a known letter.
 fn short_to_long(behavior: &str, word: &str, short: &str) -> Result<String> {
+    let name = short.split('=').next().unwrap_or(short);
+    let known_long = SHORT_FLAGS
+        .iter()
+        .filter(|(b, _)| *b == behavior)
+        .flat_map(|(_, f)| f.iter())
+        .any(|(_, l)| *l == name);
+    if name.len() > 1 && known_long {
+        return Ok(short.to_string());
+    }
     let mut chars = short.chars();
     let Some(c) = chars.next() else {
         bail!("unexpected parameter {word:?}: use --name value");
     };
     let rest = chars.as_str();
+    let word_like = name.len() > 1
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphabetic() || c == '-' || c == '_');
     match long_name(behavior, c) {
         Some(long) if rest.is_empty() => Ok(long.to_string()),
         Some(long) => Ok(format!("{long}={}", rest.strip_prefix('=').unwrap_or(rest))),
-        None if !rest.is_empty() && !rest.starts_with('=') => Ok(short.to_string()),
+        None if word_like => Ok(short.to_string()),
         None => {
             let known = SHORT_FLAGS
                 .iter()
@@ -395,11 +409,21 @@ mod tests {
         );
         let e = params("/public/status", &["-q"]).unwrap_err().to_string();
         assert!(e.contains("no short flag -q"), "{e}");
-        // A single dash before a word is read as two.
+        // A single dash before a word is read as two, also where its first letter is a
+        // short flag; an unknown letter with a value attached is refused like one without.
         assert_eq!(
             params("/public/status", &["-verbose"]).unwrap(),
             json!({"verbose": true})
         );
+        assert_eq!(
+            params("/dms/node/deployment/status", &["-id", "abc"]).unwrap(),
+            json!({"id": "abc"})
+        );
+        assert_eq!(
+            params("/dms/node/peers/connect", &["-address=/ip4/1.2.3.4"]).unwrap(),
+            json!({"address": "/ip4/1.2.3.4"})
+        );
+        assert!(params(onboard, &["-X4"]).is_err());
     }
 
     #[test]

@@ -22,6 +22,8 @@ const ALLOCATION_KEYS: &[&str] = &[
     "resources",
     "execution",
     "dns_name",
+    // Not a field: read only to say so (below), instead of the generic unknown-key warning.
+    "dnsname",
     "keys",
     "provision",
     "healthcheck",
@@ -58,9 +60,14 @@ pub(crate) fn allocation(
 ) -> Option<Allocation> {
     let o = obj(c, v, path, ALLOCATION_KEYS, false)?;
     if o.has("dnsname") {
+        let effective = if o.has("dns_name") {
+            "the `dns_name` given".to_string()
+        } else {
+            format!("{name:?}")
+        };
         c.warn(
             &o.path_of("dnsname"),
-            format!("`dnsname` is not a field (NuNet silently ignores it); the DNS name stays {name:?}. Write `dns_name` instead"),
+            format!("`dnsname` is not a field (NuNet silently ignores it); the DNS name is {effective}. Write `dns_name` instead"),
         );
     }
     if o.has("health_check") {

@@ -8,7 +8,8 @@ use super::reader::{
 };
 use crate::check;
 use crate::execution::{
-    DockerExecution, EXECUTORS, Execution, FirecrackerExecution, WasmExecution,
+    ContainerdExecution, DockerExecution, EXECUTORS, Execution, FirecrackerExecution, NOT_RUN_HERE,
+    WasmExecution,
 };
 use crate::problem::Collector;
 use crate::tree::{Entry, Kind, Value};
@@ -84,13 +85,52 @@ pub(crate) fn execution(
         "docker" => Execution::Docker(docker(c, &v, path)?),
         "firecracker" => Execution::Firecracker(firecracker(c, &v, path)?),
         "wasm" => Execution::Wasm(wasm(c, &v, path)?),
+        "containerd" => Execution::Containerd(containerd(c, &v, path)?),
         "null" => Execution::Null,
         other => {
-            c.error(&format!("{path}.type"), format!("unsupported execution type {other:?} (supported: docker, firecracker, wasm, null)"));
+            c.error(&format!("{path}.type"), format!("unsupported execution type {other:?} (supported: docker, firecracker, wasm, containerd, null)"));
             return None;
         }
     };
+    if let Some((name, why)) = NOT_RUN_HERE.iter().find(|(n, _)| *n == exec.executor()) {
+        c.warn(
+            &format!("{path}.type"),
+            format!("{name}: providers of this DMS decline it at bid time ({why})"),
+        );
+    }
     Some(exec)
+}
+
+fn containerd(c: &mut Collector, v: &Value, path: &str) -> Option<ContainerdExecution> {
+    let keys = [
+        "type",
+        "image",
+        "entrypoint",
+        "cmd",
+        "environment",
+        "working_directory",
+        "runtime",
+    ];
+    let o = obj(c, v, path, &keys, false)?;
+    let image = req_string(c, &o, "image", "a container image")?;
+    check::image_rule(c, &image, path);
+    // NuNet's names for runtimes; anything else is handed to containerd as written.
+    let runtime = match opt_string(c, &o, "runtime").as_deref() {
+        None | Some("") | Some("runc") => "io.containerd.runc.v2".to_string(),
+        Some("kata") => "io.containerd.kata.v2".to_string(),
+        Some(other) => other.to_string(),
+    };
+    Some(ContainerdExecution {
+        image,
+        entrypoint: opt_list(c, &o, "entrypoint"),
+        cmd: opt_list(c, &o, "cmd"),
+        environment: o
+            .get("environment")
+            .map(|(v, p)| environment(c, v, &p))
+            .unwrap_or_default(),
+        working_directory: opt_string(c, &o, "working_directory"),
+        runtime,
+    })
 }
 
 /// A Docker image reference: `[registry[:port]/]name[:tag][@sha256:…]`, lowercase path parts.

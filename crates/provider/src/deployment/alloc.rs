@@ -211,7 +211,8 @@ impl Provider {
                 }
                 on
             }
-            Execution::Null => Ok(false),
+            // `spec_of` refuses containerd before this (providers also decline it at bid time).
+            Execution::Containerd(_) | Execution::Null => Ok(false),
         }
         .map_err(failed)?;
         if let Err(e) = exec.start(&spec).await {

@@ -25,6 +25,14 @@ impl Provider {
             return Some(DeclineReason::PinnedElsewhere);
         }
         if !n.executors.iter().all(|e| available.contains(e)) {
+            let not_here = |e: &String| {
+                nunet_ensemble::execution::NOT_RUN_HERE
+                    .iter()
+                    .any(|(name, _)| name == e)
+            };
+            if n.executors.iter().any(not_here) {
+                return Some(DeclineReason::ExecutorNotImplemented);
+            }
             return Some(DeclineReason::NoExecutor);
         }
         let fits = held(&n.resources).is_ok_and(|want| {
