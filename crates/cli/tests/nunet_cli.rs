@@ -159,3 +159,39 @@ fn deploy_takes_nunets_spec_file_spelling() {
         r.stderr
     );
 }
+
+#[test]
+fn cap_anchor_revoke_takes_revocations_as_nunet_does() {
+    let n = Node::new();
+    n.run(&["cap", "new", "org"]).ok();
+    n.run(&["cap", "new", "dms"]).ok();
+    let user = n.run(&["cap", "new", "user"]).ok();
+    let grant = n
+        .run(&[
+            "cap",
+            "grant",
+            "-c",
+            "org",
+            "--cap",
+            "/dms",
+            "--duration",
+            "1h",
+            &user,
+        ])
+        .ok();
+    let revocation = n.run(&["cap", "revoke", "-c", "org", &grant]).ok();
+    let list = n.run(&["cap", "list", "-c", "dms"]).ok();
+    assert!(list.contains("revocations (0)"), "{list}");
+    n.run(&["cap", "anchor", "-c", "dms", "--revoke", &revocation])
+        .ok();
+    let list = n.run(&["cap", "list", "-c", "dms"]).ok();
+    assert!(list.contains("revocations (1)"), "{list}");
+    // A token that is not a revocation is refused (revoking is `cap revoke`), and a
+    // revocation cannot be removed.
+    let r = n.run(&["cap", "anchor", "-c", "dms", "--revoke", &grant]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("takes revocation tokens"), "{}", r.stderr);
+    let r = n.run(&["cap", "remove", "-c", "dms", "--revoke", &revocation]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("cannot be removed"), "{}", r.stderr);
+}

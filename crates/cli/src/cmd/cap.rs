@@ -152,6 +152,10 @@ pub struct AnchorArgs {
     /// Token(s) delegated to this context, to chain on when invoking.
     #[arg(long, value_name = "TOKEN")]
     provide: Option<String>,
+    /// Revocation token(s) to enforce (NuNet's `cap anchor --revoke`; the same as importing
+    /// them with `nunet cap revoke`).
+    #[arg(long, value_name = "TOKEN")]
+    revoke: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -403,9 +407,22 @@ pub fn run(home: &Home, cmd: CapCmd) -> Result<i32> {
                     a.add_provide(tok, now).context("--provide")?;
                 }
             }
+            if let Some(t) = &anchors.revoke {
+                for tok in read_tokens(t)?.tok {
+                    if tok.dms().act != Action::Revoke {
+                        bail!(
+                            "--revoke takes revocation tokens; to revoke a token, use `nunet cap revoke <token>`"
+                        );
+                    }
+                    a.revocations.add(tok).context("--revoke")?;
+                }
+            }
             contexts.save(&name, &a)?;
         }
         CapCmd::Remove { ctx, anchors } => {
+            if anchors.revoke.is_some() {
+                bail!("a revocation cannot be removed: it stays until the revoked token expires");
+            }
             let name = file(&ctx)?;
             let mut a = contexts.load(&name)?;
             if let Some(r) = &anchors.root {
