@@ -161,6 +161,20 @@ fn mixed_did_spellings_and_nunet_rev_are_refused() {
     assert!(serde_json::from_value::<Token>(v).is_err());
 }
 
+/// Unchained claims valid until `NOW` + 1000 s, with no audience, depth or `rev`.
+fn claims(act: Action, sub: Did, topic: Vec<Capability>, cap: Vec<Capability>) -> Claims {
+    Claims {
+        act,
+        sub,
+        aud: None,
+        topic,
+        cap,
+        exp: NOW + 1_000_000_000_000,
+        depth: 0,
+        rev: None,
+    }
+}
+
 /// A signer of any key type NuNet's DIDs use: ed25519, libp2p secp256k1, or an Ethereum
 /// wallet's key (what a Ledger signs with).
 enum AnyKey {
@@ -206,17 +220,13 @@ fn nunet_public_did_can_be_granted_to_and_its_grants_verify() {
         .parse()
         .unwrap();
     let user = Keypair::from_seed(&[5; 32]);
-    let claims = Claims {
-        act: Action::Delegate,
-        sub: nunet.clone(),
-        aud: None,
-        topic: vec![cap("/nunet")],
-        cap: vec![cap("/public"), cap("/broadcast")],
-        exp: NOW + 1_000_000_000_000,
-        depth: 0,
-        rev: None,
-    };
-    let grant = Token::issue_as(TokenFormat::NuNet, &user, claims, None).unwrap();
+    let c = claims(
+        Action::Delegate,
+        nunet.clone(),
+        vec![cap("/nunet")],
+        vec![cap("/public"), cap("/broadcast")],
+    );
+    let grant = Token::issue_as(TokenFormat::NuNet, &user, c, None).unwrap();
     let text = serde_json::to_string(&grant).unwrap();
     assert!(text.contains(&format!("{{\"uri\":\"{nunet}\"}}")), "{text}");
     let back: Token = serde_json::from_str(&text).unwrap();
@@ -225,17 +235,8 @@ fn nunet_public_did_can_be_granted_to_and_its_grants_verify() {
     let ledger = AnyKey::new(2, 1);
     let node = Keypair::from_seed(&[6; 32]);
     let ping = cap("/dms/node/peers/ping");
-    let claims = Claims {
-        act: Action::Invoke,
-        sub: node.did(),
-        aud: None,
-        topic: vec![],
-        cap: vec![ping.clone()],
-        exp: NOW + 1_000_000_000_000,
-        depth: 0,
-        rev: None,
-    };
-    let t = Token::issue_as(TokenFormat::NuNet, &ledger, claims, None).unwrap();
+    let c = claims(Action::Invoke, node.did(), vec![], vec![ping.clone()]);
+    let t = Token::issue_as(TokenFormat::NuNet, &ledger, c, None).unwrap();
     assert_eq!(t.dms().iss.kind(), nunet_did::KeyKind::Eth);
     let req = Request {
         action: Action::Invoke,
@@ -258,17 +259,8 @@ fn a_high_s_twin_keeps_the_token_id_and_its_revocation() {
         let issuer = AnyKey::new(kind, 3);
         let node = Keypair::from_seed(&[7; 32]);
         let ping = cap("/dms/node/peers/ping");
-        let claims = Claims {
-            act: Action::Invoke,
-            sub: node.did(),
-            aud: None,
-            topic: vec![],
-            cap: vec![ping.clone()],
-            exp: NOW + 1_000_000_000_000,
-            depth: 0,
-            rev: None,
-        };
-        let t = Token::issue(&issuer, claims, None).unwrap();
+        let c = claims(Action::Invoke, node.did(), vec![], vec![ping.clone()]);
+        let t = Token::issue(&issuer, c, None).unwrap();
         let sig = k256::ecdsa::Signature::from_der(&t.dms().sig).unwrap();
         let high = k256::ecdsa::Signature::from_scalars(sig.r(), -*sig.s()).unwrap();
         let mut twin = t.clone();

@@ -43,19 +43,22 @@ fn hex_bytes(h: &str) -> Vec<u8> {
         .collect()
 }
 
+/// `nunet <args>` with `program` as the wallet (`NUNET_LEDGER_CLI`).
+fn run_with(n: &Node, program: &Path, args: &[&str]) -> common::Run {
+    common::to_run(
+        n.cmd(args)
+            .env("NUNET_LEDGER_CLI", program)
+            .output()
+            .unwrap(),
+    )
+}
+
 #[test]
 fn a_ledger_context_grants_and_its_chain_verifies_at_the_node() {
     let n = Node::new();
     let tools = tempfile::tempdir().unwrap();
     let ledger = wallet(tools.path(), "ledger-cli", SECRET);
-    let with_ledger = |args: &[&str]| {
-        common::to_run(
-            n.cmd(args)
-                .env("NUNET_LEDGER_CLI", &ledger)
-                .output()
-                .unwrap(),
-        )
-    };
+    let with_ledger = |args: &[&str]| run_with(&n, &ledger, args);
     // The context's DID is the wallet's Ethereum key, as NuNet names it.
     let did = with_ledger(&["cap", "new", "ledger"]).ok();
     assert_eq!(did, eth_did(SECRET, 0).to_string());
@@ -162,14 +165,7 @@ fn ledger_aliases_pick_the_account_and_the_file() {
     let n = Node::new();
     let tools = tempfile::tempdir().unwrap();
     let ledger = wallet(tools.path(), "ledger-cli", SECRET);
-    let with_ledger = |args: &[&str]| {
-        common::to_run(
-            n.cmd(args)
-                .env("NUNET_LEDGER_CLI", &ledger)
-                .output()
-                .unwrap(),
-        )
-    };
+    let with_ledger = |args: &[&str]| run_with(&n, &ledger, args);
     let r = with_ledger(&["cap", "new", "ledger:finance"]);
     assert!(
         r.stderr.contains("ledger-alias set finance"),
