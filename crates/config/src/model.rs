@@ -90,6 +90,10 @@ pub struct P2p {
     pub swarm_key: String,
     /// Serve as a circuit relay for other peers.
     pub relay_server: bool,
+    /// Let AutoNAT probe between peers at private addresses (LANs, testbeds); off on the
+    /// internet, where only peers at public addresses can say whether this node is public.
+    #[serde(default)]
+    pub nat_probe_private_addrs: bool,
 }
 
 /// `job.*`
@@ -215,6 +219,7 @@ impl Config {
                 fd: 512,
                 swarm_key: String::new(),
                 relay_server: false,
+                nat_probe_private_addrs: false,
             },
             job: Job {
                 allow_privileged_docker: false,

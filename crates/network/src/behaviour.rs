@@ -116,9 +116,23 @@ impl NodeBehaviour {
             gossipsub,
             actor,
             dcutr: dcutr::Behaviour::new(peer_id),
-            autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
+            autonat: autonat::Behaviour::new(peer_id, autonat_config(cfg)),
             streams: libp2p_stream::Behaviour::new(),
         })
+    }
+}
+
+/// AutoNAT (v1), as client and server. The first probe goes out soon after start (by then
+/// the bootstrap peers are connected), so a private node reserves its relay slots within
+/// seconds rather than libp2p's default 15 s + 90 s.
+fn autonat_config(cfg: &NetConfig) -> autonat::Config {
+    autonat::Config {
+        boot_delay: Duration::from_secs(3),
+        retry_interval: Duration::from_secs(30),
+        throttle_server_period: Duration::from_secs(15),
+        timeout: Duration::from_secs(20),
+        only_global_ips: !cfg.probe_private_addrs,
+        ..Default::default()
     }
 }
 

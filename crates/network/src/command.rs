@@ -3,7 +3,7 @@
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::oneshot;
 
-use crate::{NetError, PeerInfo};
+use crate::{NetError, PeerInfo, Reachability};
 
 /// One-shot answer channel.
 pub(crate) type Reply<T> = oneshot::Sender<T>;
@@ -34,6 +34,7 @@ pub(crate) enum Command {
         reply: Reply<Result<(), NetError>>,
     },
     Peers(Reply<Vec<PeerInfo>>),
+    Reachability(Reply<Reachability>),
     DhtPeers(Reply<Vec<(PeerId, Vec<Multiaddr>)>>),
     FindPeer {
         peer: PeerId,

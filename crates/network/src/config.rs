@@ -124,6 +124,11 @@ pub struct NetConfig {
     /// reachable, so its listen addresses are declared external (announced to peers) without
     /// waiting for AutoNAT to confirm them.
     pub relay_server: bool,
+    /// AutoNAT also works between peers at private addresses (10/8, 172.16/12, 192.168/16,
+    /// loopback): a peer seen at such an address may probe this node and be probed by it.
+    /// For LANs and testbeds whose whole network is private. Off on the internet, where a
+    /// LAN neighbour dialing back says nothing about reachability from outside.
+    pub probe_private_addrs: bool,
     /// Default timeout for requests (the actor layer usually passes the message expiry).
     pub request_timeout: Duration,
     /// Largest request, response or gossip payload accepted or sent.
@@ -143,6 +148,7 @@ impl NetConfig {
             bootstrap: Vec::new(),
             swarm_key: None,
             relay_server: false,
+            probe_private_addrs: false,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             limits: NetLimits::default(),
@@ -167,6 +173,7 @@ impl std::fmt::Debug for NetConfig {
             .field("bootstrap", &self.bootstrap)
             .field("swarm_key", &self.swarm_key.map(|_| "<set>"))
             .field("relay_server", &self.relay_server)
+            .field("probe_private_addrs", &self.probe_private_addrs)
             .field("request_timeout", &self.request_timeout)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("limits", &self.limits)

@@ -10,7 +10,9 @@ use libp2p::{
 use tokio::sync::{mpsc::error::TrySendError, oneshot};
 
 use crate::{
-    KAD_PROTOCOL, NetError, NetEvent, behaviour::NodeBehaviourEvent, swarm_task::SwarmTask,
+    KAD_PROTOCOL, NetError, NetEvent,
+    behaviour::NodeBehaviourEvent,
+    swarm_task::{ConnInfo, SwarmTask},
 };
 
 impl SwarmTask {
@@ -48,6 +50,8 @@ impl SwarmTask {
                 {
                     tracing::info!(addr = %r.addr, ?reason, "relay reservation ended; will retry");
                     r.listener = None;
+                    r.reserved = false;
+                    r.failures += 1;
                 }
             }
             SwarmEvent::ConnectionEstablished {
@@ -58,8 +62,13 @@ impl SwarmTask {
                 ..
             } => {
                 let st = self.peers.entry(peer_id).or_default();
-                st.conns
-                    .insert(connection_id, endpoint.get_remote_address().clone());
+                st.conns.insert(
+                    connection_id,
+                    ConnInfo {
+                        addr: endpoint.get_remote_address().clone(),
+                        relayed: endpoint.is_relayed(),
+                    },
+                );
                 if let Some(reply) = self.dials.remove(&connection_id) {
                     let _ = reply.send(Ok(()));
                 }
@@ -135,6 +144,9 @@ impl SwarmTask {
                 }
                 Err(e) => tracing::debug!(%peer, "ping failed: {e}"),
             },
+            NodeBehaviourEvent::Autonat(ev) => self.on_autonat(ev),
+            NodeBehaviourEvent::RelayClient(ev) => self.on_relay_client(ev),
+            NodeBehaviourEvent::Dcutr(ev) => self.on_dcutr(ev),
             other => tracing::trace!(?other, "behaviour event"),
         }
     }
@@ -167,7 +179,7 @@ impl SwarmTask {
                     },
                 ..
             } => {
-                self.inbound.insert(id, channel);
+                self.inbound.insert(id, (peer, channel));
                 let (tx, rx) = oneshot::channel();
                 self.pending_replies
                     .push(async move { (id, rx.await) }.boxed());
@@ -185,7 +197,7 @@ impl SwarmTask {
                     },
                 ..
             } => {
-                if let Some(reply) = self.outbound.remove(&request_id) {
+                if let Some((_, reply)) = self.outbound.remove(&request_id) {
                     let _ = reply.send(Ok(response));
                 }
             }
@@ -195,7 +207,7 @@ impl SwarmTask {
                 error,
                 ..
             } => {
-                if let Some(reply) = self.outbound.remove(&request_id) {
+                if let Some((_, reply)) = self.outbound.remove(&request_id) {
                     let err = match error {
                         request_response::OutboundFailure::DialFailure => {
                             NetError::Dial(format!("cannot reach {peer}"))

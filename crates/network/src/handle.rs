@@ -9,7 +9,7 @@ use rand::RngCore;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    NetConfig, NetError, NetEvent, PeerInfo, behaviour,
+    NetConfig, NetError, NetEvent, PeerInfo, Reachability, behaviour,
     command::{Command, Reply},
     swarm_task::SwarmTask,
 };
@@ -199,15 +199,45 @@ impl Network {
                 limit: self.max_message_bytes,
             });
         }
-        let fut = self.call(|reply| Command::Request {
-            peer,
-            payload,
-            reply,
-        });
+        let fut = async {
+            let send = |payload| {
+                self.call(|reply| Command::Request {
+                    peer,
+                    payload,
+                    reply,
+                })
+            };
+            match send(payload.clone()).await? {
+                // No address the swarm knew worked: ask the DHT, then once more.
+                Err(NetError::Dial(_)) => {
+                    self.connect_through_dht(peer).await?;
+                    send(payload).await?
+                }
+                other => other,
+            }
+        };
         match tokio::time::timeout(timeout, fut).await {
-            Ok(r) => r?,
+            Ok(r) => r,
             Err(_) => Err(NetError::Timeout(timeout)),
         }
+    }
+
+    /// Looks `peer` up in the DHT and dials the addresses found (its circuit addresses
+    /// included, when it listens through relays) until one connects.
+    pub async fn connect_through_dht(&self, peer: PeerId) -> Result<(), NetError> {
+        let addrs = self.find_peer(peer).await?;
+        let mut last = NetError::NotFound(peer);
+        for a in addrs {
+            let a = match a.iter().last() {
+                Some(libp2p::multiaddr::Protocol::P2p(p)) if p == peer => a,
+                _ => a.with(libp2p::multiaddr::Protocol::P2p(peer)),
+            };
+            match self.dial(a).await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     /// Subscribes to a gossip topic; messages arrive as [`NetEvent::Gossip`].
@@ -254,6 +284,12 @@ impl Network {
         self.call(Command::Peers).await.unwrap_or_default()
     }
 
+    /// How this node can be reached: AutoNAT's verdict, the relays it listens through,
+    /// hole punches so far.
+    pub async fn reachability(&self) -> Result<Reachability, NetError> {
+        self.call(Command::Reachability).await
+    }
+
     /// The Kademlia routing table: peers and their known addresses.
     pub async fn dht_peers(&self) -> Vec<(PeerId, Vec<Multiaddr>)> {
         self.call(Command::DhtPeers).await.unwrap_or_default()
@@ -265,8 +301,7 @@ impl Network {
         let err = |reason: String| NetError::Stream { peer, reason };
         let timeout = self.default_timeout;
         let fut = async {
-            let mut control = self.streams.clone();
-            let mut stream = control
+            let mut stream = self
                 .open_stream(peer, PING_PROTOCOL)
                 .await
                 .map_err(|e| err(e.to_string()))?;
@@ -299,6 +334,28 @@ impl Network {
     /// addresses it can be dialed on.
     pub async fn find_peer(&self, peer: PeerId) -> Result<Vec<Multiaddr>, NetError> {
         self.call(|reply| Command::FindPeer { peer, reply }).await?
+    }
+
+    /// Opens a raw stream to `peer` (dialing it if needed). When that fails — no address
+    /// known, or the stream landed on a connection closing under it (a relayed connection a
+    /// direct one replaced) — the peer is looked up in the DHT and the stream opened once
+    /// more.
+    pub async fn open_stream(
+        &self,
+        peer: PeerId,
+        protocol: StreamProtocol,
+    ) -> Result<libp2p::Stream, libp2p_stream::OpenStreamError> {
+        let mut control = self.streams.clone();
+        match control.open_stream(peer, protocol.clone()).await {
+            Err(libp2p_stream::OpenStreamError::Io(e)) => {
+                tracing::debug!(%peer, "stream open failed ({e}); once more");
+                if let Err(e) = self.connect_through_dht(peer).await {
+                    tracing::debug!(%peer, "DHT lookup: {e}");
+                }
+                control.open_stream(peer, protocol).await
+            }
+            other => other,
+        }
     }
 
     /// Raw libp2p streams for bulk transfers: `open_stream(peer, protocol)` and

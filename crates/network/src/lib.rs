@@ -28,6 +28,7 @@ pub mod config;
 mod events;
 mod handle;
 mod limits;
+mod reach;
 mod swarm_task;
 
 use std::time::Duration;
@@ -35,6 +36,7 @@ use std::time::Duration;
 pub use config::{NetConfig, NetLimits};
 pub use handle::{Network, PING_PROTOCOL, start, start_metered};
 pub use libp2p::{Multiaddr, PeerId};
+pub use reach::{MAX_AUTO_RELAYS, NatStatus, Reachability, RelayInfo};
 
 /// Request-response protocol that carries actor messages between nodes.
 pub const ACTOR_PROTOCOL: &str = "/nunet/actor/1.0.0";
@@ -150,6 +152,8 @@ pub struct PeerInfo {
     pub addrs: Vec<Multiaddr>,
     /// Round-trip time of the latest successful ping, if any.
     pub rtt: Option<Duration>,
+    /// Every open connection to the peer goes through a circuit relay (no direct one).
+    pub relayed: bool,
     /// Agent version from identify (e.g. `nunet-rs/0.1.0`).
     pub agent_version: Option<String>,
     /// Protocols the peer announced through identify.

@@ -26,6 +26,7 @@ use crate::{
     NetConfig, NetError, NetEvent, PeerInfo,
     behaviour::NodeBehaviour,
     command::{Command, Reply},
+    reach::ReachState,
 };
 
 /// First retry delay for an unreachable bootstrap peer; doubles up to [`BOOTSTRAP_MAX_BACKOFF`].
@@ -41,10 +42,18 @@ const TICK: Duration = Duration::from_millis(250);
 /// Inbound connections refused by the limits are logged at most this often, as a count.
 const DENIED_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
+/// One open connection to a peer.
+pub(crate) struct ConnInfo {
+    /// The remote address (for an inbound relayed connection, just `/p2p/<peer>`).
+    pub(crate) addr: Multiaddr,
+    /// Whether it goes through a circuit relay.
+    pub(crate) relayed: bool,
+}
+
 /// What we know about a connected peer.
 #[derive(Default)]
 pub(crate) struct PeerState {
-    pub(crate) conns: HashMap<ConnectionId, Multiaddr>,
+    pub(crate) conns: HashMap<ConnectionId, ConnInfo>,
     pub(crate) listen_addrs: Vec<Multiaddr>,
     pub(crate) rtt: Option<Duration>,
     pub(crate) agent_version: Option<String>,
@@ -58,6 +67,9 @@ struct BootstrapPeer {
     backoff: Duration,
     next_dial: Instant,
 }
+
+/// Answer channel of a [`Command::Request`].
+type BytesReply = Reply<Result<Vec<u8>, NetError>>;
 
 /// Answer channel of a [`Command::FindPeer`].
 type AddrsReply = Reply<Result<Vec<Multiaddr>, NetError>>;
@@ -76,8 +88,10 @@ pub(crate) struct SwarmTask {
     /// Relay servers declare their listen addresses as external (see `NetConfig::relay_server`).
     pub(crate) relay_server: bool,
     pub(crate) peers: HashMap<PeerId, PeerState>,
-    pub(crate) outbound: HashMap<OutboundRequestId, Reply<Result<Vec<u8>, NetError>>>,
-    pub(crate) inbound: HashMap<InboundRequestId, ResponseChannel<Vec<u8>>>,
+    /// Actor requests sent and not answered yet, with the peer they went to.
+    pub(crate) outbound: HashMap<OutboundRequestId, (PeerId, BytesReply)>,
+    /// Actor requests received and not answered yet, with the peer they came from.
+    pub(crate) inbound: HashMap<InboundRequestId, (PeerId, ResponseChannel<Vec<u8>>)>,
     pub(crate) pending_replies: FuturesUnordered<PendingReply>,
     pub(crate) dials: HashMap<ConnectionId, Reply<Result<(), NetError>>>,
     pub(crate) finds: HashMap<QueryId, (PeerId, AddrsReply)>,
@@ -87,6 +101,8 @@ pub(crate) struct SwarmTask {
     next_walk: Instant,
     /// Circuit (relayed) listen addresses and the reservation each currently holds.
     pub(crate) relayed: Vec<RelayedListen>,
+    /// AutoNAT's verdict, automatic relays, hole punching.
+    pub(crate) reach: ReachState,
     /// Inbound connections refused by the limits since the last report.
     pub(crate) denied_inbound: u64,
     next_denied_report: Instant,
@@ -99,6 +115,29 @@ pub(crate) struct RelayedListen {
     pub(crate) listener: Option<libp2p::core::transport::ListenerId>,
     pub(crate) backoff: Duration,
     pub(crate) next_try: Instant,
+    /// Picked because the node is private (not from the configured listen addresses).
+    pub(crate) automatic: bool,
+    /// The relay accepted the reservation and it has not ended since.
+    pub(crate) reserved: bool,
+    /// Attempts that failed or ended since the last accepted reservation.
+    pub(crate) failures: u32,
+}
+
+/// First retry delay of a relay reservation; doubles up to a minute.
+pub(crate) const RELAY_MIN_BACKOFF: Duration = Duration::from_secs(1);
+
+impl RelayedListen {
+    pub(crate) fn new(addr: Multiaddr, automatic: bool, next_try: Instant) -> Self {
+        Self {
+            addr,
+            listener: None,
+            backoff: RELAY_MIN_BACKOFF,
+            next_try,
+            automatic,
+            reserved: false,
+            failures: 0,
+        }
+    }
 }
 
 /// Whether an address is a relayed (circuit) address.
@@ -150,16 +189,12 @@ impl SwarmTask {
             .listen
             .iter()
             .filter(|a| is_circuit(a))
-            .map(|addr| RelayedListen {
-                addr: addr.clone(),
-                listener: None,
-                backoff: BOOTSTRAP_MIN_BACKOFF,
-                next_try: now + Duration::from_millis(500),
-            })
+            .map(|addr| RelayedListen::new(addr.clone(), false, now + Duration::from_millis(500)))
             .collect();
         let mut task = Self {
             metrics,
             relayed,
+            reach: ReachState::default(),
             swarm,
             commands,
             events,
@@ -231,7 +266,10 @@ impl SwarmTask {
         {
             match self.swarm.listen_on(r.addr.clone()) {
                 Ok(id) => r.listener = Some(id),
-                Err(e) => tracing::warn!(addr = %r.addr, error = %e, "relay reservation failed"),
+                Err(e) => {
+                    r.failures += 1;
+                    tracing::warn!(addr = %r.addr, error = %e, "relay reservation failed")
+                }
             }
             r.next_try = now + r.backoff;
             r.backoff = (r.backoff * 2).min(Duration::from_secs(60));
@@ -244,6 +282,7 @@ impl SwarmTask {
             self.denied_inbound = 0;
             self.next_denied_report = now + DENIED_REPORT_INTERVAL;
         }
+        self.tend_reachability(now);
         if now >= self.next_walk {
             self.walk();
             self.walk_interval = (self.walk_interval * 2).min(WALK_MAX_INTERVAL);
@@ -258,6 +297,20 @@ impl SwarmTask {
         if kad.bootstrap().is_ok() {
             kad.get_closest_peers(PeerId::random());
         }
+    }
+
+    /// The bootstrap peers and the address each is dialed on.
+    pub(crate) fn bootstrap_addrs(&self) -> Vec<(PeerId, Multiaddr)> {
+        self.bootstrap
+            .iter()
+            .map(|b| (b.peer, b.addr.clone()))
+            .collect()
+    }
+
+    /// Whether an actor request to or from `peer` waits for its answer.
+    pub(crate) fn requests_in_flight(&self, peer: &PeerId) -> bool {
+        self.outbound.values().any(|(p, _)| p == peer)
+            || self.inbound.values().any(|(p, _)| p == peer)
     }
 
     fn redial_bootstrap(&mut self, now: Instant) {
@@ -287,7 +340,7 @@ impl SwarmTask {
         id: InboundRequestId,
         answer: Result<Vec<u8>, oneshot::error::RecvError>,
     ) {
-        let Some(channel) = self.inbound.remove(&id) else {
+        let Some((_, channel)) = self.inbound.remove(&id) else {
             return;
         };
         match answer {
@@ -329,7 +382,7 @@ impl SwarmTask {
                     .behaviour_mut()
                     .actor
                     .send_request(&peer, payload);
-                self.outbound.insert(id, reply);
+                self.outbound.insert(id, (peer, reply));
             }
             Command::Subscribe { topic, reply } => {
                 let t = gossipsub::IdentTopic::new(topic.clone());
@@ -376,6 +429,9 @@ impl SwarmTask {
                 let _ = reply.send(peers);
             }
             Command::Dial { addr, reply } => self.dial(addr, reply),
+            Command::Reachability(reply) => {
+                let _ = reply.send(self.reachability());
+            }
             Command::Peers(reply) => {
                 let _ = reply.send(self.peer_infos());
             }
@@ -422,7 +478,12 @@ impl SwarmTask {
             .iter()
             .map(|(id, st)| {
                 let mut addrs: Vec<Multiaddr> = Vec::new();
-                for a in st.conns.values().chain(st.listen_addrs.iter()) {
+                for a in st
+                    .conns
+                    .values()
+                    .map(|c| &c.addr)
+                    .chain(st.listen_addrs.iter())
+                {
                     if !addrs.contains(a) {
                         addrs.push(a.clone());
                     }
@@ -431,6 +492,7 @@ impl SwarmTask {
                     peer_id: *id,
                     addrs,
                     rtt: st.rtt,
+                    relayed: !st.conns.is_empty() && st.conns.values().all(|c| c.relayed),
                     agent_version: st.agent_version.clone(),
                     protocols: st.protocols.clone(),
                     gossip_score: self.swarm.behaviour().gossipsub.peer_score(id),

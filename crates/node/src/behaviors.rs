@@ -99,6 +99,7 @@ pub fn register(info: NodeInfo) -> Result<(), ActorError> {
                 "did": did_of(&p.peer_id),
                 "addrs": p.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                 "rtt_ms": p.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                "path": if p.relayed { "relayed" } else { "direct" },
             })).collect::<Vec<_>>()}))
             }
         }),
@@ -109,10 +110,16 @@ pub fn register(info: NodeInfo) -> Result<(), ActorError> {
         Behavior::direct(move |_m| {
             let n = n.clone();
             async move {
+                let reach = n
+                    .network
+                    .reachability()
+                    .await
+                    .map_err(|e| ActorError::failed(e.to_string()))?;
                 Ok(json!({
                     "peer_id": n.system.peer_id(),
                     "did": n.system.did().to_string(),
                     "addrs": n.network.listen_addrs().await.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                    "reachability": reachability_json(&reach),
                 }))
             }
         }),
@@ -187,4 +194,21 @@ pub fn register(info: NodeInfo) -> Result<(), ActorError> {
         }),
     )?;
     Ok(())
+}
+
+/// `/dms/node/peers/self`'s `reachability`: AutoNAT's verdict, relays, hole punches.
+fn reachability_json(r: &nunet_network::Reachability) -> Value {
+    json!({
+        "nat": r.nat.as_str(),
+        "reachable": r.reachable(),
+        "summary": r.summary(),
+        "public_addrs": r.public_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "relays": r.relays.iter().map(|x| json!({
+            "relay": x.relay.to_string(),
+            "addr": x.addr.to_string(),
+            "reserved": x.reserved,
+            "automatic": x.automatic,
+        })).collect::<Vec<_>>(),
+        "hole_punches": {"succeeded": r.hole_punches_succeeded, "failed": r.hole_punches_failed},
+    })
 }

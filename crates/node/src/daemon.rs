@@ -114,6 +114,7 @@ impl Node {
             bootstrap: addrs(&cfg.p2p.bootstrap_peers, "p2p.bootstrap_peers")?,
             swarm_key: parse_swarm_key(&cfg.p2p.swarm_key)?,
             relay_server: cfg.p2p.relay_server,
+            probe_private_addrs: cfg.p2p.nat_probe_private_addrs,
             request_timeout: Duration::from_secs(30),
             max_message_bytes: nunet_actor::MAX_ENVELOPE_BYTES,
             limits: limits.net,

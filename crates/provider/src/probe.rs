@@ -207,19 +207,16 @@ async fn serve(mut stream: libp2p::Stream, budget: Duration) -> std::io::Result<
 /// what the receiver counted.
 pub async fn throughput(net: &Network, peer: PeerId) -> Result<Throughput, ProbeError> {
     let fail = |reason: String| ProbeError::Probe { peer, reason };
-    let mut stream = tokio::time::timeout(
-        DIAL_TIMEOUT,
-        net.streams().open_stream(peer, PROBE_PROTOCOL),
-    )
-    .await
-    .map_err(|_| ProbeError::Unreachable {
-        peer,
-        reason: "opening the probe stream timed out".into(),
-    })?
-    .map_err(|e| ProbeError::Unreachable {
-        peer,
-        reason: e.to_string(),
-    })?;
+    let mut stream = tokio::time::timeout(DIAL_TIMEOUT, net.open_stream(peer, PROBE_PROTOCOL))
+        .await
+        .map_err(|_| ProbeError::Unreachable {
+            peer,
+            reason: "opening the probe stream timed out".into(),
+        })?
+        .map_err(|e| ProbeError::Unreachable {
+            peer,
+            reason: e.to_string(),
+        })?;
     let chunk = vec![0x5au8; CHUNK];
     let started = Instant::now();
     let mut sent = 0u64;
@@ -261,19 +258,6 @@ pub async fn throughput(net: &Network, peer: PeerId) -> Result<Throughput, Probe
     })
 }
 
-/// Looks `peer` up in the DHT and dials its addresses until one connects.
-async fn connect(net: &Network, peer: PeerId) -> Result<(), String> {
-    let addrs = net.find_peer(peer).await.map_err(|e| e.to_string())?;
-    let mut last = format!("no address known for {peer}");
-    for a in addrs {
-        match net.dial(a.clone()).await {
-            Ok(()) => return Ok(()),
-            Err(e) => last = format!("dial {a}: {e}"),
-        }
-    }
-    Err(last)
-}
-
 /// Measures the link to `peer`: the smallest of [`PINGS`] round trips (dialing through the
 /// DHT when the first fails) and, when `with_throughput`, one throughput probe.
 pub async fn measure_link(
@@ -294,7 +278,7 @@ pub async fn measure_link(
         }
         if best.is_none() && !dialed {
             dialed = true;
-            match tokio::time::timeout(DIAL_TIMEOUT, connect(net, peer)).await {
+            match tokio::time::timeout(DIAL_TIMEOUT, net.connect_through_dht(peer)).await {
                 Ok(Ok(())) => tries = 0,
                 Ok(Err(e)) => last = format!("{last}; {e}"),
                 Err(_) => last = format!("{last}; DHT lookup timed out"),

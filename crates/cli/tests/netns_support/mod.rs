@@ -38,6 +38,10 @@ impl Drop for NsDevnet {
 
 impl NsDevnet {
     pub fn up(n: usize) -> NsDevnet {
+        Self::up_with(n, &[])
+    }
+    /// [`NsDevnet::up`] with more `devnet up` arguments (e.g. `--nat 2=cone`).
+    pub fn up_with(n: usize, extra: &[&str]) -> NsDevnet {
         for tool in ["ip", "iptables-save", "docker"] {
             let found = Command::new("sh")
                 .args(["-c", &format!("command -v {tool}")])
@@ -51,20 +55,10 @@ impl NsDevnet {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("dn");
         let d = dir.to_str().unwrap();
-        let o = nunet(
-            &dir,
-            None,
-            None,
-            &[
-                "devnet",
-                "up",
-                "--netns",
-                "--nodes",
-                &n.to_string(),
-                "--dir",
-                d,
-            ],
-        );
+        let n_s = n.to_string();
+        let mut args = vec!["devnet", "up", "--netns", "--nodes", &n_s, "--dir", d];
+        args.extend_from_slice(extra);
+        let o = nunet(&dir, None, None, &args);
         assert!(o.status.success(), "devnet up --netns: {}", text(&o));
         let netns = Self::manifest(&dir)["nodes"]
             .as_array()
@@ -153,17 +147,21 @@ impl NsDevnet {
     }
     /// Deploys `yaml` from node-1 and waits until it is Running; returns its id.
     pub fn deploy(&self, yaml: &str, name: &str) -> String {
+        self.deploy_from(1, yaml, name)
+    }
+    /// Deploys `yaml` from node `from` and waits until it is Running; returns its id.
+    pub fn deploy_from(&self, from: usize, yaml: &str, name: &str) -> String {
         let p = self.dir.join(name);
         std::fs::write(&p, yaml).unwrap();
         let (code, out) = self.run(
-            1,
+            from,
             &["deploy", "-f", p.to_str().unwrap(), "-t", "90s", "--json"],
         );
         let v: Value = serde_json::from_str(out.trim()).unwrap_or(Value::Null);
         if code != 0 || v["status"] != "Running" {
             // What each round saw (bids, declines, silent peers), and each provider's view.
             let events = v["id"].as_str().map_or(String::new(), |id| {
-                self.run(1, &["deployment", "status", id, "--json"]).1
+                self.run(from, &["deployment", "status", id, "--json"]).1
             });
             let providers: Vec<String> = (1..=self.netns.len())
                 .map(|n| {
@@ -182,7 +180,11 @@ impl NsDevnet {
     /// Shuts deployment `id` down from node-1 and checks it left nothing: every node's free
     /// resources equal onboarded, no container of it, no subnet device, route or rule.
     pub fn shutdown_clean(&self, id: &str) {
-        self.json(1, &["deployment", "shutdown", id, "--json"]);
+        self.shutdown_clean_from(1, id)
+    }
+    /// [`NsDevnet::shutdown_clean`] for a deployment node `from` orchestrates.
+    pub fn shutdown_clean_from(&self, from: usize, id: &str) {
+        self.json(from, &["deployment", "shutdown", id, "--json"]);
         for n in 1..=self.netns.len() {
             wait_for("resources released", Duration::from_secs(20), |seen| {
                 let (free, onboarded) = (self.resources(n, "free"), self.resources(n, "onboarded"));

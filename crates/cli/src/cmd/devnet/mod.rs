@@ -41,6 +41,14 @@ pub enum DevnetCmd {
         /// the network namespace and share the host's mount namespace (volumes).
         #[arg(long)]
         netns: bool,
+        /// With `--netns`: put node N behind KIND, as `N=KIND` (repeat, or separate with
+        /// commas). `cone`: a home router that keeps source ports and drops unsolicited
+        /// packets (hole punching works); `symmetric`: a router that picks a random port per
+        /// connection (peers stay on the relay); `firewall`: a public address whose firewall
+        /// drops inbound connections. Node 1 stays public; every public node then serves as
+        /// a relay and bootstrap peer of the others.
+        #[arg(long, value_delimiter = ',', value_name = "N=KIND", requires = "netns")]
+        nat: Vec<String>,
     },
     /// Show each node: process, API health and connected peers.
     Status {
@@ -68,7 +76,11 @@ pub fn run(cmd: DevnetCmd) -> Result<i32> {
             dir,
             base_port,
             netns,
-        } => up(nodes, &dir, base_port, netns),
+            nat,
+        } => {
+            let nat = parse_nat(&nat, nodes)?;
+            up(nodes, &dir, base_port, netns, &nat)
+        }
         DevnetCmd::Status { dir } => status(&dir),
         DevnetCmd::Down { dir, purge } => down(&dir, purge),
     }
@@ -107,7 +119,37 @@ fn read_pid(home: &Path) -> Option<u32> {
         .ok()
 }
 
-fn up(n: usize, dir: &Path, base: u16, in_netns: bool) -> Result<i32> {
+/// `--nat` values: `N=KIND` for nodes 2..=n, each node at most once.
+fn parse_nat(specs: &[String], n: usize) -> Result<Vec<(usize, netns::NatKind)>> {
+    let mut out: Vec<(usize, netns::NatKind)> = Vec::new();
+    for spec in specs {
+        let (node, kind) = spec
+            .split_once('=')
+            .with_context(|| format!("--nat {spec:?}: write N=KIND, e.g. 2=cone"))?;
+        let node: usize = node
+            .trim()
+            .parse()
+            .with_context(|| format!("--nat {spec:?}: {node:?} is not a node number"))?;
+        if !(2..=n).contains(&node) {
+            bail!(
+                "--nat {spec:?}: node {node} is not one of nodes 2..={n} (node 1 stays public: it is the bootstrap peer)"
+            );
+        }
+        if out.iter().any(|(j, _)| *j == node) {
+            bail!("--nat: node {node} is given twice");
+        }
+        out.push((node, kind.trim().parse()?));
+    }
+    Ok(out)
+}
+
+fn up(
+    n: usize,
+    dir: &Path,
+    base: u16,
+    in_netns: bool,
+    nat: &[(usize, netns::NatKind)],
+) -> Result<i32> {
     if !(1..=20).contains(&n) {
         bail!("--nodes must be between 1 and 20");
     }
@@ -141,7 +183,7 @@ fn up(n: usize, dir: &Path, base: u16, in_netns: bool) -> Result<i32> {
     )?;
     let exp = now_ns() + 30 * 24 * 3600 * 1_000_000_000;
     let now = now_ns();
-    let layout = in_netns.then(|| netns::Layout::new(n));
+    let layout = in_netns.then(|| netns::Layout::new(n, nat));
     if let Some(l) = &layout {
         netns::create(l)?;
     }
@@ -187,13 +229,16 @@ fn up(n: usize, dir: &Path, base: u16, in_netns: bool) -> Result<i32> {
                 .map(|l| l.addr(i))
                 .unwrap_or_else(|| "127.0.0.1".into()),
             ns: layout.as_ref().map(|l| l.nodes[i - 1].clone()),
+            nat: layout.as_ref().and_then(|l| l.nat[i - 1]),
+            relay: !nat.is_empty() && layout.as_ref().is_some_and(|l| l.nat[i - 1].is_none()),
             rest,
             p2p,
         });
     }
     let manifest_of = |nodes: Vec<Value>| {
         json!({"org": org.did().to_string(), "user": user.did().to_string(), "nodes": nodes,
-            "switch_netns": layout.as_ref().map(|l| l.switch.clone())})
+            "switch_netns": layout.as_ref().map(|l| l.switch.clone()),
+            "namespaces": layout.as_ref().map(|l| l.all_namespaces())})
     };
     // Written before anything starts, so `devnet down` finds every node if starting fails;
     // written again with the addresses the nodes report.
@@ -210,20 +255,38 @@ fn up(n: usize, dir: &Path, base: u16, in_netns: bool) -> Result<i32> {
         p.spawn(&pass_file)
     };
     // Node 1 first: the others bootstrap from the address it actually bound (first in
-    // their list, so they learn the network from it).
+    // their list, so they learn the network from it). Nodes behind NAT come last and
+    // bootstrap from every public node (the relays they may reserve slots on).
     start(&plans[0], &[])?;
     let first = wait_report(&dir, &plans[0], deadline)?;
     let boot = first
         .tcp_addr(&plans[0].host)
         .map(str::to_string)
         .context("node-1 reported no TCP listen address")?;
-    for p in &plans[1..] {
-        start(p, std::slice::from_ref(&boot))?;
+    let mut reports = vec![Some(first)];
+    reports.resize_with(n, || None);
+    for public in [true, false] {
+        let batch: Vec<usize> = (1..n)
+            .filter(|&i| plans[i].nat.is_none() == public)
+            .collect();
+        let relays: Vec<String> = if public {
+            vec![boot.clone()]
+        } else {
+            plans
+                .iter()
+                .zip(&reports)
+                .filter(|(p, _)| p.nat.is_none())
+                .filter_map(|(p, r)| r.as_ref()?.tcp_addr(&p.host).map(str::to_string))
+                .collect()
+        };
+        for &i in &batch {
+            start(&plans[i], &relays)?;
+        }
+        for &i in &batch {
+            reports[i] = Some(wait_report(&dir, &plans[i], deadline)?);
+        }
     }
-    let mut reports = vec![first];
-    for p in &plans[1..] {
-        reports.push(wait_report(&dir, p, deadline)?);
-    }
+    let reports: Vec<RunInfo> = reports.into_iter().flatten().collect();
     let p2p: Vec<String> = plans
         .iter()
         .zip(&reports)
@@ -360,6 +423,10 @@ struct Plan {
     host: String,
     /// Its network namespace (`--netns`).
     ns: Option<String>,
+    /// What stands between it and the public segment (`--nat`).
+    nat: Option<netns::NatKind>,
+    /// Serve as a circuit relay (the public nodes of a devnet with `--nat`).
+    relay: bool,
     /// Configured REST and p2p ports (0: the kernel picks when the daemon binds).
     rest: u16,
     p2p: u16,
@@ -370,7 +437,11 @@ impl Plan {
         let (host, p2p) = (&self.host, self.p2p);
         let config = json!({
             "rest": {"port": self.rest},
-            "p2p": {"listen_address": [format!("/ip4/{host}/tcp/{p2p}"), format!("/ip4/{host}/udp/{p2p}/quic-v1")], "bootstrap_peers": bootstrap},
+            "p2p": {"listen_address": [format!("/ip4/{host}/tcp/{p2p}"), format!("/ip4/{host}/udp/{p2p}/quic-v1")], "bootstrap_peers": bootstrap,
+                "relay_server": self.relay,
+                // A namespace devnet is a private network of its own: AutoNAT must work
+                // between its (private) addresses to tell nodes behind NAT from the others.
+                "nat_probe_private_addrs": subnet},
             "general": {"env": "devnet"},
             "subnet": {"enabled": subnet},
             // Ensembles of a devnet name VM images and WASM modules under its directory, and
@@ -428,7 +499,7 @@ impl Plan {
             .unwrap_or_else(|| format!("/ip4/{}/tcp/{}/p2p/{}", self.host, self.p2p, self.peer));
         json!({"name": self.name, "home": self.home, "did": self.did, "peer_id": self.peer,
             "rest": format!("http://127.0.0.1:{rest}/api/v1"), "rest_port": rest, "p2p": p2p,
-            "netns": self.ns})
+            "netns": self.ns, "nat": self.nat.map(netns::NatKind::as_str), "relay": self.relay})
     }
 }
 
@@ -643,18 +714,73 @@ fn down(dir: &Path, purge: bool) -> Result<i32> {
     if unmounted > 0 {
         println!("unmounted {unmounted} volume(s) of the devnet's nodes");
     }
-    if let Some(sw) = m["switch_netns"].as_str() {
-        let nodes: Vec<String> = m["nodes"]
+    if let Some(all) = m["namespaces"].as_array() {
+        let all: Vec<String> = all
+            .iter()
+            .filter_map(|n| n.as_str().map(str::to_string))
+            .collect();
+        netns::destroy(&all);
+    } else if let Some(sw) = m["switch_netns"].as_str() {
+        // Written before `namespaces` was recorded.
+        let mut all: Vec<String> = m["nodes"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|n| n["netns"].as_str().map(str::to_string))
             .collect();
-        netns::destroy(sw, &nodes);
+        all.push(sw.to_string());
+        netns::destroy(&all);
     }
     println!("stopped {} node(s)", pids.len());
     if purge {
         fs::remove_dir_all(dir)?;
     }
     Ok(0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::netns::NatKind;
+    use super::*;
+
+    fn specs(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn nat_specs_name_a_node_and_a_kind() {
+        let got = parse_nat(&specs(&["2=cone", "3=symmetric", " 4 = firewall"]), 4).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (2, NatKind::Cone),
+                (3, NatKind::Symmetric),
+                (4, NatKind::Firewall)
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_nat_specs_say_what_is_wrong() {
+        let err = |s: &[&str]| parse_nat(&specs(s), 3).unwrap_err().to_string();
+        assert!(err(&["1=cone"]).contains("node 1 stays public"));
+        assert!(err(&["4=cone"]).contains("nodes 2..=3"));
+        assert!(err(&["2=full-cone"]).contains("cone, symmetric or firewall"));
+        assert!(err(&["2cone"]).contains("N=KIND"));
+        assert!(err(&["x=cone"]).contains("not a node number"));
+        assert!(err(&["2=cone", "2=symmetric"]).contains("given twice"));
+    }
+
+    #[test]
+    fn nodes_behind_a_router_get_a_home_network_and_the_router_the_public_address() {
+        let l = netns::Layout::new(4, &[(2, NatKind::Cone), (3, NatKind::Firewall)]);
+        assert_eq!(l.addr(1), l.public_addr(1));
+        assert_eq!(l.addr(2), "10.2.0.2");
+        assert!(l.router(2).is_some());
+        // A firewalled node keeps its public address and has no router.
+        assert_eq!(l.addr(3), l.public_addr(3));
+        assert!(l.router(3).is_none());
+        assert_eq!(l.all_namespaces().len(), 4 + 1 + 1);
+    }
 }

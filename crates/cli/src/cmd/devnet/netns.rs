@@ -3,12 +3,53 @@
 //! — what the ensemble VPN needs to be tried (and tested) on one machine. Needs root and
 //! iproute2. The CLI reaches a node's REST API by running itself inside the node's
 //! namespace (`ip netns exec`), since the API only listens on that namespace's loopback.
+//!
+//! With `--nat`, chosen nodes sit behind a home router of their own instead (a namespace
+//! between the bridge and the node, see [`NatKind`]), for trying relays and hole punching.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
+
+/// What stands between a node and the devnet's public segment (`--nat N=KIND`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NatKind {
+    /// A home router that keeps the node's source port for every destination
+    /// (endpoint-independent mapping, iptables `MASQUERADE`) and drops unsolicited inbound
+    /// packets: hole punching works through it.
+    Cone,
+    /// A router that maps every connection to a random port (`MASQUERADE --random-fully`),
+    /// like a symmetric NAT: hole punching fails, peers stay on the relay.
+    Symmetric,
+    /// No NAT: the node has a public address, but its firewall drops every inbound
+    /// connection it did not start.
+    Firewall,
+}
+
+impl std::str::FromStr for NatKind {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cone" => Ok(NatKind::Cone),
+            "symmetric" => Ok(NatKind::Symmetric),
+            "firewall" => Ok(NatKind::Firewall),
+            _ => bail!("unknown NAT kind {s:?}: cone, symmetric or firewall"),
+        }
+    }
+}
+
+impl NatKind {
+    /// The spelling `--nat` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NatKind::Cone => "cone",
+            NatKind::Symmetric => "symmetric",
+            NatKind::Firewall => "firewall",
+        }
+    }
+}
 
 /// Names and addresses of one namespace devnet.
 pub struct Layout {
@@ -18,23 +59,157 @@ pub struct Layout {
     pub nodes: Vec<String>,
     /// Third octet of the nodes' 172.31.x.0/24 LAN.
     pub lan: u8,
+    /// What stands in front of each node (index 0 = node-1); `None`: nothing.
+    pub nat: Vec<Option<NatKind>>,
 }
 
 impl Layout {
     /// A fresh layout for `n` nodes with a random tag (so devnets do not clash).
-    pub fn new(n: usize) -> Self {
+    pub fn new(n: usize, nat: &[(usize, NatKind)]) -> Self {
         let tag = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
         Self {
             switch: format!("nunet-dev-{tag}-sw"),
             nodes: (1..=n).map(|i| format!("nunet-dev-{tag}-{i}")).collect(),
             lan: (rand::random::<u8>() % 250) + 1,
+            nat: (1..=n)
+                .map(|i| nat.iter().find(|(j, _)| *j == i).map(|(_, k)| *k))
+                .collect(),
         }
     }
 
-    /// Node `i`'s (1-based) LAN address.
-    pub fn addr(&self, i: usize) -> String {
+    /// Node `i`'s (1-based) address on the public segment: its own, or its router's.
+    pub fn public_addr(&self, i: usize) -> String {
         format!("172.31.{}.{}", self.lan, i + 1)
     }
+
+    /// The address node `i` (1-based) itself has: on the public segment, or on its home
+    /// network `10.i.0.0/24` behind a NAT router.
+    pub fn addr(&self, i: usize) -> String {
+        match self.nat[i - 1] {
+            Some(NatKind::Cone | NatKind::Symmetric) => format!("10.{i}.0.2"),
+            _ => self.public_addr(i),
+        }
+    }
+
+    /// The namespace of node `i`'s router, if it sits behind NAT.
+    pub fn router(&self, i: usize) -> Option<String> {
+        matches!(self.nat[i - 1], Some(NatKind::Cone | NatKind::Symmetric))
+            .then(|| format!("{}-r{i}", self.nodes[i - 1]))
+    }
+
+    /// Every namespace of the devnet: routers, nodes, then the switch.
+    pub fn all_namespaces(&self) -> Vec<String> {
+        let routers = (1..=self.nodes.len()).filter_map(|i| self.router(i));
+        routers
+            .chain(self.nodes.iter().cloned())
+            .chain([self.switch.clone()])
+            .collect()
+    }
+}
+
+/// Runs `iptables` (or `sysctl`, …) inside `ns`.
+fn in_ns(ns: &str, cmd: &[&str]) -> Result<()> {
+    let o = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .context("running `ip netns exec`")?;
+    if !o.status.success() {
+        bail!(
+            "`{}` in {ns} failed: {}",
+            cmd.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Drops what arrives on `dev` unless it belongs to a connection started from inside.
+fn drop_unsolicited(ns: &str, chain: &str, dev: &str) -> Result<()> {
+    in_ns(
+        ns,
+        &[
+            "iptables",
+            "-A",
+            chain,
+            "-i",
+            dev,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "ESTABLISHED,RELATED",
+            "-j",
+            "ACCEPT",
+        ],
+    )?;
+    in_ns(ns, &["iptables", "-A", chain, "-i", dev, "-j", "DROP"])
+}
+
+/// Puts node `i` (namespace `node`, 1-based) behind a NAT router of kind `kind`: a router
+/// namespace plugged into the bridge as `wan` (the node's public address) and into the
+/// node as its `lan` gateway.
+fn add_router(l: &Layout, i: usize, kind: NatKind) -> Result<()> {
+    let (node, port) = (&l.nodes[i - 1], format!("p{i}"));
+    let Some(router) = l.router(i) else {
+        return Ok(());
+    };
+    ip(&["netns", "add", &router])?;
+    ip(&[
+        "-n", &l.switch, "link", "add", &port, "type", "veth", "peer", "name", "wan", "netns",
+        &router,
+    ])?;
+    ip(&["-n", &l.switch, "link", "set", &port, "master", "br0", "up"])?;
+    ip(&[
+        "-n", &router, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", node,
+    ])?;
+    let wan = format!("{}/24", l.public_addr(i));
+    let gw = format!("10.{i}.0.1");
+    ip(&["-n", &router, "addr", "add", &wan, "dev", "wan"])?;
+    ip(&[
+        "-n",
+        &router,
+        "addr",
+        "add",
+        &format!("{gw}/24"),
+        "dev",
+        "lan",
+    ])?;
+    for dev in ["wan", "lan", "lo"] {
+        ip(&["-n", &router, "link", "set", dev, "up"])?;
+    }
+    ip(&[
+        "-n",
+        node,
+        "addr",
+        "add",
+        &format!("{}/24", l.addr(i)),
+        "dev",
+        "eth0",
+    ])?;
+    ip(&["-n", node, "link", "set", "eth0", "up"])?;
+    ip(&["-n", node, "link", "set", "lo", "up"])?;
+    ip(&["-n", node, "route", "add", "default", "via", &gw])?;
+    in_ns(&router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    let mut masq = vec![
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-o",
+        "wan",
+        "-j",
+        "MASQUERADE",
+    ];
+    if kind == NatKind::Symmetric {
+        masq.push("--random-fully");
+    }
+    in_ns(&router, &masq)?;
+    // Like a home router: nothing from outside reaches the router or the home network
+    // unless a connection from inside opened the way.
+    drop_unsolicited(&router, "INPUT", "wan")?;
+    drop_unsolicited(&router, "FORWARD", "wan")
 }
 
 fn ip(args: &[&str]) -> Result<()> {
@@ -64,6 +239,14 @@ pub fn create(l: &Layout) -> Result<()> {
         ip(&["-n", &l.switch, "link", "set", "br0", "up"])?;
         for (i, ns) in l.nodes.iter().enumerate() {
             ip(&["netns", "add", ns])?;
+            match l.nat[i] {
+                Some(kind @ (NatKind::Cone | NatKind::Symmetric)) => {
+                    add_router(l, i + 1, kind)?;
+                    continue;
+                }
+                Some(NatKind::Firewall) => {}
+                None => {}
+            }
             let port = format!("p{}", i + 1);
             ip(&[
                 "-n", &l.switch, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
@@ -81,18 +264,21 @@ pub fn create(l: &Layout) -> Result<()> {
             ])?;
             ip(&["-n", ns, "link", "set", "eth0", "up"])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            if l.nat[i] == Some(NatKind::Firewall) {
+                drop_unsolicited(ns, "INPUT", "eth0")?;
+            }
         }
         Ok(())
     })();
     if r.is_err() {
-        destroy(&l.switch, &l.nodes);
+        destroy(&l.all_namespaces());
     }
     r
 }
 
 /// Deletes the namespaces (and with them every interface inside). Missing ones are skipped.
-pub fn destroy(switch: &str, nodes: &[String]) {
-    for ns in nodes.iter().map(String::as_str).chain([switch]) {
+pub fn destroy(namespaces: &[String]) {
+    for ns in namespaces {
         let _ = Command::new("ip")
             .args(["netns", "del", ns])
             .stderr(Stdio::null())
