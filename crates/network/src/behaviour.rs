@@ -1,5 +1,6 @@
 //! The composed libp2p behaviour and the transport stack that carries it.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
@@ -89,14 +90,9 @@ impl NodeBehaviour {
                 .with_max_concurrent_streams(cfg.limits.max_concurrent_requests.max(1)),
         );
 
-        let relay_server = cfg.relay_server.then(|| {
-            let rc = relay::Config {
-                max_circuit_duration: config::RELAY_MAX_CIRCUIT_DURATION,
-                max_circuit_bytes: config::RELAY_MAX_CIRCUIT_BYTES,
-                ..Default::default()
-            };
-            relay::Behaviour::new(peer_id, rc)
-        });
+        let relay_server = cfg
+            .relay_server
+            .then(|| relay::Behaviour::new(peer_id, relay_config()));
 
         Ok(Self {
             connection_limits: connection_limits::Behaviour::new(connection_limits(&cfg.limits)),
@@ -120,6 +116,26 @@ impl NodeBehaviour {
             streams: libp2p_stream::Behaviour::new(),
         })
     }
+}
+
+/// Circuit relay server limits. Per circuit: [`config::RELAY_MAX_CIRCUIT_DURATION`] and
+/// [`config::RELAY_MAX_CIRCUIT_BYTES`]. Circuits: 256 at once, 32 per peer; new ones from one
+/// peer in bursts of 120, then one every 5 s (from one IP address: 480, then one a second).
+/// libp2p's defaults (16 at once, 4 per peer, 30 per peer then one every 2 min) starve a
+/// NATed node that dials a few peers through the relay — each dial tries every circuit
+/// address at once (TCP and QUIC to each relay) — within minutes.
+fn relay_config() -> relay::Config {
+    let burst = |n| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+    relay::Config {
+        max_circuits: 256,
+        max_circuits_per_peer: 32,
+        max_circuit_duration: config::RELAY_MAX_CIRCUIT_DURATION,
+        max_circuit_bytes: config::RELAY_MAX_CIRCUIT_BYTES,
+        circuit_src_rate_limiters: Vec::new(),
+        ..Default::default()
+    }
+    .circuit_src_per_peer(burst(120), Duration::from_secs(5))
+    .circuit_src_per_ip(burst(480), Duration::from_secs(1))
 }
 
 /// AutoNAT (v1), as client and server. The first probe goes out soon after start (by then

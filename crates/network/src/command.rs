@@ -33,7 +33,15 @@ pub(crate) enum Command {
         addr: Multiaddr,
         reply: Reply<Result<(), NetError>>,
     },
+    Connect {
+        peer: PeerId,
+        reply: Reply<Result<(), NetError>>,
+    },
     Peers(Reply<Vec<PeerInfo>>),
+    Disconnect {
+        peer: PeerId,
+        reply: Reply<bool>,
+    },
     Reachability(Reply<Reachability>),
     DhtPeers(Reply<Vec<(PeerId, Vec<Multiaddr>)>>),
     FindPeer {

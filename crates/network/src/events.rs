@@ -12,7 +12,7 @@ use tokio::sync::{mpsc::error::TrySendError, oneshot};
 use crate::{
     KAD_PROTOCOL, NetError, NetEvent,
     behaviour::NodeBehaviourEvent,
-    swarm_task::{ConnInfo, SwarmTask},
+    swarm_task::{ConnInfo, SwarmTask, is_circuit},
 };
 
 impl SwarmTask {
@@ -86,8 +86,20 @@ impl SwarmTask {
                 num_established,
                 ..
             } => {
-                if let Some(st) = self.peers.get_mut(&peer_id) {
-                    st.conns.remove(&connection_id);
+                if let Some(st) = self.peers.get_mut(&peer_id)
+                    && let Some(conn) = st.conns.remove(&connection_id)
+                    && !conn.relayed
+                    && st.listen_addrs.iter().any(is_circuit)
+                    && !st.listen_addrs.contains(&conn.addr)
+                {
+                    // A direct connection to a peer behind NAT (hole punched): the address
+                    // it came from is a NAT mapping that is gone with it. Dialing it later
+                    // would stall until a timeout and, holding the reused port, block the
+                    // next hole punch to that peer.
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .remove_address(&peer_id, &conn.addr);
                 }
                 if num_established == 0 {
                     self.peers.remove(&peer_id);

@@ -207,6 +207,7 @@ impl Network {
                     reply,
                 })
             };
+            self.ensure_connected(peer).await?;
             match send(payload.clone()).await? {
                 // No address the swarm knew worked: ask the DHT, then once more.
                 Err(NetError::Dial(_)) => {
@@ -219,6 +220,21 @@ impl Network {
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
             Err(_) => Err(NetError::Timeout(timeout)),
+        }
+    }
+
+    /// Makes sure a connection to `peer` exists: dials it on the addresses the swarm knows,
+    /// then through the DHT when those fail.
+    async fn ensure_connected(&self, peer: PeerId) -> Result<(), NetError> {
+        if peer == self.local_peer_id {
+            return Ok(());
+        }
+        match self.call(|reply| Command::Connect { peer, reply }).await? {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::debug!(%peer, "dial on known addresses failed ({e}); asking the DHT");
+                self.connect_through_dht(peer).await
+            }
         }
     }
 
@@ -284,6 +300,12 @@ impl Network {
         self.call(Command::Peers).await.unwrap_or_default()
     }
 
+    /// Closes every connection to `peer` (requests in flight on them fail); `false` when
+    /// there was none. The peer may dial again, and so may this node on the next request.
+    pub async fn disconnect(&self, peer: PeerId) -> Result<bool, NetError> {
+        self.call(|reply| Command::Disconnect { peer, reply }).await
+    }
+
     /// How this node can be reached: AutoNAT's verdict, the relays it listens through,
     /// hole punches so far.
     pub async fn reachability(&self) -> Result<Reachability, NetError> {
@@ -346,6 +368,9 @@ impl Network {
         protocol: StreamProtocol,
     ) -> Result<libp2p::Stream, libp2p_stream::OpenStreamError> {
         let mut control = self.streams.clone();
+        if let Err(e) = self.ensure_connected(peer).await {
+            tracing::debug!(%peer, "stream: {e}");
+        }
         match control.open_stream(peer, protocol.clone()).await {
             Err(libp2p_stream::OpenStreamError::Io(e)) => {
                 tracing::debug!(%peer, "stream open failed ({e}); once more");

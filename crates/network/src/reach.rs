@@ -220,6 +220,14 @@ impl SwarmTask {
         for p in given_up {
             tracing::warn!(relay = %p, "relay unreachable; looking for another");
             self.reach.quarantined.insert(p, now);
+            let dropped = self
+                .relayed
+                .iter()
+                .filter(|r| r.automatic && relay_of(&r.addr) == Some(p))
+                .filter_map(|r| r.listener);
+            for id in dropped.collect::<Vec<_>>() {
+                self.swarm.remove_listener(id);
+            }
             self.relayed
                 .retain(|r| !(r.automatic && relay_of(&r.addr) == Some(p)));
         }

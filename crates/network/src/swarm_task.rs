@@ -429,6 +429,10 @@ impl SwarmTask {
                 let _ = reply.send(peers);
             }
             Command::Dial { addr, reply } => self.dial(addr, reply),
+            Command::Connect { peer, reply } => self.connect(peer, reply),
+            Command::Disconnect { peer, reply } => {
+                let _ = reply.send(self.swarm.disconnect_peer_id(peer).is_ok());
+            }
             Command::Reachability(reply) => {
                 let _ = reply.send(self.reachability());
             }
@@ -445,6 +449,28 @@ impl SwarmTask {
             Command::Shutdown(reply) => {
                 // Handled in `run`; answering here keeps the match exhaustive.
                 let _ = reply.send(());
+            }
+        }
+    }
+
+    /// Connects to `peer` on the addresses the behaviours know (the DHT's, identify's), even
+    /// while another dial to it is in flight: a hole punch's direct dial to a peer whose
+    /// relayed connection went away would otherwise hold every request until it timed out.
+    fn connect(&mut self, peer: PeerId, reply: Reply<Result<(), NetError>>) {
+        if self.swarm.is_connected(&peer) {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        let opts = DialOpts::peer_id(peer)
+            .condition(PeerCondition::Always)
+            .build();
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.dials.insert(id, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(NetError::Dial(e.to_string())));
             }
         }
     }

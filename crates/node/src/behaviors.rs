@@ -164,6 +164,24 @@ pub fn register(info: NodeInfo) -> Result<(), ActorError> {
     )?;
     let n = i.clone();
     reg(
+        "/dms/node/peers/disconnect",
+        Behavior::direct(move |m: Incoming| {
+            let n = n.clone();
+            async move {
+                let host = arg(&m.payload, &["host", "peer", "did"])
+                    .ok_or_else(|| ActorError::failed("give --host <peer id or DID>"))?;
+                let peer = parse_peer(host)?;
+                let was = n
+                    .network
+                    .disconnect(peer)
+                    .await
+                    .map_err(|e| ActorError::failed(e.to_string()))?;
+                Ok(json!({"peer_id": peer.to_string(), "disconnected": was}))
+            }
+        }),
+    )?;
+    let n = i.clone();
+    reg(
         "/dms/node/peers/dht",
         Behavior::direct(move |_m| {
             let n = n.clone();

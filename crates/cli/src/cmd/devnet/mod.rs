@@ -49,6 +49,29 @@ pub enum DevnetCmd {
         /// a relay and bootstrap peer of the others.
         #[arg(long, value_delimiter = ',', value_name = "N=KIND", requires = "netns")]
         nat: Vec<String>,
+        /// With `--netns`: send every node's traffic (or its router's) to the switch through
+        /// a userspace link emulator, `delay=40ms,jitter=10ms,loss=1%` in each direction
+        /// (keys optional). A round trip between two nodes crosses four such delays.
+        /// `N:PARAMS` sets node N's link alone; repeat the flag for several.
+        #[arg(long, value_name = "[N:]PARAMS", requires = "netns")]
+        wan: Vec<String>,
+    },
+    /// (devnet internal) Forward frames between two interfaces of this namespace with delay,
+    /// jitter and loss, until one goes away: the emulated WAN link of `devnet up --wan`.
+    #[command(hide = true)]
+    Link {
+        /// One interface.
+        #[arg(long)]
+        a: String,
+        /// The other.
+        #[arg(long)]
+        b: String,
+        /// `delay=…,jitter=…,loss=…%`, each direction.
+        #[arg(long)]
+        params: nunet_linkem::LinkParams,
+        /// Seed of the jitter and loss draws.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Show each node: process, API health and connected peers.
     Status {
@@ -77,9 +100,15 @@ pub fn run(cmd: DevnetCmd) -> Result<i32> {
             base_port,
             netns,
             nat,
+            wan,
         } => {
             let nat = parse_nat(&nat, nodes)?;
-            up(nodes, &dir, base_port, netns, &nat)
+            let wan = parse_wan(&wan, nodes)?;
+            up(nodes, &dir, base_port, netns, &nat, wan)
+        }
+        DevnetCmd::Link { a, b, params, seed } => {
+            eprintln!("link {a} <-> {b}: {params}");
+            Err(nunet_linkem::run(&a, &b, params, seed).into())
         }
         DevnetCmd::Status { dir } => status(&dir),
         DevnetCmd::Down { dir, purge } => down(&dir, purge),
@@ -143,12 +172,37 @@ fn parse_nat(specs: &[String], n: usize) -> Result<Vec<(usize, netns::NatKind)>>
     Ok(out)
 }
 
+/// `--wan` values: `PARAMS` for every node, then `N:PARAMS` for node N.
+fn parse_wan(specs: &[String], n: usize) -> Result<Vec<Option<nunet_linkem::LinkParams>>> {
+    let mut out = vec![None; n];
+    let (each, one): (Vec<&String>, Vec<&String>) = specs.iter().partition(|s| {
+        s.split_once(':')
+            .is_none_or(|(pre, _)| pre.parse::<usize>().is_err())
+    });
+    for spec in each {
+        let p = spec.parse()?;
+        out.iter_mut().for_each(|o| *o = Some(p));
+    }
+    for spec in one {
+        let Some((node, params)) = spec.split_once(':') else {
+            continue;
+        };
+        let node: usize = node.parse()?;
+        if !(1..=n).contains(&node) {
+            bail!("--wan {spec:?}: there is no node {node} (nodes 1..={n})");
+        }
+        out[node - 1] = Some(params.parse()?);
+    }
+    Ok(out)
+}
+
 fn up(
     n: usize,
     dir: &Path,
     base: u16,
     in_netns: bool,
     nat: &[(usize, netns::NatKind)],
+    wan: Vec<Option<nunet_linkem::LinkParams>>,
 ) -> Result<i32> {
     if !(1..=20).contains(&n) {
         bail!("--nodes must be between 1 and 20");
@@ -183,9 +237,13 @@ fn up(
     )?;
     let exp = now_ns() + 30 * 24 * 3600 * 1_000_000_000;
     let now = now_ns();
-    let layout = in_netns.then(|| netns::Layout::new(n, nat));
+    let layout = in_netns.then(|| netns::Layout::new(n, nat, wan));
+    let mut link_pids = Vec::new();
     if let Some(l) = &layout {
         netns::create(l)?;
+        link_pids = netns::spawn_links(l, &dir).inspect_err(|_| {
+            netns::destroy(&l.all_namespaces());
+        })?;
     }
 
     // Root of trust and the user.
@@ -238,7 +296,8 @@ fn up(
     let manifest_of = |nodes: Vec<Value>| {
         json!({"org": org.did().to_string(), "user": user.did().to_string(), "nodes": nodes,
             "switch_netns": layout.as_ref().map(|l| l.switch.clone()),
-            "namespaces": layout.as_ref().map(|l| l.all_namespaces())})
+            "namespaces": layout.as_ref().map(|l| l.all_namespaces()),
+            "link_pids": link_pids})
     };
     // Written before anything starts, so `devnet down` finds every node if starting fails;
     // written again with the addresses the nodes report.
@@ -714,6 +773,13 @@ fn down(dir: &Path, purge: bool) -> Result<i32> {
     if unmounted > 0 {
         println!("unmounted {unmounted} volume(s) of the devnet's nodes");
     }
+    for pid in m["link_pids"].as_array().into_iter().flatten() {
+        if let Some(pid) = pid.as_u64() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
     if let Some(all) = m["namespaces"].as_array() {
         let all: Vec<String> = all
             .iter()
@@ -773,8 +839,39 @@ mod tests {
     }
 
     #[test]
+    fn wan_specs_set_every_link_then_single_ones() {
+        let w = parse_wan(&specs(&["2:delay=100ms", "delay=20ms,loss=1%"]), 3).unwrap();
+        assert_eq!(w[0].unwrap().delay, Duration::from_millis(20));
+        assert_eq!(w[1].unwrap().delay, Duration::from_millis(100));
+        assert_eq!(
+            w[1].unwrap().loss,
+            0.0,
+            "a node's own spec replaces the common one"
+        );
+        assert!((w[2].unwrap().loss - 0.01).abs() < 1e-12);
+        assert!(
+            parse_wan(&specs(&[]), 2)
+                .unwrap()
+                .iter()
+                .all(Option::is_none)
+        );
+        let err = parse_wan(&specs(&["4:delay=1ms"]), 3)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no node 4"), "{err}");
+        let err = parse_wan(&specs(&["delay=fast"]), 3)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a duration"), "{err}");
+    }
+
+    #[test]
     fn nodes_behind_a_router_get_a_home_network_and_the_router_the_public_address() {
-        let l = netns::Layout::new(4, &[(2, NatKind::Cone), (3, NatKind::Firewall)]);
+        let l = netns::Layout::new(
+            4,
+            &[(2, NatKind::Cone), (3, NatKind::Firewall)],
+            vec![None; 4],
+        );
         assert_eq!(l.addr(1), l.public_addr(1));
         assert_eq!(l.addr(2), "10.2.0.2");
         assert!(l.router(2).is_some());

@@ -6,11 +6,14 @@
 //!
 //! With `--nat`, chosen nodes sit behind a home router of their own instead (a namespace
 //! between the bridge and the node, see [`NatKind`]), for trying relays and hole punching.
+//! With `--wan`, a node's (or its router's) link to the bridge goes through a userspace link
+//! emulator (`nunet_linkem`) in a namespace of its own, adding delay, jitter and loss.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use anyhow::{Context, Result, bail};
+use nunet_linkem::LinkParams;
 use serde_json::Value;
 
 /// What stands between a node and the devnet's public segment (`--nat N=KIND`).
@@ -61,11 +64,14 @@ pub struct Layout {
     pub lan: u8,
     /// What stands in front of each node (index 0 = node-1); `None`: nothing.
     pub nat: Vec<Option<NatKind>>,
+    /// The emulated WAN link between each node (or its router) and the switch; `None`: a
+    /// plain veth pair.
+    pub wan: Vec<Option<LinkParams>>,
 }
 
 impl Layout {
     /// A fresh layout for `n` nodes with a random tag (so devnets do not clash).
-    pub fn new(n: usize, nat: &[(usize, NatKind)]) -> Self {
+    pub fn new(n: usize, nat: &[(usize, NatKind)], wan: Vec<Option<LinkParams>>) -> Self {
         let tag = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
         Self {
             switch: format!("nunet-dev-{tag}-sw"),
@@ -74,7 +80,15 @@ impl Layout {
             nat: (1..=n)
                 .map(|i| nat.iter().find(|(j, _)| *j == i).map(|(_, k)| *k))
                 .collect(),
+            wan,
         }
+    }
+
+    /// The namespace holding node `i`'s emulated WAN link, if it has one.
+    pub fn wire(&self, i: usize) -> Option<String> {
+        self.wan[i - 1]
+            .is_some()
+            .then(|| format!("{}-w", self.nodes[i - 1]))
     }
 
     /// Node `i`'s (1-based) address on the public segment: its own, or its router's.
@@ -97,10 +111,12 @@ impl Layout {
             .then(|| format!("{}-r{i}", self.nodes[i - 1]))
     }
 
-    /// Every namespace of the devnet: routers, nodes, then the switch.
+    /// Every namespace of the devnet: links, routers, nodes, then the switch.
     pub fn all_namespaces(&self) -> Vec<String> {
+        let wires = (1..=self.nodes.len()).filter_map(|i| self.wire(i));
         let routers = (1..=self.nodes.len()).filter_map(|i| self.router(i));
-        routers
+        wires
+            .chain(routers)
             .chain(self.nodes.iter().cloned())
             .chain([self.switch.clone()])
             .collect()
@@ -146,20 +162,79 @@ fn drop_unsolicited(ns: &str, chain: &str, dev: &str) -> Result<()> {
     in_ns(ns, &["iptables", "-A", chain, "-i", dev, "-j", "DROP"])
 }
 
+/// Connects interface `dev` of namespace `ns` (node `i`'s, or its router's) to the switch:
+/// a veth pair into the bridge, or, when node `i` has an emulated WAN link, a veth pair into
+/// its link namespace (`sw0`), whose other veth (`nd0`) leads to `dev`; the emulator
+/// forwards between `sw0` and `nd0` (see [`spawn_links`]).
+fn uplink(l: &Layout, i: usize, ns: &str, dev: &str) -> Result<()> {
+    let port = format!("p{i}");
+    match l.wire(i) {
+        None => ip(&[
+            "-n", &l.switch, "link", "add", &port, "type", "veth", "peer", "name", dev, "netns", ns,
+        ])?,
+        Some(wire) => {
+            ip(&["netns", "add", &wire])?;
+            ip(&[
+                "-n", &l.switch, "link", "add", &port, "type", "veth", "peer", "name", "sw0",
+                "netns", &wire,
+            ])?;
+            ip(&[
+                "-n", &wire, "link", "add", "nd0", "type", "veth", "peer", "name", dev, "netns", ns,
+            ])?;
+            for d in ["sw0", "nd0", "lo"] {
+                ip(&["-n", &wire, "link", "set", d, "up"])?;
+            }
+        }
+    }
+    ip(&["-n", &l.switch, "link", "set", &port, "master", "br0", "up"])
+}
+
+/// Starts one link emulator (`nunet devnet link`) per emulated WAN link, inside its link
+/// namespace, logging to `<dir>/link-<i>.log`; their pids.
+pub fn spawn_links(l: &Layout, dir: &Path) -> Result<Vec<u32>> {
+    let exe = std::env::current_exe()?;
+    let mut pids = Vec::new();
+    for i in 1..=l.nodes.len() {
+        let (Some(wire), Some(params)) = (l.wire(i), l.wan[i - 1]) else {
+            continue;
+        };
+        let log = std::fs::File::create(dir.join(format!("link-{i}.log")))?;
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{wire}"))
+            .arg("--")
+            .arg(&exe)
+            .args([
+                "devnet",
+                "link",
+                "--a",
+                "sw0",
+                "--b",
+                "nd0",
+                "--seed",
+                &i.to_string(),
+            ])
+            .arg("--params")
+            .arg(params.to_string())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting the link emulator")?;
+        pids.push(child.id());
+    }
+    Ok(pids)
+}
+
 /// Puts node `i` (namespace `node`, 1-based) behind a NAT router of kind `kind`: a router
 /// namespace plugged into the bridge as `wan` (the node's public address) and into the
 /// node as its `lan` gateway.
 fn add_router(l: &Layout, i: usize, kind: NatKind) -> Result<()> {
-    let (node, port) = (&l.nodes[i - 1], format!("p{i}"));
+    let node = &l.nodes[i - 1];
     let Some(router) = l.router(i) else {
         return Ok(());
     };
     ip(&["netns", "add", &router])?;
-    ip(&[
-        "-n", &l.switch, "link", "add", &port, "type", "veth", "peer", "name", "wan", "netns",
-        &router,
-    ])?;
-    ip(&["-n", &l.switch, "link", "set", &port, "master", "br0", "up"])?;
+    uplink(l, i, &router, "wan")?;
     ip(&[
         "-n", &router, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", node,
     ])?;
@@ -247,12 +322,7 @@ pub fn create(l: &Layout) -> Result<()> {
                 Some(NatKind::Firewall) => {}
                 None => {}
             }
-            let port = format!("p{}", i + 1);
-            ip(&[
-                "-n", &l.switch, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
-                "netns", ns,
-            ])?;
-            ip(&["-n", &l.switch, "link", "set", &port, "master", "br0", "up"])?;
+            uplink(l, i + 1, ns, "eth0")?;
             ip(&[
                 "-n",
                 ns,
