@@ -123,21 +123,7 @@ fn deployments_complete_over_delayed_lossy_links_and_edges_see_the_injected_rtt(
 
     // Node 1 orchestrates; 2, 3 and 4 provide.
     for n in 2..=4 {
-        dn.json(
-            n,
-            &[
-                "actor",
-                "cmd",
-                "--json",
-                "/dms/node/onboarding/onboard",
-                "--ram",
-                "1",
-                "--cpu",
-                "1",
-                "--disk",
-                "2",
-            ],
-        );
+        dn.onboard(n);
     }
 
     // A bound between the two RTTs, `x` on node 2: `y` can only go to node 3.

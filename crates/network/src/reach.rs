@@ -6,17 +6,23 @@
 //! reserves a slot on up to [`MAX_AUTO_RELAYS`] of its bootstrap peers that offer relay
 //! service and listens on their circuit addresses, which identify announces and the DHT
 //! spreads. A peer that dials such an address reaches the node through the relay; DCUtR then
-//! tries a direct connection through both NATs. Once a direct connection to a peer is up,
+//! tries a direct connection through both NATs (and, when that fails, again a few times over
+//! a new relayed connection, with backoff). Once a direct connection to a peer is up,
 //! the relayed ones are closed as soon as no actor request is in flight on the peer, so that
 //! traffic does not keep going through the relay.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use libp2p::{Multiaddr, PeerId, autonat, dcutr, multiaddr::Protocol, relay};
+use libp2p::{
+    Multiaddr, PeerId, autonat, dcutr,
+    multiaddr::Protocol,
+    relay,
+    swarm::dial_opts::{DialOpts, PeerCondition},
+};
 use tokio::time::Instant;
 
-use crate::swarm_task::{RelayedListen, SwarmTask};
+use crate::swarm_task::{RelayedListen, SwarmTask, is_circuit};
 
 /// Most relays a private node reserves a slot on by itself.
 pub const MAX_AUTO_RELAYS: usize = 2;
@@ -25,6 +31,19 @@ pub const MAX_AUTO_RELAYS: usize = 2;
 const AUTO_RELAY_MAX_FAILURES: u32 = 3;
 /// A relay given up is not picked again for this long.
 const AUTO_RELAY_QUARANTINE: Duration = Duration::from_secs(60);
+/// A failed hole punch is tried again this many times, over a new relayed connection
+/// (DCUtR only starts on one), after [`PUNCH_RETRY_FIRST`], then three times as long each.
+const PUNCH_RETRIES: u32 = 3;
+/// Delay before the first retry of a failed hole punch.
+const PUNCH_RETRY_FIRST: Duration = Duration::from_secs(5);
+
+/// The next retry of a failed hole punch to one peer.
+struct PunchRetry {
+    /// Retries started so far.
+    started: u32,
+    /// When the next one starts (`None`: one is under way, or none is left).
+    next: Option<Instant>,
+}
 
 /// What AutoNAT concluded about this node's listen addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +135,8 @@ pub(crate) struct ReachState {
     pub(crate) punch_failed: u64,
     /// Relays given up recently, and when.
     quarantined: HashMap<PeerId, Instant>,
+    /// Peers whose hole punch failed, and when to try again.
+    punch_retries: HashMap<PeerId, PunchRetry>,
 }
 
 /// The relay a circuit address goes through (the `/p2p/` before `/p2p-circuit`).
@@ -190,14 +211,60 @@ impl SwarmTask {
     }
 
     pub(crate) fn on_dcutr(&mut self, ev: dcutr::Event) {
+        let peer = ev.remote_peer_id;
         match ev.result {
             Ok(_) => {
                 self.reach.punched += 1;
-                tracing::info!(peer = %ev.remote_peer_id, "hole punch succeeded: direct connection");
+                self.reach.punch_retries.remove(&peer);
+                tracing::info!(%peer, "hole punch succeeded: direct connection");
             }
             Err(e) => {
                 self.reach.punch_failed += 1;
-                tracing::info!(peer = %ev.remote_peer_id, "hole punch failed; staying on the relay: {e}");
+                let retry = self.reach.punch_retries.entry(peer).or_insert(PunchRetry {
+                    started: 0,
+                    next: None,
+                });
+                if retry.started < PUNCH_RETRIES {
+                    let wait = PUNCH_RETRY_FIRST * 3u32.pow(retry.started);
+                    retry.next = Some(Instant::now() + wait);
+                    tracing::info!(%peer, "hole punch failed; staying on the relay, trying again in {wait:?}: {e}");
+                } else {
+                    tracing::info!(%peer, "hole punch failed; staying on the relay: {e}");
+                }
+            }
+        }
+    }
+
+    /// Starts the hole-punch retries that are due: a new relayed connection to the peer, on
+    /// which DCUtR tries again (a timing slip or a NAT mapping in flux can fail one attempt
+    /// where the next succeeds). Peers that went direct or away are forgotten.
+    fn retry_hole_punches(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        let peers = &self.peers;
+        self.reach.punch_retries.retain(|peer, r| {
+            let Some(st) = peers.get(peer) else {
+                return false;
+            };
+            if st.conns.values().any(|c| !c.relayed) {
+                return false;
+            }
+            if r.next.is_some_and(|t| now >= t)
+                && let Some(addr) = st.listen_addrs.iter().find(|a| is_circuit(a))
+            {
+                due.push((*peer, addr.clone()));
+                r.started += 1;
+                r.next = None;
+            }
+            true
+        });
+        for (peer, addr) in due {
+            tracing::debug!(%peer, %addr, "hole punch: trying again over a new relayed connection");
+            let opts = DialOpts::peer_id(peer)
+                .addresses(vec![addr])
+                .condition(PeerCondition::Always)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(%peer, "hole punch retry not started: {e}");
             }
         }
     }
@@ -234,6 +301,7 @@ impl SwarmTask {
         if self.nat_status() == NatStatus::Private {
             self.pick_relays(now);
         }
+        self.retry_hole_punches(now);
         self.close_superseded_relayed();
     }
 

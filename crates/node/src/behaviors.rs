@@ -41,6 +41,13 @@ fn parse_peer(s: &str) -> Result<PeerId, ActorError> {
         .map_err(|_| ActorError::failed(format!("{s:?} is not a peer id or DID")))
 }
 
+/// The peer a behavior's `--host` names (peer id or DID), with the text as given.
+fn host_arg(payload: &Value) -> Result<(PeerId, &str), ActorError> {
+    let host = arg(payload, &["host", "peer", "did"])
+        .ok_or_else(|| ActorError::failed("give --host <peer id or DID>"))?;
+    Ok((parse_peer(host)?, host))
+}
+
 /// Registers the node behaviors on the root actor.
 pub fn register(info: NodeInfo) -> Result<(), ActorError> {
     let sys = info.system.clone();
@@ -150,9 +157,7 @@ pub fn register(info: NodeInfo) -> Result<(), ActorError> {
         Behavior::direct(move |m: Incoming| {
             let n = n.clone();
             async move {
-                let host = arg(&m.payload, &["host", "peer", "did"])
-                    .ok_or_else(|| ActorError::failed("give --host <peer id or DID>"))?;
-                let peer = parse_peer(host)?;
+                let (peer, host) = host_arg(&m.payload)?;
                 let rtt: Duration = n
                     .network
                     .ping(peer)
@@ -168,9 +173,7 @@ pub fn register(info: NodeInfo) -> Result<(), ActorError> {
         Behavior::direct(move |m: Incoming| {
             let n = n.clone();
             async move {
-                let host = arg(&m.payload, &["host", "peer", "did"])
-                    .ok_or_else(|| ActorError::failed("give --host <peer id or DID>"))?;
-                let peer = parse_peer(host)?;
+                let (peer, _) = host_arg(&m.payload)?;
                 let was = n
                     .network
                     .disconnect(peer)

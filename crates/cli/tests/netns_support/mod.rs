@@ -87,13 +87,17 @@ impl NsDevnet {
     }
     /// Onboards every node with 1 core, 1 GiB RAM and 2 GiB disk.
     pub fn onboard_all(&self) {
+        for n in 1..=self.netns.len() {
+            self.onboard(n);
+        }
+    }
+    /// Onboards node `n` with 1 core, 1 GiB RAM and 2 GiB disk.
+    pub fn onboard(&self, n: usize) {
         let onboard = "/dms/node/onboarding/onboard";
         let args = [
             "actor", "cmd", "--json", onboard, "--ram", "1", "--cpu", "1", "--disk", "2",
         ];
-        for n in 1..=self.netns.len() {
-            self.json(n, &args);
-        }
+        self.json(n, &args);
     }
 
     /// No `nn*`/`nv*` interface, no extra `ip rule`, no `NUNET` chain in any node namespace.
