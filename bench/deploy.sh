@@ -10,15 +10,8 @@
 # first time), RUNS (default 5). NUNET_BIN=<path> skips the build and uses that binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-profile="${PROFILE:-release}"
 runs="${RUNS:-5}"
-if [ -n "${NUNET_BIN:-}" ]; then
-  nunet="$(realpath "$NUNET_BIN")"
-elif [ "$profile" = release ]; then
-  cargo build -q --release -p nunet-cli; nunet="$PWD/target/release/nunet"
-else
-  cargo build -q -p nunet-cli; nunet="$PWD/target/debug/nunet"
-fi
+. bench/lib.sh
 work="$(mktemp -d)"
 dir="$work/dn"
 trap '"$nunet" devnet down --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT

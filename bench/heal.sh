@@ -15,16 +15,9 @@
 # build. Needs dockerd and the local image nunet-test/busybox:latest (scripts/test loads it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-profile="${PROFILE:-release}"
 faults="${FAULTS:-12}"
 seed="${SEED:-1}"
-if [ -n "${NUNET_BIN:-}" ]; then
-  nunet="$(realpath "$NUNET_BIN")"
-elif [ "$profile" = release ]; then
-  cargo build -q --release -p nunet-cli; nunet="$PWD/target/release/nunet"
-else
-  cargo build -q -p nunet-cli; nunet="$PWD/target/debug/nunet"
-fi
+. bench/lib.sh
 work="$(mktemp -d)"
 dir="$work/dn"
 trap '"$nunet" devnet down --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT

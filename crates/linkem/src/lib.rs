@@ -406,12 +406,23 @@ pub fn run(a: &str, b: &str, params: LinkParams, seed: u64) -> LinkError {
         Ok(s) => s,
         Err(e) => return e,
     };
-    let back = std::thread::spawn(move || {
-        direction(b_rx, a_tx, Schedule::new(params, seed.wrapping_add(1)))
+    // Whichever direction stops first stops the link: half a link is no link.
+    let (done, first) = mpsc::channel();
+    let back = done.clone();
+    std::thread::spawn(move || {
+        let _ = back.send(direction(
+            b_rx,
+            a_tx,
+            Schedule::new(params, seed.wrapping_add(1)),
+        ));
     });
-    let e = direction(a_rx, b_tx, Schedule::new(params, seed));
-    drop(back);
-    e
+    std::thread::spawn(move || {
+        let _ = done.send(direction(a_rx, b_tx, Schedule::new(params, seed)));
+    });
+    first.recv().unwrap_or_else(|_| LinkError::Params {
+        spec: format!("{a} <-> {b}"),
+        reason: "both directions stopped without a reason".into(),
+    })
 }
 
 #[cfg(test)]

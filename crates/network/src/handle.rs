@@ -200,22 +200,15 @@ impl Network {
             });
         }
         let fut = async {
-            let send = |payload| {
-                self.call(|reply| Command::Request {
-                    peer,
-                    payload,
-                    reply,
-                })
-            };
+            // Connected first (known addresses, then the DHT), so the request neither waits
+            // behind another dial to the peer nor fails for want of an address.
             self.ensure_connected(peer).await?;
-            match send(payload.clone()).await? {
-                // No address the swarm knew worked: ask the DHT, then once more.
-                Err(NetError::Dial(_)) => {
-                    self.connect_through_dht(peer).await?;
-                    send(payload).await?
-                }
-                other => other,
-            }
+            self.call(|reply| Command::Request {
+                peer,
+                payload,
+                reply,
+            })
+            .await?
         };
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
@@ -358,10 +351,9 @@ impl Network {
         self.call(|reply| Command::FindPeer { peer, reply }).await?
     }
 
-    /// Opens a raw stream to `peer` (dialing it if needed). When that fails — no address
-    /// known, or the stream landed on a connection closing under it (a relayed connection a
-    /// direct one replaced) — the peer is looked up in the DHT and the stream opened once
-    /// more.
+    /// Opens a raw stream to `peer`, connecting first (known addresses, then the DHT). A
+    /// stream that lands on a connection closing under it (a relayed connection a direct one
+    /// replaced) is opened once more.
     pub async fn open_stream(
         &self,
         peer: PeerId,
@@ -374,8 +366,8 @@ impl Network {
         match control.open_stream(peer, protocol.clone()).await {
             Err(libp2p_stream::OpenStreamError::Io(e)) => {
                 tracing::debug!(%peer, "stream open failed ({e}); once more");
-                if let Err(e) = self.connect_through_dht(peer).await {
-                    tracing::debug!(%peer, "DHT lookup: {e}");
+                if let Err(e) = self.ensure_connected(peer).await {
+                    tracing::debug!(%peer, "stream: {e}");
                 }
                 control.open_stream(peer, protocol).await
             }

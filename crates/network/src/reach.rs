@@ -46,9 +46,10 @@ struct PunchRetry {
 }
 
 /// What AutoNAT concluded about this node's listen addresses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NatStatus {
     /// No probe has answered yet (or no peer can act as a probe server).
+    #[default]
     Unknown,
     /// A peer dialed this node back on one of its addresses.
     Public,
@@ -130,7 +131,7 @@ impl Reachability {
 /// Counters and per-relay bookkeeping of the automatic relay logic.
 #[derive(Default)]
 pub(crate) struct ReachState {
-    pub(crate) nat: Option<NatStatus>,
+    pub(crate) nat: NatStatus,
     pub(crate) punched: u64,
     pub(crate) punch_failed: u64,
     /// Relays given up recently, and when.
@@ -154,7 +155,7 @@ pub(crate) fn relay_of(addr: &Multiaddr) -> Option<PeerId> {
 
 impl SwarmTask {
     pub(crate) fn nat_status(&self) -> NatStatus {
-        self.reach.nat.unwrap_or(NatStatus::Unknown)
+        self.reach.nat
     }
 
     pub(crate) fn on_autonat(&mut self, ev: autonat::Event) {
@@ -175,7 +176,7 @@ impl SwarmTask {
             }
             autonat::NatStatus::Unknown => NatStatus::Unknown,
         };
-        self.reach.nat = Some(status);
+        self.reach.nat = status;
         if status == NatStatus::Public {
             // Reachable on its own: free the relays' slots.
             let auto: Vec<_> = self.relayed.iter().filter(|r| r.automatic).collect();

@@ -464,6 +464,11 @@ impl SwarmTask {
         let opts = DialOpts::peer_id(peer)
             .condition(PeerCondition::Always)
             .build();
+        self.start_dial(opts, reply);
+    }
+
+    /// Starts a dial; `reply` gets its outcome (from the connection events) or its error.
+    fn start_dial(&mut self, opts: DialOpts, reply: Reply<Result<(), NetError>>) {
         let id = opts.connection_id();
         match self.swarm.dial(opts) {
             Ok(()) => {
@@ -488,15 +493,7 @@ impl SwarmTask {
                 .build(),
             None => DialOpts::unknown_peer_id().address(addr).build(),
         };
-        let id = opts.connection_id();
-        match self.swarm.dial(opts) {
-            Ok(()) => {
-                self.dials.insert(id, reply);
-            }
-            Err(e) => {
-                let _ = reply.send(Err(NetError::Dial(e.to_string())));
-            }
-        }
+        self.start_dial(opts, reply);
     }
 
     fn peer_infos(&self) -> Vec<PeerInfo> {
