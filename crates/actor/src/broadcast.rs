@@ -19,6 +19,10 @@ pub struct BroadcastReplies {
     pub replies: Vec<(Handle, Value)>,
     /// Replies refused by the authorization check: the replier's handle and why.
     pub denied: Vec<(Handle, ActorError)>,
+    /// When the first and the last admitted reply arrived, counted from the publish.
+    pub first_reply: Option<Duration>,
+    /// See [`Self::first_reply`].
+    pub last_reply: Option<Duration>,
 }
 
 impl ActorSystem {
@@ -113,13 +117,17 @@ impl ActorSystem {
                 return Err(e);
             }
         };
+        let started = tokio::time::Instant::now();
         let published = self.publish(&env).await;
         let mut out = Vec::new();
+        let (mut first_reply, mut last_reply) = (None, None);
         if published.is_ok() {
-            let mut deadline = tokio::time::Instant::now() + collect;
+            let mut deadline = started + collect;
             while let Ok(Some(r)) = tokio::time::timeout_at(deadline, rx.recv()).await {
                 if let Ok(v) = decode_reply(&r) {
                     out.push((r.from.clone(), v));
+                    last_reply = Some(started.elapsed());
+                    first_reply = first_reply.or(last_reply);
                 }
                 if let Some(more) = close(&out) {
                     deadline = deadline.min(tokio::time::Instant::now() + more);
@@ -134,6 +142,8 @@ impl ActorSystem {
         published.map(|_| BroadcastReplies {
             replies: out,
             denied,
+            first_reply,
+            last_reply,
         })
     }
 
@@ -141,5 +151,13 @@ impl ActorSystem {
     /// when there is no network or the transport cannot tell.
     pub async fn topic_peers(&self, topic: &str) -> Option<Vec<String>> {
         self.transport()?.topic_peers(topic).await
+    }
+
+    /// Tells the transport that `peers` stayed silent in a broadcast they were expected to
+    /// answer (see [`crate::Transport::quiet_topic_peers`]).
+    pub async fn quiet_topic_peers(&self, peers: Vec<String>) {
+        if let Some(t) = self.transport() {
+            t.quiet_topic_peers(peers).await;
+        }
     }
 }

@@ -40,6 +40,11 @@ pub trait Transport: Send + Sync + 'static {
     fn topic_peers(&self, _topic: &str) -> BoxFuture<'static, Option<Vec<String>>> {
         Box::pin(async { None })
     }
+    /// `peers` (libp2p peer ids) did not answer a broadcast they were expected to: the
+    /// transport may leave them out of [`Self::topic_peers`] for a while.
+    fn quiet_topic_peers(&self, _peers: Vec<String>) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// An authenticated message handed to a behavior.

@@ -252,3 +252,44 @@ fn deployments_reach_providers_behind_each_nat_and_orchestrators_behind_nat() {
     // direct path expected: reported only).
     web_and_client_across(&dn, 3, 4, 5, false);
 }
+
+#[test]
+fn deployments_across_nats_complete_over_long_lossy_links() {
+    // Every node's (or router's) link: 35 ms ± 5 ms each way, 1 % loss. A round trip between
+    // two nodes crosses four link directions (≈ 140 ms); through the relay on node 1, eight
+    // (≈ 280 ms). 2 and 3 behind cone NATs, 4 behind a symmetric one.
+    let dn = NsDevnet::up_with(
+        4,
+        &[
+            "--nat",
+            "2=cone,3=cone,4=symmetric",
+            "--wan",
+            "delay=35ms,jitter=5ms,loss=1%",
+        ],
+    );
+    dn.onboard_all();
+    wait_for("AutoNAT verdicts", Duration::from_secs(90), |seen| {
+        let nat: Vec<Value> = (1..=4).map(|n| reach(&dn, n)["nat"].clone()).collect();
+        *seen = format!("{nat:?}");
+        (nat[0] == "public"
+            && nat[1..].iter().all(|s| s == "private")
+            && (2..=4).all(|n| reach(&dn, n)["reachable"] == true))
+        .then_some(())
+    });
+    // An orchestrator behind a cone NAT; providers behind a cone NAT and a symmetric one
+    // (their allocations talk through the relay: ≈ 280 ms round trips).
+    let t0 = Instant::now();
+    web_and_client_across(&dn, 2, 3, 4, false);
+    eprintln!(
+        "cone → cone + symmetric over 140 ms links: {:.1?}",
+        t0.elapsed()
+    );
+    // An orchestrator behind the symmetric NAT; providers behind the two cone NATs, which
+    // punch a hole over the long links.
+    let t0 = Instant::now();
+    web_and_client_across(&dn, 4, 2, 3, true);
+    eprintln!(
+        "symmetric → cone + cone over 140 ms links: {:.1?}",
+        t0.elapsed()
+    );
+}

@@ -3,7 +3,7 @@
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::oneshot;
 
-use crate::{NetError, PeerInfo, Reachability};
+use crate::{NetError, PeerInfo, Reachability, RosterInfo};
 
 /// One-shot answer channel.
 pub(crate) type Reply<T> = oneshot::Sender<T>;
@@ -29,6 +29,16 @@ pub(crate) enum Command {
         topic: String,
         reply: Reply<Vec<PeerId>>,
     },
+    /// Leaves peers that stayed silent out of the roster's answers for a while.
+    QuietTopicPeers(Vec<PeerId>),
+    /// This node's roster, encoded for a peer that pulls it.
+    RosterSnapshot(Reply<Vec<u8>>),
+    /// A roster pulled from a peer, to merge.
+    RosterMerge {
+        from: PeerId,
+        bytes: Vec<u8>,
+    },
+    Roster(Reply<RosterInfo>),
     Dial {
         addr: Multiaddr,
         reply: Reply<Result<(), NetError>>,

@@ -248,11 +248,21 @@ impl SwarmTask {
 
     fn on_gossip_event(&mut self, ev: gossipsub::Event) {
         match ev {
+            gossipsub::Event::Message { message, .. }
+                if message.topic.as_str() == crate::roster::ROSTER_TOPIC =>
+            {
+                if let Some(from) = message.source {
+                    self.roster
+                        .heard(from, &message.data, tokio::time::Instant::now());
+                }
+            }
             gossipsub::Event::Message { message, .. } => self.emit(NetEvent::Gossip {
                 topic: message.topic.into_string(),
                 source: message.source,
                 payload: message.data,
             }),
+            gossipsub::Event::Subscribed { topic, .. }
+                if topic.as_str() == crate::roster::ROSTER_TOPIC => {}
             gossipsub::Event::Subscribed { peer_id, topic, .. } => {
                 self.emit(NetEvent::Subscribed {
                     peer: peer_id,

@@ -9,8 +9,9 @@ use rand::RngCore;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    NetConfig, NetError, NetEvent, PeerInfo, Reachability, behaviour,
+    NetConfig, NetError, NetEvent, PeerInfo, Reachability, RosterInfo, behaviour,
     command::{Command, Reply},
+    roster::ROSTER_PROTOCOL,
     swarm_task::SwarmTask,
 };
 
@@ -95,6 +96,9 @@ pub async fn start_metered(
     let incoming_pings = streams
         .accept(PING_PROTOCOL)
         .map_err(|e| NetError::Setup(e.to_string()))?;
+    let roster_pulls = streams
+        .accept(StreamProtocol::new(ROSTER_PROTOCOL))
+        .map_err(|e| NetError::Setup(e.to_string()))?;
     let mut listening = 0usize;
     for addr in &cfg.listen {
         let quic = addr
@@ -129,7 +133,83 @@ pub async fn start_metered(
         commands: cmd_tx,
         streams,
     };
+    tokio::spawn(serve_roster(roster_pulls, net.clone()));
+    tokio::spawn(pull_roster(net.clone()));
     Ok((net, ev_rx))
+}
+
+/// How long a roster pull or hand-out may take.
+const ROSTER_IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Roster pulls tried after start (one peer each) before relying on announcements alone.
+const ROSTER_PULL_TRIES: u32 = 5;
+
+/// Hands out this node's roster, one puller at a time (a snapshot costs one pass over it).
+async fn serve_roster(mut incoming: libp2p_stream::IncomingStreams, net: Network) {
+    use futures::StreamExt;
+    while let Some((peer, mut stream)) = incoming.next().await {
+        let Ok(bytes) = net.call(Command::RosterSnapshot).await else {
+            return;
+        };
+        let send = async {
+            stream.write_all(&bytes).await?;
+            stream.close().await
+        };
+        match tokio::time::timeout(ROSTER_IO_TIMEOUT, send).await {
+            Ok(Ok(())) => tracing::debug!(%peer, bytes = bytes.len(), "roster handed out"),
+            Ok(Err(e)) => tracing::debug!(%peer, "roster hand-out failed: {e}"),
+            Err(_) => tracing::debug!(%peer, "roster hand-out timed out"),
+        }
+    }
+}
+
+/// Once connected, pulls the roster of a peer that serves it (a bootstrap peer first, as it
+/// knows most of the network), so this node knows who is out there before the first
+/// announcements come round.
+async fn pull_roster(net: Network) {
+    let mut tried = std::collections::HashSet::new();
+    for _ in 0..ROSTER_PULL_TRIES {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Ok(peers) = net.call(Command::Peers).await else {
+            return; // shut down
+        };
+        let Some(peer) = peers
+            .iter()
+            .filter(|p| !tried.contains(&p.peer_id) && !p.relayed)
+            .filter(|p| p.protocols.iter().any(|x| x == ROSTER_PROTOCOL))
+            .map(|p| p.peer_id)
+            .next()
+        else {
+            continue;
+        };
+        tried.insert(peer);
+        let fetch = async {
+            let mut stream = net
+                .streams
+                .clone()
+                .open_stream(peer, StreamProtocol::new(ROSTER_PROTOCOL))
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut bytes = Vec::new();
+            let limit = u64::try_from(crate::roster::MAX_SNAPSHOT_BYTES + 1).unwrap_or(u64::MAX);
+            (&mut stream)
+                .take(limit)
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(bytes)
+        };
+        match tokio::time::timeout(ROSTER_IO_TIMEOUT, fetch).await {
+            Ok(Ok(bytes)) => {
+                let _ = net
+                    .commands
+                    .send(Command::RosterMerge { from: peer, bytes })
+                    .await;
+                return;
+            }
+            Ok(Err(e)) => tracing::debug!(%peer, "roster pull failed: {e}"),
+            Err(_) => tracing::debug!(%peer, "roster pull timed out"),
+        }
+    }
 }
 
 /// Answers inbound on-demand pings: echoes 32-byte blocks until the stream closes.
@@ -274,12 +354,25 @@ impl Network {
         .await?
     }
 
-    /// Connected peers that told us they are subscribed to a gossip topic.
+    /// Peers known to serve a gossip topic: connected peers that told us they are subscribed,
+    /// and peers whose roster announcement (or a pulled roster) lists it and has not expired.
     pub async fn topic_peers(&self, topic: &str) -> Vec<PeerId> {
         let topic = topic.to_string();
         self.call(|reply| Command::TopicPeers { topic, reply })
             .await
             .unwrap_or_default()
+    }
+
+    /// `peers` did not answer a broadcast they should have: [`Self::topic_peers`] leaves
+    /// their roster entries out for a while (5 min), announcements or not. Connected
+    /// subscribers stay (gossipsub still reports them).
+    pub async fn quiet_topic_peers(&self, peers: Vec<PeerId>) {
+        let _ = self.commands.send(Command::QuietTopicPeers(peers)).await;
+    }
+
+    /// How many peers the roster knows, and per topic this node serves how many serve it.
+    pub async fn roster(&self) -> Result<RosterInfo, NetError> {
+        self.call(Command::Roster).await
     }
 
     /// Dials an address (with or without `/p2p/<peer id>`); resolves once connected (at once

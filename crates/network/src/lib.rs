@@ -12,6 +12,9 @@
 //!   [`NetConfig::max_message_bytes`] each way);
 //! - gossipsub broadcasts (signed messages, strict validation, flood publish);
 //! - raw libp2p streams for bulk transfers ([`Network::streams`]);
+//! - a roster of the nodes on the swarm and the gossip topics they serve (announced on
+//!   [`ROSTER_TOPIC`], pulled once on joining over [`ROSTER_PROTOCOL`]), so a broadcast's
+//!   sender knows who should answer ([`Network::topic_peers`]);
 //! - peer discovery and routing (identify, Kademlia with the private protocol
 //!   [`KAD_PROTOCOL`], periodic random walks), liveness (ping), NAT traversal (relay client
 //!   and optional relay server, DCUtR, AutoNAT).
@@ -29,6 +32,7 @@ mod events;
 mod handle;
 mod limits;
 mod reach;
+pub mod roster;
 mod swarm_task;
 
 use std::time::Duration;
@@ -37,6 +41,9 @@ pub use config::{NetConfig, NetLimits};
 pub use handle::{Network, PING_PROTOCOL, start, start_metered};
 pub use libp2p::{Multiaddr, PeerId};
 pub use reach::{MAX_AUTO_RELAYS, NatStatus, Reachability, RelayInfo};
+pub use roster::{
+    ROSTER_PROTOCOL, ROSTER_TOPIC, RosterError, RosterInfo, decode_announcement, decode_snapshot,
+};
 
 /// Request-response protocol that carries actor messages between nodes.
 pub const ACTOR_PROTOCOL: &str = "/nunet/actor/1.0.0";

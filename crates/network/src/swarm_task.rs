@@ -27,6 +27,7 @@ use crate::{
     behaviour::NodeBehaviour,
     command::{Command, Reply},
     reach::ReachState,
+    roster::{ROSTER_TOPIC, Roster, RosterInfo},
 };
 
 /// First retry delay for an unreachable bootstrap peer; doubles up to [`BOOTSTRAP_MAX_BACKOFF`].
@@ -103,6 +104,8 @@ pub(crate) struct SwarmTask {
     pub(crate) relayed: Vec<RelayedListen>,
     /// AutoNAT's verdict, automatic relays, hole punching.
     pub(crate) reach: ReachState,
+    /// Who else is on the swarm and which topics they serve.
+    pub(crate) roster: Roster,
     /// Inbound connections refused by the limits since the last report.
     pub(crate) denied_inbound: u64,
     next_denied_report: Instant,
@@ -195,6 +198,7 @@ impl SwarmTask {
             metrics,
             relayed,
             reach: ReachState::default(),
+            roster: Roster::new(now),
             swarm,
             commands,
             events,
@@ -213,6 +217,14 @@ impl SwarmTask {
             denied_inbound: 0,
             next_denied_report: now,
         };
+        if let Err(e) = task
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&gossipsub::IdentTopic::new(ROSTER_TOPIC))
+        {
+            tracing::warn!("cannot subscribe to the roster topic: {e}");
+        }
         task.redial_bootstrap(now);
         task
     }
@@ -283,10 +295,50 @@ impl SwarmTask {
             self.next_denied_report = now + DENIED_REPORT_INTERVAL;
         }
         self.tend_reachability(now);
+        self.tend_roster(now);
         if now >= self.next_walk {
             self.walk();
             self.walk_interval = (self.walk_interval * 2).min(WALK_MAX_INTERVAL);
             self.next_walk = now + self.walk_interval;
+        }
+    }
+
+    /// Peers known to serve `topic`: connected subscribers (gossipsub) and live roster
+    /// entries.
+    fn topic_peers(&self, topic: &str) -> HashSet<PeerId> {
+        let hash = gossipsub::IdentTopic::new(topic).hash();
+        let mut peers: HashSet<PeerId> = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_peers()
+            .filter(|(_, topics)| topics.contains(&&hash))
+            .map(|(p, _)| *p)
+            .collect();
+        peers.extend(self.roster.peers_on(topic, Instant::now()));
+        peers
+    }
+
+    /// Publishes the roster announcement when one is due; drops expired entries.
+    fn tend_roster(&mut self, now: Instant) {
+        self.roster.prune(now);
+        let Some(bytes) = self.roster.due(now) else {
+            return;
+        };
+        let r = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(gossipsub::IdentTopic::new(ROSTER_TOPIC), bytes);
+        match r {
+            Ok(_) => self.roster.announced(true, now),
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
+                self.roster.announced(false, now)
+            }
+            Err(e) => {
+                tracing::warn!("roster announcement not published: {e}");
+                self.roster.announced(false, now);
+            }
         }
     }
 
@@ -393,9 +445,12 @@ impl SwarmTask {
                     .subscribe(&t)
                     .map(|_| ())
                     .map_err(|e| NetError::Gossip {
-                        topic,
+                        topic: topic.clone(),
                         reason: e.to_string(),
                     });
+                if r.is_ok() {
+                    self.roster.subscribed(&topic, Instant::now());
+                }
                 let _ = reply.send(r);
             }
             Command::Publish {
@@ -417,16 +472,34 @@ impl SwarmTask {
                 let _ = reply.send(r);
             }
             Command::TopicPeers { topic, reply } => {
-                let hash = gossipsub::IdentTopic::new(topic).hash();
-                let peers = self
-                    .swarm
-                    .behaviour()
-                    .gossipsub
-                    .all_peers()
-                    .filter(|(_, topics)| topics.contains(&&hash))
-                    .map(|(p, _)| *p)
+                let _ = reply.send(self.topic_peers(&topic).into_iter().collect());
+            }
+            Command::QuietTopicPeers(peers) => self.roster.quiet(&peers, Instant::now()),
+            Command::RosterSnapshot(reply) => {
+                let me = *self.swarm.local_peer_id();
+                let _ = reply.send(self.roster.snapshot(me, Instant::now()));
+            }
+            Command::RosterMerge { from, bytes } => {
+                let me = *self.swarm.local_peer_id();
+                match self.roster.merge(me, &bytes, Instant::now()) {
+                    Ok(n) => tracing::debug!(peer = %from, entries = n, "roster pulled"),
+                    Err(e) => {
+                        tracing::warn!(peer = %from, "roster pulled from a peer refused: {e}")
+                    }
+                }
+            }
+            Command::Roster(reply) => {
+                let now = Instant::now();
+                let topics = self
+                    .roster
+                    .own_topics()
+                    .iter()
+                    .map(|t| (t.clone(), self.topic_peers(t).len()))
                     .collect();
-                let _ = reply.send(peers);
+                let _ = reply.send(RosterInfo {
+                    peers: self.roster.len(now),
+                    topics,
+                });
             }
             Command::Dial { addr, reply } => self.dial(addr, reply),
             Command::Connect { peer, reply } => self.connect(peer, reply),

@@ -122,11 +122,21 @@ pub fn register(info: NodeInfo) -> Result<(), ActorError> {
                     .reachability()
                     .await
                     .map_err(|e| ActorError::failed(e.to_string()))?;
+                let roster = n
+                    .network
+                    .roster()
+                    .await
+                    .map_err(|e| ActorError::failed(e.to_string()))?;
                 Ok(json!({
                     "peer_id": n.system.peer_id(),
                     "did": n.system.did().to_string(),
                     "addrs": n.network.listen_addrs().await.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                     "reachability": reachability_json(&reach),
+                    // Who a broadcast on each topic this node serves waits for.
+                    "roster": {
+                        "peers": roster.peers,
+                        "topics": roster.topics.iter().map(|(t, n)| (t.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
+                    },
                 }))
             }
         }),

@@ -50,6 +50,12 @@ impl Transport for Libp2pTransport {
             Some(peers.iter().map(|p| p.to_base58()).collect())
         })
     }
+
+    fn quiet_topic_peers(&self, peers: Vec<String>) -> BoxFuture<'static, ()> {
+        let net = self.0.clone();
+        let peers = peers.iter().filter_map(|p| p.parse().ok()).collect();
+        Box::pin(async move { net.quiet_topic_peers(peers).await })
+    }
 }
 
 /// Feeds network events into the actor system until the event stream ends. Each request is

@@ -89,22 +89,54 @@ pub(crate) fn round_closer(
     }
 }
 
+/// The peers known to serve the topic (when the request went out) that did not answer.
+pub(crate) fn silent_peers(
+    replies: &[(Handle, Value)],
+    subscribers: Option<&HashSet<String>>,
+) -> Vec<String> {
+    let answered: HashSet<&str> = replies.iter().map(|(h, _)| h.addr.host.as_str()).collect();
+    let mut silent: Vec<String> = subscribers
+        .into_iter()
+        .flatten()
+        .filter(|p| !answered.contains(p.as_str()))
+        .cloned()
+        .collect();
+    silent.sort();
+    silent
+}
+
+/// When the first and the last answer of a broadcast arrived, from its publish.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ReplyTiming {
+    pub(crate) first: Option<Duration>,
+    pub(crate) last: Option<Duration>,
+}
+
 /// A deployment event saying how the broadcast part of a bid round ended: either every peer
-/// subscribed to the topic answered, or which ones stayed silent (they were waited for until
-/// the grace or the round's limit).
+/// known to serve the topic answered, or which ones stayed silent (they were waited for until
+/// the grace or the round's limit, and are left out of the next rounds for a while); then
+/// when the first and the last answer arrived.
 pub(crate) fn round_summary(
     replies: &[(Handle, Value)],
     subscribers: Option<&HashSet<String>>,
+    timing: ReplyTiming,
 ) -> String {
-    let answered: HashSet<&str> = replies.iter().map(|(h, _)| h.addr.host.as_str()).collect();
+    let head = round_head(replies, subscribers);
+    match (timing.first, timing.last) {
+        (Some(f), Some(l)) => format!(
+            "{head} (first answer after {} ms, last after {} ms)",
+            f.as_millis(),
+            l.as_millis()
+        ),
+        _ => head,
+    }
+}
+
+fn round_head(replies: &[(Handle, Value)], subscribers: Option<&HashSet<String>>) -> String {
     match subscribers {
         None => format!("bid round closed with {} answer(s)", replies.len()),
         Some(s) => {
-            let silent: Vec<&str> = s
-                .iter()
-                .map(String::as_str)
-                .filter(|p| !answered.contains(p))
-                .collect();
+            let silent = silent_peers(replies, subscribers);
             if silent.is_empty() {
                 format!(
                     "bid round closed: all {} subscribed peer(s) answered",
@@ -255,13 +287,24 @@ mod tests {
             (h, json!({}))
         };
         let subs: HashSet<String> = ["P1", "P2"].iter().map(|s| s.to_string()).collect();
-        let all = round_summary(&[from("P1"), from("P2")], Some(&subs));
+        let none = ReplyTiming::default();
+        let all = round_summary(&[from("P1"), from("P2")], Some(&subs), none);
         assert_eq!(all, "bid round closed: all 2 subscribed peer(s) answered");
-        let some = round_summary(&[from("P1")], Some(&subs));
+        let some = round_summary(&[from("P1")], Some(&subs), none);
         assert_eq!(some, "bid round closed with 1 answer(s); silent: P2");
         assert_eq!(
-            round_summary(&[], None),
+            round_summary(&[], None, none),
             "bid round closed with 0 answer(s)"
+        );
+        assert_eq!(silent_peers(&[from("P1")], Some(&subs)), vec!["P2"]);
+        let timed = ReplyTiming {
+            first: Some(Duration::from_millis(12)),
+            last: Some(Duration::from_millis(340)),
+        };
+        assert_eq!(
+            round_summary(&[from("P1"), from("P2")], Some(&subs), timed),
+            "bid round closed: all 2 subscribed peer(s) answered \
+             (first answer after 12 ms, last after 340 ms)"
         );
     }
 }

@@ -19,8 +19,12 @@ use nunet_protocol::{
 use crate::state::Deployment;
 use crate::{PersistFn, now_ms};
 
-/// How long a bid round stays open after every node has at least one bid.
-const BID_GRACE: Duration = Duration::from_millis(250);
+/// How long a bid round stays open after every node has at least one bid, for the peers
+/// known to serve the deployment topic that have not answered yet (a round closes at once
+/// when all of them have). Peers still silent then are left out of the next rounds for a
+/// while (the network's roster quarantine), so one dead or unreachable provider slows one
+/// round, not every round.
+const BID_GRACE: Duration = Duration::from_secs(1);
 
 /// How long a peer that failed a deployment round is left out of the next rounds.
 pub const FAILED_PEER_PAUSE: Duration = Duration::from_secs(10);
@@ -509,14 +513,14 @@ impl Engine {
             .map(|p| p.into_iter().collect());
         let broadcast = async {
             if req.nodes.is_empty() {
-                return (Vec::new(), 0);
+                return (Vec::new(), 0, crate::bids::ReplyTiming::default());
             }
             let close = crate::bids::round_closer(wanted, subscribers.clone(), BID_GRACE);
             let bid_cap = match BID.parse() {
                 Ok(c) => c,
                 Err(e) => {
                     self.event(format!("bid capability {BID}: {e}"));
-                    return (Vec::new(), 0);
+                    return (Vec::new(), 0, crate::bids::ReplyTiming::default());
                 }
             };
             match self
@@ -534,17 +538,32 @@ impl Engine {
             {
                 Ok(r) => {
                     self.refused_bids(&r.denied);
-                    (r.replies, r.denied.len())
+                    let timing = crate::bids::ReplyTiming {
+                        first: r.first_reply,
+                        last: r.last_reply,
+                    };
+                    (r.replies, r.denied.len(), timing)
                 }
                 Err(e) => {
                     self.event(format!("bid request not published: {}", e.message));
-                    (Vec::new(), 0)
+                    (Vec::new(), 0, crate::bids::ReplyTiming::default())
                 }
             }
         };
-        let ((mut replies, mut refused), direct) =
+        let ((mut replies, mut refused, timing), direct) =
             futures::join!(broadcast, self.pinned_bids(pinned, collect));
-        self.event(crate::bids::round_summary(&replies, subscribers.as_ref()));
+        // Only pinned nodes: nothing went out on gossip, so nobody was silent.
+        if !req.nodes.is_empty() {
+            self.event(crate::bids::round_summary(
+                &replies,
+                subscribers.as_ref(),
+                timing,
+            ));
+            let silent = crate::bids::silent_peers(&replies, subscribers.as_ref());
+            if !silent.is_empty() {
+                self.system.quiet_topic_peers(silent).await;
+            }
+        }
         replies.extend(direct);
         let received = replies.len();
         let replies = self.take_declines(&rec.id, replies, only);

@@ -23,7 +23,7 @@ use crate::runinfo::{RunInfo, alive};
 pub enum DevnetCmd {
     /// Create N node homes, an org root of trust and a `user` context, and start N daemons.
     Up {
-        /// Number of nodes.
+        /// Number of nodes (1 to 200).
         #[arg(long, default_value_t = 3)]
         nodes: usize,
         /// Directory for everything the devnet creates.
@@ -196,6 +196,9 @@ fn parse_wan(specs: &[String], n: usize) -> Result<Vec<Option<nunet_linkem::Link
     Ok(out)
 }
 
+/// Most nodes in one devnet (`bench/scale.sh` runs 100 release daemons on 2 cores).
+const MAX_NODES: usize = 200;
+
 fn up(
     n: usize,
     dir: &Path,
@@ -204,14 +207,14 @@ fn up(
     nat: &[(usize, netns::NatKind)],
     wan: Vec<Option<nunet_linkem::LinkParams>>,
 ) -> Result<i32> {
-    if !(1..=20).contains(&n) {
-        bail!("--nodes must be between 1 and 20");
+    if !(1..=MAX_NODES).contains(&n) {
+        bail!("--nodes must be between 1 and {MAX_NODES}");
     }
     if base != 0 && base as usize + 10 * n + 2 > 65535 {
         bail!("--base-port too high for {n} nodes");
     }
     if dir.join("devnet.json").exists() {
-        let running = (1..=20)
+        let running = (1..=MAX_NODES)
             .filter_map(|i| read_pid(&dir.join(format!("node-{i}"))))
             .any(alive);
         if running {
