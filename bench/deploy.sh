@@ -21,17 +21,8 @@ for i in 1 2 3; do NUNET_HOME="$dir/node-$i" "$nunet" actor cmd /dms/node/onboar
 export NUNET_HOME="$dir/node-1"
 
 # A WASI hello module and its ensemble.
-cat >"$work/hello.wat" <<'WAT'
-(module
-  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 16) "hello from wasm\n")
-  (func (export "_start")
-    (i32.store (i32.const 0) (i32.const 16)) (i32.store (i32.const 4) (i32.const 16))
-    (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))
-WAT
-cargo run -q -p nunet-executor-wasm --example wat2wasm -- "$work/hello.wat" "$work/hello.wasm"
-sed -e "s|module: ./greet.wasm.*|module: $work/hello.wasm|" -e '/args:/d' -e '/environment:/d' examples/wasm-hello.yaml >"$work/wasm.yaml"
+# Under the devnet directory: providers serve modules only from there (job.image_roots).
+hello_wasm "$dir"
 
 python3 - "$nunet" "$runs" "$work" <<'PY'
 import json, statistics, subprocess, sys, time
@@ -67,7 +58,7 @@ for _ in range(runs):
     t = time.monotonic(); sh("docker", "run", "--rm", "nunet-test/busybox:latest", "echo", "hello"); base.append((time.monotonic() - t) * 1000)
 print(f"baseline: docker run --rm nunet-test/busybox echo, p50 of {runs}: {p50(base):.0f} ms")
 results = {}
-for name, f in [("docker task", "examples/hello.yaml"), ("wasm task", f"{work}/wasm.yaml")]:
+for name, f in [("docker task", "examples/hello.yaml"), ("wasm task", f"{work}/dn/wasm.yaml")]:
     deploy(f)  # warm-up (image inspect, module cache), not counted
     walls, tables = [], []
     for _ in range(runs):

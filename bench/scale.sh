@@ -31,18 +31,7 @@ rounds="${ROUNDS:-10}"
 work="$(mktemp -d)"
 trap 'for d in "$work"/dn-*; do "$nunet" devnet down --dir "$d" >/dev/null 2>&1 || true; done; rm -rf "$work"' EXIT
 
-cat >"$work/hello.wat" <<'WAT'
-(module
-  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 16) "hello from wasm\n")
-  (func (export "_start")
-    (i32.store (i32.const 0) (i32.const 16)) (i32.store (i32.const 4) (i32.const 16))
-    (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))
-WAT
-cargo run -q -p nunet-executor-wasm --example wat2wasm -- "$work/hello.wat" "$work/hello.wasm"
-sed -e "s|module: ./greet.wasm.*|module: $work/hello.wasm|" -e '/args:/d' -e '/environment:/d' \
-  examples/wasm-hello.yaml >"$work/wasm.yaml"
+hello_wasm "$work"
 
 python3 - "$nunet" "$work" "$rounds" $sizes <<'PY'
 import json, os, re, shutil, statistics, subprocess, sys, time

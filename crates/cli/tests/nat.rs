@@ -229,20 +229,26 @@ fn web_and_client_across(dn: &NsDevnet, from: usize, web: usize, client: usize, 
     dn.shutdown_clean_from(from, &id);
 }
 
+/// Waits until node 1 says it is public and nodes 2..=`n` that they are private and
+/// reachable (through their relays).
+fn wait_private_and_reachable(dn: &NsDevnet, n: usize, within: Duration) {
+    wait_for("AutoNAT verdicts", within, |seen| {
+        let nat: Vec<Value> = (1..=n).map(|i| reach(dn, i)["nat"].clone()).collect();
+        *seen = format!("{nat:?}");
+        (nat[0] == "public"
+            && nat[1..].iter().all(|s| s == "private")
+            && (2..=n).all(|i| reach(dn, i)["reachable"] == true))
+        .then_some(())
+    });
+}
+
 #[test]
 fn deployments_reach_providers_behind_each_nat_and_orchestrators_behind_nat() {
     // 1 public (relay, orchestrator); 2 and 3 behind cone NATs, 4 behind a symmetric NAT,
     // 5 firewalled.
     let dn = NsDevnet::up_with(5, &["--nat", "2=cone,3=cone,4=symmetric,5=firewall"]);
     dn.onboard_all();
-    wait_for("AutoNAT verdicts", Duration::from_secs(60), |seen| {
-        let nat: Vec<Value> = (1..=5).map(|n| reach(&dn, n)["nat"].clone()).collect();
-        *seen = format!("{nat:?}");
-        (nat[0] == "public"
-            && nat[1..].iter().all(|s| s == "private")
-            && (2..=5).all(|n| reach(&dn, n)["reachable"] == true))
-        .then_some(())
-    });
+    wait_private_and_reachable(&dn, 5, Duration::from_secs(60));
 
     // A public orchestrator, providers behind two cone NATs: their allocations talk over a
     // direct connection once the hole punch succeeded.
@@ -268,14 +274,7 @@ fn deployments_across_nats_complete_over_long_lossy_links() {
         ],
     );
     dn.onboard_all();
-    wait_for("AutoNAT verdicts", Duration::from_secs(90), |seen| {
-        let nat: Vec<Value> = (1..=4).map(|n| reach(&dn, n)["nat"].clone()).collect();
-        *seen = format!("{nat:?}");
-        (nat[0] == "public"
-            && nat[1..].iter().all(|s| s == "private")
-            && (2..=4).all(|n| reach(&dn, n)["reachable"] == true))
-        .then_some(())
-    });
+    wait_private_and_reachable(&dn, 4, Duration::from_secs(90));
     // An orchestrator behind a cone NAT; providers behind a cone NAT and a symmetric one
     // (their allocations talk through the relay: ≈ 280 ms round trips).
     let t0 = Instant::now();

@@ -162,9 +162,10 @@ async fn serve_roster(mut incoming: libp2p_stream::IncomingStreams, net: Network
     }
 }
 
-/// Once connected, pulls the roster of a peer that serves it (a bootstrap peer first, as it
-/// knows most of the network), so this node knows who is out there before the first
-/// announcements come round.
+/// Once connected, pulls the roster of a connected peer that serves it (directly, not through
+/// a relay), so this node knows who is out there before the next announcements come round.
+/// One try per second, a different peer each time, [`ROSTER_PULL_TRIES`] in all; after that
+/// the node learns the others from their announcements (within a minute).
 async fn pull_roster(net: Network) {
     let mut tried = std::collections::HashSet::new();
     for _ in 0..ROSTER_PULL_TRIES {
