@@ -41,8 +41,14 @@ pub const SANDBOX_REPO: &str = "nunet/sandbox";
 const NAME_PREFIX: &str = "nunet.sandbox-";
 /// Bumped whenever the image changes, so nodes load the new one (2: reproducible load).
 const IMAGE_REVISION: u32 = 2;
-/// Memory limit of a sandbox (dockerd refuses less than 6 MiB).
-const SANDBOX_MEMORY: i64 = 8 << 20;
+/// Memory limit of a sandbox (dockerd refuses less than 6 MiB). The pause process needs a few
+/// hundred KiB, but runc's init (a Go program) runs inside the container's cgroups until it
+/// executes pause.
+const SANDBOX_MEMORY: i64 = 16 << 20;
+/// Processes and threads of a sandbox. Pause is one; runc's init counts its own threads here
+/// until it executes pause. With a limit of 4, a start in CI once failed with "cannot start a
+/// stopped process" (runc's init died before pause ran), most likely for want of a thread.
+const SANDBOX_PIDS: i64 = 32;
 
 /// A running sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,7 +174,7 @@ impl DockerExecutor {
     }
 
     /// Starts sandbox `name` (network mode `none`, all capabilities dropped, read-only root,
-    /// 8 MiB of memory, 4 PIDs, no restart) labelled `nunet.sandbox=1`, this node's
+    /// 16 MiB of memory, 32 PIDs, no restart) labelled `nunet.sandbox=1`, this node's
     /// `nunet.node` and `labels` (keys get the `nunet.` prefix when missing). Imports the
     /// image first when needed. Fails with [`ExecutorError::AlreadyExists`] when a sandbox of
     /// that name exists.
@@ -193,7 +199,7 @@ impl DockerExecutor {
             network_mode: Some("none".into()),
             memory: Some(SANDBOX_MEMORY),
             memory_swap: Some(SANDBOX_MEMORY),
-            pids_limit: Some(4),
+            pids_limit: Some(SANDBOX_PIDS),
             cap_drop: Some(vec!["ALL".into()]),
             readonly_rootfs: Some(true),
             security_opt: Some(vec!["no-new-privileges".into()]),
