@@ -141,9 +141,17 @@ def measure(run, addr):
     """iperf3 TCP (receiver Gbit/s) and ping avg (ms) to addr, `run` prefixing the commands
     with the namespace of each end (client, server)."""
     client, server = run
-    sh(*server, "iperf3", "-s", "-1", "-D")
-    time.sleep(0.3)
-    j = json.loads(sh(*client, "iperf3", "-c", addr, "-t", str(iperf_time), "-J"))
+    srv = subprocess.Popen([*server, "iperf3", "-s", "-1"], stdout=subprocess.DEVNULL)
+    for _ in range(50):   # until the server listens (a refused connection fails at once)
+        r = subprocess.run([*client, "iperf3", "-c", addr, "-t", str(iperf_time), "-J"],
+                           capture_output=True, text=True)
+        if r.returncode == 0:
+            break
+        time.sleep(0.1)
+    else:
+        sys.exit(f"iperf3 to {addr}: {r.stdout[-500:]}{r.stderr[-500:]}")
+    srv.wait(timeout=10)
+    j = json.loads(r.stdout)
     gbps = j["end"]["sum_received"]["bits_per_second"] / 1e9
     out = sh(*client, "ping", "-q", "-n", "-c", "20", "-i", "0.05", addr)
     rtt = float(out.split(" = ")[1].split("/")[1])

@@ -3,13 +3,13 @@
 //! per snapshot) and every topic is a well-formed name.
 #![no_main]
 
-use nunet_network::{decode_announcement, decode_snapshot};
+use nunet_network::roster::{
+    MAX_ENTRIES, MAX_TOPIC_LEN, MAX_TOPICS, decode_announcement, decode_snapshot,
+};
 
-const MAX_TOPICS: usize = 8;
-const MAX_ENTRIES: usize = 4096;
-
+/// What a topic name may be (the decoders' rule, written out independently).
 fn well_formed(t: &str) -> bool {
-    !t.is_empty() && t.len() <= 128 && t.chars().all(|c| c.is_ascii_graphic() && c != ',')
+    !t.is_empty() && t.len() <= MAX_TOPIC_LEN && t.chars().all(|c| c.is_ascii_graphic() && c != ',')
 }
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

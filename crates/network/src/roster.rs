@@ -72,8 +72,20 @@ pub enum RosterError {
 struct Entry {
     topics: Vec<String>,
     seen: Instant,
+    /// From the peer's own signed announcement, not from a roster pulled from another peer.
+    signed: bool,
     /// Left out of `Roster::peers_on` until then (it stayed silent).
     quiet_until: Option<Instant>,
+}
+
+impl Entry {
+    fn live(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.seen) < ENTRY_TTL
+    }
+
+    fn quiet(&self, now: Instant) -> bool {
+        self.quiet_until.is_some_and(|q| now < q)
+    }
 }
 
 /// What the roster holds, for status output.
@@ -81,6 +93,8 @@ struct Entry {
 pub struct RosterInfo {
     /// Peers with a live entry.
     pub peers: usize,
+    /// Of those, peers left out for staying silent in a broadcast (the quarantine).
+    pub quiet: usize,
     /// Per topic this node serves: peers known to serve it (live entries and connected
     /// subscribers together).
     pub topics: Vec<(String, usize)>,
@@ -141,32 +155,50 @@ impl Roster {
     /// An announcement from `from` arrived (gossip, signed by `from`).
     pub(crate) fn heard(&mut self, from: PeerId, bytes: &[u8], now: Instant) {
         match decode_announcement(bytes) {
-            Ok(topics) => self.put(from, topics, now),
+            Ok(topics) => self.put(from, topics, now, true),
             Err(e) => tracing::debug!(peer = %from, "roster announcement refused: {e}"),
         }
     }
 
-    fn put(&mut self, peer: PeerId, topics: Vec<String>, seen: Instant) {
-        let full = self.entries.len() >= MAX_ENTRIES;
-        match self.entries.get_mut(&peer) {
-            Some(e) if e.seen >= seen => {}
-            Some(e) => {
+    /// Records what `peer` serves, as of `seen`. A pulled entry (`signed: false`) never
+    /// changes one the peer announced itself, and when the roster is full a signed entry
+    /// takes the place of a pulled one: a peer handing out a roster of made-up peers cannot
+    /// push real ones out.
+    fn put(&mut self, peer: PeerId, topics: Vec<String>, seen: Instant, signed: bool) {
+        if let Some(e) = self.entries.get_mut(&peer) {
+            if (signed || !e.signed) && seen > e.seen {
                 e.topics = topics;
                 e.seen = seen;
+                e.signed |= signed;
             }
-            None if full => tracing::debug!(%peer, "roster full; entry dropped"),
-            None => {
-                let quiet_until = None;
-                self.entries.insert(
-                    peer,
-                    Entry {
-                        topics,
-                        seen,
-                        quiet_until,
-                    },
-                );
+            return;
+        }
+        if self.entries.len() >= MAX_ENTRIES {
+            let hearsay = self
+                .entries
+                .iter()
+                .find(|(_, e)| !e.signed && !e.quiet(seen))
+                .map(|(p, _)| *p);
+            match hearsay {
+                Some(p) if signed => {
+                    self.entries.remove(&p);
+                }
+                _ => {
+                    tracing::debug!(%peer, "roster full; entry dropped");
+                    return;
+                }
             }
         }
+        let quiet_until = None;
+        self.entries.insert(
+            peer,
+            Entry {
+                topics,
+                seen,
+                signed,
+                quiet_until,
+            },
+        );
     }
 
     /// Merges a pulled snapshot (never our own entry, never older than what we hold).
@@ -180,7 +212,7 @@ impl Roster {
         let n = entries.len();
         for (peer, age, topics) in entries {
             if peer != me && age < ENTRY_TTL {
-                self.put(peer, topics, now.checked_sub(age).unwrap_or(now));
+                self.put(peer, topics, now.checked_sub(age).unwrap_or(now), false);
             }
         }
         Ok(n)
@@ -193,8 +225,8 @@ impl Roster {
         let live = self
             .entries
             .iter()
-            .map(|(p, e)| (*p, now.saturating_duration_since(e.seen), &e.topics))
-            .filter(|(_, age, _)| *age < ENTRY_TTL);
+            .filter(|(_, e)| e.live(now))
+            .map(|(p, e)| (*p, now.saturating_duration_since(e.seen), &e.topics));
         for (peer, age, topics) in own.into_iter().chain(live) {
             s.push_str(&format!(
                 "\n{peer} {} {}",
@@ -208,10 +240,7 @@ impl Roster {
     /// Drops entries past [`ENTRY_TTL`] (a quarantined one lives until its quarantine ends,
     /// so that a fresh announcement cannot lift it).
     pub(crate) fn prune(&mut self, now: Instant) {
-        self.entries.retain(|_, e| {
-            now.saturating_duration_since(e.seen) < ENTRY_TTL
-                || e.quiet_until.is_some_and(|q| now < q)
-        });
+        self.entries.retain(|_, e| e.live(now) || e.quiet(now));
     }
 
     /// Peers with a live entry that serve `topic`.
@@ -223,9 +252,7 @@ impl Roster {
         self.entries
             .iter()
             .filter(move |(_, e)| {
-                now.saturating_duration_since(e.seen) < ENTRY_TTL
-                    && e.quiet_until.is_none_or(|q| now >= q)
-                    && e.topics.iter().any(|t| t == topic)
+                e.live(now) && !e.quiet(now) && e.topics.iter().any(|t| t == topic)
             })
             .map(|(p, _)| *p)
     }
@@ -245,9 +272,14 @@ impl Roster {
     }
 
     pub(crate) fn len(&self, now: Instant) -> usize {
+        self.entries.values().filter(|e| e.live(now)).count()
+    }
+
+    /// Live entries in quarantine.
+    pub(crate) fn quiet_len(&self, now: Instant) -> usize {
         self.entries
             .values()
-            .filter(|e| now.saturating_duration_since(e.seen) < ENTRY_TTL)
+            .filter(|e| e.live(now) && e.quiet(now))
             .count()
     }
 }
@@ -451,5 +483,34 @@ mod tests {
             r.heard(PeerId::random(), b"nunet-roster/1\n/nunet/deployment", now);
         }
         assert_eq!(r.len(now), MAX_ENTRIES);
+    }
+
+    #[test]
+    fn a_pulled_roster_of_made_up_peers_cannot_push_real_ones_out() {
+        let now = Instant::now();
+        let mut r = Roster::new(now);
+        let fake: String = (0..MAX_ENTRIES)
+            .map(|_| format!("\n{} 0 {DEPLOY}", PeerId::random()))
+            .collect();
+        let snap = format!("{SNAPSHOT_MAGIC}{fake}");
+        assert_eq!(
+            r.merge(PeerId::random(), snap.as_bytes(), now),
+            Ok(MAX_ENTRIES)
+        );
+        assert_eq!(r.len(now), MAX_ENTRIES, "full of hearsay");
+        // A real peer's own announcement still gets in, in place of a pulled entry.
+        let real = PeerId::random();
+        r.heard(real, b"nunet-roster/1\n/nunet/deployment", now);
+        assert_eq!(r.len(now), MAX_ENTRIES);
+        assert!(r.peers_on(DEPLOY, now).any(|p| p == real));
+        // Hearsay about it does not change what it announced.
+        let later = now + Duration::from_secs(1);
+        let lie = format!("{SNAPSHOT_MAGIC}\n{real} 0 /other");
+        assert_eq!(r.merge(PeerId::random(), lie.as_bytes(), later), Ok(1));
+        assert!(r.peers_on(DEPLOY, later).any(|p| p == real));
+        // Quarantined peers are counted as such.
+        r.quiet(&[real], later);
+        assert_eq!(r.quiet_len(later), 1);
+        assert!(!r.peers_on(DEPLOY, later).any(|p| p == real));
     }
 }

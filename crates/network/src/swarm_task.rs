@@ -498,6 +498,7 @@ impl SwarmTask {
                     .collect();
                 let _ = reply.send(RosterInfo {
                     peers: self.roster.len(now),
+                    quiet: self.roster.quiet_len(now),
                     topics,
                 });
             }

@@ -76,8 +76,11 @@ async fn topic_servers_are_known_without_a_connection_and_late_joiners_pull_the_
     let known = d.net.topic_peers(TOPIC).await;
     assert!(known.contains(&a_id) && known.contains(&c_id), "{known:?}");
 
-    // A peer that stayed silent is left out, while not connected.
+    // A peer that stayed silent is quarantined (it stays out of the roster's answers; a
+    // connected subscriber is still reported by gossipsub).
     d.net.quiet_topic_peers(vec![c_id]).await;
+    let info = d.net.roster().await.unwrap();
+    assert_eq!(info.quiet, 1, "{info:?}");
     let known = d.net.topic_peers(TOPIC).await;
     assert!(
         !known.contains(&c_id) || connected(&d.net, c_id).await,

@@ -135,6 +135,7 @@ pub fn register(info: NodeInfo) -> Result<(), ActorError> {
                     // Who a broadcast on each topic this node serves waits for.
                     "roster": {
                         "peers": roster.peers,
+                        "quiet": roster.quiet,
                         "topics": roster.topics.iter().map(|(t, n)| (t.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
                     },
                 }))
