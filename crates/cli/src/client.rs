@@ -67,6 +67,21 @@ impl Api {
             .http_status_as_error(false)
             .timeout_global(Some(timeout.saturating_add(Duration::from_secs(5))))
             .build();
+        Self::with_config(addr, port, config)
+    }
+
+    /// A client for file transfers, whose bodies take as long as they take: only connecting
+    /// (5 s) and the daemon's first answer (`first_answer`) have deadlines.
+    pub fn for_transfers(addr: &str, port: u16, first_answer: Duration) -> Self {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_recv_response(Some(first_answer))
+            .build();
+        Self::with_config(addr, port, config)
+    }
+
+    fn with_config(addr: &str, port: u16, config: ureq::config::Config) -> Self {
         let host = match addr.parse::<IpAddr>() {
             Ok(ip) => SocketAddr::new(nunet_config::client_ip(ip), port).to_string(),
             Err(_) => format!("{addr}:{port}"),
@@ -102,6 +117,34 @@ impl Api {
             "the DMS at {} closed the connection before answering ({e}){size}; its log may say why",
             self.base
         )
+    }
+
+    /// GET `path`; the response whatever its status, its body unread.
+    pub fn get_raw(&self, path: &str) -> Result<ureq::http::Response<ureq::Body>> {
+        self.agent
+            .get(&format!("{}{path}", self.base))
+            .call()
+            .map_err(|e| self.failed(e, None))
+    }
+
+    /// PUT `body` (`len` bytes, `application/octet-stream`) to `path`; the status and the
+    /// JSON answer.
+    pub fn put_raw(
+        &self,
+        path: &str,
+        body: &mut dyn std::io::Read,
+        len: u64,
+    ) -> Result<(u16, Value)> {
+        let mut r = self
+            .agent
+            .put(&format!("{}{path}", self.base))
+            .header("content-type", "application/octet-stream")
+            .header("content-length", len.to_string())
+            .send(ureq::SendBody::from_reader(body))
+            .map_err(|e| self.failed(e, None))?;
+        let status = r.status().as_u16();
+        let v = r.body_mut().read_json().unwrap_or(Value::Null);
+        Ok((status, v))
     }
 
     /// GET a JSON document.

@@ -58,6 +58,8 @@ enum Command {
     Validate(cmd::validate::ValidateArgs),
     /// Deploy an ensemble through the local node and follow it until it runs.
     Deploy(cmd::deploy::DeployArgs),
+    /// Copy files or directories to or from another node (`<DID or peer id>:<path>`).
+    Cp(cmd::cp::CpArgs),
     /// Status, manifest, logs or shutdown of a deployment.
     #[command(subcommand)]
     Deployment(cmd::deployment::DeploymentCmd),
@@ -143,6 +145,7 @@ fn main() {
                 Command::Run(a) => cmd::run::run(&home, a),
                 Command::Actor(c) => cmd::actor::run(&home, c),
                 Command::Deploy(a) => cmd::deploy::run(&home, a),
+                Command::Cp(a) => cmd::cp::run(&home, a),
                 Command::Deployment(c) => cmd::deployment::run(&home, c),
                 Command::Get(c) => cmd::deployment::get(&home, c),
                 Command::Validate(_)

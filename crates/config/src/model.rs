@@ -20,6 +20,20 @@ pub struct Config {
     pub subnet: Subnet,
     /// Logs.
     pub observability: Observability,
+    /// What peers may read and write with `nunet cp`.
+    #[serde(default)]
+    pub files: Files,
+}
+
+/// `files.*`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Files {
+    /// Directories peers may read from and write into by absolute path (`nunet cp`), besides
+    /// the node's file area `<data_dir>/files` where relative paths point. Resolved
+    /// (symlinks, `..`) before the check; only peers granted `/dms/node/files/read` or
+    /// `/dms/node/files/write` get that far.
+    pub roots: Vec<PathBuf>,
 }
 
 /// `general.*`
@@ -246,6 +260,7 @@ impl Config {
                     },
                 },
             },
+            files: Files::default(),
         }
     }
 
@@ -291,6 +306,7 @@ impl Config {
         for (key, roots) in [
             ("job.image_roots", &self.job.image_roots),
             ("job.volume_roots", &self.job.volume_roots),
+            ("files.roots", &self.files.roots),
         ] {
             for (i, r) in roots.iter().enumerate() {
                 if !r.is_absolute() {

@@ -70,6 +70,9 @@ pub struct ApiState {
     pub system: ActorSystem,
     /// The node's metrics, served at `/metrics` (`None`: that route answers 404).
     pub metrics: Option<Arc<prometheus_client::registry::Registry>>,
+    /// File transfers, whose bytes go through `/api/v1/files/...` (`None`: those routes
+    /// answer 404).
+    pub files: Option<nunet_files::Files>,
 }
 
 /// The API routes, reading request bodies within [`BODY_READ_TIMEOUT`].
@@ -79,6 +82,13 @@ pub fn router(state: ApiState) -> Router {
 
 /// The API routes, reading request bodies within `body_read_timeout`.
 pub fn router_with(state: ApiState, body_read_timeout: Duration) -> Router {
+    // File bytes stream for as long as a transfer takes: neither the envelope size limit nor
+    // the body deadline applies to them (a transfer session, handed out by a
+    // capability-checked call, is what they need).
+    let files = Router::new().route(
+        "/api/v1/files/{session}/{index}",
+        get(pull_file).put(push_file),
+    );
     Router::new()
         .route(
             "/api/v1/health",
@@ -101,6 +111,7 @@ pub fn router_with(state: ApiState, body_read_timeout: Duration) -> Router {
             body_read_timeout,
             read_body_in_time,
         ))
+        .merge(files)
         .layer(middleware::from_fn(loopback_only))
         .with_state(state)
 }
@@ -388,6 +399,104 @@ async fn metrics(State(s): State<ApiState>, headers: axum::http::HeaderMap) -> R
     }
 }
 
+/// The entry index and `offset` query of a file route, or why they are wrong.
+fn file_at(index: &str, query: Option<&str>) -> Result<(u32, u64), String> {
+    let index = index
+        .parse()
+        .map_err(|_| format!("entry index {index:?} is not a number"))?;
+    let mut offset = 0;
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some(("offset", v)) => {
+                offset = v
+                    .parse()
+                    .map_err(|_| format!("offset {v:?} is not a byte count"))?;
+            }
+            _ => return Err(format!("unknown query parameter {pair:?} (only offset)")),
+        }
+    }
+    Ok((index, offset))
+}
+
+fn bad_request(m: String) -> Response {
+    err(
+        StatusCode::BAD_REQUEST,
+        &ActorError::new(ErrorKind::Rejected, m),
+    )
+}
+
+fn files_err(e: &nunet_files::FilesError) -> Response {
+    use nunet_files::FilesError as F;
+    let (status, kind) = match e {
+        F::NoSession(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
+        F::Bad(_) => (StatusCode::BAD_REQUEST, ErrorKind::Rejected),
+        F::Unreachable(_) => (StatusCode::BAD_GATEWAY, ErrorKind::Unreachable),
+        F::Peer(_) => (StatusCode::BAD_GATEWAY, ErrorKind::Failed),
+    };
+    err(status, &ActorError::new(kind, e.to_string()))
+}
+
+fn no_files() -> Response {
+    let e = ActorError::new(ErrorKind::NotFound, "this API serves no file transfers");
+    err(StatusCode::NOT_FOUND, &e)
+}
+
+/// The bytes of one file of a fetch session, from `offset`, as the peer sends them.
+async fn pull_file(
+    State(s): State<ApiState>,
+    axum::extract::Path((session, index)): axum::extract::Path<(String, String)>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let Some(files) = s.files else {
+        return no_files();
+    };
+    let (index, offset) = match file_at(&index, query.as_deref()) {
+        Ok(v) => v,
+        Err(m) => return bad_request(m),
+    };
+    match files.pull(&session, index, offset).await {
+        Ok((len, body)) => Response::builder()
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_LENGTH, len)
+            .body(Body::from_stream(body))
+            .unwrap_or_else(|_| {
+                err(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &ActorError::failed("response"),
+                )
+            }),
+        Err(e) => files_err(&e),
+    }
+}
+
+/// One file of a send session, from `offset`: the body goes to the peer, which checks its
+/// digest and places it before this answers.
+async fn push_file(
+    State(s): State<ApiState>,
+    axum::extract::Path((session, index)): axum::extract::Path<(String, String)>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    body: Body,
+) -> Response {
+    let Some(files) = s.files else {
+        return no_files();
+    };
+    let (index, offset) = match file_at(&index, query.as_deref()) {
+        Ok(v) => v,
+        Err(m) => return bad_request(m),
+    };
+    match files
+        .push(&session, index, offset, body.into_data_stream())
+        .await
+    {
+        Ok(()) => Json(json!({"message": "stored"})).into_response(),
+        Err(e) => files_err(&e),
+    }
+}
+
 async fn handle(State(s): State<ApiState>) -> Json<Value> {
     Json(serde_json::to_value(s.system.root()).unwrap_or(Value::Null))
 }
@@ -498,6 +607,26 @@ pub fn openapi() -> Value {
             "/api/v1/actor/handle": get_op("The root actor's handle", ok("handle", json!({"$ref": "#/components/schemas/Handle"}))),
             "/api/v1/actor/send": post_op("Deliver a signed envelope (one way)", ok("delivered", string_field("message"))),
             "/api/v1/actor/invoke": post_op("Deliver a signed envelope and return the signed reply envelope", ok("reply envelope; its msg is {\"ok\": …} or {\"error\": …}", json!({"$ref": "#/components/schemas/Envelope"}))),
+            "/api/v1/files/{session}/{index}": {
+                "parameters": [
+                    {"name": "session", "in": "path", "required": true, "schema": {"type": "string"}, "description": "from /dms/node/files/fetch or /dms/node/files/send"},
+                    {"name": "index", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 0, "maximum": u32::MAX}, "description": "the file's entry in the manifest"},
+                    {"name": "offset", "in": "query", "required": false, "schema": u64_schema, "description": "first byte (resuming)"}],
+                "get": {"summary": "The bytes of one file of a fetch session, as the peer sends them",
+                    "responses": {
+                        "200": {"description": "the file from offset on", "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                        "400": error("not a file of this transfer, or a bad index or offset"),
+                        "403": local_only,
+                        "404": error("no such session (unknown or lapsed), or no file transfers here"),
+                        "502": error("the peer could not be reached or refused")}},
+                "put": {"summary": "One file of a send session; answers once the peer has checked its digest and placed it",
+                    "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                    "responses": {
+                        "200": ok("stored", string_field("message")),
+                        "400": error("not a file of this transfer, a bad index or offset, or a body of the wrong length"),
+                        "403": local_only,
+                        "404": error("no such session (unknown or lapsed), or no file transfers here"),
+                        "502": error("the peer could not be reached, refused, or found the bytes wrong")}}},
             "/api/v1/actor/broadcast": post_op("Publish a signed broadcast and collect replies until it expires (≤ 60 s)", ok("the replies", json!({"type": "object", "required": ["replies"], "properties": {"replies": {"type": "array", "items": {"$ref": "#/components/schemas/Envelope"}}}})))
         },
         "components": {"schemas": {

@@ -215,6 +215,12 @@ impl Node {
         provider
             .register()
             .map_err(|e| NodeError::Behaviors(e.to_string()))?;
+        let files = nunet_files::Files::start(
+            &system,
+            &network,
+            nunet_files::Area::new(cfg.general.data_dir.join("files"), &cfg.files.roots),
+        )
+        .map_err(|e| NodeError::Behaviors(e.to_string()))?;
         let deployments = crate::orchestrator::start(&system, records.clone(), subnets.clone())
             .map_err(|e| NodeError::Behaviors(e.to_string()))?;
         registry.register_collector(Box::new(crate::metrics::StateCollector {
@@ -248,6 +254,7 @@ impl Node {
         let state = ApiState {
             system: system.clone(),
             metrics: Some(std::sync::Arc::new(registry)),
+            files: Some(files),
         };
         tasks.push(tokio::spawn(async move {
             let shutdown = async move {

@@ -37,6 +37,7 @@ async fn start(system: ActorSystem, limits: Option<ServeLimits>) -> SocketAddr {
     let state = ApiState {
         system,
         metrics: None,
+        files: None,
     };
     let never = std::future::pending::<()>();
     tokio::spawn(async move {

@@ -47,6 +47,11 @@ impl Caller {
         })
     }
 
+    /// The local daemon's API address and port.
+    pub fn endpoint(&self) -> (&str, u16) {
+        (&self.addr, self.port)
+    }
+
     /// Invokes `behavior` on the local node; `Err(exit code)` after printing why it failed.
     pub fn call(
         &self,

@@ -1,0 +1,448 @@
+//! `nunet cp SRC DST`: copies a file or a directory between this machine and a peer node,
+//! through the local daemon. This command reads and writes the local side itself (with the
+//! invoking user's own permissions); the daemon only pipes bytes to and from the peer.
+
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use nunet_actor::Handle;
+use nunet_files::receive::{Receiver, make_dir, resume_offset, targets};
+use nunet_files::{
+    Destination, FetchRequest, FilesFetch, FilesSend, Kind, Manifest, SendRequest, manifest,
+};
+use serde_json::Value;
+
+use crate::client::{Api, exit};
+use crate::cmd::deployment::Caller;
+use crate::home::Home;
+
+/// How long the daemon may take to list, hash or check a source or destination on the peer.
+const CALL_TTL: Duration = Duration::from_secs(960);
+/// How long the daemon may take to open a file's stream to the peer.
+const FIRST_BYTE: Duration = Duration::from_secs(120);
+/// Copy buffer.
+const BUF: usize = 1 << 20;
+
+/// Copy files or directories between this machine and another DMS node.
+///
+/// Exactly one of SRC and DST names a peer, as `<DID or peer id>:<path>`. On the peer a
+/// relative path is in its file area (`<data_dir>/files`; `""` is the area itself) and an
+/// absolute one must be under its `files.roots`; the peer checks that your node holds
+/// `/dms/node/files/read` (copying from it) or `/dms/node/files/write` (copying to it).
+/// Directories are copied whole (symlinks and special files inside are skipped and listed).
+/// As with `cp -r`, an existing directory DST receives the source under its own name;
+/// otherwise DST becomes the copy.
+///
+/// Every file is checked against the sender's SHA-256 before it is put in place. After an
+/// interruption run the same command again: files already there are skipped, a partly
+/// received file continues where it stopped.
+#[derive(Args, Debug)]
+pub struct CpArgs {
+    /// What to copy: a local path, or <peer>:<path>.
+    pub src: String,
+    /// Where to: a local path, or <peer>:<path>.
+    pub dst: String,
+    /// Capability context that signs the requests to the local node.
+    #[arg(short = 'c', long, default_value = "user")]
+    pub context: String,
+    /// No progress on stderr (the summary is still printed).
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// One side of a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Side {
+    Local(PathBuf),
+    Peer { peer: String, path: String },
+}
+
+/// `did:<method>:<id>:<path>` or `<peer id>:<path>` name a peer; anything else is local.
+fn side(s: &str) -> Result<Side> {
+    if s.starts_with("did:") {
+        let parts: Vec<&str> = s.splitn(4, ':').collect();
+        let [_, _, _, path] = parts[..] else {
+            bail!(
+                "{s:?}: give the path on the peer after its DID: did:key:…:<path> (\"\" for its file area)"
+            );
+        };
+        let peer = s[..s.len() - path.len() - 1].to_string();
+        Handle::parse(&peer).map_err(|e| anyhow!("{peer:?}: {e}"))?;
+        return Ok(Side::Peer {
+            peer,
+            path: path.to_string(),
+        });
+    }
+    if let Some((peer, path)) = s.split_once(':')
+        && !peer.contains('/')
+        && Handle::parse(peer).is_ok()
+    {
+        return Ok(Side::Peer {
+            peer: peer.to_string(),
+            path: path.to_string(),
+        });
+    }
+    Ok(Side::Local(PathBuf::from(s)))
+}
+
+/// `b` bytes for people: B, KiB, MiB, GiB or TiB with one decimal.
+fn fmt_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Progress on stderr: a line rewritten in place on a terminal, a line every 5 s otherwise.
+struct Progress {
+    total: u64,
+    done: u64,
+    /// Of `done`, what was already there (not counted in the rate).
+    skipped: u64,
+    started: Instant,
+    shown: Instant,
+    quiet: bool,
+    tty: bool,
+}
+
+impl Progress {
+    fn new(total: u64, quiet: bool) -> Self {
+        use std::io::IsTerminal;
+        let now = Instant::now();
+        Self {
+            total,
+            done: 0,
+            skipped: 0,
+            started: now,
+            shown: now,
+            quiet,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn rate(&self) -> String {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let moved = self.done - self.skipped;
+        format!("{}/s", fmt_bytes((moved as f64 / secs) as u64))
+    }
+
+    /// `n` bytes that were already there.
+    fn skip(&mut self, n: u64) {
+        self.skipped += n;
+        self.add(n);
+    }
+
+    fn add(&mut self, n: u64) {
+        self.done += n;
+        if self.quiet {
+            return;
+        }
+        let every = if self.tty {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(5)
+        };
+        if self.shown.elapsed() < every {
+            return;
+        }
+        self.shown = Instant::now();
+        let pct = if self.total == 0 {
+            100.0
+        } else {
+            self.done as f64 * 100.0 / self.total as f64
+        };
+        let line = format!(
+            "{} of {} ({pct:.0} %), {}",
+            fmt_bytes(self.done),
+            fmt_bytes(self.total),
+            self.rate()
+        );
+        if self.tty {
+            eprint!("\r{line}\x1b[K");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    fn end(&self) {
+        if self.tty && !self.quiet {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+/// The HTTP error answer of the daemon as a message.
+fn api_error(status: u16, v: &Value) -> String {
+    v["error"]["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("the daemon answered HTTP {status}"))
+}
+
+fn summary(files: usize, moved: u64, p: &Progress, m: &Manifest) {
+    let secs = p.started.elapsed().as_secs_f64();
+    let mut s = if moved == 0 && p.skipped > 0 {
+        format!("nothing to copy: {files} file(s) already there")
+    } else {
+        format!(
+            "copied {files} file(s), {} in {secs:.1} s ({})",
+            fmt_bytes(moved),
+            p.rate()
+        )
+    };
+    if p.skipped > 0 {
+        s.push_str(&format!("; {} already there", fmt_bytes(p.skipped)));
+    }
+    println!("{s}");
+    if m.skipped_total > 0 {
+        println!("not copied ({}):", m.skipped_total);
+        for k in &m.skipped {
+            println!("  {k}");
+        }
+    }
+}
+
+/// Runs `nunet cp`.
+pub fn run(home: &Home, a: CpArgs) -> Result<i32> {
+    let caller = Caller::new(home, &a.context)?;
+    match (side(&a.src)?, side(&a.dst)?) {
+        (Side::Peer { peer, path }, Side::Local(dst)) => {
+            fetch(&caller, &peer, &path, &dst, a.quiet)
+        }
+        (Side::Local(src), Side::Peer { peer, path }) => send(&caller, &src, &peer, &path, a.quiet),
+        (Side::Local(_), Side::Local(_)) => {
+            bail!("neither side names a peer (<DID or peer id>:<path>); use cp for local copies")
+        }
+        (Side::Peer { .. }, Side::Peer { .. }) => {
+            bail!("both sides name peers; copy through this machine in two steps")
+        }
+    }
+}
+
+fn fetch(caller: &Caller, peer: &str, path: &str, dst: &Path, quiet: bool) -> Result<i32> {
+    let req = FetchRequest {
+        peer: peer.to_string(),
+        path: path.to_string(),
+    };
+    let r = match caller.call_typed::<FilesFetch>(&req, CALL_TTL)? {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    let dest = match std::fs::metadata(dst) {
+        Ok(m) if m.is_dir() => Destination::Into(dst.to_path_buf()),
+        Ok(_) => Destination::File(dst.to_path_buf()),
+        Err(_) => {
+            let parent = dst.parent().filter(|p| !p.as_os_str().is_empty());
+            if parent.is_some_and(|p| !p.is_dir()) {
+                bail!("{}: its directory does not exist", dst.display());
+            }
+            Destination::New(dst.to_path_buf())
+        }
+    };
+    let places = targets(&dest, &r.manifest)?;
+    if !quiet {
+        eprintln!(
+            "{} from {peer}: {} file(s), {}",
+            r.source,
+            r.manifest.files(),
+            fmt_bytes(r.manifest.bytes())
+        );
+    }
+    let (addr, port) = caller.endpoint();
+    let api = Api::for_transfers(addr, port, FIRST_BYTE);
+    let mut p = Progress::new(r.manifest.bytes(), quiet);
+    let (mut moved, mut files) = (0u64, 0usize);
+    for (i, (e, at)) in r.manifest.entries.iter().zip(&places).enumerate() {
+        let sha = match (e.kind, &e.sha256) {
+            (Kind::Dir, _) => {
+                make_dir(at, e.mode)?;
+                continue;
+            }
+            (Kind::File, Some(sha)) => sha,
+            (Kind::File, None) => bail!("the peer listed {} without a digest", e.path),
+        };
+        let offset = resume_offset(at, e.size, sha)?;
+        p.skip(offset);
+        files += 1;
+        if offset == e.size {
+            continue;
+        }
+        let mut resp = api.get_raw(&format!("/files/{}/{i}?offset={offset}", r.session))?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            let v = resp.body_mut().read_json().unwrap_or(Value::Null);
+            p.end();
+            eprintln!("error: {}: {}", e.path, api_error(status, &v));
+            return Ok(exit::FAILED);
+        }
+        let mut rx = Receiver::open(at, e.size, sha, e.mode, offset)?;
+        let mut body = resp.body_mut().as_reader();
+        let mut buf = vec![0u8; BUF];
+        loop {
+            let n = match body.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(err) => {
+                    p.end();
+                    bail!(
+                        "{}: interrupted after {} of {} ({err}); run the same command again to resume",
+                        at.display(),
+                        fmt_bytes(rx.written()),
+                        fmt_bytes(e.size)
+                    );
+                }
+            };
+            rx.write(&buf[..n])?;
+            moved += n as u64;
+            p.add(n as u64);
+        }
+        rx.finish()?;
+    }
+    p.end();
+    summary(files, moved, &p, &r.manifest);
+    Ok(exit::OK)
+}
+
+/// Counts what is read through it.
+struct Counted<'a, R> {
+    inner: R,
+    progress: &'a mut Progress,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.add(n as u64);
+        Ok(n)
+    }
+}
+
+fn send(caller: &Caller, src: &Path, peer: &str, path: &str, quiet: bool) -> Result<i32> {
+    let src = src
+        .canonicalize()
+        .with_context(|| format!("{}", src.display()))?;
+    let mut hashing = Progress::new(0, quiet);
+    let m = manifest::build(&src, &mut |n| {
+        let d = n - hashing.done;
+        hashing.add(d);
+    })?;
+    hashing.end();
+    let req = SendRequest {
+        peer: peer.to_string(),
+        path: path.to_string(),
+        manifest: m.clone(),
+    };
+    let r = match caller.call_typed::<FilesSend>(&req, CALL_TTL)? {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    if !quiet {
+        eprintln!(
+            "to {} on {peer}: {} file(s), {}",
+            r.target,
+            m.files(),
+            fmt_bytes(m.bytes())
+        );
+    }
+    let (addr, port) = caller.endpoint();
+    let api = Api::for_transfers(addr, port, FIRST_BYTE);
+    let mut p = Progress::new(m.bytes(), quiet);
+    let (mut moved, mut files) = (0u64, 0usize);
+    for (i, (e, &offset)) in m.entries.iter().zip(&r.offsets).enumerate() {
+        if e.kind != Kind::File {
+            continue;
+        }
+        files += 1;
+        let offset = offset.min(e.size);
+        p.skip(offset);
+        if offset == e.size {
+            continue;
+        }
+        let file = match e.path.split_once('/') {
+            Some((_, rest)) => src.join(rest),
+            None => src.clone(),
+        };
+        let mut f = std::fs::File::open(&file).with_context(|| file.display().to_string())?;
+        f.seek(std::io::SeekFrom::Start(offset))?;
+        let len = e.size - offset;
+        let mut body = Counted {
+            inner: f.take(len),
+            progress: &mut p,
+        };
+        let (status, v) = api.put_raw(
+            &format!("/files/{}/{i}?offset={offset}", r.session),
+            &mut body,
+            len,
+        )?;
+        if status != 200 {
+            p.end();
+            eprintln!(
+                "error: {}: {}; run the same command again to resume",
+                file.display(),
+                api_error(status, &v)
+            );
+            return Ok(exit::FAILED);
+        }
+        moved += len;
+    }
+    p.end();
+    summary(files, moved, &p, &m);
+    std::io::stdout().flush()?;
+    Ok(exit::OK)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(fmt_bytes(0), "0 B");
+        assert_eq!(fmt_bytes(1023), "1023 B");
+        assert_eq!(fmt_bytes(50_000_000), "47.7 MiB");
+        assert_eq!(fmt_bytes(1 << 30), "1.0 GiB");
+    }
+
+    #[test]
+    fn peers_are_named_by_did_or_peer_id_and_everything_else_is_local() {
+        let did = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK";
+        assert_eq!(
+            side(&format!("{did}:models/a.bin")).unwrap(),
+            Side::Peer {
+                peer: did.into(),
+                path: "models/a.bin".into()
+            }
+        );
+        assert_eq!(
+            side(&format!("{did}:")).unwrap(),
+            Side::Peer {
+                peer: did.into(),
+                path: String::new()
+            }
+        );
+        assert!(side(did).is_err(), "a DID without a path");
+        let peer = Handle::parse(did).unwrap().addr.host;
+        assert_eq!(
+            side(&format!("{peer}:/srv/x")).unwrap(),
+            Side::Peer {
+                peer: peer.clone(),
+                path: "/srv/x".into()
+            }
+        );
+        for local in ["./a:b", "/tmp/x", "c:\\x", "notapeer:x", "dir/12D3:x"] {
+            assert_eq!(side(local).unwrap(), Side::Local(local.into()), "{local}");
+        }
+    }
+}

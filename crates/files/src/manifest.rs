@@ -1,0 +1,424 @@
+//! What a transfer carries: the directories and regular files under a source, each with its
+//! size, permission bits and (files) SHA-256 digest, built by walking the source without
+//! following symlinks, and checked again by whoever receives one.
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Most entries (files and directories) one transfer may carry. A manifest travels in one
+/// actor message (at most 1 MiB), which this keeps it well under.
+pub const MAX_ENTRIES: usize = 4096;
+/// Longest path of an entry, in bytes.
+pub const MAX_PATH_BYTES: usize = 1024;
+/// Most skipped paths listed by name (the rest are counted).
+pub const MAX_SKIPPED_LISTED: usize = 32;
+/// Read size when hashing.
+const HASH_BUF: usize = 1 << 20;
+
+/// Why a manifest could not be built or was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The source could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// What the filesystem said.
+        source: std::io::Error,
+    },
+    /// The source is neither a regular file nor a directory.
+    #[error("{0}: not a regular file or a directory")]
+    NotCopyable(String),
+    /// The source has no name of its own (`/`).
+    #[error("{0}: name a file or a directory under it, not the root itself")]
+    NoName(String),
+    /// Too many entries.
+    #[error("more than {MAX_ENTRIES} files and directories; pack them into an archive first")]
+    TooMany,
+    /// An entry breaks a rule; `index` is its position in the manifest.
+    #[error("entry {index} ({path:?}): {reason}")]
+    Entry {
+        /// Position.
+        index: usize,
+        /// Its path as sent.
+        path: String,
+        /// The rule.
+        reason: &'static str,
+    },
+    /// A manifest with no entry.
+    #[error("the manifest lists nothing")]
+    Empty,
+}
+
+/// Whether an entry is a directory or a regular file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A directory (created by the receiver before what it holds).
+    Dir,
+    /// A regular file.
+    File,
+}
+
+/// One directory or file of a transfer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// `/`-separated path; its first part is the source's own name, so the first entry is
+    /// the source itself.
+    pub path: String,
+    /// Directory or file.
+    pub kind: Kind,
+    /// Bytes (0 for a directory).
+    #[serde(default)]
+    pub size: u64,
+    /// Permission bits (`0o777` at most; set-id bits are never carried).
+    pub mode: u32,
+    /// Lowercase hex SHA-256 of a file's bytes (absent for a directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// Everything one transfer carries, in the order a receiver creates it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Directories before their contents.
+    pub entries: Vec<Entry>,
+    /// Paths under the source that are not carried (symlinks, sockets, devices), the first
+    /// [`MAX_SKIPPED_LISTED`] of them, each with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+    /// How many were skipped in all.
+    #[serde(default)]
+    pub skipped_total: u64,
+}
+
+impl Manifest {
+    /// Bytes of all files.
+    pub fn bytes(&self) -> u64 {
+        self.entries.iter().map(|e| e.size).sum()
+    }
+
+    /// How many regular files.
+    pub fn files(&self) -> usize {
+        self.entries.iter().filter(|e| e.kind == Kind::File).count()
+    }
+
+    /// Checks every rule a receiver relies on: at least one entry, at most [`MAX_ENTRIES`];
+    /// relative `/`-separated paths of plain names (no `.`, `..`, empty parts or NUL), at most
+    /// [`MAX_PATH_BYTES`] each, all under the first entry's name, each listed once and after
+    /// its directory; files with a digest, directories without bytes; no set-id bits.
+    pub fn check(&self) -> Result<(), ManifestError> {
+        if self.entries.is_empty() {
+            return Err(ManifestError::Empty);
+        }
+        if self.entries.len() > MAX_ENTRIES {
+            return Err(ManifestError::TooMany);
+        }
+        let mut dirs = std::collections::HashSet::new();
+        let mut seen = std::collections::HashSet::new();
+        let top = self.entries[0].path.as_str();
+        for (index, e) in self.entries.iter().enumerate() {
+            let bad = |reason| ManifestError::Entry {
+                index,
+                path: e.path.chars().take(120).collect(),
+                reason,
+            };
+            if e.path.is_empty() || e.path.len() > MAX_PATH_BYTES {
+                return Err(bad("a path must have 1 to 1024 bytes"));
+            }
+            if e.path.contains('\0') {
+                return Err(bad("a path must not contain NUL"));
+            }
+            if e.path
+                .split('/')
+                .any(|p| p.is_empty() || p == "." || p == "..")
+            {
+                return Err(bad(
+                    "a path must be relative, made of names (no '.', '..' or empty parts)",
+                ));
+            }
+            if e.mode > 0o777 {
+                return Err(bad("mode must be permission bits only (at most 0o777)"));
+            }
+            match (e.kind, &e.sha256) {
+                (Kind::File, Some(h)) if is_digest(h) => {}
+                (Kind::File, _) => return Err(bad("a file needs a lowercase hex SHA-256")),
+                (Kind::Dir, None) if e.size == 0 => {}
+                (Kind::Dir, _) => return Err(bad("a directory has no bytes and no digest")),
+            }
+            if !seen.insert(e.path.as_str()) {
+                return Err(bad("listed twice"));
+            }
+            match e.path.rsplit_once('/') {
+                None if index == 0 => {}
+                None => return Err(bad("every entry must be under the first one")),
+                Some(_) if index == 0 => {
+                    return Err(bad("the first entry is the source itself: one name"));
+                }
+                Some((parent, _)) => {
+                    if !(parent == top || parent.starts_with(&format!("{top}/")))
+                        || !dirs.contains(parent)
+                    {
+                        return Err(bad("its directory must be listed before it"));
+                    }
+                }
+            }
+            if e.kind == Kind::Dir {
+                dirs.insert(e.path.as_str());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `s` is a lowercase hex SHA-256.
+pub fn is_digest(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ManifestError + '_ {
+    move |source| ManifestError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// SHA-256 of `path`'s bytes (lowercase hex) and how many there were; `progress` is called
+/// with the bytes read so far.
+pub fn hash_file(
+    path: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(String, u64), ManifestError> {
+    let mut f = std::fs::File::open(path).map_err(io(path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; HASH_BUF];
+    let mut n = 0u64;
+    loop {
+        let got = f.read(&mut buf).map_err(io(path))?;
+        if got == 0 {
+            break;
+        }
+        h.update(&buf[..got]);
+        n += got as u64;
+        progress(n);
+    }
+    Ok((hex::encode(h.finalize()), n))
+}
+
+/// Walks `src` (a regular file or a directory, reached however the caller resolved it) and
+/// lists it with digests. Symlinks inside a directory and anything that is not a regular
+/// file or a directory are skipped and listed in [`Manifest::skipped`]; directories are
+/// listed before their contents, names in byte order. `progress` gets the bytes hashed so
+/// far, over all files.
+pub fn build(src: &Path, progress: &mut dyn FnMut(u64)) -> Result<Manifest, ManifestError> {
+    let name = src
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| ManifestError::NoName(src.display().to_string()))?
+        .to_string();
+    let mut m = Manifest::default();
+    let mut done = 0u64;
+    walk(src, name, &mut m, &mut done, progress)?;
+    Ok(m)
+}
+
+fn mode_of(meta: &std::fs::Metadata) -> u32 {
+    meta.permissions().mode() & 0o777
+}
+
+fn skip(m: &mut Manifest, rel: &str, why: &str) {
+    m.skipped_total += 1;
+    if m.skipped.len() < MAX_SKIPPED_LISTED {
+        m.skipped.push(format!("{rel}: {why}"));
+    }
+}
+
+fn walk(
+    path: &Path,
+    rel: String,
+    m: &mut Manifest,
+    done: &mut u64,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), ManifestError> {
+    if m.entries.len() >= MAX_ENTRIES {
+        return Err(ManifestError::TooMany);
+    }
+    if rel.len() > MAX_PATH_BYTES {
+        return Err(ManifestError::Entry {
+            index: m.entries.len(),
+            path: rel.chars().take(120).collect(),
+            reason: "a path must have 1 to 1024 bytes",
+        });
+    }
+    // The top is followed if it is a link (the caller named it); nothing below it is.
+    let meta = if m.entries.is_empty() {
+        std::fs::metadata(path)
+    } else {
+        std::fs::symlink_metadata(path)
+    }
+    .map_err(io(path))?;
+    let ft = meta.file_type();
+    if ft.is_file() {
+        let base = *done;
+        let (sha, size) = hash_file(path, &mut |n| progress(base + n))?;
+        *done += size;
+        m.entries.push(Entry {
+            path: rel,
+            kind: Kind::File,
+            size,
+            mode: mode_of(&meta),
+            sha256: Some(sha),
+        });
+        return Ok(());
+    }
+    if !ft.is_dir() {
+        if m.entries.is_empty() {
+            return Err(ManifestError::NotCopyable(path.display().to_string()));
+        }
+        let why = if ft.is_symlink() {
+            "a symlink (not followed)"
+        } else {
+            "not a regular file or a directory"
+        };
+        skip(m, &rel, why);
+        return Ok(());
+    }
+    m.entries.push(Entry {
+        path: rel.clone(),
+        kind: Kind::Dir,
+        size: 0,
+        mode: mode_of(&meta),
+        sha256: None,
+    });
+    let mut names = Vec::new();
+    for d in std::fs::read_dir(path).map_err(io(path))? {
+        names.push(d.map_err(io(path))?.file_name());
+    }
+    names.sort();
+    for n in names {
+        let Some(s) = n.to_str() else {
+            skip(
+                m,
+                &format!("{rel}/{}", n.to_string_lossy()),
+                "name is not UTF-8",
+            );
+            continue;
+        };
+        walk(&path.join(&n), format!("{rel}/{s}"), m, done, progress)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, body: &[u8]) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: Kind::File,
+            size: body.len() as u64,
+            mode: 0o644,
+            sha256: Some(hex::encode(Sha256::digest(body))),
+        }
+    }
+
+    fn dir(path: &str) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: Kind::Dir,
+            size: 0,
+            mode: 0o755,
+            sha256: None,
+        }
+    }
+
+    #[test]
+    fn a_walk_lists_directories_first_skips_links_and_hashes_files() {
+        let d = tempfile::tempdir().unwrap();
+        let top = d.path().join("data");
+        std::fs::create_dir_all(top.join("b/c")).unwrap();
+        std::fs::write(top.join("a.txt"), b"alpha").unwrap();
+        std::fs::write(top.join("b/c/z"), b"").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", top.join("b/link")).unwrap();
+        let mut last = 0;
+        let m = build(&top, &mut |n| last = n).unwrap();
+        m.check().unwrap();
+        let paths: Vec<_> = m.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["data", "data/a.txt", "data/b", "data/b/c", "data/b/c/z"]
+        );
+        assert_eq!(m.entries[1], {
+            let mut e = file("data/a.txt", b"alpha");
+            e.mode = m.entries[1].mode;
+            e
+        });
+        assert_eq!(m.skipped, ["data/b/link: a symlink (not followed)"]);
+        assert_eq!((m.bytes(), m.files(), last), (5, 2, 5));
+        // A single file is one entry under its own name.
+        let one = build(&top.join("a.txt"), &mut |_| {}).unwrap();
+        assert_eq!(one.entries.len(), 1);
+        assert_eq!(one.entries[0].path, "a.txt");
+        assert!(matches!(
+            build(Path::new("/"), &mut |_| {}),
+            Err(ManifestError::NoName(_))
+        ));
+    }
+
+    #[test]
+    fn receivers_refuse_paths_that_could_leave_the_destination() {
+        let ok = Manifest {
+            entries: vec![dir("t"), dir("t/d"), file("t/d/f", b"x")],
+            ..Default::default()
+        };
+        ok.check().unwrap();
+        let bad = |entries: Vec<Entry>| {
+            Manifest {
+                entries,
+                ..Default::default()
+            }
+            .check()
+            .unwrap_err()
+            .to_string()
+        };
+        for (entries, why) in [
+            (vec![dir("t"), file("t/../x", b"")], "relative"),
+            (vec![dir("t"), file("/etc/x", b"")], "relative"),
+            (vec![dir("t"), file("t//x", b"")], "relative"),
+            (vec![dir("t"), file("u/x", b"")], "listed before"),
+            (vec![dir("t"), file("t/d/x", b"")], "listed before"),
+            (vec![file("t", b""), file("t/x", b"")], "listed before"),
+            (vec![dir("t"), file("x", b"")], "under the first"),
+            (vec![dir("a/b")], "one name"),
+            (vec![dir("t"), file("t/x", b""), file("t/x", b"")], "twice"),
+            (vec![], "lists nothing"),
+        ] {
+            let e = bad(entries);
+            assert!(e.contains(why), "{e} (wanted {why})");
+        }
+        let mut setuid = file("f", b"");
+        setuid.mode = 0o4755;
+        assert!(bad(vec![setuid]).contains("permission bits"));
+        let mut nodigest = file("f", b"");
+        nodigest.sha256 = Some("ABC".into());
+        assert!(bad(vec![nodigest]).contains("SHA-256"));
+        let too_many = (0..=MAX_ENTRIES)
+            .map(|i| {
+                if i == 0 {
+                    dir("t")
+                } else {
+                    dir(&format!("t/{i}"))
+                }
+            })
+            .collect();
+        assert!(bad(too_many).contains("more than"));
+    }
+}

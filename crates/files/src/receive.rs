@@ -1,0 +1,406 @@
+//! The receiving end of a transfer, wherever it runs (a node writing into its area, the CLI
+//! writing into the user's directory): where each entry lands, directories made without
+//! following symlinks, and files written into a partial file beside their target that is
+//! hashed as it grows, checked against the sender's digest and only then renamed into place.
+//!
+//! An interrupted transfer leaves its partial file (`.<name>.<digest prefix>.nunet-part`);
+//! the next attempt for the same bytes continues from its end, after hashing what is there.
+//! Partial files of other digests for the same name are removed when a new one starts.
+
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::area::Destination;
+use crate::manifest::{Kind, Manifest};
+
+/// Suffix of partial files.
+pub const PART_SUFFIX: &str = ".nunet-part";
+
+/// Why receiving failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiveError {
+    /// A filesystem operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// What the filesystem said.
+        source: std::io::Error,
+    },
+    /// A directory on the way is not one (or is a symlink, which is never followed).
+    #[error("{0}: exists and is not a directory (symlinks are not followed)")]
+    NotADirectory(String),
+    /// The destination does not fit the source.
+    #[error("{0}")]
+    Placement(String),
+    /// More bytes than the manifest said.
+    #[error("{path}: more than the {size} bytes announced")]
+    TooLong {
+        /// The target.
+        path: String,
+        /// Announced size.
+        size: u64,
+    },
+    /// The sender stopped early.
+    #[error("{path}: {got} of {size} bytes arrived; run the copy again to resume")]
+    Short {
+        /// The target.
+        path: String,
+        /// Bytes held.
+        got: u64,
+        /// Announced size.
+        size: u64,
+    },
+    /// The bytes do not hash to the digest announced; the partial file is removed.
+    #[error(
+        "{path}: the bytes received hash to {got}, not the sender's {want} (changed while copied, or corrupted); the partial file was removed, run the copy again"
+    )]
+    Mismatch {
+        /// The target.
+        path: String,
+        /// Announced digest.
+        want: String,
+        /// Digest of what arrived.
+        got: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReceiveError + '_ {
+    move |source| ReceiveError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Where every entry of `m` lands for `dest`: into an existing directory under the source's
+/// name; as a new name; or (a single file) over an existing file.
+pub fn targets(dest: &Destination, m: &Manifest) -> Result<Vec<PathBuf>, ReceiveError> {
+    let top_is_dir = m.entries.first().is_some_and(|e| e.kind == Kind::Dir);
+    let base: Box<dyn Fn(&str) -> PathBuf> = match dest {
+        Destination::Into(dir) => {
+            let dir = dir.clone();
+            Box::new(move |p| dir.join(p))
+        }
+        Destination::File(f) if top_is_dir => {
+            return Err(ReceiveError::Placement(format!(
+                "{}: is a file; a directory cannot be copied onto it",
+                f.display()
+            )));
+        }
+        Destination::File(to) | Destination::New(to) => {
+            let to = to.clone();
+            Box::new(move |p| match p.split_once('/') {
+                Some((_, rest)) => to.join(rest),
+                None => to.clone(),
+            })
+        }
+    };
+    Ok(m.entries.iter().map(|e| base(&e.path)).collect())
+}
+
+/// Makes directory `dir` with `mode`, or checks that it already is one (not a symlink).
+pub fn make_dir(dir: &Path, mode: u32) -> Result<(), ReceiveError> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_dir() => Ok(()),
+        Ok(_) => Err(ReceiveError::NotADirectory(dir.display().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir(dir).map_err(io(dir))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o700))
+                .map_err(io(dir))
+        }
+        Err(e) => Err(io(dir)(e)),
+    }
+}
+
+/// The partial file for `target` receiving the bytes with digest `sha256`.
+pub fn part_path(target: &Path, sha256: &str) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let prefix = &sha256[..sha256.len().min(16)];
+    target.with_file_name(format!(".{name}.{prefix}{PART_SUFFIX}"))
+}
+
+fn digest_of(path: &Path, limit: u64, h: &mut Sha256) -> std::io::Result<u64> {
+    let mut f = std::fs::File::open(path)?.take(limit);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let got = f.read(&mut buf)?;
+        if got == 0 {
+            return Ok(n);
+        }
+        h.update(&buf[..got]);
+        n += got as u64;
+    }
+}
+
+/// Where receiving `target` (`size` bytes, digest `sha256`) starts: `size` when the target
+/// already holds exactly those bytes (nothing to send), else the length of a partial file
+/// an earlier attempt left (at most `size`), else 0.
+pub fn resume_offset(target: &Path, size: u64, sha256: &str) -> Result<u64, ReceiveError> {
+    if let Ok(m) = std::fs::symlink_metadata(target)
+        && m.file_type().is_file()
+        && m.len() == size
+    {
+        let mut h = Sha256::new();
+        digest_of(target, size, &mut h).map_err(io(target))?;
+        if hex::encode(h.finalize()) == sha256 {
+            return Ok(size);
+        }
+    }
+    let part = part_path(target, sha256);
+    match std::fs::symlink_metadata(&part) {
+        Ok(m) if m.file_type().is_file() => Ok(m.len().min(size)),
+        _ => Ok(0),
+    }
+}
+
+/// One file being received.
+pub struct Receiver {
+    file: std::fs::File,
+    hasher: Sha256,
+    written: u64,
+    size: u64,
+    want: String,
+    mode: u32,
+    part: PathBuf,
+    target: PathBuf,
+}
+
+impl Receiver {
+    /// Opens the partial file of `target` and continues at `offset` (what
+    /// [`resume_offset`] said; what lies beyond it is cut off, what lies before it is hashed
+    /// again). Partial files of `target` for other digests are removed.
+    pub fn open(
+        target: &Path,
+        size: u64,
+        sha256: &str,
+        mode: u32,
+        offset: u64,
+    ) -> Result<Self, ReceiveError> {
+        let part = part_path(target, sha256);
+        remove_other_parts(target, &part);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .open(&part)
+            .map_err(io(&part))?;
+        let mut hasher = Sha256::new();
+        let have = file.metadata().map_err(io(&part))?.len();
+        if offset > have.min(size) {
+            return Err(ReceiveError::Placement(format!(
+                "{}: cannot resume at byte {offset}: {have} are here; ask again",
+                target.display()
+            )));
+        }
+        file.set_len(offset).map_err(io(&part))?;
+        if offset > 0 {
+            let n = digest_of(&part, offset, &mut hasher).map_err(io(&part))?;
+            if n != offset {
+                return Err(ReceiveError::Short {
+                    path: part.display().to_string(),
+                    got: n,
+                    size: offset,
+                });
+            }
+        }
+        let mut file = file;
+        file.seek(std::io::SeekFrom::Start(offset))
+            .map_err(io(&part))?;
+        Ok(Self {
+            file,
+            hasher,
+            written: offset,
+            size,
+            want: sha256.to_string(),
+            mode,
+            part,
+            target: target.to_path_buf(),
+        })
+    }
+
+    /// Bytes held so far (including what an earlier attempt left).
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// The announced size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends `buf`.
+    pub fn write(&mut self, buf: &[u8]) -> Result<(), ReceiveError> {
+        if self.written + buf.len() as u64 > self.size {
+            return Err(ReceiveError::TooLong {
+                path: self.target.display().to_string(),
+                size: self.size,
+            });
+        }
+        self.file.write_all(buf).map_err(io(&self.part))?;
+        self.hasher.update(buf);
+        self.written += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Checks size and digest, sets the mode, makes the bytes durable and renames the
+    /// partial file onto the target. A digest mismatch removes the partial file.
+    pub fn finish(self) -> Result<(), ReceiveError> {
+        if self.written < self.size {
+            return Err(ReceiveError::Short {
+                path: self.target.display().to_string(),
+                got: self.written,
+                size: self.size,
+            });
+        }
+        let got = hex::encode(self.hasher.finalize());
+        if got != self.want {
+            let _ = std::fs::remove_file(&self.part);
+            return Err(ReceiveError::Mismatch {
+                path: self.target.display().to_string(),
+                want: self.want,
+                got,
+            });
+        }
+        self.file
+            .set_permissions(std::fs::Permissions::from_mode(self.mode))
+            .map_err(io(&self.part))?;
+        self.file.sync_all().map_err(io(&self.part))?;
+        std::fs::rename(&self.part, &self.target).map_err(io(&self.target))
+    }
+}
+
+/// Removes `.<name>.*.nunet-part` beside `target` other than `keep`.
+fn remove_other_parts(target: &Path, keep: &Path) {
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let n = e.file_name();
+        let n = n.to_string_lossy();
+        let p = e.path();
+        // The digest part is 16 hex characters, so another file's partial never matches.
+        if n.starts_with(&prefix)
+            && n.ends_with(PART_SUFFIX)
+            && n.len() == prefix.len() + 16 + PART_SUFFIX.len()
+            && p != keep
+        {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::manifest::build;
+
+    fn sha(b: &[u8]) -> String {
+        hex::encode(Sha256::digest(b))
+    }
+
+    #[test]
+    fn an_interrupted_file_resumes_and_only_matching_bytes_land() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("big.bin");
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let h = sha(&body);
+        assert_eq!(resume_offset(&target, body.len() as u64, &h).unwrap(), 0);
+        let mut r = Receiver::open(&target, body.len() as u64, &h, 0o640, 0).unwrap();
+        r.write(&body[..100_000]).unwrap();
+        drop(r); // interrupted
+        let off = resume_offset(&target, body.len() as u64, &h).unwrap();
+        assert_eq!(off, 100_000);
+        let mut r = Receiver::open(&target, body.len() as u64, &h, 0o640, off).unwrap();
+        assert!(matches!(
+            r.write(&vec![0; body.len()]),
+            Err(ReceiveError::TooLong { .. })
+        ));
+        r.write(&body[100_000..]).unwrap();
+        r.finish().unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), body);
+        assert_eq!(
+            std::fs::metadata(&target).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+        assert!(!part_path(&target, &h).exists());
+        // Already there: nothing to send.
+        assert_eq!(
+            resume_offset(&target, body.len() as u64, &h).unwrap(),
+            body.len() as u64
+        );
+        // A short sender leaves the partial file; wrong bytes remove it.
+        let other = sha(b"abc");
+        let mut r = Receiver::open(&target, 3, &other, 0o600, 0).unwrap();
+        r.write(b"ab").unwrap();
+        assert!(matches!(r.finish(), Err(ReceiveError::Short { .. })));
+        assert_eq!(resume_offset(&target, 3, &other).unwrap(), 2);
+        let mut r = Receiver::open(&target, 3, &other, 0o600, 2).unwrap();
+        r.write(b"X").unwrap();
+        assert!(matches!(r.finish(), Err(ReceiveError::Mismatch { .. })));
+        assert!(!part_path(&target, &other).exists());
+        assert_eq!(std::fs::read(&target).unwrap(), body, "target untouched");
+        // A new digest for the same name removes the old partial file.
+        let mut r = Receiver::open(&target, 3, &other, 0o600, 0).unwrap();
+        r.write(b"a").unwrap();
+        drop(r);
+        let _r = Receiver::open(&target, 1, &sha(b"z"), 0o600, 0).unwrap();
+        assert!(!part_path(&target, &other).exists());
+    }
+
+    #[test]
+    fn sources_land_where_cp_would_put_them() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::fs::write(src.join("sub/f"), b"f").unwrap();
+        let m = build(&src, &mut |_| {}).unwrap();
+        let into = targets(&Destination::Into("/d".into()), &m).unwrap();
+        assert_eq!(
+            into,
+            [
+                PathBuf::from("/d/src"),
+                "/d/src/sub".into(),
+                "/d/src/sub/f".into()
+            ]
+        );
+        let new = targets(&Destination::New("/d/copy".into()), &m).unwrap();
+        assert_eq!(
+            new,
+            [
+                PathBuf::from("/d/copy"),
+                "/d/copy/sub".into(),
+                "/d/copy/sub/f".into()
+            ]
+        );
+        assert!(targets(&Destination::File("/d/f".into()), &m).is_err());
+        let one = build(&src.join("sub/f"), &mut |_| {}).unwrap();
+        assert_eq!(
+            targets(&Destination::File("/d/g".into()), &one).unwrap(),
+            [PathBuf::from("/d/g")]
+        );
+        // Directories are made, never followed through a symlink.
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink("/etc", &link).unwrap();
+        assert!(matches!(
+            make_dir(&link, 0o755),
+            Err(ReceiveError::NotADirectory(_))
+        ));
+        make_dir(&d.path().join("made"), 0o750).unwrap();
+        make_dir(&d.path().join("made"), 0o750).unwrap();
+    }
+}
