@@ -58,9 +58,9 @@ pub struct WriteRequest {
 pub struct WriteReply {
     /// 32 bytes, hex; valid for the asking node's streams only.
     pub ticket: String,
-    /// Per manifest entry, the byte to start at: what an interrupted earlier attempt left,
-    /// the whole size when the file is already there, 0 for directories.
-    pub offsets: Vec<u64>,
+    /// Per manifest entry, the byte to start at (what an interrupted earlier attempt left,
+    /// or 0); `null` for a file already there with these bytes, and for directories.
+    pub offsets: Vec<Option<u64>>,
     /// Where the source lands, as resolved on that node.
     pub target: String,
 }
@@ -106,7 +106,7 @@ pub struct SendReply {
     /// For `PUT /api/v1/files/<session>/<index>?offset=N`.
     pub session: String,
     /// As [`WriteReply::offsets`].
-    pub offsets: Vec<u64>,
+    pub offsets: Vec<Option<u64>>,
     /// Where the source lands on the peer.
     pub target: String,
 }

@@ -139,10 +139,10 @@ fn digest_of(path: &Path, limit: u64, h: &mut Sha256) -> std::io::Result<u64> {
     }
 }
 
-/// Where receiving `target` (`size` bytes, digest `sha256`) starts: `size` when the target
+/// Where receiving `target` (`size` bytes, digest `sha256`) starts: `None` when the target
 /// already holds exactly those bytes (nothing to send), else the length of a partial file
 /// an earlier attempt left (at most `size`), else 0.
-pub fn resume_offset(target: &Path, size: u64, sha256: &str) -> Result<u64, ReceiveError> {
+pub fn resume_offset(target: &Path, size: u64, sha256: &str) -> Result<Option<u64>, ReceiveError> {
     if let Ok(m) = std::fs::symlink_metadata(target)
         && m.file_type().is_file()
         && m.len() == size
@@ -150,13 +150,13 @@ pub fn resume_offset(target: &Path, size: u64, sha256: &str) -> Result<u64, Rece
         let mut h = Sha256::new();
         digest_of(target, size, &mut h).map_err(io(target))?;
         if hex::encode(h.finalize()) == sha256 {
-            return Ok(size);
+            return Ok(None);
         }
     }
     let part = part_path(target, sha256);
     match std::fs::symlink_metadata(&part) {
-        Ok(m) if m.file_type().is_file() => Ok(m.len().min(size)),
-        _ => Ok(0),
+        Ok(m) if m.file_type().is_file() => Ok(Some(m.len().min(size))),
+        _ => Ok(Some(0)),
     }
 }
 
@@ -319,11 +319,18 @@ mod tests {
         let target = d.path().join("big.bin");
         let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let h = sha(&body);
-        assert_eq!(resume_offset(&target, body.len() as u64, &h).unwrap(), 0);
+        assert_eq!(
+            resume_offset(&target, body.len() as u64, &h).unwrap(),
+            Some(0)
+        );
+        // An empty file is not "already there" until it is.
+        assert_eq!(resume_offset(&target, 0, &sha(b"")).unwrap(), Some(0));
         let mut r = Receiver::open(&target, body.len() as u64, &h, 0o640, 0).unwrap();
         r.write(&body[..100_000]).unwrap();
         drop(r); // interrupted
-        let off = resume_offset(&target, body.len() as u64, &h).unwrap();
+        let off = resume_offset(&target, body.len() as u64, &h)
+            .unwrap()
+            .unwrap();
         assert_eq!(off, 100_000);
         let mut r = Receiver::open(&target, body.len() as u64, &h, 0o640, off).unwrap();
         assert!(matches!(
@@ -339,16 +346,13 @@ mod tests {
         );
         assert!(!part_path(&target, &h).exists());
         // Already there: nothing to send.
-        assert_eq!(
-            resume_offset(&target, body.len() as u64, &h).unwrap(),
-            body.len() as u64
-        );
+        assert_eq!(resume_offset(&target, body.len() as u64, &h).unwrap(), None);
         // A short sender leaves the partial file; wrong bytes remove it.
         let other = sha(b"abc");
         let mut r = Receiver::open(&target, 3, &other, 0o600, 0).unwrap();
         r.write(b"ab").unwrap();
         assert!(matches!(r.finish(), Err(ReceiveError::Short { .. })));
-        assert_eq!(resume_offset(&target, 3, &other).unwrap(), 2);
+        assert_eq!(resume_offset(&target, 3, &other).unwrap(), Some(2));
         let mut r = Receiver::open(&target, 3, &other, 0o600, 2).unwrap();
         r.write(b"X").unwrap();
         assert!(matches!(r.finish(), Err(ReceiveError::Mismatch { .. })));

@@ -274,11 +274,11 @@ impl Files {
                     (Kind::Dir, _) => {
                         make_dir(at, e.mode).map_err(failed)?;
                         items.push(None);
-                        offsets.push(0);
+                        offsets.push(None);
                     }
                     (Kind::File, Some(sha)) => {
                         let off = resume_offset(at, e.size, sha).map_err(failed)?;
-                        need += e.size - off;
+                        need += off.map_or(0, |o| e.size - o);
                         offsets.push(off);
                         items.push(Some(Item::Receive {
                             target: at.clone(),

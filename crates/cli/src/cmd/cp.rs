@@ -190,19 +190,24 @@ fn api_error(status: u16, v: &Value) -> String {
         .unwrap_or_else(|| format!("the daemon answered HTTP {status}"))
 }
 
-fn summary(files: usize, moved: u64, p: &Progress, m: &Manifest) {
+/// The last line: files copied and files found in place.
+fn summary(copied: usize, in_place: usize, moved: u64, p: &Progress, m: &Manifest) {
     let secs = p.started.elapsed().as_secs_f64();
-    let mut s = if moved == 0 && p.skipped > 0 {
-        format!("nothing to copy: {files} file(s) already there")
+    let mut s = if copied == 0 {
+        format!("nothing to copy: {in_place} file(s) already there")
     } else {
-        format!(
-            "copied {files} file(s), {} in {secs:.1} s ({})",
+        let mut s = format!(
+            "copied {copied} file(s), {} in {secs:.1} s ({})",
             fmt_bytes(moved),
             p.rate()
-        )
+        );
+        if in_place > 0 {
+            s.push_str(&format!("; {in_place} file(s) already there"));
+        }
+        s
     };
     if p.skipped > 0 {
-        s.push_str(&format!("; {} already there", fmt_bytes(p.skipped)));
+        s.push_str(&format!(" ({} not sent again)", fmt_bytes(p.skipped)));
     }
     println!("{s}");
     if m.skipped_total > 0 {
@@ -262,7 +267,7 @@ fn fetch(caller: &Caller, peer: &str, path: &str, dst: &Path, quiet: bool) -> Re
     let (addr, port) = caller.endpoint();
     let api = Api::for_transfers(addr, port, FIRST_BYTE);
     let mut p = Progress::new(r.manifest.bytes(), quiet);
-    let (mut moved, mut files) = (0u64, 0usize);
+    let (mut moved, mut copied, mut in_place) = (0u64, 0usize, 0usize);
     for (i, (e, at)) in r.manifest.entries.iter().zip(&places).enumerate() {
         let sha = match (e.kind, &e.sha256) {
             (Kind::Dir, _) => {
@@ -272,12 +277,13 @@ fn fetch(caller: &Caller, peer: &str, path: &str, dst: &Path, quiet: bool) -> Re
             (Kind::File, Some(sha)) => sha,
             (Kind::File, None) => bail!("the peer listed {} without a digest", e.path),
         };
-        let offset = resume_offset(at, e.size, sha)?;
-        p.skip(offset);
-        files += 1;
-        if offset == e.size {
+        let Some(offset) = resume_offset(at, e.size, sha)? else {
+            p.skip(e.size);
+            in_place += 1;
             continue;
-        }
+        };
+        copied += 1;
+        p.skip(offset);
         let mut resp = api.get_raw(&format!("/files/{}/{i}?offset={offset}", r.session))?;
         let status = resp.status().as_u16();
         if status != 200 {
@@ -310,7 +316,7 @@ fn fetch(caller: &Caller, peer: &str, path: &str, dst: &Path, quiet: bool) -> Re
         rx.finish()?;
     }
     p.end();
-    summary(files, moved, &p, &r.manifest);
+    summary(copied, in_place, moved, &p, &r.manifest);
     Ok(exit::OK)
 }
 
@@ -358,17 +364,19 @@ fn send(caller: &Caller, src: &Path, peer: &str, path: &str, quiet: bool) -> Res
     let (addr, port) = caller.endpoint();
     let api = Api::for_transfers(addr, port, FIRST_BYTE);
     let mut p = Progress::new(m.bytes(), quiet);
-    let (mut moved, mut files) = (0u64, 0usize);
+    let (mut moved, mut copied, mut in_place) = (0u64, 0usize, 0usize);
     for (i, (e, &offset)) in m.entries.iter().zip(&r.offsets).enumerate() {
         if e.kind != Kind::File {
             continue;
         }
-        files += 1;
+        let Some(offset) = offset else {
+            p.skip(e.size);
+            in_place += 1;
+            continue;
+        };
+        copied += 1;
         let offset = offset.min(e.size);
         p.skip(offset);
-        if offset == e.size {
-            continue;
-        }
         let file = match e.path.split_once('/') {
             Some((_, rest)) => src.join(rest),
             None => src.clone(),
@@ -380,11 +388,18 @@ fn send(caller: &Caller, src: &Path, peer: &str, path: &str, quiet: bool) -> Res
             inner: f.take(len),
             progress: &mut p,
         };
-        let (status, v) = api.put_raw(
-            &format!("/files/{}/{i}?offset={offset}", r.session),
-            &mut body,
-            len,
-        )?;
+        let (status, v) = api
+            .put_raw(
+                &format!("/files/{}/{i}?offset={offset}", r.session),
+                &mut body,
+                len,
+            )
+            .map_err(|err| {
+                anyhow!(
+                    "{}: interrupted ({err:#}); run the same command again to resume",
+                    file.display()
+                )
+            })?;
         if status != 200 {
             p.end();
             eprintln!(
@@ -397,7 +412,7 @@ fn send(caller: &Caller, src: &Path, peer: &str, path: &str, quiet: bool) -> Res
         moved += len;
     }
     p.end();
-    summary(files, moved, &p, &m);
+    summary(copied, in_place, moved, &p, &m);
     std::io::stdout().flush()?;
     Ok(exit::OK)
 }

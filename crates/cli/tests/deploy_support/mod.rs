@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// The `nunet` binary with a devnet's test environment (fast KDF, passphrase file, test hooks
 /// allowed), run inside network namespace `ns` when given, as node home `home` when given.
@@ -313,4 +313,102 @@ pub fn mounts_under(dir: &Path) -> Vec<(String, String)> {
                 .then(|| (point.to_string(), fstype.to_string()))
         })
         .collect()
+}
+
+/// Stops the stranger's daemon when the test ends, however it ends.
+pub struct Daemon(pub std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn devnet_manifest(dn: &Devnet) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dn.dir.join("devnet.json")).unwrap()).unwrap()
+}
+
+/// Creates and starts a stranger (home `stranger` in the devnet's directory): its own `dms` key and context, the organisation as a
+/// root anchor, node-1 as bootstrap peer, ports chosen by the kernel.
+pub fn stranger(dn: &Devnet) -> (Daemon, String, String) {
+    use std::os::unix::process::CommandExt;
+    let home = "stranger";
+    let run = |args: &[&str]| {
+        let o = nunet(&dn.dir, Some(home), args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let did = run(&["cap", "new", "dms"]);
+    let m = devnet_manifest(dn);
+    run(&[
+        "cap",
+        "anchor",
+        "-c",
+        "dms",
+        "--root",
+        m["org"].as_str().unwrap(),
+    ]);
+    let config = json!({
+        "rest": {"port": 0},
+        "p2p": {"listen_address": ["/ip4/127.0.0.1/tcp/0"],
+                "bootstrap_peers": [m["nodes"][0]["p2p"].as_str().unwrap()]},
+        "general": {"env": "devnet"},
+        "subnet": {"enabled": false},
+    });
+    let home_dir = dn.dir.join(home);
+    std::fs::write(home_dir.join("dms_config.json"), config.to_string()).unwrap();
+    let log = std::fs::File::create(home_dir.join("nunet.log")).unwrap();
+    let child = nunet_cmd(&dn.dir, None, Some(home), &["run", "-c", "dms"])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let daemon = Daemon(child);
+    // Up when its REST API answers (the CLI reads the reported port from run.json).
+    let t0 = Instant::now();
+    let peer = loop {
+        let o = nunet(
+            &dn.dir,
+            Some(home),
+            &[
+                "actor",
+                "cmd",
+                "-c",
+                "dms",
+                "--json",
+                "/dms/node/peers/self",
+            ],
+        );
+        if o.status.success() {
+            let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+            break v["peer_id"].as_str().unwrap().to_string();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the stranger did not come up: {}\n{}",
+            text(&o),
+            std::fs::read_to_string(home_dir.join("nunet.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    run(&[
+        "actor",
+        "cmd",
+        "-c",
+        "dms",
+        "--json",
+        "/dms/node/onboarding/onboard",
+        "--ram",
+        "1",
+        "--cpu",
+        "1",
+        "--disk",
+        "2",
+    ]);
+    (daemon, did, peer)
 }

@@ -1,0 +1,191 @@
+//! `nunet cp` between real daemons on loopback (issue 17, item 3): a directory to a peer and
+//! back, byte for byte; symlinks inside it skipped and listed; a second run that finds
+//! everything in place; a copy interrupted by killing the CLI that the next run resumes;
+//! paths outside the peer's file area (`..`, absolute paths, a symlink out of the area)
+//! refused; and a node the peer does not trust refused by its capability check.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod deploy_support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use deploy_support::{Devnet, devnet_manifest, nunet, nunet_cmd, stranger, text};
+
+fn write_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("sub/deeper")).unwrap();
+    std::fs::create_dir_all(root.join("empty")).unwrap();
+    std::fs::write(root.join("a.txt"), b"alpha\n").unwrap();
+    std::fs::write(root.join("sub/deeper/zero"), b"").unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    std::fs::write(root.join("sub/big.bin"), big).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", root.join("sub/link")).unwrap();
+}
+
+/// Every regular file and directory under `root`, files with their length and a hash of
+/// their bytes (symlinks left out).
+fn listing(root: &Path) -> Vec<(String, Option<(usize, u64)>)> {
+    use std::hash::{Hash, Hasher};
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                out.push((rel, None));
+                stack.push(p);
+            } else if m.is_file() {
+                let b = std::fs::read(&p).unwrap();
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                b.hash(&mut h);
+                out.push((rel, Some((b.len(), h.finish()))));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn did_of(dn: &Devnet, node: usize) -> String {
+    devnet_manifest(dn)["nodes"][node - 1]["did"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn directories_go_to_a_peer_and_back_and_an_interrupted_copy_resumes() {
+    let dn = Devnet::up(0);
+    let peer = did_of(&dn, 2);
+    let local = dn.dir.join("local");
+    let src = local.join("tree");
+    write_tree(&src);
+    let area = dn.dir.join("node-2/data/files");
+
+    // To the peer's file area (`""`: the area itself; the tree lands under its own name).
+    let (code, out) = dn.run(1, &["cp", "-q", src.to_str().unwrap(), &format!("{peer}:")]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("copied 3 file(s)"), "{out}");
+    assert!(
+        out.contains("tree/sub/link: a symlink (not followed)"),
+        "{out}"
+    );
+    assert_eq!(listing(&area.join("tree")), listing(&src));
+    assert!(!area.join("tree/sub/link").exists());
+
+    // Again: everything is there already, nothing moves.
+    let (code, out) = dn.run(1, &["cp", "-q", src.to_str().unwrap(), &format!("{peer}:")]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("nothing to copy: 3 file(s) already there"),
+        "{out}"
+    );
+
+    // Back, under a new name.
+    let back = local.join("back");
+    let (code, out) = dn.run(
+        1,
+        &["cp", "-q", &format!("{peer}:tree"), back.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(listing(&back), listing(&src));
+
+    // A copy interrupted half-way (the CLI killed) resumes from what arrived.
+    let big = local.join("big.bin");
+    let body: Vec<u8> = (0..200_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&big, &body).unwrap();
+    let mut child = nunet_cmd(
+        &dn.dir,
+        None,
+        Some("node-1"),
+        &[
+            "cp",
+            "-q",
+            big.to_str().unwrap(),
+            &format!("{peer}:big.bin"),
+        ],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let part = || {
+        std::fs::read_dir(&area)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .find(|e| e.file_name().to_string_lossy().ends_with(".nunet-part"))
+            .map(|e| e.metadata().unwrap().len())
+    };
+    let t0 = Instant::now();
+    let cut = loop {
+        if let Some(n) = part().filter(|n| *n >= 20_000_000) {
+            break n;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no partial file grew"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !area.join("big.bin").exists(),
+        "interrupted after {cut} bytes, yet complete"
+    );
+    let (code, out) = dn.run(
+        1,
+        &[
+            "cp",
+            "-q",
+            big.to_str().unwrap(),
+            &format!("{peer}:big.bin"),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("MiB not sent again"), "no resume: {out}");
+    assert_eq!(std::fs::read(area.join("big.bin")).unwrap(), body);
+    assert!(part().is_none(), "partial file left behind");
+
+    // Nothing outside the area, however it is spelled.
+    std::os::unix::fs::symlink("/etc", area.join("etc")).unwrap();
+    for bad in ["../../dms_config.json", "/etc/hostname", "etc/hostname"] {
+        let (code, out) = dn.run(
+            1,
+            &[
+                "cp",
+                &format!("{peer}:{bad}"),
+                local.join("x").to_str().unwrap(),
+            ],
+        );
+        assert_ne!(code, 0, "{bad}: {out}");
+        assert!(
+            out.contains("outside what this node shares"),
+            "{bad}: {out}"
+        );
+    }
+    let (code, out) = dn.run(1, &["cp", src.to_str().unwrap(), &format!("{peer}:etc")]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("outside what this node shares"), "{out}");
+    assert!(!Path::new("/etc/tree").exists());
+
+    // A node the peer does not trust: its node's request is refused by the peer's
+    // capability check, and nothing is handed out.
+    let (_daemon, _did, _) = stranger(&dn);
+    let o = nunet(
+        &dn.dir,
+        Some("stranger"),
+        &[
+            "cp",
+            "-c",
+            "dms",
+            &format!("{peer}:tree"),
+            local.join("stolen").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("Denied"), "{}", text(&o));
+    assert!(!local.join("stolen").exists());
+}
