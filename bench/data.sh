@@ -11,7 +11,7 @@
 # `name: value MiB/s (baseline: value, ratio: x)` with the host disk as the baseline.
 # Then S3 inputs/outputs (nunet-objectstore against the test Garage of scripts/s3-test-server.sh,
 # storing on the same disk): publishing a SIZE_MIB file and staging it back, against the host
-# disk's write and read. Not measured yet: `nunet cp` (not built yet).
+# disk's write and read. `nunet cp` between nodes: bench/cp.sh.
 set -euo pipefail
 
 SIZE_MIB="${SIZE_MIB:-256}"

@@ -1,7 +1,7 @@
 //! Files and directories moved between DMS nodes (`nunet cp`).
 //!
 //! A transfer is a [`manifest::Manifest`] (every directory and regular file with its size,
-//! mode and SHA-256) followed by one libp2p stream per file ([`wire`]). Who may read or write
+//! mode and BLAKE3) followed by one libp2p stream per file ([`wire`]). Who may read or write
 //! what is decided before any stream opens: the actor layer checks the caller's capability
 //! for `/dms/node/files/read` or `/dms/node/files/write`, and the node resolves the path in
 //! its [`area::Area`] (`<data_dir>/files` and `files.roots`, symlinks included). The call

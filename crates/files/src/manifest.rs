@@ -1,5 +1,5 @@
 //! What a transfer carries: the directories and regular files under a source, each with its
-//! size, permission bits and (files) SHA-256 digest, built by walking the source without
+//! size, permission bits and (files) BLAKE3 digest, built by walking the source without
 //! following symlinks, and checked again by whoever receives one.
 
 use std::io::Read;
@@ -7,7 +7,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// Most entries (files and directories) one transfer may carry. A manifest travels in one
 /// actor message (at most 1 MiB), which this keeps it well under.
@@ -78,9 +77,9 @@ pub struct Entry {
     pub size: u64,
     /// Permission bits (`0o777` at most; set-id bits are never carried).
     pub mode: u32,
-    /// Lowercase hex SHA-256 of a file's bytes (absent for a directory).
+    /// Lowercase hex BLAKE3 of a file's bytes (absent for a directory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
+    pub blake3: Option<String>,
 }
 
 /// Everything one transfer carries, in the order a receiver creates it.
@@ -146,9 +145,9 @@ impl Manifest {
             if e.mode > 0o777 {
                 return Err(bad("mode must be permission bits only (at most 0o777)"));
             }
-            match (e.kind, &e.sha256) {
+            match (e.kind, &e.blake3) {
                 (Kind::File, Some(h)) if is_digest(h) => {}
-                (Kind::File, _) => return Err(bad("a file needs a lowercase hex SHA-256")),
+                (Kind::File, _) => return Err(bad("a file needs a lowercase hex BLAKE3 digest")),
                 (Kind::Dir, None) if e.size == 0 => {}
                 (Kind::Dir, _) => return Err(bad("a directory has no bytes and no digest")),
             }
@@ -177,7 +176,7 @@ impl Manifest {
     }
 }
 
-/// Whether `s` is a lowercase hex SHA-256.
+/// Whether `s` is a lowercase hex BLAKE3 digest.
 pub fn is_digest(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
@@ -189,14 +188,14 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ManifestError + '_ {
     }
 }
 
-/// SHA-256 of `path`'s bytes (lowercase hex) and how many there were; `progress` is called
+/// BLAKE3 of `path`'s bytes (lowercase hex) and how many there were; `progress` is called
 /// with the bytes read so far.
 pub fn hash_file(
     path: &Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(String, u64), ManifestError> {
     let mut f = std::fs::File::open(path).map_err(io(path))?;
-    let mut h = Sha256::new();
+    let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; HASH_BUF];
     let mut n = 0u64;
     loop {
@@ -208,7 +207,7 @@ pub fn hash_file(
         n += got as u64;
         progress(n);
     }
-    Ok((hex::encode(h.finalize()), n))
+    Ok((h.finalize().to_hex().to_string(), n))
 }
 
 /// Walks `src` (a regular file or a directory, reached however the caller resolved it) and
@@ -273,7 +272,7 @@ fn walk(
             kind: Kind::File,
             size,
             mode: mode_of(&meta),
-            sha256: Some(sha),
+            blake3: Some(sha),
         });
         return Ok(());
     }
@@ -294,7 +293,7 @@ fn walk(
         kind: Kind::Dir,
         size: 0,
         mode: mode_of(&meta),
-        sha256: None,
+        blake3: None,
     });
     let mut names = Vec::new();
     for d in std::fs::read_dir(path).map_err(io(path))? {
@@ -326,7 +325,7 @@ mod tests {
             kind: Kind::File,
             size: body.len() as u64,
             mode: 0o644,
-            sha256: Some(hex::encode(Sha256::digest(body))),
+            blake3: Some(blake3::hash(body).to_hex().to_string()),
         }
     }
 
@@ -336,7 +335,7 @@ mod tests {
             kind: Kind::Dir,
             size: 0,
             mode: 0o755,
-            sha256: None,
+            blake3: None,
         }
     }
 
@@ -408,8 +407,8 @@ mod tests {
         setuid.mode = 0o4755;
         assert!(bad(vec![setuid]).contains("permission bits"));
         let mut nodigest = file("f", b"");
-        nodigest.sha256 = Some("ABC".into());
-        assert!(bad(vec![nodigest]).contains("SHA-256"));
+        nodigest.blake3 = Some("ABC".into());
+        assert!(bad(vec![nodigest]).contains("BLAKE3"));
         let too_many = (0..=MAX_ENTRIES)
             .map(|i| {
                 if i == 0 {

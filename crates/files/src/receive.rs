@@ -11,8 +11,6 @@ use std::io::{Read, Seek, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use crate::area::Destination;
 use crate::manifest::{Kind, Manifest};
 
@@ -115,17 +113,17 @@ pub fn make_dir(dir: &Path, mode: u32) -> Result<(), ReceiveError> {
     }
 }
 
-/// The partial file for `target` receiving the bytes with digest `sha256`.
-pub fn part_path(target: &Path, sha256: &str) -> PathBuf {
+/// The partial file for `target` receiving the bytes with digest `blake3`.
+pub fn part_path(target: &Path, blake3: &str) -> PathBuf {
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let prefix = &sha256[..sha256.len().min(16)];
+    let prefix = &blake3[..blake3.len().min(16)];
     target.with_file_name(format!(".{name}.{prefix}{PART_SUFFIX}"))
 }
 
-fn digest_of(path: &Path, limit: u64, h: &mut Sha256) -> std::io::Result<u64> {
+fn digest_of(path: &Path, limit: u64, h: &mut blake3::Hasher) -> std::io::Result<u64> {
     let mut f = std::fs::File::open(path)?.take(limit);
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
@@ -139,21 +137,21 @@ fn digest_of(path: &Path, limit: u64, h: &mut Sha256) -> std::io::Result<u64> {
     }
 }
 
-/// Where receiving `target` (`size` bytes, digest `sha256`) starts: `None` when the target
+/// Where receiving `target` (`size` bytes, digest `blake3`) starts: `None` when the target
 /// already holds exactly those bytes (nothing to send), else the length of a partial file
 /// an earlier attempt left (at most `size`), else 0.
-pub fn resume_offset(target: &Path, size: u64, sha256: &str) -> Result<Option<u64>, ReceiveError> {
+pub fn resume_offset(target: &Path, size: u64, blake3: &str) -> Result<Option<u64>, ReceiveError> {
     if let Ok(m) = std::fs::symlink_metadata(target)
         && m.file_type().is_file()
         && m.len() == size
     {
-        let mut h = Sha256::new();
+        let mut h = blake3::Hasher::new();
         digest_of(target, size, &mut h).map_err(io(target))?;
-        if hex::encode(h.finalize()) == sha256 {
+        if h.finalize().to_hex().to_string() == blake3 {
             return Ok(None);
         }
     }
-    let part = part_path(target, sha256);
+    let part = part_path(target, blake3);
     match std::fs::symlink_metadata(&part) {
         Ok(m) if m.file_type().is_file() => Ok(Some(m.len().min(size))),
         _ => Ok(Some(0)),
@@ -163,7 +161,7 @@ pub fn resume_offset(target: &Path, size: u64, sha256: &str) -> Result<Option<u6
 /// One file being received.
 pub struct Receiver {
     file: std::fs::File,
-    hasher: Sha256,
+    hasher: blake3::Hasher,
     written: u64,
     size: u64,
     want: String,
@@ -179,11 +177,11 @@ impl Receiver {
     pub fn open(
         target: &Path,
         size: u64,
-        sha256: &str,
+        blake3: &str,
         mode: u32,
         offset: u64,
     ) -> Result<Self, ReceiveError> {
-        let part = part_path(target, sha256);
+        let part = part_path(target, blake3);
         remove_other_parts(target, &part);
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -194,7 +192,7 @@ impl Receiver {
             .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
             .open(&part)
             .map_err(io(&part))?;
-        let mut hasher = Sha256::new();
+        let mut hasher = blake3::Hasher::new();
         let have = file.metadata().map_err(io(&part))?.len();
         if offset > have.min(size) {
             return Err(ReceiveError::Placement(format!(
@@ -221,7 +219,7 @@ impl Receiver {
             hasher,
             written: offset,
             size,
-            want: sha256.to_string(),
+            want: blake3.to_string(),
             mode,
             part,
             target: target.to_path_buf(),
@@ -262,7 +260,7 @@ impl Receiver {
                 size: self.size,
             });
         }
-        let got = hex::encode(self.hasher.finalize());
+        let got = self.hasher.finalize().to_hex().to_string();
         if got != self.want {
             let _ = std::fs::remove_file(&self.part);
             return Err(ReceiveError::Mismatch {
@@ -310,7 +308,7 @@ mod tests {
     use crate::manifest::build;
 
     fn sha(b: &[u8]) -> String {
-        hex::encode(Sha256::digest(b))
+        blake3::hash(b).to_hex().to_string()
     }
 
     #[test]

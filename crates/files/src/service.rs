@@ -74,7 +74,7 @@ enum Item {
     Receive {
         target: PathBuf,
         size: u64,
-        sha256: String,
+        blake3: String,
         mode: u32,
     },
 }
@@ -270,7 +270,7 @@ impl Files {
             let mut offsets = Vec::with_capacity(places.len());
             let mut need = 0u64;
             for (e, at) in manifest.entries.iter().zip(&places) {
-                match (e.kind, &e.sha256) {
+                match (e.kind, &e.blake3) {
                     (Kind::Dir, _) => {
                         make_dir(at, e.mode).map_err(failed)?;
                         items.push(None);
@@ -283,7 +283,7 @@ impl Files {
                         items.push(Some(Item::Receive {
                             target: at.clone(),
                             size: e.size,
-                            sha256: sha.clone(),
+                            blake3: sha.clone(),
                             mode: e.mode,
                         }));
                     }
@@ -590,9 +590,9 @@ impl Files {
             Item::Receive {
                 target,
                 size,
-                sha256,
+                blake3,
                 mode,
-            } => serve_write(&mut stream, target, size, sha256, mode, header.offset).await,
+            } => serve_write(&mut stream, target, size, blake3, mode, header.offset).await,
         };
         if let Err(e) = r {
             tracing::warn!(%peer, "files: transfer stream ended: {e}");
@@ -660,13 +660,13 @@ async fn serve_write(
     stream: &mut libp2p::Stream,
     target: PathBuf,
     size: u64,
-    sha256: String,
+    blake3: String,
     mode: u32,
     offset: u64,
 ) -> Result<(), String> {
     let t = target.clone();
     let opened =
-        tokio::task::spawn_blocking(move || Receiver::open(&t, size, &sha256, mode, offset))
+        tokio::task::spawn_blocking(move || Receiver::open(&t, size, &blake3, mode, offset))
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| e.to_string()));
@@ -682,21 +682,24 @@ async fn serve_write(
         .map_err(|e| e.to_string())?;
     // The disk work runs on a blocking thread fed through a short queue, so hashing and
     // writing overlap with reading the stream.
-    let (tx, mut chunks) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+    // Buffers go back to the reader once written, so none is allocated (and zeroed) per read.
+    const QUEUE: usize = 8;
+    let (tx, mut chunks) = tokio::sync::mpsc::channel::<(Vec<u8>, usize)>(QUEUE);
+    let (give_back, mut spare) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUE + 1);
     let writer = tokio::task::spawn_blocking(move || {
-        while let Some(c) = chunks.blocking_recv() {
-            rx.write(&c)?;
+        while let Some((c, n)) = chunks.blocking_recv() {
+            rx.write(&c[..n])?;
+            let _ = give_back.try_send(c);
         }
         Ok::<_, crate::receive::ReceiveError>(rx)
     });
     let mut read_err = None;
     loop {
-        let mut buf = vec![0u8; BUF];
+        let mut buf = spare.try_recv().unwrap_or_else(|_| vec![0u8; BUF]);
         match tokio::time::timeout(STREAM_IDLE, stream.read(&mut buf)).await {
             Ok(Ok(0)) => break,
             Ok(Ok(n)) => {
-                buf.truncate(n);
-                if tx.send(buf).await.is_err() {
+                if tx.send((buf, n)).await.is_err() {
                     break; // the writer failed; its error is reported below
                 }
             }

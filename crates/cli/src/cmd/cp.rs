@@ -36,7 +36,7 @@ const BUF: usize = 1 << 20;
 /// As with `cp -r`, an existing directory DST receives the source under its own name;
 /// otherwise DST becomes the copy.
 ///
-/// Every file is checked against the sender's SHA-256 before it is put in place. After an
+/// Every file is checked against the sender's BLAKE3 digest before it is put in place. After an
 /// interruption run the same command again: files already there are skipped, a partly
 /// received file continues where it stopped.
 #[derive(Args, Debug)]
@@ -269,7 +269,7 @@ fn fetch(caller: &Caller, peer: &str, path: &str, dst: &Path, quiet: bool) -> Re
     let mut p = Progress::new(r.manifest.bytes(), quiet);
     let (mut moved, mut copied, mut in_place) = (0u64, 0usize, 0usize);
     for (i, (e, at)) in r.manifest.entries.iter().zip(&places).enumerate() {
-        let sha = match (e.kind, &e.sha256) {
+        let sha = match (e.kind, &e.blake3) {
             (Kind::Dir, _) => {
                 make_dir(at, e.mode)?;
                 continue;
