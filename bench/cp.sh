@@ -4,6 +4,8 @@
 #   iperf3      TCP, one stream, IPERF_TIME seconds (default 5), node 1 → node 2: the link
 #   scp         the file node 1 → node 2 with OpenSSH (sshd started in node 2's namespace,
 #               a throwaway key; the cipher OpenSSH picks by default)
+#   scp + sync  the same, and then the copy synced to disk (what nunet cp does for every file
+#               before it reports it copied)
 #   nunet cp    the same file node 1 → node 2 (send) and node 2 → node 1 (fetch)
 # The file (SIZE_MIB, default 1024, random) is read once before, so every copy reads it from
 # the page cache and writes to the same disk. Each copy is timed by its wall clock (nunet cp
@@ -95,6 +97,9 @@ scp_cmd = inns(1) + ["scp", "-q", "-P", "2222", "-i", f"{work}/ssh/user",
                      "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                      src, f"root@{a2}:{work}/scp-dst/src.bin"]
 scp = size_mib / timed(scp_cmd)
+# scp leaves the copy in the page cache; nunet cp syncs each file before it says it is there.
+os.remove(f"{work}/scp-dst/src.bin")
+scp_sync = size_mib / timed(["bash", "-c", " ".join(f"'{a}'" for a in scp_cmd) + f" && sync '{work}/scp-dst/src.bin'"])
 
 env = dict(os.environ, NUNET_HOME=nodes[0]["home"], DMS_PASSPHRASE_FILE=f"{dn}/passphrase")
 peer = nodes[1]["did"]
@@ -106,6 +111,7 @@ assert subprocess.run(["cmp", src, back]).returncode == 0, "the fetched copy dif
 print(f"file: {size_mib} MiB, two namespace hosts on one bridge")
 print(f"iperf3 TCP:      {iperf:8.1f} MiB/s")
 print(f"scp:             {scp:8.1f} MiB/s")
+print(f"scp + sync:      {scp_sync:8.1f} MiB/s")
 for name, v in [("nunet cp send", send), ("nunet cp fetch", fetch)]:
-    print(f"{name + ':':16} {v:8.1f} MiB/s  ({v / iperf:.2f}x iperf3, {v / scp:.2f}x scp)")
+    print(f"{name + ':':16} {v:8.1f} MiB/s  ({v / iperf:.2f}x iperf3, {v / scp:.2f}x scp, {v / scp_sync:.2f}x scp + sync)")
 PY

@@ -1,6 +1,7 @@
 //! `nunet cp` between real daemons on loopback (issue 17, item 3): a directory to a peer and
 //! back, byte for byte; symlinks inside it skipped and listed; a second run that finds
-//! everything in place; a copy interrupted by killing the CLI that the next run resumes;
+//! everything in place; a copy interrupted by killing the CLI that the next run resumes; the
+//! bytes on a direct connection, and on the libp2p connection to a node that turned that off;
 //! paths outside the peer's file area (`..`, absolute paths, a symlink out of the area)
 //! refused; and a node the peer does not trust refused by its capability check.
 #![allow(clippy::unwrap_used, missing_docs)]
@@ -10,7 +11,7 @@ mod deploy_support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use deploy_support::{Devnet, devnet_manifest, nunet, nunet_cmd, stranger, text};
+use deploy_support::{Devnet, devnet_manifest, kill, nunet, nunet_cmd, restart, stranger, text};
 
 fn write_tree(root: &Path) {
     std::fs::create_dir_all(root.join("sub/deeper")).unwrap();
@@ -148,6 +149,34 @@ fn directories_go_to_a_peer_and_back_and_an_interrupted_copy_resumes() {
     assert!(out.contains("MiB not sent again"), "no resume: {out}");
     assert_eq!(std::fs::read(area.join("big.bin")).unwrap(), body);
     assert!(part().is_none(), "partial file left behind");
+
+    // Bytes went over a connection of their own; a node with `files.direct` off keeps them
+    // on the libp2p connection, and the copy says so.
+    let (_, out) = dn.run(
+        1,
+        &[
+            "cp",
+            "-q",
+            &format!("{peer}:tree"),
+            local.join("again").to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("over a direct connection"), "{out}");
+    kill(&dn.dir, 3, "-TERM");
+    let (code, out) = dn.run(3, &["config", "set", "files.direct", "false"]);
+    assert_eq!(code, 0, "{out}");
+    restart(&dn, 3);
+    let third = did_of(&dn, 3);
+    let (code, out) = dn.run(
+        1,
+        &["cp", "-q", src.to_str().unwrap(), &format!("{third}:")],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("over the libp2p connection"), "{out}");
+    assert_eq!(
+        listing(&dn.dir.join("node-3/data/files/tree")),
+        listing(&src)
+    );
 
     // Nothing outside the area, however it is spelled.
     std::os::unix::fs::symlink("/etc", area.join("etc")).unwrap();

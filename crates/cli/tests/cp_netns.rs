@@ -103,6 +103,7 @@ fn a_gigabyte_crosses_namespaces_survives_an_interruption_each_way_and_hashes_th
     let said = deploy_support::text(&o);
     assert!(o.status.success(), "{said}");
     assert!(said.contains("not sent again"), "did not resume: {said}");
+    assert!(said.contains("over a direct connection"), "{said}");
     assert_eq!(sha256(&area.join("one-gig.bin")), want, "after {cut} bytes");
     assert!(partial(&area).is_none());
     eprintln!("to the peer: interrupted after {cut} bytes; {said}");
@@ -125,6 +126,7 @@ fn a_gigabyte_crosses_namespaces_survives_an_interruption_each_way_and_hashes_th
     let said = deploy_support::text(&o);
     assert!(o.status.success(), "{said}");
     assert!(said.contains("not sent again"), "did not resume: {said}");
+    assert!(said.contains("over a direct connection"), "{said}");
     assert_eq!(sha256(&back), want, "after {cut} bytes");
     assert!(partial(&back_dir).is_none());
     eprintln!("from the peer: interrupted after {cut} bytes; {said}");

@@ -14,6 +14,7 @@
 
 pub mod area;
 pub mod calls;
+pub mod direct;
 pub mod manifest;
 pub mod receive;
 pub mod service;

@@ -168,7 +168,13 @@ pub struct Receiver {
     mode: u32,
     part: PathBuf,
     target: PathBuf,
+    /// Bytes before this offset were handed to the disk's writeback already.
+    kicked: u64,
 }
+
+/// Writeback of received bytes is started every this many bytes, so the disk writes while
+/// the network delivers and the final sync has only the tail left.
+const WRITEBACK_EVERY: u64 = 64 << 20;
 
 impl Receiver {
     /// Opens the partial file of `target` and continues at `offset` (what
@@ -223,6 +229,7 @@ impl Receiver {
             mode,
             part,
             target: target.to_path_buf(),
+            kicked: offset,
         })
     }
 
@@ -247,6 +254,17 @@ impl Receiver {
         self.file.write_all(buf).map_err(io(&self.part))?;
         self.hasher.update(buf);
         self.written += buf.len() as u64;
+        if self.written - self.kicked >= WRITEBACK_EVERY {
+            // Starts writeback of that range without waiting for it (and lets the page cache
+            // drop it once written: a large transfer does not push everything else out).
+            let _ = nix::fcntl::posix_fadvise(
+                &self.file,
+                self.kicked as i64,
+                (self.written - self.kicked) as i64,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            );
+            self.kicked = self.written;
+        }
         Ok(())
     }
 

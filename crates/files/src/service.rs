@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::{AsyncReadExt, AsyncWriteExt, Stream, StreamExt};
+use futures::{AsyncWriteExt, Stream, StreamExt};
 use libp2p::PeerId;
 use nunet_actor::{ActorError, ActorSystem, ErrorKind, Handle, Incoming};
 use nunet_network::Network;
@@ -27,6 +27,7 @@ use crate::calls::{
     FetchReply, FetchRequest, FilesFetch, FilesRead, FilesSend, FilesWrite, ReadReply, ReadRequest,
     SendReply, SendRequest, WriteReply, WriteRequest,
 };
+use crate::direct::{self, Channel, direct_ip};
 use crate::manifest::{Kind, Manifest, build};
 use crate::receive::{Receiver, make_dir, resume_offset, targets};
 use crate::wire::{Header, Op, PROTOCOL, read_status, write_status};
@@ -101,7 +102,15 @@ struct Inner {
     tickets: Mutex<HashMap<[u8; 32], Ticket>>,
     sessions: Mutex<HashMap<String, Session>>,
     slots: Arc<Semaphore>,
+    /// Offer and take direct connections for file bytes.
+    direct: bool,
+    /// Peers whose offered direct connection could not be reached, and when: their bytes
+    /// stay on the stream for [`DIRECT_RETRY`] (no connect timeout per file).
+    no_direct: Mutex<HashMap<PeerId, Instant>>,
 }
+
+/// How long a peer whose direct connection failed keeps its bytes on the stream.
+pub const DIRECT_RETRY: Duration = Duration::from_secs(600);
 
 /// Transfers on this node (cheap to clone).
 #[derive(Clone)]
@@ -139,9 +148,15 @@ fn ticket_of(hex_ticket: &str) -> Result<[u8; 32], ActorError> {
 }
 
 impl Files {
-    /// Transfers for `system` over `net`, sharing `area` with peers. Registers the four
+    /// Transfers for `system` over `net`, sharing `area` with peers; `direct`: offer and
+    /// take direct connections for file bytes ([`crate::direct`]). Registers the four
     /// behaviours on the root actor and starts the stream server (inside a tokio runtime).
-    pub fn start(system: &ActorSystem, net: &Network, area: Area) -> Result<Self, ActorError> {
+    pub fn start(
+        system: &ActorSystem,
+        net: &Network,
+        area: Area,
+        direct: bool,
+    ) -> Result<Self, ActorError> {
         let f = Files(Arc::new(Inner {
             system: system.clone(),
             net: net.clone(),
@@ -149,6 +164,8 @@ impl Files {
             tickets: Mutex::default(),
             sessions: Mutex::default(),
             slots: Arc::new(Semaphore::new(MAX_STREAMS)),
+            direct,
+            no_direct: Mutex::default(),
         }));
         call::register::<FilesRead, _, _, _>(system, "root", f.clone(), |f, m, req| async move {
             f.read(m, req).await
@@ -390,15 +407,16 @@ impl Files {
         })
     }
 
-    /// Opens the stream for file `index` of `session` at `offset`; returns it with the bytes
-    /// left to move.
+    /// Opens the stream for file `index` of `session` at `offset` (with a direct connection
+    /// beside it when the peer is reached directly and offers one); returns the channel with
+    /// the bytes left to move.
     async fn open(
         &self,
         session: &str,
         index: u32,
         offset: u64,
         op: Op,
-    ) -> Result<(libp2p::Stream, u64), FilesError> {
+    ) -> Result<(Channel, u64), FilesError> {
         let (peer, ticket, size) = {
             let mut s = lock(&self.0.sessions);
             let sess = s
@@ -434,26 +452,54 @@ impl Files {
                 FilesError::Unreachable(format!("no stream to {peer} within {STREAM_IDLE:?}"))
             })?
             .map_err(|e| FilesError::Unreachable(format!("cannot open a stream to {peer}: {e}")))?;
+        let recently_failed = lock(&self.0.no_direct)
+            .get(&peer)
+            .is_some_and(|t| t.elapsed() < DIRECT_RETRY);
+        let ip = if self.0.direct && !recently_failed {
+            self.0
+                .net
+                .peers()
+                .await
+                .into_iter()
+                .find(|p| p.peer_id == peer && !p.relayed)
+                .and_then(|p| direct_ip(&p.addrs))
+        } else {
+            None
+        };
         let header = Header {
             op,
             ticket,
             index,
             offset,
+            direct: ip.is_some(),
         };
         let go = async {
             stream.write_all(&header.encode()).await?;
             stream.flush().await?;
-            read_status(&mut stream)
+            let status = read_status(&mut stream)
                 .await
-                .map_err(std::io::Error::other)
+                .map_err(std::io::Error::other)?;
+            let direct = match (&status, ip) {
+                (Ok(()), Some(ip)) => match direct::take(&mut stream, ip).await? {
+                    direct::Taken::Direct(d) => Some(d),
+                    direct::Taken::NotOffered => None,
+                    direct::Taken::Unreachable => {
+                        lock(&self.0.no_direct).insert(peer, Instant::now());
+                        None
+                    }
+                },
+                _ => None,
+            };
+            Ok::<_, std::io::Error>((status, direct))
         };
         match tokio::time::timeout(STREAM_IDLE, go).await {
             Err(_) => Err(FilesError::Unreachable(format!(
                 "{peer} did not answer within {STREAM_IDLE:?}"
             ))),
             Ok(Err(e)) => Err(FilesError::Unreachable(format!("stream to {peer}: {e}"))),
-            Ok(Ok(Err(reason))) => Err(FilesError::Peer(reason)),
-            Ok(Ok(Ok(()))) => Ok((stream, size - offset)),
+            Ok(Ok((Err(reason), _))) => Err(FilesError::Peer(reason)),
+            Ok(Ok((Ok(()), Some(d)))) => Ok((Channel::Direct(d, stream), size - offset)),
+            Ok(Ok((Ok(()), None))) => Ok((Channel::Stream(stream), size - offset)),
         }
     }
 
@@ -468,51 +514,56 @@ impl Files {
     ) -> Result<
         (
             u64,
+            bool,
             impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
         ),
         FilesError,
     > {
-        let (stream, len) = self.open(session, index, offset, Op::Read).await?;
-        let body = futures::stream::unfold((stream, len), |(mut s, left)| async move {
+        let (channel, len) = self.open(session, index, offset, Op::Read).await?;
+        let direct = channel.is_direct();
+        let body = futures::stream::unfold((channel, len), |(mut c, left)| async move {
             if left == 0 {
                 return None;
             }
-            let mut buf = vec![0u8; BUF.min(left as usize)];
-            match tokio::time::timeout(STREAM_IDLE, s.read(&mut buf)).await {
+            let mut buf = Vec::new();
+            let read = tokio::time::timeout(STREAM_IDLE, c.read_into(&mut buf, BUF)).await;
+            match read {
                 Ok(Ok(0)) => Some((
                     Err(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
                         format!("the peer stopped with {left} bytes to go"),
                     )),
-                    (s, 0),
+                    (c, 0),
                 )),
-                Ok(Ok(n)) => {
-                    buf.truncate(n);
-                    Some((Ok(Bytes::from(buf)), (s, left - n as u64)))
-                }
-                Ok(Err(e)) => Some((Err(e), (s, 0))),
+                Ok(Ok(n)) if n as u64 > left => Some((
+                    Err(std::io::Error::other("the peer sent more than the file")),
+                    (c, 0),
+                )),
+                Ok(Ok(n)) => Some((Ok(Bytes::from(buf)), (c, left - n as u64))),
+                Ok(Err(e)) => Some((Err(e), (c, 0))),
                 Err(_) => Some((
                     Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         "the peer went silent",
                     )),
-                    (s, 0),
+                    (c, 0),
                 )),
             }
         });
-        Ok((len, body))
+        Ok((len, direct, body))
     }
 
     /// Sends `body` as file `index` of a send `session` from `offset` on and waits for the
-    /// peer to check and place it.
+    /// peer to check and place it; whether the bytes took a direct connection.
     pub async fn push<E: std::fmt::Display>(
         &self,
         session: &str,
         index: u32,
         offset: u64,
         body: impl Stream<Item = Result<Bytes, E>>,
-    ) -> Result<(), FilesError> {
-        let (mut stream, len) = self.open(session, index, offset, Op::Write).await?;
+    ) -> Result<bool, FilesError> {
+        let (mut channel, len) = self.open(session, index, offset, Op::Write).await?;
+        let direct = channel.is_direct();
         let mut body = std::pin::pin!(body);
         let mut sent = 0u64;
         while let Some(chunk) = body.next().await {
@@ -523,7 +574,7 @@ impl Files {
                     "more than the {len} bytes left of this file"
                 )));
             }
-            tokio::time::timeout(STREAM_IDLE, stream.write_all(&chunk))
+            tokio::time::timeout(STREAM_IDLE, channel.write_all(&chunk))
                 .await
                 .map_err(|_| FilesError::Unreachable("the peer stopped taking data".into()))?
                 .map_err(|e| FilesError::Unreachable(format!("stream: {e}")))?;
@@ -534,8 +585,8 @@ impl Files {
             )));
         }
         let fin = async {
-            stream.close().await?;
-            read_status(&mut stream)
+            channel.end().await?;
+            read_status(channel.control())
                 .await
                 .map_err(std::io::Error::other)
         };
@@ -545,7 +596,7 @@ impl Files {
             )),
             Ok(Err(e)) => Err(FilesError::Unreachable(format!("stream: {e}"))),
             Ok(Ok(Err(reason))) => Err(FilesError::Peer(reason)),
-            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Ok(()))) => Ok(direct),
         }
     }
 
@@ -585,14 +636,21 @@ impl Files {
                 return;
             }
         };
+        let direct = match (header.direct, self.0.direct) {
+            (false, _) => Offer::NotAsked,
+            (true, true) => Offer::Make,
+            (true, false) => Offer::Decline,
+        };
         let r = match item {
-            Item::Send { path, size } => serve_read(&mut stream, path, size, header.offset).await,
+            Item::Send { path, size } => {
+                serve_read(stream, path, size, header.offset, direct).await
+            }
             Item::Receive {
                 target,
                 size,
                 blake3,
                 mode,
-            } => serve_write(&mut stream, target, size, blake3, mode, header.offset).await,
+            } => serve_write(stream, target, (size, blake3, mode), header.offset, direct).await,
         };
         if let Err(e) = r {
             tracing::warn!(%peer, "files: transfer stream ended: {e}");
@@ -600,11 +658,46 @@ impl Files {
     }
 }
 
+/// Whether to offer a direct connection on a stream.
+#[derive(Clone, Copy)]
+enum Offer {
+    /// The opener did not ask for one.
+    NotAsked,
+    /// It asked, and this node offers.
+    Make,
+    /// It asked, and this node keeps the bytes on the stream (`files.direct` off).
+    Decline,
+}
+
+/// After an OK status: the channel the bytes take (a direct connection when the opener asked
+/// for one, this node offers it and the opener got through).
+async fn channel(mut stream: libp2p::Stream, offer: Offer) -> Result<Channel, String> {
+    let offered = match offer {
+        Offer::NotAsked => return Ok(Channel::Stream(stream)),
+        Offer::Decline => {
+            let said = async {
+                stream.write_all(&[0]).await?;
+                stream.flush().await
+            };
+            said.await.map_err(|e| format!("stream: {e}"))?;
+            return Ok(Channel::Stream(stream));
+        }
+        Offer::Make => tokio::time::timeout(STREAM_IDLE, direct::offer(&mut stream)).await,
+    };
+    match offered {
+        Ok(Ok(Some(d))) => Ok(Channel::Direct(Box::new(d), stream)),
+        Ok(Ok(None)) => Ok(Channel::Stream(stream)),
+        Ok(Err(e)) => Err(format!("direct channel: {e}")),
+        Err(_) => Err("direct channel: no answer".into()),
+    }
+}
+
 async fn serve_read(
-    stream: &mut libp2p::Stream,
+    mut stream: libp2p::Stream,
     path: PathBuf,
     size: u64,
     offset: u64,
+    direct: Offer,
 ) -> Result<(), String> {
     use tokio::io::{AsyncReadExt as _, AsyncSeekExt};
     let opened = async {
@@ -632,37 +725,41 @@ async fn serve_read(
         Ok(f) => f,
         Err(e) => {
             let why = e.to_string();
-            let _ = write_status(stream, Err(&why)).await;
+            let _ = write_status(&mut stream, Err(&why)).await;
             return Err(why);
         }
     };
-    write_status(stream, Ok(()))
+    write_status(&mut stream, Ok(()))
         .await
         .map_err(|e| e.to_string())?;
+    let mut channel = channel(stream, direct).await?;
     let mut left = size - offset;
-    let mut buf = vec![0u8; BUF];
+    let mut buf = vec![0u8; direct::FRAME];
     while left > 0 {
         let want = buf.len().min(left as usize);
         let n = f.read(&mut buf[..want]).await.map_err(|e| e.to_string())?;
         if n == 0 {
             return Err(format!("{} shrank while being sent", path.display()));
         }
-        tokio::time::timeout(STREAM_IDLE, stream.write_all(&buf[..n]))
+        tokio::time::timeout(STREAM_IDLE, channel.write_all(&buf[..n]))
             .await
             .map_err(|_| "the peer stopped reading".to_string())?
             .map_err(|e| e.to_string())?;
         left -= n as u64;
     }
-    stream.close().await.map_err(|e| e.to_string())
+    channel.end().await.map_err(|e| e.to_string())?;
+    if channel.is_direct() {
+        let _ = channel.control().close().await;
+    }
+    Ok(())
 }
 
 async fn serve_write(
-    stream: &mut libp2p::Stream,
+    mut stream: libp2p::Stream,
     target: PathBuf,
-    size: u64,
-    blake3: String,
-    mode: u32,
+    (size, blake3, mode): (u64, String, u32),
     offset: u64,
+    direct: Offer,
 ) -> Result<(), String> {
     let t = target.clone();
     let opened =
@@ -673,33 +770,34 @@ async fn serve_write(
     let mut rx = match opened {
         Ok(r) => r,
         Err(why) => {
-            let _ = write_status(stream, Err(&why)).await;
+            let _ = write_status(&mut stream, Err(&why)).await;
             return Err(why);
         }
     };
-    write_status(stream, Ok(()))
+    write_status(&mut stream, Ok(()))
         .await
         .map_err(|e| e.to_string())?;
+    let mut channel = channel(stream, direct).await?;
     // The disk work runs on a blocking thread fed through a short queue, so hashing and
-    // writing overlap with reading the stream.
-    // Buffers go back to the reader once written, so none is allocated (and zeroed) per read.
+    // writing overlap with reading. Buffers go back to the reader once written, so none is
+    // allocated per read.
     const QUEUE: usize = 8;
-    let (tx, mut chunks) = tokio::sync::mpsc::channel::<(Vec<u8>, usize)>(QUEUE);
+    let (tx, mut chunks) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUE);
     let (give_back, mut spare) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUE + 1);
     let writer = tokio::task::spawn_blocking(move || {
-        while let Some((c, n)) = chunks.blocking_recv() {
-            rx.write(&c[..n])?;
+        while let Some(c) = chunks.blocking_recv() {
+            rx.write(&c)?;
             let _ = give_back.try_send(c);
         }
         Ok::<_, crate::receive::ReceiveError>(rx)
     });
     let mut read_err = None;
     loop {
-        let mut buf = spare.try_recv().unwrap_or_else(|_| vec![0u8; BUF]);
-        match tokio::time::timeout(STREAM_IDLE, stream.read(&mut buf)).await {
+        let mut buf = spare.try_recv().unwrap_or_default();
+        match tokio::time::timeout(STREAM_IDLE, channel.read_into(&mut buf, BUF)).await {
             Ok(Ok(0)) => break,
-            Ok(Ok(n)) => {
-                if tx.send((buf, n)).await.is_err() {
+            Ok(Ok(_)) => {
+                if tx.send(buf).await.is_err() {
                     break; // the writer failed; its error is reported below
                 }
             }
@@ -730,6 +828,7 @@ async fn serve_write(
         Ok(()) => Ok(()),
         Err(e) => Err(e.as_str()),
     };
+    let stream = channel.control();
     let _ = write_status(stream, status).await;
     let _ = stream.close().await;
     result

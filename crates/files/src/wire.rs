@@ -1,10 +1,15 @@
 //! The transfer stream protocol, [`PROTOCOL`]: one libp2p stream per file.
 //!
-//! The opener writes a 52-byte header: `"NFT1"`, the operation (1 = read, 2 = write), three
-//! zero bytes, the 32-byte ticket a capability-checked call handed out, the entry's index in
+//! The opener writes a 52-byte header: `"NFT1"`, the operation (1 = read, 2 = write), a flag
+//! byte (1: it would take the bytes on a direct connection, [`crate::direct`]), two zero
+//! bytes, the 32-byte ticket a capability-checked call handed out, the entry's index in
 //! the manifest and the offset to start at (big-endian `u32`, `u64`). The server answers a
 //! status: `0`, or an error code, a big-endian `u16` length and that many bytes of UTF-8
 //! reason (at most [`MAX_REASON`]).
+//!
+//! When the opener asked for a direct connection, the `0` is followed by the server's offer
+//! and the opener's answer ([`crate::direct`]); the bytes below then go over whichever
+//! carries them.
 //!
 //! * read: after `0` the server sends the file's bytes from the offset to its end and closes.
 //! * write: after `0` the opener sends the bytes from the offset to the end and closes its
@@ -42,6 +47,8 @@ pub struct Header {
     pub index: u32,
     /// Where to start.
     pub offset: u64,
+    /// The opener would take a direct connection for the bytes.
+    pub direct: bool,
 }
 
 /// Why a header or status could not be read.
@@ -70,6 +77,7 @@ impl Header {
             Op::Read => 1,
             Op::Write => 2,
         };
+        b[5] = u8::from(self.direct);
         b[8..40].copy_from_slice(&self.ticket);
         b[40..44].copy_from_slice(&self.index.to_be_bytes());
         b[44..52].copy_from_slice(&self.offset.to_be_bytes());
@@ -78,7 +86,7 @@ impl Header {
 
     /// Reads one back.
     pub fn decode(b: &[u8; HEADER_LEN]) -> Result<Self, WireError> {
-        if &b[..4] != MAGIC || b[5..8] != [0, 0, 0] {
+        if &b[..4] != MAGIC || b[5] > 1 || b[6..8] != [0, 0] {
             return Err(WireError::Magic);
         }
         let op = match b[4] {
@@ -97,6 +105,7 @@ impl Header {
             ticket,
             index: u32::from_be_bytes(index),
             offset: u64::from_be_bytes(offset),
+            direct: b[5] == 1,
         })
     }
 
@@ -161,6 +170,7 @@ mod tests {
             ticket: [7; 32],
             index: 3,
             offset: 1 << 40,
+            direct: true,
         };
         assert_eq!(Header::decode(&h.encode()).unwrap(), h);
         let mut b = h.encode();

@@ -440,6 +440,14 @@ fn files_err(e: &nunet_files::FilesError) -> Response {
     err(status, &ActorError::new(kind, e.to_string()))
 }
 
+/// Header of a file's bytes saying how they came from the peer.
+const PATH_HEADER: &str = "x-nunet-path";
+
+/// `direct` (a connection of their own) or `stream` (the libp2p connection).
+fn path_name(direct: bool) -> &'static str {
+    if direct { "direct" } else { "stream" }
+}
+
 fn no_files() -> Response {
     let e = ActorError::new(ErrorKind::NotFound, "this API serves no file transfers");
     err(StatusCode::NOT_FOUND, &e)
@@ -459,9 +467,10 @@ async fn pull_file(
         Err(m) => return bad_request(m),
     };
     match files.pull(&session, index, offset).await {
-        Ok((len, body)) => Response::builder()
+        Ok((len, direct, body)) => Response::builder()
             .header(header::CONTENT_TYPE, "application/octet-stream")
             .header(header::CONTENT_LENGTH, len)
+            .header(PATH_HEADER, path_name(direct))
             .body(Body::from_stream(body))
             .unwrap_or_else(|_| {
                 err(
@@ -492,7 +501,7 @@ async fn push_file(
         .push(&session, index, offset, body.into_data_stream())
         .await
     {
-        Ok(()) => Json(json!({"message": "stored"})).into_response(),
+        Ok(direct) => Json(json!({"message": "stored", "path": path_name(direct)})).into_response(),
         Err(e) => files_err(&e),
     }
 }
@@ -614,7 +623,7 @@ pub fn openapi() -> Value {
                     {"name": "offset", "in": "query", "required": false, "schema": u64_schema, "description": "first byte (resuming)"}],
                 "get": {"summary": "The bytes of one file of a fetch session, as the peer sends them",
                     "responses": {
-                        "200": {"description": "the file from offset on", "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                        "200": {"description": "the file from offset on; header x-nunet-path says how the bytes came from the peer (direct: a connection of their own; stream: the libp2p connection)", "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
                         "400": error("not a file of this transfer, or a bad index or offset"),
                         "403": local_only,
                         "404": error("no such session (unknown or lapsed), or no file transfers here"),
@@ -622,7 +631,7 @@ pub fn openapi() -> Value {
                 "put": {"summary": "One file of a send session; answers once the peer has checked its digest and placed it",
                     "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
                     "responses": {
-                        "200": ok("stored", string_field("message")),
+                        "200": ok("stored; path says how the bytes went to the peer (direct or stream)", json!({"type": "object", "required": ["message", "path"], "properties": {"message": {"type": "string"}, "path": {"type": "string", "enum": ["direct", "stream"]}}})),
                         "400": error("not a file of this transfer, a bad index or offset, or a body of the wrong length"),
                         "403": local_only,
                         "404": error("no such session (unknown or lapsed), or no file transfers here"),

@@ -219,6 +219,7 @@ impl Node {
             &system,
             &network,
             nunet_files::Area::new(cfg.general.data_dir.join("files"), &cfg.files.roots),
+            cfg.files.direct,
         )
         .map_err(|e| NodeError::Behaviors(e.to_string()))?;
         let deployments = crate::orchestrator::start(&system, records.clone(), subnets.clone())

@@ -190,16 +190,43 @@ fn api_error(status: u16, v: &Value) -> String {
         .unwrap_or_else(|| format!("the daemon answered HTTP {status}"))
 }
 
+/// How the bytes of the files copied went: over a direct connection, over the libp2p
+/// connection, or some each way.
+#[derive(Default)]
+struct Paths {
+    direct: usize,
+    stream: usize,
+}
+
+impl Paths {
+    fn add(&mut self, path: Option<&str>) {
+        if path == Some("direct") {
+            self.direct += 1;
+        } else {
+            self.stream += 1;
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match (self.direct, self.stream) {
+            (_, 0) => "over a direct connection",
+            (0, _) => "over the libp2p connection",
+            _ => "partly over a direct connection, partly over the libp2p connection",
+        }
+    }
+}
+
 /// The last line: files copied and files found in place.
-fn summary(copied: usize, in_place: usize, moved: u64, p: &Progress, m: &Manifest) {
+fn summary(copied: usize, in_place: usize, moved: u64, p: &Progress, m: &Manifest, paths: &Paths) {
     let secs = p.started.elapsed().as_secs_f64();
     let mut s = if copied == 0 {
         format!("nothing to copy: {in_place} file(s) already there")
     } else {
         let mut s = format!(
-            "copied {copied} file(s), {} in {secs:.1} s ({})",
+            "copied {copied} file(s), {} in {secs:.1} s ({}, {})",
             fmt_bytes(moved),
-            p.rate()
+            p.rate(),
+            paths.describe()
         );
         if in_place > 0 {
             s.push_str(&format!("; {in_place} file(s) already there"));
@@ -268,6 +295,7 @@ fn fetch(caller: &Caller, peer: &str, path: &str, dst: &Path, quiet: bool) -> Re
     let api = Api::for_transfers(addr, port, FIRST_BYTE);
     let mut p = Progress::new(r.manifest.bytes(), quiet);
     let (mut moved, mut copied, mut in_place) = (0u64, 0usize, 0usize);
+    let mut paths = Paths::default();
     for (i, (e, at)) in r.manifest.entries.iter().zip(&places).enumerate() {
         let sha = match (e.kind, &e.blake3) {
             (Kind::Dir, _) => {
@@ -292,6 +320,11 @@ fn fetch(caller: &Caller, peer: &str, path: &str, dst: &Path, quiet: bool) -> Re
             eprintln!("error: {}: {}", e.path, api_error(status, &v));
             return Ok(exit::FAILED);
         }
+        paths.add(
+            resp.headers()
+                .get("x-nunet-path")
+                .and_then(|v| v.to_str().ok()),
+        );
         let mut rx = Receiver::open(at, e.size, sha, e.mode, offset)?;
         let mut body = resp.body_mut().as_reader();
         let mut buf = vec![0u8; BUF];
@@ -316,7 +349,7 @@ fn fetch(caller: &Caller, peer: &str, path: &str, dst: &Path, quiet: bool) -> Re
         rx.finish()?;
     }
     p.end();
-    summary(copied, in_place, moved, &p, &r.manifest);
+    summary(copied, in_place, moved, &p, &r.manifest, &paths);
     Ok(exit::OK)
 }
 
@@ -365,6 +398,7 @@ fn send(caller: &Caller, src: &Path, peer: &str, path: &str, quiet: bool) -> Res
     let api = Api::for_transfers(addr, port, FIRST_BYTE);
     let mut p = Progress::new(m.bytes(), quiet);
     let (mut moved, mut copied, mut in_place) = (0u64, 0usize, 0usize);
+    let mut paths = Paths::default();
     for (i, (e, &offset)) in m.entries.iter().zip(&r.offsets).enumerate() {
         if e.kind != Kind::File {
             continue;
@@ -409,10 +443,11 @@ fn send(caller: &Caller, src: &Path, peer: &str, path: &str, quiet: bool) -> Res
             );
             return Ok(exit::FAILED);
         }
+        paths.add(v["path"].as_str());
         moved += len;
     }
     p.end();
-    summary(copied, in_place, moved, &p, &m);
+    summary(copied, in_place, moved, &p, &m, &paths);
     std::io::stdout().flush()?;
     Ok(exit::OK)
 }

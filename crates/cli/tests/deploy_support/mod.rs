@@ -236,17 +236,31 @@ pub fn pid_of(dir: &Path, node: usize) -> String {
 pub fn kill(dir: &Path, node: usize, sig: &str) {
     let pid = pid_of(dir, node);
     Command::new("kill").args([sig, &pid]).status().unwrap();
+    wait_gone(&pid, &format!("node-{node}"));
+}
+
+/// Waits (15 s at most) until process `pid` is gone: every thread, not only the main one. A
+/// thread still in the kernel (say in a disk write) keeps the process's files and sockets
+/// open after the main thread is already a zombie, and a restart would find its port taken.
+pub fn wait_gone(pid: &str, what: &str) {
+    let alive = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|threads| {
+                threads.flatten().any(|t| {
+                    !std::fs::read_to_string(t.path().join("stat"))
+                        .unwrap_or_default()
+                        .contains(") Z")
+                })
+            })
+            .unwrap_or(false)
+    };
     let t0 = Instant::now();
-    while Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z")
-    {
+    while alive() {
         assert!(
             t0.elapsed() < Duration::from_secs(15),
-            "node-{node} did not stop"
+            "{what} did not stop"
         );
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

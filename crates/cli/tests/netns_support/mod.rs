@@ -210,24 +210,13 @@ impl NsDevnet {
         let p = self.dir.join(format!("node-{node}/nunet.pid"));
         std::fs::read_to_string(p).unwrap().trim().to_string()
     }
-    /// SIGKILLs a node's daemon (a process this test's devnet started) and waits until it is
-    /// gone.
+    /// SIGKILLs a node's daemon (a process this test's devnet started) and waits until every
+    /// thread of it is gone.
     pub fn crash(&self, node: usize) {
         let pid = self.pid(node);
         let ok = Command::new("kill").args(["-KILL", &pid]).status().unwrap();
         assert!(ok.success(), "kill -KILL {pid}");
-        let t0 = Instant::now();
-        while Path::new(&format!("/proc/{pid}")).exists()
-            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .unwrap_or_default()
-                .contains(") Z")
-        {
-            assert!(
-                t0.elapsed() < Duration::from_secs(15),
-                "node-{node} did not die"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::deploy_support::wait_gone(&pid, &format!("node-{node}"));
     }
     /// Starts a node's daemon again inside its namespace, as `nunet devnet up --netns` does.
     pub fn restart(&self, node: usize) {
