@@ -150,18 +150,22 @@ fn directories_go_to_a_peer_and_back_and_an_interrupted_copy_resumes() {
     assert_eq!(std::fs::read(area.join("big.bin")).unwrap(), body);
     assert!(part().is_none(), "partial file left behind");
 
-    // Bytes went over a connection of their own; a node with `files.direct` off keeps them
-    // on the libp2p connection, and the copy says so.
-    let (_, out) = dn.run(
+    // A large file's bytes go over a connection of their own (small ones stay on the
+    // stream); a node with `files.direct` off keeps them on the libp2p connection, and the
+    // copy says so either way.
+    let again = local.join("again.bin");
+    let (code, out) = dn.run(
         1,
         &[
             "cp",
             "-q",
-            &format!("{peer}:tree"),
-            local.join("again").to_str().unwrap(),
+            &format!("{peer}:big.bin"),
+            again.to_str().unwrap(),
         ],
     );
+    assert_eq!(code, 0, "{out}");
     assert!(out.contains("over a direct connection"), "{out}");
+    assert_eq!(std::fs::read(&again).unwrap(), body);
     kill(&dn.dir, 3, "-TERM");
     let (code, out) = dn.run(3, &["config", "set", "files.direct", "false"]);
     assert_eq!(code, 0, "{out}");
@@ -169,13 +173,13 @@ fn directories_go_to_a_peer_and_back_and_an_interrupted_copy_resumes() {
     let third = did_of(&dn, 3);
     let (code, out) = dn.run(
         1,
-        &["cp", "-q", src.to_str().unwrap(), &format!("{third}:")],
+        &["cp", "-q", big.to_str().unwrap(), &format!("{third}:")],
     );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("over the libp2p connection"), "{out}");
     assert_eq!(
-        listing(&dn.dir.join("node-3/data/files/tree")),
-        listing(&src)
+        std::fs::read(dn.dir.join("node-3/data/files/big.bin")).unwrap(),
+        body
     );
 
     // Nothing outside the area, however it is spelled.

@@ -21,6 +21,9 @@ pub enum AreaError {
     /// Nothing there.
     #[error("{0:?}: no such file or directory on this node")]
     Missing(String),
+    /// A path ending in `/` that is not an existing directory.
+    #[error("{0:?}: no such directory on this node (a path ending in / names one)")]
+    NotADirectory(String),
     /// The directory a new destination would go into does not exist.
     #[error("{0:?}: its directory does not exist on this node")]
     NoParent(String),
@@ -156,15 +159,19 @@ impl Area {
     pub fn destination(&self, p: &str) -> Result<Destination, AreaError> {
         let bases = self.bases()?;
         let n = self.lexical(p, &bases)?;
+        let wants_dir = p.ends_with('/');
         if let Ok(real) = n.canonicalize() {
             if !within(&real, &bases) {
                 return Err(self.outside(p));
             }
-            return Ok(if real.is_dir() {
-                Destination::Into(real)
-            } else {
-                Destination::File(real)
-            });
+            return match (real.is_dir(), wants_dir) {
+                (true, _) => Ok(Destination::Into(real)),
+                (false, true) => Err(AreaError::NotADirectory(p.to_string())),
+                (false, false) => Ok(Destination::File(real)),
+            };
+        }
+        if wants_dir {
+            return Err(AreaError::NotADirectory(p.to_string()));
         }
         let (Some(parent), Some(name)) = (n.parent(), n.file_name()) else {
             return Err(self.outside(p));
@@ -251,6 +258,15 @@ mod tests {
         assert_eq!(
             a.destination("no/such"),
             Err(AreaError::NoParent("no/such".into()))
+        );
+        // A trailing / names a directory, as with cp: never a new file of that name.
+        assert_eq!(
+            a.destination("models/"),
+            Err(AreaError::NotADirectory("models/".into()))
+        );
+        assert_eq!(
+            a.destination("f/"),
+            Err(AreaError::NotADirectory("f/".into()))
         );
         for bad in ["etc/x", "../x", "/tmp/x", "link"] {
             assert!(

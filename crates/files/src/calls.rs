@@ -14,10 +14,12 @@ pub struct FilesRead;
 /// `/dms/node/files/write`: a peer asks this node to take a file or directory.
 #[derive(Debug, Clone, Copy)]
 pub struct FilesWrite;
-/// `/dms/node/files/fetch`: the CLI asks its node to copy from a peer.
+/// `/dms/node/cp/fetch`: the CLI asks its node to copy from a peer. Not under
+/// `/dms/node/files`, so granting a peer that (read and write) never lets it make this node
+/// act on its own authority towards a third node.
 #[derive(Debug, Clone, Copy)]
 pub struct FilesFetch;
-/// `/dms/node/files/send`: the CLI asks its node to copy to a peer.
+/// `/dms/node/cp/send`: the CLI asks its node to copy to a peer (see [`FilesFetch`]).
 #[derive(Debug, Clone, Copy)]
 pub struct FilesSend;
 
@@ -124,13 +126,13 @@ impl Call for FilesWrite {
 }
 
 impl Call for FilesFetch {
-    const NAME: &'static str = "/dms/node/files/fetch";
+    const NAME: &'static str = "/dms/node/cp/fetch";
     type Request = FetchRequest;
     type Reply = FetchReply;
 }
 
 impl Call for FilesSend {
-    const NAME: &'static str = "/dms/node/files/send";
+    const NAME: &'static str = "/dms/node/cp/send";
     type Request = SendRequest;
     type Reply = SendReply;
 }

@@ -8,12 +8,14 @@
 //! How: the stream's opener asks for it in the header; the server listens on a fresh port
 //! and answers, over the authenticated stream, the port, a random AES-256-GCM key and a
 //! random 32-byte token. The opener connects to the peer's address (the remote end of their
-//! direct libp2p connection), sends the token, and says over the stream whether it got
-//! through; if it did not (a NAT, a firewall), the bytes go over the stream as before. On
-//! the connection, bytes travel as frames: a big-endian `u32` length, then that many bytes
-//! of AES-256-GCM ciphertext and tag; the nonce is the frame's number, so frames cannot be
-//! dropped, reordered or replayed. The listener takes one connection, within
-//! [`ACCEPT_TIMEOUT`], and only with the token.
+//! direct libp2p connection, never an address the peer only announced), sends the token,
+//! and says over the stream whether it got through; the server then confirms whether it
+//! took that connection. If either fails (a NAT, a firewall, a middlebox answering the
+//! connect), the bytes go over the stream as before. On the connection, bytes travel as
+//! frames: a big-endian `u32` length, then that many bytes of AES-256-GCM ciphertext and
+//! tag; the nonce is the frame's number, so frames cannot be dropped, reordered or
+//! replayed. The listener (all IPv4 interfaces, a port the kernel picks) takes the first
+//! connection that presents the token within [`ACCEPT_TIMEOUT`]; others are dropped.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -28,6 +30,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Longest the server waits for the opener's connection.
 pub const ACCEPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a connection may take to present its token.
+pub const TOKEN_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest the opener tries to connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most plaintext bytes per frame.
@@ -224,18 +228,29 @@ pub async fn offer<S: AsyncRead + AsyncWrite + Unpin>(
     if got[0] != 1 {
         return Ok(None);
     }
-    let accepted = tokio::time::timeout(ACCEPT_TIMEOUT, async {
-        let (mut tcp, _) = listener.accept().await?;
+    // Connections without the token (a port scan, a stranger) are dropped and the wait goes
+    // on; only the deadline ends it.
+    let deadline = tokio::time::Instant::now() + ACCEPT_TIMEOUT;
+    let accepted = loop {
+        let Ok(Ok((mut tcp, _))) = tokio::time::timeout_at(deadline, listener.accept()).await
+        else {
+            break None;
+        };
         let mut t = [0u8; 32];
-        tcp.read_exact(&mut t).await?;
-        if t != token {
-            return Err(std::io::Error::other("wrong token on the direct channel"));
+        if let Ok(Ok(_)) = tokio::time::timeout(TOKEN_TIMEOUT, tcp.read_exact(&mut t)).await
+            && t == token
+        {
+            break Some(tcp);
         }
-        Ok::<_, std::io::Error>(tcp)
-    })
-    .await
-    .map_err(|_| std::io::Error::other("the direct channel was not opened in time"))??;
-    Ok(Some(Direct::new(accepted, &key)?))
+    };
+    drop(listener);
+    // The opener learns here whether the bytes take the connection or stay on the stream.
+    stream.write_all(&[u8::from(accepted.is_some())]).await?;
+    stream.flush().await?;
+    match accepted {
+        Some(tcp) => Ok(Some(Direct::new(tcp, &key)?)),
+        None => Ok(None),
+    }
 }
 
 /// What became of a request for a direct connection.
@@ -275,7 +290,15 @@ pub async fn take<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(Ok(tcp)) => {
             stream.write_all(&[1]).await?;
             stream.flush().await?;
-            Ok(Taken::Direct(Box::new(Direct::new(tcp, &key)?)))
+            // The server confirms it took this connection (a middlebox may have answered
+            // the connect instead).
+            let mut confirmed = [0u8; 1];
+            stream.read_exact(&mut confirmed).await?;
+            if confirmed[0] == 1 {
+                Ok(Taken::Direct(Box::new(Direct::new(tcp, &key)?)))
+            } else {
+                Ok(Taken::Unreachable)
+            }
         }
         _ => {
             stream.write_all(&[0]).await?;
@@ -389,19 +412,36 @@ mod tests {
         };
         d.send(b"x").await.unwrap();
         assert_eq!(server.await.unwrap(), b"x");
-        // A connection without the token is not taken.
+        // A connection without the token is dropped; the opener's, after it, is taken.
         let (a, b) = tokio::io::duplex(4096);
         let (mut a, mut b) = (Pipe(a), Pipe(b));
-        let server = tokio::spawn(async move { offer(&mut a).await.map(|d| d.is_some()) });
+        let server = tokio::spawn(async move {
+            let mut d = offer(&mut a)
+                .await
+                .unwrap()
+                .expect("the token's connection");
+            let mut out = Vec::new();
+            assert!(d.recv(&mut out).await.unwrap());
+            out
+        });
         let mut kind = [0u8; 1];
         b.read_exact(&mut kind).await.unwrap();
         let mut o = [0u8; OFFER_LEN - 1];
         b.read_exact(&mut o).await.unwrap();
         let port = u16::from_be_bytes([o[0], o[1]]);
-        let mut tcp = TcpStream::connect(SocketAddr::new(ip, port)).await.unwrap();
-        tcp.write_all(&[0u8; 32]).await.unwrap();
+        let mut stranger = TcpStream::connect(SocketAddr::new(ip, port)).await.unwrap();
+        stranger.write_all(&[0u8; 32]).await.unwrap();
         b.write_all(&[1]).await.unwrap();
-        assert!(server.await.unwrap().is_err(), "taken without the token");
+        let mut tcp = TcpStream::connect(SocketAddr::new(ip, port)).await.unwrap();
+        tcp.write_all(&o[34..66]).await.unwrap();
+        let mut confirmed = [0u8; 1];
+        b.read_exact(&mut confirmed).await.unwrap();
+        assert_eq!(confirmed, [1]);
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&o[2..34]);
+        let mut d = Direct::new(tcp, &key).unwrap();
+        d.send(b"mine").await.unwrap();
+        assert_eq!(server.await.unwrap(), b"mine");
         assert_eq!(
             direct_ip(&["/ip4/10.0.0.2/tcp/1".parse().unwrap()]),
             Some("10.0.0.2".parse().unwrap())

@@ -15,8 +15,10 @@
 pub mod area;
 pub mod calls;
 pub mod direct;
+mod leases;
 pub mod manifest;
 pub mod receive;
+pub mod server;
 pub mod service;
 pub mod wire;
 

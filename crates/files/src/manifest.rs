@@ -8,11 +8,14 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-/// Most entries (files and directories) one transfer may carry. A manifest travels in one
-/// actor message (at most 1 MiB), which this keeps it well under.
-pub const MAX_ENTRIES: usize = 4096;
+/// Most entries (files and directories) one transfer may carry.
+pub const MAX_ENTRIES: usize = 2048;
 /// Longest path of an entry, in bytes.
 pub const MAX_PATH_BYTES: usize = 1024;
+/// Most bytes of all paths together. A manifest travels in one actor message (at most
+/// 1 MiB, its payload base64-encoded): 2048 entries of ~135 bytes besides their paths, plus
+/// this, stay under 750 KiB once encoded.
+pub const MAX_TOTAL_PATH_BYTES: usize = 256 << 10;
 /// Most skipped paths listed by name (the rest are counted).
 pub const MAX_SKIPPED_LISTED: usize = 32;
 /// Read size when hashing.
@@ -35,8 +38,10 @@ pub enum ManifestError {
     /// The source has no name of its own (`/`).
     #[error("{0}: name a file or a directory under it, not the root itself")]
     NoName(String),
-    /// Too many entries.
-    #[error("more than {MAX_ENTRIES} files and directories; pack them into an archive first")]
+    /// Too many entries, or too long paths together.
+    #[error(
+        "more than {MAX_ENTRIES} files and directories, or more than 256 KiB of paths; pack them into an archive first"
+    )]
     TooMany,
     /// An entry breaks a rule; `index` is its position in the manifest.
     #[error("entry {index} ({path:?}): {reason}")]
@@ -119,6 +124,9 @@ impl Manifest {
         if self.entries.len() > MAX_ENTRIES {
             return Err(ManifestError::TooMany);
         }
+        if self.entries.iter().map(|e| e.path.len()).sum::<usize>() > MAX_TOTAL_PATH_BYTES {
+            return Err(ManifestError::TooMany);
+        }
         let mut dirs = std::collections::HashSet::new();
         let mut seen = std::collections::HashSet::new();
         let top = self.entries[0].path.as_str();
@@ -188,26 +196,46 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ManifestError + '_ {
     }
 }
 
+/// Feeds `path`'s bytes (at most `limit` of them) to `h`; returns how many there were.
+/// `progress` is called with the bytes read so far.
+pub(crate) fn digest_into(
+    path: &Path,
+    limit: u64,
+    h: &mut blake3::Hasher,
+    progress: &mut dyn FnMut(u64),
+) -> std::io::Result<u64> {
+    let mut f = std::fs::File::open(path)?.take(limit);
+    let mut buf = vec![0u8; HASH_BUF];
+    let mut n = 0u64;
+    loop {
+        let got = f.read(&mut buf)?;
+        if got == 0 {
+            return Ok(n);
+        }
+        h.update(&buf[..got]);
+        n += got as u64;
+        progress(n);
+    }
+}
+
 /// BLAKE3 of `path`'s bytes (lowercase hex) and how many there were; `progress` is called
 /// with the bytes read so far.
 pub fn hash_file(
     path: &Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(String, u64), ManifestError> {
-    let mut f = std::fs::File::open(path).map_err(io(path))?;
     let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; HASH_BUF];
-    let mut n = 0u64;
-    loop {
-        let got = f.read(&mut buf).map_err(io(path))?;
-        if got == 0 {
-            break;
-        }
-        h.update(&buf[..got]);
-        n += got as u64;
-        progress(n);
-    }
+    let n = digest_into(path, u64::MAX, &mut h, progress).map_err(io(path))?;
     Ok((h.finalize().to_hex().to_string(), n))
+}
+
+/// Where entry `path` of a manifest built from `src` is on the sending side (its first part
+/// is `src`'s own name).
+pub fn source_path(src: &Path, path: &str) -> std::path::PathBuf {
+    match path.split_once('/') {
+        Some((_, rest)) => src.join(rest),
+        None => src.to_path_buf(),
+    }
 }
 
 /// Walks `src` (a regular file or a directory, reached however the caller resolved it) and
@@ -224,6 +252,9 @@ pub fn build(src: &Path, progress: &mut dyn FnMut(u64)) -> Result<Manifest, Mani
     let mut m = Manifest::default();
     let mut done = 0u64;
     walk(src, name, &mut m, &mut done, progress)?;
+    if m.entries.iter().map(|e| e.path.len()).sum::<usize>() > MAX_TOTAL_PATH_BYTES {
+        return Err(ManifestError::TooMany);
+    }
     Ok(m)
 }
 

@@ -7,7 +7,7 @@
 //! the next attempt for the same bytes continues from its end, after hashing what is there.
 //! Partial files of other digests for the same name are removed when a new one starts.
 
-use std::io::{Read, Seek, Write};
+use std::io::{Seek, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -99,18 +99,59 @@ pub fn targets(dest: &Destination, m: &Manifest) -> Result<Vec<PathBuf>, Receive
     Ok(m.entries.iter().map(|e| base(&e.path)).collect())
 }
 
-/// Makes directory `dir` with `mode`, or checks that it already is one (not a symlink).
+/// Permission bits a received file or directory may get: the sender's, without write for
+/// group and others (as `cp` under the usual umask), so a peer cannot make world-writable
+/// files on this node.
+pub const MODE_MASK: u32 = 0o755;
+
+/// Makes directory `dir` (mode from the sender, masked by [`MODE_MASK`], owner access
+/// always), or checks that it already is one (not a symlink).
 pub fn make_dir(dir: &Path, mode: u32) -> Result<(), ReceiveError> {
+    use std::os::unix::fs::DirBuilderExt;
     match std::fs::symlink_metadata(dir) {
         Ok(m) if m.file_type().is_dir() => Ok(()),
         Ok(_) => Err(ReceiveError::NotADirectory(dir.display().to_string())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir(dir).map_err(io(dir))?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o700))
-                .map_err(io(dir))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .mode((mode & MODE_MASK) | 0o700)
+            .create(dir)
+            .map_err(io(dir)),
         Err(e) => Err(io(dir)(e)),
     }
+}
+
+/// What receiving a manifest at `places` needs: per entry, the byte to start at (`None`
+/// for directories and for files already there), and the bytes still to come. Reads only;
+/// refuses a file whose place is a directory before anything is sent.
+pub fn plan(m: &Manifest, places: &[PathBuf]) -> Result<(Vec<Option<u64>>, u64), ReceiveError> {
+    let mut offsets = Vec::with_capacity(places.len());
+    let mut need = 0u64;
+    for (e, at) in m.entries.iter().zip(places) {
+        let Some(digest) = e.blake3.as_deref().filter(|_| e.kind == Kind::File) else {
+            offsets.push(None);
+            continue;
+        };
+        if std::fs::symlink_metadata(at).is_ok_and(|md| md.is_dir()) {
+            return Err(ReceiveError::Placement(format!(
+                "{}: is a directory; the file {} cannot replace it",
+                at.display(),
+                e.path
+            )));
+        }
+        let off = resume_offset(at, e.size, digest)?;
+        need += off.map_or(0, |o| e.size - o);
+        offsets.push(off);
+    }
+    Ok((offsets, need))
+}
+
+/// Makes the directories of `m` at `places`, parents first.
+pub fn make_dirs(m: &Manifest, places: &[PathBuf]) -> Result<(), ReceiveError> {
+    for (e, at) in m.entries.iter().zip(places) {
+        if e.kind == Kind::Dir {
+            make_dir(at, e.mode)?;
+        }
+    }
+    Ok(())
 }
 
 /// The partial file for `target` receiving the bytes with digest `blake3`.
@@ -123,20 +164,6 @@ pub fn part_path(target: &Path, blake3: &str) -> PathBuf {
     target.with_file_name(format!(".{name}.{prefix}{PART_SUFFIX}"))
 }
 
-fn digest_of(path: &Path, limit: u64, h: &mut blake3::Hasher) -> std::io::Result<u64> {
-    let mut f = std::fs::File::open(path)?.take(limit);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let got = f.read(&mut buf)?;
-        if got == 0 {
-            return Ok(n);
-        }
-        h.update(&buf[..got]);
-        n += got as u64;
-    }
-}
-
 /// Where receiving `target` (`size` bytes, digest `blake3`) starts: `None` when the target
 /// already holds exactly those bytes (nothing to send), else the length of a partial file
 /// an earlier attempt left (at most `size`), else 0.
@@ -146,7 +173,7 @@ pub fn resume_offset(target: &Path, size: u64, blake3: &str) -> Result<Option<u6
         && m.len() == size
     {
         let mut h = blake3::Hasher::new();
-        digest_of(target, size, &mut h).map_err(io(target))?;
+        crate::manifest::digest_into(target, size, &mut h, &mut |_| {}).map_err(io(target))?;
         if h.finalize().to_hex().to_string() == blake3 {
             return Ok(None);
         }
@@ -158,9 +185,14 @@ pub fn resume_offset(target: &Path, size: u64, blake3: &str) -> Result<Option<u6
     }
 }
 
-/// One file being received.
+/// How long [`Receiver::open`] waits for another receiver of the same partial file (an
+/// interrupted transfer whose writer is still draining) to let go.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One file being received. It holds an exclusive lock on its partial file, so two
+/// transfers of the same bytes to the same place never write it at once.
 pub struct Receiver {
-    file: std::fs::File,
+    file: nix::fcntl::Flock<std::fs::File>,
     hasher: blake3::Hasher,
     written: u64,
     size: u64,
@@ -188,7 +220,6 @@ impl Receiver {
         offset: u64,
     ) -> Result<Self, ReceiveError> {
         let part = part_path(target, blake3);
-        remove_other_parts(target, &part);
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -198,6 +229,8 @@ impl Receiver {
             .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
             .open(&part)
             .map_err(io(&part))?;
+        let file = lock_within(file, &part)?;
+        remove_other_parts(target, &part);
         let mut hasher = blake3::Hasher::new();
         let have = file.metadata().map_err(io(&part))?.len();
         if offset > have.min(size) {
@@ -208,7 +241,8 @@ impl Receiver {
         }
         file.set_len(offset).map_err(io(&part))?;
         if offset > 0 {
-            let n = digest_of(&part, offset, &mut hasher).map_err(io(&part))?;
+            let n = crate::manifest::digest_into(&part, offset, &mut hasher, &mut |_| {})
+                .map_err(io(&part))?;
             if n != offset {
                 return Err(ReceiveError::Short {
                     path: part.display().to_string(),
@@ -255,10 +289,10 @@ impl Receiver {
         self.hasher.update(buf);
         self.written += buf.len() as u64;
         if self.written - self.kicked >= WRITEBACK_EVERY {
-            // Starts writeback of that range without waiting for it (and lets the page cache
-            // drop it once written: a large transfer does not push everything else out).
+            // Queues writeback of that range without waiting for it (Linux starts writing
+            // dirty pages on this advice), so the final sync has only the tail left.
             let _ = nix::fcntl::posix_fadvise(
-                &self.file,
+                &*self.file,
                 self.kicked as i64,
                 (self.written - self.kicked) as i64,
                 nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
@@ -288,10 +322,41 @@ impl Receiver {
             });
         }
         self.file
-            .set_permissions(std::fs::Permissions::from_mode(self.mode))
+            .set_permissions(std::fs::Permissions::from_mode(self.mode & MODE_MASK))
             .map_err(io(&self.part))?;
         self.file.sync_all().map_err(io(&self.part))?;
-        std::fs::rename(&self.part, &self.target).map_err(io(&self.target))
+        std::fs::rename(&self.part, &self.target).map_err(io(&self.target))?;
+        // The rename itself is durable once the directory is.
+        if let Some(dir) = self.target.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(dir))?;
+        }
+        Ok(())
+    }
+}
+
+/// `file` locked exclusively, waiting up to [`LOCK_WAIT`] for another holder.
+fn lock_within(
+    mut file: std::fs::File,
+    part: &Path,
+) -> Result<nix::fcntl::Flock<std::fs::File>, ReceiveError> {
+    let t0 = std::time::Instant::now();
+    loop {
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(l) => return Ok(l),
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) if t0.elapsed() < LOCK_WAIT => {
+                file = f;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                return Err(ReceiveError::Placement(format!(
+                    "{}: another transfer is receiving these bytes; try again when it ends",
+                    part.display()
+                )));
+            }
+            Err((_, e)) => return Err(io(part)(std::io::Error::from(e))),
+        }
     }
 }
 

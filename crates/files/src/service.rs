@@ -1,14 +1,17 @@
 //! A node's side of transfers: the four behaviours, the tickets it hands to peers and the
-//! sessions it hands to its CLI, and the stream server.
+//! sessions it hands to its CLI, and the opener's side of each file's stream (the server's
+//! is [`crate::server`]).
 //!
 //! * A ticket is minted by `read` or `write` after the actor layer admitted the call. It is
 //!   bound to the calling node's peer id, so a stream from any other peer is refused; it
 //!   names the entries it covers and what each may do (send this file from here, receive
-//!   that file into there). It lapses [`TICKET_IDLE`] after its last use.
+//!   that file into there). Tickets and sessions are leases ([`crate::leases`]): kept while
+//!   streams use them, dropped 10 minutes after their last use.
 //! * A session is minted by `fetch` or `send` for the CLI and is only usable through the
 //!   local API (loopback). The node opens one stream per file to the peer and pipes it.
 
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,7 +23,6 @@ use nunet_actor::{ActorError, ActorSystem, ErrorKind, Handle, Incoming};
 use nunet_network::Network;
 use nunet_protocol::call;
 use rand::RngCore;
-use tokio::sync::Semaphore;
 
 use crate::area::Area;
 use crate::calls::{
@@ -28,26 +30,28 @@ use crate::calls::{
     SendReply, SendRequest, WriteReply, WriteRequest,
 };
 use crate::direct::{self, Channel, direct_ip};
-use crate::manifest::{Kind, Manifest, build};
-use crate::receive::{Receiver, make_dir, resume_offset, targets};
-use crate::wire::{Header, Op, PROTOCOL, read_status, write_status};
+use crate::leases::{InUse, Leases};
+use crate::manifest::{Kind, Manifest, build, source_path};
+use crate::receive::{make_dirs, plan, targets};
+use crate::server::{BUF, STREAM_IDLE, Slots};
+use crate::wire::{Header, Op, PROTOCOL, read_status};
 
-/// A ticket or session unused this long is dropped.
-pub const TICKET_IDLE: Duration = Duration::from_secs(600);
-/// Most tickets held at once, and per peer.
+/// Most tickets held at once.
 pub const MAX_TICKETS: usize = 256;
-/// Most tickets one peer may hold.
+/// Most tickets one peer may hold (its least recently used idle one makes room).
 pub const MAX_TICKETS_PER_PEER: usize = 16;
 /// Most CLI sessions at once.
 pub const MAX_SESSIONS: usize = 64;
-/// Most streams served at once.
-pub const MAX_STREAMS: usize = 16;
-/// Longest a stream may stay silent (header, data, status).
-pub const STREAM_IDLE: Duration = Duration::from_secs(60);
-/// How long a peer may take to list or check what it is asked for (hashing included).
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(900);
-/// Bytes per read on a stream.
-const BUF: usize = 256 << 10;
+/// How long a peer may take to list or check what it is asked for (hashing included), and
+/// to check and place a file it received: under libp2p's request-response limit (300 s).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(290);
+/// Most `read`/`write` calls listing, hashing or planning at once (the rest wait).
+pub const MAX_PLANNING: usize = 2;
+/// How long a peer whose direct connection failed keeps its bytes on the stream.
+pub const DIRECT_RETRY: Duration = Duration::from_secs(600);
+/// Files with fewer bytes left than this stay on the stream (a connection of their own
+/// would cost more than it saves).
+pub const DIRECT_MIN_BYTES: u64 = 4 << 20;
 
 /// Why a transfer step failed (the local API maps these to HTTP statuses).
 #[derive(Debug, thiserror::Error)]
@@ -66,12 +70,17 @@ pub enum FilesError {
     Peer(String),
 }
 
+/// What a ticket lets one stream do.
 #[derive(Clone)]
-enum Item {
+pub(crate) enum Item {
+    /// Send this file (the inode listed, so a path swapped since is refused).
     Send {
         path: PathBuf,
         size: u64,
+        dev: u64,
+        ino: u64,
     },
+    /// Receive this file into there.
     Receive {
         target: PathBuf,
         size: u64,
@@ -80,37 +89,34 @@ enum Item {
     },
 }
 
-struct Ticket {
-    peer: PeerId,
-    op: Op,
-    items: Vec<Option<Item>>,
-    touched: Instant,
-}
+type Ticket = (Op, Arc<Vec<Option<Item>>>);
+type TicketInUse = InUse<[u8; 32], PeerId, Ticket>;
 
+#[derive(Clone)]
 struct Session {
     peer: PeerId,
     ticket: [u8; 32],
     op: Op,
-    manifest: Manifest,
-    touched: Instant,
+    manifest: Arc<Manifest>,
 }
+
+type SessionInUse = InUse<String, (), Session>;
 
 struct Inner {
     system: ActorSystem,
     net: Network,
     area: Area,
-    tickets: Mutex<HashMap<[u8; 32], Ticket>>,
-    sessions: Mutex<HashMap<String, Session>>,
-    slots: Arc<Semaphore>,
+    tickets: Leases<[u8; 32], PeerId, Ticket>,
+    sessions: Leases<String, (), Session>,
+    slots: Slots,
+    /// Listing or planning for peers (walks and hashes whole trees) runs this many at once.
+    planning: Arc<tokio::sync::Semaphore>,
     /// Offer and take direct connections for file bytes.
     direct: bool,
     /// Peers whose offered direct connection could not be reached, and when: their bytes
     /// stay on the stream for [`DIRECT_RETRY`] (no connect timeout per file).
     no_direct: Mutex<HashMap<PeerId, Instant>>,
 }
-
-/// How long a peer whose direct connection failed keeps its bytes on the stream.
-pub const DIRECT_RETRY: Duration = Duration::from_secs(600);
 
 /// Transfers on this node (cheap to clone).
 #[derive(Clone)]
@@ -161,9 +167,10 @@ impl Files {
             system: system.clone(),
             net: net.clone(),
             area,
-            tickets: Mutex::default(),
-            sessions: Mutex::default(),
-            slots: Arc::new(Semaphore::new(MAX_STREAMS)),
+            tickets: Leases::new(MAX_TICKETS, MAX_TICKETS_PER_PEER),
+            sessions: Leases::new(MAX_SESSIONS, MAX_SESSIONS),
+            slots: Slots::new(),
+            planning: Arc::new(tokio::sync::Semaphore::new(MAX_PLANNING)),
             direct,
             no_direct: Mutex::default(),
         }));
@@ -182,57 +189,38 @@ impl Files {
         call::register::<FilesSend, _, _, _>(system, "root", f.clone(), |f, _m, req| async move {
             f.send(req).await
         })?;
-        let mut incoming = net
+        let incoming = net
             .streams()
             .accept(PROTOCOL)
             .map_err(|e| failed(format!("cannot serve {PROTOCOL}: {e}")))?;
-        let server = f.clone();
-        tokio::spawn(async move {
-            while let Some((peer, stream)) = incoming.next().await {
-                let s = server.clone();
-                match s.0.slots.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        tokio::spawn(async move {
-                            s.serve(peer, stream).await;
-                            drop(permit);
-                        });
-                    }
-                    Err(_) => {
-                        tokio::spawn(async move {
-                            let mut stream = stream;
-                            let _ = write_status(
-                                &mut stream,
-                                Err("busy: too many transfers at once; try again"),
-                            )
-                            .await;
-                        });
-                    }
-                }
-            }
-        });
+        tokio::spawn(crate::server::run(f.clone(), incoming));
         Ok(f)
     }
 
+    pub(crate) fn slots(&self) -> &Slots {
+        &self.0.slots
+    }
+
+    pub(crate) fn direct_allowed(&self) -> bool {
+        self.0.direct
+    }
+
+    /// A turn to list or plan for a peer.
+    async fn planning_turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ActorError> {
+        self.0
+            .planning
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| failed("shutting down"))
+    }
+
     fn mint(&self, peer: PeerId, op: Op, items: Vec<Option<Item>>) -> Result<String, ActorError> {
-        let mut t = lock(&self.0.tickets);
-        t.retain(|_, v| v.touched.elapsed() < TICKET_IDLE);
-        if t.len() >= MAX_TICKETS
-            || t.values().filter(|v| v.peer == peer).count() >= MAX_TICKETS_PER_PEER
-        {
-            return Err(failed(
-                "too many transfers open on this node; finish some or wait 10 minutes",
-            ));
-        }
         let id = random32();
-        t.insert(
-            id,
-            Ticket {
-                peer,
-                op,
-                items,
-                touched: Instant::now(),
-            },
-        );
+        self.0
+            .tickets
+            .insert(id, peer, (op, Arc::new(items)))
+            .map_err(|why| failed(format!("{why}; try again when a transfer ends")))?;
         Ok(hex::encode(id))
     }
 
@@ -246,26 +234,33 @@ impl Files {
     async fn read(&self, m: Incoming, req: ReadRequest) -> Result<ReadReply, ActorError> {
         let peer = Self::caller(&m)?;
         let area = self.0.area.clone();
-        let (src, manifest) = tokio::task::spawn_blocking(move || {
+        let _turn = self.planning_turn().await?;
+        let (src, manifest, items) = tokio::task::spawn_blocking(move || {
             let src = area.source(&req.path).map_err(failed)?;
             let manifest = build(&src, &mut |_| {}).map_err(failed)?;
-            Ok::<_, ActorError>((src, manifest))
+            // Each file's inode as listed: a stream for it later opens exactly that file.
+            let items = manifest
+                .entries
+                .iter()
+                .map(|e| {
+                    if e.kind != Kind::File {
+                        return Ok(None);
+                    }
+                    let path = source_path(&src, &e.path);
+                    let md = std::fs::symlink_metadata(&path)
+                        .map_err(|err| failed(format!("{}: {err}", path.display())))?;
+                    Ok(Some(Item::Send {
+                        path,
+                        size: e.size,
+                        dev: md.dev(),
+                        ino: md.ino(),
+                    }))
+                })
+                .collect::<Result<Vec<_>, ActorError>>()?;
+            Ok::<_, ActorError>((src, manifest, items))
         })
         .await
         .map_err(failed)??;
-        let items = manifest
-            .entries
-            .iter()
-            .map(|e| {
-                (e.kind == Kind::File).then(|| Item::Send {
-                    path: match e.path.split_once('/') {
-                        Some((_, rest)) => src.join(rest),
-                        None => src.clone(),
-                    },
-                    size: e.size,
-                })
-            })
-            .collect();
         let ticket = self.mint(peer, Op::Read, items)?;
         tracing::info!(%peer, source = %src.display(), files = manifest.files(), bytes = manifest.bytes(), "files: a peer reads");
         Ok(ReadReply {
@@ -280,33 +275,12 @@ impl Files {
         req.manifest.check().map_err(failed)?;
         let area = self.0.area.clone();
         let manifest = req.manifest;
+        let _turn = self.planning_turn().await?;
         let (items, offsets, target) = tokio::task::spawn_blocking(move || {
             let dest = area.destination(&req.path).map_err(failed)?;
             let places = targets(&dest, &manifest).map_err(failed)?;
-            let mut items = Vec::with_capacity(places.len());
-            let mut offsets = Vec::with_capacity(places.len());
-            let mut need = 0u64;
-            for (e, at) in manifest.entries.iter().zip(&places) {
-                match (e.kind, &e.blake3) {
-                    (Kind::Dir, _) => {
-                        make_dir(at, e.mode).map_err(failed)?;
-                        items.push(None);
-                        offsets.push(None);
-                    }
-                    (Kind::File, Some(sha)) => {
-                        let off = resume_offset(at, e.size, sha).map_err(failed)?;
-                        need += off.map_or(0, |o| e.size - o);
-                        offsets.push(off);
-                        items.push(Some(Item::Receive {
-                            target: at.clone(),
-                            size: e.size,
-                            blake3: sha.clone(),
-                            mode: e.mode,
-                        }));
-                    }
-                    (Kind::File, None) => return Err(failed("a file without a digest")),
-                }
-            }
+            // Nothing is made before the whole transfer is known to fit.
+            let (offsets, need) = plan(&manifest, &places).map_err(failed)?;
             let top = places.first().cloned().unwrap_or_default();
             let dir = top.parent().unwrap_or(&top).to_path_buf();
             let free = nix::sys::statvfs::statvfs(&dir)
@@ -318,6 +292,21 @@ impl Files {
                     dir.display()
                 )));
             }
+            make_dirs(&manifest, &places).map_err(failed)?;
+            let items = manifest
+                .entries
+                .iter()
+                .zip(&places)
+                .map(|(e, at)| match (e.kind, &e.blake3) {
+                    (Kind::File, Some(digest)) => Some(Item::Receive {
+                        target: at.clone(),
+                        size: e.size,
+                        blake3: digest.clone(),
+                        mode: e.mode,
+                    }),
+                    _ => None,
+                })
+                .collect::<Vec<_>>();
             Ok::<_, ActorError>((items, offsets, top))
         })
         .await
@@ -338,22 +327,17 @@ impl Files {
         op: Op,
         manifest: Manifest,
     ) -> Result<String, ActorError> {
-        let mut s = lock(&self.0.sessions);
-        s.retain(|_, v| v.touched.elapsed() < TICKET_IDLE);
-        if s.len() >= MAX_SESSIONS {
-            return Err(failed("too many copies in progress on this node"));
-        }
         let id = hex::encode(random32());
-        s.insert(
-            id.clone(),
-            Session {
-                peer,
-                ticket,
-                op,
-                manifest,
-                touched: Instant::now(),
-            },
-        );
+        let session = Session {
+            peer,
+            ticket,
+            op,
+            manifest: Arc::new(manifest),
+        };
+        self.0
+            .sessions
+            .insert(id.clone(), (), session)
+            .map_err(|why| failed(format!("{why}; try again when a copy ends")))?;
         Ok(id)
     }
 
@@ -408,44 +392,42 @@ impl Files {
     }
 
     /// Opens the stream for file `index` of `session` at `offset` (with a direct connection
-    /// beside it when the peer is reached directly and offers one); returns the channel with
-    /// the bytes left to move.
+    /// beside it when the peer is reached directly, the file is large enough and the peer
+    /// offers one); returns the channel with the bytes left to move, and the session marked
+    /// in use until that guard is dropped.
     async fn open(
         &self,
         session: &str,
         index: u32,
         offset: u64,
         op: Op,
-    ) -> Result<(Channel, u64), FilesError> {
-        let (peer, ticket, size) = {
-            let mut s = lock(&self.0.sessions);
-            let sess = s
-                .get_mut(session)
-                .filter(|v| v.touched.elapsed() < TICKET_IDLE)
-                .ok_or_else(|| FilesError::NoSession(session.chars().take(80).collect()))?;
-            if sess.op != op {
-                return Err(FilesError::Bad(match op {
-                    Op::Read => "this session sends files; PUT them".into(),
-                    Op::Write => "this session fetches files; GET them".into(),
-                }));
-            }
-            let e = sess
-                .manifest
-                .entries
-                .get(index as usize)
-                .filter(|e| e.kind == Kind::File)
-                .ok_or_else(|| {
-                    FilesError::Bad(format!("entry {index} is not a file of this transfer"))
-                })?;
-            if offset > e.size {
-                return Err(FilesError::Bad(format!(
-                    "offset {offset} is past the end ({} bytes)",
-                    e.size
-                )));
-            }
-            sess.touched = Instant::now();
-            (sess.peer, sess.ticket, e.size)
-        };
+    ) -> Result<(Channel, u64, SessionInUse), FilesError> {
+        let (sess, in_use) = self
+            .0
+            .sessions
+            .take(&session.to_string(), |_, _| true)
+            .ok_or_else(|| FilesError::NoSession(session.chars().take(80).collect()))?;
+        if sess.op != op {
+            return Err(FilesError::Bad(match op {
+                Op::Read => "this session sends files; PUT them".into(),
+                Op::Write => "this session fetches files; GET them".into(),
+            }));
+        }
+        let size = sess
+            .manifest
+            .entries
+            .get(index as usize)
+            .filter(|e| e.kind == Kind::File)
+            .map(|e| e.size)
+            .ok_or_else(|| {
+                FilesError::Bad(format!("entry {index} is not a file of this transfer"))
+            })?;
+        if offset > size {
+            return Err(FilesError::Bad(format!(
+                "offset {offset} is past the end ({size} bytes)"
+            )));
+        }
+        let peer = sess.peer;
         let mut stream = tokio::time::timeout(STREAM_IDLE, self.0.net.open_stream(peer, PROTOCOL))
             .await
             .map_err(|_| {
@@ -455,20 +437,21 @@ impl Files {
         let recently_failed = lock(&self.0.no_direct)
             .get(&peer)
             .is_some_and(|t| t.elapsed() < DIRECT_RETRY);
-        let ip = if self.0.direct && !recently_failed {
+        let ip = if self.0.direct && !recently_failed && size - offset >= DIRECT_MIN_BYTES {
+            // Only an address this node reached the peer at (never one it announced).
             self.0
                 .net
                 .peers()
                 .await
                 .into_iter()
-                .find(|p| p.peer_id == peer && !p.relayed)
-                .and_then(|p| direct_ip(&p.addrs))
+                .find(|p| p.peer_id == peer)
+                .and_then(|p| direct_ip(&p.endpoints))
         } else {
             None
         };
         let header = Header {
             op,
-            ticket,
+            ticket: sess.ticket,
             index,
             offset,
             direct: ip.is_some(),
@@ -492,14 +475,15 @@ impl Files {
             };
             Ok::<_, std::io::Error>((status, direct))
         };
-        match tokio::time::timeout(STREAM_IDLE, go).await {
+        // The peer may hash what a resumed file already holds before it answers.
+        match tokio::time::timeout(CALL_TIMEOUT, go).await {
             Err(_) => Err(FilesError::Unreachable(format!(
-                "{peer} did not answer within {STREAM_IDLE:?}"
+                "{peer} did not answer within {CALL_TIMEOUT:?}"
             ))),
             Ok(Err(e)) => Err(FilesError::Unreachable(format!("stream to {peer}: {e}"))),
             Ok(Ok((Err(reason), _))) => Err(FilesError::Peer(reason)),
-            Ok(Ok((Ok(()), Some(d)))) => Ok((Channel::Direct(d, stream), size - offset)),
-            Ok(Ok((Ok(()), None))) => Ok((Channel::Stream(stream), size - offset)),
+            Ok(Ok((Ok(()), Some(d)))) => Ok((Channel::Direct(d, stream), size - offset, in_use)),
+            Ok(Ok((Ok(()), None))) => Ok((Channel::Stream(stream), size - offset, in_use)),
         }
     }
 
@@ -519,9 +503,10 @@ impl Files {
         ),
         FilesError,
     > {
-        let (channel, len) = self.open(session, index, offset, Op::Read).await?;
+        let (channel, len, in_use) = self.open(session, index, offset, Op::Read).await?;
         let direct = channel.is_direct();
-        let body = futures::stream::unfold((channel, len), |(mut c, left)| async move {
+        // The session stays in use (and is not dropped as idle) while the body is read.
+        let body = futures::stream::unfold((channel, len, in_use), |(mut c, left, u)| async move {
             if left == 0 {
                 return None;
             }
@@ -533,20 +518,20 @@ impl Files {
                         std::io::ErrorKind::UnexpectedEof,
                         format!("the peer stopped with {left} bytes to go"),
                     )),
-                    (c, 0),
+                    (c, 0, u),
                 )),
                 Ok(Ok(n)) if n as u64 > left => Some((
                     Err(std::io::Error::other("the peer sent more than the file")),
-                    (c, 0),
+                    (c, 0, u),
                 )),
-                Ok(Ok(n)) => Some((Ok(Bytes::from(buf)), (c, left - n as u64))),
-                Ok(Err(e)) => Some((Err(e), (c, 0))),
+                Ok(Ok(n)) => Some((Ok(Bytes::from(buf)), (c, left - n as u64, u))),
+                Ok(Err(e)) => Some((Err(e), (c, 0, u))),
                 Err(_) => Some((
                     Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         "the peer went silent",
                     )),
-                    (c, 0),
+                    (c, 0, u),
                 )),
             }
         });
@@ -562,7 +547,7 @@ impl Files {
         offset: u64,
         body: impl Stream<Item = Result<Bytes, E>>,
     ) -> Result<bool, FilesError> {
-        let (mut channel, len) = self.open(session, index, offset, Op::Write).await?;
+        let (mut channel, len, _in_use) = self.open(session, index, offset, Op::Write).await?;
         let direct = channel.is_direct();
         let mut body = std::pin::pin!(body);
         let mut sent = 0u64;
@@ -600,236 +585,21 @@ impl Files {
         }
     }
 
-    /// The item a stream from `peer` asks for, or why not.
-    fn item(&self, peer: PeerId, h: &Header) -> Result<Item, String> {
-        let mut t = lock(&self.0.tickets);
-        let ticket = t
-            .get_mut(&h.ticket)
-            .filter(|v| v.peer == peer && v.touched.elapsed() < TICKET_IDLE)
+    /// The item a stream from `peer` asks for, with its ticket marked in use, or why not.
+    pub(crate) fn item(&self, peer: PeerId, h: &Header) -> Result<(Item, TicketInUse), String> {
+        let ((op, items), in_use) = self
+            .0
+            .tickets
+            .take(&h.ticket, |owner, _| *owner == peer)
             .ok_or("unknown or expired ticket")?;
-        if ticket.op != h.op {
+        if op != h.op {
             return Err("this ticket is for the other direction".into());
         }
-        ticket.touched = Instant::now();
-        ticket
-            .items
+        let item = items
             .get(h.index as usize)
             .cloned()
             .flatten()
-            .ok_or_else(|| format!("entry {} is not a file of this transfer", h.index))
+            .ok_or_else(|| format!("entry {} is not a file of this transfer", h.index))?;
+        Ok((item, in_use))
     }
-
-    async fn serve(&self, peer: PeerId, mut stream: libp2p::Stream) {
-        let header = match tokio::time::timeout(STREAM_IDLE, Header::read_from(&mut stream)).await {
-            Ok(Ok(h)) => h,
-            Ok(Err(e)) => {
-                let _ = write_status(&mut stream, Err(&e.to_string())).await;
-                return;
-            }
-            Err(_) => return,
-        };
-        let item = match self.item(peer, &header) {
-            Ok(i) => i,
-            Err(why) => {
-                tracing::warn!(%peer, "files: stream refused: {why}");
-                let _ = write_status(&mut stream, Err(&why)).await;
-                return;
-            }
-        };
-        let direct = match (header.direct, self.0.direct) {
-            (false, _) => Offer::NotAsked,
-            (true, true) => Offer::Make,
-            (true, false) => Offer::Decline,
-        };
-        let r = match item {
-            Item::Send { path, size } => {
-                serve_read(stream, path, size, header.offset, direct).await
-            }
-            Item::Receive {
-                target,
-                size,
-                blake3,
-                mode,
-            } => serve_write(stream, target, (size, blake3, mode), header.offset, direct).await,
-        };
-        if let Err(e) = r {
-            tracing::warn!(%peer, "files: transfer stream ended: {e}");
-        }
-    }
-}
-
-/// Whether to offer a direct connection on a stream.
-#[derive(Clone, Copy)]
-enum Offer {
-    /// The opener did not ask for one.
-    NotAsked,
-    /// It asked, and this node offers.
-    Make,
-    /// It asked, and this node keeps the bytes on the stream (`files.direct` off).
-    Decline,
-}
-
-/// After an OK status: the channel the bytes take (a direct connection when the opener asked
-/// for one, this node offers it and the opener got through).
-async fn channel(mut stream: libp2p::Stream, offer: Offer) -> Result<Channel, String> {
-    let offered = match offer {
-        Offer::NotAsked => return Ok(Channel::Stream(stream)),
-        Offer::Decline => {
-            let said = async {
-                stream.write_all(&[0]).await?;
-                stream.flush().await
-            };
-            said.await.map_err(|e| format!("stream: {e}"))?;
-            return Ok(Channel::Stream(stream));
-        }
-        Offer::Make => tokio::time::timeout(STREAM_IDLE, direct::offer(&mut stream)).await,
-    };
-    match offered {
-        Ok(Ok(Some(d))) => Ok(Channel::Direct(Box::new(d), stream)),
-        Ok(Ok(None)) => Ok(Channel::Stream(stream)),
-        Ok(Err(e)) => Err(format!("direct channel: {e}")),
-        Err(_) => Err("direct channel: no answer".into()),
-    }
-}
-
-async fn serve_read(
-    mut stream: libp2p::Stream,
-    path: PathBuf,
-    size: u64,
-    offset: u64,
-    direct: Offer,
-) -> Result<(), String> {
-    use tokio::io::{AsyncReadExt as _, AsyncSeekExt};
-    let opened = async {
-        let mut f = tokio::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-            .open(&path)
-            .await?;
-        let len = f.metadata().await?.len();
-        if len != size {
-            return Err(std::io::Error::other(format!(
-                "{} changed since it was listed ({len} bytes, not {size})",
-                path.display()
-            )));
-        }
-        if offset > size {
-            return Err(std::io::Error::other(format!(
-                "offset {offset} is past the end"
-            )));
-        }
-        f.seek(std::io::SeekFrom::Start(offset)).await?;
-        Ok(f)
-    };
-    let mut f = match opened.await {
-        Ok(f) => f,
-        Err(e) => {
-            let why = e.to_string();
-            let _ = write_status(&mut stream, Err(&why)).await;
-            return Err(why);
-        }
-    };
-    write_status(&mut stream, Ok(()))
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut channel = channel(stream, direct).await?;
-    let mut left = size - offset;
-    let mut buf = vec![0u8; direct::FRAME];
-    while left > 0 {
-        let want = buf.len().min(left as usize);
-        let n = f.read(&mut buf[..want]).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err(format!("{} shrank while being sent", path.display()));
-        }
-        tokio::time::timeout(STREAM_IDLE, channel.write_all(&buf[..n]))
-            .await
-            .map_err(|_| "the peer stopped reading".to_string())?
-            .map_err(|e| e.to_string())?;
-        left -= n as u64;
-    }
-    channel.end().await.map_err(|e| e.to_string())?;
-    if channel.is_direct() {
-        let _ = channel.control().close().await;
-    }
-    Ok(())
-}
-
-async fn serve_write(
-    mut stream: libp2p::Stream,
-    target: PathBuf,
-    (size, blake3, mode): (u64, String, u32),
-    offset: u64,
-    direct: Offer,
-) -> Result<(), String> {
-    let t = target.clone();
-    let opened =
-        tokio::task::spawn_blocking(move || Receiver::open(&t, size, &blake3, mode, offset))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
-    let mut rx = match opened {
-        Ok(r) => r,
-        Err(why) => {
-            let _ = write_status(&mut stream, Err(&why)).await;
-            return Err(why);
-        }
-    };
-    write_status(&mut stream, Ok(()))
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut channel = channel(stream, direct).await?;
-    // The disk work runs on a blocking thread fed through a short queue, so hashing and
-    // writing overlap with reading. Buffers go back to the reader once written, so none is
-    // allocated per read.
-    const QUEUE: usize = 8;
-    let (tx, mut chunks) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUE);
-    let (give_back, mut spare) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUE + 1);
-    let writer = tokio::task::spawn_blocking(move || {
-        while let Some(c) = chunks.blocking_recv() {
-            rx.write(&c)?;
-            let _ = give_back.try_send(c);
-        }
-        Ok::<_, crate::receive::ReceiveError>(rx)
-    });
-    let mut read_err = None;
-    loop {
-        let mut buf = spare.try_recv().unwrap_or_default();
-        match tokio::time::timeout(STREAM_IDLE, channel.read_into(&mut buf, BUF)).await {
-            Ok(Ok(0)) => break,
-            Ok(Ok(_)) => {
-                if tx.send(buf).await.is_err() {
-                    break; // the writer failed; its error is reported below
-                }
-            }
-            Ok(Err(e)) => {
-                read_err = Some(e.to_string());
-                break;
-            }
-            Err(_) => {
-                read_err = Some("the sender went silent".into());
-                break;
-            }
-        }
-    }
-    drop(tx);
-    let rx = writer.await.map_err(|e| e.to_string())?;
-    let result = match (rx, read_err) {
-        (Err(e), _) => Err(e.to_string()),
-        (Ok(_), Some(e)) => Err(format!(
-            "{}: interrupted ({e}); the partial file is kept",
-            target.display()
-        )),
-        (Ok(rx), None) => tokio::task::spawn_blocking(move || rx.finish())
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string())),
-    };
-    let status = match &result {
-        Ok(()) => Ok(()),
-        Err(e) => Err(e.as_str()),
-    };
-    let stream = channel.control();
-    let _ = write_status(stream, status).await;
-    let _ = stream.close().await;
-    result
 }

@@ -157,6 +157,9 @@ pub struct PeerInfo {
     /// Addresses: the remote endpoints of open connections, then the listen addresses the
     /// peer announced through identify.
     pub addrs: Vec<Multiaddr>,
+    /// The remote ends of open direct (not relayed) connections only: addresses this node
+    /// actually reached the peer at, never ones the peer only announced.
+    pub endpoints: Vec<Multiaddr>,
     /// Round-trip time of the latest successful ping, if any.
     pub rtt: Option<Duration>,
     /// Every open connection to the peer goes through a circuit relay (no direct one).

@@ -585,9 +585,16 @@ impl SwarmTask {
                         addrs.push(a.clone());
                     }
                 }
+                let mut endpoints: Vec<Multiaddr> = Vec::new();
+                for c in st.conns.values().filter(|c| !c.relayed) {
+                    if !endpoints.contains(&c.addr) {
+                        endpoints.push(c.addr.clone());
+                    }
+                }
                 PeerInfo {
                     peer_id: *id,
                     addrs,
+                    endpoints,
                     rtt: st.rtt,
                     relayed: !st.conns.is_empty() && st.conns.values().all(|c| c.relayed),
                     agent_version: st.agent_version.clone(),

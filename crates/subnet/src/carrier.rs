@@ -272,7 +272,7 @@ async fn open_path(links: &Links, peer: PeerId, offer: &Offer) -> Option<Arc<TxP
         .await
         .into_iter()
         .find(|p| p.peer_id == peer)?;
-    let Some(ip) = datagram::direct_ip(&info.addrs) else {
+    let Some(ip) = datagram::direct_ip(&info.endpoints) else {
         tracing::debug!(%peer, "no direct connection; no datagram path");
         return None;
     };

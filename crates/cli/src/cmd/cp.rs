@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use nunet_actor::Handle;
-use nunet_files::receive::{Receiver, make_dir, resume_offset, targets};
+use nunet_files::manifest::source_path;
+use nunet_files::receive::{Receiver, make_dirs, plan, targets};
 use nunet_files::{
     Destination, FetchRequest, FilesFetch, FilesSend, Kind, Manifest, SendRequest, manifest,
 };
@@ -19,10 +20,12 @@ use crate::client::{Api, exit};
 use crate::cmd::deployment::Caller;
 use crate::home::Home;
 
-/// How long the daemon may take to list, hash or check a source or destination on the peer.
-const CALL_TTL: Duration = Duration::from_secs(960);
-/// How long the daemon may take to open a file's stream to the peer.
-const FIRST_BYTE: Duration = Duration::from_secs(120);
+/// How long the daemon may take to list, hash or check a source or destination on the peer
+/// (it gives the peer `nunet_files::service::CALL_TIMEOUT`).
+const CALL_TTL: Duration = Duration::from_secs(320);
+/// How long the daemon may take to answer a file request: opening the stream, the peer
+/// hashing what a resumed file holds, or checking and syncing a file sent.
+const FIRST_BYTE: Duration = Duration::from_secs(320);
 /// Copy buffer.
 const BUF: usize = 1 << 20;
 
@@ -182,11 +185,19 @@ impl Progress {
     }
 }
 
+/// Text that came from a peer, safe to print: control characters (a terminal's escape
+/// sequences) become `?`.
+fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// The HTTP error answer of the daemon as a message.
 fn api_error(status: u16, v: &Value) -> String {
     v["error"]["message"]
         .as_str()
-        .map(str::to_string)
+        .map(clean)
         .unwrap_or_else(|| format!("the daemon answered HTTP {status}"))
 }
 
@@ -240,7 +251,7 @@ fn summary(copied: usize, in_place: usize, moved: u64, p: &Progress, m: &Manifes
     if m.skipped_total > 0 {
         println!("not copied ({}):", m.skipped_total);
         for k in &m.skipped {
-            println!("  {k}");
+            println!("  {}", clean(k));
         }
     }
 }
@@ -271,8 +282,13 @@ fn fetch(caller: &Caller, peer: &str, path: &str, dst: &Path, quiet: bool) -> Re
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
+    let wants_dir = dst.as_os_str().to_string_lossy().ends_with('/');
     let dest = match std::fs::metadata(dst) {
         Ok(m) if m.is_dir() => Destination::Into(dst.to_path_buf()),
+        _ if wants_dir => bail!(
+            "{}: no such directory (a path ending in / names one)",
+            dst.display()
+        ),
         Ok(_) => Destination::File(dst.to_path_buf()),
         Err(_) => {
             let parent = dst.parent().filter(|p| !p.as_os_str().is_empty());
@@ -286,7 +302,7 @@ fn fetch(caller: &Caller, peer: &str, path: &str, dst: &Path, quiet: bool) -> Re
     if !quiet {
         eprintln!(
             "{} from {peer}: {} file(s), {}",
-            r.source,
+            clean(&r.source),
             r.manifest.files(),
             fmt_bytes(r.manifest.bytes())
         );
@@ -296,22 +312,28 @@ fn fetch(caller: &Caller, peer: &str, path: &str, dst: &Path, quiet: bool) -> Re
     let mut p = Progress::new(r.manifest.bytes(), quiet);
     let (mut moved, mut copied, mut in_place) = (0u64, 0usize, 0usize);
     let mut paths = Paths::default();
-    for (i, (e, at)) in r.manifest.entries.iter().zip(&places).enumerate() {
-        let sha = match (e.kind, &e.blake3) {
-            (Kind::Dir, _) => {
-                make_dir(at, e.mode)?;
-                continue;
-            }
-            (Kind::File, Some(sha)) => sha,
-            (Kind::File, None) => bail!("the peer listed {} without a digest", e.path),
+    let (offsets, _) = plan(&r.manifest, &places)?;
+    make_dirs(&r.manifest, &places)?;
+    for (i, ((e, at), offset)) in r
+        .manifest
+        .entries
+        .iter()
+        .zip(&places)
+        .zip(offsets)
+        .enumerate()
+    {
+        let Some(digest) = e.blake3.as_deref().filter(|_| e.kind == Kind::File) else {
+            continue;
         };
-        let Some(offset) = resume_offset(at, e.size, sha)? else {
+        let Some(offset) = offset else {
             p.skip(e.size);
             in_place += 1;
             continue;
         };
         copied += 1;
         p.skip(offset);
+        // What a resumed file holds is hashed before the peer starts sending.
+        let mut rx = Receiver::open(at, e.size, digest, e.mode, offset)?;
         let mut resp = api.get_raw(&format!("/files/{}/{i}?offset={offset}", r.session))?;
         let status = resp.status().as_u16();
         if status != 200 {
@@ -325,7 +347,6 @@ fn fetch(caller: &Caller, peer: &str, path: &str, dst: &Path, quiet: bool) -> Re
                 .get("x-nunet-path")
                 .and_then(|v| v.to_str().ok()),
         );
-        let mut rx = Receiver::open(at, e.size, sha, e.mode, offset)?;
         let mut body = resp.body_mut().as_reader();
         let mut buf = vec![0u8; BUF];
         loop {
@@ -389,7 +410,7 @@ fn send(caller: &Caller, src: &Path, peer: &str, path: &str, quiet: bool) -> Res
     if !quiet {
         eprintln!(
             "to {} on {peer}: {} file(s), {}",
-            r.target,
+            clean(&r.target),
             m.files(),
             fmt_bytes(m.bytes())
         );
@@ -411,10 +432,7 @@ fn send(caller: &Caller, src: &Path, peer: &str, path: &str, quiet: bool) -> Res
         copied += 1;
         let offset = offset.min(e.size);
         p.skip(offset);
-        let file = match e.path.split_once('/') {
-            Some((_, rest)) => src.join(rest),
-            None => src.clone(),
-        };
+        let file = source_path(&src, &e.path);
         let mut f = std::fs::File::open(&file).with_context(|| file.display().to_string())?;
         f.seek(std::io::SeekFrom::Start(offset))?;
         let len = e.size - offset;
@@ -456,6 +474,11 @@ fn send(caller: &Caller, src: &Path, peer: &str, path: &str, quiet: bool) -> Res
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peers_text_cannot_drive_the_terminal() {
+        assert_eq!(clean("a\x1b[2Jb\n"), "a?[2Jb?");
+    }
 
     #[test]
     fn sizes_read_as_people_write_them() {

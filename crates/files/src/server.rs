@@ -1,0 +1,333 @@
+//! The stream server: takes transfer streams from peers, checks their header against the
+//! tickets this node handed out, and sends or receives one file per stream.
+//!
+//! Bounds: a header must arrive within [`HEADER_TIMEOUT`] (before the stream takes a slot);
+//! at most [`MAX_STREAMS`] streams are served at once and [`MAX_STREAMS_PER_PEER`] per peer;
+//! a stream silent for [`STREAM_IDLE`] is dropped.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{AsyncWriteExt, StreamExt};
+use libp2p::PeerId;
+use tokio::sync::Semaphore;
+
+use crate::direct::{self, Channel};
+use crate::receive::Receiver;
+use crate::service::{Files, Item};
+use crate::wire::{Header, write_status};
+
+/// Most streams served at once.
+pub const MAX_STREAMS: usize = 16;
+/// Most streams served at once for one peer.
+pub const MAX_STREAMS_PER_PEER: usize = 4;
+/// Longest a new stream may take to send its header.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a stream may stay silent once it is served.
+pub const STREAM_IDLE: Duration = Duration::from_secs(60);
+/// Bytes per read on a stream.
+pub(crate) const BUF: usize = 256 << 10;
+
+/// Streams being served, in all (a semaphore) and per peer.
+#[derive(Clone)]
+pub(crate) struct Slots {
+    all: Arc<Semaphore>,
+    per_peer: Arc<Mutex<HashMap<PeerId, usize>>>,
+}
+
+/// One served stream's place; given back when dropped.
+struct Slot {
+    _all: tokio::sync::OwnedSemaphorePermit,
+    per_peer: Arc<Mutex<HashMap<PeerId, usize>>>,
+    peer: PeerId,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut m = self
+            .per_peer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.peer);
+            }
+        }
+    }
+}
+
+impl Slots {
+    pub(crate) fn new() -> Self {
+        Self {
+            all: Arc::new(Semaphore::new(MAX_STREAMS)),
+            per_peer: Arc::default(),
+        }
+    }
+
+    fn take(&self, peer: PeerId) -> Option<Slot> {
+        let mut m = self
+            .per_peer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = m.entry(peer).or_insert(0);
+        if *n >= MAX_STREAMS_PER_PEER {
+            return None;
+        }
+        let permit = self.all.clone().try_acquire_owned().ok()?;
+        *n += 1;
+        Some(Slot {
+            _all: permit,
+            per_peer: self.per_peer.clone(),
+            peer,
+        })
+    }
+}
+
+/// Serves [`crate::wire::PROTOCOL`] streams from `incoming` until it ends.
+pub(crate) async fn run(files: Files, mut incoming: libp2p_stream::IncomingStreams) {
+    while let Some((peer, stream)) = incoming.next().await {
+        let f = files.clone();
+        tokio::spawn(async move { f.serve(peer, stream).await });
+    }
+}
+
+/// Whether to offer a direct connection on a stream.
+#[derive(Clone, Copy)]
+pub(crate) enum Offer {
+    /// The opener did not ask for one.
+    NotAsked,
+    /// It asked, and this node offers.
+    Make,
+    /// It asked, and this node keeps the bytes on the stream (`files.direct` off).
+    Decline,
+}
+
+impl Files {
+    async fn serve(&self, peer: PeerId, mut stream: libp2p::Stream) {
+        let header =
+            match tokio::time::timeout(HEADER_TIMEOUT, Header::read_from(&mut stream)).await {
+                Ok(Ok(h)) => h,
+                Ok(Err(e)) => {
+                    let _ = write_status(&mut stream, Err(&e.to_string())).await;
+                    return;
+                }
+                Err(_) => return,
+            };
+        let Some(_slot) = self.slots().take(peer) else {
+            let _ = write_status(
+                &mut stream,
+                Err("busy: too many transfers at once; try again"),
+            )
+            .await;
+            return;
+        };
+        let (item, _in_use) = match self.item(peer, &header) {
+            Ok(i) => i,
+            Err(why) => {
+                tracing::warn!(%peer, "files: stream refused: {why}");
+                let _ = write_status(&mut stream, Err(&why)).await;
+                return;
+            }
+        };
+        let offer = match (header.direct, self.direct_allowed()) {
+            (false, _) => Offer::NotAsked,
+            (true, true) => Offer::Make,
+            (true, false) => Offer::Decline,
+        };
+        let r = match item {
+            Item::Send {
+                path,
+                size,
+                dev,
+                ino,
+            } => serve_read(stream, path, (size, dev, ino), header.offset, offer).await,
+            Item::Receive {
+                target,
+                size,
+                blake3,
+                mode,
+            } => serve_write(stream, target, (size, blake3, mode), header.offset, offer).await,
+        };
+        if let Err(e) = r {
+            tracing::warn!(%peer, "files: transfer stream ended: {e}");
+        }
+    }
+}
+
+/// After an OK status: the channel the bytes take (a direct connection when the opener asked
+/// for one, this node offers it and the opener got through).
+async fn channel(mut stream: libp2p::Stream, offer: Offer) -> Result<Channel, String> {
+    let offered = match offer {
+        Offer::NotAsked => return Ok(Channel::Stream(stream)),
+        Offer::Decline => {
+            let said = async {
+                stream.write_all(&[0]).await?;
+                stream.flush().await
+            };
+            said.await.map_err(|e| format!("stream: {e}"))?;
+            return Ok(Channel::Stream(stream));
+        }
+        Offer::Make => tokio::time::timeout(STREAM_IDLE, direct::offer(&mut stream)).await,
+    };
+    match offered {
+        Ok(Ok(Some(d))) => Ok(Channel::Direct(Box::new(d), stream)),
+        Ok(Ok(None)) => Ok(Channel::Stream(stream)),
+        Ok(Err(e)) => Err(format!("direct channel: {e}")),
+        Err(_) => Err("direct channel: no answer".into()),
+    }
+}
+
+async fn serve_read(
+    mut stream: libp2p::Stream,
+    path: PathBuf,
+    (size, dev, ino): (u64, u64, u64),
+    offset: u64,
+    offer: Offer,
+) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt as _, AsyncSeekExt};
+    let opened = async {
+        // No symlink at the end, no blocking on a FIFO, and the very file that was listed:
+        // a path swapped since (a symlink put in its place higher up) opens another inode.
+        let mut f = tokio::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+            .open(&path)
+            .await?;
+        let md = f.metadata().await?;
+        if !md.is_file() || md.dev() != dev || md.ino() != ino {
+            return Err(std::io::Error::other(format!(
+                "{} is no longer the file that was listed",
+                path.display()
+            )));
+        }
+        if md.len() != size {
+            return Err(std::io::Error::other(format!(
+                "{} changed since it was listed ({} bytes, not {size})",
+                path.display(),
+                md.len()
+            )));
+        }
+        if offset > size {
+            return Err(std::io::Error::other(format!(
+                "offset {offset} is past the end"
+            )));
+        }
+        f.seek(std::io::SeekFrom::Start(offset)).await?;
+        Ok(f)
+    };
+    let mut f = match opened.await {
+        Ok(f) => f,
+        Err(e) => {
+            let why = e.to_string();
+            let _ = write_status(&mut stream, Err(&why)).await;
+            return Err(why);
+        }
+    };
+    write_status(&mut stream, Ok(()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut channel = channel(stream, offer).await?;
+    let mut left = size - offset;
+    let mut buf = vec![0u8; direct::FRAME];
+    while left > 0 {
+        let want = buf.len().min(left as usize);
+        let n = f.read(&mut buf[..want]).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err(format!("{} shrank while being sent", path.display()));
+        }
+        tokio::time::timeout(STREAM_IDLE, channel.write_all(&buf[..n]))
+            .await
+            .map_err(|_| "the peer stopped reading".to_string())?
+            .map_err(|e| e.to_string())?;
+        left -= n as u64;
+    }
+    channel.end().await.map_err(|e| e.to_string())?;
+    if channel.is_direct() {
+        let _ = channel.control().close().await;
+    }
+    Ok(())
+}
+
+async fn serve_write(
+    mut stream: libp2p::Stream,
+    target: PathBuf,
+    (size, blake3, mode): (u64, String, u32),
+    offset: u64,
+    offer: Offer,
+) -> Result<(), String> {
+    let t = target.clone();
+    let opened =
+        tokio::task::spawn_blocking(move || Receiver::open(&t, size, &blake3, mode, offset))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+    let mut rx = match opened {
+        Ok(r) => r,
+        Err(why) => {
+            let _ = write_status(&mut stream, Err(&why)).await;
+            return Err(why);
+        }
+    };
+    write_status(&mut stream, Ok(()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut channel = channel(stream, offer).await?;
+    // The disk work runs on a blocking thread fed through a short queue, so hashing and
+    // writing overlap with reading. Buffers go back to the reader once written, so none is
+    // allocated per read.
+    const QUEUE: usize = 4;
+    let (tx, mut chunks) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUE);
+    let (give_back, mut spare) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUE + 1);
+    let writer = tokio::task::spawn_blocking(move || {
+        while let Some(c) = chunks.blocking_recv() {
+            rx.write(&c)?;
+            let _ = give_back.try_send(c);
+        }
+        Ok::<_, crate::receive::ReceiveError>(rx)
+    });
+    let mut read_err = None;
+    loop {
+        let mut buf = spare.try_recv().unwrap_or_default();
+        match tokio::time::timeout(STREAM_IDLE, channel.read_into(&mut buf, BUF)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(_)) => {
+                if tx.send(buf).await.is_err() {
+                    break; // the writer failed; its error is reported below
+                }
+            }
+            Ok(Err(e)) => {
+                read_err = Some(e.to_string());
+                break;
+            }
+            Err(_) => {
+                read_err = Some("the sender went silent".into());
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let rx = writer.await.map_err(|e| e.to_string())?;
+    let result = match (rx, read_err) {
+        (Err(e), _) => Err(e.to_string()),
+        (Ok(_), Some(e)) => Err(format!(
+            "{}: interrupted ({e}); the partial file is kept",
+            target.display()
+        )),
+        (Ok(rx), None) => tokio::task::spawn_blocking(move || rx.finish())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string())),
+    };
+    let status = match &result {
+        Ok(()) => Ok(()),
+        Err(e) => Err(e.as_str()),
+    };
+    let stream = channel.control();
+    let _ = write_status(stream, status).await;
+    let _ = stream.close().await;
+    result
+}
