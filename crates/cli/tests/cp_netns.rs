@@ -1,8 +1,9 @@
 //! `nunet cp` of a 1 GiB file between two namespace hosts (issue 17, item 3), interrupted
 //! once in each direction and resumed: to the peer, the receiving daemon is SIGKILLed
 //! mid-file and started again; back from it, the CLI is killed mid-file. Each resumed run
-//! sends only what was missing, and the SHA-256 of every copy matches the original. Needs
-//! root and iproute2 (`nunet devnet up --netns`).
+//! sends only what was missing, and the SHA-256 of every copy matches the original. Then a
+//! firewall on the peer stops the direct connection: the bytes take the libp2p connection.
+//! Needs root, iproute2 and iptables (`nunet devnet up --netns`).
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod deploy_support;
@@ -130,4 +131,52 @@ fn a_gigabyte_crosses_namespaces_survives_an_interruption_each_way_and_hashes_th
     assert_eq!(sha256(&back), want, "after {cut} bytes");
     assert!(partial(&back_dir).is_none());
     eprintln!("from the peer: interrupted after {cut} bytes; {said}");
+
+    // A firewall on node-2 that drops new inbound connections except to libp2p's port: the
+    // direct connection cannot be made, the bytes take the libp2p connection, and the next
+    // copy does not try again (no connect timeout per file).
+    let rule = [
+        "INPUT",
+        "-p",
+        "tcp",
+        "!",
+        "--dport",
+        "4001",
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "NEW",
+        "-j",
+        "DROP",
+    ];
+    let fw = |op: &str| {
+        let mut args = vec!["iptables", op];
+        args.extend_from_slice(&rule);
+        let o = Command::new("ip")
+            .args(["netns", "exec", &dn.netns[1]])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", deploy_support::text(&o));
+    };
+    fw("-A");
+    let small = local.join("small.bin");
+    let body: Vec<u8> = (0..64u32 << 20).map(|i| (i % 249) as u8).collect();
+    std::fs::write(&small, &body).unwrap();
+    for round in 0..2 {
+        let to = format!("{peer}:small-{round}.bin");
+        let t0 = Instant::now();
+        let o = cp(&["cp", "-q", small.to_str().unwrap(), &to])
+            .output()
+            .unwrap();
+        let said = deploy_support::text(&o);
+        assert!(o.status.success(), "{said}");
+        assert!(said.contains("over the libp2p connection"), "{said}");
+        assert_eq!(
+            std::fs::read(area.join(format!("small-{round}.bin"))).unwrap(),
+            body
+        );
+        eprintln!("firewalled, round {round}: {:?}; {said}", t0.elapsed());
+    }
+    fw("-D");
 }
