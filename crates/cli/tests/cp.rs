@@ -3,7 +3,8 @@
 //! everything in place; a copy interrupted by killing the CLI that the next run resumes; the
 //! bytes on a direct connection, and on the libp2p connection to a node that turned that off;
 //! paths outside the peer's file area (`..`, absolute paths, a symlink out of the area)
-//! refused; and a node the peer does not trust refused by its capability check.
+//! refused; a node the peer does not trust refused by its capability check, then, granted
+//! `/dms/node/files/read` only, able to fetch and still refused a write.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod deploy_support;
@@ -206,19 +207,74 @@ fn directories_go_to_a_peer_and_back_and_an_interrupted_copy_resumes() {
 
     // A node the peer does not trust: its node's request is refused by the peer's
     // capability check, and nothing is handed out.
-    let (_daemon, _did, _) = stranger(&dn);
+    let (_daemon, stranger_did, _) = stranger(&dn);
+    let as_stranger = |args: &[&str]| {
+        let o = nunet(&dn.dir, Some("stranger"), args);
+        (o.status.code(), text(&o))
+    };
+    let stolen = local.join("stolen");
+    let (code, out) = as_stranger(&[
+        "cp",
+        "-c",
+        "dms",
+        &format!("{peer}:tree"),
+        stolen.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("Denied"), "{out}");
+    assert!(!stolen.exists());
+
+    // The organisation grants it reading only: it may fetch, and still not write.
     let o = nunet(
         &dn.dir,
-        Some("stranger"),
+        Some("org"),
         &[
+            "cap",
+            "grant",
+            "-c",
+            "org",
+            "--cap",
+            "/dms/node/files/read",
+            "--duration",
+            "1h",
+            &stranger_did,
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let token = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let (code, out) = as_stranger(&["cap", "anchor", "-c", "dms", "--provide", &token]);
+    assert_eq!(code, Some(0), "{out}");
+    let read = local.join("read");
+    let t0 = Instant::now();
+    loop {
+        // The daemon reloads its context within a second of the change.
+        let (code, out) = as_stranger(&[
             "cp",
+            "-q",
             "-c",
             "dms",
             &format!("{peer}:tree"),
-            local.join("stolen").to_str().unwrap(),
-        ],
-    );
-    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
-    assert!(text(&o).contains("Denied"), "{}", text(&o));
-    assert!(!local.join("stolen").exists());
+            read.to_str().unwrap(),
+        ]);
+        if code == Some(0) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "read still refused: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(listing(&read), listing(&src));
+    let (code, out) = as_stranger(&[
+        "cp",
+        "-c",
+        "dms",
+        big.to_str().unwrap(),
+        &format!("{peer}:from-stranger.bin"),
+    ]);
+    // Its grant covers no write, so no chain the peer accepts can be made for one.
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("Denied"), "{out}");
+    assert!(!area.join("from-stranger.bin").exists());
 }
