@@ -333,7 +333,7 @@ fn fetch(caller: &Caller, peer: &str, path: &str, dst: &Path, quiet: bool) -> Re
         copied += 1;
         p.skip(offset);
         // What a resumed file holds is hashed before the peer starts sending.
-        let mut rx = Receiver::open(at, e.size, digest, e.mode, offset)?;
+        let rx = Receiver::open(at, e.size, digest, e.mode, offset)?;
         let mut resp = api.get_raw(&format!("/files/{}/{i}?offset={offset}", r.session))?;
         let status = resp.status().as_u16();
         if status != 200 {
@@ -348,30 +348,74 @@ fn fetch(caller: &Caller, peer: &str, path: &str, dst: &Path, quiet: bool) -> Re
                 .and_then(|v| v.to_str().ok()),
         );
         let mut body = resp.body_mut().as_reader();
-        let mut buf = vec![0u8; BUF];
-        loop {
-            let n = match body.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(err) => {
-                    p.end();
-                    bail!(
-                        "{}: interrupted after {} of {} ({err}); run the same command again to resume",
-                        at.display(),
-                        fmt_bytes(rx.written()),
-                        fmt_bytes(e.size)
-                    );
-                }
-            };
-            rx.write(&buf[..n])?;
-            moved += n as u64;
-            p.add(n as u64);
-        }
-        rx.finish()?;
+        let got = receive(&mut body, rx, &mut p).map_err(|(held, err)| {
+            p.end();
+            anyhow!(
+                "{}: interrupted after {} of {} ({err}); run the same command again to resume",
+                at.display(),
+                fmt_bytes(held),
+                fmt_bytes(e.size)
+            )
+        })?;
+        moved += got;
     }
     p.end();
     summary(copied, in_place, moved, &p, &r.manifest, &paths);
     Ok(exit::OK)
+}
+
+/// Reads `body` into `rx` and finishes it; the bytes moved, or what `rx` held and why it
+/// stopped. Reading and writing overlap: the hashing and the disk work run on a thread of
+/// their own, fed through a short queue, buffers coming back for reuse.
+fn receive(
+    body: &mut dyn Read,
+    rx: Receiver,
+    p: &mut Progress,
+) -> std::result::Result<u64, (u64, anyhow::Error)> {
+    const QUEUE: usize = 4;
+    let start = rx.written();
+    let (tx, chunks) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(QUEUE);
+    let (give_back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE + 1);
+    let writer = std::thread::spawn(move || {
+        let mut rx = rx;
+        for (buf, n) in chunks {
+            if let Err(e) = rx.write(&buf[..n]) {
+                return (rx, Err(e));
+            }
+            let _ = give_back.try_send(buf);
+        }
+        (rx, Ok(()))
+    });
+    let mut moved = 0u64;
+    let mut read_err = None;
+    loop {
+        let mut buf = spare.try_recv().unwrap_or_else(|_| vec![0u8; BUF]);
+        match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                moved += n as u64;
+                p.add(n as u64);
+                if tx.send((buf, n)).is_err() {
+                    break; // the writer stopped; its error is below
+                }
+            }
+            Err(e) => {
+                read_err = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let (rx, wrote) = writer
+        .join()
+        .map_err(|_| (start, anyhow!("the writing thread panicked")))?;
+    let held = rx.written();
+    wrote.map_err(|e| (held, e.into()))?;
+    if let Some(e) = read_err {
+        return Err((held, e.into()));
+    }
+    rx.finish().map_err(|e| (held, e.into()))?;
+    Ok(moved)
 }
 
 /// Counts what is read through it.
