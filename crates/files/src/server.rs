@@ -188,26 +188,27 @@ async fn serve_read(
     offset: u64,
     offer: Offer,
 ) -> Result<(), String> {
-    use tokio::io::{AsyncReadExt as _, AsyncSeekExt};
-    let opened = async {
+    use std::io::{Read, Seek};
+    use std::os::unix::fs::OpenOptionsExt;
+    let p = path.clone();
+    let opened = tokio::task::spawn_blocking(move || {
         // No symlink at the end, no blocking on a FIFO, and the very file that was listed:
         // a path swapped since (a symlink put in its place higher up) opens another inode.
-        let mut f = tokio::fs::OpenOptions::new()
+        let mut f = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
-            .open(&path)
-            .await?;
-        let md = f.metadata().await?;
+            .open(&p)?;
+        let md = f.metadata()?;
         if !md.is_file() || md.dev() != dev || md.ino() != ino {
             return Err(std::io::Error::other(format!(
                 "{} is no longer the file that was listed",
-                path.display()
+                p.display()
             )));
         }
         if md.len() != size {
             return Err(std::io::Error::other(format!(
                 "{} changed since it was listed ({} bytes, not {size})",
-                path.display(),
+                p.display(),
                 md.len()
             )));
         }
@@ -216,13 +217,15 @@ async fn serve_read(
                 "offset {offset} is past the end"
             )));
         }
-        f.seek(std::io::SeekFrom::Start(offset)).await?;
+        f.seek(std::io::SeekFrom::Start(offset))?;
         Ok(f)
-    };
-    let mut f = match opened.await {
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r.map_err(|e| e.to_string()));
+    let mut f = match opened {
         Ok(f) => f,
-        Err(e) => {
-            let why = e.to_string();
+        Err(why) => {
             let _ = write_status(&mut stream, Err(&why)).await;
             return Err(why);
         }
@@ -231,20 +234,40 @@ async fn serve_read(
         .await
         .map_err(|e| e.to_string())?;
     let mut channel = channel(stream, offer).await?;
-    let mut left = size - offset;
-    let mut buf = vec![0u8; direct::FRAME];
-    while left > 0 {
-        let want = buf.len().min(left as usize);
-        let n = f.read(&mut buf[..want]).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err(format!("{} shrank while being sent", path.display()));
+    // The disk reads run on a blocking thread feeding a short queue, overlapping the sends.
+    const QUEUE: usize = 4;
+    let (tx, mut chunks) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(QUEUE);
+    let left = size - offset;
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut left = left;
+        while left > 0 {
+            let mut buf = vec![0u8; direct::FRAME.min(left as usize)];
+            let r = f.read(&mut buf).and_then(|n| match n {
+                0 => Err(std::io::Error::other("the file shrank while being sent")),
+                n => Ok(n),
+            });
+            let n = match r {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            };
+            buf.truncate(n);
+            left -= n as u64;
+            if tx.blocking_send(Ok(buf)).is_err() {
+                return; // the stream side stopped
+            }
         }
-        tokio::time::timeout(STREAM_IDLE, channel.write_all(&buf[..n]))
+    });
+    while let Some(chunk) = chunks.recv().await {
+        let chunk = chunk.map_err(|e| format!("{}: {e}", path.display()))?;
+        tokio::time::timeout(STREAM_IDLE, channel.write_all(&chunk))
             .await
             .map_err(|_| "the peer stopped reading".to_string())?
             .map_err(|e| e.to_string())?;
-        left -= n as u64;
     }
+    let _ = reader.await;
     channel.end().await.map_err(|e| e.to_string())?;
     if channel.is_direct() {
         let _ = channel.control().close().await;
