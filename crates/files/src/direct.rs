@@ -21,8 +21,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use libp2p::Multiaddr;
-use libp2p::multiaddr::Protocol;
 use rand::RngCore;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -39,21 +37,6 @@ pub const FRAME: usize = 1 << 20;
 const TAG: usize = 16;
 /// Offer on the stream: 1, port (2), key (32), token (32).
 const OFFER_LEN: usize = 1 + 2 + 32 + 32;
-
-/// The IPv4 address of a direct (not relayed) connection among `addrs` (the remote ends of
-/// open connections come first in a peer's addresses). The server listens on IPv4; peers
-/// reached over IPv6 only keep their bytes on the stream.
-pub fn direct_ip(addrs: &[Multiaddr]) -> Option<IpAddr> {
-    addrs.iter().find_map(|a| {
-        if a.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
-            return None;
-        }
-        a.iter().find_map(|p| match p {
-            Protocol::Ip4(ip) if !ip.is_unspecified() => Some(IpAddr::V4(ip)),
-            _ => None,
-        })
-    })
-}
 
 /// One direction of sealed frames over a TCP connection.
 pub struct Direct {
@@ -442,13 +425,5 @@ mod tests {
         let mut d = Direct::new(tcp, &key).unwrap();
         d.send(b"mine").await.unwrap();
         assert_eq!(server.await.unwrap(), b"mine");
-        assert_eq!(
-            direct_ip(&["/ip4/10.0.0.2/tcp/1".parse().unwrap()]),
-            Some("10.0.0.2".parse().unwrap())
-        );
-        assert_eq!(
-            direct_ip(&["/ip4/10.0.0.2/tcp/1/p2p/12D3KooWCtWzrNhnr6prSWeybtV9dPBnejztutdSBdfxfM6KmGR6/p2p-circuit".parse().unwrap()]),
-            None
-        );
     }
 }

@@ -29,7 +29,7 @@ use crate::calls::{
     FetchReply, FetchRequest, FilesFetch, FilesRead, FilesSend, FilesWrite, ReadReply, ReadRequest,
     SendReply, SendRequest, WriteReply, WriteRequest,
 };
-use crate::direct::{self, Channel, direct_ip};
+use crate::direct::{self, Channel};
 use crate::leases::{InUse, Leases};
 use crate::manifest::{Kind, Manifest, build, source_path};
 use crate::receive::{make_dirs, plan, targets};
@@ -445,7 +445,7 @@ impl Files {
                 .await
                 .into_iter()
                 .find(|p| p.peer_id == peer)
-                .and_then(|p| direct_ip(&p.endpoints))
+                .and_then(|p| p.direct_ipv4())
         } else {
             None
         };

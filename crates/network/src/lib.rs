@@ -172,3 +172,26 @@ pub struct PeerInfo {
     /// misbehaves), if gossipsub knows the peer.
     pub gossip_score: Option<f64>,
 }
+
+impl PeerInfo {
+    /// The IPv4 address this node reached the peer at over a direct (not relayed)
+    /// connection, if any: for side channels that must go to the peer itself, never to an
+    /// address it only announced.
+    pub fn direct_ipv4(&self) -> Option<std::net::IpAddr> {
+        direct_ipv4(&self.endpoints)
+    }
+}
+
+/// The first IPv4 address among `addrs` that is not a relay circuit.
+pub fn direct_ipv4(addrs: &[Multiaddr]) -> Option<std::net::IpAddr> {
+    use libp2p::multiaddr::Protocol;
+    addrs.iter().find_map(|a| {
+        if a.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
+            return None;
+        }
+        a.iter().find_map(|p| match p {
+            Protocol::Ip4(ip) if !ip.is_unspecified() => Some(std::net::IpAddr::V4(ip)),
+            _ => None,
+        })
+    })
+}

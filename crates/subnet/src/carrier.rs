@@ -27,7 +27,7 @@ use libp2p::{PeerId, Stream};
 use tokio::sync::Notify;
 
 use crate::{
-    datagram::{self, CONFIRMED, Hub, LIVENESS_TICK, Liveness, OFFER_LEN, Offer, RxGuard, TxPath},
+    datagram::{CONFIRMED, Hub, LIVENESS_TICK, Liveness, OFFER_LEN, Offer, RxGuard, TxPath},
     router::{SharedTable, check_inbound, count_inbound_drop},
     stats::{Counters, add, bump},
     tun::{self, Tun},
@@ -272,7 +272,7 @@ async fn open_path(links: &Links, peer: PeerId, offer: &Offer) -> Option<Arc<TxP
         .await
         .into_iter()
         .find(|p| p.peer_id == peer)?;
-    let Some(ip) = datagram::direct_ip(&info.endpoints) else {
+    let Some(ip) = info.direct_ipv4() else {
         tracing::debug!(%peer, "no direct connection; no datagram path");
         return None;
     };

@@ -32,7 +32,7 @@ mod send;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use send::{Liveness, TxPath, direct_ip};
+pub(crate) use send::{Liveness, TxPath};
 
 use std::{
     collections::HashMap,

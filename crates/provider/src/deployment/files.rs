@@ -7,7 +7,7 @@
 //! path tells a deployer nothing about what exists on the host), then as resolved by the
 //! filesystem (symlinks), and the resolved path is what the executor gets.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use nunet_actor::ActorError;
 
@@ -23,23 +23,7 @@ pub(crate) struct LocalFiles {
     dirs: bool,
 }
 
-/// `p` with `.` and `..` folded away lexically; `None` when `..` would leave `/`.
-pub(crate) fn normalise(p: &Path) -> Option<PathBuf> {
-    let mut out = PathBuf::from("/");
-    for c in p.components() {
-        match c {
-            Component::RootDir | Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    return None;
-                }
-            }
-            Component::Normal(n) => out.push(n),
-            Component::Prefix(_) => return None,
-        }
-    }
-    Some(out)
-}
+pub(crate) use nunet_files::area::normalise;
 
 /// Roots resolved when they exist, so a root reached through a symlink still matches.
 fn resolved(roots: impl Iterator<Item = PathBuf>) -> Vec<PathBuf> {

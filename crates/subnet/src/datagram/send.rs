@@ -5,14 +5,13 @@
 
 use std::{
     io,
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
 };
 
-use libp2p::{Multiaddr, multiaddr::Protocol};
 use ring::aead::{AES_256_GCM, LessSafeKey, UnboundKey};
 
 use super::{
@@ -110,18 +109,4 @@ impl TxPath {
         self.hub.socket.send_to(&buf[..total], self.to)?;
         Ok(())
     }
-}
-
-/// The IPv4 address of a direct (not relayed) connection endpoint, if any of `addrs` is
-/// one (the datagram socket is IPv4; peers reached over IPv6 only stay on the stream).
-pub(crate) fn direct_ip(addrs: &[Multiaddr]) -> Option<IpAddr> {
-    addrs.iter().find_map(|a| {
-        if a.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
-            return None;
-        }
-        a.iter().find_map(|p| match p {
-            Protocol::Ip4(ip) if !ip.is_unspecified() => Some(IpAddr::V4(ip)),
-            _ => None,
-        })
-    })
 }

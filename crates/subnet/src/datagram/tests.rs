@@ -48,6 +48,7 @@ fn a_path_is_dead_only_after_unacknowledged_sends_for_a_while() {
 
 #[test]
 fn direct_ip_skips_relayed_endpoints() {
+    use nunet_network::direct_ipv4 as direct_ip;
     let relayed: Multiaddr =
         "/ip4/1.2.3.4/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit"
             .parse()
