@@ -202,11 +202,50 @@ pub struct Receiver {
     target: PathBuf,
     /// Bytes before this offset were handed to the disk's writeback already.
     kicked: u64,
+    /// Syncs the partial file in the background when asked (see [`WRITEBACK_EVERY`]).
+    syncer: Option<Syncer>,
 }
 
-/// Writeback of received bytes is started every this many bytes, so the disk writes while
-/// the network delivers and the final sync has only the tail left.
+/// Every this many bytes received, the file is synced on a thread of its own, so the disk
+/// writes while the network delivers and the final sync has only the tail left (without
+/// dropping the data from the page cache, as `posix_fadvise` would).
 const WRITEBACK_EVERY: u64 = 64 << 20;
+
+/// A thread that syncs a file whenever it is asked (asks while it syncs fold into one).
+struct Syncer {
+    ask: std::sync::mpsc::SyncSender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start(file: std::fs::File) -> Self {
+        let (ask, asked) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::spawn(move || {
+            while asked.recv().is_ok() {
+                let _ = file.sync_data();
+            }
+        });
+        Self {
+            ask,
+            thread: Some(thread),
+        }
+    }
+
+    fn kick(&self) {
+        let _ = self.ask.try_send(());
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread after its current sync.
+        let (closed, _) = std::sync::mpsc::sync_channel(0);
+        drop(std::mem::replace(&mut self.ask, closed));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
 
 impl Receiver {
     /// Opens the partial file of `target` and continues at `offset` (what
@@ -264,6 +303,7 @@ impl Receiver {
             part,
             target: target.to_path_buf(),
             kicked: offset,
+            syncer: None,
         })
     }
 
@@ -289,14 +329,12 @@ impl Receiver {
         self.hasher.update(buf);
         self.written += buf.len() as u64;
         if self.written - self.kicked >= WRITEBACK_EVERY {
-            // Queues writeback of that range without waiting for it (Linux starts writing
-            // dirty pages on this advice), so the final sync has only the tail left.
-            let _ = nix::fcntl::posix_fadvise(
-                &*self.file,
-                self.kicked as i64,
-                (self.written - self.kicked) as i64,
-                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-            );
+            if self.syncer.is_none() {
+                self.syncer = self.file.try_clone().ok().map(Syncer::start);
+            }
+            if let Some(s) = &self.syncer {
+                s.kick();
+            }
             self.kicked = self.written;
         }
         Ok(())
