@@ -5,7 +5,7 @@
 //! * A ticket is minted by `read` or `write` after the actor layer admitted the call. It is
 //!   bound to the calling node's peer id, so a stream from any other peer is refused; it
 //!   names the entries it covers and what each may do (send this file from here, receive
-//!   that file into there). Tickets and sessions are leases ([`crate::leases`]): kept while
+//!   that file into there). Tickets and sessions are leases (`leases.rs`): kept while
 //!   streams use them, dropped 10 minutes after their last use.
 //! * A session is minted by `fetch` or `send` for the CLI and is only usable through the
 //!   local API (loopback). The node opens one stream per file to the peer and pipes it.
