@@ -24,8 +24,11 @@ use crate::{
 
 mod gpu;
 
-/// Looks (100 ms apart) for dockerd's OOM mark on a SIGKILLed container with a memory limit.
-const OOM_RECHECKS: u32 = 3;
+/// Looks (100 ms apart, for up to 2 s) for dockerd's OOM mark on a SIGKILLed container with
+/// a memory limit. The mark comes from a separate event that dockerd may handle after the
+/// exit: under load (a CI run) 300 ms were seen to be too short, and the exit was reported
+/// as a plain SIGKILL.
+const OOM_RECHECKS: u32 = 20;
 
 /// Container names are `nunet-<execution id>`.
 const NAME_PREFIX: &str = "nunet-";
