@@ -84,11 +84,6 @@ impl Area {
         Self { home, roots }
     }
 
-    /// The area's own directory.
-    pub fn home(&self) -> &Path {
-        &self.home
-    }
-
     fn home_dir(&self) -> Result<PathBuf, AreaError> {
         use std::os::unix::fs::DirBuilderExt;
         let fail = |e: std::io::Error| AreaError::Io {

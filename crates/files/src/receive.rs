@@ -312,11 +312,6 @@ impl Receiver {
         self.written
     }
 
-    /// The announced size.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
     /// Appends `buf`.
     pub fn write(&mut self, buf: &[u8]) -> Result<(), ReceiveError> {
         if self.written + buf.len() as u64 > self.size {

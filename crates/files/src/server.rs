@@ -181,8 +181,32 @@ async fn channel(mut stream: libp2p::Stream, offer: Offer) -> Result<Channel, St
     }
 }
 
-async fn serve_read(
+/// Answers a stream whose file was opened (or not) on a blocking thread: the refusal with
+/// its reason, or OK and the channel the bytes take.
+async fn answer<T, E: std::fmt::Display>(
     mut stream: libp2p::Stream,
+    offer: Offer,
+    opened: Result<Result<T, E>, tokio::task::JoinError>,
+) -> Result<(T, Channel), String> {
+    let opened = opened
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    match opened {
+        Ok(t) => {
+            write_status(&mut stream, Ok(()))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok((t, channel(stream, offer).await?))
+        }
+        Err(why) => {
+            let _ = write_status(&mut stream, Err(&why)).await;
+            Err(why)
+        }
+    }
+}
+
+async fn serve_read(
+    stream: libp2p::Stream,
     path: PathBuf,
     (size, dev, ino): (u64, u64, u64),
     offset: u64,
@@ -220,20 +244,8 @@ async fn serve_read(
         f.seek(std::io::SeekFrom::Start(offset))?;
         Ok(f)
     })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r.map_err(|e| e.to_string()));
-    let mut f = match opened {
-        Ok(f) => f,
-        Err(why) => {
-            let _ = write_status(&mut stream, Err(&why)).await;
-            return Err(why);
-        }
-    };
-    write_status(&mut stream, Ok(()))
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut channel = channel(stream, offer).await?;
+    .await;
+    let (mut f, mut channel) = answer(stream, offer, opened).await?;
     // The disk reads run on a blocking thread feeding a short queue, overlapping the sends.
     const QUEUE: usize = 4;
     let (tx, mut chunks) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(QUEUE);
@@ -276,7 +288,7 @@ async fn serve_read(
 }
 
 async fn serve_write(
-    mut stream: libp2p::Stream,
+    stream: libp2p::Stream,
     target: PathBuf,
     (size, blake3, mode): (u64, String, u32),
     offset: u64,
@@ -284,21 +296,8 @@ async fn serve_write(
 ) -> Result<(), String> {
     let t = target.clone();
     let opened =
-        tokio::task::spawn_blocking(move || Receiver::open(&t, size, &blake3, mode, offset))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
-    let mut rx = match opened {
-        Ok(r) => r,
-        Err(why) => {
-            let _ = write_status(&mut stream, Err(&why)).await;
-            return Err(why);
-        }
-    };
-    write_status(&mut stream, Ok(()))
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut channel = channel(stream, offer).await?;
+        tokio::task::spawn_blocking(move || Receiver::open(&t, size, &blake3, mode, offset)).await;
+    let (mut rx, mut channel) = answer(stream, offer, opened).await?;
     // The disk work runs on a blocking thread fed through a short queue, so hashing and
     // writing overlap with reading. Buffers go back to the reader once written, so none is
     // allocated per read.

@@ -113,6 +113,9 @@ struct Progress {
     done: u64,
     /// Of `done`, what was already there (not counted in the rate).
     skipped: u64,
+    /// Files sent (whole or resumed) and files found in place.
+    copied: usize,
+    in_place: usize,
     started: Instant,
     shown: Instant,
     quiet: bool,
@@ -127,6 +130,8 @@ impl Progress {
             total,
             done: 0,
             skipped: 0,
+            copied: 0,
+            in_place: 0,
             started: now,
             shown: now,
             quiet,
@@ -138,6 +143,24 @@ impl Progress {
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
         let moved = self.done - self.skipped;
         format!("{}/s", fmt_bytes((moved as f64 / secs) as u64))
+    }
+
+    /// A file of `size` bytes whose receiver starts at `offset` (`None`: already there);
+    /// the offset when there is something to send.
+    fn begin(&mut self, size: u64, offset: Option<u64>) -> Option<u64> {
+        match offset {
+            None => {
+                self.skip(size);
+                self.in_place += 1;
+                None
+            }
+            Some(o) => {
+                let o = o.min(size);
+                self.skip(o);
+                self.copied += 1;
+                Some(o)
+            }
+        }
     }
 
     /// `n` bytes that were already there.
@@ -228,7 +251,8 @@ impl Paths {
 }
 
 /// The last line: files copied and files found in place.
-fn summary(copied: usize, in_place: usize, moved: u64, p: &Progress, m: &Manifest, paths: &Paths) {
+fn summary(moved: u64, p: &Progress, m: &Manifest, paths: &Paths) {
+    let (copied, in_place) = (p.copied, p.in_place);
     let secs = p.started.elapsed().as_secs_f64();
     let mut s = if copied == 0 {
         format!("nothing to copy: {in_place} file(s) already there")
@@ -310,7 +334,7 @@ fn fetch(caller: &Caller, peer: &str, path: &str, dst: &Path, quiet: bool) -> Re
     let (addr, port) = caller.endpoint();
     let api = Api::for_transfers(addr, port, FIRST_BYTE);
     let mut p = Progress::new(r.manifest.bytes(), quiet);
-    let (mut moved, mut copied, mut in_place) = (0u64, 0usize, 0usize);
+    let mut moved = 0u64;
     let mut paths = Paths::default();
     let (offsets, _) = plan(&r.manifest, &places)?;
     make_dirs(&r.manifest, &places)?;
@@ -325,13 +349,9 @@ fn fetch(caller: &Caller, peer: &str, path: &str, dst: &Path, quiet: bool) -> Re
         let Some(digest) = e.blake3.as_deref().filter(|_| e.kind == Kind::File) else {
             continue;
         };
-        let Some(offset) = offset else {
-            p.skip(e.size);
-            in_place += 1;
+        let Some(offset) = p.begin(e.size, offset) else {
             continue;
         };
-        copied += 1;
-        p.skip(offset);
         // What a resumed file holds is hashed before the peer starts sending.
         let rx = Receiver::open(at, e.size, digest, e.mode, offset)?;
         let mut resp = api.get_raw(&format!("/files/{}/{i}?offset={offset}", r.session))?;
@@ -360,7 +380,7 @@ fn fetch(caller: &Caller, peer: &str, path: &str, dst: &Path, quiet: bool) -> Re
         moved += got;
     }
     p.end();
-    summary(copied, in_place, moved, &p, &r.manifest, &paths);
+    summary(moved, &p, &r.manifest, &paths);
     Ok(exit::OK)
 }
 
@@ -462,20 +482,15 @@ fn send(caller: &Caller, src: &Path, peer: &str, path: &str, quiet: bool) -> Res
     let (addr, port) = caller.endpoint();
     let api = Api::for_transfers(addr, port, FIRST_BYTE);
     let mut p = Progress::new(m.bytes(), quiet);
-    let (mut moved, mut copied, mut in_place) = (0u64, 0usize, 0usize);
+    let mut moved = 0u64;
     let mut paths = Paths::default();
     for (i, (e, &offset)) in m.entries.iter().zip(&r.offsets).enumerate() {
         if e.kind != Kind::File {
             continue;
         }
-        let Some(offset) = offset else {
-            p.skip(e.size);
-            in_place += 1;
+        let Some(offset) = p.begin(e.size, offset) else {
             continue;
         };
-        copied += 1;
-        let offset = offset.min(e.size);
-        p.skip(offset);
         let file = source_path(&src, &e.path);
         let mut f = std::fs::File::open(&file).with_context(|| file.display().to_string())?;
         f.seek(std::io::SeekFrom::Start(offset))?;
@@ -509,7 +524,7 @@ fn send(caller: &Caller, src: &Path, peer: &str, path: &str, quiet: bool) -> Res
         moved += len;
     }
     p.end();
-    summary(copied, in_place, moved, &p, &m, &paths);
+    summary(moved, &p, &m, &paths);
     std::io::stdout().flush()?;
     Ok(exit::OK)
 }
