@@ -154,7 +154,19 @@ pub struct Job {
     /// Seconds a microVM's kernel may take to start its init before the VM is killed and
     /// its allocation fails (0: no limit).
     pub vm_boot_timeout_secs: u64,
+    /// MiB of output kept per allocation and stream (stdout, stderr) on this provider, for
+    /// `deployment logs`; beyond it the oldest output is dropped, and a follower is told
+    /// how much. At least 1.
+    #[serde(default = "default_output_retention_mb")]
+    pub output_retention_mb: u64,
 }
+
+fn default_output_retention_mb() -> u64 {
+    256
+}
+
+/// Largest `job.output_retention_mb`: 1 TiB.
+pub const MAX_OUTPUT_RETENTION_MB: u64 = 1 << 20;
 
 /// `subnet.*`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -257,6 +269,7 @@ impl Config {
                 glusterfs_servers: Vec::new(),
                 s3_private_endpoints: Vec::new(),
                 vm_boot_timeout_secs: 120,
+                output_retention_mb: default_output_retention_mb(),
             },
             subnet: Subnet {
                 enabled: true,
@@ -337,6 +350,12 @@ impl Config {
             p.push(format!(
                 "job.vm_boot_timeout_secs: {} is more than {MAX_VM_BOOT_TIMEOUT_SECS} (a week)",
                 self.job.vm_boot_timeout_secs
+            ));
+        }
+        if !(1..=MAX_OUTPUT_RETENTION_MB).contains(&self.job.output_retention_mb) {
+            p.push(format!(
+                "job.output_retention_mb: {} is not between 1 and {MAX_OUTPUT_RETENTION_MB}",
+                self.job.output_retention_mb
             ));
         }
         if self.profiler.addr.parse::<std::net::IpAddr>().is_err() {

@@ -5,15 +5,13 @@
 //! at most [`MAX_STREAMS`] streams are served at once and [`MAX_STREAMS_PER_PEER`] per peer;
 //! a stream silent for [`STREAM_IDLE`] is dropped.
 
-use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p::PeerId;
-use tokio::sync::Semaphore;
+use nunet_network::slots::Slots;
 
 use crate::direct::{self, Channel};
 use crate::receive::Receiver;
@@ -31,60 +29,9 @@ pub const STREAM_IDLE: Duration = Duration::from_secs(60);
 /// Bytes per read on a stream.
 pub(crate) const BUF: usize = 256 << 10;
 
-/// Streams being served, in all (a semaphore) and per peer.
-#[derive(Clone)]
-pub(crate) struct Slots {
-    all: Arc<Semaphore>,
-    per_peer: Arc<Mutex<HashMap<PeerId, usize>>>,
-}
-
-/// One served stream's place; given back when dropped.
-struct Slot {
-    _all: tokio::sync::OwnedSemaphorePermit,
-    per_peer: Arc<Mutex<HashMap<PeerId, usize>>>,
-    peer: PeerId,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut m = self
-            .per_peer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = m.get_mut(&self.peer) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.peer);
-            }
-        }
-    }
-}
-
-impl Slots {
-    pub(crate) fn new() -> Self {
-        Self {
-            all: Arc::new(Semaphore::new(MAX_STREAMS)),
-            per_peer: Arc::default(),
-        }
-    }
-
-    fn take(&self, peer: PeerId) -> Option<Slot> {
-        let mut m = self
-            .per_peer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = m.entry(peer).or_insert(0);
-        if *n >= MAX_STREAMS_PER_PEER {
-            return None;
-        }
-        let permit = self.all.clone().try_acquire_owned().ok()?;
-        *n += 1;
-        Some(Slot {
-            _all: permit,
-            per_peer: self.per_peer.clone(),
-            peer,
-        })
-    }
+/// The places for transfer streams ([`MAX_STREAMS`], [`MAX_STREAMS_PER_PEER`]).
+pub(crate) fn slots() -> Slots {
+    Slots::new(MAX_STREAMS, MAX_STREAMS_PER_PEER)
 }
 
 /// Serves [`crate::wire::PROTOCOL`] streams from `incoming` until it ends.

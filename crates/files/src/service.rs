@@ -33,8 +33,9 @@ use crate::direct::{self, Channel};
 use crate::leases::{InUse, Leases};
 use crate::manifest::{Kind, Manifest, build, source_path};
 use crate::receive::{make_dirs, plan, targets};
-use crate::server::{BUF, STREAM_IDLE, Slots};
+use crate::server::{BUF, STREAM_IDLE};
 use crate::wire::{Header, Op, PROTOCOL, read_status};
+use nunet_network::slots::Slots;
 
 /// Most tickets held at once.
 pub const MAX_TICKETS: usize = 256;
@@ -169,7 +170,7 @@ impl Files {
             area,
             tickets: Leases::new(MAX_TICKETS, MAX_TICKETS_PER_PEER),
             sessions: Leases::new(MAX_SESSIONS, MAX_SESSIONS),
-            slots: Slots::new(),
+            slots: crate::server::slots(),
             planning: Arc::new(tokio::sync::Semaphore::new(MAX_PLANNING)),
             direct,
             no_direct: Mutex::default(),

@@ -33,6 +33,7 @@ mod handle;
 mod limits;
 mod reach;
 pub mod roster;
+pub mod slots;
 mod swarm_task;
 
 use std::time::Duration;

@@ -73,6 +73,9 @@ pub struct ApiState {
     /// File transfers, whose bytes go through `/api/v1/files/...` (`None`: those routes
     /// answer 404).
     pub files: Option<nunet_files::Files>,
+    /// Followed output (`deployment logs -f`), streamed at `/api/v1/output/...` (`None`:
+    /// that route answers 404).
+    pub output: Option<Arc<nunet_output::Sessions>>,
 }
 
 /// The API routes, reading request bodies within [`BODY_READ_TIMEOUT`].
@@ -85,10 +88,12 @@ pub fn router_with(state: ApiState, body_read_timeout: Duration) -> Router {
     // File bytes stream for as long as a transfer takes: neither the envelope size limit nor
     // the body deadline applies to them (a transfer session, handed out by a
     // capability-checked call, is what they need).
-    let files = Router::new().route(
-        "/api/v1/files/{session}/{index}",
-        get(pull_file).put(push_file),
-    );
+    let files = Router::new()
+        .route(
+            "/api/v1/files/{session}/{index}",
+            get(pull_file).put(push_file),
+        )
+        .route("/api/v1/output/{session}", get(follow_output));
     Router::new()
         .route(
             "/api/v1/health",
@@ -504,6 +509,34 @@ async fn push_file(
         Ok(direct) => Json(json!({"message": "stored", "path": path_name(direct)})).into_response(),
         Err(e) => files_err(&e),
     }
+}
+
+/// A follow session's output as frames (`nunet_output::frame`), for as long as it lasts:
+/// pushed as providers send it, and only as fast as the client reads.
+async fn follow_output(
+    State(s): State<ApiState>,
+    axum::extract::Path(session): axum::extract::Path<String>,
+) -> Response {
+    let Some(frames) = s.output.as_ref().and_then(|o| o.claim(&session)) else {
+        let e = ActorError::new(
+            ErrorKind::NotFound,
+            "no such follow session (each is claimed once, within 30 s of the logs call)",
+        );
+        return err(StatusCode::NOT_FOUND, &e);
+    };
+    let body = futures::stream::unfold(frames, |mut rx| async move {
+        let f = rx.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(f.to_bytes()), rx))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| {
+            err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &ActorError::failed("response"),
+            )
+        })
 }
 
 async fn handle(State(s): State<ApiState>) -> Json<Value> {

@@ -1,5 +1,6 @@
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use libp2p::Multiaddr;
@@ -205,6 +206,14 @@ impl Node {
                 executors,
                 subnets: subnets.clone(),
                 network: network.clone(),
+                output: nunet_output::Server::start(
+                    &network,
+                    Arc::new(nunet_output::Spools::new(
+                        cfg.general.data_dir.join("output"),
+                        cfg.job.output_retention_mb.saturating_mul(1 << 20),
+                    )),
+                )
+                .map_err(|e| NodeError::Behaviors(e.to_string()))?,
             },
             cfg,
         );
@@ -222,8 +231,14 @@ impl Node {
             cfg.files.direct,
         )
         .map_err(|e| NodeError::Behaviors(e.to_string()))?;
-        let deployments = crate::orchestrator::start(&system, records.clone(), subnets.clone())
-            .map_err(|e| NodeError::Behaviors(e.to_string()))?;
+        let sessions = Arc::new(nunet_output::Sessions::default());
+        let deployments = crate::orchestrator::start(
+            &system,
+            records.clone(),
+            subnets.clone(),
+            (network.clone(), sessions.clone()),
+        )
+        .map_err(|e| NodeError::Behaviors(e.to_string()))?;
         registry.register_collector(Box::new(crate::metrics::StateCollector {
             resources: resources.clone(),
             deployments,
@@ -256,6 +271,7 @@ impl Node {
             system: system.clone(),
             metrics: Some(std::sync::Arc::new(registry)),
             files: Some(files),
+            output: Some(sessions),
         };
         tasks.push(tokio::spawn(async move {
             let shutdown = async move {

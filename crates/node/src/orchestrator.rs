@@ -1,6 +1,6 @@
 //! The orchestrator side of this node: the deployment registry of `nunet-orchestrator`,
 //! persisted in the node's database (records of an earlier run restored), with this node's
-//! subnets as the `subnet.join` hook.
+//! subnets as the `subnet.join` hook and its libp2p host for followed output.
 
 use std::sync::Arc;
 
@@ -24,6 +24,7 @@ pub fn start(
     system: &ActorSystem,
     records: Records,
     subnets: Arc<NodeSubnets>,
+    output: (nunet_network::Network, Arc<nunet_output::Sessions>),
 ) -> Result<nunet_orchestrator::Deployments, ActorError> {
     let r = records.clone();
     let persist: nunet_orchestrator::PersistFn = Arc::new(move |d| {
@@ -49,7 +50,8 @@ pub fn start(
     };
     let deployments = nunet_orchestrator::Deployments::new(system.clone(), persist)
         .with_flush(flush)
-        .with_local_subnet(Arc::new(join));
+        .with_local_subnet(Arc::new(join))
+        .with_output(output.0, output.1);
     let saved: Vec<nunet_orchestrator::Deployment> = records
         .list(Kind::Deployment)
         .map_err(failed)?

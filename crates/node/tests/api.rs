@@ -23,6 +23,7 @@ fn app() -> axum::Router {
         system,
         metrics: None,
         files: None,
+        output: None,
     })
 }
 
@@ -202,6 +203,7 @@ async fn metrics_are_served_to_local_clients_only() {
         system,
         metrics: Some(std::sync::Arc::new(nunet_node::metrics::new_registry())),
         files: None,
+        output: None,
     });
     let mut req = Request::get("/metrics").body(Body::empty()).unwrap();
     req.extensions_mut()

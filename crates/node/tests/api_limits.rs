@@ -38,6 +38,7 @@ async fn start(system: ActorSystem, limits: Option<ServeLimits>) -> SocketAddr {
         system,
         metrics: None,
         files: None,
+        output: None,
     };
     let never = std::future::pending::<()>();
     tokio::spawn(async move {

@@ -74,11 +74,18 @@ pub struct Deployments {
     persist: PersistFn,
     flush: Option<crate::FlushFn>,
     local_subnet: Option<Arc<dyn crate::subnet::LocalSubnet>>,
+    /// Streams followed output (`deployment logs -f`): the libp2p host and the local API's
+    /// sessions.
+    output: Option<(nunet_network::Network, Arc<nunet_output::Sessions>)>,
     map: Arc<Mutex<BTreeMap<String, Arc<Engine>>>>,
 }
 
 fn failed(m: impl Into<String>) -> ActorError {
     ActorError::failed(m)
+}
+
+fn failed_from(e: impl std::fmt::Display) -> ActorError {
+    ActorError::failed(e.to_string())
 }
 
 /// Refuses an ensemble that breaks a rule `nunet validate` applies: what arrives is JSON any
@@ -100,6 +107,7 @@ impl Deployments {
             persist,
             flush: None,
             local_subnet: None,
+            output: None,
             map: Arc::new(Mutex::new(BTreeMap::new())),
         }
     }
@@ -120,10 +128,58 @@ impl Deployments {
         }
     }
 
+    /// Lets `deployment logs --follow` stream output: from providers over `net`, to the
+    /// local API through `sessions`.
+    pub fn with_output(
+        mut self,
+        net: nunet_network::Network,
+        sessions: Arc<nunet_output::Sessions>,
+    ) -> Self {
+        self.output = Some((net, sessions));
+        self
+    }
+
     /// Lets deployments with `subnet.join` put this node on their subnet.
     pub fn with_local_subnet(mut self, local: Arc<dyn crate::subnet::LocalSubnet>) -> Self {
         self.local_subnet = Some(local);
         self
+    }
+
+    /// `logs --follow`: a session on the local API that streams the output of `e`'s
+    /// allocations from the request's cursors.
+    fn follow(
+        &self,
+        e: Arc<Engine>,
+        req: DeploymentLogsRequest,
+    ) -> Result<DeploymentLogs, ActorError> {
+        let Some((net, sessions)) = &self.output else {
+            return Err(failed(
+                "this node cannot stream output (no local API sessions)",
+            ));
+        };
+        let r = e.record().ok_or_else(|| failed("record lost"))?;
+        // Which allocations are followed (so far): their keys, ids and statuses.
+        let logs = crate::follow::pick(&r.manifest.allocations, req.allocation.as_deref())
+            .into_iter()
+            .map(|(k, a)| {
+                let entry = nunet_protocol::AllocationLogs {
+                    allocation: Some(a.id.clone()),
+                    status: Some(a.status),
+                    ..Default::default()
+                };
+                (k.clone(), entry)
+            })
+            .collect();
+        let net = net.clone();
+        let session = sessions
+            .offer(Box::new(move || e.follow(net, req.allocation, req.cursors)))
+            .map_err(failed_from)?;
+        Ok(DeploymentLogs {
+            id: r.id,
+            status: r.status,
+            logs,
+            session: Some(session),
+        })
     }
 
     /// The status of every deployment in the registry (finished ones included).
@@ -352,12 +408,16 @@ impl Deployments {
             self.clone(),
             |d, _m, req: DeploymentLogsRequest| async move {
                 let e = d.get(&req.id)?;
+                if req.follow {
+                    return d.follow(e, req);
+                }
                 let logs = e.logs(req.allocation.as_deref(), &req.cursors).await?;
                 let r = e.record().ok_or_else(|| failed("record lost"))?;
                 Ok(DeploymentLogs {
                     id: r.id,
                     status: r.status,
                     logs,
+                    session: None,
                 })
             },
         )?;

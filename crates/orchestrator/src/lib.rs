@@ -7,14 +7,16 @@
 //! `nunet-protocol`.
 //!
 //! The provider side (bidding, commitments, executions) lives in `nunet-provider`, which owns
-//! the resources and executors; this crate does no IO other than actor messages, and persists
-//! through a callback the daemon supplies.
+//! the resources and executors; this crate does no IO other than actor messages and the output
+//! streams it follows for `deployment logs -f` ([`follow`]), and persists through a callback
+//! the daemon supplies.
 
 pub mod bids;
 pub mod control;
 pub mod edges;
 pub mod engine;
 pub mod exits;
+pub mod follow;
 pub mod heartbeat;
 pub mod metrics;
 pub mod order;

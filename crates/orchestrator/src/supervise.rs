@@ -543,14 +543,7 @@ impl Engine {
         let rec = self
             .record()
             .ok_or_else(|| ActorError::failed("record lost"))?;
-        let picked: Vec<(&String, &ManifestAllocation)> = rec
-            .manifest
-            .allocations
-            .iter()
-            .filter(|(k, a)| {
-                only.is_none_or(|o| o == k.as_str() || o == a.id || k.ends_with(&format!(".{o}")))
-            })
-            .collect();
+        let picked = crate::follow::pick(&rec.manifest.allocations, only);
         if let Some(o) = only
             && picked.is_empty()
         {
@@ -560,7 +553,7 @@ impl Engine {
             ));
         }
         let calls = picked.into_iter().map(|(k, a)| {
-            let c = cursors.get(k).copied().unwrap_or_default();
+            let c = cursors.get(k).cloned().unwrap_or_default();
             let req = LogsRequest {
                 allocation: a.id.clone(),
                 stdout_offset: c.stdout_offset,

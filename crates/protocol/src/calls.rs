@@ -12,7 +12,9 @@ use crate::deployment::{
 use crate::edge::{EdgeReply, EdgeRequest};
 use crate::exit::{Ack, AllocationCheck, AllocationExited, AllocationWanted};
 use crate::health::AllocationHealth;
-use crate::logs::{AllocationLogs, DeploymentLogs, DeploymentLogsRequest, LogsRequest};
+use crate::logs::{
+    AllocationLogs, DeploymentLogs, DeploymentLogsRequest, FollowRequest, FollowTicket, LogsRequest,
+};
 use crate::names;
 use crate::provider::{
     Allocated, AllocationList, AllocationOutput, AllocationState, Committed, Empty, Reverted,
@@ -126,6 +128,10 @@ call!(
 ensemble_call!(
     /// Provider, per ensemble: one allocation's output from a cursor.
     EnsembleLogs, "/allocation/logs", LogsRequest => AllocationLogs
+);
+ensemble_call!(
+    /// Provider, per ensemble: a ticket to follow one allocation's output on a stream.
+    EnsembleLogsFollow, "/allocation/logs/follow", FollowRequest => FollowTicket
 );
 ensemble_call!(
     /// Provider, per ensemble: stop one or all of the ensemble's allocations there.

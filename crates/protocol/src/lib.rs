@@ -41,8 +41,8 @@ pub use edge::{EDGE_TIMEOUT, EdgeReply, EdgeRequest};
 pub use exit::{Ack, AllocationCheck, AllocationExited, AllocationWanted};
 pub use health::{AllocationHealth, Health};
 pub use logs::{
-    AllocationLogs, DeploymentLogs, DeploymentLogsRequest, LOG_CHUNK, LogCursor, LogsRequest,
-    log_slice,
+    AllocationLogs, DeploymentLogs, DeploymentLogsRequest, FollowRequest, FollowTicket, LOG_CHUNK,
+    LogCursor, LogsRequest, log_slice,
 };
 pub use provider::{
     Allocated, AllocationInfo, AllocationList, AllocationOutput, AllocationState, Committed, Empty,

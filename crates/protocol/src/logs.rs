@@ -53,7 +53,7 @@ pub fn log_slice(full: &str, offset: u64, max: usize) -> (String, u64) {
 }
 
 /// Where a reader of one allocation's output stands, per stream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogCursor {
     /// Bytes of stdout already seen.
     #[serde(default)]
@@ -61,6 +61,26 @@ pub struct LogCursor {
     /// Bytes of stderr already seen.
     #[serde(default)]
     pub stderr_offset: u64,
+    /// The output these offsets count in (a follow's `Begin` frame names it); offsets of
+    /// another source (the allocation moved to another provider) start again at 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// Payload of the per-ensemble follow behavior: a ticket to follow one allocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowRequest {
+    /// Allocation id.
+    pub allocation: String,
+}
+
+/// Reply of the follow behavior: a ticket for one output stream from the provider.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowTicket {
+    /// Single-use, bound to the caller's peer, hex.
+    pub ticket: String,
+    /// The output's source: offsets of another source do not apply to it.
+    pub source: String,
 }
 
 /// One allocation's output (a provider's reply to [`LogsRequest`], and each entry of
@@ -110,6 +130,7 @@ impl AllocationLogs {
         LogCursor {
             stdout_offset: self.stdout_offset,
             stderr_offset: self.stderr_offset,
+            source: None,
         }
     }
 }
@@ -127,6 +148,10 @@ pub struct DeploymentLogsRequest {
     /// Cursors per allocation (`<node>.<alloc>`), from the previous reply.
     #[serde(default)]
     pub cursors: BTreeMap<String, LogCursor>,
+    /// Follow: the reply names a session whose output the local API streams
+    /// (`GET /api/v1/output/<session>`) from these cursors, instead of carrying output.
+    #[serde(default)]
+    pub follow: bool,
 }
 
 /// Reply of `logs`.
@@ -138,6 +163,9 @@ pub struct DeploymentLogs {
     pub status: DeploymentStatus,
     /// Output per allocation (`<node>.<alloc>`).
     pub logs: BTreeMap<String, AllocationLogs>,
+    /// With `follow`: the session to claim on the local API, once, within 30 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
 }
 
 #[cfg(test)]

@@ -39,13 +39,13 @@ mod health;
 mod net;
 mod notify;
 mod objects;
+mod output;
 mod ports;
 mod provision;
 mod reconcile;
 #[cfg(test)]
 mod tests;
 mod volumes;
-use exec::read_logs;
 
 /// Environment variable that enables test hooks (fault injection): with `DMS_TEST_HOOKS=1`,
 /// `/dms/deployment/commit` fails while the file [`FAIL_COMMIT_FILE`] exists in the node's
@@ -159,6 +159,8 @@ pub struct Provider {
     /// `job.s3_private_endpoints`: object stores inputs and outputs may reach at
     /// addresses that are not public.
     s3_private_endpoints: Vec<String>,
+    /// Allocation output ([`output`]).
+    output: Arc<nunet_output::Server>,
 }
 
 /// Ensemble resources → the accounting's units, without GPUs: those are units chosen by
@@ -207,6 +209,8 @@ pub struct Parts {
     pub subnets: Arc<crate::subnet::NodeSubnets>,
     /// The libp2p host (link probes).
     pub network: nunet_network::Network,
+    /// Allocation output: the spools and the server that streams them to followers.
+    pub output: Arc<nunet_output::Server>,
 }
 
 impl Provider {
@@ -220,6 +224,7 @@ impl Provider {
             executors,
             subnets,
             network,
+            output,
         } = parts;
         let g = &config.general;
         let location = Location {
@@ -253,6 +258,7 @@ impl Provider {
             files: files::LocalFiles::new(&g.data_dir, &config.job.image_roots),
             volumes: volumes::Volumes::new(&g.data_dir, &config.job),
             s3_private_endpoints: config.job.s3_private_endpoints.clone(),
+            output,
         })
     }
 
@@ -283,6 +289,7 @@ impl Provider {
 
     fn forget(&self, id: &str) {
         self.records.delete(Kind::Allocation, id);
+        self.output.spools().remove(id);
     }
 
     /// Waits until every record change queued so far is on disk (before a reply that
@@ -781,6 +788,16 @@ impl Provider {
                 }
                 Err(e) => tracing::warn!(id = %d.id, error = %e, "unreadable allocation record"),
             }
+        }
+        // Output of allocations whose records are gone (removed while the daemon was down).
+        let known: std::collections::HashSet<String> = self
+            .allocs
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        let dropped = self.output.spools().retain(|a| known.contains(a));
+        if dropped > 0 {
+            tracing::info!(dropped, "deleted the output of allocations no longer held");
         }
         tokio::spawn(self.clone().reconcile(held));
     }

@@ -17,7 +17,7 @@ use nunet_protocol::calls::{
 use nunet_protocol::{AllocationOutput, AllocationState, AllocationStatus};
 use tracing::Instrument;
 
-use super::exec::{read_logs, spec_of};
+use super::exec::spec_of;
 use super::{AllocRecord, Provider, control, failed, notify, provision};
 
 impl Provider {
@@ -34,6 +34,7 @@ impl Provider {
         let id = rec.id.clone();
         let ensemble_id = rec.ensemble_id.clone();
         self.persist(&rec);
+        self.spool_state(&rec);
         let cell = Arc::new(Mutex::new(rec));
         if let Ok(mut m) = self.allocs.lock() {
             m.insert(id, cell.clone());
@@ -68,12 +69,8 @@ impl Provider {
                 &inbox,
                 state.clone(),
                 |(p, c), m, _| async move {
-                    let (rec, exec) = p.own(&c, &m)?;
-                    let (stdout, stderr) = if rec.status == AllocationStatus::Running {
-                        read_logs(&exec, &rec.id).await
-                    } else {
-                        (rec.stdout, rec.stderr)
-                    };
+                    let (rec, _) = p.own(&c, &m)?;
+                    let (stdout, stderr) = p.tails(&rec.id);
                     Ok(AllocationOutput {
                         status: rec.status,
                         stdout,
@@ -261,6 +258,7 @@ impl Provider {
             Err(_) => return,
         };
         self.persist(&snap);
+        self.spool_state(&snap);
     }
 
     /// Waits for the execution to end; keeps its output, removes it, releases its resources.
@@ -274,8 +272,20 @@ impl Provider {
             Ok(r) => r.id.clone(),
             Err(_) => return,
         };
+        // Output goes into the allocation's spool while it runs (history first, so what it
+        // wrote before this watcher began is kept too).
+        let pump = match self.spool(&id) {
+            Ok(s) => Some(super::output::Pump::start(s, exec.clone(), &id, generation)),
+            Err(e) => {
+                tracing::warn!(allocation = %id, error = %e.message, "its output is not kept");
+                None
+            }
+        };
         let outcome = exec.wait(&id).await;
-        let (stdout, stderr) = read_logs(&exec, &id).await;
+        if let Some(p) = pump {
+            p.drain().await;
+        }
+        let (stdout, stderr) = self.tails(&id);
         // Terminated, or restarted meanwhile: this execution's end is nobody's news.
         let current = || {
             cell.lock()

@@ -1,5 +1,5 @@
 //! Provider-side control of what runs here: the per-ensemble behaviors
-//! `/dms/ensemble/<id>/allocation/{logs,shutdown}` (registered on the root actor while the
+//! `/dms/ensemble/<id>/allocation/{logs,logs/follow,shutdown}` (registered on the root actor while the
 //! provider holds an allocation of ensemble `<id>`, answering only that ensemble's
 //! orchestrator; admission requires the `/dms/ensemble/<id>` capability the orchestrator's
 //! node delegates to it), and `/dms/node/allocations/list` for the node's owner.
@@ -9,15 +9,14 @@ use std::sync::{Arc, Mutex};
 
 use nunet_actor::{ActorError, ErrorKind, Incoming};
 use nunet_protocol::call::{self, Call};
-use nunet_protocol::calls::{AllocationsList, EnsembleLogs, EnsembleShutdown};
+use nunet_protocol::calls::{AllocationsList, EnsembleLogs, EnsembleLogsFollow, EnsembleShutdown};
 use nunet_protocol::names::{ensemble_allocation_logs, ensemble_allocation_shutdown};
 use nunet_protocol::{
-    AllocationInfo, AllocationList, AllocationLogs, AllocationStatus, LogsRequest,
-    ShutdownAllocations, Stopped, log_slice,
+    AllocationInfo, AllocationList, AllocationStatus, ShutdownAllocations, Stopped,
 };
 use serde::{Deserialize, Serialize};
 
-use super::{AllocRecord, Provider, failed, read_logs};
+use super::{AllocRecord, Provider, failed};
 use crate::onboarding::now_ms;
 
 /// When an allocation started and ended (Unix ms), kept in its record.
@@ -83,6 +82,13 @@ impl Provider {
                 state.clone(),
                 |(p, e), m, req| async move { p.ensemble_logs(&e, &m, req).await },
             ),
+            call::register_in::<EnsembleLogsFollow, _, _, _>(
+                &self.system,
+                "root",
+                ensemble_id,
+                state.clone(),
+                |(p, e), m, req| async move { p.follow_ticket(&e, &m, req) },
+            ),
             call::register_in::<EnsembleShutdown, _, _, _>(
                 &self.system,
                 "root",
@@ -102,13 +108,15 @@ impl Provider {
             self.system
                 .unregister("root", &ensemble_allocation_logs(ensemble_id));
             self.system
+                .unregister("root", &EnsembleLogsFollow::behavior(Some(ensemble_id)));
+            self.system
                 .unregister("root", &ensemble_allocation_shutdown(ensemble_id));
         }
     }
 
     /// The ensemble's allocations that `selector` names (name, `<node>.<name>` or id; all of
     /// them when `None`), after checking that `m` comes from the ensemble's orchestrator.
-    fn select(
+    pub(super) fn select(
         &self,
         ensemble_id: &str,
         selector: Option<&str>,
@@ -143,38 +151,6 @@ impl Provider {
             ))),
             _ => Ok(picked),
         }
-    }
-
-    async fn ensemble_logs(
-        &self,
-        ensemble_id: &str,
-        m: &Incoming,
-        req: LogsRequest,
-    ) -> Result<AllocationLogs, ActorError> {
-        let cell = self
-            .select(ensemble_id, Some(&req.allocation), m)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| failed("no such allocation"))?;
-        let rec = cell.lock().map_err(|_| failed("poisoned"))?.clone();
-        let (stdout, stderr) = match self.executors.get(rec.execution.executor()) {
-            Some(exec) if rec.status == AllocationStatus::Running => read_logs(exec, &rec.id).await,
-            _ => (rec.stdout.clone(), rec.stderr.clone()),
-        };
-        let max = usize::try_from(req.max_bytes).unwrap_or(usize::MAX);
-        let (out, so) = log_slice(&stdout, req.stdout_offset, max);
-        let (err, se) = log_slice(&stderr, req.stderr_offset, max);
-        Ok(AllocationLogs {
-            allocation: Some(rec.id),
-            name: Some(rec.name),
-            status: Some(rec.status),
-            exit_code: rec.exit_code,
-            stdout: out,
-            stderr: err,
-            stdout_offset: so,
-            stderr_offset: se,
-            error: None,
-        })
     }
 
     async fn ensemble_shutdown(

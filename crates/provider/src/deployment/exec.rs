@@ -1,19 +1,17 @@
 //! Turning an allocation into an executor spec (Docker, WASM, microVM), and reading its output.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use nunet_actor::ActorError;
 use nunet_ensemble::Execution;
 use nunet_ensemble::execution::FirecrackerExecution;
 use nunet_executor::{
-    CpuBudget, ExecutionSpec, Executor, LogOptions, LogSource, ModuleSource, NetworkAttachment,
-    PortMapping, Protocol, VmWorkload, Workload,
+    CpuBudget, ExecutionSpec, ModuleSource, NetworkAttachment, PortMapping, Protocol, VmWorkload,
+    Workload,
 };
 
 use super::files::LocalFiles;
-use super::{AllocRecord, MAX_LOG_BYTES, failed};
+use super::{AllocRecord, failed};
 
 /// The execution spec of an allocation.
 pub(super) fn spec_of(rec: &AllocRecord, files: &LocalFiles) -> Result<ExecutionSpec, ActorError> {
@@ -194,26 +192,6 @@ fn vm_workload(f: &FirecrackerExecution, files: &LocalFiles) -> Result<VmWorkloa
         rootfs: Some(files.resolve("root_file_system", &f.root_file_system)?),
         kernel_args: kernel_args(f.kernel_args.as_deref().unwrap_or_default())?,
     })
-}
-
-pub(super) async fn read_logs(exec: &Arc<dyn Executor>, id: &str) -> (String, String) {
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    if let Ok(mut s) = exec.logs(id, LogOptions::default()).await {
-        while let Some(Ok(c)) = s.next().await {
-            let buf = if c.source == LogSource::Stderr {
-                &mut err
-            } else {
-                &mut out
-            };
-            if buf.len() < MAX_LOG_BYTES {
-                buf.extend_from_slice(&c.data);
-            }
-        }
-    }
-    (
-        String::from_utf8_lossy(&out).into_owned(),
-        String::from_utf8_lossy(&err).into_owned(),
-    )
 }
 
 #[cfg(test)]

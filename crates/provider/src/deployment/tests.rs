@@ -64,6 +64,11 @@ pub(in crate::deployment) async fn build(
             records: nunet_store::Records::in_memory().unwrap(),
             executors,
             subnets,
+            output: nunet_output::Server::start(
+                &network,
+                Arc::new(nunet_output::Spools::new(dir.join("output"), 0)),
+            )
+            .unwrap(),
             network,
         },
         &config,

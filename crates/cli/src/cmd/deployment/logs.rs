@@ -1,88 +1,360 @@
 //! `nunet deployment logs <id> [-f] [--allocation NAME]`: prints the allocations' output once,
-//! or follows it. Each request carries the byte offsets already printed per allocation and
-//! stream, so nothing is printed twice and memory stays bounded (only the offsets are kept;
-//! the node returns at most one chunk per stream and call). Following stops when every
-//! selected allocation has ended and its output is drained, when the deployment is over, or
-//! on Ctrl-C. With `--json`: the first reply as is, or with `-f` one JSON line per reply that
-//! brought new output.
+//! or follows it.
+//!
+//! Once: each request carries the byte offsets already printed per allocation and stream,
+//! and the node returns at most one chunk per stream and call, until nothing new is left.
+//!
+//! Follow (`-f`): the node opens a follow session and streams frames on the local API as
+//! providers push them (no polling, no output cap; a slow terminal slows the providers'
+//! streams, not the other way round). Every frame carries its offset, and the offsets
+//! printed are kept: when the connection to the node breaks (the daemon restarted), the
+//! command opens a new session from them, so output resumes with no gap and no duplicate.
+//! Following stops when every selected allocation has ended and its output is drained, when
+//! the deployment is over, or on Ctrl-C. With `--json`: the first reply as is, or with `-f`
+//! one JSON line per frame.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
-use std::time::Duration;
+use std::io::{Read as _, Write};
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
+use nunet_output::{Channel, Frame};
 use nunet_protocol::calls::DeploymentLogsCall;
 use nunet_protocol::{DeploymentLogsRequest, LogCursor};
+use serde_json::json;
 
 use super::{Caller, LogsArgs, show};
-use crate::client::exit;
+use crate::client::{Api, exit};
 use crate::home::Home;
 
-/// How often `-f` asks for new output when there was none.
-const POLL: Duration = Duration::from_millis(500);
+/// How long to keep trying to reach the node again after the connection broke.
+const RECONNECT_FOR: Duration = Duration::from_secs(120);
 
 /// Runs the command.
 pub fn run(home: &Home, a: &LogsArgs) -> Result<i32> {
+    if a.follow {
+        return follow(home, a);
+    }
     let caller = Caller::new(home, &a.ids.context)?;
     let mut cursors: BTreeMap<String, LogCursor> = BTreeMap::new();
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut errors: BTreeSet<String> = BTreeSet::new();
+    let mut out = std::io::stdout().lock();
     loop {
         let req = DeploymentLogsRequest {
             id: a.ids.id.clone(),
             allocation: a.allocation.clone(),
             cursors: cursors.clone(),
+            follow: false,
         };
         let (v, raw) =
             match caller.call_typed_raw::<DeploymentLogsCall>(&req, Duration::from_secs(60))? {
                 Ok(r) => r,
                 Err(code) => return Ok(code),
             };
-        if a.ids.json && !a.follow {
+        if a.ids.json {
             show(&raw, true)?;
             return Ok(exit::OK);
         }
-        // No allocation yet (still deploying): wait for them when following.
-        let (mut fresh, mut all_ended) = (false, !v.logs.is_empty());
+        let mut fresh = false;
         for (name, l) in &v.logs {
-            let (out, err) = (l.stdout.as_str(), l.stderr.as_str());
-            fresh |= !out.is_empty() || !err.is_empty();
             if let Some(e) = &l.error {
-                // Gone (shut down) or unreachable: nothing more will come from it.
-                if errors.insert(name.clone()) && !a.ids.json {
+                if errors.insert(name.clone()) {
                     println!("== {name}: error: {e}");
                 }
                 continue;
             }
-            // No more output comes after a final status.
-            all_ended &= l.status.is_some_and(|s| s.is_final());
+            fresh |= !l.stdout.is_empty() || !l.stderr.is_empty();
             cursors.insert(name.clone(), l.cursor());
-            if a.ids.json {
-                continue;
-            }
-            let many = v.logs.len() > 1 || !a.follow;
-            if many && seen.insert(name.clone()) {
+            if seen.insert(name.clone()) {
                 let status = l.status.map_or("?", |s| s.as_str());
-                println!("== {name} ({status})");
+                writeln!(out, "== {name} ({status})").or_else(quiet_pipe)?;
             }
-            print!("{out}");
-            eprint!("{err}");
+            out.write_all(l.stdout.as_bytes()).or_else(quiet_pipe)?;
+            eprint!("{}", l.stderr);
         }
-        if a.ids.json && fresh {
-            show(&raw, true)?;
-        }
-        match std::io::stdout().flush() {
-            // The reader went away (`| head`): nothing more to do.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(exit::OK),
-            r => r?,
-        }
-        let over = v.status.is_terminal();
-        if fresh {
-            continue; // drain what is there before waiting
-        }
-        if !a.follow || all_ended || over {
+        if out.flush().is_err() || !fresh {
+            // Drained (or the reader went away, as with `| head`).
             return Ok(exit::OK);
         }
-        std::thread::sleep(POLL);
+    }
+}
+
+/// A closed stdout (`| head`) ends the command quietly.
+fn quiet_pipe(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(exit::OK);
+    }
+    Err(e)
+}
+
+/// What the follower has printed so far, and how it prints.
+struct Follower {
+    cursors: BTreeMap<String, LogCursor>,
+    /// Print `== <key>` before output when several allocations are followed.
+    headers: bool,
+    last_key: Option<String>,
+    json: bool,
+    /// Frames received in all.
+    frames: u64,
+    out: std::io::BufWriter<std::io::StdoutLock<'static>>,
+    err: std::io::Stderr,
+}
+
+impl Follower {
+    /// Prints one frame; the deployment's status once following is over.
+    fn on(&mut self, f: Frame) -> std::io::Result<Option<String>> {
+        self.frames += 1;
+        if self.json {
+            return self.json_line(f);
+        }
+        match f {
+            Frame::Begin { key, source } => {
+                let c = self.cursors.entry(key).or_default();
+                if c.source.as_deref() != Some(source.as_str()) {
+                    *c = LogCursor {
+                        source: Some(source),
+                        ..LogCursor::default()
+                    };
+                }
+            }
+            Frame::Output {
+                key,
+                channel,
+                offset,
+                data,
+            } => {
+                let Some(data) = self.fresh(&key, channel, offset, &data) else {
+                    return Ok(None);
+                };
+                if self.headers && self.last_key.as_deref() != Some(key.as_str()) {
+                    self.err.flush()?;
+                    writeln!(self.out, "== {key}")?;
+                    self.last_key = Some(key);
+                }
+                match channel {
+                    Channel::Stdout => self.out.write_all(data)?,
+                    Channel::Stderr => {
+                        self.out.flush()?;
+                        self.err.write_all(data)?;
+                    }
+                }
+            }
+            Frame::Skipped { key, channel, to } => {
+                let c = self.cursors.entry(key.clone()).or_default();
+                let at = offset_of(c, channel);
+                if to > *at {
+                    self.out.flush()?;
+                    writeln!(
+                        self.err,
+                        "== {key}: {} bytes of {} were dropped by the provider's retention limit",
+                        to - *at,
+                        channel.as_str()
+                    )?;
+                    *at = to;
+                }
+            }
+            Frame::State { key, state } => {
+                if self.headers {
+                    let code = state
+                        .exit_code
+                        .map(|c| format!(", exit code {c}"))
+                        .unwrap_or_default();
+                    writeln!(self.out, "== {key} ({}{code})", state.status.as_str())?;
+                    self.last_key = None;
+                }
+            }
+            Frame::Error { key, message } => {
+                self.out.flush()?;
+                let who = if key.is_empty() {
+                    String::new()
+                } else {
+                    format!("{key}: ")
+                };
+                writeln!(self.err, "== {who}{message}")?;
+            }
+            Frame::Done { status } => {
+                self.out.flush()?;
+                return Ok(Some(status));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The part of `data` (at `offset` of `key`'s `channel`) not printed yet, and the
+    /// cursor moved past it.
+    fn fresh<'d>(
+        &mut self,
+        key: &str,
+        channel: Channel,
+        offset: u64,
+        data: &'d [u8],
+    ) -> Option<&'d [u8]> {
+        let c = self.cursors.entry(key.to_string()).or_default();
+        let at = offset_of(c, channel);
+        let end = offset + data.len() as u64;
+        if end <= *at {
+            return None;
+        }
+        let skip = usize::try_from(at.saturating_sub(offset)).unwrap_or(data.len());
+        *at = end;
+        Some(&data[skip.min(data.len())..])
+    }
+
+    /// One JSON line per frame.
+    fn json_line(&mut self, f: Frame) -> std::io::Result<Option<String>> {
+        let line = match &f {
+            Frame::Begin { key, source } => {
+                self.cursors.entry(key.clone()).or_default().source = Some(source.clone());
+                return Ok(None);
+            }
+            Frame::Output {
+                key,
+                channel,
+                offset,
+                data,
+            } => {
+                let Some(d) = self.fresh(key, *channel, *offset, data) else {
+                    return Ok(None);
+                };
+                json!({"allocation": key, "stream": channel.as_str(), "offset": offset,
+                    "data": String::from_utf8_lossy(d)})
+            }
+            Frame::Skipped { key, channel, to } => {
+                *offset_of(self.cursors.entry(key.clone()).or_default(), *channel) = *to;
+                json!({"allocation": key, "stream": channel.as_str(), "skipped_to": to})
+            }
+            Frame::State { key, state } => {
+                json!({"allocation": key, "status": state.status, "exit_code": state.exit_code})
+            }
+            Frame::Error { key, message } => json!({"allocation": key, "error": message}),
+            Frame::Done { status } => json!({"done": status}),
+        };
+        writeln!(self.out, "{line}")?;
+        if let Frame::Done { status } = f {
+            self.out.flush()?;
+            return Ok(Some(status));
+        }
+        Ok(None)
+    }
+}
+
+fn offset_of(c: &mut LogCursor, channel: Channel) -> &mut u64 {
+    match channel {
+        Channel::Stdout => &mut c.stdout_offset,
+        Channel::Stderr => &mut c.stderr_offset,
+    }
+}
+
+/// `logs -f`: sessions from the printed offsets until following is over.
+fn follow(home: &Home, a: &LogsArgs) -> Result<i32> {
+    let mut caller = Caller::new(home, &a.ids.context)?;
+    let mut f = Follower {
+        cursors: BTreeMap::new(),
+        headers: false,
+        last_key: None,
+        json: a.ids.json,
+        frames: 0,
+        out: std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock()),
+        err: std::io::stderr(),
+    };
+    let mut first = true;
+    // Since when the node could not be reached (while it restarts).
+    let mut broken: Option<Instant> = None;
+    loop {
+        let req = DeploymentLogsRequest {
+            id: a.ids.id.clone(),
+            allocation: a.allocation.clone(),
+            cursors: f.cursors.clone(),
+            follow: true,
+        };
+        let reply = match caller.call_typed_raw::<DeploymentLogsCall>(&req, Duration::from_secs(60))
+        {
+            Ok(Ok((v, _))) => v,
+            Ok(Err(code)) => return Ok(code),
+            Err(e) => {
+                let since = *broken.get_or_insert_with(Instant::now);
+                if since.elapsed() > RECONNECT_FOR {
+                    return Err(e.context("the node stayed unreachable while following"));
+                }
+                std::thread::sleep(Duration::from_secs(1));
+                // A restarted daemon may listen on another port (`rest.port` 0).
+                if let Ok(c) = Caller::new(home, &a.ids.context) {
+                    caller = c;
+                }
+                continue;
+            }
+        };
+        if first {
+            f.headers = reply.logs.len() > 1;
+            first = false;
+        }
+        let Some(session) = reply.session else {
+            return Err(anyhow!(
+                "the node answered without a follow session (is it older than this CLI?)"
+            ));
+        };
+        let before = f.frames;
+        match stream(&caller, &session, &mut f) {
+            Ok(Some(_status)) => return Ok(exit::OK),
+            Ok(None) => {}
+            Err(e) if is_broken_pipe(&e) => return Ok(exit::OK),
+            Err(e) => {
+                if broken.is_some_and(|since| since.elapsed() > RECONNECT_FOR) {
+                    return Err(e);
+                }
+            }
+        }
+        // Cut before the end: resume from what was printed. A session that brought frames
+        // was a success, so the time to give up counts again from here.
+        if f.frames > before {
+            broken = None;
+        }
+        if broken.is_none() {
+            let _ = writeln!(
+                f.err,
+                "== connection to the node lost; resuming where it stopped"
+            );
+        }
+        broken.get_or_insert_with(Instant::now);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// Reads one session's frames and prints them: `Some(status)` when following is over,
+/// `None` when the stream was cut before.
+fn stream(caller: &Caller, session: &str, f: &mut Follower) -> Result<Option<String>> {
+    let (addr, port) = caller.endpoint();
+    let api = Api::for_transfers(addr, port, Duration::from_secs(30));
+    let mut r = api.get_raw(&format!("/output/{session}"))?;
+    if r.status() != 200 {
+        let v: serde_json::Value = r.body_mut().read_json().unwrap_or_default();
+        let why = v["error"]["message"]
+            .as_str()
+            .or(v["message"].as_str())
+            .unwrap_or("no reason given");
+        return Err(anyhow!("following failed: HTTP {}: {why}", r.status()));
+    }
+    let mut body = r.into_body().into_reader();
+    let mut buf = bytes::BytesMut::with_capacity(1 << 20);
+    let mut chunk = vec![0u8; 256 << 10];
+    loop {
+        while let Some(frame) = Frame::take(&mut buf)? {
+            if let Some(status) = f.on(frame)? {
+                return Ok(Some(status));
+            }
+        }
+        // Everything received is printed before waiting for more.
+        f.out.flush()?;
+        let n = match body.read(&mut chunk) {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
     }
 }
