@@ -669,6 +669,14 @@ pub fn openapi() -> Value {
                         "403": local_only,
                         "404": error("no such session (unknown or lapsed), or no file transfers here"),
                         "502": error("the peer could not be reached, refused, or found the bytes wrong")}}},
+            "/api/v1/output/{session}": {
+                "parameters": [
+                    {"name": "session", "in": "path", "required": true, "schema": {"type": "string"}, "description": "from /dms/node/deployment/logs with follow: true (claimed once, within 30 s)"}],
+                "get": {"summary": "A deployment's followed output as frames, pushed as providers send it",
+                    "responses": {
+                        "200": {"description": "frames until a done frame: each a 15-byte head (kind, key length, offset, data length; big-endian) then the key (<node>.<allocation>) and the data", "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                        "403": local_only,
+                        "404": error("no such session (unknown, claimed, or lapsed), or no followed output here")}}},
             "/api/v1/actor/broadcast": post_op("Publish a signed broadcast and collect replies until it expires (≤ 60 s)", ok("the replies", json!({"type": "object", "required": ["replies"], "properties": {"replies": {"type": "array", "items": {"$ref": "#/components/schemas/Envelope"}}}})))
         },
         "components": {"schemas": {

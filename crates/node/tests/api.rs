@@ -171,7 +171,11 @@ async fn the_openapi_document_describes_every_answer() {
             for (status, r) in responses {
                 let media = if path == "/metrics" && status == "200" {
                     "text/plain"
-                } else if path.starts_with("/api/v1/files/") && method == "get" && status == "200" {
+                } else if (path.starts_with("/api/v1/files/")
+                    || path.starts_with("/api/v1/output/"))
+                    && method == "get"
+                    && status == "200"
+                {
                     "application/octet-stream"
                 } else {
                     "application/json"
@@ -223,4 +227,64 @@ async fn metrics_are_served_to_local_clients_only() {
         text.contains("# TYPE nunet_bid_rounds_total counter"),
         "{text}"
     );
+}
+
+/// A follow session is claimed once, by its id, on loopback only; a stranger's guess, a second
+/// claim and a node without sessions answer 404 with an error body.
+#[tokio::test]
+async fn followed_output_is_claimed_once_by_its_session() {
+    let sessions = std::sync::Arc::new(nunet_output::Sessions::default());
+    let id = sessions
+        .offer(Box::new(|| {
+            let (tx, rx) = tokio::sync::mpsc::channel(2);
+            let _ = tx.try_send(nunet_output::Frame::Done {
+                status: "completed".into(),
+            });
+            rx
+        }))
+        .unwrap();
+    let key = Keypair::from_seed(&[6; 32]);
+    let app = router(ApiState {
+        system: ActorSystem::new(
+            key.clone(),
+            Anchors::new(key.did()),
+            SystemConfig::default(),
+        ),
+        metrics: None,
+        files: None,
+        output: Some(sessions),
+    });
+    let call = |from: &str, path: String| {
+        let mut req = Request::get(path).body(Body::empty()).unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(from.parse::<SocketAddr>().unwrap()));
+        app.clone().oneshot(req)
+    };
+    let r = call("10.0.0.9:1", format!("/api/v1/output/{id}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = call("127.0.0.1:1", "/api/v1/output/guess".into())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = call("127.0.0.1:1", format!("/api/v1/output/{id}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+    let mut buf = bytes::BytesMut::from(&body[..]);
+    assert_eq!(
+        nunet_output::Frame::take(&mut buf).unwrap(),
+        Some(nunet_output::Frame::Done {
+            status: "completed".into()
+        })
+    );
+    let r = call("127.0.0.1:1", format!("/api/v1/output/{id}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "claimed once");
+    let (s, body) = get("127.0.0.1:1", "/api/v1/output/any").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["kind"], "not_found");
 }

@@ -437,6 +437,11 @@ impl Spools {
         Ok(s)
     }
 
+    /// The spool of `allocation` if it is open (never makes one).
+    pub fn get(&self, allocation: &str) -> Option<Arc<Spool>> {
+        self.open.lock().ok()?.get(allocation).cloned()
+    }
+
     /// Closes the spool of `allocation` and deletes its files.
     pub fn remove(&self, allocation: &str) {
         let s = self.open.lock().ok().and_then(|mut m| m.remove(allocation));

@@ -34,7 +34,12 @@ impl Provider {
         let id = rec.id.clone();
         let ensemble_id = rec.ensemble_id.clone();
         self.persist(&rec);
-        self.spool_state(&rec);
+        match self.spool(&rec.id) {
+            Ok(s) => s.set_state(super::output::state_of(&rec)),
+            Err(e) => {
+                tracing::warn!(allocation = %rec.id, error = %e.message, "its output is not kept")
+            }
+        }
         let cell = Arc::new(Mutex::new(rec));
         if let Ok(mut m) = self.allocs.lock() {
             m.insert(id, cell.clone());

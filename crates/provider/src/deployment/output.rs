@@ -125,9 +125,10 @@ impl Provider {
             .map_err(|e| failed(format!("allocation output: {e}")))
     }
 
-    /// The spool's view of `r` (after every change of a record).
+    /// The spool's view of `r` (after every change of a record). Only an open spool: one
+    /// whose record was forgotten is not made again.
     pub(super) fn spool_state(&self, r: &AllocRecord) {
-        if let Ok(s) = self.output.spools().open(&r.id) {
+        if let Some(s) = self.output.spools().get(&r.id) {
             s.set_state(state_of(r));
         }
     }
