@@ -1,6 +1,6 @@
 //! Actor envelopes as the daemon receives them (libp2p messages, REST bodies): decoding with
 //! its size limit, then what dispatch checks first (sender DID, signature, behavior name and
-//! topic as capabilities, the capability tokens). Never panics; a decoded envelope
+//! topic as capabilities, the capability tokens, the trace context). Never panics; a decoded envelope
 //! re-encodes to an envelope equal to it, with the same signing bytes.
 #![no_main]
 
@@ -18,6 +18,13 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let _ = Handle::parse(&env.from.id);
     let _ = env.be.parse::<Capability>();
     let _ = env.opt.topic.parse::<Capability>();
+    // A trace context from a peer: parsed, and a parsed one prints back as it came.
+    if let Some(c) = nunet_traces::SpanContext::parse(&env.opt.trace) {
+        assert_eq!(
+            nunet_traces::SpanContext::parse(&c.traceparent()),
+            Some(c)
+        );
+    }
     if !env.cap.is_empty()
         && let Ok(list) = TokenList::from_json(&env.cap)
     {

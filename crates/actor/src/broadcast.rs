@@ -109,6 +109,7 @@ impl ActorSystem {
             exp,
             cont: cont.clone(),
             topic: topic.to_string(),
+            ..Options::default()
         };
         let env = match self.envelope(from_inbox, Handle::default(), be, &payload, opt) {
             Ok(env) => env,

@@ -382,6 +382,18 @@ impl ActorSystem {
             sender,
             payload,
         });
+        // A message sent from inside a trace is handled in a span of that trace.
+        let fut: futures::future::BoxFuture<'static, Result<Value, ActorError>> = if env
+            .opt
+            .trace
+            .is_empty()
+        {
+            fut
+        } else {
+            let span =
+                tracing::info_span!("handle", otel.name = %env.be, traceparent = %env.opt.trace);
+            Box::pin(tracing::Instrument::instrument(fut, span))
+        };
         match tokio::time::timeout(left, fut).await {
             Ok(r) => r,
             Err(_) => Err(ActorError::new(
@@ -409,8 +421,7 @@ impl ActorSystem {
         let msg = serde_json::to_vec(&reply).unwrap_or_default();
         let opt = Options {
             exp: req.opt.exp.max(now_ns() + 1_000_000_000),
-            cont: String::new(),
-            topic: String::new(),
+            ..Options::default()
         };
         Envelope::sign(&key, handle, req.from.clone(), &be, opt, msg, Vec::new())
     }

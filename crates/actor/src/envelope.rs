@@ -116,6 +116,9 @@ pub struct Options {
     /// Broadcast topic.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub topic: String,
+    /// The sender's trace context (W3C `traceparent`), when it records traces; signed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trace: String,
 }
 
 /// A signed actor message.
@@ -200,6 +203,11 @@ impl Envelope {
         put(&mut b, self.opt.topic.as_bytes());
         put(&mut b, &self.msg);
         put(&mut b, &self.cap);
+        // Only when present, so envelopes without it sign the same bytes as before.
+        if !self.opt.trace.is_empty() {
+            b.extend_from_slice(b"trace");
+            put(&mut b, self.opt.trace.as_bytes());
+        }
         b
     }
 
@@ -283,11 +291,24 @@ mod tests {
             |e| e.msg.push(b' '),
             |e| e.to.addr.inbox = "x".into(),
             |e| e.from.did = "y".into(),
+            |e| e.opt.trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
         ] {
             let mut m = e.clone();
             mutate(&mut m);
             assert_eq!(m.verify_signature(), Err(EnvelopeError::BadSignature));
         }
+        // A trace context is signed too, and only changes the signed bytes when present.
+        let mut traced = e.clone();
+        traced.opt.trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into();
+        assert!(traced.signing_bytes().starts_with(&e.signing_bytes()));
+        traced.sig = k.sign(&traced.signing_bytes()).to_bytes().to_vec();
+        assert_eq!(traced.verify_signature().unwrap(), k.did());
+        let mut stripped = traced.clone();
+        stripped.opt.trace.clear();
+        assert_eq!(
+            stripped.verify_signature(),
+            Err(EnvelopeError::BadSignature)
+        );
         assert!(next_nonce() < next_nonce());
         // A message from a token-only key (a secp256k1 or Ethereum DID), validly signed by it,
         // is refused: actors are ed25519.

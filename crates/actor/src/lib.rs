@@ -18,6 +18,7 @@ pub mod reply;
 pub mod security;
 /// The actor system: actors, behaviors, invoke / send / broadcast, dispatch.
 pub mod system;
+pub mod trace;
 
 pub use broadcast::BroadcastReplies;
 pub use envelope::{Envelope, EnvelopeError, Handle, MAX_ENVELOPE_BYTES, Options};

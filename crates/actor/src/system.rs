@@ -538,8 +538,11 @@ impl ActorSystem {
         be: &str,
         token_cap: Option<&str>,
         payload: &Value,
-        opt: Options,
+        mut opt: Options,
     ) -> Result<Envelope, ActorError> {
+        if opt.trace.is_empty() {
+            opt.trace = crate::trace::current();
+        }
         let actor = self.actor(from_inbox).ok_or_else(|| {
             ActorError::new(ErrorKind::NotFound, format!("no actor {from_inbox}"))
         })?;
@@ -652,7 +655,7 @@ impl ActorSystem {
         let opt = Options {
             exp,
             cont: "/reply".into(),
-            topic: String::new(),
+            ..Options::default()
         };
         let env = self.envelope(from_inbox, to, be, &payload, opt)?;
         let reply = self.deliver_from(env, Origin::InProcess).await?;

@@ -162,6 +162,7 @@ async fn denials_name_the_rule_and_do_not_run() {
                 exp,
                 cont: "/reply".into(),
                 topic: String::new(),
+                ..Default::default()
             },
         )
         .unwrap();
@@ -190,6 +191,7 @@ async fn denials_name_the_rule_and_do_not_run() {
                 exp,
                 cont: "/reply".into(),
                 topic: String::new(),
+                ..Default::default()
             },
         )
         .unwrap();
@@ -218,6 +220,7 @@ async fn denials_name_the_rule_and_do_not_run() {
                 exp,
                 cont: "/reply".into(),
                 topic: String::new(),
+                ..Default::default()
             },
         )
         .unwrap();
@@ -235,6 +238,7 @@ async fn denials_name_the_rule_and_do_not_run() {
                 exp,
                 cont: "/reply".into(),
                 topic: String::new(),
+                ..Default::default()
             },
         )
         .unwrap();
@@ -254,6 +258,7 @@ async fn denials_name_the_rule_and_do_not_run() {
             exp,
             cont: "/reply".into(),
             topic: String::new(),
+            ..Default::default()
         },
         b"null".to_vec(),
         vec![],
@@ -283,6 +288,7 @@ async fn an_envelope_expired_on_arrival_is_rejected_before_it_is_sent() {
                 exp: now_ns() + HOUR,
                 cont: "/reply".into(),
                 topic: String::new(),
+                ..Default::default()
             },
         )
         .unwrap();
@@ -310,6 +316,7 @@ async fn an_envelope_to_a_host_that_is_no_peer_id_is_rejected() {
                 exp: now_ns() + HOUR,
                 cont: "/reply".into(),
                 topic: String::new(),
+                ..Default::default()
             },
         )
         .unwrap();
@@ -639,6 +646,7 @@ async fn replay_state_holds_only_admitted_messages_and_survives_a_restart() {
                 exp: now_ns() + 60_000_000_000,
                 cont: "/reply".into(),
                 topic: String::new(),
+                ..Default::default()
             },
         )
         .unwrap();

@@ -238,6 +238,7 @@ pub fn sign_envelope(
         exp,
         cont,
         topic: topic.unwrap_or_default().to_string(),
+        ..Options::default()
     };
     let msg = serde_json::to_vec(payload)?;
     Ok(Envelope::sign(

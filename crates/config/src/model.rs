@@ -195,6 +195,19 @@ pub struct Subnet {
 pub struct Observability {
     /// Log settings.
     pub logging: Logging,
+    /// Trace export.
+    #[serde(default)]
+    pub tracing: Tracing,
+}
+
+/// `observability.tracing.*`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tracing {
+    /// OTLP/HTTP collector (`http://host:4318`; spans are posted as JSON to
+    /// `<endpoint>/v1/traces`). Empty: no traces are exported, and none are recorded.
+    #[serde(default)]
+    pub endpoint: String,
 }
 
 /// `observability.logging.*`
@@ -287,6 +300,7 @@ impl Config {
                         max_age_days: 28,
                     },
                 },
+                tracing: Tracing::default(),
             },
             files: Files::default(),
         }
@@ -400,6 +414,17 @@ impl Config {
                 "observability.logging.level: {:?} is not one of trace, debug, info, warn, error",
                 self.observability.logging.level
             ));
+        }
+        let endpoint = self.observability.tracing.endpoint.trim();
+        if !endpoint.is_empty() {
+            let host = endpoint
+                .strip_prefix("http://")
+                .or_else(|| endpoint.strip_prefix("https://"));
+            if host.is_none_or(|h| h.is_empty() || h.starts_with('/')) {
+                p.push(format!(
+                    "observability.tracing.endpoint: {endpoint:?} is not an http:// or https:// URL with a host"
+                ));
+            }
         }
         if self.observability.logging.rotation.max_size_mb == 0 {
             p.push(

@@ -89,7 +89,7 @@ const NUNET_ONLY: &[(&str, &str)] = &[
     ),
     (
         "observability.otel",
-        "OpenTelemetry export is not implemented yet",
+        "NuNet's OpenTelemetry metrics export is not implemented; metrics are served at /metrics, traces go to observability.tracing.endpoint",
     ),
     (
         "general.pushlivenessenabled",

@@ -109,9 +109,12 @@ fn filter_for(level: Level) -> EnvFilter {
     EnvFilter::new(format!("{},{QUIET}", level.as_str()))
 }
 
+/// Swaps the log filter in place.
+type Reload = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
 /// The installed logging.
 pub struct Logging {
-    handle: reload::Handle<EnvFilter, Registry>,
+    reload: Reload,
     /// The level, and the `RUST_LOG` filter in force instead of it until it is changed.
     level: Mutex<(Level, Option<String>)>,
 }
@@ -131,9 +134,7 @@ impl LogControl for Logging {
 
     fn set_level(&self, level: Level) -> Result<(), LogError> {
         let mut cur = self.level.lock().unwrap_or_else(|e| e.into_inner());
-        self.handle
-            .reload(filter_for(level))
-            .map_err(|e| LogError::Reload(e.to_string()))?;
+        (self.reload)(filter_for(level)).map_err(LogError::Reload)?;
         *cur = (level, None);
         Ok(())
     }
@@ -150,9 +151,14 @@ impl<'a> MakeWriter<'a> for FileWriter {
     }
 }
 
-/// Installs the process's logging. A second call in the same process (tests) leaves the
-/// first in place and returns a control that still changes its own, uninstalled filter.
-pub fn init(settings: &Settings) -> Result<Arc<Logging>, LogError> {
+/// Installs the process's logging, and `traces` beside it when given (a layer that sees
+/// spans whatever the log level: the logs then filter per layer). A second call in the same
+/// process (tests) leaves the first in place and returns a control that still changes its
+/// own, uninstalled filter.
+pub fn init<T>(settings: &Settings, traces: Option<T>) -> Result<Arc<Logging>, LogError>
+where
+    T: tracing_subscriber::Layer<Registry> + Send + Sync + 'static,
+{
     let (filter, custom) = match settings.env_filter.as_deref() {
         Some(f) => match EnvFilter::try_new(f) {
             Ok(filter) => (filter, Some(f.to_string())),
@@ -166,7 +172,6 @@ pub fn init(settings: &Settings) -> Result<Arc<Logging>, LogError> {
         },
         None => (filter_for(settings.level), None),
     };
-    let (filter, handle) = reload::Layer::new(filter);
     let file = match &settings.file {
         Some((path, limits)) => Some(Arc::new(RotatingFile::new(path.clone(), *limits).map_err(
             |source| LogError::File {
@@ -176,20 +181,49 @@ pub fn init(settings: &Settings) -> Result<Arc<Logging>, LogError> {
         )?)),
         None => None,
     };
-    let json = file.map(|f| {
-        tracing_subscriber::fmt::layer()
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .with_writer(FileWriter(f))
-    });
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .with(json)
-        .try_init();
+    // Built where they are layered: their type names the subscriber below them.
+    macro_rules! layers {
+        () => {
+            (
+                tracing_subscriber::fmt::layer().with_writer(std::io::stderr),
+                file.clone().map(|f| {
+                    tracing_subscriber::fmt::layer()
+                        .json()
+                        .with_current_span(true)
+                        .with_span_list(true)
+                        .with_writer(FileWriter(f))
+                }),
+            )
+        };
+    }
+    let reload: Reload = match traces {
+        // Without traces the filter is global: disabled levels cost nothing anywhere.
+        None => {
+            let (filter, handle) = reload::Layer::new(filter);
+            let (stderr, json) = layers!();
+            let _ = tracing_subscriber::registry()
+                .with(filter)
+                .with(stderr)
+                .with(json)
+                .try_init();
+            Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
+        }
+        Some(traces) => {
+            let (filter, handle) = reload::Layer::new(filter);
+            let (stderr, json) = layers!();
+            let logs = tracing_subscriber::Layer::with_filter(
+                tracing_subscriber::Layer::and_then(stderr, json),
+                filter,
+            );
+            let _ = tracing_subscriber::registry()
+                .with(traces)
+                .with(logs)
+                .try_init();
+            Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
+        }
+    };
     Ok(Arc::new(Logging {
-        handle,
+        reload,
         level: Mutex::new((settings.level, custom)),
     }))
 }

@@ -27,7 +27,19 @@ pub fn start(
     output: (nunet_network::Network, Arc<nunet_output::Sessions>),
 ) -> Result<nunet_orchestrator::Deployments, ActorError> {
     let r = records.clone();
+    // Deployments whose trace root was exported (when traces are; once each).
+    let rooted = std::sync::Mutex::new(std::collections::HashSet::new());
     let persist: nunet_orchestrator::PersistFn = Arc::new(move |d| {
+        if nunet_traces::enabled()
+            && d.status.is_terminal()
+            && rooted.lock().is_ok_and(|mut s| s.insert(d.id.clone()))
+        {
+            let attrs = vec![
+                ("ensemble".to_string(), d.id.clone()),
+                ("status".to_string(), d.status.as_str().to_string()),
+            ];
+            nunet_traces::emit_root(&d.id, d.created_ms, now_ms(), attrs);
+        }
         let doc = StoredDocument {
             id: d.id.clone(),
             ensemble_id: d.id.clone(),

@@ -133,8 +133,8 @@ impl Revocations {
                 &payload,
                 Options {
                     exp: now_ns().saturating_add(60_000_000_000),
-                    cont: String::new(),
                     topic: TOPIC.into(),
+                    ..Options::default()
                 },
             )?;
             self.system.publish(&env).await?;

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 use futures::future::join_all;
 use nunet_actor::{ActorError, ActorSystem, Handle};
@@ -429,8 +430,14 @@ impl Engine {
         excluded: &[String],
         collect: Duration,
     ) -> Result<(), RoundError> {
-        let bids = self.collect_bids(round, excluded, collect, None).await;
-        let assign = self.place(&bids, excluded, None).await?;
+        let bids = self
+            .collect_bids(round, excluded, collect, None)
+            .instrument(tracing::info_span!("bid_round", round))
+            .await;
+        let assign = self
+            .place(&bids, excluded, None)
+            .instrument(tracing::info_span!("placement", round, bids = bids.len()))
+            .await?;
         self.record_placement(&assign);
         if self.status().is_terminal() {
             return Ok(());
@@ -439,15 +446,25 @@ impl Engine {
             DeploymentStatus::Committing,
             "committing resources on the chosen providers",
         );
-        if let Err(e) = self.commit(&assign).await {
+        let committed = self
+            .commit(&assign)
+            .instrument(tracing::info_span!("commit", round))
+            .await;
+        if let Err(e) = committed {
             self.revert(&assign).await;
             return Err(e);
         }
         self.set_status(DeploymentStatus::Provisioning, "allocating");
         let started = async {
-            self.allocate(&assign).await?;
-            self.provision_subnet(&assign).await?;
-            self.start_all().await
+            self.allocate(&assign)
+                .instrument(tracing::info_span!("allocate", round))
+                .await?;
+            self.provision_subnet(&assign)
+                .instrument(tracing::info_span!("subnet", round))
+                .await?;
+            self.start_all()
+                .instrument(tracing::info_span!("start", round))
+                .await
         };
         if let Err(e) = started.await {
             self.revert(&assign).await;

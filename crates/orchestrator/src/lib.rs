@@ -55,5 +55,5 @@ pub fn now_ms() -> i64 {
 
 /// The span every log line of one deployment's orchestration carries (`ensemble` = its id).
 pub fn deployment_span(id: &str) -> tracing::Span {
-    tracing::info_span!("deployment", ensemble = %id)
+    tracing::info_span!("deployment", ensemble = %id, trace_root = %id)
 }

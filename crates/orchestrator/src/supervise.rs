@@ -429,6 +429,18 @@ impl Engine {
         peer: &str,
         redeploy: bool,
     ) -> Result<(), String> {
+        let span = tracing::info_span!("heal", node, lost_peer = peer, action = "replace");
+        self.replace_node_now(node, peer, redeploy)
+            .instrument(span)
+            .await
+    }
+
+    async fn replace_node_now(
+        self: &std::sync::Arc<Self>,
+        node: &str,
+        peer: &str,
+        redeploy: bool,
+    ) -> Result<(), String> {
         let standby = self
             .record()
             .is_some_and(|r| r.manifest.standbys.get(node).is_some_and(|v| !v.is_empty()));
@@ -448,6 +460,13 @@ impl Engine {
     /// resources, addresses and names; a restart that fails shows as a failure at the next
     /// check.
     async fn restart_in_place(&self, allocations: &[String], why: &str) {
+        let span = tracing::info_span!("heal", action = "restart", reason = why);
+        self.restart_in_place_now(allocations, why)
+            .instrument(span)
+            .await;
+    }
+
+    async fn restart_in_place_now(&self, allocations: &[String], why: &str) {
         let Some(rec) = self.record() else { return };
         for name in allocations {
             let Some((key, a)) = rec

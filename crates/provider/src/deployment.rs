@@ -856,7 +856,7 @@ impl Provider {
 /// The span of this provider's lines about one deployment (commit, allocate, revert): the
 /// same name and field as the orchestrator's, so one query finds both sides.
 fn ensemble_span(id: &str) -> tracing::Span {
-    tracing::info_span!("deployment", ensemble = %id)
+    tracing::info_span!("deployment", ensemble = %id, trace_root = %id)
 }
 
 fn record(req: &AllocateRequest, a: &AllocationRequest) -> AllocRecord {

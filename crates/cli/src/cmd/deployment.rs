@@ -486,8 +486,7 @@ mod tests {
             r.read_exact(&mut body).unwrap();
             let opt = Options {
                 exp: u64::MAX,
-                cont: String::new(),
-                topic: String::new(),
+                ..Options::default()
             };
             let msg = serde_json::to_vec(&Reply::Ok(result)).unwrap();
             let reply = Envelope::sign(&node, local, Handle::default(), "/reply", opt, msg, vec![]);

@@ -53,6 +53,7 @@ pub fn run(home: &Home, args: RunArgs) -> Result<i32> {
         })
         .await?;
         let peer_id = node.system.peer_id();
+        nunet_traces::describe_node(&node.system.did().to_string(), peer_id);
         let listen: Vec<String> = node
             .network
             .listen_addrs()
@@ -84,6 +85,8 @@ pub fn run(home: &Home, args: RunArgs) -> Result<i32> {
         tracing::info!("shutting down");
         node.shutdown().await;
         RunInfo::remove_own(&data_dir);
+        // Spans still queued reach the collector (if one answers) before the process ends.
+        nunet_traces::flush(std::time::Duration::from_secs(2));
         tracing::info!("stopped");
         Ok::<_, anyhow::Error>(())
     })?;
@@ -125,9 +128,21 @@ fn init_logging(config: &nunet_config::Config) -> Result<std::sync::Arc<nunet_lo
             },
         )
     });
-    Ok(nunet_logging::init(&nunet_logging::Settings {
-        level,
-        file,
-        env_filter: std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()),
-    })?)
+    // Traces of deployments when a collector is named (else no layer: zero cost).
+    let endpoint = config.observability.tracing.endpoint.trim();
+    let traces = if endpoint.is_empty() {
+        None
+    } else {
+        let layer = nunet_traces::install(endpoint)?;
+        nunet_actor::trace::set_source(nunet_traces::current_traceparent);
+        Some(layer.filtered())
+    };
+    Ok(nunet_logging::init(
+        &nunet_logging::Settings {
+            level,
+            file,
+            env_filter: std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()),
+        },
+        traces,
+    )?)
 }

@@ -385,7 +385,12 @@ impl Provider {
 /// The span every log line about one allocation carries (`ensemble`, `allocation` ids).
 pub(super) fn span_of(cell: &Arc<Mutex<AllocRecord>>) -> tracing::Span {
     match cell.lock() {
-        Ok(r) => tracing::info_span!("allocation", ensemble = %r.ensemble_id, allocation = %r.id),
+        Ok(r) => tracing::info_span!(
+            "allocation",
+            ensemble = %r.ensemble_id,
+            allocation = %r.id,
+            trace_root = %r.ensemble_id
+        ),
         Err(_) => tracing::Span::none(),
     }
 }

@@ -10,6 +10,7 @@
 //! restart or stop anything; that is the orchestrator's decision.
 
 use std::sync::{Arc, Mutex};
+use tracing::Instrument;
 
 use nunet_ensemble::spec::{Healthcheck, HealthcheckKind, http_target};
 use nunet_executor::Executor;
@@ -200,7 +201,12 @@ impl Provider {
             if let Some(health) = changed {
                 tracing::info!(allocation = %rec.id, healthy = health.healthy,
                     message = %health.message, "allocation health changed");
-                super::notify::report_health(&self.system, &rec, health).await;
+                // A span of the deployment's trace; the report carries it to the orchestrator.
+                let span =
+                    tracing::info_span!("health", allocation = %rec.id, healthy = health.healthy);
+                super::notify::report_health(&self.system, &rec, health)
+                    .instrument(span)
+                    .await;
             }
         }
     }
