@@ -105,13 +105,24 @@ fn json_log_file_level_changed_at_run_time_and_rotated_at_the_configured_size() 
     assert_eq!(v["status"], "Completed", "{v}");
     let id = v["id"].as_str().unwrap().to_string();
     let _guard = Containers(id.clone());
+    // The line's innermost span may be a phase (`commit`, `start`, …) inside the deployment's.
     let tagged: Vec<Value> = lines(&file)
         .into_iter()
-        .filter(|l| l["span"]["name"] == "deployment")
+        .filter(|l| {
+            l["spans"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["name"] == "deployment"))
+        })
         .collect();
     assert!(!tagged.is_empty(), "no line in a deployment span");
     for l in &tagged {
-        assert_eq!(l["span"]["ensemble"], id.as_str(), "{l}");
+        let dep = l["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "deployment")
+            .unwrap();
+        assert_eq!(dep["ensemble"], id.as_str(), "{l}");
     }
     let provider = lines(&dn.dir.join("node-2/logs/dms.log"));
     let spans_of = |name: &str| {

@@ -164,6 +164,13 @@ fn one_deployment_is_one_trace_across_the_orchestrator_and_its_provider() {
         .collect();
     names.sort();
     eprintln!("{} spans in the trace: {names:?}", trace.len());
+    // With traces on, logs filter per layer: still info lines and no debug ones.
+    let log = std::fs::read_to_string(dn.dir.join("node-1/nunet.log")).unwrap();
+    assert!(log.contains("INFO"), "info lines: {log}");
+    assert!(
+        !log.contains("DEBUG") && !log.contains("TRACE"),
+        "level info: {log}"
+    );
     let root = trace.iter().find(|s| s.name == "deployment").unwrap();
     assert_eq!(root.parent, None);
     assert_eq!(root.node, orchestrator);
