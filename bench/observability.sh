@@ -1,29 +1,41 @@
 #!/usr/bin/env bash
 # What recording traces costs, off vs on, in one run (target: at most 3 %):
-#   (a) actor invoke round trip and throughput between two in-process nodes over libp2p, every
-#       invoke inside a deployment's span (cargo bench -p nunet-node --bench traces, once per
-#       mode: a process has one subscriber);
+#   (a) actor invoke round trip and throughput between two in-process nodes over libp2p
+#       (cargo bench -p nunet-node --bench traces, one process per mode: a process has one
+#       subscriber), for invokes outside any deployment (as bench/actor.sh makes them) and
+#       for the worst case, every invoke inside a deployment (each exports a span);
 #   (b) deployments: two 3-node devnets, one exporting traces to a local OTLP sink and one not,
 #       RUNS Docker task deployments on each, interleaved (off, on, off, on, …); p50 of
 #       submit → Completed from the orchestrator's events.
 # Metrics have no off switch (the registry is always there), so they are in both columns.
-# RUNS (default 7), PROFILE=debug|release (default release), NUNET_BIN=<path>.
+# RUNS (default 7), REPS (default 3), PROFILE=debug|release (default release), NUNET_BIN=<path>.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${RUNS:-7}"
-echo "== invoke (cargo bench -p nunet-node --bench traces)"
-off=$(BENCH_TRACES=off cargo bench -q -p nunet-node --bench traces 2>/dev/null | grep '^traces=')
-on=$(BENCH_TRACES=on cargo bench -q -p nunet-node --bench traces 2>/dev/null | grep '^traces=')
-echo "$off"; echo "$on"
-python3 - "$off" "$on" <<'PY'
-import sys
+echo "== invoke (cargo bench -p nunet-node --bench traces; one process per mode, modes alternated, REPS times)"
+reps="${REPS:-3}"
+lines=()
+for _ in $(seq "$reps"); do
+  for scope in none deployment; do
+    for t in off on; do
+      l=$(BENCH_TRACES=$t BENCH_SCOPE=$scope cargo bench -q -p nunet-node --bench traces 2>/dev/null | grep '^traces=')
+      echo "$l"; lines+=("$l")
+    done
+  done
+done
+python3 - "${lines[@]}" <<'PY'
+import statistics, sys
 def kv(line): return dict(p.split("=") for p in line.split())
-off, on = kv(sys.argv[1]), kv(sys.argv[2])
-for k, better in (("p50_us", "lower"), ("p99_us", "lower"), ("ops_per_s", "higher")):
-    a, b = float(off[k]), float(on[k])
-    cost = (b / a - 1) if better == "lower" else (a / b - 1)
-    print(f"invoke {k}: off {a:.0f}, on {b:.0f} (ratio on/off {b / a:.3f}; cost {100 * cost:+.1f} %)")
-print(f"spans exported while on: {on['spans']}")
+rows = [kv(a) for a in sys.argv[1:]]
+def med(scope, t, k): return statistics.median(float(r[k]) for r in rows if r["scope"] == scope and r["traces"] == t)
+for scope, what in (("none", "invokes outside a deployment (no context, no span)"),
+                    ("deployment", "every invoke inside a deployment (a context and an exported span each)")):
+    print(f"{what}, medians of {len(rows) // 4} runs:")
+    for k, better in (("p50_us", "lower"), ("p99_us", "lower"), ("ops_per_s", "higher")):
+        a, b = med(scope, "off", k), med(scope, "on", k)
+        cost = (b / a - 1) if better == "lower" else (a / b - 1)
+        print(f"  {k}: off {a:.0f}, on {b:.0f} (ratio on/off {b / a:.3f}; cost {100 * cost:+.1f} %)")
+    print(f"  spans the collector accepted while on (median): {med(scope, 'on', 'spans'):.0f}")
 PY
 
 echo "== deployments"

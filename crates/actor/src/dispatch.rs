@@ -382,7 +382,8 @@ impl ActorSystem {
             sender,
             payload,
         });
-        // A message sent from inside a trace is handled in a span of that trace.
+        // A message sent from inside a trace is handled in a span of that trace (at debug:
+        // logs at info do not format it; the trace layer takes it whatever the level).
         let fut: futures::future::BoxFuture<'static, Result<Value, ActorError>> = if env
             .opt
             .trace
@@ -391,7 +392,7 @@ impl ActorSystem {
             fut
         } else {
             let span =
-                tracing::info_span!("handle", otel.name = %env.be, traceparent = %env.opt.trace);
+                tracing::debug_span!("handle", otel.name = %env.be, traceparent = %env.opt.trace);
             Box::pin(tracing::Instrument::instrument(fut, span))
         };
         match tokio::time::timeout(left, fut).await {

@@ -1,10 +1,12 @@
 //! What recording traces costs an actor invoke: two in-process nodes over real libp2p on
-//! loopback, every invoke made inside a deployment's span, with logging at `info` installed
-//! and traces either off (no layer) or exported to a local OTLP/HTTP sink.
+//! loopback, logging at `info` installed, traces either off (no layer) or exported to a
+//! local OTLP/HTTP sink (which reads and discards what it gets).
 //!
-//! One mode per process (a process has one global subscriber): `BENCH_TRACES=off|on cargo
-//! bench -p nunet-node --bench traces`; `bench/observability.sh` runs both and prints the
-//! ratio. Prints `traces=<mode> p50_us=… p99_us=… ops_per_s=… spans=…`.
+//! One mode per process (a process has one global subscriber): `BENCH_TRACES=off|on` and
+//! `BENCH_SCOPE=none|deployment` (invokes outside any deployment, as the `invoke` bench makes
+//! them, or each inside a deployment's span, so every message carries a trace context and
+//! is handled in a span that is exported). `bench/observability.sh` runs the four and prints
+//! the ratios. Prints `traces=… scope=… p50_us=… p99_us=… ops_per_s=… spans=…`.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -19,13 +21,12 @@ use nunet_node::{Node, NodeOptions};
 use serde_json::json;
 use tracing::Instrument;
 
-/// A sink for OTLP posts on loopback; counts the spans it got.
-fn sink(spans: Arc<AtomicUsize>) -> u16 {
+/// A sink for OTLP posts on loopback: reads each body and answers 200.
+fn sink() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for c in l.incoming().flatten() {
-            let spans = spans.clone();
             std::thread::spawn(move || {
                 let mut w = c.try_clone().unwrap();
                 let mut r = BufReader::new(c);
@@ -49,8 +50,6 @@ fn sink(spans: Arc<AtomicUsize>) -> u16 {
                     }
                     let mut body = vec![0; len];
                     r.read_exact(&mut body).unwrap();
-                    let n = String::from_utf8_lossy(&body).matches("\"spanId\"").count();
-                    spans.fetch_add(n, Ordering::Relaxed);
                     let _ = w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
                 }
             });
@@ -83,9 +82,13 @@ fn main() {
         Ok("off") | Err(_) => false,
         Ok(other) => panic!("BENCH_TRACES={other}: on or off"),
     };
-    let spans = Arc::new(AtomicUsize::new(0));
+    let traced = match std::env::var("BENCH_SCOPE").as_deref() {
+        Ok("deployment") => true,
+        Ok("none") | Err(_) => false,
+        Ok(other) => panic!("BENCH_SCOPE={other}: none or deployment"),
+    };
     let traces = on.then(|| {
-        let port = sink(spans.clone());
+        let port = sink();
         let layer = nunet_traces::install(&format!("http://127.0.0.1:{port}")).unwrap();
         nunet_actor::trace::set_source(nunet_traces::current_traceparent);
         layer.filtered()
@@ -125,18 +128,21 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let to = b.system.root();
-        let invoke = |sys: nunet_actor::ActorSystem, to: nunet_actor::Handle| async move {
-            sys.invoke(
+        let invoke = move |sys: nunet_actor::ActorSystem, to: nunet_actor::Handle| async move {
+            let call = sys.invoke(
                 "root",
                 to,
                 "/public/hello",
                 json!(null),
                 Duration::from_secs(10),
-            )
-            .instrument(
-                tracing::info_span!(target: "nunet_bench", "deployment", trace_root = "bench"),
-            )
-            .await
+            );
+            if traced {
+                let span =
+                    tracing::info_span!(target: "nunet_bench", "deployment", trace_root = "bench");
+                call.instrument(span).await
+            } else {
+                call.await
+            }
         };
         for _ in 0..200 {
             invoke(a.system.clone(), to.clone()).await.unwrap();
@@ -171,11 +177,12 @@ fn main() {
         let ops = done.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64();
         nunet_traces::flush(Duration::from_secs(5));
         println!(
-            "traces={} p50_us={:.0} p99_us={:.0} ops_per_s={ops:.0} spans={}",
+            "traces={} scope={} p50_us={:.0} p99_us={:.0} ops_per_s={ops:.0} spans={}",
             if on { "on" } else { "off" },
+            if traced { "deployment" } else { "none" },
             us(p50),
             us(p99),
-            spans.load(Ordering::Relaxed)
+            nunet_traces::exported()
         );
         a.shutdown().await;
         b.shutdown().await;

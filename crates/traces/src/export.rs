@@ -8,8 +8,6 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-
 use crate::TraceError;
 use crate::context::SpanContext;
 use crate::layer::{SpanRecord, TraceLayer};
@@ -42,6 +40,13 @@ impl Sink {
 }
 
 static SINK: OnceLock<Sink> = OnceLock::new();
+/// Spans a collector accepted so far.
+static EXPORTED: AtomicU64 = AtomicU64::new(0);
+
+/// How many spans a collector accepted so far.
+pub fn exported() -> u64 {
+    EXPORTED.load(Ordering::Relaxed)
+}
 
 /// A sink and what it receives, for tests of the layer.
 #[cfg(test)]
@@ -171,13 +176,17 @@ fn run(url: &str, rx: &Receiver<Msg>, dropped: &AtomicU64) {
         if !batch.is_empty() {
             let resource = RESOURCE.get().unwrap_or(&unnamed);
             let body = otlp_json(resource, &batch, dropped.swap(0, Ordering::Relaxed));
+            let n = batch.len() as u64;
             batch.clear();
             let r = agent
                 .post(url)
                 .header("content-type", "application/json")
-                .send(body.to_string());
+                .send(&body[..]);
             match r {
-                Ok(resp) if resp.status().is_success() => failing = false,
+                Ok(resp) if resp.status().is_success() => {
+                    failing = false;
+                    EXPORTED.fetch_add(n, Ordering::Relaxed);
+                }
                 Ok(resp) => {
                     if !failing {
                         tracing::warn!(
@@ -202,38 +211,83 @@ fn run(url: &str, rx: &Receiver<Msg>, dropped: &AtomicU64) {
     }
 }
 
-fn text(k: &str, v: &str) -> Value {
-    json!({"key": k, "value": {"stringValue": v}})
+/// A JSON string (quoted, escaped) onto `out`.
+fn string(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail, and a str always serialises.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
-/// One OTLP `ExportTraceServiceRequest` in its JSON form.
-pub fn otlp_json(resource: &[(String, String)], spans: &[SpanRecord], dropped: u64) -> Value {
-    let mut res: Vec<Value> = resource.iter().map(|(k, v)| text(k, v)).collect();
-    if dropped > 0 {
-        res.push(json!({"key": "nunet.spans_dropped", "value": {"intValue": dropped.to_string()}}));
+/// `{"key": k, "value": {"stringValue": v}}` onto `out`.
+fn attribute(out: &mut Vec<u8>, k: &str, v: &str) {
+    out.extend_from_slice(b"{\"key\":");
+    string(out, k);
+    out.extend_from_slice(b",\"value\":{\"stringValue\":");
+    string(out, v);
+    out.extend_from_slice(b"}}");
+}
+
+fn attributes<'a>(out: &mut Vec<u8>, kv: impl Iterator<Item = (&'a str, &'a str)>) {
+    out.push(b'[');
+    for (i, (k, v)) in kv.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        attribute(out, k, v);
     }
-    let spans: Vec<Value> = spans
-        .iter()
-        .map(|s| {
-            let mut v = json!({
-                "traceId": hex::encode(s.ctx.trace),
-                "spanId": hex::encode(s.ctx.span),
-                "name": s.name,
-                "kind": 1,
-                "startTimeUnixNano": s.start_ns.to_string(),
-                "endTimeUnixNano": s.end_ns.max(s.start_ns).to_string(),
-                "attributes": s.attributes.iter().map(|(k, v)| text(k, v)).collect::<Vec<_>>(),
-            });
-            if let Some(p) = s.parent {
-                v["parentSpanId"] = json!(hex::encode(p));
-            }
-            v
-        })
-        .collect();
-    json!({"resourceSpans": [{
-        "resource": {"attributes": res},
-        "scopeSpans": [{"scope": {"name": "nunet-dms", "version": env!("CARGO_PKG_VERSION")}, "spans": spans}]
-    }]})
+    out.push(b']');
+}
+
+/// One OTLP `ExportTraceServiceRequest` in its JSON form (ids in hex, times as decimal
+/// strings), written straight into bytes: the exporter's cost grows with the spans only.
+pub fn otlp_json(resource: &[(String, String)], spans: &[SpanRecord], dropped: u64) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut out = Vec::with_capacity(256 + spans.len() * 320);
+    out.extend_from_slice(b"{\"resourceSpans\":[{\"resource\":{\"attributes\":");
+    attributes(
+        &mut out,
+        resource.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    if dropped > 0 {
+        out.pop();
+        let _ = write!(
+            out,
+            ",{{\"key\":\"nunet.spans_dropped\",\"value\":{{\"intValue\":\"{dropped}\"}}}}]"
+        );
+    }
+    let _ = write!(
+        out,
+        "}},\"scopeSpans\":[{{\"scope\":{{\"name\":\"nunet-dms\",\"version\":\"{}\"}},\"spans\":[",
+        env!("CARGO_PKG_VERSION")
+    );
+    for (i, s) in spans.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = write!(
+            out,
+            "{{\"traceId\":\"{}\",\"spanId\":\"{}\",",
+            hex::encode(s.ctx.trace),
+            hex::encode(s.ctx.span)
+        );
+        if let Some(p) = s.parent {
+            let _ = write!(out, "\"parentSpanId\":\"{}\",", hex::encode(p));
+        }
+        out.extend_from_slice(b"\"name\":");
+        string(&mut out, &s.name);
+        let _ = write!(
+            out,
+            ",\"kind\":1,\"startTimeUnixNano\":\"{}\",\"endTimeUnixNano\":\"{}\",\"attributes\":",
+            s.start_ns,
+            s.end_ns.max(s.start_ns)
+        );
+        attributes(
+            &mut out,
+            s.attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}]}]}");
+    out
 }
 
 #[cfg(test)]
@@ -285,11 +339,16 @@ mod tests {
                 attributes: vec![],
             },
         ];
-        let v = otlp_json(&[("service.name".into(), "nunet-dms".into())], &spans, 3);
+        let v: serde_json::Value = serde_json::from_slice(&otlp_json(
+            &[("service.name".into(), "nunet-dms\"\n".into())],
+            &spans,
+            3,
+        ))
+        .unwrap();
         let rs = &v["resourceSpans"][0];
         assert_eq!(
             rs["resource"]["attributes"][0]["value"]["stringValue"],
-            "nunet-dms"
+            "nunet-dms\"\n"
         );
         assert_eq!(
             rs["resource"]["attributes"][1]["key"],

@@ -94,14 +94,17 @@ pub struct TraceLayer {
 }
 
 impl TraceLayer {
-    /// The layer with its filter: spans of this node's crates at `info` and above, whatever
-    /// the log level. The filter looks at a call site once (its answer is cached), so events
+    /// The layer with its filter: spans of this node's crates at `info` and above, and the
+    /// actor layer's `handle` span (at `debug`, so that logs at `info` do not format it),
+    /// whatever the log level. The filter looks at a call site once (its answer is cached), so events
     /// and other spans cost nothing more.
     pub fn filtered(self) -> impl Layer<tracing_subscriber::Registry> + Send + Sync + 'static {
         let only = tracing_subscriber::filter::filter_fn(|m| {
-            m.is_span() && m.target().starts_with("nunet") && *m.level() <= Level::INFO
+            m.is_span()
+                && m.target().starts_with("nunet")
+                && (*m.level() <= Level::INFO || m.name() == "handle")
         })
-        .with_max_level_hint(Level::INFO);
+        .with_max_level_hint(Level::DEBUG);
         self.with_filter(only)
     }
 }

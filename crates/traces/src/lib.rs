@@ -20,7 +20,7 @@ pub mod export;
 pub mod layer;
 
 pub use context::SpanContext;
-pub use export::{describe_node, emit_root, enabled, flush, install};
+pub use export::{describe_node, emit_root, enabled, exported, flush, install};
 pub use layer::{SpanRecord, TraceLayer, current_traceparent};
 
 /// Traces could not be set up.
@@ -56,7 +56,7 @@ mod tests {
             });
             // The provider handles the message, and opens its own stand-in inside.
             let tp = sent.clone().unwrap();
-            let handle = tracing::info_span!(target: "nunet_actor", "handle", otel.name = "/dms/deployment/commit", traceparent = %tp);
+            let handle = tracing::debug_span!(target: "nunet_actor", "handle", otel.name = "/dms/deployment/commit", traceparent = %tp);
             handle.in_scope(|| {
                 let stand_in =
                     tracing::info_span!(target: "nunet_provider", "deployment", trace_root = "d1");
