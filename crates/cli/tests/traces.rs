@@ -1,5 +1,5 @@
-//! Traces end to end: a 3-node devnet whose daemons export to a test OTLP/HTTP receiver (a
-//! plain HTTP server in this test that keeps every JSON body posted to `/v1/traces`). One
+//! Traces end to end: a 3-node devnet whose daemons export to a test OTLP/HTTP collector
+//! (`nunet_traces::collector`, which keeps every JSON body posted to `/v1/traces`). One
 //! deployment must give one trace with spans from the orchestrating node and the provider,
 //! each phase under the deployment's root, and the provider's handling of commit, allocate
 //! and start under the orchestrator's phase that sent it (the context travelled in the
@@ -9,62 +9,13 @@
 mod deploy_support;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deploy_support::*;
 use serde_json::Value;
 
-/// Bodies posted to the receiver.
-type Posts = Arc<Mutex<Vec<(String, Value)>>>;
-
-/// An OTLP/HTTP receiver on loopback (port 0): keeps each request's path and JSON body and
-/// answers 200. Connections are kept alive, as exporters keep them.
-fn receiver() -> (u16, Posts) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let posts: Posts = Arc::default();
-    let keep = posts.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming().flatten() {
-            let keep = keep.clone();
-            std::thread::spawn(move || {
-                let mut w = conn.try_clone().unwrap();
-                let mut r = BufReader::new(conn);
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-                    let mut len = 0usize;
-                    loop {
-                        let mut h = String::new();
-                        r.read_line(&mut h).unwrap();
-                        if h.trim().is_empty() {
-                            break;
-                        }
-                        if let Some((k, v)) = h.split_once(':')
-                            && k.eq_ignore_ascii_case("content-length")
-                        {
-                            len = v.trim().parse().unwrap();
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    r.read_exact(&mut body).unwrap();
-                    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    keep.lock().unwrap().push((path, v));
-                    let _ = w.write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
-                    );
-                }
-            });
-        }
-    });
-    (port, posts)
-}
+/// Bodies posted to the test collector.
+type Posts = nunet_traces::collector::Received;
 
 #[derive(Debug, Clone)]
 struct Span {
@@ -79,8 +30,9 @@ struct Span {
 
 fn spans(posts: &Posts) -> Vec<Span> {
     let mut out = Vec::new();
-    for (path, v) in posts.lock().unwrap().iter() {
+    for (path, body) in posts.lock().unwrap().iter() {
         assert_eq!(path, "/v1/traces");
+        let v: Value = serde_json::from_slice(body).unwrap();
         for rs in v["resourceSpans"].as_array().unwrap() {
             let node = rs["resource"]["attributes"]
                 .as_array()
@@ -118,7 +70,7 @@ fn spans(posts: &Posts) -> Vec<Span> {
 
 #[test]
 fn one_deployment_is_one_trace_across_the_orchestrator_and_its_provider() {
-    let (port, posts) = receiver();
+    let (port, posts) = nunet_traces::collector::start().unwrap();
     let endpoint = format!("http://127.0.0.1:{port}");
     let dn = Devnet::up_with_env(0, &[("DMS_OBSERVABILITY_TRACING_ENDPOINT", &endpoint)]);
     // Node 1 orchestrates; node 2 is the only provider.

@@ -1,6 +1,6 @@
 //! What recording traces costs an actor invoke: two in-process nodes over real libp2p on
 //! loopback, logging at `info` installed, traces either off (no layer) or exported to a
-//! local OTLP/HTTP sink (which reads and discards what it gets).
+//! local OTLP/HTTP collector (`nunet_traces::collector`).
 //!
 //! One mode per process (a process has one global subscriber): `BENCH_TRACES=off|on` and
 //! `BENCH_SCOPE=none|deployment` (invokes outside any deployment, as the `invoke` bench makes
@@ -9,7 +9,6 @@
 //! the ratios. Prints `traces=… scope=… p50_us=… p99_us=… ops_per_s=… spans=…`.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -20,43 +19,6 @@ use nunet_did::Keypair;
 use nunet_node::{Node, NodeOptions};
 use serde_json::json;
 use tracing::Instrument;
-
-/// A sink for OTLP posts on loopback: reads each body and answers 200.
-fn sink() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for c in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut w = c.try_clone().unwrap();
-                let mut r = BufReader::new(c);
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut len = 0;
-                    loop {
-                        let mut h = String::new();
-                        r.read_line(&mut h).unwrap();
-                        if h.trim().is_empty() {
-                            break;
-                        }
-                        if let Some((k, v)) = h.split_once(':')
-                            && k.eq_ignore_ascii_case("content-length")
-                        {
-                            len = v.trim().parse().unwrap();
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    r.read_exact(&mut body).unwrap();
-                    let _ = w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
-                }
-            });
-        }
-    });
-    port
-}
 
 async fn node(key: Keypair, anchors: Anchors, bootstrap: Vec<String>) -> Node {
     let dir = tempfile::tempdir().unwrap().keep();
@@ -88,7 +50,7 @@ fn main() {
         Ok(other) => panic!("BENCH_SCOPE={other}: none or deployment"),
     };
     let traces = on.then(|| {
-        let port = sink();
+        let (port, _kept) = nunet_traces::collector::start().unwrap();
         let layer = nunet_traces::install(&format!("http://127.0.0.1:{port}")).unwrap();
         nunet_actor::trace::set_source(nunet_traces::current_traceparent);
         layer.filtered()

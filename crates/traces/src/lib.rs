@@ -15,6 +15,7 @@
 //! This crate must not decide what the node logs, block a caller on the collector (spans
 //! are queued and dropped when the queue is full), or export spans outside a deployment.
 
+pub mod collector;
 pub mod context;
 pub mod export;
 pub mod layer;

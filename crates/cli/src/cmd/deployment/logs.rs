@@ -97,26 +97,36 @@ struct Follower {
     json: bool,
     /// Frames received in all.
     frames: u64,
-    out: std::io::BufWriter<std::io::StdoutLock<'static>>,
-    err: std::io::Stderr,
+    /// Stdout through a 64 KiB buffer.
+    out: Box<dyn Write>,
+    err: Box<dyn Write>,
+}
+
+/// What a frame changed in the cursors.
+enum Seen<'f> {
+    /// Output not printed yet (the part of the frame after the cursor).
+    New(&'f [u8]),
+    /// Output already printed (a resent frame): nothing to print.
+    Old,
+    /// Bytes dropped by the provider's retention, this many.
+    Dropped(u64),
+    /// Not output.
+    Other,
 }
 
 impl Follower {
-    /// Prints one frame; the deployment's status once following is over.
-    fn on(&mut self, f: Frame) -> std::io::Result<Option<String>> {
-        self.frames += 1;
-        if self.json {
-            return self.json_line(f);
-        }
+    /// Moves the cursors past `f`: a new source starts at 0, output and skips advance.
+    fn advance<'f>(&mut self, f: &'f Frame) -> Seen<'f> {
         match f {
             Frame::Begin { key, source } => {
-                let c = self.cursors.entry(key).or_default();
+                let c = self.cursors.entry(key.clone()).or_default();
                 if c.source.as_deref() != Some(source.as_str()) {
                     *c = LogCursor {
-                        source: Some(source),
+                        source: Some(source.clone()),
                         ..LogCursor::default()
                     };
                 }
+                Seen::Other
             }
             Frame::Output {
                 key,
@@ -124,13 +134,38 @@ impl Follower {
                 offset,
                 data,
             } => {
-                let Some(data) = self.fresh(&key, channel, offset, &data) else {
-                    return Ok(None);
-                };
+                let at = offset_of(self.cursors.entry(key.clone()).or_default(), *channel);
+                let end = offset + data.len() as u64;
+                if end <= *at {
+                    return Seen::Old;
+                }
+                let skip = usize::try_from(at.saturating_sub(*offset)).unwrap_or(data.len());
+                *at = end;
+                Seen::New(&data[skip.min(data.len())..])
+            }
+            Frame::Skipped { key, channel, to } => {
+                let at = offset_of(self.cursors.entry(key.clone()).or_default(), *channel);
+                let dropped = to.saturating_sub(*at);
+                *at = (*at).max(*to);
+                Seen::Dropped(dropped)
+            }
+            _ => Seen::Other,
+        }
+    }
+
+    /// Prints one frame; the deployment's status once following is over.
+    fn on(&mut self, f: Frame) -> std::io::Result<Option<String>> {
+        self.frames += 1;
+        let seen = self.advance(&f);
+        if self.json {
+            return self.json_line(&f, seen);
+        }
+        match (&f, seen) {
+            (Frame::Output { key, channel, .. }, Seen::New(data)) => {
                 if self.headers && self.last_key.as_deref() != Some(key.as_str()) {
                     self.err.flush()?;
                     writeln!(self.out, "== {key}")?;
-                    self.last_key = Some(key);
+                    self.last_key = Some(key.clone());
                 }
                 match channel {
                     Channel::Stdout => self.out.write_all(data)?,
@@ -140,31 +175,23 @@ impl Follower {
                     }
                 }
             }
-            Frame::Skipped { key, channel, to } => {
-                let c = self.cursors.entry(key.clone()).or_default();
-                let at = offset_of(c, channel);
-                if to > *at {
-                    self.out.flush()?;
-                    writeln!(
-                        self.err,
-                        "== {key}: {} bytes of {} were dropped by the provider's retention limit",
-                        to - *at,
-                        channel.as_str()
-                    )?;
-                    *at = to;
-                }
+            (Frame::Skipped { key, channel, .. }, Seen::Dropped(n)) if n > 0 => {
+                self.out.flush()?;
+                writeln!(
+                    self.err,
+                    "== {key}: {n} bytes of {} were dropped by the provider's retention limit",
+                    channel.as_str()
+                )?;
             }
-            Frame::State { key, state } => {
-                if self.headers {
-                    let code = state
-                        .exit_code
-                        .map(|c| format!(", exit code {c}"))
-                        .unwrap_or_default();
-                    writeln!(self.out, "== {key} ({}{code})", state.status.as_str())?;
-                    self.last_key = None;
-                }
+            (Frame::State { key, state }, _) if self.headers => {
+                let code = state
+                    .exit_code
+                    .map(|c| format!(", exit code {c}"))
+                    .unwrap_or_default();
+                writeln!(self.out, "== {key} ({}{code})", state.status.as_str())?;
+                self.last_key = None;
             }
-            Frame::Error { key, message } => {
+            (Frame::Error { key, message }, _) => {
                 self.out.flush()?;
                 let who = if key.is_empty() {
                     String::new()
@@ -173,67 +200,38 @@ impl Follower {
                 };
                 writeln!(self.err, "== {who}{message}")?;
             }
-            Frame::Done { status } => {
+            (Frame::Done { status }, _) => {
                 self.out.flush()?;
-                return Ok(Some(status));
+                return Ok(Some(status.clone()));
             }
+            _ => {}
         }
         Ok(None)
     }
 
-    /// The part of `data` (at `offset` of `key`'s `channel`) not printed yet, and the
-    /// cursor moved past it.
-    fn fresh<'d>(
-        &mut self,
-        key: &str,
-        channel: Channel,
-        offset: u64,
-        data: &'d [u8],
-    ) -> Option<&'d [u8]> {
-        let c = self.cursors.entry(key.to_string()).or_default();
-        let at = offset_of(c, channel);
-        let end = offset + data.len() as u64;
-        if end <= *at {
-            return None;
-        }
-        let skip = usize::try_from(at.saturating_sub(offset)).unwrap_or(data.len());
-        *at = end;
-        Some(&data[skip.min(data.len())..])
-    }
-
-    /// One JSON line per frame.
-    fn json_line(&mut self, f: Frame) -> std::io::Result<Option<String>> {
-        let line = match &f {
-            Frame::Begin { key, source } => {
-                self.cursors.entry(key.clone()).or_default().source = Some(source.clone());
-                return Ok(None);
-            }
-            Frame::Output {
-                key,
-                channel,
-                offset,
-                data,
-            } => {
-                let Some(d) = self.fresh(key, *channel, *offset, data) else {
-                    return Ok(None);
-                };
+    /// One JSON line per frame that says something.
+    fn json_line(&mut self, f: &Frame, seen: Seen<'_>) -> std::io::Result<Option<String>> {
+        let line = match (f, seen) {
+            (Frame::Output { key, channel, .. }, Seen::New(d)) => {
+                let at = offset_of(self.cursors.entry(key.clone()).or_default(), *channel);
+                let offset = *at - d.len() as u64;
                 json!({"allocation": key, "stream": channel.as_str(), "offset": offset,
                     "data": String::from_utf8_lossy(d)})
             }
-            Frame::Skipped { key, channel, to } => {
-                *offset_of(self.cursors.entry(key.clone()).or_default(), *channel) = *to;
-                json!({"allocation": key, "stream": channel.as_str(), "skipped_to": to})
+            (Frame::Skipped { key, channel, to }, Seen::Dropped(n)) => {
+                json!({"allocation": key, "stream": channel.as_str(), "skipped_to": to, "dropped": n})
             }
-            Frame::State { key, state } => {
+            (Frame::State { key, state }, _) => {
                 json!({"allocation": key, "status": state.status, "exit_code": state.exit_code})
             }
-            Frame::Error { key, message } => json!({"allocation": key, "error": message}),
-            Frame::Done { status } => json!({"done": status}),
+            (Frame::Error { key, message }, _) => json!({"allocation": key, "error": message}),
+            (Frame::Done { status }, _) => json!({"done": status}),
+            _ => return Ok(None),
         };
         writeln!(self.out, "{line}")?;
         if let Frame::Done { status } = f {
             self.out.flush()?;
-            return Ok(Some(status));
+            return Ok(Some(status.clone()));
         }
         Ok(None)
     }
@@ -255,8 +253,11 @@ fn follow(home: &Home, a: &LogsArgs) -> Result<i32> {
         last_key: None,
         json: a.ids.json,
         frames: 0,
-        out: std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock()),
-        err: std::io::stderr(),
+        out: Box::new(std::io::BufWriter::with_capacity(
+            64 << 10,
+            std::io::stdout().lock(),
+        )),
+        err: Box::new(std::io::stderr()),
     };
     let mut first = true;
     // Since when the node could not be reached (while it restarts).
@@ -356,5 +357,66 @@ fn stream(caller: &Caller, session: &str, f: &mut Follower) -> Result<Option<Str
             Ok(n) => n,
         };
         buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn follower() -> Follower {
+        Follower {
+            cursors: BTreeMap::new(),
+            headers: false,
+            last_key: None,
+            json: false,
+            frames: 0,
+            out: Box::new(std::io::sink()),
+            err: Box::new(std::io::sink()),
+        }
+    }
+
+    fn out(offset: u64, data: &'static [u8]) -> Frame {
+        Frame::Output {
+            key: "n.a".into(),
+            channel: Channel::Stdout,
+            offset,
+            data: bytes::Bytes::from_static(data),
+        }
+    }
+
+    #[test]
+    fn cursors_print_each_byte_once_and_restart_for_a_new_source() {
+        let mut f = follower();
+        let begin = |s: &str| Frame::Begin {
+            key: "n.a".into(),
+            source: s.into(),
+        };
+        assert!(matches!(f.advance(&begin("p1")), Seen::Other));
+        assert!(matches!(
+            f.advance(&out(0, b"hello ")),
+            Seen::New(b"hello ")
+        ));
+        // A frame resent from before the cursor: only its new part.
+        assert!(matches!(
+            f.advance(&out(3, b"lo world")),
+            Seen::New(b"world")
+        ));
+        assert!(matches!(f.advance(&out(0, b"hello")), Seen::Old));
+        assert_eq!(f.cursors["n.a"].stdout_offset, 11);
+        let skip = Frame::Skipped {
+            key: "n.a".into(),
+            channel: Channel::Stdout,
+            to: 20,
+        };
+        assert!(matches!(f.advance(&skip), Seen::Dropped(9)));
+        // The same source again keeps the offsets; another one starts at 0.
+        f.advance(&begin("p1"));
+        assert_eq!(f.cursors["n.a"].stdout_offset, 20);
+        f.advance(&begin("p2"));
+        assert_eq!(f.cursors["n.a"].stdout_offset, 0);
+        assert_eq!(f.cursors["n.a"].source.as_deref(), Some("p2"));
+        assert!(matches!(f.advance(&out(0, b"new")), Seen::New(b"new")));
     }
 }
