@@ -384,11 +384,11 @@ impl ActorSystem {
         });
         // A message sent from inside a trace is handled in a span of that trace (at debug:
         // logs at info do not format it; the trace layer takes it whatever the level).
-        let fut: futures::future::BoxFuture<'static, Result<Value, ActorError>> = if env
-            .opt
-            .trace
-            .is_empty()
-        {
+        // Only where this node records traces, and only a context of the W3C size (55
+        // characters): anything else from a peer is not even put in a span.
+        let traced =
+            !env.opt.trace.is_empty() && env.opt.trace.len() <= 64 && crate::trace::recording();
+        let fut: futures::future::BoxFuture<'static, Result<Value, ActorError>> = if !traced {
             fut
         } else {
             let span =

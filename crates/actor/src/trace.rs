@@ -15,3 +15,8 @@ pub fn set_source(f: fn() -> Option<String>) {
 pub(crate) fn current() -> String {
     SOURCE.get().and_then(|f| f()).unwrap_or_default()
 }
+
+/// Whether this node records traces (a source is installed).
+pub(crate) fn recording() -> bool {
+    SOURCE.get().is_some()
+}

@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nunet_actor::ErrorKind;
 use nunet_output::{Frame, State};
 use nunet_protocol::calls::EnsembleLogsFollow;
 use nunet_protocol::{FollowRequest, LogCursor, ManifestAllocation, ManifestNode};
@@ -50,7 +49,8 @@ pub(crate) fn pick<'a>(
 enum End {
     /// The allocation reported a final state after all its output.
     Final,
-    /// Its output cannot be followed (gone, or the follower left).
+    /// Its output cannot be followed any more (gone from the deployment, or the follower
+    /// left).
     Gone,
 }
 
@@ -232,23 +232,13 @@ impl Engine {
         let req = FollowRequest {
             allocation: id.to_string(),
         };
-        let ticket = match self
+        // Any refusal is tried again while this node's record still holds the allocation
+        // (a restarting provider answers "no behavior" until it restored it); the caller
+        // stops once the record says it is gone.
+        let ticket = self
             .call_in::<EnsembleLogsFollow>(&node.handle, &req, TICKET_TIMEOUT)
             .await
-        {
-            Ok(t) => t,
-            // The provider no longer has it (shut down there): nothing more will come.
-            Err(e) if e.kind == ErrorKind::NotFound || e.kind == ErrorKind::Denied => {
-                let _ = tx
-                    .send(Frame::Error {
-                        key: key.to_string(),
-                        message: e.message,
-                    })
-                    .await;
-                return Ok(End::Gone);
-            }
-            Err(e) => return Err(format!("provider {}: {}", node.peer, e.message)),
-        };
+            .map_err(|e| format!("provider {}: {}", node.peer, e.message))?;
         if cursor.source.as_deref() != Some(ticket.source.as_str()) {
             // Output of another source (none yet, or the allocation moved): from its start.
             *cursor = LogCursor {
@@ -294,20 +284,30 @@ impl Engine {
                         nunet_output::Channel::Stdout => &mut cursor.stdout_offset,
                         nunet_output::Channel::Stderr => &mut cursor.stderr_offset,
                     };
-                    if *offset != *at {
-                        return Err(format!(
-                            "provider {} sent output at {offset}, expected {at}",
-                            node.peer
-                        ));
+                    let end = offset.checked_add(data.len() as u64);
+                    match end {
+                        Some(end) if *offset == *at => *at = end,
+                        _ => {
+                            return Err(format!(
+                                "provider {} sent output at {offset}, expected {at}",
+                                node.peer
+                            ));
+                        }
                     }
-                    *at += data.len() as u64;
                     false
                 }
                 Frame::Skipped { channel, to, .. } => {
-                    match channel {
-                        nunet_output::Channel::Stdout => cursor.stdout_offset = *to,
-                        nunet_output::Channel::Stderr => cursor.stderr_offset = *to,
+                    let at = match channel {
+                        nunet_output::Channel::Stdout => &mut cursor.stdout_offset,
+                        nunet_output::Channel::Stderr => &mut cursor.stderr_offset,
+                    };
+                    if *to < *at {
+                        return Err(format!(
+                            "provider {} skipped back to {to} from {at}",
+                            node.peer
+                        ));
                     }
+                    *at = *to;
                     false
                 }
                 Frame::State {

@@ -95,7 +95,9 @@ impl Server {
 
     /// A ticket for `peer` to follow `allocation` (whose caller the actor layer checked).
     pub fn ticket(&self, peer: PeerId, allocation: &str) -> Result<Ticket, OutputError> {
-        let spool = self.spools.open(allocation).map_err(OutputError::Spool)?;
+        let spool = self.spools.get(allocation).ok_or_else(|| {
+            OutputError::Serve(format!("allocation {allocation} has no output here"))
+        })?;
         let bytes: [u8; 32] = rand::random();
         let mut t = self
             .tickets
@@ -167,8 +169,12 @@ impl Server {
         let spool = match self
             .redeem(peer, &ticket)
             .map_err(str::to_string)
-            .and_then(|a| self.spools.open(&a).map_err(|e| e.to_string()))
-        {
+            .and_then(|a| {
+                // Only a spool that still exists: a removed allocation's is not made again.
+                self.spools
+                    .get(&a)
+                    .ok_or_else(|| format!("allocation {a} has no output here"))
+            }) {
             Ok(s) => s,
             Err(why) => {
                 tracing::debug!(%peer, "output stream refused: {why}");
@@ -301,6 +307,8 @@ mod tests {
             slots: Slots::new(1, 1),
         };
         let (a, b) = (PeerId::random(), PeerId::random());
+        assert!(s.ticket(a, "alloc").is_err(), "no spool, no ticket");
+        s.spools.open("alloc").unwrap();
         let t = s.ticket(a, "alloc").unwrap();
         let mut raw = [0u8; 32];
         raw.copy_from_slice(&hex::decode(&t.ticket).unwrap());

@@ -146,7 +146,11 @@ impl Segments {
         let (Some(f), Some(last)) = (self.file.as_mut(), self.list.back_mut()) else {
             return Ok(());
         };
-        f.write_all(data)?;
+        if let Err(e) = f.write_all(data) {
+            // A part written (a full disk) is cut off again: offsets stay those recorded.
+            let _ = f.set_len(last.1);
+            return Err(e);
+        }
         last.1 += data.len() as u64;
         Ok(())
     }
@@ -334,6 +338,12 @@ impl Spool {
             .lock()
             .map_err(|_| std::io::Error::other("spool lock poisoned"))?;
         let ends = [i.streams[0].end(), i.streams[1].end()];
+        if i.meta.generation.is_some_and(|g| g > generation) {
+            return Err(std::io::Error::other(format!(
+                "output of generation {generation} comes after generation {:?} was written",
+                i.meta.generation
+            )));
+        }
         let skip = if i.meta.generation == Some(generation) {
             [
                 ends[0].saturating_sub(i.meta.base[0]),

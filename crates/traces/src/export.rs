@@ -142,10 +142,21 @@ pub fn enabled() -> bool {
 /// Posts what is queued, waiting at most `timeout` (before the daemon exits).
 pub fn flush(timeout: Duration) {
     let Some(sink) = SINK.get() else { return };
+    let deadline = Instant::now() + timeout;
     let (ack, done) = std::sync::mpsc::sync_channel(1);
-    if sink.tx.send(Msg::Flush(ack)).is_ok() {
-        let _ = done.recv_timeout(timeout);
+    // The queue may be full (a collector that does not answer): never wait past `timeout`.
+    let mut msg = Msg::Flush(ack);
+    loop {
+        match sink.tx.try_send(msg) {
+            Ok(()) => break,
+            Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                msg = m;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(_) => return,
+        }
     }
+    let _ = done.recv_timeout(deadline.saturating_duration_since(Instant::now()));
 }
 
 fn run(url: &str, rx: &Receiver<Msg>, dropped: &AtomicU64) {

@@ -186,7 +186,12 @@ pub fn current_traceparent() -> Option<String> {
             let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
             let span = registry.span(id)?;
             let ext = span.extensions();
-            ext.get::<Traced>().map(|t| t.ctx.traceparent())
+            // Only from inside an exported span: a stand-in alone (a deployment's background
+            // loops: heartbeats, status polls, the watcher's reports) sends no context, so
+            // a long-running deployment's trace holds its phases, not its chatter.
+            ext.get::<Traced>()
+                .filter(|t| t.export)
+                .map(|t| t.ctx.traceparent())
         })
         .flatten()
 }

@@ -52,6 +52,8 @@ mod tests {
             let dep =
                 tracing::info_span!(target: "nunet_orchestrator", "deployment", trace_root = "d1");
             dep.in_scope(|| {
+                // A stand-in alone sends no context (background loops stay out of the trace).
+                assert_eq!(current_traceparent(), None);
                 let commit = tracing::info_span!(target: "nunet_orchestrator", "commit", round = 1);
                 commit.in_scope(|| sent = current_traceparent());
             });

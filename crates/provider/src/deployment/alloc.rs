@@ -34,11 +34,10 @@ impl Provider {
         let id = rec.id.clone();
         let ensemble_id = rec.ensemble_id.clone();
         self.persist(&rec);
-        match self.spool(&rec.id) {
+        // The allocation's output: made here, with the record (and only here).
+        match self.output.spools().open(&rec.id) {
             Ok(s) => s.set_state(super::output::state_of(&rec)),
-            Err(e) => {
-                tracing::warn!(allocation = %rec.id, error = %e.message, "its output is not kept")
-            }
+            Err(e) => tracing::warn!(allocation = %rec.id, error = %e, "its output is not kept"),
         }
         let cell = Arc::new(Mutex::new(rec));
         if let Ok(mut m) = self.allocs.lock() {
@@ -75,7 +74,7 @@ impl Provider {
                 state.clone(),
                 |(p, c), m, _| async move {
                     let (rec, _) = p.own(&c, &m)?;
-                    let (stdout, stderr) = p.tails(&rec.id);
+                    let (stdout, stderr) = p.tails(&rec.id, (&rec.stdout, &rec.stderr));
                     Ok(AllocationOutput {
                         status: rec.status,
                         stdout,
@@ -290,7 +289,11 @@ impl Provider {
         if let Some(p) = pump {
             p.drain().await;
         }
-        let (stdout, stderr) = self.tails(&id);
+        let kept = cell
+            .lock()
+            .map(|r| (r.stdout.clone(), r.stderr.clone()))
+            .unwrap_or_default();
+        let (stdout, stderr) = self.tails(&id, (&kept.0, &kept.1));
         // Terminated, or restarted meanwhile: this execution's end is nobody's news.
         let current = || {
             cell.lock()
@@ -298,6 +301,12 @@ impl Provider {
                 .unwrap_or(false)
         };
         if !current() {
+            // Its output is drained: a terminated one's followers may now learn it ended.
+            if let Ok(rec) = cell.lock().map(|r| r.clone())
+                && rec.status == AllocationStatus::Terminated
+            {
+                self.spool_final(&rec);
+            }
             return;
         }
         // A task that succeeded publishes its outputs before it is reported Completed.
@@ -375,6 +384,12 @@ impl Provider {
         self.set(cell, |r| r.status = AllocationStatus::Terminated);
         if was.is_active() {
             let _ = exec.stop(&id, Duration::from_secs(5)).await;
+        }
+        if was != AllocationStatus::Running {
+            // No watcher drains an execution: followers learn the end now.
+            if let Ok(rec) = cell.lock().map(|r| r.clone()) {
+                self.spool_final(&rec);
+            }
         }
         let _ = exec.remove(&id).await;
         self.off_subnet(cell).await;

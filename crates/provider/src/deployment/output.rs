@@ -117,32 +117,49 @@ impl Pump {
 }
 
 impl Provider {
-    /// The spool of allocation `id`.
+    /// The spool of allocation `id`, made when its record was adopted; never made again
+    /// after the record was forgotten.
     pub(super) fn spool(&self, id: &str) -> Result<Arc<Spool>, ActorError> {
-        self.output
-            .spools()
-            .open(id)
-            .map_err(|e| failed(format!("allocation output: {e}")))
+        self.output.spools().get(id).ok_or_else(|| {
+            ActorError::new(
+                ErrorKind::NotFound,
+                format!("allocation {id} has no output here"),
+            )
+        })
     }
 
-    /// The spool's view of `r` (after every change of a record). Only an open spool: one
-    /// whose record was forgotten is not made again.
+    /// The spool's view of `r` (after every change of a record). A terminated allocation
+    /// gets its final state from its watcher once the output is drained (or at once when
+    /// nothing ran), so followers see it after the last output.
     pub(super) fn spool_state(&self, r: &AllocRecord) {
+        if r.status == nunet_protocol::AllocationStatus::Terminated {
+            return;
+        }
+        self.spool_final(r);
+    }
+
+    /// The spool's view of `r`, whatever it is.
+    pub(super) fn spool_final(&self, r: &AllocRecord) {
         if let Some(s) = self.output.spools().get(&r.id) {
             s.set_state(state_of(r));
         }
     }
 
     /// The end of the output, for the record of an execution that ended (failure reasons,
-    /// and providers' callers that read the whole output in one reply).
-    pub(super) fn tails(&self, id: &str) -> (String, String) {
-        match self.spool(id) {
+    /// and providers' callers that read the whole output in one reply); `kept` when the
+    /// spool has none (a record from before spools).
+    pub(super) fn tails(&self, id: &str, kept: (&str, &str)) -> (String, String) {
+        let (out, err) = match self.spool(id) {
             Ok(s) => (
                 s.tail(Channel::Stdout, MAX_LOG_BYTES),
                 s.tail(Channel::Stderr, MAX_LOG_BYTES),
             ),
             Err(_) => (String::new(), String::new()),
+        };
+        if out.is_empty() && err.is_empty() {
+            return (kept.0.to_string(), kept.1.to_string());
         }
+        (out, err)
     }
 
     /// `/dms/ensemble/<id>/allocation/logs`: one chunk per stream from the cursor.
@@ -163,8 +180,10 @@ impl Provider {
             loop {
                 match spool.read(c, at, max).map_err(failed)? {
                     nunet_output::spool::Read::Data(d) => {
-                        let end = at + d.len() as u64;
-                        return Ok((String::from_utf8_lossy(&d).into_owned(), end));
+                        // A character cut at the chunk's end comes whole in the next one.
+                        let whole = whole_chars(&d);
+                        let end = at + whole.len() as u64;
+                        return Ok((String::from_utf8_lossy(whole).into_owned(), end));
                     }
                     nunet_output::spool::Read::Skipped(to) => at = to,
                     nunet_output::spool::Read::Nothing => return Ok((String::new(), at)),
@@ -224,5 +243,33 @@ impl Provider {
             .ok_or_else(|| ActorError::new(ErrorKind::NotFound, "no such allocation"))?;
         let rec = cell.lock().map_err(|_| failed("poisoned"))?.clone();
         Ok(rec)
+    }
+}
+
+/// `d` without a UTF-8 sequence cut at its end (all of it when that would leave nothing).
+fn whole_chars(d: &[u8]) -> &[u8] {
+    match std::str::from_utf8(d) {
+        Err(e) if e.error_len().is_none() && e.valid_up_to() > 0 => &d[..e.valid_up_to()],
+        _ => d,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn chunks_end_on_whole_characters() {
+        let s = "héllo".as_bytes();
+        assert_eq!(super::whole_chars(&s[..2]), b"h");
+        assert_eq!(super::whole_chars(&s[..3]), "hé".as_bytes());
+        assert_eq!(
+            super::whole_chars(&s[1..2]),
+            &s[1..2],
+            "nothing whole: as it is"
+        );
+        assert_eq!(
+            super::whole_chars(b"\xff\xfeok"),
+            b"\xff\xfeok",
+            "invalid, not cut"
+        );
     }
 }
