@@ -34,6 +34,9 @@ pub const MAX_STREAMS_PER_PEER: usize = 32;
 pub const TICKET_TTL: Duration = Duration::from_secs(60);
 /// Most tickets held at once (the oldest goes first).
 pub const MAX_TICKETS: usize = 256;
+/// Most tickets held at once for one peer (its oldest goes first), so that one follower
+/// cannot push out everyone else's.
+pub const MAX_TICKETS_PER_PEER: usize = 32;
 
 /// A ticket for one stream of one allocation's output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,11 +107,22 @@ impl Server {
             .lock()
             .map_err(|_| OutputError::Serve("tickets lock poisoned".into()))?;
         t.retain(|_, i| i.at.elapsed() < TICKET_TTL);
-        while t.len() >= MAX_TICKETS {
-            let Some(oldest) = t.iter().min_by_key(|(_, i)| i.at).map(|(k, _)| *k) else {
+        // The peer's own oldest first, then (all full) anyone's oldest.
+        let oldest = |t: &HashMap<[u8; 32], Issued>, only: Option<PeerId>| {
+            t.iter()
+                .filter(|(_, i)| only.is_none_or(|p| i.peer == p))
+                .min_by_key(|(_, i)| i.at)
+                .map(|(k, _)| *k)
+        };
+        while t.values().filter(|i| i.peer == peer).count() >= MAX_TICKETS_PER_PEER {
+            let Some(k) = oldest(&t, Some(peer)) else {
                 break;
             };
-            t.remove(&oldest);
+            t.remove(&k);
+        }
+        while t.len() >= MAX_TICKETS {
+            let Some(k) = oldest(&t, None) else { break };
+            t.remove(&k);
         }
         t.insert(
             bytes,
@@ -315,8 +329,33 @@ mod tests {
         assert_eq!(s.redeem(b, &raw), Err("unknown ticket"), "another peer's");
         assert_eq!(s.redeem(a, &raw).unwrap(), "alloc");
         assert_eq!(s.redeem(a, &raw), Err("unknown ticket"), "used once");
+        // One peer holds at most its share; a flood of its tickets leaves another's intact.
+        let theirs = s.ticket(b, "alloc").unwrap();
         for _ in 0..MAX_TICKETS + 10 {
             s.ticket(a, "alloc").unwrap();
+        }
+        let held = |p: PeerId| {
+            s.tickets
+                .lock()
+                .unwrap()
+                .values()
+                .filter(|i| i.peer == p)
+                .count()
+        };
+        assert_eq!(held(a), MAX_TICKETS_PER_PEER);
+        let mut raw = [0u8; 32];
+        raw.copy_from_slice(&hex::decode(&theirs.ticket).unwrap());
+        assert_eq!(
+            s.redeem(b, &raw).unwrap(),
+            "alloc",
+            "not pushed out by another peer"
+        );
+        // All peers together hold at most MAX_TICKETS.
+        for _ in 0..MAX_TICKETS / MAX_TICKETS_PER_PEER + 2 {
+            let p = PeerId::random();
+            for _ in 0..MAX_TICKETS_PER_PEER {
+                s.ticket(p, "alloc").unwrap();
+            }
         }
         assert_eq!(s.tickets.lock().unwrap().len(), MAX_TICKETS);
         // The source names the spool: the same for every ticket of one allocation.
