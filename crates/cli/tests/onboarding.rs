@@ -79,7 +79,7 @@ fn onboard_status_offboard_with_refusals() {
         "--ram",
         "100000",
         "--disk",
-        "1",
+        "1000000",
     ]);
     assert_eq!(code, 1, "{out}");
     assert!(
@@ -90,6 +90,13 @@ fn onboard_status_offboard_with_refusals() {
         out.contains("can be onboarded (2 GiB reserved for the host)"),
         "{out}"
     );
+    // Every violated limit is named; the disk reserve is the devnet's
+    // `onboarding.reserve_disk_gb`, not the production default of 5 GiB.
+    assert!(
+        out.contains("disk 1000000 GiB requested, the filesystem of "),
+        "{out}"
+    );
+    assert!(out.contains("(1 GiB reserved for the host)"), "{out}");
     let too_many = (cores + 1).to_string();
     let (code, out) = d.cmd(&[
         "/dms/node/onboarding/onboard",

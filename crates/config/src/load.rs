@@ -599,6 +599,14 @@ mod tests {
                 r#"{"job":{"vm_boot_timeout_secs":18446744073709551615}}"#,
                 "job.vm_boot_timeout_secs",
             ),
+            (
+                r#"{"onboarding":{"reserve_disk_gb":-1}}"#,
+                "onboarding.reserve_disk_gb: -1 is not between 0 and",
+            ),
+            (
+                r#"{"onboarding":{"reserve_cpu_cores":"two"}}"#,
+                "onboarding.reserve_cpu_cores: expected a number",
+            ),
             ("{not json", "not valid JSON"),
             ("[1]", "top level must be an object"),
         ];

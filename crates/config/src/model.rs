@@ -23,7 +23,36 @@ pub struct Config {
     /// What peers may read and write with `nunet cp`.
     #[serde(default)]
     pub files: Files,
+    /// What onboarding leaves to the host.
+    #[serde(default)]
+    pub onboarding: Onboarding,
 }
+
+/// `onboarding.*`: the share of the machine that stays with the host whatever is onboarded.
+/// Onboarding refuses a request that reaches into it and names the limit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Onboarding {
+    /// CPU cores kept for the host (fractions allowed).
+    pub reserve_cpu_cores: f64,
+    /// GiB of memory kept for the host.
+    pub reserve_ram_gb: f64,
+    /// GiB of the data dir's filesystem that must stay free beyond what is onboarded.
+    pub reserve_disk_gb: f64,
+}
+
+impl Default for Onboarding {
+    fn default() -> Self {
+        Self {
+            reserve_cpu_cores: 1.0,
+            reserve_ram_gb: 2.0,
+            reserve_disk_gb: 5.0,
+        }
+    }
+}
+
+/// Largest value of each `onboarding.reserve_*` key (cores or GiB).
+pub const MAX_ONBOARDING_RESERVE: f64 = 1_048_576.0;
 
 /// `files.*`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -303,6 +332,7 @@ impl Config {
                 tracing: Tracing::default(),
             },
             files: Files::default(),
+            onboarding: Onboarding::default(),
         }
     }
 
@@ -371,6 +401,18 @@ impl Config {
                 "job.output_retention_mb: {} is not between 1 and {MAX_OUTPUT_RETENTION_MB}",
                 self.job.output_retention_mb
             ));
+        }
+        let o = &self.onboarding;
+        for (key, v) in [
+            ("onboarding.reserve_cpu_cores", o.reserve_cpu_cores),
+            ("onboarding.reserve_ram_gb", o.reserve_ram_gb),
+            ("onboarding.reserve_disk_gb", o.reserve_disk_gb),
+        ] {
+            if !(0.0..=MAX_ONBOARDING_RESERVE).contains(&v) {
+                p.push(format!(
+                    "{key}: {v} is not between 0 and {MAX_ONBOARDING_RESERVE}"
+                ));
+            }
         }
         if self.profiler.addr.parse::<std::net::IpAddr>().is_err() {
             p.push(format!(

@@ -15,7 +15,7 @@ use nunet_config::Config;
 use nunet_resources::accounting::MAX_COMMIT_TTL_MS;
 use nunet_resources::benchmark::{self, BenchBudget};
 use nunet_resources::hardware::{HardwareSource, LocalHardware};
-use nunet_resources::onboarding::resources_json;
+use nunet_resources::onboarding::{HostReserve, resources_json};
 use nunet_resources::units::{cores_to_milli, gib_to_bytes};
 use nunet_resources::{
     Accounting, AllocationStopper, Geolocation, OnboardRequest, ResourceManager, Resources,
@@ -55,12 +55,17 @@ pub fn manager(config: &Config, store: Store) -> Result<SharedManager, String> {
     let g = &config.general;
     let geo = Geolocation::from_config(&g.host_city, &g.host_country, &g.host_continent);
     let hw: Arc<dyn HardwareSource> = Arc::new(LocalHardware::new(dir));
-    Ok(Arc::new(Mutex::new(ResourceManager::new(
-        acct,
-        hw,
-        dir.to_path_buf(),
-        geo,
-    ))))
+    let o = &config.onboarding;
+    let reserve = HostReserve::from_units(o.reserve_cpu_cores, o.reserve_ram_gb, o.reserve_disk_gb)
+        .ok_or_else(|| {
+            format!(
+                "onboarding.reserve_*: {} cores, {} GiB, {} GiB is not a reserve (negative or not a number)",
+                o.reserve_cpu_cores, o.reserve_ram_gb, o.reserve_disk_gb
+            )
+        })?;
+    Ok(Arc::new(Mutex::new(
+        ResourceManager::new(acct, hw, dir.to_path_buf(), geo).with_reserve(reserve),
+    )))
 }
 
 /// Current time, Unix ms.

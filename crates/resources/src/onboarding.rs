@@ -26,6 +26,18 @@ pub struct HostReserve {
     pub disk_bytes: u64,
 }
 
+impl HostReserve {
+    /// A reserve of `cpu` cores, `ram` GiB and `disk` GiB (as the `onboarding.reserve_*`
+    /// config keys give them); `None` when one is negative or not a finite number.
+    pub fn from_units(cpu: f64, ram: f64, disk: f64) -> Option<Self> {
+        Some(HostReserve {
+            cpu_millicores: cores_to_milli(cpu)?,
+            ram_bytes: gib_to_bytes(ram)?,
+            disk_bytes: gib_to_bytes(disk)?,
+        })
+    }
+}
+
 impl Default for HostReserve {
     fn default() -> Self {
         HostReserve {
@@ -366,6 +378,12 @@ impl ResourceManager {
             geo,
             data_dir,
         }
+    }
+
+    /// Keeps `reserve` for the host instead of [`HostReserve::default`].
+    pub fn with_reserve(mut self, reserve: HostReserve) -> Self {
+        self.reserve = reserve;
+        self
     }
 
     /// The accounting.

@@ -371,6 +371,8 @@ pub fn stranger(dn: &Devnet) -> (Daemon, String, String) {
                 "bootstrap_peers": [m["nodes"][0]["p2p"].as_str().unwrap()]},
         "general": {"env": "devnet"},
         "subnet": {"enabled": false},
+        // As `nunet devnet up` writes it: its nodes share one filesystem.
+        "onboarding": {"reserve_disk_gb": 1.0},
     });
     let home_dir = dn.dir.join(home);
     std::fs::write(home_dir.join("dms_config.json"), config.to_string()).unwrap();

@@ -494,6 +494,9 @@ struct Plan {
     p2p: u16,
 }
 
+/// Free disk (GiB) each devnet node leaves to the host (`onboarding.reserve_disk_gb`).
+pub const DEVNET_RESERVE_DISK_GB: f64 = 1.0;
+
 impl Plan {
     fn write_config(&self, bootstrap: &[String], image_root: &Path, subnet: bool) -> Result<()> {
         let (host, p2p) = (&self.host, self.p2p);
@@ -516,6 +519,10 @@ impl Plan {
                 // …and any object store a test runs beside them.
                 "s3_private_endpoints": ["*"],
             },
+            // Every node of a devnet onboards a share of the same filesystem, and a devnet
+            // writes little: a production provider's 5 GiB of headroom would make a laptop
+            // with a few GiB free unable to run one.
+            "onboarding": {"reserve_disk_gb": DEVNET_RESERVE_DISK_GB},
         });
         nunet_config::write_file(&self.home.join(nunet_config::load::FILE_NAME), &config)?;
         Ok(())
