@@ -9,6 +9,8 @@
 #   - GlusterFS server and FUSE client (volume tests), e2fsprogs (named volumes are ext4 images),
 #     gocryptfs and fuse3 (encrypted named volumes)
 #   - Prometheus and promtool (the metrics test scrapes a devnet with a real Prometheus)
+#   - Chromium (Debian's) and the dashboard's npm modules, playwright-core among them (the
+#     dashboard test drives the page in headless Chromium), from a cache under ~/.cache/nunet
 #   - Garage, an S3-compatible store, on 127.0.0.1:3900 (inputs/outputs tests), built once per
 #     machine and cached under ~/.cache/nunet (scripts/s3-test-server.sh)
 set -euo pipefail
@@ -31,6 +33,7 @@ command -v mkfs.ext4 >/dev/null || pkgs+=(e2fsprogs)
 command -v gocryptfs >/dev/null || pkgs+=(gocryptfs)          # encrypted named volumes
 command -v fusermount >/dev/null || pkgs+=(fuse3)             # gocryptfs mounts with it
 command -v prometheus >/dev/null || pkgs+=(prometheus)        # metrics test (+ promtool)
+command -v chromium >/dev/null || pkgs+=(chromium)            # dashboard test
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "install-runtimes: apt-get install ${pkgs[*]}"
   apt-get update -qq
@@ -75,6 +78,10 @@ fi
 
 bash "$(dirname "$0")/../scripts/s3-test-server.sh"
 
+# The dashboard's npm modules (Vite, TypeScript, playwright-core), as package-lock.json pins them.
+command -v node >/dev/null || { echo "install-runtimes: no Node.js (node) for the dashboard" >&2; exit 1; }
+bash "$(dirname "$0")/../scripts/dashboard-build"
+
 echo "install-runtimes: ok (docker $(docker version --format '{{.Server.Version}}'), image $IMAGE," \
   "$(qemu-system-x86_64 --version | head -n1), kernel $(ls /boot/vmlinuz-*-cloud-amd64 | tail -n1)," \
-  "$(glusterd --version | head -n1))"
+  "$(glusterd --version | head -n1), $(chromium --version 2>/dev/null | head -n1), node $(node --version))"

@@ -63,6 +63,9 @@ enum Command {
     /// Status, manifest, logs or shutdown of a deployment.
     #[command(subcommand)]
     Deployment(cmd::deployment::DeploymentCmd),
+    /// Print the address of the local daemon's web dashboard (this node, its deployments,
+    /// live output), with this run's access token.
+    Dashboard(cmd::dashboard::DashboardArgs),
     /// List things the local node knows (deployments, allocations).
     #[command(subcommand)]
     Get(cmd::deployment::GetCmd),
@@ -148,6 +151,7 @@ fn main() {
                 Command::Cp(a) => cmd::cp::run(&home, a),
                 Command::Deployment(c) => cmd::deployment::run(&home, c),
                 Command::Get(c) => cmd::deployment::get(&home, c),
+                Command::Dashboard(a) => cmd::dashboard::run(&home, a),
                 Command::Validate(_)
                 | Command::Devnet(_)
                 | Command::Gpu(_)

@@ -76,6 +76,8 @@ pub struct ApiState {
     /// Followed output (`deployment logs -f`), streamed at `/api/v1/output/...` (`None`:
     /// that route answers 404).
     pub output: Option<Arc<nunet_output::Sessions>>,
+    /// The operator's dashboard at `/ui/` and `/api/v1/ui/...` (`None`: those answer 404).
+    pub dashboard: Option<nunet_dashboard::Dashboard>,
 }
 
 /// The API routes, reading request bodies within [`BODY_READ_TIMEOUT`].
@@ -94,7 +96,8 @@ pub fn router_with(state: ApiState, body_read_timeout: Duration) -> Router {
             get(pull_file).put(push_file),
         )
         .route("/api/v1/output/{session}", get(follow_output));
-    Router::new()
+    let dashboard = state.dashboard.clone();
+    let api = Router::new()
         .route(
             "/api/v1/health",
             get(|| async { Json(json!({"status": "ok"})) }),
@@ -117,8 +120,17 @@ pub fn router_with(state: ApiState, body_read_timeout: Duration) -> Router {
             read_body_in_time,
         ))
         .merge(files)
-        .layer(middleware::from_fn(loopback_only))
-        .with_state(state)
+        .with_state(state);
+    let app = match dashboard {
+        Some(d) => api.merge(
+            nunet_dashboard::router(d).layer(middleware::from_fn_with_state(
+                body_read_timeout,
+                read_body_in_time,
+            )),
+        ),
+        None => api,
+    };
+    app.layer(middleware::from_fn(loopback_only))
 }
 
 /// Serves the API on `listener` with the default [`ServeLimits`] until `shutdown` resolves.
@@ -628,6 +640,23 @@ pub fn openapi() -> Value {
     let string_field = |name: &str| json!({"type": "object", "required": [name], "properties": {name: {"type": "string"}}});
     let u64_schema = json!({"type": "integer", "minimum": 0, "maximum": u64::MAX});
     let bytes = json!({"type": "string", "format": "byte", "nullable": true, "description": "standard base64"});
+    // The dashboard's views: the bearer token of `nunet dashboard`, a loopback Host.
+    let ui_responses = |success: Value| {
+        json!({
+            "200": ok("the view", success),
+            "400": error("a malformed query or body"),
+            "401": error("no valid dashboard token (see `nunet dashboard`)"),
+            "403": error("a non-local client, or a Host that is not a loopback name"),
+            "404": error("no such deployment, or no dashboard on this node"),
+            "422": error("the behaviour read for the view failed"),
+            "502": error("a peer the view needs could not be reached"),
+            "504": error("the node did not answer in time")
+        })
+    };
+    let ui_get = |summary: &str, parameters: Vec<Value>| {
+        json!({"get": {"summary": summary, "security": [{"dashboardToken": []}], "parameters": parameters,
+            "responses": ui_responses(json!({"type": "object"}))}})
+    };
     json!({
         "openapi": "3.0.3",
         "info": {"title": "NuNet DMS local API", "version": env!("CARGO_PKG_VERSION"),
@@ -677,9 +706,24 @@ pub fn openapi() -> Value {
                         "200": {"description": "frames until a done frame: each a 15-byte head (kind, key length, offset, data length; big-endian) then the key (<node>.<allocation>) and the data", "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
                         "403": local_only,
                         "404": error("no such session (unknown, claimed, or lapsed), or no followed output here")}}},
+            "/api/v1/ui/node": ui_get("This node: status, identity, reachability, peers, onboarded/free/allocated resources, hosted allocations", vec![]),
+            "/api/v1/ui/history": ui_get("The node's resources every 5 s over the last hour", vec![
+                json!({"name": "after", "in": "query", "required": false, "schema": {"type": "integer"}, "description": "only samples after this time (Unix ms)"})]),
+            "/api/v1/ui/deployments": ui_get("The deployments this node orchestrates", vec![]),
+            "/api/v1/ui/deployments/{id}": ui_get("One deployment: summary with events, timeline, manifest", vec![
+                json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}})]),
+            "/api/v1/ui/deployments/{id}/follow": {"post": {
+                "summary": "Open a follow session of a deployment's output (read it at /api/v1/output/{session})",
+                "security": [{"dashboardToken": []}],
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "properties": {"allocation": {"type": "string"}}}}}},
+                "responses": ui_responses(json!({"type": "object", "required": ["session", "url"], "properties": {"session": {"type": "string"}, "url": {"type": "string"}}}))}},
             "/api/v1/actor/broadcast": post_op("Publish a signed broadcast and collect replies until it expires (≤ 60 s)", ok("the replies", json!({"type": "object", "required": ["replies"], "properties": {"replies": {"type": "array", "items": {"$ref": "#/components/schemas/Envelope"}}}})))
         },
-        "components": {"schemas": {
+        "components": {
+          "securitySchemes": {"dashboardToken": {"type": "http", "scheme": "bearer",
+              "description": "the token in <data_dir>/dashboard.token, new at every start of the daemon; `nunet dashboard` prints a URL with it"}},
+          "schemas": {
             "Handle": {"type": "object", "properties": {"id": {"type": "string"}, "did": {"type": "string"},
                 "addr": {"type": "object", "properties": {"host": {"type": "string"}, "inbox": {"type": "string"}}}}},
             "Envelope": {"type": "object", "required": ["be", "from", "nonce", "opt"], "properties": {

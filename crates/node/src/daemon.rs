@@ -267,11 +267,20 @@ impl Node {
             .local_addr()
             .map_err(|source| NodeError::Api { addr, source })?;
         let mut rx = stop_rx.clone();
+        let dashboard = nunet_dashboard::Dashboard::new(system.clone(), &cfg.general.data_dir)
+            .map_err(|e| NodeError::Behaviors(e.to_string()))?;
+        let sampler = dashboard.start_sampling(nunet_dashboard::SAMPLE_EVERY);
+        let mut sampler_stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = sampler_stop.wait_for(|s| *s).await;
+            sampler.abort();
+        }));
         let state = ApiState {
             system: system.clone(),
             metrics: Some(std::sync::Arc::new(registry)),
             files: Some(files),
             output: Some(sessions),
+            dashboard: Some(dashboard),
         };
         tasks.push(tokio::spawn(async move {
             let shutdown = async move {

@@ -24,6 +24,7 @@ fn app() -> axum::Router {
         metrics: None,
         files: None,
         output: None,
+        dashboard: None,
     })
 }
 
@@ -208,6 +209,7 @@ async fn metrics_are_served_to_local_clients_only() {
         metrics: Some(std::sync::Arc::new(nunet_node::metrics::new_registry())),
         files: None,
         output: None,
+        dashboard: None,
     });
     let mut req = Request::get("/metrics").body(Body::empty()).unwrap();
     req.extensions_mut()
@@ -253,6 +255,7 @@ async fn followed_output_is_claimed_once_by_its_session() {
         metrics: None,
         files: None,
         output: Some(sessions),
+        dashboard: None,
     });
     let call = |from: &str, path: String| {
         let mut req = Request::get(path).body(Body::empty()).unwrap();

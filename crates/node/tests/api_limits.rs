@@ -39,6 +39,7 @@ async fn start(system: ActorSystem, limits: Option<ServeLimits>) -> SocketAddr {
         metrics: None,
         files: None,
         output: None,
+        dashboard: None,
     };
     let never = std::future::pending::<()>();
     tokio::spawn(async move {

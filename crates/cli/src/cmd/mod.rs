@@ -4,6 +4,7 @@ pub mod actor;
 pub mod cap;
 pub mod config;
 pub mod cp;
+pub mod dashboard;
 pub mod deploy;
 pub mod deployment;
 pub mod devnet;
