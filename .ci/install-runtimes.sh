@@ -80,7 +80,7 @@ bash "$(dirname "$0")/../scripts/s3-test-server.sh"
 
 # The dashboard's npm modules (Vite, TypeScript, playwright-core), as package-lock.json pins them.
 command -v node >/dev/null || { echo "install-runtimes: no Node.js (node) for the dashboard" >&2; exit 1; }
-bash "$(dirname "$0")/../scripts/dashboard-build"
+bash "$(dirname "$0")/../scripts/dashboard-build" --deps
 
 echo "install-runtimes: ok (docker $(docker version --format '{{.Server.Version}}'), image $IMAGE," \
   "$(qemu-system-x86_64 --version | head -n1), kernel $(ls /boot/vmlinuz-*-cloud-amd64 | tail -n1)," \

@@ -23,14 +23,14 @@ fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let dist = root.join("dist");
     println!("cargo:rerun-if-changed={}", dist.display());
+    assert!(
+        dist.join("index.html").is_file(),
+        "{} has no index.html: build the dashboard (scripts/dashboard-build)",
+        dist.display()
+    );
     let mut files = Vec::new();
     walk(&dist, &mut files);
     files.sort();
-    assert!(
-        files.iter().any(|p| p.ends_with("index.html")),
-        "{} has no index.html: build the dashboard (cd crates/dashboard/web && npm ci && npm run build)",
-        dist.display()
-    );
     let mut src = String::from(
         "/// The built dashboard: path under `dist/` → bytes.\npub(crate) static FILES: &[(&str, &[u8])] = &[\n",
     );

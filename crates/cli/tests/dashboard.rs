@@ -1,5 +1,5 @@
-//! The web dashboard on a real devnet: its API answers only with this run's token and only to
-//! loopback `Host`s, and the page, driven in headless Chromium (Debian's `chromium` through
+//! The web dashboard on a real devnet: `nunet dashboard` prints a URL with a one-time code, the
+//! API answers only with this run's token and only to loopback `Host`s, and the page, driven in headless Chromium (Debian's `chromium` through
 //! playwright-core from `crates/dashboard/web/node_modules`, which `.ci/install-runtimes.sh`
 //! installs), shows the node, its peers, a deployment's timeline and allocations, and a live
 //! log view that keeps updating, with no console errors. Screenshots go to
@@ -73,9 +73,15 @@ fn dashboard_shows_the_node_a_deployment_and_its_live_output_in_chromium() {
 
     let d = dn.json(1, &["dashboard", "--json"]);
     let url = d["url"].as_str().unwrap().to_string();
+    assert_eq!(d["expires_in_s"], 60, "{d}");
     let token_file = PathBuf::from(d["token_file"].as_str().unwrap());
-    let (base, token) = url.split_once("/ui/#token=").unwrap();
-    assert_eq!(std::fs::read_to_string(&token_file).unwrap(), token);
+    let (base, code) = url.split_once("/ui/#code=").unwrap();
+    assert_eq!(code.len(), 32, "{url}");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert!(
+        !url.contains(&token),
+        "the token itself is never in the URL"
+    );
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();

@@ -5,15 +5,16 @@
 //!
 //! - [`assets`]: the page, built from `web/` with Vite into `dist/` and embedded in the binary
 //!   at compile time, so the daemon serves it offline (no CDN, no npm at run time).
-//! - [`auth`]: the dashboard's access token. The REST listener already refuses every
-//!   non-loopback client; the token keeps out the other local users and any web page the
-//!   operator's browser visits (they cannot read the `0600` token file).
+//! - [`auth`]: the dashboard's access token and the one-time codes a page trades for it. The
+//!   REST listener already refuses every non-loopback client; the token keeps out the other
+//!   local users and any web page the operator's browser visits (they cannot read the `0600`
+//!   token file).
 //! - [`views`]: read-only JSON views made by invoking a fixed list of this node's own
 //!   behaviours in process; [`history`] samples the resources every few seconds.
 //!
-//! What it must not do: change anything on the node (every view reads; the one `POST` opens
-//! a follow session of a deployment's output), let the browser choose which behaviour is
-//! invoked, or hold a user's key. Actions stay with the CLI, whose envelopes the user signs.
+//! What it must not do: change anything on the node (every view reads; the `POST`s open a
+//! follow session of a deployment's output or trade a one-time code), let the browser choose
+//! which behaviour is invoked, or hold a user's key. Actions stay with the CLI, whose envelopes the user signs.
 
 pub mod assets;
 pub mod auth;
@@ -27,7 +28,7 @@ use std::time::Duration;
 
 use nunet_actor::ActorSystem;
 
-pub use auth::{TOKEN_FILE, Token};
+pub use auth::{Codes, TOKEN_FILE, Token};
 pub use routes::router;
 
 /// How often the resources are sampled for the chart.
@@ -55,6 +56,7 @@ pub enum DashboardError {
 pub struct Dashboard {
     pub(crate) system: ActorSystem,
     pub(crate) token: Arc<Token>,
+    pub(crate) codes: Arc<Codes>,
     pub(crate) history: Arc<history::History>,
 }
 
@@ -68,6 +70,7 @@ impl Dashboard {
         Ok(Self {
             system,
             token: Arc::new(token),
+            codes: Arc::default(),
             history: Arc::new(history::History::new(history::KEEP)),
         })
     }

@@ -4,10 +4,13 @@
 //! - `GET /` redirects to `/ui/`; `GET /ui/...` serves the embedded page (no token: it holds
 //!   nothing but code);
 //! - `GET /api/v1/ui/node`, `/api/v1/ui/history?after=<ms>`, `/api/v1/ui/deployments`,
-//!   `/api/v1/ui/deployments/<id>` and `POST /api/v1/ui/deployments/<id>/follow` answer JSON,
-//!   only with the token as `Authorization: Bearer <token>`, and only to requests whose
-//!   `Host` is a loopback name (a page on another site that rebinds its DNS name to
-//!   127.0.0.1 is refused before the token is even looked at).
+//!   `/api/v1/ui/deployments/<id>`, `POST /api/v1/ui/deployments/<id>/follow` and `POST
+//!   /api/v1/ui/codes` (a one-time code for `nunet dashboard`'s URL) answer JSON only with the
+//!   token as `Authorization: Bearer <token>`;
+//! - `POST /api/v1/ui/session` trades a one-time code for the token;
+//! - every `/api/v1/ui` route answers only requests whose `Host` is a loopback name (a page on
+//!   another site that rebinds its DNS name to 127.0.0.1 is refused before anything else),
+//!   and its answers are never cached.
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -28,19 +31,31 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 /// The dashboard's routes, with its state applied.
 pub fn router(d: Dashboard) -> Router {
-    let api = Router::new()
+    let data = Router::new()
         .route("/api/v1/ui/node", get(node))
         .route("/api/v1/ui/history", get(history))
         .route("/api/v1/ui/deployments", get(deployments))
         .route("/api/v1/ui/deployments/{id}", get(deployment))
         .route("/api/v1/ui/deployments/{id}/follow", post(follow))
+        .route("/api/v1/ui/codes", post(code))
         .layer(middleware::from_fn_with_state(d.clone(), authorized));
+    let api = Router::new()
+        .route("/api/v1/ui/session", post(session))
+        .merge(data)
+        .layer(middleware::from_fn(local_host));
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui/") }))
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
         .route("/ui/", get(|| page(String::new())))
         .route("/ui/{*path}", get(|Path(p): Path<String>| page(p)))
         .merge(api)
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorKind::Rejected,
+                "method not allowed on this route",
+            )
+        })
         .layer(middleware::from_fn(headers))
         .with_state(d)
 }
@@ -79,7 +94,8 @@ fn loopback_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-async fn authorized(State(d): State<Dashboard>, req: Request, next: Next) -> Response {
+/// Refuses a `Host` that is not a loopback name; marks the answer as not to be cached.
+async fn local_host(req: Request, next: Next) -> Response {
     let host = req
         .headers()
         .get(header::HOST)
@@ -92,6 +108,13 @@ async fn authorized(State(d): State<Dashboard>, req: Request, next: Next) -> Res
             format!("the dashboard answers requests for localhost only, not Host {host:?}"),
         );
     }
+    let mut r = next.run(req).await;
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn authorized(State(d): State<Dashboard>, req: Request, next: Next) -> Response {
     let auth = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -181,6 +204,55 @@ async fn deployment(State(d): State<Dashboard>, Path(id): Path<String>) -> Respo
     }
 }
 
+/// A JSON body as `T` (an empty body is `T::default()`), or why it is not one.
+fn body<T: serde::de::DeserializeOwned + Default>(b: &[u8], shape: &str) -> Result<T, String> {
+    if b.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(b).map_err(|e| format!("the body is not {shape}: {e}"))
+}
+
+fn bad_body(message: String) -> Response {
+    error(StatusCode::BAD_REQUEST, ErrorKind::Rejected, message)
+}
+
+async fn code(State(d): State<Dashboard>) -> Response {
+    match d.codes.issue() {
+        Ok(code) => Json(json!({
+            "code": code,
+            "expires_in_s": crate::auth::CODE_TTL.as_secs(),
+        }))
+        .into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Failed,
+            e.to_string(),
+        ),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SessionRequest {
+    #[serde(default)]
+    code: String,
+}
+
+async fn session(State(d): State<Dashboard>, b: axum::body::Bytes) -> Response {
+    let req: SessionRequest = match body(&b, "{\"code\": <code>}") {
+        Ok(r) => r,
+        Err(m) => return bad_body(m),
+    };
+    if !d.codes.redeem(&req.code) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            ErrorKind::Denied,
+            "this code is unknown, used or older than a minute: run `nunet dashboard` again",
+        );
+    }
+    Json(json!({ "token": d.token.as_str() })).into_response()
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct FollowRequest {
@@ -191,21 +263,11 @@ struct FollowRequest {
 async fn follow(
     State(d): State<Dashboard>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    b: axum::body::Bytes,
 ) -> Response {
-    let req = if body.iter().all(u8::is_ascii_whitespace) {
-        FollowRequest::default()
-    } else {
-        match serde_json::from_slice::<FollowRequest>(&body) {
-            Ok(r) => r,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    ErrorKind::Rejected,
-                    format!("the body is not {{\"allocation\": <name>}}: {e}"),
-                );
-            }
-        }
+    let req: FollowRequest = match body(&b, "{\"allocation\": <name>}") {
+        Ok(r) => r,
+        Err(m) => return bad_body(m),
     };
     match views::follow(&d.system, &id, req.allocation).await {
         Ok(session) => Json(json!({

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::history::{Amounts, Sample};
 
 /// How long one in-process call may take before its part of a view reports an error.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The node's untyped read-only behaviours a view reads, by the field they fill.
 const NODE_PARTS: [(&str, &str); 4] = [

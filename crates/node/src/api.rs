@@ -646,6 +646,9 @@ pub fn openapi() -> Value {
             "200": ok("the view", success),
             "400": error("a malformed query or body"),
             "401": error("no valid dashboard token (see `nunet dashboard`)"),
+            "405": error("method not allowed on this route"),
+            "408": error("the request body did not arrive in time"),
+            "413": error("the request body is too large"),
             "403": error("a non-local client, or a Host that is not a loopback name"),
             "404": error("no such deployment, or no dashboard on this node"),
             "422": error("the behaviour read for the view failed"),
@@ -718,6 +721,14 @@ pub fn openapi() -> Value {
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "properties": {"allocation": {"type": "string"}}}}}},
                 "responses": ui_responses(json!({"type": "object", "required": ["session", "url"], "properties": {"session": {"type": "string"}, "url": {"type": "string"}}}))}},
+            "/api/v1/ui/codes": {"post": {
+                "summary": "A one-time code (one use, within 60 s) that a dashboard page trades for the token: what `nunet dashboard` puts in its URL",
+                "security": [{"dashboardToken": []}],
+                "responses": ui_responses(json!({"type": "object", "required": ["code", "expires_in_s"], "properties": {"code": {"type": "string"}, "expires_in_s": {"type": "integer"}}}))}},
+            "/api/v1/ui/session": {"post": {
+                "summary": "Trade a one-time code for the dashboard token",
+                "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "properties": {"code": {"type": "string"}}}}}},
+                "responses": ui_responses(json!({"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}}))}},
             "/api/v1/actor/broadcast": post_op("Publish a signed broadcast and collect replies until it expires (≤ 60 s)", ok("the replies", json!({"type": "object", "required": ["replies"], "properties": {"replies": {"type": "array", "items": {"$ref": "#/components/schemas/Envelope"}}}})))
         },
         "components": {

@@ -1,5 +1,7 @@
-//! `nunet dashboard`: prints the address of the local daemon's web dashboard, with the token
-//! the daemon wrote for this run.
+//! `nunet dashboard`: prints the address of the local daemon's web dashboard with a one-time
+//! code (used once, within a minute) that the page trades for the run's token. The token
+//! itself stays in the node's data dir: a URL left in a browser's history, a command line or
+//! a terminal is spent.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -13,19 +15,22 @@ use crate::home::Home;
 
 #[derive(Args, Debug)]
 pub struct DashboardArgs {
-    /// Print `{"url": …, "token_file": …}` instead of the URL alone.
+    /// Print `{"url": …, "expires_in_s": …, "token_file": …}` instead of the URL alone.
     #[arg(long)]
     json: bool,
 }
 
-/// The dashboard's URL for a daemon at `addr:port` (a wildcard address is reached on
-/// loopback) with `token` in the fragment, which browsers never send to a server.
-fn url(addr: &str, port: u16, token: &str) -> String {
-    let host = match addr.parse::<IpAddr>() {
+/// `host:port` of a daemon at `addr:port` (a wildcard address is reached on loopback).
+fn host(addr: &str, port: u16) -> String {
+    match addr.parse::<IpAddr>() {
         Ok(ip) => SocketAddr::new(nunet_config::client_ip(ip), port).to_string(),
         Err(_) => format!("{addr}:{port}"),
-    };
-    format!("http://{host}/ui/#token={token}")
+    }
+}
+
+/// The dashboard's URL with `code` in the fragment, which browsers never send to a server.
+fn url(host: &str, code: &str) -> String {
+    format!("http://{host}/ui/#code={code}")
 }
 
 pub fn run(home: &Home, a: DashboardArgs) -> Result<i32> {
@@ -44,14 +49,37 @@ pub fn run(home: &Home, a: DashboardArgs) -> Result<i32> {
     if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
         bail!("{} does not hold a dashboard token", file.display());
     }
-    let url = url(&addr, port, token);
+    let host = host(&addr, port);
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build(),
+    );
+    let mut r = agent
+        .post(&format!("http://{host}/api/v1/ui/codes"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .send_empty()
+        .with_context(|| format!("asking the daemon at {host} for a dashboard code"))?;
+    let status = r.status().as_u16();
+    let v: serde_json::Value = r.body_mut().read_json().unwrap_or_default();
+    let Some(code) = v["code"].as_str().filter(|_| status == 200) else {
+        bail!(
+            "the daemon at {host} gave no dashboard code ({status}): {}",
+            v["error"]["message"].as_str().unwrap_or("no reason given")
+        );
+    };
+    let url = url(&host, code);
     if a.json {
-        println!("{}", json!({"url": url, "token_file": file}));
+        println!(
+            "{}",
+            json!({"url": url, "expires_in_s": v["expires_in_s"], "token_file": file})
+        );
     } else {
         println!("{url}");
         eprintln!(
-            "Open it in a browser on this machine. The token changes at every start of the daemon; \
-             anyone who has it can read this node's deployments and their output."
+            "Open it in a browser on this machine within a minute; it works once. The page then \
+             keeps this run's token: anyone with it can read this node's deployments and output."
         );
     }
     Ok(0)
@@ -62,12 +90,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_reach_loopback_and_carry_the_token_in_the_fragment() {
+    fn urls_reach_loopback_and_carry_the_code_in_the_fragment() {
         assert_eq!(
-            url("127.0.0.1", 9999, "ab"),
-            "http://127.0.0.1:9999/ui/#token=ab"
+            url(&host("127.0.0.1", 9999), "ab"),
+            "http://127.0.0.1:9999/ui/#code=ab"
         );
-        assert_eq!(url("0.0.0.0", 1, "ab"), "http://127.0.0.1:1/ui/#token=ab");
-        assert_eq!(url("::1", 2, "ab"), "http://[::1]:2/ui/#token=ab");
+        assert_eq!(host("0.0.0.0", 1), "127.0.0.1:1");
+        assert_eq!(host("::1", 2), "[::1]:2");
     }
 }

@@ -36,16 +36,17 @@ page.on("console", (m) => {
   if (m.type() === "error") consoleErrors.push(m.text());
 });
 page.on("pageerror", (e) => consoleErrors.push(`uncaught: ${e.message}`));
+let closing = false;
 page.on("requestfailed", (r) => {
-  // The log stream is aborted on purpose when the view changes.
-  if (!r.url().includes("/api/v1/output/")) consoleErrors.push(`request failed: ${r.url()} ${r.failure()?.errorText}`);
+  // The log stream is aborted on purpose when the view changes; polls end when the browser does.
+  if (!closing && !r.url().includes("/api/v1/output/")) consoleErrors.push(`request failed: ${r.url()} ${r.failure()?.errorText}`);
 });
 
 try {
   // This node.
   await page.goto(args.url);
   await page.getByTestId("node-did").waitFor({ timeout: 15_000 });
-  check(!page.url().includes("token="), "the token is taken out of the address bar");
+  check(!page.url().includes("code="), "the one-time code is taken out of the address bar");
   check((await page.getByTestId("node-did").textContent()) === args.did, `the node's DID is ${args.did}`);
   await page.waitForFunction((n) => document.querySelectorAll("[data-testid=peer]").length >= n, Number(args.peers), { timeout: 20_000 });
   check((await page.getByTestId("peer").count()) >= Number(args.peers), `at least ${args.peers} peers (the devnet's other nodes) are listed`);
@@ -73,15 +74,26 @@ try {
   await page.waitForFunction(() => document.querySelectorAll("[data-testid=log-line]").length >= 3, null, { timeout: 20_000 });
   const before = await page.getByTestId("log-line").count();
   const firstLines = await page.getByTestId("log-line").allTextContents();
-  check(firstLines.some((l) => l.includes("tick")), "the live log shows the allocations' output");
+  check(firstLines.some((l) => l.includes("tick a")) && firstLines.some((l) => l.includes("tick b")), "the live log shows both allocations' output");
+  check((await page.locator("[data-testid=log-line].stderr").count()) > 0, "stderr lines are marked");
   // Output keeps arriving without reloading the page.
   await page.waitForFunction((n) => document.querySelectorAll("[data-testid=log-line]").length >= n + 3, before, { timeout: 20_000 });
   const after = await page.getByTestId("log-line").count();
   check(after >= before + 3, `the live log view updates (${before} → ${after} lines)`);
   check((await page.getByTestId("log-state").textContent()) === "following", "the log view is following");
+  // The log view lives across the page's refreshes (every 2 s): it keeps its scroll position.
+  await page.getByTestId("log").evaluate((el) => { el.dataset.mark = "kept"; });
+  await page.waitForTimeout(4500);
+  check((await page.getByTestId("log").getAttribute("data-mark")) === "kept", "the log view is the same element after two refreshes");
   await page.screenshot({ path: join(args.out, "deployment.png"), fullPage: true });
 
-  // A page without the token is told what to do, and shows nothing.
+  // The URL again (its code is spent), and a page without any: told what to do, shown nothing.
+  const again = await browser.newPage();
+  await again.goto(args.url);
+  await again.locator("#banner:not([hidden])").waitFor({ timeout: 10_000 });
+  check((await again.locator("#banner").textContent()).includes("used"), "a URL opened a second time is refused (its code is spent)");
+  check((await again.getByTestId("node-did").count()) === 0, "a spent code shows nothing of the node");
+  await again.close();
   const bare = await browser.newPage();
   const bareErrors = [];
   bare.on("console", (m) => m.type() === "error" && bareErrors.push(m.text()));
@@ -95,6 +107,7 @@ try {
   console.log(`FAIL ${e.message}`);
   await page.screenshot({ path: join(args.out, "failure.png"), fullPage: true }).catch(() => {});
 } finally {
+  closing = true;
   await browser.close();
 }
 

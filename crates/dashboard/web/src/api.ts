@@ -1,6 +1,6 @@
-// The dashboard's calls to its daemon. The token comes once in the URL's fragment (which the
-// browser never sends to a server), is kept in this tab's sessionStorage, and goes with every
-// call as a Bearer header.
+// The dashboard's calls to its daemon. The page gets the run's token for a one-time code that
+// `nunet dashboard` puts in the URL's fragment (which the browser never sends to a server),
+// keeps it in this tab's sessionStorage, and sends it with every call as a Bearer header.
 
 const KEY = "nunet-dashboard-token";
 
@@ -13,13 +13,24 @@ export class ApiError extends Error {
   }
 }
 
-/** Takes `#token=…` out of the address (keeping the rest of the route) into this tab's storage. */
-export function takeToken(): void {
-  const m = location.hash.match(/[#&]token=([0-9a-f]{64})/);
+/**
+ * Trades `#code=…` in the address (from `nunet dashboard`: one use, within a minute) for the
+ * run's token, kept in this tab's storage. The code leaves the address bar first; a code
+ * that lingers in the browser's history is spent.
+ */
+export async function takeCode(): Promise<void> {
+  const m = location.hash.match(/[#&]code=([0-9a-f]{32})/);
   if (!m) return;
-  sessionStorage.setItem(KEY, m[1]);
-  const rest = location.hash.replace(/[#&]token=[0-9a-f]{64}/, "").replace(/^#?&?/, "");
-  history.replaceState(null, "", `${location.pathname}#${rest.startsWith("/") ? rest : "/"}`);
+  history.replaceState(null, "", `${location.pathname}#/`);
+  const r = await fetch("/api/v1/ui/session", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ code: m[1] }),
+    cache: "no-store",
+  });
+  if (!r.ok) throw await failure(r);
+  const { token } = (await r.json()) as { token: string };
+  sessionStorage.setItem(KEY, token);
 }
 
 export function hasToken(): boolean {

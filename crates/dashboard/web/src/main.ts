@@ -3,7 +3,7 @@
 // each refreshed every two seconds from the daemon's /api/v1/ui routes.
 
 import "./style.css";
-import { ApiError, get, hasToken, takeToken } from "./api";
+import { ApiError, get, hasToken, takeCode } from "./api";
 import { lineChart } from "./chart";
 import { ago, bytes, cores, duration, h, short } from "./dom";
 import { LogView } from "./logview";
@@ -20,7 +20,7 @@ let samples: Sample[] = [];
 
 function showError(e: unknown): void {
   const msg = e instanceof ApiError && e.status === 401
-    ? "This page has no valid token. Run `nunet dashboard` on this machine and open the URL it prints (each start of the daemon makes a new token)."
+    ? `No access (${e.message}). Run \`nunet dashboard\` on this machine and open the URL it prints within a minute: each URL works once, and each start of the daemon makes a new token.`
     : `The daemon did not answer: ${(e as Error).message}`;
   banner.textContent = msg;
   banner.hidden = false;
@@ -72,7 +72,8 @@ async function nodeView(): Promise<HTMLElement> {
     get<NodeView>("/api/v1/ui/node"),
     get<{ samples: Sample[] }>(`/api/v1/ui/history?after=${after}`),
   ]);
-  samples = samples.concat(hist.samples).slice(-720);
+  const last = samples.length ? samples[samples.length - 1].at_ms : 0;
+  samples = samples.concat(hist.samples.filter((x) => x.at_ms > last)).slice(-720);
   const st = n.status;
   const self = n.self;
   const reach = self?.reachability;
@@ -183,17 +184,13 @@ function timelineView(d: DeploymentDetail): HTMLElement {
   );
 }
 
-async function deploymentView(id: string): Promise<HTMLElement> {
+/** One deployment, as the parts around its log view (which lives across refreshes). */
+async function deploymentView(id: string): Promise<{ d: DeploymentDetail; top: HTMLElement; bottom: HTMLElement }> {
   const d = await get<DeploymentDetail>(`/api/v1/ui/deployments/${encodeURIComponent(id)}`);
   const s = d.summary;
   const allocs = Object.entries(d.manifest.allocations);
-  if (!logs || logs.id !== s.id) {
-    logs?.stop();
-    logs = new LogView(s.id, allocs.map(([k]) => k));
-    void logs.start();
-  }
   const events = s.events ?? [];
-  return h("div", {},
+  const top = h("div", {},
     h("h2", {}, "Deployment ", h("span", { class: "mono" }, short(s.id, 24)), " ", h("span", { class: `status ${s.status}`, "data-testid": "deployment-status" }, s.status)),
     s.reason ? h("p", { class: "error" }, s.reason) : null,
     h("p", { class: "muted" }, `created ${ago(s.created_ms, d.now_ms)} by ${short(s.owner, 28)}; ${s.rounds} round(s)`),
@@ -213,32 +210,59 @@ async function deploymentView(id: string): Promise<HTMLElement> {
         );
       }), "allocations"),
     ),
-    logs.el,
-    h("section", {},
-      h("h3", {}, `Events (${events.length})`),
-      h("ol", { class: "events", "data-testid": "events" }, ...events.slice().reverse().map((e) =>
-        h("li", {}, h("span", { class: "muted" }, `+${duration(Math.max(0, e.at_ms - s.created_ms))}`), " ", h("span", { class: `status ${e.phase}` }, e.phase), " ", e.message))),
-    ),
   );
+  const bottom = h("section", {},
+    h("h3", {}, `Events (${events.length})`),
+    h("ul", { class: "events", "data-testid": "events" }, ...events.slice().reverse().map((e) =>
+      h("li", {}, h("span", { class: "muted" }, `+${duration(Math.max(0, e.at_ms - s.created_ms))}`), " ", h("span", { class: `status ${e.phase}` }, e.phase), " ", e.message))),
+  );
+  return { d, top, bottom };
+}
+
+/** The slots of a deployment page: refreshed around a log view that stays in the document. */
+let slots: { id: string; top: HTMLElement; bottom: HTMLElement } | null = null;
+/** Counts renders: a render that finishes after a newer one began shows nothing. */
+let generation = 0;
+
+function stopLogs(): void {
+  logs?.stop();
+  logs = null;
+  slots = null;
 }
 
 async function render(): Promise<void> {
+  const mine = ++generation;
   const route = location.hash.replace(/^#/, "") || "/";
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", (a as HTMLAnchorElement).hash === `#${route.startsWith("/deployments") ? "/deployments" : "/"}`);
   const m = route.match(/^\/deployments\/([0-9a-zA-Z]+)$/);
-  if (!m && logs) {
-    logs.stop();
-    logs = null;
-  }
   try {
-    const view = m ? await deploymentView(m[1]) : route === "/deployments" ? await deploymentsView() : await nodeView();
-    // Keep where the reader is: the log view is one element that lives across refreshes.
-    const y = window.scrollY;
-    main.replaceChildren(view);
-    window.scrollTo(0, y);
+    if (m) {
+      const { d, top, bottom } = await deploymentView(m[1]);
+      if (mine !== generation) return;
+      const id = d.summary.id;
+      if (!logs || logs.id !== id) {
+        stopLogs();
+        logs = new LogView(id, Object.keys(d.manifest.allocations));
+        void logs.start();
+      }
+      if (!slots || slots.id !== id || !main.contains(logs.el)) {
+        slots = { id, top: h("div"), bottom: h("div") };
+        main.replaceChildren(slots.top, logs.el, slots.bottom);
+      }
+      // Only the parts around the log view are replaced: it keeps its scroll position.
+      slots.top.replaceChildren(top);
+      slots.bottom.replaceChildren(bottom);
+    } else {
+      const view = route === "/deployments" ? await deploymentsView() : await nodeView();
+      if (mine !== generation) return;
+      stopLogs();
+      const y = window.scrollY;
+      main.replaceChildren(view);
+      window.scrollTo(0, y);
+    }
     ok();
   } catch (e) {
-    showError(e);
+    if (mine === generation) showError(e);
   }
 }
 
@@ -250,10 +274,29 @@ function schedule(): void {
   }, REFRESH_MS);
 }
 
-takeToken();
-if (!hasToken()) showError(new ApiError(401, "no token"));
-window.addEventListener("hashchange", () => {
+/** Trades a one-time code from the address (if any) for the token; false (and shown) if refused. */
+async function login(): Promise<boolean> {
+  try {
+    await takeCode();
+    return true;
+  } catch (e) {
+    showError(e);
+    return false;
+  }
+}
+
+window.addEventListener("hashchange", async () => {
+  // A new address from `nunet dashboard` (after a restart of the daemon) brings a new code.
+  if (!(await login())) return;
   void render();
   schedule();
 });
-void render().then(schedule);
+void (async () => {
+  if (!(await login())) return;
+  if (!hasToken()) {
+    showError(new ApiError(401, "no token in this tab"));
+    return;
+  }
+  await render();
+  schedule();
+})();
