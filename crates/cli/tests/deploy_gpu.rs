@@ -278,7 +278,7 @@ fn gpu_ensembles_get_exactly_their_committed_cards() {
             "--ram",
             "1",
             "--disk",
-            "2",
+            "1",
             "--gpus",
             "0:24,1:16,2:64,3:64",
         ],

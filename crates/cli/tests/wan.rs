@@ -155,3 +155,73 @@ fn deployments_complete_over_delayed_lossy_links_and_edges_see_the_injected_rtt(
     eprintln!("measured rtt 2–4: {measured} ms (bound 50 ms)");
     assert!((80.0..150.0).contains(&measured), "{reason}");
 }
+
+/// A provider about 600 ms away (each direction of its link 300 ms; the orchestrator's 2 ms):
+/// a deployment pinned to it completes, and the heartbeats of its `failure_recovery: restart`
+/// node, whose deadlines grow with the measured path, never count it as lost. With the LAN
+/// deadline alone (1 s for a call that takes two round trips, ≈ 1.2 s here) every heartbeat
+/// would fail and the node would be declared lost within a second or two of Running.
+#[test]
+fn a_far_provider_is_slow_not_lost() {
+    let dn = NsDevnet::up_with(
+        3,
+        &["--wan", "delay=2ms", "--wan", "3:delay=300ms,jitter=5ms"],
+    );
+    let (rtt, got) = ping(&dn, 1, 3, 10);
+    eprintln!("ping 1→3: {rtt:.1} ms avg, {got}/10 answered");
+    assert!(
+        (590.0..700.0).contains(&rtt),
+        "1→3 RTT {rtt} ms, expected ≈ 604"
+    );
+    dn.onboard(3);
+
+    let yaml = format!(
+        r#"version: V1
+allocations:
+  svc:
+    executor: docker
+    type: service
+    resources: {{cpu: {{cores: 0.25}}, ram: {{size: 64MiB}}, disk: {{size: 50MiB}}}}
+    execution: {{type: docker, image: nunet-test/busybox:latest, cmd: [sleep, "3600"]}}
+nodes:
+  far:
+    allocations: [svc]
+    peer: {peer}
+    failure_recovery: restart
+"#,
+        peer = dn.peer(3)
+    );
+    let (code, v) = deploy(&dn, &yaml, "far-service.yaml", "120s");
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["status"], "Running", "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+
+    // Twenty heartbeat periods and more: still Running, and no heartbeat went missing.
+    std::thread::sleep(std::time::Duration::from_secs(12));
+    let s = dn.json(
+        1,
+        &[
+            "actor",
+            "cmd",
+            "--json",
+            "/dms/node/deployment/status",
+            "--id",
+            &id,
+        ],
+    );
+    assert_eq!(s["status"], "Running", "{s}");
+    let events: Vec<&str> = s["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert!(
+        !events
+            .iter()
+            .any(|m| m.contains("heartbeat") || m.contains("lost")),
+        "the far provider was counted as lost: {events:#?}"
+    );
+    let (code, out) = dn.run(1, &["deployment", "shutdown", &id]);
+    assert_eq!(code, 0, "{out}");
+}

@@ -103,6 +103,7 @@ impl SwarmTask {
                 }
                 if num_established == 0 {
                     self.peers.remove(&peer_id);
+                    self.rtts.forget(&peer_id);
                     self.emit(NetEvent::PeerDisconnected(peer_id));
                 }
             }
@@ -153,6 +154,7 @@ impl SwarmTask {
                     if let Some(st) = self.peers.get_mut(&peer) {
                         st.rtt = Some(rtt);
                     }
+                    self.rtts.record(peer, rtt);
                 }
                 Err(e) => tracing::debug!(%peer, "ping failed: {e}"),
             },

@@ -41,6 +41,7 @@ pub struct Network {
     max_message_bytes: usize,
     commands: mpsc::Sender<Command>,
     streams: libp2p_stream::Control,
+    rtts: crate::Rtts,
 }
 
 impl std::fmt::Debug for Network {
@@ -121,7 +122,8 @@ pub async fn start_metered(
     }
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_CAPACITY);
-    let mut task = SwarmTask::new(swarm, cmd_rx, ev_tx, &cfg, metrics);
+    let rtts = crate::Rtts::default();
+    let mut task = SwarmTask::new(swarm, cmd_rx, ev_tx, &cfg, metrics, rtts.clone());
     // Resolve port-0 listeners before returning, so listen_addrs() is immediately useful.
     task.wait_listening(listening, Duration::from_secs(5)).await;
     tokio::spawn(task.run());
@@ -132,6 +134,7 @@ pub async fn start_metered(
         max_message_bytes: cfg.max_message_bytes,
         commands: cmd_tx,
         streams,
+        rtts,
     };
     tokio::spawn(serve_roster(roster_pulls, net.clone()));
     tokio::spawn(pull_roster(net.clone()));
@@ -382,6 +385,11 @@ impl Network {
         self.call(|reply| Command::Dial { addr, reply }).await?
     }
 
+    /// The smoothed round-trip times of connected peers (shared: it follows new samples).
+    pub fn rtts(&self) -> crate::Rtts {
+        self.rtts.clone()
+    }
+
     /// Connected peers with what ping and identify told about them.
     pub async fn peers(&self) -> Vec<PeerInfo> {
         self.call(Command::Peers).await.unwrap_or_default()
@@ -432,6 +440,7 @@ impl Network {
             if back != out {
                 return Err(err("ping payload mismatch".into()));
             }
+            self.rtts.record(peer, rtt);
             Ok(rtt)
         };
         tokio::time::timeout(timeout, fut)

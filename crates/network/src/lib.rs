@@ -33,6 +33,7 @@ mod handle;
 mod limits;
 mod reach;
 pub mod roster;
+pub mod rtt;
 pub mod slots;
 mod swarm_task;
 
@@ -45,6 +46,7 @@ pub use reach::{MAX_AUTO_RELAYS, NatStatus, Reachability, RelayInfo};
 pub use roster::{
     ROSTER_PROTOCOL, ROSTER_TOPIC, RosterError, RosterInfo, decode_announcement, decode_snapshot,
 };
+pub use rtt::{RttEstimate, Rtts};
 
 /// Request-response protocol that carries actor messages between nodes.
 pub const ACTOR_PROTOCOL: &str = "/nunet/actor/1.0.0";

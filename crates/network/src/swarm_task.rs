@@ -89,6 +89,8 @@ pub(crate) struct SwarmTask {
     /// Relay servers declare their listen addresses as external (see `NetConfig::relay_server`).
     pub(crate) relay_server: bool,
     pub(crate) peers: HashMap<PeerId, PeerState>,
+    /// Round-trip estimates, shared with the handles.
+    pub(crate) rtts: crate::Rtts,
     /// Actor requests sent and not answered yet, with the peer they went to.
     pub(crate) outbound: HashMap<OutboundRequestId, (PeerId, BytesReply)>,
     /// Actor requests received and not answered yet, with the peer they came from.
@@ -164,6 +166,7 @@ impl SwarmTask {
         events: mpsc::Sender<NetEvent>,
         cfg: &NetConfig,
         metrics: libp2p::metrics::Metrics,
+        rtts: crate::Rtts,
     ) -> Self {
         let now = Instant::now();
         let mut bootstrap = Vec::new();
@@ -205,6 +208,7 @@ impl SwarmTask {
             max_message_bytes: cfg.max_message_bytes,
             relay_server: cfg.relay_server,
             peers: HashMap::new(),
+            rtts,
             outbound: HashMap::new(),
             inbound: HashMap::new(),
             pending_replies: FuturesUnordered::new(),

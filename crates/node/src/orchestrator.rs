@@ -60,10 +60,12 @@ pub fn start(
             .parse()
             .map_err(|e| failed(format!("this node's peer id: {e}")))?,
     };
+    let rtts = output.0.rtts();
     let deployments = nunet_orchestrator::Deployments::new(system.clone(), persist)
         .with_flush(flush)
         .with_local_subnet(Arc::new(join))
-        .with_output(output.0, output.1);
+        .with_output(output.0, output.1)
+        .with_paths(rtts);
     let saved: Vec<nunet_orchestrator::Deployment> = records
         .list(Kind::Deployment)
         .map_err(failed)?

@@ -77,6 +77,8 @@ pub struct Deployments {
     /// Streams followed output (`deployment logs -f`): the libp2p host and the local API's
     /// sessions.
     output: Option<(nunet_network::Network, Arc<nunet_output::Sessions>)>,
+    /// Measured paths to providers, which size call timeouts.
+    paths: crate::paths::Paths,
     map: Arc<Mutex<BTreeMap<String, Arc<Engine>>>>,
 }
 
@@ -108,6 +110,7 @@ impl Deployments {
             flush: None,
             local_subnet: None,
             output: None,
+            paths: Default::default(),
             map: Arc::new(Mutex::new(BTreeMap::new())),
         }
     }
@@ -136,6 +139,13 @@ impl Deployments {
         sessions: Arc<nunet_output::Sessions>,
     ) -> Self {
         self.output = Some((net, sessions));
+        self
+    }
+
+    /// Sizes call timeouts (commit, allocate, heartbeats, bid rounds) to the measured paths
+    /// to providers, instead of LAN constants alone.
+    pub fn with_paths(mut self, rtts: nunet_network::Rtts) -> Self {
+        self.paths = crate::paths::Paths::new(rtts);
         self
     }
 
@@ -259,7 +269,8 @@ impl Deployments {
                 self.persist.clone(),
                 self.local_subnet.clone(),
             )
-            .with_secrets(secrets),
+            .with_secrets(secrets)
+            .with_paths(self.paths.clone()),
         );
         engine.register_check();
         if let Ok(mut m) = self.map.lock() {
@@ -291,13 +302,16 @@ impl Deployments {
                 self.spawn_actor(&rec.id);
             }
             let span = crate::deployment_span(&rec.id);
-            let engine = Arc::new(Engine::new(
-                self.system.clone(),
-                rec.id.clone(),
-                rec,
-                self.persist.clone(),
-                self.local_subnet.clone(),
-            ));
+            let engine = Arc::new(
+                Engine::new(
+                    self.system.clone(),
+                    rec.id.clone(),
+                    rec,
+                    self.persist.clone(),
+                    self.local_subnet.clone(),
+                )
+                .with_paths(self.paths.clone()),
+            );
             engine.register_check();
             if let Ok(mut m) = self.map.lock() {
                 m.insert(

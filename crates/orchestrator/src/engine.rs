@@ -78,6 +78,8 @@ pub struct Engine {
     pub(crate) changing: tokio::sync::Mutex<()>,
     /// Liveness of the providers of nodes that heal from a lost provider.
     pub(crate) heartbeats: crate::heartbeat::Heartbeats,
+    /// Measured paths to providers, which size call timeouts.
+    pub(crate) paths: crate::paths::Paths,
     /// Peers being fenced ([`Engine::fence`]): excluded from placements until fenced.
     pub(crate) fencing: Mutex<std::collections::HashSet<String>>,
     /// Wakes the standby keeper ([`crate::standby`]) when a standby was promoted or lost.
@@ -221,11 +223,18 @@ impl Engine {
             standby_wake: tokio::sync::Notify::new(),
             changing: tokio::sync::Mutex::new(()),
             heartbeats: Default::default(),
+            paths: Default::default(),
             fencing: Mutex::default(),
             calls: Mutex::new(0),
             declines: Mutex::new(std::collections::HashMap::new()),
             secrets: Default::default(),
         }
+    }
+
+    /// Sizes its calls' timeouts to `paths`.
+    pub fn with_paths(mut self, paths: crate::paths::Paths) -> Self {
+        self.paths = paths;
+        self
     }
 
     /// The deployment's secrets (empty after a restart).
@@ -532,7 +541,14 @@ impl Engine {
             if req.nodes.is_empty() {
                 return (Vec::new(), 0, crate::bids::ReplyTiming::default());
             }
-            let close = crate::bids::round_closer(wanted, subscribers.clone(), BID_GRACE);
+            // The grace covers the farthest subscriber's path: a bid from 150 ms away is not
+            // a silent peer.
+            let grace = self.paths.slowest(
+                BID_GRACE,
+                subscribers.iter().flatten().map(String::as_str),
+                2,
+            );
+            let close = crate::bids::round_closer(wanted, subscribers.clone(), grace);
             let bid_cap = match BID.parse() {
                 Ok(c) => c,
                 Err(e) => {
@@ -755,7 +771,10 @@ impl Engine {
                     ports: crate::provision::ports_of(&rec.ensemble, node, &a.name),
                 })
                 .collect();
-            let t = COMMIT_TIMEOUT * (allocs.len().max(1) as u32);
+            // The provider's work per allocation, plus two round trips of the path to it.
+            let t = self
+                .paths
+                .timeout(COMMIT_TIMEOUT * (allocs.len().max(1) as u32), &bid.peer, 2);
             let req = CommitRequest {
                 ensemble_id: rec.id.clone(),
                 node_id: node.clone(),
@@ -864,7 +883,11 @@ impl Engine {
                     r
                 })
                 .collect();
-            let t = ALLOCATE_TIMEOUT * (allocs.len().max(1) as u32);
+            let t = self.paths.timeout(
+                ALLOCATE_TIMEOUT * (allocs.len().max(1) as u32),
+                &bid.peer,
+                2,
+            );
             let req = AllocateRequest {
                 ensemble_id: rec.id.clone(),
                 node_id: node.clone(),

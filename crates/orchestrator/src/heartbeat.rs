@@ -7,7 +7,9 @@
 //! dead one (refused connection) sooner; the supervisor is woken at once.
 //!
 //! The supervisor's own status polls decide everything else (status, exits, health); these
-//! only decide liveness. It only sends actor messages.
+//! only decide liveness. Each call's deadline grows with the measured path to its provider
+//! ([`crate::paths`]): a provider 600 ms away is slow to answer, not lost. It only sends actor
+//! messages.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -134,9 +136,9 @@ impl Engine {
                 let (me, node, peer) = (self.clone(), node.clone(), m.peer.clone());
                 tokio::spawn(
                     async move {
-                        let r = me
-                            .call::<AllocationStatusCall>(&h, &Empty {}, HEARTBEAT_TIMEOUT)
-                            .await;
+                        // A far provider's answer takes its path's round trips on top.
+                        let t = me.paths.timeout(HEARTBEAT_TIMEOUT, &peer, 2);
+                        let r = me.call::<AllocationStatusCall>(&h, &Empty {}, t).await;
                         if me.heartbeats.record(&node, &peer, seq, r.is_ok()) {
                             me.exits.notify.notify_one();
                         }

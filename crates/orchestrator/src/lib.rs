@@ -20,6 +20,7 @@ pub mod follow;
 pub mod heartbeat;
 pub mod metrics;
 pub mod order;
+pub mod paths;
 pub mod provision;
 pub mod recovery;
 pub mod redeploy;

@@ -183,11 +183,12 @@ impl Engine {
                 }
                 let h = a.handle.as_ref()?;
                 let quick = watched(&rec.ensemble, &a.node_id);
-                let t = if quick {
+                let base = if quick {
                     HEARTBEAT_TIMEOUT
                 } else {
                     STATUS_TIMEOUT
                 };
+                let t = self.paths.timeout(base, &h.addr.host, 2);
                 Some(async move {
                     let r = self.call::<AllocationStatusCall>(h, &Empty {}, t).await;
                     (key, a, h, quick, r)

@@ -132,7 +132,7 @@ impl Devnet {
                 "--cpu",
                 "1",
                 "--disk",
-                "2",
+                "1",
             ],
         );
     }
@@ -424,7 +424,7 @@ pub fn stranger(dn: &Devnet) -> (Daemon, String, String) {
         "--cpu",
         "1",
         "--disk",
-        "2",
+        "1",
     ]);
     (daemon, did, peer)
 }

@@ -95,7 +95,7 @@ impl NsDevnet {
     pub fn onboard(&self, n: usize) {
         let onboard = "/dms/node/onboarding/onboard";
         let args = [
-            "actor", "cmd", "--json", onboard, "--ram", "1", "--cpu", "1", "--disk", "2",
+            "actor", "cmd", "--json", onboard, "--ram", "1", "--cpu", "1", "--disk", "1",
         ];
         self.json(n, &args);
     }
