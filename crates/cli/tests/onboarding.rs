@@ -165,7 +165,7 @@ fn onboard_status_offboard_with_refusals() {
         "-R",
         "1024MiB",
         "-D",
-        "2GiB",
+        "1GiB",
         "-N",
     ]);
     assert_eq!(st["onboarded"], true, "{st}");
@@ -219,7 +219,7 @@ fn onboard_status_offboard_with_refusals() {
     assert_eq!(alloc["allocated"]["cpu"]["millicores"], 250, "{alloc}");
     assert_eq!(
         d.json(&["/dms/node/resources/onboarded"])["disk"]["size"],
-        2u64 << 30
+        1u64 << 30
     );
     let usage = d.json(&["/dms/node/hardware/usage"]);
     assert!(usage["ram_total_bytes"].as_u64().unwrap() > 0, "{usage}");

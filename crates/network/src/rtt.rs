@@ -52,23 +52,22 @@ pub struct Rtts(Arc<RwLock<HashMap<PeerId, RttEstimate>>>);
 impl Rtts {
     /// `peer`'s estimate, when it was measured.
     pub fn get(&self, peer: &PeerId) -> Option<RttEstimate> {
-        self.0.read().ok()?.get(peer).copied()
+        let m = self.0.read().unwrap_or_else(|p| p.into_inner());
+        m.get(peer).copied()
     }
 
     /// Records a round trip of `r` to `peer`.
     pub fn record(&self, peer: PeerId, r: Duration) {
-        if let Ok(mut m) = self.0.write() {
-            m.entry(peer)
-                .and_modify(|e| e.update(r))
-                .or_insert_with(|| RttEstimate::first(r));
-        }
+        let mut m = self.0.write().unwrap_or_else(|p| p.into_inner());
+        m.entry(peer)
+            .and_modify(|e| e.update(r))
+            .or_insert_with(|| RttEstimate::first(r));
     }
 
     /// Forgets `peer` (its last connection closed).
     pub fn forget(&self, peer: &PeerId) {
-        if let Ok(mut m) = self.0.write() {
-            m.remove(peer);
-        }
+        let mut m = self.0.write().unwrap_or_else(|p| p.into_inner());
+        m.remove(peer);
     }
 }
 

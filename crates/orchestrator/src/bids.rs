@@ -211,6 +211,8 @@ impl Engine {
                 return None;
             };
             // Typed on the way in; the round then treats it like a gossip reply.
+            // A pinned provider far away gets its path's round trips on top.
+            let t = self.paths.timeout(t, &peer, 2);
             match self.call::<BidRequestDirect>(&to, &req, t).await {
                 Ok(v) => serde_json::to_value(v).ok().map(|v| (to, v)),
                 Err(e) => {

@@ -772,9 +772,11 @@ impl Engine {
                 })
                 .collect();
             // The provider's work per allocation, plus two round trips of the path to it.
-            let t = self
-                .paths
-                .timeout(COMMIT_TIMEOUT * (allocs.len().max(1) as u32), &bid.peer, 2);
+            let t = self.paths.timeout(
+                COMMIT_TIMEOUT * (allocs.len().max(1) as u32),
+                &bid.handle.addr.host,
+                2,
+            );
             let req = CommitRequest {
                 ensemble_id: rec.id.clone(),
                 node_id: node.clone(),
@@ -885,7 +887,7 @@ impl Engine {
                 .collect();
             let t = self.paths.timeout(
                 ALLOCATE_TIMEOUT * (allocs.len().max(1) as u32),
-                &bid.peer,
+                &bid.handle.addr.host,
                 2,
             );
             let req = AllocateRequest {

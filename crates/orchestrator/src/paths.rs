@@ -3,7 +3,10 @@
 //! round trips, each allowed a retransmission timeout of that peer's measured RTT
 //! ([`nunet_network::RttEstimate::rto`]). On a LAN that adds next to nothing; on a 150 ms
 //! path with jitter and loss it keeps calls from timing out, and providers from being counted
-//! as lost, where they are merely far away. A peer not measured yet gets the base alone.
+//! as lost, where they are merely far away. A peer not measured yet (or no longer
+//! connected) is allowed RFC 6298's initial 1 s per round trip. What a path adds is at most
+//! four times the base (and [`MAX_PATH_EXTRA`]), so one inflated sample cannot make a dead
+//! provider take half a minute to notice.
 
 use std::time::Duration;
 
@@ -11,6 +14,8 @@ use nunet_network::{PeerId, Rtts};
 
 /// Most a path may add to one call's timeout.
 pub const MAX_PATH_EXTRA: Duration = Duration::from_secs(30);
+/// What a round trip to a peer not measured yet may take (RFC 6298's initial RTO).
+pub const UNMEASURED_RTO: Duration = Duration::from_secs(1);
 
 /// The measured paths to peers (none: every call gets its base timeout).
 #[derive(Debug, Clone, Default)]
@@ -22,25 +27,27 @@ impl Paths {
         Self(Some(rtts))
     }
 
-    /// What `trips` round trips to `peer` (a peer id) may take, when it was measured.
+    /// What `trips` round trips to `peer` (a peer id) may take: its measured timeout, or
+    /// [`UNMEASURED_RTO`] each when it has none. Without a host (tests), nothing.
     pub fn extra(&self, peer: &str, trips: u32) -> Duration {
         let Some(rtts) = &self.0 else {
             return Duration::ZERO;
         };
-        peer.parse::<PeerId>()
+        let rto = peer
+            .parse::<PeerId>()
             .ok()
             .and_then(|p| rtts.get(&p))
-            .map_or(Duration::ZERO, |e| {
-                e.rto().saturating_mul(trips).min(MAX_PATH_EXTRA)
-            })
+            .map_or(UNMEASURED_RTO, |e| e.rto());
+        rto.saturating_mul(trips).min(MAX_PATH_EXTRA)
     }
 
-    /// `base` plus what `trips` round trips to `peer` may take.
+    /// `base` plus what `trips` round trips to `peer` may take, at most four times `base`.
     pub fn timeout(&self, base: Duration, peer: &str, trips: u32) -> Duration {
-        base.saturating_add(self.extra(peer, trips))
+        base.saturating_add(self.extra(peer, trips).min(base.saturating_mul(4)))
     }
 
-    /// `base` plus what `trips` round trips to the farthest of `peers` may take.
+    /// `base` plus what `trips` round trips to the farthest of `peers` may take (at most
+    /// four times `base`).
     pub fn slowest<'a>(
         &self,
         base: Duration,
@@ -52,7 +59,7 @@ impl Paths {
             .map(|p| self.extra(p, trips))
             .max()
             .unwrap_or_default();
-        base.saturating_add(extra)
+        base.saturating_add(extra.min(base.saturating_mul(4)))
     }
 }
 
@@ -74,17 +81,24 @@ mod tests {
         let base = ms(1000);
         assert_eq!(p.timeout(base, &near.to_string(), 2), ms(1006));
         assert_eq!(p.timeout(base, &far.to_string(), 2), ms(1900));
-        assert_eq!(p.timeout(base, &unknown.to_string(), 2), base);
-        assert_eq!(p.timeout(base, "not a peer id", 2), base);
+        // Not measured: RFC 6298's initial 1 s per round trip.
+        assert_eq!(p.timeout(base, &unknown.to_string(), 2), ms(3000));
+        assert_eq!(p.timeout(base, "not a peer id", 2), ms(3000));
         assert_eq!(Paths::default().timeout(base, &far.to_string(), 2), base);
-        let all = [near.to_string(), far.to_string(), unknown.to_string()];
-        assert_eq!(p.slowest(base, all.iter().map(String::as_str), 1), ms(1450));
-        assert_eq!(p.slowest(base, std::iter::empty(), 1), base);
-        // A wild estimate adds at most MAX_PATH_EXTRA.
-        rtts.record(unknown, Duration::from_secs(60));
+        let measured = [near.to_string(), far.to_string()];
         assert_eq!(
-            p.timeout(base, &unknown.to_string(), 3),
-            base + MAX_PATH_EXTRA
+            p.slowest(base, measured.iter().map(String::as_str), 1),
+            ms(1450)
+        );
+        assert_eq!(p.slowest(base, std::iter::empty(), 1), base);
+        // A wild estimate adds at most four times the base, and never more than
+        // MAX_PATH_EXTRA.
+        rtts.record(unknown, Duration::from_secs(60));
+        assert_eq!(p.timeout(base, &unknown.to_string(), 3), ms(5000));
+        let long = Duration::from_secs(20);
+        assert_eq!(
+            p.timeout(long, &unknown.to_string(), 3),
+            long + MAX_PATH_EXTRA
         );
     }
 }

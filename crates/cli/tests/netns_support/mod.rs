@@ -85,13 +85,13 @@ impl NsDevnet {
         assert_eq!(code, 0, "{args:?}: {out}");
         serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
     }
-    /// Onboards every node with 1 core, 1 GiB RAM and 2 GiB disk.
+    /// Onboards every node with 1 core, 1 GiB RAM and 1 GiB disk.
     pub fn onboard_all(&self) {
         for n in 1..=self.netns.len() {
             self.onboard(n);
         }
     }
-    /// Onboards node `n` with 1 core, 1 GiB RAM and 2 GiB disk.
+    /// Onboards node `n` with 1 core, 1 GiB RAM and 1 GiB disk.
     pub fn onboard(&self, n: usize) {
         let onboard = "/dms/node/onboarding/onboard";
         let args = [
