@@ -3,10 +3,11 @@
 //! round trips, each allowed a retransmission timeout of that peer's measured RTT
 //! ([`nunet_network::RttEstimate::rto`]). On a LAN that adds next to nothing; on a 150 ms
 //! path with jitter and loss it keeps calls from timing out, and providers from being counted
-//! as lost, where they are merely far away. A peer not measured yet (or no longer
-//! connected) is allowed RFC 6298's initial 1 s per round trip. What a path adds is at most
-//! four times the base (and [`MAX_PATH_EXTRA`]), so one inflated sample cannot make a dead
-//! provider take half a minute to notice.
+//! as lost, where they are merely far away. A peer not measured yet (or no longer connected)
+//! gets the base alone: a new connection is pinged at once, so only the call that opened it
+//! goes without, and a provider that just died is noticed as fast as before. What a path adds
+//! is at most four times the base (and [`MAX_PATH_EXTRA`]), so one inflated sample cannot make
+//! a dead provider take half a minute to notice.
 
 use std::time::Duration;
 
@@ -14,8 +15,6 @@ use nunet_network::{PeerId, Rtts};
 
 /// Most a path may add to one call's timeout.
 pub const MAX_PATH_EXTRA: Duration = Duration::from_secs(30);
-/// What a round trip to a peer not measured yet may take (RFC 6298's initial RTO).
-pub const UNMEASURED_RTO: Duration = Duration::from_secs(1);
 
 /// The measured paths to peers (none: every call gets its base timeout).
 #[derive(Debug, Clone, Default)]
@@ -27,18 +26,17 @@ impl Paths {
         Self(Some(rtts))
     }
 
-    /// What `trips` round trips to `peer` (a peer id) may take: its measured timeout, or
-    /// [`UNMEASURED_RTO`] each when it has none. Without a host (tests), nothing.
+    /// What `trips` round trips to `peer` (a peer id) may take, when it was measured.
     pub fn extra(&self, peer: &str, trips: u32) -> Duration {
         let Some(rtts) = &self.0 else {
             return Duration::ZERO;
         };
-        let rto = peer
-            .parse::<PeerId>()
+        peer.parse::<PeerId>()
             .ok()
             .and_then(|p| rtts.get(&p))
-            .map_or(UNMEASURED_RTO, |e| e.rto());
-        rto.saturating_mul(trips).min(MAX_PATH_EXTRA)
+            .map_or(Duration::ZERO, |e| {
+                e.rto().saturating_mul(trips).min(MAX_PATH_EXTRA)
+            })
     }
 
     /// `base` plus what `trips` round trips to `peer` may take, at most four times `base`.
@@ -81,9 +79,10 @@ mod tests {
         let base = ms(1000);
         assert_eq!(p.timeout(base, &near.to_string(), 2), ms(1006));
         assert_eq!(p.timeout(base, &far.to_string(), 2), ms(1900));
-        // Not measured: RFC 6298's initial 1 s per round trip.
-        assert_eq!(p.timeout(base, &unknown.to_string(), 2), ms(3000));
-        assert_eq!(p.timeout(base, "not a peer id", 2), ms(3000));
+        // Not measured (or gone): the base alone, so a dead provider is noticed as fast as
+        // on a LAN.
+        assert_eq!(p.timeout(base, &unknown.to_string(), 2), base);
+        assert_eq!(p.timeout(base, "not a peer id", 2), base);
         assert_eq!(Paths::default().timeout(base, &far.to_string(), 2), base);
         let measured = [near.to_string(), far.to_string()];
         assert_eq!(
