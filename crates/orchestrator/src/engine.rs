@@ -38,6 +38,8 @@ pub const RETRY_PACE_MS: i64 = 500;
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Allocate timeout per allocation.
 pub const ALLOCATE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Revert timeout per provider (its allocations are stopped and released).
+pub const REVERT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Start timeout (image pulls can be slow; NuNet `AllocationStartTimeout`).
 pub const START_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a commitment lasts unless allocated.
@@ -979,9 +981,8 @@ impl Engine {
         let calls = assign.iter().map(|(node, bid)| {
             let req = RevertRequest::all(&rec.id);
             async move {
-                let r = self
-                    .call::<Revert>(&bid.handle, &req, Duration::from_secs(15))
-                    .await;
+                let t = self.paths.timeout(REVERT_TIMEOUT, &bid.handle.addr.host, 2);
+                let r = self.call::<Revert>(&bid.handle, &req, t).await;
                 (node, bid, r)
             }
         });

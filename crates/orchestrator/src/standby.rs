@@ -219,9 +219,8 @@ impl Engine {
             v.iter().filter_map(move |s| {
                 let h = s.allocations.values().next()?;
                 Some(async move {
-                    let r = self
-                        .call::<AllocationStatusCall>(h, &Empty {}, CHECK_TIMEOUT)
-                        .await;
+                    let t = self.paths.timeout(CHECK_TIMEOUT, &h.addr.host, 2);
+                    let r = self.call::<AllocationStatusCall>(h, &Empty {}, t).await;
                     (node.clone(), s.clone(), r)
                 })
             })
