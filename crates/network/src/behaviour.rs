@@ -13,7 +13,10 @@ use libp2p::{
 
 use crate::{
     ACTOR_PROTOCOL, IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL, NetConfig, NetError, NetLimits,
-    codec::BytesCodec, config, limits::InboundMemoryLimit,
+    codec::BytesCodec,
+    config,
+    legacy_ids::{LegacyIds, LegacyMux},
+    limits::InboundMemoryLimit,
 };
 
 /// How often ping measures every connection.
@@ -199,12 +202,14 @@ fn peer_score_thresholds() -> gossipsub::PeerScoreThresholds {
     }
 }
 
-/// Builds the swarm: TCP + QUIC in a public swarm, TCP + pnet in a private one.
+/// Builds the swarm: TCP + QUIC in a public swarm, TCP + pnet in a private one. Every
+/// connection's substreams go through [`LegacyIds`].
 pub(crate) fn build_swarm(
     cfg: &NetConfig,
     registry: &mut Registry,
 ) -> Result<Swarm<NodeBehaviour>, NetError> {
-    let mux = yamux_config(&cfg.limits);
+    // Every connection's substreams translate NuNet's slash-less actor protocol names.
+    let mux = LegacyMux(yamux_config(&cfg.limits));
     let relay_mux = mux.clone();
     let idle =
         |c: libp2p::swarm::Config| c.with_idle_connection_timeout(config::IDLE_CONNECTION_TIMEOUT);
@@ -217,7 +222,15 @@ pub(crate) fn build_swarm(
                 move || mux,
             )
             .map_err(setup)?
-            .with_quic()
+            // QUIC has its own streams and no muxer upgrade, so the builder's QUIC phase
+            // cannot wrap them: the same transport is added here with translating streams.
+            .with_other_transport(|key| {
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                    libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(key))
+                        .map(|(peer, conn), _| (peer, LegacyIds::new(conn))),
+                )
+            })
+            .map_err(setup)?
             .with_dns()
             .map_err(setup)?
             .with_relay_client(noise::Config::new, move || relay_mux)

@@ -30,6 +30,7 @@ mod command;
 pub mod config;
 mod events;
 mod handle;
+pub mod legacy_ids;
 mod limits;
 mod reach;
 pub mod roster;
