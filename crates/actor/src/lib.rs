@@ -21,7 +21,9 @@ pub mod system;
 pub mod trace;
 
 pub use broadcast::BroadcastReplies;
-pub use envelope::{Envelope, EnvelopeError, Handle, MAX_ENVELOPE_BYTES, Options};
+pub use envelope::{
+    Address, Envelope, EnvelopeError, Handle, MAX_ENVELOPE_BYTES, Options, next_nonce,
+};
 pub use reply::{ActorError, ErrorKind, Reply};
 pub use security::ReplayCache;
 pub use system::{
