@@ -98,6 +98,37 @@ impl ActorSystem {
         self.handle_from(env, Origin::External).await
     }
 
+    /// Dispatches a direct message whose signature a wire adapter checked in its own format
+    /// (NuNet's Go envelope, `nunet-gowire`): `sender` is the key that signed it, and must be
+    /// the key in `env.from.id`. Every other check (address, expiry, capability, behavior,
+    /// replay) runs as for [`Self::handle_envelope`]. Returns the behavior's result: the
+    /// adapter answers in its own format.
+    pub async fn handle_authenticated(
+        &self,
+        env: Envelope,
+        sender: &Did,
+    ) -> Result<Value, ActorError> {
+        if Did::parse(&env.from.id).ok().as_ref() != Some(sender) {
+            return Err(rejected("from.id is not the key that signed the message"));
+        }
+        let env = Arc::new(env);
+        match self.admit_as(&env, false, Origin::External, Some(sender)) {
+            Ok((sender, BehaviorKind::Direct)) => {
+                crate::metrics::admitted(Channel::Direct);
+                self.run(&env, sender, BehaviorKind::Direct).await
+            }
+            // This node's reply endpoints answer its own wire only.
+            Ok((_, kind)) => Err(rejected(format!(
+                "{kind:?} behaviors are not invoked over NuNet's wire"
+            ))),
+            Err(e) => {
+                crate::metrics::denied(Channel::Direct, &e);
+                tracing::warn!(behavior = %clip(&env.be), from = %clip(&env.from.id), error = %clip(&e.message), rule = ?e.rule, "denied (NuNet wire)");
+                Err(e)
+            }
+        }
+    }
+
     pub(crate) async fn handle_from(&self, env: Envelope, origin: Origin) -> Envelope {
         let env = Arc::new(env);
         let outcome = match self.admit(&env, false, origin) {
@@ -190,6 +221,18 @@ impl ActorSystem {
         broadcast: bool,
         origin: Origin,
     ) -> Result<(Did, BehaviorKind), ActorError> {
+        self.admit_as(env, broadcast, origin, None)
+    }
+
+    /// [`Self::admit`], with the signature already checked by a wire adapter when
+    /// `authenticated` names the signer.
+    fn admit_as(
+        &self,
+        env: &Envelope,
+        broadcast: bool,
+        origin: Origin,
+        authenticated: Option<&Did>,
+    ) -> Result<(Did, BehaviorKind), ActorError> {
         let inner = &self.0;
         check_field_sizes(env)?;
         let inbox = if broadcast {
@@ -219,9 +262,12 @@ impl ActorSystem {
         if env.opt.exp > now.saturating_add(MAX_TTL_NS) {
             return Err(rejected("message expiry is more than 24h ahead"));
         }
-        let sender = env
-            .verify_signature()
-            .map_err(|e| rejected(e.to_string()))?;
+        let sender = match authenticated {
+            Some(did) => did.clone(),
+            None => env
+                .verify_signature()
+                .map_err(|e| rejected(e.to_string()))?,
+        };
         let behavior = actor
             .behaviors
             .read()

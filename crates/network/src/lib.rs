@@ -32,6 +32,7 @@ mod events;
 mod handle;
 pub mod legacy_ids;
 mod limits;
+mod nunet_wire;
 mod reach;
 pub mod roster;
 pub mod rtt;
@@ -43,6 +44,7 @@ use std::time::Duration;
 pub use config::{NetConfig, NetLimits};
 pub use handle::{Network, PING_PROTOCOL, start, start_metered};
 pub use libp2p::{Multiaddr, PeerId};
+pub use nunet_wire::{MAX_NUNET_FRAME, NuNetFrame, nunet_protocol};
 pub use reach::{MAX_AUTO_RELAYS, NatStatus, Reachability, RelayInfo};
 pub use roster::{
     ROSTER_PROTOCOL, ROSTER_TOPIC, RosterError, RosterInfo, decode_announcement, decode_snapshot,

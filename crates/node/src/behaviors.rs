@@ -60,7 +60,12 @@ pub fn register(info: NodeInfo) -> Result<(), ActorError> {
         Behavior::direct(move |m: Incoming| {
             let n = n.clone();
             async move {
-                Ok(json!({"message": format!("hello {}, this is {}", m.sender, n.system.did())}))
+                // `DID` as NuNet's HelloResponse writes it (`{"DID": {"uri": …}}`), so a NuNet
+                // node's hello gets the answer it decodes.
+                Ok(json!({
+                    "message": format!("hello {}, this is {}", m.sender, n.system.did()),
+                    "DID": {"uri": n.system.did().to_string()},
+                }))
             }
         }),
     )?;

@@ -290,6 +290,15 @@ impl Node {
                 tracing::error!(error = %e, "REST API stopped");
             }
         }));
+        tasks.push(
+            crate::nunet_wire::start(
+                system.clone(),
+                network.clone(),
+                opts.key.clone(),
+                stop_rx.clone(),
+            )
+            .map_err(|e| NodeError::Network(e.to_string()))?,
+        );
         let keeper = crate::revocations::Revocations::new(system.clone(), opts.context.clone());
         tasks.push(
             crate::revocations::register(&keeper, stop_rx.clone())

@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod limits;
 pub mod logger;
 pub mod metrics;
+mod nunet_wire;
 pub mod orchestrator;
 pub mod revocations;
 /// Adapter from the actor layer to the libp2p network.

@@ -1,0 +1,443 @@
+//! A NuNet node's actor messages against a real daemon (issue 19, item 7).
+//!
+//! No Go node can be built here, so the peer is assembled from libp2p's transport pieces
+//! (TCP, noise, yamux, no swarm) and speaks NuNet's wire as its Go source defines it, by
+//! hand: go-multistream's plain negotiation of `actor/root/messages/0.0.1` (no leading
+//! slash: `network/libp2p/handler_registry.go`, `actor/basic.go`), an 8-byte little-endian
+//! length and the envelope JSON in one write (`network/libp2p/libp2p.go` `sendMessage`),
+//! the envelope's fields in `actor/interface.go` order, signed over `"dms:msg:"` ‖ that JSON
+//! (`actor/msg.go`), tokens as `lib/ucan/context.go` `Provide` writes them, and the reply
+//! expected as a new message on the peer's own inbox to `opt.cont` (`actor/msg.go` `ReplyTo`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod deploy_support;
+
+use std::collections::VecDeque;
+use std::task::Poll;
+use std::time::Duration;
+
+use data_encoding::{BASE32, BASE64};
+use deploy_support::{Devnet, devnet_manifest};
+use ed25519_dalek::{Signer as _, Verifier as _};
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p::core::muxing::{StreamMuxerBox, StreamMuxerExt, SubstreamBox};
+use libp2p::core::transport::{DialOpts, PortUse};
+use libp2p::core::upgrade::Version;
+use libp2p::core::{Endpoint, Transport};
+use libp2p::{Multiaddr, PeerId, noise, tcp, yamux};
+use nunet_capability::token::Claims;
+use nunet_capability::{Action, Token, TokenFormat, TokenList};
+use nunet_did::{Did, Keypair};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+/// One multistream-select message.
+fn ms(line: &str) -> Vec<u8> {
+    let len = line.len() + 1;
+    assert!(len < 0x80);
+    let mut v = vec![len as u8];
+    v.extend_from_slice(line.as_bytes());
+    v.push(b'\n');
+    v
+}
+
+async fn read_ms(s: &mut SubstreamBox) -> Option<String> {
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).await.ok()?;
+    let mut len = usize::from(b[0] & 0x7f);
+    if b[0] & 0x80 != 0 {
+        s.read_exact(&mut b).await.ok()?;
+        len |= usize::from(b[0]) << 7;
+    }
+    let mut line = vec![0u8; len];
+    s.read_exact(&mut line).await.ok()?;
+    Some(
+        String::from_utf8_lossy(&line)
+            .trim_end_matches('\n')
+            .to_string(),
+    )
+}
+
+/// The peer: a libp2p connection to the daemon, and what arrived on its root inbox.
+struct GoPeer {
+    key: Keypair,
+    open: mpsc::Sender<oneshot::Sender<SubstreamBox>>,
+    inbox: mpsc::Receiver<Vec<u8>>,
+    /// Every protocol the daemon proposed to us.
+    proposals: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl GoPeer {
+    async fn connect(seed: u8, addr: Multiaddr) -> (GoPeer, PeerId) {
+        let key = Keypair::from_seed(&[seed; 32]);
+        let lkey = key.to_libp2p();
+        let mut transport = tcp::tokio::Transport::new(tcp::Config::default())
+            .upgrade(Version::V1)
+            .authenticate(noise::Config::new(&lkey).unwrap())
+            .multiplex(yamux::Config::default())
+            .map(|(p, m), _| (p, StreamMuxerBox::new(m)))
+            .boxed();
+        let opts = DialOpts {
+            role: Endpoint::Dialer,
+            port_use: PortUse::New,
+        };
+        let (remote, mut muxer) = transport.dial(addr, opts).unwrap().await.unwrap();
+        let (open, mut open_rx) = mpsc::channel::<oneshot::Sender<SubstreamBox>>(4);
+        let (in_tx, inbox) = mpsc::channel(16);
+        let proposals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = proposals.clone();
+        // Drives the connection: yamux makes progress only while polled.
+        tokio::spawn(async move {
+            let mut waiting: VecDeque<oneshot::Sender<SubstreamBox>> = VecDeque::new();
+            futures::future::poll_fn(move |cx| {
+                loop {
+                    let mut progress = false;
+                    match muxer.poll_unpin(cx) {
+                        Poll::Ready(Err(_)) => return Poll::Ready(()),
+                        Poll::Ready(Ok(_)) => progress = true,
+                        Poll::Pending => {}
+                    }
+                    match muxer.poll_inbound_unpin(cx) {
+                        Poll::Ready(Ok(s)) => {
+                            tokio::spawn(serve_inbound(s, in_tx.clone(), seen.clone()));
+                            progress = true;
+                        }
+                        Poll::Ready(Err(_)) => return Poll::Ready(()),
+                        Poll::Pending => {}
+                    }
+                    while let Poll::Ready(Some(tx)) = open_rx.poll_recv(cx) {
+                        waiting.push_back(tx);
+                    }
+                    if !waiting.is_empty() {
+                        match muxer.poll_outbound_unpin(cx) {
+                            Poll::Ready(Ok(s)) => {
+                                let _ = waiting.pop_front().unwrap().send(s);
+                                progress = true;
+                            }
+                            Poll::Ready(Err(_)) => return Poll::Ready(()),
+                            Poll::Pending => {}
+                        }
+                    }
+                    if !progress {
+                        return Poll::Pending;
+                    }
+                }
+            })
+            .await;
+        });
+        (
+            GoPeer {
+                key,
+                open,
+                inbox,
+                proposals,
+            },
+            remote,
+        )
+    }
+
+    fn did(&self) -> Did {
+        self.key.did()
+    }
+
+    fn handle(&self) -> String {
+        handle_json(&self.key)
+    }
+
+    /// `SelectOneOf` + `sendMessage`: header, wait, proposal, wait for the echo, one write
+    /// of length and bytes, close.
+    async fn send(&self, json: &str) {
+        let (tx, rx) = oneshot::channel();
+        self.open.send(tx).await.unwrap();
+        let mut s = rx.await.unwrap();
+        s.write_all(&ms("/multistream/1.0.0")).await.unwrap();
+        assert_eq!(read_ms(&mut s).await.unwrap(), "/multistream/1.0.0");
+        s.write_all(&ms("actor/root/messages/0.0.1")).await.unwrap();
+        assert_eq!(
+            read_ms(&mut s).await.unwrap(),
+            "actor/root/messages/0.0.1",
+            "the daemon echoes NuNet's name as it was sent"
+        );
+        let mut frame = (json.len() as u64).to_le_bytes().to_vec();
+        frame.extend_from_slice(json.as_bytes());
+        s.write_all(&frame).await.unwrap();
+        s.close().await.unwrap();
+    }
+
+    async fn next_message(&mut self, within: Duration) -> Option<String> {
+        tokio::time::timeout(within, self.inbox.recv())
+            .await
+            .ok()
+            .flatten()
+            .map(|b| String::from_utf8(b).unwrap())
+    }
+}
+
+/// go-multistream's listener: refuses everything but our root inbox, then reads one frame.
+async fn serve_inbound(
+    mut s: SubstreamBox,
+    to: mpsc::Sender<Vec<u8>>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    if read_ms(&mut s).await.as_deref() != Some("/multistream/1.0.0") {
+        return;
+    }
+    let mut header = Some(ms("/multistream/1.0.0"));
+    while let Some(proposal) = read_ms(&mut s).await {
+        seen.lock().unwrap().push(proposal.clone());
+        let mut out = header.take().unwrap_or_default();
+        if proposal != "actor/root/messages/0.0.1" {
+            out.extend(ms("na"));
+            if s.write_all(&out).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        out.extend(ms(&proposal));
+        s.write_all(&out).await.unwrap();
+        let mut len = [0u8; 8];
+        s.read_exact(&mut len).await.unwrap();
+        let mut body = vec![0u8; u64::from_le_bytes(len) as usize];
+        s.read_exact(&mut body).await.unwrap();
+        let _ = to.send(body).await;
+        return;
+    }
+}
+
+/// `crypto.ID`: base32 of the libp2p protobuf public key.
+fn key_id(k: &Keypair) -> String {
+    let mut pb = vec![0x08, 0x01, 0x12, 0x20];
+    pb.extend_from_slice(&k.public().to_bytes());
+    BASE32.encode(&pb)
+}
+
+fn handle_json(k: &Keypair) -> String {
+    format!(
+        r#"{{"id":{{"pub":"{}"}},"did":{{"uri":"{}"}},"addr":{{"host":"{}","inbox":"root"}}}}"#,
+        key_id(k),
+        k.did(),
+        k.public().peer_id().to_base58()
+    )
+}
+
+/// The node's root handle as the peer writes it (key from the DID).
+fn node_handle(did: &str) -> (String, [u8; 32]) {
+    let key = Did::parse(did).unwrap().ed25519().unwrap();
+    let mut pb = vec![0x08, 0x01, 0x12, 0x20];
+    pb.extend_from_slice(&key.to_bytes());
+    (
+        format!(
+            r#"{{"id":{{"pub":"{}"}},"did":{{"uri":"{did}"}},"addr":{{"host":"{}","inbox":"root"}}}}"#,
+            BASE32.encode(&pb),
+            key.peer_id().to_base58()
+        ),
+        key.to_bytes(),
+    )
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// A hello as `Invoke` writes it, with the tokens `Provide` adds, signed by `signer`.
+fn hello_request(
+    peer: &GoPeer,
+    node_did: &str,
+    from: &str,
+    nonce: u64,
+    signer: &Keypair,
+) -> (String, String, Token) {
+    let (to, _) = node_handle(node_did);
+    let exp = now_ns() + 10_000_000_000;
+    let cont = format!("/dms/actor/replyto/{}", nonce - 1);
+    let node = Did::parse(node_did).unwrap();
+    let claims = |act, sub: Did, aud: Did, cap: &str, depth| Claims {
+        act,
+        sub,
+        aud: Some(aud),
+        topic: vec![],
+        cap: vec![cap.parse().unwrap()],
+        exp,
+        depth,
+        rev: None,
+    };
+    let invoke = Token::issue_as(
+        TokenFormat::NuNet,
+        &peer.key,
+        claims(Action::Invoke, peer.did(), node.clone(), "/public/hello", 0),
+        None,
+    )
+    .unwrap();
+    let delegation = Token::issue_as(
+        TokenFormat::NuNet,
+        &peer.key,
+        claims(Action::Delegate, node, peer.did(), &cont, 1),
+        None,
+    )
+    .unwrap();
+    let cap = TokenList {
+        tok: vec![invoke, delegation.clone()],
+    }
+    .to_json();
+    let unsigned = format!(
+        r#"{{"to":{to},"be":"/public/hello","from":{from},"nonce":{nonce},"opt":{{"exp":{exp},"cont":"{cont}"}},"msg":"","cap":"{}"}}"#,
+        BASE64.encode(cap.as_bytes())
+    );
+    let sig = ed25519_dalek::SigningKey::from_bytes(&signer.seed())
+        .sign(format!("dms:msg:{unsigned}").as_bytes());
+    let signed = format!(
+        r#"{},"sig":"{}"}}"#,
+        &unsigned[..unsigned.len() - 1],
+        BASE64.encode(&sig.to_bytes())
+    );
+    (signed, cont, delegation)
+}
+
+/// Checks a reply as a Go node would, by hand: signature over the JSON without `sig`, the
+/// field order, the reply convention, the payload and the token chain.
+fn check_reply(raw: &str, node_did: &str, peer: &GoPeer, cont: &str, delegation: &Token) {
+    let (_, node_key) = node_handle(node_did);
+    let at = raw.rfind(r#","sig":""#).expect("a signature");
+    let unsigned = format!("{}}}", &raw[..at]);
+    let sig: Value = serde_json::from_str(&format!("{{{}", &raw[at + 1..])).unwrap();
+    let sig = BASE64
+        .decode(sig["sig"].as_str().unwrap().as_bytes())
+        .unwrap();
+    ed25519_dalek::VerifyingKey::from_bytes(&node_key)
+        .unwrap()
+        .verify(
+            format!("dms:msg:{unsigned}").as_bytes(),
+            &ed25519_dalek::Signature::from_slice(&sig).unwrap(),
+        )
+        .expect("the reply's signature verifies over Go's encoding");
+    // Go's field order, so that a Go node's re-encoding gives these bytes.
+    let order: Vec<usize> = [
+        r#"{"to":"#,
+        r#","be":"#,
+        r#","from":"#,
+        r#","nonce":"#,
+        r#","opt":{"exp":"#,
+        r#"},"msg":"#,
+        r#","cap":"#,
+    ]
+    .iter()
+    .map(|k| raw.find(k).unwrap_or_else(|| panic!("{k} in {raw}")))
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{raw}");
+    let v: Value = serde_json::from_str(raw).unwrap();
+    assert_eq!(v["be"], cont);
+    assert_eq!(v["to"]["id"]["pub"], key_id(&peer.key));
+    assert_eq!(v["to"]["addr"]["inbox"], "root");
+    assert_eq!(v["from"]["did"]["uri"], node_did);
+    let msg: Value = serde_json::from_slice(
+        &BASE64
+            .decode(v["msg"].as_str().unwrap().as_bytes())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(msg["DID"]["uri"], node_did, "NuNet's HelloResponse: {msg}");
+    let cap: Value = serde_json::from_slice(
+        &BASE64
+            .decode(v["cap"].as_str().unwrap().as_bytes())
+            .unwrap(),
+    )
+    .unwrap();
+    let tok = &cap["tok"][0]["dms"];
+    assert_eq!(tok["act"], "invoke");
+    assert_eq!(tok["iss"]["uri"], node_did);
+    assert_eq!(tok["aud"]["uri"], peer.did().to_string());
+    assert_eq!(tok["cap"], serde_json::json!([cont]));
+    assert_eq!(
+        tok["chain"]["dms"]["sig"],
+        BASE64.encode(&delegation.dms().sig),
+        "chained on the peer's own delegation"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nunet_node_says_hello_and_gets_nunets_answer() {
+    let dn = Devnet::up(0);
+    let m = devnet_manifest(&dn);
+    let node = &m["nodes"][0];
+    let node_did = node["did"].as_str().unwrap().to_string();
+    let p2p: Multiaddr = node["p2p"].as_str().unwrap().parse().unwrap();
+    let tcp: Multiaddr = p2p
+        .iter()
+        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+        .collect();
+    let (mut peer, remote) = GoPeer::connect(41, tcp).await;
+    assert_eq!(remote.to_base58(), node["peer_id"].as_str().unwrap());
+    let me = peer.handle();
+    let mut nonce = now_ns();
+
+    // A stranger's self-signed invocation is refused, and NuNet answers refusals with
+    // silence.
+    nonce += 2;
+    let (req, _, _) = hello_request(&peer, &node_did, &me, nonce, &peer.key.clone());
+    peer.send(&req).await;
+    assert_eq!(peer.next_message(Duration::from_secs(3)).await, None);
+
+    // Trusted as a root of the node's context: answered.
+    let (code, out) = dn.run(
+        1,
+        &[
+            "cap",
+            "anchor",
+            "-c",
+            "dms",
+            "--root",
+            &peer.did().to_string(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let mut answered = None;
+    for _ in 0..15 {
+        nonce += 2;
+        let (req, cont, delegation) =
+            hello_request(&peer, &node_did, &me, nonce, &peer.key.clone());
+        peer.send(&req).await;
+        if let Some(reply) = peer.next_message(Duration::from_secs(2)).await {
+            answered = Some((req, reply, cont, delegation));
+            break;
+        }
+    }
+    let (answered_req, reply, cont, delegation) =
+        answered.expect("a reply once the peer is trusted");
+    check_reply(&reply, &node_did, &peer, &cont, &delegation);
+    let proposals = peer.proposals.lock().unwrap().clone();
+    assert!(
+        proposals.iter().all(|p| !p.starts_with("/actor/")),
+        "the daemon proposed NuNet's name without a slash: {proposals:?}"
+    );
+
+    // Forged: signed by another key. Spoofed: `from.addr.host` names another peer.
+    nonce += 2;
+    let other = Keypair::from_seed(&[42; 32]);
+    let (forged, _, _) = hello_request(&peer, &node_did, &me, nonce, &other);
+    peer.send(&forged).await;
+    nonce += 2;
+    let spoofed_from = me.replace(
+        &peer.key.public().peer_id().to_base58(),
+        &other.public().peer_id().to_base58(),
+    );
+    let (spoofed, _, _) = hello_request(&peer, &node_did, &spoofed_from, nonce, &peer.key.clone());
+    peer.send(&spoofed).await;
+    // Garbage in a frame, and a replay of the answered request.
+    peer.send("{not json").await;
+    peer.send(&answered_req).await;
+    assert_eq!(peer.next_message(Duration::from_secs(3)).await, None);
+
+    // The node is still answering.
+    nonce += 2;
+    let (req, cont, delegation) = hello_request(&peer, &node_did, &me, nonce, &peer.key.clone());
+    peer.send(&req).await;
+    let reply = peer
+        .next_message(Duration::from_secs(5))
+        .await
+        .expect("answered after the bad messages");
+    check_reply(&reply, &node_did, &peer, &cont, &delegation);
+}
