@@ -214,16 +214,32 @@ impl Anchors {
         spec: &TokenSpec,
         now: u64,
     ) -> Vec<Token> {
+        self.invocation_tokens_as(TokenFormat::Native, key, act, spec, now)
+    }
+
+    /// [`Self::invocation_tokens`] in `format`. In NuNet's format only anchors in NuNet's
+    /// format are chained on: a NuNet node could not verify a link of this node's format.
+    pub fn invocation_tokens_as(
+        &self,
+        format: TokenFormat,
+        key: &dyn Signer,
+        act: Action,
+        spec: &TokenSpec,
+        now: u64,
+    ) -> Vec<Token> {
         let mut out = Vec::new();
         for anchor in self.covering(spec, now, 1) {
+            if format == TokenFormat::NuNet && anchor.dms().format != TokenFormat::NuNet {
+                continue;
+            }
             let mut s = spec.clone();
             s.exp = s.exp.min(anchor.dms().exp);
             s.aud = s.aud.or_else(|| anchor.dms().aud.clone());
-            if let Ok(t) = Token::issue(key, claims(act, &s), Some(anchor.clone())) {
+            if let Ok(t) = Token::issue_as(format, key, claims(act, &s), Some(anchor.clone())) {
                 out.push(t);
             }
         }
-        if let Ok(t) = Token::issue(key, claims(act, spec), None) {
+        if let Ok(t) = Token::issue_as(format, key, claims(act, spec), None) {
             out.push(t);
         }
         out

@@ -18,7 +18,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use data_encoding::{BASE32, BASE64};
-use deploy_support::{Devnet, devnet_manifest};
+use deploy_support::{Devnet, devnet_manifest, nunet_cmd};
 use ed25519_dalek::{Signer as _, Verifier as _};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::core::muxing::{StreamMuxerBox, StreamMuxerExt, SubstreamBox};
@@ -440,4 +440,182 @@ async fn a_nunet_node_says_hello_and_gets_nunets_answer() {
         .await
         .expect("answered after the bad messages");
     check_reply(&reply, &node_did, &peer, &cont, &delegation);
+}
+
+/// Signs a Go envelope written by hand (`unsigned` is its JSON without `sig`).
+fn go_signed(unsigned: &str, key: &Keypair) -> String {
+    let sig = ed25519_dalek::SigningKey::from_bytes(&key.seed())
+        .sign(format!("dms:msg:{unsigned}").as_bytes());
+    format!(
+        r#"{},"sig":"{}"}}"#,
+        &unsigned[..unsigned.len() - 1],
+        BASE64.encode(&sig.to_bytes())
+    )
+}
+
+fn b64_json(v: &Value) -> Value {
+    serde_json::from_slice(&BASE64.decode(v.as_str().unwrap().as_bytes()).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_invokes_a_nunet_node_and_takes_only_the_callees_answer() {
+    let dn = Devnet::up(0);
+    let m = devnet_manifest(&dn);
+    let node = &m["nodes"][0];
+    let node_did = node["did"].as_str().unwrap().to_string();
+    let p2p: Multiaddr = node["p2p"].as_str().unwrap().parse().unwrap();
+    let tcp: Multiaddr = p2p
+        .iter()
+        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+        .collect();
+    let (mut peer, _) = GoPeer::connect(43, tcp).await;
+    let peer_id = peer.key.public().peer_id().to_base58();
+    let cmd = nunet_cmd(
+        &dn.dir,
+        None,
+        Some("node-1"),
+        &[
+            "actor",
+            "cmd",
+            "--json",
+            "/dms/node/nunet/invoke",
+            "--host",
+            &peer_id,
+            "--behavior",
+            "/dms/node/peers/self",
+            "--message",
+            r#"{"verbose":true}"#,
+            "--timeout",
+            "20",
+        ],
+    );
+    let cli = tokio::spawn(tokio::process::Command::from(cmd).output());
+
+    // The request, as a Go node's dispatcher checks it.
+    let raw = peer
+        .next_message(Duration::from_secs(20))
+        .await
+        .expect("the daemon's request arrives on our root inbox");
+    let (_, node_key) = node_handle(&node_did);
+    let at = raw.rfind(r#","sig":""#).unwrap();
+    let unsigned = format!("{}}}", &raw[..at]);
+    let req: Value = serde_json::from_str(&raw).unwrap();
+    ed25519_dalek::VerifyingKey::from_bytes(&node_key)
+        .unwrap()
+        .verify(
+            format!("dms:msg:{unsigned}").as_bytes(),
+            &ed25519_dalek::Signature::from_slice(
+                &BASE64
+                    .decode(req["sig"].as_str().unwrap().as_bytes())
+                    .unwrap(),
+            )
+            .unwrap(),
+        )
+        .expect("signed over Go's encoding");
+    assert_eq!(req["be"], "/dms/node/peers/self");
+    assert_eq!(req["to"]["id"]["pub"], key_id(&peer.key));
+    assert_eq!(req["from"]["did"]["uri"], node_did);
+    assert_eq!(b64_json(&req["msg"]), serde_json::json!({"verbose": true}));
+    let cont = req["opt"]["cont"].as_str().unwrap().to_string();
+    assert!(cont.starts_with("/dms/actor/replyto/"), "{cont}");
+    let exp = req["opt"]["exp"].as_u64().unwrap();
+    let tokens = TokenList::from_json(
+        &BASE64
+            .decode(req["cap"].as_str().unwrap().as_bytes())
+            .unwrap(),
+    )
+    .unwrap();
+    let invoke = tokens
+        .tok
+        .iter()
+        .find(|t| t.dms().act == Action::Invoke)
+        .expect("an invocation token");
+    assert_eq!(invoke.dms().format, TokenFormat::NuNet);
+    assert_eq!(invoke.dms().aud.as_ref(), Some(&peer.did()));
+    let delegation = tokens
+        .tok
+        .iter()
+        .find(|t| t.dms().act == Action::Delegate)
+        .expect("a delegation of the reply name")
+        .clone();
+    assert_eq!(delegation.dms().sub, peer.did());
+    assert_eq!(delegation.dms().depth, 1);
+    assert_eq!(delegation.dms().cap[0].to_string(), cont);
+
+    // ReplyTo, by hand: to = the request's sender, from = its receiver, be = cont, the
+    // request's expiry, an invocation chained on the requester's delegation.
+    let node_did_parsed = Did::parse(&node_did).unwrap();
+    let answer = |signer: &Keypair, payload: &str, nonce: u64| {
+        let chained = Token::issue_as(
+            TokenFormat::NuNet,
+            signer,
+            Claims {
+                act: Action::Invoke,
+                sub: signer.did(),
+                aud: Some(node_did_parsed.clone()),
+                topic: vec![],
+                cap: vec![cont.parse().unwrap()],
+                exp,
+                depth: 0,
+                rev: None,
+            },
+            Some(delegation.clone()),
+        )
+        .ok();
+        let cap = TokenList {
+            tok: chained.into_iter().collect(),
+        }
+        .to_json();
+        let unsigned = format!(
+            r#"{{"to":{},"be":"{cont}","from":{},"nonce":{nonce},"opt":{{"exp":{exp}}},"msg":"{}","cap":"{}"}}"#,
+            node_handle(&node_did).0,
+            handle_json(signer).replace(&signer.public().peer_id().to_base58(), &peer_id),
+            BASE64.encode(payload.as_bytes()),
+            BASE64.encode(cap.as_bytes())
+        );
+        go_signed(&unsigned, signer)
+    };
+    // An answer on the reply name signed by a key that was not asked is not taken.
+    let other = Keypair::from_seed(&[44; 32]);
+    peer.send(&answer(&other, r#"{"forged":true}"#, 5)).await;
+    peer.send(&answer(&peer.key.clone(), r#"{"peer_id":"go-node"}"#, 6))
+        .await;
+    let out = cli.await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v, serde_json::json!({"peer_id": "go-node"}));
+
+    // A callee that never answers: the invocation times out and says why.
+    let cmd = nunet_cmd(
+        &dn.dir,
+        None,
+        Some("node-1"),
+        &[
+            "actor",
+            "cmd",
+            "/dms/node/nunet/invoke",
+            "--host",
+            &peer_id,
+            "--behavior",
+            "/public/hello",
+            "--timeout",
+            "2",
+        ],
+    );
+    let out = tokio::process::Command::from(cmd).output().await.unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(
+        text.contains("no answer from") && text.contains("anchored"),
+        "{text}"
+    );
 }

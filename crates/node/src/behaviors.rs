@@ -20,7 +20,7 @@ pub struct NodeInfo {
     pub onboarded: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
-fn arg<'a>(p: &'a Value, names: &[&str]) -> Option<&'a str> {
+pub(crate) fn arg<'a>(p: &'a Value, names: &[&str]) -> Option<&'a str> {
     names.iter().find_map(|n| p.get(*n).and_then(Value::as_str))
 }
 
@@ -42,7 +42,7 @@ fn parse_peer(s: &str) -> Result<PeerId, ActorError> {
 }
 
 /// The peer a behavior's `--host` names (peer id or DID), with the text as given.
-fn host_arg(payload: &Value) -> Result<(PeerId, &str), ActorError> {
+pub(crate) fn host_arg(payload: &Value) -> Result<(PeerId, &str), ActorError> {
     let host = arg(payload, &["host", "peer", "did"])
         .ok_or_else(|| ActorError::failed("give --host <peer id or DID>"))?;
     Ok((parse_peer(host)?, host))
