@@ -143,8 +143,9 @@ pub struct P2p {
     /// File descriptors for libp2p connections: split into pending and established,
     /// inbound and outbound connection limits (see docs/config.md).
     pub fd: u64,
-    /// Private swarm: 64 hex characters of pre-shared key, or a path to a `swarm.key` file;
-    /// empty = public network.
+    /// Private swarm: 64 hex characters of pre-shared key, or a path to a `swarm.key` file
+    /// (libp2p's v1 format in `/base16/`, `/base64/` or `/bin/`, as NuNet and go-ipfs write
+    /// it; the first 32 bytes are the key); empty = public network.
     pub swarm_key: String,
     /// Serve as a circuit relay for other peers.
     pub relay_server: bool,

@@ -70,29 +70,9 @@ pub struct Node {
     records: nunet_store::Records,
 }
 
-/// Parses `p2p.swarm_key`: 64 hex characters, or a path to a go-ipfs style swarm.key file.
+/// Parses `p2p.swarm_key`: 64 hex characters, or a path to a `swarm.key` file.
 pub fn parse_swarm_key(v: &str) -> Result<Option<[u8; 32]>, NodeError> {
-    let v = v.trim();
-    if v.is_empty() {
-        return Ok(None);
-    }
-    let text = if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) {
-        v.to_string()
-    } else {
-        let t = std::fs::read_to_string(v)
-            .map_err(|e| NodeError::Config(format!("p2p.swarm_key file {v}: {e}")))?;
-        t.lines()
-            .map(str::trim)
-            .rfind(|l| !l.is_empty())
-            .unwrap_or_default()
-            .to_string()
-    };
-    let bytes = hex::decode(&text)
-        .map_err(|e| NodeError::Config(format!("p2p.swarm_key: not hex: {e}")))?;
-    let key: [u8; 32] = bytes.try_into().map_err(|_| {
-        NodeError::Config("p2p.swarm_key must be 32 bytes (64 hex characters)".into())
-    })?;
-    Ok(Some(key))
+    crate::swarm_key::parse(v).map_err(NodeError::Config)
 }
 
 fn addrs(list: &[String], what: &str) -> Result<Vec<Multiaddr>, NodeError> {

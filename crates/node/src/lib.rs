@@ -17,6 +17,7 @@ pub mod metrics;
 mod nunet_wire;
 pub mod orchestrator;
 pub mod revocations;
+pub mod swarm_key;
 /// Adapter from the actor layer to the libp2p network.
 pub mod transport;
 pub mod vm;
