@@ -98,11 +98,12 @@ impl ActorSystem {
         self.handle_from(env, Origin::External).await
     }
 
-    /// Dispatches a direct message whose signature a wire adapter checked in its own format
+    /// Dispatches a message whose signature a wire adapter checked in its own format
     /// (NuNet's Go envelope, `nunet-gowire`): `sender` is the key that signed it, and must be
-    /// the key in `env.from.id`. Every other check (address, expiry, capability, behavior,
-    /// replay) runs as for [`Self::handle_envelope`]. Returns the behavior's result: the
-    /// adapter answers in its own format.
+    /// the key in `env.from.id`. A message with no receiver and a topic is a broadcast. Every
+    /// other check (address, expiry, capability, behavior, replay) runs as for
+    /// [`Self::handle_envelope`] or [`Self::handle_gossip`]. Returns the behavior's result:
+    /// the adapter answers in its own format.
     pub async fn handle_authenticated(
         &self,
         env: Envelope,
@@ -111,18 +112,24 @@ impl ActorSystem {
         if Did::parse(&env.from.id).ok().as_ref() != Some(sender) {
             return Err(rejected("from.id is not the key that signed the message"));
         }
+        let broadcast = env.to.is_empty();
+        let channel = if broadcast {
+            Channel::Broadcast
+        } else {
+            Channel::Direct
+        };
         let env = Arc::new(env);
-        match self.admit_as(&env, false, Origin::External, Some(sender)) {
-            Ok((sender, BehaviorKind::Direct)) => {
-                crate::metrics::admitted(Channel::Direct);
-                self.run(&env, sender, BehaviorKind::Direct).await
+        match self.admit_as(&env, broadcast, Origin::External, Some(sender)) {
+            Ok((sender, kind @ (BehaviorKind::Direct | BehaviorKind::Broadcast))) => {
+                crate::metrics::admitted(channel);
+                self.run(&env, sender, kind).await
             }
             // This node's reply endpoints answer its own wire only.
             Ok((_, kind)) => Err(rejected(format!(
                 "{kind:?} behaviors are not invoked over NuNet's wire"
             ))),
             Err(e) => {
-                crate::metrics::denied(Channel::Direct, &e);
+                crate::metrics::denied(channel, &e);
                 tracing::warn!(behavior = %clip(&env.be), from = %clip(&env.from.id), error = %clip(&e.message), rule = ?e.rule, "denied (NuNet wire)");
                 Err(e)
             }

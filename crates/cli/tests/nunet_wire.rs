@@ -619,3 +619,171 @@ async fn the_daemon_invokes_a_nunet_node_and_takes_only_the_callees_answer() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nunet_broadcasts_are_answered_and_ours_pass_nunets_validator() {
+    use nunet_network::{NetConfig, NetEvent};
+    let dn = Devnet::up(0);
+    let m = devnet_manifest(&dn);
+    let node = &m["nodes"][0];
+    let node_did = node["did"].as_str().unwrap().to_string();
+    let node_peer = node["peer_id"].as_str().unwrap().to_string();
+
+    // The NuNet node's gossip: a libp2p host with gossipsub, publishing NuNet's JSON.
+    let key = Keypair::from_seed(&[45; 32]);
+    let mut cfg = NetConfig::new(key.to_libp2p());
+    cfg.listen = NetConfig::loopback_listen();
+    cfg.bootstrap = vec![node["p2p"].as_str().unwrap().parse().unwrap()];
+    let (net, mut events) = nunet_network::start(cfg).await.unwrap();
+    net.subscribe("/nunet/hello").await.unwrap();
+    let mut inbox = net.accept_nunet("root").unwrap();
+    let me = handle_json(&key);
+    let peer_did = key.did();
+    let (code, out) = dn.run(
+        1,
+        &[
+            "cap",
+            "anchor",
+            "-c",
+            "dms",
+            "--root",
+            &peer_did.to_string(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+
+    // A broadcast as ProvideBroadcast and Publish write it: empty receiver, the topic in
+    // `opt`, a self-signed broadcast token.
+    let broadcast = |nonce: u64| {
+        let exp = now_ns() + 10_000_000_000;
+        let cont = format!("/dms/actor/replyto/{}", nonce - 1);
+        let token = Token::issue_as(
+            TokenFormat::NuNet,
+            &key,
+            Claims {
+                act: Action::Broadcast,
+                sub: peer_did.clone(),
+                aud: None,
+                topic: vec!["/nunet/hello".parse().unwrap()],
+                cap: vec!["/broadcast/hello".parse().unwrap()],
+                exp,
+                depth: 0,
+                rev: None,
+            },
+            None,
+        )
+        .unwrap();
+        let cap = TokenList { tok: vec![token] }.to_json();
+        let unsigned = format!(
+            r#"{{"to":{{"id":{{"pub":""}},"did":{{}},"addr":{{}}}},"be":"/broadcast/hello","from":{me},"nonce":{nonce},"opt":{{"exp":{exp},"cont":"{cont}","topic":"/nunet/hello"}},"msg":"","cap":"{}"}}"#,
+            BASE64.encode(cap.as_bytes())
+        );
+        (go_signed(&unsigned, &key), cont)
+    };
+    let mut nonce = now_ns();
+    let mut got = None;
+    for _ in 0..20 {
+        nonce += 2;
+        let (msg, cont) = broadcast(nonce);
+        // Until the gossip mesh has formed, a publish may find no peer.
+        let _ = net.publish("/nunet/hello", msg.into_bytes()).await;
+        if let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(2), inbox.recv()).await {
+            got = Some((frame, cont));
+            break;
+        }
+    }
+    let (frame, cont) = got.expect("the trusting node answers the broadcast");
+    assert_eq!(
+        frame.peer.to_base58(),
+        node_peer,
+        "only the node that trusts us answers"
+    );
+    let raw = String::from_utf8(frame.payload).unwrap();
+    let v: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(v["be"], cont);
+    assert_eq!(v["to"]["id"]["pub"], key_id(&key));
+    assert_eq!(v["from"]["did"]["uri"], node_did);
+    assert_eq!(v["from"]["addr"]["inbox"], "root");
+    assert_eq!(b64_json(&v["msg"])["DID"]["uri"], node_did);
+    let at = raw.rfind(r#","sig":""#).unwrap();
+    let (_, node_key) = node_handle(&node_did);
+    ed25519_dalek::VerifyingKey::from_bytes(&node_key)
+        .unwrap()
+        .verify(
+            format!("dms:msg:{}}}", &raw[..at]).as_bytes(),
+            &ed25519_dalek::Signature::from_slice(
+                &BASE64
+                    .decode(v["sig"].as_str().unwrap().as_bytes())
+                    .unwrap(),
+            )
+            .unwrap(),
+        )
+        .expect("signed over Go's encoding");
+    let tok = &b64_json(&v["cap"])["tok"][0]["dms"];
+    assert_eq!(tok["act"], "invoke");
+    assert_eq!(tok["cap"], serde_json::json!([cont]));
+    assert_eq!(tok["aud"]["uri"], peer_did.to_string());
+    // The two nodes that do not trust us stay silent.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), inbox.recv())
+            .await
+            .is_err()
+    );
+
+    // Our own broadcast on /nunet/hello, as a NuNet node's validator sees it: a broadcast
+    // for this topic, signed by the publishing node over Go's encoding. The daemons still
+    // read the message it carries and answer it.
+    let node2 = &m["nodes"][1];
+    let (code, out) = dn.run(
+        2,
+        &["actor", "cmd", "--json", "-t", "5s", "/broadcast/hello"],
+    );
+    assert_eq!(code, 0, "{out}");
+    for n in [0, 2] {
+        let did = m["nodes"][n]["did"].as_str().unwrap();
+        assert!(out.contains(did), "node-{} answers: {out}", n + 1);
+    }
+    let seen = loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("our broadcast reaches the NuNet node")
+            .unwrap();
+        if let NetEvent::Gossip { topic, payload, .. } = ev
+            && topic == "/nunet/hello"
+        {
+            let v: Value = serde_json::from_slice(&payload).unwrap();
+            if v["from"]["did"]["uri"] == node2["did"] {
+                break (String::from_utf8(payload).unwrap(), v);
+            }
+        }
+    };
+    let (raw, v) = seen;
+    assert_eq!(
+        v["to"],
+        serde_json::json!({"id": {"pub": ""}, "did": {}, "addr": {}})
+    );
+    assert_eq!(v["opt"]["topic"], "/nunet/hello");
+    assert_eq!(v["be"], "/broadcast/hello");
+    let (_, node2_key) = node_handle(node2["did"].as_str().unwrap());
+    let at = raw.rfind(r#","sig":""#).unwrap();
+    // NuNet re-encodes what it parsed: everything up to `sig`; `native` is dropped.
+    ed25519_dalek::VerifyingKey::from_bytes(&node2_key)
+        .unwrap()
+        .verify(
+            format!("dms:msg:{}}}", &raw[..at]).as_bytes(),
+            &ed25519_dalek::Signature::from_slice(
+                &BASE64
+                    .decode(v["sig"].as_str().unwrap().as_bytes())
+                    .unwrap(),
+            )
+            .unwrap(),
+        )
+        .expect("NuNet's validator would accept it");
+    let inner = b64_json(&v["native"]);
+    assert_eq!(inner["be"], "/broadcast/hello");
+    assert_eq!(
+        inner["opt"]["exp"], v["opt"]["exp"],
+        "the carried message's expiry"
+    );
+    net.shutdown().await;
+}

@@ -83,7 +83,16 @@ pub struct GoEnvelope {
     pub cap: Vec<u8>,
     /// Signature; omitted when empty.
     pub sig: Vec<u8>,
+    /// This node's own envelope carried inside (`"native"`, after `sig`): how this node's
+    /// broadcasts cross NuNet's topics without NuNet's validators rejecting them. Not signed
+    /// by the outer signature (NuNet drops unknown fields before verifying); the carried
+    /// envelope has its own.
+    pub native: Option<Vec<u8>>,
 }
+
+/// Gossip topics NuNet's nodes subscribe to and validate (`dms/behaviors/behaviors.go`):
+/// anything published there must be a valid NuNet envelope, or its publisher is penalised.
+pub const NUNET_TOPICS: [&str; 3] = ["/nunet/hello", "/nunet/deployment", "/nunet/status"];
 
 #[derive(Deserialize)]
 struct WireId {
@@ -143,6 +152,8 @@ struct WireEnvelope {
     cap: Option<String>,
     #[serde(default)]
     sig: Option<String>,
+    #[serde(default)]
+    native: Option<String>,
 }
 
 fn bytes_field(what: &str, v: Option<&str>) -> Result<Vec<u8>, GoWireError> {
@@ -197,7 +208,41 @@ impl GoEnvelope {
                 .transpose()?,
             cap: bytes_field("cap", w.cap.as_deref())?,
             sig: bytes_field("sig", w.sig.as_deref())?,
+            native: w
+                .native
+                .as_deref()
+                .map(|n| bytes_field("native", Some(n)))
+                .transpose()?,
         })
+    }
+
+    /// A NuNet-valid broadcast that carries `native` (this node's envelope bytes) on
+    /// `topic`, signed by the node key: `be` and `exp` are the carried message's, the
+    /// payload and tokens stay inside (a NuNet node that gets it finds no tokens and drops
+    /// it, as it drops any broadcast it may not act on).
+    pub fn carrier(
+        key: &Keypair,
+        topic: &str,
+        be: &str,
+        exp: u64,
+        nonce: u64,
+        native: Vec<u8>,
+    ) -> Result<Self, GoWireError> {
+        let mut env = GoEnvelope {
+            to: GoHandle::default(),
+            be: be.to_string(),
+            from: GoHandle::root_of(&key.public()),
+            nonce,
+            exp,
+            cont: String::new(),
+            topic: topic.to_string(),
+            msg: None,
+            cap: Vec::new(),
+            sig: Vec::new(),
+            native: Some(native),
+        };
+        env.sign(key)?;
+        Ok(env)
     }
 
     /// Go's `json.Marshal` of the envelope.
@@ -244,6 +289,10 @@ impl GoEnvelope {
         if with_sig && !self.sig.is_empty() {
             o.push_str(",\"sig\":");
             b64(&mut o, &self.sig);
+        }
+        if let (true, Some(n)) = (with_sig, &self.native) {
+            o.push_str(",\"native\":");
+            b64(&mut o, n);
         }
         o.push('}');
         o

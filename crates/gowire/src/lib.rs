@@ -21,9 +21,9 @@ mod envelope;
 mod id;
 mod reply;
 
-pub use envelope::{GoEnvelope, GoHandle, MAX_GO_ENVELOPE, SIGNING_PREFIX};
+pub use envelope::{GoEnvelope, GoHandle, MAX_GO_ENVELOPE, NUNET_TOPICS, SIGNING_PREFIX};
 pub use id::{did_of_key_id, key_id, key_id_b32};
-pub use reply::{reply_to, reply_tokens};
+pub use reply::{answer, reply_to, reply_tokens};
 
 /// What is wrong with a NuNet envelope.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -68,16 +68,30 @@ pub fn reply_to(
         ));
     }
     let tokens = reply_tokens(req, key)?;
+    // ReplyTo: from = the request's receiver as written.
+    answer(req, key, req.to.clone(), &tokens, payload, nonce)
+}
+
+/// The signed message answering `req` on its `opt.cont`, from `from` (the request's
+/// receiver; this node's root handle for a broadcast, whose receiver is empty), with
+/// `tokens`, the request's expiry and `payload`.
+pub fn answer(
+    req: &GoEnvelope,
+    key: &Keypair,
+    from: GoHandle,
+    tokens: &TokenList,
+    payload: Vec<u8>,
+    nonce: u64,
+) -> Result<GoEnvelope, GoWireError> {
+    if req.cont.is_empty() {
+        return Err(GoWireError::Reply(
+            "the request names no reply behavior".into(),
+        ));
+    }
     let mut env = GoEnvelope {
-        // ReplyTo: to = the request's sender, from = the request's receiver as written.
         to: req.from.clone(),
         be: req.cont.clone(),
-        from: GoHandle {
-            id: req.to.id.clone(),
-            did: req.to.did.clone(),
-            host: req.to.host.clone(),
-            inbox: req.to.inbox.clone(),
-        },
+        from,
         nonce,
         exp: req.exp,
         cont: String::new(),
@@ -85,6 +99,7 @@ pub fn reply_to(
         msg: Some(payload),
         cap: tokens.to_json().into_bytes(),
         sig: Vec::new(),
+        native: None,
     };
     env.sign(key)?;
     Ok(env)

@@ -32,6 +32,7 @@ fn hello(a: &Keypair, b: &Keypair) -> GoEnvelope {
         msg: Some(Vec::new()),
         cap: Vec::new(),
         sig: Vec::new(),
+        native: None,
     }
 }
 

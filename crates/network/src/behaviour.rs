@@ -71,6 +71,7 @@ impl NodeBehaviour {
             .flood_publish(true)
             .heartbeat_interval(Duration::from_secs(1))
             .max_transmit_size(cfg.max_message_bytes.saturating_add(GOSSIP_OVERHEAD))
+            .message_id_fn(go_message_id)
             .build()
             .map_err(setup)?;
         let mut gossipsub = gossipsub::Behaviour::new(
@@ -153,6 +154,17 @@ fn autonat_config(cfg: &NetConfig) -> autonat::Config {
         only_global_ips: !cfg.probe_private_addrs,
         ..Default::default()
     }
+}
+
+/// go-libp2p-pubsub's default message id (`DefaultMsgIdFn`, which NuNet's nodes keep): the
+/// author's peer id bytes, then the sequence number's bytes (8, big-endian), so that the
+/// ids in IHAVE/IWANT gossip name the same messages on NuNet's nodes and here.
+pub(crate) fn go_message_id(m: &gossipsub::Message) -> gossipsub::MessageId {
+    let mut id = m.source.map(|p| p.to_bytes()).unwrap_or_default();
+    if let Some(seq) = m.sequence_number {
+        id.extend_from_slice(&seq.to_be_bytes());
+    }
+    gossipsub::MessageId::new(&id)
 }
 
 /// libp2p's connection limits from ours.
@@ -269,4 +281,24 @@ pub(crate) fn build_swarm(
         }
     };
     Ok(swarm)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn message_ids_are_go_pubsubs_from_and_seqno_bytes() {
+        let peer = libp2p::PeerId::random();
+        let m = gossipsub::Message {
+            source: Some(peer),
+            data: b"x".to_vec(),
+            sequence_number: Some(0x0102_0304_0506_0708),
+            topic: gossipsub::TopicHash::from_raw("/nunet/hello"),
+        };
+        let mut want = peer.to_bytes();
+        want.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(go_message_id(&m).0, want);
+    }
 }

@@ -93,9 +93,13 @@ pub fn register(info: NodeInfo) -> Result<(), ActorError> {
         Behavior::broadcast(move |m: Incoming| {
             let n = n.clone();
             async move {
-                Ok(
-                    json!({"did": n.system.did().to_string(), "peer_id": n.system.peer_id(), "hello": m.payload}),
-                )
+                // `DID` also as NuNet's HelloResponse writes it, for NuNet broadcasters.
+                Ok(json!({
+                    "did": n.system.did().to_string(),
+                    "peer_id": n.system.peer_id(),
+                    "hello": m.payload,
+                    "DID": {"uri": n.system.did().to_string()},
+                }))
             }
         }),
     )?;

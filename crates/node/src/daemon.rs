@@ -118,7 +118,10 @@ impl Node {
         system.keep_replay_state_in(&replay_log).map_err(|e| {
             NodeError::Database(format!("replay log {}: {e}", replay_log.display()))
         })?;
-        system.set_transport(std::sync::Arc::new(Libp2pTransport(network.clone())));
+        system.set_transport(std::sync::Arc::new(Libp2pTransport(
+            network.clone(),
+            opts.key.clone(),
+        )));
         for topic in ["/nunet", "/nunet/hello", "/nunet/deployment"] {
             network
                 .subscribe(topic)
@@ -226,8 +229,16 @@ impl Node {
             subnets,
         }));
         let (stop, stop_rx) = watch::channel(false);
+        let (wire, wire_task) = crate::nunet_wire::start(
+            system.clone(),
+            network.clone(),
+            opts.key.clone(),
+            stop_rx.clone(),
+        )
+        .map_err(|e| NodeError::Network(e.to_string()))?;
         let mut tasks = vec![
-            tokio::spawn(pump(system.clone(), events)),
+            wire_task,
+            tokio::spawn(pump(system.clone(), wire, events)),
             tokio::spawn(nunet_provider::onboarding::expire_loop(
                 resources,
                 stop_rx.clone(),
@@ -270,15 +281,6 @@ impl Node {
                 tracing::error!(error = %e, "REST API stopped");
             }
         }));
-        tasks.push(
-            crate::nunet_wire::start(
-                system.clone(),
-                network.clone(),
-                opts.key.clone(),
-                stop_rx.clone(),
-            )
-            .map_err(|e| NodeError::Network(e.to_string()))?,
-        );
         let keeper = crate::revocations::Revocations::new(system.clone(), opts.context.clone());
         tasks.push(
             crate::revocations::register(&keeper, stop_rx.clone())

@@ -52,13 +52,13 @@ type Waiting = (Vec<u8>, oneshot::Sender<GoEnvelope>);
 const CONCURRENT: usize = 64;
 
 /// Serves NuNet messages sent to this node's root actor until `stop`, and registers
-/// [`INVOKE`].
+/// [`INVOKE`]. The [`Wire`] handles NuNet broadcasts the gossip pump hands it.
 pub(crate) fn start(
     system: ActorSystem,
     network: Network,
     key: Keypair,
     stop: watch::Receiver<bool>,
-) -> Result<tokio::task::JoinHandle<()>, NetError> {
+) -> Result<(Wire, tokio::task::JoinHandle<()>), NetError> {
     let frames = network.accept_nunet("root")?;
     let wire = Wire {
         system: system.clone(),
@@ -77,13 +77,15 @@ pub(crate) fn start(
             }),
         )
         .map_err(|e| NetError::Setup(e.to_string()))?;
-    Ok(tokio::spawn(async move {
+    let w = wire.clone();
+    let task = tokio::spawn(async move {
         let mut stop = stop;
         tokio::select! {
-            _ = wire.serve(frames) => {}
+            _ = w.serve(frames) => {}
             _ = stop.wait_for(|s| *s) => {}
         }
-    }))
+    });
+    Ok((wire, task))
 }
 
 impl Wire {
@@ -150,6 +152,78 @@ impl Wire {
             )
             .await
             .map_err(|e| format!("reply to {}: {e}", req.cont))
+    }
+
+    /// A NuNet node's broadcast, received on gossip `topic`: checked as NuNet's validator
+    /// does (a broadcast, for this topic, not expired, signed), dispatched as a broadcast,
+    /// and answered as NuNet answers one: directly, from this node's root handle, on the
+    /// broadcaster's `opt.cont`.
+    pub(crate) async fn broadcast(&self, go: GoEnvelope, topic: &str) {
+        let from = go.from.host.clone();
+        if let Err(why) = self.try_broadcast(go, topic).await {
+            tracing::warn!(%from, %topic, "NuNet broadcast not answered: {why}");
+        }
+    }
+
+    async fn try_broadcast(&self, go: GoEnvelope, topic: &str) -> Result<(), String> {
+        if !go.to.id.is_empty() || go.topic.is_empty() {
+            return Err("not a broadcast (a receiver, or no topic)".into());
+        }
+        if go.topic != topic {
+            return Err(format!("for topic {:?}, published on {topic:?}", go.topic));
+        }
+        let sender = go.verify(now_ns()).map_err(|e| e.to_string())?;
+        let env = go.to_actor().map_err(|e| e.to_string())?;
+        let value = self
+            .system
+            .handle_authenticated(env, &sender)
+            .await
+            .map_err(|e| format!("{}: {e}", go.be))?;
+        if go.cont.is_empty() {
+            return Ok(());
+        }
+        let me = self.key.did();
+        let cont: Capability = go
+            .cont
+            .parse()
+            .map_err(|e| format!("`opt.cont` {:?}: {e}", go.cont))?;
+        let spec = TokenSpec {
+            sub: me,
+            aud: Some(sender),
+            cap: vec![cont],
+            topic: Vec::new(),
+            exp: go.exp,
+            depth: 0,
+        };
+        let tokens = TokenList {
+            tok: self.system.anchors().invocation_tokens_as(
+                TokenFormat::NuNet,
+                &self.key,
+                Action::Invoke,
+                &spec,
+                now_ns(),
+            ),
+        };
+        let payload = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+        let reply = nunet_gowire::answer(
+            &go,
+            &self.key,
+            GoHandle::root_of(&self.key.public()),
+            &tokens,
+            payload,
+            next_nonce(),
+        )
+        .map_err(|e| e.to_string())?;
+        let left = Duration::from_nanos(go.exp.saturating_sub(now_ns()));
+        self.network
+            .send_nunet(
+                peer_of(&go.from.host)?,
+                &go.from.inbox,
+                &reply.to_json(),
+                left.max(Duration::from_secs(1)),
+            )
+            .await
+            .map_err(|e| format!("reply to {}: {e}", go.cont))
     }
 
     /// `/dms/node/nunet/invoke`: `host` (peer id or DID), `behavior`, optional `message`
@@ -255,6 +329,7 @@ impl Wire {
             }),
             cap: TokenList { tok }.to_json().into_bytes(),
             sig: Vec::new(),
+            native: None,
         };
         env.sign(&self.key)
             .map_err(|e| ActorError::failed(e.to_string()))?;

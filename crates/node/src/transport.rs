@@ -2,14 +2,18 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use libp2p::PeerId;
-use nunet_actor::{ActorSystem, Transport, TransportError};
+use nunet_actor::{ActorSystem, Envelope, Transport, TransportError, next_nonce};
+use nunet_did::Keypair;
+use nunet_gowire::{GoEnvelope, NUNET_TOPICS};
 use nunet_network::{NetEvent, Network};
 use tokio::sync::mpsc;
 
 /// Actor envelopes over libp2p: request-response for direct messages, gossipsub for
-/// broadcasts.
+/// broadcasts. On the topics NuNet's nodes validate ([`NUNET_TOPICS`]) a broadcast travels
+/// inside a NuNet envelope signed by the node key (`key`), so that NuNet's nodes accept it
+/// rather than penalise this node for it.
 #[derive(Clone)]
-pub struct Libp2pTransport(pub Network);
+pub struct Libp2pTransport(pub Network, pub Keypair);
 
 impl Transport for Libp2pTransport {
     fn request(
@@ -35,8 +39,13 @@ impl Transport for Libp2pTransport {
     ) -> BoxFuture<'static, Result<(), TransportError>> {
         let net = self.0.clone();
         let topic = topic.to_string();
+        let bytes = if NUNET_TOPICS.contains(&topic.as_str()) {
+            carried(&self.1, &topic, bytes)
+        } else {
+            Ok(bytes)
+        };
         Box::pin(async move {
-            net.publish(&topic, bytes)
+            net.publish(&topic, bytes?)
                 .await
                 .map_err(|e| TransportError(e.to_string()))
         })
@@ -58,9 +67,40 @@ impl Transport for Libp2pTransport {
     }
 }
 
+/// This node's broadcast `bytes` inside a NuNet envelope for `topic`.
+fn carried(key: &Keypair, topic: &str, bytes: Vec<u8>) -> Result<Vec<u8>, TransportError> {
+    let env = Envelope::from_bytes(&bytes).map_err(|e| TransportError(e.to_string()))?;
+    GoEnvelope::carrier(key, topic, &env.be, env.opt.exp, next_nonce(), bytes)
+        .map(|g| g.to_json())
+        .map_err(|e| TransportError(e.to_string()))
+}
+
+/// What arrived on a gossip topic.
+enum Gossip {
+    /// This node's format, as it is or carried inside a NuNet envelope.
+    Native(Vec<u8>),
+    /// A NuNet node's broadcast.
+    NuNet(Box<GoEnvelope>),
+}
+
+fn classify(payload: Vec<u8>) -> Gossip {
+    match GoEnvelope::from_json(&payload) {
+        Ok(GoEnvelope {
+            native: Some(inner),
+            ..
+        }) => Gossip::Native(inner),
+        Ok(go) if Envelope::from_bytes(&payload).is_err() => Gossip::NuNet(Box::new(go)),
+        _ => Gossip::Native(payload),
+    }
+}
+
 /// Feeds network events into the actor system until the event stream ends. Each request is
 /// handled in its own task so a slow behavior never blocks the others.
-pub async fn pump(system: ActorSystem, mut events: mpsc::Receiver<NetEvent>) {
+pub(crate) async fn pump(
+    system: ActorSystem,
+    wire: crate::nunet_wire::Wire,
+    mut events: mpsc::Receiver<NetEvent>,
+) {
     while let Some(ev) = events.recv().await {
         match ev {
             NetEvent::Request {
@@ -74,10 +114,16 @@ pub async fn pump(system: ActorSystem, mut events: mpsc::Receiver<NetEvent>) {
                     let _ = reply.send(out);
                 });
             }
-            NetEvent::Gossip { payload, .. } => {
-                let sys = system.clone();
-                tokio::spawn(async move { sys.handle_gossip(&payload).await });
-            }
+            NetEvent::Gossip { payload, topic, .. } => match classify(payload) {
+                Gossip::Native(bytes) => {
+                    let sys = system.clone();
+                    tokio::spawn(async move { sys.handle_gossip(&bytes).await });
+                }
+                Gossip::NuNet(go) => {
+                    let wire = wire.clone();
+                    tokio::spawn(async move { wire.broadcast(*go, &topic).await });
+                }
+            },
             NetEvent::PeerConnected(p) => tracing::debug!(peer = %p, "connected"),
             NetEvent::PeerDisconnected(p) => tracing::debug!(peer = %p, "disconnected"),
             _ => {}
