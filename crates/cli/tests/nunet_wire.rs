@@ -165,6 +165,54 @@ impl GoPeer {
         s.close().await.unwrap();
     }
 
+    /// Asks for the daemon's identify message; returns its `protocols` (field 3).
+    async fn identify(&self) -> Vec<String> {
+        let (tx, rx) = oneshot::channel();
+        self.open.send(tx).await.unwrap();
+        let mut s = rx.await.unwrap();
+        s.write_all(&ms("/multistream/1.0.0")).await.unwrap();
+        assert_eq!(read_ms(&mut s).await.unwrap(), "/multistream/1.0.0");
+        s.write_all(&ms("/ipfs/id/1.0.0")).await.unwrap();
+        assert_eq!(read_ms(&mut s).await.unwrap(), "/ipfs/id/1.0.0");
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).await.unwrap();
+        let varint = |b: &[u8], at: &mut usize| {
+            let mut v = 0usize;
+            let mut shift = 0;
+            loop {
+                let byte = b[*at];
+                *at += 1;
+                v |= usize::from(byte & 0x7f) << shift;
+                shift += 7;
+                if byte & 0x80 == 0 {
+                    return v;
+                }
+            }
+        };
+        let mut at = 0;
+        let len = varint(&all, &mut at);
+        let msg = &all[at..at + len];
+        let mut at = 0;
+        let mut protocols = Vec::new();
+        while at < msg.len() {
+            let tag = varint(msg, &mut at);
+            match tag & 7 {
+                0 => {
+                    varint(msg, &mut at);
+                }
+                2 => {
+                    let l = varint(msg, &mut at);
+                    if tag >> 3 == 3 {
+                        protocols.push(String::from_utf8_lossy(&msg[at..at + l]).to_string());
+                    }
+                    at += l;
+                }
+                other => panic!("wire type {other} in identify"),
+            }
+        }
+        protocols
+    }
+
     async fn next_message(&mut self, within: Duration) -> Option<String> {
         tokio::time::timeout(within, self.inbox.recv())
             .await
@@ -371,6 +419,12 @@ async fn a_nunet_node_says_hello_and_gets_nunets_answer() {
         .collect();
     let (mut peer, remote) = GoPeer::connect(41, tcp).await;
     assert_eq!(remote.to_base58(), node["peer_id"].as_str().unwrap());
+    // includesRootProtocol: a NuNet node sees a DMS peer in the identify answer.
+    let protocols = peer.identify().await;
+    assert!(
+        protocols.iter().any(|p| p == "actor/root/messages/0.0.1"),
+        "{protocols:?}"
+    );
     let me = peer.handle();
     let mut nonce = now_ns();
 

@@ -13,6 +13,11 @@
 //! so every other protocol, and every byte after negotiation, is unchanged. A second proposal
 //! after a refusal (`na`) is not translated: Go's `SelectOneOf` with one protocol never
 //! sends one.
+//!
+//! One exception to "untouched": the identify message this node sends (`/ipfs/id/1.0.0`
+//! answers, `/ipfs/id/push/1.0.0` pushes) also lists each `/actor/…/messages/0.0.1` protocol
+//! without its slash, because a NuNet node decides from that list whether a peer is a DMS
+//! node (`includesRootProtocol` in `dms/node/network.go`).
 
 use std::io;
 use std::pin::Pin;
@@ -231,6 +236,103 @@ pub struct Translated<S> {
     /// The line (with newline) whose echo must be translated back, once one was translated.
     expect_echo: Option<Vec<u8>>,
     read_eof: bool,
+    /// After negotiation, the identify message this node writes, gathered to be amended.
+    identify: Option<Vec<u8>>,
+}
+
+const IDENTIFY: &[u8] = b"/ipfs/id/1.0.0\n";
+const IDENTIFY_PUSH: &[u8] = b"/ipfs/id/push/1.0.0\n";
+/// Largest identify message amended (go-libp2p refuses more than 4 KiB; rust-libp2p 4 KiB).
+const MAX_IDENTIFY: usize = 16 * 1024;
+/// Protobuf tag of `Identify.protocols` (field 3, length-delimited).
+const PROTOCOLS_TAG: u8 = 0x1a;
+
+fn read_varint(b: &[u8]) -> Option<(usize, usize)> {
+    let mut v = 0usize;
+    for (i, byte) in b.iter().enumerate().take(9) {
+        v |= usize::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
+fn put_varint(mut v: usize, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Outcome of looking at the gathered identify bytes.
+enum Amend {
+    /// Not all of the message yet.
+    More,
+    /// The bytes to send instead (the amended message and whatever followed it).
+    Done(Vec<u8>),
+}
+
+/// An identify message (unsigned-varint length, protobuf) with a slash-less copy of each
+/// NuNet actor protocol added to `protocols`. Anything it cannot read is sent as it is.
+fn amend_identify(buf: &[u8]) -> Amend {
+    let Some((len, prefix)) = read_varint(buf) else {
+        return if buf.len() < 9 {
+            Amend::More
+        } else {
+            Amend::Done(buf.to_vec())
+        };
+    };
+    if len > MAX_IDENTIFY {
+        return Amend::Done(buf.to_vec());
+    }
+    let Some(msg) = buf.get(prefix..prefix + len) else {
+        return Amend::More;
+    };
+    let rest = &buf[prefix + len..];
+    let mut extra = Vec::new();
+    let mut at = 0;
+    while at < msg.len() {
+        let Some((tag, n)) = read_varint(&msg[at..]) else {
+            return Amend::Done(buf.to_vec());
+        };
+        at += n;
+        let skip = match tag & 7 {
+            0 => match read_varint(&msg[at..]) {
+                Some((_, n)) => n,
+                None => return Amend::Done(buf.to_vec()),
+            },
+            1 => 8,
+            5 => 4,
+            2 => {
+                let Some((l, n)) = read_varint(&msg[at..]) else {
+                    return Amend::Done(buf.to_vec());
+                };
+                if tag == usize::from(PROTOCOLS_TAG)
+                    && let Some(name) = msg.get(at + n..at + n + l)
+                    && let Some(bare) = name.strip_prefix(b"/")
+                    && is_legacy_actor_id(bare)
+                {
+                    extra.push(PROTOCOLS_TAG);
+                    put_varint(bare.len(), &mut extra);
+                    extra.extend_from_slice(bare);
+                }
+                n + l
+            }
+            _ => return Amend::Done(buf.to_vec()),
+        };
+        at += skip;
+    }
+    if at != msg.len() {
+        return Amend::Done(buf.to_vec());
+    }
+    let mut out = Vec::with_capacity(buf.len() + extra.len() + 2);
+    put_varint(msg.len() + extra.len(), &mut out);
+    out.extend_from_slice(msg);
+    out.extend_from_slice(&extra);
+    out.extend_from_slice(rest);
+    Amend::Done(out)
 }
 
 impl<S> Translated<S> {
@@ -246,6 +348,7 @@ impl<S> Translated<S> {
             write_out: Vec::new(),
             expect_echo: None,
             read_eof: false,
+            identify: None,
         }
     }
 
@@ -298,6 +401,14 @@ impl<S> Translated<S> {
                         encode(&msg, &mut self.write_out);
                         continue;
                     }
+                    // The identify message that follows (our answer, or our push) is amended.
+                    let identifies = match self.side {
+                        Side::Listener => msg == IDENTIFY,
+                        Side::Dialer => msg == IDENTIFY_PUSH,
+                    };
+                    if identifies {
+                        self.identify = Some(Vec::new());
+                    }
                     let out = match self.side {
                         // Our proposal of a NuNet actor protocol: sent without the slash.
                         Side::Dialer => strip(&msg).inspect(|_| {
@@ -316,7 +427,30 @@ impl<S> Translated<S> {
             }
         }
         let rest = std::mem::take(&mut self.write.pending);
-        self.write_out.extend_from_slice(&rest);
+        self.after_negotiation(&rest);
+    }
+
+    /// Bytes written after negotiation: out as they are, except an identify message.
+    fn after_negotiation(&mut self, bytes: &[u8]) {
+        let Some(mut gathered) = self.identify.take() else {
+            self.write_out.extend_from_slice(bytes);
+            return;
+        };
+        gathered.extend_from_slice(bytes);
+        match amend_identify(&gathered) {
+            Amend::More => self.identify = Some(gathered),
+            Amend::Done(out) => self.write_out.extend_from_slice(&out),
+        }
+    }
+
+    /// Sends an identify message still being gathered as it is (the writer flushed or
+    /// closed before all of it came).
+    fn give_up_identify(&mut self) {
+        if self.identify.as_ref().is_some_and(|g| !g.is_empty())
+            && let Some(g) = self.identify.take()
+        {
+            self.write_out.extend_from_slice(&g);
+        }
     }
 }
 
@@ -387,6 +521,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Translated<S> {
         if this.drain(cx)?.is_pending() {
             return Poll::Pending;
         }
+        if this.write.through && this.identify.is_some() {
+            this.after_negotiation(buf);
+            let _ = this.drain(cx)?;
+            return Poll::Ready(Ok(buf.len()));
+        }
         if this.write.through {
             return Pin::new(&mut this.inner).poll_write(cx, buf);
         }
@@ -399,6 +538,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Translated<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.write.through {
+            // A flush asks for everything written so far to leave.
+            this.give_up_identify();
+        }
         if this.drain(cx)?.is_pending() {
             return Poll::Pending;
         }
@@ -412,6 +555,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Translated<S> {
             this.write.through = true;
             this.process_write();
         }
+        this.give_up_identify();
         if this.drain(cx)?.is_pending() {
             return Poll::Pending;
         }

@@ -12,6 +12,9 @@
 //!   [`NetConfig::max_message_bytes`] each way);
 //! - gossipsub broadcasts (signed messages, strict validation, flood publish);
 //! - raw libp2p streams for bulk transfers ([`Network::streams`]);
+//! - NuNet's actor messages: one stream per message on `actor/<inbox>/messages/0.0.1`
+//!   ([`Network::accept_nunet`], [`Network::send_nunet`]); NuNet's slash-less protocol names
+//!   are translated on every substream ([`legacy_ids`]);
 //! - a roster of the nodes on the swarm and the gossip topics they serve (announced on
 //!   [`ROSTER_TOPIC`], pulled once on joining over [`ROSTER_PROTOCOL`]), so a broadcast's
 //!   sender knows who should answer ([`Network::topic_peers`]);

@@ -165,3 +165,94 @@ async fn garbage_instead_of_a_negotiation_is_passed_on_for_multistream_to_refuse
         .unwrap();
     assert!(res.is_err());
 }
+
+/// Identify's protobuf: tag, length, bytes.
+fn field(tag: u8, v: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag, v.len() as u8];
+    out.extend_from_slice(v);
+    out
+}
+
+fn protocols_of(msg: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < msg.len() {
+        let (tag, len) = (msg[at], usize::from(msg[at + 1]));
+        if tag == 0x1a {
+            out.push(String::from_utf8(msg[at + 2..at + 2 + len].to_vec()).unwrap());
+        }
+        at += 2 + len;
+    }
+    out
+}
+
+#[tokio::test]
+async fn our_identify_answer_also_names_nunets_actor_protocols_without_the_slash() {
+    let (mut go, ours) = pair().await;
+    let mut info = field(0x2a, b"ipfs/0.1.0");
+    info.extend(field(0x1a, b"/ipfs/ping/1.0.0"));
+    info.extend(field(0x1a, b"/actor/root/messages/0.0.1"));
+    info.extend(field(0x0a, &[8, 1, 18, 0]));
+    let sent = info.clone();
+    let server = tokio::spawn(async move {
+        let io = Translated::new(ours, Side::Listener);
+        let (_, mut s) = listener_select_proto(io, vec!["/ipfs/id/1.0.0"])
+            .await
+            .unwrap();
+        let mut framed = vec![sent.len() as u8];
+        framed.extend_from_slice(&sent);
+        s.write_all(&framed).await.unwrap();
+        s.flush().await.unwrap();
+        s.close().await.unwrap();
+    });
+    go.write_all(&msg(HEADER)).await.unwrap();
+    read_msg(&mut go).await;
+    go.write_all(&msg("/ipfs/id/1.0.0")).await.unwrap();
+    assert_eq!(read_msg(&mut go).await, "/ipfs/id/1.0.0\n");
+    let mut rest = Vec::new();
+    go.read_to_end(&mut rest).await.unwrap();
+    server.await.unwrap();
+    let len = usize::from(rest[0]);
+    assert_eq!(rest.len(), 1 + len, "one length-prefixed message");
+    let body = &rest[1..];
+    assert!(
+        body.starts_with(&info),
+        "the original fields come first, unchanged"
+    );
+    assert_eq!(
+        protocols_of(body),
+        [
+            "/ipfs/ping/1.0.0",
+            "/actor/root/messages/0.0.1",
+            "actor/root/messages/0.0.1"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_identify_we_receive_is_not_touched() {
+    // Only what this node writes is amended: a remote's identify answer reaches the swarm
+    // as it was sent.
+    let (ours, mut go) = pair().await;
+    let mut body = field(0x1a, b"/actor/root/messages/0.0.1");
+    body.extend(field(0x1a, b"actor/root/messages/0.0.1"));
+    let mut framed = vec![body.len() as u8];
+    framed.extend_from_slice(&body);
+    let expect = framed.clone();
+    let client = tokio::spawn(async move {
+        let io = Translated::new(ours, Side::Dialer);
+        let (_, mut s) = dialer_select_proto(io, vec!["/ipfs/id/1.0.0"], Version::V1)
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        got
+    });
+    assert_eq!(read_msg(&mut go).await, format!("{HEADER}\n"));
+    go.write_all(&msg(HEADER)).await.unwrap();
+    assert_eq!(read_msg(&mut go).await, "/ipfs/id/1.0.0\n");
+    go.write_all(&msg("/ipfs/id/1.0.0")).await.unwrap();
+    go.write_all(&framed).await.unwrap();
+    drop(go);
+    assert_eq!(client.await.unwrap(), expect);
+}

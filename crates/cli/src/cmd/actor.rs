@@ -48,7 +48,7 @@ pub enum ActorCmd {
     /// Exit codes: 0 ok, 1 failed, 3 denied or rejected, 4 timeout or unreachable.
     #[command(
         allow_hyphen_values = true,
-        after_help = "Node behaviors:\n  /public/hello, /public/status\n  /broadcast/hello                     (broadcast; every node answers)\n  /dms/node/peers/list | self | dht | score   (self: reachability, relays, hole punches)\n  /dms/node/peers/connect -a|--address /ip4/…/tcp/…/p2p/<peer id>\n  /dms/node/peers/ping -H|--host <peer id or DID>\n  /dms/node/peers/disconnect -H|--host <peer id or DID>\n  /dms/node/onboarding/onboard -C|--cpu <cores> -R|--ram <size> -D|--disk <size> [-G|--gpus idx:GiB,…]\n  /dms/node/onboarding/offboard [--force], /dms/node/onboarding/status\n  /dms/node/deployment/new -f|--spec-file <ensemble.yaml>\n  /dms/node/deployment/status | manifest | shutdown -i|--id <id>\n  /dms/node/deployment/logs -i|--id <id> [-a|--allocation <name>]\n  /dms/node/logger/config [-l|--level debug]\n\nSizes are GiB unless a unit is given (512MiB, 2GiB, 1TB).\n\nExamples:\n  nunet actor cmd /dms/node/peers/list\n  nunet actor cmd -d did:key:z6Mk… /public/status --json\n  nunet actor cmd -c dms /dms/node/onboarding/onboard -C 2 -R 4 -D 20"
+        after_help = "Node behaviors:\n  /public/hello, /public/status\n  /broadcast/hello                     (broadcast; every node answers)\n  /dms/node/peers/list | self | dht | score   (self: reachability, relays, hole punches)\n  /dms/node/peers/connect -a|--address /ip4/…/tcp/…/p2p/<peer id>\n  /dms/node/peers/ping -H|--host <peer id or DID>\n  /dms/node/peers/disconnect -H|--host <peer id or DID>\n  /dms/node/onboarding/onboard -C|--cpu <cores> -R|--ram <size> -D|--disk <size> [-G|--gpus idx:GiB,…]\n  /dms/node/onboarding/offboard [--force], /dms/node/onboarding/status\n  /dms/node/deployment/new -f|--spec-file <ensemble.yaml>\n  /dms/node/deployment/status | manifest | shutdown -i|--id <id>\n  /dms/node/deployment/logs -i|--id <id> [-a|--allocation <name>]\n  /dms/node/logger/config [-l|--level debug]\n  /dms/node/nunet/invoke -H|--host <NuNet peer> --behavior <name> [-m|--message JSON] [--timeout <seconds>]\n\nSizes are GiB unless a unit is given (512MiB, 2GiB, 1TB).\n\nExamples:\n  nunet actor cmd /dms/node/peers/list\n  nunet actor cmd -d did:key:z6Mk… /public/status --json\n  nunet actor cmd -c dms /dms/node/onboarding/onboard -C 2 -R 4 -D 20"
     )]
     Cmd {
         /// Behavior name.
@@ -120,6 +120,7 @@ const SHORT_FLAGS: &[(&str, &[(char, &str)])] = &[
     ("/dms/node/peers/connect", &[('a', "address")]),
     ("/dms/node/peers/ping", &[('H', "host")]),
     ("/dms/node/peers/disconnect", &[('H', "host")]),
+    ("/dms/node/nunet/invoke", &[('H', "host"), ('m', "message")]),
     ("/dms/node/deployment/new", &[('f', "spec-file")]),
     (
         "/dms/node/deployment/update",
