@@ -100,19 +100,19 @@ impl ActorSystem {
 
     /// Dispatches a message whose signature a wire adapter checked in its own format
     /// (NuNet's Go envelope, `nunet-gowire`): `sender` is the key that signed it, and must be
-    /// the key in `env.from.id`. A message with no receiver and a topic is a broadcast. Every
-    /// other check (address, expiry, capability, behavior, replay) runs as for
+    /// the key in `env.from.id`; `broadcast` says which channel it came on (gossip, or a
+    /// stream to this node), never inferred from the envelope. Every other check (address, expiry, capability, behavior, replay) runs as for
     /// [`Self::handle_envelope`] or [`Self::handle_gossip`]. Returns the behavior's result:
     /// the adapter answers in its own format.
     pub async fn handle_authenticated(
         &self,
         env: Envelope,
         sender: &Did,
+        broadcast: bool,
     ) -> Result<Value, ActorError> {
         if Did::parse(&env.from.id).ok().as_ref() != Some(sender) {
             return Err(rejected("from.id is not the key that signed the message"));
         }
-        let broadcast = env.to.is_empty();
         let channel = if broadcast {
             Channel::Broadcast
         } else {

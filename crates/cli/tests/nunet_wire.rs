@@ -784,6 +784,45 @@ async fn nunet_broadcasts_are_answered_and_ours_pass_nunets_validator() {
             .is_err()
     );
 
+    // The same broadcast published by another host (someone replaying it to aim the
+    // answers at us): refused, because the answer would go to a peer other than the
+    // publisher. Node-1's log shows it arrived and why it was not answered.
+    let mut other_cfg = NetConfig::new(Keypair::from_seed(&[46; 32]).to_libp2p());
+    other_cfg.listen = NetConfig::loopback_listen();
+    other_cfg.bootstrap = vec![node["p2p"].as_str().unwrap().parse().unwrap()];
+    let (other, _other_events) = nunet_network::start(other_cfg).await.unwrap();
+    other.subscribe("/nunet/hello").await.unwrap();
+    let log = dn.dir.join("node-1/nunet.log");
+    let refused = |log: &std::path::Path| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .matches("is not the peer that published it")
+            .count()
+    };
+    let before = refused(&log);
+    let mut seen = false;
+    for _ in 0..20 {
+        nonce += 2;
+        let (msg, _) = broadcast(nonce);
+        let _ = other.publish("/nunet/hello", msg.into_bytes()).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if refused(&log) > before {
+            seen = true;
+            break;
+        }
+    }
+    assert!(
+        seen,
+        "node-1 received the replayed broadcast and said why it refused it"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), inbox.recv())
+            .await
+            .is_err(),
+        "no answer reached the broadcast's author"
+    );
+    other.shutdown().await;
+
     // Our own broadcast on /nunet/hello, as a NuNet node's validator sees it: a broadcast
     // for this topic, signed by the publishing node over Go's encoding. The daemons still
     // read the message it carries and answer it.

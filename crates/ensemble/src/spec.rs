@@ -265,7 +265,7 @@ pub fn http_target(endpoint: &str, dns_name: &str) -> Result<HttpTarget, String>
 #[serde(rename_all = "snake_case")]
 pub enum HealthcheckKind {
     /// Run a command inside the allocation; healthy when it exits 0 and (if given) its
-    /// output equals `response_value`.
+    /// output (stdout then stderr, as NuNet reads it) contains `response_value`.
     Command {
         /// argv.
         exec: Vec<String>,

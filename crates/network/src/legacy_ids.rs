@@ -216,10 +216,10 @@ fn strip(msg: &[u8]) -> Option<Vec<u8>> {
     is_legacy_actor_id(body).then(|| [body, b"\n"].concat())
 }
 
-/// The slashed form of a legacy id.
+/// The slashed form of a legacy id (when it still fits in a multistream message).
 fn add_slash(msg: &[u8]) -> Option<Vec<u8>> {
     let body = msg.strip_suffix(b"\n")?;
-    is_legacy_actor_id(body).then(|| [b"/", msg].concat())
+    (is_legacy_actor_id(body) && msg.len() < MAX_MESSAGE).then(|| [b"/", msg].concat())
 }
 
 /// A substream whose negotiation is translated.
@@ -242,8 +242,9 @@ pub struct Translated<S> {
 
 const IDENTIFY: &[u8] = b"/ipfs/id/1.0.0\n";
 const IDENTIFY_PUSH: &[u8] = b"/ipfs/id/push/1.0.0\n";
-/// Largest identify message amended (go-libp2p refuses more than 4 KiB; rust-libp2p 4 KiB).
-const MAX_IDENTIFY: usize = 16 * 1024;
+/// Largest identify message once amended: rust-libp2p refuses more than 4 KiB, so a message
+/// the names would push past that goes out as it was.
+const MAX_IDENTIFY: usize = 4096;
 /// Protobuf tag of `Identify.protocols` (field 3, length-delimited).
 const PROTOCOLS_TAG: u8 = 0x1a;
 
@@ -324,7 +325,7 @@ fn amend_identify(buf: &[u8]) -> Amend {
         };
         at += skip;
     }
-    if at != msg.len() {
+    if at != msg.len() || msg.len() + extra.len() > MAX_IDENTIFY {
         return Amend::Done(buf.to_vec());
     }
     let mut out = Vec::with_capacity(buf.len() + extra.len() + 2);

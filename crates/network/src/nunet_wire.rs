@@ -7,7 +7,8 @@
 //!
 //! Frames are opaque bytes, as everywhere in this crate: the envelope is checked above.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -22,8 +23,11 @@ pub const MAX_NUNET_FRAME: usize = 1024 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Streams read at once; more wait for a slot.
 const MAX_READERS: usize = 64;
+/// Streams of one peer read at once; more are refused (reset), so one peer cannot hold the
+/// slots of all.
+const MAX_READERS_PER_PEER: usize = 4;
 /// Frames waiting for the layer above; more are dropped with a warning.
-const FRAME_QUEUE: usize = 256;
+const FRAME_QUEUE: usize = 64;
 
 /// One message received on a NuNet inbox.
 #[derive(Debug)]
@@ -54,14 +58,20 @@ impl Network {
             .map_err(|e| NetError::Setup(e.to_string()))?;
         let (tx, rx) = mpsc::channel(FRAME_QUEUE);
         let slots = Arc::new(Semaphore::new(MAX_READERS));
+        let per_peer: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
         tokio::spawn(async move {
             while let Some((peer, mut stream)) = incoming.next().await {
+                let Some(mine) = PeerSlot::take(&per_peer, peer) else {
+                    tracing::debug!(%peer, "NuNet stream refused: {MAX_READERS_PER_PEER} already open");
+                    continue; // dropping the stream resets it
+                };
                 let Ok(slot) = slots.clone().acquire_owned().await else {
                     return;
                 };
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let _slot = slot;
+                    let _mine = mine;
                     match tokio::time::timeout(READ_TIMEOUT, read_frame(&mut stream)).await {
                         Ok(Ok(payload)) => {
                             let _ = stream.close().await;
@@ -115,6 +125,34 @@ impl Network {
     }
 }
 
+/// One peer's share of the readers, given back when dropped.
+struct PeerSlot(Arc<Mutex<HashMap<PeerId, usize>>>, PeerId);
+
+impl PeerSlot {
+    fn take(map: &Arc<Mutex<HashMap<PeerId, usize>>>, peer: PeerId) -> Option<Self> {
+        let mut m = map.lock().ok()?;
+        let n = m.entry(peer).or_default();
+        if *n >= MAX_READERS_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(Self(map.clone(), peer))
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.0.lock()
+            && let Some(n) = m.get_mut(&self.1)
+        {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
 async fn read_frame(stream: &mut libp2p::Stream) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 8];
     stream.read_exact(&mut len).await?;
@@ -125,7 +163,11 @@ async fn read_frame(stream: &mut libp2p::Stream) -> std::io::Result<Vec<u8>> {
             format!("NuNet message of {len} bytes exceeds the {MAX_NUNET_FRAME}-byte frame"),
         ));
     }
-    let mut buf = vec![0u8; len as usize];
-    stream.read_exact(&mut buf).await?;
+    // Memory grows with the bytes that arrive, not with what the prefix claims.
+    let mut buf = Vec::new();
+    (&mut *stream).take(len).read_to_end(&mut buf).await?;
+    if buf.len() as u64 != len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(buf)
 }

@@ -34,6 +34,16 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 /// Invocations waiting for an answer at once.
 const MAX_PENDING: usize = 1024;
+/// Longest time spent delivering one answer (a request may ask for 24 h of life).
+const MAX_ANSWER_SEND: Duration = Duration::from_secs(30);
+/// NuNet broadcasts handled at once; more wait.
+const CONCURRENT_BROADCASTS: usize = 64;
+
+/// How long to spend delivering an answer that must arrive before `exp` (unix ns).
+fn send_window(exp: u64) -> Duration {
+    Duration::from_nanos(exp.saturating_sub(now_ns()))
+        .clamp(Duration::from_secs(1), MAX_ANSWER_SEND)
+}
 
 /// This node's side of NuNet's wire: what it needs to answer and to invoke.
 #[derive(Clone)]
@@ -43,6 +53,8 @@ pub(crate) struct Wire {
     key: Keypair,
     /// Reply names of invocations in flight.
     pending: Arc<Mutex<HashMap<String, Waiting>>>,
+    /// Slots for NuNet broadcasts being handled.
+    broadcasts: Arc<Semaphore>,
 }
 
 /// An invocation in flight: the callee's key id, and where its answer goes.
@@ -65,6 +77,7 @@ pub(crate) fn start(
         network,
         key,
         pending: Arc::default(),
+        broadcasts: Arc::new(Semaphore::new(CONCURRENT_BROADCASTS)),
     };
     let w = wire.clone();
     system
@@ -110,8 +123,9 @@ impl Wire {
         let (system, network, key) = (&self.system, &self.network, &self.key);
         let req = GoEnvelope::from_json(&frame.payload).map_err(|e| e.to_string())?;
         // dispatch.go / basic.go: the receiver's id, and the stream's peer as the sender's host.
-        if req.to.id != key_id(&key.public()) {
-            return Err("not addressed to this node's key (to.id)".into());
+        // This stream is the root actor's, as on a NuNet node, whose inboxes each have theirs.
+        if req.to.id != key_id(&key.public()) || req.to.inbox != "root" {
+            return Err("not addressed to this node's root actor (to.id, to.addr.inbox)".into());
         }
         if req.from.host != frame.peer.to_base58() {
             return Err(format!(
@@ -128,10 +142,17 @@ impl Wire {
             return Ok(());
         }
         let env = req.to_actor().map_err(|e| e.to_string())?;
-        let outcome = system.handle_authenticated(env, &sender).await;
+        let outcome = system.handle_authenticated(env, &sender, false).await;
         let payload = match outcome {
             Ok(value) => serde_json::to_vec(&value).map_err(|e| e.to_string())?,
-            Err(e) if matches!(e.kind, ErrorKind::Denied | ErrorKind::Rejected) => {
+            // Refused before running (no such behavior, a token or format problem): silence,
+            // as on a NuNet node.
+            Err(e)
+                if matches!(
+                    e.kind,
+                    ErrorKind::Denied | ErrorKind::Rejected | ErrorKind::NotFound
+                ) =>
+            {
                 return Err(format!("{} refused: {e}", req.be));
             }
             Err(e) => {
@@ -142,13 +163,12 @@ impl Wire {
             return Ok(()); // sent, not invoked: nothing to answer
         }
         let reply = reply_to(&req, key, payload, next_nonce()).map_err(|e| e.to_string())?;
-        let left = Duration::from_nanos(req.exp.saturating_sub(nunet_capability::now_ns()));
         network
             .send_nunet(
                 peer_of(&req.from.host)?,
                 &req.from.inbox,
                 &reply.to_json(),
-                left.max(Duration::from_secs(1)),
+                send_window(req.exp),
             )
             .await
             .map_err(|e| format!("reply to {}: {e}", req.cont))
@@ -158,25 +178,41 @@ impl Wire {
     /// does (a broadcast, for this topic, not expired, signed), dispatched as a broadcast,
     /// and answered as NuNet answers one: directly, from this node's root handle, on the
     /// broadcaster's `opt.cont`.
-    pub(crate) async fn broadcast(&self, go: GoEnvelope, topic: &str) {
+    /// `source` is the gossip message's author: the answer goes to `from.addr.host`, which must
+    /// be that peer, so that nobody can aim this node's answers at a third party.
+    pub(crate) async fn broadcast(&self, go: GoEnvelope, topic: &str, source: Option<PeerId>) {
+        let Ok(_slot) = self.broadcasts.clone().acquire_owned().await else {
+            return;
+        };
         let from = go.from.host.clone();
-        if let Err(why) = self.try_broadcast(go, topic).await {
+        if let Err(why) = self.try_broadcast(go, topic, source).await {
             tracing::warn!(%from, %topic, "NuNet broadcast not answered: {why}");
         }
     }
 
-    async fn try_broadcast(&self, go: GoEnvelope, topic: &str) -> Result<(), String> {
-        if !go.to.id.is_empty() || go.topic.is_empty() {
+    async fn try_broadcast(
+        &self,
+        go: GoEnvelope,
+        topic: &str,
+        source: Option<PeerId>,
+    ) -> Result<(), String> {
+        if go.to != GoHandle::default() || go.topic.is_empty() {
             return Err("not a broadcast (a receiver, or no topic)".into());
         }
         if go.topic != topic {
             return Err(format!("for topic {:?}, published on {topic:?}", go.topic));
         }
+        if source.map(|p| p.to_base58()).as_deref() != Some(go.from.host.as_str()) {
+            return Err(format!(
+                "from.addr.host {:?} is not the peer that published it",
+                go.from.host
+            ));
+        }
         let sender = go.verify(now_ns()).map_err(|e| e.to_string())?;
         let env = go.to_actor().map_err(|e| e.to_string())?;
         let value = self
             .system
-            .handle_authenticated(env, &sender)
+            .handle_authenticated(env, &sender, true)
             .await
             .map_err(|e| format!("{}: {e}", go.be))?;
         if go.cont.is_empty() {
@@ -214,13 +250,12 @@ impl Wire {
             next_nonce(),
         )
         .map_err(|e| e.to_string())?;
-        let left = Duration::from_nanos(go.exp.saturating_sub(now_ns()));
         self.network
             .send_nunet(
                 peer_of(&go.from.host)?,
                 &go.from.inbox,
                 &reply.to_json(),
-                left.max(Duration::from_secs(1)),
+                send_window(go.exp),
             )
             .await
             .map_err(|e| format!("reply to {}: {e}", go.cont))

@@ -66,12 +66,15 @@ pub fn decode_file(bytes: &[u8]) -> Result<[u8; 32], String> {
         }
         b"/base64/" => {
             use base64::Engine;
+            // go-libp2p streams the decoder (line ends skipped) and reads 32 bytes: the first
+            // 44 characters hold them, and nothing after them is read.
             let text: String = String::from_utf8_lossy(data)
                 .chars()
-                .filter(|c| !c.is_whitespace())
+                .filter(|c| *c != '\r' && *c != '\n')
+                .take(44)
                 .collect();
             base64::engine::general_purpose::STANDARD
-                .decode(text)
+                .decode(text.trim_end())
                 .map_err(|e| format!("/base64/ key: {e}"))?
         }
         other => {
@@ -104,6 +107,9 @@ mod tests {
         // Windows line ends, as go-libp2p trims them.
         let crlf = file.replace('\n', "\r\n");
         assert_eq!(decode_file(crlf.as_bytes()).unwrap(), key);
+        // Nothing after the 32nd byte is read, as in go-libp2p.
+        let trailing = format!("{file}# a comment after the key\n");
+        assert_eq!(decode_file(trailing.as_bytes()).unwrap(), key);
     }
 
     #[test]

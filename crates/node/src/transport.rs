@@ -4,7 +4,7 @@ use futures::future::BoxFuture;
 use libp2p::PeerId;
 use nunet_actor::{ActorSystem, Envelope, Transport, TransportError, next_nonce};
 use nunet_did::Keypair;
-use nunet_gowire::{GoEnvelope, NUNET_TOPICS};
+use nunet_gowire::{GoEnvelope, MAX_GO_ENVELOPE, NUNET_TOPICS};
 use nunet_network::{NetEvent, Network};
 use tokio::sync::mpsc;
 
@@ -70,9 +70,18 @@ impl Transport for Libp2pTransport {
 /// This node's broadcast `bytes` inside a NuNet envelope for `topic`.
 fn carried(key: &Keypair, topic: &str, bytes: Vec<u8>) -> Result<Vec<u8>, TransportError> {
     let env = Envelope::from_bytes(&bytes).map_err(|e| TransportError(e.to_string()))?;
-    GoEnvelope::carrier(key, topic, &env.be, env.opt.exp, next_nonce(), bytes)
+    let out = GoEnvelope::carrier(key, topic, &env.be, env.opt.exp, next_nonce(), bytes)
         .map(|g| g.to_json())
-        .map_err(|e| TransportError(e.to_string()))
+        .map_err(|e| TransportError(e.to_string()))?;
+    if out.len() > MAX_GO_ENVELOPE {
+        return Err(TransportError(format!(
+            "a broadcast on {topic} is {} bytes once carried in a NuNet envelope; at most {} \
+             are sent",
+            out.len(),
+            MAX_GO_ENVELOPE
+        )));
+    }
+    Ok(out)
 }
 
 /// What arrived on a gossip topic.
@@ -114,14 +123,18 @@ pub(crate) async fn pump(
                     let _ = reply.send(out);
                 });
             }
-            NetEvent::Gossip { payload, topic, .. } => match classify(payload) {
+            NetEvent::Gossip {
+                payload,
+                topic,
+                source,
+            } => match classify(payload) {
                 Gossip::Native(bytes) => {
                     let sys = system.clone();
                     tokio::spawn(async move { sys.handle_gossip(&bytes).await });
                 }
                 Gossip::NuNet(go) => {
                     let wire = wire.clone();
-                    tokio::spawn(async move { wire.broadcast(*go, &topic).await });
+                    tokio::spawn(async move { wire.broadcast(*go, &topic, source).await });
                 }
             },
             NetEvent::PeerConnected(p) => tracing::debug!(peer = %p, "connected"),

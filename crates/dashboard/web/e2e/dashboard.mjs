@@ -71,10 +71,20 @@ try {
   check((await page.getByTestId("allocation").count()) === Number(args.allocations), `${args.allocations} allocations with their providers`);
   const allocText = (await page.getByTestId("allocations").textContent()) ?? "";
   check((allocText.match(/running/g) ?? []).length === Number(args.allocations), "every allocation shows its status (running)");
-  await page.waitForFunction(() => document.querySelectorAll("[data-testid=log-line]").length >= 3, null, { timeout: 20_000 });
+  // Each allocation's output arrives on its own stream: wait for both (a loaded machine can
+  // start one follow seconds after the other) rather than judging the first lines.
+  const both = await page
+    .waitForFunction(
+      () => {
+        const lines = [...document.querySelectorAll("[data-testid=log-line]")].map((l) => l.textContent ?? "");
+        return lines.length >= 3 && lines.some((l) => l.includes("tick a")) && lines.some((l) => l.includes("tick b"));
+      },
+      null,
+      { timeout: 30_000 },
+    )
+    .then(() => true, () => false);
   const before = await page.getByTestId("log-line").count();
-  const firstLines = await page.getByTestId("log-line").allTextContents();
-  check(firstLines.some((l) => l.includes("tick a")) && firstLines.some((l) => l.includes("tick b")), "the live log shows both allocations' output");
+  check(both, "the live log shows both allocations' output");
   check((await page.locator("[data-testid=log-line].stderr").count()) > 0, "stderr lines are marked");
   // Output keeps arriving without reloading the page.
   await page.waitForFunction((n) => document.querySelectorAll("[data-testid=log-line]").length >= n + 3, before, { timeout: 20_000 });

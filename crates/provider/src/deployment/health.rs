@@ -1,6 +1,8 @@
 //! Health checks of running allocations (`healthcheck:` of the ensemble): every `interval`,
 //! a `command` runs inside the allocation (healthy when it exits 0 and, when
-//! `response.value` is given, its output equals it) or an `http` GET goes to the allocation's
+//! `response.value` is given, its output contains it: stdout and stderr together, as NuNet
+//! compares, `strings.Contains(stdout+stderr, value)` in `dms/jobs/behaviors_allocation.go`,
+//! so `nginx -t`, which answers on stderr, passes as it does on NuNet) or an `http` GET goes to the allocation's
 //! own port from inside its network namespace (healthy on a 2xx status and, when
 //! `response.value` is given, a body equal to it). `failure_threshold` failures in a row make
 //! the allocation unhealthy; the orchestrator is told at once, and again when it recovers.
@@ -55,6 +57,15 @@ fn matches(expected: &Option<String>, got: &str) -> bool {
     expected.as_ref().is_none_or(|v| v.trim() == got.trim())
 }
 
+/// Whether a command's output answers `response.value`: NuNet's rule (the value somewhere in
+/// stdout followed by stderr), or this node's earlier one (stdout equal to it, whitespace
+/// around either aside), which the first covers but for surrounding whitespace in the value.
+fn command_matches(expected: &Option<String>, stdout: &str, stderr: &str) -> bool {
+    expected.as_ref().is_none_or(|v| {
+        format!("{stdout}{stderr}").contains(v.as_str()) || v.trim() == stdout.trim()
+    })
+}
+
 /// Runs one check: `Ok(())` when healthy, else why not.
 async fn check_once(
     exec: &Arc<dyn Executor>,
@@ -89,10 +100,10 @@ async fn check_once(
                     ));
                 }
             }
-            if !matches(response_value, &out.stdout) {
+            if !command_matches(response_value, &out.stdout, &out.stderr) {
                 return Err(format!(
-                    "{argv:?} printed {:?}, expected {:?}",
-                    short(&out.stdout),
+                    "{argv:?} printed {:?}, expected it to contain {:?}",
+                    short(&format!("{}{}", out.stdout, out.stderr)),
                     response_value.as_deref().unwrap_or_default()
                 ));
             }
@@ -249,5 +260,14 @@ mod tests {
         assert!(matches(&None, "anything"));
         assert!(matches(&Some("ok".into()), "ok\n"));
         assert!(!matches(&Some("ok".into()), "ko"));
+        // Commands: NuNet's rule, on stdout and stderr together.
+        let nginx = "nginx: the configuration file /etc/nginx/nginx.conf syntax is ok";
+        let stderr = format!(
+            "{nginx}\nnginx: configuration file /etc/nginx/nginx.conf test is successful\n"
+        );
+        assert!(command_matches(&Some(nginx.into()), "", &stderr));
+        assert!(command_matches(&Some(" ok ".into()), "ok\n", ""));
+        assert!(command_matches(&None, "", ""));
+        assert!(!command_matches(&Some("ok".into()), "ko", "error"));
     }
 }
