@@ -1,6 +1,6 @@
 //! NuNet's own Docker ensembles deploy here unchanged (issue 19, item 4): every file of
 //! `crates/ensemble/tests/fixtures/nunet` that NuNet's parser accepts (`MANIFEST`: accepts,
-//! harness) and that names the docker executor, deployed from node-1 of a 3-node
+//! harness) and that names the docker executor, deployed from node-1 of a 4-node
 //! devnet, as NuNet's own harness would (its `{$contract}` line removed: contracts are read
 //! and not enforced here; `${hostname}` given as NuNet's e2e harness gives it).
 //!
@@ -27,24 +27,6 @@ fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../ensemble/tests/fixtures/nunet")
 }
 
-/// Files not deployed, and why (each one is in the closing note of the issue as left open).
-const NOT_DEPLOYED: &[(&str, &str)] = &[
-    (
-        "tests__e2e__testdata__ensembles__multiple_nginx.yaml",
-        BID_ONE_NODE,
-    ),
-    (
-        "tests__e2e__testdata__ensembles__two-tasks-one-service.yaml",
-        BID_ONE_NODE,
-    ),
-];
-
-/// Why NuNet's 3-node files do not place on a 3-provider devnet yet.
-const BID_ONE_NODE: &str = "three logical nodes over exactly three providers: each provider \
-    bids for one node of an ensemble, chosen at random, and keeps that offer over the \
-    following rounds, so once two providers offered the same node the third node never gets \
-    a bid (issue 19, left open)";
-
 /// The Docker files NuNet accepts, prepared as NuNet's harness prepares them.
 fn docker_files() -> Vec<(String, String)> {
     let manifest = std::fs::read_to_string(corpus().join("MANIFEST")).unwrap();
@@ -60,8 +42,7 @@ fn docker_files() -> Vec<(String, String)> {
         .filter_map(|file| {
             let text = std::fs::read_to_string(corpus().join(&file)).unwrap();
             let docker = text.contains("executor: docker") || text.contains("executor: \"docker\"");
-            let skipped = NOT_DEPLOYED.iter().any(|(f, _)| *f == file);
-            (docker && !skipped).then(|| {
+            docker.then(|| {
                 let text = text
                     .lines()
                     .filter(|l| l.trim() != "{$contract}")
@@ -104,7 +85,7 @@ fn nunets_docker_ensembles_deploy_unchanged() {
 
     let mut files = docker_files();
     assert!(
-        files.len() + NOT_DEPLOYED.len() >= 25,
+        files.len() >= 25,
         "NuNet's Docker ensembles: {}",
         files.len()
     );
@@ -120,7 +101,10 @@ fn nunets_docker_ensembles_deploy_unchanged() {
     // the host, so that a devnet on a 2-core machine can hold them. Their public ports start
     // at 7224, below the default range (16384–65535, NuNet's default too): the range is
     // opened as NuNet's e2e setup must open it.
-    let dn = Devnet::up_with_env(
+    // Four nodes: node-1 orchestrates (an orchestrator asks the others for bids, never its own
+    // provider), and NuNet's largest files have three logical nodes, one provider each.
+    let dn = Devnet::up_nodes(
+        4,
         0,
         &[
             ("DMS_ONBOARDING_RESERVE_CPU_CORES", "0"),
@@ -144,7 +128,7 @@ fn nunets_docker_ensembles_deploy_unchanged() {
         .as_str()
         .unwrap()
         .to_string();
-    for n in 1..=3 {
+    for n in 1..=4 {
         let (code, out) = dn.run(
             n,
             &[
@@ -263,7 +247,7 @@ fn nunets_docker_ensembles_deploy_unchanged() {
                 || {
                     // Each provider's own record of what it hosts, health included.
                     let mut checked = Vec::new();
-                    for n in 1..=3 {
+                    for n in 1..=4 {
                         let (code, out) =
                             dn.run(n, &["actor", "cmd", "--json", "/dms/node/allocations/list"]);
                         if code != 0 {
@@ -275,16 +259,22 @@ fn nunets_docker_ensembles_deploy_unchanged() {
                             if a["ensemble_id"] == id.as_str()
                                 && with_checks.iter().any(|w| a["name"] == w.as_str())
                             {
-                                checked.push(a["health"].clone());
+                                checked.push((a["name"].clone(), a["health"].clone()));
                             }
                         }
                     }
-                    let ok = checked.len() == with_checks.len()
-                        && checked.iter().all(|h| {
-                            h["healthy"] == true
+                    // Every checked allocation has a passing check (a redundant copy on
+                    // standby has no health yet), and none is failing.
+                    let passing = |w: &String| {
+                        checked.iter().any(|(n, h)| {
+                            n == w.as_str()
+                                && h["healthy"] == true
                                 && h["consecutive_failures"] == 0
                                 && h["checks"].as_u64().unwrap_or(0) > 0
-                        });
+                        })
+                    };
+                    let failing = checked.iter().any(|(_, h)| h["healthy"] == false);
+                    let ok = with_checks.iter().all(passing) && !failing;
                     if ok {
                         Ok(())
                     } else {

@@ -88,6 +88,10 @@ impl Devnet {
     }
     /// [`Devnet::up`] with extra environment for the daemons (test knobs).
     pub fn up_with_env(base: u16, env: &[(&str, &str)]) -> Devnet {
+        Self::up_nodes(3, base, env)
+    }
+    /// A devnet of `nodes` nodes, with extra environment for the daemons.
+    pub fn up_nodes(nodes: usize, base: u16, env: &[(&str, &str)]) -> Devnet {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("dn");
         let mut cmd = nunet_cmd(&dir, None, None, &[]);
@@ -99,7 +103,7 @@ impl Devnet {
                 "devnet",
                 "up",
                 "--nodes",
-                "3",
+                &nodes.to_string(),
                 "--dir",
                 dir.to_str().unwrap(),
                 "--base-port",
