@@ -345,23 +345,42 @@ fn hello_request(
     (signed, cont, delegation)
 }
 
+/// Verifies a NuNet envelope as a Go node does: the signature of `did`'s key over
+/// `"dms:msg:"` ‖ the JSON up to `sig` (Go re-encodes what it parsed, and `sig` is its last
+/// field; anything after it, such as `native`, is dropped).
+fn verify_go(raw: &str, did: &str, what: &str) {
+    let (_, key) = node_handle(did);
+    let at = raw.rfind(r#","sig":""#).expect("a signature");
+    let v: Value = serde_json::from_str(raw).unwrap();
+    let sig = BASE64
+        .decode(v["sig"].as_str().unwrap().as_bytes())
+        .unwrap();
+    ed25519_dalek::VerifyingKey::from_bytes(&key)
+        .unwrap()
+        .verify(
+            format!("dms:msg:{}}}", &raw[..at]).as_bytes(),
+            &ed25519_dalek::Signature::from_slice(&sig).unwrap(),
+        )
+        .unwrap_or_else(|e| {
+            panic!("{what}: the signature does not verify over Go's encoding: {e}")
+        });
+}
+
+/// Node `n` of the devnet (from 0): its DID and its TCP address without `/p2p`.
+fn node_addr(m: &Value, n: usize) -> (String, Multiaddr) {
+    let node = &m["nodes"][n];
+    let p2p: Multiaddr = node["p2p"].as_str().unwrap().parse().unwrap();
+    let tcp = p2p
+        .iter()
+        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+        .collect();
+    (node["did"].as_str().unwrap().to_string(), tcp)
+}
+
 /// Checks a reply as a Go node would, by hand: signature over the JSON without `sig`, the
 /// field order, the reply convention, the payload and the token chain.
 fn check_reply(raw: &str, node_did: &str, peer: &GoPeer, cont: &str, delegation: &Token) {
-    let (_, node_key) = node_handle(node_did);
-    let at = raw.rfind(r#","sig":""#).expect("a signature");
-    let unsigned = format!("{}}}", &raw[..at]);
-    let sig: Value = serde_json::from_str(&format!("{{{}", &raw[at + 1..])).unwrap();
-    let sig = BASE64
-        .decode(sig["sig"].as_str().unwrap().as_bytes())
-        .unwrap();
-    ed25519_dalek::VerifyingKey::from_bytes(&node_key)
-        .unwrap()
-        .verify(
-            format!("dms:msg:{unsigned}").as_bytes(),
-            &ed25519_dalek::Signature::from_slice(&sig).unwrap(),
-        )
-        .expect("the reply's signature verifies over Go's encoding");
+    verify_go(raw, node_did, "the reply");
     // Go's field order, so that a Go node's re-encoding gives these bytes.
     let order: Vec<usize> = [
         r#"{"to":"#,
@@ -411,12 +430,7 @@ async fn a_nunet_node_says_hello_and_gets_nunets_answer() {
     let dn = Devnet::up(0);
     let m = devnet_manifest(&dn);
     let node = &m["nodes"][0];
-    let node_did = node["did"].as_str().unwrap().to_string();
-    let p2p: Multiaddr = node["p2p"].as_str().unwrap().parse().unwrap();
-    let tcp: Multiaddr = p2p
-        .iter()
-        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
-        .collect();
+    let (node_did, tcp) = node_addr(&m, 0);
     let (mut peer, remote) = GoPeer::connect(41, tcp).await;
     assert_eq!(remote.to_base58(), node["peer_id"].as_str().unwrap());
     // includesRootProtocol: a NuNet node sees a DMS peer in the identify answer.
@@ -515,13 +529,7 @@ fn b64_json(v: &Value) -> Value {
 async fn the_daemon_invokes_a_nunet_node_and_takes_only_the_callees_answer() {
     let dn = Devnet::up(0);
     let m = devnet_manifest(&dn);
-    let node = &m["nodes"][0];
-    let node_did = node["did"].as_str().unwrap().to_string();
-    let p2p: Multiaddr = node["p2p"].as_str().unwrap().parse().unwrap();
-    let tcp: Multiaddr = p2p
-        .iter()
-        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
-        .collect();
+    let (node_did, tcp) = node_addr(&m, 0);
     let (mut peer, _) = GoPeer::connect(43, tcp).await;
     let peer_id = peer.key.public().peer_id().to_base58();
     let cmd = nunet_cmd(
@@ -550,22 +558,8 @@ async fn the_daemon_invokes_a_nunet_node_and_takes_only_the_callees_answer() {
         .next_message(Duration::from_secs(20))
         .await
         .expect("the daemon's request arrives on our root inbox");
-    let (_, node_key) = node_handle(&node_did);
-    let at = raw.rfind(r#","sig":""#).unwrap();
-    let unsigned = format!("{}}}", &raw[..at]);
     let req: Value = serde_json::from_str(&raw).unwrap();
-    ed25519_dalek::VerifyingKey::from_bytes(&node_key)
-        .unwrap()
-        .verify(
-            format!("dms:msg:{unsigned}").as_bytes(),
-            &ed25519_dalek::Signature::from_slice(
-                &BASE64
-                    .decode(req["sig"].as_str().unwrap().as_bytes())
-                    .unwrap(),
-            )
-            .unwrap(),
-        )
-        .expect("signed over Go's encoding");
+    verify_go(&raw, &node_did, "signed over Go's encoding");
     assert_eq!(req["be"], "/dms/node/peers/self");
     assert_eq!(req["to"]["id"]["pub"], key_id(&peer.key));
     assert_eq!(req["from"]["did"]["uri"], node_did);
@@ -759,20 +753,7 @@ async fn nunet_broadcasts_are_answered_and_ours_pass_nunets_validator() {
     assert_eq!(v["from"]["did"]["uri"], node_did);
     assert_eq!(v["from"]["addr"]["inbox"], "root");
     assert_eq!(b64_json(&v["msg"])["DID"]["uri"], node_did);
-    let at = raw.rfind(r#","sig":""#).unwrap();
-    let (_, node_key) = node_handle(&node_did);
-    ed25519_dalek::VerifyingKey::from_bytes(&node_key)
-        .unwrap()
-        .verify(
-            format!("dms:msg:{}}}", &raw[..at]).as_bytes(),
-            &ed25519_dalek::Signature::from_slice(
-                &BASE64
-                    .decode(v["sig"].as_str().unwrap().as_bytes())
-                    .unwrap(),
-            )
-            .unwrap(),
-        )
-        .expect("signed over Go's encoding");
+    verify_go(&raw, &node_did, "signed over Go's encoding");
     let tok = &b64_json(&v["cap"])["tok"][0]["dms"];
     assert_eq!(tok["act"], "invoke");
     assert_eq!(tok["cap"], serde_json::json!([cont]));
@@ -857,21 +838,12 @@ async fn nunet_broadcasts_are_answered_and_ours_pass_nunets_validator() {
     );
     assert_eq!(v["opt"]["topic"], "/nunet/hello");
     assert_eq!(v["be"], "/broadcast/hello");
-    let (_, node2_key) = node_handle(node2["did"].as_str().unwrap());
-    let at = raw.rfind(r#","sig":""#).unwrap();
     // NuNet re-encodes what it parsed: everything up to `sig`; `native` is dropped.
-    ed25519_dalek::VerifyingKey::from_bytes(&node2_key)
-        .unwrap()
-        .verify(
-            format!("dms:msg:{}}}", &raw[..at]).as_bytes(),
-            &ed25519_dalek::Signature::from_slice(
-                &BASE64
-                    .decode(v["sig"].as_str().unwrap().as_bytes())
-                    .unwrap(),
-            )
-            .unwrap(),
-        )
-        .expect("NuNet's validator would accept it");
+    verify_go(
+        &raw,
+        node2["did"].as_str().unwrap(),
+        "NuNet's validator would accept it",
+    );
     let inner = b64_json(&v["native"]);
     assert_eq!(inner["be"], "/broadcast/hello");
     assert_eq!(
