@@ -49,6 +49,16 @@ pub fn reply_tokens(req: &GoEnvelope, key: &Keypair) -> Result<TokenList, GoWire
     Ok(TokenList { tok: vec![token] })
 }
 
+/// A request can be answered only when it names its reply behavior (`opt.cont`).
+fn names_a_reply(req: &GoEnvelope) -> Result<(), GoWireError> {
+    if req.cont.is_empty() {
+        return Err(GoWireError::Reply(
+            "the request names no reply behavior".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The signed reply to `req` carrying `payload` (JSON bytes), from the node whose key is
 /// `key`. `req` must have been addressed to that key.
 pub fn reply_to(
@@ -57,11 +67,7 @@ pub fn reply_to(
     payload: Vec<u8>,
     nonce: u64,
 ) -> Result<GoEnvelope, GoWireError> {
-    if req.cont.is_empty() {
-        return Err(GoWireError::Reply(
-            "the request names no reply behavior".into(),
-        ));
-    }
+    names_a_reply(req)?;
     if req.to.id != key_id(&key.public()) {
         return Err(GoWireError::Reply(
             "the request was not addressed to this node's key".into(),
@@ -83,11 +89,7 @@ pub fn answer(
     payload: Vec<u8>,
     nonce: u64,
 ) -> Result<GoEnvelope, GoWireError> {
-    if req.cont.is_empty() {
-        return Err(GoWireError::Reply(
-            "the request names no reply behavior".into(),
-        ));
-    }
+    names_a_reply(req)?;
     let mut env = GoEnvelope {
         to: req.from.clone(),
         be: req.cont.clone(),
