@@ -600,6 +600,18 @@ mod tests {
                 "job.vm_boot_timeout_secs",
             ),
             (
+                r#"{"p2p":{"relay_circuit_mb":0}}"#,
+                "p2p.relay_circuit_mb: 0 is not between 1 and",
+            ),
+            (
+                r#"{"p2p":{"relay_max_circuits":8,"relay_max_circuits_per_peer":9}}"#,
+                "p2p.relay_max_circuits_per_peer: 9 is not between 1 and 8",
+            ),
+            (
+                r#"{"p2p":{"relay_circuit_secs":100000}}"#,
+                "p2p.relay_circuit_secs: 100000 is not between 1 and 86400",
+            ),
+            (
                 r#"{"onboarding":{"reserve_disk_gb":-1}}"#,
                 "onboarding.reserve_disk_gb: -1 is not between 0 and",
             ),

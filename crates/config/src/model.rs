@@ -149,6 +149,21 @@ pub struct P2p {
     pub swarm_key: String,
     /// Serve as a circuit relay for other peers.
     pub relay_server: bool,
+    /// Relay server: reservations held at once (private peers reachable through this node).
+    #[serde(default = "default_relay_max_reservations")]
+    pub relay_max_reservations: u64,
+    /// Relay server: relayed connections (circuits) open at once.
+    #[serde(default = "default_relay_max_circuits")]
+    pub relay_max_circuits: u64,
+    /// Relay server: circuits open at once with one peer at either end.
+    #[serde(default = "default_relay_max_circuits_per_peer")]
+    pub relay_max_circuits_per_peer: u64,
+    /// Relay server: MiB one circuit may carry in each direction before it is closed.
+    #[serde(default = "default_relay_circuit_mb")]
+    pub relay_circuit_mb: u64,
+    /// Relay server: seconds one circuit may live before it is closed.
+    #[serde(default = "default_relay_circuit_secs")]
+    pub relay_circuit_secs: u64,
     /// Let AutoNAT probe between peers at private addresses (LANs, testbeds); off on the
     /// internet, where only peers at public addresses can say whether this node is public.
     #[serde(default)]
@@ -194,6 +209,34 @@ pub struct Job {
 fn default_output_retention_mb() -> u64 {
     256
 }
+
+fn default_relay_max_reservations() -> u64 {
+    128
+}
+
+fn default_relay_max_circuits() -> u64 {
+    256
+}
+
+fn default_relay_max_circuits_per_peer() -> u64 {
+    32
+}
+
+fn default_relay_circuit_mb() -> u64 {
+    256
+}
+
+fn default_relay_circuit_secs() -> u64 {
+    15 * 60
+}
+
+/// Largest `p2p.relay_max_reservations`, `relay_max_circuits` and
+/// `relay_max_circuits_per_peer`.
+pub const MAX_RELAY_SLOTS: u64 = 65_536;
+/// Largest `p2p.relay_circuit_mb`: 1 TiB.
+pub const MAX_RELAY_CIRCUIT_MB: u64 = 1 << 20;
+/// Largest `p2p.relay_circuit_secs`: a day.
+pub const MAX_RELAY_CIRCUIT_SECS: u64 = 24 * 3600;
 
 /// Largest `job.output_retention_mb`: 1 TiB.
 pub const MAX_OUTPUT_RETENTION_MB: u64 = 1 << 20;
@@ -303,6 +346,11 @@ impl Config {
                 fd: 512,
                 swarm_key: String::new(),
                 relay_server: false,
+                relay_max_reservations: default_relay_max_reservations(),
+                relay_max_circuits: default_relay_max_circuits(),
+                relay_max_circuits_per_peer: default_relay_max_circuits_per_peer(),
+                relay_circuit_mb: default_relay_circuit_mb(),
+                relay_circuit_secs: default_relay_circuit_secs(),
                 nat_probe_private_addrs: false,
             },
             job: Job {
@@ -402,6 +450,38 @@ impl Config {
                 "job.output_retention_mb: {} is not between 1 and {MAX_OUTPUT_RETENTION_MB}",
                 self.job.output_retention_mb
             ));
+        }
+        let r = &self.p2p;
+        for (key, v, most) in [
+            (
+                "p2p.relay_max_reservations",
+                r.relay_max_reservations,
+                MAX_RELAY_SLOTS,
+            ),
+            (
+                "p2p.relay_max_circuits",
+                r.relay_max_circuits,
+                MAX_RELAY_SLOTS,
+            ),
+            (
+                "p2p.relay_max_circuits_per_peer",
+                r.relay_max_circuits_per_peer,
+                r.relay_max_circuits.clamp(1, MAX_RELAY_SLOTS),
+            ),
+            (
+                "p2p.relay_circuit_mb",
+                r.relay_circuit_mb,
+                MAX_RELAY_CIRCUIT_MB,
+            ),
+            (
+                "p2p.relay_circuit_secs",
+                r.relay_circuit_secs,
+                MAX_RELAY_CIRCUIT_SECS,
+            ),
+        ] {
+            if !(1..=most).contains(&v) {
+                p.push(format!("{key}: {v} is not between 1 and {most}"));
+            }
         }
         let o = &self.onboarding;
         for (key, v) in [

@@ -96,7 +96,7 @@ impl NodeBehaviour {
 
         let relay_server = cfg
             .relay_server
-            .then(|| relay::Behaviour::new(peer_id, relay_config()));
+            .then(|| relay::Behaviour::new(peer_id, relay_config(&cfg.relay_limits)));
 
         Ok(Self {
             connection_limits: connection_limits::Behaviour::new(connection_limits(&cfg.limits)),
@@ -122,19 +122,19 @@ impl NodeBehaviour {
     }
 }
 
-/// Circuit relay server limits. Per circuit: [`config::RELAY_MAX_CIRCUIT_DURATION`] and
-/// [`config::RELAY_MAX_CIRCUIT_BYTES`]. Circuits: 256 at once, 32 per peer; new ones from one
-/// peer in bursts of 120, then one every 5 s (from one IP address: 480, then one a second).
-/// libp2p's defaults (16 at once, 4 per peer, 30 per peer then one every 2 min) starve a
-/// NATed node that dials a few peers through the relay — each dial tries every circuit
-/// address at once (TCP and QUIC to each relay) — within minutes.
-fn relay_config() -> relay::Config {
+/// Circuit relay server limits: `limits` (by default 256 circuits at once, 32 per peer), and
+/// new circuits from one peer in bursts of 120, then one every 5 s (from one IP address: 480,
+/// then one a second). libp2p's defaults (16 at once, 4 per peer, 30 per peer then one every
+/// 2 min) starve a NATed node that dials a few peers through the relay — each dial tries
+/// every circuit address at once (TCP and QUIC to each relay) — within minutes.
+fn relay_config(limits: &config::RelayLimits) -> relay::Config {
     let burst = |n| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
     relay::Config {
-        max_circuits: 256,
-        max_circuits_per_peer: 32,
-        max_circuit_duration: config::RELAY_MAX_CIRCUIT_DURATION,
-        max_circuit_bytes: config::RELAY_MAX_CIRCUIT_BYTES,
+        max_reservations: limits.max_reservations,
+        max_circuits: limits.max_circuits,
+        max_circuits_per_peer: limits.max_circuits_per_peer,
+        max_circuit_duration: limits.circuit_duration,
+        max_circuit_bytes: limits.circuit_bytes,
         circuit_src_rate_limiters: Vec::new(),
         ..Default::default()
     }

@@ -8,9 +8,10 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Connections with no open stream are kept this long before closing.
 pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
-/// Relay server: how long one relayed circuit may live (libp2p's default is 2 min).
+/// Relay server: how long one relayed circuit may live by default (libp2p's default is 2 min).
 pub const RELAY_MAX_CIRCUIT_DURATION: Duration = Duration::from_secs(15 * 60);
-/// Relay server: how many bytes one relayed circuit may carry (libp2p's default is 128 KiB).
+/// Relay server: how many bytes one relayed circuit may carry by default, both directions
+/// counted apart (libp2p's default is 128 KiB).
 pub const RELAY_MAX_CIRCUIT_BYTES: u64 = 256 * 1024 * 1024;
 /// Default file-descriptor budget of the host (the `p2p.fd` default), see
 /// [`NetLimits::from_budget`].
@@ -100,6 +101,41 @@ impl Default for NetLimits {
     }
 }
 
+/// What a circuit relay server ([`NetConfig::relay_server`]) grants other peers. A
+/// reservation lets a private peer be reached through this node; a circuit is one relayed
+/// connection, closed when it reaches [`circuit_bytes`](Self::circuit_bytes) in either
+/// direction or outlives [`circuit_duration`](Self::circuit_duration). A peer may then open
+/// another circuit (in bursts of 120 per peer, then one every 5 s; 480 per IP address, then
+/// one a second), so these bound one circuit and the relay's load, not what a peer may move
+/// through the relay in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayLimits {
+    /// Reservations held at once (4 per peer at most).
+    pub max_reservations: usize,
+    /// Circuits open at once.
+    pub max_circuits: usize,
+    /// Circuits open at once with one peer at either end.
+    pub max_circuits_per_peer: usize,
+    /// Bytes one circuit may carry in each direction.
+    pub circuit_bytes: u64,
+    /// How long one circuit may live.
+    pub circuit_duration: Duration,
+}
+
+impl Default for RelayLimits {
+    /// 128 reservations, 256 circuits (32 per peer), each circuit
+    /// [`RELAY_MAX_CIRCUIT_BYTES`] and [`RELAY_MAX_CIRCUIT_DURATION`].
+    fn default() -> Self {
+        Self {
+            max_reservations: 128,
+            max_circuits: 256,
+            max_circuits_per_peer: 32,
+            circuit_bytes: RELAY_MAX_CIRCUIT_BYTES,
+            circuit_duration: RELAY_MAX_CIRCUIT_DURATION,
+        }
+    }
+}
+
 /// How the libp2p host is set up.
 ///
 /// Private swarms: when [`swarm_key`](Self::swarm_key) is set, every connection is TCP
@@ -124,6 +160,8 @@ pub struct NetConfig {
     /// reachable, so its listen addresses are declared external (announced to peers) without
     /// waiting for AutoNAT to confirm them.
     pub relay_server: bool,
+    /// What the relay server grants (unused unless [`relay_server`](Self::relay_server)).
+    pub relay_limits: RelayLimits,
     /// AutoNAT also works between peers at private addresses (10/8, 172.16/12, 192.168/16,
     /// loopback): a peer seen at such an address may probe this node and be probed by it.
     /// For LANs and testbeds whose whole network is private. Off on the internet, where a
@@ -148,6 +186,7 @@ impl NetConfig {
             bootstrap: Vec::new(),
             swarm_key: None,
             relay_server: false,
+            relay_limits: RelayLimits::default(),
             probe_private_addrs: false,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
@@ -173,6 +212,7 @@ impl std::fmt::Debug for NetConfig {
             .field("bootstrap", &self.bootstrap)
             .field("swarm_key", &self.swarm_key.map(|_| "<set>"))
             .field("relay_server", &self.relay_server)
+            .field("relay_limits", &self.relay_limits)
             .field("probe_private_addrs", &self.probe_private_addrs)
             .field("request_timeout", &self.request_timeout)
             .field("max_message_bytes", &self.max_message_bytes)

@@ -36,6 +36,7 @@ mod handle;
 pub mod legacy_ids;
 mod limits;
 mod nunet_wire;
+pub mod paths;
 mod reach;
 pub mod roster;
 pub mod rtt;
@@ -44,10 +45,11 @@ mod swarm_task;
 
 use std::time::Duration;
 
-pub use config::{NetConfig, NetLimits};
+pub use config::{NetConfig, NetLimits, RelayLimits};
 pub use handle::{Network, PING_PROTOCOL, start, start_metered};
 pub use libp2p::{Multiaddr, PeerId};
 pub use nunet_wire::{MAX_NUNET_FRAME, NuNetFrame, nunet_protocol};
+pub use paths::Paths;
 pub use reach::{MAX_AUTO_RELAYS, NatStatus, Reachability, RelayInfo};
 pub use roster::{
     ROSTER_PROTOCOL, ROSTER_TOPIC, RosterError, RosterInfo, decode_announcement, decode_snapshot,

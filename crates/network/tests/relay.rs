@@ -62,3 +62,92 @@ async fn a_peer_behind_a_relay_is_reachable_through_the_circuit() {
         peer.addrs
     );
 }
+
+/// Sends `bytes` from `c` to `b` over a fresh stream (through the relay: `c` has no listen
+/// address, so no hole punch can give them a direct connection) and returns what `b` read
+/// before the stream ended.
+async fn relayed_bytes(relay_limits: nunet_network::RelayLimits, bytes: usize) -> usize {
+    use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+    let proto = libp2p::StreamProtocol::new("/nunet/test/sink/1");
+    let mut cfg_r = config();
+    cfg_r.relay_server = true;
+    cfg_r.relay_limits = relay_limits;
+    let r = start(cfg_r, Answer::Echo).await;
+    let r_addr = addr(&r.net, "tcp").await;
+    let mut cfg_b = config();
+    cfg_b.listen = vec![r_addr.clone().with(Protocol::P2pCircuit)];
+    cfg_b.bootstrap = vec![r_addr.clone()];
+    let b = start(cfg_b, Answer::Echo).await;
+    let b_id = b.net.local_peer_id();
+    assert!(
+        eventually(10, || async {
+            b.net
+                .listen_addrs()
+                .await
+                .iter()
+                .any(|a| a.iter().any(|p| matches!(p, Protocol::P2pCircuit)))
+        })
+        .await,
+        "no reservation"
+    );
+    let mut incoming = b.net.streams().accept(proto.clone()).unwrap();
+    let reader = tokio::spawn(async move {
+        let (_, mut s) = incoming.next().await.unwrap();
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 64 << 10];
+        // A closed circuit ends the stream with EOF or a reset: both end the count.
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        got
+    });
+    let mut cfg_c = config();
+    cfg_c.listen = Vec::new();
+    let c = start(cfg_c, Answer::Echo).await;
+    c.net
+        .dial(r_addr.with(Protocol::P2pCircuit).with(Protocol::P2p(b_id)))
+        .await
+        .unwrap();
+    let mut s = c.net.open_stream(b_id, proto).await.unwrap();
+    let chunk = vec![7u8; 16 << 10];
+    let mut sent = 0;
+    while sent < bytes {
+        if s.write_all(&chunk).await.is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    let _ = s.close().await;
+    tokio::time::timeout(Duration::from_secs(20), reader)
+        .await
+        .expect("the reader never saw the stream end")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_closes_a_circuit_at_its_configured_byte_limit() {
+    let total = 1 << 20;
+    // The default limit (256 MiB a circuit) lets the whole MiB through…
+    let all = relayed_bytes(nunet_network::RelayLimits::default(), total).await;
+    assert_eq!(all, total);
+    // …and a 64 KiB limit (`p2p.relay_circuit_mb` in MiB on a node; bytes here) ends the
+    // circuit once it is exceeded. The relay checks after each copy of its buffer and then
+    // resets both sides, so the receiver gets part of the limit (what arrived before the
+    // reset; 48 KiB here) and never more than the limit and a buffer or two.
+    let limit = 64 << 10;
+    let cut = relayed_bytes(
+        nunet_network::RelayLimits {
+            circuit_bytes: limit,
+            ..Default::default()
+        },
+        total,
+    )
+    .await;
+    assert!(
+        cut > 0 && cut < limit as usize + (256 << 10),
+        "{cut} bytes crossed a relay limited to {limit}"
+    );
+}

@@ -75,6 +75,19 @@ pub fn parse_swarm_key(v: &str) -> Result<Option<[u8; 32]>, NodeError> {
     crate::swarm_key::parse(v).map_err(NodeError::Config)
 }
 
+/// The relay server's limits from `p2p.relay_*` (validated by the config's own checks, so
+/// the conversions only saturate on values it refuses).
+fn relay_limits(p: &nunet_config::model::P2p) -> nunet_network::RelayLimits {
+    let slots = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    nunet_network::RelayLimits {
+        max_reservations: slots(p.relay_max_reservations),
+        max_circuits: slots(p.relay_max_circuits),
+        max_circuits_per_peer: slots(p.relay_max_circuits_per_peer),
+        circuit_bytes: p.relay_circuit_mb.saturating_mul(1024 * 1024),
+        circuit_duration: Duration::from_secs(p.relay_circuit_secs),
+    }
+}
+
 fn addrs(list: &[String], what: &str) -> Result<Vec<Multiaddr>, NodeError> {
     list.iter()
         .map(|a| {
@@ -95,6 +108,7 @@ impl Node {
             bootstrap: addrs(&cfg.p2p.bootstrap_peers, "p2p.bootstrap_peers")?,
             swarm_key: parse_swarm_key(&cfg.p2p.swarm_key)?,
             relay_server: cfg.p2p.relay_server,
+            relay_limits: relay_limits(&cfg.p2p),
             probe_private_addrs: cfg.p2p.nat_probe_private_addrs,
             request_timeout: Duration::from_secs(30),
             max_message_bytes: nunet_actor::MAX_ENVELOPE_BYTES,

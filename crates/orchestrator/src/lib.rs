@@ -20,7 +20,8 @@ pub mod follow;
 pub mod heartbeat;
 pub mod metrics;
 pub mod order;
-pub mod paths;
+/// Timeouts sized to the path to each provider (shared with the provider side).
+pub use nunet_network::paths;
 pub mod provision;
 pub mod recovery;
 pub mod redeploy;

@@ -13,6 +13,7 @@ use nunet_did::Keypair;
 use nunet_ensemble::spec::AllocationType;
 use nunet_ensemble::{Execution, Location};
 use nunet_executor::Executor;
+use nunet_network::Paths;
 use nunet_protocol::call;
 use nunet_protocol::calls::{Allocate, BidRequestDirect, Commit, Revert};
 use nunet_protocol::names::{BID, BID_REQUEST};
@@ -161,6 +162,8 @@ pub struct Provider {
     s3_private_endpoints: Vec<String>,
     /// Allocation output ([`output`]).
     output: Arc<nunet_output::Server>,
+    /// Reports to orchestrators, with timeouts sized to the path.
+    reports: notify::Reports,
 }
 
 /// Ensemble resources → the accounting's units, without GPUs: those are units chosen by
@@ -233,7 +236,9 @@ impl Provider {
             city: opt(&g.host_city),
             ..Default::default()
         };
+        let reports = notify::Reports::new(system.clone(), Paths::new(network.rtts()));
         Arc::new(Self {
+            reports,
             system,
             key,
             resources,
@@ -934,8 +939,8 @@ impl crate::onboarding::Workloads for Provider {
                     let done = cell.lock().map(|r| r.clone()).ok();
                     if let Some(done) = done {
                         // The orchestrator learns it at once; not waited for.
-                        let system = p.system.clone();
-                        tokio::spawn(async move { notify::report_exit(&system, &done).await });
+                        let reports = p.reports.clone();
+                        tokio::spawn(async move { reports.exit(&done).await });
                     }
                     Some(rec.id)
                 }

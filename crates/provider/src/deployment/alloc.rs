@@ -18,7 +18,7 @@ use nunet_protocol::{AllocationOutput, AllocationState, AllocationStatus};
 use tracing::Instrument;
 
 use super::exec::spec_of;
-use super::{AllocRecord, Provider, control, failed, notify, provision};
+use super::{AllocRecord, Provider, control, failed, provision};
 
 impl Provider {
     /// Creates (or re-creates after a restart) the allocation actor and its behaviors.
@@ -372,7 +372,7 @@ impl Provider {
         }
         let done = cell.lock().map(|r| r.clone()).ok();
         if let Some(done) = done {
-            notify::report_exit(&self.system, &done).await;
+            self.reports.exit(&done).await;
         }
     }
 

@@ -215,9 +215,7 @@ impl Provider {
                 // A span of the deployment's trace; the report carries it to the orchestrator.
                 let span =
                     tracing::info_span!("health", allocation = %rec.id, healthy = health.healthy);
-                super::notify::report_health(&self.system, &rec, health)
-                    .instrument(span)
-                    .await;
+                self.reports.health(&rec, health).instrument(span).await;
             }
         }
     }

@@ -26,7 +26,7 @@ use nunet_protocol::{AllocationCheck, AllocationWanted};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{AllocRecord, Provider, notify};
+use super::{AllocRecord, Provider};
 
 /// How long a restarted provider keeps asking an unreachable orchestrator about an
 /// allocation before it terminates it.
@@ -162,7 +162,7 @@ impl Provider {
             self.off_subnet(cell).await;
             self.release_async(&rec.id).await;
         }
-        notify::report_exit(&self.system, &rec).await;
+        self.reports.exit(&rec).await;
     }
 
     /// Asks the orchestrator about one allocation and terminates it unless it is wanted.
@@ -177,6 +177,7 @@ impl Provider {
             ensemble_id: rec.ensemble_id.clone(),
             allocation_id: rec.id.clone(),
         };
+        let check_timeout = self.reports.timeout(CHECK_TIMEOUT, &rec);
         let verdict = ask_until(grace, FIRST_RETRY, || {
             let (to, question) = (rec.orchestrator.clone(), &question);
             let ended = snapshot(&cell).is_none_or(|r| !r.status.is_active());
@@ -191,7 +192,7 @@ impl Provider {
                     to,
                     &question.ensemble_id,
                     question,
-                    CHECK_TIMEOUT,
+                    check_timeout,
                 )
                 .await
             }

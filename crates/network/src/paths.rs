@@ -1,7 +1,8 @@
-//! Timeouts sized to the path to each provider. A call's base timeout is what the work takes
-//! on the provider (a commit, an allocation, a status answer); the path adds a number of
+//! Timeouts sized to the path to each peer. A call's base timeout is what the work takes
+//! on the callee (an orchestrator's commit, allocation or status call to a provider; a
+//! provider's report back to its orchestrator); the path adds a number of
 //! round trips, each allowed a retransmission timeout of that peer's measured RTT
-//! ([`nunet_network::RttEstimate::rto`]). On a LAN that adds next to nothing; on a 150 ms
+//! ([`crate::RttEstimate::rto`]). On a LAN that adds next to nothing; on a 150 ms
 //! path with jitter and loss it keeps calls from timing out, and providers from being counted
 //! as lost, where they are merely far away. A peer not measured yet (or no longer connected)
 //! gets the base alone: a new connection is pinged at once, so only the call that opened it
@@ -11,7 +12,7 @@
 
 use std::time::Duration;
 
-use nunet_network::{PeerId, Rtts};
+use crate::{PeerId, Rtts};
 
 /// Most a path may add to one call's timeout.
 pub const MAX_PATH_EXTRA: Duration = Duration::from_secs(30);
