@@ -104,6 +104,24 @@ pub struct General {
     pub host_country: String,
     /// Manual geolocation: continent.
     pub host_continent: String,
+    /// Serve GlusterFS volumes to deployers (`/dms/volume/{create,start,delete}`; NuNet's
+    /// storage mode). Needs `glusterd` on this host and `storage_glusterfs_hostname`.
+    #[serde(default)]
+    pub storage_mode: bool,
+    /// Where volume bricks go (empty: `<data_dir>/storage/bricks`).
+    #[serde(default)]
+    pub storage_bricks_dir: PathBuf,
+    /// This storage node's TLS certificate and key (`glusterfs.pem`, `glusterfs.key`,
+    /// created when missing) and each volume's client certificate (empty:
+    /// `<data_dir>/storage/ca`).
+    #[serde(default)]
+    pub storage_ca_directory: PathBuf,
+    /// The host name or address clients reach this node's bricks at (the brick spec's host).
+    #[serde(default)]
+    pub storage_glusterfs_hostname: String,
+    /// glusterd's command socket (empty: glusterd's default, `/var/run/glusterd.socket`).
+    #[serde(default)]
+    pub storage_glusterd_socket: PathBuf,
 }
 
 /// `rest.*`
@@ -326,6 +344,11 @@ impl Config {
                 host_city: String::new(),
                 host_country: String::new(),
                 host_continent: String::new(),
+                storage_mode: false,
+                storage_bricks_dir: PathBuf::new(),
+                storage_ca_directory: PathBuf::new(),
+                storage_glusterfs_hostname: String::new(),
+                storage_glusterd_socket: PathBuf::new(),
             },
             rest: Rest {
                 addr: "127.0.0.1".into(),
@@ -417,6 +440,25 @@ impl Config {
                 "general.port_available_range_from: {} is above port_available_range_to {}",
                 g.port_available_range_from, g.port_available_range_to
             ));
+        }
+        for (k, v) in [
+            ("general.storage_bricks_dir", &g.storage_bricks_dir),
+            ("general.storage_ca_directory", &g.storage_ca_directory),
+            (
+                "general.storage_glusterd_socket",
+                &g.storage_glusterd_socket,
+            ),
+        ] {
+            if !v.as_os_str().is_empty() && !v.is_absolute() {
+                p.push(format!("{k}: {} is not an absolute path", v.display()));
+            }
+        }
+        if g.storage_mode && g.storage_glusterfs_hostname.trim().is_empty() {
+            p.push(
+                "general.storage_glusterfs_hostname: must name the host clients reach this \
+                 node's bricks at when storage_mode is on"
+                    .to_string(),
+            );
         }
         if self.rest.addr.parse::<std::net::IpAddr>().is_err() {
             p.push(format!(

@@ -32,22 +32,6 @@ const NUNET_ONLY: &[(&str, &str)] = &[
         "contracts are not implemented here",
     ),
     (
-        "general.storage_mode",
-        "NuNet's storage mode; GlusterFS servers are allowed with job.glusterfs_servers here",
-    ),
-    (
-        "general.storage_ca_directory",
-        "NuNet's storage mode; GlusterFS servers are allowed with job.glusterfs_servers here",
-    ),
-    (
-        "general.storage_bricks_dir",
-        "NuNet's storage mode; GlusterFS servers are allowed with job.glusterfs_servers here",
-    ),
-    (
-        "general.storage_glusterfs_hostname",
-        "NuNet's storage mode; GlusterFS servers are allowed with job.glusterfs_servers here",
-    ),
-    (
         "general.compute_gateway",
         "NuNet's compute gateway is not implemented here",
     ),

@@ -1,7 +1,7 @@
 //! Rules for allocation volumes that a provider of this implementation relies on: names
 //! safe as a path component and a command argument, one volume per `mount_destination`,
 //! named volumes sized by the allocation's disk, encryption at rest for named volumes only,
-//! and no GlusterFS TLS material yet (refused here rather than dropped at deploy). Volumes of a microVM are a warning: NuNet's
+//! and GlusterFS TLS material as PEM text, all three parts or none. Volumes of a microVM are a warning: NuNet's
 //! ensembles have them, and this implementation's providers refuse them at start.
 
 use std::collections::HashMap;
@@ -152,18 +152,45 @@ pub fn problems(v: &Volume, named_size: u64) -> Vec<VolumeProblem> {
                     );
                 }
             }
-            for (key, given) in [
-                ("client_private_key", client_private_key),
-                ("client_pem", client_pem),
-                ("client_ca", client_ca),
-            ] {
-                if given.is_some() {
-                    bad(key, "TLS client material for GlusterFS volumes is not supported yet; mount the volume without TLS".into());
+            let tls = [
+                ("client_private_key", client_private_key, "PRIVATE KEY"),
+                ("client_pem", client_pem, "CERTIFICATE"),
+                ("client_ca", client_ca, "CERTIFICATE"),
+            ];
+            let given = tls.iter().filter(|(_, v, _)| v.is_some()).count();
+            for (key, value, label) in tls {
+                match value {
+                    None if given > 0 => bad(
+                        key,
+                        "missing: client_private_key, client_pem and client_ca go together (a TLS volume needs all three)".into(),
+                    ),
+                    Some(v) if !is_pem(v, label) => bad(
+                        key,
+                        format!("expected PEM text (-----BEGIN …{label}-----), not a path or other data: the provider writes it to a file itself"),
+                    ),
+                    Some(v) if v.len() > MAX_TLS_PEM => {
+                        bad(key, format!("{} bytes; at most {MAX_TLS_PEM}", v.len()))
+                    }
+                    _ => {}
                 }
             }
         }
     }
     out
+}
+
+/// Largest PEM text of one GlusterFS TLS field.
+pub const MAX_TLS_PEM: usize = 64 << 10;
+
+/// Whether `v` holds a PEM block whose label ends in `label` (`RSA PRIVATE KEY` is a
+/// `PRIVATE KEY`).
+fn is_pem(v: &str, label: &str) -> bool {
+    let v = v.trim();
+    v.starts_with("-----BEGIN ")
+        && v.lines()
+            .next()
+            .is_some_and(|l| l.trim_end().ends_with(&format!("{label}-----")))
+        && v.contains("-----END ")
 }
 
 /// The volume rules of every allocation of `e`.

@@ -221,6 +221,10 @@ impl Node {
         provider
             .register()
             .map_err(|e| NodeError::Behaviors(e.to_string()))?;
+        let storage = nunet_storage::Storage::from_config(cfg)
+            .map_err(|e| NodeError::Config(format!("storage mode: {e}")))?;
+        nunet_storage::register(&system, storage)
+            .map_err(|e| NodeError::Behaviors(e.to_string()))?;
         let files = nunet_files::Files::start(
             &system,
             &network,

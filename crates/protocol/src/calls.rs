@@ -20,6 +20,7 @@ use crate::provider::{
     Allocated, AllocationList, AllocationOutput, AllocationState, Committed, Empty, Reverted,
     ShutdownAllocations, Stopped,
 };
+use crate::storage::{VolumeCreate, VolumeCreated, VolumeDone, VolumeRef};
 use crate::subnet::{SubnetCreated, SubnetPlan};
 
 macro_rules! call {
@@ -169,3 +170,16 @@ mod tests {
         assert_eq!(Commit::behavior(Some("ignored")), names::COMMIT);
     }
 }
+
+call!(
+    /// Storage node: create a volume only the given client certificate may mount.
+    CreateVolume, names::VOLUME_CREATE, VolumeCreate => VolumeCreated
+);
+call!(
+    /// Storage node: start a volume its caller created.
+    StartVolume, names::VOLUME_START, VolumeRef => VolumeDone
+);
+call!(
+    /// Storage node: delete a volume its caller created.
+    DeleteVolume, names::VOLUME_DELETE, VolumeRef => VolumeDone
+);

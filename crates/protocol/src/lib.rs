@@ -21,6 +21,7 @@ pub mod logs;
 pub mod names;
 pub mod provider;
 pub mod status;
+pub mod storage;
 pub mod subnet;
 
 pub use bid::{
@@ -49,4 +50,5 @@ pub use provider::{
     Reverted, ShutdownAllocations, Stopped,
 };
 pub use status::{AllocationStatus, DeploymentStatus};
+pub use storage::{VolumeCreate, VolumeCreated, VolumeDone, VolumeRef};
 pub use subnet::{JOIN_ALLOCATION, PortForward, SubnetCreated, SubnetMember, SubnetPlan};

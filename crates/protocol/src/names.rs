@@ -105,3 +105,10 @@ mod tests {
         }
     }
 }
+
+/// Storage node: create a TLS-only GlusterFS volume for one client certificate.
+pub const VOLUME_CREATE: &str = "/dms/volume/create";
+/// Storage node: start a volume (idempotent).
+pub const VOLUME_START: &str = "/dms/volume/start";
+/// Storage node: stop and delete a volume, its brick and its certificates.
+pub const VOLUME_DELETE: &str = "/dms/volume/delete";

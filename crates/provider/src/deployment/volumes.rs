@@ -187,7 +187,13 @@ impl Volumes {
                 let dir = self.ensemble_dir(&rec.ensemble_id)?;
                 self.named(&dir, src, named_size, v.encrypted).await
             }
-            VolumeSource::Glusterfs { servers, name, .. } => {
+            VolumeSource::Glusterfs {
+                servers,
+                name,
+                client_private_key,
+                client_pem,
+                client_ca,
+            } => {
                 if let Some(s) = servers.iter().find(|s| {
                     !self
                         .glusterfs_servers
@@ -201,7 +207,18 @@ impl Volumes {
                     )));
                 }
                 let dir = self.ensemble_dir(&rec.ensemble_id)?;
-                glusterfs(&dir, servers, name).await
+                let tls = match (client_private_key, client_pem, client_ca) {
+                    (Some(key), Some(pem), Some(ca)) => Some(Tls { key, pem, ca }),
+                    (None, None, None) => None,
+                    // Refused by validation before a deployment gets here.
+                    _ => {
+                        return Err(failed(format!(
+                            "GlusterFS volume {name:?}: client_private_key, client_pem and \
+                             client_ca go together"
+                        )));
+                    }
+                };
+                glusterfs(&dir, servers, name, tls).await
             }
         }
     }
@@ -440,13 +457,27 @@ impl Volumes {
     }
 }
 
-/// GlusterFS volume `name` from `servers`, mounted once per ensemble.
-/// (Name and servers checked with [`problems`]: plain names, never a `mount` option.)
-async fn glusterfs(dir: &Path, servers: &[String], name: &str) -> Result<PathBuf, ActorError> {
+/// A GlusterFS client's TLS material, PEM text as NuNet's ensembles carry it.
+struct Tls<'a> {
+    key: &'a str,
+    pem: &'a str,
+    ca: &'a str,
+}
+
+/// GlusterFS volume `name` from `servers`, mounted once per ensemble (and client
+/// certificate). (Name and servers checked with [`problems`]: plain names, never a `mount`
+/// option.)
+async fn glusterfs(
+    dir: &Path,
+    servers: &[String],
+    name: &str,
+    tls: Option<Tls<'_>>,
+) -> Result<PathBuf, ActorError> {
     let (first, rest) = servers
         .split_first()
         .ok_or_else(|| failed(format!("GlusterFS volume {name:?} names no server")))?;
-    let key = hex::encode(&Sha256::digest(format!("{}/{name}", servers.join(",")))[..8]);
+    let identity = tls.as_ref().map_or("", |t| t.pem);
+    let key = hex::encode(&Sha256::digest(format!("{}/{name}/{identity}", servers.join(",")))[..8]);
     let mnt = dir.join("glusterfs").join(format!("{name}-{key}"));
     if is_mounted(&mnt).await? {
         return Ok(mnt);
@@ -460,9 +491,21 @@ async fn glusterfs(dir: &Path, servers: &[String], name: &str) -> Result<PathBuf
     if !rest.is_empty() {
         options.push_str(&format!(",backup-volfile-servers={}", rest.join(":")));
     }
-    let remote = format!("{first}:/{name}");
-    let args = ["-t", "glusterfs", "-o", &options, &remote, path_arg(&mnt)?];
-    if let Err(e) = run("mount", &args).await {
+    let mounted = match &tls {
+        None => {
+            let remote = format!("{first}:/{name}");
+            run(
+                "mount",
+                &["-t", "glusterfs", "-o", &options, &remote, path_arg(&mnt)?],
+            )
+            .await
+        }
+        Some(t) => {
+            let files = dir.join("glusterfs").join(format!("{name}-{key}.tls"));
+            tls_mount(&files, servers, name, t, &log, &mnt).await
+        }
+    };
+    if let Err(e) = mounted {
         let why = tokio::fs::read_to_string(&log)
             .await
             .map(|l| client_errors(&l))
@@ -478,6 +521,92 @@ async fn glusterfs(dir: &Path, servers: &[String], name: &str) -> Result<PathBuf
         )));
     }
     Ok(mnt)
+}
+
+/// Mounts TLS volume `name` with the client's own certificate, key and CA list. `mount -t
+/// glusterfs` passes one translator option at most, so the FUSE client runs directly, as
+/// `mount.glusterfs` would run it, with the three TLS paths set on the volume's client
+/// translators: the volume file the server hands out names the server's own files there.
+/// The material is written under `files` (mode 0700, the key 0600) and removed with the
+/// ensemble's volume directory.
+async fn tls_mount(
+    files: &Path,
+    servers: &[String],
+    name: &str,
+    t: &Tls<'_>,
+    log: &Path,
+    mnt: &Path,
+) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let _ = std::fs::remove_dir_all(files);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(files)
+        .map_err(|e| format!("{}: {e}", files.display()))?;
+    let mut opts = Vec::new();
+    for (file, text, option) in [
+        ("client.pem", t.pem, "ssl-own-cert"),
+        ("client.key", t.key, "ssl-private-key"),
+        ("ca.pem", t.ca, "ssl-ca-list"),
+    ] {
+        let p = files.join(file);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&p)
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        std::io::Write::write_all(&mut f, format!("{}\n", text.trim()).as_bytes())
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        let path = p.to_str().ok_or("not UTF-8")?;
+        opts.push(format!(
+            "--xlator-option={name}-client-*.transport.socket.{option}={path}"
+        ));
+    }
+    let mut args: Vec<String> = servers
+        .iter()
+        .map(|s| format!("--volfile-server={s}"))
+        .collect();
+    args.push(format!("--volfile-id={name}"));
+    args.push(format!("--log-file={}", log.to_str().ok_or("not UTF-8")?));
+    // Set-user-ID files and device nodes on the server mean nothing here.
+    args.push("--fuse-mountopts=nosuid,nodev".into());
+    args.extend(opts);
+    args.push(mnt.to_str().ok_or("not UTF-8")?.to_string());
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    run("glusterfs", &argv).await?;
+    // The client forks before it connects: a refused certificate ends it moments later
+    // (its mount gone, or left without its daemon). A live mount's root answers with inode 1
+    // (what mount.glusterfs checks).
+    use std::os::unix::fs::MetadataExt;
+    let started = tokio::time::Instant::now();
+    loop {
+        let state = system::mount_state(mnt).map_err(|e| e.message)?;
+        let why = match state {
+            system::MountState::Live => match tokio::fs::metadata(mnt).await {
+                Ok(m) if m.ino() == 1 => return Ok(()),
+                Ok(_) => None,
+                Err(e) => Some(format!("the mount does not answer ({e})")),
+            },
+            system::MountState::Dead => Some("the client gave up on the mount".to_string()),
+            system::MountState::Absent if started.elapsed() > Duration::from_secs(2) => {
+                Some("the client ended without mounting".to_string())
+            }
+            system::MountState::Absent => None,
+        };
+        let why = why.or_else(|| {
+            (started.elapsed() > Duration::from_secs(15))
+                .then(|| "the mount did not come up within 15 s".to_string())
+        });
+        if let Some(why) = why {
+            if let Some(p) = mnt.to_str() {
+                let _ = run("umount", &["-l", p]).await;
+            }
+            return Err(why);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The GlusterFS client log's errors and management messages (why a mount failed), the

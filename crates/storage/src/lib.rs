@@ -1,0 +1,548 @@
+//! A storage node's GlusterFS volumes (NuNet's storage mode, `general.storage_mode`):
+//! `/dms/volume/create`, `/dms/volume/start` and `/dms/volume/delete`, run through the
+//! `gluster` CLI against this host's `glusterd`.
+//!
+//! Every volume is TLS-only and belongs to one client certificate, the one its creator sent:
+//! `server.ssl` and `client.ssl` are on, the brick trusts that certificate alone
+//! (`ssl.ca-list`) and admits its common name alone (`auth.ssl-allow`). The bricks present this
+//! node's certificate (`<ca dir>/glusterfs.pem`, made on first start when missing), which the
+//! create reply returns for the client's CA list. Only the DID that created a volume may start
+//! or delete it; that record lives next to the volume's certificate, so it survives a restart.
+//!
+//! This crate must not mount anything (the provider mounts volumes for its allocations) and
+//! must not touch glusterd's global TLS files (`/etc/ssl/glusterfs.*`,
+//! `/var/lib/glusterd/secure-access`): management traffic stays as the operator set it up.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nunet_actor::{ActorError, ActorSystem};
+use nunet_protocol::call;
+use nunet_protocol::calls::{CreateVolume, DeleteVolume, StartVolume};
+use nunet_protocol::{VolumeCreate, VolumeCreated, VolumeDone, VolumeRef};
+use serde::{Deserialize, Serialize};
+
+/// How long one `gluster` command may take.
+const GLUSTER_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest volume name.
+pub const MAX_NAME: usize = 64;
+/// Largest client certificate accepted (PEM).
+pub const MAX_CLIENT_PEM: usize = 64 << 10;
+
+/// Why a volume operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A file or directory of the storage node.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// What was done.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The volume name is not one GlusterFS takes.
+    #[error(
+        "volume name {0:?}: use 1 to {MAX_NAME} letters, digits, '-' or '_', starting with a letter or digit"
+    )]
+    Name(String),
+    /// The client certificate cannot be used.
+    #[error("client_pem: {0}")]
+    Certificate(String),
+    /// This node's own certificate could not be made.
+    #[error("this storage node's certificate: {0}")]
+    OwnCertificate(String),
+    /// A volume of that name exists.
+    #[error("volume {0:?} exists on this storage node")]
+    Exists(String),
+    /// No volume of that name was created here.
+    #[error("no volume {0:?} was created on this storage node")]
+    Missing(String),
+    /// The caller did not create the volume.
+    #[error("volume {name:?} belongs to {owner}, not to {caller}")]
+    NotOwner {
+        /// The volume.
+        name: String,
+        /// Who created it.
+        owner: String,
+        /// Who asked.
+        caller: String,
+    },
+    /// `gluster` failed or could not run.
+    #[error("gluster {command}: {output}")]
+    Gluster {
+        /// The command's arguments.
+        command: String,
+        /// What it said (or why it did not run).
+        output: String,
+    },
+}
+
+impl From<StorageError> for ActorError {
+    fn from(e: StorageError) -> Self {
+        ActorError::failed(e.to_string())
+    }
+}
+
+/// What is kept about a volume (`<ca dir>/volumes/<name>.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    /// The DID that created it.
+    owner: String,
+    /// Its brick directory.
+    brick: PathBuf,
+    /// The common name its client certificate carries (`auth.ssl-allow`).
+    client_cn: String,
+}
+
+/// The storage node: where bricks and certificates go, and how to reach glusterd.
+#[derive(Debug)]
+pub struct Storage {
+    bricks: PathBuf,
+    ca: PathBuf,
+    hostname: String,
+    socket: Option<PathBuf>,
+    /// One volume operation at a time (glusterd takes one transaction at a time anyway).
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Storage {
+    /// The storage node `cfg` describes, or `None` when `general.storage_mode` is off. Makes
+    /// the brick and certificate directories, and this node's certificate when missing.
+    pub fn from_config(cfg: &nunet_config::Config) -> Result<Option<Arc<Self>>, StorageError> {
+        let g = &cfg.general;
+        if !g.storage_mode {
+            return Ok(None);
+        }
+        let or = |p: &Path, d: &str| {
+            if p.as_os_str().is_empty() {
+                g.data_dir.join("storage").join(d)
+            } else {
+                p.to_path_buf()
+            }
+        };
+        let s = Storage {
+            bricks: or(&g.storage_bricks_dir, "bricks"),
+            ca: or(&g.storage_ca_directory, "ca"),
+            hostname: g.storage_glusterfs_hostname.trim().to_string(),
+            socket: (!g.storage_glusterd_socket.as_os_str().is_empty())
+                .then(|| g.storage_glusterd_socket.clone()),
+            lock: tokio::sync::Mutex::new(()),
+        };
+        for d in [&s.bricks, &s.ca.join("volumes")] {
+            std::fs::create_dir_all(d).map_err(|e| io("create", d, e))?;
+        }
+        s.own_certificate()?;
+        Ok(Some(Arc::new(s)))
+    }
+
+    /// `<ca>/glusterfs.pem`, made with its key when either is missing.
+    fn own_certificate(&self) -> Result<String, StorageError> {
+        let (pem, key) = (self.ca.join("glusterfs.pem"), self.ca.join("glusterfs.key"));
+        if !pem.exists() || !key.exists() {
+            let mut params = rcgen::CertificateParams::new(vec![self.hostname.clone()])
+                .map_err(|e| StorageError::OwnCertificate(e.to_string()))?;
+            params.distinguished_name.push(
+                rcgen::DnType::CommonName,
+                format!("nunet storage {}", self.hostname),
+            );
+            let pair = rcgen::KeyPair::generate()
+                .map_err(|e| StorageError::OwnCertificate(e.to_string()))?;
+            let cert = params
+                .self_signed(&pair)
+                .map_err(|e| StorageError::OwnCertificate(e.to_string()))?;
+            write_private(&key, pair.serialize_pem().as_bytes())?;
+            std::fs::write(&pem, cert.pem()).map_err(|e| io("write", &pem, e))?;
+            tracing::info!(cert = %pem.display(), "made this storage node's TLS certificate");
+        }
+        std::fs::read_to_string(&pem).map_err(|e| io("read", &pem, e))
+    }
+
+    fn record_path(&self, name: &str) -> PathBuf {
+        self.ca.join("volumes").join(format!("{name}.json"))
+    }
+
+    fn client_ca_path(&self, name: &str) -> PathBuf {
+        self.ca.join("volumes").join(format!("{name}.ca"))
+    }
+
+    fn record(&self, name: &str) -> Result<Option<Record>, StorageError> {
+        let p = self.record_path(name);
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| io("read", &p, std::io::Error::other(e))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("read", &p, e)),
+        }
+    }
+
+    /// The record of `name`, when `caller` created it.
+    fn owned(&self, caller: &str, name: &str) -> Result<Record, StorageError> {
+        check_name(name)?;
+        let r = self
+            .record(name)?
+            .ok_or_else(|| StorageError::Missing(name.to_string()))?;
+        if r.owner != caller {
+            return Err(StorageError::NotOwner {
+                name: name.to_string(),
+                owner: r.owner,
+                caller: caller.to_string(),
+            });
+        }
+        Ok(r)
+    }
+
+    /// Creates volume `req.name` for `owner`: one brick on this node, TLS on, only
+    /// `req.client_pem` admitted. Undone when any step fails.
+    pub async fn create(
+        &self,
+        owner: &str,
+        req: &VolumeCreate,
+    ) -> Result<VolumeCreated, StorageError> {
+        check_name(&req.name)?;
+        let cn = client_common_name(&req.client_pem)?;
+        let _one = self.lock.lock().await;
+        if self.record(&req.name)?.is_some() {
+            return Err(StorageError::Exists(req.name.clone()));
+        }
+        let own = self.own_certificate()?;
+        let brick = self.bricks.join(format!(
+            "{}-{}",
+            req.name,
+            hex::encode(rand::random::<[u8; 6]>())
+        ));
+        std::fs::create_dir_all(&brick).map_err(|e| io("create", &brick, e))?;
+        let ca = self.client_ca_path(&req.name);
+        let made = async {
+            std::fs::write(&ca, req.client_pem.trim().to_string() + "\n")
+                .map_err(|e| io("write", &ca, e))?;
+            let spec = format!("{}:{}", self.hostname, path_str(&brick)?);
+            self.gluster(&["volume", "create", &req.name, &spec, "force"])
+                .await?;
+            let (own_cert, own_key) =
+                (self.ca.join("glusterfs.pem"), self.ca.join("glusterfs.key"));
+            for (k, v) in [
+                ("server.ssl", "on"),
+                ("client.ssl", "on"),
+                ("auth.ssl-allow", cn.as_str()),
+                ("ssl.own-cert", path_str(&own_cert)?),
+                ("ssl.private-key", path_str(&own_key)?),
+                ("ssl.ca-list", path_str(&ca)?),
+            ] {
+                self.gluster(&["volume", "set", &req.name, k, v]).await?;
+            }
+            Ok::<_, StorageError>(())
+        }
+        .await;
+        if let Err(e) = made {
+            // Undo what was made; a volume that was never created makes the delete fail,
+            // which changes nothing.
+            let _ = self.gluster(&["volume", "delete", &req.name]).await;
+            let _ = std::fs::remove_dir_all(&brick);
+            let _ = std::fs::remove_file(&ca);
+            return Err(e);
+        }
+        let rec = Record {
+            owner: owner.to_string(),
+            brick,
+            client_cn: cn,
+        };
+        let p = self.record_path(&req.name);
+        let bytes = serde_json::to_vec_pretty(&rec)
+            .map_err(|e| io("write", &p, std::io::Error::other(e)))?;
+        std::fs::write(&p, bytes).map_err(|e| io("write", &p, e))?;
+        tracing::info!(volume = %req.name, %owner, client = %rec.client_cn, "created a GlusterFS volume");
+        Ok(VolumeCreated {
+            ok: true,
+            ca_data: own,
+            error: String::new(),
+        })
+    }
+
+    /// Starts `name` (again: `force` also restarts a brick process that died).
+    pub async fn start(&self, caller: &str, name: &str) -> Result<VolumeDone, StorageError> {
+        let _one = self.lock.lock().await;
+        self.owned(caller, name)?;
+        self.gluster(&["volume", "start", name, "force"]).await?;
+        Ok(VolumeDone::ok())
+    }
+
+    /// Stops and deletes `name`, then removes its brick (its data), certificate and record.
+    pub async fn delete(&self, caller: &str, name: &str) -> Result<VolumeDone, StorageError> {
+        let _one = self.lock.lock().await;
+        let rec = self.owned(caller, name)?;
+        let info = self.gluster(&["volume", "info", name]).await?;
+        if info.contains("Status: Started") {
+            self.gluster(&["volume", "stop", name, "force"]).await?;
+        }
+        self.gluster(&["volume", "delete", name]).await?;
+        for p in [self.client_ca_path(name), self.record_path(name)] {
+            let _ = std::fs::remove_file(p);
+        }
+        std::fs::remove_dir_all(&rec.brick).map_err(|e| io("remove", &rec.brick, e))?;
+        tracing::info!(volume = %name, "deleted a GlusterFS volume and its brick");
+        Ok(VolumeDone::ok())
+    }
+
+    /// Runs `gluster --mode=script <args>`; its output, or its output as the error.
+    async fn gluster(&self, args: &[&str]) -> Result<String, StorageError> {
+        let mut cmd = tokio::process::Command::new("gluster");
+        if let Some(s) = &self.socket {
+            cmd.arg(format!("--glusterd-sock={}", s.display()));
+        }
+        cmd.arg("--mode=script").args(args).kill_on_drop(true);
+        let failed = |output: String| StorageError::Gluster {
+            command: args.join(" "),
+            output,
+        };
+        let out = tokio::time::timeout(GLUSTER_TIMEOUT, cmd.output())
+            .await
+            .map_err(|_| {
+                failed(format!(
+                    "no answer within {GLUSTER_TIMEOUT:?} (is glusterd running?)"
+                ))
+            })?
+            .map_err(|e| {
+                failed(format!(
+                    "cannot run gluster ({e}); install glusterfs-server"
+                ))
+            })?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .trim()
+        .to_string();
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(failed(text))
+        }
+    }
+}
+
+/// Registers the volume behaviours on the root actor. On a node that is not in storage mode
+/// they answer why, rather than not being there.
+pub fn register(system: &ActorSystem, storage: Option<Arc<Storage>>) -> Result<(), ActorError> {
+    fn serving(s: &Option<Arc<Storage>>) -> Result<Arc<Storage>, ActorError> {
+        s.clone().ok_or_else(|| {
+            ActorError::failed(
+                "this node does not serve volumes (general.storage_mode is off; see docs/config.md)",
+            )
+        })
+    }
+    call::register::<CreateVolume, _, _, _>(
+        system,
+        "root",
+        storage.clone(),
+        |s, m, req| async move { Ok(serving(&s)?.create(&m.sender.to_string(), &req).await?) },
+    )?;
+    call::register::<StartVolume, _, _, _>(
+        system,
+        "root",
+        storage.clone(),
+        |s, m, req: VolumeRef| async move {
+            Ok(serving(&s)?.start(&m.sender.to_string(), &req.name).await?)
+        },
+    )?;
+    call::register::<DeleteVolume, _, _, _>(
+        system,
+        "root",
+        storage,
+        |s, m, req: VolumeRef| async move {
+            Ok(serving(&s)?
+                .delete(&m.sender.to_string(), &req.name)
+                .await?)
+        },
+    )
+}
+
+/// GlusterFS volume names: letters, digits, `-`, `_`; this crate also keeps them short and
+/// starting with a letter or digit (they name files here).
+fn check_name(name: &str) -> Result<(), StorageError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(StorageError::Name(name.to_string()))
+    }
+}
+
+/// The common name of the one certificate in `pem`, which must be valid now and a name
+/// `auth.ssl-allow` takes literally (no list separators or wildcards).
+pub fn client_common_name(pem: &str) -> Result<String, StorageError> {
+    let bad = |m: &str| StorageError::Certificate(m.to_string());
+    if pem.len() > MAX_CLIENT_PEM {
+        return Err(bad("larger than 64 KiB"));
+    }
+    if pem.matches("-----BEGIN").count() != 1 {
+        return Err(bad("expected exactly one PEM certificate"));
+    }
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.trim().as_bytes())
+        .map_err(|e| bad(&format!("not a PEM certificate ({e})")))?;
+    if block.label != "CERTIFICATE" {
+        return Err(bad(&format!("a PEM {:?}, not a CERTIFICATE", block.label)));
+    }
+    let cert = block
+        .parse_x509()
+        .map_err(|e| bad(&format!("not an X.509 certificate ({e})")))?;
+    if !cert.validity().is_valid() {
+        return Err(bad(
+            "the certificate is not valid now (expired or not yet valid)",
+        ));
+    }
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .map(str::to_string)
+        .ok_or_else(|| bad("the certificate's subject has no common name (CN)"))?;
+    let ok = !cn.is_empty()
+        && cn.len() <= 64
+        && cn
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " .-_@:".contains(c));
+    if !ok {
+        return Err(bad(&format!(
+            "common name {cn:?}: use letters, digits, spaces and . - _ @ : (it is matched literally)"
+        )));
+    }
+    Ok(cn)
+}
+
+fn path_str(p: &Path) -> Result<&str, StorageError> {
+    p.to_str().ok_or_else(|| {
+        io(
+            "use",
+            p,
+            std::io::Error::other("not UTF-8, which gluster's arguments need"),
+        )
+    })
+}
+
+fn io(what: &'static str, path: &Path, source: std::io::Error) -> StorageError {
+    StorageError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes a private key readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io("write", path, e))?;
+    f.write_all(bytes).map_err(|e| io("write", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(cn: &str) -> String {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let k = rcgen::KeyPair::generate().unwrap();
+        p.self_signed(&k).unwrap().pem()
+    }
+
+    #[test]
+    fn client_certificates_are_read_for_their_common_name_and_refused_with_the_reason() {
+        assert_eq!(client_common_name(&cert("alice")).unwrap(), "alice");
+        let two = cert("a") + &cert("b");
+        for (pem, why) in [
+            ("garbage".to_string(), "exactly one"),
+            (two, "exactly one"),
+            (cert("a,b"), "matched literally"),
+            (cert("*"), "matched literally"),
+            (
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_string(),
+                "not an X.509",
+            ),
+            (
+                rcgen::KeyPair::generate().unwrap().serialize_pem(),
+                "not a CERTIFICATE",
+            ),
+        ] {
+            let e = client_common_name(&pem).unwrap_err().to_string();
+            assert!(e.starts_with("client_pem: ") && e.contains(why), "{e}");
+        }
+        let mut no_cn = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        no_cn.distinguished_name = rcgen::DistinguishedName::new();
+        let k = rcgen::KeyPair::generate().unwrap();
+        let e = client_common_name(&no_cn.self_signed(&k).unwrap().pem()).unwrap_err();
+        assert!(e.to_string().contains("no common name"), "{e}");
+    }
+
+    #[test]
+    fn volume_names_are_checked() {
+        for ok in ["v1", "Data_2", "a-b"] {
+            check_name(ok).unwrap();
+        }
+        for bad in ["", "-x", "../x", "a/b", "a b", &"x".repeat(65)] {
+            assert!(
+                matches!(check_name(bad), Err(StorageError::Name(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_storage_node_makes_its_certificate_once_and_refuses_strangers() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = nunet_config::Config::defaults(d.path());
+        assert!(Storage::from_config(&cfg).unwrap().is_none());
+        cfg.general.storage_mode = true;
+        cfg.general.storage_glusterfs_hostname = "10.9.0.1".into();
+        let s = Storage::from_config(&cfg).unwrap().unwrap();
+        let ca = d.path().join("data/storage/ca");
+        let pem = std::fs::read_to_string(ca.join("glusterfs.pem")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(ca.join("glusterfs.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A second start keeps it.
+        drop(s);
+        let s = Storage::from_config(&cfg).unwrap().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(ca.join("glusterfs.pem")).unwrap(),
+            pem
+        );
+        // A volume nobody created, or that someone else created, is refused before glusterd
+        // is asked.
+        let e = s.start("did:key:zA", "v1").await.unwrap_err();
+        assert!(matches!(e, StorageError::Missing(_)), "{e}");
+        let rec = Record {
+            owner: "did:key:zA".into(),
+            brick: d.path().join("b"),
+            client_cn: "alice".into(),
+        };
+        std::fs::write(s.record_path("v1"), serde_json::to_vec(&rec).unwrap()).unwrap();
+        let e = s.delete("did:key:zB", "v1").await.unwrap_err().to_string();
+        assert!(
+            e.contains("belongs to did:key:zA, not to did:key:zB"),
+            "{e}"
+        );
+        let e = s.start("did:key:zA", "../v1").await.unwrap_err();
+        assert!(matches!(e, StorageError::Name(_)), "{e}");
+    }
+}
