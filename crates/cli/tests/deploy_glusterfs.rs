@@ -21,10 +21,25 @@ use netns_support::*;
 struct GlusterServer {
     glusterd: Child,
     volume: String,
+    socket: Option<std::path::PathBuf>,
 }
 
 impl GlusterServer {
+    /// glusterd in `ns` with a started plain volume `volume` on `brick`.
     fn start(ns: &str, ip: &str, volume: &str, brick: &Path) -> GlusterServer {
+        let server = Self::spawn(ns, volume, None);
+        let brick = format!("{ip}:{}", brick.display());
+        let (ok, out) = server.cli(&["volume", "create", volume, &brick, "force"]);
+        assert!(ok, "volume create: {out}");
+        let (ok, out) = server.cli(&["volume", "start", volume]);
+        assert!(ok, "volume start: {out}");
+        server
+    }
+
+    /// glusterd in `ns`, answering its CLI on `socket` when given (where a daemon outside
+    /// its mount namespace can reach it); `volume` names the volume whose brick process
+    /// goes with it.
+    fn spawn(ns: &str, volume: &str, socket: Option<&Path>) -> GlusterServer {
         let found = Command::new("sh")
             .args(["-c", "command -v glusterd && command -v mount.glusterfs"])
             .output()
@@ -37,25 +52,28 @@ impl GlusterServer {
             .args(["netns", "exec", ns, "sh", "-c"])
             .arg(
                 "mount -t tmpfs tmpfs /var/lib/glusterd && mount -t tmpfs tmpfs /var/log/glusterfs \
-                 && mount -t tmpfs tmpfs /run && exec glusterd -N",
+                 && mount -t tmpfs tmpfs /run && exec glusterd -N \"$@\"",
             )
+            .arg("glusterd")
+            .args(socket.map(|s| {
+                format!(
+                    "--xlator-option=management.glusterd-sockfile={}",
+                    s.display()
+                )
+            }))
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
         let server = GlusterServer {
             glusterd,
             volume: volume.to_string(),
+            socket: socket.map(Path::to_path_buf),
         };
-        let brick = format!("{ip}:{}", brick.display());
         wait_for("glusterd answers", Duration::from_secs(30), |seen| {
             let (ok, out) = server.cli(&["volume", "list"]);
             *seen = out;
             ok.then_some(())
         });
-        let (ok, out) = server.cli(&["volume", "create", volume, &brick, "force"]);
-        assert!(ok, "volume create: {out}");
-        let (ok, out) = server.cli(&["volume", "start", volume]);
-        assert!(ok, "volume start: {out}");
         server
     }
 
@@ -68,7 +86,13 @@ impl GlusterServer {
                 "--mount",
                 "--net",
             ])
-            .args(["gluster", "--mode=script"])
+            .arg("gluster")
+            .args(
+                self.socket
+                    .as_ref()
+                    .map(|s| format!("--glusterd-sock={}", s.display())),
+            )
+            .arg("--mode=script")
             .args(args)
             .output()
             .unwrap();
@@ -190,4 +214,254 @@ fn a_glusterfs_volume_is_shared_between_providers_and_survives_a_restart() {
             .count(),
         2
     );
+}
+
+/// A self-signed client certificate and its key (PEM), common name `cn`.
+fn client_identity(cn: &str) -> (String, String) {
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    let key = rcgen::KeyPair::generate().unwrap();
+    (p.self_signed(&key).unwrap().pem(), key.serialize_pem())
+}
+
+/// A one-allocation ensemble on `peer` that mounts TLS volume `volume` from `server` at
+/// /shared with the given PEM texts and appends a line to /shared/log.
+fn tls_ensemble(server: &str, volume: &str, peer: &str, key: &str, pem: &str, ca: &str) -> String {
+    let quoted = |s: &str| serde_json::to_string(s).unwrap();
+    format!(
+        r#"version: V1
+allocations:
+  writer:
+    executor: docker
+    type: service
+    resources: {{cpu: {{cores: 0.1}}, ram: {{size: 64MiB}}, disk: {{size: 16MiB}}}}
+    execution:
+      type: docker
+      image: nunet-test/busybox:latest
+      cmd: [sh, -c, "echo over-tls >> /shared/log; exec sleep 3600"]
+    volume:
+      - type: glusterfs
+        servers: [{server}]
+        name: {volume}
+        mount_destination: /shared
+        client_private_key: {}
+        client_pem: {}
+        client_ca: {}
+nodes:
+  a:
+    allocations: [writer]
+    peer: {peer}
+"#,
+        quoted(key),
+        quoted(pem),
+        quoted(ca)
+    )
+}
+
+#[test]
+fn a_storage_node_makes_tls_volumes_that_mount_only_with_their_client_certificate() {
+    let dn = NsDevnet::up(3);
+    dn.onboard_all();
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("glusterd.sock");
+    let volume = format!("tls{}", std::process::id());
+    let ip = dn.lan(3);
+    let server = GlusterServer::spawn(&dn.netns[2], &volume, Some(&socket));
+
+    // Before storage mode, node-3 says why it does not serve volumes.
+    let (code, out) = dn.run(3, &["actor", "cmd", "/dms/volume/start", "--name", "x"]);
+    assert_ne!(code, 0);
+    assert!(out.contains("general.storage_mode is off"), "{out}");
+    for (k, v) in [
+        // The host name first: storage mode without it is refused.
+        ("general.storage_glusterfs_hostname", ip.as_str()),
+        ("general.storage_glusterd_socket", socket.to_str().unwrap()),
+        ("general.storage_mode", "true"),
+    ] {
+        let (code, out) = dn.run(3, &["config", "set", k, v]);
+        assert_eq!(code, 0, "config set {k}: {out}");
+    }
+    dn.crash(3);
+    dn.restart(3);
+
+    // Node-1 asks node-3 for a volume that only its certificate may mount (NuNet's flags).
+    let (pem, key) = client_identity("node-one-client");
+    let pem_file = tmp.path().join("client.pem");
+    std::fs::write(&pem_file, &pem).unwrap();
+    let ca_dir = tmp.path().join("ca-out");
+    let storage = dn.peer(3);
+    let (code, out) = dn.run(
+        1,
+        &[
+            "actor",
+            "cmd",
+            "--json",
+            "-d",
+            &storage,
+            "/dms/volume/create",
+            "--name",
+            &volume,
+            "--client-pem-file",
+            pem_file.to_str().unwrap(),
+            "--ca-output-dir",
+            ca_dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    // The reply on stdout, the note about the written file on stderr.
+    let created: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert!(
+        out.contains("wrote the storage node's certificate to"),
+        "{out}"
+    );
+    assert_eq!(created["OK"], true, "{created}");
+    let ca = std::fs::read_to_string(ca_dir.join("glusterfs.ca")).unwrap();
+    assert!(ca.contains("BEGIN CERTIFICATE") && created["ca_data"] == ca.as_str());
+    // Same name again: refused. A volume is its creator's: node-2's own key (the devnet's
+    // nodes share one user key) cannot start or delete it.
+    let (code, out) = dn.run(
+        1,
+        &[
+            "actor",
+            "cmd",
+            "-d",
+            &storage,
+            "/dms/volume/create",
+            "--name",
+            &volume,
+            "--client-pem-file",
+            pem_file.to_str().unwrap(),
+        ],
+    );
+    assert!(code != 0 && out.contains("exists"), "{out}");
+    for b in ["/dms/volume/start", "/dms/volume/delete"] {
+        let (code, out) = dn.run(
+            2,
+            &[
+                "actor", "cmd", "-c", "dms", "-d", &storage, b, "--name", &volume,
+            ],
+        );
+        assert!(code != 0 && out.contains("belongs to"), "{b}: {out}");
+    }
+    let started = dn.json(
+        1,
+        &[
+            "actor",
+            "cmd",
+            "--json",
+            "-d",
+            &storage,
+            "/dms/volume/start",
+            "--name",
+            &volume,
+        ],
+    );
+    assert_eq!(started["OK"], true, "{started}");
+    let (ok, info) = server.cli(&["volume", "info", &volume]);
+    assert!(ok, "{info}");
+    for want in [
+        "server.ssl: on",
+        "client.ssl: on",
+        "auth.ssl-allow: node-one-client",
+        "Status: Started",
+    ] {
+        assert!(info.contains(want), "{want}: {info}");
+    }
+
+    // With its key, certificate and the storage node's certificate as CA, an allocation on
+    // node-2 writes through the TLS mount; the line is on node-3's brick.
+    let yaml = tls_ensemble(&ip, &volume, &dn.peer(2), &key, &pem, &ca);
+    let id = dn.deploy(&yaml, "tls.yaml");
+    let _containers = Containers(id.clone());
+    let bricks = dn.dir.join("node-3").join("data/storage/bricks");
+    wait_for("the line on the brick", Duration::from_secs(20), |seen| {
+        let brick = std::fs::read_dir(&bricks)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.path());
+        *seen = format!("{brick:?}");
+        let text = brick.and_then(|b| std::fs::read_to_string(b.join("log")).ok())?;
+        (text == "over-tls\n").then_some(())
+    });
+    // No private key in the provider's log.
+    let key_line = key.lines().nth(1).unwrap();
+    let log2 = std::fs::read_to_string(dn.dir.join("node-2/nunet.log")).unwrap_or_default();
+    assert!(
+        !log2.contains(key_line),
+        "node-2's log holds the client key"
+    );
+    dn.shutdown_clean(&id);
+
+    // Another certificate, even with the right CA, or none at all, is refused by the server,
+    // and the deployment fails with the client's reason.
+    let (other_pem, other_key) = client_identity("mallory");
+    let refused = [
+        (
+            "intruder",
+            tls_ensemble(&ip, &volume, &dn.peer(2), &other_key, &other_pem, &ca),
+        ),
+        (
+            "plain",
+            tls_ensemble(&ip, &volume, &dn.peer(2), "", "", "")
+                .lines()
+                .filter(|l| !l.contains("client_"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+    ];
+    for (name, yaml) in refused {
+        let file = dn.dir.join(format!("{name}.yaml"));
+        std::fs::write(&file, yaml).unwrap();
+        let (code, out) = dn.run(
+            1,
+            &[
+                "deploy",
+                "-f",
+                file.to_str().unwrap(),
+                "-t",
+                "20s",
+                "--json",
+            ],
+        );
+        assert_ne!(code, 0, "{name}: {out}");
+        let d: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_default();
+        let id = d["id"].as_str().unwrap_or_default().to_string();
+        assert!(!id.is_empty(), "{name}: {out}");
+        let _guard = Containers(id.clone());
+        let status = dn.run(1, &["deployment", "status", &id, "--json"]).1;
+        // The round that placed it failed at the mount, with the client's reason.
+        let events = serde_json::from_str::<serde_json::Value>(&status).unwrap_or_default();
+        let want = format!("volume[0]: GlusterFS volume \"{volume}\" from {ip}");
+        let failed = events["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["message"].as_str())
+            .find(|m| m.contains(&want))
+            .unwrap_or_else(|| panic!("{name}: no event says {want}: {status}"))
+            .to_string();
+        eprintln!("{name}: {failed}");
+    }
+
+    // The creator deletes it: gone from glusterd, brick and certificate removed.
+    let deleted = dn.json(
+        1,
+        &[
+            "actor",
+            "cmd",
+            "--json",
+            "-d",
+            &storage,
+            "/dms/volume/delete",
+            "--name",
+            &volume,
+        ],
+    );
+    assert_eq!(deleted["OK"], true, "{deleted}");
+    let (ok, info) = server.cli(&["volume", "info", &volume]);
+    assert!(!ok, "{info}");
+    assert_eq!(std::fs::read_dir(&bricks).unwrap().count(), 0);
+    let vols = dn.dir.join("node-3/data/storage/ca/volumes");
+    assert_eq!(std::fs::read_dir(&vols).unwrap().count(), 0);
 }

@@ -86,6 +86,13 @@ pub fn allocation_check(ensemble_id: &str) -> String {
     format!("{}/allocation/check", ensemble_namespace(ensemble_id))
 }
 
+/// Storage node: create a TLS-only GlusterFS volume for one client certificate.
+pub const VOLUME_CREATE: &str = "/dms/volume/create";
+/// Storage node: start a volume (idempotent).
+pub const VOLUME_START: &str = "/dms/volume/start";
+/// Storage node: stop and delete a volume, its brick and its certificates.
+pub const VOLUME_DELETE: &str = "/dms/volume/delete";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,10 +112,3 @@ mod tests {
         }
     }
 }
-
-/// Storage node: create a TLS-only GlusterFS volume for one client certificate.
-pub const VOLUME_CREATE: &str = "/dms/volume/create";
-/// Storage node: start a volume (idempotent).
-pub const VOLUME_START: &str = "/dms/volume/start";
-/// Storage node: stop and delete a volume, its brick and its certificates.
-pub const VOLUME_DELETE: &str = "/dms/volume/delete";

@@ -454,6 +454,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn cert(cn: &str) -> String {

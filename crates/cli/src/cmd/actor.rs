@@ -48,7 +48,7 @@ pub enum ActorCmd {
     /// Exit codes: 0 ok, 1 failed, 3 denied or rejected, 4 timeout or unreachable.
     #[command(
         allow_hyphen_values = true,
-        after_help = "Node behaviors:\n  /public/hello, /public/status\n  /broadcast/hello                     (broadcast; every node answers)\n  /dms/node/peers/list | self | dht | score   (self: reachability, relays, hole punches)\n  /dms/node/peers/connect -a|--address /ip4/…/tcp/…/p2p/<peer id>\n  /dms/node/peers/ping -H|--host <peer id or DID>\n  /dms/node/peers/disconnect -H|--host <peer id or DID>\n  /dms/node/onboarding/onboard -C|--cpu <cores> -R|--ram <size> -D|--disk <size> [-G|--gpus idx:GiB,…]\n  /dms/node/onboarding/offboard [--force], /dms/node/onboarding/status\n  /dms/node/deployment/new -f|--spec-file <ensemble.yaml>\n  /dms/node/deployment/status | manifest | shutdown -i|--id <id>\n  /dms/node/deployment/logs -i|--id <id> [-a|--allocation <name>]\n  /dms/node/logger/config [-l|--level debug]\n  /dms/node/nunet/invoke -H|--host <NuNet peer> --behavior <name> [-m|--message JSON] [--timeout <seconds>]\n\nSizes are GiB unless a unit is given (512MiB, 2GiB, 1TB).\n\nExamples:\n  nunet actor cmd /dms/node/peers/list\n  nunet actor cmd -d did:key:z6Mk… /public/status --json\n  nunet actor cmd -c dms /dms/node/onboarding/onboard -C 2 -R 4 -D 20"
+        after_help = "Node behaviors:\n  /public/hello, /public/status\n  /broadcast/hello                     (broadcast; every node answers)\n  /dms/node/peers/list | self | dht | score   (self: reachability, relays, hole punches)\n  /dms/node/peers/connect -a|--address /ip4/…/tcp/…/p2p/<peer id>\n  /dms/node/peers/ping -H|--host <peer id or DID>\n  /dms/node/peers/disconnect -H|--host <peer id or DID>\n  /dms/node/onboarding/onboard -C|--cpu <cores> -R|--ram <size> -D|--disk <size> [-G|--gpus idx:GiB,…]\n  /dms/node/onboarding/offboard [--force], /dms/node/onboarding/status\n  /dms/node/deployment/new -f|--spec-file <ensemble.yaml>\n  /dms/node/deployment/status | manifest | shutdown -i|--id <id>\n  /dms/node/deployment/logs -i|--id <id> [-a|--allocation <name>]\n  /dms/node/logger/config [-l|--level debug]\n  /dms/node/nunet/invoke -H|--host <NuNet peer> --behavior <name> [-m|--message JSON] [--timeout <seconds>]\n  /dms/volume/create --name <volume> --client-pem-file <cert.pem> [--ca-output-dir <dir>] -d <storage node>\n  /dms/volume/start | delete --name <volume> -d <storage node>   (storage nodes: general.storage_mode)\n\nSizes are GiB unless a unit is given (512MiB, 2GiB, 1TB).\n\nExamples:\n  nunet actor cmd /dms/node/peers/list\n  nunet actor cmd -d did:key:z6Mk… /public/status --json\n  nunet actor cmd -c dms /dms/node/onboarding/onboard -C 2 -R 4 -D 20"
     )]
     Cmd {
         /// Behavior name.
@@ -279,9 +279,9 @@ pub fn run(home: &Home, cmd: ActorCmd) -> Result<i32> {
             println!("{}", serde_json::to_string(&env)?);
             Ok(exit::OK)
         }
-        ActorCmd::Send { msg } => deliver(home, "send", &read_msg(&msg)?, false),
-        ActorCmd::Invoke { msg } => deliver(home, "invoke", &read_msg(&msg)?, false),
-        ActorCmd::Broadcast { msg } => deliver(home, "broadcast", &read_msg(&msg)?, false),
+        ActorCmd::Send { msg } => deliver(home, "send", &read_msg(&msg)?, false, None),
+        ActorCmd::Invoke { msg } => deliver(home, "invoke", &read_msg(&msg)?, false, None),
+        ActorCmd::Broadcast { msg } => deliver(home, "broadcast", &read_msg(&msg)?, false, None),
         ActorCmd::Cmd {
             behavior,
             common,
@@ -291,6 +291,7 @@ pub fn run(home: &Home, cmd: ActorCmd) -> Result<i32> {
         } => {
             let mut payload = params_to_json(&behavior, &params)?;
             spec_file_to_ensemble(&mut payload)?;
+            let ca_output_dir = volume_files(&mut payload)?;
             let topic = broadcast.or_else(|| {
                 behavior
                     .starts_with("/broadcast/")
@@ -302,7 +303,7 @@ pub fn run(home: &Home, cmd: ActorCmd) -> Result<i32> {
             } else {
                 "invoke"
             };
-            deliver(home, kind, &env, json)
+            deliver(home, kind, &env, json, ca_output_dir.as_deref())
         }
     }
 }
@@ -328,11 +329,48 @@ fn build(
     client::sign_envelope(&key, &anchors, &local, to, behavior, payload, ttl, topic)
 }
 
-fn deliver(home: &Home, kind: &str, env: &Envelope, raw: bool) -> Result<i32> {
+/// NuNet's volume flags: `--client-pem-file <file>` is read here and sent as `client_pem`
+/// (the daemon never opens a path a message names); `--ca-output-dir <dir>` stays here and
+/// names where the reply's `ca_data` is written (`<dir>/glusterfs.ca`).
+fn volume_files(payload: &mut Value) -> Result<Option<std::path::PathBuf>> {
+    let Some(map) = payload.as_object_mut() else {
+        return Ok(None);
+    };
+    if let Some(file) = map.remove("client_pem_file") {
+        let Some(path) = file.as_str() else {
+            bail!("--client-pem-file needs a file name");
+        };
+        let pem = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+        map.insert("client_pem".into(), Value::String(pem));
+    }
+    match map.remove("ca_output_dir") {
+        None => Ok(None),
+        Some(Value::String(d)) => Ok(Some(d.into())),
+        Some(_) => bail!("--ca-output-dir needs a directory"),
+    }
+}
+
+fn deliver(
+    home: &Home,
+    kind: &str,
+    env: &Envelope,
+    raw: bool,
+    ca_output_dir: Option<&std::path::Path>,
+) -> Result<i32> {
     let left = Duration::from_nanos(env.opt.exp.saturating_sub(nunet_capability::now_ns()));
     let api = api_for(home, left)?;
     match client::post_envelope(&api, kind, env)? {
         Ok(Outcome::Value(v)) => {
+            if let Some(dir) = ca_output_dir {
+                let Some(ca) = v.get("ca_data").and_then(Value::as_str) else {
+                    bail!("--ca-output-dir: the reply has no ca_data: {v}");
+                };
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                let file = dir.join("glusterfs.ca");
+                std::fs::write(&file, ca).with_context(|| format!("writing {}", file.display()))?;
+                eprintln!("wrote the storage node's certificate to {}", file.display());
+            }
             if raw || !v.is_object() {
                 println!("{}", serde_json::to_string(&v)?);
             } else {
