@@ -196,8 +196,11 @@ fn nunet_config_files_and_places() {
         get.stderr
     );
     assert!(get.stderr.contains("apm.* (4 keys)"), "{}", get.stderr);
+    // NuNet's storage mode keys are read (a storage node serves /dms/volume/*).
     let path = n.run(&["config", "path"]).ok();
-    assert!(path.contains("warning: general.storage_"), "{path}");
+    assert!(!path.contains("warning: general.storage_"), "{path}");
+    let host = n.run(&["config", "get", "general.storage_glusterfs_hostname"]);
+    assert_eq!(host.stdout.trim(), "host", "{}", host.stderr);
     // `config set` keeps NuNet's keys and the previous file.
     let set = n.run(&["config", "set", "REST.PORT", "9555"]);
     assert_eq!(set.code, 0, "{}", set.stderr);
