@@ -104,6 +104,12 @@ $B reboot -f
 
 /// Writes the initramfs (busybox, virtio modules, [`INIT`]) and an empty disk image.
 fn guest_files(dir: &Path, modules: &Path) -> (PathBuf, PathBuf) {
+    guest_files_with(dir, modules, &MODULES, INIT)
+}
+
+/// Writes an initramfs (busybox, `wanted` modules where the kernel has them as modules,
+/// `init`) and an empty disk image.
+fn guest_files_with(dir: &Path, modules: &Path, wanted: &[&str], init: &str) -> (PathBuf, PathBuf) {
     let busybox = std::fs::read("/bin/busybox").unwrap_or_else(|_| missing("busybox-static"));
     let mut out = Vec::new();
     let mut ino = 1;
@@ -113,7 +119,7 @@ fn guest_files(dir: &Path, modules: &Path) -> (PathBuf, PathBuf) {
     }
     cpio_entry(&mut out, ino, "bin/busybox", 0o100755, &busybox);
     ino += 1;
-    for m in MODULES {
+    for m in wanted {
         if let Some(p) = find_module(modules, &format!("{m}.ko")) {
             cpio_entry(
                 &mut out,
@@ -125,7 +131,7 @@ fn guest_files(dir: &Path, modules: &Path) -> (PathBuf, PathBuf) {
             ino += 1;
         }
     }
-    cpio_entry(&mut out, ino, "init", 0o100755, INIT.as_bytes());
+    cpio_entry(&mut out, ino, "init", 0o100755, init.as_bytes());
     cpio_entry(&mut out, 0, "TRAILER!!!", 0, &[]);
     let (initrd, disk) = (dir.join("initramfs.cpio"), dir.join("disk.img"));
     std::fs::write(&initrd, out).unwrap();
@@ -223,4 +229,132 @@ nodes:
     dn.assert_no_subnet_leftovers();
     assert!(deploy_support::containers_of(&id).is_empty());
     eprintln!("subnet_vm: {:?} in all", t0.elapsed());
+}
+
+/// The guest's /init for the volume test: load the block driver, find each
+/// `nunet.volume=<serial>:<dest>:<mode>` disk by its serial, mount it, write, sync, report.
+const VOLUME_INIT: &str = r#"#!/bin/busybox sh
+B=/bin/busybox
+$B mount -t proc proc /proc
+$B mount -t sysfs sys /sys
+$B mount -t devtmpfs dev /dev
+for m in virtio_ring virtio virtio_mmio virtio_blk; do
+  [ -f /m/$m.ko ] && $B insmod /m/$m.ko
+done
+$B sleep 1
+for w in $($B cat /proc/cmdline); do
+  case $w in nunet.volume=*)
+    v=${w#nunet.volume=}
+    SERIAL=$(echo $v | $B cut -d: -f1); DEST=$(echo $v | $B cut -d: -f2); MODE=$(echo $v | $B cut -d: -f3)
+    DEV=
+    for d in /sys/block/vd*; do
+      [ "$($B cat $d/serial 2>/dev/null)" = "$SERIAL" ] && DEV=/dev/${d##*/}
+    done
+    $B mkdir -p $DEST
+    $B mount -t ext4 -o $MODE $DEV $DEST && $B echo "VM-VOL-MOUNTED $SERIAL $DEV $DEST $MODE"
+    $B echo "VM-VOL-SIZE $($B df -k $DEST | $B tail -1 | $B awk '{print $2}')"
+    $B echo "written-in-the-vm" > $DEST/hello && $B sync && $B echo "VM-VOL-WROTE $DEST"
+  ;; esac
+done
+$B echo VM-VOL-DONE
+while true; do $B sleep 1; done
+"#;
+
+/// Modules for [`VOLUME_INIT`].
+const BLOCK_MODULES: [&str; 4] = ["virtio_ring", "virtio", "virtio_mmio", "virtio_blk"];
+
+#[test]
+fn a_microvm_gets_its_named_volume_as_a_disk_it_mounts() {
+    if Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        missing("qemu-system-x86_64");
+    }
+    let (kernel, modules) = cloud_kernel();
+    let dn = NsDevnet::up(2);
+    let (initrd, disk) = guest_files_with(&dn.dir, &modules, &BLOCK_MODULES, VOLUME_INIT);
+    let kernel = {
+        let k = dn.dir.join("vmlinuz");
+        std::fs::copy(&kernel, &k).unwrap();
+        k
+    };
+    dn.onboard_all();
+    let yaml = format!(
+        r#"version: V1
+allocations:
+  vm:
+    executor: firecracker
+    type: service
+    resources: {{cpu: {{cores: 0.5}}, ram: {{size: 256MiB}}, disk: {{size: 24MiB}}}}
+    execution:
+      type: firecracker
+      kernel_image: {}
+      initrd: {}
+      root_file_system: {}
+    volume:
+      - {{type: local, src: store, mount_destination: /srv/store}}
+nodes:
+  guest:
+    allocations: [vm]
+    peer: {}
+"#,
+        kernel.display(),
+        initrd.display(),
+        disk.display(),
+        dn.peer(2)
+    );
+    let f = dn.dir.join("vm-volume.yaml");
+    std::fs::write(&f, yaml).unwrap();
+    let v = dn.json(
+        1,
+        &["deploy", "-f", f.to_str().unwrap(), "-t", "60s", "--json"],
+    );
+    assert_eq!(v["status"], "Running", "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+
+    let deadline = Instant::now() + std::time::Duration::from_secs(90);
+    let logs = loop {
+        let (code, out) = dn.run(1, &["deployment", "logs", &id, "--allocation", "vm"]);
+        if code == 0 && out.contains("VM-VOL-DONE") {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "no VM output in time: {out}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    // The guest found the disk by its serial and mounted it where the ensemble says.
+    assert!(
+        logs.contains("VM-VOL-MOUNTED nunet-vol-0 /dev/vd") && logs.contains(" /srv/store rw"),
+        "{logs}"
+    );
+    assert!(logs.contains("VM-VOL-WROTE /srv/store"), "{logs}");
+    // Its filesystem is the allocation's disk (24 MiB, ext4 overhead aside).
+    let kib: u64 = logs
+        .lines()
+        .find_map(|l| l.split("VM-VOL-SIZE ").nth(1))
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no size: {logs}"));
+    assert!((16_000..=24_576).contains(&kib), "{kib} KiB: {logs}");
+    // What the guest wrote is in the provider's named volume image.
+    let volumes = dn.dir.join("node-2/data/volumes");
+    let image = std::fs::read_dir(&volumes)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("images/store"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("no image under {}", volumes.display()));
+    let o = Command::new("debugfs")
+        .args(["-R", "cat /hello"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "written-in-the-vm",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let (code, out) = dn.run(1, &["deployment", "shutdown", &id]);
+    assert_eq!(code, 0, "{out}");
 }

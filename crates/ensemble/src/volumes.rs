@@ -1,8 +1,8 @@
 //! Rules for allocation volumes that a provider of this implementation relies on: names
 //! safe as a path component and a command argument, one volume per `mount_destination`,
 //! named volumes sized by the allocation's disk, encryption at rest for named volumes only,
-//! and GlusterFS TLS material as PEM text, all three parts or none. Volumes of a microVM are a warning: NuNet's
-//! ensembles have them, and this implementation's providers refuse them at start.
+//! and GlusterFS TLS material as PEM text, all three parts or none. A microVM gets named,
+//! unencrypted volumes only, as block devices no other allocation shares ([`vm_problem`]).
 
 use std::collections::HashMap;
 use std::path::{Component, Path};
@@ -179,6 +179,37 @@ pub fn problems(v: &Volume, named_size: u64) -> Vec<VolumeProblem> {
     out
 }
 
+/// Why volume `v` cannot be attached to a microVM, and its field: a microVM gets named,
+/// unencrypted `local` volumes, as virtio block devices holding an ext4 filesystem
+/// (`nunet.volume=<serial>:<mount_destination>:<rw|ro>` on its kernel command line tells the
+/// guest's init where to mount each). A host directory, a GlusterFS mount or a gocryptfs view
+/// cannot be passed into a VM by this implementation's providers (no 9p or virtio-fs).
+pub fn vm_problem(v: &Volume) -> Option<(&'static str, String)> {
+    match &v.source {
+        VolumeSource::Local { src } if src.starts_with('/') => Some((
+            "src",
+            "a microVM gets named volumes only (attached as block devices); a host directory cannot be passed into a VM".into(),
+        )),
+        VolumeSource::Glusterfs { .. } => Some((
+            "type",
+            "a microVM gets named local volumes only (attached as block devices); mount GlusterFS from inside the VM instead".into(),
+        )),
+        VolumeSource::Local { .. } if v.encrypted => Some((
+            "encrypted",
+            "encrypted volumes are gocryptfs views on the provider and cannot be attached to a microVM".into(),
+        )),
+        VolumeSource::Local { .. }
+            if v.mount_destination.contains(|c: char| c.is_whitespace() || c == ':') =>
+        {
+            Some((
+                "mount_destination",
+                "a microVM's mount_destination travels on its kernel command line: no spaces or ':'".into(),
+            ))
+        }
+        VolumeSource::Local { .. } => None,
+    }
+}
+
 /// Largest PEM text of one GlusterFS TLS field.
 pub const MAX_TLS_PEM: usize = 64 << 10;
 
@@ -197,11 +228,30 @@ fn is_pem(v: &str, label: &str) -> bool {
 pub(crate) fn rules(c: &mut Collector, e: &Ensemble) {
     for a in &e.allocations {
         let p = join(&join("allocations", &a.name), "volume");
-        if !a.volumes.is_empty() && matches!(a.execution, Execution::Firecracker(_)) {
-            c.warn(
-                &p,
-                "volumes are not mounted into microVMs yet: providers of this implementation refuse to start this allocation (docker and wasm allocations get volumes)",
-            );
+        if matches!(a.execution, Execution::Firecracker(_)) {
+            for (i, v) in a.volumes.iter().enumerate() {
+                if let Some((field, why)) = vm_problem(v) {
+                    c.error(&join(&index(&p, i), field), why);
+                }
+                // A block device is not shared: one writer's filesystem cache would
+                // corrupt it under another.
+                if let VolumeSource::Local { src } = &v.source
+                    && let Some(other) = e.allocations.iter().find(|o| {
+                        o.name != a.name
+                            && o.volumes.iter().any(
+                                |w| matches!(&w.source, VolumeSource::Local { src: s } if s == src),
+                            )
+                    })
+                {
+                    c.error(
+                        &join(&index(&p, i), "src"),
+                        format!(
+                            "named volume {src:?} is attached to this microVM as a block device, which cannot be shared; allocation {:?} names it too",
+                            other.name
+                        ),
+                    );
+                }
+            }
         }
         if a.volumes.len() > MAX_VOLUMES {
             c.error(

@@ -160,6 +160,7 @@ async fn vm(runs: usize) {
         initrd: Some(initramfs(&dir)),
         rootfs: None,
         kernel_args: "quiet".into(),
+        disks: Vec::new(),
     };
     let mut ours = Vec::new();
     let mut hand = Vec::new();

@@ -31,6 +31,6 @@ pub use sandbox::{LABEL_SANDBOX, Sandbox};
 pub use spec::{
     CpuBudget, DevicePath, ExecutionSpec, GpuDevice, GpuVendor, LABEL_EXECUTION, LABEL_EXECUTOR,
     LABEL_NODE, LABEL_PREFIX, ModuleSource, Mount, NetworkAttachment, PortMapping, Protocol,
-    Resources, VmWorkload, Workload,
+    Resources, VmDisk, VmWorkload, Workload,
 };
 pub use vm::{VmConfig, VmExecutor};

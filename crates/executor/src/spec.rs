@@ -140,6 +140,22 @@ pub struct VmWorkload {
     pub rootfs: Option<PathBuf>,
     /// Kernel command line; the console argument is added when missing.
     pub kernel_args: String,
+    /// Disk images attached after the root file system, as virtio block devices the guest
+    /// finds by their serial (QEMU only).
+    #[serde(default)]
+    pub disks: Vec<VmDisk>,
+}
+
+/// A disk image attached to a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmDisk {
+    /// The image file on the host (raw).
+    pub path: PathBuf,
+    /// Attached read-only (the guest cannot write to it, whatever it mounts).
+    pub read_only: bool,
+    /// The device's serial (`/sys/block/vd*/serial` in the guest): letters, digits and
+    /// `-`, at most 20 characters (virtio-blk's limit).
+    pub serial: String,
 }
 
 /// Where a WASM module comes from.

@@ -80,6 +80,7 @@ async fn vm_without_a_vmm() {
             initrd: None,
             rootfs: None,
             kernel_args: String::new(),
+            disks: Vec::new(),
         }),
     );
     assert_unavailable(

@@ -34,6 +34,7 @@ fn vm_spec(id: &str, dir: &std::path::Path, script: &str) -> ExecutionSpec {
             initrd: Some(initrd),
             rootfs: None,
             kernel_args: String::new(),
+            disks: Vec::new(),
         }),
     );
     s.resources = Resources {

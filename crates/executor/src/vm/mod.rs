@@ -87,6 +87,7 @@ pub fn custom_vm_spec(
             initrd,
             rootfs,
             kernel_args: kernel_args.into(),
+            disks: Vec::new(),
         }),
     );
     spec.resources.cpu_cores = f64::from(cpu);

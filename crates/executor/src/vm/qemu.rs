@@ -219,6 +219,16 @@ pub fn qemu_args(l: &QemuLaunch<'_>) -> Vec<String> {
         let d = format!("id=root,file={},format=raw,if=none", qemu_escape(rootfs));
         push(&["-drive", &d, "-device", "virtio-blk-device,drive=root"]);
     }
+    for (i, disk) in l.vm.disks.iter().enumerate() {
+        let ro = if disk.read_only { ",readonly=on" } else { "" };
+        let d = format!(
+            "id=disk{i},file={},format=raw,if=none{ro}",
+            qemu_escape(&disk.path)
+        );
+        // The serial is checked (letters, digits, '-'): nothing to escape.
+        let dev = format!("virtio-blk-device,drive=disk{i},serial={}", disk.serial);
+        push(&["-drive", &d, "-device", &dev]);
+    }
     let nic = format!("virtio-net-device,netdev=n0,mac={}", l.mac);
     match l.network {
         NetworkAttachment::None
@@ -320,6 +330,18 @@ mod tests {
             initrd: Some("/tmp/init,rd".into()),
             rootfs: Some("/tmp/root.img".into()),
             kernel_args: "quiet".into(),
+            disks: vec![
+                crate::VmDisk {
+                    path: "/v/a,b.img".into(),
+                    read_only: false,
+                    serial: "nunet-vol-0".into(),
+                },
+                crate::VmDisk {
+                    path: "/v/c.img".into(),
+                    read_only: true,
+                    serial: "nunet-vol-1".into(),
+                },
+            ],
         };
         let ports = [PortMapping {
             host_port: 8080,
@@ -344,6 +366,13 @@ mod tests {
         assert!(joined.contains("-m 256 -smp 2"));
         assert!(joined.contains("-append quiet console=ttyS0 root=/dev/vda panic=-1 reboot=t"));
         assert!(joined.contains("file=/tmp/root.img,format=raw"));
+        // Volumes after the root file system, each with its serial; read-only at the VMM.
+        assert!(joined.contains(
+            "-drive id=disk0,file=/v/a,,b.img,format=raw,if=none -device virtio-blk-device,drive=disk0,serial=nunet-vol-0"
+        ), "{joined}");
+        assert!(joined.contains(
+            "-drive id=disk1,file=/v/c.img,format=raw,if=none,readonly=on -device virtio-blk-device,drive=disk1,serial=nunet-vol-1"
+        ), "{joined}");
         assert!(joined.contains("-initrd /tmp/init,rd")); // -initrd takes a plain path
         assert!(joined.contains("hostfwd=tcp::8080-:80"));
         assert!(joined.contains("-qmp unix:/run/x/qmp.sock,server=on,wait=off"));
@@ -408,6 +437,7 @@ mod tests {
             initrd: None,
             rootfs: None,
             kernel_args: "console=hvc0 panic=5".into(),
+            disks: Vec::new(),
         };
         assert_eq!(kernel_cmdline(&vm), "console=hvc0 panic=5");
     }

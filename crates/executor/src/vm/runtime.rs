@@ -46,8 +46,22 @@ pub(super) fn check_files(spec: &ExecutionSpec) -> Result<&VmWorkload> {
                 .into(),
         ));
     }
+    for d in &vm.disks {
+        let ok = !d.serial.is_empty()
+            && d.serial.len() <= 20
+            && d.serial
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !ok {
+            return Err(ExecutorError::InvalidSpec(format!(
+                "disk serial {:?}: letters, digits and '-', at most 20",
+                d.serial
+            )));
+        }
+    }
     let files = [Some(&vm.kernel), vm.initrd.as_ref(), vm.rootfs.as_ref()];
-    for path in files.into_iter().flatten() {
+    let disks = vm.disks.iter().map(|d| &d.path);
+    for path in files.into_iter().flatten().chain(disks) {
         std::fs::File::open(path).map_err(|source| ExecutorError::File {
             path: path.clone(),
             source,
@@ -177,6 +191,12 @@ pub(super) async fn launch(
     wait_for_socket(&mut child, &socket, &vmm_log, timeout).await?;
     let detail = match backend {
         Backend::Qemu { accel, .. } => format!("qemu microvm pid {pid}, accel={}", accel.as_str()),
+        Backend::Firecracker { .. } if !vm.disks.is_empty() => {
+            let _ = child.start_kill();
+            return Err(ExecutorError::InvalidSpec(
+                "disks (volumes) are attached to VMs by the QEMU VMM only".into(),
+            ));
+        }
         Backend::Firecracker { .. } => {
             let api = FirecrackerClient::new(&socket, timeout);
             let tap = match &spec.network {

@@ -196,7 +196,15 @@ impl Provider {
     ) -> Result<AllocationState, ActorError> {
         self.refuse_while_offboarding()?;
         let mut spec = spec_of(&rec, &self.files)?;
-        spec.mounts.extend(self.volumes.mounts(&rec).await?);
+        if let nunet_executor::Workload::Vm(vm) = &mut spec.workload {
+            for (disk, arg) in self.volumes.disks(&rec).await? {
+                vm.kernel_args.push(' ');
+                vm.kernel_args.push_str(&arg);
+                vm.disks.push(disk);
+            }
+        } else {
+            spec.mounts.extend(self.volumes.mounts(&rec).await?);
+        }
         spec.mounts.extend(self.data_mounts(&rec).await?);
         exec.prepare(&spec).await.map_err(failed)?;
         match rec.execution {

@@ -191,6 +191,7 @@ fn vm_workload(f: &FirecrackerExecution, files: &LocalFiles) -> Result<VmWorkloa
             .transpose()?,
         rootfs: Some(files.resolve("root_file_system", &f.root_file_system)?),
         kernel_args: kernel_args(f.kernel_args.as_deref().unwrap_or_default())?,
+        disks: Vec::new(),
     })
 }
 

@@ -14,7 +14,8 @@
 //! Everything lives under `<data_dir>/volumes/<ensemble id>/` (`images/`, `mnt/`,
 //! `glusterfs/`). Nothing is ever deleted while something is still mounted under it, so
 //! removing an ensemble can never reach into a GlusterFS volume or a host directory.
-//! microVMs get no volumes yet: such an allocation fails with that reason.
+//! A microVM gets its named volumes as disks instead ([`Volumes::disks`]): the ext4 image
+//! itself, attached as a virtio block device the guest mounts.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,10 +23,12 @@ use std::time::Duration;
 use nunet_actor::ActorError;
 use nunet_ensemble::Execution;
 use nunet_ensemble::spec::{Volume, VolumeSource};
-use nunet_executor::Mount;
+use nunet_executor::{Mount, VmDisk};
 use sha2::{Digest, Sha256};
 
-use nunet_ensemble::volumes::{MAX_VOLUMES, destination, named_volume_size, problems, valid_name};
+use nunet_ensemble::volumes::{
+    MAX_VOLUMES, destination, named_volume_size, problems, valid_name, vm_problem,
+};
 
 use super::files::LocalFiles;
 use super::{AllocRecord, failed};
@@ -129,8 +132,7 @@ impl Volumes {
         }
         if matches!(rec.execution, Execution::Firecracker(_)) {
             return Err(failed(
-                "volumes cannot be mounted into microVMs on this provider yet \
-                 (docker and WASM allocations get them)",
+                "a microVM's volumes are attached as disks (Volumes::disks), not mounted",
             ));
         }
         if let Err(e) = &self.private {
@@ -170,6 +172,75 @@ impl Volumes {
                 target,
                 read_only: v.read_only,
             });
+        }
+        Ok(out)
+    }
+
+    /// The disks of microVM allocation `rec`'s volumes (named, unencrypted `local` volumes
+    /// only, checked with [`vm_problem`]): each named volume's ext4 image, made when missing
+    /// and never loop-mounted here while a VM has it, and the kernel argument that tells the
+    /// guest where to mount it (`nunet.volume=<serial>:<mount_destination>:<rw|ro>`).
+    pub(crate) async fn disks(
+        &self,
+        rec: &AllocRecord,
+    ) -> Result<Vec<(VmDisk, String)>, ActorError> {
+        if rec.volumes.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Err(e) = &self.private {
+            return Err(failed(format!("volumes cannot be made here: {e}")));
+        }
+        if rec.volumes.len() > MAX_VOLUMES {
+            return Err(failed(format!(
+                "{} volumes; an allocation may have at most {MAX_VOLUMES}",
+                rec.volumes.len()
+            )));
+        }
+        let named_size = named_volume_size(&rec.volumes, rec.resources.disk.size);
+        for (i, v) in rec.volumes.iter().enumerate() {
+            let p = problems(v, named_size)
+                .into_iter()
+                .map(|p| (p.field, p.message))
+                .next()
+                .or_else(|| vm_problem(v).map(|(f, m)| (f.to_string(), m)));
+            if let Some((field, message)) = p {
+                return Err(failed(format!("volume[{i}].{field}: {message}")));
+            }
+        }
+        let dir = self.ensemble_dir(&rec.ensemble_id)?;
+        let _one = self.busy.lock().await;
+        let mut out = Vec::new();
+        for (i, v) in rec.volumes.iter().enumerate() {
+            let VolumeSource::Local { src } = &v.source else {
+                continue; // refused above
+            };
+            let target = destination(&v.mount_destination).ok_or_else(|| {
+                failed(format!(
+                    "volume[{i}]: mount_destination is not an absolute path"
+                ))
+            })?;
+            // A container of this ensemble has it mounted: the VM's filesystem cache and
+            // the host's would corrupt it.
+            if is_mounted(&dir.join("mnt").join(src)).await? {
+                return Err(failed(format!(
+                    "volume[{i}]: named volume {src:?} is mounted on this provider for \
+                     another allocation; a microVM needs it alone"
+                )));
+            }
+            let path = image(&dir, src, named_size, false)
+                .await
+                .map_err(|e| failed(format!("volume[{i}]: {}", e.message)))?;
+            let serial = format!("nunet-vol-{i}");
+            let mode = if v.read_only { "ro" } else { "rw" };
+            let arg = format!("nunet.volume={serial}:{target}:{mode}");
+            out.push((
+                VmDisk {
+                    path,
+                    read_only: v.read_only,
+                    serial,
+                },
+                arg,
+            ));
         }
         Ok(out)
     }
