@@ -334,6 +334,15 @@ fn a_storage_node_makes_tls_volumes_that_mount_only_with_their_client_certificat
         ],
     );
     assert!(code != 0 && out.contains("exists"), "{out}");
+    // Node-3 came back on new ports: node-2 finds it again before it is asked anything.
+    wait_for("node-2 reaches node-3", Duration::from_secs(30), |seen| {
+        let (code, out) = dn.run(
+            2,
+            &["actor", "cmd", "-c", "dms", "-d", &storage, "/public/hello"],
+        );
+        *seen = out;
+        (code == 0).then_some(())
+    });
     for b in ["/dms/volume/start", "/dms/volume/delete"] {
         let (code, out) = dn.run(
             2,
@@ -396,10 +405,16 @@ fn a_storage_node_makes_tls_volumes_that_mount_only_with_their_client_certificat
     // Another certificate, even with the right CA, or none at all, is refused by the server,
     // and the deployment fails with the client's reason.
     let (other_pem, other_key) = client_identity("mallory");
+    // The same common name under another key is a stranger too.
+    let (twin_pem, twin_key) = client_identity("node-one-client");
     let refused = [
         (
             "intruder",
             tls_ensemble(&ip, &volume, &dn.peer(2), &other_key, &other_pem, &ca),
+        ),
+        (
+            "same-name-other-key",
+            tls_ensemble(&ip, &volume, &dn.peer(2), &twin_key, &twin_pem, &ca),
         ),
         (
             "plain",
@@ -410,20 +425,24 @@ fn a_storage_node_makes_tls_volumes_that_mount_only_with_their_client_certificat
                 .join("\n"),
         ),
     ];
-    for (name, yaml) in refused {
-        let file = dn.dir.join(format!("{name}.yaml"));
-        std::fs::write(&file, yaml).unwrap();
-        let (code, out) = dn.run(
-            1,
-            &[
-                "deploy",
-                "-f",
-                file.to_str().unwrap(),
-                "-t",
-                "20s",
-                "--json",
-            ],
-        );
+    // Deployed side by side: each fails only at its deadline.
+    let runs: Vec<(&str, i32, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = refused
+            .iter()
+            .map(|(name, yaml)| {
+                let file = dn.dir.join(format!("{name}.yaml"));
+                std::fs::write(&file, yaml).unwrap();
+                let dn = &dn;
+                scope.spawn(move || {
+                    let f = file.to_str().unwrap();
+                    let (code, out) = dn.run(1, &["deploy", "-f", f, "-t", "20s", "--json"]);
+                    (*name, code, out)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (name, code, out) in runs {
         assert_ne!(code, 0, "{name}: {out}");
         let d: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_default();
         let id = d["id"].as_str().unwrap_or_default().to_string();

@@ -176,7 +176,7 @@ pub struct P2p {
     /// Relay server: circuits open at once with one peer at either end.
     #[serde(default = "default_relay_max_circuits_per_peer")]
     pub relay_max_circuits_per_peer: u64,
-    /// Relay server: MiB one circuit may carry in each direction before it is closed.
+    /// Relay server: MiB one circuit may carry (both directions together) before it is reset.
     #[serde(default = "default_relay_circuit_mb")]
     pub relay_circuit_mb: u64,
     /// Relay server: seconds one circuit may live before it is closed.

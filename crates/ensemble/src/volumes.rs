@@ -199,16 +199,23 @@ pub fn vm_problem(v: &Volume) -> Option<(&'static str, String)> {
             "encrypted volumes are gocryptfs views on the provider and cannot be attached to a microVM".into(),
         )),
         VolumeSource::Local { .. }
-            if v.mount_destination.contains(|c: char| c.is_whitespace() || c == ':') =>
+            if v.mount_destination.len() > MAX_VM_DESTINATION
+                || !v
+                    .mount_destination
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c)) =>
         {
             Some((
                 "mount_destination",
-                "a microVM's mount_destination travels on its kernel command line: no spaces or ':'".into(),
+                format!("a microVM's mount_destination travels on its kernel command line: letters, digits and / . _ - only, at most {MAX_VM_DESTINATION}"),
             ))
         }
         VolumeSource::Local { .. } => None,
     }
 }
+
+/// Longest `mount_destination` of a microVM's volume (it goes on the kernel command line).
+pub const MAX_VM_DESTINATION: usize = 128;
 
 /// Largest PEM text of one GlusterFS TLS field.
 pub const MAX_TLS_PEM: usize = 64 << 10;
@@ -232,6 +239,16 @@ pub(crate) fn rules(c: &mut Collector, e: &Ensemble) {
             for (i, v) in a.volumes.iter().enumerate() {
                 if let Some((field, why)) = vm_problem(v) {
                     c.error(&join(&index(&p, i), field), why);
+                }
+                if let VolumeSource::Local { src } = &v.source
+                    && let Some(j) = a.volumes[..i].iter().position(
+                        |w| matches!(&w.source, VolumeSource::Local { src: s } if s == src),
+                    )
+                {
+                    c.error(
+                        &join(&index(&p, i), "src"),
+                        format!("named volume {src:?} is already attached as volume[{j}]: one disk image cannot be attached twice"),
+                    );
                 }
                 // A block device is not shared: one writer's filesystem cache would
                 // corrupt it under another.

@@ -11,7 +11,7 @@ pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 /// Relay server: how long one relayed circuit may live by default (libp2p's default is 2 min).
 pub const RELAY_MAX_CIRCUIT_DURATION: Duration = Duration::from_secs(15 * 60);
 /// Relay server: how many bytes one relayed circuit may carry by default, both directions
-/// counted apart (libp2p's default is 128 KiB).
+/// counted together (libp2p's default is 128 KiB).
 pub const RELAY_MAX_CIRCUIT_BYTES: u64 = 256 * 1024 * 1024;
 /// Default file-descriptor budget of the host (the `p2p.fd` default), see
 /// [`NetLimits::from_budget`].
@@ -103,8 +103,8 @@ impl Default for NetLimits {
 
 /// What a circuit relay server ([`NetConfig::relay_server`]) grants other peers. A
 /// reservation lets a private peer be reached through this node; a circuit is one relayed
-/// connection, closed when it reaches [`circuit_bytes`](Self::circuit_bytes) in either
-/// direction or outlives [`circuit_duration`](Self::circuit_duration). A peer may then open
+/// connection, reset when it has carried [`circuit_bytes`](Self::circuit_bytes) (both
+/// directions together) or outlives [`circuit_duration`](Self::circuit_duration). A peer may then open
 /// another circuit (in bursts of 120 per peer, then one every 5 s; 480 per IP address, then
 /// one a second), so these bound one circuit and the relay's load, not what a peer may move
 /// through the relay in all.
@@ -116,7 +116,7 @@ pub struct RelayLimits {
     pub max_circuits: usize,
     /// Circuits open at once with one peer at either end.
     pub max_circuits_per_peer: usize,
-    /// Bytes one circuit may carry in each direction.
+    /// Bytes one circuit may carry, both directions counted together.
     pub circuit_bytes: u64,
     /// How long one circuit may live.
     pub circuit_duration: Duration,

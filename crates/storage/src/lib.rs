@@ -13,6 +13,7 @@
 //! must not touch glusterd's global TLS files (`/etc/ssl/glusterfs.*`,
 //! `/var/lib/glusterd/secure-access`): management traffic stays as the operator set it up.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,6 +96,10 @@ struct Record {
     brick: PathBuf,
     /// The common name its client certificate carries (`auth.ssl-allow`).
     client_cn: String,
+    /// Written before glusterd is asked and cleared once the volume is made: a record still
+    /// pending after a crash names what its owner's delete cleans up.
+    #[serde(default)]
+    pending: bool,
 }
 
 /// The storage node: where bricks and certificates go, and how to reach glusterd.
@@ -138,10 +143,19 @@ impl Storage {
         Ok(Some(Arc::new(s)))
     }
 
-    /// `<ca>/glusterfs.pem`, made with its key when either is missing.
+    /// `<ca>/glusterfs.pem`, made with its key when both are missing (one without the
+    /// other is refused: replacing a key would lock out every client that trusts its
+    /// certificate).
     fn own_certificate(&self) -> Result<String, StorageError> {
         let (pem, key) = (self.ca.join("glusterfs.pem"), self.ca.join("glusterfs.key"));
-        if !pem.exists() || !key.exists() {
+        if pem.exists() != key.exists() {
+            return Err(StorageError::OwnCertificate(format!(
+                "{} and {} go together: one is missing (restore it, or remove both to make a new pair, which clients must then trust again)",
+                pem.display(),
+                key.display()
+            )));
+        }
+        if !pem.exists() {
             let mut params = rcgen::CertificateParams::new(vec![self.hostname.clone()])
                 .map_err(|e| StorageError::OwnCertificate(e.to_string()))?;
             params.distinguished_name.push(
@@ -208,6 +222,10 @@ impl Storage {
         if self.record(&req.name)?.is_some() {
             return Err(StorageError::Exists(req.name.clone()));
         }
+        // Volume names are the whole cluster's: one this node did not make is never touched.
+        if self.gluster(&["volume", "info", &req.name]).await.is_ok() {
+            return Err(StorageError::Exists(req.name.clone()));
+        }
         let own = self.own_certificate()?;
         let brick = self.bricks.join(format!(
             "{}-{}",
@@ -216,18 +234,27 @@ impl Storage {
         ));
         std::fs::create_dir_all(&brick).map_err(|e| io("create", &brick, e))?;
         let ca = self.client_ca_path(&req.name);
+        let mut rec = Record {
+            owner: owner.to_string(),
+            brick: brick.clone(),
+            client_cn: cn,
+            pending: true,
+        };
+        let mut created = false;
         let made = async {
+            self.write_record(&req.name, &rec)?;
             std::fs::write(&ca, req.client_pem.trim().to_string() + "\n")
                 .map_err(|e| io("write", &ca, e))?;
             let spec = format!("{}:{}", self.hostname, path_str(&brick)?);
             self.gluster(&["volume", "create", &req.name, &spec, "force"])
                 .await?;
+            created = true;
             let (own_cert, own_key) =
                 (self.ca.join("glusterfs.pem"), self.ca.join("glusterfs.key"));
             for (k, v) in [
                 ("server.ssl", "on"),
                 ("client.ssl", "on"),
-                ("auth.ssl-allow", cn.as_str()),
+                ("auth.ssl-allow", rec.client_cn.as_str()),
                 ("ssl.own-cert", path_str(&own_cert)?),
                 ("ssl.private-key", path_str(&own_key)?),
                 ("ssl.ca-list", path_str(&ca)?),
@@ -237,23 +264,23 @@ impl Storage {
             Ok::<_, StorageError>(())
         }
         .await;
+        let made = match made {
+            Ok(()) => {
+                rec.pending = false;
+                self.write_record(&req.name, &rec)
+            }
+            Err(e) => Err(e),
+        };
         if let Err(e) = made {
-            // Undo what was made; a volume that was never created makes the delete fail,
-            // which changes nothing.
-            let _ = self.gluster(&["volume", "delete", &req.name]).await;
-            let _ = std::fs::remove_dir_all(&brick);
+            // Undo what this call made, and only that.
+            if created {
+                let _ = self.gluster(&["volume", "delete", &req.name]).await;
+            }
+            let _ = remove_tree(brick).await;
             let _ = std::fs::remove_file(&ca);
+            let _ = std::fs::remove_file(self.record_path(&req.name));
             return Err(e);
         }
-        let rec = Record {
-            owner: owner.to_string(),
-            brick,
-            client_cn: cn,
-        };
-        let p = self.record_path(&req.name);
-        let bytes = serde_json::to_vec_pretty(&rec)
-            .map_err(|e| io("write", &p, std::io::Error::other(e)))?;
-        std::fs::write(&p, bytes).map_err(|e| io("write", &p, e))?;
         tracing::info!(volume = %req.name, %owner, client = %rec.client_cn, "created a GlusterFS volume");
         Ok(VolumeCreated {
             ok: true,
@@ -271,20 +298,38 @@ impl Storage {
     }
 
     /// Stops and deletes `name`, then removes its brick (its data), certificate and record.
+    /// A volume glusterd no longer has (a create cut short by a crash) is only cleaned up.
     pub async fn delete(&self, caller: &str, name: &str) -> Result<VolumeDone, StorageError> {
         let _one = self.lock.lock().await;
         let rec = self.owned(caller, name)?;
-        let info = self.gluster(&["volume", "info", name]).await?;
-        if info.contains("Status: Started") {
-            self.gluster(&["volume", "stop", name, "force"]).await?;
+        match self.gluster(&["volume", "info", name]).await {
+            Ok(info) => {
+                if info.contains("Status: Started") {
+                    self.gluster(&["volume", "stop", name, "force"]).await?;
+                }
+                self.gluster(&["volume", "delete", name]).await?;
+            }
+            Err(StorageError::Gluster { output, .. }) if output.contains("does not exist") => {
+                tracing::info!(volume = %name, "glusterd has no such volume; cleaning up");
+            }
+            Err(e) => return Err(e),
         }
-        self.gluster(&["volume", "delete", name]).await?;
+        remove_tree(rec.brick.clone()).await?;
         for p in [self.client_ca_path(name), self.record_path(name)] {
             let _ = std::fs::remove_file(p);
         }
-        std::fs::remove_dir_all(&rec.brick).map_err(|e| io("remove", &rec.brick, e))?;
         tracing::info!(volume = %name, "deleted a GlusterFS volume and its brick");
         Ok(VolumeDone::ok())
+    }
+
+    /// Writes `name`'s record aside and renames it into place (never half a record).
+    fn write_record(&self, name: &str, rec: &Record) -> Result<(), StorageError> {
+        let p = self.record_path(name);
+        let tmp = p.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(rec)
+            .map_err(|e| io("write", &p, std::io::Error::other(e)))?;
+        std::fs::write(&tmp, bytes).map_err(|e| io("write", &tmp, e))?;
+        std::fs::rename(&tmp, &p).map_err(|e| io("write", &p, e))
     }
 
     /// Runs `gluster --mode=script <args>`; its output, or its output as the error.
@@ -335,18 +380,32 @@ pub fn register(system: &ActorSystem, storage: Option<Arc<Storage>>) -> Result<(
             )
         })
     }
+    /// Runs `op` to its end even when the caller's message expires meanwhile (dropping it
+    /// would kill `gluster` between steps of a transaction glusterd finishes anyway).
+    async fn whole<T: Send + 'static>(
+        op: impl Future<Output = Result<T, StorageError>> + Send + 'static,
+    ) -> Result<T, ActorError> {
+        tokio::spawn(op)
+            .await
+            .map_err(|e| ActorError::failed(format!("volume operation: {e}")))?
+            .map_err(ActorError::from)
+    }
     call::register::<CreateVolume, _, _, _>(
         system,
         "root",
         storage.clone(),
-        |s, m, req| async move { Ok(serving(&s)?.create(&m.sender.to_string(), &req).await?) },
+        |s, m, req| async move {
+            let s = serving(&s)?;
+            whole(async move { s.create(&m.sender.to_string(), &req).await }).await
+        },
     )?;
     call::register::<StartVolume, _, _, _>(
         system,
         "root",
         storage.clone(),
         |s, m, req: VolumeRef| async move {
-            Ok(serving(&s)?.start(&m.sender.to_string(), &req.name).await?)
+            let s = serving(&s)?;
+            whole(async move { s.start(&m.sender.to_string(), &req.name).await }).await
         },
     )?;
     call::register::<DeleteVolume, _, _, _>(
@@ -354,9 +413,8 @@ pub fn register(system: &ActorSystem, storage: Option<Arc<Storage>>) -> Result<(
         "root",
         storage,
         |s, m, req: VolumeRef| async move {
-            Ok(serving(&s)?
-                .delete(&m.sender.to_string(), &req.name)
-                .await?)
+            let s = serving(&s)?;
+            whole(async move { s.delete(&m.sender.to_string(), &req.name).await }).await
         },
     )
 }
@@ -418,6 +476,18 @@ pub fn client_common_name(pem: &str) -> Result<String, StorageError> {
         )));
     }
     Ok(cn)
+}
+
+/// Removes a brick directory (any size) off the async runtime; one already gone is fine.
+async fn remove_tree(dir: PathBuf) -> Result<(), StorageError> {
+    let d = dir.clone();
+    let r = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&d) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    })
+    .await
+    .map_err(|e| io("remove", &dir, std::io::Error::other(e)))?;
+    r.map_err(|e| io("remove", &dir, e))
 }
 
 fn path_str(p: &Path) -> Result<&str, StorageError> {
@@ -528,6 +598,13 @@ mod tests {
             std::fs::read_to_string(ca.join("glusterfs.pem")).unwrap(),
             pem
         );
+        // A key without its certificate (or the reverse) is not silently replaced.
+        drop(s);
+        std::fs::remove_file(ca.join("glusterfs.pem")).unwrap();
+        let e = Storage::from_config(&cfg).unwrap_err().to_string();
+        assert!(e.contains("go together"), "{e}");
+        std::fs::write(ca.join("glusterfs.pem"), &pem).unwrap();
+        let s = Storage::from_config(&cfg).unwrap().unwrap();
         // A volume nobody created, or that someone else created, is refused before glusterd
         // is asked.
         let e = s.start("did:key:zA", "v1").await.unwrap_err();
@@ -536,6 +613,7 @@ mod tests {
             owner: "did:key:zA".into(),
             brick: d.path().join("b"),
             client_cn: "alice".into(),
+            pending: false,
         };
         std::fs::write(s.record_path("v1"), serde_json::to_vec(&rec).unwrap()).unwrap();
         let e = s.delete("did:key:zB", "v1").await.unwrap_err().to_string();

@@ -43,6 +43,7 @@ const MACHINE_DEVICES: &str = "microvm,acpi=on";
 /// Whether the guest gets a virtio device (disk or NIC).
 fn has_devices(l: &QemuLaunch<'_>) -> bool {
     l.vm.rootfs.is_some()
+        || !l.vm.disks.is_empty()
         || matches!(
             l.network,
             NetworkAttachment::Default | NetworkAttachment::Tap { .. }
@@ -402,6 +403,7 @@ mod tests {
         );
         let bare = VmWorkload {
             rootfs: None,
+            disks: Vec::new(),
             ..vm.clone()
         };
         let tap = NetworkAttachment::Tap {

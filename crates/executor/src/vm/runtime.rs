@@ -122,6 +122,11 @@ pub(super) async fn launch(
     timeout: Duration,
 ) -> Result<(Child, u32, String)> {
     let mut private = check_files(spec)?.clone();
+    if matches!(backend, Backend::Firecracker { .. }) && !private.disks.is_empty() {
+        return Err(ExecutorError::InvalidSpec(
+            "disks (volumes) are attached to VMs by the QEMU VMM only".into(),
+        ));
+    }
     // The guest writes to a private copy of its root filesystem, never to the file the spec
     // names: a shared image stays pristine, and a guest cannot change a file on the host.
     if let Some(src) = &private.rootfs {
@@ -191,12 +196,6 @@ pub(super) async fn launch(
     wait_for_socket(&mut child, &socket, &vmm_log, timeout).await?;
     let detail = match backend {
         Backend::Qemu { accel, .. } => format!("qemu microvm pid {pid}, accel={}", accel.as_str()),
-        Backend::Firecracker { .. } if !vm.disks.is_empty() => {
-            let _ = child.start_kill();
-            return Err(ExecutorError::InvalidSpec(
-                "disks (volumes) are attached to VMs by the QEMU VMM only".into(),
-            ));
-        }
         Backend::Firecracker { .. } => {
             let api = FirecrackerClient::new(&socket, timeout);
             let tap = match &spec.network {

@@ -202,6 +202,15 @@ impl Provider {
                 vm.kernel_args.push_str(&arg);
                 vm.disks.push(disk);
             }
+            // x86 Linux reads 2048 bytes of command line; past that, the arguments the
+            // provider adds last (console, root, ip) would be cut off.
+            if vm.kernel_args.len() > super::exec::MAX_KERNEL_LINE {
+                return Err(failed(format!(
+                    "the kernel command line with the volumes' arguments is {} bytes; at most {}",
+                    vm.kernel_args.len(),
+                    super::exec::MAX_KERNEL_LINE
+                )));
+            }
         } else {
             spec.mounts.extend(self.volumes.mounts(&rec).await?);
         }

@@ -125,6 +125,9 @@ pub(super) fn spec_of(rec: &AllocRecord, files: &LocalFiles) -> Result<Execution
 
 /// Longest kernel command line a deployer may add (Linux takes 2048 bytes on x86 in all).
 const MAX_KERNEL_ARGS: usize = 1024;
+/// Longest kernel command line with what the provider adds (volumes here; console, root and
+/// the subnet's `ip=` in the executors), well inside x86 Linux's 2048 bytes.
+pub(super) const MAX_KERNEL_LINE: usize = 1600;
 
 /// Kernel parameters the provider sets itself, with why: the console is the allocation's log
 /// and what the boot watchdog reads, the root device is the provider's private copy, the

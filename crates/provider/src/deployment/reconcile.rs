@@ -177,9 +177,10 @@ impl Provider {
             ensemble_id: rec.ensemble_id.clone(),
             allocation_id: rec.id.clone(),
         };
-        let check_timeout = self.reports.timeout(CHECK_TIMEOUT, &rec);
         let verdict = ask_until(grace, FIRST_RETRY, || {
             let (to, question) = (rec.orchestrator.clone(), &question);
+            // Sized on each try: right after a restart the orchestrator is not measured yet.
+            let check_timeout = self.reports.timeout(CHECK_TIMEOUT, &rec);
             let ended = snapshot(&cell).is_none_or(|r| !r.status.is_active());
             async move {
                 if ended {

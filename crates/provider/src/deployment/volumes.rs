@@ -214,6 +214,14 @@ impl Volumes {
             let VolumeSource::Local { src } = &v.source else {
                 continue; // refused above
             };
+            if rec.volumes[..i]
+                .iter()
+                .any(|w| matches!(&w.source, VolumeSource::Local { src: s } if s == src))
+            {
+                return Err(failed(format!(
+                    "volume[{i}]: named volume {src:?} is attached twice"
+                )));
+            }
             let target = destination(&v.mount_destination).ok_or_else(|| {
                 failed(format!(
                     "volume[{i}]: mount_destination is not an absolute path"
@@ -646,37 +654,66 @@ async fn tls_mount(
     args.extend(opts);
     args.push(mnt.to_str().ok_or("not UTF-8")?.to_string());
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    run("glusterfs", &argv).await?;
-    // The client forks before it connects: a refused certificate ends it moments later
-    // (its mount gone, or left without its daemon). A live mount's root answers with inode 1
-    // (what mount.glusterfs checks).
-    use std::os::unix::fs::MetadataExt;
-    let started = tokio::time::Instant::now();
-    loop {
-        let state = system::mount_state(mnt).map_err(|e| e.message)?;
-        let why = match state {
-            system::MountState::Live => match tokio::fs::metadata(mnt).await {
-                Ok(m) if m.ino() == 1 => return Ok(()),
-                Ok(_) => None,
-                Err(e) => Some(format!("the mount does not answer ({e})")),
-            },
-            system::MountState::Dead => Some("the client gave up on the mount".to_string()),
-            system::MountState::Absent if started.elapsed() > Duration::from_secs(2) => {
-                Some("the client ended without mounting".to_string())
-            }
-            system::MountState::Absent => None,
-        };
-        let why = why.or_else(|| {
-            (started.elapsed() > Duration::from_secs(15))
-                .then(|| "the mount did not come up within 15 s".to_string())
-        });
-        if let Some(why) = why {
-            if let Some(p) = mnt.to_str() {
-                let _ = run("umount", &["-l", p]).await;
-            }
-            return Err(why);
+    let up = match run("glusterfs", &argv).await {
+        Ok(()) => tls_mount_up(mnt).await,
+        Err(e) => Err(e),
+    };
+    if up.is_err() {
+        if let Some(p) = mnt.to_str() {
+            let _ = run("umount", &["-l", p]).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The key goes with the failed mount.
+        let _ = std::fs::remove_dir_all(files);
+    }
+    up
+}
+
+/// How long a TLS mount may take to answer.
+const TLS_MOUNT_WAIT: Duration = Duration::from_secs(15);
+
+/// Waits until the FUSE client's mount at `mnt` answers. The client forks before it
+/// connects: a refused certificate ends it moments later (its mount gone, or left without
+/// its daemon). A live mount's root answers with inode 1 (what mount.glusterfs checks). A
+/// look at the mount can block while the client connects, so each runs on a blocking
+/// thread and the whole wait is bounded.
+async fn tls_mount_up(mnt: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    enum Seen {
+        Up,
+        Waiting,
+        Failed(String),
+    }
+    let started = tokio::time::Instant::now();
+    let deadline = started + TLS_MOUNT_WAIT;
+    loop {
+        let at = mnt.to_path_buf();
+        let early = started.elapsed() <= Duration::from_secs(2);
+        let look = tokio::task::spawn_blocking(move || match system::mount_state(&at) {
+            Err(e) => Seen::Failed(e.message),
+            Ok(system::MountState::Live) => match std::fs::metadata(&at) {
+                Ok(m) if m.ino() == 1 => Seen::Up,
+                Ok(_) => Seen::Waiting,
+                Err(e) => Seen::Failed(format!("the mount does not answer ({e})")),
+            },
+            Ok(system::MountState::Dead) => {
+                Seen::Failed("the client gave up on the mount".to_string())
+            }
+            Ok(system::MountState::Absent) if early => Seen::Waiting,
+            Ok(system::MountState::Absent) => {
+                Seen::Failed("the client ended without mounting".to_string())
+            }
+        });
+        let timed_out = || format!("the mount did not answer within {TLS_MOUNT_WAIT:?}");
+        match tokio::time::timeout_at(deadline, look).await {
+            Err(_) => return Err(timed_out()),
+            Ok(Err(e)) => return Err(format!("looking at the mount: {e}")),
+            Ok(Ok(Seen::Up)) => return Ok(()),
+            Ok(Ok(Seen::Failed(why))) => return Err(why),
+            Ok(Ok(Seen::Waiting)) if tokio::time::Instant::now() >= deadline => {
+                return Err(timed_out());
+            }
+            Ok(Ok(Seen::Waiting)) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
     }
 }
 

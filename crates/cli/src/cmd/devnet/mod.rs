@@ -311,7 +311,9 @@ fn up(
 
     let image_root = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     fs::create_dir_all(image_root.join(SHARED_DIR))?;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Every daemon starts at once and they share the machine's cores: a large devnet gets
+    // longer (100 nodes on 2 cores take about a minute).
+    let deadline = Instant::now() + Duration::from_secs(30 + n as u64);
     let start = |p: &Plan, bootstrap: &[String]| -> Result<()> {
         p.write_config(bootstrap, &image_root, layout.is_some())?;
         p.spawn(&pass_file)
