@@ -216,6 +216,16 @@ fn a_glusterfs_volume_is_shared_between_providers_and_survives_a_restart() {
     );
 }
 
+/// Node-1's user asks storage node `storage` to run volume behaviour `behavior` on `volume`.
+fn volume_call(dn: &NsDevnet, storage: &str, behavior: &str, volume: &str) -> serde_json::Value {
+    dn.json(
+        1,
+        &[
+            "actor", "cmd", "--json", "-d", storage, behavior, "--name", volume,
+        ],
+    )
+}
+
 /// A self-signed client certificate and its key (PEM), common name `cn`.
 fn client_identity(cn: &str) -> (String, String) {
     let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -352,19 +362,7 @@ fn a_storage_node_makes_tls_volumes_that_mount_only_with_their_client_certificat
         );
         assert!(code != 0 && out.contains("belongs to"), "{b}: {out}");
     }
-    let started = dn.json(
-        1,
-        &[
-            "actor",
-            "cmd",
-            "--json",
-            "-d",
-            &storage,
-            "/dms/volume/start",
-            "--name",
-            &volume,
-        ],
-    );
+    let started = volume_call(&dn, &storage, "/dms/volume/start", &volume);
     assert_eq!(started["OK"], true, "{started}");
     let (ok, info) = server.cli(&["volume", "info", &volume]);
     assert!(ok, "{info}");
@@ -464,19 +462,7 @@ fn a_storage_node_makes_tls_volumes_that_mount_only_with_their_client_certificat
     }
 
     // The creator deletes it: gone from glusterd, brick and certificate removed.
-    let deleted = dn.json(
-        1,
-        &[
-            "actor",
-            "cmd",
-            "--json",
-            "-d",
-            &storage,
-            "/dms/volume/delete",
-            "--name",
-            &volume,
-        ],
-    );
+    let deleted = volume_call(&dn, &storage, "/dms/volume/delete", &volume);
     assert_eq!(deleted["OK"], true, "{deleted}");
     let (ok, info) = server.cli(&["volume", "info", &volume]);
     assert!(!ok, "{info}");

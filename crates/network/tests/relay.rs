@@ -8,21 +8,21 @@ use std::time::Duration;
 use common::{Answer, addr, config, eventually, start};
 use libp2p::multiaddr::Protocol;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_behind_a_relay_is_reachable_through_the_circuit() {
-    // R serves as relay.
+/// A relay R with `limits`, its TCP address, and a node B that listens only on R's circuit
+/// address, once B holds its reservation.
+async fn relay_and_private(
+    limits: nunet_network::RelayLimits,
+) -> (common::Node, libp2p::Multiaddr, common::Node) {
     let mut cfg_r = config();
     cfg_r.relay_server = true;
+    cfg_r.relay_limits = limits;
     let r = start(cfg_r, Answer::Echo).await;
     let r_addr = addr(&r.net, "tcp").await;
-
-    // B reserves a slot on R and listens on the circuit address.
     let mut cfg_b = config();
     cfg_b.listen = vec![r_addr.clone().with(Protocol::P2pCircuit)];
     // The relay is also a bootstrap peer: both dials race at start; the reservation must win.
     cfg_b.bootstrap = vec![r_addr.clone()];
     let b = start(cfg_b, Answer::Echo).await;
-    let b_id = b.net.local_peer_id();
     let reserved = eventually(10, || async {
         b.net
             .listen_addrs()
@@ -36,6 +36,14 @@ async fn a_peer_behind_a_relay_is_reachable_through_the_circuit() {
         "no relayed listen address: {:?}",
         b.net.listen_addrs().await
     );
+    (r, r_addr, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_behind_a_relay_is_reachable_through_the_circuit() {
+    // R serves as relay; B reserves a slot on R and listens on the circuit address.
+    let (_r, r_addr, b) = relay_and_private(nunet_network::RelayLimits::default()).await;
+    let b_id = b.net.local_peer_id();
 
     // C knows only the circuit address of B, and reaches it through R.
     let c = start(config(), Answer::Echo).await;
@@ -69,27 +77,8 @@ async fn a_peer_behind_a_relay_is_reachable_through_the_circuit() {
 async fn relayed_bytes(relay_limits: nunet_network::RelayLimits, bytes: usize) -> usize {
     use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
     let proto = libp2p::StreamProtocol::new("/nunet/test/sink/1");
-    let mut cfg_r = config();
-    cfg_r.relay_server = true;
-    cfg_r.relay_limits = relay_limits;
-    let r = start(cfg_r, Answer::Echo).await;
-    let r_addr = addr(&r.net, "tcp").await;
-    let mut cfg_b = config();
-    cfg_b.listen = vec![r_addr.clone().with(Protocol::P2pCircuit)];
-    cfg_b.bootstrap = vec![r_addr.clone()];
-    let b = start(cfg_b, Answer::Echo).await;
+    let (_r, r_addr, b) = relay_and_private(relay_limits).await;
     let b_id = b.net.local_peer_id();
-    assert!(
-        eventually(10, || async {
-            b.net
-                .listen_addrs()
-                .await
-                .iter()
-                .any(|a| a.iter().any(|p| matches!(p, Protocol::P2pCircuit)))
-        })
-        .await,
-        "no reservation"
-    );
     let mut incoming = b.net.streams().accept(proto.clone()).unwrap();
     let reader = tokio::spawn(async move {
         let (_, mut s) = incoming.next().await.unwrap();

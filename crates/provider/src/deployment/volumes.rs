@@ -125,6 +125,36 @@ impl Volumes {
             .join(allocation))
     }
 
+    /// Checks `rec`'s volumes again (sent by the orchestrator), all of them before anything is
+    /// made, with a microVM's own rules when `vm`; the size of each named volume.
+    fn admit(&self, rec: &AllocRecord, vm: bool) -> Result<u64, ActorError> {
+        if let Err(e) = &self.private {
+            return Err(failed(format!("volumes cannot be made here: {e}")));
+        }
+        if rec.volumes.len() > MAX_VOLUMES {
+            return Err(failed(format!(
+                "{} volumes; an allocation may have at most {MAX_VOLUMES}",
+                rec.volumes.len()
+            )));
+        }
+        let named_size = named_volume_size(&rec.volumes, rec.resources.disk.size);
+        for (i, v) in rec.volumes.iter().enumerate() {
+            let p = problems(v, named_size)
+                .into_iter()
+                .map(|p| (p.field, p.message))
+                .next()
+                .or_else(|| {
+                    vm.then(|| vm_problem(v))
+                        .flatten()
+                        .map(|(f, m)| (f.to_string(), m))
+                });
+            if let Some((field, message)) = p {
+                return Err(failed(format!("volume[{i}].{field}: {message}")));
+            }
+        }
+        Ok(named_size)
+    }
+
     /// The mounts of `rec`'s volumes, creating and mounting what is not there yet.
     pub(crate) async fn mounts(&self, rec: &AllocRecord) -> Result<Vec<Mount>, ActorError> {
         if rec.volumes.is_empty() {
@@ -135,22 +165,7 @@ impl Volumes {
                 "a microVM's volumes are attached as disks (Volumes::disks), not mounted",
             ));
         }
-        if let Err(e) = &self.private {
-            return Err(failed(format!("volumes cannot be made here: {e}")));
-        }
-        if rec.volumes.len() > MAX_VOLUMES {
-            return Err(failed(format!(
-                "{} volumes; an allocation may have at most {MAX_VOLUMES}",
-                rec.volumes.len()
-            )));
-        }
-        // Sent by the orchestrator: checked again, all of them before anything is mounted.
-        let named_size = named_volume_size(&rec.volumes, rec.resources.disk.size);
-        for (i, v) in rec.volumes.iter().enumerate() {
-            if let Some(p) = problems(v, named_size).into_iter().next() {
-                return Err(failed(format!("volume[{i}].{}: {}", p.field, p.message)));
-            }
-        }
+        let named_size = self.admit(rec, false)?;
         let _one = self.busy.lock().await;
         let mut out: Vec<Mount> = Vec::new();
         for (i, v) in rec.volumes.iter().enumerate() {
@@ -187,26 +202,7 @@ impl Volumes {
         if rec.volumes.is_empty() {
             return Ok(Vec::new());
         }
-        if let Err(e) = &self.private {
-            return Err(failed(format!("volumes cannot be made here: {e}")));
-        }
-        if rec.volumes.len() > MAX_VOLUMES {
-            return Err(failed(format!(
-                "{} volumes; an allocation may have at most {MAX_VOLUMES}",
-                rec.volumes.len()
-            )));
-        }
-        let named_size = named_volume_size(&rec.volumes, rec.resources.disk.size);
-        for (i, v) in rec.volumes.iter().enumerate() {
-            let p = problems(v, named_size)
-                .into_iter()
-                .map(|p| (p.field, p.message))
-                .next()
-                .or_else(|| vm_problem(v).map(|(f, m)| (f.to_string(), m)));
-            if let Some((field, message)) = p {
-                return Err(failed(format!("volume[{i}].{field}: {message}")));
-            }
-        }
+        let named_size = self.admit(rec, true)?;
         let dir = self.ensemble_dir(&rec.ensemble_id)?;
         let _one = self.busy.lock().await;
         let mut out = Vec::new();
