@@ -203,6 +203,11 @@ async fn pull_roster(net: Network) {
             Ok::<_, String>(bytes)
         };
         match tokio::time::timeout(ROSTER_IO_TIMEOUT, fetch).await {
+            // A peer busy with other pullers drops the stream (its queue of incoming
+            // streams is full): nothing to merge; another peer is asked.
+            Ok(Ok(bytes)) if bytes.is_empty() => {
+                tracing::debug!(%peer, "roster pull got nothing (the peer was busy)");
+            }
             Ok(Ok(bytes)) => {
                 let _ = net
                     .commands
