@@ -1,5 +1,6 @@
-//! Rules for allocation `inputs:` and `outputs:` (objects of S3-compatible stores staged into
-//! an allocation, and a task's files published after it completes), and the credentials
+//! Rules for allocation `inputs:` and `outputs:` (objects of S3-compatible stores or another
+//! allocation's named output staged into an allocation, and a task's files published after
+//! it completes), and the credentials
 //! a deployment passes for them as secrets. These rules are what `validate` reports and
 //! what a provider checks again on what it is sent; nothing here talks to a store.
 
@@ -11,7 +12,7 @@ use zeroize::Zeroize;
 
 use crate::execution::Execution;
 use crate::problem::{Collector, index, join};
-use crate::spec::{AllocationType, Ensemble, Input, ObjectLocation, Output};
+use crate::spec::{AllocationType, Ensemble, Input, InputSource, ObjectLocation, Output};
 use crate::volumes::{destination, valid_name};
 
 /// Most inputs of one allocation.
@@ -176,26 +177,116 @@ fn credentials_problem(out: &mut Vec<DataProblem>, credentials: &Option<String>)
 /// Every problem of input `i` on its own.
 pub fn input_problems(i: &Input) -> Vec<DataProblem> {
     let mut out = Vec::new();
-    location_problems(&mut out, &i.source, "source");
-    if !is_prefix(&i.source.key) && key_parts(&i.source.key).is_none() {
-        bad(
-            &mut out,
-            "source",
-            format!("object key {:?} has empty, . or .. parts", i.source.key),
-        );
+    match &i.source {
+        InputSource::Object(o) => {
+            location_problems(&mut out, o, "source");
+            if !is_prefix(&o.key) && key_parts(&o.key).is_none() {
+                bad(
+                    &mut out,
+                    "source",
+                    format!("object key {:?} has empty, . or .. parts", o.key),
+                );
+            }
+            credentials_problem(&mut out, &i.credentials);
+        }
+        InputSource::Output(r) => {
+            if !valid_name(&r.allocation) || !valid_name(&r.output) {
+                bad(
+                    &mut out,
+                    "from",
+                    format!(
+                        "expected <allocation>/<output name>, each [a-zA-Z0-9][a-zA-Z0-9_.-]*, got {:?}",
+                        format!("{}/{}", r.allocation, r.output)
+                    ),
+                );
+            }
+            if i.credentials.is_some() {
+                bad(
+                    &mut out,
+                    "credentials",
+                    "an input from another allocation's output needs no credentials (its provider hands it over)".into(),
+                );
+            }
+        }
     }
     path_problem(&mut out, &i.path);
-    credentials_problem(&mut out, &i.credentials);
     out
 }
 
 /// Every problem of output `o` on its own.
 pub fn output_problems(o: &Output) -> Vec<DataProblem> {
     let mut out = Vec::new();
-    location_problems(&mut out, &o.target, "target");
+    match &o.target {
+        Some(t) => location_problems(&mut out, t, "target"),
+        None if o.name.is_none() => bad(
+            &mut out,
+            "target",
+            "an output needs a target (s3://… in an object store), a name other allocations fetch it by (from: <allocation>/<name>), or both".into(),
+        ),
+        None if o.credentials.is_some() => bad(
+            &mut out,
+            "credentials",
+            "credentials are for a target in an object store, and this output has none".into(),
+        ),
+        None => {}
+    }
+    if let Some(n) = &o.name
+        && !valid_name(n)
+    {
+        bad(
+            &mut out,
+            "name",
+            format!("expected a name ([a-zA-Z0-9][a-zA-Z0-9_.-]*), got {n:?}"),
+        );
+    }
     path_problem(&mut out, &o.path);
     credentials_problem(&mut out, &o.credentials);
     out
+}
+
+/// Problems of inputs of `a` that name another allocation's output in `e`: the allocation
+/// exists, is another one, is a task, and has an output of that name.
+fn reference_problems(c: &mut Collector, e: &Ensemble, a: &crate::spec::Allocation, ip: &str) {
+    for (i, x) in a.inputs.iter().enumerate() {
+        let InputSource::Output(r) = &x.source else {
+            continue;
+        };
+        let at = join(&index(ip, i), "from");
+        let Some(p) = e.allocation(&r.allocation) else {
+            c.error(&at, format!("no allocation named {:?}", r.allocation));
+            continue;
+        };
+        if p.name == a.name {
+            c.error(&at, "an allocation cannot take its own output");
+        } else if p.kind != AllocationType::Task {
+            c.error(
+                &at,
+                format!(
+                    "{:?} is a service; only a task completes and leaves outputs",
+                    p.name
+                ),
+            );
+        } else if !p
+            .outputs
+            .iter()
+            .any(|o| o.name.as_deref() == Some(&r.output))
+        {
+            let names: Vec<&str> = p.outputs.iter().filter_map(|o| o.name.as_deref()).collect();
+            c.error(
+                &at,
+                format!(
+                    "{:?} has no output named {:?} (its named outputs: {})",
+                    p.name,
+                    r.output,
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            );
+        }
+    }
 }
 
 /// The input and output rules of every allocation of `e`: each entry's own problems, no two
@@ -229,6 +320,18 @@ pub(crate) fn rules(c: &mut Collector, e: &Ensemble) {
                 &op,
                 "outputs are published when a task completes; a service does not complete (make it type: task)",
             );
+        }
+        reference_problems(c, e, a, &ip);
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        for (i, o) in a.outputs.iter().enumerate() {
+            if let Some(n) = &o.name
+                && let Some(first) = names.insert(n, i)
+            {
+                c.error(
+                    &join(&index(&op, i), "name"),
+                    format!("{n:?} is also the name of outputs[{first}]"),
+                );
+            }
         }
         let mut seen: HashMap<String, String> = a
             .volumes

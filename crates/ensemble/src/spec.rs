@@ -343,12 +343,53 @@ impl ObjectLocation {
     }
 }
 
-/// An `inputs:` entry: the object `source` (or every object under a prefix) is downloaded
-/// by the provider before the allocation starts and mounted read-only under `path`.
+/// Where an input comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum InputSource {
+    /// An object, or every object under a prefix, of an S3-compatible store (`source:`).
+    Object(ObjectLocation),
+    /// The output of another allocation of the ensemble, a task (`from: <allocation>/<name>`),
+    /// fetched from its provider once it completed.
+    Output(OutputRef),
+}
+
+impl Allocation {
+    /// The allocations whose outputs this one's inputs name (it starts after they complete).
+    pub fn producers(&self) -> impl Iterator<Item = &str> {
+        self.inputs.iter().filter_map(|i| match &i.source {
+            InputSource::Output(r) => Some(r.allocation.as_str()),
+            InputSource::Object(_) => None,
+        })
+    }
+}
+
+impl InputSource {
+    /// How an entry names its source: `s3://bucket/key` or `output <allocation>/<name>`.
+    pub fn describe(&self) -> String {
+        match self {
+            InputSource::Object(o) => o.url(),
+            InputSource::Output(r) => format!("output {}/{}", r.allocation, r.output),
+        }
+    }
+}
+
+/// A named output of an allocation of the same ensemble.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputRef {
+    /// The allocation (a task) that leaves it.
+    pub allocation: String,
+    /// The `name` of one of its `outputs:`.
+    pub output: String,
+}
+
+/// An `inputs:` entry: what `source` names is fetched by the provider before the allocation
+/// starts and mounted read-only under `path`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Input {
     /// What to fetch.
-    pub source: ObjectLocation,
+    pub source: InputSource,
     /// Directory inside the allocation (absolute) that holds what was fetched.
     pub path: String,
     /// Name of the deployment secret holding the store's credentials; none: anonymous.
@@ -357,13 +398,19 @@ pub struct Input {
 }
 
 /// An `outputs:` entry: the files a task leaves under `path` are uploaded under the prefix
-/// `target` when it completes successfully.
+/// `target` when it completes successfully, and kept on its provider for the allocations
+/// whose inputs name it (`name`) until the ensemble ends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Output {
     /// Directory inside the allocation (absolute), empty and writable when it starts.
     pub path: String,
-    /// Where its files go (`key` is the prefix of their keys).
-    pub target: ObjectLocation,
+    /// Name other allocations fetch it by (`from: <allocation>/<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Where its files go (`key` is the prefix of their keys); none: nowhere but to the
+    /// allocations that fetch it by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<ObjectLocation>,
     /// Name of the deployment secret holding the store's credentials; none: anonymous.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<String>,

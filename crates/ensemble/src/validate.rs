@@ -313,9 +313,11 @@ fn dependencies(c: &mut Collector, e: &Ensemble, ix: &Index<'_>) {
         .map(|a| {
             (
                 a.name.as_str(),
+                // Inputs from another allocation's output wait for it as dependencies do.
                 a.depends_on
                     .iter()
                     .map(String::as_str)
+                    .chain(a.producers())
                     .filter(|d| *d != a.name)
                     .collect(),
             )

@@ -15,6 +15,7 @@
 pub mod area;
 pub mod calls;
 pub mod direct;
+pub mod handoff;
 mod leases;
 pub mod manifest;
 pub mod receive;
@@ -27,6 +28,7 @@ pub use calls::{
     FetchReply, FetchRequest, FilesFetch, FilesRead, FilesSend, FilesWrite, ReadReply, ReadRequest,
     SendReply, SendRequest, WriteReply, WriteRequest,
 };
+pub use handoff::Downloaded;
 pub use manifest::{Entry, Kind, Manifest, ManifestError};
 pub use receive::{ReceiveError, Receiver};
 pub use service::{Files, FilesError};

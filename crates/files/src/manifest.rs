@@ -6,18 +6,11 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+pub use nunet_protocol::transfer::{
+    Entry, Kind, MAX_ENTRIES, MAX_PATH_BYTES, MAX_SKIPPED_LISTED, MAX_TOTAL_PATH_BYTES, Manifest,
+    ManifestRule, is_digest,
+};
 
-/// Most entries (files and directories) one transfer may carry.
-pub const MAX_ENTRIES: usize = 2048;
-/// Longest path of an entry, in bytes.
-pub const MAX_PATH_BYTES: usize = 1024;
-/// Most bytes of all paths together. A manifest travels in one actor message (at most
-/// 1 MiB, its payload base64-encoded): 2048 entries of ~135 bytes besides their paths, plus
-/// this, stay under 750 KiB once encoded.
-pub const MAX_TOTAL_PATH_BYTES: usize = 256 << 10;
-/// Most skipped paths listed by name (the rest are counted).
-pub const MAX_SKIPPED_LISTED: usize = 32;
 /// Read size when hashing.
 const HASH_BUF: usize = 1 << 20;
 
@@ -38,155 +31,9 @@ pub enum ManifestError {
     /// The source has no name of its own (`/`).
     #[error("{0}: name a file or a directory under it, not the root itself")]
     NoName(String),
-    /// Too many entries, or too long paths together.
-    #[error(
-        "more than {MAX_ENTRIES} files and directories, or more than 256 KiB of paths; pack them into an archive first"
-    )]
-    TooMany,
-    /// An entry breaks a rule; `index` is its position in the manifest.
-    #[error("entry {index} ({path:?}): {reason}")]
-    Entry {
-        /// Position.
-        index: usize,
-        /// Its path as sent.
-        path: String,
-        /// The rule.
-        reason: &'static str,
-    },
-    /// A manifest with no entry.
-    #[error("the manifest lists nothing")]
-    Empty,
-}
-
-/// Whether an entry is a directory or a regular file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// A directory (created by the receiver before what it holds).
-    Dir,
-    /// A regular file.
-    File,
-}
-
-/// One directory or file of a transfer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Entry {
-    /// `/`-separated path; its first part is the source's own name, so the first entry is
-    /// the source itself.
-    pub path: String,
-    /// Directory or file.
-    pub kind: Kind,
-    /// Bytes (0 for a directory).
-    #[serde(default)]
-    pub size: u64,
-    /// Permission bits (`0o777` at most; set-id bits are never carried).
-    pub mode: u32,
-    /// Lowercase hex BLAKE3 of a file's bytes (absent for a directory).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blake3: Option<String>,
-}
-
-/// Everything one transfer carries, in the order a receiver creates it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Manifest {
-    /// Directories before their contents.
-    pub entries: Vec<Entry>,
-    /// Paths under the source that are not carried (symlinks, sockets, devices), the first
-    /// [`MAX_SKIPPED_LISTED`] of them, each with why.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub skipped: Vec<String>,
-    /// How many were skipped in all.
-    #[serde(default)]
-    pub skipped_total: u64,
-}
-
-impl Manifest {
-    /// Bytes of all files.
-    pub fn bytes(&self) -> u64 {
-        self.entries.iter().map(|e| e.size).sum()
-    }
-
-    /// How many regular files.
-    pub fn files(&self) -> usize {
-        self.entries.iter().filter(|e| e.kind == Kind::File).count()
-    }
-
-    /// Checks every rule a receiver relies on: at least one entry, at most [`MAX_ENTRIES`];
-    /// relative `/`-separated paths of plain names (no `.`, `..`, empty parts or NUL), at most
-    /// [`MAX_PATH_BYTES`] each, all under the first entry's name, each listed once and after
-    /// its directory; files with a digest, directories without bytes; no set-id bits.
-    pub fn check(&self) -> Result<(), ManifestError> {
-        if self.entries.is_empty() {
-            return Err(ManifestError::Empty);
-        }
-        if self.entries.len() > MAX_ENTRIES {
-            return Err(ManifestError::TooMany);
-        }
-        if self.entries.iter().map(|e| e.path.len()).sum::<usize>() > MAX_TOTAL_PATH_BYTES {
-            return Err(ManifestError::TooMany);
-        }
-        let mut dirs = std::collections::HashSet::new();
-        let mut seen = std::collections::HashSet::new();
-        let top = self.entries[0].path.as_str();
-        for (index, e) in self.entries.iter().enumerate() {
-            let bad = |reason| ManifestError::Entry {
-                index,
-                path: e.path.chars().take(120).collect(),
-                reason,
-            };
-            if e.path.is_empty() || e.path.len() > MAX_PATH_BYTES {
-                return Err(bad("a path must have 1 to 1024 bytes"));
-            }
-            if e.path.contains('\0') {
-                return Err(bad("a path must not contain NUL"));
-            }
-            if e.path
-                .split('/')
-                .any(|p| p.is_empty() || p == "." || p == "..")
-            {
-                return Err(bad(
-                    "a path must be relative, made of names (no '.', '..' or empty parts)",
-                ));
-            }
-            if e.mode > 0o777 {
-                return Err(bad("mode must be permission bits only (at most 0o777)"));
-            }
-            match (e.kind, &e.blake3) {
-                (Kind::File, Some(h)) if is_digest(h) => {}
-                (Kind::File, _) => return Err(bad("a file needs a lowercase hex BLAKE3 digest")),
-                (Kind::Dir, None) if e.size == 0 => {}
-                (Kind::Dir, _) => return Err(bad("a directory has no bytes and no digest")),
-            }
-            if !seen.insert(e.path.as_str()) {
-                return Err(bad("listed twice"));
-            }
-            match e.path.rsplit_once('/') {
-                None if index == 0 => {}
-                None => return Err(bad("every entry must be under the first one")),
-                Some(_) if index == 0 => {
-                    return Err(bad("the first entry is the source itself: one name"));
-                }
-                Some((parent, _)) => {
-                    if !(parent == top || parent.starts_with(&format!("{top}/")))
-                        || !dirs.contains(parent)
-                    {
-                        return Err(bad("its directory must be listed before it"));
-                    }
-                }
-            }
-            if e.kind == Kind::Dir {
-                dirs.insert(e.path.as_str());
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Whether `s` is a lowercase hex BLAKE3 digest.
-pub fn is_digest(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    /// A rule of a manifest is broken (too many entries, a bad path).
+    #[error(transparent)]
+    Rule(#[from] ManifestRule),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ManifestError + '_ {
@@ -253,7 +100,7 @@ pub fn build(src: &Path, progress: &mut dyn FnMut(u64)) -> Result<Manifest, Mani
     let mut done = 0u64;
     walk(src, name, &mut m, &mut done, progress)?;
     if m.entries.iter().map(|e| e.path.len()).sum::<usize>() > MAX_TOTAL_PATH_BYTES {
-        return Err(ManifestError::TooMany);
+        return Err(ManifestRule::TooMany.into());
     }
     Ok(m)
 }
@@ -277,14 +124,15 @@ fn walk(
     progress: &mut dyn FnMut(u64),
 ) -> Result<(), ManifestError> {
     if m.entries.len() >= MAX_ENTRIES {
-        return Err(ManifestError::TooMany);
+        return Err(ManifestRule::TooMany.into());
     }
     if rel.len() > MAX_PATH_BYTES {
-        return Err(ManifestError::Entry {
+        return Err(ManifestRule::Entry {
             index: m.entries.len(),
             path: rel.chars().take(120).collect(),
             reason: "a path must have 1 to 1024 bytes",
-        });
+        }
+        .into());
     }
     // The top is followed if it is a link (the caller named it); nothing below it is.
     let meta = if m.entries.is_empty() {

@@ -147,7 +147,7 @@ fn parse_peer(s: &str) -> Result<(PeerId, Handle), ActorError> {
     Ok((peer, to))
 }
 
-fn ticket_of(hex_ticket: &str) -> Result<[u8; 32], ActorError> {
+pub(crate) fn ticket_of(hex_ticket: &str) -> Result<[u8; 32], ActorError> {
     hex::decode(hex_ticket)
         .ok()
         .and_then(|b| b.try_into().ok())
@@ -198,6 +198,11 @@ impl Files {
         Ok(f)
     }
 
+    /// This node's peer id.
+    pub(crate) fn local_peer(&self) -> PeerId {
+        self.0.net.local_peer_id()
+    }
+
     pub(crate) fn slots(&self) -> &Slots {
         &self.0.slots
     }
@@ -207,7 +212,9 @@ impl Files {
     }
 
     /// A turn to list or plan for a peer.
-    async fn planning_turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ActorError> {
+    pub(crate) async fn planning_turn(
+        &self,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, ActorError> {
         self.0
             .planning
             .clone()
@@ -216,7 +223,12 @@ impl Files {
             .map_err(|_| failed("shutting down"))
     }
 
-    fn mint(&self, peer: PeerId, op: Op, items: Vec<Option<Item>>) -> Result<String, ActorError> {
+    pub(crate) fn mint(
+        &self,
+        peer: PeerId,
+        op: Op,
+        items: Vec<Option<Item>>,
+    ) -> Result<String, ActorError> {
         let id = random32();
         self.0
             .tickets
@@ -321,7 +333,7 @@ impl Files {
         })
     }
 
-    fn open_session(
+    pub(crate) fn open_session(
         &self,
         peer: PeerId,
         ticket: [u8; 32],

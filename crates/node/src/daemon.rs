@@ -194,6 +194,13 @@ impl Node {
         );
         nunet_provider::subnet::register(&system, subnets.clone())
             .map_err(|e| NodeError::Behaviors(e.to_string()))?;
+        let files = nunet_files::Files::start(
+            &system,
+            &network,
+            nunet_files::Area::new(cfg.general.data_dir.join("files"), &cfg.files.roots),
+            cfg.files.direct,
+        )
+        .map_err(|e| NodeError::Behaviors(e.to_string()))?;
         let provider = nunet_provider::Provider::new(
             nunet_provider::deployment::Parts {
                 system: system.clone(),
@@ -211,6 +218,7 @@ impl Node {
                     )),
                 )
                 .map_err(|e| NodeError::Behaviors(e.to_string()))?,
+                transfers: files.clone(),
             },
             cfg,
         );
@@ -225,13 +233,6 @@ impl Node {
             .map_err(|e| NodeError::Config(format!("storage mode: {e}")))?;
         nunet_storage::register(&system, storage)
             .map_err(|e| NodeError::Behaviors(e.to_string()))?;
-        let files = nunet_files::Files::start(
-            &system,
-            &network,
-            nunet_files::Area::new(cfg.general.data_dir.join("files"), &cfg.files.roots),
-            cfg.files.direct,
-        )
-        .map_err(|e| NodeError::Behaviors(e.to_string()))?;
         let sessions = Arc::new(nunet_output::Sessions::default());
         let deployments = crate::orchestrator::start(
             &system,

@@ -13,7 +13,7 @@ use nunet_protocol::calls::{Allocate, AllocationStart, Commit, Revert};
 use nunet_protocol::names::{BID, BID_REQUEST, DEPLOYMENT_TOPIC};
 use nunet_protocol::{
     AllocateRequest, AllocationRequest, AllocationStatus, Bid, BidRequest, CommitAllocation,
-    CommitRequest, DeploymentStatus, Empty, ManifestAllocation, ManifestNode, NodeBidRequest,
+    CommitRequest, DeploymentStatus, ManifestAllocation, ManifestNode, NodeBidRequest,
     RevertRequest, allocation_id,
 };
 
@@ -485,7 +485,23 @@ impl Engine {
             self.revert(&assign).await;
             return Ok(());
         }
-        self.set_status(DeploymentStatus::Running, "every allocation started");
+        let waiting = self.record().map_or(0, |r| {
+            r.manifest
+                .allocations
+                .values()
+                .filter(|a| a.status == AllocationStatus::Pending)
+                .count()
+        });
+        if waiting == 0 {
+            self.set_status(DeploymentStatus::Running, "every allocation started");
+        } else {
+            self.set_status(
+                DeploymentStatus::Running,
+                format!(
+                    "every allocation started but {waiting}, which wait for other allocations' outputs"
+                ),
+            );
+        }
         Ok(())
     }
 
@@ -931,6 +947,14 @@ impl Engine {
             .ok_or_else(|| RoundError::Fatal("record lost".into()))?;
         let order = crate::order::start_order(&rec.ensemble).map_err(RoundError::Fatal)?;
         let left = Duration::from_millis((rec.deadline_ms - now_ms()).max(10_000) as u64);
+        let mut held: Vec<String> = Vec::new();
+        // A running deployment's round deadline has passed: what starts now (an allocation
+        // that waited for others' outputs, a moved node) gets the whole start timeout.
+        let start_timeout = if rec.status == DeploymentStatus::Running {
+            START_TIMEOUT
+        } else {
+            START_TIMEOUT.min(left)
+        };
         for name in order {
             let Some((key, alloc)) = rec
                 .manifest
@@ -955,8 +979,35 @@ impl Engine {
                 .get(&alloc.node_id)
                 .map(|n| n.peer.clone())
                 .unwrap_or_default();
+            // Inputs from other allocations' outputs: it starts once they completed (and
+            // what depends on it waits with it).
+            let mut waiting = crate::handoff::waiting_on(&rec, &name);
+            if let Some(a) = rec.ensemble.allocation(&name) {
+                waiting.extend(a.depends_on.iter().filter(|d| held.contains(*d)).cloned());
+            }
+            if !waiting.is_empty() {
+                held.push(name.clone());
+                let msg = format!(
+                    "{key} waits for {} to complete (it takes their outputs)",
+                    waiting.join(", ")
+                );
+                if !rec.events.iter().any(|e| e.message == msg) {
+                    self.event(msg);
+                }
+                continue;
+            }
+            let req = self
+                .start_request(&rec, &name, &peer)
+                .await
+                .map_err(|e| RoundError::Retry(e, vec![peer.clone()]))?;
+            if !req.inputs.is_empty() {
+                self.event(format!(
+                    "{key} takes {} output(s) straight from their providers",
+                    req.inputs.len()
+                ));
+            }
             match self
-                .call::<AllocationStart>(&handle, &Empty {}, START_TIMEOUT.min(left))
+                .call::<AllocationStart>(&handle, &req, start_timeout)
                 .await
             {
                 Ok(_) => self.update(|r| {

@@ -17,6 +17,7 @@ pub mod edges;
 pub mod engine;
 pub mod exits;
 pub mod follow;
+pub mod handoff;
 pub mod heartbeat;
 pub mod metrics;
 pub mod order;

@@ -1,5 +1,5 @@
 //! The order in which an ensemble's allocations start: every allocation after the ones it
-//! `depends_on`, otherwise in the order the ensemble lists them (NuNet starts them in
+//! `depends_on` and the ones whose outputs its inputs name, otherwise in the order the ensemble lists them (NuNet starts them in
 //! topological layers; one after the other is that order, flattened). Dependencies on
 //! allocations that are not in the ensemble are ignored here (the validator rejects them).
 
@@ -8,11 +8,18 @@ use nunet_ensemble::Ensemble;
 /// Allocation names of `e`, dependencies first; an error names the allocations caught in a
 /// cycle.
 pub fn start_order(e: &Ensemble) -> Result<Vec<String>, String> {
-    let allocs: Vec<(&str, &[String])> = e
+    // An input from another allocation's output orders like a dependency (the start itself
+    // also waits for that allocation to complete: see `Engine::start_in_order`).
+    let deps: Vec<(&str, Vec<String>)> = e
         .allocations
         .iter()
-        .map(|a| (a.name.as_str(), a.depends_on.as_slice()))
+        .map(|a| {
+            let mut d = a.depends_on.clone();
+            d.extend(a.producers().map(str::to_string));
+            (a.name.as_str(), d)
+        })
         .collect();
+    let allocs: Vec<(&str, &[String])> = deps.iter().map(|(n, d)| (*n, d.as_slice())).collect();
     order_of(&allocs)
 }
 

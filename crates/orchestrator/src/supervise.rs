@@ -17,7 +17,7 @@ use nunet_protocol::{
 };
 use tracing::Instrument;
 
-use crate::engine::{Assignment, Engine, MAX_MISSED_CHECKS};
+use crate::engine::{Assignment, Engine, MAX_MISSED_CHECKS, RoundError};
 use crate::heartbeat::{HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT, LOST_AFTER};
 use crate::now_ms;
 use crate::recovery::{Decision, Supervision};
@@ -408,6 +408,18 @@ impl Engine {
                 self.restart_in_place(&allocations, &why).await;
             }
             let Some(rec) = self.record() else { return };
+            // Allocations that waited for other allocations' outputs start once those completed.
+            if crate::handoff::someone_ready(&rec) {
+                if let Err(e) = self.start_in_order(None).await {
+                    let (RoundError::Retry(why, _) | RoundError::Fatal(why)) = e;
+                    self.fail(format!(
+                        "starting an allocation that waited for other allocations' outputs: {why}"
+                    ));
+                    self.revert_manifest().await;
+                    return;
+                }
+                continue;
+            }
             let all_done = !rec.manifest.allocations.is_empty()
                 && rec.manifest.allocations.keys().all(|k| {
                     let name = k.rsplit('.').next().unwrap_or(k);

@@ -22,6 +22,7 @@ use crate::provider::{
 };
 use crate::storage::{VolumeCreate, VolumeCreated, VolumeDone, VolumeRef};
 use crate::subnet::{SubnetCreated, SubnetPlan};
+use crate::transfer::{ShareOutput, SharedOutput, StartRequest};
 
 macro_rules! call {
     ($(#[$doc:meta])* $t:ident, $name:expr, $req:ty => $rep:ty) => {
@@ -76,7 +77,11 @@ call!(
 );
 call!(
     /// Allocation actor: start the execution.
-    AllocationStart, names::ALLOCATION_START, Empty => AllocationState
+    AllocationStart, names::ALLOCATION_START, StartRequest => AllocationState
+);
+call!(
+    /// Allocation actor of a completed task: let another node fetch one of its outputs.
+    AllocationShareOutput, names::ALLOCATION_SHARE_OUTPUT, ShareOutput => SharedOutput
 );
 call!(
     /// Allocation actor: its state.

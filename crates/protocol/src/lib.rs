@@ -23,6 +23,7 @@ pub mod provider;
 pub mod status;
 pub mod storage;
 pub mod subnet;
+pub mod transfer;
 
 pub use bid::{
     BID_SIGNING_PREFIX, Bid, BidError, BidReply, BidRequest, DECLINE_SIGNING_PREFIX, Decline,

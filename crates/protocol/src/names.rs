@@ -22,6 +22,8 @@ pub const ALLOCATE: &str = "/dms/deployment/allocate";
 pub const REVERT: &str = "/dms/deployment/revert";
 /// Allocation actor: start the execution.
 pub const ALLOCATION_START: &str = "/dms/allocation/start";
+/// Allocation actor of a completed task: let another node fetch one of its outputs.
+pub const ALLOCATION_SHARE_OUTPUT: &str = "/dms/allocation/output/share";
 /// Allocation actor: current status.
 pub const ALLOCATION_STATUS: &str = "/dms/allocation/status";
 /// Allocation actor: output so far.

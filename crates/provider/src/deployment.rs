@@ -36,6 +36,7 @@ mod edge;
 mod exec;
 mod files;
 mod gpus;
+mod handoff;
 mod health;
 mod net;
 mod notify;
@@ -164,6 +165,8 @@ pub struct Provider {
     output: Arc<nunet_output::Server>,
     /// Reports to orchestrators, with timeouts sized to the path.
     reports: notify::Reports,
+    /// Tasks' outputs shared with, and fetched from, other providers ([`handoff`]).
+    transfers: nunet_files::Files,
 }
 
 /// Ensemble resources → the accounting's units, without GPUs: those are units chosen by
@@ -214,6 +217,8 @@ pub struct Parts {
     pub network: nunet_network::Network,
     /// Allocation output: the spools and the server that streams them to followers.
     pub output: Arc<nunet_output::Server>,
+    /// File transfers: tasks' outputs shared with, and fetched from, other providers.
+    pub transfers: nunet_files::Files,
 }
 
 impl Provider {
@@ -228,6 +233,7 @@ impl Provider {
             subnets,
             network,
             output,
+            transfers,
         } = parts;
         let g = &config.general;
         let location = Location {
@@ -264,6 +270,7 @@ impl Provider {
             volumes: volumes::Volumes::new(&g.data_dir, &config.job),
             s3_private_endpoints: config.job.s3_private_endpoints.clone(),
             output,
+            transfers,
         })
     }
 

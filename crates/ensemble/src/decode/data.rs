@@ -4,7 +4,7 @@
 use super::reader::{obj, opt_string, req_string};
 use crate::data::{DEFAULT_REGION, parse_s3_url};
 use crate::problem::{Collector, index, join};
-use crate::spec::{Input, ObjectLocation, Output};
+use crate::spec::{Input, InputSource, ObjectLocation, Output, OutputRef};
 use crate::tree::{Kind, Value};
 
 /// The entries of a list, each decoded by `one` (a single mapping is a list of one).
@@ -34,44 +34,107 @@ pub(crate) fn list<T>(
 
 pub(crate) fn inputs(c: &mut Collector, v: &Value, path: &str) -> Vec<Input> {
     list(c, v, path, |c, v, p| {
-        let (source, path, credentials) = transfer(c, v, p, "source")?;
+        let o = obj(
+            c,
+            v,
+            p,
+            &[
+                "source",
+                "from",
+                "endpoint",
+                "region",
+                "credentials",
+                "path",
+            ],
+            false,
+        )?;
+        let dir = req_string(c, &o, "path", "the directory inside the allocation");
+        let credentials = opt_string(c, &o, "credentials");
+        let source = match (o.has("source"), o.has("from")) {
+            (true, true) => {
+                c.error(
+                    &join(p, "from"),
+                    "give either source (an object store) or from (another allocation's output), not both",
+                );
+                return None;
+            }
+            (false, true) => {
+                for key in ["endpoint", "region"] {
+                    if o.has(key) {
+                        c.error(
+                            &join(p, key),
+                            "belongs to a source in an object store; an input from another allocation's output has none",
+                        );
+                    }
+                }
+                InputSource::Output(output_ref(c, &o, p)?)
+            }
+            _ => InputSource::Object(location(c, &o, "source", p)?),
+        };
         Some(Input {
             source,
-            path,
+            path: dir?,
             credentials,
         })
     })
+}
+
+/// `from: <allocation>/<output name>`.
+fn output_ref(c: &mut Collector, o: &super::reader::Obj<'_>, p: &str) -> Option<OutputRef> {
+    let s = req_string(c, o, "from", "<allocation>/<output name>")?;
+    match s.split_once('/') {
+        Some((a, n)) if !a.is_empty() && !n.is_empty() && !n.contains('/') => Some(OutputRef {
+            allocation: a.to_string(),
+            output: n.to_string(),
+        }),
+        _ => {
+            c.error(
+                &join(p, "from"),
+                format!("expected <allocation>/<output name>, got {s:?}"),
+            );
+            None
+        }
+    }
 }
 
 pub(crate) fn outputs(c: &mut Collector, v: &Value, path: &str) -> Vec<Output> {
     list(c, v, path, |c, v, p| {
-        let (target, path, credentials) = transfer(c, v, p, "target")?;
+        let o = obj(
+            c,
+            v,
+            p,
+            &[
+                "name",
+                "target",
+                "endpoint",
+                "region",
+                "credentials",
+                "path",
+            ],
+            false,
+        )?;
+        let dir = req_string(c, &o, "path", "the directory inside the allocation");
+        let name = opt_string(c, &o, "name");
+        let target = if o.has("target") {
+            Some(location(c, &o, "target", p)?)
+        } else {
+            for key in ["endpoint", "region"] {
+                if o.has(key) {
+                    c.error(
+                        &join(p, key),
+                        "belongs to a target in an object store, and this output has no target",
+                    );
+                }
+            }
+            None
+        };
         Some(Output {
-            path,
+            path: dir?,
+            name,
             target,
-            credentials,
+            credentials: opt_string(c, &o, "credentials"),
         })
     })
-}
-
-/// One input or output entry: its object location (under `key`: `source` or `target`),
-/// the directory inside the allocation, and the name of its credentials.
-fn transfer(
-    c: &mut Collector,
-    v: &Value,
-    p: &str,
-    key: &str,
-) -> Option<(ObjectLocation, String, Option<String>)> {
-    let o = obj(
-        c,
-        v,
-        p,
-        &[key, "endpoint", "region", "credentials", "path"],
-        false,
-    )?;
-    let location = location(c, &o, key, p);
-    let path = req_string(c, &o, "path", "the directory inside the allocation");
-    Some((location?, path?, opt_string(c, &o, "credentials")))
 }
 
 /// `key` (an `s3://` URL) with the entry's `endpoint` and `region`.

@@ -1,5 +1,6 @@
 //! Allocation actors on the provider: each allocation is a child actor with its own key
-//! that answers only its orchestrator (`/dms/allocation/{start,status,logs,shutdown}`);
+//! that answers only its orchestrator (`/dms/allocation/{start,status,logs,shutdown,
+//! restart,output/share}`);
 //! starting attaches it to the ensemble subnet when there is one, and a watcher keeps its
 //! output, removes the finished execution and reports the exit.
 
@@ -11,9 +12,10 @@ use nunet_ensemble::Execution;
 use nunet_executor::Executor;
 use nunet_protocol::call;
 use nunet_protocol::calls::{
-    AllocationLogsCall, AllocationRestart, AllocationShutdown, AllocationStart,
-    AllocationStatusCall,
+    AllocationLogsCall, AllocationRestart, AllocationShareOutput, AllocationShutdown,
+    AllocationStart, AllocationStatusCall,
 };
+use nunet_protocol::transfer::{FetchInput, StartRequest};
 use nunet_protocol::{AllocationOutput, AllocationState, AllocationStatus};
 use tracing::Instrument;
 
@@ -51,7 +53,15 @@ impl Provider {
                 sys,
                 &inbox,
                 state.clone(),
-                |(p, c), m, _| async move { p.start(&c, &m).instrument(span_of(&c)).await },
+                |(p, c), m, req| async move { p.start(&c, &m, req).instrument(span_of(&c)).await },
+            ),
+            call::register::<AllocationShareOutput, _, _, _>(
+                sys,
+                &inbox,
+                state.clone(),
+                |(p, c), m, req| async move {
+                    p.share_output(&c, &m, req).instrument(span_of(&c)).await
+                },
             ),
             call::register::<AllocationStatusCall, _, _, _>(
                 sys,
@@ -107,7 +117,7 @@ impl Provider {
 
     /// The record and executor of the allocation in `cell`, after checking that `m` comes
     /// from its orchestrator.
-    fn own(
+    pub(super) fn own(
         &self,
         cell: &Arc<Mutex<AllocRecord>>,
         m: &Incoming,
@@ -133,12 +143,13 @@ impl Provider {
         self: &Arc<Self>,
         cell: &Arc<Mutex<AllocRecord>>,
         m: &Incoming,
+        req: StartRequest,
     ) -> Result<AllocationState, ActorError> {
         let (rec, exec) = self.own(cell, m)?;
         if rec.status != AllocationStatus::Pending {
             return Ok(AllocationState::of(rec.status));
         }
-        self.launch(cell, rec, exec).await
+        self.launch(cell, rec, exec, &req.inputs).await
     }
 
     /// `/dms/allocation/restart`: stops the execution if it still runs and starts it again
@@ -173,7 +184,8 @@ impl Provider {
         let _ = exec.remove(&rec.id).await;
         self.subnets.detach(&rec.ensemble_id, &rec.id).await;
         let rec = cell.lock().map_err(|_| failed("poisoned"))?.clone();
-        let r = self.launch(cell, rec, exec).await;
+        // Inputs fetched from other allocations are staged already and reused.
+        let r = self.launch(cell, rec, exec, &[]).await;
         if let Err(e) = &r {
             // Still held: the orchestrator may try again or shut it down.
             self.set(cell, |r| {
@@ -193,6 +205,7 @@ impl Provider {
         cell: &Arc<Mutex<AllocRecord>>,
         rec: AllocRecord,
         exec: Arc<dyn Executor>,
+        fetch: &[FetchInput],
     ) -> Result<AllocationState, ActorError> {
         self.refuse_while_offboarding()?;
         let mut spec = spec_of(&rec, &self.files)?;
@@ -214,7 +227,7 @@ impl Provider {
         } else {
             spec.mounts.extend(self.volumes.mounts(&rec).await?);
         }
-        spec.mounts.extend(self.data_mounts(&rec).await?);
+        spec.mounts.extend(self.data_mounts(&rec, fetch).await?);
         exec.prepare(&spec).await.map_err(failed)?;
         match rec.execution {
             Execution::Docker(_) => self.subnets.attach(&rec.ensemble_id, &mut spec).await,

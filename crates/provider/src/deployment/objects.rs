@@ -6,9 +6,11 @@
 //!   input (a live update) gets a new directory (the old one goes). Each output gets an
 //!   empty, writable directory `out/<start generation>/<i>` at its `path` at every start, so
 //!   the directory a finished start publishes is never one a later start writes to;
-//! - when a task exits with code 0, the files of each output directory are uploaded under
-//!   its target prefix before the allocation is reported Completed; a failed upload fails
-//!   the allocation with the store's reason;
+//! - when a task exits with code 0, the files of each output directory with a target are
+//!   uploaded under its target prefix before the allocation is reported Completed; a failed
+//!   upload fails the allocation with the store's reason. Every output directory stays here
+//!   until the ensemble ends, for the allocations that fetch it by name (`handoff.rs`, which
+//!   also stages inputs from other allocations' outputs);
 //! - the staging directories go with the ensemble's volumes (`volumes.rs`).
 //!
 //! All inputs together are bounded by the allocation's disk, and so is what an output
@@ -27,10 +29,11 @@ use nunet_ensemble::Execution;
 use nunet_ensemble::data::{
     MAX_INPUTS, MAX_OUTPUTS, S3Credentials, input_problems, output_problems,
 };
-use nunet_ensemble::spec::ObjectLocation;
+use nunet_ensemble::spec::{Input, InputSource, ObjectLocation};
 use nunet_executor::Mount;
 use nunet_objectstore::Store;
 use nunet_protocol::AllocationRequest;
+use nunet_protocol::transfer::FetchInput;
 use sha2::{Digest, Sha256};
 
 use super::{AllocRecord, failed};
@@ -132,32 +135,28 @@ pub(super) fn prepare(
     let mut left = rec.resources.disk.size;
     let mut mounts = Vec::new();
     for (i, input) in rec.inputs.iter().enumerate() {
-        let at = dir.join("in").join(digest(input));
-        let content = at.join("content");
-        let staged = std::fs::read_to_string(at.join(STAGED))
-            .ok()
-            .and_then(|b| b.trim().parse::<u64>().ok());
-        let bytes = match staged {
+        let (at, content) = input_dir(dir, input);
+        let bytes = match staged(&at) {
             Some(b) => b,
             None => {
+                let InputSource::Object(source) = &input.source else {
+                    // Fetched before this (`handoff.rs`), from the ticket its start carried.
+                    return Err(format!(
+                        "inputs[{i}] ({}) is not here: its orchestrator sent no ticket to fetch it",
+                        input.source.describe()
+                    ));
+                };
                 if at.exists() {
                     std::fs::remove_dir_all(&at).map_err(|e| format!("{}: {e}", at.display()))?;
                 }
                 make_dir(&content, 0o755)?;
-                let s = store(
-                    &input.source,
-                    &input.credentials,
-                    &rec.credentials,
-                    private_ok,
-                )
-                .map_err(|e| format!("inputs[{i}] {}: {e}", input.source.url()))?;
-                let moved =
-                    nunet_objectstore::transfer::stage(&s, &input.source.key, &content, left)
-                        .map_err(|e| format!("inputs[{i}]: {e}"))?;
-                std::fs::write(at.join(STAGED), format!("{}\n", moved.bytes))
-                    .map_err(|e| format!("{}: {e}", at.display()))?;
+                let s = store(source, &input.credentials, &rec.credentials, private_ok)
+                    .map_err(|e| format!("inputs[{i}] {}: {e}", source.url()))?;
+                let moved = nunet_objectstore::transfer::stage(&s, &source.key, &content, left)
+                    .map_err(|e| format!("inputs[{i}]: {e}"))?;
+                mark_staged(&at, moved.bytes)?;
                 tracing::info!(allocation = %rec.id, input = i, files = moved.files, bytes = moved.bytes,
-                    source = %input.source.url(), "input staged");
+                    source = %source.url(), "input staged");
                 moved.bytes
             }
         };
@@ -174,10 +173,9 @@ pub(super) fn prepare(
     // Outputs of this start only: a later start (a restart while an earlier start's outputs
     // are being published) writes elsewhere, so what is published was written only by a
     // workload that has exited.
-    let gen_dir = dir.join("out").join(rec.generation.to_string());
     remove_other_dirs(&dir.join("out"), &[])?;
     for (i, output) in rec.outputs.iter().enumerate() {
-        let at = gen_dir.join(i.to_string());
+        let at = output_dir(dir, rec.generation, i);
         // Whatever user the workload runs as may write its results.
         make_dir(&at, 0o777)?;
         mounts.push(Mount {
@@ -187,6 +185,34 @@ pub(super) fn prepare(
         });
     }
     Ok(mounts)
+}
+
+/// Where input `input` is staged under an allocation's staging directory `dir`, and its
+/// files under that (`content`).
+pub(super) fn input_dir(dir: &Path, input: &Input) -> (PathBuf, PathBuf) {
+    let at = dir.join("in").join(digest(input));
+    let content = at.join("content");
+    (at, content)
+}
+
+/// The bytes staged at `at`, if all of it is there.
+pub(super) fn staged(at: &Path) -> Option<u64> {
+    std::fs::read_to_string(at.join(STAGED))
+        .ok()
+        .and_then(|b| b.trim().parse::<u64>().ok())
+}
+
+/// Marks the input at `at` as all there, with `bytes`.
+pub(super) fn mark_staged(at: &Path, bytes: u64) -> Result<(), String> {
+    std::fs::write(at.join(STAGED), format!("{bytes}\n"))
+        .map_err(|e| format!("{}: {e}", at.display()))
+}
+
+/// The directory of output `i` written by start `generation`, under staging directory `dir`.
+pub(super) fn output_dir(dir: &Path, generation: u64, i: usize) -> PathBuf {
+    dir.join("out")
+        .join(generation.to_string())
+        .join(i.to_string())
 }
 
 /// Removes every entry of `dir` not named in `keep` (a missing `dir` is fine).
@@ -214,29 +240,21 @@ pub(super) fn publish(
 ) -> Result<Vec<String>, String> {
     let mut done = Vec::new();
     for (i, output) in rec.outputs.iter().enumerate() {
-        let at: PathBuf = dir
-            .join("out")
-            .join(rec.generation.to_string())
-            .join(i.to_string());
-        let s = store(
-            &output.target,
-            &output.credentials,
-            &rec.credentials,
-            private_ok,
-        )
-        .map_err(|e| format!("outputs[{i}] {}: {e}", output.target.url()))?;
-        let moved = nunet_objectstore::transfer::publish(
-            &s,
-            &output.target.key,
-            &at,
-            rec.resources.disk.size,
-        )
-        .map_err(|e| format!("publishing outputs[{i}]: {e}"))?;
+        let at = output_dir(dir, rec.generation, i);
+        let Some(target) = &output.target else {
+            // Kept here for the allocations that fetch it by name.
+            continue;
+        };
+        let s = store(target, &output.credentials, &rec.credentials, private_ok)
+            .map_err(|e| format!("outputs[{i}] {}: {e}", target.url()))?;
+        let moved =
+            nunet_objectstore::transfer::publish(&s, &target.key, &at, rec.resources.disk.size)
+                .map_err(|e| format!("publishing outputs[{i}]: {e}"))?;
         tracing::info!(allocation = %rec.id, output = i, files = moved.files, bytes = moved.bytes,
-            target = %output.target.url(), "output published");
+            target = %target.url(), "output published");
         done.push(format!(
             "{} ({} files, {} bytes)",
-            output.target.url(),
+            target.url(),
             moved.files,
             moved.bytes
         ));
@@ -246,11 +264,17 @@ pub(super) fn publish(
 
 impl super::Provider {
     /// The mounts of `rec`'s inputs and outputs, staging what is not staged yet.
-    pub(super) async fn data_mounts(&self, rec: &AllocRecord) -> Result<Vec<Mount>, ActorError> {
+    /// `fetch`: inputs from other allocations' outputs, fetched first.
+    pub(super) async fn data_mounts(
+        &self,
+        rec: &AllocRecord,
+        fetch: &[FetchInput],
+    ) -> Result<Vec<Mount>, ActorError> {
         if rec.inputs.is_empty() && rec.outputs.is_empty() {
             return Ok(Vec::new());
         }
         let dir = self.volumes.staging_dir(&rec.ensemble_id, &rec.name)?;
+        self.fetch_inputs(rec, &dir, fetch).await?;
         let (rec, private) = (rec.clone(), self.s3_private_endpoints.clone());
         tokio::task::spawn_blocking(move || prepare(&rec, &dir, &private))
             .await
@@ -260,7 +284,7 @@ impl super::Provider {
 
     /// Publishes `rec`'s outputs (nothing when it has none).
     pub(super) async fn publish_outputs(&self, rec: &AllocRecord) -> Result<Vec<String>, String> {
-        if rec.outputs.is_empty() {
+        if rec.outputs.iter().all(|o| o.target.is_none()) {
             return Ok(Vec::new());
         }
         let dir = self

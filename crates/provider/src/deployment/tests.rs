@@ -69,6 +69,13 @@ pub(in crate::deployment) async fn build(
                 Arc::new(nunet_output::Spools::new(dir.join("output"), 0)),
             )
             .unwrap(),
+            transfers: nunet_files::Files::start(
+                &system,
+                &network,
+                nunet_files::Area::new(dir.join("files"), &[]),
+                false,
+            )
+            .unwrap(),
             network,
         },
         &config,
