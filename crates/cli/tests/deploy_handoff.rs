@@ -4,6 +4,7 @@
 //! completed, then node-3 fetches the output from node-2 directly (the orchestrator on
 //! node-1 only hands over the ticket and listing) and mounts it read-only. A producer that
 //! fails leaves the consumer unstarted and fails the deployment with the producer's reason.
+//! Both on one provider, the output is copied there.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod deploy_support;
@@ -15,7 +16,18 @@ const RES: &str = "resources: {cpu: {cores: 0.1}, ram: {size: 64MiB}, disk: {siz
 
 /// Producer on node-2 running `produce`, consumer on node-3 running `consume`.
 fn pipeline(dn: &Devnet, name: &str, produce: &str, consume: &str) -> String {
-    let (p2, p3) = (peer_of(dn, 2), peer_of(dn, 3));
+    pipeline_on(dn, name, (2, 3), produce, consume)
+}
+
+/// Producer on node `on.0`, consumer on node `on.1`.
+fn pipeline_on(
+    dn: &Devnet,
+    name: &str,
+    on: (usize, usize),
+    produce: &str,
+    consume: &str,
+) -> String {
+    let (p2, p3) = (peer_of(dn, on.0), peer_of(dn, on.1));
     let yaml = format!(
         "version: V1\n\
          allocations:\n\
@@ -31,6 +43,17 @@ fn pipeline(dn: &Devnet, name: &str, produce: &str, consume: &str) -> String {
         p2.as_str().unwrap(),
         p3.as_str().unwrap()
     );
+    // One provider: one node with both allocations.
+    let yaml = if on.0 == on.1 {
+        let nodes = yaml.find("nodes:").unwrap();
+        format!(
+            "{}nodes:\n  a: {{allocations: [produce, consume], peer: {}}}\n",
+            &yaml[..nodes],
+            p2.as_str().unwrap()
+        )
+    } else {
+        yaml
+    };
     let p = dn.dir.join(format!("{name}.yaml"));
     std::fs::write(&p, yaml).unwrap();
     p.display().to_string()
@@ -109,6 +132,16 @@ fn a_task_takes_another_tasks_output_straight_from_its_provider() {
     assert!(fetched.contains("6000095"), "{fetched}");
     let log1 = std::fs::read_to_string(dn.dir.join("node-1/nunet.log")).unwrap_or_default();
     assert!(!log1.contains("input fetched"), "node-1 fetched the output");
+
+    // Both on node-2: the output is copied there (a node does not stream to itself).
+    let file = pipeline_on(&dn, "same", (2, 2), produce, consume);
+    let (code, out) = dn.run(1, &["deploy", "-f", &file, "-t", "120s", "--json"]);
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let _guard2 = Containers(v["id"].as_str().unwrap().to_string());
+    assert_eq!((code, &v["status"]), (0, &Value::from("Completed")), "{v}");
+    let (_, logs) = dn.run(1, &["deployment", "logs", v["id"].as_str().unwrap()]);
+    assert!(logs.contains("d/big.bin: OK"), "{logs}");
+    assert!(logs.contains("input-read-only"), "{logs}");
 }
 
 #[test]
