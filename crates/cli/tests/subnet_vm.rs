@@ -6,6 +6,8 @@
 //! pings it; its console is the allocation's log. Afterwards no TAP, rule or firewall chain of
 //! ours is left. Needs root, iproute2, iptables, dockerd with `nunet-test/busybox:latest`,
 //! qemu-system-x86_64, busybox-static and a Debian cloud kernel (`.ci/install-runtimes.sh`).
+//! Also: a microVM's named volume as a disk, and a microVM task's input and output as disks
+//! between two containers.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod deploy_support;
@@ -357,4 +359,132 @@ nodes:
     );
     let (code, out) = dn.run(1, &["deployment", "shutdown", &id]);
     assert_eq!(code, 0, "{out}");
+}
+
+/// The guest's /init for the data test: mount every `nunet.volume=` disk, read the input,
+/// write the output (a file, a directory, a symlink that must not come out), unmount, power
+/// off.
+const DATA_INIT: &str = r#"#!/bin/busybox sh
+B=/bin/busybox
+$B mount -t proc proc /proc
+$B mount -t sysfs sys /sys
+$B mount -t devtmpfs dev /dev
+for m in virtio_ring virtio virtio_mmio virtio_blk; do
+  [ -f /m/$m.ko ] && $B insmod /m/$m.ko
+done
+$B sleep 1
+for w in $($B cat /proc/cmdline); do
+  case $w in nunet.volume=*)
+    v=${w#nunet.volume=}
+    SERIAL=$(echo $v | $B cut -d: -f1); DEST=$(echo $v | $B cut -d: -f2); MODE=$(echo $v | $B cut -d: -f3)
+    for d in /sys/block/vd*; do
+      [ "$($B cat $d/serial 2>/dev/null)" = "$SERIAL" ] && DEV=/dev/${d##*/}
+    done
+    $B mkdir -p $DEST
+    $B mount -t ext4 -o $MODE $DEV $DEST && $B echo "VM-DATA-MOUNTED $SERIAL $DEST $MODE"
+  ;; esac
+done
+$B tr a-z A-Z < /srv/in/words.txt > /srv/out/upper.txt
+$B mkdir /srv/out/d && $B echo deep > /srv/out/d/file
+$B ln -s /etc/passwd /srv/out/link
+($B echo x > /srv/in/w) 2>/dev/null && $B echo VM-INPUT-WRITABLE || $B echo VM-INPUT-READ-ONLY
+$B sync
+$B umount /srv/out
+$B echo VM-DATA-DONE
+$B reboot -f
+"#;
+
+#[test]
+fn a_microvm_task_takes_an_input_and_leaves_an_output_as_disks() {
+    if Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        missing("qemu-system-x86_64");
+    }
+    let (kernel, modules) = cloud_kernel();
+    let dn = NsDevnet::up(2);
+    let (initrd, disk) = guest_files_with(&dn.dir, &modules, &BLOCK_MODULES, DATA_INIT);
+    let kernel = {
+        let k = dn.dir.join("vmlinuz");
+        std::fs::copy(&kernel, &k).unwrap();
+        k
+    };
+    dn.onboard_all();
+    // A container writes, the VM transforms, another container reads what the VM left.
+    let yaml = format!(
+        r#"version: V1
+allocations:
+  produce:
+    executor: docker
+    type: task
+    resources: {{cpu: {{cores: 0.1}}, ram: {{size: 64MiB}}, disk: {{size: 32MiB}}}}
+    execution: {{type: docker, image: nunet-test/busybox:latest, cmd: [sh, -c, "echo words from the container > /out/words.txt"]}}
+    outputs: [{{name: words, path: /out}}]
+  vm:
+    executor: firecracker
+    type: task
+    resources: {{cpu: {{cores: 0.5}}, ram: {{size: 256MiB}}, disk: {{size: 32MiB}}}}
+    execution:
+      type: firecracker
+      kernel_image: {}
+      initrd: {}
+      root_file_system: {}
+    inputs: [{{from: produce/words, path: /srv/in}}]
+    outputs: [{{name: upper, path: /srv/out}}]
+  check:
+    executor: docker
+    type: task
+    resources: {{cpu: {{cores: 0.1}}, ram: {{size: 64MiB}}, disk: {{size: 32MiB}}}}
+    execution: {{type: docker, image: nunet-test/busybox:latest, cmd: [sh, -c, "cat /in/upper.txt /in/d/file; ls -a /in"]}}
+    inputs: [{{from: vm/upper, path: /in}}]
+nodes:
+  front:
+    allocations: [produce, check]
+    peer: {}
+  guest:
+    allocations: [vm]
+    peer: {}
+"#,
+        kernel.display(),
+        initrd.display(),
+        disk.display(),
+        dn.peer(1),
+        dn.peer(2)
+    );
+    let f = dn.dir.join("vm-data.yaml");
+    std::fs::write(&f, yaml).unwrap();
+    let v = dn.json(
+        1,
+        &["deploy", "-f", f.to_str().unwrap(), "-t", "60s", "--json"],
+    );
+    let id = v["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        let s = dn.json(1, &["deployment", "status", &id, "--json"]);
+        if s["status"] != "Running" && s["status"] != "Provisioning" {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "not done in time: {s}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let (_, vm_logs) = dn.run(1, &["deployment", "logs", &id, "--allocation", "vm"]);
+    assert_eq!(status["status"], "Completed", "{status}\n{vm_logs}");
+    // The input came read-only, the output read-write, each where the ensemble says.
+    assert!(
+        vm_logs.contains("VM-DATA-MOUNTED nunet-in-0 /srv/in ro")
+            && vm_logs.contains("VM-DATA-MOUNTED nunet-out-0 /srv/out rw")
+            && vm_logs.contains("VM-INPUT-READ-ONLY"),
+        "{vm_logs}"
+    );
+    // What the VM wrote reached the next container; its symlink and lost+found did not.
+    let (code, logs) = dn.run(1, &["deployment", "logs", &id, "--allocation", "check"]);
+    assert_eq!(code, 0, "{logs}");
+    assert!(logs.contains("WORDS FROM THE CONTAINER"), "{logs}");
+    assert!(logs.contains("deep"), "{logs}");
+    assert!(
+        !logs.contains("link") && !logs.contains("lost+found"),
+        "{logs}"
+    );
 }

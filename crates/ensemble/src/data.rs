@@ -13,7 +13,7 @@ use zeroize::Zeroize;
 use crate::execution::Execution;
 use crate::problem::{Collector, index, join};
 use crate::spec::{AllocationType, Ensemble, Input, InputSource, ObjectLocation, Output};
-use crate::volumes::{destination, valid_name};
+use crate::volumes::{MAX_VM_DESTINATION, destination, valid_name, vm_destination_ok};
 
 /// Most inputs of one allocation.
 pub const MAX_INPUTS: usize = 32;
@@ -295,13 +295,27 @@ pub(crate) fn rules(c: &mut Collector, e: &Ensemble) {
     for a in &e.allocations {
         let base = join("allocations", &a.name);
         let (ip, op) = (join(&base, "inputs"), join(&base, "outputs"));
-        if (!a.inputs.is_empty() || !a.outputs.is_empty())
-            && matches!(a.execution, Execution::Firecracker(_))
-        {
-            c.warn(
-                &base,
-                "inputs and outputs are not mounted into microVMs yet: providers of this implementation refuse to start this allocation (docker and wasm allocations get them)",
-            );
+        if matches!(a.execution, Execution::Firecracker(_)) {
+            // A microVM gets each as a disk mounted where its kernel command line says.
+            let places = a
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(i, x)| (index(&ip, i), &x.path))
+                .chain(
+                    a.outputs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, x)| (index(&op, i), &x.path)),
+                );
+            for (at, path) in places {
+                if !vm_destination_ok(path) {
+                    c.error(
+                        &join(&at, "path"),
+                        format!("a microVM's path travels on its kernel command line: letters, digits and / . _ - only, at most {MAX_VM_DESTINATION}"),
+                    );
+                }
+            }
         }
         if a.inputs.len() > MAX_INPUTS {
             c.error(

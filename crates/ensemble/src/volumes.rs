@@ -198,13 +198,7 @@ pub fn vm_problem(v: &Volume) -> Option<(&'static str, String)> {
             "encrypted",
             "encrypted volumes are gocryptfs views on the provider and cannot be attached to a microVM".into(),
         )),
-        VolumeSource::Local { .. }
-            if v.mount_destination.len() > MAX_VM_DESTINATION
-                || !v
-                    .mount_destination
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c)) =>
-        {
+        VolumeSource::Local { .. } if !vm_destination_ok(&v.mount_destination) => {
             Some((
                 "mount_destination",
                 format!("a microVM's mount_destination travels on its kernel command line: letters, digits and / . _ - only, at most {MAX_VM_DESTINATION}"),
@@ -216,6 +210,14 @@ pub fn vm_problem(v: &Volume) -> Option<(&'static str, String)> {
 
 /// Longest `mount_destination` of a microVM's volume (it goes on the kernel command line).
 pub const MAX_VM_DESTINATION: usize = 128;
+
+/// Whether `d` can go on a microVM's kernel command line as a place to mount a disk at:
+/// letters, digits and `/ . _ -`, at most [`MAX_VM_DESTINATION`] bytes.
+pub fn vm_destination_ok(d: &str) -> bool {
+    d.len() <= MAX_VM_DESTINATION
+        && d.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+}
 
 /// Largest PEM text of one GlusterFS TLS field.
 pub const MAX_TLS_PEM: usize = 64 << 10;

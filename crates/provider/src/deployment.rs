@@ -47,6 +47,7 @@ mod provision;
 mod reconcile;
 #[cfg(test)]
 mod tests;
+mod vmdata;
 mod volumes;
 
 /// Environment variable that enables test hooks (fault injection): with `DMS_TEST_HOOKS=1`,

@@ -210,7 +210,8 @@ impl Provider {
         self.refuse_while_offboarding()?;
         let mut spec = spec_of(&rec, &self.files)?;
         if let nunet_executor::Workload::Vm(vm) = &mut spec.workload {
-            for (disk, arg) in self.volumes.disks(&rec).await? {
+            let data = self.vm_data_disks(&rec, fetch).await?;
+            for (disk, arg) in self.volumes.disks(&rec).await?.into_iter().chain(data) {
                 vm.kernel_args.push(' ');
                 vm.kernel_args.push_str(&arg);
                 vm.disks.push(disk);
@@ -226,8 +227,8 @@ impl Provider {
             }
         } else {
             spec.mounts.extend(self.volumes.mounts(&rec).await?);
+            spec.mounts.extend(self.data_mounts(&rec, fetch).await?);
         }
-        spec.mounts.extend(self.data_mounts(&rec, fetch).await?);
         exec.prepare(&spec).await.map_err(failed)?;
         match rec.execution {
             Execution::Docker(_) => self.subnets.attach(&rec.ensemble_id, &mut spec).await,
@@ -361,12 +362,12 @@ impl Provider {
                         r.exit_code = Some(0);
                         r.reason = Some(e.clone());
                     }
-                    Some(Ok(to)) => {
+                    Some(Ok(to)) if !to.is_empty() => {
                         r.status = AllocationStatus::Completed;
                         r.exit_code = Some(0);
                         r.reason = Some(format!("outputs published to {}", to.join(", ")));
                     }
-                    None => {
+                    Some(Ok(_)) | None => {
                         r.status = AllocationStatus::Completed;
                         r.exit_code = Some(0);
                     }

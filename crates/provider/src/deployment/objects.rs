@@ -49,9 +49,16 @@ pub(super) fn check(a: &AllocationRequest) -> Result<(), ActorError> {
     if a.inputs.is_empty() && a.outputs.is_empty() {
         return Ok(());
     }
-    if matches!(a.execution, Execution::Firecracker(_)) {
+    if matches!(a.execution, Execution::Firecracker(_))
+        && let Some(p) = a
+            .inputs
+            .iter()
+            .map(|x| &x.path)
+            .chain(a.outputs.iter().map(|x| &x.path))
+            .find(|p| !nunet_ensemble::volumes::vm_destination_ok(p))
+    {
         return Err(failed(format!(
-            "allocation {}: inputs and outputs cannot be mounted into microVMs on this provider yet (docker and WASM allocations get them)",
+            "allocation {}: {p:?} cannot go on a microVM's kernel command line (letters, digits and / . _ - only)",
             a.name
         )));
     }
@@ -283,8 +290,9 @@ impl super::Provider {
     }
 
     /// Publishes `rec`'s outputs (nothing when it has none).
+    /// A microVM's outputs are taken out of its disks first.
     pub(super) async fn publish_outputs(&self, rec: &AllocRecord) -> Result<Vec<String>, String> {
-        if rec.outputs.iter().all(|o| o.target.is_none()) {
+        if rec.outputs.is_empty() {
             return Ok(Vec::new());
         }
         let dir = self
@@ -292,8 +300,13 @@ impl super::Provider {
             .staging_dir(&rec.ensemble_id, &rec.name)
             .map_err(|e| e.message)?;
         let (rec, private) = (rec.clone(), self.s3_private_endpoints.clone());
-        tokio::task::spawn_blocking(move || publish(&rec, &dir, &private))
-            .await
-            .map_err(|e| format!("publishing outputs: {e}"))?
+        tokio::task::spawn_blocking(move || {
+            if matches!(rec.execution, Execution::Firecracker(_)) {
+                super::vmdata::take_outputs(&rec, &dir)?;
+            }
+            publish(&rec, &dir, &private)
+        })
+        .await
+        .map_err(|e| format!("publishing outputs: {e}"))?
     }
 }
