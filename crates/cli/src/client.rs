@@ -81,6 +81,17 @@ impl Api {
         Self::with_config(addr, port, config)
     }
 
+    /// A client for calls answered only when a whole file has moved (a copy between two
+    /// peers through the daemon): no deadline on the answer; the daemon bounds each step of
+    /// the transfer itself.
+    pub fn for_relays(addr: &str, port: u16) -> Self {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .build();
+        Self::with_config(addr, port, config)
+    }
+
     fn with_config(addr: &str, port: u16, config: ureq::config::Config) -> Self {
         let host = match addr.parse::<IpAddr>() {
             Ok(ip) => SocketAddr::new(nunet_config::client_ip(ip), port).to_string(),
@@ -141,6 +152,18 @@ impl Api {
             .header("content-type", "application/octet-stream")
             .header("content-length", len.to_string())
             .send(ureq::SendBody::from_reader(body))
+            .map_err(|e| self.failed(e, None))?;
+        let status = r.status().as_u16();
+        let v = r.body_mut().read_json().unwrap_or(Value::Null);
+        Ok((status, v))
+    }
+
+    /// POST with no body to `path`; the status and the JSON answer.
+    pub fn post_empty(&self, path: &str) -> Result<(u16, Value)> {
+        let mut r = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .send_empty()
             .map_err(|e| self.failed(e, None))?;
         let status = r.status().as_u16();
         let v = r.body_mut().read_json().unwrap_or(Value::Null);

@@ -19,6 +19,10 @@ use crate::volumes::{MAX_VM_DESTINATION, destination, valid_name, vm_destination
 pub const MAX_INPUTS: usize = 32;
 /// Most outputs of one allocation.
 pub const MAX_OUTPUTS: usize = 8;
+/// Most inputs of one allocation taken from other allocations' outputs (each holds a
+/// transfer ticket on the node sharing it until fetched, and a node holds at most 16 per
+/// peer).
+pub const MAX_FROM_INPUTS: usize = 16;
 /// Longest object key (S3's own limit).
 pub const MAX_KEY: usize = 1024;
 /// Longest endpoint URL.
@@ -321,6 +325,13 @@ pub(crate) fn rules(c: &mut Collector, e: &Ensemble) {
             c.error(
                 &ip,
                 format!("{} inputs; at most {MAX_INPUTS}", a.inputs.len()),
+            );
+        }
+        let from = a.producers().count();
+        if from > MAX_FROM_INPUTS {
+            c.error(
+                &ip,
+                format!("{from} inputs from other allocations' outputs; at most {MAX_FROM_INPUTS}"),
             );
         }
         if a.outputs.len() > MAX_OUTPUTS {

@@ -95,6 +95,10 @@ pub fn router_with(state: ApiState, body_read_timeout: Duration) -> Router {
             "/api/v1/files/{session}/{index}",
             get(pull_file).put(push_file),
         )
+        .route(
+            "/api/v1/files/{session}/{index}/to/{target}",
+            axum::routing::post(relay_file),
+        )
         .route("/api/v1/output/{session}", get(follow_output));
     let dashboard = state.dashboard.clone();
     let api = Router::new()
@@ -523,6 +527,35 @@ async fn push_file(
     }
 }
 
+/// One file of a fetch session piped into the same entry of a send session, from `offset`
+/// (a copy between two peers through this node: the bytes never reach the caller's disk).
+async fn relay_file(
+    State(s): State<ApiState>,
+    axum::extract::Path((session, index, target)): axum::extract::Path<(String, String, String)>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let Some(files) = s.files else {
+        return no_files();
+    };
+    let (index, offset) = match file_at(&index, query.as_deref()) {
+        Ok(v) => v,
+        Err(m) => return bad_request(m),
+    };
+    let (_, from_direct, body) = match files.pull(&session, index, offset).await {
+        Ok(v) => v,
+        Err(e) => return files_err(&e),
+    };
+    match files.push(&target, index, offset, body).await {
+        Ok(direct) => Json(json!({
+            "message": "stored",
+            "from": path_name(from_direct),
+            "path": path_name(direct)
+        }))
+        .into_response(),
+        Err(e) => files_err(&e),
+    }
+}
+
 /// A follow session's output as frames (`nunet_output::frame`), for as long as it lasts:
 /// pushed as providers send it, and only as fast as the client reads.
 async fn follow_output(
@@ -701,6 +734,19 @@ pub fn openapi() -> Value {
                         "403": local_only,
                         "404": error("no such session (unknown or lapsed), or no file transfers here"),
                         "502": error("the peer could not be reached, refused, or found the bytes wrong")}}},
+            "/api/v1/files/{session}/{index}/to/{target}": {
+                "parameters": [
+                    {"name": "session", "in": "path", "required": true, "schema": {"type": "string"}, "description": "a fetch session (from /dms/node/cp/fetch)"},
+                    {"name": "index", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 0, "maximum": u32::MAX}, "description": "the file's entry in both manifests"},
+                    {"name": "target", "in": "path", "required": true, "schema": {"type": "string"}, "description": "a send session (from /dms/node/cp/send) of the same manifest"},
+                    {"name": "offset", "in": "query", "required": false, "schema": u64_schema, "description": "first byte (resuming)"}],
+                "post": {"summary": "One file copied from the fetch session's peer to the send session's peer through this node; answers once the receiving peer has checked its digest and placed it",
+                    "responses": {
+                        "200": ok("stored; from and path say how the bytes came and went (direct or stream)", json!({"type": "object", "required": ["message", "from", "path"], "properties": {"message": {"type": "string"}, "from": {"type": "string", "enum": ["direct", "stream"]}, "path": {"type": "string", "enum": ["direct", "stream"]}}})),
+                        "400": error("not a file of both transfers, or a bad index or offset"),
+                        "403": local_only,
+                        "404": error("no such session (unknown or lapsed), or no file transfers here"),
+                        "502": error("a peer could not be reached, refused, or found the bytes wrong")}}},
             "/api/v1/output/{session}": {
                 "parameters": [
                     {"name": "session", "in": "path", "required": true, "schema": {"type": "string"}, "description": "from /dms/node/deployment/logs with follow: true (claimed once, within 30 s)"}],

@@ -999,7 +999,8 @@ impl Engine {
             let req = self
                 .start_request(&rec, &name, &peer)
                 .await
-                .map_err(|e| RoundError::Retry(e, vec![peer.clone()]))?;
+                // A failed share is the producer's provider's doing: no candidate is excluded.
+                .map_err(|e| RoundError::Retry(e, Vec::new()))?;
             if !req.inputs.is_empty() {
                 self.event(format!(
                     "{key} takes {} output(s) straight from their providers",

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use nunet_ensemble::spec::InputSource;
 use nunet_protocol::calls::AllocationShareOutput;
-use nunet_protocol::transfer::{FetchInput, MAX_ENTRIES, ShareOutput, StartRequest};
+use nunet_protocol::transfer::{
+    FetchInput, MAX_ENTRIES, MAX_TOTAL_PATH_BYTES, ShareOutput, StartRequest,
+};
 use nunet_protocol::{AllocationStatus, ManifestAllocation};
 
 use crate::engine::Engine;
@@ -17,6 +19,9 @@ use crate::state::Deployment;
 
 /// How long a provider may take to list (and hash) an output it shares.
 pub const SHARE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Starts in a row of an allocation that waited for outputs before the deployment fails
+/// (the supervisor tries again at its next check).
+pub const START_TRIES: u32 = 3;
 
 /// The manifest entry of allocation `name`.
 fn entry<'a>(rec: &'a Deployment, name: &str) -> Option<(&'a String, &'a ManifestAllocation)> {
@@ -38,6 +43,7 @@ pub fn waiting_on(rec: &Deployment, name: &str) -> Vec<String> {
         .filter(|p| entry(rec, p).is_none_or(|(_, m)| m.status != AllocationStatus::Completed))
         .map(str::to_string)
         .collect();
+    out.sort();
     out.dedup();
     out
 }
@@ -71,8 +77,14 @@ fn downstream(e: &nunet_ensemble::Ensemble) -> Vec<&str> {
 pub fn someone_ready(rec: &Deployment) -> bool {
     let pending =
         |n: &str| entry(rec, n).is_none_or(|(_, m)| m.status == AllocationStatus::Pending);
+    // Only a placed allocation with an actor can be started (one a failed move left out of
+    // the manifest cannot).
+    let startable = |n: &str| {
+        entry(rec, n)
+            .is_some_and(|(_, m)| m.status == AllocationStatus::Pending && m.handle.is_some())
+    };
     downstream(&rec.ensemble).into_iter().any(|n| {
-        pending(n)
+        startable(n)
             && waiting_on(rec, n).is_empty()
             && rec
                 .ensemble
@@ -127,15 +139,33 @@ impl Engine {
                         r.output, e.message
                     )
                 })?;
+            if shared.manifest.skipped_total > 0 {
+                let some: Vec<String> = shared.manifest.skipped.iter().take(3).cloned().collect();
+                self.event(format!(
+                    "inputs[{i}] of {name}: {} entr(ies) of {key}'s output {:?} are not carried \
+                     (symlinks, devices, names that are not UTF-8), e.g. {}",
+                    shared.manifest.skipped_total,
+                    r.output,
+                    some.join("; ")
+                ));
+            }
             req.inputs.push(FetchInput {
                 input: i as u32,
                 peer,
                 shared,
             });
         }
-        if req.entries() > MAX_ENTRIES {
+        let paths: usize = req
+            .inputs
+            .iter()
+            .flat_map(|f| &f.shared.manifest.entries)
+            .map(|e| e.path.len())
+            .sum();
+        if req.entries() > MAX_ENTRIES || paths > MAX_TOTAL_PATH_BYTES {
             return Err(format!(
-                "the outputs {name} takes list {} files and directories together; at most {MAX_ENTRIES} (pack them into an archive)",
+                "the outputs {name} takes list {} files and directories with {paths} bytes of \
+                 paths together; at most {MAX_ENTRIES} and {MAX_TOTAL_PATH_BYTES} (pack them \
+                 into an archive)",
                 req.entries()
             ));
         }

@@ -136,6 +136,8 @@ impl Engine {
         let mut waiting: HashSet<String> = HashSet::new();
         // Escalations that redeployed a node, per node.
         let mut escalated: HashMap<String, u32> = HashMap::new();
+        // Failed starts in a row of allocations that waited for other allocations' outputs.
+        let mut handoff_failures = 0u32;
         // Restarts decided and not done yet: (due, allocation names, why).
         let mut pending: Vec<(Instant, Vec<String>, String)> = Vec::new();
         loop {
@@ -410,13 +412,24 @@ impl Engine {
             let Some(rec) = self.record() else { return };
             // Allocations that waited for other allocations' outputs start once those completed.
             if crate::handoff::someone_ready(&rec) {
-                if let Err(e) = self.start_in_order(None).await {
-                    let (RoundError::Retry(why, _) | RoundError::Fatal(why)) = e;
-                    self.fail(format!(
-                        "starting an allocation that waited for other allocations' outputs: {why}"
-                    ));
-                    self.revert_manifest().await;
-                    return;
+                match self.start_in_order(None).await {
+                    Ok(()) => handoff_failures = 0,
+                    Err(RoundError::Retry(why, _) | RoundError::Fatal(why)) => {
+                        handoff_failures += 1;
+                        let what = format!(
+                            "starting an allocation that waited for other allocations' outputs: {why}"
+                        );
+                        // A fetch cut off resumes where it stopped on the next try.
+                        if handoff_failures >= crate::handoff::START_TRIES {
+                            self.fail(what);
+                            self.revert_manifest().await;
+                            return;
+                        }
+                        self.event(format!(
+                            "{what} (try {handoff_failures} of {}; trying again)",
+                            crate::handoff::START_TRIES
+                        ));
+                    }
                 }
                 continue;
             }
@@ -491,6 +504,11 @@ impl Engine {
                 continue;
             };
             let Some(h) = &a.handle else { continue };
+            // Not started yet (it waits for other allocations' outputs): the start round
+            // owns it, and a restart would start it without them.
+            if a.status == AllocationStatus::Pending {
+                continue;
+            }
             match self
                 .call::<AllocationRestart>(h, &Empty {}, crate::engine::START_TIMEOUT)
                 .await

@@ -291,9 +291,13 @@ pub fn run(home: &Home, a: CpArgs) -> Result<i32> {
         (Side::Local(_), Side::Local(_)) => {
             bail!("neither side names a peer (<DID or peer id>:<path>); use cp for local copies")
         }
-        (Side::Peer { .. }, Side::Peer { .. }) => {
-            bail!("both sides name peers; copy through this machine in two steps")
-        }
+        (
+            Side::Peer { peer, path },
+            Side::Peer {
+                peer: to,
+                path: dst,
+            },
+        ) => relay(&caller, (&peer, &path), (&to, &dst), a.quiet),
     }
 }
 
@@ -450,6 +454,84 @@ impl<R: Read> Read for Counted<'_, R> {
         self.progress.add(n as u64);
         Ok(n)
     }
+}
+
+/// A copy between two peers through this node: it fetches from one and sends to the other
+/// with the caller's capabilities on each (read on the source, write on the destination);
+/// the bytes pass through the daemon's memory, never this machine's disk.
+fn relay(
+    caller: &Caller,
+    (from, src): (&str, &str),
+    (to, dst): (&str, &str),
+    quiet: bool,
+) -> Result<i32> {
+    let req = FetchRequest {
+        peer: from.to_string(),
+        path: src.to_string(),
+    };
+    let r = match caller.call_typed::<FilesFetch>(&req, CALL_TTL)? {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    let req = SendRequest {
+        peer: to.to_string(),
+        path: dst.to_string(),
+        manifest: r.manifest.clone(),
+    };
+    let w = match caller.call_typed::<FilesSend>(&req, CALL_TTL)? {
+        Ok(w) => w,
+        Err(code) => return Ok(code),
+    };
+    let m = &r.manifest;
+    if !quiet {
+        eprintln!(
+            "{} on {from} to {} on {to}: {} file(s), {} (through this node)",
+            clean(&r.source),
+            clean(&w.target),
+            m.files(),
+            fmt_bytes(m.bytes())
+        );
+    }
+    let (addr, port) = caller.endpoint();
+    let api = Api::for_relays(addr, port);
+    let mut p = Progress::new(m.bytes(), quiet);
+    let mut moved = 0u64;
+    let mut paths = Paths::default();
+    for (i, (e, &offset)) in m.entries.iter().zip(&w.offsets).enumerate() {
+        if e.kind != Kind::File {
+            continue;
+        }
+        let Some(offset) = p.begin(e.size, offset) else {
+            continue;
+        };
+        let (status, v) = api
+            .post_empty(&format!(
+                "/files/{}/{i}/to/{}?offset={offset}",
+                r.session, w.session
+            ))
+            .map_err(|err| {
+                anyhow!(
+                    "{}: interrupted ({err:#}); run the same command again to resume",
+                    e.path
+                )
+            })?;
+        if status != 200 {
+            p.end();
+            eprintln!(
+                "error: {}: {}; run the same command again to resume",
+                clean(&e.path),
+                api_error(status, &v)
+            );
+            return Ok(exit::FAILED);
+        }
+        paths.add(v["path"].as_str());
+        p.add(e.size - offset);
+        moved += e.size - offset;
+    }
+    p.end();
+    summary(moved, &p, m, &paths);
+    std::io::stdout().flush()?;
+    Ok(exit::OK)
 }
 
 fn send(caller: &Caller, src: &Path, peer: &str, path: &str, quiet: bool) -> Result<i32> {

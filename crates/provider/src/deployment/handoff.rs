@@ -68,26 +68,50 @@ impl Provider {
     }
 
     /// Fetches every input of `rec` from another allocation's output that `fetch` carries a
-    /// ticket for and that is not staged under `dir` yet.
+    /// ticket for, unless what is staged under `dir` is that very listing. An input staged
+    /// from another listing (its producer ran again) is fetched anew.
     pub(super) async fn fetch_inputs(
         &self,
         rec: &AllocRecord,
         dir: &Path,
         fetch: &[FetchInput],
     ) -> Result<(), ActorError> {
-        let mut left = rec.resources.disk.size;
+        // One budget for all inputs: the allocation's disk, less what is staged already.
+        let mut left = rec.resources.disk.size.saturating_sub(
+            rec.inputs
+                .iter()
+                .filter_map(|x| staged(&input_dir(dir, x).0))
+                .sum(),
+        );
         for (i, input) in rec.inputs.iter().enumerate() {
-            let (at, content) = input_dir(dir, input);
-            if let Some(bytes) = staged(&at) {
-                left = left.saturating_sub(bytes);
-                continue;
-            }
             if !matches!(input.source, InputSource::Output(_)) {
                 continue;
             }
             let Some(f) = fetch.iter().find(|f| f.input as usize == i) else {
-                continue; // `objects::prepare` says it is missing
+                continue; // staged already, or `objects::prepare` says it is missing
             };
+            let (at, content) = input_dir(dir, input);
+            let listing = listing_digest(&f.shared.manifest);
+            let same = std::fs::read_to_string(at.join(LISTING)).is_ok_and(|d| d.trim() == listing);
+            if same && let Some(_) = staged(&at) {
+                continue;
+            }
+            // Another listing (or none): nothing of it may show through.
+            if let Some(bytes) = staged(&at) {
+                left = left.saturating_add(bytes);
+            }
+            if !same && at.exists() {
+                std::fs::remove_dir_all(&at)
+                    .map_err(|e| failed(format!("{}: {e}", at.display())))?;
+                let _ = std::fs::remove_file(super::vmdata::input_image(dir, &at));
+            }
+            // Terminated (a revert, a shutdown) while an earlier input was fetched: stop.
+            if !self.still_pending(&rec.id, rec.generation) {
+                return Err(failed(format!(
+                    "allocation {} is no longer starting",
+                    rec.id
+                )));
+            }
             let peer = f.peer.parse().map_err(|_| {
                 ActorError::new(
                     ErrorKind::Rejected,
@@ -95,9 +119,11 @@ impl Provider {
                 )
             })?;
             let what = input.source.describe();
-            std::fs::create_dir_all(&at).map_err(|e| failed(format!("{}: {e}", at.display())))?;
-            // What an earlier attempt left stays: its files are not fetched again, and a
-            // partial file resumes.
+            std::fs::create_dir_all(&at)
+                .and_then(|()| std::fs::write(at.join(LISTING), format!("{listing}\n")))
+                .map_err(|e| failed(format!("{}: {e}", at.display())))?;
+            // What an earlier attempt at this listing left stays: its files are not fetched
+            // again, and a partial file resumes.
             let d = self
                 .transfers
                 .download(
@@ -109,6 +135,11 @@ impl Provider {
                 )
                 .await
                 .map_err(|e| failed(format!("inputs[{i}] ({what}) from {}: {e}", f.peer)))?;
+            let c = content.clone();
+            tokio::task::spawn_blocking(move || readable(&c))
+                .await
+                .map_err(failed)?
+                .map_err(failed)?;
             let bytes = f.shared.manifest.bytes();
             mark_staged(&at, bytes).map_err(failed)?;
             left = left.saturating_sub(bytes);
@@ -117,4 +148,46 @@ impl Provider {
         }
         Ok(())
     }
+
+    /// Whether allocation `id` is still waiting to start with `generation`.
+    fn still_pending(&self, id: &str, generation: u64) -> bool {
+        let cell = self.allocs.lock().ok().and_then(|m| m.get(id).cloned());
+        cell.and_then(|c| c.lock().ok().map(|r| (r.status, r.generation)))
+            .is_some_and(|(s, g)| s == AllocationStatus::Pending && g == generation)
+    }
+}
+
+/// Written beside a fetched input: the digest of the listing it was fetched from.
+const LISTING: &str = ".listing";
+
+/// A digest of `m` (a producer's run that wrote other bytes lists other digests).
+fn listing_digest(m: &nunet_protocol::transfer::Manifest) -> String {
+    use sha2::Digest;
+    let bytes = serde_json::to_vec(m).unwrap_or_default();
+    hex::encode(sha2::Sha256::digest(&bytes))
+}
+
+/// Makes what was fetched readable by whatever user the workload runs as (directories
+/// 0755, files gain read for everyone; the producer's owner-only modes would lock out a
+/// consumer that does not run as root). The mount is read-only anyway.
+fn readable(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("{}: {e}", d.display()))?;
+        for e in std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))? {
+            let e = e.map_err(|e| format!("{}: {e}", d.display()))?;
+            let md = std::fs::symlink_metadata(e.path())
+                .map_err(|err| format!("{}: {err}", e.path().display()))?;
+            if md.is_dir() {
+                todo.push(e.path());
+            } else if md.is_file() {
+                let mode = md.permissions().mode() & 0o7777;
+                std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(mode | 0o444))
+                    .map_err(|err| format!("{}: {err}", e.path().display()))?;
+            }
+        }
+    }
+    Ok(())
 }

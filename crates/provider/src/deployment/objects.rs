@@ -139,12 +139,18 @@ pub(super) fn prepare(
     private_ok: &[String],
 ) -> Result<Vec<Mount>, String> {
     // One budget for all inputs: the allocation's disk.
-    let mut left = rec.resources.disk.size;
+    // What is staged already counts first, whatever its place in the list.
+    let mut left = rec.resources.disk.size.saturating_sub(
+        rec.inputs
+            .iter()
+            .filter_map(|x| staged(&input_dir(dir, x).0))
+            .sum(),
+    );
     let mut mounts = Vec::new();
     for (i, input) in rec.inputs.iter().enumerate() {
         let (at, content) = input_dir(dir, input);
-        let bytes = match staged(&at) {
-            Some(b) => b,
+        match staged(&at) {
+            Some(_) => {}
             None => {
                 let InputSource::Object(source) = &input.source else {
                     // Fetched before this (`handoff.rs`), from the ticket its start carried.
@@ -164,10 +170,9 @@ pub(super) fn prepare(
                 mark_staged(&at, moved.bytes)?;
                 tracing::info!(allocation = %rec.id, input = i, files = moved.files, bytes = moved.bytes,
                     source = %source.url(), "input staged");
-                moved.bytes
+                left = left.saturating_sub(moved.bytes);
             }
-        };
-        left = left.saturating_sub(bytes);
+        }
         mounts.push(Mount {
             source: content,
             target: input.path.clone(),
@@ -177,6 +182,16 @@ pub(super) fn prepare(
     // Inputs a live update replaced are not needed any more.
     let current: Vec<String> = rec.inputs.iter().map(digest).collect();
     remove_other_dirs(&dir.join("in"), &current)?;
+    if let Ok(images) = std::fs::read_dir(dir.join("vm")) {
+        for e in images.flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if let Some(d) = n.strip_prefix("in-").and_then(|n| n.strip_suffix(".img"))
+                && !current.iter().any(|c| c == d)
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     // Outputs of this start only: a later start (a restart while an earlier start's outputs
     // are being published) writes elsewhere, so what is published was written only by a
     // workload that has exited.

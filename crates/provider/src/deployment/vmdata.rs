@@ -29,7 +29,7 @@ use super::{AllocRecord, Provider, failed};
 const IMAGE_SLACK: u64 = 16 << 20;
 /// Smallest output image (ext4 with a journal needs a few MiB).
 const MIN_OUTPUT_IMAGE: u64 = 16 << 20;
-/// Debugfs's directory for the files it dumps, inside the output directory (removed after).
+/// Debugfs's directory for the files it dumps, beside the output directory (removed after).
 const DUMP_DIR: &str = ".nunet-dump";
 
 fn tool(cmd: &mut Command, what: &str) -> Result<String, String> {
@@ -66,9 +66,19 @@ fn footprint(dir: &Path) -> Result<u64, String> {
     Ok(total)
 }
 
+/// The image of the input staged at `at` (`<staging>/in/<digest>`), under staging
+/// directory `dir`.
+pub(super) fn input_image(dir: &Path, at: &Path) -> PathBuf {
+    let name = at
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    dir.join("vm").join(format!("in-{name}.img"))
+}
+
 /// An ext4 image holding what is under `dir`, at `img` (made aside and renamed; kept once
 /// made, as the staged input is).
-fn input_image(dir: &Path, img: &Path) -> Result<(), String> {
+fn make_input_image(dir: &Path, img: &Path) -> Result<(), String> {
     if img.exists() {
         return Ok(());
     }
@@ -127,7 +137,14 @@ fn debugfs(img: &Path, cmds: &[String], cwd: &Path) -> Result<String, String> {
 /// Takes the directories and regular files of ext4 image `img` out into directory `dest`
 /// (which exists); at most `budget` bytes. The files and bytes taken.
 pub(super) fn extract(img: &Path, dest: &Path, budget: u64) -> Result<(usize, u64), String> {
-    let dump = dest.join(DUMP_DIR);
+    // Beside `dest` (same filesystem for the renames), never inside it: the guest names
+    // what is inside.
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let dump = dest.with_file_name(format!("{DUMP_DIR}-{name}"));
+    let _ = std::fs::remove_dir_all(&dump);
     std::fs::create_dir_all(&dump).map_err(|e| format!("{}: {e}", dump.display()))?;
     let r = extract_into(img, dest, &dump, budget);
     let _ = std::fs::remove_dir_all(&dump);
@@ -259,14 +276,12 @@ impl Provider {
                     ));
                 }
                 let (path, serial) = if k < n_in {
-                    let name = m
+                    let img = m
                         .source
                         .parent()
-                        .and_then(|p| p.file_name())
-                        .map(|n| n.to_string_lossy().to_string())
-                        .unwrap_or_default();
-                    let img = vm.join(format!("in-{name}.img"));
-                    input_image(&m.source, &img).map_err(|e| format!("inputs[{k}]: {e}"))?;
+                        .map(|at| input_image(&dir, at))
+                        .ok_or_else(|| format!("inputs[{k}]: no staging directory"))?;
+                    make_input_image(&m.source, &img).map_err(|e| format!("inputs[{k}]: {e}"))?;
                     (img, format!("nunet-in-{k}"))
                 } else {
                     let i = k - n_in;
@@ -330,7 +345,7 @@ mod tests {
         std::fs::write(src.join("sub/deeper/b.bin"), vec![7u8; 300_000]).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", src.join("link")).unwrap();
         let img = t.path().join("in.img");
-        input_image(&src, &img).unwrap();
+        make_input_image(&src, &img).unwrap();
         let dest = t.path().join("out");
         std::fs::create_dir(&dest).unwrap();
         let (files, bytes) = extract(&img, &dest, 1 << 20).unwrap();
