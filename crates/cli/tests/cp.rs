@@ -1,5 +1,5 @@
 //! `nunet cp` between real daemons on loopback (issue 17, item 3): a directory to a peer and
-//! back, byte for byte; symlinks inside it skipped and listed; a second run that finds
+//! back, byte for byte, and from one peer to another through the caller's node; symlinks inside it skipped and listed; a second run that finds
 //! everything in place; a copy interrupted by killing the CLI that the next run resumes; the
 //! bytes on a direct connection, and on the libp2p connection to a node that turned that off;
 //! paths outside the peer's file area (`..`, absolute paths, a symlink out of the area)
@@ -182,6 +182,26 @@ fn directories_go_to_a_peer_and_back_and_an_interrupted_copy_resumes() {
         std::fs::read(dn.dir.join("node-3/data/files/big.bin")).unwrap(),
         body
     );
+
+    // Between two peers, through this node: node-2's tree to node-3, none of it on
+    // node-1's disk; a second run finds it there.
+    let (code, out) = dn.run(
+        1,
+        &["cp", "-q", &format!("{peer}:tree"), &format!("{third}:")],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("copied 3 file(s)"), "{out}");
+    assert_eq!(
+        listing(&dn.dir.join("node-3/data/files/tree")),
+        listing(&src)
+    );
+    assert!(!dn.dir.join("node-1/data/files/tree").exists());
+    let (code, out) = dn.run(
+        1,
+        &["cp", "-q", &format!("{peer}:tree"), &format!("{third}:")],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("nothing to copy"), "{out}");
 
     // Nothing outside the area, however it is spelled.
     std::os::unix::fs::symlink("/etc", area.join("etc")).unwrap();

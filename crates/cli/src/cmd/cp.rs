@@ -29,9 +29,11 @@ const FIRST_BYTE: Duration = Duration::from_secs(320);
 /// Copy buffer.
 const BUF: usize = 1 << 20;
 
-/// Copy files or directories between this machine and another DMS node.
+/// Copy files or directories between this machine and another DMS node, or between two.
 ///
-/// Exactly one of SRC and DST names a peer, as `<DID or peer id>:<path>`. On the peer a
+/// SRC, DST or both name a peer, as `<DID or peer id>:<path>`. With both, the bytes go
+/// through your node (never this machine's disk), which needs read on SRC's peer and write
+/// on DST's. On the peer a
 /// relative path is in its file area (`<data_dir>/files`; `""` is the area itself) and an
 /// absolute one must be under its `files.roots`; the peer checks that your node holds
 /// `/dms/node/files/read` (copying from it) or `/dms/node/files/write` (copying to it).
