@@ -9,8 +9,9 @@
 //!
 //! The guest's init mounts each disk where `nunet.volume=<serial>:<path>:<ro|rw>` on the
 //! kernel command line says. Taking files out of an image the guest wrote never lets the
-//! host kernel parse it (no loop mount): `debugfs` (e2fsprogs, in user space) lists the
-//! directories and dumps each regular file by inode number into a name this code chose;
+//! host kernel parse it (no loop mount): `debugfs` (e2fsprogs, in user space, as `nobody`
+//! with no new privileges, given the image as an open file) lists the directories and
+//! dumps each regular file by inode number into a name this code chose;
 //! the names are checked here, the tree is rebuilt here, and symlinks, devices and the like
 //! are left out. At most [`MAX_ENTRIES`] entries and the allocation's disk in bytes.
 
@@ -34,7 +35,6 @@ const DUMP_DIR: &str = ".nunet-dump";
 
 fn tool(cmd: &mut Command, what: &str) -> Result<String, String> {
     let out = cmd
-        .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run {what}: {e}"))?;
     if !out.status.success() {
@@ -95,7 +95,7 @@ fn make_image(at: &Path, size: u64, from: Option<&Path>) -> Result<(), String> {
         .and_then(|f| f.set_len(size))
         .map_err(|e| format!("{}: {e}", at.display()))?;
     let mut cmd = Command::new("mkfs.ext4");
-    cmd.args(["-q", "-F", "-m", "0"]);
+    cmd.args(["-q", "-F", "-m", "0"]).stdin(Stdio::null());
     if let Some(d) = from {
         cmd.arg("-d").arg(d);
     }
@@ -118,18 +118,38 @@ fn entry(line: &str) -> Option<Result<(u64, u32, String, u64), String>> {
     Some(Ok((ino, mode, f[4].to_string(), size)))
 }
 
-/// Runs debugfs on `img` with `cmds` (one per line) in directory `cwd`; its output.
+/// The user debugfs runs as when this daemon is root (`nobody`): a forged image that
+/// exploits it gets no more than that user's rights, and no path to anything but its own
+/// directory (the image comes as an open file, the commands from that directory).
+const UNPRIVILEGED: u32 = 65534;
+/// The commands file in the dump directory.
+const CMDS: &str = ".nunet-debugfs-cmds";
+
+/// Whether this process runs as root (`/proc/self` belongs to its effective user).
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// Runs debugfs on `img` with `cmds` (one per line) in directory `cwd` (where it writes what
+/// it dumps); its output.
 fn debugfs(img: &Path, cmds: &[String], cwd: &Path) -> Result<String, String> {
-    let file = cwd.join(".nunet-debugfs-cmds");
+    let file = cwd.join(CMDS);
     std::fs::write(&file, cmds.join("\n") + "\n").map_err(|e| format!("{e}"))?;
-    let out = tool(
+    let image = std::fs::File::open(img).map_err(|e| format!("{}: {e}", img.display()))?;
+    let mut cmd = if is_root() {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={UNPRIVILEGED}"))
+            .arg(format!("--regid={UNPRIVILEGED}"))
+            .args(["--clear-groups", "--no-new-privs", "--", "debugfs"]);
+        c
+    } else {
         Command::new("debugfs")
-            .arg("-f")
-            .arg(&file)
-            .arg(img)
-            .current_dir(cwd),
-        "debugfs",
-    );
+    };
+    cmd.args(["-f", CMDS, "/proc/self/fd/0"])
+        .stdin(Stdio::from(image))
+        .current_dir(cwd);
+    let out = tool(&mut cmd, "debugfs");
     let _ = std::fs::remove_file(&file);
     out
 }
@@ -146,6 +166,10 @@ pub(super) fn extract(img: &Path, dest: &Path, budget: u64) -> Result<(usize, u6
     let dump = dest.with_file_name(format!("{DUMP_DIR}-{name}"));
     let _ = std::fs::remove_dir_all(&dump);
     std::fs::create_dir_all(&dump).map_err(|e| format!("{}: {e}", dump.display()))?;
+    if is_root() {
+        std::os::unix::fs::chown(&dump, Some(UNPRIVILEGED), Some(UNPRIVILEGED))
+            .map_err(|e| format!("{}: {e}", dump.display()))?;
+    }
     let r = extract_into(img, dest, &dump, budget);
     let _ = std::fs::remove_dir_all(&dump);
     r
