@@ -11,7 +11,8 @@
 # `name: value MiB/s (baseline: value, ratio: x)` with the host disk as the baseline.
 # Then S3 inputs/outputs (nunet-objectstore against the test Garage of scripts/s3-test-server.sh,
 # storing on the same disk): publishing a SIZE_MIB file and staging it back, against the host
-# disk's write and read. `nunet cp` between nodes: bench/cp.sh.
+# disk's write and read and against curl's SigV4 PUT and GET of the same object on the same
+# store. `nunet cp` between nodes: bench/cp.sh.
 set -euo pipefail
 
 SIZE_MIB="${SIZE_MIB:-256}"
@@ -105,6 +106,29 @@ s3="$(cargo run --release -q -p nunet-objectstore --example s3_throughput -- \
   "$(cat "$S3_DIR/endpoint")" garage "$S3_DIR/credentials" "$SIZE_MIB")"
 up="$(awk '/^publish/ {print $2}' <<<"$s3")"
 down="$(awk '/^stage/ {print $2}' <<<"$s3")"
+bucket="$(awk '/^bucket/ {print $2}' <<<"$s3")"
 echo "S3 outputs/inputs, ${SIZE_MIB} MiB object, Garage on loopback on the same disk, baseline: the host disk"
 echo "s3_publish: ${up} MiB/s (baseline: ${W[host]}, ratio: $(ratio "$up" "${W[host]}"))"
 echo "s3_stage: ${down} MiB/s (baseline: ${R[host]}, ratio: $(ratio "$down" "${R[host]}"))"
+
+# A plain client of the same store on the same object: curl's own SigV4 (unsigned payload,
+# as the provider's client sends), the download synced to disk as staging does.
+key_id="$(awk -F' *= *' 'tolower($1) ~ /access_key_id/ {print $2}' "$S3_DIR/credentials")"
+secret="$(awk -F' *= *' 'tolower($1) ~ /secret_access_key/ {print $2}' "$S3_DIR/credentials")"
+endpoint="$(cat "$S3_DIR/endpoint")"
+curl_s3() {
+  curl -sf --aws-sigv4 "aws:amz:garage:s3" --user "$key_id:$secret" \
+    -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$@"
+}
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
+t0=$(date +%s%N)
+curl_s3 -o "$WORK/curl-get.bin" "$endpoint/$bucket/bench/data.bin"
+sync "$WORK/curl-get.bin"
+t1=$(date +%s%N)
+curl_s3 -T "$WORK/curl-get.bin" "$endpoint/$bucket/curl/data.bin" >/dev/null
+t2=$(date +%s%N)
+get="$(awk -v m="$SIZE_MIB" -v s="$(secs "$t0" "$t1")" 'BEGIN { printf "%.0f", m / s }')"
+put="$(awk -v m="$SIZE_MIB" -v s="$(secs "$t1" "$t2")" 'BEGIN { printf "%.0f", m / s }')"
+echo "S3 against a plain client (curl --aws-sigv4) on the same store and object; target (issue 17): staging >= 0.8x"
+echo "s3_publish_vs_curl: ${up} MiB/s (baseline: curl PUT ${put}, ratio: $(ratio "$up" "$put"))"
+echo "s3_stage_vs_curl: ${down} MiB/s (baseline: curl GET ${get}, ratio: $(ratio "$down" "$get"))"

@@ -1,8 +1,9 @@
 //! Throughput of publishing a file to an S3-compatible store and staging it back, as a
 //! provider does for an allocation's outputs and inputs (used by `bench/data.sh`).
 //!
-//! `s3_throughput ENDPOINT REGION CREDENTIALS_FILE SIZE_MIB` prints
-//! `publish MIB_PER_S` and `stage MIB_PER_S` lines; the bucket it makes is left in the store.
+//! `s3_throughput ENDPOINT REGION CREDENTIALS_FILE SIZE_MIB` prints `bucket NAME`,
+//! `publish MIB_PER_S` and `stage MIB_PER_S` lines; the bucket it makes is left in the store
+//! (`bench/data.sh` times a plain client on it).
 
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::fs::metadata(back.path().join("data.bin"))?.len() != mib << 20 {
         return Err("the staged file is not the published one".into());
     }
+    println!("bucket {}", loc.bucket);
     println!("publish {:.0}", mib as f64 / up);
     println!("stage {:.0}", mib as f64 / down);
     Ok(())
