@@ -265,8 +265,9 @@ while true; do $B sleep 1; done
 /// Modules for [`VOLUME_INIT`].
 const BLOCK_MODULES: [&str; 4] = ["virtio_ring", "virtio", "virtio_mmio", "virtio_blk"];
 
-#[test]
-fn a_microvm_gets_its_named_volume_as_a_disk_it_mounts() {
+/// A 2-node namespace devnet, onboarded, and a guest with the block modules and `init`:
+/// the devnet, the kernel, the initramfs and an empty root disk image.
+fn block_vm_devnet(init: &str) -> (NsDevnet, PathBuf, PathBuf, PathBuf) {
     if Command::new("qemu-system-x86_64")
         .arg("--version")
         .output()
@@ -276,13 +277,16 @@ fn a_microvm_gets_its_named_volume_as_a_disk_it_mounts() {
     }
     let (kernel, modules) = cloud_kernel();
     let dn = NsDevnet::up(2);
-    let (initrd, disk) = guest_files_with(&dn.dir, &modules, &BLOCK_MODULES, VOLUME_INIT);
-    let kernel = {
-        let k = dn.dir.join("vmlinuz");
-        std::fs::copy(&kernel, &k).unwrap();
-        k
-    };
+    let (initrd, disk) = guest_files_with(&dn.dir, &modules, &BLOCK_MODULES, init);
+    let k = dn.dir.join("vmlinuz");
+    std::fs::copy(&kernel, &k).unwrap();
     dn.onboard_all();
+    (dn, k, initrd, disk)
+}
+
+#[test]
+fn a_microvm_gets_its_named_volume_as_a_disk_it_mounts() {
+    let (dn, kernel, initrd, disk) = block_vm_devnet(VOLUME_INIT);
     let yaml = format!(
         r#"version: V1
 allocations:
@@ -396,22 +400,7 @@ $B reboot -f
 
 #[test]
 fn a_microvm_task_takes_an_input_and_leaves_an_output_as_disks() {
-    if Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        missing("qemu-system-x86_64");
-    }
-    let (kernel, modules) = cloud_kernel();
-    let dn = NsDevnet::up(2);
-    let (initrd, disk) = guest_files_with(&dn.dir, &modules, &BLOCK_MODULES, DATA_INIT);
-    let kernel = {
-        let k = dn.dir.join("vmlinuz");
-        std::fs::copy(&kernel, &k).unwrap();
-        k
-    };
-    dn.onboard_all();
+    let (dn, kernel, initrd, disk) = block_vm_devnet(DATA_INIT);
     // A container writes, the VM transforms, another container reads what the VM left.
     let yaml = format!(
         r#"version: V1

@@ -12,9 +12,9 @@ use libp2p::PeerId;
 use nunet_actor::ActorError;
 
 use crate::area::Destination;
-use crate::manifest::{Kind, Manifest, build, source_path};
+use crate::manifest::{Kind, Manifest};
 use crate::receive::{Receiver, make_dirs, plan, targets};
-use crate::service::{Files, FilesError, Item};
+use crate::service::{Files, FilesError, Item, listed};
 use crate::wire::{Header, Op};
 
 /// What [`Files::download`] moved.
@@ -39,30 +39,9 @@ impl Files {
         dir: PathBuf,
     ) -> Result<(String, Manifest), ActorError> {
         let _turn = self.planning_turn().await?;
-        let (manifest, items) = tokio::task::spawn_blocking(move || {
-            let manifest = build(&dir, &mut |_| {}).map_err(failed)?;
-            let items = manifest
-                .entries
-                .iter()
-                .map(|e| {
-                    if e.kind != Kind::File {
-                        return Ok(None);
-                    }
-                    let path = source_path(&dir, &e.path);
-                    let md = std::fs::symlink_metadata(&path)
-                        .map_err(|err| failed(format!("{}: {err}", path.display())))?;
-                    Ok(Some(Item::Send {
-                        path,
-                        size: e.size,
-                        dev: md.dev(),
-                        ino: md.ino(),
-                    }))
-                })
-                .collect::<Result<Vec<_>, ActorError>>()?;
-            Ok::<_, ActorError>((manifest, items))
-        })
-        .await
-        .map_err(failed)??;
+        let (manifest, items) = tokio::task::spawn_blocking(move || listed(&dir))
+            .await
+            .map_err(failed)??;
         let ticket = self.mint(reader, Op::Read, items)?;
         tracing::info!(%reader, files = manifest.files(), bytes = manifest.bytes(), "files: a directory shared");
         Ok((ticket, manifest))

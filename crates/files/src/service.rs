@@ -154,6 +154,32 @@ pub(crate) fn ticket_of(hex_ticket: &str) -> Result<[u8; 32], ActorError> {
         .ok_or_else(|| ActorError::new(ErrorKind::Rejected, "the peer sent a malformed ticket"))
 }
 
+/// `src` listed (blocking: it walks and hashes), with what a read ticket lets a stream send
+/// for each entry: each file's inode as listed, so a stream for it later opens exactly that
+/// file.
+pub(crate) fn listed(src: &std::path::Path) -> Result<(Manifest, Vec<Option<Item>>), ActorError> {
+    let manifest = build(src, &mut |_| {}).map_err(failed)?;
+    let items = manifest
+        .entries
+        .iter()
+        .map(|e| {
+            if e.kind != Kind::File {
+                return Ok(None);
+            }
+            let path = source_path(src, &e.path);
+            let md = std::fs::symlink_metadata(&path)
+                .map_err(|err| failed(format!("{}: {err}", path.display())))?;
+            Ok(Some(Item::Send {
+                path,
+                size: e.size,
+                dev: md.dev(),
+                ino: md.ino(),
+            }))
+        })
+        .collect::<Result<Vec<_>, ActorError>>()?;
+    Ok((manifest, items))
+}
+
 impl Files {
     /// Transfers for `system` over `net`, sharing `area` with peers; `direct`: offer and
     /// take direct connections for file bytes ([`crate::direct`]). Registers the four
@@ -250,26 +276,7 @@ impl Files {
         let _turn = self.planning_turn().await?;
         let (src, manifest, items) = tokio::task::spawn_blocking(move || {
             let src = area.source(&req.path).map_err(failed)?;
-            let manifest = build(&src, &mut |_| {}).map_err(failed)?;
-            // Each file's inode as listed: a stream for it later opens exactly that file.
-            let items = manifest
-                .entries
-                .iter()
-                .map(|e| {
-                    if e.kind != Kind::File {
-                        return Ok(None);
-                    }
-                    let path = source_path(&src, &e.path);
-                    let md = std::fs::symlink_metadata(&path)
-                        .map_err(|err| failed(format!("{}: {err}", path.display())))?;
-                    Ok(Some(Item::Send {
-                        path,
-                        size: e.size,
-                        dev: md.dev(),
-                        ino: md.ino(),
-                    }))
-                })
-                .collect::<Result<Vec<_>, ActorError>>()?;
+            let (manifest, items) = listed(&src)?;
             Ok::<_, ActorError>((src, manifest, items))
         })
         .await
