@@ -9,7 +9,7 @@
 mod deploy_support;
 mod netns_support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -97,6 +97,29 @@ impl GlusterServer {
             .output()
             .unwrap();
         (o.status.success(), deploy_support::text(&o))
+    }
+}
+
+/// A directory bind-mounted on itself with shared propagation, unmounted on drop.
+struct SharedMount(PathBuf);
+
+impl SharedMount {
+    fn new(dir: &Path) -> SharedMount {
+        std::fs::create_dir_all(dir).unwrap();
+        for args in [
+            vec!["--bind", dir.to_str().unwrap(), dir.to_str().unwrap()],
+            vec!["--make-shared", dir.to_str().unwrap()],
+        ] {
+            let o = Command::new("mount").args(&args).output().unwrap();
+            assert!(o.status.success(), "mount {args:?}: {o:?}");
+        }
+        SharedMount(dir.to_path_buf())
+    }
+}
+
+impl Drop for SharedMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
 
@@ -248,7 +271,7 @@ allocations:
     execution:
       type: docker
       image: nunet-test/busybox:latest
-      cmd: [sh, -c, "echo over-tls >> /shared/log; exec sleep 3600"]
+      cmd: [sh, -c, "echo over-tls >> /shared/log; (dd if=/dev/zero of=/shared/fill bs=1M count=32 2>&1 | grep -q 'No space left' && echo quota-held || echo quota-missed) >> /shared/log; rm -f /shared/fill; exec sleep 3600"]
     volume:
       - type: glusterfs
         servers: [{server}]
@@ -276,6 +299,11 @@ fn a_storage_node_makes_tls_volumes_that_mount_only_with_their_client_certificat
     let socket = tmp.path().join("glusterd.sock");
     let volume = format!("tls{}", std::process::id());
     let ip = dn.lan(3);
+    // glusterd runs in a mount namespace of its own (`ip netns exec`), which receives the
+    // daemon's brick mounts only from a shared mount (as every mount is under systemd,
+    // though not on this machine's private root): the bricks directory is made one.
+    let bricks = dn.dir.join("node-3").join("data/storage/bricks");
+    let _shared = SharedMount::new(&bricks);
     let server = GlusterServer::spawn(&dn.netns[2], &volume, Some(&socket));
 
     // Before storage mode, node-3 says why it does not serve volumes.
@@ -313,6 +341,8 @@ fn a_storage_node_makes_tls_volumes_that_mount_only_with_their_client_certificat
             &volume,
             "--client-pem-file",
             pem_file.to_str().unwrap(),
+            "--size",
+            "16MiB",
             "--ca-output-dir",
             ca_dir.to_str().unwrap(),
         ],
@@ -380,17 +410,24 @@ fn a_storage_node_makes_tls_volumes_that_mount_only_with_their_client_certificat
     let yaml = tls_ensemble(&ip, &volume, &dn.peer(2), &key, &pem, &ca);
     let id = dn.deploy(&yaml, "tls.yaml");
     let _containers = Containers(id.clone());
-    let bricks = dn.dir.join("node-3").join("data/storage/bricks");
-    wait_for("the line on the brick", Duration::from_secs(20), |seen| {
+    // Its brick is a filesystem of the size asked for: 32 MiB do not fit.
+    wait_for("the lines on the brick", Duration::from_secs(30), |seen| {
         let brick = std::fs::read_dir(&bricks)
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| e.ok())
-            .map(|e| e.path());
-        *seen = format!("{brick:?}");
-        let text = brick.and_then(|b| std::fs::read_to_string(b.join("log")).ok())?;
-        (text == "over-tls\n").then_some(())
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.is_dir())?;
+        let text = std::fs::read_to_string(brick.join("brick/log")).unwrap_or_default();
+        *seen = format!("{}: {text:?}", brick.display());
+        (text == "over-tls\nquota-held\n").then_some(())
     });
+    let image = std::fs::read_dir(&bricks)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "img"))
+        .expect("no brick image");
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), 16 << 20);
     // No private key in the provider's log.
     let key_line = key.lines().nth(1).unwrap();
     let log2 = std::fs::read_to_string(dn.dir.join("node-2/nunet.log")).unwrap_or_default();

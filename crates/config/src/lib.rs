@@ -20,4 +20,4 @@ pub mod nunet;
 
 pub use load::{ConfigError, Loaded, Resolved, load, load_from, write_file};
 pub use local::{client_ip, is_loopback};
-pub use model::Config;
+pub use model::{Config, MAX_STORAGE_VOLUME_MB, MIN_STORAGE_VOLUME_MB};

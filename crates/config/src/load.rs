@@ -604,6 +604,10 @@ mod tests {
                 "p2p.relay_circuit_mb: 0 is not between 1 and",
             ),
             (
+                r#"{"general":{"storage_volume_size_mb":8}}"#,
+                "general.storage_volume_size_mb: 8 is outside 16-",
+            ),
+            (
                 r#"{"p2p":{"relay_max_circuits":8,"relay_max_circuits_per_peer":9}}"#,
                 "p2p.relay_max_circuits_per_peer: 9 is not between 1 and 8",
             ),

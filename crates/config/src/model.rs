@@ -122,7 +122,21 @@ pub struct General {
     /// glusterd's command socket (empty: glusterd's default, `/var/run/glusterd.socket`).
     #[serde(default)]
     pub storage_glusterd_socket: PathBuf,
+    /// Size in MiB of a volume whose create call names none (NuNet's calls never do).
+    /// Each volume's brick is a filesystem image of its size, allocated when it is made.
+    #[serde(default = "default_storage_volume_size_mb")]
+    pub storage_volume_size_mb: u64,
 }
+
+/// Default of `general.storage_volume_size_mb`: 10 GiB.
+fn default_storage_volume_size_mb() -> u64 {
+    10 << 10
+}
+
+/// Smallest storage volume, in MiB (an ext4 filesystem with a journal).
+pub const MIN_STORAGE_VOLUME_MB: u64 = 16;
+/// Largest storage volume, in MiB (1 PiB).
+pub const MAX_STORAGE_VOLUME_MB: u64 = 1 << 30;
 
 /// `rest.*`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -349,6 +363,7 @@ impl Config {
                 storage_ca_directory: PathBuf::new(),
                 storage_glusterfs_hostname: String::new(),
                 storage_glusterd_socket: PathBuf::new(),
+                storage_volume_size_mb: default_storage_volume_size_mb(),
             },
             rest: Rest {
                 addr: "127.0.0.1".into(),
@@ -452,6 +467,12 @@ impl Config {
             if !v.as_os_str().is_empty() && !v.is_absolute() {
                 p.push(format!("{k}: {} is not an absolute path", v.display()));
             }
+        }
+        if !(MIN_STORAGE_VOLUME_MB..=MAX_STORAGE_VOLUME_MB).contains(&g.storage_volume_size_mb) {
+            p.push(format!(
+                "general.storage_volume_size_mb: {} is outside {MIN_STORAGE_VOLUME_MB}-{MAX_STORAGE_VOLUME_MB}",
+                g.storage_volume_size_mb
+            ));
         }
         if g.storage_mode && g.storage_glusterfs_hostname.trim().is_empty() {
             p.push(

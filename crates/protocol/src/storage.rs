@@ -11,6 +11,10 @@ pub struct VolumeCreate {
     pub name: String,
     /// The client's X.509 certificate (PEM): the only one the volume accepts.
     pub client_pem: String,
+    /// Its size in bytes (this implementation's addition; none: the storage node's
+    /// `general.storage_volume_size_mb`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
 }
 
 /// Reply of [`crate::names::VOLUME_CREATE`] (NuNet's `VolumeCreateResponse`).

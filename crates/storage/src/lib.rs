@@ -9,8 +9,14 @@
 //! create reply returns for the client's CA list. Only the DID that created a volume may start
 //! or delete it; that record lives next to the volume's certificate, so it survives a restart.
 //!
-//! This crate must not mount anything (the provider mounts volumes for its allocations) and
-//! must not touch glusterd's global TLS files (`/etc/ssl/glusterfs.*`,
+//! Each volume's brick lives on a filesystem of its own: an ext4 image of the volume's size
+//! (the create call's `size`, else `general.storage_volume_size_mb`), allocated in full when
+//! the volume is made and loop-mounted beside it, so a volume holds no more than its size
+//! and a node refuses a volume its disk cannot hold. The images are mounted again when the
+//! daemon starts.
+//!
+//! This crate must not mount anything but its own bricks (the provider mounts volumes for
+//! its allocations) and must not touch glusterd's global TLS files (`/etc/ssl/glusterfs.*`,
 //! `/var/lib/glusterd/secure-access`): management traffic stays as the operator set it up.
 
 use std::future::Future;
@@ -30,6 +36,12 @@ const GLUSTER_TIMEOUT: Duration = Duration::from_secs(120);
 pub const MAX_NAME: usize = 64;
 /// Largest client certificate accepted (PEM).
 pub const MAX_CLIENT_PEM: usize = 64 << 10;
+/// Smallest volume, in bytes.
+pub const MIN_VOLUME: u64 = nunet_config::MIN_STORAGE_VOLUME_MB << 20;
+/// Largest volume, in bytes.
+pub const MAX_VOLUME: u64 = nunet_config::MAX_STORAGE_VOLUME_MB << 20;
+/// How long making or mounting a brick's filesystem may take.
+const BRICK_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Why a volume operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +67,17 @@ pub enum StorageError {
     /// This node's own certificate could not be made.
     #[error("this storage node's certificate: {0}")]
     OwnCertificate(String),
+    /// The requested size is out of bounds.
+    #[error("size: {0} bytes; a volume has {min} to {max} bytes", min = MIN_VOLUME, max = MAX_VOLUME)]
+    Size(u64),
+    /// The brick's filesystem could not be made or mounted.
+    #[error("brick {}: {why}", path.display())]
+    Brick {
+        /// The image or mount point.
+        path: PathBuf,
+        /// What failed.
+        why: String,
+    },
     /// A volume of that name exists.
     #[error("volume {0:?} exists on this storage node")]
     Exists(String),
@@ -100,6 +123,15 @@ struct Record {
     /// pending after a crash names what its owner's delete cleans up.
     #[serde(default)]
     pending: bool,
+    /// The brick's filesystem image (none: a volume made before bricks had their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    image: Option<PathBuf>,
+    /// Where the image is mounted (the brick is a directory inside).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mount: Option<PathBuf>,
+    /// The volume's size in bytes.
+    #[serde(default)]
+    size: u64,
 }
 
 /// The storage node: where bricks and certificates go, and how to reach glusterd.
@@ -111,6 +143,8 @@ pub struct Storage {
     socket: Option<PathBuf>,
     /// One volume operation at a time (glusterd takes one transaction at a time anyway).
     lock: tokio::sync::Mutex<()>,
+    /// Size of a volume whose create call names none.
+    default_size: u64,
 }
 
 impl Storage {
@@ -135,12 +169,63 @@ impl Storage {
             socket: (!g.storage_glusterd_socket.as_os_str().is_empty())
                 .then(|| g.storage_glusterd_socket.clone()),
             lock: tokio::sync::Mutex::new(()),
+            default_size: g.storage_volume_size_mb.saturating_mul(1 << 20),
         };
         for d in [&s.bricks, &s.ca.join("volumes")] {
             std::fs::create_dir_all(d).map_err(|e| io("create", d, e))?;
         }
         s.own_certificate()?;
+        s.mount_bricks();
         Ok(Some(Arc::new(s)))
+    }
+
+    /// Mounts every recorded volume's brick image that is not mounted (after a reboot). A
+    /// brick that cannot be mounted is logged; glusterd then finds its brick directory
+    /// without the volume's id and does not serve it.
+    fn mount_bricks(&self) {
+        let Ok(entries) = std::fs::read_dir(self.ca.join("volumes")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let Some(vol) = name.strip_suffix(".json") else {
+                continue;
+            };
+            let Ok(Some(rec)) = self.record(vol) else {
+                continue;
+            };
+            let (Some(image), Some(at)) = (rec.image, rec.mount) else {
+                continue;
+            };
+            if !image.exists() || is_mounted(&at) {
+                continue;
+            }
+            let r = std::fs::create_dir_all(&at)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    std::process::Command::new("mount")
+                        .args(["-o", "loop,nosuid,nodev"])
+                        .arg(&image)
+                        .arg(&at)
+                        .stdin(std::process::Stdio::null())
+                        .output()
+                        .map_err(|e| e.to_string())
+                        .and_then(|o| {
+                            if o.status.success() {
+                                Ok(())
+                            } else {
+                                Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
+                            }
+                        })
+                });
+            match r {
+                Ok(()) => {
+                    tracing::info!(volume = %vol, brick = %at.display(), "mounted a volume's brick")
+                }
+                Err(why) => tracing::warn!(volume = %vol, image = %image.display(), %why,
+                    "could not mount a volume's brick; glusterd will not serve it"),
+            }
+        }
     }
 
     /// `<ca>/glusterfs.pem`, made with its key when both are missing (one without the
@@ -218,6 +303,10 @@ impl Storage {
     ) -> Result<VolumeCreated, StorageError> {
         check_name(&req.name)?;
         let cn = client_common_name(&req.client_pem)?;
+        let size = req.size.unwrap_or(self.default_size);
+        if !(MIN_VOLUME..=MAX_VOLUME).contains(&size) {
+            return Err(StorageError::Size(size));
+        }
         let _one = self.lock.lock().await;
         if self.record(&req.name)?.is_some() {
             return Err(StorageError::Exists(req.name.clone()));
@@ -227,22 +316,27 @@ impl Storage {
             return Err(StorageError::Exists(req.name.clone()));
         }
         let own = self.own_certificate()?;
-        let brick = self.bricks.join(format!(
+        let mount = self.bricks.join(format!(
             "{}-{}",
             req.name,
             hex::encode(rand::random::<[u8; 6]>())
         ));
-        std::fs::create_dir_all(&brick).map_err(|e| io("create", &brick, e))?;
+        let image = mount.with_extension("img");
+        let brick = mount.join("brick");
         let ca = self.client_ca_path(&req.name);
         let mut rec = Record {
             owner: owner.to_string(),
             brick: brick.clone(),
             client_cn: cn,
             pending: true,
+            image: Some(image.clone()),
+            mount: Some(mount.clone()),
+            size,
         };
         let mut created = false;
         let made = async {
             self.write_record(&req.name, &rec)?;
+            make_brick(&image, &mount, &brick, size).await?;
             std::fs::write(&ca, req.client_pem.trim().to_string() + "\n")
                 .map_err(|e| io("write", &ca, e))?;
             let spec = format!("{}:{}", self.hostname, path_str(&brick)?);
@@ -276,12 +370,18 @@ impl Storage {
             if created {
                 let _ = self.gluster(&["volume", "delete", &req.name]).await;
             }
-            let _ = remove_tree(brick).await;
+            if is_mounted(&mount) {
+                let _ = run("umount", &[path_str(&mount)?], &mount).await;
+            }
+            if !is_mounted(&mount) {
+                let _ = remove_tree(mount).await;
+                let _ = std::fs::remove_file(&image);
+            }
             let _ = std::fs::remove_file(&ca);
             let _ = std::fs::remove_file(self.record_path(&req.name));
             return Err(e);
         }
-        tracing::info!(volume = %req.name, %owner, client = %rec.client_cn, "created a GlusterFS volume");
+        tracing::info!(volume = %req.name, %owner, client = %rec.client_cn, bytes = size, "created a GlusterFS volume");
         Ok(VolumeCreated {
             ok: true,
             ca_data: own,
@@ -314,7 +414,23 @@ impl Storage {
             }
             Err(e) => return Err(e),
         }
-        remove_tree(rec.brick.clone()).await?;
+        match (&rec.mount, &rec.image) {
+            (Some(mount), Some(image)) => {
+                // Never delete through a mount: a brick that stays mounted keeps its record
+                // so that the delete can be asked again.
+                if is_mounted(mount) {
+                    run("umount", &[path_str(mount)?], mount).await?;
+                }
+                remove_tree(mount.clone()).await?;
+                match std::fs::remove_file(image) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(io("remove", image, e));
+                    }
+                    _ => {}
+                }
+            }
+            _ => remove_tree(rec.brick.clone()).await?,
+        }
         for p in [self.client_ca_path(name), self.record_path(name)] {
             let _ = std::fs::remove_file(p);
         }
@@ -478,6 +594,78 @@ pub fn client_common_name(pem: &str) -> Result<String, StorageError> {
     Ok(cn)
 }
 
+/// Runs `tool args` (making or mounting the brick at `at`); its failure as a brick error.
+async fn run(tool: &str, args: &[&str], at: &Path) -> Result<(), StorageError> {
+    let brick = |why: String| StorageError::Brick {
+        path: at.to_path_buf(),
+        why,
+    };
+    let out = tokio::time::timeout(
+        BRICK_TIMEOUT,
+        tokio::process::Command::new(tool)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| {
+        brick(format!(
+            "{tool} did not finish in {}s",
+            BRICK_TIMEOUT.as_secs()
+        ))
+    })?
+    .map_err(|e| brick(format!("cannot run {tool}: {e}")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(brick(format!(
+        "{tool} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
+}
+
+/// The brick's own filesystem: `image` allocated in full (`size` bytes: a disk that cannot
+/// hold it says so now, not as write errors later), ext4 on it, mounted at `mount`, and the
+/// brick directory inside.
+async fn make_brick(
+    image: &Path,
+    mount: &Path,
+    brick: &Path,
+    size: u64,
+) -> Result<(), StorageError> {
+    let img = path_str(image)?;
+    run("fallocate", &["-l", &size.to_string(), img], image)
+        .await
+        .map_err(|e| match e {
+            StorageError::Brick { path, why } => StorageError::Brick {
+                path,
+                why: format!("this node's disk cannot hold a volume of {size} bytes: {why}"),
+            },
+            other => other,
+        })?;
+    run("mkfs.ext4", &["-q", "-F", "-m", "0", img], image).await?;
+    std::fs::create_dir_all(mount).map_err(|e| io("create", mount, e))?;
+    run(
+        "mount",
+        &["-o", "loop,nosuid,nodev", img, path_str(mount)?],
+        mount,
+    )
+    .await?;
+    std::fs::create_dir(brick).map_err(|e| io("create", brick, e))
+}
+
+/// Whether something is mounted at `at` (`/proc/self/mountinfo`, field 5).
+fn is_mounted(at: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = at.to_string_lossy().replace(' ', "\\040");
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
 /// Removes a brick directory (any size) off the async runtime; one already gone is fine.
 async fn remove_tree(dir: PathBuf) -> Result<(), StorageError> {
     let d = dir.clone();
@@ -614,6 +802,9 @@ mod tests {
             brick: d.path().join("b"),
             client_cn: "alice".into(),
             pending: false,
+            image: None,
+            mount: None,
+            size: 0,
         };
         std::fs::write(s.record_path("v1"), serde_json::to_vec(&rec).unwrap()).unwrap();
         let e = s.delete("did:key:zB", "v1").await.unwrap_err().to_string();
@@ -623,5 +814,21 @@ mod tests {
         );
         let e = s.start("did:key:zA", "../v1").await.unwrap_err();
         assert!(matches!(e, StorageError::Name(_)), "{e}");
+        // A size out of bounds is refused before anything is made.
+        for size in [1 << 20, MAX_VOLUME + 1] {
+            let req = VolumeCreate {
+                name: "v2".into(),
+                client_pem: cert("bob"),
+                size: Some(size),
+            };
+            let e = s.create("did:key:zA", &req).await.unwrap_err();
+            assert!(matches!(e, StorageError::Size(_)), "{e}");
+        }
+        assert_eq!(
+            std::fs::read_dir(d.path().join("data/storage/bricks"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 }

@@ -48,7 +48,7 @@ pub enum ActorCmd {
     /// Exit codes: 0 ok, 1 failed, 3 denied or rejected, 4 timeout or unreachable.
     #[command(
         allow_hyphen_values = true,
-        after_help = "Node behaviors:\n  /public/hello, /public/status\n  /broadcast/hello                     (broadcast; every node answers)\n  /dms/node/peers/list | self | dht | score   (self: reachability, relays, hole punches)\n  /dms/node/peers/connect -a|--address /ip4/…/tcp/…/p2p/<peer id>\n  /dms/node/peers/ping -H|--host <peer id or DID>\n  /dms/node/peers/disconnect -H|--host <peer id or DID>\n  /dms/node/onboarding/onboard -C|--cpu <cores> -R|--ram <size> -D|--disk <size> [-G|--gpus idx:GiB,…]\n  /dms/node/onboarding/offboard [--force], /dms/node/onboarding/status\n  /dms/node/deployment/new -f|--spec-file <ensemble.yaml>\n  /dms/node/deployment/status | manifest | shutdown -i|--id <id>\n  /dms/node/deployment/logs -i|--id <id> [-a|--allocation <name>]\n  /dms/node/logger/config [-l|--level debug]\n  /dms/node/nunet/invoke -H|--host <NuNet peer> --behavior <name> [-m|--message JSON] [--timeout <seconds>]\n  /dms/volume/create --name <volume> --client-pem-file <cert.pem> [--ca-output-dir <dir>] -d <storage node>\n  /dms/volume/start | delete --name <volume> -d <storage node>   (storage nodes: general.storage_mode)\n\nSizes are GiB unless a unit is given (512MiB, 2GiB, 1TB).\n\nExamples:\n  nunet actor cmd /dms/node/peers/list\n  nunet actor cmd -d did:key:z6Mk… /public/status --json\n  nunet actor cmd -c dms /dms/node/onboarding/onboard -C 2 -R 4 -D 20"
+        after_help = "Node behaviors:\n  /public/hello, /public/status\n  /broadcast/hello                     (broadcast; every node answers)\n  /dms/node/peers/list | self | dht | score   (self: reachability, relays, hole punches)\n  /dms/node/peers/connect -a|--address /ip4/…/tcp/…/p2p/<peer id>\n  /dms/node/peers/ping -H|--host <peer id or DID>\n  /dms/node/peers/disconnect -H|--host <peer id or DID>\n  /dms/node/onboarding/onboard -C|--cpu <cores> -R|--ram <size> -D|--disk <size> [-G|--gpus idx:GiB,…]\n  /dms/node/onboarding/offboard [--force], /dms/node/onboarding/status\n  /dms/node/deployment/new -f|--spec-file <ensemble.yaml>\n  /dms/node/deployment/status | manifest | shutdown -i|--id <id>\n  /dms/node/deployment/logs -i|--id <id> [-a|--allocation <name>]\n  /dms/node/logger/config [-l|--level debug]\n  /dms/node/nunet/invoke -H|--host <NuNet peer> --behavior <name> [-m|--message JSON] [--timeout <seconds>]\n  /dms/volume/create --name <volume> --client-pem-file <cert.pem> [--size <size>] [--ca-output-dir <dir>] -d <storage node>\n  /dms/volume/start | delete --name <volume> -d <storage node>   (storage nodes: general.storage_mode)\n\nSizes are GiB unless a unit is given (512MiB, 2GiB, 1TB).\n\nExamples:\n  nunet actor cmd /dms/node/peers/list\n  nunet actor cmd -d did:key:z6Mk… /public/status --json\n  nunet actor cmd -c dms /dms/node/onboarding/onboard -C 2 -R 4 -D 20"
     )]
     Cmd {
         /// Behavior name.
@@ -291,7 +291,7 @@ pub fn run(home: &Home, cmd: ActorCmd) -> Result<i32> {
         } => {
             let mut payload = params_to_json(&behavior, &params)?;
             spec_file_to_ensemble(&mut payload)?;
-            let ca_output_dir = volume_files(&mut payload)?;
+            let ca_output_dir = volume_files(&behavior, &mut payload)?;
             let topic = broadcast.or_else(|| {
                 behavior
                     .starts_with("/broadcast/")
@@ -332,7 +332,7 @@ fn build(
 /// NuNet's volume flags: `--client-pem-file <file>` is read here and sent as `client_pem`
 /// (the daemon never opens a path a message names); `--ca-output-dir <dir>` stays here and
 /// names where the reply's `ca_data` is written (`<dir>/glusterfs.ca`).
-fn volume_files(payload: &mut Value) -> Result<Option<std::path::PathBuf>> {
+fn volume_files(behavior: &str, payload: &mut Value) -> Result<Option<std::path::PathBuf>> {
     let Some(map) = payload.as_object_mut() else {
         return Ok(None);
     };
@@ -342,6 +342,19 @@ fn volume_files(payload: &mut Value) -> Result<Option<std::path::PathBuf>> {
         };
         let pem = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
         map.insert("client_pem".into(), Value::String(pem));
+    }
+    // `--size 512MiB` (GiB without a unit, as every size here) travels as bytes.
+    if behavior == nunet_protocol::names::VOLUME_CREATE
+        && let Some(v) = map.remove("size")
+    {
+        let text = match &v {
+            Value::String(t) => t.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => bail!("--size needs a size like 10GiB"),
+        };
+        let bytes =
+            nunet_ensemble::units::parse_size(&text).map_err(|e| anyhow::anyhow!("--size: {e}"))?;
+        map.insert("size".into(), Value::from(bytes));
     }
     match map.remove("ca_output_dir") {
         None => Ok(None),
