@@ -76,6 +76,21 @@ impl Provider {
         dir: &Path,
         fetch: &[FetchInput],
     ) -> Result<(), ActorError> {
+        // A ticket for anything but an input from another allocation's output is refused,
+        // never ignored.
+        if let Some(f) = fetch.iter().find(|f| {
+            !rec.inputs
+                .get(f.input as usize)
+                .is_some_and(|x| matches!(x.source, InputSource::Output(_)))
+        }) {
+            return Err(ActorError::new(
+                ErrorKind::Rejected,
+                format!(
+                    "the start names inputs[{}], which is not an input from another allocation's output",
+                    f.input
+                ),
+            ));
+        }
         // One budget for all inputs: the allocation's disk, less what is staged already.
         let mut left = rec.resources.disk.size.saturating_sub(
             rec.inputs
